@@ -1,0 +1,385 @@
+//! The table catalog: one Arrow schema per built-in table.
+//!
+//! Every table starts with `ts` (UTC, microseconds) and `host` (node name). Columns are
+//! declared once, in the constant tables below, together with the documentation that
+//! travels with the schema as field metadata (key [`DOC_KEY`]), so `lake` can describe a
+//! table without a second source of truth. Anything a source carries beyond the typed
+//! columns goes in an `attrs` (or `labels`) map column: never silently dropped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Field metadata key under which each column's documentation is stored.
+pub const DOC_KEY: &str = "doc";
+
+/// The time zone every `ts` column carries.
+pub const TS_TZ: &str = "UTC";
+
+/// A built-in table of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Numeric samples in long format: host metrics, OTLP metrics, collector self-telemetry.
+    Metrics,
+    /// Log lines: journald, OTLP logs, unparsed lines of other sources.
+    Logs,
+    /// HTTP requests from Caddy's JSON access log.
+    Http,
+    /// Packets logged by ufw (netfilter LOG lines).
+    Firewall,
+    /// fail2ban events.
+    Bans,
+    /// Tailscale pings and HTTP/TCP/TLS uptime checks.
+    Probes,
+    /// Alert state transitions and notifications.
+    Alerts,
+    /// Installed packages (changes only).
+    Packages,
+    /// Listening sockets (changes only).
+    Listeners,
+    /// systemd units (changes only).
+    Units,
+    /// One row per node describing the machine (changes only).
+    Hosts,
+}
+
+impl Table {
+    /// Every built-in table, in catalog order.
+    pub const ALL: [Table; 11] = [
+        Table::Metrics,
+        Table::Logs,
+        Table::Http,
+        Table::Firewall,
+        Table::Bans,
+        Table::Probes,
+        Table::Alerts,
+        Table::Packages,
+        Table::Listeners,
+        Table::Units,
+        Table::Hosts,
+    ];
+
+    /// The table's name as used in SQL, URLs and paths.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::Metrics => "metrics",
+            Table::Logs => "logs",
+            Table::Http => "http",
+            Table::Firewall => "firewall",
+            Table::Bans => "bans",
+            Table::Probes => "probes",
+            Table::Alerts => "alerts",
+            Table::Packages => "packages",
+            Table::Listeners => "listeners",
+            Table::Units => "units",
+            Table::Hosts => "hosts",
+        }
+    }
+
+    /// One line on what the table holds.
+    pub const fn doc(self) -> &'static str {
+        match self {
+            Table::Metrics => "numeric samples, one row per sample (long format)",
+            Table::Logs => "log lines from journald, OTLP and unparsed input of other sources",
+            Table::Http => "HTTP requests from Caddy's JSON access log",
+            Table::Firewall => "packets logged by ufw",
+            Table::Bans => "fail2ban events",
+            Table::Probes => "Tailscale pings and HTTP/TCP/TLS uptime checks",
+            Table::Alerts => "alert state transitions and notifications",
+            Table::Packages => "installed packages, one row per change",
+            Table::Listeners => "listening sockets, one row per change",
+            Table::Units => "systemd units, one row per change",
+            Table::Hosts => "machine description per node, one row per change",
+        }
+    }
+
+    fn extra_columns(self) -> &'static [Column] {
+        match self {
+            Table::Metrics => METRICS,
+            Table::Logs => LOGS,
+            Table::Http => HTTP,
+            Table::Firewall => FIREWALL,
+            Table::Bans => BANS,
+            Table::Probes => PROBES,
+            Table::Alerts => ALERTS,
+            Table::Packages => PACKAGES,
+            Table::Listeners => LISTENERS,
+            Table::Units => UNITS,
+            Table::Hosts => HOSTS,
+        }
+    }
+
+    /// Every column of the table, `ts` and `host` first.
+    pub fn columns(self) -> impl Iterator<Item = &'static Column> {
+        COMMON.iter().chain(self.extra_columns())
+    }
+
+    /// The table's Arrow schema. Built on each call; cheap, but cache it on hot paths.
+    pub fn schema(self) -> SchemaRef {
+        let fields: Vec<Field> = self.columns().map(Column::field).collect();
+        let meta = HashMap::from([
+            ("table".to_string(), self.name().to_string()),
+            (DOC_KEY.to_string(), self.doc().to_string()),
+        ]);
+        Arc::new(Schema::new_with_metadata(fields, meta))
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The name is not one of the built-in tables.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts)")]
+pub struct UnknownTable(pub String);
+
+impl FromStr for Table {
+    type Err = UnknownTable;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Table::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| UnknownTable(s.to_string()))
+    }
+}
+
+/// The logical type of a column. Kept small on purpose: every type here maps one to one
+/// onto a Parquet and a DuckDB type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// UTC timestamp, microsecond precision.
+    Timestamp,
+    /// UTF-8 text.
+    Text,
+    /// 64-bit float.
+    Float,
+    /// 64-bit signed integer.
+    Int,
+    /// Boolean.
+    Bool,
+    /// Map of text to text (`labels`, `attrs`).
+    TextMap,
+    /// List of text.
+    TextList,
+}
+
+impl ColumnType {
+    /// The Arrow type this column is stored as.
+    pub fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(TS_TZ.into())),
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::TextMap => text_map_type(),
+            ColumnType::TextList => {
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+            }
+        }
+    }
+}
+
+/// The Arrow type of `labels` and `attrs`: `Map<Utf8, Utf8>` with the field names Arrow's
+/// `MapBuilder` produces, so built arrays match the schema exactly.
+pub fn text_map_type() -> DataType {
+    let entries = Fields::from(vec![
+        Field::new("keys", DataType::Utf8, false),
+        Field::new("values", DataType::Utf8, true),
+    ]);
+    DataType::Map(
+        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+        false,
+    )
+}
+
+/// One column of a catalog table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// Logical type.
+    pub ty: ColumnType,
+    /// Whether the column may hold nulls.
+    pub nullable: bool,
+    /// What the column means, with its unit.
+    pub doc: &'static str,
+}
+
+impl Column {
+    /// The Arrow field for this column, documentation attached as metadata.
+    pub fn field(&self) -> Field {
+        Field::new(self.name, self.ty.data_type(), self.nullable).with_metadata(HashMap::from([(
+            DOC_KEY.to_string(),
+            self.doc.to_string(),
+        )]))
+    }
+}
+
+const fn col(name: &'static str, ty: ColumnType, doc: &'static str) -> Column {
+    Column { name, ty, nullable: true, doc }
+}
+
+const fn req(name: &'static str, ty: ColumnType, doc: &'static str) -> Column {
+    Column { name, ty, nullable: false, doc }
+}
+
+use ColumnType::{Bool, Float, Int, Text, TextList, TextMap, Timestamp};
+
+const COMMON: &[Column] = &[
+    req("ts", Timestamp, "when it happened, UTC, microseconds"),
+    req("host", Text, "node name of the collector (or sender) that observed it"),
+];
+
+const METRICS: &[Column] = &[
+    req("name", Text, "metric name, e.g. cpu_usage_percent, net_rx_bytes_per_second"),
+    req("value", Float, "sample value in the unit the name states"),
+    col("labels", TextMap, "dimensions of the sample, e.g. {cpu: 0}, {mount: /}, {iface: eth0}"),
+];
+
+const LOGS: &[Column] = &[
+    req("source", Text, "where the line came from: journald, otlp, caddy-unparsed, ..."),
+    col("unit", Text, "systemd unit (_SYSTEMD_UNIT) or OTLP service.name"),
+    col("ident", Text, "syslog identifier (SYSLOG_IDENTIFIER)"),
+    col("pid", Int, "process id"),
+    col("priority", Int, "syslog priority 0 (emerg) .. 7 (debug)"),
+    col("message", Text, "the message; invalid UTF-8 replaced here and kept exact in attrs"),
+    col("boot_id", Text, "journald boot id"),
+    col("attrs", TextMap, "every other field of the entry"),
+];
+
+const HTTP: &[Column] = &[
+    col("vhost", Text, "virtual host: request.host without port"),
+    col("method", Text, "HTTP method"),
+    col("uri", Text, "request URI: path and query"),
+    col("path", Text, "path part of the URI"),
+    col("proto", Text, "protocol, e.g. HTTP/2.0"),
+    col("status", Int, "response status code"),
+    col("size", Int, "response body bytes sent"),
+    col("bytes_read", Int, "request body bytes read (Caddy 2.7+)"),
+    col("duration_ms", Float, "time to handle the request, milliseconds"),
+    col("remote_ip", Text, "peer address of the connection"),
+    col("client_ip", Text, "client address after trusted proxies (Caddy 2.7+), else remote_ip"),
+    col("user_agent", Text, "User-Agent header"),
+    col("referer", Text, "Referer header"),
+    col("tls_version", Text, "TLS version, e.g. 1.3; null for plain HTTP"),
+    col("server_name", Text, "TLS SNI server name"),
+    col("client_class", Text, "who is behind the request: human, search, ai, scanner, bot, unknown"),
+    col("client_name", Text, "the crawler or tool named by the user agent, if known"),
+    col("attrs", TextMap, "every other field of the log entry"),
+];
+
+const FIREWALL: &[Column] = &[
+    req("action", Text, "BLOCK, ALLOW, AUDIT or LIMIT"),
+    col("in_if", Text, "inbound interface (IN=)"),
+    col("out_if", Text, "outbound interface (OUT=)"),
+    col("src", Text, "source address"),
+    col("dst", Text, "destination address"),
+    col("proto", Text, "protocol: TCP, UDP, ICMP, ICMPv6 or a number"),
+    col("src_port", Int, "source port (SPT=)"),
+    col("dst_port", Int, "destination port (DPT=)"),
+    col("len", Int, "packet length in bytes (LEN=)"),
+    col("ttl", Int, "TTL or hop limit"),
+    col("attrs", TextMap, "every other key and flag of the line"),
+];
+
+const BANS: &[Column] = &[
+    col("jail", Text, "fail2ban jail, e.g. sshd"),
+    req("action", Text, "found, ban, unban, restore, increase, already_banned, jail_started, ..."),
+    col("ip", Text, "address concerned"),
+    col("ban_count", Int, "how many times banned (Increase Ban), when given"),
+    col("attrs", TextMap, "every other detail of the line"),
+];
+
+const PROBES: &[Column] = &[
+    req("kind", Text, "tailscale, http, tcp or tls"),
+    req("target", Text, "what was probed: peer name, URL or host:port"),
+    req("ok", Bool, "whether the check passed"),
+    col("latency_ms", Float, "round trip or response time, milliseconds"),
+    col("path", Text, "tailscale: direct ip:port or DERP(region)"),
+    col("status", Int, "HTTP status code"),
+    col("cert_days_left", Float, "days until the TLS certificate expires"),
+    col("error", Text, "why the check failed"),
+    col("attrs", TextMap, "other details of the check"),
+];
+
+const ALERTS: &[Column] = &[
+    req("rule", Text, "alert rule name"),
+    req("state", Text, "ok, pending, firing, resolved, or a notification outcome"),
+    col("value", Float, "value of the instance when evaluated"),
+    col("labels", TextMap, "labels identifying the alert instance"),
+    col("severity", Text, "severity of the rule"),
+    col("message", Text, "rendered message"),
+    col("channels", TextList, "notification channels involved"),
+];
+
+const PACKAGES: &[Column] = &[
+    req("name", Text, "package name"),
+    col("version", Text, "installed version"),
+    col("arch", Text, "architecture"),
+    col("manager", Text, "dpkg, rpm, ..."),
+    req("change", Text, "installed, removed, upgraded or present (first inventory)"),
+];
+
+const LISTENERS: &[Column] = &[
+    req("proto", Text, "tcp, tcp6, udp, udp6"),
+    req("addr", Text, "listening address"),
+    req("port", Int, "listening port"),
+    col("process", Text, "process name"),
+    col("pid", Int, "process id"),
+    req("change", Text, "opened, closed or present"),
+];
+
+const UNITS: &[Column] = &[
+    req("unit", Text, "systemd unit name"),
+    col("load_state", Text, "loaded, not-found, ..."),
+    col("active_state", Text, "active, inactive, failed, ..."),
+    col("sub_state", Text, "running, exited, dead, ..."),
+    req("change", Text, "started, stopped, failed, changed or present"),
+];
+
+const HOSTS: &[Column] = &[
+    col("os", Text, "operating system name and version"),
+    col("kernel", Text, "kernel version"),
+    col("arch", Text, "CPU architecture"),
+    col("cpus", Int, "logical CPU count"),
+    col("memory_bytes", Int, "total memory, bytes"),
+    col("collector_version", Text, "version of lake-collector"),
+    col("attrs", TextMap, "other facts: Tailscale addresses, machine id, ..."),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_starts_with_ts_and_host_and_documents_every_column() {
+        for t in Table::ALL {
+            let s = t.schema();
+            assert_eq!(s.field(0).name(), "ts");
+            assert_eq!(s.field(1).name(), "host");
+            for f in s.fields() {
+                assert!(!f.metadata()[DOC_KEY].is_empty(), "{t}.{} undocumented", f.name());
+            }
+            let mut names: Vec<_> = s.fields().iter().map(|f| f.name().clone()).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), s.fields().len(), "{t} has a duplicate column");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for t in Table::ALL {
+            assert_eq!(t.name().parse::<Table>().unwrap(), t);
+        }
+        let err = "metric".parse::<Table>().unwrap_err();
+        assert!(err.to_string().contains("\"metric\""));
+    }
+}

@@ -1,0 +1,327 @@
+//! The wire protocol between collectors and the lake.
+//!
+//! A batch travels as the body of `POST /v1/ingest/{table}`: an Arrow IPC *stream*
+//! (schema message, one or more record batches, end marker) whose buffers are
+//! zstd-compressed. Headers: `Authorization: Bearer <node token>` and
+//! `Lake-Batch: <node>/<epoch>/<seq>`. The batch id makes delivery idempotent: a
+//! collector that re-sends after a lost acknowledgement gets a 200 and the lake stores
+//! the rows once. `epoch` is chosen when a collector's spool is created and `seq` grows
+//! by one per batch within it, so `(node, epoch)` with a high-water mark of `seq`
+//! identifies every batch ever sent.
+
+use std::fmt;
+use std::io::Cursor;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::{new_null_array, RecordBatch, RecordBatchOptions};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_ipc::CompressionType;
+use arrow_schema::{ArrowError, Schema, SchemaRef};
+
+use crate::catalog::Table;
+
+/// Header carrying the batch id.
+pub const BATCH_HEADER: &str = "lake-batch";
+/// Content type of an ingest body.
+pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
+/// Version of this envelope; bumped on any incompatible change.
+pub const CODEC_VERSION: u32 = 1;
+/// Longest node name accepted.
+pub const MAX_NODE_LEN: usize = 64;
+
+/// Errors of the wire protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The batch id header is malformed.
+    #[error("invalid batch id {id:?}: {reason}")]
+    BatchId {
+        /// The id as received.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The node name cannot be used.
+    #[error("invalid node name {name:?}: {reason}")]
+    NodeName {
+        /// The name as received.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The body is not a readable Arrow IPC stream.
+    #[error("body is not an Arrow IPC stream: {0}")]
+    Decode(#[source] ArrowError),
+    /// Encoding failed (a bug or an impossible batch).
+    #[error("cannot encode Arrow IPC stream: {0}")]
+    Encode(#[source] ArrowError),
+    /// The batch's schema does not match the table.
+    #[error("{0}")]
+    Schema(#[from] SchemaMismatch),
+}
+
+/// How a batch's schema differs from its table's. The message names the column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaMismatch {
+    /// A column the table does not have.
+    #[error("column {column:?} is not in table {table}")]
+    UnknownColumn {
+        /// Table.
+        table: Table,
+        /// Column.
+        column: String,
+    },
+    /// A required column is absent.
+    #[error("column {column:?} of table {table} is required but missing")]
+    MissingColumn {
+        /// Table.
+        table: Table,
+        /// Column.
+        column: &'static str,
+    },
+    /// A column with the wrong type.
+    #[error("column {column:?} of table {table} must be {expected}, found {found}")]
+    WrongType {
+        /// Table.
+        table: Table,
+        /// Column.
+        column: &'static str,
+        /// Type the catalog declares.
+        expected: String,
+        /// Type the batch carries.
+        found: String,
+    },
+    /// Nulls in a column that does not allow them.
+    #[error("column {column:?} of table {table} must not contain nulls")]
+    NullInRequired {
+        /// Table.
+        table: Table,
+        /// Column.
+        column: &'static str,
+    },
+}
+
+/// Checks a node name: it becomes part of batch ids, paths and labels, so it is limited
+/// to `[A-Za-z0-9._-]`, 1 to 64 characters, and may not start with a dot.
+pub fn validate_node_name(name: &str) -> Result<(), WireError> {
+    let err = |reason| WireError::NodeName { name: name.to_string(), reason };
+    if name.is_empty() || name.len() > MAX_NODE_LEN {
+        return Err(err("must be 1 to 64 characters"));
+    }
+    if name.starts_with('.') {
+        return Err(err("must not start with a dot"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(err("only letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+/// Identity of one shipped batch: `<node>/<epoch>/<seq>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId {
+    /// Node that produced the batch.
+    pub node: String,
+    /// Spool generation of that node (set when its spool was created).
+    pub epoch: u64,
+    /// Position of the batch within the epoch, from 1.
+    pub seq: u64,
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.node, self.epoch, self.seq)
+    }
+}
+
+impl FromStr for BatchId {
+    type Err = WireError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| WireError::BatchId { id: s.to_string(), reason };
+        let mut parts = s.rsplitn(3, '/');
+        let (Some(seq), Some(epoch), Some(node)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(err("expected <node>/<epoch>/<seq>"));
+        };
+        validate_node_name(node)?;
+        let epoch = epoch.parse().map_err(|_| err("epoch is not an unsigned integer"))?;
+        let seq = seq.parse().map_err(|_| err("seq is not an unsigned integer"))?;
+        Ok(BatchId { node: node.to_string(), epoch, seq })
+    }
+}
+
+/// Encodes batches as a zstd-compressed Arrow IPC stream. All batches must share `schema`.
+pub fn encode(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, WireError> {
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .map_err(WireError::Encode)?;
+    let mut out = Vec::new();
+    let mut writer =
+        StreamWriter::try_new_with_options(&mut out, schema, options).map_err(WireError::Encode)?;
+    for b in batches {
+        writer.write(b).map_err(WireError::Encode)?;
+    }
+    writer.finish().map_err(WireError::Encode)?;
+    drop(writer);
+    Ok(out)
+}
+
+/// Decodes an Arrow IPC stream into its schema and batches.
+pub fn decode(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
+    let reader = StreamReader::try_new(Cursor::new(body), None).map_err(WireError::Decode)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(WireError::Decode)?;
+    Ok((schema, batches))
+}
+
+/// Checks a batch against its table and returns it in the catalog's exact schema: columns
+/// in catalog order, missing nullable columns filled with nulls (an older sender), field
+/// metadata from the catalog. Unknown columns, wrong types and nulls in required columns
+/// are errors that name the column.
+pub fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, WireError> {
+    if let Some(f) = batch
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| !table.columns().any(|c| c.name == f.name()))
+    {
+        return Err(SchemaMismatch::UnknownColumn { table, column: f.name().clone() }.into());
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for c in table.columns() {
+        let expected = c.ty.data_type();
+        match batch.column_by_name(c.name) {
+            None if c.nullable => columns.push(new_null_array(&expected, batch.num_rows())),
+            None => return Err(SchemaMismatch::MissingColumn { table, column: c.name }.into()),
+            Some(a) => {
+                if !types_match(a.data_type(), &expected) {
+                    return Err(SchemaMismatch::WrongType {
+                        table,
+                        column: c.name,
+                        expected: expected.to_string(),
+                        found: a.data_type().to_string(),
+                    }
+                    .into());
+                }
+                if !c.nullable && a.null_count() > 0 {
+                    return Err(SchemaMismatch::NullInRequired { table, column: c.name }.into());
+                }
+                columns.push(Arc::clone(a));
+            }
+        }
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
+        .map_err(WireError::Decode)
+}
+
+/// Types are equal up to the names and nullability of nested fields (map entries, list
+/// items), which differ between Arrow builders without changing meaning.
+fn types_match(found: &arrow_schema::DataType, expected: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType as D;
+    match (found, expected) {
+        (D::Map(a, sa), D::Map(b, sb)) => sa == sb && types_match(a.data_type(), b.data_type()),
+        (D::List(a), D::List(b)) => types_match(a.data_type(), b.data_type()),
+        (D::Struct(a), D::Struct(b)) => {
+            a.len() == b.len()
+                && a.iter().zip(b.iter()).all(|(x, y)| types_match(x.data_type(), y.data_type()))
+        }
+        _ => found == expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::{MapBuilder, StringBuilder};
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+
+    fn metrics_batch(n: usize) -> RecordBatch {
+        let schema = Table::Metrics.schema();
+        let ts: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|i| 1_795_374_070_000_000 + i))
+                .with_timezone("UTC"),
+        );
+        let host: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|_| "salem-storage")));
+        let name: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("m{i}"))));
+        let value: ArrayRef = Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64 / 3.0)));
+        let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for i in 0..n {
+            labels.keys().append_value("cpu");
+            labels.values().append_value(i.to_string());
+            labels.append(true).unwrap();
+        }
+        RecordBatch::try_new(schema, vec![ts, host, name, value, Arc::new(labels.finish())]).unwrap()
+    }
+
+    #[test]
+    fn ipc_round_trip_keeps_rows_and_schema() {
+        let b = metrics_batch(1000);
+        let bytes = encode(&b.schema(), std::slice::from_ref(&b)).unwrap();
+        let (schema, batches) = decode(&bytes).unwrap();
+        assert_eq!(schema, b.schema());
+        assert_eq!(batches, vec![b.clone()]);
+        let conformed = conform(Table::Metrics, &Table::Metrics.schema(), &batches[0]).unwrap();
+        assert_eq!(conformed, b);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for body in [&b""[..], b"hello", &[0xff; 64], &[0xff, 0xff, 0xff, 0xff, 8, 0, 0, 0, 1, 2]] {
+            assert!(matches!(decode(body), Err(WireError::Decode(_))));
+        }
+        let good = encode(&metrics_batch(10).schema(), &[metrics_batch(10)]).unwrap();
+        for cut in [1, 8, good.len() / 2, good.len() - 9] {
+            assert!(decode(&good[..cut]).is_err(), "truncated at {cut} decoded");
+        }
+    }
+
+    #[test]
+    fn conform_names_the_offending_column() {
+        let b = metrics_batch(3);
+        let err = conform(Table::Logs, &Table::Logs.schema(), &b).unwrap_err().to_string();
+        assert!(err.contains("\"name\""), "{err}");
+
+        let ts = b.column(0).clone();
+        let host = b.column(1).clone();
+        let bad = RecordBatch::try_from_iter(vec![
+            ("ts", ts),
+            ("host", host),
+            ("name", b.column(2).clone()),
+            ("value", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+        ])
+        .unwrap();
+        let err = conform(Table::Metrics, &Table::Metrics.schema(), &bad).unwrap_err().to_string();
+        assert!(err.contains("\"value\"") && err.contains("Float64") && err.contains("Int64"), "{err}");
+
+        // a missing nullable column is filled with nulls
+        let short = RecordBatch::try_from_iter(vec![
+            ("ts", b.column(0).clone()),
+            ("host", b.column(1).clone()),
+            ("name", b.column(2).clone()),
+            ("value", b.column(3).clone()),
+        ])
+        .unwrap();
+        let out = conform(Table::Metrics, &Table::Metrics.schema(), &short).unwrap();
+        assert_eq!(out.column(4).null_count(), 3);
+    }
+
+    #[test]
+    fn batch_ids_parse_and_reject() {
+        let id: BatchId = "salem-storage/1795374070/42".parse().unwrap();
+        assert_eq!(id, BatchId { node: "salem-storage".into(), epoch: 1_795_374_070, seq: 42 });
+        assert_eq!(id.to_string(), "salem-storage/1795374070/42");
+        for bad in ["", "a/b", "../x/1/2", "a/1/x", "a/-1/2", "/1/2", "a b/1/2", ".hidden/1/2"] {
+            assert!(bad.parse::<BatchId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_id_round_trips(node in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", epoch: u64, seq: u64) {
+            let id = BatchId { node, epoch, seq };
+            proptest::prop_assert_eq!(id.to_string().parse::<BatchId>().unwrap(), id);
+        }
+    }
+}
