@@ -1,0 +1,526 @@
+//! The collector's configuration: `collector.toml` parsed into private serde `*File`
+//! structs, then validated once into the public, typed [`Config`] the rest of the crate
+//! runs on. Every key has a default, so an absent file (or an empty one) is a working
+//! configuration as long as a token can be found.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use lake_format::units::{ByteSize, Dur};
+use lake_format::wire;
+use serde::Deserialize;
+
+/// Environment variable read when neither `lake.token` nor `lake.token_file` is set.
+pub const TOKEN_ENV: &str = "LAKE_TOKEN";
+/// Default `data_dir`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/lake-collector";
+/// Default `lake.url`.
+pub const DEFAULT_LAKE_URL: &str = "http://127.0.0.1:7470";
+
+const fn default_version() -> u32 {
+    1
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_lake_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+const fn default_host_interval() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+const fn default_spool_max_size() -> ByteSize {
+    ByteSize(1 << 30)
+}
+const fn default_spool_segment_size() -> ByteSize {
+    ByteSize(8 << 20)
+}
+const fn default_backoff_min() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+const fn default_backoff_max() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+fn default_lake_url() -> String {
+    DEFAULT_LAKE_URL.to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default = "default_version")]
+    version: u32,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default)]
+    lake: LakeFile,
+    #[serde(default)]
+    host: HostFile,
+    #[serde(default)]
+    spool: SpoolFile,
+    #[serde(default)]
+    shipper: ShipperFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LakeFile {
+    #[serde(default = "default_lake_url")]
+    url: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_lake_timeout")]
+    timeout: Dur,
+}
+
+impl fmt::Debug for LakeFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LakeFile")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Default for LakeFile {
+    fn default() -> Self {
+        LakeFile {
+            url: default_lake_url(),
+            token: None,
+            token_file: None,
+            timeout: default_lake_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostFile {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_host_interval")]
+    interval: Dur,
+}
+
+impl Default for HostFile {
+    fn default() -> Self {
+        HostFile {
+            enabled: true,
+            interval: default_host_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolFile {
+    #[serde(default = "default_spool_max_size")]
+    max_size: ByteSize,
+    #[serde(default = "default_spool_segment_size")]
+    segment_size: ByteSize,
+}
+
+impl Default for SpoolFile {
+    fn default() -> Self {
+        SpoolFile {
+            max_size: default_spool_max_size(),
+            segment_size: default_spool_segment_size(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipperFile {
+    #[serde(default = "default_backoff_min")]
+    backoff_min: Dur,
+    #[serde(default = "default_backoff_max")]
+    backoff_max: Dur,
+}
+
+impl Default for ShipperFile {
+    fn default() -> Self {
+        ShipperFile {
+            backoff_min: default_backoff_min(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+}
+
+/// A bearer token. Its `Debug` output never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Where the token came from, for `--check` and logs (never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `lake.token` in the file.
+    Inline,
+    /// `lake.token_file`.
+    File(PathBuf),
+    /// The `LAKE_TOKEN` environment variable.
+    Env,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node name, valid for [`wire::validate_node_name`].
+    pub node: String,
+    /// Directory for the spool and other state.
+    pub data_dir: PathBuf,
+    /// Where and how to reach the lake.
+    pub lake: LakeConfig,
+    /// Host metrics source.
+    pub host: HostConfig,
+    /// On-disk queue bounds.
+    pub spool: SpoolConfig,
+    /// Retry policy of the shipper.
+    pub shipper: ShipperConfig,
+}
+
+/// `[lake]`.
+#[derive(Debug, Clone)]
+pub struct LakeConfig {
+    /// Base URL of the lake, without a trailing slash.
+    pub url: String,
+    /// Bearer token of this node.
+    pub token: Token,
+    /// Where the token was found.
+    pub token_source: TokenSource,
+    /// Timeout of one ingest request, connect included.
+    pub timeout: Duration,
+}
+
+/// `[host]`.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Whether host metrics are collected.
+    pub enabled: bool,
+    /// Time between two samples.
+    pub interval: Duration,
+}
+
+/// `[spool]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolConfig {
+    /// Bound on the spool's size on disk, in bytes.
+    pub max_size: u64,
+    /// Size at which a segment file is closed and a new one started, in bytes.
+    pub segment_size: u64,
+}
+
+/// `[shipper]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShipperConfig {
+    /// Smallest wait before a retry.
+    pub backoff_min: Duration,
+    /// Largest wait before a retry (Retry-After from the lake may ask for more).
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// Reads and validates `path`, or builds the defaults when there is no file.
+    /// The token is looked up in `LAKE_TOKEN` when the file names none.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let env_token = std::env::var(TOKEN_ENV).ok();
+        match path {
+            None => Self::from_toml("", env_token.as_deref()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                Self::from_toml(&text, env_token.as_deref())
+                    .with_context(|| format!("invalid config file {}", p.display()))
+            }
+        }
+    }
+
+    /// Parses and validates TOML text; `env_token` stands for `LAKE_TOKEN`.
+    pub fn from_toml(text: &str, env_token: Option<&str>) -> anyhow::Result<Config> {
+        // toml's error already names the unknown key and shows the line.
+        let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.validate(env_token)
+    }
+}
+
+impl ConfigFile {
+    fn validate(self, env_token: Option<&str>) -> anyhow::Result<Config> {
+        ensure!(
+            self.version == 1,
+            "version = {}: only version 1 is supported",
+            self.version
+        );
+        let node = match self.node {
+            Some(n) => {
+                wire::validate_node_name(&n).context("node")?;
+                n
+            }
+            None => default_node_name(),
+        };
+        ensure!(
+            !self.data_dir.as_os_str().is_empty(),
+            "data_dir must not be empty"
+        );
+
+        let url = self.lake.url.trim_end_matches('/').to_string();
+        ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "lake.url = {:?}: must start with http:// or https://",
+            self.lake.url
+        );
+        let (token, token_source) = match (self.lake.token, self.lake.token_file) {
+            (Some(_), Some(_)) => bail!("lake.token and lake.token_file are both set: keep one"),
+            (Some(t), None) => (t, TokenSource::Inline),
+            (None, Some(p)) => {
+                let t = std::fs::read_to_string(&p)
+                    .with_context(|| format!("lake.token_file: cannot read {}", p.display()))?;
+                (t.trim().to_string(), TokenSource::File(p))
+            }
+            (None, None) => match env_token {
+                Some(t) => (t.trim().to_string(), TokenSource::Env),
+                None => bail!(
+                    "no token for the lake: set lake.token or lake.token_file in the config, \
+                     or the {TOKEN_ENV} environment variable"
+                ),
+            },
+        };
+        ensure!(
+            !token.is_empty(),
+            "the lake token is empty ({token_source:?})"
+        );
+        ensure!(
+            !self.lake.timeout.0.is_zero(),
+            "lake.timeout must be more than zero"
+        );
+
+        ensure!(
+            !self.host.interval.0.is_zero(),
+            "host.interval must be more than zero"
+        );
+
+        let (max_size, segment_size) = (self.spool.max_size.0, self.spool.segment_size.0);
+        ensure!(
+            segment_size >= 4096,
+            "spool.segment_size = {segment_size}: must be at least 4KiB"
+        );
+        // Two segments at least, so dropping the oldest one never empties the spool.
+        ensure!(
+            max_size >= 2 * segment_size,
+            "spool.max_size ({}) must be at least twice spool.segment_size ({})",
+            self.spool.max_size,
+            self.spool.segment_size
+        );
+
+        let (backoff_min, backoff_max) = (self.shipper.backoff_min.0, self.shipper.backoff_max.0);
+        ensure!(
+            !backoff_min.is_zero(),
+            "shipper.backoff_min must be more than zero"
+        );
+        ensure!(
+            backoff_min <= backoff_max,
+            "shipper.backoff_min ({}) must not exceed shipper.backoff_max ({})",
+            self.shipper.backoff_min,
+            self.shipper.backoff_max
+        );
+
+        Ok(Config {
+            node,
+            data_dir: self.data_dir,
+            lake: LakeConfig {
+                url,
+                token: Token(token),
+                token_source,
+                timeout: self.lake.timeout.0,
+            },
+            host: HostConfig {
+                enabled: self.host.enabled,
+                interval: self.host.interval.0,
+            },
+            spool: SpoolConfig {
+                max_size,
+                segment_size,
+            },
+            shipper: ShipperConfig {
+                backoff_min,
+                backoff_max,
+            },
+        })
+    }
+}
+
+/// The machine's hostname made into a valid node name.
+fn default_node_name() -> String {
+    let raw = sysinfo::System::host_name().unwrap_or_default();
+    sanitize_node_name(&raw)
+}
+
+/// Replaces every character a node name may not contain with '-', drops leading dots and
+/// cuts to the maximum length; an empty result becomes "localhost".
+pub(crate) fn sanitize_node_name(raw: &str) -> String {
+    let mapped: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name: String = mapped
+        .trim_start_matches('.')
+        .chars()
+        .take(wire::MAX_NODE_LEN)
+        .collect();
+    if name.is_empty() {
+        name = "localhost".to_string();
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/collector.toml");
+
+    #[test]
+    fn the_example_parses_and_matches_the_defaults() {
+        let c = Config::from_toml(EXAMPLE, None).unwrap();
+        assert_eq!(c.node, "salem-storage");
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.lake.url, DEFAULT_LAKE_URL);
+        assert_eq!(c.lake.token.expose(), "change-me");
+        assert_eq!(c.lake.timeout, Duration::from_secs(10));
+        assert!(c.host.enabled);
+        assert_eq!(c.host.interval, Duration::from_secs(10));
+        assert_eq!(c.spool.max_size, 1 << 30);
+        assert_eq!(c.spool.segment_size, 8 << 20);
+        assert_eq!(c.shipper.backoff_min, Duration::from_millis(500));
+        assert_eq!(c.shipper.backoff_max, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn nothing_configured_works_with_an_env_token() {
+        let c = Config::from_toml("", Some("t0k")).unwrap();
+        assert_eq!(c.lake.token_source, TokenSource::Env);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        wire::validate_node_name(&c.node).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = format!(
+            "{:#}",
+            Config::from_toml("version = 1\nnodes = \"x\"\n", Some("t")).unwrap_err()
+        );
+        assert!(err.contains("nodes"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::from_toml("[spool]\nmax_sise = \"1GiB\"\n", Some("t")).unwrap_err()
+        );
+        assert!(err.contains("max_sise"), "{err}");
+        let with_typo = EXAMPLE.replace("backoff_max", "backof_max");
+        let err = format!("{:#}", Config::from_toml(&with_typo, None).unwrap_err());
+        assert!(err.contains("backof_max"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_token_names_the_three_options() {
+        let err = format!("{:#}", Config::from_toml("", None).unwrap_err());
+        for option in ["lake.token", "lake.token_file", TOKEN_ENV] {
+            assert!(err.contains(option), "{err}");
+        }
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed_and_debug_redacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let toml = format!("[lake]\ntoken_file = {:?}\n", p.display().to_string());
+        let c = Config::from_toml(&toml, Some("ignored")).unwrap();
+        assert_eq!(c.lake.token.expose(), "s3cret");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let both = format!(
+            "[lake]\ntoken = \"a\"\ntoken_file = {:?}\n",
+            p.display().to_string()
+        );
+        assert!(Config::from_toml(&both, None).is_err());
+    }
+
+    #[test]
+    fn cross_field_errors_name_the_fields() {
+        let err = format!(
+            "{:#}",
+            Config::from_toml(
+                "[spool]\nmax_size = \"8MiB\"\nsegment_size = \"8MiB\"\n",
+                Some("t")
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("spool.max_size") && err.contains("spool.segment_size"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Config::from_toml("[shipper]\nbackoff_min = \"2m\"\n", Some("t")).unwrap_err()
+        );
+        assert!(
+            err.contains("backoff_min") && err.contains("backoff_max"),
+            "{err}"
+        );
+        assert!(Config::from_toml("node = \"bad name\"\n", Some("t")).is_err());
+        assert!(Config::from_toml("version = 2\n", Some("t")).is_err());
+    }
+
+    #[test]
+    fn hostnames_become_valid_node_names() {
+        for (raw, want) in [
+            ("salem-storage", "salem-storage"),
+            ("my host!", "my-host-"),
+            (".hidden", "hidden"),
+            ("", "localhost"),
+            ("héllo", "h-llo"),
+        ] {
+            assert_eq!(sanitize_node_name(raw), want);
+            wire::validate_node_name(&sanitize_node_name(raw)).unwrap();
+        }
+        assert_eq!(
+            sanitize_node_name(&"a".repeat(100)).len(),
+            wire::MAX_NODE_LEN
+        );
+    }
+}
