@@ -1,0 +1,14 @@
+//! lake: the storage daemon and the operator's CLI.
+//!
+//! Data path inside `lake serve`: [`http::ingest`] (auth, id, decode, schema) → [`wal`]
+//! (append + group-committed fsync, then 200) → [`writer::Buffers`] (queryable at once) →
+//! [`writer::write_flush`] (Parquet by table and date, atomic commit) → WAL truncation.
+//! [`server`] wires these with the SQL API of `lake-query`; [`cli`] holds the subcommands.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod state;
+pub mod wal;
+pub mod writer;

@@ -1,0 +1,17 @@
+//! Reading the lake: DuckDB over the committed Parquet files and the rows not yet flushed.
+//!
+//! - [`engine`]: one in-memory DuckDB database; each query gets its own sandboxed
+//!   connection with TEMP views named like the catalog tables, a time limit and a row
+//!   limit. In: SQL text. Out: Arrow record batches ([`engine::QueryResult`]).
+//! - [`http`]: `POST /v1/sql` (axum), answering JSON, CSV or an Arrow IPC stream.
+//! - [`output`]: rendering a result as a terminal table, JSON, CSV or Arrow, shared by the
+//!   HTTP API and the `lake query` CLI.
+
+pub mod engine;
+pub mod http;
+pub mod output;
+
+pub use engine::{Engine, EngineError, FreshRows, Limits, NoFreshRows, QueryResult};
+
+#[cfg(test)]
+mod test_support;

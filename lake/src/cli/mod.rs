@@ -1,0 +1,160 @@
+//! The `lake` command line: `serve`, `query`, `demo`, `check-config`.
+//!
+//! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
+//! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
+
+mod demo;
+mod query;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// lake: a telemetry lake for a handful of servers — Parquet files, DuckDB queries.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    logging: LoggingArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Shared logging flags.
+#[derive(Debug, Args)]
+struct LoggingArgs {
+    /// Log filter, e.g. `info` or `lake=debug,tower_http=info`.
+    #[arg(long, env = "LOG_FILTER", global = true)]
+    log_filter: Option<String>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the lake: ingest, storage, SQL API.
+    Serve {
+        /// Configuration file (defaults apply without one).
+        #[arg(long, short, env = "LAKE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Override the listen address of the config.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Run SQL against a lake and print the result.
+    Query(query::QueryArgs),
+    /// Start a lake and a collector on this machine with generated settings.
+    Demo(demo::DemoArgs),
+    /// Validate a configuration file and print what it means.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, short, env = "LAKE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(args: &LoggingArgs, default: &str) {
+    let filter = match (&args.log_filter, args.verbose) {
+        (Some(f), _) => f.clone(),
+        (None, 0) => default.to_string(),
+        (None, 1) => "debug".to_string(),
+        (None, _) => "trace".to_string(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+pub(crate) fn cancel_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = term.recv() => tracing::info!("terminated, shutting down"),
+        }
+        cancel.cancel();
+    });
+}
+
+fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+}
+
+/// Runs a parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve { config, listen } => {
+            init_logging(&cli.logging, "info");
+            serve(config, listen)
+        }
+        Command::Query(args) => {
+            init_logging(&cli.logging, "warn");
+            return query::run(args);
+        }
+        Command::Demo(args) => {
+            init_logging(&cli.logging, "info,lake=info");
+            demo::run(args)
+        }
+        Command::CheckConfig { config } => {
+            init_logging(&cli.logging, "warn");
+            check_config(&config)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lake: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut config = Config::load(config.as_deref())?;
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    runtime(true)?.block_on(async {
+        let cancel = CancellationToken::new();
+        cancel_on_signals(cancel.clone());
+        let listener = crate::server::bind(config.listen).await?;
+        crate::server::run(config, listener, cancel).await
+    })
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let c = Config::load(Some(path))?;
+    println!("{}: ok", path.display());
+    println!("  data_dir        {}", c.data_dir.display());
+    println!("  listen          {}", c.listen);
+    let nodes: Vec<&str> = c.node_tokens.iter().map(|t| t.node.as_str()).collect();
+    println!("  ingest nodes    {}", if nodes.is_empty() { "(none: ingest refuses every request)".into() } else { nodes.join(", ") });
+    println!("  read tokens     {}", if c.read_tokens.is_empty() { "none (SQL API open: keep listen on loopback)".into() } else { c.read_tokens.len().to_string() });
+    println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
+    println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `lake query`: SQL against a running lake (`--url`, the default) or straight against a
+//! data directory (`--data-dir`, no server needed; rows still buffered in a running
+//! lake's memory are not visible that way).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use lake_query::engine::{Engine, Limits, NoFreshRows, QueryResult};
+use lake_query::output::{self, Format};
+
+/// Arguments of `lake query`.
+#[derive(Debug, Args)]
+pub(super) struct QueryArgs {
+    /// The SQL to run, e.g. "select name, count(*) from metrics group by 1".
+    sql: String,
+    /// Output: table (aligned, for people), json, csv, or arrow (IPC stream).
+    #[arg(long, short, default_value = "table", value_parser = parse_format)]
+    format: Format,
+    /// URL of a running lake.
+    #[arg(long, env = "LAKE_URL", default_value = "http://127.0.0.1:7470", conflicts_with = "data_dir")]
+    url: String,
+    /// Read token for the lake's SQL API.
+    #[arg(long, env = "LAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Query a data directory directly instead of a running lake.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Most rows to return.
+    #[arg(long, default_value_t = 100_000)]
+    max_rows: usize,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse().map_err(|_| format!("unknown format {s:?}: use table, json, csv or arrow"))
+}
+
+/// Runs the command; the exit code follows the CLI conventions.
+pub(super) fn run(args: QueryArgs) -> ExitCode {
+    let result = match &args.data_dir {
+        Some(dir) => local(dir, &args),
+        None => remote(&args),
+    };
+    let outcome = result.and_then(|r| {
+        let mut out = std::io::stdout().lock();
+        output::write(args.format, &r, &mut out).and_then(|()| out.flush()).map_err(anyhow::Error::from)
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lake query: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn local(dir: &std::path::Path, args: &QueryArgs) -> anyhow::Result<QueryResult> {
+    if !dir.join(lake_format::layout::TABLES_DIR).is_dir() {
+        bail!("{} is not a lake data directory (no tables/ inside)", dir.display());
+    }
+    let limits = Limits { max_rows: args.max_rows, ..Limits::default() };
+    let engine = Engine::open(dir, Arc::new(NoFreshRows), limits)?;
+    Ok(engine.query_blocking(&args.sql)?)
+}
+
+fn remote(args: &QueryArgs) -> anyhow::Result<QueryResult> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
+        let body = serde_json::json!({ "sql": args.sql, "format": "arrow" });
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(t) = &args.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the lake at {} (is `lake serve` running? use --url or --data-dir)", args.url))?;
+        let status = resp.status();
+        let truncated = resp.headers().get("lake-truncated").is_some_and(|v| v == "true");
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{status}: {msg}");
+        }
+        let (schema, batches) = lake_format::wire::decode(&bytes)?;
+        Ok(QueryResult { schema, batches, truncated })
+    })
+}

@@ -1,0 +1,97 @@
+//! The lake's HTTP surface: ingest, health and self-metrics, with the SQL API of
+//! `lake-query` merged in.
+
+pub mod error;
+pub mod ingest;
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::wal::WalStats;
+use crate::writer::{Buffers, WriterStats};
+use ingest::Ingest;
+
+/// What `/health` and `/metrics` report on.
+#[derive(Debug)]
+pub struct Status {
+    /// Ingest endpoint state and counters.
+    pub ingest: Arc<Ingest>,
+    /// Writer counters.
+    pub writer: Arc<WriterStats>,
+    /// Buffered rows.
+    pub buffers: Arc<Buffers>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl Status {
+    fn wal(&self) -> &WalStats {
+        self.ingest.wal.stats()
+    }
+}
+
+/// Routes of the lake's own endpoints.
+pub fn router(ingest: Arc<Ingest>, status: Arc<Status>) -> Router {
+    let ingest_routes = Router::new()
+        .route("/v1/ingest/{table}", post(ingest::ingest))
+        .with_state(ingest);
+    let status_routes = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(status);
+    ingest_routes.merge(status_routes)
+}
+
+async fn health(State(s): State<Arc<Status>>) -> impl IntoResponse {
+    let (rows, bytes, age) = s.buffers.usage();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "buffered_rows": rows,
+        "buffered_bytes": bytes,
+        "oldest_buffered_seconds": age.map(|a| a.as_secs_f64()),
+        "wal_bytes": s.wal().bytes.load(Ordering::Relaxed),
+    }))
+}
+
+async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
+    let i = &s.ingest.stats;
+    let w = &s.writer;
+    let wal = s.wal();
+    let (rows, bytes, _) = s.buffers.usage();
+    let counters: [(&str, &str, u64); 15] = [
+        ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
+        ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
+        ("lake_ingest_bytes_total", "ingest body bytes stored", i.bytes.load(Ordering::Relaxed)),
+        ("lake_ingest_duplicates_total", "batches acknowledged again without storing", i.duplicates.load(Ordering::Relaxed)),
+        ("lake_ingest_unauthorized_total", "requests with a missing or wrong token", i.unauthorized.load(Ordering::Relaxed)),
+        ("lake_ingest_rejected_total", "malformed requests refused", i.rejected.load(Ordering::Relaxed)),
+        ("lake_ingest_overloaded_total", "requests answered 503", i.overloaded.load(Ordering::Relaxed)),
+        ("lake_wal_appends_total", "records appended to the WAL", wal.appends.load(Ordering::Relaxed)),
+        ("lake_wal_fsyncs_total", "WAL fsyncs", wal.fsyncs.load(Ordering::Relaxed)),
+        ("lake_wal_truncated_bytes_total", "bytes cut from torn WAL tails at start", wal.truncated_bytes.load(Ordering::Relaxed)),
+        ("lake_flushes_total", "flushes committed", w.flushes.load(Ordering::Relaxed)),
+        ("lake_flush_errors_total", "flushes failed (rows kept, retried)", w.flush_errors.load(Ordering::Relaxed)),
+        ("lake_rows_written_total", "rows written to Parquet", w.rows_written.load(Ordering::Relaxed)),
+        ("lake_files_written_total", "Parquet files committed", w.files_written.load(Ordering::Relaxed)),
+        ("lake_wal_bytes", "bytes in WAL segments", wal.bytes.load(Ordering::Relaxed)),
+    ];
+    let mut out = String::new();
+    for (name, help, v) in counters {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    let _ = writeln!(out, "# HELP lake_buffered_rows rows waiting for Parquet\n# TYPE lake_buffered_rows gauge\nlake_buffered_rows {rows}");
+    let _ = writeln!(out, "# HELP lake_buffered_bytes memory of rows waiting for Parquet\n# TYPE lake_buffered_bytes gauge\nlake_buffered_bytes {bytes}");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

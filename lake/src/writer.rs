@@ -1,0 +1,452 @@
+//! Buffers of acknowledged rows and their flush to Parquet.
+//!
+//! Rows wait in memory per table (they are already durable in the WAL) until the buffer
+//! is old enough or large enough, then one flush writes a file per (table, date), sorted
+//! by (host, ts), zstd, with statistics.
+//!
+//! # Commit protocol
+//! 1. Files are written and fsynced under `<data>/staging/flush-<n>/`.
+//! 2. A manifest `<data>/staging/flush-<n>.json` (the moves and the new [`State`]) is
+//!    written atomically: **this is the commit point**.
+//! 3. Files are renamed into `tables/<table>/date=…/`, directories fsynced, the state
+//!    file written, the staging directory and manifest removed.
+//!
+//! On start, [`recover`] rolls every manifest forward (step 3 is idempotent) and deletes
+//! staging directories without one, so a crash at any point leaves each flush either
+//! wholly visible or wholly absent, and queries never see a partial file. WAL records of
+//! batches the state marks as committed are skipped on replay, so a crash between the
+//! rename and the WAL truncation does not store rows twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_ord::sort::{lexsort_to_indices, SortColumn};
+use arrow_select::{concat::concat_batches, filter::filter_record_batch, take::take_record_batch};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::metadata::SortingColumn;
+
+use lake_format::layout::{self, Date};
+use lake_format::Table;
+
+use crate::state::{sync_dir, write_atomic, Manifest, State, VersionedState};
+
+/// Errors of flushing and recovery.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// File system trouble.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path concerned.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// Arrow or Parquet refused the data (a bug: batches are conformed at ingest).
+    #[error("encoding {table}: {message}")]
+    Encode {
+        /// Table being written.
+        table: Table,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+type Result<T, E = WriterError> = std::result::Result<T, E>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriterError + 'a {
+    move |source| WriterError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Rows acknowledged but not yet in Parquet. Readable by queries at any time.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    inner: Mutex<Inner>,
+    /// Held shared while a query lists files and takes snapshots, exclusively while a
+    /// flush makes its files visible and drops its rows from memory.
+    visibility: RwLock<()>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    open: HashMap<Table, Vec<RecordBatch>>,
+    /// Taken by the running flush; still visible until its files are committed.
+    flushing: HashMap<Table, Vec<RecordBatch>>,
+    bytes: usize,
+    rows: usize,
+    oldest: Option<Instant>,
+}
+
+impl Buffers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Each critical section moves whole vectors; a poisoned lock holds consistent data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds conformed batches of one table.
+    pub fn push(&self, table: Table, batches: Vec<RecordBatch>) {
+        let mut g = self.lock();
+        for b in batches {
+            g.bytes += b.get_array_memory_size();
+            g.rows += b.num_rows();
+            g.open.entry(table).or_default().push(b);
+        }
+        g.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// (rows, bytes, age of the oldest row) of the open buffer.
+    pub fn usage(&self) -> (usize, usize, Option<std::time::Duration>) {
+        let g = self.lock();
+        (g.rows, g.bytes, g.oldest.map(|t| t.elapsed()))
+    }
+
+    /// Moves the open buffer to the flushing one and returns its contents.
+    pub fn start_flush(&self) -> HashMap<Table, Vec<RecordBatch>> {
+        let mut g = self.lock();
+        let taken = std::mem::take(&mut g.open);
+        g.flushing = taken.clone();
+        g.bytes = 0;
+        g.rows = 0;
+        g.oldest = None;
+        taken
+    }
+
+    /// The flush's files are committed: its rows are no longer served from memory.
+    pub fn finish_flush(&self) {
+        self.lock().flushing.clear();
+    }
+
+    /// The flush failed: its rows go back in front of the open buffer for the next try.
+    pub fn abort_flush(&self) {
+        let mut g = self.lock();
+        let flushing = std::mem::take(&mut g.flushing);
+        for (table, mut batches) in flushing {
+            g.rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+            g.bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+            let open = g.open.entry(table).or_default();
+            batches.append(open);
+            *open = batches;
+        }
+        g.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Runs `f` while no flush can change which rows are in files and which in memory.
+    pub fn consistent<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _shared = self.visibility.read().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// Every buffered batch of a table, flushing or open.
+    pub fn snapshot(&self, table: Table) -> Vec<RecordBatch> {
+        let g = self.lock();
+        let mut out = g.flushing.get(&table).cloned().unwrap_or_default();
+        out.extend(g.open.get(&table).into_iter().flatten().cloned());
+        out
+    }
+}
+
+/// Counters of the writer, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Flushes committed.
+    pub flushes: AtomicU64,
+    /// Flushes that failed (their rows are kept and retried).
+    pub flush_errors: AtomicU64,
+    /// Rows written to Parquet.
+    pub rows_written: AtomicU64,
+    /// Parquet files committed.
+    pub files_written: AtomicU64,
+}
+
+fn staging_dir(data: &Path) -> PathBuf {
+    data.join(layout::STAGING_DIR)
+}
+
+/// Path of the state file.
+pub fn state_path(data: &Path) -> PathBuf {
+    data.join(layout::STATE_DIR).join("lake.json")
+}
+
+/// Sorts a table's rows by (host, ts) and splits them by UTC date.
+fn sorted_by_date(table: Table, batches: &[RecordBatch]) -> Result<Vec<(Date, RecordBatch)>> {
+    let enc = |e: arrow_schema::ArrowError| WriterError::Encode { table, message: e.to_string() };
+    let schema = batches[0].schema();
+    let all = concat_batches(&schema, batches).map_err(enc)?;
+    let sort = [
+        SortColumn { values: Arc::clone(all.column_by_name("host").expect("catalog has host")), options: None },
+        SortColumn { values: Arc::clone(all.column_by_name("ts").expect("catalog has ts")), options: None },
+    ];
+    let indices = lexsort_to_indices(&sort, None).map_err(enc)?;
+    let sorted = take_record_batch(&all, &indices).map_err(enc)?;
+    let ts = sorted
+        .column_by_name("ts")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| WriterError::Encode { table, message: "ts is not a microsecond timestamp".into() })?;
+    let mut dates: BTreeMap<Date, Vec<bool>> = BTreeMap::new();
+    for (i, v) in ts.values().iter().enumerate() {
+        let mask = dates.entry(Date::from_micros(*v)).or_insert_with(|| vec![false; ts.len()]);
+        mask[i] = true;
+    }
+    if dates.len() == 1 {
+        let (date, _) = dates.pop_first().expect("one date");
+        return Ok(vec![(date, sorted)]);
+    }
+    dates
+        .into_iter()
+        .map(|(date, mask)| {
+            let mask = arrow_array::BooleanArray::from(mask);
+            Ok((date, filter_record_batch(&sorted, &mask).map_err(enc)?))
+        })
+        .collect()
+}
+
+fn write_parquet(table: Table, path: &Path, batch: &RecordBatch) -> Result<()> {
+    let enc = |e: parquet::errors::ParquetError| WriterError::Encode { table, message: e.to_string() };
+    let host = batch.schema().index_of("host").expect("catalog has host") as i32;
+    let ts = batch.schema().index_of("ts").expect("catalog has ts") as i32;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![
+            SortingColumn { column_idx: host, descending: false, nulls_first: false },
+            SortingColumn { column_idx: ts, descending: false, nulls_first: false },
+        ]))
+        .build();
+    let file = File::create(path).map_err(io_err("create", path))?;
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(enc)?;
+    w.write(batch).map_err(enc)?;
+    let file = w.into_inner().map_err(enc)?;
+    file.sync_all().map_err(io_err("fsync", path))
+}
+
+/// Writes one flush and commits it; once its files are visible its rows leave `buffers`
+/// (atomically for queries). Blocking: run it off the async runtime.
+/// `state` is the state after this flush (its `next_flush` already advanced).
+/// Returns the rows and files written.
+pub fn write_flush(
+    data: &Path,
+    flush: u64,
+    taken: &HashMap<Table, Vec<RecordBatch>>,
+    state: &State,
+    buffers: &Buffers,
+) -> Result<(usize, usize)> {
+    let stage = staging_dir(data).join(format!("flush-{flush}"));
+    fs::create_dir_all(&stage).map_err(io_err("create", &stage))?;
+    let mut moves = Vec::new();
+    let mut rows = 0;
+    let mut tables: Vec<_> = taken.iter().filter(|(_, b)| !b.is_empty()).collect();
+    tables.sort_by_key(|(t, _)| **t);
+    for (table, batches) in tables {
+        for (date, batch) in sorted_by_date(*table, batches)? {
+            let name = format!("{}.{date}.{}", table.name(), layout::PARQUET_EXT);
+            let staged = stage.join(&name);
+            write_parquet(*table, &staged, &batch)?;
+            rows += batch.num_rows();
+            let fin = layout::partition_dir(Path::new(""), table.name(), date).join(layout::file_name("f", flush));
+            moves.push((staged.strip_prefix(data).unwrap_or(&staged).to_path_buf(), fin));
+        }
+    }
+    sync_dir(&stage).map_err(io_err("fsync", &stage))?;
+    let manifest = Manifest { moves, state: VersionedState::V1(state.clone()) };
+    let mpath = staging_dir(data).join(format!("flush-{flush}.json"));
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| io_err("encode", &mpath)(io::Error::other(e)))?;
+    write_atomic(&mpath, &bytes).map_err(io_err("write", &mpath))?;
+    {
+        let _exclusive = buffers.visibility.write().unwrap_or_else(|p| p.into_inner());
+        apply_manifest(data, &mpath, &manifest)?;
+        buffers.finish_flush();
+    }
+    Ok((rows, manifest.moves.len()))
+}
+
+/// Step 3 of the commit; safe to repeat after a crash at any point inside it.
+fn apply_manifest(data: &Path, mpath: &Path, manifest: &Manifest) -> Result<()> {
+    let mut dirs = Vec::new();
+    for (staged, fin) in &manifest.moves {
+        let (staged, fin) = (data.join(staged), data.join(fin));
+        let dir = fin.parent().expect("partition path has a parent").to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            let table_dir = dir.parent().expect("table dir");
+            sync_dir(table_dir).map_err(io_err("fsync", table_dir))?;
+        }
+        if staged.exists() {
+            fs::rename(&staged, &fin).map_err(io_err("rename", &staged))?;
+        }
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for dir in &dirs {
+        sync_dir(dir).map_err(io_err("fsync", dir))?;
+    }
+    let VersionedState::V1(state) = &manifest.state;
+    let spath = state_path(data);
+    state.store(&spath).map_err(io_err("write", &spath))?;
+    if let Some(stem) = mpath.file_stem() {
+        let stage = staging_dir(data).join(stem);
+        if stage.exists() {
+            fs::remove_dir_all(&stage).map_err(io_err("remove", &stage))?;
+        }
+    }
+    fs::remove_file(mpath).map_err(io_err("remove", mpath))?;
+    Ok(())
+}
+
+/// Finishes or discards flushes interrupted by a crash; returns the committed state.
+pub fn recover(data: &Path) -> Result<State> {
+    let staging = staging_dir(data);
+    fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+    let mut entries: Vec<PathBuf> = fs::read_dir(&staging)
+        .map_err(io_err("list", &staging))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for m in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let bytes = fs::read(m).map_err(io_err("read", m))?;
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(manifest) => {
+                tracing::warn!(manifest = %m.display(), "completing a flush interrupted by a crash");
+                apply_manifest(data, m, &manifest)?;
+            }
+            // write_atomic renames a complete file into place, so this is outside damage.
+            Err(e) => tracing::error!(manifest = %m.display(), %e, "unreadable flush manifest left in place"),
+        }
+    }
+    for e in fs::read_dir(&staging).map_err(io_err("list", &staging))? {
+        let p = e.map_err(io_err("list", &staging))?.path();
+        let uncommitted = p.is_dir() && !p.with_extension("json").exists();
+        if uncommitted || p.extension().is_some_and(|e| e == "tmp") {
+            tracing::info!(path = %p.display(), "removing uncommitted staging data");
+            if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.map_err(io_err("remove", &p))?;
+        }
+    }
+    let spath = state_path(data);
+    State::load(&spath).map_err(io_err("read", &spath))
+}
+
+/// Timestamps of a batch, for tests and checks.
+pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column_by_name("ts")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .map(|a| a.values().to_vec())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lake_format::rows::MetricsBuilder;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn batch(host: &str, ts: &[i64]) -> RecordBatch {
+        let mut b = MetricsBuilder::new();
+        for t in ts {
+            b.push(*t, host, "load1", *t as f64, &[("k", "v")]);
+        }
+        b.finish()
+    }
+
+    fn read_all(data: &Path) -> Vec<(PathBuf, Vec<RecordBatch>)> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        let root = layout::table_dir(data, "metrics");
+        for d in fs::read_dir(&root).into_iter().flatten() {
+            for f in fs::read_dir(d.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let r = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap()).unwrap().build().unwrap();
+                (p.clone(), r.map(|b| b.unwrap()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flush_sorts_by_host_then_ts_and_splits_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = HashMap::from([(
+            Table::Metrics,
+            vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])],
+        )]);
+        let state = State { next_flush: 1, ..Default::default() };
+        assert_eq!(write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap(), (5, 2));
+        let files = read_all(dir.path());
+        assert_eq!(files.len(), 2);
+        assert!(files[0].0.ends_with("date=1970-01-01/f-000000000000.parquet"));
+        assert_eq!(ts_values(&files[0].1[0]), vec![2, 7, 3]);
+        assert_eq!(ts_values(&files[1].1[0]), vec![DAY + 1, DAY + 5]);
+        assert_eq!(files[0].1[0].schema().fields(), Table::Metrics.schema().fields());
+        assert_eq!(recover(dir.path()).unwrap(), state);
+        assert_eq!(fs::read_dir(staging_dir(dir.path())).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_crash_before_the_manifest_discards_and_after_it_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let taken = HashMap::from([(Table::Metrics, vec![batch("a", &[1, 2])])]);
+        let state = State { next_flush: 1, ..Default::default() };
+        write_flush(data, 0, &taken, &state, &Buffers::default()).unwrap();
+
+        // Crash after staging, before the manifest: the flush vanishes.
+        let stage = staging_dir(data).join("flush-1");
+        fs::create_dir_all(&stage).unwrap();
+        fs::write(stage.join("metrics.1970-01-01.parquet"), b"PAR1 torn").unwrap();
+        assert_eq!(recover(data).unwrap(), state);
+        assert!(!stage.exists());
+        assert_eq!(read_all(data).len(), 1);
+
+        // Crash after the manifest with one file already renamed: recovery completes it.
+        let next = State { next_flush: 2, ..Default::default() };
+        let taken = HashMap::from([(Table::Metrics, vec![batch("a", &[3, DAY])])]);
+        write_flush(data, 1, &taken, &next, &Buffers::default()).unwrap();
+        let files = read_all(data);
+        assert_eq!(files.len(), 3);
+        // Rebuild the mid-commit situation: manifest present, one file back in staging.
+        let manifest = Manifest {
+            moves: vec![(
+                PathBuf::from("staging/flush-1/metrics.1970-01-02.parquet"),
+                PathBuf::from("tables/metrics/date=1970-01-02/f-000000000001.parquet"),
+            )],
+            state: VersionedState::V1(next.clone()),
+        };
+        fs::create_dir_all(staging_dir(data).join("flush-1")).unwrap();
+        fs::rename(data.join(&manifest.moves[0].1), data.join(&manifest.moves[0].0)).unwrap();
+        fs::write(staging_dir(data).join("flush-1.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+        assert_eq!(read_all(data).len(), 2);
+        assert_eq!(recover(data).unwrap(), next);
+        assert_eq!(read_all(data).len(), 3);
+    }
+
+    #[test]
+    fn buffers_stay_visible_while_flushing_and_return_on_failure() {
+        let b = Buffers::default();
+        b.push(Table::Metrics, vec![batch("a", &[1])]);
+        let taken = b.start_flush();
+        assert_eq!(taken[&Table::Metrics].len(), 1);
+        b.push(Table::Metrics, vec![batch("a", &[2])]);
+        assert_eq!(b.snapshot(Table::Metrics).len(), 2);
+        b.abort_flush();
+        assert_eq!(b.usage().0, 2);
+        let again = b.start_flush();
+        assert_eq!(ts_values(&again[&Table::Metrics][0]), vec![1]);
+        b.finish_flush();
+        assert!(b.snapshot(Table::Metrics).is_empty());
+    }
+}

@@ -1,0 +1,159 @@
+//! Helpers for the lake's end-to-end tests: a real `lake serve` process on a free
+//! loopback port over a temporary data directory, and an HTTP client for it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use lake_format::rows::MetricsBuilder;
+use lake_format::{wire, Table};
+
+pub const NODE: &str = "node-a";
+pub const TOKEN: &str = "ingest-token-node-a-0123456789";
+pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn lake_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lake"))
+}
+
+/// The collector binary, built by `cargo test --workspace` beside `lake`.
+pub fn collector_bin() -> PathBuf {
+    let p = lake_bin().with_file_name("lake-collector");
+    assert!(p.exists(), "{} missing: run `cargo build --bin lake-collector` (make test does)", p.display());
+    p
+}
+
+pub fn write_config(dir: &Path, port: u16, flush: &str) -> PathBuf {
+    let path = dir.join("lake.toml");
+    let text = format!(
+        "version = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[nodes]]\nname = \"{NODE}\"\ntoken = \"{TOKEN}\"\n\n\
+         [ingest]\nflush_interval = \"{flush}\"\n\n[query]\nread_tokens = [\"{READ_TOKEN}\"]\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `lake serve` child process.
+pub struct Lake {
+    pub child: Child,
+    pub url: String,
+    pub config: PathBuf,
+}
+
+impl Lake {
+    pub fn start(config: &Path, port: u16) -> Lake {
+        let child = Command::new(lake_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("LOG_FILTER", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lake = Lake { child, url: format!("http://127.0.0.1:{port}"), config: config.to_path_buf() };
+        lake.wait_healthy();
+        lake
+    }
+
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = blocking_get(&format!("{}/health", self.url)) {
+                if r.0 == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("lake did not become healthy at {}", self.url);
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub fn term(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Lake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET with std only: usable inside or outside a tokio runtime.
+fn blocking_get(url: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("not http")?;
+    let (addr, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("no status line")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `n` samples named `seq_<batch>` whose values are 0..n, one ts each.
+pub fn metrics_batch(batch: u64, n: usize) -> RecordBatch {
+    let mut b = MetricsBuilder::new();
+    let base = 1_795_374_070_000_000 + batch as i64 * 1_000_000;
+    for i in 0..n {
+        b.push(base + i as i64, NODE, "seq", i as f64, &[("batch", &batch.to_string())]);
+    }
+    b.finish()
+}
+
+pub fn encode(batch: &RecordBatch) -> Vec<u8> {
+    wire::encode(&Table::Metrics.schema(), std::slice::from_ref(batch)).unwrap()
+}
+
+pub async fn post(client: &reqwest::Client, url: &str, table: &str, token: &str, id: &str, body: Vec<u8>) -> (u16, String) {
+    let r = client
+        .post(format!("{url}/v1/ingest/{table}"))
+        .bearer_auth(token)
+        .header(wire::BATCH_HEADER, id)
+        .header("content-type", wire::CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Runs SQL through the HTTP API and returns the JSON rows.
+pub async fn sql(client: &reqwest::Client, url: &str, sql: &str) -> serde_json::Value {
+    let r = client
+        .post(format!("{url}/v1/sql"))
+        .bearer_auth(READ_TOKEN)
+        .json(&serde_json::json!({"sql": sql, "format": "json"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{sql}: {status} {v}");
+    v["rows"].clone()
+}
+
+pub async fn count(client: &reqwest::Client, url: &str, sql_text: &str) -> i64 {
+    sql(client, url, sql_text).await[0][0].as_i64().unwrap()
+}

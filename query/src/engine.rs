@@ -1,0 +1,257 @@
+//! The query engine: DuckDB over the lake, one sandboxed connection per query.
+//!
+//! [`Engine::open`] opens one in-memory DuckDB database and applies the sandbox to it
+//! ([`sandbox`]): threads, memory, no extension loading, no file access outside
+//! `<data>/tables/`, UTC rendering, then a configuration lock — DuckDB keeps these
+//! settings database-wide, so this happens once. Each query then clones a connection
+//! (DuckDB's `Connection` is `!Sync`, so connections are never shared) and:
+//!
+//! 1. checks with DuckDB's own parser that the SQL is a single read statement;
+//! 2. creates one TEMP view per catalog table ([`views`]): the committed Parquet files
+//!    `UNION ALL BY NAME` a TEMP table holding the [`FreshRows`] snapshot;
+//! 3. runs the SQL under a watchdog that interrupts it after [`Limits::timeout`] and
+//!    streams at most [`Limits::max_rows`] rows out as Arrow batches.
+//!
+//! TEMP objects live in the connection's own catalog and vanish with it, so concurrent
+//! queries never see each other's views or snapshots.
+
+mod sandbox;
+mod views;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::{Array, RecordBatch, StructArray};
+use arrow_schema::SchemaRef;
+use duckdb::Connection;
+use lake_format::Table;
+
+/// Rows acknowledged by the lake but not yet in a committed Parquet file.
+pub trait FreshRows: Send + Sync + std::fmt::Debug + 'static {
+    /// Rows acknowledged but not yet in Parquet, for one table (already in the catalog schema).
+    fn snapshot(&self, table: Table) -> Vec<RecordBatch>;
+
+    /// Runs `f` at a moment when no flush commits: the committed files listed and the
+    /// snapshots taken inside `f` describe the same state, so no row is seen twice (in a
+    /// file and in memory) or missed. The lake holds a lock here; the default just runs `f`.
+    fn consistent(&self, f: &mut dyn FnMut()) {
+        f()
+    }
+}
+
+/// No in-memory rows: the CLI reading a data directory while no lake process owns it.
+#[derive(Debug)]
+pub struct NoFreshRows;
+
+impl FreshRows for NoFreshRows {
+    fn snapshot(&self, _table: Table) -> Vec<RecordBatch> {
+        Vec::new()
+    }
+}
+
+/// Per-query resource limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Rows returned at most; the rest is cut and the result marked truncated. Default 100 000.
+    pub max_rows: usize,
+    /// Wall-clock time a query may run before it is interrupted. Default 30 s.
+    pub timeout: Duration,
+    /// DuckDB `memory_limit` of the engine (shared by concurrent queries), e.g. `"1GB"`.
+    /// Default `"1GB"`.
+    pub memory_limit: String,
+    /// DuckDB worker threads of the engine (shared by concurrent queries). Default 2.
+    pub threads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rows: 100_000,
+            timeout: Duration::from_secs(30),
+            memory_limit: "1GB".to_string(),
+            threads: 2,
+        }
+    }
+}
+
+/// The answer to a query: Arrow batches, cut at [`Limits::max_rows`].
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Schema of every batch.
+    pub schema: SchemaRef,
+    /// The rows, in DuckDB's order.
+    pub batches: Vec<RecordBatch>,
+    /// Whether rows were left out because the result hit `max_rows`.
+    pub truncated: bool,
+}
+
+impl QueryResult {
+    /// Rows in the result (after truncation).
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Why a query produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The SQL was rejected or failed in DuckDB; the message is DuckDB's (or says which
+    /// statement kinds are allowed). The user's mistake: a 400.
+    #[error("{0}")]
+    Sql(String),
+    /// The query ran longer than the limit and was interrupted.
+    #[error("query interrupted after the time limit of {0:?}")]
+    Timeout(Duration),
+    /// Preparing the connection or converting the result failed: our fault, not the user's.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// DuckDB over the lake's data directory. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    /// The database handle queries clone their connections from. The mutex only makes the
+    /// `!Sync` connection shareable; it is held for the clone, never during a query.
+    db: Mutex<Connection>,
+    data_dir: PathBuf,
+    fresh: Arc<dyn FreshRows>,
+    limits: Limits,
+}
+
+impl Engine {
+    /// Opens an in-memory DuckDB over `data_dir` (which need not exist yet).
+    pub fn open(data_dir: &Path, fresh: Arc<dyn FreshRows>, limits: Limits) -> Result<Engine> {
+        // DuckDB compares allowed directories textually, so give it the real absolute path.
+        let data_dir = data_dir
+            .canonicalize()
+            .or_else(|_| std::path::absolute(data_dir))
+            .map_err(|e| EngineError::Internal(format!("data dir {}: {e}", data_dir.display())))?;
+        let db = Connection::open_in_memory()
+            .map_err(|e| EngineError::Internal(format!("opening duckdb: {e}")))?;
+        sandbox::apply(&db, &data_dir, &limits)?;
+        Ok(Engine {
+            db: Mutex::new(db),
+            data_dir,
+            fresh,
+            limits,
+        })
+    }
+
+    /// The limits every query runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Runs one read-only statement on the calling thread (it blocks: use [`Engine::query`]
+    /// from async code).
+    pub fn query_blocking(&self, sql: &str) -> Result<QueryResult> {
+        let conn = self.connect()?;
+        sandbox::check_read_only(&conn, sql)?;
+        views::create(&conn, &self.data_dir, self.fresh.as_ref())?;
+        run_with_limits(&conn, sql, &self.limits)
+    }
+
+    /// Runs one read-only statement on the blocking thread pool.
+    pub async fn query(self: &Arc<Self>, sql: String) -> Result<QueryResult> {
+        let engine = Arc::clone(self);
+        tokio::task::spawn_blocking(move || engine.query_blocking(&sql))
+            .await
+            .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
+    }
+
+    /// A new connection to the (already sandboxed) database.
+    fn connect(&self) -> Result<Connection> {
+        let db = self
+            .db
+            .lock()
+            .map_err(|_| EngineError::Internal("engine lock poisoned".into()))?;
+        db.try_clone()
+            .map_err(|e| EngineError::Internal(format!("new connection: {e}")))
+    }
+}
+
+/// DuckDB's message for a failed user statement.
+fn sql_error(e: duckdb::Error) -> EngineError {
+    match e {
+        duckdb::Error::DuckDBFailure(_, Some(msg)) => EngineError::Sql(msg),
+        other => EngineError::Sql(other.to_string()),
+    }
+}
+
+/// Runs `sql` with the time limit enforced by a watchdog thread and the row limit by
+/// stopping the stream early.
+fn run_with_limits(conn: &Connection, sql: &str, limits: &Limits) -> Result<QueryResult> {
+    let (done, wait) = mpsc::channel::<()>();
+    let fired = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let handle = conn.interrupt_handle();
+        let fired = Arc::clone(&fired);
+        let timeout = limits.timeout;
+        std::thread::Builder::new()
+            .name("lake-query-watchdog".into())
+            .spawn(move || {
+                // A disconnect means the query finished first.
+                if let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(timeout) {
+                    fired.store(true, Ordering::SeqCst);
+                    handle.interrupt();
+                }
+            })
+            .map_err(|e| EngineError::Internal(format!("watchdog thread: {e}")))?
+    };
+    let result = fetch(conn, sql, limits.max_rows);
+    drop(done);
+    // The watchdog only waits on the channel, so it ends as soon as `done` is dropped.
+    let _ = watchdog.join();
+    match result {
+        Err(_) if fired.load(Ordering::SeqCst) => Err(EngineError::Timeout(limits.timeout)),
+        other => other,
+    }
+}
+
+fn fetch(conn: &Connection, sql: &str, max_rows: usize) -> Result<QueryResult> {
+    let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    // The returned iterator panics on fetch errors, so rows are pulled with `step` instead.
+    let _ = stmt.stream_arrow([]).map_err(sql_error)?;
+    let schema = stmt.schema();
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut truncated = false;
+    while let Some(chunk) = stmt.step().map_err(sql_error)? {
+        if chunk.is_empty() {
+            continue;
+        }
+        if rows >= max_rows {
+            truncated = true;
+            break;
+        }
+        let mut batch = to_batch(&schema, chunk)?;
+        if rows + batch.num_rows() > max_rows {
+            batch = batch.slice(0, max_rows - rows);
+            truncated = true;
+        }
+        rows += batch.num_rows();
+        batches.push(batch);
+        if truncated {
+            break;
+        }
+    }
+    Ok(QueryResult {
+        schema,
+        batches,
+        truncated,
+    })
+}
+
+fn to_batch(schema: &SchemaRef, chunk: StructArray) -> Result<RecordBatch> {
+    let (_, columns, _) = chunk.into_parts();
+    RecordBatch::try_new(Arc::clone(schema), columns)
+        .map_err(|e| EngineError::Internal(format!("result batch does not match its schema: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use lake_format::Table;
+
+use super::*;
+use crate::test_support::{alert, engine, engine_with, metrics, write_parquet, MemFresh};
+
+/// Every cell of the result as text, rows in order.
+fn cells(e: &Engine, sql: &str) -> Vec<Vec<String>> {
+    let r = e
+        .query_blocking(sql)
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                arrow_cast::display::ArrayFormatter::try_new(
+                    c.as_ref(),
+                    &arrow_cast::display::FormatOptions::new().with_null("NULL"),
+                )
+                .unwrap()
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(fmts.iter().map(|f| f.value(i).to_string()).collect());
+        }
+    }
+    out
+}
+
+fn count(e: &Engine, sql: &str) -> i64 {
+    let r = e
+        .query_blocking(sql)
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+fn describe(e: &Engine, table: Table) -> Vec<(String, String)> {
+    cells(e, &format!("describe {table}"))
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect()
+}
+
+fn expected_columns(table: Table) -> Vec<(String, String)> {
+    table
+        .columns()
+        .map(|c| (c.name.to_string(), views_type(c.ty).to_string()))
+        .collect()
+}
+
+fn views_type(ty: lake_format::catalog::ColumnType) -> &'static str {
+    use lake_format::catalog::ColumnType::*;
+    match ty {
+        Timestamp => "TIMESTAMP WITH TIME ZONE",
+        Text => "VARCHAR",
+        Float => "DOUBLE",
+        Int => "BIGINT",
+        Bool => "BOOLEAN",
+        TextMap => "MAP(VARCHAR, VARCHAR)",
+        TextList => "VARCHAR[]",
+    }
+}
+
+#[test]
+fn an_empty_lake_has_every_table_with_catalog_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    for table in Table::ALL {
+        assert_eq!(
+            count(&e, &format!("select count(*) from {table}")),
+            0,
+            "{table}"
+        );
+        assert_eq!(describe(&e, table), expected_columns(table), "{table}");
+    }
+}
+
+#[test]
+fn files_and_fresh_rows_are_both_read_with_the_same_types() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(
+        dir.path(),
+        Table::Metrics,
+        1,
+        &metrics(&[(0, "n1", "cpu", 10.0, Some("0"))]),
+    );
+    write_parquet(
+        dir.path(),
+        Table::Metrics,
+        2,
+        &metrics(&[
+            (1, "n1", "cpu", 20.0, Some("1")),
+            (2, "n2", "load1", 0.5, None),
+        ]),
+    );
+    // Staging is never read, even when it holds a well-formed file.
+    let staging = dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("x.parquet"), b"not parquet").unwrap();
+
+    let fresh = Arc::new(MemFresh::default());
+    fresh.set(
+        Table::Metrics,
+        vec![metrics(&[(3, "n2", "cpu", 30.0, Some("0"))])],
+    );
+    let e = engine(dir.path(), fresh.clone());
+
+    assert_eq!(count(&e, "select count(*) from metrics"), 4);
+    assert_eq!(
+        describe(&e, Table::Metrics),
+        expected_columns(Table::Metrics)
+    );
+    assert_eq!(
+        cells(
+            &e,
+            "select host, value, labels['cpu'] from metrics where name = 'cpu' order by ts"
+        ),
+        [
+            ["n1", "10.0", "0"],
+            ["n1", "20.0", "1"],
+            ["n2", "30.0", "0"]
+        ]
+    );
+    assert_eq!(
+        cells(&e, "select ts::varchar from metrics order by ts limit 1"),
+        [["2026-11-22 10:00:00+00"]]
+    );
+
+    // Fresh rows are re-read on every query.
+    fresh.set(Table::Metrics, vec![]);
+    assert_eq!(count(&e, "select count(*) from metrics"), 3);
+}
+
+#[test]
+fn map_and_list_columns_survive_the_appender_and_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Alerts, 1, &alert("disk", &["mail"]));
+    let fresh = Arc::new(MemFresh::default());
+    fresh.set(Table::Alerts, vec![alert("cpu", &["mail", "hook"])]);
+    let e = engine(dir.path(), fresh);
+    assert_eq!(
+        cells(
+            &e,
+            "select rule, labels['instance'], len(channels), channels[1] from alerts order by rule"
+        ),
+        [["cpu", "n1", "2", "mail"], ["disk", "n1", "1", "mail"]]
+    );
+    assert_eq!(describe(&e, Table::Alerts), expected_columns(Table::Alerts));
+}
+
+#[test]
+fn read_statements_of_every_form_are_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    for sql in [
+        "select 1",
+        "with a as (select 1 as x) select * from a",
+        "values (1), (2)",
+        "from metrics",
+        "describe metrics",
+        "show tables",
+        "summarize metrics",
+        "explain select * from metrics",
+        "EXPLAIN ANALYZE select count(*) from logs",
+        "select 1;",
+    ] {
+        e.query_blocking(sql)
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+}
+
+#[test]
+fn escapes_and_writes_fail_with_duckdbs_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("staging")).unwrap();
+    let staging = dir.path().join("staging").join("*.parquet");
+    let e = engine(dir.path(), Arc::default());
+    let cases = [
+        ("SET threads=1".to_string(), "single read statement"),
+        ("PRAGMA threads=1".to_string(), "single read statement"),
+        ("RESET threads".to_string(), "single read statement"),
+        (
+            "COPY (select 1) TO '/tmp/x.csv'".to_string(),
+            "single read statement",
+        ),
+        ("ATTACH '/tmp/x.db'".to_string(), "single read statement"),
+        ("INSTALL httpfs".to_string(), "single read statement"),
+        ("LOAD httpfs".to_string(), "single read statement"),
+        ("CREATE TABLE t(x int)".to_string(), "single read statement"),
+        ("DROP VIEW metrics".to_string(), "single read statement"),
+        (
+            "select 1; drop view metrics".to_string(),
+            "single read statement",
+        ),
+        ("select 1; select 2".to_string(), "got 2 statements"),
+        ("".to_string(), "empty query"),
+        ("select getenv('HOME')".to_string(), "does not exist"),
+        (
+            "select * from read_csv('/etc/passwd')".to_string(),
+            "Permission Error",
+        ),
+        (
+            "select * from read_parquet('/tmp/elsewhere/*.parquet')".to_string(),
+            "Permission Error",
+        ),
+        (
+            format!("select * from read_parquet('{}')", staging.display()),
+            "Permission Error",
+        ),
+        (
+            "select * from read_text('/etc/hostname')".to_string(),
+            "Permission Error",
+        ),
+        ("selec 1".to_string(), "Parser Error"),
+        ("select nope".to_string(), "nope"),
+    ];
+    for (sql, expected) in cases {
+        match e.query_blocking(&sql) {
+            Err(EngineError::Sql(msg)) => assert!(msg.contains(expected), "{sql}: {msg}"),
+            other => panic!("{sql}: expected a SQL error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_sandbox_holds_even_without_the_statement_check() {
+    // Defence in depth: run setup as a query does, then try the escapes directly.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Arc::new(NoFreshRows), Limits::default()).unwrap();
+    let conn = e.connect().unwrap();
+    views::create(&conn, &e.data_dir, &NoFreshRows).unwrap();
+    for (sql, expected) in [
+        ("SET threads=1", "locked"),
+        ("SET enable_external_access=true", "locked"),
+        ("SET allowed_directories=['/']", "locked"),
+        ("SET GLOBAL TimeZone='Europe/Paris'", "locked"),
+        ("RESET lock_configuration", "locked"),
+        ("PRAGMA threads=1", "locked"),
+        ("COPY (select 1) TO '/tmp/x.csv'", "Permission Error"),
+        ("ATTACH '/tmp/x.db'", "Permission Error"),
+        ("INSTALL httpfs", "Permission Error"),
+        ("LOAD httpfs", "Permission Error"),
+    ] {
+        let err = conn.execute_batch(sql).unwrap_err().to_string();
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    let threads: i64 = conn
+        .query_row("select current_setting('threads')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(threads, 2);
+    let tz: String = conn
+        .query_row("select current_setting('TimeZone')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tz, "UTC");
+}
+
+#[test]
+fn a_slow_query_is_interrupted_at_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let e = engine_with(dir.path(), Arc::default(), limits);
+    let start = Instant::now();
+    let r = e.query_blocking("select count(*) from range(1000000000) a, range(1000) b");
+    assert!(
+        matches!(r, Err(EngineError::Timeout(d)) if d == Duration::from_millis(200)),
+        "{r:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    // A quick query on the same engine is unaffected.
+    assert_eq!(count(&e, "select count(*) from range(10)"), 10);
+}
+
+#[test]
+fn results_are_cut_at_the_row_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_rows: 3000,
+        ..Limits::default()
+    };
+    let e = engine_with(dir.path(), Arc::default(), limits);
+
+    let r = e.query_blocking("select * from range(10000)").unwrap();
+    assert!(r.truncated);
+    assert_eq!(r.num_rows(), 3000);
+    let last = r.batches.last().unwrap();
+    assert_eq!(
+        last.column(0)
+            .as_primitive::<Int64Type>()
+            .value(last.num_rows() - 1),
+        2999
+    );
+
+    let r = e.query_blocking("select * from range(3000)").unwrap();
+    assert!(!r.truncated);
+    assert_eq!(r.num_rows(), 3000);
+
+    let r = e.query_blocking("select * from range(0)").unwrap();
+    assert!(!r.truncated);
+    assert_eq!(r.num_rows(), 0);
+    assert_eq!(r.schema.fields().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_see_their_own_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.set(
+        Table::Metrics,
+        vec![metrics(&[(0, "n1", "cpu", 1.0, None)])],
+    );
+    let e = engine(dir.path(), fresh);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let e = Arc::clone(&e);
+            tokio::spawn(async move { e.query("select count(*) from metrics".into()).await })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(
+            r.batches[0].column(0).as_primitive::<Int64Type>().value(0),
+            1
+        );
+    }
+}

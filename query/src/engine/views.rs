@@ -1,0 +1,164 @@
+//! One TEMP view per catalog table, over committed files and fresh rows.
+//!
+//! ```sql
+//! CREATE TEMP TABLE __fresh_metrics (ts TIMESTAMPTZ, host VARCHAR, …);  -- FreshRows snapshot
+//! CREATE TEMP VIEW metrics AS SELECT ts, host, … FROM (
+//!     SELECT * FROM read_parquet(['<data>/tables/metrics/date=…/f-….parquet', …],
+//!                                union_by_name = true, hive_partitioning = false)
+//!     UNION ALL BY NAME SELECT * FROM temp.main.__fresh_metrics);
+//! ```
+//! - The fresh table is declared from the catalog, so a table with no file yet still has
+//!   its columns and types; the outer select list pins the catalog column order.
+//! - `read_parquet` is only used when a file exists: DuckDB fails on an empty list.
+//! - `hive_partitioning = false` keeps the partition key out of the view, so the columns
+//!   are the same with and without files (`ts` carries the date anyway).
+//! - arrow-rs writes `ts` as a UTC-adjusted Parquet timestamp, which DuckDB reads as
+//!   TIMESTAMPTZ — the type of the fresh table's column (a test checks both).
+//! - Fresh rows go in through the Arrow appender; Map and List columns are supported by it
+//!   (tested), so no conversion is needed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use duckdb::Connection;
+use lake_format::catalog::ColumnType;
+use lake_format::layout::{table_dir, PARQUET_EXT};
+use lake_format::Table;
+
+use super::sandbox::quote;
+use super::{EngineError, FreshRows, Result};
+
+/// Creates the view of every catalog table on `conn`.
+///
+/// The committed files and the fresh rows are taken together inside
+/// [`FreshRows::consistent`], and the views name those files explicitly rather than a
+/// glob DuckDB would expand later: a flush committing between the two would otherwise
+/// show its rows twice (file and buffer) or not at all.
+pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows) -> Result<()> {
+    let mut ddl = String::new();
+    for table in Table::ALL {
+        write_fresh_table(&mut ddl, table);
+    }
+    conn.execute_batch(&ddl)
+        .map_err(|e| EngineError::Internal(format!("creating fresh tables: {e}")))?;
+
+    let mut taken: Vec<(Table, Vec<String>, Vec<RecordBatch>)> = Vec::new();
+    let mut listing: Result<()> = Ok(());
+    fresh.consistent(&mut || {
+        taken.clear();
+        for table in Table::ALL {
+            match list_files(data_dir, table) {
+                Ok(files) => taken.push((table, files, fresh.snapshot(table))),
+                Err(e) => listing = Err(e),
+            }
+        }
+    });
+    listing?;
+
+    let mut ddl = String::new();
+    for (table, files, batches) in taken {
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            let mut appender = conn
+                .appender_to_catalog_and_db(&fresh_name(table), "temp", "main")
+                .map_err(|e| EngineError::Internal(format!("appender for {table}: {e}")))?;
+            for batch in batches {
+                appender
+                    .append_record_batch(batch)
+                    .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+            }
+            appender
+                .flush()
+                .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+        }
+        write_view(&mut ddl, table, &files);
+    }
+    conn.execute_batch(&ddl)
+        .map_err(|e| EngineError::Internal(format!("creating views: {e}")))
+}
+
+fn fresh_name(table: Table) -> String {
+    format!("__fresh_{}", table.name())
+}
+
+/// The DuckDB type a catalog column is declared with.
+fn duckdb_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Timestamp => "TIMESTAMPTZ",
+        ColumnType::Text => "VARCHAR",
+        ColumnType::Float => "DOUBLE",
+        ColumnType::Int => "BIGINT",
+        ColumnType::Bool => "BOOLEAN",
+        ColumnType::TextMap => "MAP(VARCHAR, VARCHAR)",
+        ColumnType::TextList => "VARCHAR[]",
+    }
+}
+
+fn write_fresh_table(ddl: &mut String, table: Table) {
+    let cols: Vec<String> = table
+        .columns()
+        .map(|c| format!("\"{}\" {}", c.name, duckdb_type(c.ty)))
+        .collect();
+    let _ = writeln!(
+        ddl,
+        "CREATE TEMP TABLE {} ({});",
+        fresh_name(table),
+        cols.join(", ")
+    );
+}
+
+fn write_view(ddl: &mut String, table: Table, files: &[String]) {
+    let cols: Vec<String> = table.columns().map(|c| format!("\"{}\"", c.name)).collect();
+    let fresh = format!("SELECT * FROM temp.main.{}", fresh_name(table));
+    // DuckDB fails on an empty file list, so a table without files is its fresh rows alone.
+    let source = if files.is_empty() {
+        fresh
+    } else {
+        let list: Vec<String> = files.iter().map(|f| quote(f)).collect();
+        format!(
+            "SELECT * FROM read_parquet([{}], union_by_name = true, hive_partitioning = false) \
+             UNION ALL BY NAME {fresh}",
+            list.join(", ")
+        )
+    };
+    let _ = writeln!(
+        ddl,
+        "CREATE TEMP VIEW \"{}\" AS SELECT {} FROM ({source});",
+        table.name(),
+        cols.join(", ")
+    );
+}
+
+/// The committed files of a table: `date=*/*.parquet` under its directory (as
+/// [`lake_format::layout::table_glob`] describes), hidden files excluded, sorted.
+fn list_files(data_dir: &Path, table: Table) -> Result<Vec<String>> {
+    let dir = table_dir(data_dir, table.name());
+    let partitions = match std::fs::read_dir(&dir) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(EngineError::Internal(format!(
+                "listing {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    for partition in partitions.flatten() {
+        if !partition.file_name().to_string_lossy().starts_with("date=") {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(partition.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(&format!(".{PARQUET_EXT}")) && !name.starts_with('.') {
+                out.push(f.path().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,206 @@
+//! The SQL HTTP API: `POST /v1/sql`.
+//!
+//! Request body: JSON `{"sql": "...", "format": "json"|"csv"|"arrow"|"table"}` when the
+//! `Content-Type` is `application/json`, otherwise the SQL itself as text with the format
+//! in `?format=` (default `json`). A JSON body's `format` wins over the query parameter.
+//!
+//! Response: the result rendered by [`crate::output`]; `Lake-Truncated: true` when the row
+//! limit cut it. Errors are JSON `{"error": "..."}`: 400 for SQL DuckDB rejects (its own
+//! message) or the sandbox refuses, 408 when the time limit interrupted the query, 401
+//! without a valid read token, 500 (generic message, detail logged) for our own failures.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::engine::{Engine, EngineError};
+use crate::output::{self, Format};
+
+/// Response header set to `true` when the result was cut at the row limit.
+pub const TRUNCATED_HEADER: &str = "lake-truncated";
+
+#[derive(Debug)]
+struct AppState {
+    engine: Arc<Engine>,
+    read_tokens: Vec<String>,
+}
+
+/// The routes of the SQL API. An empty `read_tokens` turns authentication off.
+pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>) -> Router {
+    Router::new()
+        .route("/v1/sql", post(sql))
+        .with_state(Arc::new(AppState {
+            engine,
+            read_tokens,
+        }))
+}
+
+/// An error answered to the client as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// Logs the detail and tells the client only that it was our fault.
+    fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "sql request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error, see the lake's log",
+        )
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Sql(msg) => ApiError::bad_request(msg),
+            EngineError::Timeout(limit) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("query interrupted: it ran longer than the limit of {limit:?}"),
+            ),
+            EngineError::Internal(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlParams {
+    format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+    format: Option<String>,
+}
+
+async fn sql(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state.read_tokens, &headers)?;
+    let (sql, format) = parse_request(&headers, params, &body)?;
+    let result = state.engine.query(sql).await?;
+    let truncated = result.truncated;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        output::write(format, &result, &mut out).map(|()| out)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| ApiError::internal(&e))?;
+
+    let mut response = rendered.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if truncated {
+        h.insert(TRUNCATED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn parse_request(
+    headers: &HeaderMap,
+    params: SqlParams,
+    body: &[u8],
+) -> Result<(String, Format), ApiError> {
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let (sql, format) = if is_json {
+        let b: SqlBody = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        (b.sql, b.format.or(params.format))
+    } else {
+        let sql = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the SQL body is not valid UTF-8"))?;
+        (sql.to_string(), params.format)
+    };
+    let format = match format {
+        Some(f) => Format::from_str(&f).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => Format::Json,
+    };
+    if sql.trim().is_empty() {
+        return Err(ApiError::bad_request("empty SQL"));
+    }
+    Ok((sql, format))
+}
+
+fn authorize(tokens: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <read token>",
+        ));
+    };
+    // Check every token so the time taken says nothing about which one nearly matched.
+    let ok = tokens.iter().fold(false, |ok, t| {
+        ok | constant_time_eq(t.as_bytes(), presented.as_bytes())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid read token",
+        ))
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,464 @@
+//! Rendering a [`QueryResult`] for people and programs: an aligned terminal table, JSON,
+//! CSV or an Arrow IPC stream. The HTTP API and the `lake query` CLI share these, so both
+//! answer byte for byte the same.
+//!
+//! Timestamps are RFC 3339 in every text format. DuckDB hands `TIMESTAMPTZ` over as
+//! Arrow timestamps labelled `"UTC"`, which arrow-cast cannot format without the
+//! `chrono-tz` feature, so UTC columns are relabelled as plain timestamps and printed
+//! with a `Z` suffix.
+//!
+//! JSON shape (also the HTTP response):
+//! ```json
+//! {"columns":[{"name":"ts","type":"TIMESTAMPTZ"}],"rows":[["2026-11-22T10:00:00Z"]],
+//!  "truncated":false,"row_count":1}
+//! ```
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::temporal_conversions::as_datetime;
+use arrow_array::types::{
+    ArrowTimestampType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, ArrayRef, PrimitiveArray};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{DataType, TimeUnit};
+use serde_json::{Map, Number, Value};
+
+use crate::engine::QueryResult;
+
+/// How a result is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned text table for a terminal.
+    Table,
+    /// `{"columns", "rows", "truncated", "row_count"}`.
+    Json,
+    /// Header line, then one line per row.
+    Csv,
+    /// Arrow IPC stream (zstd), as on the wire.
+    Arrow,
+}
+
+impl Format {
+    /// The HTTP `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Table => "text/plain; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => lake_format::wire::CONTENT_TYPE,
+        }
+    }
+}
+
+/// The format name is not one of `table`, `json`, `csv`, `arrow`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?} (known: table, json, csv, arrow)")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            "arrow" => Ok(Format::Arrow),
+            _ => Err(UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Table => "table",
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Arrow => "arrow",
+        })
+    }
+}
+
+/// Renders `result` in `format` to `out`.
+pub fn write(format: Format, result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Table => write_table(result, out),
+        Format::Json => write_json(result, out),
+        Format::Csv => write_csv(result, out),
+        Format::Arrow => {
+            let bytes = lake_format::wire::encode(&result.schema, &result.batches)
+                .map_err(io::Error::other)?;
+            out.write_all(&bytes)
+        }
+    }
+}
+
+/// Cells longer than this (in characters) are cut in the terminal table.
+const MAX_CELL: usize = 60;
+
+const RFC3339_UTC: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
+
+fn write_table(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
+    let fields = result.schema.fields();
+    let header: Vec<String> = fields.iter().map(|f| cell_for_terminal(f.name())).collect();
+    let right: Vec<bool> = fields.iter().map(|f| f.data_type().is_numeric()).collect();
+    let mut rows: Vec<Vec<String>> = Vec::with_capacity(result.num_rows());
+    for batch in &result.batches {
+        let prepared = text_columns(batch.columns(), "NULL");
+        let columns = formatters(&prepared)?;
+        for i in 0..batch.num_rows() {
+            let row = columns
+                .iter()
+                .map(|c| cell_for_terminal(&c.value(i).to_string()));
+            rows.push(row.collect());
+        }
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    if !header.is_empty() {
+        let names: Vec<String> = header
+            .iter()
+            .zip(&widths)
+            .map(|(h, &w)| pad(h, w, false))
+            .collect();
+        writeln!(out, "{}", names.join(" | ").trim_end())?;
+        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+        writeln!(out, "{}", rule.join("-+-"))?;
+        for row in &rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .zip(&right)
+                .map(|((c, &w), &r)| pad(c, w, r))
+                .collect();
+            writeln!(out, "{}", cells.join(" | ").trim_end())?;
+        }
+    }
+    let n = rows.len();
+    writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })?;
+    if result.truncated {
+        writeln!(out, "(truncated at {n} rows)")?;
+    }
+    Ok(())
+}
+
+fn pad(cell: &str, width: usize, right: bool) -> String {
+    let fill = " ".repeat(width.saturating_sub(cell.chars().count()));
+    if right {
+        format!("{fill}{cell}")
+    } else {
+        format!("{cell}{fill}")
+    }
+}
+
+/// One line, at most [`MAX_CELL`] characters: control characters would break the grid.
+fn cell_for_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_CELL * 4));
+    let mut count = 0;
+    for c in s.chars() {
+        let piece = match c {
+            '\n' => "\\n".to_string(),
+            '\r' => "\\r".to_string(),
+            '\t' => " ".to_string(),
+            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+            c => c.to_string(),
+        };
+        let len = piece.chars().count();
+        if count + len > MAX_CELL - 1 {
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+        count += len;
+    }
+    out
+}
+
+fn write_csv(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
+    let header: Vec<String> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| csv_field(f.name()))
+        .collect();
+    writeln!(out, "{}", header.join(","))?;
+    for batch in &result.batches {
+        let prepared = text_columns(batch.columns(), "");
+        let columns = formatters(&prepared)?;
+        for i in 0..batch.num_rows() {
+            let cells: Vec<String> = columns
+                .iter()
+                .zip(batch.columns())
+                .map(|(c, a)| {
+                    if a.is_null(i) {
+                        String::new()
+                    } else {
+                        csv_field(&c.value(i).to_string())
+                    }
+                })
+                .collect();
+            writeln!(out, "{}", cells.join(","))?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Columns ready for arrow's formatter, which borrows them: UTC timestamps relabelled.
+fn text_columns(
+    columns: &[ArrayRef],
+    null: &'static str,
+) -> Vec<(ArrayRef, FormatOptions<'static>)> {
+    columns
+        .iter()
+        .map(|c| {
+            let (array, utc) = strip_utc(c);
+            let mut options = FormatOptions::new().with_null(null);
+            if utc {
+                options = options.with_timestamp_format(Some(RFC3339_UTC));
+            }
+            (array, options)
+        })
+        .collect()
+}
+
+fn formatters<'a>(
+    columns: &'a [(ArrayRef, FormatOptions<'static>)],
+) -> io::Result<Vec<ArrayFormatter<'a>>> {
+    columns
+        .iter()
+        .map(|(a, o)| {
+            ArrayFormatter::try_new(a.as_ref(), o)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+        .collect()
+}
+
+/// A UTC timestamp column relabelled as zone-less (same instants), and whether it was.
+fn strip_utc(array: &ArrayRef) -> (ArrayRef, bool) {
+    fn relabel<T: ArrowTimestampType>(a: &ArrayRef) -> ArrayRef {
+        let a: PrimitiveArray<T> = a
+            .as_primitive::<T>()
+            .clone()
+            .with_timezone_opt(None::<String>);
+        Arc::new(a)
+    }
+    match array.data_type() {
+        DataType::Timestamp(unit, Some(tz)) if is_utc(tz) => {
+            let a = match unit {
+                TimeUnit::Second => relabel::<TimestampSecondType>(array),
+                TimeUnit::Millisecond => relabel::<TimestampMillisecondType>(array),
+                TimeUnit::Microsecond => relabel::<TimestampMicrosecondType>(array),
+                TimeUnit::Nanosecond => relabel::<TimestampNanosecondType>(array),
+            };
+            (a, true)
+        }
+        _ => (Arc::clone(array), false),
+    }
+}
+
+fn is_utc(tz: &str) -> bool {
+    matches!(tz, "UTC" | "utc" | "Z" | "+00:00" | "Etc/UTC")
+}
+
+fn write_json(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
+    let columns: Vec<Value> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name(), "type": sql_type_name(f.data_type())}))
+        .collect();
+    out.write_all(b"{\"columns\":")?;
+    serde_json::to_writer(&mut *out, &columns)?;
+    out.write_all(b",\"rows\":[")?;
+    let mut first = true;
+    for batch in &result.batches {
+        for i in 0..batch.num_rows() {
+            let row: Vec<Value> = batch
+                .columns()
+                .iter()
+                .map(|c| json_cell(c.as_ref(), i))
+                .collect();
+            if !first {
+                out.write_all(b",")?;
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, &row)?;
+        }
+    }
+    write!(
+        out,
+        "],\"truncated\":{},\"row_count\":{}}}",
+        result.truncated,
+        result.num_rows()
+    )
+}
+
+/// The DuckDB-style name of a result column's type, for clients choosing a renderer.
+pub fn sql_type_name(ty: &DataType) -> String {
+    match ty {
+        DataType::Null => "NULL".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 => "UTINYINT".into(),
+        DataType::UInt16 => "USMALLINT".into(),
+        DataType::UInt32 => "UINTEGER".into(),
+        DataType::UInt64 => "UBIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB".into(),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "INTERVAL".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("{}[]", sql_type_name(f.data_type()))
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP({}, {})",
+                sql_type_name(kv[0].data_type()),
+                sql_type_name(kv[1].data_type())
+            ),
+            other => other.to_string(),
+        },
+        DataType::Struct(fields) => {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
+                .collect();
+            format!("STRUCT({})", inner.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One cell as JSON: numbers, booleans and strings natively, timestamps as RFC 3339,
+/// maps as objects, lists as arrays, anything else as arrow's text.
+fn json_cell(array: &dyn Array, i: usize) -> Value {
+    if array.is_null(i) {
+        return Value::Null;
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            Value::from(array.as_primitive::<$t>().value(i))
+        };
+    }
+    match array.data_type() {
+        DataType::Boolean => Value::Bool(array.as_boolean().value(i)),
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(i))),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(i)),
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(i).to_string()),
+        DataType::Utf8View => Value::String(array.as_string_view().value(i).to_string()),
+        DataType::Timestamp(unit, tz) => {
+            let v = match unit {
+                TimeUnit::Second => as_datetime::<TimestampSecondType>(
+                    array.as_primitive::<TimestampSecondType>().value(i),
+                ),
+                TimeUnit::Millisecond => as_datetime::<TimestampMillisecondType>(
+                    array.as_primitive::<TimestampMillisecondType>().value(i),
+                ),
+                TimeUnit::Microsecond => as_datetime::<TimestampMicrosecondType>(
+                    array.as_primitive::<TimestampMicrosecondType>().value(i),
+                ),
+                TimeUnit::Nanosecond => as_datetime::<TimestampNanosecondType>(
+                    array.as_primitive::<TimestampNanosecondType>().value(i),
+                ),
+            };
+            match (v, tz) {
+                // Zone-aware instants are stored in UTC whatever the label.
+                (Some(dt), Some(_)) => Value::String(dt.format(RFC3339_UTC).to_string()),
+                (Some(dt), None) => Value::String(dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+                (None, _) => Value::Null,
+            }
+        }
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
+            let text = scalar_text(array, i);
+            text.parse::<Number>()
+                .map(Value::Number)
+                .unwrap_or(Value::String(text))
+        }
+        DataType::List(_) => list_json(&array.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => list_json(&array.as_list::<i64>().value(i)),
+        DataType::Map(_, _) => {
+            let entries = array.as_map().value(i);
+            let mut obj = Map::new();
+            for j in 0..entries.len() {
+                let key = match json_cell(entries.column(0).as_ref(), j) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                obj.insert(key, json_cell(entries.column(1).as_ref(), j));
+            }
+            Value::Object(obj)
+        }
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            let obj = fields
+                .iter()
+                .zip(s.columns())
+                .map(|(f, c)| (f.name().clone(), json_cell(c.as_ref(), i)))
+                .collect();
+            Value::Object(obj)
+        }
+        _ => Value::String(scalar_text(array, i)),
+    }
+}
+
+fn list_json(values: &ArrayRef) -> Value {
+    Value::Array(
+        (0..values.len())
+            .map(|j| json_cell(values.as_ref(), j))
+            .collect(),
+    )
+}
+
+/// JSON has no NaN or infinity: those become strings.
+fn float(v: f64) -> Value {
+    Number::from_f64(v)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(v.to_string()))
+}
+
+fn scalar_text(array: &dyn Array, i: usize) -> String {
+    match ArrayFormatter::try_new(array, &FormatOptions::new()) {
+        Ok(f) => f.value(i).to_string(),
+        Err(e) => format!("<{e}>"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Fixtures for the unit tests: Parquet files in the lake layout and in-memory fresh rows.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use lake_format::layout::{file_name, partition_dir, Date};
+use lake_format::rows::{text_map_builder, MetricsBuilder};
+use lake_format::Table;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::engine::{Engine, FreshRows, Limits};
+
+/// 2026-11-22T10:00:00Z in microseconds.
+pub(crate) const TS: i64 = 1_795_341_600_000_000;
+
+/// Fresh rows held in memory, settable per table.
+#[derive(Debug, Default)]
+pub(crate) struct MemFresh(Mutex<HashMap<Table, Vec<RecordBatch>>>);
+
+impl MemFresh {
+    pub(crate) fn set(&self, table: Table, batches: Vec<RecordBatch>) {
+        self.0.lock().unwrap().insert(table, batches);
+    }
+}
+
+impl FreshRows for MemFresh {
+    fn snapshot(&self, table: Table) -> Vec<RecordBatch> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&table)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A metrics batch: `(ts offset in seconds, host, name, value, cpu label)`.
+pub(crate) fn metrics(rows: &[(i64, &str, &str, f64, Option<&str>)]) -> RecordBatch {
+    let mut b = MetricsBuilder::new();
+    for &(secs, host, name, value, cpu) in rows {
+        let labels: Vec<(&str, &str)> = cpu.map(|c| ("cpu", c)).into_iter().collect();
+        b.push(TS + secs * 1_000_000, host, name, value, &labels);
+    }
+    b.finish()
+}
+
+/// One alerts row with a label and two channels: exercises Map and List columns.
+pub(crate) fn alert(rule: &str, channels: &[&str]) -> RecordBatch {
+    let mut labels = text_map_builder();
+    labels.keys().append_value("instance");
+    labels.values().append_value("n1");
+    labels.append(true).unwrap();
+    let mut list = ListBuilder::new(StringBuilder::new());
+    for c in channels {
+        list.values().append_value(c);
+    }
+    list.append(true);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMicrosecondArray::from(vec![TS]).with_timezone("UTC")),
+        Arc::new(StringArray::from(vec!["n1"])),
+        Arc::new(StringArray::from(vec![rule])),
+        Arc::new(StringArray::from(vec!["firing"])),
+        Arc::new(Float64Array::from(vec![Some(97.5)])),
+        Arc::new(labels.finish()),
+        Arc::new(StringArray::from(vec![Some("critical")])),
+        Arc::new(StringArray::from(vec![Some("disk full")])),
+        Arc::new(list.finish()),
+    ];
+    RecordBatch::try_new(Table::Alerts.schema(), cols).unwrap()
+}
+
+/// Writes `batch` as a committed zstd Parquet file of `table` on 2026-11-22.
+pub(crate) fn write_parquet(data: &Path, table: Table, seq: u64, batch: &RecordBatch) {
+    let dir = partition_dir(data, table.name(), Date::parse("2026-11-22").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = std::fs::File::create(dir.join(file_name("t", seq))).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// An engine over `data` with the given fresh rows and default limits.
+pub(crate) fn engine(data: &Path, fresh: Arc<MemFresh>) -> Arc<Engine> {
+    engine_with(data, fresh, Limits::default())
+}
+
+pub(crate) fn engine_with(data: &Path, fresh: Arc<MemFresh>, limits: Limits) -> Arc<Engine> {
+    Arc::new(Engine::open(data, fresh, limits).unwrap())
+}
