@@ -167,8 +167,43 @@ pub fn encode(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, WireE
     Ok(out)
 }
 
+/// Checks the framing of an IPC stream before any decoding: every message's metadata
+/// must be a valid flatbuffer and its declared sizes must fit in the bytes received.
+/// Without this, four bytes of garbage read as a length make the reader allocate and
+/// fill gigabytes before failing.
+fn check_framing(mut buf: &[u8]) -> Result<(), WireError> {
+    let bad = |m: String| WireError::Decode(ArrowError::ParseError(m));
+    let word = |b: &[u8], at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    while !buf.is_empty() {
+        if buf.len() < 4 {
+            return Err(bad(format!("truncated message header ({} bytes)", buf.len())));
+        }
+        let (len, header) = match word(buf, 0) {
+            -1 if buf.len() >= 8 => (word(buf, 4), 8),
+            -1 => return Err(bad("truncated message header".into())),
+            n => (n, 4),
+        };
+        if len == 0 {
+            return Ok(()); // end-of-stream marker
+        }
+        let len = usize::try_from(len).map_err(|_| bad(format!("negative message length {len}")))?;
+        let meta = buf
+            .get(header..header + len)
+            .ok_or_else(|| bad(format!("message of {len} bytes but only {} left", buf.len() - header)))?;
+        let message = arrow_ipc::root_as_message(meta).map_err(|e| bad(format!("invalid message: {e}")))?;
+        let body = usize::try_from(message.bodyLength()).map_err(|_| bad("negative body length".into()))?;
+        let end = (header + len)
+            .checked_add(body)
+            .filter(|end| *end <= buf.len())
+            .ok_or_else(|| bad(format!("body of {body} bytes but only {} left", buf.len() - header - len)))?;
+        buf = &buf[end..];
+    }
+    Ok(())
+}
+
 /// Decodes an Arrow IPC stream into its schema and batches.
 pub fn decode(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
+    check_framing(body)?;
     let reader = StreamReader::try_new(Cursor::new(body), None).map_err(WireError::Decode)?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(WireError::Decode)?;
@@ -264,6 +299,14 @@ mod tests {
         assert_eq!(batches, vec![b.clone()]);
         let conformed = conform(Table::Metrics, &Table::Metrics.schema(), &batches[0]).unwrap();
         assert_eq!(conformed, b);
+    }
+
+    #[test]
+    fn a_length_prefix_larger_than_the_body_is_refused_before_allocating() {
+        for body in [&b"this is not arrow"[..], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]] {
+            let err = decode(body).unwrap_err().to_string();
+            assert!(err.contains("only"), "{err}");
+        }
     }
 
     #[test]
