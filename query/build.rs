@@ -4,7 +4,7 @@
 //! but the dynamic loader does not look there, so test and dev binaries would fail to
 //! start. Two rpaths fix that without `LD_LIBRARY_PATH`: the absolute build-time
 //! directory (dev and tests) and `$ORIGIN/../lib` (installed as `bin/lake` next to
-//! `lib/libduckdb.so`). Self-contained on purpose: the `lake` crate carries a copy.
+//! `lib/libduckdb.so`). The `lake` crate uses this same file (`build = "../query/build.rs"`).
 
 use std::path::PathBuf;
 

@@ -8,6 +8,7 @@
 //!
 //! [`run`] wires it together under one `TaskTracker` and shuts down in order.
 
+pub mod checkpoint;
 pub mod config;
 pub mod shipper;
 pub mod sources;

@@ -204,8 +204,10 @@ impl Shipper {
             let body = Bytes::from(record.body);
             let mut attempt = 0u32;
             loop {
+                let sent = std::time::Instant::now();
                 match self.send(&id, &record.table, body.clone()).await {
                     Ok(()) => {
+                        Stats::set(&self.stats.ship_latency_us, sent.elapsed().as_micros() as u64);
                         self.spool.ack(id.seq).await?;
                         Stats::add(&self.stats.shipped_batches, 1);
                         if attempt > 0 {

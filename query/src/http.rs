@@ -169,12 +169,7 @@ fn authorize(tokens: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
     if tokens.is_empty() {
         return Ok(());
     }
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
+    let Some(presented) = bearer_token(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing Authorization: Bearer <read token>",
@@ -194,8 +189,17 @@ fn authorize(tokens: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

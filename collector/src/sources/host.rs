@@ -517,15 +517,18 @@ impl Sampler {
                 s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             b.push(ts, node, s.name, s.value, &labels);
         }
-        for (name, v) in stats.snapshot() {
-            b.push(ts, node, name, v as f64, &[]);
+        for (name, source, v) in stats.snapshot() {
+            match source {
+                Some(src) => b.push(ts, node, name, v as f64, &[("source", src)]),
+                None => b.push(ts, node, name, v as f64, &[]),
+            }
         }
         if let Some(rss) = std::fs::read_to_string("/proc/self/status")
             .ok()
             .as_deref()
             .and_then(parse_rss)
         {
-            b.push(ts, node, "collector_rss_bytes", rss as f64, &[]);
+            b.push(ts, node, "lake_collector_rss_bytes", rss as f64, &[]);
         }
         let batch = b.finish();
         wire::encode(&batch.schema(), &[batch])
@@ -763,9 +766,9 @@ mod tests {
             .unwrap();
         let names: Vec<&str> = names.iter().flatten().collect();
         for n in [
-            "collector_spool_bytes",
-            "collector_dropped_batches_total",
-            "collector_rss_bytes",
+            "lake_collector_spool_bytes",
+            "lake_collector_dropped_batches_total",
+            "lake_collector_rss_bytes",
             "cpu_usage_percent",
         ] {
             assert!(names.contains(&n), "{n} missing");

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
 use lake_format::{wire, BatchId, Table};
+use lake_query::http::{bearer_token, constant_time_eq};
 
 use super::error::ApiError;
 use crate::config::NodeToken;
@@ -67,25 +68,13 @@ pub struct Ingest {
     pub stats: IngestStats,
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
-
 impl Ingest {
     fn node_of(&self, headers: &HeaderMap) -> Option<&str> {
-        let token = bearer(headers)?;
+        let token = bearer_token(headers)?;
         // Check every token so the time taken does not reveal which one came close.
         let mut found = None;
         for t in &self.tokens {
-            if ct_eq(t.token.0.as_bytes(), token.as_bytes()) {
+            if constant_time_eq(t.token.0.as_bytes(), token.as_bytes()) {
                 found = Some(t.node.as_str());
             }
         }
