@@ -67,6 +67,7 @@ struct ConfigFile {
     spool: SpoolFile,
     #[serde(default)]
     shipper: ShipperFile,
+    // Source sections: one `#[serde(default)] name: crate::sources::name::NameFile,` per source below.
 }
 
 #[derive(Deserialize)]
@@ -206,6 +207,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Retry policy of the shipper.
     pub shipper: ShipperConfig,
+    // Source configs: one `pub name: crate::sources::name::NameConfig,` per source below.
 }
 
 /// `[lake]`.
@@ -373,6 +375,7 @@ impl ConfigFile {
                 backoff_min,
                 backoff_max,
             },
+            // Source validation: one `name: self.name.validate()?,` per source below.
         })
     }
 }

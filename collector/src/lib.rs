@@ -6,7 +6,7 @@
 //! a 200. Nothing lives only in memory, so a restart or a lake outage loses nothing until
 //! the spool's size bound is reached (then the oldest metrics go, counted in [`stats`]).
 //!
-//! [`run`] wires it together under one `TaskTracker` and shuts down in order.
+//! [`run`] wires it together and shuts down in order: sources, then the shipper.
 
 pub mod checkpoint;
 pub mod config;
@@ -18,15 +18,16 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
 
 use shipper::{Shipper, ShipperError};
+use checkpoint::{CheckpointError, Checkpoints};
 use sources::host::HostSource;
-use sources::SourceError;
+use sources::{SourceContext, SourceError};
 use spool::{SpoolError, SpoolHandle, SpoolOptions};
 use stats::Stats;
 
@@ -48,6 +49,9 @@ pub enum RunError {
     /// The shipper stopped with an error.
     #[error(transparent)]
     Shipper(#[from] ShipperError),
+    /// The checkpoint directory could not be opened.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// A task panicked.
     #[error("task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -73,10 +77,17 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         "collector started"
     );
 
-    let tracker = TaskTracker::new();
+    let checkpoints = Checkpoints::open(&config.data_dir)?;
+    let ctx = SourceContext {
+        node: Arc::from(config.node.as_str()),
+        spool: spool.clone(),
+        stats: Arc::clone(&stats),
+        checkpoints,
+    };
     let sources_cancel = cancel.child_token();
     let shipper_cancel = cancel.child_token();
 
+    let mut sources: JoinSet<Result<(), SourceError>> = JoinSet::new();
     let host = HostSource {
         node: config.node.clone(),
         interval: config.host.interval,
@@ -84,18 +95,19 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         spool: spool.clone(),
         stats: Arc::clone(&stats),
     };
-    let mut source_task = tracker.spawn(host.run(sources_cancel.clone()));
+    sources.spawn(host.run(sources_cancel.clone()));
+    // Other sources: each enabled one is spawned below with `ctx.clone()`.
+    let _ = &ctx;
+
     let shipper = Shipper::new(&config, spool, Arc::clone(&stats))?;
-    let mut shipper_task = tracker.spawn(shipper.run(shipper_cancel.clone()));
-    tracker.close();
+    let mut shipper_task = tokio::spawn(shipper.run(shipper_cancel.clone()));
 
     // Wait for the stop signal, or for a task that ended by itself (an error).
     let mut failure: Option<RunError> = None;
-    let (mut source_done, mut shipper_done) = (false, false);
+    let mut shipper_done = false;
     tokio::select! {
         _ = cancel.cancelled() => {}
-        r = &mut source_task => {
-            source_done = true;
+        Some(r) = sources.join_next() => {
             failure = flatten(r).err();
         }
         r = &mut shipper_task => {
@@ -109,14 +121,15 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
 
     // Sources first: what they already appended is fsynced, nothing is buffered beyond it.
     sources_cancel.cancel();
-    if !source_done {
-        match tokio::time::timeout(SOURCE_GRACE, &mut source_task).await {
-            Ok(r) => keep_first(&mut failure, flatten(r)),
-            Err(_) => {
-                warn!("sources did not stop in time");
-                source_task.abort();
-            }
+    let drained = tokio::time::timeout(SOURCE_GRACE, async {
+        while let Some(r) = sources.join_next().await {
+            keep_first(&mut failure, flatten(r));
         }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("sources did not stop in time");
+        sources.abort_all();
     }
     shipper_cancel.cancel();
     if !shipper_done {
@@ -128,7 +141,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             }
         }
     }
-    tracker.wait().await;
     info!("collector stopped");
     failure.map_or(Ok(()), Err)
 }
