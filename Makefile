@@ -16,7 +16,8 @@ build: setup
 demo: build
 	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/lake demo
 
-test: setup
+test:
+	@scripts/setup peers
 	$(CARGO) test --workspace --no-fail-fast
 
 clean-demo:

@@ -48,6 +48,9 @@ struct Flusher {
     next_flush: u64,
     interval: Duration,
     size: usize,
+    /// Consecutive failed flushes; the next attempt waits 2^n seconds (at most 30).
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 impl Flusher {
@@ -57,6 +60,9 @@ impl Flusher {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
+            }
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                continue;
             }
             let (rows, bytes, age) = self.buffers.usage();
             if rows > 0 && (bytes >= self.size || age.is_some_and(|a| a >= self.interval)) {
@@ -69,8 +75,20 @@ impl Flusher {
     }
 
     /// Writes every buffered row to Parquet. A failure keeps the rows (and their WAL
-    /// segments) for the next attempt.
+    /// segments) for the next attempt, after a growing pause.
     async fn flush(&mut self) {
+        let before = self.stats.flush_errors.load(Ordering::Relaxed);
+        self.try_flush().await;
+        if self.stats.flush_errors.load(Ordering::Relaxed) > before {
+            self.failures = (self.failures + 1).min(5);
+            self.retry_at = Some(Instant::now() + Duration::from_secs(1 << self.failures).min(Duration::from_secs(30)));
+        } else {
+            self.failures = 0;
+            self.retry_at = None;
+        }
+    }
+
+    async fn try_flush(&mut self) {
         let (segment, taken, marks) = {
             let _exclusive = self.gate.write().await;
             let segment = match self.wal.rotate().await {
@@ -203,6 +221,8 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         next_flush: state.next_flush,
         interval: config.flush_interval,
         size: config.flush_size,
+        failures: 0,
+        retry_at: None,
     };
     let flush_cancel = CancellationToken::new();
     let flush_task = tokio::spawn(flusher.run(flush_cancel.clone()));

@@ -49,6 +49,18 @@ pub enum WalError {
     Stopped,
 }
 
+impl WalError {
+    /// Whether the failure is a full disk (the caller should answer 507 and retry later).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            WalError::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) // ENOSPC
+            }
+            WalError::Stopped => false,
+        }
+    }
+}
+
 type Result<T, E = WalError> = std::result::Result<T, E>;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -194,6 +206,8 @@ struct Writer {
     dir: PathBuf,
     seq: u64,
     file: File,
+    /// Bytes of whole records in the current segment: a failed write is cut back to it.
+    len: u64,
     stats: Arc<WalStats>,
 }
 
@@ -214,11 +228,15 @@ impl Writer {
                 match op {
                     Op::Append(bytes, reply) => match self.file.write_all(&bytes) {
                         Ok(()) => {
+                            self.len += bytes.len() as u64;
                             self.stats.appends.fetch_add(1, Ordering::Relaxed);
                             self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                             pending.push(reply);
                         }
                         Err(e) => {
+                            // A partial record (disk full) would hide every later record
+                            // from replay: cut it off before anything else is appended.
+                            self.repair();
                             let _ = reply.send(Err(WalError::Io { op: "write", path: segment_path(&self.dir, self.seq), source: e }));
                         }
                     },
@@ -234,12 +252,40 @@ impl Writer {
         self.sync(&mut pending);
     }
 
+    /// Cuts the segment back to its last whole record; if that fails, moves on to a new
+    /// segment so later records are never written behind a torn one.
+    fn repair(&mut self) {
+        let path = segment_path(&self.dir, self.seq);
+        if let Err(e) = self.file.set_len(self.len) {
+            tracing::error!(path = %path.display(), %e, "wal: cannot cut a failed write; starting a new segment");
+            match Self::open_segment(&self.dir, self.seq + 1) {
+                Ok(file) => {
+                    self.seq += 1;
+                    self.file = file;
+                    self.len = 0;
+                }
+                Err(e) => tracing::error!(%e, "wal: cannot start a new segment either"),
+            }
+        }
+    }
+
     fn sync(&mut self, pending: &mut Vec<oneshot::Sender<Result<()>>>) {
         if pending.is_empty() {
             return;
         }
         let result = self.file.sync_data();
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            // After a failed fsync the kernel may have dropped the dirty pages: nothing in
+            // this segment's unsynced tail can be trusted, so continue in a fresh segment.
+            // The records were not acknowledged; if they did reach the disk, replay stores
+            // them and the senders' retries are recognised as duplicates.
+            if let Ok(file) = Self::open_segment(&self.dir, self.seq + 1) {
+                self.seq += 1;
+                self.file = file;
+                self.len = 0;
+            }
+        }
         for reply in pending.drain(..) {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -260,6 +306,7 @@ impl Writer {
                 let r = Self::open_segment(&self.dir, self.seq + 1).map(|file| {
                     self.seq += 1;
                     self.file = file;
+                    self.len = 0;
                     self.seq
                 });
                 let _ = reply.send(r);
@@ -305,7 +352,7 @@ impl Wal {
         stats.truncated_bytes.store(replay.truncated_bytes, Ordering::Relaxed);
         let seq = segments.last().map_or(1, |s| s + 1);
         let file = Writer::open_segment(dir, seq)?;
-        let writer = Writer { dir: dir.to_path_buf(), seq, file, stats: Arc::clone(&stats) };
+        let writer = Writer { dir: dir.to_path_buf(), seq, file, len: 0, stats: Arc::clone(&stats) };
         let (tx, rx) = mpsc::channel(4096);
         thread::Builder::new()
             .name("lake-wal".into())

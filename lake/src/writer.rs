@@ -240,7 +240,35 @@ pub fn write_flush(
     buffers: &Buffers,
 ) -> Result<(usize, usize)> {
     let stage = staging_dir(data).join(format!("flush-{flush}"));
-    fs::create_dir_all(&stage).map_err(io_err("create", &stage))?;
+    let staged = stage_files(data, &stage, flush, taken, state);
+    let (mpath, manifest, rows) = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            // Before the commit point nothing is visible: free the space (a full disk is
+            // the usual cause) so the retry starts clean.
+            let _ = fs::remove_dir_all(&stage);
+            let _ = fs::remove_file(staging_dir(data).join(format!("flush-{flush}.json")));
+            let _ = fs::remove_file(staging_dir(data).join(format!("flush-{flush}.tmp")));
+            return Err(e);
+        }
+    };
+    {
+        let _exclusive = buffers.visibility.write().unwrap_or_else(|p| p.into_inner());
+        apply_manifest(data, &mpath, &manifest)?;
+        buffers.finish_flush();
+    }
+    Ok((rows, manifest.moves.len()))
+}
+
+/// Steps 1 and 2: staged, fsynced files and the manifest that commits them.
+fn stage_files(
+    data: &Path,
+    stage: &Path,
+    flush: u64,
+    taken: &HashMap<Table, Vec<RecordBatch>>,
+    state: &State,
+) -> Result<(PathBuf, Manifest, usize)> {
+    fs::create_dir_all(stage).map_err(io_err("create", stage))?;
     let mut moves = Vec::new();
     let mut rows = 0;
     let mut tables: Vec<_> = taken.iter().filter(|(_, b)| !b.is_empty()).collect();
@@ -255,17 +283,12 @@ pub fn write_flush(
             moves.push((staged.strip_prefix(data).unwrap_or(&staged).to_path_buf(), fin));
         }
     }
-    sync_dir(&stage).map_err(io_err("fsync", &stage))?;
+    sync_dir(stage).map_err(io_err("fsync", stage))?;
     let manifest = Manifest { moves, state: VersionedState::V1(state.clone()) };
     let mpath = staging_dir(data).join(format!("flush-{flush}.json"));
     let bytes = serde_json::to_vec(&manifest).map_err(|e| io_err("encode", &mpath)(io::Error::other(e)))?;
     write_atomic(&mpath, &bytes).map_err(io_err("write", &mpath))?;
-    {
-        let _exclusive = buffers.visibility.write().unwrap_or_else(|p| p.into_inner());
-        apply_manifest(data, &mpath, &manifest)?;
-        buffers.finish_flush();
-    }
-    Ok((rows, manifest.moves.len()))
+    Ok((mpath, manifest, rows))
 }
 
 /// Step 3 of the commit; safe to repeat after a crash at any point inside it.

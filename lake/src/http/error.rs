@@ -42,6 +42,10 @@ impl ApiError {
     pub fn unavailable(m: impl Into<String>, retry_after_secs: u64) -> Self {
         ApiError { retry_after: Some(retry_after_secs), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, m) }
     }
+    /// 507 with `Retry-After`: the lake's disk is full; nothing was stored.
+    pub fn insufficient_storage(m: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError { retry_after: Some(retry_after_secs), ..Self::new(StatusCode::INSUFFICIENT_STORAGE, m) }
+    }
     /// 500; the detail is logged, not sent.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
@@ -54,7 +58,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
+        let answerable = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::INSUFFICIENT_STORAGE];
+        let message = if self.status.is_server_error() && !answerable.contains(&self.status) {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
             "internal error; see the lake's log".to_string()
         } else {

@@ -145,7 +145,15 @@ async fn store(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Result<Js
     let record = WalRecord { table: table.name().to_string(), batch_id: id.to_string(), body };
     {
         let _shared = s.gate.read().await;
-        s.wal.append(&record).await.map_err(|e| ApiError::internal(format!("wal append: {e}")))?;
+        s.wal.append(&record).await.map_err(|e| {
+            if e.is_disk_full() {
+                s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("wal append failed: disk full");
+                ApiError::insufficient_storage("the lake's disk is full; retry later", 30)
+            } else {
+                ApiError::internal(format!("wal append: {e}"))
+            }
+        })?;
         s.buffers.push(table, batches);
     }
     s.stats.batches.fetch_add(1, Ordering::Relaxed);
