@@ -32,7 +32,7 @@ const fn default_flush_interval() -> Dur {
     Dur(Duration::from_secs(30))
 }
 const fn default_flush_size() -> ByteSize {
-    ByteSize(128 << 20)
+    ByteSize(32 << 20)
 }
 const fn default_max_rows() -> usize {
     100_000

@@ -152,7 +152,7 @@ impl Engine {
     pub fn query_blocking(&self, sql: &str) -> Result<QueryResult> {
         let conn = self.connect()?;
         sandbox::check_read_only(&conn, sql)?;
-        views::create(&conn, &self.data_dir, self.fresh.as_ref())?;
+        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql)?;
         run_with_limits(&conn, sql, &self.limits)
     }
 

@@ -234,7 +234,7 @@ fn the_sandbox_holds_even_without_the_statement_check() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(dir.path(), Arc::new(NoFreshRows), Limits::default()).unwrap();
     let conn = e.connect().unwrap();
-    views::create(&conn, &e.data_dir, &NoFreshRows).unwrap();
+    views::create(&conn, &e.data_dir, &NoFreshRows, "").unwrap();
     for (sql, expected) in [
         ("SET threads=1", "locked"),
         ("SET enable_external_access=true", "locked"),

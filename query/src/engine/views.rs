@@ -35,7 +35,13 @@ use super::{EngineError, FreshRows, Result};
 /// [`FreshRows::consistent`], and the views name those files explicitly rather than a
 /// glob DuckDB would expand later: a flush committing between the two would otherwise
 /// show its rows twice (file and buffer) or not at all.
-pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows) -> Result<()> {
+///
+/// Fresh rows are copied into DuckDB only for tables the SQL names (a word equal to the
+/// table's name): that copy is the main cost of a query while a large buffer waits for
+/// its flush, and most queries touch one or two tables. Other tables get their files only
+/// (their views still exist, so a name the word test misses still resolves).
+pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str) -> Result<()> {
+    let named = named_words(sql);
     let mut ddl = String::new();
     for table in Table::ALL {
         write_fresh_table(&mut ddl, table);
@@ -49,7 +55,14 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows) 
         taken.clear();
         for table in Table::ALL {
             match list_files(data_dir, table) {
-                Ok(files) => taken.push((table, files, fresh.snapshot(table))),
+                Ok(files) => {
+                    let rows = if named.iter().any(|w| w == table.name()) {
+                        fresh.snapshot(table)
+                    } else {
+                        Vec::new()
+                    };
+                    taken.push((table, files, rows));
+                }
                 Err(e) => listing = Err(e),
             }
         }
@@ -75,6 +88,18 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows) 
     }
     conn.execute_batch(&ddl)
         .map_err(|e| EngineError::Internal(format!("creating views: {e}")))
+}
+
+/// The lower-cased identifier-like words of a SQL text.
+fn named_words(sql: &str) -> Vec<String> {
+    let mut words: Vec<String> = sql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.sort();
+    words.dedup();
+    words
 }
 
 fn fresh_name(table: Table) -> String {

@@ -1,0 +1,217 @@
+//! End-to-end ingest benchmark: 8 simulated collectors send `http` batches to one real
+//! `lake serve` process, through WAL fsync and Parquet commit, on this machine.
+//!
+//! ```sh
+//! cargo bench -p lake --bench ingest                 # 60 s, 8 collectors
+//! LAKE_BENCH_SECS=20 LAKE_BENCH_COLLECTORS=8 LAKE_BENCH_ROWS=5000 cargo bench -p lake --bench ingest
+//! ```
+//! Prints a Markdown table and one JSON line: rows/s sustained, acknowledgement latency
+//! p50/p99, and freshness (time from a 200 to the row being visible in a query) p50/p99.
+//! Targets (issue "Nothing lost"): 500,000 rows/s for 60 s, p99 ack < 250 ms.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lake_format::rows::{now_micros, TableBuilder};
+use lake_format::{wire, Table};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const PATHS: [&str; 8] = ["/", "/index.html", "/api/v1/items", "/login", "/static/app.js", "/wp-login.php", "/feed", "/robots.txt"];
+const AGENTS: [&str; 4] = [
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.5.0",
+    "Mozilla/5.0 (compatible; GPTBot/1.0; +https://openai.com/gptbot)",
+];
+
+/// One realistic `http` batch of `rows` rows for `node`.
+fn http_batch(node: &str, rows: usize, salt: u64, marker: Option<&str>) -> Vec<u8> {
+    let mut b = TableBuilder::new(Table::Http);
+    let col = |n: &str| b.column(n).expect("http column");
+    let (ts, host, vhost, method, uri, path, proto, status, size, dur, rip, ua) = (
+        col("ts"), col("host"), col("vhost"), col("method"), col("uri"), col("path"), col("proto"),
+        col("status"), col("size"), col("duration_ms"), col("remote_ip"), col("user_agent"),
+    );
+    let base = now_micros();
+    let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = PATHS[(x % 8) as usize];
+        let q = format!("{p}?id={}", x % 1000);
+        b.ts(ts, base + i as i64);
+        b.text(host, Some(node));
+        b.text(vhost, Some(if x % 3 == 0 { "blog.example.org" } else { "example.org" }));
+        b.text(method, Some(if x % 10 == 0 { "POST" } else { "GET" }));
+        b.text(uri, Some(marker.unwrap_or(&q)));
+        b.text(path, Some(p));
+        b.text(proto, Some("HTTP/2.0"));
+        b.int(status, Some([200, 200, 200, 304, 404, 500, 301, 200][(x >> 8) as usize % 8]));
+        b.int(size, Some((x % 50_000) as i64));
+        b.float(dur, Some((x % 2000) as f64 / 10.0));
+        b.text(rip, Some(&format!("203.0.113.{}", x % 250)));
+        b.text(ua, Some(AGENTS[(x >> 16) as usize % 4]));
+        b.end_row();
+    }
+    let batch = b.finish().expect("http batch");
+    wire::encode(&batch.schema(), &[batch]).expect("encode")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn write_config(dir: &Path, port: u16, collectors: u64) -> std::path::PathBuf {
+    let mut text = format!(
+        "version = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n[ingest]\n",
+        dir.join("data").display()
+    );
+    for i in 0..collectors {
+        text.push_str(&format!("[[nodes]]\nname = \"sim-{i}\"\ntoken = \"bench-token-sim-{i}-0123456789\"\n"));
+    }
+    text.push_str("[[nodes]]\nname = \"fresh\"\ntoken = \"bench-token-fresh-0123456789\"\n");
+    let path = dir.join("lake.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+async fn post(c: &reqwest::Client, url: &str, token: &str, id: &str, body: Vec<u8>) -> u16 {
+    match c
+        .post(format!("{url}/v1/ingest/http"))
+        .bearer_auth(token)
+        .header(wire::BATCH_HEADER, id)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+fn main() {
+    let secs = env_or("LAKE_BENCH_SECS", 60);
+    let collectors = env_or("LAKE_BENCH_COLLECTORS", 8);
+    let rows_per_batch = env_or("LAKE_BENCH_ROWS", 10_000) as usize;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let config = write_config(dir.path(), port, collectors);
+    let mut lake = Command::new(env!("CARGO_BIN_EXE_lake"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("LOG_FILTER", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start lake");
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let report = rt.block_on(async move {
+        let c = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.get(format!("{url}/health")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "lake did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A few distinct bodies per collector, made before the clock starts.
+        let bodies: Vec<Vec<Vec<u8>>> = (0..collectors)
+            .map(|i| (0..4).map(|k| http_batch(&format!("sim-{i}"), rows_per_batch, i * 10 + k, None)).collect())
+            .collect();
+        let rows = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, bodies) in bodies.into_iter().enumerate() {
+            let (c, url, rows, stop) = (c.clone(), url.clone(), Arc::clone(&rows), Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                let token = format!("bench-token-sim-{i}-0123456789");
+                let mut lat = Vec::new();
+                let mut seq = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = bodies[seq as usize % bodies.len()].clone();
+                    let t = Instant::now();
+                    match post(&c, &url, &token, &format!("sim-{i}/1/{seq}"), body).await {
+                        200 => {
+                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                            rows.fetch_add(rows_per_batch as u64, Ordering::Relaxed);
+                            seq += 1;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                lat
+            }));
+        }
+        // Freshness: a one-row batch, then poll until a query sees it.
+        let mut fresh = Vec::new();
+        let mut k = 0u64;
+        while started.elapsed() < Duration::from_secs(secs) {
+            k += 1;
+            let marker = format!("/freshness-marker-{k}");
+            let body = http_batch("fresh", 1, k, Some(&marker));
+            if post(&c, &url, "bench-token-fresh-0123456789", &format!("fresh/1/{k}"), body).await == 200 {
+                let acked = Instant::now();
+                loop {
+                    let r = c
+                        .post(format!("{url}/v1/sql"))
+                        .body(format!("select count(*) from http where uri = '{marker}'"))
+                        .send()
+                        .await;
+                    let seen = match r {
+                        Ok(r) => r.text().await.unwrap_or_default().contains("[[1]]"),
+                        Err(_) => false,
+                    };
+                    if seen {
+                        fresh.push(acked.elapsed().as_secs_f64() * 1000.0);
+                        break;
+                    }
+                    if acked.elapsed() > Duration::from_secs(10) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut lat: Vec<f64> = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.expect("collector task"));
+        }
+        lat.sort_by(f64::total_cmp);
+        fresh.sort_by(f64::total_cmp);
+        let total = rows.load(Ordering::Relaxed);
+        (total, elapsed, lat, fresh)
+    });
+    let _ = lake.kill();
+    let _ = lake.wait();
+    let (total, elapsed, lat, fresh) = report;
+    let rate = total as f64 / elapsed;
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!("| collectors | {collectors} ({rows_per_batch} rows per batch) | 8 |");
+    println!("| duration | {elapsed:.1} s | 60 s |");
+    println!("| rows acknowledged | {total} | |");
+    println!("| ingest rate | {rate:.0} rows/s | 500,000 rows/s |");
+    println!("| ack latency p50 | {:.1} ms | |", percentile(&lat, 0.5));
+    println!("| ack latency p99 | {:.1} ms | < 250 ms |", percentile(&lat, 0.99));
+    println!("| freshness p50 | {:.1} ms | |", percentile(&fresh, 0.5));
+    println!("| freshness p99 | {:.1} ms | < 2000 ms |", percentile(&fresh, 0.99));
+    println!(
+        "{{\"collectors\":{collectors},\"rows_per_batch\":{rows_per_batch},\"seconds\":{elapsed:.1},\"rows\":{total},\"rows_per_sec\":{rate:.0},\"ack_p50_ms\":{:.1},\"ack_p99_ms\":{:.1},\"fresh_p50_ms\":{:.1},\"fresh_p99_ms\":{:.1}}}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&fresh, 0.5),
+        percentile(&fresh, 0.99)
+    );
+}
