@@ -68,6 +68,18 @@ struct ConfigFile {
     #[serde(default)]
     shipper: ShipperFile,
     // Source sections: one `#[serde(default)] name: crate::sources::name::NameFile,` per source below.
+    #[serde(default)]
+    tailscale: crate::sources::tailscale::TailscaleFile,
+    #[serde(default)]
+    uptime: crate::sources::uptime::UptimeFile,
+    #[serde(default)]
+    caddy: crate::sources::caddy::CaddyFile,
+    #[serde(default)]
+    journald: crate::sources::journald::JournaldFile,
+    #[serde(default)]
+    ufw: crate::sources::ufw::UfwFile,
+    #[serde(default)]
+    fail2ban: crate::sources::fail2ban::Fail2banFile,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +220,18 @@ pub struct Config {
     /// Retry policy of the shipper.
     pub shipper: ShipperConfig,
     // Source configs: one `pub name: crate::sources::name::NameConfig,` per source below.
+    /// `[tailscale]`.
+    pub tailscale: crate::sources::tailscale::TailscaleConfig,
+    /// `[uptime]`.
+    pub uptime: crate::sources::uptime::UptimeConfig,
+    /// `[caddy]`.
+    pub caddy: crate::sources::caddy::CaddyConfig,
+    /// `[journald]`.
+    pub journald: crate::sources::journald::JournaldConfig,
+    /// `[ufw]`.
+    pub ufw: crate::sources::ufw::UfwConfig,
+    /// `[fail2ban]`.
+    pub fail2ban: crate::sources::fail2ban::Fail2banConfig,
 }
 
 /// `[lake]`.
@@ -376,6 +400,12 @@ impl ConfigFile {
                 backoff_max,
             },
             // Source validation: one `name: self.name.validate()?,` per source below.
+            tailscale: self.tailscale.validate()?,
+            uptime: self.uptime.validate()?,
+            caddy: self.caddy.validate()?,
+            journald: self.journald.validate()?,
+            ufw: self.ufw.validate()?,
+            fail2ban: self.fail2ban.validate()?,
         })
     }
 }

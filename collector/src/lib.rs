@@ -14,6 +14,7 @@ pub mod shipper;
 pub mod sources;
 pub mod spool;
 pub mod stats;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +98,32 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     };
     sources.spawn(host.run(sources_cancel.clone()));
     // Other sources: each enabled one is spawned below with `ctx.clone()`.
-    let _ = &ctx;
+    if config.tailscale.enabled {
+        let tailscale = sources::tailscale::TailscaleSource::new(config.tailscale.clone(), ctx.clone());
+        sources.spawn(tailscale.run(sources_cancel.clone()));
+    }
+    // A source that returns stops the collector, so uptime runs only with checks to run.
+    if !config.uptime.checks.is_empty() {
+        let uptime = sources::uptime::UptimeSource::new(config.uptime.clone(), ctx.clone());
+        sources.spawn(uptime.run(sources_cancel.clone()));
+    }
+    if config.caddy.enabled {
+        sources.spawn(sources::caddy::CaddySource::new(config.caddy.clone(), ctx.clone()).run(sources_cancel.clone()));
+    }
+    if config.journald.enabled {
+        let ufw = config.ufw.enabled && config.ufw.from_journald;
+        let fail2ban = (config.fail2ban.enabled && config.fail2ban.from_journald).then(|| config.fail2ban.timezone.clone());
+        let journald = sources::journald::JournaldSource::new(config.journald.clone(), ctx.clone(), ufw, fail2ban);
+        sources.spawn(journald.run(sources_cancel.clone()));
+    } else {
+        // ufw and fail2ban read journald's stream (file mode is not wired yet): say so.
+        if config.ufw.enabled && config.ufw.from_journald {
+            warn!("[ufw] reads kernel lines from journald, but [journald] is not enabled: no firewall rows");
+        }
+        if config.fail2ban.enabled && config.fail2ban.from_journald {
+            warn!("[fail2ban] reads its messages from journald, but [journald] is not enabled: no ban rows");
+        }
+    }
 
     let shipper = Shipper::new(&config, spool, Arc::clone(&stats))?;
     let mut shipper_task = tokio::spawn(shipper.run(shipper_cancel.clone()));

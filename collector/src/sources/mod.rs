@@ -8,7 +8,15 @@
 //! - samples that exist only now (host metrics, probes) *drop the oldest* spooled data
 //!   instead ([`SourceContext::emit_droppable`]), counted.
 
+pub mod caddy;
 pub mod host;
+pub mod journald;
+pub mod ufw;
+pub mod fail2ban;
+pub mod zone;
+pub mod probe;
+pub mod tailscale;
+pub mod uptime;
 
 use std::sync::Arc;
 use std::time::Duration;

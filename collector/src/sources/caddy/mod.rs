@@ -1,0 +1,492 @@
+//! Caddy JSON access logs → the `http` table.
+//!
+//! In: Caddy's access log files (`log { format json }`), followed by the rotation-safe
+//! [`crate::tail`] reader. Out: `http` rows (one per request, see [`parse`] for the field
+//! mapping) and, for every line that is not a Caddy JSON access entry (not JSON, cut at
+//! `max_line_bytes`, invalid UTF-8), a `logs` row with source `caddy-unparsed` and the
+//! raw line, counted in `parse_errors` — never dropped.
+//!
+//! Loop: read a batch of lines → build the `http` and `logs` batches → spool each with
+//! [`SourceContext::emit_holding`] → only then checkpoint the tailer's position under
+//! `caddy`. A kill between the spool append and the checkpoint repeats that batch on
+//! restart; nothing is ever skipped. Config: `[caddy]` in `collector.toml`.
+
+pub mod parse;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::ensure;
+use arrow_array::RecordBatch;
+use lake_format::rows::{now_micros, TableBuilder};
+use lake_format::units::{ByteSize, Dur};
+use lake_format::Table;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Emitted, SourceContext, SourceError};
+use crate::stats::{SourceStats, Stats};
+use crate::tail::{StartAt, TailConfig, TailCounters, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
+pub use parse::{parse, HttpRow, ParseError};
+
+/// Name of the source: counters label, checkpoint file.
+pub const SOURCE: &str = "caddy";
+/// `source` of the `logs` rows for lines that are not Caddy JSON.
+pub const UNPARSED_SOURCE: &str = "caddy-unparsed";
+
+fn default_paths() -> Vec<String> {
+    vec!["/var/log/caddy/access*.log".to_string()]
+}
+const fn default_start_at() -> StartAt {
+    StartAt::Beginning
+}
+const fn default_max_line() -> ByteSize {
+    ByteSize(DEFAULT_MAX_LINE_BYTES as u64)
+}
+const fn default_poll() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+const fn default_batch_lines() -> usize {
+    10_000
+}
+const fn default_batch_wait() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+
+/// `[caddy]` as written in `collector.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaddyFile {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "default_paths")]
+    paths: Vec<String>,
+    #[serde(default = "default_start_at")]
+    start_at: StartAt,
+    #[serde(default = "default_max_line")]
+    max_line_bytes: ByteSize,
+    #[serde(default = "default_poll")]
+    poll_interval: Dur,
+    #[serde(default = "default_batch_lines")]
+    batch_lines: usize,
+    #[serde(default = "default_batch_wait")]
+    batch_wait: Dur,
+}
+
+impl Default for CaddyFile {
+    fn default() -> Self {
+        CaddyFile {
+            enabled: false,
+            paths: default_paths(),
+            start_at: default_start_at(),
+            max_line_bytes: default_max_line(),
+            poll_interval: default_poll(),
+            batch_lines: default_batch_lines(),
+            batch_wait: default_batch_wait(),
+        }
+    }
+}
+
+/// The validated `[caddy]` section.
+#[derive(Debug, Clone)]
+pub struct CaddyConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// What to tail and how.
+    pub tail: TailConfig,
+    /// Most lines per spooled batch.
+    pub batch_lines: usize,
+    /// Longest wait for the first line of a batch.
+    pub batch_wait: Duration,
+}
+
+impl CaddyFile {
+    /// Checks the section and builds the typed config.
+    pub fn validate(self) -> anyhow::Result<CaddyConfig> {
+        if self.enabled {
+            ensure!(
+                !self.paths.is_empty(),
+                "caddy.paths must name at least one file pattern"
+            );
+        }
+        for p in &self.paths {
+            glob::Pattern::new(p)
+                .map_err(|e| anyhow::anyhow!("caddy.paths: {p:?} is not a valid pattern: {e}"))?;
+        }
+        let max = self.max_line_bytes.0;
+        ensure!(
+            (1024..=(64 << 20)).contains(&max),
+            "caddy.max_line_bytes = {}: must be between 1KiB and 64MiB",
+            self.max_line_bytes
+        );
+        ensure!(
+            !self.poll_interval.0.is_zero(),
+            "caddy.poll_interval must be more than zero"
+        );
+        ensure!(
+            (1..=1_000_000).contains(&self.batch_lines),
+            "caddy.batch_lines = {}: must be between 1 and 1000000",
+            self.batch_lines
+        );
+        Ok(CaddyConfig {
+            enabled: self.enabled,
+            tail: TailConfig {
+                patterns: self.paths,
+                start_at: self.start_at,
+                max_line_bytes: max as usize,
+                poll_interval: self.poll_interval.0,
+            },
+            batch_lines: self.batch_lines,
+            batch_wait: self.batch_wait.0,
+        })
+    }
+}
+
+/// Builds the `http` and `logs` batches of a run of lines.
+#[derive(Debug)]
+pub struct CaddyRows {
+    http: TableBuilder,
+    logs: TableBuilder,
+    h: HttpCols,
+    l: LogsCols,
+    /// Lines that did not parse since the last `finish`.
+    pub parse_errors: u64,
+}
+
+#[derive(Debug)]
+struct HttpCols {
+    ts: usize,
+    host: usize,
+    vhost: usize,
+    method: usize,
+    uri: usize,
+    path: usize,
+    proto: usize,
+    status: usize,
+    size: usize,
+    bytes_read: usize,
+    duration_ms: usize,
+    remote_ip: usize,
+    client_ip: usize,
+    user_agent: usize,
+    referer: usize,
+    tls_version: usize,
+    server_name: usize,
+    attrs: usize,
+}
+
+#[derive(Debug)]
+struct LogsCols {
+    ts: usize,
+    host: usize,
+    source: usize,
+    message: usize,
+    attrs: usize,
+}
+
+fn col(b: &TableBuilder, name: &str) -> usize {
+    b.column(name)
+        .unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
+}
+
+impl Default for CaddyRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CaddyRows {
+    /// Empty builders.
+    pub fn new() -> CaddyRows {
+        let http = TableBuilder::new(Table::Http);
+        let logs = TableBuilder::new(Table::Logs);
+        let h = HttpCols {
+            ts: col(&http, "ts"),
+            host: col(&http, "host"),
+            vhost: col(&http, "vhost"),
+            method: col(&http, "method"),
+            uri: col(&http, "uri"),
+            path: col(&http, "path"),
+            proto: col(&http, "proto"),
+            status: col(&http, "status"),
+            size: col(&http, "size"),
+            bytes_read: col(&http, "bytes_read"),
+            duration_ms: col(&http, "duration_ms"),
+            remote_ip: col(&http, "remote_ip"),
+            client_ip: col(&http, "client_ip"),
+            user_agent: col(&http, "user_agent"),
+            referer: col(&http, "referer"),
+            tls_version: col(&http, "tls_version"),
+            server_name: col(&http, "server_name"),
+            attrs: col(&http, "attrs"),
+        };
+        let l = LogsCols {
+            ts: col(&logs, "ts"),
+            host: col(&logs, "host"),
+            source: col(&logs, "source"),
+            message: col(&logs, "message"),
+            attrs: col(&logs, "attrs"),
+        };
+        CaddyRows {
+            http,
+            logs,
+            h,
+            l,
+            parse_errors: 0,
+        }
+    }
+
+    /// Adds the row of one line: `http` when it parses, else a `caddy-unparsed` log row
+    /// stamped `read_ts` (microseconds). Returns whether it parsed.
+    pub fn push(
+        &mut self,
+        node: &str,
+        line: &[u8],
+        file: &str,
+        truncated: bool,
+        read_ts: i64,
+    ) -> bool {
+        let parsed = if truncated {
+            Err(None)
+        } else {
+            parse(line).map_err(Some)
+        };
+        match parsed {
+            Ok(r) => {
+                self.push_http(node, &r);
+                true
+            }
+            Err(error) => {
+                let error = match error {
+                    Some(e) => e.to_string(),
+                    None => format!(
+                        "line longer than max_line_bytes ({} bytes kept)",
+                        line.len()
+                    ),
+                };
+                self.push_unparsed(node, line, file, truncated, &error, read_ts);
+                self.parse_errors += 1;
+                false
+            }
+        }
+    }
+
+    fn push_http(&mut self, node: &str, r: &HttpRow<'_>) {
+        let (b, c) = (&mut self.http, &self.h);
+        b.ts(c.ts, r.ts_micros);
+        b.text(c.host, Some(node));
+        b.text(c.vhost, r.vhost.as_deref());
+        b.text(c.method, r.method.as_deref());
+        b.text(c.uri, r.uri.as_deref());
+        b.text(c.path, r.path.as_deref());
+        b.text(c.proto, r.proto.as_deref());
+        b.int(c.status, r.status);
+        b.int(c.size, r.size);
+        b.int(c.bytes_read, r.bytes_read);
+        b.float(c.duration_ms, r.duration_ms);
+        b.text(c.remote_ip, r.remote_ip.as_deref());
+        b.text(c.client_ip, r.client_ip.as_deref());
+        b.text(c.user_agent, r.user_agent.as_deref());
+        b.text(c.referer, r.referer.as_deref());
+        b.text(c.tls_version, r.tls_version.as_deref());
+        b.text(c.server_name, r.server_name.as_deref());
+        b.map(
+            c.attrs,
+            r.attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+        );
+        b.end_row();
+    }
+
+    fn push_unparsed(
+        &mut self,
+        node: &str,
+        line: &[u8],
+        file: &str,
+        truncated: bool,
+        error: &str,
+        read_ts: i64,
+    ) {
+        let (b, c) = (&mut self.logs, &self.l);
+        let message = String::from_utf8_lossy(line);
+        b.ts(c.ts, read_ts);
+        b.text(c.host, Some(node));
+        b.text(c.source, Some(UNPARSED_SOURCE));
+        b.text(c.message, Some(&message));
+        // The exact bytes, only when the message had to replace some.
+        let raw_hex = matches!(message, std::borrow::Cow::Owned(_)).then(|| hex(line));
+        let mut attrs: Vec<(&str, &str)> = vec![("file", file), ("error", error)];
+        if let Some(h) = raw_hex.as_deref() {
+            attrs.push(("raw_hex", h));
+        }
+        if truncated {
+            attrs.push(("truncated", "true"));
+        }
+        b.map(c.attrs, attrs);
+        b.end_row();
+    }
+
+    /// Rows added since the last `finish`.
+    pub fn len(&self) -> usize {
+        self.http.len() + self.logs.len()
+    }
+
+    /// Whether no row was added since the last `finish`.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `http` and `logs` batches (`None` when empty); the builders start empty again.
+    pub fn finish(
+        &mut self,
+    ) -> Result<(Option<RecordBatch>, Option<RecordBatch>), arrow_schema::ArrowError> {
+        self.parse_errors = 0;
+        let http = if self.http.is_empty() {
+            None
+        } else {
+            Some(self.http.finish()?)
+        };
+        let logs = if self.logs.is_empty() {
+            None
+        } else {
+            Some(self.logs.finish()?)
+        };
+        Ok((http, logs))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// The running source.
+#[derive(Debug)]
+pub struct CaddySource {
+    config: CaddyConfig,
+    ctx: SourceContext,
+}
+
+impl CaddySource {
+    /// A source over `config`, writing through `ctx`.
+    pub fn new(config: CaddyConfig, ctx: SourceContext) -> CaddySource {
+        CaddySource { config, ctx }
+    }
+
+    /// Follows the files until `cancel`; returns early only on a spool or checkpoint error.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
+        let CaddySource { config, ctx } = self;
+        let stats = ctx.source_stats(SOURCE);
+        let state: Option<TailState> = ctx.load_checkpoint(SOURCE).await?;
+        let resumed = state.as_ref().map_or(0, |s| s.files.len());
+        let mut tailer =
+            Tailer::new(config.tail.clone(), state).map_err(|e| SourceError::Start {
+                source_name: SOURCE,
+                reason: e.to_string(),
+            })?;
+        info!(patterns = ?config.tail.patterns, resumed, "caddy source started");
+        let counters = tailer.counters();
+        let mut reported = CounterSnapshot::default();
+        let mut rows = CaddyRows::new();
+        while !cancel.is_cancelled() {
+            let lines = match tailer
+                .read_batch(config.batch_lines, config.batch_wait, &cancel)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(SourceError::Start {
+                        source_name: SOURCE,
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            reported.forward(&counters, &stats);
+            if lines.is_empty() {
+                continue;
+            }
+            let read_ts = now_micros();
+            let mut n = 0u64;
+            for line in lines.iter() {
+                n += 1;
+                let file = line.file.to_string_lossy();
+                rows.push(&ctx.node, line.bytes, &file, line.truncated, read_ts);
+            }
+            Stats::add(&stats.read, n);
+            Stats::add(&stats.parse_errors, rows.parse_errors);
+            let (http, logs) = rows.finish().map_err(|e| SourceError::Encode {
+                source_name: SOURCE,
+                error: e.to_string(),
+            })?;
+            for (table, batch) in [(Table::Http, http), (Table::Logs, logs)] {
+                let Some(batch) = batch else { continue };
+                if ctx.emit_holding(SOURCE, table, &batch, &cancel).await? == Emitted::Cancelled {
+                    // Not spooled: keep the old checkpoint so these lines are read again.
+                    return Ok(());
+                }
+            }
+            ctx.save_checkpoint(SOURCE, tailer.state()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Forwards the tailer's counters into the source's (`errors`, and a warning for lost
+/// files; truncations and cut lines stay visible through logs and `parse_errors`).
+#[derive(Debug, Default)]
+struct CounterSnapshot {
+    errors: u64,
+    lost: u64,
+    truncations: u64,
+}
+
+impl CounterSnapshot {
+    fn forward(&mut self, c: &TailCounters, stats: &Arc<SourceStats>) {
+        let errors = c.errors.load(Ordering::Relaxed);
+        let lost = c.lost.load(Ordering::Relaxed);
+        let truncations = c.truncations.load(Ordering::Relaxed);
+        Stats::add(&stats.errors, (errors - self.errors) + (lost - self.lost));
+        // Lines lost with a file that vanished while we were down cannot be counted (their
+        // number is unknown); the file counts once in `dropped`.
+        Stats::add(&stats.dropped, lost - self.lost);
+        if truncations > self.truncations {
+            warn!(
+                count = truncations - self.truncations,
+                "caddy: a log file was truncated and is read again from 0"
+            );
+        }
+        *self = CounterSnapshot {
+            errors,
+            lost,
+            truncations,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_example_section_parses_and_unknown_keys_are_rejected() {
+        let example = include_str!("../../../examples/collector.toml");
+        let c = Config::from_toml(example, None).unwrap();
+        assert!(!c.caddy.enabled);
+        assert_eq!(c.caddy.tail.patterns, ["/var/log/caddy/access*.log"]);
+        assert_eq!(c.caddy.tail.max_line_bytes, 1 << 20);
+        assert_eq!(c.caddy.batch_lines, 10_000);
+        let err = format!(
+            "{:#}",
+            Config::from_toml("[caddy]\npath = [\"x\"]\n", Some("t")).unwrap_err()
+        );
+        assert!(err.contains("path"), "{err}");
+        assert!(Config::from_toml("[caddy]\nmax_line_bytes = \"10B\"\n", Some("t")).is_err());
+        assert!(Config::from_toml("[caddy]\nenabled = true\npaths = []\n", Some("t")).is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! Pure parts of the journald source: one `journalctl -o json` line → [`JournalEntry`],
+//! unit filters, and the `logs` row builder.
+//!
+//! Mapping (see `man systemd.journal-fields`):
+//! - `ts`: `_SOURCE_REALTIME_TIMESTAMP` (when the sender gave one) else
+//!   `__REALTIME_TIMESTAMP`, µs; the one not used stays in attrs.
+//! - `unit`: `_SYSTEMD_UNIT`, else `_SYSTEMD_USER_UNIT`; `ident`: `SYSLOG_IDENTIFIER`;
+//!   `pid`: `_PID` (else `SYSLOG_PID`); `priority`: `PRIORITY`; `boot_id`: `_BOOT_ID`.
+//! - `message`: `MESSAGE`. journalctl prints a value that is not printable UTF-8 as an
+//!   array of byte numbers: the message gets the lossy UTF-8 text, and when the bytes are
+//!   not valid UTF-8 the exact bytes go to attrs `MESSAGE_hex` (lossless). The same rule
+//!   holds for every other field (`<NAME>` lossy + `<NAME>_hex`).
+//! - A field repeated in one entry (JSON array of values) is joined with "\n", in order.
+//! - `_HOSTNAME` goes to attrs as `hostname`: the `host` column is the collector's node.
+//! - Every other field goes to attrs under its journal name, except `__CURSOR` (large,
+//!   only a position) and `__MONOTONIC_TIMESTAMP`. `null` values (a field too large for
+//!   journalctl without `--all`) are kept as attrs `<NAME>_omitted` = "".
+
+use std::collections::BTreeMap;
+
+use lake_format::rows::TableBuilder;
+use lake_format::Table;
+use serde_json::Value;
+
+/// Why a line is not a journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a JSON object.
+    #[error("not a JSON object: {0}")]
+    Json(String),
+    /// Neither timestamp field reads as µs.
+    #[error("entry without a usable __REALTIME_TIMESTAMP")]
+    NoTimestamp,
+}
+
+/// One journal entry, mapped to the `logs` columns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JournalEntry {
+    /// `__CURSOR`: where to resume after this entry.
+    pub cursor: Option<String>,
+    /// Event time, µs since the epoch.
+    pub ts: i64,
+    /// systemd unit.
+    pub unit: Option<String>,
+    /// Syslog identifier.
+    pub ident: Option<String>,
+    /// Process id.
+    pub pid: Option<i64>,
+    /// 0..=7.
+    pub priority: Option<i64>,
+    /// Boot id.
+    pub boot_id: Option<String>,
+    /// The message, lossy UTF-8.
+    pub message: Option<String>,
+    /// `_TRANSPORT` (also in attrs), for routing kernel lines.
+    pub transport: Option<String>,
+    /// Every other field.
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl JournalEntry {
+    /// A kernel message (where ufw lines come from).
+    pub fn is_kernel(&self) -> bool {
+        self.transport.as_deref() == Some("kernel") || self.ident.as_deref() == Some("kernel")
+    }
+
+    /// A message of fail2ban's server.
+    pub fn is_fail2ban(&self) -> bool {
+        matches!(
+            self.ident.as_deref(),
+            Some("fail2ban-server" | "fail2ban" | "fail2ban-client")
+        ) || self.unit.as_deref() == Some("fail2ban.service")
+    }
+}
+
+/// A field's value: text, or bytes when journalctl printed a byte array.
+enum Text {
+    Exact(String),
+    Bytes(Vec<u8>),
+    Omitted,
+}
+
+fn text_of(v: &Value) -> Option<Text> {
+    match v {
+        Value::String(s) => Some(Text::Exact(s.clone())),
+        Value::Null => Some(Text::Omitted),
+        Value::Array(items) if items.iter().all(|i| i.is_u64()) => Some(Text::Bytes(
+            items
+                .iter()
+                .map(|i| {
+                    i.as_u64()
+                        .and_then(|n| u8::try_from(n).ok())
+                        .unwrap_or(b'?')
+                })
+                .collect(),
+        )),
+        // A repeated field: each value is a string or a byte array.
+        Value::Array(items) => {
+            let mut bytes = Vec::new();
+            let mut exact = true;
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    bytes.push(b'\n');
+                }
+                match text_of(item)? {
+                    Text::Exact(s) => bytes.extend_from_slice(s.as_bytes()),
+                    Text::Bytes(b) => {
+                        exact = false;
+                        bytes.extend_from_slice(&b)
+                    }
+                    Text::Omitted => {}
+                }
+            }
+            Some(match (exact, String::from_utf8(bytes)) {
+                (true, Ok(s)) => Text::Exact(s),
+                (_, Ok(s)) => Text::Exact(s),
+                (_, Err(e)) => Text::Bytes(e.into_bytes()),
+            })
+        }
+        Value::Number(n) => Some(Text::Exact(n.to_string())),
+        Value::Bool(b) => Some(Text::Exact(b.to_string())),
+        Value::Object(_) => Some(Text::Exact(v.to_string())),
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// The text of a field; invalid UTF-8 adds `<name>_hex` to `attrs`.
+fn resolve(name: &str, t: Text, attrs: &mut BTreeMap<String, String>) -> Option<String> {
+    match t {
+        Text::Exact(s) => Some(s),
+        Text::Omitted => {
+            attrs.insert(format!("{name}_omitted"), String::new());
+            None
+        }
+        Text::Bytes(b) => match String::from_utf8(b) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let b = e.into_bytes();
+                attrs.insert(format!("{name}_hex"), hex(&b));
+                Some(String::from_utf8_lossy(&b).into_owned())
+            }
+        },
+    }
+}
+
+/// Parses one line of `journalctl -o json`.
+pub fn parse_entry(line: &[u8]) -> Result<JournalEntry, ParseError> {
+    let obj: serde_json::Map<String, Value> =
+        serde_json::from_slice(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    let mut e = JournalEntry::default();
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut attrs = BTreeMap::new();
+    for (k, v) in obj {
+        if k == "__MONOTONIC_TIMESTAMP" {
+            continue;
+        }
+        let Some(t) = text_of(&v) else { continue };
+        if let Some(s) = resolve(&k, t, &mut attrs) {
+            fields.insert(k, s);
+        }
+    }
+    e.cursor = fields.remove("__CURSOR");
+    let micros = |s: Option<&String>| s.and_then(|s| s.trim().parse::<i64>().ok());
+    e.ts = match micros(fields.get("_SOURCE_REALTIME_TIMESTAMP")) {
+        Some(t) => {
+            fields.remove("_SOURCE_REALTIME_TIMESTAMP");
+            t
+        }
+        None => {
+            let t = micros(fields.get("__REALTIME_TIMESTAMP")).ok_or(ParseError::NoTimestamp)?;
+            fields.remove("__REALTIME_TIMESTAMP");
+            t
+        }
+    };
+    e.unit = fields
+        .remove("_SYSTEMD_UNIT")
+        .or_else(|| fields.remove("_SYSTEMD_USER_UNIT"));
+    e.ident = fields.remove("SYSLOG_IDENTIFIER");
+    let num = |s: &str| {
+        s.split('\n')
+            .next()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    e.pid = fields
+        .get("_PID")
+        .or_else(|| fields.get("SYSLOG_PID"))
+        .and_then(|p| num(p));
+    if e.pid.is_some() {
+        // Only the one that became the column leaves attrs.
+        if fields.contains_key("_PID") {
+            fields.remove("_PID");
+        } else {
+            fields.remove("SYSLOG_PID");
+        }
+    }
+    if let Some(p) = fields
+        .get("PRIORITY")
+        .and_then(|p| num(p))
+        .filter(|p| (0..=7).contains(p))
+    {
+        e.priority = Some(p);
+        fields.remove("PRIORITY");
+    }
+    e.boot_id = fields.remove("_BOOT_ID");
+    e.message = fields.remove("MESSAGE");
+    e.transport = fields.get("_TRANSPORT").cloned();
+    if let Some(h) = fields.remove("_HOSTNAME") {
+        attrs.insert("hostname".to_string(), h);
+    }
+    attrs.extend(fields);
+    e.attrs = attrs;
+    Ok(e)
+}
+
+/// Exact names and `*` globs of systemd units.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitFilter {
+    /// When not empty, only entries of these units are kept.
+    pub include: Vec<String>,
+    /// Entries of these units are dropped.
+    pub exclude: Vec<String>,
+}
+
+impl UnitFilter {
+    /// Whether an entry of `unit` (None: no unit, e.g. kernel) goes to `logs`.
+    pub fn keeps(&self, unit: Option<&str>) -> bool {
+        let matches =
+            |pats: &[String], u: &str| pats.iter().any(|p| glob(p.as_bytes(), u.as_bytes()));
+        match unit {
+            Some(u) => {
+                (self.include.is_empty() || matches(&self.include, u)) && !matches(&self.exclude, u)
+            }
+            None => self.include.is_empty(),
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob(pat: &[u8], s: &[u8]) -> bool {
+    match pat.iter().position(|&c| c == b'*') {
+        None => pat == s,
+        Some(i) => {
+            if s.len() < i || pat[..i] != s[..i] {
+                return false;
+            }
+            let rest = &pat[i + 1..];
+            (i..=s.len()).any(|j| glob(rest, &s[j..]))
+        }
+    }
+}
+
+/// Accumulates `logs` rows.
+#[derive(Debug)]
+pub struct LogsRows {
+    b: TableBuilder,
+    cols: [usize; 10],
+}
+
+impl Default for LogsRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogsRows {
+    /// An empty batch.
+    pub fn new() -> Self {
+        let b = TableBuilder::new(Table::Logs);
+        let c = |n: &str| b.column(n).expect("logs column in the catalog");
+        let cols = [
+            c("ts"),
+            c("host"),
+            c("source"),
+            c("unit"),
+            c("ident"),
+            c("pid"),
+            c("priority"),
+            c("message"),
+            c("boot_id"),
+            c("attrs"),
+        ];
+        LogsRows { b, cols }
+    }
+
+    /// Adds an entry.
+    pub fn push(&mut self, host: &str, source: &str, e: &JournalEntry) {
+        let [ts, h, src, unit, ident, pid, prio, msg, boot, attrs] = self.cols;
+        let b = &mut self.b;
+        b.ts(ts, e.ts);
+        b.text(h, Some(host));
+        b.text(src, Some(source));
+        b.text(unit, e.unit.as_deref());
+        b.text(ident, e.ident.as_deref());
+        b.int(pid, e.pid);
+        b.int(prio, e.priority);
+        b.text(msg, e.message.as_deref());
+        b.text(boot, e.boot_id.as_deref());
+        b.map(attrs, e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        b.end_row();
+    }
+
+    /// Rows pushed since the last finish.
+    pub fn len(&self) -> usize {
+        self.b.len()
+    }
+
+    /// Whether no row is pending.
+    pub fn is_empty(&self) -> bool {
+        self.b.is_empty()
+    }
+
+    /// The batch; the builder starts empty again.
+    pub fn finish(&mut self) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+        self.b.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_message_is_lossy_with_exact_hex() {
+        let line = br#"{"_BOOT_ID":"b1","__REALTIME_TIMESTAMP":"1795374071000000","_HOSTNAME":"salem-storage","MESSAGE":[98,105,110,255,254,97,114,121],"PRIORITY":"6","_SYSTEMD_UNIT":"sshd.service","__CURSOR":"s=1;i=2","__MONOTONIC_TIMESTAMP":"123999"}"#;
+        let e = parse_entry(line).unwrap();
+        assert_eq!(e.message.as_deref(), Some("bin\u{fffd}\u{fffd}ary"));
+        assert_eq!(e.attrs["MESSAGE_hex"], "62696efffe617279");
+        assert_eq!(e.attrs["hostname"], "salem-storage");
+        assert_eq!(e.cursor.as_deref(), Some("s=1;i=2"));
+        assert_eq!(
+            (e.ts, e.priority, e.unit.as_deref()),
+            (1795374071000000, Some(6), Some("sshd.service"))
+        );
+        assert_eq!(e.attrs.len(), 2, "{:?}", e.attrs);
+    }
+
+    #[test]
+    fn repeated_fields_join_and_filters_glob() {
+        let e = parse_entry(br#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":["a","b"],"X":["c",[255]]}"#)
+            .unwrap();
+        assert_eq!(e.message.as_deref(), Some("a\nb"));
+        assert_eq!(e.attrs["X_hex"], "630aff");
+        assert!(parse_entry(b"{}").is_err());
+        assert!(parse_entry(b"[1").is_err());
+        let f = UnitFilter {
+            include: vec![],
+            exclude: vec!["cron*".into(), "user@*.service".into()],
+        };
+        assert!(!f.keeps(Some("cron.service")));
+        assert!(!f.keeps(Some("user@1000.service")));
+        assert!(f.keeps(Some("sshd.service")) && f.keeps(None));
+        let f = UnitFilter {
+            include: vec!["ssh*".into()],
+            exclude: vec![],
+        };
+        assert!(f.keeps(Some("ssh.service")) && !f.keeps(None) && !f.keeps(Some("cron.service")));
+    }
+}
