@@ -8,7 +8,6 @@
 //!
 //! [`run`] wires it together and shuts down in order: sources, then the shipper.
 
-pub mod checkpoint;
 pub mod config;
 pub mod shipper;
 pub mod sources;
@@ -26,7 +25,6 @@ use tracing::{info, warn};
 pub use config::Config;
 
 use shipper::{Shipper, ShipperError};
-use checkpoint::{CheckpointError, Checkpoints};
 use sources::host::HostSource;
 use sources::{SourceContext, SourceError};
 use spool::{SpoolError, SpoolHandle, SpoolOptions};
@@ -50,9 +48,6 @@ pub enum RunError {
     /// The shipper stopped with an error.
     #[error(transparent)]
     Shipper(#[from] ShipperError),
-    /// The checkpoint directory could not be opened.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
     /// A task panicked.
     #[error("task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -78,12 +73,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         "collector started"
     );
 
-    let checkpoints = Checkpoints::open(&config.data_dir)?;
     let ctx = SourceContext {
         node: Arc::from(config.node.as_str()),
         spool: spool.clone(),
         stats: Arc::clone(&stats),
-        checkpoints,
     };
     let sources_cancel = cancel.child_token();
     let shipper_cancel = cancel.child_token();
@@ -116,13 +109,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         let journald = sources::journald::JournaldSource::new(config.journald.clone(), ctx.clone(), ufw, fail2ban);
         sources.spawn(journald.run(sources_cancel.clone()));
     } else {
-        // ufw and fail2ban read journald's stream (file mode is not wired yet): say so.
-        if config.ufw.enabled && config.ufw.from_journald {
-            warn!("[ufw] reads kernel lines from journald, but [journald] is not enabled: no firewall rows");
+        // Without journald, ufw and fail2ban can only read their files: say so if none.
+        if config.ufw.enabled && config.ufw.from_journald && config.ufw.files.is_none() {
+            warn!("[ufw] reads kernel lines from journald, but [journald] is not enabled and no paths are set: no firewall rows");
         }
-        if config.fail2ban.enabled && config.fail2ban.from_journald {
-            warn!("[fail2ban] reads its messages from journald, but [journald] is not enabled: no ban rows");
+        if config.fail2ban.enabled && config.fail2ban.from_journald && config.fail2ban.files.is_none() {
+            warn!("[fail2ban] reads its messages from journald, but [journald] is not enabled and no paths are set: no ban rows");
         }
+    }
+    if let (true, Some(files)) = (config.ufw.enabled, &config.ufw.files) {
+        let parser = sources::logfile::UfwLines::new(config.ufw.timezone.clone());
+        sources.spawn(sources::logfile::LogFileSource::new("ufw", files.clone(), parser, ctx.clone()).run(sources_cancel.clone()));
+    }
+    if let (true, Some(files)) = (config.fail2ban.enabled, &config.fail2ban.files) {
+        let parser = sources::logfile::Fail2banLines::new(config.fail2ban.timezone.clone());
+        sources.spawn(
+            sources::logfile::LogFileSource::new("fail2ban", files.clone(), parser, ctx.clone()).run(sources_cancel.clone()),
+        );
     }
 
     let shipper = Shipper::new(&config, spool, Arc::clone(&stats))?;

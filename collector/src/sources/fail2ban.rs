@@ -33,6 +33,16 @@ pub struct Fail2banFile {
     /// Zone of fail2ban's own timestamps. Default "local".
     #[serde(default = "default_timezone")]
     timezone: String,
+    /// Log files to follow as well, e.g. `["/var/log/fail2ban.log*"]`. Default none.
+    #[serde(default)]
+    paths: Vec<String>,
+    /// Where to start in a file never seen before: "beginning" (default) or "end".
+    #[serde(default = "default_start_at")]
+    start_at: crate::tail::StartAt,
+}
+
+const fn default_start_at() -> crate::tail::StartAt {
+    crate::tail::StartAt::Beginning
 }
 
 const fn default_true() -> bool {
@@ -48,6 +58,8 @@ impl Default for Fail2banFile {
             enabled: false,
             from_journald: true,
             timezone: default_timezone(),
+            paths: Vec::new(),
+            start_at: default_start_at(),
         }
     }
 }
@@ -61,6 +73,8 @@ pub struct Fail2banConfig {
     pub from_journald: bool,
     /// Zone of the log's timestamps.
     pub timezone: TimeZone,
+    /// Files to follow (`None`: no file mode).
+    pub files: Option<crate::tail::TailConfig>,
 }
 
 impl Fail2banFile {
@@ -73,6 +87,7 @@ impl Fail2banFile {
             enabled: self.enabled,
             from_journald: self.from_journald,
             timezone,
+            files: super::logfile::tail_config("fail2ban", self.paths, self.start_at)?,
         })
     }
 }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::SourceError;
-use crate::spool::{OnFull, SpoolHandle};
+use crate::spool::{OnFull, SpoolError, SpoolHandle};
 use crate::stats::Stats;
 
 const SOURCE: &str = "host";
@@ -589,6 +589,8 @@ impl HostSource {
                 .await
             {
                 Ok(seq) => debug!(seq, "host sample spooled"),
+                // Counted and logged (rate-limited) by the spool.
+                Err(SpoolError::Dropped { .. }) => {}
                 Err(error) => {
                     Stats::add(&self.stats.dropped_batches, 1);
                     warn!(%error, "host sample not spooled");

@@ -2,15 +2,25 @@
 //! them to the spool through a [`SourceContext`].
 //!
 //! Two kinds of data, two behaviours when the spool is full:
-//! - input that can be read again (journald, log files) *holds its position*:
-//!   [`SourceContext::emit_holding`] waits until the spool has room, and the source saves
-//!   its checkpoint only after the append returned, so nothing is skipped;
-//! - samples that exist only now (host metrics, probes) *drop the oldest* spooled data
-//!   instead ([`SourceContext::emit_droppable`]), counted.
+//! - input that can be read again (journald, log files) *holds its position*: a read
+//!   batch becomes one spool group with [`SourceContext::emit_with_state`] — every table's
+//!   rows and the source's new position (its state), durable together in one write and
+//!   one fsync. While the spool is full it waits (counted in `paused`); nothing is
+//!   dropped to make room for it, and nothing of it is dropped later. On start the source
+//!   resumes from [`SourceContext::load_state`], the state of its last spooled group, so
+//!   a restart (clean or `kill -9`) neither skips input nor spools any of it twice. A
+//!   batch whose rows were all filtered out still saves its state (the spool keeps a
+//!   state-only group in its `ack` file).
+//! - samples that exist only now (host metrics, probes) *drop the oldest* droppable
+//!   spooled data instead ([`SourceContext::emit_droppable`]), counted; if the oldest
+//!   data is held, the new sample is dropped, counted.
+//!
+//! States are JSON: `{"version": 1, "state": …}` around the source's own type.
 
 pub mod caddy;
 pub mod host;
 pub mod journald;
+pub mod logfile;
 pub mod ufw;
 pub mod fail2ban;
 pub mod zone;
@@ -26,7 +36,6 @@ use lake_format::{wire, Table};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::checkpoint::Checkpoints;
 use crate::spool::{OnFull, SpoolError, SpoolHandle};
 use crate::stats::{SourceStats, Stats};
 
@@ -68,36 +77,53 @@ pub enum SourceError {
         /// The error.
         error: String,
     },
-    /// The checkpoint could not be read or written.
-    #[error("{source_name}: {error}")]
-    Checkpoint {
+    /// The saved state could not be encoded or decoded.
+    #[error("{source_name}: state: {error}")]
+    State {
         /// Which source.
         source_name: &'static str,
         /// The error.
-        error: crate::checkpoint::CheckpointError,
+        error: String,
     },
 }
 
-/// What every source gets: where rows go, counters, checkpoints.
+/// What every source gets: where rows and positions go, counters.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
     /// Node name written in `host`.
     pub node: Arc<str>,
-    /// Where batches go.
+    /// Where batches and source states go.
     pub spool: SpoolHandle,
     /// The collector's counters.
     pub stats: Arc<Stats>,
-    /// Where sources save their positions.
-    pub checkpoints: Checkpoints,
 }
 
 /// Result of an emit that may be interrupted by shutdown.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Emitted {
-    /// In the spool (fsynced) under this seq.
-    Spooled(u64),
-    /// Shutdown came while waiting for room: the batch is not spooled, do not checkpoint.
+    /// In the spool (fsynced) under these seqs, with the state (none for a state alone).
+    Spooled(Vec<u64>),
+    /// Shutdown came while waiting for room: neither the rows nor the state are spooled.
     Cancelled,
+}
+
+/// The versioned envelope of a source state.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "version")]
+enum VersionedState<T> {
+    #[serde(rename = "1")]
+    V1 { state: T },
+}
+
+/// Serializes `state` as a source state is stored.
+fn encode_state<T: serde::Serialize>(
+    name: &'static str,
+    state: &T,
+) -> Result<Vec<u8>, SourceError> {
+    serde_json::to_vec(&VersionedState::V1 { state }).map_err(|e| SourceError::State {
+        source_name: name,
+        error: e.to_string(),
+    })
 }
 
 impl SourceContext {
@@ -107,33 +133,74 @@ impl SourceContext {
     }
 
     fn encode(name: &'static str, batch: &RecordBatch) -> Result<Vec<u8>, SourceError> {
-        wire::encode(&batch.schema(), std::slice::from_ref(batch))
-            .map_err(|e| SourceError::Encode { source_name: name, error: e.to_string() })
+        wire::encode(&batch.schema(), std::slice::from_ref(batch)).map_err(|e| {
+            SourceError::Encode {
+                source_name: name,
+                error: e.to_string(),
+            }
+        })
     }
 
-    /// Spools a batch of input that can be read again. While the spool is full it waits
-    /// (the source is paused, its checkpoint unchanged) until there is room or `cancel`.
-    /// Save the checkpoint covering these rows only after this returned `Spooled`.
-    pub async fn emit_holding(
+    /// Spools one read batch of input that can be read again, as one group: the rows of
+    /// every table and `state`, the position after them, all or nothing. Batches without
+    /// rows are left out; with none left the state alone is saved. While the spool is
+    /// full it waits (the source is paused, its saved state unchanged) until there is
+    /// room or `cancel`. Rows count in `name`'s `rows`.
+    pub async fn emit_with_state<T: serde::Serialize + Sync>(
         &self,
         name: &'static str,
-        table: Table,
-        batch: &RecordBatch,
+        batches: Vec<(Table, RecordBatch)>,
+        state: &T,
         cancel: &CancellationToken,
     ) -> Result<Emitted, SourceError> {
-        let body = Self::encode(name, batch)?;
+        let batches = batches.into_iter().map(|(t, b)| (name, t, b)).collect();
+        self.emit_group(name, batches, Some(state), cancel).await
+    }
+
+    /// [`Self::emit_with_state`] where each batch names the source whose `rows` counter
+    /// it adds to (journald routes lines to `firewall` for ufw, `bans` for fail2ban), and
+    /// the state may be absent (rows read before any position is known).
+    pub async fn emit_group<T: serde::Serialize + Sync>(
+        &self,
+        name: &'static str,
+        batches: Vec<(&'static str, Table, RecordBatch)>,
+        state: Option<&T>,
+        cancel: &CancellationToken,
+    ) -> Result<Emitted, SourceError> {
+        let mut records = Vec::with_capacity(batches.len());
+        let mut counts = Vec::with_capacity(batches.len());
+        for (counted_as, table, batch) in batches.iter().filter(|(_, _, b)| b.num_rows() > 0) {
+            records.push((table.name().to_string(), Self::encode(name, batch)?));
+            counts.push((*counted_as, batch.num_rows() as u64));
+        }
+        let state = match state {
+            Some(s) => Some((name.to_string(), encode_state(name, s)?)),
+            None => None,
+        };
+        if records.is_empty() && state.is_none() {
+            return Ok(Emitted::Spooled(Vec::new()));
+        }
         let stats = self.stats.source(name);
         let mut warned = false;
         loop {
-            match self.spool.append(table.name().to_string(), body.clone(), OnFull::Reject).await {
-                Ok(seq) => {
-                    Stats::add(&stats.rows, batch.num_rows() as u64);
-                    return Ok(Emitted::Spooled(seq));
+            match self
+                .spool
+                .append_group(records.clone(), state.clone(), OnFull::Reject)
+                .await
+            {
+                Ok(seqs) => {
+                    for (counted_as, rows) in counts {
+                        Stats::add(&self.stats.source(counted_as).rows, rows);
+                    }
+                    return Ok(Emitted::Spooled(seqs));
                 }
                 Err(SpoolError::Full { .. }) => {
                     Stats::add(&stats.paused, 1);
                     if !warned {
-                        warn!(source = name, "spool full: source paused, its position holds");
+                        warn!(
+                            source = name,
+                            "spool full: source paused, its position holds"
+                        );
                         warned = true;
                     }
                     tokio::select! {
@@ -141,44 +208,221 @@ impl SourceContext {
                         _ = tokio::time::sleep(FULL_RETRY) => {}
                     }
                 }
-                Err(error) => return Err(SourceError::Spool { source_name: name, error }),
+                Err(error) => {
+                    return Err(SourceError::Spool {
+                        source_name: name,
+                        error,
+                    })
+                }
             }
         }
     }
 
-    /// Spools a batch of samples that exist only now; a full spool drops its oldest data.
-    pub async fn emit_droppable(&self, name: &'static str, table: Table, batch: &RecordBatch) -> Result<u64, SourceError> {
+    /// Spools a batch of samples that exist only now; a full spool drops its oldest
+    /// droppable data, or this batch if the oldest data is held (`None`; counted in
+    /// `dropped_batches` by the spool).
+    pub async fn emit_droppable(
+        &self,
+        name: &'static str,
+        table: Table,
+        batch: &RecordBatch,
+    ) -> Result<Option<u64>, SourceError> {
         let body = Self::encode(name, batch)?;
-        let seq = self
+        let seq = match self
             .spool
             .append(table.name().to_string(), body, OnFull::DropOldest)
             .await
-            .map_err(|error| SourceError::Spool { source_name: name, error })?;
+        {
+            Ok(seq) => seq,
+            Err(SpoolError::Dropped { .. }) => return Ok(None),
+            Err(error) => {
+                return Err(SourceError::Spool {
+                    source_name: name,
+                    error,
+                })
+            }
+        };
         Stats::add(&self.stats.source(name).rows, batch.num_rows() as u64);
-        Ok(seq)
+        Ok(Some(seq))
     }
 
-    /// Loads a checkpoint off the runtime.
-    pub async fn load_checkpoint<T>(&self, name: &'static str) -> Result<Option<T>, SourceError>
-    where
-        T: serde::de::DeserializeOwned + Send + 'static,
-    {
-        let cp = self.checkpoints.clone();
-        tokio::task::spawn_blocking(move || cp.load(name))
-            .await
-            .map_err(|error| SourceError::Task { source_name: name, error })?
-            .map_err(|error| SourceError::Checkpoint { source_name: name, error })
+    /// The state of the last group `name` spooled, or `None` if it never saved one.
+    pub async fn load_state<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<T>, SourceError> {
+        let Some(json) =
+            self.spool
+                .source_state(name)
+                .await
+                .map_err(|error| SourceError::Spool {
+                    source_name: name,
+                    error,
+                })?
+        else {
+            return Ok(None);
+        };
+        let VersionedState::V1 { state } =
+            serde_json::from_slice(&json).map_err(|e| SourceError::State {
+                source_name: name,
+                error: e.to_string(),
+            })?;
+        Ok(Some(state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::spool::SpoolOptions;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Pos {
+        cursor: String,
     }
 
-    /// Saves a checkpoint off the runtime (after the rows it covers were spooled).
-    pub async fn save_checkpoint<T>(&self, name: &'static str, state: T) -> Result<(), SourceError>
-    where
-        T: serde::Serialize + Send + 'static,
-    {
-        let cp = self.checkpoints.clone();
-        tokio::task::spawn_blocking(move || cp.save(name, &state))
+    fn batch(rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let col: ArrayRef = Arc::new(Int64Array::from((0..rows).collect::<Vec<_>>()));
+        RecordBatch::try_new(schema, vec![col]).unwrap()
+    }
+
+    async fn context(dir: &std::path::Path, stats: Arc<Stats>) -> SourceContext {
+        let opts = SpoolOptions {
+            max_size: 1 << 20,
+            segment_size: 1 << 16,
+        };
+        let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats))
             .await
-            .map_err(|error| SourceError::Task { source_name: name, error })?
-            .map_err(|error| SourceError::Checkpoint { source_name: name, error })
+            .unwrap();
+        SourceContext {
+            node: Arc::from("n"),
+            spool,
+            stats,
+        }
+    }
+
+    #[tokio::test]
+    async fn emit_with_state_then_reopen_loads_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let ctx = context(dir.path(), Arc::clone(&stats)).await;
+        let cancel = CancellationToken::new();
+        assert_eq!(ctx.load_state::<Pos>("journald").await.unwrap(), None);
+        let pos = |c: &str| Pos {
+            cursor: c.to_string(),
+        };
+        let got = ctx
+            .emit_with_state(
+                "journald",
+                vec![
+                    (Table::Logs, batch(3)),
+                    (Table::Bans, batch(0)),
+                    (Table::Firewall, batch(2)),
+                ],
+                &pos("a"),
+                &cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Emitted::Spooled(vec![1, 2]),
+            "the empty batch is not spooled"
+        );
+        assert_eq!(
+            stats
+                .source("journald")
+                .rows
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
+        // Every row filtered out: the state alone still moves.
+        let got = ctx
+            .emit_with_state(
+                "journald",
+                vec![(Table::Logs, batch(0))],
+                &pos("b"),
+                &cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, Emitted::Spooled(vec![]));
+        assert_eq!(
+            ctx.load_state::<Pos>("journald").await.unwrap(),
+            Some(pos("b"))
+        );
+        drop(ctx);
+
+        let ctx = context(dir.path(), Arc::new(Stats::default())).await;
+        assert_eq!(
+            ctx.load_state::<Pos>("journald").await.unwrap(),
+            Some(pos("b"))
+        );
+        assert_eq!(ctx.load_state::<Pos>("caddy").await.unwrap(), None);
+        let r = ctx.spool.peek().await.unwrap().unwrap();
+        assert_eq!((r.seq, r.table.as_str(), r.continues), (1, "logs", true));
+        // A state of another shape is an error, not a silent restart from scratch.
+        assert!(matches!(
+            ctx.load_state::<u64>("journald").await,
+            Err(SourceError::State { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_spool_pauses_the_source_until_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let opts = SpoolOptions {
+            max_size: 600,
+            segment_size: 600,
+        };
+        let spool = SpoolHandle::open(dir.path().join("spool"), opts, Arc::clone(&stats))
+            .await
+            .unwrap();
+        let ctx = SourceContext {
+            node: Arc::from("n"),
+            spool,
+            stats: Arc::clone(&stats),
+        };
+        let cancel = CancellationToken::new();
+        let pos = Pos { cursor: "a".into() };
+        let mut spooled = 0;
+        let got = loop {
+            let emit = ctx.emit_with_state("caddy", vec![(Table::Http, batch(1))], &pos, &cancel);
+            match tokio::time::timeout(Duration::from_secs(5), emit).await {
+                Ok(r) => {
+                    assert!(matches!(r.unwrap(), Emitted::Spooled(_)));
+                    spooled += 1;
+                }
+                Err(_) => break spooled,
+            }
+        };
+        assert!(got >= 1);
+        assert!(
+            stats
+                .source("caddy")
+                .paused
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        cancel.cancel();
+        let r = ctx
+            .emit_with_state("caddy", vec![(Table::Http, batch(1))], &pos, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(r, Emitted::Cancelled);
+        assert_eq!(
+            stats
+                .dropped_batches
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     }
 }

@@ -117,7 +117,6 @@ pub(crate) mod testing {
     use lake_format::wire;
 
     use super::*;
-    use crate::checkpoint::Checkpoints;
     use crate::sources::SourceContext;
     use crate::spool::{SpoolHandle, SpoolOptions};
     use crate::stats::Stats;
@@ -136,7 +135,6 @@ pub(crate) mod testing {
             node: Arc::from("test-node"),
             spool,
             stats,
-            checkpoints: Checkpoints::open(dir).unwrap(),
         }
     }
 

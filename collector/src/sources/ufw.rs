@@ -33,6 +33,22 @@ pub struct UfwFile {
     /// Take ufw's kernel lines from journald (needs `[journald] enabled`). Default true.
     #[serde(default = "default_true")]
     from_journald: bool,
+    /// Log files to follow as well, e.g. `["/var/log/ufw.log*"]`. Default none.
+    #[serde(default)]
+    paths: Vec<String>,
+    /// Where to start in a file never seen before: "beginning" (default) or "end".
+    #[serde(default = "default_start_at")]
+    start_at: crate::tail::StartAt,
+    /// Zone of the files' classic syslog timestamps (`Nov 22 10:15:01`). Default "local".
+    #[serde(default = "default_timezone")]
+    timezone: String,
+}
+
+const fn default_start_at() -> crate::tail::StartAt {
+    crate::tail::StartAt::Beginning
+}
+fn default_timezone() -> String {
+    "local".to_string()
 }
 
 const fn default_true() -> bool {
@@ -44,6 +60,9 @@ impl Default for UfwFile {
         UfwFile {
             enabled: false,
             from_journald: true,
+            paths: Vec::new(),
+            start_at: default_start_at(),
+            timezone: default_timezone(),
         }
     }
 }
@@ -55,14 +74,23 @@ pub struct UfwConfig {
     pub enabled: bool,
     /// Whether journald kernel entries are scanned for ufw lines.
     pub from_journald: bool,
+    /// Files to follow (`None`: no file mode).
+    pub files: Option<crate::tail::TailConfig>,
+    /// Zone of the files' syslog timestamps.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 impl UfwFile {
     /// Checks the section.
     pub fn validate(self) -> anyhow::Result<UfwConfig> {
+        let timezone = super::zone::parse_zone(&self.timezone)
+            .map_err(anyhow::Error::msg)
+            .map_err(|e| e.context("ufw.timezone"))?;
         Ok(UfwConfig {
             enabled: self.enabled,
             from_journald: self.from_journald,
+            files: super::logfile::tail_config("ufw", self.paths, self.start_at)?,
+            timezone,
         })
     }
 }

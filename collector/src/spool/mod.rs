@@ -1,50 +1,92 @@
 //! The spool: an append-only on-disk queue of encoded batches between the sources and the
-//! shipper. A batch is durable once [`SpoolHandle::append`] returns, and leaves the spool
-//! only when the lake acknowledged it (or the size bound dropped it, counted).
+//! shipper, and the positions (source states) of the sources that wrote them. A batch is
+//! durable once [`SpoolHandle::append_group`] returns, and leaves the spool only when the
+//! lake acknowledged it (or, for droppable data only, when the size bound dropped it,
+//! counted).
 //!
 //! # Layout
 //!
 //! ```text
 //! <data_dir>/spool/
 //!   epoch                        decimal unix seconds at creation; never rewritten
-//!   ack                          "v1 <last acknowledged seq>\n"
+//!   ack                          {"version":2,"acked":<seq>,"states":{<source>:{"seq":…,"state":"<json>"}}}
 //!   00000000000000000001.seg     segment: records with seq 1, 2, ... (name = first seq)
 //!   00000000000000000153.seg
 //! ```
 //!
 //! A record is `magic | payload length | crc32(payload) | payload`, the payload holding
-//! the epoch, the seq, the table name and the Arrow IPC body (see [`segment`]).
+//! the epoch, the seq, flags, the table name, an optional source state and the Arrow IPC
+//! body (see [`segment`]). The magic is `LKS2`; format 1 (`LKS1`, ack file `v1 <seq>`) is
+//! not read, nothing was deployed with it.
+//!
+//! # Groups and source states
+//!
+//! An append is a *group*: the records of one read batch of a source (one per table) and
+//! the source's new position, its *state* (opaque JSON: a journald cursor, tailed files
+//! and offsets). Every record but the last carries the flag "group continues"; the last
+//! carries the state. A group is written with one `write` and one `fsync`, and never
+//! split across segments. So the rows and the position that covers them are durable
+//! together or not at all: a source that resumes from [`Spool::source_state`] re-reads
+//! exactly what is not in the spool, and a `kill -9` anywhere spools nothing twice.
+//!
+//! A group with a state but no records (a source read input that yielded no rows, yet its
+//! position moved) is not written to a segment: its state is written to the `ack` file
+//! directly, with the seq of the last record given out. It costs no seq, so the lake sees
+//! no gap and the shipper has nothing to skip.
+//!
+//! The spool keeps the newest state of every source in memory. The `ack` file holds the
+//! acknowledged seq and those states, and is rewritten (temp, fsync, rename, directory
+//! fsync) before any segment is deleted, so a state outlives the records that carried it.
+//! On open, the state of a source is the one with the highest seq among the `ack` file and
+//! the records scanned; on a tie the `ack` file wins (it was written later).
+//!
+//! # Held and droppable records
+//!
+//! A record appended with [`OnFull::Reject`] is *held*: its source can pause and keeps its
+//! position, so the size bound never drops it. One appended with [`OnFull::DropOldest`] is
+//! *droppable* (samples that exist only now: metrics, probes). When full, a droppable
+//! append deletes the oldest segments only while none of their unacknowledged records is
+//! held; if the oldest one holds held records, the droppable group itself is dropped
+//! ([`SpoolError::Dropped`]). Either way every dropped record counts in
+//! `dropped_batches`. A held append on a full spool deletes nothing and gets
+//! [`SpoolError::Full`].
 //!
 //! # Invariants
 //!
 //! - Seqs are given out in order, from 1, one per record; inside a segment they are
 //!   contiguous from the segment's name, so record `n` of a segment has seq `name + n`.
-//! - An append writes the record and `fsync`s the segment (`sync_data`) before it
-//!   returns; a new segment file also `fsync`s the directory so the file itself survives.
+//! - An append writes its group and `fsync`s the segment (`sync_data`) before it returns;
+//!   a new segment file also `fsync`s the directory so the file itself survives.
 //! - `epoch` and `ack` are written to a temporary file, `fsync`ed, renamed over the old
 //!   one, and the directory `fsync`ed: they are either the old or the new value.
-//! - The ack is persisted before any segment is deleted, so a crash can only resend an
-//!   already acknowledged batch (the lake deduplicates by batch id), never lose one.
+//! - The ack (with the states) is persisted before any segment is deleted, so a crash can
+//!   only resend an already acknowledged batch (the lake deduplicates by batch id), never
+//!   lose one, and never lose a state.
 //! - Only the last segment is appended to. Others are deleted once every record in them
-//!   is acknowledged, or when the size bound drops them, oldest first.
-//! - On open, every segment is read and checked (magic, length, CRC, expected seq). At
-//!   the first bad record the file is truncated there (a torn tail after a crash); what
-//!   precedes it stays. Each truncation is logged and counted.
+//!   is acknowledged, or when the size bound drops them (droppable records only), oldest
+//!   first.
+//! - On open, every segment is read and checked (magic, length, CRC, expected seq, group
+//!   complete). At the first bad record, or at a group the file ends inside, the file is
+//!   truncated back to the first record of that group (a torn tail after a crash): a
+//!   group is all or nothing. What precedes it stays. Each truncation is logged and
+//!   counted.
 //! - The next seq is the larger of "one past the last record" and "one past the ack",
 //!   so a batch id that reached the lake is never given to another batch.
 //!
-//! Memory use is one record at a time: the shipper reads the oldest unacknowledged record
-//! from disk when it needs it, and the spool keeps only per-segment counters.
+//! Memory use is one record at a time plus the states: the shipper reads the oldest
+//! unacknowledged record from disk when it needs it, and the spool keeps only per-segment
+//! counters and the newest state of each source.
 
 pub(crate) mod segment;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -55,7 +97,10 @@ use crate::stats::Stats;
 
 const EPOCH_FILE: &str = "epoch";
 const ACK_FILE: &str = "ack";
+const ACK_VERSION: u32 = 2;
 const SEGMENT_EXT: &str = "seg";
+/// At most one warning per this long about droppable appends dropped for held data.
+const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -69,19 +114,26 @@ pub enum SpoolError {
         source: io::Error,
     },
     /// The spool is at `max_size` and the caller asked not to drop older records.
-    #[error("spool is full: {size} bytes used, a {needed}-byte record would pass max_size {max}")]
+    #[error("spool is full: {size} bytes used, a {needed}-byte group would pass max_size {max}")]
     Full {
         /// Bytes on disk now.
         size: u64,
-        /// Size of the refused record.
+        /// Size of the refused group.
         needed: u64,
         /// The bound.
         max: u64,
     },
-    /// One record is larger than the whole spool may be.
-    #[error("a {len}-byte record exceeds spool.max_size ({max} bytes)")]
+    /// A droppable group did not fit and the oldest data is held: the group was dropped
+    /// (counted in `dropped_batches`).
+    #[error("spool is full of held data: a droppable group of {records} records was dropped")]
+    Dropped {
+        /// Records of the group.
+        records: u64,
+    },
+    /// One group is larger than the whole spool may be.
+    #[error("a {len}-byte group exceeds spool.max_size ({max} bytes)")]
     TooLarge {
-        /// Size of the record.
+        /// Size of the group.
         len: u64,
         /// The bound.
         max: u64,
@@ -89,6 +141,14 @@ pub enum SpoolError {
     /// The table name cannot be stored.
     #[error("invalid table name {0:?}")]
     Table(String),
+    /// The source state cannot be stored.
+    #[error("invalid state of source {source_name:?}: {reason}")]
+    SourceState {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A state file (`epoch`, `ack`) holds something unexpected.
     #[error("invalid spool state file {}: {reason}", path.display())]
     State {
@@ -127,17 +187,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 pub struct SpoolOptions {
     /// Bound on the total size of segment files, in bytes.
     pub max_size: u64,
-    /// Size past which the next record starts a new segment, in bytes.
+    /// Size past which the next group starts a new segment, in bytes.
     pub segment_size: u64,
 }
 
-/// What an append does when the spool would pass `max_size`.
+/// What an append does when the spool would pass `max_size`; also whether its records
+/// are held or droppable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
-    /// Delete the oldest segments, counting their unshipped records as dropped. For data
-    /// that cannot be fetched again but loses little by a gap (metrics).
+    /// The records are droppable: delete the oldest segments while they hold only
+    /// droppable unshipped records (counted as dropped), else drop this group. For data
+    /// that cannot be fetched again but loses little by a gap (metrics, probes).
     DropOldest,
-    /// Refuse with [`SpoolError::Full`], so a source that can hold its position pauses.
+    /// The records are held: refuse with [`SpoolError::Full`], so a source that can hold
+    /// its position pauses. Nothing is ever deleted to make room for them.
     Reject,
 }
 
@@ -146,6 +209,8 @@ struct Segment {
     first_seq: u64,
     count: u64,
     size: u64,
+    /// Highest seq of a held record in the segment; 0 when none is.
+    last_held: u64,
 }
 
 impl Segment {
@@ -154,12 +219,37 @@ impl Segment {
     }
 }
 
+/// The newest state of a source and the seq it was saved with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SavedState {
+    seq: u64,
+    json: Vec<u8>,
+}
+
 /// Where the record with `seq` starts, remembered so reading in order does not rescan.
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
     seq: u64,
     segment: u64,
     offset: u64,
+}
+
+/// The `ack` file, version 2.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckFile {
+    version: u32,
+    acked: u64,
+    #[serde(default)]
+    states: BTreeMap<String, AckState>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckState {
+    seq: u64,
+    /// The source's JSON, kept as a string so it round-trips byte for byte.
+    state: String,
 }
 
 /// The spool, synchronous. Use it through [`SpoolHandle`] from async code.
@@ -176,39 +266,31 @@ pub struct Spool {
     next_seq: u64,
     cursor: Option<Cursor>,
     reader: Option<(u64, File)>,
+    /// Newest state of every source.
+    states: BTreeMap<String, SavedState>,
+    /// `states` holds something the `ack` file does not.
+    states_dirty: bool,
+    last_drop_warn: Option<Instant>,
     stats: Arc<Stats>,
 }
 
 impl Spool {
     /// Opens the spool in `dir`, creating it (and its epoch) on first use, and recovers
-    /// from a crash: torn tails are truncated, fully acknowledged segments deleted.
+    /// from a crash: torn tails and unfinished groups are truncated, fully acknowledged
+    /// segments deleted.
     pub fn open(dir: &Path, opts: SpoolOptions, stats: Arc<Stats>) -> Result<Spool> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let epoch = read_or_create_epoch(dir)?;
-        let acked = read_ack(dir)?;
+        let (acked, mut states) = read_ack(dir)?;
 
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let entry = entry.map_err(io_err(dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".tmp") {
-                // A state write interrupted before its rename; the old file is authoritative.
-                let _ = fs::remove_file(entry.path());
-                continue;
+        let mut segments = VecDeque::new();
+        let mut states_dirty = false;
+        for first_seq in segment_names(dir, true)? {
+            let (segment, found) = recover_segment(dir, first_seq, &stats)?;
+            segments.push_back(segment);
+            for (source, saved) in found {
+                states_dirty |= merge_state(&mut states, source, saved);
             }
-            if let Some(first) = name
-                .strip_suffix(".seg")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                names.push(first);
-            }
-        }
-        names.sort_unstable();
-
-        let mut segments = VecDeque::with_capacity(names.len());
-        for first_seq in names {
-            segments.push_back(recover_segment(dir, first_seq, &stats)?);
         }
 
         let mut spool = Spool {
@@ -221,6 +303,9 @@ impl Spool {
             next_seq: 1,
             cursor: None,
             reader: None,
+            states,
+            states_dirty,
+            last_drop_warn: None,
             stats,
         };
         let from_segments = spool.segments.back().map_or(1, Segment::end_seq);
@@ -243,7 +328,7 @@ impl Spool {
         }
         spool.delete_acked_segments()?;
         spool.update_gauges();
-        debug!(dir = %dir.display(), epoch, acked, next_seq = spool.next_seq, segments = spool.segments.len(), "spool open");
+        debug!(dir = %dir.display(), epoch, acked, next_seq = spool.next_seq, segments = spool.segments.len(), sources = spool.states.len(), "spool open");
         Ok(spool)
     }
 
@@ -252,25 +337,83 @@ impl Spool {
         self.epoch
     }
 
-    /// Appends a record and makes it durable; returns its seq.
+    /// The newest state saved by `source`, if it ever saved one.
+    pub fn source_state(&self, source: &str) -> Option<&[u8]> {
+        self.states.get(source).map(|s| s.json.as_slice())
+    }
+
+    /// Appends one droppable or held record without a state; returns its seq.
     pub fn append(&mut self, table: &str, body: &[u8], on_full: OnFull) -> Result<u64> {
-        if table.is_empty() || table.len() > 255 {
-            return Err(SpoolError::Table(table.to_string()));
+        let seqs = self.append_records(&[(table, body)], None, on_full)?;
+        Ok(seqs[0])
+    }
+
+    /// Appends a group: every record of `records` (`(table, body)`) and, with the last one,
+    /// the new `state` of a source (`(source, json)`), all durable together or not at
+    /// all. Returns the seqs of the records. A group without records but with a state
+    /// saves the state in the `ack` file and returns no seq.
+    pub fn append_group(
+        &mut self,
+        records: Vec<(String, Vec<u8>)>,
+        state: Option<(String, Vec<u8>)>,
+        on_full: OnFull,
+    ) -> Result<Vec<u64>> {
+        let refs: Vec<(&str, &[u8])> = records
+            .iter()
+            .map(|(t, b)| (t.as_str(), b.as_slice()))
+            .collect();
+        let state = state.as_ref().map(|(s, j)| (s.as_str(), j.as_slice()));
+        self.append_records(&refs, state, on_full)
+    }
+
+    fn append_records(
+        &mut self,
+        records: &[(&str, &[u8])],
+        state: Option<(&str, &[u8])>,
+        on_full: OnFull,
+    ) -> Result<Vec<u64>> {
+        for (table, _) in records {
+            if table.is_empty() || table.len() > 255 {
+                return Err(SpoolError::Table((*table).to_string()));
+            }
         }
-        let len = segment::encoded_len(table, body.len());
+        if let Some((source, json)) = state {
+            check_state(source, json)?;
+        }
+        if records.is_empty() {
+            if let Some((source, json)) = state {
+                self.save_state_only(source, json)?;
+            }
+            return Ok(Vec::new());
+        }
+
+        let n = records.len();
+        let last_state = |i: usize| if i + 1 == n { state } else { None };
+        let len: u64 = records
+            .iter()
+            .enumerate()
+            .map(|(i, (t, b))| segment::encoded_len(t, b.len(), last_state(i)))
+            .sum();
         let max = self.opts.max_size;
         if len > max {
             return Err(SpoolError::TooLarge { len, max });
         }
         while self.size() + len > max {
-            if on_full == OnFull::Reject {
-                return Err(SpoolError::Full {
-                    size: self.size(),
-                    needed: len,
-                    max,
-                });
+            match on_full {
+                OnFull::Reject => {
+                    return Err(SpoolError::Full {
+                        size: self.size(),
+                        needed: len,
+                        max,
+                    })
+                }
+                OnFull::DropOldest => {
+                    if !self.drop_oldest()? {
+                        self.count_dropped_group(n as u64, len);
+                        return Err(SpoolError::Dropped { records: n as u64 });
+                    }
+                }
             }
-            self.drop_oldest()?;
         }
 
         let roll = match (&self.active, self.segments.back()) {
@@ -280,26 +423,88 @@ impl Spool {
         if roll {
             self.start_segment()?;
         }
-        let bytes = segment::encode(self.epoch, self.next_seq, table, body);
+        let held = on_full == OnFull::Reject;
+        let mut bytes = Vec::with_capacity(len as usize);
+        for (i, (table, body)) in records.iter().enumerate() {
+            let mut flags = if held { segment::HELD } else { 0 };
+            if i + 1 < n {
+                flags |= segment::CONTINUES;
+            }
+            let seq = self.next_seq + i as u64;
+            segment::encode_into(
+                &mut bytes,
+                self.epoch,
+                seq,
+                flags,
+                table,
+                body,
+                last_state(i),
+            );
+        }
         let (Some(file), Some(last)) = (self.active.as_mut(), self.segments.back_mut()) else {
             unreachable!("start_segment leaves an active segment");
         };
         let path = self.dir.join(segment_name(last.first_seq));
         let written = file.write_all(&bytes).and_then(|()| file.sync_data());
         if let Err(e) = written {
-            // Cut the partial record off so the segment stays well-formed; if even that
+            // Cut the partial group off so the segment stays well-formed; if even that
             // fails, stop appending to it (open() truncates the tail later).
             if file.set_len(last.size).is_err() {
                 self.active = None;
             }
             return Err(io_err(&path)(e));
         }
-        last.count += 1;
+        let first = self.next_seq;
+        self.next_seq += n as u64;
+        last.count += n as u64;
         last.size += len;
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        if held {
+            last.last_held = self.next_seq - 1;
+        }
+        if let Some((source, json)) = state {
+            let saved = SavedState {
+                seq: self.next_seq - 1,
+                json: json.to_vec(),
+            };
+            self.states.insert(source.to_string(), saved);
+            self.states_dirty = true;
+        }
         self.update_gauges();
-        Ok(seq)
+        Ok((first..self.next_seq).collect())
+    }
+
+    /// A state with no records: straight into the `ack` file, at the last seq given out.
+    fn save_state_only(&mut self, source: &str, json: &[u8]) -> Result<()> {
+        let saved = SavedState {
+            seq: self.next_seq - 1,
+            json: json.to_vec(),
+        };
+        if self.states.get(source) == Some(&saved) {
+            return Ok(());
+        }
+        let mut states = self.states.clone();
+        states.insert(source.to_string(), saved);
+        write_ack(&self.dir, self.acked, &states)?;
+        self.states = states;
+        self.states_dirty = false;
+        Ok(())
+    }
+
+    fn count_dropped_group(&mut self, records: u64, len: u64) {
+        Stats::add(&self.stats.dropped_batches, records);
+        let now = Instant::now();
+        if self
+            .last_drop_warn
+            .is_none_or(|t| now.duration_since(t) >= DROP_WARN_EVERY)
+        {
+            self.last_drop_warn = Some(now);
+            warn!(
+                records,
+                bytes = len,
+                max_size = self.opts.max_size,
+                "spool full of held (log) data: droppable records dropped"
+            );
+        }
     }
 
     /// The oldest record not yet acknowledged, read from disk.
@@ -343,8 +548,9 @@ impl Spool {
         }
     }
 
-    /// Marks every record up to `seq` as delivered, persists it, and deletes segments
-    /// that hold nothing else. Acking a seq already acked or dropped is a no-op.
+    /// Marks every record up to `seq` as delivered, persists it with the source states,
+    /// and deletes segments that hold nothing else. Acking a seq already acked or dropped
+    /// is a no-op.
     pub fn ack(&mut self, seq: u64) -> Result<()> {
         if seq <= self.acked {
             return Ok(());
@@ -355,7 +561,8 @@ impl Spool {
                 last: self.next_seq - 1,
             });
         }
-        write_atomic(&self.dir, ACK_FILE, format!("v1 {seq}\n").as_bytes())?;
+        write_ack(&self.dir, seq, &self.states)?;
+        self.states_dirty = false;
         self.acked = seq;
         self.delete_acked_segments()?;
         self.update_gauges();
@@ -394,18 +601,38 @@ impl Spool {
             first_seq: self.next_seq,
             count: 0,
             size: 0,
+            last_held: 0,
         });
         self.active = Some(file);
         Ok(())
     }
 
-    /// Deletes the oldest segment (rolling first if it is the one being appended to).
-    fn drop_oldest(&mut self) -> Result<()> {
+    /// Writes the states to the `ack` file if it lacks some: called before deleting a
+    /// segment, whose records may be the only copy of a state.
+    fn persist_states(&mut self) -> Result<()> {
+        if self.states_dirty {
+            write_ack(&self.dir, self.acked, &self.states)?;
+            self.states_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segment (rolling first if it is the one being appended to) if
+    /// none of its unacknowledged records is held; `false` when it holds one.
+    fn drop_oldest(&mut self) -> Result<bool> {
+        match self.segments.front() {
+            Some(seg) if seg.last_held > self.acked => return Ok(false),
+            Some(_) => {}
+            None => return Ok(false),
+        }
+        self.persist_states()?;
         if self.segments.len() == 1 && self.active.is_some() {
-            self.active = None;
+            // Start the next segment before deleting the only one: its name keeps the
+            // next seq across a crash, so no batch id (nor a state's seq) is given twice.
+            self.start_segment()?;
         }
         let Some(seg) = self.segments.pop_front() else {
-            return Ok(());
+            return Ok(false);
         };
         let lost = seg
             .end_seq()
@@ -417,10 +644,10 @@ impl Spool {
                 segment = seg.first_seq,
                 records = lost,
                 max_size = self.opts.max_size,
-                "spool full: dropped the oldest unshipped records"
+                "spool full: dropped the oldest unshipped droppable records"
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     fn delete_acked_segments(&mut self) -> Result<()> {
@@ -435,6 +662,7 @@ impl Spool {
             if !deletable {
                 return Ok(());
             }
+            self.persist_states()?;
             if let Some(seg) = self.segments.pop_front() {
                 self.remove_segment_file(seg.first_seq)?;
             }
@@ -493,9 +721,101 @@ fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.{SEGMENT_EXT}")
 }
 
-/// Scans one segment, truncating it at the first record that is torn, damaged or out of
-/// sequence.
-fn recover_segment(dir: &Path, first_seq: u64, stats: &Stats) -> Result<Segment> {
+/// Segment files of `dir` by first seq, in order; with `clean`, leftover `.tmp` files of
+/// interrupted state writes are removed (the old file is authoritative).
+fn segment_names(dir: &Path, clean: bool) -> Result<Vec<u64>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            if clean {
+                let _ = fs::remove_file(entry.path());
+            }
+            continue;
+        }
+        if let Some(first) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            names.push(first);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// What a scan of one segment found.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Bytes of whole groups from the start.
+    good_len: u64,
+    /// Records in them.
+    count: u64,
+    /// Highest seq of a held record in them, 0 if none.
+    last_held: u64,
+    /// States carried by them, oldest first.
+    states: Vec<(String, SavedState)>,
+    /// Why the scan stopped before the end of the file.
+    problem: Option<&'static str>,
+}
+
+/// Reads every record of a segment, keeping whole groups only.
+fn scan_segment(file: &File, first_seq: u64, file_len: u64) -> io::Result<Scan> {
+    let mut scan = Scan::default();
+    // The group being read: its records, highest held seq and state so far.
+    let (mut offset, mut count, mut held) = (0, 0, 0);
+    let mut state = None;
+    loop {
+        match segment::read_at(file, offset, file_len)? {
+            Read::End if count == scan.count => return Ok(scan),
+            Read::End => {
+                scan.problem = Some("file ends inside a group");
+                return Ok(scan);
+            }
+            Read::Record { len, record } if record.seq == first_seq + count => {
+                offset += len;
+                count += 1;
+                if record.held {
+                    held = record.seq;
+                }
+                if let Some((source, json)) = record.state {
+                    state = Some((
+                        source,
+                        SavedState {
+                            seq: record.seq,
+                            json,
+                        },
+                    ));
+                }
+                if !record.continues {
+                    scan.good_len = offset;
+                    scan.count = count;
+                    scan.last_held = scan.last_held.max(held);
+                    scan.states.extend(state.take());
+                }
+            }
+            Read::Record { .. } => {
+                scan.problem = Some("seq out of order");
+                return Ok(scan);
+            }
+            Read::Bad(why) => {
+                scan.problem = Some(why);
+                return Ok(scan);
+            }
+        }
+    }
+}
+
+/// Scans one segment, truncating it back to the start of the first group that holds a
+/// torn, damaged or out-of-sequence record, or that the file ends inside. Returns the
+/// segment and the states its groups carry.
+fn recover_segment(
+    dir: &Path,
+    first_seq: u64,
+    stats: &Stats,
+) -> Result<(Segment, Vec<(String, SavedState)>)> {
     let path = dir.join(segment_name(first_seq));
     let file = OpenOptions::new()
         .read(true)
@@ -503,36 +823,88 @@ fn recover_segment(dir: &Path, first_seq: u64, stats: &Stats) -> Result<Segment>
         .open(&path)
         .map_err(io_err(&path))?;
     let file_len = file.metadata().map_err(io_err(&path))?.len();
-    let mut offset = 0;
-    let mut count = 0;
-    loop {
-        let problem = match segment::read_at(&file, offset, file_len).map_err(io_err(&path))? {
-            Read::End => break,
-            Read::Record { len, record } if record.seq == first_seq + count => {
-                offset += len;
-                count += 1;
-                continue;
-            }
-            Read::Record { .. } => "seq out of order",
-            Read::Bad(why) => why,
-        };
+    let scan = scan_segment(&file, first_seq, file_len).map_err(io_err(&path))?;
+    if let Some(reason) = scan.problem {
         warn!(
             path = %path.display(),
-            offset,
-            bytes_cut = file_len - offset,
-            reason = problem,
-            "spool segment truncated at its last good record"
+            offset = scan.good_len,
+            bytes_cut = file_len - scan.good_len,
+            reason,
+            "spool segment truncated at its last whole group"
         );
         Stats::add(&stats.spool_truncations, 1);
-        file.set_len(offset).map_err(io_err(&path))?;
+        file.set_len(scan.good_len).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
-        break;
     }
-    Ok(Segment {
+    let segment = Segment {
         first_seq,
-        count,
-        size: offset,
-    })
+        count: scan.count,
+        size: scan.good_len,
+        last_held: scan.last_held,
+    };
+    Ok((segment, scan.states))
+}
+
+/// Keeps `saved` as the state of `source` if it is newer than the one known (a tie keeps
+/// the known one: the `ack` file is merged first and was written later). Returns whether
+/// it was kept.
+fn merge_state(
+    states: &mut BTreeMap<String, SavedState>,
+    source: String,
+    saved: SavedState,
+) -> bool {
+    match states.get(&source) {
+        Some(known) if known.seq >= saved.seq => false,
+        _ => {
+            states.insert(source, saved);
+            true
+        }
+    }
+}
+
+fn check_state(source: &str, json: &[u8]) -> Result<()> {
+    let bad = |reason| SpoolError::SourceState {
+        source_name: source.to_string(),
+        reason,
+    };
+    if source.is_empty() || source.len() > 255 {
+        return Err(bad("the source name must have 1 to 255 bytes"));
+    }
+    if json.len() > u32::MAX as usize / 2 {
+        return Err(bad("the state is too large"));
+    }
+    if std::str::from_utf8(json).is_err() {
+        return Err(bad("the state is not UTF-8 (JSON)"));
+    }
+    Ok(())
+}
+
+/// The states of the sources saved in the spool in `dir`, without changing anything:
+/// safe while a collector runs on it (a group being written is not seen yet). For tests
+/// and inspection; a collector uses [`Spool::source_state`].
+pub fn read_states(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+    // Segments before the ack file: the ack file is rewritten with every state before a
+    // segment is deleted, so a segment gone missing meanwhile has its states in there.
+    let mut found = Vec::new();
+    for first_seq in segment_names(dir, false)? {
+        let path = dir.join(segment_name(first_seq));
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        found.extend(
+            scan_segment(&file, first_seq, len)
+                .map_err(io_err(&path))?
+                .states,
+        );
+    }
+    let (_, mut states) = read_ack(dir)?;
+    for (source, saved) in found {
+        merge_state(&mut states, source, saved);
+    }
+    Ok(states.into_iter().map(|(k, v)| (k, v.json)).collect())
 }
 
 fn read_or_create_epoch(dir: &Path) -> Result<u64> {
@@ -553,26 +925,63 @@ fn read_or_create_epoch(dir: &Path) -> Result<u64> {
     }
 }
 
-fn read_ack(dir: &Path) -> Result<u64> {
+/// The acknowledged seq and the source states of the `ack` file (none when missing).
+fn read_ack(dir: &Path) -> Result<(u64, BTreeMap<String, SavedState>)> {
     let path = dir.join(ACK_FILE);
-    let text = match fs::read_to_string(&path) {
+    let bytes = match fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, BTreeMap::new())),
         Err(e) => return Err(io_err(&path)(e)),
     };
     let bad = |reason: String| SpoolError::State {
         path: path.clone(),
         reason,
     };
-    match text.trim().split_once(' ') {
-        Some(("v1", seq)) => seq
-            .parse()
-            .map_err(|_| bad(format!("seq {seq:?} is not a number"))),
-        _ => Err(bad(format!(
-            "expected \"v1 <seq>\", found {:?}",
-            text.trim()
-        ))),
+    let file: AckFile = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "expected {{\"version\":{ACK_VERSION},...}} (an older spool format is not read): {e}"
+        ))
+    })?;
+    if file.version != ACK_VERSION {
+        return Err(bad(format!("version {} is not supported", file.version)));
     }
+    let states = file
+        .states
+        .into_iter()
+        .map(|(source, s)| {
+            let saved = SavedState {
+                seq: s.seq,
+                json: s.state.into_bytes(),
+            };
+            (source, saved)
+        })
+        .collect();
+    Ok((file.acked, states))
+}
+
+/// Replaces the `ack` file atomically.
+fn write_ack(dir: &Path, acked: u64, states: &BTreeMap<String, SavedState>) -> Result<()> {
+    let file = AckFile {
+        version: ACK_VERSION,
+        acked,
+        states: states
+            .iter()
+            .map(|(source, s)| {
+                let state = AckState {
+                    seq: s.seq,
+                    // Checked UTF-8 on append; the ack file never holds anything else.
+                    state: String::from_utf8_lossy(&s.json).into_owned(),
+                };
+                (source.clone(), state)
+            })
+            .collect(),
+    };
+    let mut bytes = serde_json::to_vec(&file).map_err(|e| SpoolError::State {
+        path: dir.join(ACK_FILE),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(dir, ACK_FILE, &bytes)
 }
 
 /// Replaces `dir/name` with `bytes` so a crash leaves either the old or the new content.
@@ -642,6 +1051,30 @@ impl SpoolHandle {
         // notify_one keeps a permit when the shipper is not waiting yet: no lost wakeup.
         self.notify.notify_one();
         Ok(seq)
+    }
+
+    /// Appends a group (records and the source's new state, see [`Spool::append_group`])
+    /// durably and wakes the shipper; returns the seqs of the records.
+    pub async fn append_group(
+        &self,
+        records: Vec<(String, Vec<u8>)>,
+        state: Option<(String, Vec<u8>)>,
+        on_full: OnFull,
+    ) -> Result<Vec<u64>> {
+        let seqs = self
+            .with(move |s| s.append_group(records, state, on_full))
+            .await?;
+        if !seqs.is_empty() {
+            self.notify.notify_one();
+        }
+        Ok(seqs)
+    }
+
+    /// The newest state saved by `source`.
+    pub async fn source_state(&self, source: &str) -> Result<Option<Vec<u8>>> {
+        let source = source.to_string();
+        self.with(move |s| Ok(s.source_state(&source).map(<[u8]>::to_vec)))
+            .await
     }
 
     /// The oldest unacknowledged record.

@@ -1,21 +1,36 @@
 //! One spool record on disk, and reading a segment file record by record.
 //!
 //! Record: `magic u32 | payload length u32 | crc32(payload) u32 | payload`, all
-//! little-endian. Payload: `epoch u64 | seq u64 | table length u16 | table (UTF-8) | body`.
+//! little-endian. Payload:
+//!
+//! ```text
+//! epoch u64 | seq u64 | flags u8 | table length u16 | source length u16 | state length u32
+//! | table (UTF-8) | source (UTF-8) | state (JSON) | body
+//! ```
+//!
+//! Flags: [`CONTINUES`] (the next record belongs to the same group) and [`HELD`] (the
+//! record belongs to a source that holds its position, so the size bound may not drop
+//! it). A source state (`source length > 0`) is carried by the last record of a group.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// "LKS1": lake spool, record format 1.
-pub(crate) const MAGIC: u32 = 0x4C4B_5331;
+/// "LKS2": lake spool, record format 2 (groups, flags, source states). Format 1 is not
+/// read: nothing was deployed with it.
+pub(crate) const MAGIC: u32 = 0x4C4B_5332;
 /// Bytes before the payload.
 pub(crate) const HEADER_LEN: u64 = 12;
 /// Bytes of the payload before the table name.
-const PAYLOAD_FIXED: usize = 8 + 8 + 2;
+const PAYLOAD_FIXED: usize = 8 + 8 + 1 + 2 + 2 + 4;
 /// A length beyond this is garbage, not a record: it guards allocations when a header is
 /// damaged but still fits inside the file.
 pub(crate) const MAX_PAYLOAD: u32 = 1 << 30;
+/// Flag: the group goes on with the next record.
+pub(crate) const CONTINUES: u8 = 1;
+/// Flag: the record is held data (a holding source's), never dropped by the size bound.
+pub(crate) const HELD: u8 = 2;
+const KNOWN_FLAGS: u8 = CONTINUES | HELD;
 
 /// A record as stored: which table its body belongs to and its batch id parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,27 +43,65 @@ pub struct Record {
     pub table: String,
     /// Arrow IPC stream (zstd), sent as is.
     pub body: Vec<u8>,
+    /// Another record of the same group follows.
+    pub continues: bool,
+    /// Held (a holding source's) rather than droppable.
+    pub held: bool,
+    /// `(source, state JSON)` saved with this record, on the last record of a group.
+    pub state: Option<(String, Vec<u8>)>,
 }
 
-/// Size on disk of a record carrying `table` and a body of `body_len` bytes.
-pub(crate) fn encoded_len(table: &str, body_len: usize) -> u64 {
-    HEADER_LEN + (PAYLOAD_FIXED + table.len() + body_len) as u64
+/// Size on disk of a record carrying `table`, a body of `body_len` bytes and the state.
+pub(crate) fn encoded_len(table: &str, body_len: usize, state: Option<(&str, &[u8])>) -> u64 {
+    let state_len = state.map_or(0, |(s, j)| s.len() + j.len());
+    HEADER_LEN + (PAYLOAD_FIXED + table.len() + state_len + body_len) as u64
 }
 
-/// The full on-disk bytes of one record. `table` must be shorter than 64KiB.
-pub(crate) fn encode(epoch: u64, seq: u64, table: &str, body: &[u8]) -> Vec<u8> {
-    let payload_len = PAYLOAD_FIXED + table.len() + body.len();
-    let mut out = Vec::with_capacity(HEADER_LEN as usize + payload_len);
+/// The full on-disk bytes of one record, appended to `out`. `table` and the source name
+/// must be shorter than 64KiB, the state shorter than 4GiB (checked by the spool).
+pub(crate) fn encode_into(
+    out: &mut Vec<u8>,
+    epoch: u64,
+    seq: u64,
+    flags: u8,
+    table: &str,
+    body: &[u8],
+    state: Option<(&str, &[u8])>,
+) {
+    let (source, json) = state.unwrap_or(("", b""));
+    let payload_len = PAYLOAD_FIXED + table.len() + source.len() + json.len() + body.len();
+    let start = out.len();
+    out.reserve(HEADER_LEN as usize + payload_len);
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
+    out.push(flags);
     out.extend_from_slice(&(table.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(source.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(table.as_bytes());
+    out.extend_from_slice(source.as_bytes());
+    out.extend_from_slice(json);
     out.extend_from_slice(body);
-    let crc = crc32fast::hash(&out[HEADER_LEN as usize..]);
-    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    let payload = start + HEADER_LEN as usize;
+    let crc = crc32fast::hash(&out[payload..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The bytes of one record on its own.
+#[cfg(test)]
+pub(crate) fn encode(
+    epoch: u64,
+    seq: u64,
+    flags: u8,
+    table: &str,
+    body: &[u8],
+    state: Option<(&str, &[u8])>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, epoch, seq, flags, table, body, state);
     out
 }
 
@@ -118,21 +171,42 @@ fn decode_payload(mut payload: Vec<u8>) -> Option<Record> {
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes)
     };
+    let u16_at = |p: &[u8], i: usize| p.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let epoch = u64_at(&payload, 0)?;
     let seq = u64_at(&payload, 8)?;
-    let tlen = payload
-        .get(16..18)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))? as usize;
-    let table = std::str::from_utf8(payload.get(PAYLOAD_FIXED..PAYLOAD_FIXED + tlen)?)
-        .ok()?
-        .to_string();
+    let flags = *payload.get(16)?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return None;
+    }
+    let tlen = usize::from(u16_at(&payload, 17)?);
+    let slen = usize::from(u16_at(&payload, 19)?);
+    let jlen = payload
+        .get(21..25)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))? as usize;
+    let text = |from: usize, len: usize| {
+        std::str::from_utf8(payload.get(from..from + len)?)
+            .ok()
+            .map(str::to_string)
+    };
+    let table = text(PAYLOAD_FIXED, tlen)?;
+    let source = text(PAYLOAD_FIXED + tlen, slen)?;
+    let json_at = PAYLOAD_FIXED + tlen + slen;
+    let json = payload.get(json_at..json_at + jlen)?.to_vec();
+    let state = match (slen, jlen) {
+        (0, 0) => None,
+        (0, _) => return None,
+        _ => Some((source, json)),
+    };
     // Reuse the allocation for the body, the big part.
-    let body = payload.split_off(PAYLOAD_FIXED + tlen);
+    let body = payload.split_off(json_at + jlen);
     Some(Record {
         epoch,
         seq,
         table,
         body,
+        continues: flags & CONTINUES != 0,
+        held: flags & HELD != 0,
+        state,
     })
 }
 
@@ -143,8 +217,9 @@ mod tests {
 
     #[test]
     fn a_record_round_trips_and_any_damage_is_detected() {
-        let bytes = encode(7, 42, "metrics", b"arrow body");
-        assert_eq!(bytes.len() as u64, encoded_len("metrics", 10));
+        let state = Some(("journald", &b"{\"cursor\":\"s=1\"}"[..]));
+        let bytes = encode(7, 42, CONTINUES | HELD, "metrics", b"arrow body", state);
+        assert_eq!(bytes.len() as u64, encoded_len("metrics", 10, state));
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&bytes).unwrap();
         let len = bytes.len() as u64;
@@ -157,7 +232,10 @@ mod tests {
                         epoch: 7,
                         seq: 42,
                         table: "metrics".into(),
-                        body: b"arrow body".to_vec()
+                        body: b"arrow body".to_vec(),
+                        continues: true,
+                        held: true,
+                        state: Some(("journald".into(), b"{\"cursor\":\"s=1\"}".to_vec())),
                     }
                 );
             }
@@ -173,6 +251,17 @@ mod tests {
                 matches!(read_at(&g, 0, len).unwrap(), Read::Bad(_)),
                 "flip at byte {i} not detected"
             );
+        }
+        // No state, no flags: an empty body still decodes.
+        let bytes = encode(1, 2, 0, "t", b"", None);
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&bytes).unwrap();
+        match read_at(&f, 0, bytes.len() as u64).unwrap() {
+            Read::Record { record, .. } => {
+                assert!(!record.continues && !record.held && record.state.is_none());
+                assert!(record.body.is_empty());
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

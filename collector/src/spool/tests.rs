@@ -115,7 +115,7 @@ fn a_torn_tail_at_every_offset_is_cut_and_earlier_records_survive() {
     drop(s);
     let seg = last_segment(dir.path());
     let full = fs::read(&seg).unwrap();
-    let last_len = segment::encoded_len(TABLE, 40) as usize;
+    let last_len = segment::encoded_len(TABLE, 40, None) as usize;
     let last_start = full.len() - last_len;
 
     for cut in last_start..full.len() {
@@ -162,7 +162,7 @@ fn a_torn_tail_at_every_offset_is_cut_and_earlier_records_survive() {
 #[test]
 fn full_spool_drops_the_oldest_and_counts_or_rejects() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = segment::encoded_len(TABLE, 100);
+    let rec = segment::encoded_len(TABLE, 100, None);
     let o = opts(rec * 6, rec * 2);
     let (mut s, stats) = open(dir.path(), o);
     for i in 1..=6 {
@@ -209,7 +209,7 @@ fn full_spool_drops_the_oldest_and_counts_or_rejects() {
 #[test]
 fn acked_records_are_not_dropped_as_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = segment::encoded_len(TABLE, 10);
+    let rec = segment::encoded_len(TABLE, 10, None);
     let (mut s, stats) = open(dir.path(), opts(rec * 4, rec * 2));
     for i in 1..=4 {
         s.append(TABLE, &body(i, 10), OnFull::DropOldest).unwrap();
@@ -225,56 +225,451 @@ fn acked_records_are_not_dropped_as_lost() {
     assert_eq!(drain(&mut s), vec![3, 4, 5]);
 }
 
+fn group(tables_and_lens: &[(&str, usize)], salt: u64) -> Vec<(String, Vec<u8>)> {
+    tables_and_lens
+        .iter()
+        .enumerate()
+        .map(|(i, (t, len))| (t.to_string(), body(salt + i as u64, *len)))
+        .collect()
+}
+
+fn state(source: &str, json: &str) -> Option<(String, Vec<u8>)> {
+    Some((source.to_string(), json.as_bytes().to_vec()))
+}
+
+fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn state_of(s: &Spool, source: &str) -> Option<String> {
+    s.source_state(source)
+        .map(|j| String::from_utf8(j.to_vec()).unwrap())
+}
+
+#[test]
+fn a_group_is_written_whole_with_its_state_on_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(1 << 20, 1 << 20);
+    let (mut s, _) = open(dir.path(), o);
+    let g = group(&[("logs", 30), ("firewall", 20), ("bans", 10)], 1);
+    let seqs = s
+        .append_group(g.clone(), state("journald", r#"{"c":1}"#), OnFull::Reject)
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":1}"#));
+    assert_eq!(s.source_state("caddy"), None);
+    for (i, (table, b)) in g.iter().enumerate() {
+        let r = s.peek().unwrap().unwrap();
+        assert_eq!((r.seq, &r.table, &r.body), (i as u64 + 1, table, b));
+        assert_eq!(r.continues, i < 2, "record {i}");
+        assert!(r.held);
+        assert_eq!(r.state.is_some(), i == 2);
+        s.ack(r.seq).unwrap();
+    }
+    let seqs = s
+        .append_group(group(&[(TABLE, 5)], 9), None, OnFull::DropOldest)
+        .unwrap();
+    assert_eq!(seqs, vec![4]);
+    let r = s.peek().unwrap().unwrap();
+    assert!(!r.held && !r.continues && r.state.is_none());
+    // Neither records nor state: nothing happens.
+    assert_eq!(
+        s.append_group(vec![], None, OnFull::Reject).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert!(matches!(
+        s.append_group(group(&[("", 1)], 0), None, OnFull::Reject),
+        Err(SpoolError::Table(_))
+    ));
+    assert!(matches!(
+        s.append_group(
+            vec![],
+            Some((String::new(), b"{}".to_vec())),
+            OnFull::Reject
+        ),
+        Err(SpoolError::SourceState { .. })
+    ));
+    assert!(matches!(
+        s.append_group(vec![], Some(("x".into(), vec![0xff])), OnFull::Reject),
+        Err(SpoolError::SourceState { .. })
+    ));
+}
+
+#[test]
+fn a_group_is_never_split_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = segment::encoded_len(TABLE, 100, None);
+    let o = opts(1 << 20, rec * 2);
+    let (mut s, _) = open(dir.path(), o);
+    s.append(TABLE, &body(1, 100), OnFull::Reject).unwrap();
+    // Two more would pass segment_size: the group rolls first, whole.
+    s.append_group(
+        group(&[(TABLE, 100), (TABLE, 100)], 2),
+        None,
+        OnFull::Reject,
+    )
+    .unwrap();
+    // Larger than a segment: it gets its own.
+    s.append_group(group(&[(TABLE, 100); 5], 4), None, OnFull::Reject)
+        .unwrap();
+    s.append(TABLE, &body(9, 100), OnFull::Reject).unwrap();
+    let names: Vec<u64> = s.segments.iter().map(|g| g.first_seq).collect();
+    assert_eq!(names, vec![1, 2, 4, 9]);
+    drop(s);
+    let (mut s, stats) = open(dir.path(), o);
+    assert_eq!(get(&stats.spool_truncations), 0);
+    assert_eq!(drain(&mut s), (1..=9).collect::<Vec<_>>());
+}
+
+/// Cuts the last group at every byte: after reopening, the group is there whole or not
+/// at all, and so is its state.
+#[test]
+fn a_cut_anywhere_in_the_last_group_removes_the_whole_group_and_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(1 << 20, 1 << 20);
+    let (mut s, _) = open(dir.path(), o);
+    s.append_group(
+        group(&[("logs", 40)], 1),
+        state("journald", "\"a\""),
+        OnFull::Reject,
+    )
+    .unwrap();
+    s.ack(1).unwrap();
+    s.append_group(
+        group(&[("logs", 30), ("bans", 20)], 2),
+        state("journald", "\"b\""),
+        OnFull::Reject,
+    )
+    .unwrap();
+    let before_last = s.size();
+    s.append_group(
+        group(&[("logs", 30), ("firewall", 25), ("bans", 20)], 4),
+        state("journald", "\"c\""),
+        OnFull::Reject,
+    )
+    .unwrap();
+    drop(s);
+    let seg = last_segment(dir.path());
+    let full = fs::read(&seg).unwrap();
+    let last_start = before_last as usize;
+    assert!(last_start < full.len());
+
+    for cut in last_start..=full.len() {
+        fs::write(&seg, &full[..cut]).unwrap();
+        let (mut s, stats) = open(dir.path(), o);
+        let whole = cut == full.len();
+        assert_eq!(
+            get(&stats.spool_truncations),
+            u64::from(cut > last_start && !whole),
+            "cut at {cut}"
+        );
+        let want_state = if whole { "\"c\"" } else { "\"b\"" };
+        assert_eq!(
+            state_of(&s, "journald").as_deref(),
+            Some(want_state),
+            "cut at {cut}"
+        );
+        let want_len = if whole { full.len() } else { last_start };
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            want_len as u64,
+            "cut at {cut}"
+        );
+        let mut tables = Vec::new();
+        while let Some(r) = s.peek().unwrap() {
+            tables.push(r.table.clone());
+            s.ack(r.seq).unwrap();
+        }
+        let want: &[&str] = if whole {
+            &["logs", "bans", "logs", "firewall", "bans"]
+        } else {
+            &["logs", "bans"]
+        };
+        assert_eq!(tables, want, "cut at {cut}");
+        drop(s);
+        // Put the acked state back for the next cut.
+        let (_, mut states) = read_ack(dir.path()).unwrap();
+        states.insert(
+            "journald".into(),
+            SavedState {
+                seq: 1,
+                json: b"\"a\"".to_vec(),
+            },
+        );
+        write_ack(dir.path(), 1, &states).unwrap();
+        fs::write(&seg, &full).unwrap();
+    }
+}
+
+#[test]
+fn states_survive_ack_delete_and_reopen_and_the_highest_seq_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(1 << 20, 1);
+    let (mut s, _) = open(dir.path(), o);
+    s.append_group(
+        group(&[("http", 10)], 1),
+        state("caddy", r#"{"o":1}"#),
+        OnFull::Reject,
+    )
+    .unwrap();
+    s.append_group(
+        group(&[("logs", 10)], 2),
+        state("journald", r#"{"c":1}"#),
+        OnFull::Reject,
+    )
+    .unwrap();
+    s.append_group(
+        group(&[("http", 10)], 3),
+        state("caddy", r#"{"o":2}"#),
+        OnFull::Reject,
+    )
+    .unwrap();
+    // Everything acked: every segment but the active one is deleted, yet both states stay.
+    s.ack(3).unwrap();
+    drop(s);
+    assert_eq!(
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == SEGMENT_EXT))
+            .count(),
+        1
+    );
+    let (mut s, _) = open(dir.path(), o);
+    assert_eq!(state_of(&s, "caddy").as_deref(), Some(r#"{"o":2}"#));
+    assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":1}"#));
+
+    // A newer state in a record beats the ack file's.
+    s.append_group(
+        group(&[("logs", 10)], 4),
+        state("journald", r#"{"c":2}"#),
+        OnFull::Reject,
+    )
+    .unwrap();
+    drop(s);
+    let (_, acked_states) = read_ack(dir.path()).unwrap();
+    assert_eq!(acked_states["journald"].json, br#"{"c":1}"#);
+    let (mut s, _) = open(dir.path(), o);
+    assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":2}"#));
+    assert_eq!(
+        read_states(dir.path()).unwrap()["journald"],
+        br#"{"c":2}"#,
+        "the read-only view agrees"
+    );
+
+    // A state-only group (rows all filtered out) goes to the ack file at the last seq,
+    // and beats the record of that same seq.
+    assert_eq!(
+        s.append_group(vec![], state("journald", r#"{"c":3}"#), OnFull::Reject)
+            .unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(s.pending(), 1, "no record for a state alone");
+    drop(s);
+    let (_, acked_states) = read_ack(dir.path()).unwrap();
+    assert_eq!(acked_states["journald"].seq, 4);
+    let (mut s, _) = open(dir.path(), o);
+    assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":3}"#));
+    assert_eq!(state_of(&s, "caddy").as_deref(), Some(r#"{"o":2}"#));
+    assert_eq!(drain(&mut s), vec![4]);
+    assert_eq!(
+        s.append(TABLE, b"x", OnFull::DropOldest).unwrap(),
+        5,
+        "no seq used"
+    );
+    drop(s);
+    let (s, _) = open(dir.path(), o);
+    assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":3}"#));
+}
+
+#[test]
+fn an_old_or_damaged_ack_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(ACK_FILE), "v1 12\n").unwrap();
+    let stats = Arc::new(Stats::default());
+    let err = Spool::open(dir.path(), opts(1 << 20, 1 << 20), stats).unwrap_err();
+    assert!(matches!(err, SpoolError::State { .. }), "{err}");
+}
+
+#[test]
+fn drop_oldest_never_deletes_a_segment_with_held_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = segment::encoded_len(TABLE, 100, None);
+    let o = opts(rec * 4, rec * 2);
+    let (mut s, stats) = open(dir.path(), o);
+    // Segment 1: metrics (droppable). Segment 3: logs (held) and metrics.
+    s.append(TABLE, &body(1, 100), OnFull::DropOldest).unwrap();
+    s.append(TABLE, &body(2, 100), OnFull::DropOldest).unwrap();
+    s.append("logs", &body(3, 100), OnFull::Reject).unwrap();
+    s.append(TABLE, &body(4, 100), OnFull::DropOldest).unwrap();
+
+    // Held data never makes room: Full, nothing deleted.
+    assert!(matches!(
+        s.append("logs", &body(5, 100), OnFull::Reject),
+        Err(SpoolError::Full { .. })
+    ));
+    assert_eq!(s.pending(), 4);
+    // A droppable append drops the droppable-only oldest segment.
+    assert_eq!(
+        s.append(TABLE, &body(5, 100), OnFull::DropOldest).unwrap(),
+        5
+    );
+    assert_eq!(get(&stats.dropped_batches), 2);
+    // Now the oldest segment holds a held record: the droppable append is dropped.
+    assert!(matches!(
+        s.append_group(
+            group(&[(TABLE, 100), (TABLE, 100)], 6),
+            None,
+            OnFull::DropOldest
+        ),
+        Err(SpoolError::Dropped { records: 2 })
+    ));
+    assert_eq!(get(&stats.dropped_batches), 4);
+    assert_eq!(s.pending(), 3);
+    let r = s.peek().unwrap().unwrap();
+    assert_eq!((r.seq, r.table.as_str(), r.held), (3, "logs", true));
+
+    // Once the held record is acked, its segment may go (its metrics count as dropped).
+    s.ack(3).unwrap();
+    assert_eq!(
+        s.append(TABLE, &body(6, 100), OnFull::DropOldest).unwrap(),
+        6
+    );
+    assert_eq!(get(&stats.dropped_batches), 4, "6 fits");
+    assert_eq!(
+        s.append(TABLE, &body(7, 100), OnFull::DropOldest).unwrap(),
+        7
+    );
+    assert_eq!(get(&stats.dropped_batches), 5, "4 dropped, 3 was acked");
+    assert_eq!(drain(&mut s), vec![5, 6, 7]);
+    drop(s);
+    let (mut s, _) = open(dir.path(), o);
+    assert_eq!(drain(&mut s), Vec::<u64>::new());
+}
+
+#[test]
+fn held_flags_are_recovered_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = segment::encoded_len(TABLE, 100, None);
+    let o = opts(rec * 3, rec * 2);
+    let (mut s, _) = open(dir.path(), o);
+    s.append(TABLE, &body(1, 100), OnFull::DropOldest).unwrap();
+    s.append("logs", &body(2, 100), OnFull::Reject).unwrap();
+    s.append(TABLE, &body(3, 100), OnFull::DropOldest).unwrap();
+    drop(s);
+    let (mut s, stats) = open(dir.path(), o);
+    assert!(matches!(
+        s.append(TABLE, &body(4, 100), OnFull::DropOldest),
+        Err(SpoolError::Dropped { records: 1 })
+    ));
+    assert_eq!(get(&stats.dropped_batches), 1);
+    assert_eq!(drain(&mut s), vec![1, 2, 3]);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    Append(usize),
+    /// Records (body lengths), state of source 0 or 1, held.
+    Append(Vec<usize>, Option<u8>, bool),
     Ack,
     Reopen,
+    /// Cut the last group, if it was the last thing written, at some byte of it.
     TruncateTail(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..300).prop_map(Op::Append),
+        5 => (
+            proptest::collection::vec(0usize..300, 0..4),
+            proptest::option::of(0u8..2),
+            any::<bool>()
+        )
+            .prop_map(|(l, s, h)| Op::Append(l, s, h)),
         3 => Just(Op::Ack),
         1 => Just(Op::Reopen),
-        1 => any::<usize>().prop_map(Op::TruncateTail),
+        2 => any::<usize>().prop_map(Op::TruncateTail),
     ]
+}
+
+const TABLES: [&str; 3] = ["logs", "firewall", "bans"];
+const SOURCES: [&str; 2] = ["journald", "caddy"];
+
+/// What the model expects of one record.
+#[derive(Debug, Clone, PartialEq)]
+struct Expect {
+    seq: u64,
+    table: String,
+    body: Vec<u8>,
+    continues: bool,
+    held: bool,
+    state: Option<(String, Vec<u8>)>,
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// The spool behaves like a queue, across reopens and torn tails.
+    /// The spool behaves like a queue of whole groups with the newest state per source,
+    /// across reopens and torn tails cut at any byte of the last group.
     #[test]
     fn spool_matches_a_queue_model(ops in proptest::collection::vec(op(), 1..80)) {
         let dir = tempfile::tempdir().unwrap();
         let o = opts(1 << 30, 700);
         let (mut spool, mut stats) = open(dir.path(), o);
-        let mut queue: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+        let mut queue: VecDeque<Expect> = VecDeque::new();
         let mut next_seq = 1u64;
-        let mut acked = 0u64;
-        // Length of the last appended record while it is the tail of the last segment.
-        let mut last_len: Option<usize> = None;
+        // Every state saved per source, oldest first: (seq, json).
+        let mut states: [Vec<(u64, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+        // (first seq, bytes) of the last group while it is the tail of the last segment.
+        let mut last_group: Option<(u64, u64)> = None;
         let mut truncations = 0;
+        let mut n_state = 0u64;
 
         for op in ops {
             match op {
-                Op::Append(len) => {
-                    let b = body(next_seq, len);
-                    let seq = spool.append(TABLE, &b, OnFull::DropOldest).unwrap();
-                    prop_assert_eq!(seq, next_seq);
-                    queue.push_back((seq, b));
-                    next_seq += 1;
-                    last_len = Some(segment::encoded_len(TABLE, len) as usize);
+                Op::Append(lens, src, held) => {
+                    let records: Vec<(String, Vec<u8>)> = lens
+                        .iter()
+                        .enumerate()
+                        .map(|(i, len)| (TABLES[i].to_string(), body(next_seq + i as u64, *len)))
+                        .collect();
+                    n_state += 1;
+                    let st = src.map(|i| (SOURCES[usize::from(i)].to_string(), format!("{{\"n\":{n_state}}}").into_bytes()));
+                    let on_full = if held { OnFull::Reject } else { OnFull::DropOldest };
+                    let size_before = spool.size();
+                    let seqs = spool.append_group(records.clone(), st.clone(), on_full).unwrap();
+                    let n = records.len() as u64;
+                    prop_assert_eq!(seqs, (next_seq..next_seq + n).collect::<Vec<_>>());
+                    let saved_seq = if n == 0 { next_seq - 1 } else { next_seq + n - 1 };
+                    if let (Some(i), Some((_, json))) = (src, &st) {
+                        states[usize::from(i)].push((saved_seq, json.clone()));
+                    }
+                    for (i, (table, b)) in records.into_iter().enumerate() {
+                        let last = i as u64 + 1 == n;
+                        queue.push_back(Expect {
+                            seq: next_seq + i as u64,
+                            table,
+                            body: b,
+                            continues: !last,
+                            held,
+                            state: if last { st.clone() } else { None },
+                        });
+                    }
+                    last_group = (n > 0).then(|| (next_seq, spool.size() - size_before));
+                    next_seq += n;
+                    // A group that rolled to a new segment: its bytes are the whole file.
                 }
                 Op::Ack => {
-                    let got = spool.peek().unwrap().map(|r| (r.seq, r.body));
+                    let got = spool.peek().unwrap().map(|r| Expect {
+                        seq: r.seq, table: r.table, body: r.body, continues: r.continues, held: r.held, state: r.state,
+                    });
                     prop_assert_eq!(got.as_ref(), queue.front());
-                    if let Some((seq, _)) = queue.pop_front() {
-                        spool.ack(seq).unwrap();
-                        acked = seq;
+                    if let Some(e) = queue.pop_front() {
+                        spool.ack(e.seq).unwrap();
                     }
+                    last_group = None;
                 }
                 Op::Reopen => {
                     drop(spool);
@@ -282,26 +677,39 @@ proptest! {
                     truncations = 0;
                 }
                 Op::TruncateTail(k) => {
-                    let Some(len) = last_len.take() else { continue };
+                    let Some((first, len)) = last_group.take() else { continue };
                     drop(spool);
                     let seg = last_segment(dir.path());
-                    let size = fs::metadata(&seg).unwrap().len() as usize;
-                    let cut = 1 + k % len;
-                    fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len((size - cut) as u64).unwrap();
+                    let size = fs::metadata(&seg).unwrap().len();
+                    let start = size - len;
+                    let cut = start + k as u64 % len;
+                    fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
                     (spool, stats) = open(dir.path(), o);
-                    truncations = u64::from(cut < len);
-                    let lost = next_seq - 1;
-                    if queue.back().is_some_and(|(s, _)| *s == lost) {
-                        queue.pop_back();
+                    truncations = u64::from(cut > start);
+                    queue.retain(|e| e.seq < first);
+                    for s in &mut states {
+                        s.retain(|(seq, _)| *seq < first);
                     }
-                    next_seq = lost.max(acked + 1);
+                    next_seq = first;
                 }
             }
             prop_assert_eq!(spool.pending(), queue.len() as u64);
-            prop_assert_eq!(stats.spool_truncations.load(std::sync::atomic::Ordering::Relaxed), truncations);
-            prop_assert_eq!(stats.dropped_batches.load(std::sync::atomic::Ordering::Relaxed), 0);
+            prop_assert_eq!(get(&stats.spool_truncations), truncations);
+            prop_assert_eq!(get(&stats.dropped_batches), 0);
+            for (i, name) in SOURCES.iter().enumerate() {
+                prop_assert_eq!(spool.source_state(name), states[i].last().map(|(_, j)| j.as_slice()), "source {}", name);
+            }
         }
-        let got: Vec<u64> = drain(&mut spool);
-        prop_assert_eq!(got, queue.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+        let mut got = Vec::new();
+        while let Some(r) = spool.peek().unwrap() {
+            got.push((r.seq, r.table, r.body));
+            spool.ack(got.last().unwrap().0).unwrap();
+        }
+        prop_assert_eq!(got, queue.into_iter().map(|e| (e.seq, e.table, e.body)).collect::<Vec<_>>());
+        drop(spool);
+        let (spool, _) = open(dir.path(), o);
+        for (i, name) in SOURCES.iter().enumerate() {
+            prop_assert_eq!(spool.source_state(name), states[i].last().map(|(_, j)| j.as_slice()));
+        }
     }
 }

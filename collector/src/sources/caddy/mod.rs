@@ -6,10 +6,11 @@
 //! `max_line_bytes`, invalid UTF-8), a `logs` row with source `caddy-unparsed` and the
 //! raw line, counted in `parse_errors` — never dropped.
 //!
-//! Loop: read a batch of lines → build the `http` and `logs` batches → spool each with
-//! [`SourceContext::emit_holding`] → only then checkpoint the tailer's position under
-//! `caddy`. A kill between the spool append and the checkpoint repeats that batch on
-//! restart; nothing is ever skipped. Config: `[caddy]` in `collector.toml`.
+//! Loop: read a batch of lines → build the `http` and `logs` batches → spool both with
+//! the tailer's new position as one group ([`SourceContext::emit_with_state`], state
+//! `caddy`). The rows and the position are durable together, so a restart (clean or
+//! `kill -9`) resumes right after the last spooled batch: no line is skipped or spooled
+//! twice. Config: `[caddy]` in `collector.toml`.
 
 pub mod parse;
 
@@ -31,7 +32,7 @@ use crate::stats::{SourceStats, Stats};
 use crate::tail::{StartAt, TailConfig, TailCounters, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
 pub use parse::{parse, HttpRow, ParseError};
 
-/// Name of the source: counters label, checkpoint file.
+/// Name of the source: counters label, name of its state in the spool.
 pub const SOURCE: &str = "caddy";
 /// `source` of the `logs` rows for lines that are not Caddy JSON.
 pub const UNPARSED_SOURCE: &str = "caddy-unparsed";
@@ -379,11 +380,11 @@ impl CaddySource {
         CaddySource { config, ctx }
     }
 
-    /// Follows the files until `cancel`; returns early only on a spool or checkpoint error.
+    /// Follows the files until `cancel`; returns early only on a spool or state error.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
         let CaddySource { config, ctx } = self;
         let stats = ctx.source_stats(SOURCE);
-        let state: Option<TailState> = ctx.load_checkpoint(SOURCE).await?;
+        let state: Option<TailState> = ctx.load_state(SOURCE).await?;
         let resumed = state.as_ref().map_or(0, |s| s.files.len());
         let mut tailer =
             Tailer::new(config.tail.clone(), state).map_err(|e| SourceError::Start {
@@ -424,14 +425,17 @@ impl CaddySource {
                 source_name: SOURCE,
                 error: e.to_string(),
             })?;
-            for (table, batch) in [(Table::Http, http), (Table::Logs, logs)] {
-                let Some(batch) = batch else { continue };
-                if ctx.emit_holding(SOURCE, table, &batch, &cancel).await? == Emitted::Cancelled {
-                    // Not spooled: keep the old checkpoint so these lines are read again.
-                    return Ok(());
-                }
+            let batches = [(Table::Http, http), (Table::Logs, logs)]
+                .into_iter()
+                .filter_map(|(table, batch)| Some((table, batch?)))
+                .collect();
+            let emitted = ctx
+                .emit_with_state(SOURCE, batches, &tailer.state(), &cancel)
+                .await?;
+            if emitted == Emitted::Cancelled {
+                // Not spooled, nor the position: these lines are read again on restart.
+                return Ok(());
             }
-            ctx.save_checkpoint(SOURCE, tailer.state()).await?;
         }
         Ok(())
     }

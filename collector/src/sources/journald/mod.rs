@@ -5,12 +5,14 @@
 //! over `max_entry_size` becomes one error row, counted as dropped, never an unbounded
 //! allocation). Each line is parsed by the pure [`parse::parse_entry`].
 //!
-//! Position: the `__CURSOR` of the last entry of a batch is saved as the `journald`
-//! checkpoint **after** every row of that batch is in the spool (one spool record per
-//! table, `emit_holding`). A restart, clean or `kill -9`, starts journalctl with
-//! `--after-cursor=<saved>`: nothing is skipped, and at most the last unsaved batch is read
-//! twice. With no checkpoint, `start_at` chooses `end` (only new entries, `--lines=0`) or
-//! `beginning` (everything the journal holds).
+//! Position: a read batch becomes one spool group — its `logs`, `firewall` and `bans`
+//! rows and, as the `journald` state, the `__CURSOR` of its last entry — written with one
+//! fsync ([`SourceContext::emit_group`]): the rows and the cursor are durable together or
+//! not at all. A restart, clean or `kill -9`, starts journalctl with
+//! `--after-cursor=<saved>`: nothing is skipped and nothing is spooled twice. A batch
+//! whose entries were all filtered out still saves its cursor. With no saved state,
+//! `start_at` chooses `end` (only new entries, `--lines=0`) or `beginning` (everything the
+//! journal holds).
 //!
 //! Routing: a kernel entry whose MESSAGE holds `[UFW ` also yields a `firewall` row
 //! (`[ufw] enabled` and `from_journald`), and an entry of fail2ban (identifier
@@ -51,7 +53,7 @@ use crate::stats::{SourceStats, Stats};
 
 const NAME: &str = "journald";
 
-/// Where to start when there is no checkpoint.
+/// Where to start when there is no saved state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartAt {
@@ -148,7 +150,7 @@ pub struct JournaldConfig {
     pub files: Vec<PathBuf>,
     /// `--merge`.
     pub merge: bool,
-    /// Start without a checkpoint.
+    /// Start without a saved state.
     pub start_at: StartAt,
     /// Which units go to `logs`.
     pub units: UnitFilter,
@@ -223,7 +225,7 @@ impl JournaldFile {
     }
 }
 
-/// The checkpoint: the cursor of the last spooled entry.
+/// The saved state: the cursor of the last spooled entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JournaldState {
     /// journald's opaque `__CURSOR`.
@@ -262,13 +264,13 @@ impl JournaldSource {
         }
     }
 
-    /// Follows the journal until `cancel`. Only spool and checkpoint failures end it;
+    /// Follows the journal until `cancel`. Only spool and state failures end it;
     /// journalctl trouble is retried.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
         let stats = self.ctx.source_stats(NAME);
         let mut cursor = self
             .ctx
-            .load_checkpoint::<JournaldState>(NAME)
+            .load_state::<JournaldState>(NAME)
             .await?
             .map(|s| s.cursor);
         let mut backoff = self.config.restart_backoff_min;
@@ -408,7 +410,7 @@ impl JournaldSource {
                 break 'run;
             }
         }
-        // What was read before the end is spooled and checkpointed by now.
+        // What was read before the end is spooled, with its cursor, by now.
         if batch.entries > 0 {
             entries += batch.entries as u64;
             if let Emitted::Cancelled = self.flush(&mut batch, cursor, cancel).await? {
@@ -502,7 +504,7 @@ impl JournaldSource {
         }
     }
 
-    /// Spools every table of the batch, then saves the cursor.
+    /// Spools every table of the batch and its cursor as one group.
     async fn flush(
         &self,
         batch: &mut Batch,
@@ -532,21 +534,21 @@ impl JournaldSource {
             ));
         }
         batch.entries = 0;
-        let new_cursor = batch.cursor.take();
-        for (name, table, rb) in tables {
-            if let Emitted::Cancelled = self.ctx.emit_holding(name, table, &rb, cancel).await? {
-                return Ok(Emitted::Cancelled);
-            }
+        // Entries without a cursor (unparseable) keep the last one: on a restart they are
+        // read again only if nothing after them was spooled.
+        let new_cursor = batch.cursor.take().or_else(|| cursor.clone());
+        if tables.is_empty() && new_cursor == *cursor {
+            return Ok(Emitted::Spooled(Vec::new()));
         }
-        if let Some(c) = new_cursor {
-            if cursor.as_deref() != Some(c.as_str()) {
-                self.ctx
-                    .save_checkpoint(NAME, JournaldState { cursor: c.clone() })
-                    .await?;
-                *cursor = Some(c);
-            }
+        let state = new_cursor.clone().map(|cursor| JournaldState { cursor });
+        let emitted = self
+            .ctx
+            .emit_group(NAME, tables, state.as_ref(), cancel)
+            .await?;
+        if let Emitted::Spooled(_) = emitted {
+            *cursor = new_cursor;
         }
-        Ok(Emitted::Spooled(0))
+        Ok(emitted)
     }
 }
 
