@@ -49,6 +49,11 @@ pub struct Lake {
 
 impl Lake {
     pub fn start(config: &Path, port: u16) -> Lake {
+        Lake::start_at(config, &format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Starts a lake whose config listens at `url`'s address.
+    pub fn start_at(config: &Path, url: &str) -> Lake {
         let child = Command::new(lake_bin())
             .args(["serve", "--config"])
             .arg(config)
@@ -56,7 +61,7 @@ impl Lake {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let lake = Lake { child, url: format!("http://127.0.0.1:{port}"), config: config.to_path_buf() };
+        let lake = Lake { child, url: url.to_string(), config: config.to_path_buf() };
         lake.wait_healthy();
         lake
     }
