@@ -82,32 +82,50 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     let shipper_cancel = cancel.child_token();
 
     let mut sources: JoinSet<Result<(), SourceError>> = JoinSet::new();
-    let host = HostSource {
-        node: config.node.clone(),
-        interval: config.host.interval,
-        host_metrics: config.host.enabled,
-        spool: spool.clone(),
-        stats: Arc::clone(&stats),
-    };
-    sources.spawn(host.run(sources_cancel.clone()));
+    let k = sources_cancel.clone();
+    let st = Arc::clone(&stats);
+    {
+        let (node, interval, enabled, spool, stats) =
+            (config.node.clone(), config.host.interval, config.host.enabled, spool.clone(), Arc::clone(&stats));
+        let cancel = k.clone();
+        sources.spawn(supervise("host", Arc::clone(&st), k.clone(), move || {
+            let host = HostSource {
+                node: node.clone(),
+                interval,
+                host_metrics: enabled,
+                spool: spool.clone(),
+                stats: Arc::clone(&stats),
+            };
+            host.run(cancel.clone())
+        }));
+    }
     // Other sources: each enabled one is spawned below with `ctx.clone()`.
     if config.tailscale.enabled {
-        let tailscale = sources::tailscale::TailscaleSource::new(config.tailscale.clone(), ctx.clone());
-        sources.spawn(tailscale.run(sources_cancel.clone()));
+        let (cfg, c, cancel) = (config.tailscale.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise("tailscale", Arc::clone(&st), k.clone(), move || {
+            sources::tailscale::TailscaleSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
     }
-    // A source that returns stops the collector, so uptime runs only with checks to run.
+    // A source with nothing to do would return at once: uptime runs only with checks.
     if !config.uptime.checks.is_empty() {
-        let uptime = sources::uptime::UptimeSource::new(config.uptime.clone(), ctx.clone());
-        sources.spawn(uptime.run(sources_cancel.clone()));
+        let (cfg, c, cancel) = (config.uptime.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise("uptime", Arc::clone(&st), k.clone(), move || {
+            sources::uptime::UptimeSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
     }
     if config.caddy.enabled {
-        sources.spawn(sources::caddy::CaddySource::new(config.caddy.clone(), ctx.clone()).run(sources_cancel.clone()));
+        let (cfg, c, cancel) = (config.caddy.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise("caddy", Arc::clone(&st), k.clone(), move || {
+            sources::caddy::CaddySource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
     }
     if config.journald.enabled {
         let ufw = config.ufw.enabled && config.ufw.from_journald;
         let fail2ban = (config.fail2ban.enabled && config.fail2ban.from_journald).then(|| config.fail2ban.timezone.clone());
-        let journald = sources::journald::JournaldSource::new(config.journald.clone(), ctx.clone(), ufw, fail2ban);
-        sources.spawn(journald.run(sources_cancel.clone()));
+        let (cfg, c, cancel) = (config.journald.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise("journald", Arc::clone(&st), k.clone(), move || {
+            sources::journald::JournaldSource::new(cfg.clone(), c.clone(), ufw, fail2ban.clone()).run(cancel.clone())
+        }));
     } else {
         // Without journald, ufw and fail2ban can only read their files: say so if none.
         if config.ufw.enabled && config.ufw.from_journald && config.ufw.files.is_none() {
@@ -118,14 +136,18 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         }
     }
     if let (true, Some(files)) = (config.ufw.enabled, &config.ufw.files) {
-        let parser = sources::logfile::UfwLines::new(config.ufw.timezone.clone());
-        sources.spawn(sources::logfile::LogFileSource::new("ufw", files.clone(), parser, ctx.clone()).run(sources_cancel.clone()));
+        let (files, tz, c, cancel) = (files.clone(), config.ufw.timezone.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise("ufw", Arc::clone(&st), k.clone(), move || {
+            let parser = sources::logfile::UfwLines::new(tz.clone());
+            sources::logfile::LogFileSource::new("ufw", files.clone(), parser, c.clone()).run(cancel.clone())
+        }));
     }
     if let (true, Some(files)) = (config.fail2ban.enabled, &config.fail2ban.files) {
-        let parser = sources::logfile::Fail2banLines::new(config.fail2ban.timezone.clone());
-        sources.spawn(
-            sources::logfile::LogFileSource::new("fail2ban", files.clone(), parser, ctx.clone()).run(sources_cancel.clone()),
-        );
+        let (files, tz, c, cancel) = (files.clone(), config.fail2ban.timezone.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise("fail2ban", Arc::clone(&st), k.clone(), move || {
+            let parser = sources::logfile::Fail2banLines::new(tz.clone());
+            sources::logfile::LogFileSource::new("fail2ban", files.clone(), parser, c.clone()).run(cancel.clone())
+        }));
     }
 
     let shipper = Shipper::new(&config, spool, Arc::clone(&stats))?;
@@ -174,6 +196,46 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     failure.map_or(Ok(()), Err)
 }
 
+/// Longest pause before a failed source is started again.
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// Runs a source until `cancel`. A source that fails (or stops by itself) is logged,
+/// counted in its `errors`, and started again after a pause growing from 1 s to a
+/// minute: one broken input must not stop the others, and the source resumes from the
+/// position saved in the spool.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+    make: F,
+) -> Result<(), SourceError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), SourceError>>,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let started = std::time::Instant::now();
+        let result = make().await;
+        if cancel.is_cancelled() {
+            return result;
+        }
+        match result {
+            Ok(()) => warn!(source = name, "source stopped by itself; starting it again"),
+            Err(error) => tracing::error!(source = name, %error, "source failed; starting it again"),
+        }
+        Stats::add(&stats.source(name).errors, 1);
+        if started.elapsed() > RESTART_MAX {
+            pause = Duration::from_secs(1);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(RESTART_MAX);
+    }
+}
+
 fn flatten<E: Into<RunError>>(
     r: Result<Result<(), E>, tokio::task::JoinError>,
 ) -> Result<(), RunError> {
@@ -188,5 +250,34 @@ fn flatten<E: Into<RunError>>(
 fn keep_first(failure: &mut Option<RunError>, r: Result<(), RunError>) {
     if let (None, Err(e)) = (&failure, r) {
         *failure = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_source_is_restarted_counted_and_stops_on_cancel() {
+        let stats = Arc::new(Stats::default());
+        let cancel = CancellationToken::new();
+        let starts = Arc::new(AtomicU32::new(0));
+        let (s, k) = (Arc::clone(&starts), cancel.clone());
+        let task = tokio::spawn(supervise("test", Arc::clone(&stats), cancel.clone(), move || {
+            let (s, k) = (Arc::clone(&s), k.clone());
+            async move {
+                if s.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return Err(SourceError::Start { source_name: "test", reason: "broken".into() });
+                }
+                k.cancelled().await;
+                Ok(())
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        assert_eq!(stats.source("test").errors.load(Ordering::Relaxed), 2);
+        cancel.cancel();
+        task.await.unwrap().unwrap();
     }
 }

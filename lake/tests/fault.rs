@@ -49,14 +49,25 @@ fn collector_config(dir: &Path, node: &str, port: u16, log: &Path) -> PathBuf {
     p
 }
 
+/// Starts a collector whose log goes to `<config>.log` (appended across restarts), so a
+/// failure can show what the collector said.
 fn start_collector(config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(config.with_extension("log")).unwrap();
     Command::new(collector_bin())
         .arg("--config")
         .arg(config)
-        .env("LOG_FILTER", "error")
+        .env("LOG_FILTER", "warn")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
+}
+
+fn log_tail(config: &Path) -> String {
+    let text = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// One Caddy JSON access-log line whose URI carries the sequence number.
@@ -151,18 +162,24 @@ async fn every_sequence_number_exactly_once_across_kill_9s() {
         };
         summary.push((n, sent, found, distinct));
     }
+    let exited: Vec<String> = collectors
+        .iter_mut()
+        .zip(&configs)
+        .filter_map(|(ch, cfg)| ch.try_wait().ok().flatten().map(|st| format!("{}: exited {st}\n{}", cfg.display(), log_tail(cfg))))
+        .collect();
     for ch in &mut collectors {
         let _ = ch.kill();
         let _ = ch.wait();
     }
+    assert!(exited.is_empty(), "a collector died: {exited:?}");
     let (sent, found, distinct) = summary.iter().fold((0, 0, 0), |a, s| (a.0 + s.1, a.1 + s.2, a.2 + s.3));
     println!(
         "fault-injection: iterations={iterations} (lake kills {lake_kills}) rows_sent={sent} rows_found={found} lost={} duplicated={}",
         sent - distinct,
         found - distinct
     );
-    for (n, s, f, d) in &summary {
-        assert_eq!(*d, *s, "{n}: {} of {s} sequence numbers missing", s - d);
+    for ((n, s, f, d), cfg) in summary.iter().zip(&configs) {
+        assert_eq!(*d, *s, "{n}: {} of {s} sequence numbers missing; collector log:\n{}", s - d, log_tail(cfg));
         assert_eq!(*f, *d, "{n}: {} rows stored twice", f - d);
     }
     let bad = count(&c, &lake.url, "select count(*) from http where uri not like '/seq/%' or status != 200").await;
