@@ -1,8 +1,9 @@
-//! The `lake` command line: `serve`, `query`, `demo`, `check-config`.
+//! The `lake` command line: `serve`, `query`, `correlate`, `top`, `demo`, `check-config`.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
 //! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
 
+mod correlate;
 mod demo;
 mod query;
 
@@ -51,6 +52,10 @@ enum Command {
     },
     /// Run SQL against a lake and print the result.
     Query(query::QueryArgs),
+    /// Cross-source questions: everything an IP did, or how two series move together.
+    Correlate(correlate::CorrelateArgs),
+    /// The most frequent values of a column, e.g. `--table http --by remote_ip`.
+    Top(correlate::TopArgs),
     /// Start a lake and a collector on this machine with generated settings.
     Demo(demo::DemoArgs),
     /// Validate a configuration file and print what it means.
@@ -114,6 +119,14 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Query(args) => {
             init_logging(&cli.logging, "warn");
             return query::run(args);
+        }
+        Command::Correlate(args) => {
+            init_logging(&cli.logging, "warn");
+            return correlate::correlate(args);
+        }
+        Command::Top(args) => {
+            init_logging(&cli.logging, "warn");
+            return correlate::top(args);
         }
         Command::Demo(args) => {
             init_logging(&cli.logging, "info,lake=info");

@@ -18,9 +18,17 @@ use lake_query::output::{self, Format};
 pub(super) struct QueryArgs {
     /// The SQL to run, e.g. "select name, count(*) from metrics group by 1".
     sql: String,
+    #[command(flatten)]
+    pub(super) target: Target,
+}
+
+/// Where a command's SQL runs and how its result is printed (shared by `query`,
+/// `correlate` and `top`).
+#[derive(Debug, Args)]
+pub(super) struct Target {
     /// Output: table (aligned, for people), json, csv, or arrow (IPC stream).
     #[arg(long, short, default_value = "table", value_parser = parse_format)]
-    format: Format,
+    pub(super) format: Format,
     /// URL of a running lake.
     #[arg(long, env = "LAKE_URL", default_value = "http://127.0.0.1:7470", conflicts_with = "data_dir")]
     url: String,
@@ -41,21 +49,34 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 /// Runs the command; the exit code follows the CLI conventions.
 pub(super) fn run(args: QueryArgs) -> ExitCode {
-    let result = match &args.data_dir {
-        Some(dir) => local(dir, &args),
-        None => remote(&args),
-    };
-    let outcome = result.and_then(|r| {
-        let mut out = std::io::stdout().lock();
-        output::write(args.format, &r, &mut out).and_then(|()| out.flush()).map_err(anyhow::Error::from)
-    });
+    finish("query", args.target.execute(&args.sql).and_then(|r| args.target.print(&r)))
+}
+
+/// The exit code of a command's outcome: a closed stdout is success, an error is 2.
+pub(super) fn finish(command: &str, outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lake query: {e:#}");
+            eprintln!("lake {command}: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+impl Target {
+    /// Runs `sql` on the lake or data directory.
+    pub(super) fn execute(&self, sql: &str) -> anyhow::Result<QueryResult> {
+        match &self.data_dir {
+            Some(dir) => local(dir, sql, self),
+            None => remote(sql, self),
+        }
+    }
+
+    /// Prints a result in the chosen format.
+    pub(super) fn print(&self, r: &QueryResult) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        output::write(self.format, r, &mut out).and_then(|()| out.flush()).map_err(anyhow::Error::from)
     }
 }
 
@@ -63,20 +84,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn local(dir: &std::path::Path, args: &QueryArgs) -> anyhow::Result<QueryResult> {
+fn local(dir: &std::path::Path, sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
     if !dir.join(lake_format::layout::TABLES_DIR).is_dir() {
         bail!("{} is not a lake data directory (no tables/ inside)", dir.display());
     }
     let limits = Limits { max_rows: args.max_rows, ..Limits::default() };
     let engine = Engine::open(dir, Arc::new(NoFreshRows), limits)?;
-    Ok(engine.query_blocking(&args.sql)?)
+    Ok(engine.query_blocking(sql)?)
 }
 
-fn remote(args: &QueryArgs) -> anyhow::Result<QueryResult> {
+fn remote(sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
-        let body = serde_json::json!({ "sql": args.sql, "format": "arrow" });
+        let body = serde_json::json!({ "sql": sql, "format": "arrow" });
         let mut req = reqwest::Client::new()
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

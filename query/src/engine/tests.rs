@@ -336,3 +336,19 @@ async fn concurrent_queries_see_their_own_snapshot() {
         );
     }
 }
+
+#[test]
+fn the_events_view_unions_every_event_table_with_fresh_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    assert_eq!(count(&e, "select count(*) from events"), 0);
+    assert_eq!(
+        cells(&e, "select column_name from (describe events)"),
+        [["ts"], ["host"], ["table"], ["ip"], ["summary"]].map(|r| r.map(String::from).to_vec()).to_vec()
+    );
+    // An alert exists only in memory: `events` alone must pull it in.
+    fresh.set(Table::Alerts, vec![alert("disk_full", &["email"])]);
+    let rows = cells(&e, "select \"table\", summary from events");
+    assert_eq!(rows, vec![vec!["alerts".to_string(), "disk_full firing disk full".to_string()]]);
+}

@@ -56,7 +56,10 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         for table in Table::ALL {
             match list_files(data_dir, table) {
                 Ok(files) => {
-                    let rows = if named.iter().any(|w| w == table.name()) {
+                    let wanted = named.iter().any(|w| {
+                        w == table.name() || (w == EVENTS && EVENT_TABLES.contains(&table))
+                    });
+                    let rows = if wanted {
                         fresh.snapshot(table)
                     } else {
                         Vec::new()
@@ -86,9 +89,37 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         }
         write_view(&mut ddl, table, &files);
     }
+    ddl.push_str(EVENTS_VIEW);
     conn.execute_batch(&ddl)
         .map_err(|e| EngineError::Internal(format!("creating views: {e}")))
 }
+
+/// Name of the correlation view.
+const EVENTS: &str = "events";
+/// Tables the `events` view reads (their fresh rows are needed when it is named).
+const EVENT_TABLES: [Table; 6] = [Table::Http, Table::Firewall, Table::Bans, Table::Logs, Table::Probes, Table::Alerts];
+
+/// `events`: one row per event of any kind on (ts, host, table, ip, summary), for
+/// correlation across sources without hand-written joins.
+const EVENTS_VIEW: &str = r#"CREATE TEMP VIEW events AS
+SELECT ts, host, 'http' AS "table", coalesce(client_ip, remote_ip) AS ip,
+       concat_ws(' ', method, coalesce(vhost, '') || coalesce(uri, path, ''), status::VARCHAR, round(duration_ms, 1)::VARCHAR || 'ms') AS summary
+  FROM http
+UNION ALL
+SELECT ts, host, 'firewall', src,
+       concat_ws(' ', action, proto, coalesce(src, '?') || coalesce(':' || src_port::VARCHAR, ''), '->', coalesce(dst, '?') || coalesce(':' || dst_port::VARCHAR, ''), in_if)
+  FROM firewall
+UNION ALL
+SELECT ts, host, 'bans', ip, concat_ws(' ', jail, action, ip) FROM bans
+UNION ALL
+SELECT ts, host, 'logs', NULL, concat_ws(' ', coalesce(unit, ident, source) || ':', message) FROM logs
+UNION ALL
+SELECT ts, host, 'probes', NULL,
+       concat_ws(' ', kind, target, CASE WHEN ok THEN 'ok' ELSE 'FAILED' END, round(latency_ms, 1)::VARCHAR || 'ms', error)
+  FROM probes
+UNION ALL
+SELECT ts, host, 'alerts', NULL, concat_ws(' ', rule, state, message) FROM alerts;
+"#;
 
 /// The lower-cased identifier-like words of a SQL text.
 fn named_words(sql: &str) -> Vec<String> {
