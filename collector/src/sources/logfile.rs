@@ -11,13 +11,14 @@
 use std::sync::atomic::Ordering;
 
 use arrow_array::RecordBatch;
-use lake_format::rows::{now_micros, TableBuilder};
+use lake_format::rows::now_micros;
 use lake_format::Table;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::fail2ban::{self, BansRows};
 use super::ufw::{self, FirewallRows};
+use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
 use crate::stats::Stats;
 use crate::tail::{TailConfig, TailState, Tailer};
@@ -126,46 +127,6 @@ impl LineParser for Fail2banLines {
     }
 }
 
-/// `logs` rows for lines that did not parse.
-#[derive(Debug)]
-struct Unparsed {
-    b: TableBuilder,
-    cols: [usize; 5],
-    source: String,
-}
-
-impl Unparsed {
-    fn new(name: &str) -> Self {
-        let b = TableBuilder::new(Table::Logs);
-        let c = |n: &str| b.column(n).expect("logs column in the catalog");
-        let cols = [c("ts"), c("host"), c("source"), c("message"), c("attrs")];
-        Unparsed { b, cols, source: format!("{name}-unparsed") }
-    }
-
-    fn push(&mut self, node: &str, bytes: &[u8], file: &str, error: &str, truncated: bool, ts: i64) {
-        let [c_ts, host, source, message, attrs] = self.cols;
-        let text = String::from_utf8_lossy(bytes);
-        let raw_hex = matches!(text, std::borrow::Cow::Owned(_)).then(|| hex(bytes));
-        let mut a: Vec<(&str, &str)> = vec![("file", file), ("error", error)];
-        if let Some(h) = raw_hex.as_deref() {
-            a.push(("raw_hex", h));
-        }
-        if truncated {
-            a.push(("truncated", "true"));
-        }
-        self.b.ts(c_ts, ts);
-        self.b.text(host, Some(node));
-        self.b.text(source, Some(&self.source));
-        self.b.text(message, Some(&text));
-        self.b.map(attrs, a);
-        self.b.end_row();
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A followed set of log files of one format.
 #[derive(Debug)]
 pub struct LogFileSource<P: LineParser> {
@@ -191,7 +152,7 @@ impl<P: LineParser> LogFileSource<P> {
         info!(source = name, patterns = ?tail.patterns, "log file source started");
         let counters = tailer.counters();
         let (mut errors_seen, mut lost_seen) = (0, 0);
-        let mut unparsed = Unparsed::new(name);
+        let mut unparsed = UnparsedRows::new(name);
         while !cancel.is_cancelled() {
             let lines = tailer
                 .read_batch(BATCH_LINES, BATCH_WAIT, &cancel)
@@ -226,7 +187,7 @@ impl<P: LineParser> LogFileSource<P> {
             Stats::add(&stats.parse_errors, bad);
             let encode = |e: arrow_schema::ArrowError| SourceError::Encode { source_name: name, error: e.to_string() };
             let rows = parser.finish().map_err(encode)?;
-            let raw = unparsed.b.finish().map_err(encode)?;
+            let raw = unparsed.finish().map_err(encode)?;
             // Empty batches are left out; the state is saved even if both are.
             let batches = vec![(parser.table(), rows), (Table::Logs, raw)];
             if ctx.emit_with_state(name, batches, &tailer.state(), &cancel).await? == Emitted::Cancelled {
@@ -263,15 +224,5 @@ mod tests {
         assert_eq!(p.push("n", ban, 1).unwrap(), Parsed::Row);
         assert_eq!(p.push("n", other, 1).unwrap(), Parsed::NotAnEvent);
         assert_eq!(p.finish().unwrap().num_rows(), 1);
-    }
-
-    #[test]
-    fn unparsed_lines_keep_exact_bytes() {
-        let mut u = Unparsed::new("ufw");
-        u.push("n", b"bad \xff line", "/var/log/ufw.log", "invalid UTF-8", false, 1);
-        let b = u.b.finish().unwrap();
-        assert_eq!(b.num_rows(), 1);
-        let attrs = format!("{:?}", b.column_by_name("attrs").unwrap());
-        assert!(attrs.contains("62616420ff206c696e65"), "{attrs}");
     }
 }

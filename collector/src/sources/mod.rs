@@ -26,6 +26,7 @@ pub mod fail2ban;
 pub mod zone;
 pub mod probe;
 pub mod tailscale;
+pub mod unparsed;
 pub mod uptime;
 
 use std::sync::Arc;

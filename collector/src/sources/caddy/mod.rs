@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
 use crate::stats::{SourceStats, Stats};
 use crate::tail::{StartAt, TailConfig, TailCounters, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
@@ -149,9 +150,8 @@ impl CaddyFile {
 #[derive(Debug)]
 pub struct CaddyRows {
     http: TableBuilder,
-    logs: TableBuilder,
+    logs: UnparsedRows,
     h: HttpCols,
-    l: LogsCols,
     /// Lines that did not parse since the last `finish`.
     pub parse_errors: u64,
 }
@@ -178,15 +178,6 @@ struct HttpCols {
     attrs: usize,
 }
 
-#[derive(Debug)]
-struct LogsCols {
-    ts: usize,
-    host: usize,
-    source: usize,
-    message: usize,
-    attrs: usize,
-}
-
 fn col(b: &TableBuilder, name: &str) -> usize {
     b.column(name)
         .unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
@@ -202,7 +193,6 @@ impl CaddyRows {
     /// Empty builders.
     pub fn new() -> CaddyRows {
         let http = TableBuilder::new(Table::Http);
-        let logs = TableBuilder::new(Table::Logs);
         let h = HttpCols {
             ts: col(&http, "ts"),
             host: col(&http, "host"),
@@ -223,18 +213,10 @@ impl CaddyRows {
             server_name: col(&http, "server_name"),
             attrs: col(&http, "attrs"),
         };
-        let l = LogsCols {
-            ts: col(&logs, "ts"),
-            host: col(&logs, "host"),
-            source: col(&logs, "source"),
-            message: col(&logs, "message"),
-            attrs: col(&logs, "attrs"),
-        };
         CaddyRows {
             http,
-            logs,
+            logs: UnparsedRows::new("caddy"),
             h,
-            l,
             parse_errors: 0,
         }
     }
@@ -267,7 +249,7 @@ impl CaddyRows {
                         line.len()
                     ),
                 };
-                self.push_unparsed(node, line, file, truncated, &error, read_ts);
+                self.logs.push(node, line, file, &error, truncated, read_ts);
                 self.parse_errors += 1;
                 false
             }
@@ -300,34 +282,6 @@ impl CaddyRows {
         b.end_row();
     }
 
-    fn push_unparsed(
-        &mut self,
-        node: &str,
-        line: &[u8],
-        file: &str,
-        truncated: bool,
-        error: &str,
-        read_ts: i64,
-    ) {
-        let (b, c) = (&mut self.logs, &self.l);
-        let message = String::from_utf8_lossy(line);
-        b.ts(c.ts, read_ts);
-        b.text(c.host, Some(node));
-        b.text(c.source, Some(UNPARSED_SOURCE));
-        b.text(c.message, Some(&message));
-        // The exact bytes, only when the message had to replace some.
-        let raw_hex = matches!(message, std::borrow::Cow::Owned(_)).then(|| hex(line));
-        let mut attrs: Vec<(&str, &str)> = vec![("file", file), ("error", error)];
-        if let Some(h) = raw_hex.as_deref() {
-            attrs.push(("raw_hex", h));
-        }
-        if truncated {
-            attrs.push(("truncated", "true"));
-        }
-        b.map(c.attrs, attrs);
-        b.end_row();
-    }
-
     /// Rows added since the last `finish`.
     pub fn len(&self) -> usize {
         self.http.len() + self.logs.len()
@@ -355,16 +309,6 @@ impl CaddyRows {
         };
         Ok((http, logs))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// The running source.

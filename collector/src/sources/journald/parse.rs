@@ -123,16 +123,7 @@ fn text_of(v: &Value) -> Option<Text> {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
+pub use crate::sources::unparsed::hex;
 
 /// The text of a field; invalid UTF-8 adds `<name>_hex` to `attrs`.
 fn resolve(name: &str, t: Text, attrs: &mut BTreeMap<String, String>) -> Option<String> {
