@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use lake_format::units::{ByteSize, Dur};
 use lake_format::wire::validate_node_name;
+use lake_query::named::{NamedQuery, Panel};
 
 const fn default_version() -> u32 {
     1
@@ -62,6 +63,24 @@ struct ConfigFile {
     ingest: IngestFile,
     #[serde(default)]
     query: QueryFile,
+    #[serde(default)]
+    queries: Vec<NamedQueryFile>,
+}
+
+/// One `[[queries]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedQueryFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    sql: String,
+    #[serde(default = "default_panel")]
+    kind: Panel,
+}
+
+const fn default_panel() -> Panel {
+    Panel::Table
 }
 
 #[derive(Deserialize)]
@@ -169,6 +188,9 @@ pub struct Config {
     pub read_tokens: Vec<Secret>,
     /// Limits of each query.
     pub limits: lake_query::engine::Limits,
+    /// Named queries (CLI, SQL API, Grafana): the shipped defaults, then the
+    /// `[[queries]]` of the file; one named like a default replaces it.
+    pub queries: Vec<NamedQuery>,
 }
 
 impl Config {
@@ -220,6 +242,12 @@ impl Config {
         if file.query.max_rows == 0 || file.query.threads == 0 {
             bail!("query.max_rows and query.threads must be at least 1");
         }
+        let user: Vec<NamedQuery> = file
+            .queries
+            .into_iter()
+            .map(|q| NamedQuery { name: q.name, description: q.description, sql: q.sql, kind: q.kind })
+            .collect();
+        let queries = lake_query::named::merge(user).context("[[queries]]")?;
         Ok(Config {
             data_dir: file.data_dir,
             listen: file.listen,
@@ -234,6 +262,7 @@ impl Config {
                 memory_limit: file.query.memory_limit,
                 threads: file.query.threads,
             },
+            queries,
         })
     }
 }
@@ -255,6 +284,7 @@ mod tests {
         let text = include_str!("../examples/lake.toml");
         let c = Config::parse(text, |k| (k == "LAKE_TOKEN_GATEWAY").then(|| "g".repeat(32))).unwrap();
         assert_eq!(c.node_tokens.len(), 2);
+        assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
     }
 
     #[test]
@@ -269,6 +299,40 @@ mod tests {
         assert!(format!("{e:#}").contains("version"), "{e:#}");
         let e = Config::parse("[ingest]\nflush_interval = \"soon\"", |_| None).unwrap_err();
         assert!(format!("{e:#}").contains("soon"), "{e:#}");
+    }
+
+    #[test]
+    fn named_queries_add_to_the_defaults() {
+        let defaults = lake_query::named::defaults();
+        assert_eq!(Config::parse("", |_| None).unwrap().queries, defaults);
+        let text = r#"
+[[queries]]
+name = "errors_per_unit"
+description = "journald errors per unit"
+sql = "SELECT $__timeGroup(ts, $__interval) AS time, unit, count(*) AS errors FROM logs WHERE priority <= 3 AND $__timeFilter(ts) GROUP BY 1, 2"
+kind = "timeseries"
+
+[[queries]]
+name = "bans_per_jail"
+sql = "SELECT jail, count(*) AS bans FROM bans GROUP BY 1"
+"#;
+        let q = Config::parse(text, |_| None).unwrap().queries;
+        assert_eq!(q.len(), defaults.len() + 1);
+        let replaced = q.iter().find(|q| q.name == "bans_per_jail").unwrap();
+        assert_eq!((replaced.kind, replaced.description.as_str()), (Panel::Table, ""));
+        let added = q.last().unwrap();
+        assert_eq!((added.name.as_str(), added.kind), ("errors_per_unit", Panel::TimeSeries));
+
+        for (bad, says) in [
+            ("[[queries]]\nname = \"Bad Name\"\nsql = \"select 1\"", "Bad Name"),
+            ("[[queries]]\nname = \"a\"\nsql = \"select 1\"\n[[queries]]\nname = \"a\"\nsql = \"select 2\"", "twice"),
+            ("[[queries]]\nname = \"a\"\nsql = \"select 1\"\nkind = \"graph\"", "graph"),
+            ("[[queries]]\nname = \"a\"\nsql = \"select 1\"\nsqll = \"x\"", "sqll"),
+            ("[[queries]]\nname = \"a\"\nsql = \" \"", "no sql"),
+        ] {
+            let e = Config::parse(bad, |_| None).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+        }
     }
 
     #[test]

@@ -206,9 +206,10 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         buffers: Arc::clone(&buffers),
         started: Instant::now(),
     });
-    let read_tokens = config.read_tokens.iter().map(|s| s.0.clone()).collect();
+    let read_tokens: Vec<String> = config.read_tokens.iter().map(|s| s.0.clone()).collect();
     let app = http::router(ingest, status)
-        .merge(lake_query::http::router(engine, read_tokens))
+        .merge(lake_query::http::router(Arc::clone(&engine), read_tokens.clone(), config.queries.clone()))
+        .nest("/grafana", lake_query::grafana::router(engine, read_tokens, config.queries.clone()))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
 
     let flusher = Flusher {
@@ -228,6 +229,10 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     let flush_task = tokio::spawn(flusher.run(flush_cancel.clone()));
 
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "lake serving");
+    // Trailing slashes are trimmed before routing: Grafana calls `<datasource url>/`, i.e.
+    // `/grafana/`, for its health check.
+    let app = tower::Layer::layer(&tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(), app);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     cancel.cancelled().await;

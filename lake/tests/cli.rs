@@ -96,6 +96,24 @@ async fn correlate_top_and_query_formats() {
     let (ok, _, err) = run(&lake.url, &["correlate", "metric:a' or '1", "metric:b"]);
     assert!(!ok && err.contains("only letters"), "{err}");
 
+    let (ok, out, err) = run(&lake.url, &["query", "--named", "top_blocked_sources", "--since", "1h"]);
+    assert!(ok && out.contains(ip), "{out}{err}");
+    let (ok, _, err) = run(&lake.url, &["query", "--named", "no_such_query"]);
+    assert!(!ok && err.contains("unknown named query"), "{err}");
+
+    // Grafana's datasource API is mounted under /grafana of the same server.
+    let r = c.get(format!("{}/grafana/", lake.url)).bearer_auth(READ_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = serde_json::json!({
+        "range": {"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+        "intervalMs": 60000, "maxDataPoints": 100,
+        "targets": [{"refId": "A", "target": "bans_per_jail"}]
+    });
+    let r = c.post(format!("{}/grafana/query", lake.url)).bearer_auth(READ_TOKEN).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("sshd"), "{v}");
+
     let (ok, out, _) = run(&lake.url, &["query", "--format", "csv", "select status, count(*) as n from http group by 1"]);
     assert!(ok);
     assert_eq!(out, "status,n\n404,3\n");

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use arrow_array::{Array, RecordBatch, StructArray};
 use arrow_schema::SchemaRef;
+use duckdb::types::Value;
 use duckdb::Connection;
 use lake_format::Table;
 
@@ -150,16 +151,37 @@ impl Engine {
     /// Runs one read-only statement on the calling thread (it blocks: use [`Engine::query`]
     /// from async code).
     pub fn query_blocking(&self, sql: &str) -> Result<QueryResult> {
+        self.query_params_blocking(sql, Vec::new())
+    }
+
+    /// Runs one read-only statement whose `?` placeholders are bound, in order, to
+    /// `params`, on the calling thread. Values bound this way are data to DuckDB, never
+    /// SQL text: this is how user-supplied values (Grafana variables and ad-hoc filters)
+    /// reach a query. Same sandbox, read-only check, views and limits as
+    /// [`Engine::query_blocking`].
+    pub fn query_params_blocking(&self, sql: &str, params: Vec<Value>) -> Result<QueryResult> {
         let conn = self.connect()?;
         sandbox::check_read_only(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql)?;
-        run_with_limits(&conn, sql, &self.limits)
+        run_with_limits(&conn, sql, params, &self.limits)
     }
 
     /// Runs one read-only statement on the blocking thread pool.
     pub async fn query(self: &Arc<Self>, sql: String) -> Result<QueryResult> {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || engine.query_blocking(&sql))
+            .await
+            .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
+    }
+
+    /// [`Engine::query_params_blocking`] on the blocking thread pool.
+    pub async fn query_params(
+        self: &Arc<Self>,
+        sql: String,
+        params: Vec<Value>,
+    ) -> Result<QueryResult> {
+        let engine = Arc::clone(self);
+        tokio::task::spawn_blocking(move || engine.query_params_blocking(&sql, params))
             .await
             .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
     }
@@ -185,7 +207,12 @@ fn sql_error(e: duckdb::Error) -> EngineError {
 
 /// Runs `sql` with the time limit enforced by a watchdog thread and the row limit by
 /// stopping the stream early.
-fn run_with_limits(conn: &Connection, sql: &str, limits: &Limits) -> Result<QueryResult> {
+fn run_with_limits(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<Value>,
+    limits: &Limits,
+) -> Result<QueryResult> {
     let (done, wait) = mpsc::channel::<()>();
     let fired = Arc::new(AtomicBool::new(false));
     let watchdog = {
@@ -203,7 +230,7 @@ fn run_with_limits(conn: &Connection, sql: &str, limits: &Limits) -> Result<Quer
             })
             .map_err(|e| EngineError::Internal(format!("watchdog thread: {e}")))?
     };
-    let result = fetch(conn, sql, limits.max_rows);
+    let result = fetch(conn, sql, params, limits.max_rows);
     drop(done);
     // The watchdog only waits on the channel, so it ends as soon as `done` is dropped.
     let _ = watchdog.join();
@@ -213,10 +240,20 @@ fn run_with_limits(conn: &Connection, sql: &str, limits: &Limits) -> Result<Quer
     }
 }
 
-fn fetch(conn: &Connection, sql: &str, max_rows: usize) -> Result<QueryResult> {
+fn fetch(conn: &Connection, sql: &str, params: Vec<Value>, max_rows: usize) -> Result<QueryResult> {
     let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    // A count mismatch would otherwise surface as DuckDB's less helpful binder message.
+    if stmt.parameter_count() != params.len() {
+        return Err(EngineError::Sql(format!(
+            "the query has {} parameter placeholder(s) but {} value(s) were given",
+            stmt.parameter_count(),
+            params.len()
+        )));
+    }
     // The returned iterator panics on fetch errors, so rows are pulled with `step` instead.
-    let _ = stmt.stream_arrow([]).map_err(sql_error)?;
+    let _ = stmt
+        .stream_arrow(duckdb::params_from_iter(params))
+        .map_err(sql_error)?;
     let schema = stmt.schema();
     let mut batches = Vec::new();
     let mut rows = 0usize;

@@ -22,6 +22,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::engine::{Engine, EngineError};
+use crate::grafana::macros::{expand, parse_duration_ms, MacroContext};
+use crate::named::NamedQuery;
 use crate::output::{self, Format};
 
 /// Response header set to `true` when the result was cut at the row limit.
@@ -31,15 +33,21 @@ pub const TRUNCATED_HEADER: &str = "lake-truncated";
 struct AppState {
     engine: Arc<Engine>,
     read_tokens: Vec<String>,
+    queries: Vec<NamedQuery>,
 }
 
 /// The routes of the SQL API. An empty `read_tokens` turns authentication off.
-pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>) -> Router {
+///
+/// Besides SQL, a JSON body may name one of `queries` (`{"query": "http_5xx_ratio",
+/// "since": "6h"}`): its macros are expanded over the last `since` (default 24h) with
+/// parameters, as Grafana panels are.
+pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQuery>) -> Router {
     Router::new()
         .route("/v1/sql", post(sql))
         .with_state(Arc::new(AppState {
             engine,
             read_tokens,
+            queries,
         }))
 }
 
@@ -51,19 +59,24 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    /// The message the client will read.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
     /// Logs the detail and tells the client only that it was our fault.
-    fn internal(detail: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "sql request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,8 +116,20 @@ struct SqlParams {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SqlBody {
+    #[serde(default)]
     sql: String,
+    /// A named query instead of `sql`.
+    query: Option<String>,
+    /// Time span a named query covers, e.g. "6h" (default 24h).
+    since: Option<String>,
     format: Option<String>,
+}
+
+/// What a request asks to run.
+#[derive(Debug)]
+enum Statement {
+    Sql(String),
+    Named { name: String, since_ms: u64 },
 }
 
 async fn sql(
@@ -114,8 +139,21 @@ async fn sql(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state.read_tokens, &headers)?;
-    let (sql, format) = parse_request(&headers, params, &body)?;
-    let result = state.engine.query(sql).await?;
+    let (statement, format) = parse_request(&headers, params, &body)?;
+    let result = match statement {
+        Statement::Sql(sql) => state.engine.query(sql).await?,
+        Statement::Named { name, since_ms } => {
+            let q = state.queries.iter().find(|q| q.name == name).ok_or_else(|| {
+                let known: Vec<&str> = state.queries.iter().map(|q| q.name.as_str()).collect();
+                ApiError::bad_request(format!("unknown named query {name:?} (known: {})", known.join(", ")))
+            })?;
+            let now_ms = lake_format::rows::now_micros() / 1000;
+            let span = i64::try_from(since_ms).unwrap_or(i64::MAX);
+            let expanded = expand(&q.sql, &MacroContext::last(now_ms, span, 200))
+                .map_err(|e| ApiError::bad_request(format!("named query {name}: {e}")))?;
+            state.engine.query_params(expanded.sql, expanded.params).await?
+        }
+    };
     let truncated = result.truncated;
     let rendered = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -141,7 +179,7 @@ fn parse_request(
     headers: &HeaderMap,
     params: SqlParams,
     body: &[u8],
-) -> Result<(String, Format), ApiError> {
+) -> Result<(Statement, Format), ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -149,23 +187,40 @@ fn parse_request(
     let (sql, format) = if is_json {
         let b: SqlBody = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-        (b.sql, b.format.or(params.format))
+        let format = b.format.or(params.format);
+        if let Some(name) = b.query {
+            if !b.sql.trim().is_empty() {
+                return Err(ApiError::bad_request("give either sql or query, not both"));
+            }
+            let since_ms = match b.since.as_deref() {
+                Some(s) => parse_duration_ms(s)
+                    .ok_or_else(|| ApiError::bad_request(format!("since {s:?}: use e.g. 30m, 6h, 7d")))?,
+                None => 24 * 3_600_000,
+            };
+            let format = parse_format(format)?;
+            return Ok((Statement::Named { name, since_ms }, format));
+        }
+        (b.sql, format)
     } else {
         let sql = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the SQL body is not valid UTF-8"))?;
         (sql.to_string(), params.format)
     };
-    let format = match format {
-        Some(f) => Format::from_str(&f).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => Format::Json,
-    };
+    let format = parse_format(format)?;
     if sql.trim().is_empty() {
         return Err(ApiError::bad_request("empty SQL"));
     }
-    Ok((sql, format))
+    Ok((Statement::Sql(sql), format))
 }
 
-fn authorize(tokens: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+fn parse_format(format: Option<String>) -> Result<Format, ApiError> {
+    match format {
+        Some(f) => Format::from_str(&f).map_err(|e| ApiError::bad_request(e.to_string())),
+        None => Ok(Format::Json),
+    }
+}
+
+pub(crate) fn authorize(tokens: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
     if tokens.is_empty() {
         return Ok(());
     }

@@ -17,7 +17,15 @@ use lake_query::output::{self, Format};
 #[derive(Debug, Args)]
 pub(super) struct QueryArgs {
     /// The SQL to run, e.g. "select name, count(*) from metrics group by 1".
-    sql: String,
+    #[arg(required_unless_present = "named")]
+    sql: Option<String>,
+    /// Run a named query instead (the defaults, e.g. http_5xx_ratio, disk_usage_per_mount,
+    /// or `[[queries]]` of lake.toml).
+    #[arg(long, conflicts_with = "sql")]
+    named: Option<String>,
+    /// Time span a named query covers, e.g. 30m, 6h, 7d.
+    #[arg(long, default_value = "24h")]
+    since: String,
     #[command(flatten)]
     pub(super) target: Target,
 }
@@ -49,7 +57,12 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 /// Runs the command; the exit code follows the CLI conventions.
 pub(super) fn run(args: QueryArgs) -> ExitCode {
-    finish("query", args.target.execute(&args.sql).and_then(|r| args.target.print(&r)))
+    let result = match (&args.named, &args.sql) {
+        (Some(name), _) => args.target.execute_named(name, &args.since),
+        (None, Some(sql)) => args.target.execute(sql),
+        (None, None) => Err(anyhow::anyhow!("give SQL or --named NAME")),
+    };
+    finish("query", result.and_then(|r| args.target.print(&r)))
 }
 
 /// The exit code of a command's outcome: a closed stdout is success, an error is 2.
@@ -73,6 +86,27 @@ impl Target {
         }
     }
 
+    /// Runs a named query over the last `since`.
+    pub(super) fn execute_named(&self, name: &str, since: &str) -> anyhow::Result<QueryResult> {
+        match &self.data_dir {
+            Some(dir) => {
+                // Without a lake, only the built-in named queries are known.
+                let q = lake_query::named::defaults()
+                    .into_iter()
+                    .find(|q| q.name == name)
+                    .with_context(|| format!("unknown named query {name:?} (with --data-dir only the defaults are known)"))?;
+                let span = lake_query::grafana::macros::parse_duration_ms(since)
+                    .with_context(|| format!("--since {since:?}: use e.g. 30m, 6h, 7d"))?;
+                let now_ms = lake_format::rows::now_micros() / 1000;
+                let ctx = lake_query::grafana::macros::MacroContext::last(now_ms, span as i64, 200);
+                let e = lake_query::grafana::macros::expand(&q.sql, &ctx)?;
+                let engine = local_engine(dir, self)?;
+                Ok(engine.query_params_blocking(&e.sql, e.params)?)
+            }
+            None => post(self, serde_json::json!({ "query": name, "since": since, "format": "arrow" })),
+        }
+    }
+
     /// Prints a result in the chosen format.
     pub(super) fn print(&self, r: &QueryResult) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
@@ -84,20 +118,27 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn local(dir: &std::path::Path, sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
+fn local_engine(dir: &std::path::Path, args: &Target) -> anyhow::Result<Engine> {
     if !dir.join(lake_format::layout::TABLES_DIR).is_dir() {
         bail!("{} is not a lake data directory (no tables/ inside)", dir.display());
     }
     let limits = Limits { max_rows: args.max_rows, ..Limits::default() };
-    let engine = Engine::open(dir, Arc::new(NoFreshRows), limits)?;
-    Ok(engine.query_blocking(sql)?)
+    Ok(Engine::open(dir, Arc::new(NoFreshRows), limits)?)
+}
+
+fn local(dir: &std::path::Path, sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
+    Ok(local_engine(dir, args)?.query_blocking(sql)?)
 }
 
 fn remote(sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
+    post(args, serde_json::json!({ "sql": sql, "format": "arrow" }))
+}
+
+/// Sends a request to the lake's SQL API and decodes the Arrow answer.
+fn post(args: &Target, body: serde_json::Value) -> anyhow::Result<QueryResult> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
-        let body = serde_json::json!({ "sql": sql, "format": "arrow" });
         let mut req = reqwest::Client::new()
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -352,3 +352,34 @@ fn the_events_view_unions_every_event_table_with_fresh_rows() {
     let rows = cells(&e, "select \"table\", summary from events");
     assert_eq!(rows, vec![vec!["alerts".to_string(), "disk_full firing disk full".to_string()]]);
 }
+
+#[test]
+fn parameters_are_bound_as_values() {
+    use duckdb::types::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let batch = metrics(&[(0, "n1", "cpu", 1.0, None)]);
+    write_parquet(dir.path(), Table::Metrics, 1, &batch);
+    let e = engine(dir.path(), Arc::default());
+    let count = |host: &str| {
+        let r = e
+            .query_params_blocking(
+                "select count(*) from metrics where host = ?",
+                vec![Value::Text(host.into())],
+            )
+            .unwrap();
+        r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(count("n1"), 1);
+    assert_eq!(count("n1' OR '1'='1"), 0);
+    let err = e
+        .query_params_blocking("select ?, ?", vec![Value::BigInt(1)])
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("2 parameter placeholder(s) but 1"), "{msg}");
+    // The sandbox still applies: a parameterised write is refused like any other.
+    let sql = "insert into metrics select * from metrics where host = ?";
+    let err = e
+        .query_params_blocking(sql, vec![Value::Text("n1".into())])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Sql(_)), "{err}");
+}

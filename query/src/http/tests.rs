@@ -62,6 +62,7 @@ fn app(tokens: &[&str]) -> (tempfile::TempDir, Router) {
     let router = router(
         engine(dir.path(), fresh),
         tokens.iter().map(|t| t.to_string()).collect(),
+        crate::named::defaults(),
     );
     (dir, router)
 }
@@ -126,7 +127,7 @@ async fn truncated_results_carry_the_header() {
         ..Default::default()
     };
     let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
-    let app = router(e, vec![]);
+    let app = router(e, vec![], crate::named::defaults());
     let r = call(
         &app,
         post("/v1/sql", "text/plain", "select * from range(5)"),
@@ -205,7 +206,7 @@ async fn timeouts_are_408_naming_the_limit() {
         ..Default::default()
     };
     let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
-    let app = router(e, vec![]);
+    let app = router(e, vec![], crate::named::defaults());
     let r = call(
         &app,
         post(
@@ -224,4 +225,21 @@ fn token_comparison() {
     assert!(constant_time_eq(b"abc", b"abc"));
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"ab"));
+}
+
+#[tokio::test]
+async fn a_named_query_runs_with_its_macros_expanded() {
+    let (_dir, app) = app(&[]);
+    let r = call(
+        &app,
+        post("/v1/sql", "application/json", r#"{"query": "disk_usage_per_mount", "since": "6h"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["columns"].as_array().is_some());
+    let r = call(&app, post("/v1/sql", "application/json", r#"{"query": "nope"}"#)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["error"].as_str().unwrap().contains("http_5xx_ratio"));
+    let r = call(&app, post("/v1/sql", "application/json", r#"{"query": "bans_per_jail", "sql": "select 1"}"#)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

@@ -1,0 +1,254 @@
+//! Named queries: SQL an operator gives a name in `lake.toml` (`[[queries]]`) and then
+//! uses from the CLI, the SQL API and Grafana (the name is the Grafana target).
+//!
+//! The SQL may use the Grafana macros of [`crate::grafana::macros`] (`$__timeFilter(ts)`,
+//! `$__timeGroup(ts, $__interval)`, …), expanded with the request's time range, or with a
+//! default range where there is no request. [`defaults`] ships the six queries an operator
+//! of a small fleet asks first; user queries are added to them and replace a default of
+//! the same name ([`merge`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How a named query's result is meant to be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Panel {
+    /// A time column, numeric value columns and optional label columns naming the series.
+    TimeSeries,
+    /// Rows as they are.
+    Table,
+}
+
+impl fmt::Display for Panel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Panel::TimeSeries => "timeseries",
+            Panel::Table => "table",
+        })
+    }
+}
+
+/// A query with a name, as configured under `[[queries]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedQuery {
+    /// `[a-z0-9_]+`, unique: the Grafana target and the CLI argument.
+    pub name: String,
+    /// One line for pickers and `--help`.
+    pub description: String,
+    /// The SQL, macros allowed.
+    pub sql: String,
+    /// Time series or table.
+    pub kind: Panel,
+}
+
+/// Why a named query is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamedQueryError {
+    /// The name is empty or has a character outside `[a-z0-9_]`.
+    #[error("query name {0:?} must be non-empty and use only a-z, 0-9 and _")]
+    BadName(String),
+    /// Two user queries share a name.
+    #[error("query name {0:?} is defined twice")]
+    Duplicate(String),
+    /// The SQL is blank.
+    #[error("query {0:?} has no sql")]
+    EmptySql(String),
+}
+
+/// Checks a name against `[a-z0-9_]+`.
+pub fn validate_name(name: &str) -> Result<(), NamedQueryError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(NamedQueryError::BadName(name.to_string()))
+    }
+}
+
+/// The defaults followed by `user`'s queries; a user query named like a default takes
+/// its place (same position). `user` is validated: names well-formed and unique, SQL
+/// not blank.
+pub fn merge(user: Vec<NamedQuery>) -> Result<Vec<NamedQuery>, NamedQueryError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for q in &user {
+        validate_name(&q.name)?;
+        if seen.contains(&q.name.as_str()) {
+            return Err(NamedQueryError::Duplicate(q.name.clone()));
+        }
+        if q.sql.trim().is_empty() {
+            return Err(NamedQueryError::EmptySql(q.name.clone()));
+        }
+        seen.push(&q.name);
+    }
+    let mut all = defaults();
+    for q in user {
+        match all.iter_mut().find(|d| d.name == q.name) {
+            Some(slot) => *slot = q,
+            None => all.push(q),
+        }
+    }
+    Ok(all)
+}
+
+/// The queries shipped with the lake, written against the catalog.
+pub fn defaults() -> Vec<NamedQuery> {
+    let q = |name: &str, description: &str, kind: Panel, sql: &str| NamedQuery {
+        name: name.to_string(),
+        description: description.to_string(),
+        sql: sql.trim().to_string(),
+        kind,
+    };
+    vec![
+        q(
+            "http_5xx_ratio",
+            "share of HTTP responses with a 5xx status, per vhost",
+            Panel::TimeSeries,
+            r#"
+SELECT $__timeGroup(ts, $__interval) AS time,
+       coalesce(vhost, '-') AS vhost,
+       count(*) FILTER (WHERE status >= 500) / count(*) AS ratio_5xx
+FROM http
+WHERE $__timeFilter(ts)
+GROUP BY 1, 2
+ORDER BY 1, 2"#,
+        ),
+        q(
+            "top_blocked_sources",
+            "source addresses the firewall blocked most, with the ports they tried",
+            Panel::Table,
+            r#"
+SELECT src,
+       count(*) AS packets,
+       count(DISTINCT dst_port) AS ports,
+       string_agg(DISTINCT host, ',' ORDER BY host) AS hosts,
+       min(ts) AS first_seen,
+       max(ts) AS last_seen
+FROM firewall
+WHERE action = 'BLOCK' AND src IS NOT NULL AND $__timeFilter(ts)
+GROUP BY src
+ORDER BY packets DESC, src
+LIMIT 50"#,
+        ),
+        q(
+            "bans_per_jail",
+            "fail2ban bans per jail",
+            Panel::TimeSeries,
+            r#"
+SELECT $__timeGroup(ts, $__interval) AS time,
+       coalesce(jail, '-') AS jail,
+       count(*) AS bans
+FROM bans
+WHERE action = 'ban' AND $__timeFilter(ts)
+GROUP BY 1, 2
+ORDER BY 1, 2"#,
+        ),
+        q(
+            "p95_latency_per_vhost",
+            "95th percentile of HTTP request duration (ms), per vhost",
+            Panel::TimeSeries,
+            r#"
+SELECT $__timeGroup(ts, $__interval) AS time,
+       coalesce(vhost, '-') AS vhost,
+       quantile_cont(duration_ms, 0.95) AS p95_ms
+FROM http
+WHERE duration_ms IS NOT NULL AND $__timeFilter(ts)
+GROUP BY 1, 2
+ORDER BY 1, 2"#,
+        ),
+        // Long format (from, to, …): Grafana's "Grouping to matrix" transformation turns
+        // it into the matrix; a SQL PIVOT would need its columns known in advance.
+        q(
+            "mesh_latency",
+            "Tailscale latency between nodes (from host to peer): median, p95, failures, path",
+            Panel::Table,
+            r#"
+SELECT host AS "from",
+       target AS "to",
+       round(median(latency_ms), 2) AS median_ms,
+       round(quantile_cont(latency_ms, 0.95), 2) AS p95_ms,
+       count(*) FILTER (WHERE NOT ok) AS failures,
+       count(*) AS probes,
+       arg_max(path, ts) AS last_path
+FROM probes
+WHERE kind = 'tailscale' AND $__timeFilter(ts)
+GROUP BY 1, 2
+ORDER BY 1, 2"#,
+        ),
+        q(
+            "disk_usage_per_mount",
+            "latest filesystem usage per host and mount point",
+            Panel::Table,
+            r#"
+SELECT host,
+       labels['mount'] AS mount,
+       arg_max(value, ts) FILTER (WHERE name = 'filesystem_used_bytes') AS used_bytes,
+       arg_max(value, ts) FILTER (WHERE name = 'filesystem_total_bytes') AS total_bytes,
+       round(100 * arg_max(value, ts) FILTER (WHERE name = 'filesystem_used_ratio'), 1)
+           AS used_percent
+FROM metrics
+WHERE name IN ('filesystem_used_bytes', 'filesystem_total_bytes', 'filesystem_used_ratio')
+  AND $__timeFilter(ts)
+GROUP BY 1, 2
+ORDER BY used_percent DESC NULLS LAST, 1, 2"#,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> NamedQuery {
+        NamedQuery {
+            name: name.to_string(),
+            description: String::new(),
+            sql: "select 1".to_string(),
+            kind: Panel::Table,
+        }
+    }
+
+    #[test]
+    fn defaults_have_valid_unique_names() {
+        let d = defaults();
+        assert_eq!(d.len(), 6);
+        for q in &d {
+            validate_name(&q.name).unwrap();
+        }
+        let mut names: Vec<_> = d.iter().map(|q| &q.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), 6);
+    }
+
+    #[test]
+    fn user_queries_add_to_or_replace_defaults() {
+        let all = merge(vec![user("mine"), user("bans_per_jail")]).unwrap();
+        assert_eq!(all.len(), 7);
+        assert_eq!(all[2].name, "bans_per_jail");
+        assert_eq!(all[2].sql, "select 1");
+        assert_eq!(all[6].name, "mine");
+    }
+
+    #[test]
+    fn bad_user_queries_are_refused() {
+        assert_eq!(
+            merge(vec![user("Bad-Name")]),
+            Err(NamedQueryError::BadName("Bad-Name".into()))
+        );
+        assert_eq!(
+            merge(vec![user("a"), user("a")]),
+            Err(NamedQueryError::Duplicate("a".into()))
+        );
+        let mut blank = user("b");
+        blank.sql = " ".into();
+        assert_eq!(
+            merge(vec![blank]),
+            Err(NamedQueryError::EmptySql("b".into()))
+        );
+        assert!(validate_name("").is_err());
+    }
+}
