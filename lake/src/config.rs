@@ -239,6 +239,10 @@ impl Config {
         if read_tokens.iter().any(|r| node_tokens.iter().any(|n| n.token == *r)) {
             bail!("query.read_tokens: a read token must differ from every ingest token");
         }
+        // A WAL record carries at most 1 GiB; keep bodies well under it.
+        if file.ingest.max_body.0 > 512 << 20 || file.ingest.max_body.0 < 1024 {
+            bail!("ingest.max_body = {} must be between 1KiB and 512MiB", file.ingest.max_body);
+        }
         if file.query.max_rows == 0 || file.query.threads == 0 {
             bail!("query.max_rows and query.threads must be at least 1");
         }
@@ -295,6 +299,8 @@ mod tests {
         assert!(format!("{e:#}").contains("nodes[0].name"), "{e:#}");
         let e = Config::parse("[[nodes]]\nname = \"a\"\ntoken_env = \"NOPE\"", |_| None).unwrap_err();
         assert!(format!("{e:#}").contains("NOPE"), "{e:#}");
+        let e = Config::parse("[ingest]\nmax_body = \"2GiB\"", |_| None).unwrap_err();
+        assert!(format!("{e:#}").contains("ingest.max_body"), "{e:#}");
         let e = Config::parse("version = 2", |_| None).unwrap_err();
         assert!(format!("{e:#}").contains("version"), "{e:#}");
         let e = Config::parse("[ingest]\nflush_interval = \"soon\"", |_| None).unwrap_err();
