@@ -130,7 +130,7 @@ pub async fn ingest(
     result
 }
 
-async fn store(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn store(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
     if s.buffers.usage().1 > s.max_buffered {
         s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));

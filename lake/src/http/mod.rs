@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod otlp;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -41,6 +42,7 @@ impl Status {
 
 /// Routes of the lake's own endpoints.
 pub fn router(ingest: Arc<Ingest>, status: Arc<Status>) -> Router {
+    let otlp_routes = otlp::router(Arc::clone(&ingest));
     let ingest_routes = Router::new()
         .route("/v1/ingest/{table}", post(ingest::ingest))
         .with_state(ingest);
@@ -48,7 +50,7 @@ pub fn router(ingest: Arc<Ingest>, status: Arc<Status>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(status);
-    ingest_routes.merge(status_routes)
+    ingest_routes.merge(status_routes).merge(otlp_routes)
 }
 
 async fn health(State(s): State<Arc<Status>>) -> impl IntoResponse {
