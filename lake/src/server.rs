@@ -60,6 +60,7 @@ impl Flusher {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
+                _ = self.buffers.pushed() => {}
             }
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 continue;

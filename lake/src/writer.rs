@@ -30,8 +30,8 @@ use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_select::{concat::concat_batches, filter::filter_record_batch, take::take_record_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use lake_format::layout::{self, Date};
 use lake_format::Table;
@@ -74,6 +74,10 @@ pub struct Buffers {
     /// Held shared while a query lists files and takes snapshots, exclusively while a
     /// flush makes its files visible and drops its rows from memory.
     visibility: RwLock<()>,
+    /// Signalled on every push, so the flusher starts a size-triggered flush as soon as
+    /// the buffer reaches the flush size rather than at its next timer tick: at 200k+
+    /// rows/s a one-second tick lets the buffer overshoot the 503 limit between checks.
+    pushed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +105,14 @@ impl Buffers {
             g.open.entry(table).or_default().push(b);
         }
         g.oldest.get_or_insert_with(Instant::now);
+        drop(g);
+        self.pushed.notify_one();
+    }
+
+    /// Resolves after the next [`Buffers::push`] (or at once if one happened since the
+    /// last call): the flusher's cue to look at [`Buffers::usage`] again.
+    pub async fn pushed(&self) {
+        self.pushed.notified().await
     }
 
     /// (rows, bytes, age of the oldest row) of the open buffer.
@@ -176,17 +188,26 @@ pub fn state_path(data: &Path) -> PathBuf {
     data.join(layout::STATE_DIR).join("lake.json")
 }
 
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// Sorts a table's rows by (host, ts) and splits them by UTC date.
 fn sorted_by_date(table: Table, batches: &[RecordBatch]) -> Result<Vec<(Date, RecordBatch)>> {
     let enc = |e: arrow_schema::ArrowError| WriterError::Encode { table, message: e.to_string() };
     let schema = batches[0].schema();
+    let t0 = Instant::now();
     let all = concat_batches(&schema, batches).map_err(enc)?;
+    let t1 = Instant::now();
     let sort = [
         SortColumn { values: Arc::clone(all.column_by_name("host").expect("catalog has host")), options: None },
         SortColumn { values: Arc::clone(all.column_by_name("ts").expect("catalog has ts")), options: None },
     ];
     let indices = lexsort_to_indices(&sort, None).map_err(enc)?;
+    let t2 = Instant::now();
     let sorted = take_record_batch(&all, &indices).map_err(enc)?;
+    let t3 = Instant::now();
+    tracing::debug!(%table, rows = all.num_rows(), concat_ms = ms(t1 - t0), sort_ms = ms(t2 - t1), take_ms = ms(t3 - t2), "flush: sorted");
     let ts = sorted
         .column_by_name("ts")
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
@@ -222,10 +243,14 @@ fn write_parquet(table: Table, path: &Path, batch: &RecordBatch) -> Result<()> {
         ]))
         .build();
     let file = File::create(path).map_err(io_err("create", path))?;
+    let t0 = Instant::now();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(enc)?;
     w.write(batch).map_err(enc)?;
     let file = w.into_inner().map_err(enc)?;
-    file.sync_all().map_err(io_err("fsync", path))
+    let t1 = Instant::now();
+    file.sync_all().map_err(io_err("fsync", path))?;
+    tracing::debug!(%table, rows = batch.num_rows(), encode_ms = ms(t1 - t0), fsync_ms = ms(t1.elapsed()), "flush: file written");
+    Ok(())
 }
 
 /// Writes one flush and commits it; once its files are visible its rows leave `buffers`
@@ -329,10 +354,8 @@ fn apply_manifest(data: &Path, mpath: &Path, manifest: &Manifest) -> Result<()> 
 pub fn recover(data: &Path) -> Result<State> {
     let staging = staging_dir(data);
     fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
-    let mut entries: Vec<PathBuf> = fs::read_dir(&staging)
-        .map_err(io_err("list", &staging))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut entries: Vec<PathBuf> =
+        fs::read_dir(&staging).map_err(io_err("list", &staging))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for m in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
         let bytes = fs::read(m).map_err(io_err("read", m))?;
@@ -403,10 +426,7 @@ mod tests {
     #[test]
     fn flush_sorts_by_host_then_ts_and_splits_days() {
         let dir = tempfile::tempdir().unwrap();
-        let taken = HashMap::from([(
-            Table::Metrics,
-            vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])],
-        )]);
+        let taken = HashMap::from([(Table::Metrics, vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])])]);
         let state = State { next_flush: 1, ..Default::default() };
         assert_eq!(write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap(), (5, 2));
         let files = read_all(dir.path());
@@ -455,6 +475,95 @@ mod tests {
         assert_eq!(read_all(data).len(), 2);
         assert_eq!(recover(data).unwrap(), next);
         assert_eq!(read_all(data).len(), 3);
+    }
+
+    /// `http` rows shaped like the ingest benchmark's: one host per 10,000-row batch.
+    fn http_batches(batches: usize, rows: usize) -> Vec<RecordBatch> {
+        use lake_format::rows::TableBuilder;
+        const PATHS: [&str; 8] =
+            ["/", "/index.html", "/api/v1/items", "/login", "/static/app.js", "/wp-login.php", "/feed", "/robots.txt"];
+        const AGENTS: [&str; 4] = [
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "curl/8.5.0",
+            "Mozilla/5.0 (compatible; GPTBot/1.0; +https://openai.com/gptbot)",
+        ];
+        (0..batches)
+            .map(|n| {
+                let mut b = TableBuilder::new(Table::Http);
+                let col = |c: &str| b.column(c).unwrap();
+                let cols: Vec<usize> = [
+                    "ts",
+                    "host",
+                    "vhost",
+                    "method",
+                    "uri",
+                    "path",
+                    "proto",
+                    "status",
+                    "size",
+                    "duration_ms",
+                    "remote_ip",
+                    "user_agent",
+                ]
+                .iter()
+                .map(|c| col(c))
+                .collect();
+                let host = format!("sim-{}", n % 8);
+                let mut x = (n as u64 % 32).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for i in 0..rows {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let p = PATHS[(x % 8) as usize];
+                    b.ts(cols[0], 1_700_000_000_000_000 + (n * rows + i) as i64);
+                    b.text(cols[1], Some(&host));
+                    b.text(cols[2], Some(if x.is_multiple_of(3) { "blog.example.org" } else { "example.org" }));
+                    b.text(cols[3], Some(if x.is_multiple_of(10) { "POST" } else { "GET" }));
+                    b.text(cols[4], Some(&format!("{p}?id={}", x % 1000)));
+                    b.text(cols[5], Some(p));
+                    b.text(cols[6], Some("HTTP/2.0"));
+                    b.int(cols[7], Some([200, 200, 200, 304, 404, 500, 301, 200][(x >> 8) as usize % 8]));
+                    b.int(cols[8], Some((x % 50_000) as i64));
+                    b.float(cols[9], Some((x % 2000) as f64 / 10.0));
+                    b.text(cols[10], Some(&format!("203.0.113.{}", x % 250)));
+                    b.text(cols[11], Some(AGENTS[(x >> 16) as usize % 4]));
+                    b.end_row();
+                }
+                b.finish().unwrap()
+            })
+            .collect()
+    }
+
+    /// Flush cost on 1M `http` rows, stage by stage:
+    /// `cargo test --release -p lake --lib flush_microbench -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark: run it in release mode on purpose"]
+    fn flush_microbench() {
+        let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_test_writer().try_init();
+        let batches = http_batches(100, 10_000);
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        println!("1M http rows: {} MiB in memory", bytes >> 20);
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let taken = HashMap::from([(Table::Http, batches.clone())]);
+            let state = State { next_flush: 1, ..Default::default() };
+            let t = Instant::now();
+            let (rows, files) = write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap();
+            let total = t.elapsed();
+            let mut size = 0;
+            for d in fs::read_dir(layout::table_dir(dir.path(), "http")).unwrap() {
+                for f in fs::read_dir(d.unwrap().path()).unwrap() {
+                    size += f.unwrap().metadata().unwrap().len();
+                }
+            }
+            println!(
+                "write_flush: {rows} rows, {files} files, {:.0} ms, {:.0} krows/s, {:.2} bytes/row",
+                total.as_secs_f64() * 1e3,
+                rows as f64 / total.as_secs_f64() / 1e3,
+                size as f64 / rows as f64
+            );
+        }
     }
 
     #[test]
