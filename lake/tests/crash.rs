@@ -23,7 +23,6 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     const KILLS: u64 = 8;
     const ROWS: usize = 50;
-    let mut acked = 0u64;
     let mut kills = 0u64;
     let mut next_kill = Instant::now() + Duration::from_millis(200);
     let mut seq = 1;
@@ -39,7 +38,6 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
             let r = inflight.await.unwrap();
             kills += 1;
             if r.0 == 200 {
-                acked = seq;
                 seq += 1;
             }
             lake = Lake::start(&config, port);
@@ -48,10 +46,7 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
         }
         let (s, body) = post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/42/{seq}"), encode(&metrics_batch(seq, ROWS))).await;
         match s {
-            200 => {
-                acked = seq;
-                seq += 1;
-            }
+            200 => seq += 1,
             503 | 0 => tokio::time::sleep(Duration::from_millis(20)).await,
             other => panic!("unexpected {other}: {body}"),
         }
@@ -61,11 +56,11 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
     loop {
         let (s, _) = post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/42/{seq}"), encode(&metrics_batch(seq, ROWS))).await;
         if s == 200 {
-            acked = seq;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let acked = seq;
     assert!(acked > KILLS * 5, "only {acked} batches acknowledged");
     // One more crash right at the end, then a clean start.
     lake.kill9();
