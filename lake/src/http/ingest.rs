@@ -122,15 +122,30 @@ pub async fn ingest(
         }
         Admission::New => {}
     }
-    let result = store(&s, table, &id, body).await;
-    match &result {
-        Ok(_) => s.batches.logged(&id),
-        Err(_) => s.batches.release(&id),
-    }
-    result
+    store(&s, table, &id, body).await
 }
 
-pub(crate) async fn store(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// Stores a batch admitted by [`Batches::admit`]: WAL append (fsynced), buffers, then the
+/// id is marked logged — or, on failure, its admission released.
+///
+/// It runs in a task of its own, so a request dropped half-way (the sender killed or
+/// disconnected) cannot leave the batch durable but unmarked — a retry would store it
+/// twice — nor leave its admission reserved forever, which would answer every retry
+/// "being stored by another request".
+pub(crate) async fn store(s: &Arc<Ingest>, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let (task_s, task_id) = (Arc::clone(s), id.clone());
+    tokio::spawn(async move {
+        let result = store_now(&task_s, table, &task_id, body).await;
+        if result.is_err() {
+            task_s.batches.release(&task_id);
+        }
+        result
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+}
+
+async fn store_now(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
     if s.buffers.usage().1 > s.max_buffered {
         s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));
@@ -155,6 +170,8 @@ pub(crate) async fn store(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -
             }
         })?;
         s.buffers.push(table, batches);
+        // Marked inside the gate: a flush that takes these rows also takes their mark.
+        s.batches.logged(id);
     }
     s.stats.batches.fetch_add(1, Ordering::Relaxed);
     s.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
