@@ -40,6 +40,25 @@ use tracing::warn;
 use crate::spool::{OnFull, SpoolError, SpoolHandle};
 use crate::stats::{SourceStats, Stats};
 
+/// Gives a rows wrapper (a `TableBuilder` in field `b` plus resolved column indices)
+/// the builder's `len`, `is_empty` and `finish`.
+macro_rules! rows_deref {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = lake_format::rows::TableBuilder;
+            fn deref(&self) -> &Self::Target {
+                &self.b
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.b
+            }
+        }
+    };
+}
+pub(crate) use rows_deref;
+
 /// How long a holding source waits before trying a full spool again.
 const FULL_RETRY: Duration = Duration::from_secs(1);
 

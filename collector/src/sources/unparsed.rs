@@ -53,21 +53,9 @@ impl UnparsedRows {
         self.b.end_row();
     }
 
-    /// Rows pushed since the last `finish`.
-    pub fn len(&self) -> usize {
-        self.b.len()
-    }
-
-    /// Whether no row is pending.
-    pub fn is_empty(&self) -> bool {
-        self.b.is_empty()
-    }
-
-    /// The batch; the builder starts empty again.
-    pub fn finish(&mut self) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
-        self.b.finish()
-    }
 }
+
+crate::sources::rows_deref!(UnparsedRows);
 
 #[cfg(test)]
 mod tests {

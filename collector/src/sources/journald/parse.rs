@@ -300,21 +300,9 @@ impl LogsRows {
         b.end_row();
     }
 
-    /// Rows pushed since the last finish.
-    pub fn len(&self) -> usize {
-        self.b.len()
-    }
-
-    /// Whether no row is pending.
-    pub fn is_empty(&self) -> bool {
-        self.b.is_empty()
-    }
-
-    /// The batch; the builder starts empty again.
-    pub fn finish(&mut self) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
-        self.b.finish()
-    }
 }
+
+crate::sources::rows_deref!(LogsRows);
 
 #[cfg(test)]
 mod tests {
