@@ -71,7 +71,20 @@ impl ProbeRow {
     }
 }
 
-/// The `probes` batch of `rows`, observed by `node`.
+/// Builds the batch of a tick's rows and spools it as droppable data (probe results
+/// cannot be read again; a full spool drops the oldest samples, counted).
+pub async fn emit(
+    ctx: &super::SourceContext,
+    source: &'static str,
+    rows: &[ProbeRow],
+) -> Result<(), super::SourceError> {
+    let batch = to_batch(&ctx.node, rows)
+        .map_err(|e| super::SourceError::Encode { source_name: source, error: e.to_string() })?;
+    ctx.emit_droppable(source, Table::Probes, &batch).await?;
+    Ok(())
+}
+
+/// The `probes` batch of `rows`, `host` set to `node`.
 pub fn to_batch(node: &str, rows: &[ProbeRow]) -> Result<RecordBatch, ArrowError> {
     let mut b = TableBuilder::new(Table::Probes);
     let col = |b: &TableBuilder, name: &str| {

@@ -30,7 +30,6 @@ use std::time::Duration;
 use anyhow::ensure;
 use lake_format::rows::now_micros;
 use lake_format::units::Dur;
-use lake_format::Table;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
@@ -481,13 +480,7 @@ impl TailscaleSource {
         if rows.is_empty() {
             return Ok(0);
         }
-        let batch = probe::to_batch(&self.ctx.node, &rows).map_err(|e| SourceError::Encode {
-            source_name: SOURCE,
-            error: e.to_string(),
-        })?;
-        self.ctx
-            .emit_droppable(SOURCE, Table::Probes, &batch)
-            .await?;
+        probe::emit(&self.ctx, SOURCE, &rows).await?;
         Ok(rows.len())
     }
 

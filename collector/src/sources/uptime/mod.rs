@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lake_format::rows::now_micros;
-use lake_format::Table;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -212,13 +211,7 @@ impl UptimeSource {
     }
 
     async fn emit(&self, rows: &[ProbeRow]) -> Result<(), SourceError> {
-        let batch = probe::to_batch(&self.ctx.node, rows).map_err(|e| SourceError::Encode {
-            source_name: SOURCE,
-            error: e.to_string(),
-        })?;
-        self.ctx
-            .emit_droppable(SOURCE, Table::Probes, &batch)
-            .await?;
+        probe::emit(&self.ctx, SOURCE, rows).await?;
         for r in rows.iter().filter(|r| !r.ok) {
             // Down checks are data, not collector failures: debug-level only.
             debug!(check_target = %r.target, error = ?r.error, "uptime check failed");
