@@ -389,6 +389,11 @@ pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// The ingest benchmark's `http` rows, for the flush microbenchmark below.
+#[cfg(test)]
+#[path = "../benches/support/http_rows.rs"]
+mod http_rows;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,60 +482,12 @@ mod tests {
         assert_eq!(read_all(data).len(), 3);
     }
 
-    /// `http` rows shaped like the ingest benchmark's: one host per 10,000-row batch.
+    /// `http` rows of the ingest benchmark: one host per batch, eight hosts.
     fn http_batches(batches: usize, rows: usize) -> Vec<RecordBatch> {
-        use lake_format::rows::TableBuilder;
-        const PATHS: [&str; 8] =
-            ["/", "/index.html", "/api/v1/items", "/login", "/static/app.js", "/wp-login.php", "/feed", "/robots.txt"];
-        const AGENTS: [&str; 4] = [
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-            "curl/8.5.0",
-            "Mozilla/5.0 (compatible; GPTBot/1.0; +https://openai.com/gptbot)",
-        ];
         (0..batches)
             .map(|n| {
-                let mut b = TableBuilder::new(Table::Http);
-                let col = |c: &str| b.column(c).unwrap();
-                let cols: Vec<usize> = [
-                    "ts",
-                    "host",
-                    "vhost",
-                    "method",
-                    "uri",
-                    "path",
-                    "proto",
-                    "status",
-                    "size",
-                    "duration_ms",
-                    "remote_ip",
-                    "user_agent",
-                ]
-                .iter()
-                .map(|c| col(c))
-                .collect();
-                let host = format!("sim-{}", n % 8);
-                let mut x = (n as u64 % 32).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                for i in 0..rows {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let p = PATHS[(x % 8) as usize];
-                    b.ts(cols[0], 1_700_000_000_000_000 + (n * rows + i) as i64);
-                    b.text(cols[1], Some(&host));
-                    b.text(cols[2], Some(if x.is_multiple_of(3) { "blog.example.org" } else { "example.org" }));
-                    b.text(cols[3], Some(if x.is_multiple_of(10) { "POST" } else { "GET" }));
-                    b.text(cols[4], Some(&format!("{p}?id={}", x % 1000)));
-                    b.text(cols[5], Some(p));
-                    b.text(cols[6], Some("HTTP/2.0"));
-                    b.int(cols[7], Some([200, 200, 200, 304, 404, 500, 301, 200][(x >> 8) as usize % 8]));
-                    b.int(cols[8], Some((x % 50_000) as i64));
-                    b.float(cols[9], Some((x % 2000) as f64 / 10.0));
-                    b.text(cols[10], Some(&format!("203.0.113.{}", x % 250)));
-                    b.text(cols[11], Some(AGENTS[(x >> 16) as usize % 4]));
-                    b.end_row();
-                }
-                b.finish().unwrap()
+                let base = 1_700_000_000_000_000 + (n * rows) as i64;
+                super::http_rows::http_rows(&format!("sim-{}", n % 8), rows, n as u64 % 32, base, None)
             })
             .collect()
     }
