@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod lock;
 pub mod server;
 pub mod state;
+pub mod swap;
 pub mod wal;
 pub mod writer;

@@ -29,6 +29,10 @@ impl FreshRows for Buffers {
     fn consistent(&self, f: &mut dyn FnMut()) {
         Buffers::consistent(self, f)
     }
+
+    fn is_retired(&self, path: &std::path::Path) -> bool {
+        Buffers::is_retired(self, path)
+    }
 }
 
 /// Longest a request may take before the server gives up on it.

@@ -78,6 +78,9 @@ pub struct Buffers {
     /// the buffer reaches the flush size rather than at its next timer tick: at 200k+
     /// rows/s a one-second tick lets the buffer overshoot the 503 limit between checks.
     pushed: tokio::sync::Notify,
+    /// Files a swap replaced or dropped (`tables/<t>/date=…/<file>`), hidden from
+    /// listings until they are deleted (see [`crate::swap`]).
+    retired: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +158,34 @@ impl Buffers {
     pub fn consistent<T>(&self, f: impl FnOnce() -> T) -> T {
         let _shared = self.visibility.read().unwrap_or_else(|p| p.into_inner());
         f()
+    }
+
+    /// Holds off every query listing and every flush commit while a swap changes files.
+    pub(crate) fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.visibility.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn retired_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hides committed files (keys from [`crate::swap::file_key`]) from listings.
+    pub(crate) fn retire(&self, keys: impl IntoIterator<Item = String>) {
+        self.retired_set().extend(keys);
+    }
+
+    /// Forgets retired files once they are deleted.
+    pub(crate) fn unretire(&self, keys: impl IntoIterator<Item = String>) {
+        let mut set = self.retired_set();
+        for k in keys {
+            set.remove(&k);
+        }
+    }
+
+    /// Whether a committed file was retired by a swap.
+    pub fn is_retired(&self, path: &Path) -> bool {
+        let set = self.retired_set();
+        !set.is_empty() && crate::swap::file_key(path).is_some_and(|k| set.contains(&k))
     }
 
     /// Every buffered batch of a table, flushing or open.
@@ -357,6 +388,9 @@ pub fn recover(data: &Path) -> Result<State> {
     let mut entries: Vec<PathBuf> =
         fs::read_dir(&staging).map_err(io_err("list", &staging))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
+    // Other staging entries belong to swaps (crate::swap), which recover their own.
+    let is_flush = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("flush-"));
+    entries.retain(is_flush);
     for m in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
         let bytes = fs::read(m).map_err(io_err("read", m))?;
         match serde_json::from_slice::<Manifest>(&bytes) {
@@ -370,6 +404,9 @@ pub fn recover(data: &Path) -> Result<State> {
     }
     for e in fs::read_dir(&staging).map_err(io_err("list", &staging))? {
         let p = e.map_err(io_err("list", &staging))?.path();
+        if !is_flush(&p) {
+            continue;
+        }
         let uncommitted = p.is_dir() && !p.with_extension("json").exists();
         if uncommitted || p.extension().is_some_and(|e| e == "tmp") {
             tracing::info!(path = %p.display(), "removing uncommitted staging data");

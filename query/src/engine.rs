@@ -41,6 +41,14 @@ pub trait FreshRows: Send + Sync + std::fmt::Debug + 'static {
     fn consistent(&self, f: &mut dyn FnMut()) {
         f()
     }
+
+    /// Whether a committed file was replaced (by compaction) or dropped (by retention)
+    /// and must no longer be listed. Such files stay on disk for a grace period so the
+    /// queries that listed them before the swap can finish; called inside
+    /// [`FreshRows::consistent`]. The default (no lake process) hides nothing.
+    fn is_retired(&self, _path: &Path) -> bool {
+        false
+    }
 }
 
 /// No in-memory rows: the CLI reading a data directory while no lake process owns it.

@@ -54,7 +54,7 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     fresh.consistent(&mut || {
         taken.clear();
         for table in Table::ALL {
-            match list_files(data_dir, table) {
+            match list_files(data_dir, table, fresh) {
                 Ok(files) => {
                     let wanted = named.iter().any(|w| {
                         w == table.name() || (w == EVENTS && EVENT_TABLES.contains(&table))
@@ -186,8 +186,8 @@ fn write_view(ddl: &mut String, table: Table, files: &[String]) {
 }
 
 /// The committed files of a table: `date=*/*.parquet` under its directory (as
-/// [`lake_format::layout::table_glob`] describes), hidden files excluded, sorted.
-fn list_files(data_dir: &Path, table: Table) -> Result<Vec<String>> {
+/// [`lake_format::layout::table_glob`] describes), hidden and retired files excluded, sorted.
+fn list_files(data_dir: &Path, table: Table, fresh: &dyn FreshRows) -> Result<Vec<String>> {
     let dir = table_dir(data_dir, table.name());
     let partitions = match std::fs::read_dir(&dir) {
         Ok(p) => p,
@@ -211,7 +211,10 @@ fn list_files(data_dir: &Path, table: Table) -> Result<Vec<String>> {
             let name = f.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(&format!(".{PARQUET_EXT}")) && !name.starts_with('.') {
-                out.push(f.path().to_string_lossy().into_owned());
+                let path = f.path();
+                if !fresh.is_retired(&path) {
+                    out.push(path.to_string_lossy().into_owned());
+                }
             }
         }
     }
