@@ -1,11 +1,12 @@
 # The two commands a newcomer needs:
 #   make demo   set up, build, and run a lake and a collector on this machine
 #   make test   set up, build, and run the whole test suite
+#   make bench  lake against its peers, results in bench/results/latest.md (about an hour)
 # Both run scripts/setup first (idempotent: fetches and verifies libduckdb).
 
 CARGO ?= cargo
 
-.PHONY: setup build demo test clean-demo
+.PHONY: setup build demo test bench clean-demo
 
 setup:
 	@scripts/setup
@@ -19,6 +20,11 @@ demo: build
 test:
 	@scripts/setup peers
 	$(CARGO) test --workspace --no-fail-fast
+
+# Side-by-side benchmarks against node_exporter, Prometheus, DuckDB and gzip (bench/README.md).
+# Installs its peers itself; never part of `make test`.
+bench:
+	bench/run $(BENCH_ARGS)
 
 clean-demo:
 	rm -rf lake-demo

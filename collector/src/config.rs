@@ -80,6 +80,14 @@ struct ConfigFile {
     ufw: crate::sources::ufw::UfwFile,
     #[serde(default)]
     fail2ban: crate::sources::fail2ban::Fail2banFile,
+    #[serde(default)]
+    inventory: crate::sources::inventory::InventoryFile,
+    #[serde(default)]
+    exec: Vec<crate::sources::exec::ExecFile>,
+    #[serde(default)]
+    prometheus_scrape: Vec<crate::sources::prometheus_scrape::ScrapeFile>,
+    #[serde(default)]
+    json_file: Vec<crate::sources::json_file::JsonFileFile>,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +240,14 @@ pub struct Config {
     pub ufw: crate::sources::ufw::UfwConfig,
     /// `[fail2ban]`.
     pub fail2ban: crate::sources::fail2ban::Fail2banConfig,
+    /// `[inventory]`.
+    pub inventory: crate::sources::inventory::InventoryConfig,
+    /// `[[exec]]` entries.
+    pub exec: Vec<crate::sources::exec::ExecConfig>,
+    /// `[[prometheus_scrape]]` entries.
+    pub prometheus_scrape: Vec<crate::sources::prometheus_scrape::ScrapeConfig>,
+    /// `[[json_file]]` entries.
+    pub json_file: Vec<crate::sources::json_file::JsonFileConfig>,
 }
 
 /// `[lake]`.
@@ -318,9 +334,17 @@ impl ConfigFile {
         );
 
         let url = self.lake.url.trim_end_matches('/').to_string();
+        let example = "e.g. \"http://100.101.102.103:7470\" (the storage node's Tailscale address)";
         ensure!(
-            url.starts_with("http://") || url.starts_with("https://"),
-            "lake.url = {:?}: must start with http:// or https://",
+            self.lake.url.starts_with("http://") || self.lake.url.starts_with("https://"),
+            "lake.url = {:?}: must start with http:// or https://, {example}",
+            self.lake.url
+        );
+        let parsed = reqwest::Url::parse(&self.lake.url)
+            .map_err(|e| anyhow::anyhow!("lake.url = {:?} is not a valid URL ({e}): {example}", self.lake.url))?;
+        ensure!(
+            parsed.host_str().is_some_and(|h| !h.is_empty()),
+            "lake.url = {:?} has no host: {example}",
             self.lake.url
         );
         let (token, token_source) = match (self.lake.token, self.lake.token_file) {
@@ -341,7 +365,12 @@ impl ConfigFile {
         };
         ensure!(
             !token.is_empty(),
-            "the lake token is empty ({token_source:?})"
+            "{} is empty: give this node's ingest token (the storage node's lake.env holds it)",
+            match &token_source {
+                TokenSource::Inline => "lake.token".to_string(),
+                TokenSource::File(p) => format!("lake.token_file ({})", p.display()),
+                TokenSource::Env => format!("the {TOKEN_ENV} environment variable"),
+            }
         );
         ensure!(
             !self.lake.timeout.0.is_zero(),
@@ -406,6 +435,12 @@ impl ConfigFile {
             journald: self.journald.validate()?,
             ufw: self.ufw.validate()?,
             fail2ban: self.fail2ban.validate()?,
+            inventory: self.inventory.validate()?,
+            exec: crate::sources::exec::validate_all(self.exec)?,
+            prometheus_scrape: crate::sources::prometheus_scrape::validate_all(self.prometheus_scrape, &|v| {
+                std::env::var(v).ok()
+            })?,
+            json_file: crate::sources::json_file::validate_all(self.json_file)?,
         })
     }
 }

@@ -150,6 +150,33 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         }));
     }
 
+    if config.inventory.enabled {
+        let (cfg, c, cancel) = (config.inventory.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(sources::inventory::SOURCE, Arc::clone(&st), k.clone(), move || {
+            sources::inventory::InventorySource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
+    // One task per configured command, endpoint and file set: one that hangs or fails
+    // delays nothing else.
+    for e in &config.exec {
+        let (cfg, c, cancel) = (e.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(e.source, Arc::clone(&st), k.clone(), move || {
+            sources::exec::ExecSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
+    for e in &config.prometheus_scrape {
+        let (cfg, c, cancel) = (e.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(e.source, Arc::clone(&st), k.clone(), move || {
+            sources::prometheus_scrape::ScrapeSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
+    for e in &config.json_file {
+        let (cfg, c, cancel) = (e.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(e.source, Arc::clone(&st), k.clone(), move || {
+            sources::json_file::JsonFileSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
+
     let shipper = Shipper::new(&config, spool, Arc::clone(&stats))?;
     let mut shipper_task = tokio::spawn(shipper.run(shipper_cancel.clone()));
 

@@ -110,6 +110,19 @@ fn print_summary(c: &Config) {
         "shipper       backoff {:?}..{:?}",
         c.shipper.backoff_min, c.shipper.backoff_max
     );
+    println!(
+        "inventory     enabled={} interval={:?} listeners={:?} units={:?}",
+        c.inventory.enabled, c.inventory.interval, c.inventory.listeners_interval, c.inventory.units_interval
+    );
+    for e in &c.exec {
+        println!("exec          {}", lake_collector::sources::exec::describe(e));
+    }
+    for s in &c.prometheus_scrape {
+        println!("scrape        {} {} every {:?}", s.name, s.url, s.interval);
+    }
+    for j in &c.json_file {
+        println!("json_file     {} {:?} → json/{}", j.source, j.tail.patterns, j.table);
+    }
 }
 
 #[cfg(test)]

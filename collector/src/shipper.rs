@@ -7,6 +7,10 @@
 //! more than latency. Permanent ones (any other 4xx) would never succeed: the record is
 //! moved to `<data_dir>/rejected/` with the lake's answer next to it, counted, logged and
 //! acknowledged, so one bad batch cannot block the queue.
+//!
+//! Records of custom tables (table `json/<name>`, NDJSON bodies, see
+//! [`crate::sources::custom`]) go to `{lake}/v1/ingest/json/<name>` with
+//! `Content-Type: application/x-ndjson`; everything else about them is as above.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Token};
+use crate::sources::custom;
 use crate::spool::{SpoolError, SpoolHandle};
 use crate::stats::Stats;
 
@@ -252,7 +257,7 @@ impl Shipper {
             .post(url)
             .bearer_auth(self.token.expose())
             .header(wire::BATCH_HEADER, id.to_string())
-            .header(CONTENT_TYPE, wire::CONTENT_TYPE)
+            .header(CONTENT_TYPE, content_type(table))
             .body(body)
             .send()
             .await
@@ -284,8 +289,9 @@ impl Shipper {
         let stem = id.to_string().replace('/', "_");
         let body = body.clone();
         let note = format!("batch: {id}\ntable: {table}\nerror: {e}\n");
+        let ext = if custom::custom_name(table).is_some() { "ndjson" } else { "arrow" };
         let written = tokio::task::spawn_blocking(move || {
-            write_rejected(&dir, &stem, &body, note.as_bytes())
+            write_rejected(&dir, &stem, ext, &body, note.as_bytes())
         })
         .await;
         let failure = match written {
@@ -298,10 +304,19 @@ impl Shipper {
     }
 }
 
-fn write_rejected(dir: &Path, stem: &str, body: &[u8], note: &[u8]) -> std::io::Result<()> {
+/// The body's content type: NDJSON for a custom table's record, Arrow IPC otherwise.
+pub fn content_type(table: &str) -> &'static str {
+    if custom::custom_name(table).is_some() {
+        custom::CONTENT_TYPE
+    } else {
+        wire::CONTENT_TYPE
+    }
+}
+
+fn write_rejected(dir: &Path, stem: &str, body_ext: &str, body: &[u8], note: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    for (ext, bytes) in [("arrow", body), ("txt", note)] {
+    for (ext, bytes) in [(body_ext, body), ("txt", note)] {
         let mut f = std::fs::File::create(dir.join(format!("{stem}.{ext}")))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -312,6 +327,12 @@ fn write_rejected(dir: &Path, stem: &str, body: &[u8], note: &[u8]) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_tables_are_ndjson() {
+        assert_eq!(content_type("json/app"), "application/x-ndjson");
+        assert_eq!(content_type("metrics"), wire::CONTENT_TYPE);
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -28,8 +28,19 @@ struct Received {
     status: StatusCode,
 }
 
+#[derive(Debug, Clone)]
+struct ReceivedJson {
+    table: String,
+    batch: BatchId,
+    body: String,
+}
+
 #[derive(Default)]
 struct Lake {
+    /// NDJSON bodies of custom tables, in order.
+    json: Mutex<Vec<ReceivedJson>>,
+    /// Custom tables that get a 400.
+    reject_tables: Vec<String>,
     /// Answers to give, in order; 200 once they run out.
     script: Mutex<Vec<StatusCode>>,
     /// Seqs that get a 400.
@@ -88,8 +99,33 @@ async fn ingest(
     }
 }
 
+/// `POST /v1/ingest/json/{table}`: the custom-table side of the contract.
+async fn ingest_json(
+    State(lake): State<Arc<Lake>>,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let batch: BatchId = headers[wire::BATCH_HEADER].to_str().unwrap().parse().unwrap();
+    assert_eq!(batch.node, NODE);
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.ends_with('\n'));
+    for line in body.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v.is_object(), "{line}");
+    }
+    if lake.reject_tables.contains(&table) {
+        return (StatusCode::BAD_REQUEST, "field \"n\" (line 1): int64 then string").into_response();
+    }
+    lake.json.lock().unwrap().push(ReceivedJson { table, batch, body });
+    (StatusCode::OK, "").into_response()
+}
+
 async fn start_lake(lake: Arc<Lake>) -> String {
     let app = Router::new()
+        .route("/v1/ingest/json/{table}", post(ingest_json))
         .route("/v1/ingest/{table}", post(ingest))
         .with_state(lake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -101,7 +137,8 @@ async fn start_lake(lake: Arc<Lake>) -> String {
 fn config(url: &str, data_dir: &std::path::Path) -> Config {
     let toml = format!(
         "node = \"{NODE}\"\ndata_dir = {:?}\n[lake]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n\
-         [host]\ninterval = \"1s\"\n[shipper]\nbackoff_min = \"10ms\"\nbackoff_max = \"100ms\"\n",
+         [host]\ninterval = \"1s\"\n[shipper]\nbackoff_min = \"10ms\"\nbackoff_max = \"100ms\"\n\
+         [inventory]\nenabled = false\n",
         data_dir.display().to_string()
     );
     Config::from_toml(&toml, None).unwrap()
@@ -293,4 +330,74 @@ async fn the_collector_samples_ships_and_stops_cleanly() {
     assert!(received.len() >= 3);
     let seqs: Vec<u64> = received.iter().map(|r| r.batch.seq).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_table_records_go_to_the_json_endpoint_as_ndjson_and_a_400_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lake {
+        reject_tables: vec!["bad".to_string()],
+        ..Lake::default()
+    });
+    let url = start_lake(Arc::clone(&lake)).await;
+    let cfg = config(&url, dir.path());
+    let stats = Arc::new(Stats::default());
+    let spool = spool_with(&cfg, 1, &stats).await;
+    let app = "{\"user\":\"a\",\"ts\":\"2026-11-22T10:00:00Z\"}\n{\"user\":\"b\",\"ts\":\"2026-11-22T10:00:01Z\"}\n";
+    spool.append("json/signups".into(), app.as_bytes().to_vec(), OnFull::Reject).await.unwrap();
+    spool.append("json/bad".into(), b"{\"n\":\"x\"}\n".to_vec(), OnFull::Reject).await.unwrap();
+    spool.append("metrics".into(), metrics_body(4), OnFull::DropOldest).await.unwrap();
+
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Shipper::new(&cfg, spool.clone(), Arc::clone(&stats)).unwrap().run(cancel.clone()));
+    wait_until_empty(&spool).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+
+    let json = lake.json.lock().unwrap().clone();
+    assert_eq!(json.len(), 1);
+    assert_eq!((json[0].table.as_str(), json[0].batch.seq, json[0].body.as_str()), ("signups", 2, app));
+    let arrow: Vec<u64> = lake.received.lock().unwrap().iter().map(|r| r.batch.seq).collect();
+    assert_eq!(arrow, [1, 4], "Arrow records around them are unaffected");
+    let stem = format!("{NODE}_{}_3", spool.epoch());
+    let kept = std::fs::read(dir.path().join("rejected").join(format!("{stem}.ndjson"))).unwrap();
+    assert_eq!(kept, b"{\"n\":\"x\"}\n");
+    let note = std::fs::read_to_string(dir.path().join("rejected").join(format!("{stem}.txt"))).unwrap();
+    assert!(note.contains("json/bad") && note.contains("int64 then string"), "{note}");
+    assert_eq!(stats.rejected_batches.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn the_collector_runs_exec_and_json_file_sources_into_custom_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lake::default());
+    let url = start_lake(Arc::clone(&lake)).await;
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "{\"level\":\"info\",\"msg\":\"started\"}\n").unwrap();
+    let toml = format!(
+        "node = \"{NODE}\"\ndata_dir = {:?}\n[lake]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n\
+         [host]\nenabled = false\ninterval = \"1h\"\n[inventory]\nenabled = false\n\
+         [shipper]\nbackoff_min = \"10ms\"\nbackoff_max = \"100ms\"\n\
+         [[exec]]\nname = \"solar\"\ncommand = [\"printf\", '{{\"watts\":812}}\\n']\nformat = \"ndjson\"\ntable = \"solar\"\ninterval = \"1h\"\n\
+         [[json_file]]\ntable = \"app\"\npaths = [{:?}]\npoll_interval = \"50ms\"\nbatch_wait = \"50ms\"\n",
+        dir.path().join("data").display().to_string(),
+        log.display().to_string()
+    );
+    let cfg = Config::from_toml(&toml, None).unwrap();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(lake_collector::run(cfg, cancel.clone()));
+    for _ in 0..400 {
+        let tables: Vec<String> = lake.json.lock().unwrap().iter().map(|j| j.table.clone()).collect();
+        if tables.contains(&"solar".to_string()) && tables.contains(&"app".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    let json = lake.json.lock().unwrap().clone();
+    let solar = json.iter().find(|j| j.table == "solar").expect("solar shipped");
+    assert!(solar.body.starts_with("{\"ts\":\"") && solar.body.ends_with(",\"watts\":812}\n"), "{}", solar.body);
+    let app = json.iter().find(|j| j.table == "app").expect("app shipped");
+    assert!(app.body.contains("\"msg\":\"started\""), "{}", app.body);
 }

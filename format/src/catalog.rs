@@ -151,7 +151,8 @@ impl FromStr for Table {
 
 /// The logical type of a column. Kept small on purpose: every type here maps one to one
 /// onto a Parquet and a DuckDB type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     /// UTC timestamp, microsecond precision.
     Timestamp,
@@ -270,8 +271,12 @@ const HTTP: &[Column] = &[
     col("referer", Text, "Referer header"),
     col("tls_version", Text, "TLS version, e.g. 1.3; null for plain HTTP"),
     col("server_name", Text, "TLS SNI server name"),
-    col("client_class", Text, "who is behind the request: human, search, ai, scanner, bot, unknown"),
-    col("client_name", Text, "the crawler or tool named by the user agent, if known"),
+    col(
+        "client_class",
+        Text,
+        "who is behind the request: human, search_bot, ai_crawler, monitor, scanner or other_bot (from the user agent and the path)",
+    ),
+    col("client_name", Text, "the crawler, monitor or tool named by the user agent, e.g. GPTBot, Googlebot, Uptime-Kuma; null for browsers"),
     col("attrs", TextMap, "every other field of the log entry"),
 ];
 
@@ -324,7 +329,8 @@ const PACKAGES: &[Column] = &[
     col("version", Text, "installed version"),
     col("arch", Text, "architecture"),
     col("manager", Text, "dpkg, rpm, ..."),
-    req("change", Text, "installed, removed, upgraded or present (first inventory)"),
+    req("change", Text, "installed, removed, upgraded, downgraded or present (first inventory)"),
+    col("previous_version", Text, "version before an upgrade or downgrade"),
 ];
 
 const LISTENERS: &[Column] = &[
@@ -333,7 +339,7 @@ const LISTENERS: &[Column] = &[
     req("port", Int, "listening port"),
     col("process", Text, "process name"),
     col("pid", Int, "process id"),
-    req("change", Text, "opened, closed or present"),
+    req("change", Text, "opened, closed or present (first inventory)"),
 ];
 
 const UNITS: &[Column] = &[
@@ -341,7 +347,8 @@ const UNITS: &[Column] = &[
     col("load_state", Text, "loaded, not-found, ..."),
     col("active_state", Text, "active, inactive, failed, ..."),
     col("sub_state", Text, "running, exited, dead, ..."),
-    req("change", Text, "started, stopped, failed, changed or present"),
+    req("change", Text, "started, stopped, failed, changed, added, removed or present (first inventory)"),
+    col("description", Text, "the unit's description"),
 ];
 
 const HOSTS: &[Column] = &[
@@ -351,7 +358,8 @@ const HOSTS: &[Column] = &[
     col("cpus", Int, "logical CPU count"),
     col("memory_bytes", Int, "total memory, bytes"),
     col("collector_version", Text, "version of lake-collector"),
-    col("attrs", TextMap, "other facts: Tailscale addresses, machine id, ..."),
+    col("attrs", TextMap, "other facts: OS id and version, machine id, boot id, packages asking for a reboot, ..."),
+    col("reboot_required", Bool, "whether the OS asks for a reboot (/var/run/reboot-required exists)"),
 ];
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod custom;
 pub mod layout;
 pub mod rows;
 pub mod units;

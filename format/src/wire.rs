@@ -53,12 +53,43 @@ pub enum WireError {
     /// The body is not a readable Arrow IPC stream.
     #[error("body is not an Arrow IPC stream: {0}")]
     Decode(#[source] ArrowError),
+    /// A record batch carries data for another number of arrays than its stream's schema
+    /// declares (a batch spliced from another stream, a buggy writer).
+    #[error("body is not a consistent Arrow IPC stream: its schema declares {declared} arrays for the columns {columns:?}, but a record batch carries {carried}: the batch was not written with this schema")]
+    Layout {
+        /// Arrays (field nodes, nested ones included) the schema declares.
+        declared: usize,
+        /// Arrays the batch carries.
+        carried: usize,
+        /// The schema's columns.
+        columns: Vec<String>,
+    },
+    /// A record batch's data does not fit the column its schema message declares (a
+    /// batch spliced from another stream, a buggy writer).
+    #[error("body is not a consistent Arrow IPC stream: the data of column {column:?} does not fit its type {declared} in the stream's schema: {source}")]
+    Column {
+        /// The column whose data fails to decode.
+        column: String,
+        /// Its type in the stream's schema message.
+        declared: String,
+        /// Arrow's complaint.
+        #[source]
+        source: ArrowError,
+    },
     /// Encoding failed (a bug or an impossible batch).
     #[error("cannot encode Arrow IPC stream: {0}")]
     Encode(#[source] ArrowError),
     /// The batch's schema does not match the table.
     #[error("{0}")]
     Schema(#[from] SchemaMismatch),
+    /// The compressed buffers would decompress to more than the receiver accepts.
+    #[error("the batch decompresses to {decoded} bytes or more; at most {limit} are accepted (send smaller batches)")]
+    Inflated {
+        /// Decompressed bytes the stream declares (at least).
+        decoded: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// How a batch's schema differs from its table's. The message names the column.
@@ -171,9 +202,17 @@ pub fn encode(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, WireE
 /// must be a valid flatbuffer and its declared sizes must fit in the bytes received.
 /// Without this, four bytes of garbage read as a length make the reader allocate and
 /// fill gigabytes before failing.
-fn check_framing(mut buf: &[u8]) -> Result<(), WireError> {
+///
+/// Compressed buffers start with their decompressed length, which the reader allocates
+/// up front: their sum must stay within `max_decoded`, so a small body declaring (or
+/// truly holding, zstd compresses zeros a thousandfold) gigabytes is refused before any
+/// allocation instead of exhausting memory.
+/// Returns the number of field nodes (arrays) of each record batch message.
+fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireError> {
     let bad = |m: String| WireError::Decode(ArrowError::ParseError(m));
     let word = |b: &[u8], at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut decoded = 0usize;
+    let mut nodes = Vec::new();
     while !buf.is_empty() {
         if buf.len() < 4 {
             return Err(bad(format!("truncated message header ({} bytes)", buf.len())));
@@ -184,7 +223,7 @@ fn check_framing(mut buf: &[u8]) -> Result<(), WireError> {
             n => (n, 4),
         };
         if len == 0 {
-            return Ok(()); // end-of-stream marker
+            return Ok(nodes); // end-of-stream marker
         }
         let len = usize::try_from(len).map_err(|_| bad(format!("negative message length {len}")))?;
         let meta = buf
@@ -196,18 +235,91 @@ fn check_framing(mut buf: &[u8]) -> Result<(), WireError> {
             .checked_add(body)
             .filter(|end| *end <= buf.len())
             .ok_or_else(|| bad(format!("body of {body} bytes but only {} left", buf.len() - header - len)))?;
+        if let Some(b) = message.header_as_record_batch() {
+            nodes.push(b.nodes().map_or(0, |n| n.len()));
+        }
+        let batch = message.header_as_record_batch().or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        if let Some(batch) = batch.filter(|b| b.compression().is_some()) {
+            let data = &buf[header + len..end];
+            for b in batch.buffers().iter().flatten() {
+                if b.length() == 0 {
+                    continue;
+                }
+                let prefix = usize::try_from(b.offset())
+                    .ok()
+                    .and_then(|at| data.get(at..at.checked_add(8)?))
+                    .ok_or_else(|| bad(format!("buffer at {} of {} bytes lies outside its message body", b.offset(), b.length())))?;
+                let n = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+                // -1: stored uncompressed (a slice of the body, no allocation).
+                if n == -1 {
+                    continue;
+                }
+                let n = usize::try_from(n).map_err(|_| bad(format!("negative decompressed length {n}")))?;
+                decoded = decoded.saturating_add(n);
+                if decoded > max_decoded {
+                    return Err(WireError::Inflated { decoded, limit: max_decoded });
+                }
+            }
+        }
         buf = &buf[end..];
     }
-    Ok(())
+    Ok(nodes)
+}
+
+/// Field nodes (arrays) a column of this type takes in a record batch message.
+fn node_count(t: &arrow_schema::DataType) -> usize {
+    use arrow_schema::DataType as D;
+    1 + match t {
+        D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) | D::Map(f, _) | D::ListView(f) | D::LargeListView(f) => node_count(f.data_type()),
+        D::Struct(fs) => fs.iter().map(|f| node_count(f.data_type())).sum(),
+        D::Union(fs, _) => fs.iter().map(|(_, f)| node_count(f.data_type())).sum(),
+        // The dictionary's values travel in their own messages.
+        D::Dictionary(..) => 0,
+        D::RunEndEncoded(r, v) => node_count(r.data_type()) + node_count(v.data_type()),
+        _ => 0,
+    }
 }
 
 /// Decodes an Arrow IPC stream into its schema and batches.
 pub fn decode(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
-    check_framing(body)?;
+    decode_bounded(body, usize::MAX)
+}
+
+/// [`decode`] for bodies from the network: the compressed buffers may decompress to
+/// `max_decoded` bytes at most ([`WireError::Inflated`] otherwise, before allocating).
+pub fn decode_bounded(body: &[u8], max_decoded: usize) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
+    let nodes = check_framing(body, max_decoded)?;
     let reader = StreamReader::try_new(Cursor::new(body), None).map_err(WireError::Decode)?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(WireError::Decode)?;
-    Ok((schema, batches))
+    match reader.collect::<Result<Vec<_>, _>>() {
+        Ok(batches) => Ok((schema, batches)),
+        Err(source) => {
+            let declared: usize = schema.fields().iter().map(|f| node_count(f.data_type())).sum();
+            if let Some(&carried) = nodes.iter().find(|n| **n != declared) {
+                let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+                return Err(WireError::Layout { declared, carried, columns });
+            }
+            Err(match culprit(body, &schema) {
+                Some(i) => {
+                    let f = schema.field(i);
+                    WireError::Column { column: f.name().clone(), declared: f.data_type().to_string(), source }
+                }
+                None => WireError::Decode(source),
+            })
+        }
+    }
+}
+
+/// The first column whose data alone fails to decode, when the stream decodes without
+/// any column (so the fault is in a column, not in the messages). Error path only.
+fn culprit(body: &[u8], schema: &Schema) -> Option<usize> {
+    let decodes = |projection: Vec<usize>| {
+        StreamReader::try_new(Cursor::new(body), Some(projection)).is_ok_and(|r| r.into_iter().all(|b| b.is_ok()))
+    };
+    if !decodes(Vec::new()) {
+        return None;
+    }
+    (0..schema.fields().len()).find(|&i| !decodes(vec![i]))
 }
 
 /// Checks a batch against its table and returns it in the catalog's exact schema: columns
@@ -318,6 +430,55 @@ mod tests {
         for cut in [1, 8, good.len() / 2, good.len() - 9] {
             assert!(decode(&good[..cut]).is_err(), "truncated at {cut} decoded");
         }
+    }
+
+    #[test]
+    fn a_batch_that_inflates_past_the_limit_is_refused_before_allocating() {
+        // 12345 zeros: 98760 bytes decompressed, a few dozen compressed.
+        let n = 12_345;
+        let zeros = RecordBatch::try_from_iter(vec![("value", Arc::new(Float64Array::from(vec![0.0; n])) as ArrayRef)]).unwrap();
+        let body = encode(&zeros.schema(), std::slice::from_ref(&zeros)).unwrap();
+        assert!(body.len() < 2000, "{}", body.len());
+        assert_eq!(decode_bounded(&body, 1 << 20).unwrap().1[0].num_rows(), n);
+        let err = decode_bounded(&body, 50_000).unwrap_err();
+        assert!(matches!(err, WireError::Inflated { limit: 50_000, .. }), "{err}");
+        // A forged decompressed length (2^62) is refused, not allocated.
+        let real = ((8 * n) as i64).to_le_bytes();
+        let at = body.windows(8).position(|w| w == real).expect("the length prefix is in the body");
+        let mut forged = body.clone();
+        forged[at..at + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+        assert!(matches!(decode_bounded(&forged, 1 << 30), Err(WireError::Inflated { .. })));
+        forged[at..at + 8].copy_from_slice(&(-7i64).to_le_bytes());
+        assert!(matches!(decode_bounded(&forged, 1 << 30), Err(WireError::Decode(_))));
+    }
+
+    #[test]
+    fn a_batch_spliced_under_another_schema_names_the_column() {
+        let good = encode(&metrics_batch(3).schema(), &[metrics_batch(3)]).unwrap();
+        let b = metrics_batch(3);
+        let other = RecordBatch::try_from_iter(vec![
+            ("ts", b.column(0).clone()),
+            ("host", b.column(1).clone()),
+            ("name", b.column(2).clone()),
+            ("value", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+            ("labels", b.column(4).clone()),
+        ])
+        .unwrap();
+        let other = encode(&other.schema(), &[other]).unwrap();
+        let split = |body: &[u8]| {
+            let len = i32::from_le_bytes(body[4..8].try_into().unwrap()) as usize;
+            (body[..8 + len].to_vec(), body[8 + len..].to_vec())
+        };
+        let (schema, _) = split(&good);
+        let (_, rest) = split(&other);
+        let err = decode(&[schema, rest].concat()).unwrap_err();
+        assert!(matches!(&err, WireError::Column { column, .. } if column == "value"), "{err}");
+        assert!(err.to_string().contains("column \"value\"") && err.to_string().contains("Float64"), "{err}");
+        // A batch with fewer columns than the schema: the layout itself differs.
+        let short = RecordBatch::try_from_iter(vec![("ts", b.column(0).clone()), ("host", b.column(1).clone())]).unwrap();
+        let (_, rest) = split(&encode(&short.schema(), &[short]).unwrap());
+        let err = decode(&[split(&good).0, rest].concat()).unwrap_err();
+        assert!(matches!(err, WireError::Layout { declared: 8, carried: 2, .. }), "{err}");
     }
 
     #[test]

@@ -23,8 +23,17 @@ const fn default_version() -> u32 {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/lake")
 }
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7470))
+fn default_listen() -> String {
+    "127.0.0.1:7470".into()
+}
+const fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+const fn default_body_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+const fn default_request_timeout() -> Dur {
+    Dur(Duration::from_secs(120))
 }
 const fn default_max_body() -> ByteSize {
     ByteSize(64 << 20)
@@ -56,7 +65,7 @@ struct ConfigFile {
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     #[serde(default = "default_listen")]
-    listen: SocketAddr,
+    listen: String,
     #[serde(default)]
     nodes: Vec<NodeFile>,
     #[serde(default)]
@@ -65,6 +74,56 @@ struct ConfigFile {
     query: QueryFile,
     #[serde(default)]
     queries: Vec<NamedQueryFile>,
+    /// Alerting: `[alerts]`, `[[rules]]`, `[notify]` (parsed and validated in `lake_query::alerts`).
+    #[serde(default)]
+    alerts: lake_query::alerts::rules::AlertsFile,
+    #[serde(default)]
+    rules: Vec<lake_query::alerts::rules::RuleFile>,
+    #[serde(default)]
+    notify: lake_query::alerts::notify::NotifyFile,
+    #[serde(default)]
+    compaction: crate::compact::CompactionFile,
+    #[serde(default)]
+    custom: crate::custom::config::CustomFile,
+    #[serde(default)]
+    archive: crate::archive::config::ArchiveFile,
+    #[serde(default)]
+    retention: crate::retention::RetentionFile,
+    #[serde(default)]
+    admin: crate::http::admin::AdminFile,
+    #[serde(default)]
+    http: HttpFile,
+}
+
+/// `[http]`: how long the server waits on a client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    #[serde(default = "default_header_timeout")]
+    header_timeout: Dur,
+    #[serde(default = "default_body_timeout")]
+    body_timeout: Dur,
+    #[serde(default = "default_request_timeout")]
+    request_timeout: Dur,
+}
+
+impl Default for HttpFile {
+    fn default() -> Self {
+        HttpFile { header_timeout: default_header_timeout(), body_timeout: default_body_timeout(), request_timeout: default_request_timeout() }
+    }
+}
+
+/// The validated `[http]` section: the server's limits on slow clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// A request's line and headers must arrive within this (default 30s); an idle
+    /// keep-alive connection is closed after it too, so it stays above the collectors'
+    /// shipping cadence (10s) to spare them reconnections and close races.
+    pub header: Duration,
+    /// A request's body must arrive within this after its headers (default 60s).
+    pub body: Duration,
+    /// A request must be answered within this (default 120s), else 408.
+    pub request: Duration,
 }
 
 /// One `[[queries]]` entry.
@@ -191,6 +250,21 @@ pub struct Config {
     /// Named queries (CLI, SQL API, Grafana): the shipped defaults, then the
     /// `[[queries]]` of the file; one named like a default replaces it.
     pub queries: Vec<NamedQuery>,
+    /// Alert rules (built-in and `[[rules]]`), notification channels and alerting settings.
+    pub alerts: std::sync::Arc<lake_query::alerts::rules::AlertsConfig>,
+    /// `[compaction]`: merging small files (default: 128 MiB files, every 10 minutes).
+    pub compaction: crate::compact::CompactionConfig,
+    /// `[custom]`: defaults and per-table options of custom tables.
+    pub custom: crate::custom::TablesConfig,
+    /// `[archive]`: where and when finished partitions are archived (default: a local
+    /// directory `<data_dir>/archive`, nightly at 02:00 UTC).
+    pub archive: crate::archive::config::ArchiveConfig,
+    /// `[retention]`: how long partitions stay local and archived (default: forever).
+    pub retention: crate::retention::RetentionConfig,
+    /// `[admin] tokens`: bearer tokens of the admin API; empty means loopback clients only.
+    pub admin_tokens: Vec<Secret>,
+    /// `[http]`: header, body and request timeouts of the HTTP server.
+    pub http: HttpTimeouts,
 }
 
 impl Config {
@@ -211,11 +285,17 @@ impl Config {
         if file.version != 1 {
             bail!("version = {} is not supported (this lake reads version = 1)", file.version);
         }
+        let listen: SocketAddr = file.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "listen = {:?} is not an IP address and port: e.g. \"127.0.0.1:7470\" (this machine only) or the node's Tailscale address, \"100.101.102.103:7470\"",
+                file.listen
+            )
+        })?;
         let mut node_tokens: Vec<NodeToken> = Vec::new();
         for (i, n) in file.nodes.iter().enumerate() {
             validate_node_name(&n.name).with_context(|| format!("nodes[{i}].name"))?;
             if node_tokens.iter().any(|t| t.node == n.name) {
-                bail!("nodes[{i}]: node {:?} is listed twice", n.name);
+                bail!("nodes[{i}].name = {:?}: another [[nodes]] entry has this name; each node needs its own name and token", n.name);
             }
             let token = match (&n.token, &n.token_env) {
                 (Some(t), None) => t.clone(),
@@ -252,9 +332,19 @@ impl Config {
             .map(|q| NamedQuery { name: q.name, description: q.description, sql: q.sql, kind: q.kind })
             .collect();
         let queries = lake_query::named::merge(user).context("[[queries]]")?;
+        let nodes: Vec<String> = node_tokens.iter().map(|t| t.node.clone()).collect();
+        let cx = lake_query::alerts::rules::BuildContext { nodes: &nodes, listen, env: &env };
+        let alerts = std::sync::Arc::new(lake_query::alerts::rules::build(file.alerts, file.rules, file.notify, &cx)?);
+        let compaction = file.compaction.validate()?;
+        let custom = file.custom.validate()?;
+        let archive = file.archive.validate(&file.data_dir, &env)?;
+        let retention = file.retention.validate()?;
+        let others: Vec<&Secret> = node_tokens.iter().map(|n| &n.token).chain(&read_tokens).collect();
+        let admin_tokens = file.admin.validate(&env, &others)?;
+        let http = file.http.validate(file.query.timeout.0)?;
         Ok(Config {
             data_dir: file.data_dir,
-            listen: file.listen,
+            listen,
             node_tokens,
             max_body: usize::try_from(file.ingest.max_body.0).unwrap_or(usize::MAX),
             flush_interval: file.ingest.flush_interval.0,
@@ -267,7 +357,40 @@ impl Config {
                 threads: file.query.threads,
             },
             queries,
+            alerts,
+            compaction,
+            custom,
+            archive,
+            retention,
+            admin_tokens,
+            http,
         })
+    }
+}
+
+impl HttpFile {
+    fn validate(self, query_timeout: Duration) -> anyhow::Result<HttpTimeouts> {
+        let t = HttpTimeouts { header: self.header_timeout.0, body: self.body_timeout.0, request: self.request_timeout.0 };
+        for (key, d) in [("header_timeout", t.header), ("body_timeout", t.body), ("request_timeout", t.request)] {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                bail!("http.{key} = {}: must be between 1s and 1h", humantime::format_duration(d));
+            }
+        }
+        if t.body >= t.request {
+            bail!(
+                "http.body_timeout ({}) must be less than http.request_timeout ({}): the request timeout would cut the body off first",
+                humantime::format_duration(t.body),
+                humantime::format_duration(t.request)
+            );
+        }
+        if query_timeout >= t.request {
+            bail!(
+                "query.timeout ({}) must be less than http.request_timeout ({}), or long queries are answered 408 before their own limit",
+                humantime::format_duration(query_timeout),
+                humantime::format_duration(t.request)
+            );
+        }
+        Ok(t)
     }
 }
 
@@ -281,12 +404,21 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7470");
         assert_eq!(c.flush_interval, Duration::from_secs(30));
         assert!(c.node_tokens.is_empty());
+        let http = HttpTimeouts { header: Duration::from_secs(30), body: Duration::from_secs(60), request: Duration::from_secs(120) };
+        assert_eq!(c.http, http);
     }
 
     #[test]
     fn the_example_parses() {
         let text = include_str!("../examples/lake.toml");
-        let c = Config::parse(text, |k| (k == "LAKE_TOKEN_GATEWAY").then(|| "g".repeat(32))).unwrap();
+        let env = |k: &str| match k {
+            "LAKE_TOKEN_GATEWAY" => Some("g".repeat(32)),
+            "LAKE_ADMIN_TOKENS" => Some(format!("{},{}", "a".repeat(20), "b".repeat(20))),
+            _ => None,
+        };
+        let c = Config::parse(text, env).unwrap();
+        assert_eq!(c.admin_tokens.len(), 2);
+        assert_eq!(c.retention.policy(&lake_format::Table::Metrics.into()).keep_local_days, Some(14));
         assert_eq!(c.node_tokens.len(), 2);
         assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
     }

@@ -5,10 +5,17 @@
 //! [`writer::write_flush`] (Parquet by table and date, atomic commit) → WAL truncation.
 //! [`server`] wires these with the SQL API of `lake-query`; [`cli`] holds the subcommands.
 
+pub mod alerts;
+pub mod archive;
 pub mod cli;
+pub mod compact;
 pub mod config;
+pub mod custom;
 pub mod http;
 pub mod lock;
+pub mod progress;
+pub mod retention;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod swap;

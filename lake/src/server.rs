@@ -15,7 +15,7 @@ use tower_http::timeout::TimeoutLayer;
 use lake_format::{layout, BatchId, Table};
 use lake_query::engine::{Engine, FreshRows};
 
-use crate::config::Config;
+use crate::config::{Config, HttpTimeouts};
 use crate::http::{self, ingest::Ingest, Status};
 use crate::state::{Batches, State};
 use crate::wal::Wal;
@@ -33,10 +33,20 @@ impl FreshRows for Buffers {
     fn is_retired(&self, path: &std::path::Path) -> bool {
         Buffers::is_retired(self, path)
     }
+
+    fn snapshot_custom(&self, name: &str, schema: &arrow_schema::SchemaRef) -> Vec<arrow_array::RecordBatch> {
+        let rows = Buffers::snapshot(self, lake_format::custom::TableRef::Custom(name.into()));
+        // Batches built before the table gained columns get them as NULL.
+        rows.iter()
+            .filter_map(|b| {
+                crate::custom::conform_to(schema, b)
+                    .map_err(|e| tracing::error!(table = name, %e, "fresh rows do not fit their table's schema; left out of this query"))
+                    .ok()
+            })
+            .collect()
+    }
 }
 
-/// Longest a request may take before the server gives up on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -151,13 +161,26 @@ impl Flusher {
     }
 }
 
+/// A WAL record of a custom table: its Arrow IPC conformed to the table's schema now
+/// (which can only have gained columns since the record was written).
+fn decode_custom(registry: &crate::custom::Registry, table: &str, body: &[u8]) -> Result<Vec<arrow_array::RecordBatch>, String> {
+    let schema = registry.get(table).ok_or_else(|| format!("custom table {table} has no schema"))?.arrow_schema();
+    let (_, batches) = lake_format::wire::decode(body).map_err(|e| e.to_string())?;
+    batches.iter().map(|b| crate::custom::conform_to(&schema, b).map_err(|e| e.to_string())).collect()
+}
+
 /// Replays WAL records not yet committed into the buffers.
-fn replay(records: Vec<crate::wal::WalRecord>, state: &State, buffers: &Buffers, batches: &Batches) -> (usize, usize) {
+fn replay(
+    records: Vec<crate::wal::WalRecord>,
+    state: &State,
+    buffers: &Buffers,
+    batches: &Batches,
+    registry: &crate::custom::Registry,
+) -> (usize, usize) {
     let (mut replayed, mut skipped) = (0, 0);
     for rec in records {
-        let parsed = rec.batch_id.parse::<BatchId>().ok().zip(rec.table.parse::<Table>().ok());
-        let Some((id, table)) = parsed else {
-            tracing::error!(batch = %rec.batch_id, table = %rec.table, "wal record with a bad id or table skipped");
+        let Some(id) = rec.batch_id.parse::<BatchId>().ok() else {
+            tracing::error!(batch = %rec.batch_id, table = %rec.table, "wal record with a bad id skipped");
             skipped += 1;
             continue;
         };
@@ -165,7 +188,12 @@ fn replay(records: Vec<crate::wal::WalRecord>, state: &State, buffers: &Buffers,
             skipped += 1;
             continue;
         }
-        match http::ingest::decode(table, &rec.body) {
+        let table = lake_format::custom::TableRef::parse(&rec.table);
+        let decoded = match &table {
+            lake_format::custom::TableRef::Builtin(t) => http::ingest::decode(*t, &rec.body).map_err(|e| e.to_string()),
+            lake_format::custom::TableRef::Custom(name) => decode_custom(registry, name, &rec.body),
+        };
+        match decoded {
             Ok(b) => {
                 buffers.push(table, b);
                 batches.logged(&id);
@@ -183,16 +211,46 @@ fn replay(records: Vec<crate::wal::WalRecord>, state: &State, buffers: &Buffers,
 /// Runs the lake until `cancel` fires.
 pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
     let data = config.data_dir.clone();
+    // The data directory's owner lock: `lake archive`/`lake restore` see it and ask this
+    // lake's admin API instead of touching its files. Released when `run` returns.
+    let _data_lock = crate::lock::DataLock::acquire(&data)?;
     std::fs::create_dir_all(data.join(layout::TABLES_DIR)).with_context(|| format!("creating {}", data.display()))?;
     let d = data.clone();
     let state = tokio::task::spawn_blocking(move || writer::recover(&d)).await??;
     let (wal, found) = Wal::open(&data.join(layout::WAL_DIR))?;
     let buffers = Arc::new(Buffers::default());
     let batches = Arc::new(Batches::new(state.clone()));
-    let (replayed, skipped) = replay(found.records, &state, &buffers, &batches);
+    let registry = Arc::new(crate::custom::Registry::open(&data, config.custom.clone()));
+    let (replayed, skipped) = replay(found.records, &state, &buffers, &batches, &registry);
     tracing::info!(replayed, skipped, truncated_bytes = found.truncated_bytes, "wal replayed");
 
     let engine = Arc::new(Engine::open(&data, Arc::clone(&buffers) as Arc<dyn FreshRows>, config.limits.clone())?);
+    // Archive, retention and restore: the admin API and the nightly schedule. Their commits
+    // go through a swapper sharing the buffers' visibility lock and retired set; retired
+    // files outlive the longest query (twice the query time limit).
+    let swapper = Arc::new(crate::swap::Swapper::with_buffers(&data, config.limits.timeout * 2, Arc::clone(&buffers))?);
+    let jobs = Arc::new(tokio::sync::Mutex::new(()));
+    let compactor = Arc::new(crate::compact::Compactor::new(&data, Arc::clone(&swapper), Arc::clone(&buffers), config.compaction.clone(), Arc::clone(&jobs)));
+    let compact_task = tokio::spawn(Arc::clone(&compactor).run(cancel.child_token()));
+    let maintenance = Arc::new(crate::archive::Maintenance::new(
+        &data,
+        config.archive.clone(),
+        config.retention.clone(),
+        Arc::clone(&swapper),
+        Arc::clone(&buffers),
+    )?
+    .with_compaction(config.compaction.clone())
+    .sharing_jobs(jobs));
+    let admin = http::admin::router(Arc::clone(&maintenance), config.admin_tokens.clone(), cancel.child_token());
+    // An unreachable archive must not keep the lake from taking data: say so, and let the
+    // nightly run retry.
+    let archive_config = config.archive.clone();
+    tokio::spawn(async move {
+        if let Err(e) = probe_archive(&archive_config).await {
+            tracing::error!("{e:#} (archiving will be retried at its next run)");
+        }
+    });
+    let archive_task = tokio::spawn(crate::archive::run_schedule(Arc::clone(&maintenance), Arc::default(), cancel.child_token()));
     let gate = Arc::new(RwLock::new(()));
     let writer_stats = Arc::new(WriterStats::default());
     let ingest = Arc::new(Ingest {
@@ -203,6 +261,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         tokens: config.node_tokens.clone(),
         max_body: config.max_body,
         max_buffered: config.flush_size.saturating_mul(4),
+        custom: Arc::clone(&registry),
         stats: Default::default(),
     });
     let status = Arc::new(Status {
@@ -210,12 +269,32 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         writer: Arc::clone(&writer_stats),
         buffers: Arc::clone(&buffers),
         started: Instant::now(),
+        compaction: Arc::clone(&compactor),
+        archive: Arc::clone(&maintenance),
+        alerts: std::sync::OnceLock::new(),
     });
     let read_tokens: Vec<String> = config.read_tokens.iter().map(|s| s.0.clone()).collect();
+    // Alert rules, notifications and `alerts` rows; awaited before the last flush.
+    let alerts = crate::alerts::Alerts::spawn(
+        Arc::clone(&config.alerts),
+        &data,
+        Arc::clone(&engine),
+        Arc::clone(&ingest),
+        Arc::new(lake_query::alerts::SystemClock),
+        cancel.child_token(),
+    )?;
+    let _ = status.alerts.set(alerts.snapshots());
+    let tables = Arc::new(http::tables::Tables { engine: Arc::clone(&engine), read_tokens: read_tokens.clone() });
+    let tables_routes = axum::Router::new().route("/v1/tables", axum::routing::get(http::tables::tables)).with_state(tables);
     let app = http::router(ingest, status)
+        .merge(tables_routes)
         .merge(lake_query::http::router(Arc::clone(&engine), read_tokens.clone(), config.queries.clone()))
+        .merge(alerts.router(read_tokens.clone()))
+        // The built-in web UI at `/` and `/ui/…` (embedded assets; reads through the APIs above).
+        .merge(http::ui::router(read_tokens.clone()))
         .nest("/grafana", lake_query::grafana::router(engine, read_tokens, config.queries.clone()))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+        .merge(admin)
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, config.http.request));
 
     let flusher = Flusher {
         data: data.clone(),
@@ -237,19 +316,116 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     // Trailing slashes are trimmed before routing: Grafana calls `<datasource url>/`, i.e.
     // `/grafana/`, for its health check.
     let app = tower::Layer::layer(&tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(), app);
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
-    cancel.cancelled().await;
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(r) => r??,
-        Err(_) => tracing::warn!("requests still running after the shutdown grace period; stopping anyway"),
-    }
+    serve_http(listener, app, config.http, cancel.clone()).await;
+    // Alerting saves its state and appends its last rows, which the last flush then takes.
+    alerts.stopped().await;
     // Requests are done: the last flush sees every acknowledged row.
     flush_cancel.cancel();
     flush_task.await?;
+    // A merge in progress finishes (its output is committed or discarded whole).
+    if tokio::time::timeout(SHUTDOWN_GRACE, compact_task).await.is_err() {
+        tracing::warn!("compaction still running after the shutdown grace period; its staging is discarded at the next start");
+    }
+    // An archive job stops at its next file boundary; the next run resumes it.
+    if tokio::time::timeout(SHUTDOWN_GRACE, archive_task).await.is_err() {
+        tracing::warn!("archive job still running after the shutdown grace period; stopping anyway");
+    }
     tracing::info!("lake stopped");
     Ok(())
+}
+
+/// Serves HTTP/1 on `listener` until `cancel`, then gives requests in flight
+/// [`SHUTDOWN_GRACE`] to finish.
+///
+/// hyper directly rather than `axum::serve`, which sets no timer: without one hyper's
+/// header-read timeout never fires, and a client sending its headers a byte a second holds
+/// a connection (and a task) for ever. Here a request's headers must arrive within
+/// `http.header_timeout` (idle keep-alive connections close after it too) and its body
+/// within `http.body_timeout`; what a handler leaves unread is drained before its answer
+/// goes out ([`http::body`]); `http.request_timeout` bounds the answer ([`TimeoutLayer`]).
+async fn serve_http<S>(listener: TcpListener, app: S, timeouts: HttpTimeouts, cancel: CancellationToken)
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeouts.header);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (app, body_timeout) = (app.clone(), timeouts.body);
+        let svc = tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (parts, incoming) = req.into_parts();
+            let body = http::body::DeadlineBody::wrap(axum::body::Body::new(incoming), body_timeout);
+            let (body, unread) = http::body::Unread::share(body);
+            let mut req = axum::extract::Request::from_parts(parts, body);
+            // The peer address: the admin API answers only loopback clients when it has no tokens.
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let expects_continue = req.headers().get(axum::http::header::EXPECT).is_some();
+            let answer = tower::ServiceExt::oneshot(app.clone(), req);
+            async move {
+                let resp = answer.await?;
+                // A client waiting for `100 Continue` sends nothing more: no drain needed.
+                if !expects_continue {
+                    let drained = unread.drain().await;
+                    if drained > 0 {
+                        tracing::debug!(%peer, drained, status = %resp.status(), "discarded the unread rest of a request body");
+                    }
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let conn = graceful.watch(builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(svc)));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%e, %peer, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
+    }
+}
+
+/// How long [`probe_archive`] waits for the store.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Checks that an S3/R2 archive answers: one listing under the prefix, within
+/// [`PROBE_TIMEOUT`]. The error names the keys to look at. A local archive is not probed
+/// (it is a directory, created when the lake starts).
+pub async fn probe_archive(cfg: &crate::archive::config::ArchiveConfig) -> anyhow::Result<()> {
+    use crate::archive::config::StoreConfig;
+    let StoreConfig::S3 { bucket, endpoint, .. } = &cfg.store else {
+        return Ok(());
+    };
+    let (key, value) = match endpoint {
+        Some(e) => ("archive.endpoint", e.clone()),
+        None => ("archive.bucket", bucket.clone()),
+    };
+    let hint = "check the URL (R2: \"https://<account_id>.r2.cloudflarestorage.com\"), archive.bucket, the credentials and the network";
+    let store = crate::archive::store::Store::open(cfg).map_err(|e| anyhow::anyhow!("{key} = {value:?}: {e}"))?;
+    let prefix = (!cfg.prefix.is_empty()).then(|| object_store::path::Path::from(cfg.prefix.as_str()));
+    match tokio::time::timeout(PROBE_TIMEOUT, store.inner().list_with_delimiter(prefix.as_ref())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => anyhow::bail!("{key} = {value:?}: listing bucket {bucket:?} failed: {e}; {hint}"),
+        Err(_) => anyhow::bail!("{key} = {value:?}: the archive store did not answer within {}s; {hint}", PROBE_TIMEOUT.as_secs()),
+    }
 }
 
 /// Binds the configured address.

@@ -258,8 +258,9 @@ impl Swapper {
     }
 }
 
-/// Renames staged files into their partitions; safe to repeat.
-fn apply_adds(data: &Path, adds: &[(PathBuf, PathBuf)]) -> Result<()> {
+/// Renames staged files into their partitions (creating and fsyncing directories);
+/// safe to repeat. Shared with the writer's flush commit.
+pub(crate) fn apply_adds(data: &Path, adds: &[(PathBuf, PathBuf)]) -> Result<()> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (staged, fin) in adds {
         let (staged, fin) = (data.join(staged), data.join(fin));

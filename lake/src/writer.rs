@@ -34,7 +34,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use lake_format::layout::{self, Date};
-use lake_format::Table;
+use lake_format::custom::TableRef;
 
 use crate::state::{sync_dir, write_atomic, Manifest, State, VersionedState};
 
@@ -55,7 +55,7 @@ pub enum WriterError {
     #[error("encoding {table}: {message}")]
     Encode {
         /// Table being written.
-        table: Table,
+        table: String,
         /// What went wrong.
         message: String,
     },
@@ -85,9 +85,9 @@ pub struct Buffers {
 
 #[derive(Debug, Default)]
 struct Inner {
-    open: HashMap<Table, Vec<RecordBatch>>,
+    open: HashMap<TableRef, Vec<RecordBatch>>,
     /// Taken by the running flush; still visible until its files are committed.
-    flushing: HashMap<Table, Vec<RecordBatch>>,
+    flushing: HashMap<TableRef, Vec<RecordBatch>>,
     bytes: usize,
     rows: usize,
     oldest: Option<Instant>,
@@ -100,12 +100,13 @@ impl Buffers {
     }
 
     /// Adds conformed batches of one table.
-    pub fn push(&self, table: Table, batches: Vec<RecordBatch>) {
+    pub fn push(&self, table: impl Into<TableRef>, batches: Vec<RecordBatch>) {
+        let table = table.into();
         let mut g = self.lock();
         for b in batches {
             g.bytes += b.get_array_memory_size();
             g.rows += b.num_rows();
-            g.open.entry(table).or_default().push(b);
+            g.open.entry(table.clone()).or_default().push(b);
         }
         g.oldest.get_or_insert_with(Instant::now);
         drop(g);
@@ -125,7 +126,7 @@ impl Buffers {
     }
 
     /// Moves the open buffer to the flushing one and returns its contents.
-    pub fn start_flush(&self) -> HashMap<Table, Vec<RecordBatch>> {
+    pub fn start_flush(&self) -> HashMap<TableRef, Vec<RecordBatch>> {
         let mut g = self.lock();
         let taken = std::mem::take(&mut g.open);
         g.flushing = taken.clone();
@@ -189,7 +190,8 @@ impl Buffers {
     }
 
     /// Every buffered batch of a table, flushing or open.
-    pub fn snapshot(&self, table: Table) -> Vec<RecordBatch> {
+    pub fn snapshot(&self, table: impl Into<TableRef>) -> Vec<RecordBatch> {
+        let table = table.into();
         let g = self.lock();
         let mut out = g.flushing.get(&table).cloned().unwrap_or_default();
         out.extend(g.open.get(&table).into_iter().flatten().cloned());
@@ -224,11 +226,26 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// Sorts a table's rows by (host, ts) and splits them by UTC date.
-fn sorted_by_date(table: Table, batches: &[RecordBatch]) -> Result<Vec<(Date, RecordBatch)>> {
-    let enc = |e: arrow_schema::ArrowError| WriterError::Encode { table, message: e.to_string() };
-    let schema = batches[0].schema();
+fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date, RecordBatch)>> {
+    let enc = |e: arrow_schema::ArrowError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
     let t0 = Instant::now();
-    let all = concat_batches(&schema, batches).map_err(enc)?;
+    let all = if batches.iter().all(|b| b.schema().fields() == batches[0].schema().fields()) {
+        concat_batches(&batches[0].schema(), batches).map_err(enc)?
+    } else {
+        // A custom table that gained columns while these rows waited: the union of the
+        // batches' columns (each only ever adds), missing values NULL.
+        let mut fields: Vec<arrow_schema::FieldRef> = Vec::new();
+        for b in batches {
+            for f in b.schema().fields() {
+                if !fields.iter().any(|g| g.name() == f.name()) {
+                    fields.push(Arc::clone(f));
+                }
+            }
+        }
+        let schema = Arc::new(arrow_schema::Schema::new_with_metadata(fields, batches[0].schema().metadata().clone()));
+        let wide: Vec<RecordBatch> = batches.iter().map(|b| crate::custom::conform_to(&schema, b)).collect::<Result<_, _>>().map_err(enc)?;
+        concat_batches(&schema, &wide).map_err(enc)?
+    };
     let t1 = Instant::now();
     let sort = [
         SortColumn { values: Arc::clone(all.column_by_name("host").expect("catalog has host")), options: None },
@@ -242,7 +259,7 @@ fn sorted_by_date(table: Table, batches: &[RecordBatch]) -> Result<Vec<(Date, Re
     let ts = sorted
         .column_by_name("ts")
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| WriterError::Encode { table, message: "ts is not a microsecond timestamp".into() })?;
+        .ok_or_else(|| WriterError::Encode { table: table.to_string(), message: "ts is not a microsecond timestamp".into() })?;
     let mut dates: BTreeMap<Date, Vec<bool>> = BTreeMap::new();
     for (i, v) in ts.values().iter().enumerate() {
         let mask = dates.entry(Date::from_micros(*v)).or_insert_with(|| vec![false; ts.len()]);
@@ -261,18 +278,24 @@ fn sorted_by_date(table: Table, batches: &[RecordBatch]) -> Result<Vec<(Date, Re
         .collect()
 }
 
-fn write_parquet(table: Table, path: &Path, batch: &RecordBatch) -> Result<()> {
-    let enc = |e: parquet::errors::ParquetError| WriterError::Encode { table, message: e.to_string() };
-    let host = batch.schema().index_of("host").expect("catalog has host") as i32;
-    let ts = batch.schema().index_of("ts").expect("catalog has ts") as i32;
-    let props = WriterProperties::builder()
+/// The properties of every committed Parquet file of a catalog table (`schema`): zstd,
+/// page statistics, sorted by (host, ts). Shared with `lake gen`, which writes the same files.
+pub(crate) fn parquet_properties(schema: &arrow_schema::Schema) -> WriterProperties {
+    let host = schema.index_of("host").expect("catalog has host") as i32;
+    let ts = schema.index_of("ts").expect("catalog has ts") as i32;
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![
             SortingColumn { column_idx: host, descending: false, nulls_first: false },
             SortingColumn { column_idx: ts, descending: false, nulls_first: false },
         ]))
-        .build();
+        .build()
+}
+
+fn write_parquet(table: &TableRef, path: &Path, batch: &RecordBatch) -> Result<()> {
+    let enc = |e: parquet::errors::ParquetError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
+    let props = parquet_properties(&batch.schema());
     let file = File::create(path).map_err(io_err("create", path))?;
     let t0 = Instant::now();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(enc)?;
@@ -291,7 +314,7 @@ fn write_parquet(table: Table, path: &Path, batch: &RecordBatch) -> Result<()> {
 pub fn write_flush(
     data: &Path,
     flush: u64,
-    taken: &HashMap<Table, Vec<RecordBatch>>,
+    taken: &HashMap<TableRef, Vec<RecordBatch>>,
     state: &State,
     buffers: &Buffers,
 ) -> Result<(usize, usize)> {
@@ -321,19 +344,19 @@ fn stage_files(
     data: &Path,
     stage: &Path,
     flush: u64,
-    taken: &HashMap<Table, Vec<RecordBatch>>,
+    taken: &HashMap<TableRef, Vec<RecordBatch>>,
     state: &State,
 ) -> Result<(PathBuf, Manifest, usize)> {
     fs::create_dir_all(stage).map_err(io_err("create", stage))?;
     let mut moves = Vec::new();
     let mut rows = 0;
     let mut tables: Vec<_> = taken.iter().filter(|(_, b)| !b.is_empty()).collect();
-    tables.sort_by_key(|(t, _)| **t);
+    tables.sort_by(|a, b| a.0.cmp(b.0));
     for (table, batches) in tables {
-        for (date, batch) in sorted_by_date(*table, batches)? {
+        for (date, batch) in sorted_by_date(table, batches)? {
             let name = format!("{}.{date}.{}", table.name(), layout::PARQUET_EXT);
             let staged = stage.join(&name);
-            write_parquet(*table, &staged, &batch)?;
+            write_parquet(table, &staged, &batch)?;
             rows += batch.num_rows();
             let fin = layout::partition_dir(Path::new(""), table.name(), date).join(layout::file_name("f", flush));
             moves.push((staged.strip_prefix(data).unwrap_or(&staged).to_path_buf(), fin));
@@ -349,25 +372,10 @@ fn stage_files(
 
 /// Step 3 of the commit; safe to repeat after a crash at any point inside it.
 fn apply_manifest(data: &Path, mpath: &Path, manifest: &Manifest) -> Result<()> {
-    let mut dirs = Vec::new();
-    for (staged, fin) in &manifest.moves {
-        let (staged, fin) = (data.join(staged), data.join(fin));
-        let dir = fin.parent().expect("partition path has a parent").to_path_buf();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-            let table_dir = dir.parent().expect("table dir");
-            sync_dir(table_dir).map_err(io_err("fsync", table_dir))?;
-        }
-        if staged.exists() {
-            fs::rename(&staged, &fin).map_err(io_err("rename", &staged))?;
-        }
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    for dir in &dirs {
-        sync_dir(dir).map_err(io_err("fsync", dir))?;
-    }
+    crate::swap::apply_adds(data, &manifest.moves).map_err(|e| match e {
+        crate::swap::SwapError::Io { op, path, source } => WriterError::Io { op, path, source },
+        other => WriterError::Io { op: "commit", path: mpath.to_path_buf(), source: io::Error::other(other.to_string()) },
+    })?;
     let VersionedState::V1(state) = &manifest.state;
     let spath = state_path(data);
     state.store(&spath).map_err(io_err("write", &spath))?;
@@ -435,6 +443,7 @@ mod http_rows;
 mod tests {
     use super::*;
     use lake_format::rows::MetricsBuilder;
+    use lake_format::Table;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     const DAY: i64 = 86_400_000_000;
@@ -468,7 +477,7 @@ mod tests {
     #[test]
     fn flush_sorts_by_host_then_ts_and_splits_days() {
         let dir = tempfile::tempdir().unwrap();
-        let taken = HashMap::from([(Table::Metrics, vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])])]);
+        let taken = HashMap::from([(Table::Metrics.into(), vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])])]);
         let state = State { next_flush: 1, ..Default::default() };
         assert_eq!(write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap(), (5, 2));
         let files = read_all(dir.path());
@@ -485,7 +494,7 @@ mod tests {
     fn a_crash_before_the_manifest_discards_and_after_it_completes() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        let taken = HashMap::from([(Table::Metrics, vec![batch("a", &[1, 2])])]);
+        let taken = HashMap::from([(Table::Metrics.into(), vec![batch("a", &[1, 2])])]);
         let state = State { next_flush: 1, ..Default::default() };
         write_flush(data, 0, &taken, &state, &Buffers::default()).unwrap();
 
@@ -499,7 +508,7 @@ mod tests {
 
         // Crash after the manifest with one file already renamed: recovery completes it.
         let next = State { next_flush: 2, ..Default::default() };
-        let taken = HashMap::from([(Table::Metrics, vec![batch("a", &[3, DAY])])]);
+        let taken = HashMap::from([(Table::Metrics.into(), vec![batch("a", &[3, DAY])])]);
         write_flush(data, 1, &taken, &next, &Buffers::default()).unwrap();
         let files = read_all(data);
         assert_eq!(files.len(), 3);
@@ -540,7 +549,7 @@ mod tests {
         println!("1M http rows: {} MiB in memory", bytes >> 20);
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let taken = HashMap::from([(Table::Http, batches.clone())]);
+            let taken = HashMap::from([(Table::Http.into(), batches.clone())]);
             let state = State { next_flush: 1, ..Default::default() };
             let t = Instant::now();
             let (rows, files) = write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap();
@@ -565,13 +574,13 @@ mod tests {
         let b = Buffers::default();
         b.push(Table::Metrics, vec![batch("a", &[1])]);
         let taken = b.start_flush();
-        assert_eq!(taken[&Table::Metrics].len(), 1);
+        assert_eq!(taken[&Table::Metrics.into()].len(), 1);
         b.push(Table::Metrics, vec![batch("a", &[2])]);
         assert_eq!(b.snapshot(Table::Metrics).len(), 2);
         b.abort_flush();
         assert_eq!(b.usage().0, 2);
         let again = b.start_flush();
-        assert_eq!(ts_values(&again[&Table::Metrics][0]), vec![1]);
+        assert_eq!(ts_values(&again[&Table::Metrics.into()][0]), vec![1]);
         b.finish_flush();
         assert!(b.snapshot(Table::Metrics).is_empty());
     }

@@ -14,12 +14,21 @@
 //!
 //! TEMP objects live in the connection's own catalog and vanish with it, so concurrent
 //! queries never see each other's views or snapshots.
+//!
+//! [`Engine::query_stream`] runs the same steps but hands the result over chunk by chunk
+//! through a bounded channel as DuckDB produces it ([`stream`]), for results too large to
+//! hold; the blocking forms collect into a [`QueryResult`].
 
+mod custom;
 mod sandbox;
+mod tables;
+mod stream;
 mod views;
 
+pub use stream::{QueryStream, StreamEnd};
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +57,12 @@ pub trait FreshRows: Send + Sync + std::fmt::Debug + 'static {
     /// [`FreshRows::consistent`]. The default (no lake process) hides nothing.
     fn is_retired(&self, _path: &Path) -> bool {
         false
+    }
+
+    /// Rows acknowledged but not yet in Parquet for the custom table `name`, conformed to
+    /// `schema` (its current schema). The default (no lake process) has none.
+    fn snapshot_custom(&self, _name: &str, _schema: &SchemaRef) -> Vec<RecordBatch> {
+        Vec::new()
     }
 }
 
@@ -107,16 +122,47 @@ impl QueryResult {
 /// Why a query produced no result.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The SQL was rejected or failed in DuckDB; the message is DuckDB's (or says which
-    /// statement kinds are allowed). The user's mistake: a 400.
+    /// The SQL failed in DuckDB (syntax, unknown column, conversion, …) or is not one
+    /// statement; the message is DuckDB's. The user's mistake: a 400.
     #[error("{0}")]
     Sql(String),
+    /// The SQL tries to leave the sandbox: a statement that is not a read (writes, `COPY`,
+    /// `ATTACH`, `INSTALL`/`LOAD`, `SET`/`PRAGMA`, …) or a file or URL outside
+    /// `<data>/tables/`. The message says what is not allowed: a 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// The query ran longer than the limit and was interrupted.
     #[error("query interrupted after the time limit of {0:?}")]
     Timeout(Duration),
+    /// The consumer of a [`QueryStream`] went away (a client disconnected); the query was
+    /// interrupted. Nobody is left to tell, so this only shows up in [`EngineStats`].
+    #[error("query cancelled: its reader went away")]
+    Cancelled,
     /// Preparing the connection or converting the result failed: our fault, not the user's.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Counters of the engine, for `/metrics` and tests.
+#[derive(Debug, Default)]
+struct Counters {
+    queries: AtomicU64,
+    timeouts: AtomicU64,
+    cancelled: AtomicU64,
+    running: AtomicU64,
+}
+
+/// A snapshot of the engine's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Queries started.
+    pub queries: u64,
+    /// Queries interrupted at the time limit.
+    pub timeouts: u64,
+    /// Streamed queries interrupted because their reader went away.
+    pub cancelled: u64,
+    /// Queries running now.
+    pub running: u64,
 }
 
 type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -130,6 +176,7 @@ pub struct Engine {
     data_dir: PathBuf,
     fresh: Arc<dyn FreshRows>,
     limits: Limits,
+    counters: Counters,
 }
 
 impl Engine {
@@ -148,7 +195,26 @@ impl Engine {
             data_dir,
             fresh,
             limits,
+            counters: Counters::default(),
         })
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.counters;
+        EngineStats {
+            queries: c.queries.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            running: c.running.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a query as running until the guard drops, and its outcome.
+    fn track(&self) -> Running<'_> {
+        self.counters.queries.fetch_add(1, Ordering::Relaxed);
+        self.counters.running.fetch_add(1, Ordering::Relaxed);
+        Running(&self.counters)
     }
 
     /// The limits every query runs under.
@@ -168,10 +234,11 @@ impl Engine {
     /// reach a query. Same sandbox, read-only check, views and limits as
     /// [`Engine::query_blocking`].
     pub fn query_params_blocking(&self, sql: &str, params: Vec<Value>) -> Result<QueryResult> {
+        let running = self.track();
         let conn = self.connect()?;
         sandbox::check_read_only(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql)?;
-        run_with_limits(&conn, sql, params, &self.limits)
+        running.outcome(run_with_limits(&conn, sql, params, &self.limits))
     }
 
     /// Runs one read-only statement on the blocking thread pool.
@@ -205,11 +272,38 @@ impl Engine {
     }
 }
 
-/// DuckDB's message for a failed user statement.
+/// A running query, for [`EngineStats`].
+struct Running<'a>(&'a Counters);
+
+impl Running<'_> {
+    /// Counts how a query ended and passes its result on.
+    fn outcome<T>(&self, result: Result<T>) -> Result<T> {
+        match &result {
+            Err(EngineError::Timeout(_)) => self.0.timeouts.fetch_add(1, Ordering::Relaxed),
+            Err(EngineError::Cancelled) => self.0.cancelled.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        result
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// DuckDB's message for a failed user statement: a 403 when the sandbox refused a file
+/// or URL (DuckDB's "Permission Error"), else a 400.
 fn sql_error(e: duckdb::Error) -> EngineError {
-    match e {
-        duckdb::Error::DuckDBFailure(_, Some(msg)) => EngineError::Sql(msg),
-        other => EngineError::Sql(other.to_string()),
+    let msg = match e {
+        duckdb::Error::DuckDBFailure(_, Some(msg)) => msg,
+        other => other.to_string(),
+    };
+    if msg.starts_with("Permission Error") {
+        EngineError::Forbidden(format!("{}: {msg}", sandbox::FILES_FORBIDDEN))
+    } else {
+        EngineError::Sql(msg)
     }
 }
 

@@ -4,10 +4,37 @@
 //! `Content-Type` is `application/json`, otherwise the SQL itself as text with the format
 //! in `?format=` (default `json`). A JSON body's `format` wins over the query parameter.
 //!
-//! Response: the result rendered by [`crate::output`]; `Lake-Truncated: true` when the row
-//! limit cut it. Errors are JSON `{"error": "..."}`: 400 for SQL DuckDB rejects (its own
-//! message) or the sandbox refuses, 408 when the time limit interrupted the query, 401
+//! Response: the result rendered by [`crate::output`]. Errors are JSON `{"error": "..."}`:
+//! 400 for SQL DuckDB rejects (its own message: syntax, unknown column, …), 403 when the
+//! SQL tries to leave the sandbox (a statement that is not a read, `COPY`, `ATTACH`,
+//! `INSTALL`/`LOAD`, `SET`/`PRAGMA`, a file outside `<data>/tables/` or a URL; the
+//! message says what is not allowed), 408 when the time limit interrupted the query, 401
 //! without a valid read token, 500 (generic message, detail logged) for our own failures.
+//!
+//! # Streaming
+//!
+//! JSON, CSV and Arrow answers are streamed ([`stream`]): DuckDB's batches are encoded on
+//! the query thread and flow to the body through a bounded channel, so memory stays
+//! bounded whatever the result's size. The row limit and the time limit still apply to
+//! the whole stream, and a client that disconnects cancels the query.
+//!
+//! The response head is held back until the first [`stream::WINDOW`] bytes are encoded or
+//! the result ends, whichever comes first. So:
+//! - an error before that is a proper error response (400/403/408 with JSON), and
+//! - a result that fits (most) is answered whole, with `Content-Length` and
+//!   `Lake-Truncated: true` in the head when the row limit cut it, as before.
+//!
+//! A larger result is sent chunked, announcing `Trailer: lake-truncated, lake-error`:
+//! - truncation: JSON's final `"truncated"` and `"row_count"` fields (always), and the
+//!   `Lake-Truncated` trailer (HTTP/1.1 sends trailers only to clients asking with
+//!   `TE: trailers`);
+//! - an error after the head (time limit, DuckDB failing mid-way): JSON ends the document
+//!   with an `"error"` field after `row_count` (still valid JSON) and the `Lake-Error`
+//!   trailer; CSV and Arrow abort the body (the chunked encoding is cut without its final
+//!   chunk, so no client mistakes a partial result for a whole one).
+//!
+//! The terminal `table` format needs every row for its column widths: it is collected
+//! (up to the row limit) and sent whole.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,8 +53,13 @@ use crate::grafana::macros::{expand, parse_duration_ms, MacroContext};
 use crate::named::NamedQuery;
 use crate::output::{self, Format};
 
-/// Response header set to `true` when the result was cut at the row limit.
+mod stream;
+
+/// Response header (or trailer, for a streamed answer) set to `true` when the result was
+/// cut at the row limit.
 pub const TRUNCATED_HEADER: &str = "lake-truncated";
+/// Trailer of a streamed answer that failed after its head was sent.
+pub const ERROR_TRAILER: &str = "lake-error";
 
 #[derive(Debug)]
 struct AppState {
@@ -75,6 +107,15 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// The status the client will get.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// Logs the detail and tells the client only that it was our fault.
     pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "sql request failed");
@@ -89,9 +130,15 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Sql(msg) => ApiError::bad_request(msg),
+            EngineError::Forbidden(msg) => ApiError::forbidden(msg),
             EngineError::Timeout(limit) => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("query interrupted: it ran longer than the limit of {limit:?}"),
+            ),
+            // Only seen when nobody is listening any more; 499 is nginx's "client closed".
+            EngineError::Cancelled => ApiError::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                e.to_string(),
             ),
             EngineError::Internal(_) => ApiError::internal(&e),
         }
@@ -140,8 +187,8 @@ async fn sql(
 ) -> Result<Response, ApiError> {
     authorize(&state.read_tokens, &headers)?;
     let (statement, format) = parse_request(&headers, params, &body)?;
-    let result = match statement {
-        Statement::Sql(sql) => state.engine.query(sql).await?,
+    let (sql, params) = match statement {
+        Statement::Sql(sql) => (sql, Vec::new()),
         Statement::Named { name, since_ms } => {
             let q = state.queries.iter().find(|q| q.name == name).ok_or_else(|| {
                 let known: Vec<&str> = state.queries.iter().map(|q| q.name.as_str()).collect();
@@ -151,9 +198,13 @@ async fn sql(
             let span = i64::try_from(since_ms).unwrap_or(i64::MAX);
             let expanded = expand(&q.sql, &MacroContext::last(now_ms, span, 200))
                 .map_err(|e| ApiError::bad_request(format!("named query {name}: {e}")))?;
-            state.engine.query_params(expanded.sql, expanded.params).await?
+            (expanded.sql, expanded.params)
         }
     };
+    if format != Format::Table {
+        return stream::respond(&state.engine, sql, params, format).await;
+    }
+    let result = state.engine.query_params(sql, params).await?;
     let truncated = result.truncated;
     let rendered = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();

@@ -10,6 +10,7 @@
 //! - [`output`]: rendering a result as a terminal table, JSON, CSV or Arrow, shared by the
 //!   HTTP API and the `lake query` CLI.
 
+pub mod alerts;
 pub mod engine;
 pub mod grafana;
 pub mod http;

@@ -12,6 +12,14 @@
 //! {"columns":[{"name":"ts","type":"TIMESTAMPTZ"}],"rows":[["2026-11-22T10:00:00Z"]],
 //!  "truncated":false,"row_count":1}
 //! ```
+//! A streamed result that failed after its rows started ends with an `"error"` field
+//! after `row_count` instead.
+//!
+//! JSON, CSV and Arrow are also written incrementally for streaming: [`head`] (from the
+//! schema), a [`BatchEncoder::batch`] per batch (on any thread), then [`tail`]. [`write`]
+//! is those three over a whole [`QueryResult`], so a streamed and a collected answer are
+//! byte for byte the same. The terminal table needs every row for its widths and is only
+//! written whole.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -25,9 +33,11 @@ use arrow_array::types::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
-use arrow_array::{Array, ArrayRef, PrimitiveArray};
+use arrow_array::{Array, ArrayRef, PrimitiveArray, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_ipc::CompressionType;
+use arrow_schema::{DataType, Schema, TimeUnit};
 use serde_json::{Map, Number, Value};
 
 use crate::engine::QueryResult;
@@ -88,15 +98,133 @@ impl fmt::Display for Format {
 
 /// Renders `result` in `format` to `out`.
 pub fn write(format: Format, result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
+    if format == Format::Table {
+        return write_table(result, out);
+    }
+    out.write_all(&head(format, &result.schema)?)?;
+    let mut encoder = BatchEncoder::new(format, &result.schema)?;
+    for batch in &result.batches {
+        out.write_all(&encoder.batch(batch)?)?;
+    }
+    out.write_all(&tail(format, &Tail { truncated: result.truncated, rows: result.num_rows(), error: None }))
+}
+
+/// How a result ended, for [`tail`].
+#[derive(Debug, Clone, Copy)]
+pub struct Tail<'a> {
+    /// The row limit cut the result.
+    pub truncated: bool,
+    /// Rows written.
+    pub rows: usize,
+    /// The query failed after rows were written: JSON says so in an `"error"` field.
+    pub error: Option<&'a str>,
+}
+
+/// What comes before the rows: the JSON object's `columns` and the opening of `rows`, the
+/// CSV header line, or the Arrow IPC schema message. Empty for the table format.
+pub fn head(format: Format, schema: &Schema) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
     match format {
-        Format::Table => write_table(result, out),
-        Format::Json => write_json(result, out),
-        Format::Csv => write_csv(result, out),
-        Format::Arrow => {
-            let bytes = lake_format::wire::encode(&result.schema, &result.batches)
-                .map_err(io::Error::other)?;
-            out.write_all(&bytes)
+        Format::Table => {}
+        Format::Json => {
+            let columns: Vec<Value> = schema
+                .fields()
+                .iter()
+                .map(|f| serde_json::json!({"name": f.name(), "type": sql_type_name(f.data_type())}))
+                .collect();
+            out.extend_from_slice(b"{\"columns\":");
+            serde_json::to_writer(&mut out, &columns)?;
+            out.extend_from_slice(b",\"rows\":[");
         }
+        Format::Csv => {
+            let header: Vec<String> = schema.fields().iter().map(|f| csv_field(f.name())).collect();
+            writeln!(out, "{}", header.join(","))?;
+        }
+        Format::Arrow => {
+            let writer = StreamWriter::try_new_with_options(&mut out, schema, ipc_options()?).map_err(io::Error::other)?;
+            drop(writer);
+        }
+    }
+    Ok(out)
+}
+
+/// What comes after the rows: the end of the JSON object (`truncated`, `row_count`, and
+/// `error` when given), nothing for CSV, the end-of-stream marker for Arrow.
+pub fn tail(format: Format, end: &Tail<'_>) -> Vec<u8> {
+    match format {
+        Format::Json => {
+            let mut out = format!("],\"truncated\":{},\"row_count\":{}", end.truncated, end.rows).into_bytes();
+            if let Some(e) = end.error {
+                out.extend_from_slice(b",\"error\":");
+                out.extend_from_slice(Value::String(e.to_string()).to_string().as_bytes());
+            }
+            out.push(b'}');
+            out
+        }
+        Format::Arrow => ARROW_END_OF_STREAM.to_vec(),
+        Format::Csv | Format::Table => Vec::new(),
+    }
+}
+
+/// The Arrow IPC end-of-stream marker: a continuation word and a zero length.
+const ARROW_END_OF_STREAM: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
+
+/// The wire's IPC options (zstd), so the API answers what `lake_format::wire` decodes.
+fn ipc_options() -> io::Result<IpcWriteOptions> {
+    IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD)).map_err(io::Error::other)
+}
+
+/// Encodes batches of one result, one after the other, between [`head`] and [`tail`].
+pub struct BatchEncoder {
+    format: Format,
+    rows: usize,
+    /// The Arrow writer; its schema message is dropped (it is [`head`]'s).
+    ipc: Option<StreamWriter<Vec<u8>>>,
+}
+
+impl fmt::Debug for BatchEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchEncoder").field("format", &self.format).field("rows", &self.rows).finish_non_exhaustive()
+    }
+}
+
+impl BatchEncoder {
+    /// An encoder for results of `schema` (not for [`Format::Table`]).
+    pub fn new(format: Format, schema: &Schema) -> io::Result<BatchEncoder> {
+        let ipc = match format {
+            Format::Arrow => {
+                let mut w = StreamWriter::try_new_with_options(Vec::new(), schema, ipc_options()?).map_err(io::Error::other)?;
+                w.get_mut().clear();
+                Some(w)
+            }
+            Format::Table => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "the table format is not written batch by batch"))
+            }
+            Format::Json | Format::Csv => None,
+        };
+        Ok(BatchEncoder { format, rows: 0, ipc })
+    }
+
+    /// Rows encoded so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The bytes of one batch's rows.
+    pub fn batch(&mut self, batch: &RecordBatch) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        match self.format {
+            Format::Json => json_rows(batch, self.rows == 0, &mut out)?,
+            Format::Csv => csv_rows(batch, &mut out)?,
+            Format::Arrow => {
+                let w = self.ipc.as_mut().expect("arrow encoder has a writer");
+                w.write(batch).map_err(io::Error::other)?;
+                out = std::mem::take(w.get_mut());
+            }
+            Format::Table => unreachable!("refused by BatchEncoder::new"),
+        }
+        self.rows += batch.num_rows();
+        Ok(out)
     }
 }
 
@@ -185,31 +313,22 @@ fn cell_for_terminal(s: &str) -> String {
     out
 }
 
-fn write_csv(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
-    let header: Vec<String> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| csv_field(f.name()))
-        .collect();
-    writeln!(out, "{}", header.join(","))?;
-    for batch in &result.batches {
-        let prepared = text_columns(batch.columns(), "");
-        let columns = formatters(&prepared)?;
-        for i in 0..batch.num_rows() {
-            let cells: Vec<String> = columns
-                .iter()
-                .zip(batch.columns())
-                .map(|(c, a)| {
-                    if a.is_null(i) {
-                        String::new()
-                    } else {
-                        csv_field(&c.value(i).to_string())
-                    }
-                })
-                .collect();
-            writeln!(out, "{}", cells.join(","))?;
-        }
+fn csv_rows(batch: &RecordBatch, out: &mut Vec<u8>) -> io::Result<()> {
+    let prepared = text_columns(batch.columns(), "");
+    let columns = formatters(&prepared)?;
+    for i in 0..batch.num_rows() {
+        let cells: Vec<String> = columns
+            .iter()
+            .zip(batch.columns())
+            .map(|(c, a)| {
+                if a.is_null(i) {
+                    String::new()
+                } else {
+                    csv_field(&c.value(i).to_string())
+                }
+            })
+            .collect();
+        writeln!(out, "{}", cells.join(","))?;
     }
     Ok(())
 }
@@ -279,37 +398,17 @@ fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "Z" | "+00:00" | "Etc/UTC")
 }
 
-fn write_json(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
-    let columns: Vec<Value> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| serde_json::json!({"name": f.name(), "type": sql_type_name(f.data_type())}))
-        .collect();
-    out.write_all(b"{\"columns\":")?;
-    serde_json::to_writer(&mut *out, &columns)?;
-    out.write_all(b",\"rows\":[")?;
-    let mut first = true;
-    for batch in &result.batches {
-        for i in 0..batch.num_rows() {
-            let row: Vec<Value> = batch
-                .columns()
-                .iter()
-                .map(|c| json_cell(c.as_ref(), i))
-                .collect();
-            if !first {
-                out.write_all(b",")?;
-            }
-            first = false;
-            serde_json::to_writer(&mut *out, &row)?;
+/// The rows of a batch as JSON arrays, comma-separated (and preceded by a comma unless
+/// they are the result's first).
+fn json_rows(batch: &RecordBatch, first: bool, out: &mut Vec<u8>) -> io::Result<()> {
+    for i in 0..batch.num_rows() {
+        let row: Vec<Value> = batch.columns().iter().map(|c| json_cell(c.as_ref(), i)).collect();
+        if i > 0 || !first {
+            out.push(b',');
         }
+        serde_json::to_writer(&mut *out, &row)?;
     }
-    write!(
-        out,
-        "],\"truncated\":{},\"row_count\":{}}}",
-        result.truncated,
-        result.num_rows()
-    )
+    Ok(())
 }
 
 /// The DuckDB-style name of a result column's type, for clients choosing a renderer.

@@ -18,7 +18,14 @@
 //! States are JSON: `{"version": 1, "state": …}` around the source's own type.
 
 pub mod caddy;
+pub mod custom;
+pub mod exec;
 pub mod host;
+pub mod inventory;
+pub mod json_file;
+pub mod notes;
+pub mod prometheus;
+pub mod prometheus_scrape;
 pub mod journald;
 pub mod logfile;
 pub mod ufw;
@@ -26,6 +33,8 @@ pub mod fail2ban;
 pub mod zone;
 pub mod probe;
 pub mod tailscale;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod unparsed;
 pub mod uptime;
 
@@ -58,6 +67,13 @@ macro_rules! rows_deref {
     };
 }
 pub(crate) use rows_deref;
+
+/// A name for counters, spool states and errors, which take `&'static str`: the few
+/// names of configured sources (`exec/<name>`, `json_file/<name>`) are leaked once, when
+/// the configuration is validated — a few bytes per entry for the life of the process.
+pub(crate) fn leak_name(name: String) -> &'static str {
+    Box::leak(name.into_boxed_str())
+}
 
 /// How long a holding source waits before trying a full spool again.
 const FULL_RETRY: Duration = Duration::from_secs(1);
@@ -105,6 +121,19 @@ pub enum SourceError {
         /// The error.
         error: String,
     },
+}
+
+/// One record ready for the spool.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// A catalog table's name, or `json/<name>` for a custom table (see [`custom`]).
+    pub table: String,
+    /// Arrow IPC stream for a catalog table, NDJSON for a custom table.
+    pub body: Vec<u8>,
+    /// Rows (or NDJSON lines) in the body; a record without rows is not spooled.
+    pub rows: u64,
+    /// The source whose `rows` counter they add to.
+    pub counted_as: &'static str,
 }
 
 /// What every source gets: where rows and positions go, counters.
@@ -188,11 +217,64 @@ impl SourceContext {
         cancel: &CancellationToken,
     ) -> Result<Emitted, SourceError> {
         let mut records = Vec::with_capacity(batches.len());
-        let mut counts = Vec::with_capacity(batches.len());
         for (counted_as, table, batch) in batches.iter().filter(|(_, _, b)| b.num_rows() > 0) {
-            records.push((table.name().to_string(), Self::encode(name, batch)?));
-            counts.push((*counted_as, batch.num_rows() as u64));
+            let mut r = Self::encode_batch(name, *table, batch)?;
+            r.counted_as = counted_as;
+            records.push(r);
         }
+        self.emit_encoded(name, records, state, cancel).await
+    }
+
+    /// A batch of a catalog table encoded for the spool, its rows counted as `name`'s.
+    pub fn encode_batch(
+        name: &'static str,
+        table: Table,
+        batch: &RecordBatch,
+    ) -> Result<Encoded, SourceError> {
+        Ok(Encoded {
+            table: table.name().to_string(),
+            body: Self::encode(name, batch)?,
+            rows: batch.num_rows() as u64,
+            counted_as: name,
+        })
+    }
+
+    /// Batches of one catalog table encoded as one record (empty batches left out; `None`
+    /// when no row is left).
+    pub fn encode_batches(
+        name: &'static str,
+        table: Table,
+        batches: &[RecordBatch],
+    ) -> Result<Option<Encoded>, SourceError> {
+        let batches: Vec<RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        let body = wire::encode(&first.schema(), &batches).map_err(|e| SourceError::Encode {
+            source_name: name,
+            error: e.to_string(),
+        })?;
+        Ok(Some(Encoded {
+            table: table.name().to_string(),
+            body,
+            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+            counted_as: name,
+        }))
+    }
+
+    /// Spools already encoded records (Arrow bodies of catalog tables, NDJSON bodies of
+    /// custom tables, see [`custom`]) and `state` as one held group, like
+    /// [`Self::emit_group`]: all or nothing, waiting while the spool is full.
+    pub async fn emit_encoded<T: serde::Serialize + Sync>(
+        &self,
+        name: &'static str,
+        records: Vec<Encoded>,
+        state: Option<&T>,
+        cancel: &CancellationToken,
+    ) -> Result<Emitted, SourceError> {
+        let records: Vec<Encoded> = records.into_iter().filter(|r| r.rows > 0).collect();
+        let counts: Vec<(&'static str, u64)> = records.iter().map(|r| (r.counted_as, r.rows)).collect();
+        let records: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| (r.table, r.body)).collect();
         let state = match state {
             Some(s) => Some((name.to_string(), encode_state(name, s)?)),
             None => None,
@@ -236,6 +318,36 @@ impl SourceContext {
                 }
             }
         }
+    }
+
+    /// Spools encoded records of samples that exist only now as one droppable group: a
+    /// full spool drops its oldest droppable data, or this group if the oldest data is
+    /// held (`None`; counted in `dropped_batches` by the spool).
+    pub async fn emit_encoded_droppable(
+        &self,
+        name: &'static str,
+        records: Vec<Encoded>,
+    ) -> Result<Option<Vec<u64>>, SourceError> {
+        let records: Vec<Encoded> = records.into_iter().filter(|r| r.rows > 0).collect();
+        if records.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let counts: Vec<(&'static str, u64)> = records.iter().map(|r| (r.counted_as, r.rows)).collect();
+        let records: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| (r.table, r.body)).collect();
+        let seqs = match self.spool.append_group(records, None, OnFull::DropOldest).await {
+            Ok(seqs) => seqs,
+            Err(SpoolError::Dropped { .. }) => return Ok(None),
+            Err(error) => {
+                return Err(SourceError::Spool {
+                    source_name: name,
+                    error,
+                })
+            }
+        };
+        for (counted_as, rows) in counts {
+            Stats::add(&self.stats.source(counted_as).rows, rows);
+        }
+        Ok(Some(seqs))
     }
 
     /// Spools a batch of samples that exist only now; a full spool drops its oldest

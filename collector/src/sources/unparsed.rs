@@ -35,10 +35,17 @@ impl UnparsedRows {
 
     /// Keeps one line read at `ts` from `file` that failed with `error`.
     pub fn push(&mut self, node: &str, bytes: &[u8], file: &str, error: &str, truncated: bool, ts: i64) {
+        self.push_from(node, bytes, &[("file", file)], error, truncated, ts);
+    }
+
+    /// Keeps one line that failed with `error`; `origin` says where it came from (e.g.
+    /// `[("file", path)]`, or `[("exec", name), ("line", "3")]`) and goes first in attrs.
+    pub fn push_from(&mut self, node: &str, bytes: &[u8], origin: &[(&str, &str)], error: &str, truncated: bool, ts: i64) {
         let [c_ts, host, source, message, attrs] = self.cols;
         let text = String::from_utf8_lossy(bytes);
         let raw_hex = matches!(text, std::borrow::Cow::Owned(_)).then(|| hex(bytes));
-        let mut a: Vec<(&str, &str)> = vec![("file", file), ("error", error)];
+        let mut a: Vec<(&str, &str)> = origin.to_vec();
+        a.push(("error", error));
         if let Some(h) = raw_hex.as_deref() {
             a.push(("raw_hex", h));
         }

@@ -3,13 +3,18 @@
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
 //! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
 
+mod alerts;
+mod archive;
 mod correlate;
 mod demo;
+mod gen;
 mod query;
+mod tables;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +61,23 @@ enum Command {
     Correlate(correlate::CorrelateArgs),
     /// The most frequent values of a column, e.g. `--table http --by remote_ip`.
     Top(correlate::TopArgs),
+    /// Archive finished partitions now (`--now`: upload, verify, retention), or show what
+    /// is where (`status`). Asks the running lake when `lake serve` owns the data directory.
+    Archive(archive::ArchiveArgs),
+    /// Merge the small files of partitions now (the lake also does it every 10 minutes).
+    Compact(archive::CompactArgs),
+    /// Bring archived partitions of a table back so queries cover them again.
+    Restore(archive::RestoreArgs),
+    /// Firing, pending and recently resolved alerts, with delivery status (`--watch` refreshes).
+    Alerts(alerts::AlertsArgs),
+    /// Hold notifications for a while: `lake silence add --rule R --label host=x --for 2h`, `list`, `remove ID`.
+    Silence(alerts::SilenceArgs),
+    /// Write a realistic generated lake (http, metrics, firewall, …) as committed Parquet.
+    Gen(gen::GenArgs),
+    /// Every table (catalog and custom) with its columns, rows, bytes and time span.
+    Tables(tables::TablesArgs),
+    /// Send an NDJSON, JSON, CSV or Parquet file into a custom table of a running lake.
+    Ingest(tables::IngestArgs),
     /// Start a lake and a collector on this machine with generated settings.
     Demo(demo::DemoArgs),
     /// Validate a configuration file and print what it means.
@@ -128,6 +150,38 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(&cli.logging, "warn");
             return correlate::top(args);
         }
+        Command::Archive(args) => {
+            init_logging(&cli.logging, "warn");
+            return archive::archive(args);
+        }
+        Command::Compact(args) => {
+            init_logging(&cli.logging, "warn");
+            return archive::compact(args);
+        }
+        Command::Restore(args) => {
+            init_logging(&cli.logging, "warn");
+            return archive::restore(args);
+        }
+        Command::Alerts(args) => {
+            init_logging(&cli.logging, "warn");
+            return alerts::alerts(args);
+        }
+        Command::Silence(args) => {
+            init_logging(&cli.logging, "warn");
+            return alerts::silence(args);
+        }
+        Command::Gen(args) => {
+            init_logging(&cli.logging, "warn");
+            gen::run(args)
+        }
+        Command::Tables(args) => {
+            init_logging(&cli.logging, "warn");
+            return tables::tables(args);
+        }
+        Command::Ingest(args) => {
+            init_logging(&cli.logging, "warn");
+            return tables::ingest(args);
+        }
         Command::Demo(args) => {
             init_logging(&cli.logging, "info,lake=info");
             demo::run(args)
@@ -161,6 +215,13 @@ fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyho
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let c = Config::load(Some(path))?;
+    // Every rule's SQL runs once against an empty lake: unknown columns, syntax, no `value`.
+    let rule_errors = crate::alerts::check_rules(&c.alerts, &c.limits)?;
+    if !rule_errors.is_empty() {
+        anyhow::bail!("in {}: {}", path.display(), rule_errors.join("\n  "));
+    }
+    // An S3/R2 archive must answer now, not at 02:00.
+    runtime(false)?.block_on(crate::server::probe_archive(&c.archive)).with_context(|| format!("in {}", path.display()))?;
     println!("{}: ok", path.display());
     println!("  data_dir        {}", c.data_dir.display());
     println!("  listen          {}", c.listen);
@@ -169,5 +230,6 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     println!("  read tokens     {}", if c.read_tokens.is_empty() { "none (SQL API open: keep listen on loopback)".into() } else { c.read_tokens.len().to_string() });
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
+    print!("{}", alerts::describe_config(&c.alerts));
     Ok(())
 }

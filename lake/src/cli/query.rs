@@ -107,6 +107,14 @@ impl Target {
         }
     }
 
+    /// `lake tables`: the lake's `/v1/tables`, or the data directory's tables.
+    pub(super) fn tables(&self) -> anyhow::Result<QueryResult> {
+        match &self.data_dir {
+            Some(dir) => Ok(local_engine(dir, self)?.describe_tables_blocking()?),
+            None => fetch(self, reqwest::Method::GET, "/v1/tables?format=arrow", None),
+        }
+    }
+
     /// Prints a result in the chosen format.
     pub(super) fn print(&self, r: &QueryResult) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
@@ -136,13 +144,18 @@ fn remote(sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
 
 /// Sends a request to the lake's SQL API and decodes the Arrow answer.
 fn post(args: &Target, body: serde_json::Value) -> anyhow::Result<QueryResult> {
+    fetch(args, reqwest::Method::POST, "/v1/sql", Some(body))
+}
+
+/// A request to the lake answered with Arrow IPC (or a JSON error).
+fn fetch(args: &Target, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<QueryResult> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
-        let mut req = reqwest::Client::new()
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+        let url = format!("{}{path}", args.url.trim_end_matches('/'));
+        let mut req = reqwest::Client::new().request(method, &url);
+        if let Some(body) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
+        }
         if let Some(t) = &args.token {
             req = req.bearer_auth(t);
         }

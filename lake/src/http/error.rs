@@ -34,6 +34,10 @@ impl ApiError {
     pub fn not_found(m: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, m)
     }
+    /// 408: the client was too slow (the collector retries it).
+    pub fn timeout(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, m)
+    }
     /// 413.
     pub fn too_large(m: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, m)
@@ -53,6 +57,10 @@ impl ApiError {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+    /// The message (for a 4xx, what the client is told).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 

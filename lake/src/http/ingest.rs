@@ -4,8 +4,11 @@
 //! `Lake-Batch` id is well formed (400) and belongs to the token's node (403); the body
 //! fits (413); a batch already stored is acknowledged again without storing (200,
 //! `duplicate: true`); the lake is not overloaded (503 + `Retry-After`); the body
-//! decodes and matches the table's schema (400 naming the column). Then the batch is
-//! appended to the WAL, fsynced, buffered for Parquet, and only then acknowledged.
+//! decodes (its compressed buffers may inflate to [`Ingest::max_decoded`] bytes, 413
+//! beyond) and matches the table's schema (400 naming the column); every row is within
+//! [`super::bounds`] (400 naming the row). Then the batch is appended to the WAL, fsynced,
+//! buffered for Parquet, and only then acknowledged. A body that does not arrive within
+//! `http.body_timeout` is answered 408 and nothing of it is stored.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
+use lake_format::custom::TableRef;
 use lake_format::{wire, BatchId, Table};
 use lake_query::http::{bearer_token, constant_time_eq};
 
@@ -44,6 +48,8 @@ pub struct IngestStats {
     pub rejected: AtomicU64,
     /// Requests turned away with 503 (buffer full or same batch in flight).
     pub overloaded: AtomicU64,
+    /// Values of lenient custom tables kept in `_extra` because their type conflicted.
+    pub lenient_values: AtomicU64,
 }
 
 /// Everything the ingest handler needs.
@@ -64,12 +70,14 @@ pub struct Ingest {
     pub max_body: usize,
     /// Buffered bytes beyond which ingest answers 503 until a flush catches up.
     pub max_buffered: usize,
+    /// Custom tables' schemas.
+    pub custom: Arc<crate::custom::Registry>,
     /// Counters.
     pub stats: IngestStats,
 }
 
 impl Ingest {
-    fn node_of(&self, headers: &HeaderMap) -> Option<&str> {
+    pub(crate) fn node_of(&self, headers: &HeaderMap) -> Option<&str> {
         let token = bearer_token(headers)?;
         // Check every token so the time taken does not reveal which one came close.
         let mut found = None;
@@ -81,10 +89,41 @@ impl Ingest {
         found
     }
 
-    fn reject(&self, e: ApiError) -> ApiError {
+    pub(crate) fn reject(&self, e: ApiError) -> ApiError {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         e
     }
+
+    /// Most bytes an Arrow body's compressed buffers may inflate to: 8 × `max_body`, at
+    /// least 64 MiB (zstd shrinks telemetry five- to tenfold; a thousandfold is a bomb).
+    pub fn max_decoded(&self) -> usize {
+        self.max_body.saturating_mul(8).max(64 << 20)
+    }
+}
+
+/// Reads a whole request body of at most `max` bytes: 413 at once when `Content-Length`
+/// says more (or as soon as more arrived), 408 when it does not arrive within
+/// `http.body_timeout`, 400 when the connection breaks off. `what` names the limit.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize, what: &str) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let too_large = || ApiError::too_large(format!("body larger than the {max} byte limit ({what})"));
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut out = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| match super::body::timed_out(&e) {
+            Some(t) => ApiError::timeout(t.to_string()),
+            None => ApiError::bad_request(format!("reading the request body failed: {e}")),
+        })?;
+        if out.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 /// The handler.
@@ -94,11 +133,41 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(node) = s.node_of(&headers) else {
-        s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::unauthorized("missing or unknown ingest token (Authorization: Bearer <node token>)"));
-    };
+    let node = authorize(&s, &headers)?;
     let table: Table = table.parse().map_err(|e: lake_format::catalog::UnknownTable| s.reject(ApiError::not_found(e.to_string())))?;
+    match admit(&s, node, &headers, body).await? {
+        Admitted::New { id, body, .. } => store_payload(&s, &id, Payload::Arrow(table, body)).await,
+        Admitted::Duplicate(answer) => Ok(answer),
+    }
+}
+
+/// The node whose token the request carries (401 otherwise).
+pub(crate) fn authorize(s: &Ingest, headers: &HeaderMap) -> Result<String, ApiError> {
+    s.node_of(headers).map(str::to_string).ok_or_else(|| {
+        s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        ApiError::unauthorized("missing or unknown ingest token (Authorization: Bearer <node token>)")
+    })
+}
+
+/// The outcome of [`admit`].
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// A batch to store; its admission is held until [`store_payload`] ends.
+    New {
+        /// Its id.
+        id: BatchId,
+        /// The sending node.
+        node: String,
+        /// The body.
+        body: Bytes,
+    },
+    /// Stored before: the answer to give again.
+    Duplicate(Json<Value>),
+}
+
+/// Checks the batch id (400, 403 when it names another node), reads the body (413) and
+/// admits the id: new, a duplicate (answered again, 200), or in flight elsewhere (503).
+pub(crate) async fn admit(s: &Ingest, node: String, headers: &HeaderMap, body: Body) -> Result<Admitted, ApiError> {
     let id_text = headers
         .get(wire::BATCH_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -108,34 +177,101 @@ pub async fn ingest(
         s.stats.rejected.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::forbidden(format!("batch id is for node {:?} but the token belongs to {node:?}", id.node)));
     }
-    let body: Bytes = axum::body::to_bytes(body, s.max_body).await.map_err(|_| {
-        s.reject(ApiError::too_large(format!("body larger than the {} byte limit (ingest.max_body)", s.max_body)))
-    })?;
+    let body = read_body(headers, body, s.max_body, "ingest.max_body").await.map_err(|e| s.reject(e))?;
     match s.batches.admit(&id) {
         Admission::Duplicate => {
             s.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(Json(json!({"batch": id.to_string(), "duplicate": true})));
+            Ok(Admitted::Duplicate(Json(json!({"batch": id.to_string(), "duplicate": true}))))
         }
         Admission::InFlight => {
             s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::unavailable("the same batch is being stored by another request", 1));
+            Err(ApiError::unavailable("the same batch is being stored by another request", 1))
         }
-        Admission::New => {}
+        Admission::New => Ok(Admitted::New { id, node, body }),
     }
-    store(&s, table, &id, body).await
 }
 
-/// Stores a batch admitted by [`Batches::admit`]: WAL append (fsynced), buffers, then the
-/// id is marked logged — or, on failure, its admission released.
+/// Stores a batch of Arrow IPC the lake encoded itself (OTLP rows, alert rows), admitted by
+/// [`Batches::admit`]: WAL append (fsynced), buffers, then the id is marked logged — or,
+/// on failure, its admission released. Bodies from senders go through [`Payload::Arrow`].
 ///
 /// It runs in a task of its own, so a request dropped half-way (the sender killed or
 /// disconnected) cannot leave the batch durable but unmarked — a retry would store it
 /// twice — nor leave its admission reserved forever, which would answer every retry
 /// "being stored by another request".
 pub(crate) async fn store(s: &Arc<Ingest>, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
+    store_payload(s, id, Payload::Own(table, body)).await
+}
+
+/// A body to store: Arrow IPC of a catalog table, or rows for a custom table.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// Arrow IPC of a catalog table from a sender: decoded within
+    /// [`Ingest::max_decoded`], every row checked against [`super::bounds`].
+    Arrow(Table, Bytes),
+    /// Arrow IPC of a catalog table that the lake built (and bounded) itself.
+    Own(Table, Bytes),
+    /// NDJSON / JSON array or CSV rows for a custom table.
+    Custom {
+        /// Table name (validated by the registry).
+        table: String,
+        /// Sending node: the `host` of rows without one.
+        node: String,
+        /// CSV rather than JSON.
+        csv: bool,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+/// What goes into the WAL and the buffers.
+struct Prepared {
+    table: TableRef,
+    batches: Vec<arrow_array::RecordBatch>,
+    wal_body: Bytes,
+    lenient_values: usize,
+}
+
+/// Decodes (Arrow) or parses, infers and builds (custom) a payload. Blocking.
+fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
+    match payload {
+        Payload::Arrow(table, body) => {
+            let batches = decode_bounded(table, &body, s.max_decoded()).map_err(|e| {
+                s.reject(match e {
+                    wire::WireError::Inflated { .. } => ApiError::too_large(e.to_string()),
+                    e => ApiError::bad_request(e.to_string()),
+                })
+            })?;
+            super::bounds::check(&batches, super::bounds::Window::at(lake_format::rows::now_micros()))
+                .map_err(|v| s.reject(ApiError::bad_request(format!("table {table}: {v}"))))?;
+            Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0 })
+        }
+        Payload::Own(table, body) => {
+            let batches = decode(table, &body).map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
+            Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0 })
+        }
+        Payload::Custom { table, node, csv, body } => {
+            use crate::custom::{build, parse, EvolveError};
+            // Rows wider than the table may ever grow are refused while parsing.
+            let max_fields = s.custom.options(&table).max_columns + 8;
+            let rows = if csv { parse::csv(&body, max_fields) } else { parse::json(&body, max_fields) }
+                .map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
+            let built = build::build(&s.custom, &table, &node, rows, lake_format::rows::now_micros()).map_err(|e| match e {
+                EvolveError::Refused(e) => s.reject(ApiError::bad_request(e.to_string())),
+                EvolveError::Store(e) => ApiError::internal(e.to_string()),
+            })?;
+            let wal_body = wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch))
+                .map_err(|e| ApiError::internal(format!("encoding {table}: {e}")))?;
+            Ok(Prepared { table: TableRef::Custom(table.into()), batches: vec![built.batch], wal_body: wal_body.into(), lenient_values: built.lenient_values })
+        }
+    }
+}
+
+/// [`store`] for any payload.
+pub(crate) async fn store_payload(s: &Arc<Ingest>, id: &BatchId, payload: Payload) -> Result<Json<Value>, ApiError> {
     let (task_s, task_id) = (Arc::clone(s), id.clone());
     tokio::spawn(async move {
-        let result = store_now(&task_s, table, &task_id, body).await;
+        let result = store_now(&task_s, &task_id, payload).await;
         if result.is_err() {
             task_s.batches.release(&task_id);
         }
@@ -145,19 +281,18 @@ pub(crate) async fn store(s: &Arc<Ingest>, table: Table, id: &BatchId, body: Byt
     .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
-async fn store_now(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn store_now(s: &Arc<Ingest>, id: &BatchId, payload: Payload) -> Result<Json<Value>, ApiError> {
     if s.buffers.usage().1 > s.max_buffered {
         s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));
     }
-    let decode_body = body.clone();
-    let batches = tokio::task::spawn_blocking(move || decode(table, &decode_body))
+    let task_s = Arc::clone(s);
+    let Prepared { table, batches, wal_body, lenient_values } = tokio::task::spawn_blocking(move || prepare(&task_s, payload))
         .await
-        .map_err(|e| ApiError::internal(format!("decoder task failed: {e}")))?
-        .map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
+        .map_err(|e| ApiError::internal(format!("decoder task failed: {e}")))??;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let len = body.len();
-    let record = WalRecord { table: table.name().to_string(), batch_id: id.to_string(), body };
+    let len = wal_body.len();
+    let record = WalRecord { table: table.name().to_string(), batch_id: id.to_string(), body: wal_body };
     {
         let _shared = s.gate.read().await;
         s.wal.append(&record).await.map_err(|e| {
@@ -176,12 +311,21 @@ async fn store_now(s: &Ingest, table: Table, id: &BatchId, body: Bytes) -> Resul
     s.stats.batches.fetch_add(1, Ordering::Relaxed);
     s.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
     s.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    if lenient_values > 0 {
+        s.stats.lenient_values.fetch_add(lenient_values as u64, Ordering::Relaxed);
+        return Ok(Json(json!({"batch": id.to_string(), "rows": rows, "lenient_values": lenient_values})));
+    }
     Ok(Json(json!({"batch": id.to_string(), "rows": rows})))
 }
 
 /// Decodes a body and conforms every batch to the table's schema.
 pub fn decode(table: Table, body: &[u8]) -> Result<Vec<arrow_array::RecordBatch>, wire::WireError> {
-    let (schema, batches) = wire::decode(body)?;
+    decode_bounded(table, body, usize::MAX)
+}
+
+/// [`decode`] with the compressed buffers inflating to at most `max_decoded` bytes.
+pub fn decode_bounded(table: Table, body: &[u8], max_decoded: usize) -> Result<Vec<arrow_array::RecordBatch>, wire::WireError> {
+    let (schema, batches) = wire::decode_bounded(body, max_decoded)?;
     let target = table.schema();
     // The stream's schema is checked even when it carries no rows.
     wire::conform(table, &target, &arrow_array::RecordBatch::new_empty(schema))?;

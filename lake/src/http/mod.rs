@@ -1,9 +1,15 @@
 //! The lake's HTTP surface: ingest, health and self-metrics, with the SQL API of
 //! `lake-query` merged in.
 
+pub mod admin;
+pub mod body;
+pub mod bounds;
+pub mod custom;
 pub mod error;
 pub mod ingest;
 pub mod otlp;
+pub mod tables;
+pub mod ui;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -32,6 +38,12 @@ pub struct Status {
     pub buffers: Arc<Buffers>,
     /// When the server started.
     pub started: Instant,
+    /// Compaction counters.
+    pub compaction: Arc<crate::compact::Compactor>,
+    /// Archive, restore and retention counters.
+    pub archive: Arc<crate::archive::Maintenance>,
+    /// The alerter's snapshots (counters), once it runs.
+    pub alerts: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::alerts::api::Snapshot>>>,
 }
 
 impl Status {
@@ -45,6 +57,8 @@ pub fn router(ingest: Arc<Ingest>, status: Arc<Status>) -> Router {
     let otlp_routes = otlp::router(Arc::clone(&ingest));
     let ingest_routes = Router::new()
         .route("/v1/ingest/{table}", post(ingest::ingest))
+        .route("/v1/ingest/json/{table}", post(custom::json))
+        .route("/v1/ingest/csv/{table}", post(custom::csv))
         .with_state(ingest);
     let status_routes = Router::new()
         .route("/health", get(health))
@@ -71,7 +85,9 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let w = &s.writer;
     let wal = s.wal();
     let (rows, bytes, _) = s.buffers.usage();
-    let counters: [(&str, &str, u64); 15] = [
+    let c = &s.compaction.stats;
+    let a = &s.archive.stats;
+    let counters: [(&str, &str, u64); 24] = [
         ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
         ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
         ("lake_ingest_bytes_total", "ingest body bytes stored", i.bytes.load(Ordering::Relaxed)),
@@ -87,11 +103,27 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_rows_written_total", "rows written to Parquet", w.rows_written.load(Ordering::Relaxed)),
         ("lake_files_written_total", "Parquet files committed", w.files_written.load(Ordering::Relaxed)),
         ("lake_wal_bytes", "bytes in WAL segments", wal.bytes.load(Ordering::Relaxed)),
+        ("lake_ingest_lenient_values_total", "values of lenient custom tables kept in _extra", i.lenient_values.load(Ordering::Relaxed)),
+        ("lake_compaction_passes_total", "compaction passes run", c.passes.load(Ordering::Relaxed)),
+        ("lake_compaction_files_written_total", "merged files written by compaction", c.files_written.load(Ordering::Relaxed)),
+        ("lake_compaction_files_merged_total", "small files merged away", c.files_merged.load(Ordering::Relaxed)),
+        ("lake_compaction_failures_total", "compaction bins that failed (their files kept)", c.failures.load(Ordering::Relaxed)),
+        ("lake_archive_files_uploaded_total", "files uploaded to the archive and verified", a.files_uploaded.load(Ordering::Relaxed)),
+        ("lake_archive_bytes_uploaded_total", "bytes uploaded to the archive and verified", a.bytes_uploaded.load(Ordering::Relaxed)),
+        ("lake_archive_files_restored_total", "files restored from the archive", a.files_restored.load(Ordering::Relaxed)),
+        ("lake_archive_failures_total", "archive, restore and retention jobs that failed", a.failures.load(Ordering::Relaxed)),
     ];
     let mut out = String::new();
     for (name, help, v) in counters {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    if let Some(rx) = s.alerts.get() {
+        let snap = Arc::clone(&rx.borrow());
+        for (k, v) in &snap.counters {
+            let name = format!("lake_alerts_{k}_total");
+            let _ = writeln!(out, "# HELP {name} alerting: {}\n# TYPE {name} counter\n{name} {v}", k.replace('_', " "));
+        }
     }
     let _ = writeln!(out, "# HELP lake_buffered_rows rows waiting for Parquet\n# TYPE lake_buffered_rows gauge\nlake_buffered_rows {rows}");
     let _ = writeln!(out, "# HELP lake_buffered_bytes memory of rows waiting for Parquet\n# TYPE lake_buffered_bytes gauge\nlake_buffered_bytes {bytes}");

@@ -7,7 +7,9 @@
 //! `Content-Encoding` is `gzip` or none (415); the body fits the OTLP limit (413), and so
 //! does its gunzipped size: decompression stops at that many bytes, so a zip bomb costs at
 //! most the limit in memory (413); the body decodes as an `Export*ServiceRequest`
-//! (400 with the decoder's message). The rows are then encoded as Arrow IPC and stored
+//! (400 with the decoder's message); every row is within [`super::bounds`] — time window,
+//! at most 1,000 labels or attributes — (400 naming the metric or log record, the whole
+//! request refused). The rows are then encoded as Arrow IPC and stored
 //! through the same path as `/v1/ingest` (WAL append + fsync, then buffered), and only then
 //! is the request answered 200 with an `Export*ServiceResponse` in the request's encoding,
 //! carrying `partial_success` when items were skipped. Overload (503) and a full disk
@@ -346,12 +348,9 @@ async fn try_export(
         }
     };
     let max = s.ingest.max_body.min(MAX_DECODED);
-    let raw = axum::body::to_bytes(body, max).await.map_err(|_| {
-        OtlpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than the {max} byte OTLP limit (ingest.max_body, at most 20 MiB)"),
-        )
-    })?;
+    let raw = ingest::read_body(headers, body, max, "the OTLP limit: ingest.max_body, at most 20 MiB")
+        .await
+        .map_err(|e| OtlpError::new(e.status(), e.message()))?;
     let prepared =
         tokio::task::spawn_blocking(move || prepare(signal, format, gzip, &raw, max, &node))
             .await
@@ -434,6 +433,20 @@ fn prepare(
         ),
     }
     .map_err(|e| OtlpError::internal(format!("building {} rows: {e}", signal.table())))?;
+    // The bounds every ingested row respects: the whole request is refused, naming the
+    // metric or log record, rather than storing what a query or partition cannot hold.
+    if let Err(v) = super::bounds::check(std::slice::from_ref(&mapped.batch), super::bounds::Window::at(now)) {
+        use arrow_array::cast::AsArray;
+        let what = match signal {
+            Signal::Metrics => mapped
+                .batch
+                .column_by_name("name")
+                .map(|c| format!("metric {:?} (a data point's labels: its attributes, service.name and lake.node)", c.as_string::<i32>().value(v.row)))
+                .unwrap_or_else(|| format!("data point row {}", v.row)),
+            Signal::Logs => format!("log record {} (counting from 0; attrs: its attributes and the resource's)", v.row),
+        };
+        return Err(OtlpError::new(StatusCode::BAD_REQUEST, format!("{what}: {}: {}", v.column, v.message)));
+    }
     let body = if mapped.batch.num_rows() == 0 {
         None
     } else {

@@ -23,6 +23,12 @@
 //! A regex would misjudge comments, strings and new syntax; the parser cannot. `EXPLAIN`
 //! (and `EXPLAIN ANALYZE`) is not serialisable, so it is peeled off here and the statement
 //! it wraps is checked instead.
+//!
+//! Refusals are [`EngineError::Forbidden`] (a 403) with a message naming what is not
+//! allowed: a statement that is not a read (its leading keyword, found by a small lexer
+//! that skips strings and comments, picks the message), or, from DuckDB's "Permission
+//! Error" at bind time, a file or URL outside the lake ([`FILES_FORBIDDEN`]). Syntax
+//! errors and more than one read statement stay [`EngineError::Sql`] (a 400).
 
 use std::path::Path;
 
@@ -44,6 +50,7 @@ pub(super) fn apply(conn: &Connection, data_dir: &Path, limits: &Limits) -> Resu
          SET autoinstall_known_extensions = false;
          SET allow_community_extensions = false;
          SET GLOBAL TimeZone = 'UTC';
+         SET parquet_metadata_cache = true;
          SET allowed_directories = [{tables}];
          SET enable_external_access = false;
          SET lock_configuration = true;",
@@ -70,6 +77,27 @@ struct Serialized {
 const READ_ONLY: &str = "only a single read statement is allowed \
      (SELECT, WITH, VALUES, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)";
 
+/// The prefix of the 403 for a file or URL the sandbox refused.
+pub(super) const FILES_FORBIDDEN: &str = "not allowed: queries may only read the lake's own tables \
+     (no files outside <data>/tables/, no URLs)";
+
+/// Leading keywords of the statements that read.
+const READ_KEYWORDS: [&str; 11] =
+    ["SELECT", "WITH", "VALUES", "FROM", "DESCRIBE", "SHOW", "SUMMARIZE", "EXPLAIN", "TABLE", "PIVOT", "UNPIVOT"];
+
+/// What is not allowed about a statement with this leading keyword.
+fn refusal(keyword: &str) -> String {
+    let what = match keyword {
+        "SET" | "RESET" | "PRAGMA" => format!("{keyword} is not allowed: the configuration is locked"),
+        "COPY" | "EXPORT" | "IMPORT" => format!("{keyword} is not allowed: queries cannot read or write files"),
+        "ATTACH" | "DETACH" | "USE" => format!("{keyword} is not allowed: queries cannot attach or switch databases"),
+        "INSTALL" | "LOAD" | "FORCE" => format!("{keyword} is not allowed: extensions cannot be installed or loaded"),
+        "" => "this statement is not allowed".to_string(),
+        _ => format!("{keyword} statements are not allowed: the SQL API is read-only"),
+    };
+    format!("{what}; {READ_ONLY}")
+}
+
 /// Accepts exactly one read statement, judged by DuckDB's parser.
 pub(super) fn check_read_only(conn: &Connection, sql: &str) -> Result<()> {
     let body = explain_body(sql).unwrap_or(sql);
@@ -88,7 +116,12 @@ pub(super) fn check_read_only(conn: &Connection, sql: &str) -> Result<()> {
         return Err(if parsed.error_type == "parser" {
             EngineError::Sql(format!("Parser Error: {}", parsed.error_message))
         } else {
-            EngineError::Sql(READ_ONLY.to_string())
+            // Name the first statement that is not a read.
+            let keyword = leading_keywords(body)
+                .into_iter()
+                .find(|k| !READ_KEYWORDS.contains(&k.as_str()))
+                .unwrap_or_default();
+            EngineError::Forbidden(refusal(&keyword))
         });
     }
     match parsed.statements.len() {
@@ -96,6 +129,60 @@ pub(super) fn check_read_only(conn: &Connection, sql: &str) -> Result<()> {
         0 => Err(EngineError::Sql("empty query".to_string())),
         n => Err(EngineError::Sql(format!("{READ_ONLY}; got {n} statements"))),
     }
+}
+
+/// The upper-cased first word of every statement of `sql` (split at `;` outside strings,
+/// quoted identifiers and comments): enough to name what a refused statement is.
+fn leading_keywords(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut at_start = true;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                at_start = false;
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b';' => {
+                at_start = true;
+                i += 1;
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            c if at_start && (c.is_ascii_alphabetic() || c == b'(') => {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_alphabetic() {
+                    i += 1;
+                }
+                // `(SELECT …)`: a parenthesised read.
+                let word = if start == i { "SELECT".to_string() } else { sql[start..i].to_ascii_uppercase() };
+                out.push(word);
+                at_start = false;
+                i = i.max(start + 1);
+            }
+            _ => {
+                at_start = false;
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The statement under a leading `EXPLAIN` or `EXPLAIN ANALYZE`, if any.
@@ -131,6 +218,17 @@ mod tests {
         assert_eq!(explain_body("explainselect 1"), None);
         assert_eq!(explain_body("select 1"), None);
         assert_eq!(explain_body("é"), None);
+    }
+
+    #[test]
+    fn leading_keywords_skip_strings_and_comments() {
+        assert_eq!(leading_keywords("select ';drop' ; -- x;\n /* ; */ DROP view v"), ["SELECT", "DROP"]);
+        assert_eq!(leading_keywords("  copy (select 1) to 'x'"), ["COPY"]);
+        assert_eq!(leading_keywords("(select 1)"), ["SELECT"]);
+        assert_eq!(leading_keywords(""), Vec::<String>::new());
+        assert!(refusal("SET").contains("configuration is locked"));
+        assert!(refusal("LOAD").contains("extensions"));
+        assert!(refusal("UPDATE").contains("read-only"));
     }
 
     #[test]

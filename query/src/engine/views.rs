@@ -16,6 +16,11 @@
 //!   TIMESTAMPTZ — the type of the fresh table's column (a test checks both).
 //! - Fresh rows go in through the Arrow appender; Map and List columns are supported by it
 //!   (tested), so no conversion is needed.
+//!
+//! Only the tables a query names get a view (see [`create`]): binding a view over a
+//! table's files costs a few milliseconds (DuckDB reads every file's schema for
+//! `union_by_name`), and views of all eleven tables plus `events` cost ~60 ms a query on
+//! a 30-day lake — more than most dashboard queries themselves.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -36,14 +41,22 @@ use super::{EngineError, FreshRows, Result};
 /// glob DuckDB would expand later: a flush committing between the two would otherwise
 /// show its rows twice (file and buffer) or not at all.
 ///
-/// Fresh rows are copied into DuckDB only for tables the SQL names (a word equal to the
-/// table's name): that copy is the main cost of a query while a large buffer waits for
-/// its flush, and most queries touch one or two tables. Other tables get their files only
-/// (their views still exist, so a name the word test misses still resolves).
+/// Views (and their fresh rows) are made only for the tables the SQL names — a word equal
+/// to the table's name, the `events` view bringing its six tables — since a query can only
+/// read a table whose name it contains. Copying fresh rows is the main cost of a query
+/// while a large buffer waits for its flush, and binding views over files the next one.
+/// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`,
+/// `query_table(…)`; see [`INTROSPECTION`]) gets every view, so it sees every table.
 pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str) -> Result<()> {
     let named = named_words(sql);
+    let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
+    let events = everything || named.iter().any(|w| w == EVENTS);
+    let wanted: Vec<Table> = Table::ALL
+        .into_iter()
+        .filter(|t| everything || named.iter().any(|w| w == t.name()) || (events && EVENT_TABLES.contains(t)))
+        .collect();
     let mut ddl = String::new();
-    for table in Table::ALL {
+    for &table in &wanted {
         write_fresh_table(&mut ddl, table);
     }
     conn.execute_batch(&ddl)
@@ -53,19 +66,9 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     let mut listing: Result<()> = Ok(());
     fresh.consistent(&mut || {
         taken.clear();
-        for table in Table::ALL {
-            match list_files(data_dir, table, fresh) {
-                Ok(files) => {
-                    let wanted = named.iter().any(|w| {
-                        w == table.name() || (w == EVENTS && EVENT_TABLES.contains(&table))
-                    });
-                    let rows = if wanted {
-                        fresh.snapshot(table)
-                    } else {
-                        Vec::new()
-                    };
-                    taken.push((table, files, rows));
-                }
+        for &table in &wanted {
+            match list_files(data_dir, table.name(), fresh) {
+                Ok(files) => taken.push((table, files, fresh.snapshot(table))),
                 Err(e) => listing = Err(e),
             }
         }
@@ -89,13 +92,28 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         }
         write_view(&mut ddl, table, &files);
     }
-    ddl.push_str(EVENTS_VIEW);
+    if events {
+        ddl.push_str(EVENTS_VIEW);
+    }
     conn.execute_batch(&ddl)
-        .map_err(|e| EngineError::Internal(format!("creating views: {e}")))
+        .map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
+    super::custom::create(conn, data_dir, fresh, &named)?;
+    Ok(())
 }
 
 /// Name of the correlation view.
 const EVENTS: &str = "events";
+/// Words of SQL that lists tables rather than naming them: such SQL gets every view.
+const INTROSPECTION: [&str; 8] = [
+    "tables",
+    "information_schema",
+    "duckdb_views",
+    "duckdb_tables",
+    "duckdb_columns",
+    "duckdb_dependencies",
+    "query_table",
+    "sqlite_master",
+];
 /// Tables the `events` view reads (their fresh rows are needed when it is named).
 const EVENT_TABLES: [Table; 6] = [Table::Http, Table::Firewall, Table::Bans, Table::Logs, Table::Probes, Table::Alerts];
 
@@ -138,7 +156,7 @@ fn fresh_name(table: Table) -> String {
 }
 
 /// The DuckDB type a catalog column is declared with.
-fn duckdb_type(ty: ColumnType) -> &'static str {
+pub(super) fn duckdb_type(ty: ColumnType) -> &'static str {
     match ty {
         ColumnType::Timestamp => "TIMESTAMPTZ",
         ColumnType::Text => "VARCHAR",
@@ -187,8 +205,8 @@ fn write_view(ddl: &mut String, table: Table, files: &[String]) {
 
 /// The committed files of a table: `date=*/*.parquet` under its directory (as
 /// [`lake_format::layout::table_glob`] describes), hidden and retired files excluded, sorted.
-fn list_files(data_dir: &Path, table: Table, fresh: &dyn FreshRows) -> Result<Vec<String>> {
-    let dir = table_dir(data_dir, table.name());
+pub(super) fn list_files(data_dir: &Path, table: &str, fresh: &dyn FreshRows) -> Result<Vec<String>> {
+    let dir = table_dir(data_dir, table);
     let partitions = match std::fs::read_dir(&dir) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -18,7 +18,8 @@
 //! but `sql` and `format`): a payload `{"host": "$host"}` lets Grafana fill the value in,
 //! and the query's `$host` is then bound as a parameter. Errors are the SQL API's JSON
 //! `{"error": "..."}`: 400 for a wrong request, an unknown named query or DuckDB
-//! refusing the SQL, 401 for auth, 408 for the time limit.
+//! refusing the SQL, 403 for SQL leaving the sandbox (as the SQL API), 401 for auth, 408
+//! for the time limit.
 
 pub mod macros;
 
@@ -269,6 +270,7 @@ fn looks_like_sql(text: &str) -> bool {
 fn target_error(label: &str, e: EngineError) -> ApiError {
     match e {
         EngineError::Sql(msg) => ApiError::bad_request(format!("{label}: {msg}")),
+        EngineError::Forbidden(msg) => ApiError::forbidden(format!("{label}: {msg}")),
         other => other.into(),
     }
 }
@@ -438,12 +440,15 @@ async fn annotations(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply
     authorize(&s.read_tokens, &headers)?;
     let req: AnnotationRequest = parse(&body)?;
     let sources = annotations::sources(req.annotation.get("query").and_then(JsonValue::as_str))?;
-    let condition = time_condition(req.range.as_ref())?;
+    let (from_ms, to_ms) = range_ms(req.range.as_ref(), now_ms())?;
+    let ctx = macros::MacroContext { from_ms, to_ms, interval_ms: 1000, vars: Default::default() };
+    let literal = |m: &str| macros::expand(m, &ctx).map(|e| e.sql).map_err(|e| ApiError::bad_request(e.to_string()));
+    let (from, to) = (literal("$__timeFrom()")?, literal("$__timeTo()")?);
     let mut events = Vec::new();
     for source in sources {
         let result = s
             .engine
-            .query_params(source.sql(&condition), Vec::new())
+            .query_params(source.sql(&from, &to), Vec::new())
             .await?;
         events.extend(source.events(&result, &req.annotation));
     }

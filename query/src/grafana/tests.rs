@@ -524,7 +524,9 @@ async fn errors_are_400_with_a_message() {
         "{e}"
     );
     let body = query_body(sql_target("delete from http", json!({})), json!([]));
-    post_err(&app, "/query", body).await;
+    let (status, json) = call(&app, "POST", "/query", Some(body)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("DELETE statements are not allowed"), "{json}");
     let body = query_body(
         sql_target("select 'a' as x", json!({"format": "timeseries"})),
         json!([]),
@@ -609,19 +611,20 @@ async fn annotations_from_alerts_and_bans() {
     let all = post_ok(&app, "/annotations", body("", "2026-11-22T11:00:00.000Z")).await;
     let mut a = annotation.clone();
     a["query"] = json!("");
+    // The ban of 203.0.113.7 and its unban are one region; the other ban has no end yet.
     assert_eq!(
         all,
         json!([
             {"annotation": a, "time": T0, "title": "disk_full firing",
              "tags": ["alert", "disk_full", "firing", "critical", "n1"], "text": "disk full"},
-            {"annotation": a, "time": T0 + 5000, "title": "ban 203.0.113.7",
+            {"annotation": a, "time": T0 + 5000, "timeEnd": T0 + 120_000, "isRegion": true,
+             "title": "ban 203.0.113.7",
              "tags": ["fail2ban", "sshd", "ban", "n1"], "text": "sshd: ban 203.0.113.7 on n1"},
             {"annotation": a, "time": T0 + 65_000, "title": "ban 203.0.113.9",
-             "tags": ["fail2ban", "caddy", "ban", "n2"], "text": "caddy: ban 203.0.113.9 on n2"},
-            {"annotation": a, "time": T0 + 120_000, "title": "unban 203.0.113.7",
-             "tags": ["fail2ban", "sshd", "unban", "n1"], "text": "sshd: unban 203.0.113.7 on n1"}
+             "tags": ["fail2ban", "caddy", "ban", "n2"], "text": "caddy: ban 203.0.113.9 on n2"}
         ])
     );
+    // The range ends before the unban: its end is still known.
     let bans = post_ok(
         &app,
         "/annotations",
@@ -629,6 +632,7 @@ async fn annotations_from_alerts_and_bans() {
     )
     .await;
     assert_eq!(bans.as_array().unwrap().len(), 1);
+    assert_eq!(bans[0]["timeEnd"], T0 + 120_000);
     let alerts = post_ok(
         &app,
         "/annotations",
@@ -643,4 +647,128 @@ async fn annotations_from_alerts_and_bans() {
     )
     .await;
     assert!(e.contains("alerts, bans"), "{e}");
+}
+
+/// Alert transitions of several instances, as the rule engine records them.
+fn alert_rows(rows: &[(i64, &str, &str, &str)]) -> arrow_array::RecordBatch {
+    let mut b = TableBuilder::new(Table::Alerts);
+    let c = |b: &TableBuilder, n: &str| b.column(n).unwrap();
+    let (ts, host, rule, state, labels, message) = (c(&b, "ts"), c(&b, "host"), c(&b, "rule"), c(&b, "state"), c(&b, "labels"), c(&b, "message"));
+    for &(secs, r, s, vhost) in rows {
+        b.ts(ts, TS + secs * 1_000_000);
+        b.text(host, Some("n1"));
+        b.text(rule, Some(r));
+        b.text(state, Some(s));
+        b.map(labels, [("vhost", vhost)]);
+        b.text(message, Some(&format!("{r} {s} on {vhost}")));
+        b.end_row();
+    }
+    b.finish().unwrap()
+}
+
+#[tokio::test]
+async fn annotations_are_regions_from_firing_to_resolved_and_from_ban_to_unban() {
+    let dir = tempfile::tempdir().unwrap();
+    // a.example: pending, firing, resolved (a region, the resolution folded in);
+    // b.example: fires and never resolves (a point); c.example: resolved long after it
+    // fired, before the range (a region overlapping the range from before it).
+    write_parquet(
+        dir.path(),
+        Table::Alerts,
+        1,
+        &alert_rows(&[
+            (-7200, "http_5xx_ratio", "firing", "c.example"),
+            (100, "http_5xx_ratio", "pending", "a.example"),
+            (200, "http_5xx_ratio", "firing", "a.example"),
+            (300, "http_5xx_ratio", "firing", "b.example"),
+            (500, "http_5xx_ratio", "resolved", "a.example"),
+            (900, "http_5xx_ratio", "resolved", "c.example"),
+        ]),
+    );
+    fn ban(secs: i64, host: &'static str, jail: &'static str, action: &'static str, ip: &'static str) -> Row<'static> {
+        (secs, host, vec![("jail", Cell::S(jail)), ("action", Cell::S(action)), ("ip", Cell::S(ip))])
+    }
+    let rows = vec![
+        ban(10, "n1", "sshd", "found", "203.0.113.1"),
+        ban(20, "n1", "sshd", "ban", "203.0.113.1"),
+        // The same address banned by another jail and on another host: separate regions.
+        ban(30, "n1", "recidive", "ban", "203.0.113.1"),
+        ban(40, "n2", "sshd", "ban", "203.0.113.1"),
+        ban(620, "n1", "sshd", "unban", "203.0.113.1"),
+        ban(640, "n2", "sshd", "unban", "203.0.113.1"),
+        // Banned again later, no unban yet.
+        ban(700, "n1", "sshd", "ban", "203.0.113.1"),
+    ];
+    write_parquet(dir.path(), Table::Bans, 1, &batch(Table::Bans, &rows));
+    let app = app_over(dir.path(), &[TOKEN]);
+    // simpod-json-datasource's annotation request.
+    let request = |query: &str| {
+        json!({
+            "range": {"from": "2026-11-22T10:00:00.000Z", "to": "2026-11-22T11:00:00.000Z",
+                      "raw": {"from": "now-1h", "to": "now"}},
+            "rangeRaw": {"from": "now-1h", "to": "now"},
+            "annotation": {"name": "incidents", "datasource": {"type": "simpod-json-datasource", "uid": "lake"},
+                           "enable": true, "iconColor": "red", "query": query},
+            "dashboard": {"uid": "lake-overview"},
+            "variables": []
+        })
+    };
+    let alerts = post_ok(&app, "/annotations", request("alerts")).await;
+    let summary: Vec<(i64, Option<i64>, String)> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["time"].as_i64().unwrap() - T0, e["timeEnd"].as_i64().map(|t| t - T0), e["text"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (-7_200_000, Some(900_000), "http_5xx_ratio firing on c.example".to_string()),
+            (100_000, None, "http_5xx_ratio pending on a.example".to_string()),
+            (200_000, Some(500_000), "http_5xx_ratio firing on a.example".to_string()),
+            (300_000, None, "http_5xx_ratio firing on b.example".to_string()),
+        ]
+    );
+    assert_eq!(alerts[2]["isRegion"], true);
+    assert!(alerts[1].get("isRegion").is_none());
+
+    let bans = post_ok(&app, "/annotations", request("bans")).await;
+    let summary: Vec<(i64, Option<i64>, String)> = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["time"].as_i64().unwrap() - T0, e["timeEnd"].as_i64().map(|t| t - T0), e["text"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (20_000, Some(620_000), "sshd: ban 203.0.113.1 on n1".to_string()),
+            (30_000, None, "recidive: ban 203.0.113.1 on n1".to_string()),
+            (40_000, Some(640_000), "sshd: ban 203.0.113.1 on n2".to_string()),
+            (700_000, None, "sshd: ban 203.0.113.1 on n1".to_string()),
+        ]
+    );
+
+    // simple-json's older request: range only, no rangeRaw; a range that starts inside
+    // the first ban still shows the whole region, and ends folded into it stay hidden.
+    let old = json!({"range": {"from": "2026-11-22T10:05:00Z", "to": "2026-11-22T10:11:00Z"},
+                     "annotation": {"name": "bans", "enable": true, "query": "bans"}});
+    let bans = post_ok(&app, "/annotations", old).await;
+    let times: Vec<(i64, Option<i64>)> = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["time"].as_i64().unwrap() - T0, e["timeEnd"].as_i64().map(|t| t - T0)))
+        .collect();
+    assert_eq!(times, [(20_000, Some(620_000)), (40_000, Some(640_000))]);
+}
+
+#[tokio::test]
+async fn a_raw_sql_target_leaving_the_sandbox_is_403() {
+    let (_dir, app) = fixture_app();
+    let targets = json!([{"refId": "A", "target": "select * from read_csv('/etc/passwd')"}]);
+    let (status, json) = call(&app, "POST", "/query", Some(query_body(targets, json!([])))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    let msg = json["error"].as_str().unwrap();
+    assert!(msg.starts_with("target A") && msg.contains("no files outside"), "{msg}");
 }

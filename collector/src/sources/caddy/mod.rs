@@ -11,7 +11,11 @@
 //! `caddy`). The rows and the position are durable together, so a restart (clean or
 //! `kill -9`) resumes right after the last spooled batch: no line is skipped or spooled
 //! twice. Config: `[caddy]` in `collector.toml`.
+//!
+//! Each `http` row also gets `client_class` and `client_name` (human, search engine, AI
+//! crawler, monitor, scanner or other bot, and who), from [`classify`].
 
+pub mod classify;
 pub mod parse;
 
 use std::sync::atomic::Ordering;
@@ -152,6 +156,7 @@ pub struct CaddyRows {
     http: TableBuilder,
     logs: UnparsedRows,
     h: HttpCols,
+    classifier: classify::Classifier,
     /// Lines that did not parse since the last `finish`.
     pub parse_errors: u64,
 }
@@ -175,6 +180,8 @@ struct HttpCols {
     referer: usize,
     tls_version: usize,
     server_name: usize,
+    client_class: usize,
+    client_name: usize,
     attrs: usize,
 }
 
@@ -211,12 +218,15 @@ impl CaddyRows {
             referer: col(&http, "referer"),
             tls_version: col(&http, "tls_version"),
             server_name: col(&http, "server_name"),
+            client_class: col(&http, "client_class"),
+            client_name: col(&http, "client_name"),
             attrs: col(&http, "attrs"),
         };
         CaddyRows {
             http,
             logs: UnparsedRows::new("caddy"),
             h,
+            classifier: classify::Classifier::new(),
             parse_errors: 0,
         }
     }
@@ -258,6 +268,7 @@ impl CaddyRows {
 
     fn push_http(&mut self, node: &str, r: &HttpRow<'_>) {
         let (b, c) = (&mut self.http, &self.h);
+        let (class, name) = self.classifier.classify(r.user_agent.as_deref(), r.path.as_deref(), r.status);
         b.ts(c.ts, r.ts_micros);
         b.text(c.host, Some(node));
         b.text(c.vhost, r.vhost.as_deref());
@@ -275,6 +286,8 @@ impl CaddyRows {
         b.text(c.referer, r.referer.as_deref());
         b.text(c.tls_version, r.tls_version.as_deref());
         b.text(c.server_name, r.server_name.as_deref());
+        b.text(c.client_class, Some(class.as_str()));
+        b.text(c.client_name, name.as_deref());
         b.map(
             c.attrs,
             r.attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),

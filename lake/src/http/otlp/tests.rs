@@ -61,6 +61,7 @@ fn harness(max_body: usize) -> Harness {
         }],
         max_body,
         max_buffered: 1 << 30,
+        custom: Arc::new(crate::custom::Registry::open(dir.path(), Default::default())),
         stats: Default::default(),
     });
     let app = router(Arc::clone(&ingest));

@@ -1,0 +1,124 @@
+"""The results as one Markdown table (each figure beside its peer, ratio and target) and JSON."""
+
+from __future__ import annotations
+
+MB = 1_000_000
+
+
+def _f(v, fmt="{:,.1f}", none="—"):
+    return none if v is None else fmt.format(v)
+
+
+def _verdict(ok):
+    return "—" if ok is None else ("pass" if ok else "**MISS**")
+
+
+def rows(res: dict) -> list[tuple]:
+    """(area, measure, lake, peer, ratio, target, verdict, runs)."""
+    out = []
+    fp = res.get("footprint")
+    if fp and "median" in fp:
+        m = fp["median"]
+        ne, h, a = m["node_exporter"], m["collector_host"], m["collector_all"]
+        win = f"{fp['runs']} × {fp['window_s']:.0f} s window"
+        r = h["rss_median_kib"] / ne["rss_median_kib"]
+        out.append(("1 footprint", f"RSS, host metrics only (every {fp['interval_s']:g} s)",
+                    f"{h['rss_median_kib'] * 1024 / MB:.1f} MB", f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB",
+                    f"{r:.2f}×", "< node_exporter", _verdict(r < 1), win))
+        r = h["cpu_seconds_per_hour"] / ne["cpu_seconds_per_hour"] if ne["cpu_seconds_per_hour"] else None
+        out.append(("1 footprint", "CPU, host metrics only", f"{h['cpu_seconds_per_hour']:.1f} s/h",
+                    f"node_exporter {ne['cpu_seconds_per_hour']:.1f} s/h (scraped every {fp['interval_s']:g} s)",
+                    _f(r, "{:.2f}×"), "< node_exporter", _verdict(r < 1 if r is not None else None), win))
+        out.append(("1 footprint", "RSS, every source on",
+                    f"{a['rss_median_kib'] * 1024 / MB:.1f} MB (+journalctl: {a['rss_with_children_median_kib'] * 1024 / MB:.1f})",
+                    f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB",
+                    f"{a['rss_median_kib'] / ne['rss_median_kib']:.2f}×", "< 15 MB",
+                    _verdict(a["rss_median_kib"] * 1024 < 15 * MB), win))
+        out.append(("1 footprint", f"CPU, every source on (Caddy {fp['caddy_rate']:g} lines/s, journal {fp['journal_rate']:g}/s)",
+                    f"{a['cpu_percent_of_core']:.2f} % of a core ({a['cpu_seconds_per_hour']:.0f} s/h; collector alone "
+                    f"{_f(a.get('cpu_self_seconds_per_hour'), '{:.0f}')} s/h, the rest journalctl)",
+                    f"node_exporter {ne['cpu_percent_of_core']:.2f} %",
+                    _f(a["cpu_seconds_per_hour"] / ne["cpu_seconds_per_hour"] if ne["cpu_seconds_per_hour"] else None, "{:.2f}×"),
+                    "< 1 % of a core", _verdict(a["cpu_percent_of_core"] < 1), win))
+    cb = res.get("caddy")
+    if cb and "parse" in cb:
+        p = cb["parse"]
+        out.append(("2 caddy parse", "tail + parse + batch, one core", f"{p['median_lines_per_s']:,.0f} lines/s",
+                    "—", "—", "≥ 300,000 lines/s", _verdict(p["median_lines_per_s"] >= 300_000), f"{p['runs']} runs"))
+        if "parse_encode" in cb:
+            e = cb["parse_encode"]
+            out.append(("2 caddy parse", "… + wire encode (Arrow IPC + zstd), as the source spools",
+                        f"{e['median_lines_per_s']:,.0f} lines/s", "—", "—", "(info)", "—", f"{e['runs']} runs"))
+    ing = res.get("ingest")
+    if ing and "median" in ing:
+        m = ing["median"]
+        out.append(("3 ingest", f"rows/s, {ing['collectors']} collectors, {ing['seconds']} s", f"{m['rows_per_sec']:,.0f} rows/s",
+                    "—", "—", "≥ 500,000 rows/s", _verdict(m["rows_per_sec"] >= 500_000), f"{ing['runs']} runs"))
+        out.append(("3 ingest", "ack latency p99 (p50)", f"{m['ack_p99_ms']:.0f} ms ({m['ack_p50_ms']:.0f} ms)", "—", "—",
+                    "< 250 ms", _verdict(m["ack_p99_ms"] < 250), f"{ing['runs']} runs"))
+    st = res.get("storage_http")
+    if st and "median" in st:
+        m = st["median"]
+        out.append(("4 storage", f"http bytes/row ({st['lines']:,} Caddy lines via collector → lake, compacted)",
+                    f"{m['bytes_per_row']:.1f} B", f"raw JSON {m['raw_bytes_per_row']:.0f} B; gzip -6 {m['gzip_bytes_per_row']:.1f} B",
+                    f"{m['bytes_per_row'] / m['gzip_bytes_per_row']:.2f}× gzip ({m['raw_bytes_per_row'] / m['bytes_per_row']:.0f}:1 vs raw)",
+                    "≤ 25 B/row", _verdict(m["bytes_per_row"] <= 25), f"{st['runs']} runs"))
+    sm = res.get("storage_metrics")
+    if sm and "median" in sm:
+        m = sm["median"]
+        p = m["prometheus_bytes_per_sample_snapshot"]
+        desc = f"{sm['window_s']:.0f} s at {sm['interval_s']:g} s"
+        out.append(("4 storage", f"metrics bytes/sample, same node_exporter series ({desc})",
+                    f"{m['lake_scrape_bytes_per_sample']:.2f} B (as flushed {m['lake_scrape_bytes_per_sample_flushed']:.2f})",
+                    f"Prometheus {p:.2f} B (block snapshot); {m['prometheus_bytes_per_sample_data_dir']:.2f} B (data dir, WAL)",
+                    f"{m['lake_scrape_bytes_per_sample'] / p:.2f}×", "≤ 2× Prometheus",
+                    _verdict(m["lake_scrape_bytes_per_sample"] <= 2 * p), f"{sm['runs']} runs"))
+        out.append(("4 storage", f"metrics bytes/sample, collector host source ({desc})",
+                    f"{m['lake_host_bytes_per_sample']:.2f} B", f"Prometheus {p:.2f} B (node_exporter, same window)",
+                    f"{m['lake_host_bytes_per_sample'] / p:.2f}×", "≤ 2× Prometheus",
+                    _verdict(m["lake_host_bytes_per_sample"] <= 2 * p), f"{sm['runs']} runs"))
+    q = res.get("query")
+    if q:
+        qp = q.get("lake_vs_prometheus", {})
+        s30 = qp.get("storage_30d")
+        if s30:
+            r = s30["lake_bytes_per_sample"] / s30["prometheus_bytes_per_sample"]
+            out.append(("4 storage", f"metrics bytes/sample, 30-day generated lake ({s30['samples']:,} samples)",
+                        f"{s30['lake_bytes_per_sample']:.2f} B", f"Prometheus {s30['prometheus_bytes_per_sample']:.2f} B (promtool blocks, 24 h)",
+                        f"{r:.2f}×", "≤ 2× Prometheus", _verdict(r <= 2), "1 (deterministic)"))
+        lb = q.get("lake_vs_duckdb", {})
+        for item in lb.get("queries", []):
+            over = item["overhead_pct"]
+            out.append(("5 query", f"{item['query']} (`{item['api']}`)", f"{item['lake_p50_ms']:.1f} ms",
+                        f"DuckDB {item['duckdb_p50_ms']:.1f} ms", f"{over:+.1f} %", "overhead ≤ 15 %",
+                        _verdict(over <= 15), f"{lb.get('runs')} runs"))
+        for item in qp.get("queries", []):
+            r = item["ratio_lake_over_prometheus"]
+            out.append(("5 query", f"{item['query']} vs PromQL `{item['promql']}`", _f(item["lake_p50_ms"], "{:.1f} ms"),
+                        f"Prometheus {item['prometheus_p50_ms']:.1f} ms", _f(r, "{:.2f}×"), "(info: no target)", "—",
+                        f"{qp.get('runs')} runs"))
+    return out
+
+
+def markdown(res: dict) -> str:
+    meta = res["meta"]
+    lines = [
+        f"# lake benchmarks vs peers — {meta['started']}",
+        "",
+        f"Command: `{meta['command']}` (mode: {meta['mode']}). Commit {meta['git_rev']}{' + uncommitted changes' if meta['git_dirty'] else ''}. "
+        f"{meta['cores']} cores; load average before {meta['load_before']}, after {meta['load_after']}.",
+        f"Peers: {', '.join(f'{k} {v}' for k, v in meta['peers'].items())}. Medians of the runs shown. "
+        "Ratio = lake ÷ peer (for footprint, storage and query, lower is better).",
+        "",
+        "| area | measure | lake | peer | ratio | target | verdict | runs |",
+        "|---|---|---:|---|---:|---|:---:|---|",
+    ]
+    for r in rows(res):
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    if res.get("errors"):
+        lines += ["", "## Phases that failed", ""]
+        lines += [f"- **{k}**: {v}" for k, v in res["errors"].items()]
+    lines += ["", "Load average per phase (1, 5, 15 min) at its start → end:", ""]
+    lines += [f"- {k}: {v['before']} → {v['after']} ({v['seconds']:.0f} s)" for k, v in res.get("phase_load", {}).items()]
+    lines += ["", "Full per-run figures: `latest.json` beside this file. How each figure is measured: `bench/README.md`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,393 @@
+//! Query benchmark: the default named queries and typical Grafana panels over a generated
+//! 30-day lake (50 M `http` rows, 100 M `metrics` samples), through the lake's HTTP APIs
+//! and as the same SQL in plain DuckDB on the same files.
+//!
+//! ```sh
+//! cargo bench -p lake --bench query -- --data /var/tmp/lake-bench-data
+//! LAKE_BENCH_DATA=/var/tmp/lake-bench-data cargo bench -p lake --bench query
+//! cargo bench -p lake --bench query -- --data DIR --runs 9 --range 7d --only http --out report.json
+//! ```
+//! A missing data directory is generated first with `lake gen --data-dir DIR` (its
+//! defaults: 30 days, 5 hosts, 50 M http rows, 100 M samples; a few minutes).
+//!
+//! - **Lake**: an in-process server (the `lake-query` SQL and Grafana routers, an engine
+//!   with the default limits of `lake.toml`: 2 threads, 2 GB) on a loopback port, asked
+//!   over real HTTP with a keep-alive client, as Grafana would: named queries through
+//!   `POST /v1/sql` (their SQL with the macros expanded over the range), panels through
+//!   `POST /grafana/query` (raw SQL with macros, a named target, template variables and
+//!   an ad-hoc filter). The time is request to last byte of the JSON answer.
+//! - **DuckDB**: `Connection::open_in_memory`, the same threads and memory limit, a view
+//!   per table over `read_parquet('<data>/tables/<t>/date=*/*.parquet')`, and exactly the
+//!   SQL the lake runs (same expansion, same bound parameters, the ad-hoc wrapper), rows
+//!   fetched as Arrow.
+//! - The range is the last `--range` (default 24h) of the data, ending at its newest
+//!   `http` row. Each query runs once on each side to warm up, then `--runs` (default 7)
+//!   times alternating sides; the medians are compared.
+//!
+//! Prints a Markdown table and writes JSON (`--out`, default
+//! `target/query-bench.json`). Targets (issue 6): p50 under 300 ms per query on this
+//! 2-core machine, the API's overhead over plain DuckDB at most 15 %.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duckdb::types::Value;
+use lake_query::engine::{Engine, Limits, NoFreshRows};
+use lake_query::grafana::macros::{expand, MacroContext};
+use serde_json::{json, Value as Json};
+
+const TARGET_P50_MS: f64 = 300.0;
+const TARGET_OVERHEAD_PCT: f64 = 15.0;
+const THREADS: usize = 2;
+const MEMORY: &str = "2GB";
+
+#[derive(Debug)]
+struct Args {
+    data: PathBuf,
+    runs: usize,
+    range_ms: i64,
+    range: String,
+    only: Option<String>,
+    out: PathBuf,
+}
+
+fn args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let mut data = std::env::var("LAKE_BENCH_DATA").ok().map(PathBuf::from);
+    let mut runs = 7;
+    let mut range = "24h".to_string();
+    let mut only = None;
+    let mut out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/query-bench.json");
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--data" => data = it.next().map(PathBuf::from),
+            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            "--range" => range = it.next().expect("--range 24h"),
+            "--only" => only = it.next(),
+            "--out" => out = it.next().map(PathBuf::from).expect("--out FILE"),
+            // `cargo bench` passes --bench; anything else is a mistake worth saying.
+            "--bench" => {}
+            other => eprintln!("query bench: ignoring argument {other:?}"),
+        }
+    }
+    let data = data.unwrap_or_else(|| PathBuf::from("/var/tmp/lake-bench-data"));
+    let range_ms = lake_query::grafana::macros::parse_duration_ms(&range).expect("--range like 24h or 7d") as i64;
+    Args { data, runs: runs.max(1), range_ms, range, only, out }
+}
+
+/// How the lake is asked.
+#[derive(Debug, Clone)]
+enum Ask {
+    /// `POST /v1/sql` with this SQL (JSON answer).
+    Sql(String),
+    /// `POST /grafana/query` with this body.
+    Grafana(Json),
+}
+
+#[derive(Debug)]
+struct Case {
+    name: String,
+    api: &'static str,
+    ask: Ask,
+    /// What DuckDB runs: the SQL the lake ends up running, with its parameters.
+    sql: String,
+    params: Vec<Value>,
+}
+
+#[derive(Debug)]
+struct Measured {
+    lake_ms: Vec<f64>,
+    duck_ms: Vec<f64>,
+    lake_rows: usize,
+    duck_rows: usize,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+fn main() {
+    let args = args();
+    if !args.data.join("tables").is_dir() {
+        eprintln!("query bench: {} has no lake; generating one with `lake gen` (a few minutes)", args.data.display());
+        let status = Command::new(env!("CARGO_BIN_EXE_lake"))
+            .arg("gen")
+            .arg("--data-dir")
+            .arg(&args.data)
+            .status()
+            .expect("run lake gen");
+        assert!(status.success(), "lake gen failed");
+    }
+    let data = args.data.canonicalize().expect("data dir");
+    let duck = plain_duckdb(&data);
+    let (end_ms, http_rows, metric_rows): (i64, i64, i64) = duck
+        .query_row(
+            "select epoch_ms(max(ts)) + 1, count(*), (select count(*) from metrics) from http",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("data end");
+    let from_ms = end_ms - args.range_ms;
+    eprintln!(
+        "query bench: {} ({http_rows} http rows, {metric_rows} samples), range {} before {}",
+        data.display(),
+        args.range,
+        jiff::Timestamp::from_millisecond(end_ms).map(|t| t.to_string()).unwrap_or_default()
+    );
+    let mut cases = cases(from_ms, end_ms);
+    if let Some(only) = &args.only {
+        cases.retain(|c| c.name.contains(only.as_str()));
+    }
+
+    // The lake: its query routers on a loopback port, on a runtime of their own.
+    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(THREADS).enable_all().build().expect("runtime");
+    let limits = Limits { threads: THREADS, memory_limit: MEMORY.into(), timeout: Duration::from_secs(120), ..Limits::default() };
+    let engine = Arc::new(Engine::open(&data, Arc::new(NoFreshRows), limits).expect("engine"));
+    let queries = lake_query::named::defaults();
+    let app = lake_query::http::router(Arc::clone(&engine), Vec::new(), queries.clone())
+        .nest("/grafana", lake_query::grafana::router(engine, Vec::new(), queries));
+    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    server_rt.spawn(async move { axum::serve(listener, app).await });
+    let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let client = reqwest::Client::new();
+
+    let mut results = Vec::new();
+    for case in &cases {
+        let lake = || client_rt.block_on(ask_lake(&client, &url, &case.ask)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let plain = || run_duckdb(&duck, &case.sql, &case.params).unwrap_or_else(|e| panic!("{} in DuckDB: {e}", case.name));
+        let (_, lake_rows) = lake();
+        let (_, duck_rows) = plain();
+        let mut m = Measured { lake_ms: Vec::new(), duck_ms: Vec::new(), lake_rows, duck_rows };
+        for _ in 0..args.runs {
+            m.lake_ms.push(lake().0);
+            m.duck_ms.push(plain().0);
+        }
+        eprintln!(
+            "  {:<38} lake {:>7.1} ms  duckdb {:>7.1} ms  ({} / {} rows)",
+            case.name,
+            median(&m.lake_ms),
+            median(&m.duck_ms),
+            m.lake_rows,
+            m.duck_rows
+        );
+        results.push(m);
+    }
+    report(&args, &data, http_rows, metric_rows, &cases, &results);
+}
+
+/// Plain DuckDB over the same files: a view per table with data.
+fn plain_duckdb(data: &Path) -> duckdb::Connection {
+    let conn = duckdb::Connection::open_in_memory().expect("duckdb");
+    conn.execute_batch(&format!("SET threads = {THREADS}; SET memory_limit = '{MEMORY}'; SET TimeZone = 'UTC';")).expect("settings");
+    for table in lake_format::Table::ALL {
+        let dir = lake_format::layout::table_dir(data, table.name());
+        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+            conn.execute_batch(&format!(
+                "CREATE VIEW {t} AS SELECT * FROM read_parquet('{}/date=*/*.parquet');",
+                dir.display(),
+                t = table.name()
+            ))
+            .expect("view");
+        }
+    }
+    conn
+}
+
+/// (milliseconds, rows) of the query in plain DuckDB, every row fetched as Arrow.
+fn run_duckdb(conn: &duckdb::Connection, sql: &str, params: &[Value]) -> duckdb::Result<(f64, usize)> {
+    let t = Instant::now();
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_arrow(duckdb::params_from_iter(params.iter()))?.map(|b| b.num_rows()).sum();
+    Ok((t.elapsed().as_secs_f64() * 1e3, rows))
+}
+
+/// (milliseconds, rows) of the query through the lake's HTTP API.
+async fn ask_lake(client: &reqwest::Client, url: &str, ask: &Ask) -> Result<(f64, usize), String> {
+    let t = Instant::now();
+    let req = match ask {
+        Ask::Sql(sql) => client.post(format!("{url}/v1/sql")).json(&json!({ "sql": sql, "format": "json" })),
+        Ask::Grafana(body) => client.post(format!("{url}/grafana/query")).json(body),
+    };
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    let v: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let rows = match ask {
+        Ask::Sql(_) => v["row_count"].as_u64().unwrap_or(0) as usize,
+        // Time series: one point per row and value column; tables: their rows.
+        Ask::Grafana(_) => v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| t["datapoints"].as_array().or(t["rows"].as_array()).map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0),
+    };
+    Ok((ms, rows))
+}
+
+/// The queries: every default named query, then the panels.
+fn cases(from_ms: i64, to_ms: i64) -> Vec<Case> {
+    let mut out = Vec::new();
+    // Named queries as the SQL API runs them (`{"query": name, "since": …}`): macros
+    // expanded over the range with about 200 buckets.
+    for q in lake_query::named::defaults() {
+        let ctx = MacroContext::last(to_ms, to_ms - from_ms, 200);
+        let e = expand(&q.sql, &ctx).expect("named query expands");
+        out.push(Case { name: format!("named: {}", q.name), api: "/v1/sql", ask: Ask::Sql(e.sql.clone()), sql: e.sql, params: e.params });
+    }
+    let interval_ms = 60_000u64;
+    let range = json!({
+        "from": jiff::Timestamp::from_millisecond(from_ms).expect("from").to_string(),
+        "to": jiff::Timestamp::from_millisecond(to_ms).expect("to").to_string(),
+    });
+    // A panel as simpod-json-datasource sends it.
+    let grafana = |target: Json, adhoc: Json| {
+        json!({
+            "app": "dashboard", "requestId": "Q1", "timezone": "utc", "panelId": 1,
+            "range": range.clone(), "interval": "1m", "intervalMs": interval_ms, "maxDataPoints": 1440,
+            "targets": [target], "adhocFilters": adhoc,
+            "scopedVars": {"__interval": {"text": "1m", "value": "1m"}},
+        })
+    };
+    let ctx = |vars: &[(&str, &str)]| MacroContext {
+        from_ms,
+        to_ms,
+        interval_ms,
+        vars: vars.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect(),
+    };
+    let panels: [(&str, &str, &[(&str, &str)], &str); 6] = [
+        (
+            "panel: cpu of one host ($host)",
+            "SELECT $__timeGroup(ts, $__interval) AS time, avg(value) AS cpu_percent FROM metrics \
+             WHERE name = 'cpu_usage_percent' AND labels['cpu'] = 'total' AND host = $host AND $__timeFilter(ts) \
+             GROUP BY 1 ORDER BY 1",
+            &[("host", "amber-web")],
+            "timeseries",
+        ),
+        (
+            "panel: requests per minute per vhost",
+            "SELECT $__timeGroup(ts, 1m) AS time, vhost, count(*) AS requests FROM http \
+             WHERE $__timeFilter(ts) GROUP BY 1, 2 ORDER BY 1",
+            &[],
+            "timeseries",
+        ),
+        (
+            "panel: status classes",
+            "SELECT $__timeGroup(ts, $__interval) AS time, (status // 100)::VARCHAR || 'xx' AS class, count(*) AS requests \
+             FROM http WHERE $__timeFilter(ts) GROUP BY 1, 2 ORDER BY 1",
+            &[],
+            "timeseries",
+        ),
+        (
+            "panel: top paths",
+            "SELECT path, count(*) AS requests, round(avg(duration_ms), 1) AS avg_ms FROM http \
+             WHERE $__timeFilter(ts) GROUP BY path ORDER BY requests DESC LIMIT 20",
+            &[],
+            "table",
+        ),
+        (
+            "panel: ufw blocks by source",
+            "SELECT src, count(*) AS blocks, count(DISTINCT dst_port) AS ports FROM firewall \
+             WHERE action = 'BLOCK' AND $__timeFilter(ts) GROUP BY src ORDER BY blocks DESC LIMIT 20",
+            &[],
+            "table",
+        ),
+        (
+            "panel: net rx per host",
+            "SELECT $__timeGroup(ts, $__interval) AS time, host, avg(value) AS rx_bytes_per_second FROM metrics \
+             WHERE name = 'net_rx_bytes_per_second' AND labels['iface'] = 'eth0' AND $__timeFilter(ts) \
+             GROUP BY 1, 2 ORDER BY 1",
+            &[],
+            "timeseries",
+        ),
+    ];
+    for (name, sql, vars, format) in panels {
+        let mut payload = json!({ "format": format });
+        for (k, v) in vars {
+            payload[*k] = json!(v);
+        }
+        let target = json!({"refId": "A", "datasource": {"type": "simpod-json-datasource", "uid": "lake"}, "target": sql, "payload": payload});
+        let e = expand(sql, &ctx(vars)).expect("panel expands");
+        out.push(Case { name: name.to_string(), api: "/grafana/query", ask: Ask::Grafana(grafana(target, json!([]))), sql: e.sql, params: e.params });
+    }
+    // p95 per vhost as a dashboard has it: the named query as the panel's target.
+    let q = lake_query::named::defaults().into_iter().find(|q| q.name == "p95_latency_per_vhost").expect("default");
+    let e = expand(&q.sql, &ctx(&[])).expect("expands");
+    let target = json!({"refId": "A", "target": q.name, "payload": {}});
+    out.push(Case { name: "panel: p95 latency per vhost (named)".into(), api: "/grafana/query", ask: Ask::Grafana(grafana(target, json!([]))), sql: e.sql, params: e.params });
+    // The filter bar: requests per minute of one vhost, applied by wrapping the target.
+    let sql = "SELECT $__timeGroup(ts, 1m) AS time, vhost, count(*) AS requests FROM http WHERE $__timeFilter(ts) GROUP BY 1, 2 ORDER BY 1";
+    let e = expand(sql, &ctx(&[])).expect("expands");
+    let wrapped = format!("SELECT * FROM (\n{}\n) AS __lake_target WHERE \"vhost\" = ?", e.sql);
+    let target = json!({"refId": "A", "target": sql, "payload": {"format": "timeseries"}});
+    let adhoc = json!([{"key": "vhost", "operator": "=", "value": "api.example.org"}]);
+    out.push(Case {
+        name: "panel: ad-hoc filter vhost=api.example.org".into(),
+        api: "/grafana/query",
+        ask: Ask::Grafana(grafana(target, adhoc)),
+        sql: wrapped,
+        params: vec![Value::Text("api.example.org".into())],
+    });
+    out
+}
+
+fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[Case], results: &[Measured]) {
+    println!();
+    println!(
+        "Query benchmark: {http_rows} http rows, {metric_rows} samples, range {} ({} runs, medians; {THREADS} DuckDB threads both sides)",
+        args.range, args.runs
+    );
+    println!();
+    println!("| query | API | lake p50 ms | duckdb p50 ms | overhead % | p50 < {TARGET_P50_MS:.0} ms | overhead ≤ {TARGET_OVERHEAD_PCT:.0} % |");
+    println!("|---|---|---:|---:|---:|:---:|:---:|");
+    let mut rows = Vec::new();
+    for (c, m) in cases.iter().zip(results) {
+        let (lake, duck) = (median(&m.lake_ms), median(&m.duck_ms));
+        let overhead = (lake / duck - 1.0) * 100.0;
+        let pass_p50 = lake < TARGET_P50_MS;
+        let pass_overhead = overhead <= TARGET_OVERHEAD_PCT;
+        let mark = |b: bool| if b { "pass" } else { "FAIL" };
+        println!(
+            "| {} | `{}` | {lake:.1} | {duck:.1} | {overhead:+.1} | {} | {} |",
+            c.name.replace('|', "\\|"),
+            c.api,
+            mark(pass_p50),
+            mark(pass_overhead)
+        );
+        rows.push(json!({
+            "query": c.name, "api": c.api,
+            "lake_p50_ms": lake, "duckdb_p50_ms": duck, "overhead_pct": overhead,
+            "pass_p50": pass_p50, "pass_overhead": pass_overhead,
+            "lake_ms": m.lake_ms, "duckdb_ms": m.duck_ms,
+            "lake_rows": m.lake_rows, "duckdb_rows": m.duck_rows,
+        }));
+    }
+    let report = json!({
+        "data": data.display().to_string(), "http_rows": http_rows, "metric_rows": metric_rows,
+        "range": args.range, "runs": args.runs, "threads": THREADS, "memory_limit": MEMORY,
+        "target_p50_ms": TARGET_P50_MS, "target_overhead_pct": TARGET_OVERHEAD_PCT,
+        "queries": rows,
+    });
+    if let Some(dir) = args.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&args.out, serde_json::to_vec_pretty(&report).expect("json")) {
+        Ok(()) => eprintln!("query bench: wrote {}", args.out.display()),
+        Err(e) => eprintln!("query bench: cannot write {}: {e}", args.out.display()),
+    }
+}

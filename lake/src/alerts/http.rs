@@ -1,0 +1,97 @@
+//! `/v1/alerts` and `/v1/silences`, behind the read tokens of the SQL API (`[query]
+//! read_tokens`; no tokens configured means no auth, for loopback use).
+//!
+//! - `GET /v1/alerts`: the [`Snapshot`] as JSON.
+//! - `GET /v1/silences`: the silences.
+//! - `POST /v1/silences` `{"rule": "uptime_down", "labels": {"target": "…"}, "duration": "2h",
+//!   "comment": "…"}` → 201 and the silence (durable when answered).
+//! - `DELETE /v1/silences/{id}` → 200, or 404 for an unknown id.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use lake_query::http::{bearer_token, constant_time_eq};
+
+use super::api::{NewSilence, SilenceView, Snapshot};
+use super::Command;
+use crate::http::error::ApiError;
+
+#[derive(Debug)]
+struct Routes {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    commands: mpsc::Sender<Command>,
+    tokens: Vec<String>,
+}
+
+/// The routes, answering from the alerter's snapshots and commanding it for silences.
+pub(super) fn router(snapshot: watch::Receiver<Arc<Snapshot>>, commands: mpsc::Sender<Command>, tokens: Vec<String>) -> Router {
+    Router::new()
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/silences", get(silences).post(add_silence))
+        .route("/v1/silences/{id}", delete(remove_silence))
+        .with_state(Arc::new(Routes { snapshot, commands, tokens }))
+}
+
+fn authorize(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
+    if r.tokens.is_empty() {
+        return Ok(());
+    }
+    let Some(presented) = bearer_token(headers) else {
+        return Err(ApiError::unauthorized("missing Authorization: Bearer <read token>"));
+    };
+    // Every token is compared, so the time taken says nothing about a near match.
+    let ok = r.tokens.iter().fold(false, |ok, t| ok | constant_time_eq(t.as_bytes(), presented.as_bytes()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid read token"))
+    }
+}
+
+async fn alerts(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Json<Snapshot>, ApiError> {
+    authorize(&r, &headers)?;
+    let snap = Arc::clone(&r.snapshot.borrow());
+    Ok(Json((*snap).clone()))
+}
+
+async fn silences(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Json<Vec<SilenceView>>, ApiError> {
+    authorize(&r, &headers)?;
+    let snap = Arc::clone(&r.snapshot.borrow());
+    Ok(Json(snap.silences.clone()))
+}
+
+async fn ask<T>(r: &Routes, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    r.commands
+        .send(make(tx))
+        .await
+        .map_err(|_| ApiError::unavailable("the alerter is stopping", 5))?;
+    rx.await.map_err(|_| ApiError::unavailable("the alerter is stopping", 5))
+}
+
+async fn add_silence(
+    State(r): State<Arc<Routes>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<SilenceView>), ApiError> {
+    authorize(&r, &headers)?;
+    let req: NewSilence = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body: {e} (expected {{\"rule\", \"labels\", \"duration\", \"comment\"}})")))?;
+    let s = ask(&r, |reply| Command::AddSilence { req, reply }).await?.map_err(ApiError::bad_request)?;
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+async fn remove_silence(State(r): State<Arc<Routes>>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+    authorize(&r, &headers)?;
+    if ask(&r, |reply| Command::RemoveSilence { id, reply }).await? {
+        Ok(Json(json!({ "removed": id })))
+    } else {
+        Err(ApiError::not_found(format!("no silence {id} (see GET /v1/silences)")))
+    }
+}

@@ -1,0 +1,300 @@
+//! Rows of a custom-table body into one Arrow batch of the table's (evolved) schema.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+
+use lake_format::catalog::{ColumnType, TS_TZ};
+use lake_format::custom::{validate_column_name, CustomSchema, EXTRA_COLUMN};
+
+use super::parse::{Row, Value};
+use super::{type_name, CustomError, EvolveError, Registry};
+
+/// A built batch and what leniency did to it.
+#[derive(Debug)]
+pub struct Built {
+    /// The rows, in the table's current schema.
+    pub batch: RecordBatch,
+    /// The schema the batch was built against.
+    pub schema: Arc<CustomSchema>,
+    /// Values moved to `_extra` because their type conflicted (lenient tables only).
+    pub lenient_values: usize,
+}
+
+/// Parses RFC 3339 (with an offset) into microseconds since the epoch.
+pub fn rfc3339_micros(s: &str) -> Option<i64> {
+    if s.len() < 20 || !s.as_bytes()[0].is_ascii_digit() {
+        return None;
+    }
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_microsecond())
+}
+
+/// An epoch number in seconds, milliseconds, microseconds or nanoseconds (told apart by
+/// magnitude: anything after 1973 in its unit) as microseconds.
+pub fn epoch_micros(v: f64) -> Option<i64> {
+    if !v.is_finite() {
+        return None;
+    }
+    let a = v.abs();
+    let micros = if a < 1e11 {
+        v * 1e6
+    } else if a < 1e14 {
+        v * 1e3
+    } else if a < 1e17 {
+        v
+    } else {
+        v / 1e3
+    };
+    (micros.abs() < 9.2e18).then_some(micros as i64)
+}
+
+/// The type a value suggests for a new column.
+fn infer(v: &Value) -> Option<ColumnType> {
+    match v {
+        Value::Null => None,
+        Value::Bool(_) => Some(ColumnType::Bool),
+        Value::Int(_) => Some(ColumnType::Int),
+        Value::Float(_) => Some(ColumnType::Float),
+        Value::Text(s) if rfc3339_micros(s).is_some() => Some(ColumnType::Timestamp),
+        Value::Text(_) | Value::Json(_) => Some(ColumnType::Text),
+    }
+}
+
+fn value_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int64",
+        Value::Float(_) => "float64",
+        Value::Text(s) if rfc3339_micros(s).is_some() => "timestamp",
+        Value::Text(_) => "string",
+        Value::Json(_) => "JSON object or array",
+    }
+}
+
+/// Whether a value can be stored in a column of type `ty` without changing its meaning.
+fn fits(ty: ColumnType, v: &Value) -> bool {
+    match (ty, v) {
+        (_, Value::Null) => true,
+        (ColumnType::Bool, Value::Bool(_)) => true,
+        (ColumnType::Int, Value::Int(_)) => true,
+        (ColumnType::Float, Value::Int(_) | Value::Float(_)) => true,
+        (ColumnType::Timestamp, Value::Text(s)) => rfc3339_micros(s).is_some(),
+        (ColumnType::Text, Value::Text(_) | Value::Json(_)) => true,
+        _ => false,
+    }
+}
+
+/// Two types of one new column within a batch: ints widen to floats, timestamps to strings.
+fn unify(a: ColumnType, b: ColumnType) -> Option<ColumnType> {
+    use ColumnType::{Float, Int, Text, Timestamp};
+    match (a, b) {
+        (x, y) if x == y => Some(x),
+        (Int, Float) | (Float, Int) => Some(Float),
+        (Timestamp, Text) | (Text, Timestamp) => Some(Text),
+        _ => None,
+    }
+}
+
+/// One row, split into the lake's columns and the data's.
+struct Split {
+    ts: i64,
+    host: String,
+    fields: HashMap<String, Value>,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Text(s) => s.clone().into(),
+        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| s.clone().into()),
+    }
+}
+
+/// Builds the batch for `table` from `rows` sent by `node`, evolving its schema.
+pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_micros: i64) -> Result<Built, EvolveError> {
+    let opts = registry.options(table).clone();
+    let existing = registry.get(table);
+    let mut split = Vec::with_capacity(rows.len());
+    // New columns in order of appearance, with their unified type (None: only nulls so far).
+    let mut new_cols: Vec<(String, Option<ColumnType>)> = Vec::new();
+    let mut lenient_values = 0;
+    let window = crate::http::bounds::Window::at(now_micros);
+    for row in rows {
+        let mut ts = now_micros;
+        let mut host = node.to_string();
+        let mut fields = HashMap::with_capacity(row.fields.len());
+        let mut extra = serde_json::Map::new();
+        for (name, v) in row.fields {
+            if name == opts.ts_field {
+                let parsed = match &v {
+                    Value::Null => Some(now_micros),
+                    Value::Text(s) => rfc3339_micros(s),
+                    Value::Int(i) => epoch_micros(*i as f64),
+                    Value::Float(f) => epoch_micros(*f),
+                    _ => None,
+                };
+                // A time the lake does not store is refused like an unreadable one
+                // (lenient tables keep it in `_extra`, the row at the time of receipt).
+                let out_of_range = match parsed.map(|t| window.check(t)) {
+                    Some(Err(reason)) if !opts.lenient => {
+                        return Err(CustomError::TsOutOfRange { line: row.line, field: name, reason }.into());
+                    }
+                    Some(Err(_)) => true,
+                    _ => false,
+                };
+                match parsed.filter(|_| !out_of_range) {
+                    Some(t) => ts = t,
+                    None if opts.lenient => {
+                        lenient_values += 1;
+                        extra.insert(name, to_json(&v));
+                    }
+                    None => {
+                        let text = to_json(&v).to_string().chars().take(60).collect();
+                        return Err(CustomError::BadTs { line: row.line, field: name, value: text }.into());
+                    }
+                }
+                continue;
+            }
+            if name == "host" {
+                if let Value::Text(h) = &v {
+                    if !h.is_empty() {
+                        host = h.clone();
+                        continue;
+                    }
+                }
+            }
+            if name == "ts" || name == "host" || name == EXTRA_COLUMN {
+                // Reserved names the value could not fill: kept, not lost.
+                extra.insert(name, to_json(&v));
+                continue;
+            }
+            validate_column_name(&name).map_err(|e| CustomError::Parse { line: row.line, message: e.0 })?;
+            let column_type = existing.as_ref().and_then(|s| s.column(&name)).map(|c| c.ty);
+            let ok = match column_type {
+                Some(ty) => fits(ty, &v).then_some(()).ok_or((type_name(ty), value_name(&v))),
+                None => {
+                    let slot = match new_cols.iter_mut().find(|(n, _)| *n == name) {
+                        Some(s) => s,
+                        None => {
+                            new_cols.push((name.clone(), None));
+                            new_cols.last_mut().expect("just pushed")
+                        }
+                    };
+                    match (slot.1, infer(&v)) {
+                        (_, None) => Ok(()),
+                        (None, Some(t)) => {
+                            slot.1 = Some(t);
+                            Ok(())
+                        }
+                        (Some(a), Some(b)) => match unify(a, b) {
+                            Some(u) => {
+                                slot.1 = Some(u);
+                                Ok(())
+                            }
+                            None => Err((type_name(a), value_name(&v))),
+                        },
+                    }
+                }
+            };
+            match ok {
+                Ok(()) => {
+                    fields.insert(name, v);
+                }
+                Err(_) if opts.lenient => {
+                    lenient_values += 1;
+                    extra.insert(name, to_json(&v));
+                }
+                Err((expected, found)) => return Err(CustomError::Conflict { line: row.line, field: name, expected, found }.into()),
+            }
+        }
+        split.push(Split { ts, host, fields, extra });
+    }
+    let mut wanted: Vec<(String, ColumnType)> = new_cols.into_iter().map(|(n, t)| (n, t.unwrap_or(ColumnType::Text))).collect();
+    if split.iter().any(|s| !s.extra.is_empty()) {
+        wanted.push((EXTRA_COLUMN.to_string(), ColumnType::Text));
+    }
+    let schema = registry.evolve(table, &wanted)?;
+    // A value of a new column that unified to a wider type than its own still fits it;
+    // one that did not unify went to `_extra` (lenient) or failed above.
+    for s in &mut split {
+        s.fields.retain(|name, v| {
+            let ty = schema.column(name).map(|c| c.ty);
+            ty.is_some_and(|t| fits(t, v))
+        });
+    }
+    let batch = arrays(&schema, &split).map_err(|e| CustomError::Parse { line: 0, message: format!("building the batch: {e}") })?;
+    Ok(Built { batch, schema, lenient_values })
+}
+
+fn arrays(schema: &CustomSchema, rows: &[Split]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let n = rows.len();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.columns.len() + 2);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(TS_TZ);
+    let mut host = StringBuilder::with_capacity(n, n * 8);
+    for r in rows {
+        ts.append_value(r.ts);
+        host.append_value(&r.host);
+    }
+    cols.push(Arc::new(ts.finish()));
+    cols.push(Arc::new(host.finish()));
+    for c in &schema.columns {
+        fn get<'a>(r: &'a Split, name: &str) -> Option<&'a Value> {
+            r.fields.get(name)
+        }
+        let array: ArrayRef = if c.name == EXTRA_COLUMN {
+            let mut b = StringBuilder::with_capacity(n, 0);
+            for r in rows {
+                if r.extra.is_empty() { b.append_null() } else { b.append_value(serde_json::Value::Object(r.extra.clone()).to_string()) }
+            }
+            Arc::new(b.finish())
+        } else {
+            match c.ty {
+                ColumnType::Bool => {
+                    let mut b = BooleanBuilder::with_capacity(n);
+                    rows.iter().for_each(|r| b.append_option(match get(r, &c.name) { Some(Value::Bool(v)) => Some(*v), _ => None }));
+                    Arc::new(b.finish())
+                }
+                ColumnType::Int => {
+                    let mut b = Int64Builder::with_capacity(n);
+                    rows.iter().for_each(|r| b.append_option(match get(r, &c.name) { Some(Value::Int(v)) => Some(*v), _ => None }));
+                    Arc::new(b.finish())
+                }
+                ColumnType::Float => {
+                    let mut b = Float64Builder::with_capacity(n);
+                    rows.iter().for_each(|r| {
+                        b.append_option(match get(r, &c.name) {
+                            Some(Value::Int(v)) => Some(*v as f64),
+                            Some(Value::Float(v)) => Some(*v),
+                            _ => None,
+                        })
+                    });
+                    Arc::new(b.finish())
+                }
+                ColumnType::Timestamp => {
+                    let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(TS_TZ);
+                    rows.iter().for_each(|r| b.append_option(match get(r, &c.name) { Some(Value::Text(s)) => rfc3339_micros(s), _ => None }));
+                    Arc::new(b.finish())
+                }
+                ColumnType::Text | ColumnType::TextMap | ColumnType::TextList => {
+                    let mut b = StringBuilder::with_capacity(n, 0);
+                    rows.iter().for_each(|r| {
+                        b.append_option(match get(r, &c.name) {
+                            Some(Value::Text(s) | Value::Json(s)) => Some(s.as_str()),
+                            _ => None,
+                        })
+                    });
+                    Arc::new(b.finish())
+                }
+            }
+        };
+        cols.push(array);
+    }
+    RecordBatch::try_new(schema.arrow_schema(), cols)
+}

@@ -1,0 +1,474 @@
+//! The rules every lake runs unless told otherwise, written against the catalog.
+//!
+//! | name | watches | value | fires when |
+//! |---|---|---|---|
+//! | `node_silent` | `metrics` rows per `[[nodes]]` node (the collector ships its own metrics every tick, whatever its sources) | seconds since the node's last row, counted from the lake's start at most | `> 120` |
+//! | `filesystem_full` | the host source's `filesystem_used_ratio` per (host, mount) | latest ratio | `> 0.9` for 5m |
+//! | `tls_expiring` | `probes.cert_days_left` per target (tls checks and https checks) | days left | `< 14` |
+//! | `uptime_down` | latest `probes` result per (kind, target, vantage point) of http/tcp/tls checks, last 10 min | vantage points seeing it down | every one that probes it (or `vantage_points = N`) for 1m |
+//! | `http_5xx_ratio` | `http` per vhost, last 5 min, at least 20 requests | share of 5xx | `> 0.05` for 2m |
+//! | `fail2ban_burst` | `bans` with action `ban` per host, last 10 min | bans | `>= 20` |
+//! | `unit_failed` | latest `units` row per (host, unit), last 7 days | 1 | its `active_state` is `failed` |
+//! | `public_listener_opened` | latest `listeners` row per (host, proto, addr, port), last day, on an address that is not loopback, link-local, RFC 1918 or Tailscale's | 1 | the socket was `opened` (not present at the first inventory) |
+//! | `tailscale_relayed` | `probes` of kind `tailscale` per (host, peer) whose latest path is `DERP(…)` and that had a direct path in the last day | seconds since the last direct path | `> 600` |
+//!
+//! Each is overridden field by field with a `[[rules]]` entry of the same name, or
+//! switched off with `enabled = false`. `$__lake_started` in any rule's SQL is replaced
+//! by the lake process's start time (a `TIMESTAMPTZ`): a node that has not reported since
+//! the lake started counts as silent from then, not from the epoch.
+
+use std::time::Duration;
+
+use super::rules::Severity;
+
+/// `node_silent`.
+pub const NODE_SILENT: &str = "node_silent";
+/// `filesystem_full`.
+pub const FILESYSTEM_FULL: &str = "filesystem_full";
+/// `tls_expiring`.
+pub const TLS_EXPIRING: &str = "tls_expiring";
+/// `uptime_down`.
+pub const UPTIME_DOWN: &str = "uptime_down";
+/// `http_5xx_ratio`.
+pub const HTTP_5XX_RATIO: &str = "http_5xx_ratio";
+/// `fail2ban_burst`.
+pub const FAIL2BAN_BURST: &str = "fail2ban_burst";
+/// `tailscale_relayed`.
+pub const TAILSCALE_RELAYED: &str = "tailscale_relayed";
+/// `unit_failed`.
+pub const UNIT_FAILED: &str = "unit_failed";
+/// `public_listener_opened`.
+pub const PUBLIC_LISTENER_OPENED: &str = "public_listener_opened";
+
+/// Names of the built-in rules.
+pub const BUILTIN_NAMES: [&str; 9] = [
+    NODE_SILENT,
+    FILESYSTEM_FULL,
+    TLS_EXPIRING,
+    UPTIME_DOWN,
+    HTTP_5XX_RATIO,
+    FAIL2BAN_BURST,
+    TAILSCALE_RELAYED,
+    UNIT_FAILED,
+    PUBLIC_LISTENER_OPENED,
+];
+
+/// The placeholder replaced by the lake's start time.
+pub const LAKE_STARTED: &str = "$__lake_started";
+
+/// A shipped rule before overrides.
+#[derive(Debug, Clone)]
+pub struct BuiltinRule {
+    /// Name.
+    pub name: &'static str,
+    /// What it watches.
+    pub description: &'static str,
+    /// Query.
+    pub sql: String,
+    /// Condition text.
+    pub condition: &'static str,
+    /// `for`.
+    pub for_: Duration,
+    /// `every`.
+    pub every: Duration,
+    /// Severity.
+    pub severity: Severity,
+    /// Message template.
+    pub message: &'static str,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The built-in rules for a lake whose `[[nodes]]` are `nodes`; `vantage_points` is
+/// `uptime_down`'s threshold (0 = every vantage point that probes the target).
+pub fn defaults(nodes: &[String], vantage_points: u32) -> Vec<BuiltinRule> {
+    vec![
+        BuiltinRule {
+            name: NODE_SILENT,
+            description: "a configured node's collector has sent no rows for 2 minutes (dead-man's switch)",
+            sql: node_silent_sql(nodes),
+            condition: "> 120",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Critical,
+            message: "{{ labels.host }} has sent nothing for {{ value | duration }} (last row: {{ details.last_seen }})",
+        },
+        BuiltinRule {
+            name: FILESYSTEM_FULL,
+            description: "a filesystem is more than 90% full",
+            sql: r#"
+SELECT host, labels['mount'] AS mount, arg_max(value, ts) AS value, arg_max(labels['device'], ts) AS _device
+FROM metrics
+WHERE name = 'filesystem_used_ratio' AND ts > now() - INTERVAL 15 MINUTE
+GROUP BY 1, 2"#
+                .trim()
+                .to_string(),
+            condition: "> 0.9",
+            for_: secs(300),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: {{ labels.mount }} is {{ value | percent }} full",
+        },
+        BuiltinRule {
+            name: TLS_EXPIRING,
+            description: "a TLS certificate seen by an uptime check expires within 14 days",
+            sql: r#"
+SELECT target, arg_max(cert_days_left, ts) AS value, arg_max(attrs['cert_not_after'], ts) AS _not_after
+FROM probes
+WHERE cert_days_left IS NOT NULL AND ts > now() - INTERVAL 1 DAY
+GROUP BY target"#
+                .trim()
+                .to_string(),
+            condition: "< 14",
+            for_: secs(0),
+            every: secs(300),
+            severity: Severity::Warning,
+            message: "the certificate of {{ labels.target }} expires in {{ value | days }} ({{ details.not_after }})",
+        },
+        BuiltinRule {
+            name: UPTIME_DOWN,
+            description: "an uptime target is down from enough vantage points (default: all that probe it)",
+            sql: uptime_down_sql(vantage_points),
+            condition: ">= 1",
+            for_: secs(60),
+            every: secs(30),
+            severity: Severity::Critical,
+            message: "{{ labels.target }} is down from {{ value }} of {{ details.vantage_points }} vantage point(s) ({{ details.down_from }}): {{ details.error }}",
+        },
+        BuiltinRule {
+            name: HTTP_5XX_RATIO,
+            description: "more than 5% of a vhost's responses are 5xx (last 5 minutes, at least 20 requests)",
+            sql: r#"
+SELECT vhost,
+       count(*) FILTER (WHERE status >= 500) / count(*) AS value,
+       count(*) AS _requests,
+       count(*) FILTER (WHERE status >= 500) AS _errors
+FROM http
+WHERE ts > now() - INTERVAL 5 MINUTE AND vhost IS NOT NULL
+GROUP BY vhost
+HAVING count(*) >= 20"#
+                .trim()
+                .to_string(),
+            condition: "> 0.05",
+            for_: secs(120),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.vhost }}: {{ value | percent }} of {{ details.requests }} requests answered 5xx in the last 5 minutes",
+        },
+        BuiltinRule {
+            name: FAIL2BAN_BURST,
+            description: "a burst of fail2ban bans on a host (20 in 10 minutes)",
+            sql: r#"
+SELECT host, count(*) AS value, string_agg(DISTINCT jail, ', ') AS _jails
+FROM bans
+WHERE action = 'ban' AND ts > now() - INTERVAL 10 MINUTE
+GROUP BY host"#
+                .trim()
+                .to_string(),
+            condition: ">= 20",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Info,
+            message: "{{ labels.host }}: {{ value }} fail2ban bans in 10 minutes (jails: {{ details.jails }})",
+        },
+        BuiltinRule {
+            name: TAILSCALE_RELAYED,
+            description: "a Tailscale peer has been relayed through DERP for 10 minutes after being direct",
+            sql: r#"
+WITH p AS (
+    SELECT host, target, ts, path, starts_with(path, 'DERP(') AS relayed
+    FROM probes
+    WHERE kind = 'tailscale' AND ok AND path IS NOT NULL AND ts > now() - INTERVAL 1 DAY
+), s AS (
+    SELECT host, target,
+           max(ts) FILTER (WHERE NOT relayed) AS last_direct,
+           arg_max(relayed, ts) AS relayed_now,
+           arg_max(path, ts) AS path,
+           max(ts) AS last
+    FROM p
+    GROUP BY host, target
+)
+SELECT host, target, epoch(now()) - epoch(last_direct) AS value, path AS _path
+FROM s
+WHERE relayed_now AND last_direct IS NOT NULL AND last > now() - INTERVAL 10 MINUTE"#
+                .trim()
+                .to_string(),
+            condition: "> 600",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }} reaches {{ labels.target }} through {{ details.path }} for {{ value | duration }}; it was direct before",
+        },
+        BuiltinRule {
+            name: UNIT_FAILED,
+            description: "a systemd unit entered the failed state",
+            sql: r#"
+SELECT host, unit, 1 AS value, arg_max(sub_state, ts) AS _sub_state, arg_max(description, ts) AS _description
+FROM units
+WHERE ts > now() - INTERVAL 7 DAY
+GROUP BY host, unit
+HAVING arg_max(active_state, ts) = 'failed'"#
+                .trim()
+                .to_string(),
+            condition: ">= 1",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: {{ labels.unit }} failed ({{ details.sub_state }}: {{ details.description }})",
+        },
+        BuiltinRule {
+            name: PUBLIC_LISTENER_OPENED,
+            description: "a new listening socket appeared on an address reachable from outside (not loopback, link-local, RFC 1918 or Tailscale)",
+            sql: r#"
+WITH l AS (
+    SELECT host, proto, addr, port,
+           arg_max(change, ts) AS last_change, arg_max(process, ts) AS process, max(ts) AS since
+    FROM listeners
+    WHERE ts > now() - INTERVAL 1 DAY
+    GROUP BY host, proto, addr, port
+)
+SELECT host, proto, addr, port::VARCHAR AS port, 1 AS value, coalesce(process, '?') AS _process, since AS _since
+FROM l
+WHERE last_change = 'opened'
+  AND NOT (addr LIKE '127.%' OR addr = '::1' OR addr LIKE '10.%' OR addr LIKE '192.168.%'
+           OR regexp_matches(addr, '^172[.](1[6-9]|2[0-9]|3[01])[.]')
+           OR regexp_matches(addr, '^100[.](6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])[.]')
+           OR lower(addr) LIKE 'fe80:%' OR lower(addr) LIKE 'fd7a:115c:a1e0:%' OR lower(addr) LIKE '::ffff:127.%')"#
+                .trim()
+                .to_string(),
+            condition: ">= 1",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: {{ details.process }} listens on {{ labels.proto }} {{ labels.addr }}:{{ labels.port }} (opened {{ details.since }})",
+        },
+    ]
+}
+
+fn node_silent_sql(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        // No [[nodes]]: nothing may ingest, so no node can go silent.
+        return "SELECT NULL::VARCHAR AS host, NULL::DOUBLE AS value WHERE false".to_string();
+    }
+    let values: Vec<String> = nodes.iter().map(|n| format!("('{}')", n.replace('\'', "''"))).collect();
+    format!(
+        r#"WITH nodes(host) AS (VALUES {}),
+seen AS (
+    SELECT host, max(ts) AS last FROM metrics WHERE ts > now() - INTERVAL 7 DAY GROUP BY host
+)
+SELECT nodes.host,
+       epoch(now()) - epoch(greatest(coalesce(seen.last, {LAKE_STARTED}), {LAKE_STARTED})) AS value,
+       coalesce(strftime(seen.last, '%Y-%m-%d %H:%M:%S UTC'), 'none in 7 days') AS _last_seen
+FROM nodes LEFT JOIN seen USING (host)"#,
+        values.join(", ")
+    )
+}
+
+fn uptime_down_sql(vantage_points: u32) -> String {
+    let need = if vantage_points == 0 {
+        "count(*)".to_string()
+    } else {
+        format!("least({vantage_points}, count(*))")
+    };
+    format!(
+        r#"WITH latest AS (
+    SELECT kind, target, host, arg_max(ok, ts) AS ok, arg_max(error, ts) AS error
+    FROM probes
+    WHERE kind IN ('http', 'tcp', 'tls') AND ts > now() - INTERVAL 10 MINUTE
+    GROUP BY kind, target, host
+)
+SELECT kind, target,
+       count(*) FILTER (WHERE NOT ok) AS value,
+       count(*) AS _vantage_points,
+       string_agg(host, ', ' ORDER BY host) FILTER (WHERE NOT ok) AS _down_from,
+       coalesce(min(error) FILTER (WHERE NOT ok), 'no error given') AS _error
+FROM latest
+GROUP BY kind, target
+HAVING count(*) FILTER (WHERE NOT ok) >= {need}"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lake_format::rows::{now_micros, MetricsBuilder, TableBuilder};
+    use lake_format::Table;
+
+    use super::*;
+    use crate::alerts::eval::{expand_sql, observations};
+    use crate::alerts::rules::Condition;
+    use crate::test_support::{engine, MemFresh};
+
+    const S: i64 = 1_000_000;
+
+    fn rows(table: Table, n: usize, fill: impl Fn(&mut TableBuilder, &dyn Fn(&str) -> usize, usize)) -> arrow_array::RecordBatch {
+        let mut b = TableBuilder::new(table);
+        let cols: Vec<(String, usize)> = table.columns().enumerate().map(|(i, c)| (c.name.to_string(), i)).collect();
+        let col = move |name: &str| cols.iter().find(|(n, _)| n == name).map(|(_, i)| *i).expect("column");
+        for i in 0..n {
+            fill(&mut b, &col, i);
+            b.end_row();
+        }
+        b.finish().unwrap()
+    }
+
+    /// (labels as `k=v` text, value) of the instances that meet the rule's condition.
+    fn firing(fresh: &Arc<MemFresh>, rule: &BuiltinRule, started: i64) -> Vec<(String, f64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), Arc::clone(fresh));
+        let r = e.query_blocking(&expand_sql(&rule.sql, started)).unwrap_or_else(|err| panic!("{}: {err}", rule.name));
+        let cond: Condition = rule.condition.parse().unwrap();
+        let mut out: Vec<(String, f64)> = observations(&r)
+            .unwrap()
+            .rows
+            .into_iter()
+            .filter(|o| cond.holds(o.value))
+            .map(|o| (crate::alerts::eval::fmt_labels(&o.labels), o.value))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn rule(name: &str, nodes: &[&str], vantage: u32) -> BuiltinRule {
+        let nodes: Vec<String> = nodes.iter().map(|s| s.to_string()).collect();
+        defaults(&nodes, vantage).into_iter().find(|r| r.name == name).unwrap()
+    }
+
+    #[test]
+    fn node_silent_counts_from_the_last_row_or_the_lake_start() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        let mut m = MetricsBuilder::new();
+        m.push(now - 10 * S, "a", "load1", 0.1, &[]);
+        m.push(now - 300 * S, "b", "load1", 0.1, &[]);
+        fresh.set(Table::Metrics, vec![m.finish()]);
+        let r = rule(NODE_SILENT, &["a", "b", "c"], 0);
+        let f = firing(&fresh, &r, now - 3600 * S);
+        assert_eq!(f.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["host=b", "host=c"]);
+        assert!((f[0].1 - 300.0).abs() < 30.0 && (f[1].1 - 3600.0).abs() < 30.0, "{f:?}");
+        // Started 30 s ago: nobody has been silent for 2 minutes of the lake's life.
+        assert!(firing(&fresh, &r, now - 30 * S).is_empty());
+    }
+
+    #[test]
+    fn host_http_and_ban_rules() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        let mut m = MetricsBuilder::new();
+        m.push(now - 60 * S, "h", "filesystem_used_ratio", 0.99, &[("mount", "/"), ("device", "/dev/vda")]);
+        m.push(now - 5 * S, "h", "filesystem_used_ratio", 0.95, &[("mount", "/"), ("device", "/dev/vda")]);
+        m.push(now - 5 * S, "h", "filesystem_used_ratio", 0.5, &[("mount", "/boot"), ("device", "/dev/vda1")]);
+        m.push(now - 3600 * S, "old", "filesystem_used_ratio", 0.99, &[("mount", "/")]);
+        fresh.set(Table::Metrics, vec![m.finish()]);
+        let f = firing(&fresh, &rule(FILESYSTEM_FULL, &[], 0), now);
+        assert_eq!(f, [("host=h mount=/".to_string(), 0.95)]);
+
+        // vhost a: 30 requests, 3 of them 5xx (10%); b: 10 requests, all 5xx (too few to judge).
+        let http = rows(Table::Http, 40, |b, c, i| {
+            b.ts(c("ts"), now - 10 * S);
+            b.text(c("host"), Some("h"));
+            b.text(c("vhost"), Some(if i < 30 { "a" } else { "b" }));
+            b.int(c("status"), Some(if !(3..30).contains(&i) { 502 } else { 200 }));
+        });
+        fresh.set(Table::Http, vec![http]);
+        assert_eq!(firing(&fresh, &rule(HTTP_5XX_RATIO, &[], 0), now), [("vhost=a".to_string(), 0.1)]);
+
+        let bans = rows(Table::Bans, 30, |b, c, i| {
+            b.ts(c("ts"), now - 60 * S);
+            b.text(c("host"), Some(if i < 25 { "h" } else { "quiet" }));
+            b.text(c("jail"), Some("sshd"));
+            b.text(c("action"), Some("ban"));
+            b.text(c("ip"), Some(&format!("203.0.113.{i}")));
+        });
+        fresh.set(Table::Bans, vec![bans]);
+        assert_eq!(firing(&fresh, &rule(FAIL2BAN_BURST, &[], 0), now), [("host=h".to_string(), 25.0)]);
+    }
+
+    #[test]
+    fn inventory_rules() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        // nginx failed after running; cron failed then recovered.
+        let units = rows(Table::Units, 4, |b, c, i| {
+            let (unit, state, at) = [("nginx.service", "active", 600), ("nginx.service", "failed", 60), ("cron.service", "failed", 600), ("cron.service", "active", 60)][i];
+            b.ts(c("ts"), now - at * S);
+            b.text(c("host"), Some("h"));
+            b.text(c("unit"), Some(unit));
+            b.text(c("active_state"), Some(state));
+            b.text(c("sub_state"), Some(if state == "failed" { "failed" } else { "running" }));
+            b.text(c("change"), Some(if state == "failed" { "failed" } else { "started" }));
+        });
+        fresh.set(Table::Units, vec![units]);
+        assert_eq!(firing(&fresh, &rule(UNIT_FAILED, &[], 0), now), [("host=h unit=nginx.service".to_string(), 1.0)]);
+
+        // Opened on every address, on a private one, on loopback; one present at the first
+        // inventory; one opened then closed.
+        let listeners = rows(Table::Listeners, 6, |b, c, i| {
+            let (addr, port, change, at) = [
+                ("0.0.0.0", 8080, "opened", 60),
+                ("192.168.1.5", 9000, "opened", 60),
+                ("127.0.0.1", 5432, "opened", 60),
+                ("::", 22, "present", 600),
+                ("203.0.113.9", 3000, "opened", 600),
+                ("203.0.113.9", 3000, "closed", 60),
+            ][i];
+            b.ts(c("ts"), now - at * S);
+            b.text(c("host"), Some("h"));
+            b.text(c("proto"), Some("tcp"));
+            b.text(c("addr"), Some(addr));
+            b.int(c("port"), Some(port));
+            b.text(c("process"), Some("app"));
+            b.text(c("change"), Some(change));
+        });
+        fresh.set(Table::Listeners, vec![listeners]);
+        assert_eq!(firing(&fresh, &rule(PUBLIC_LISTENER_OPENED, &[], 0), now), [("addr=0.0.0.0 host=h port=8080 proto=tcp".to_string(), 1.0)]);
+    }
+
+    #[test]
+    fn probe_rules() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        // (secs ago, vantage point, kind, target, ok, path, cert days)
+        type P<'a> = (i64, &'a str, &'a str, &'a str, bool, Option<&'a str>, Option<f64>);
+        let probes: Vec<P<'_>> = vec![
+            // X is down from both vantage points; Y from one of two.
+            (20, "n1", "http", "https://x.example/", false, None, Some(5.0)),
+            (20, "n2", "http", "https://x.example/", false, None, None),
+            (300, "n2", "http", "https://x.example/", true, None, None),
+            (20, "n1", "tcp", "y.example:22", false, None, None),
+            (20, "n2", "tcp", "y.example:22", true, None, None),
+            (20, "n1", "tls", "z.example:443", true, None, Some(100.0)),
+            // peer p was direct 30 minutes ago, relayed since; q is direct now; r was never direct.
+            (1800, "n1", "tailscale", "p", true, Some("203.0.113.5:41641"), None),
+            (1200, "n1", "tailscale", "p", true, Some("DERP(fra)"), None),
+            (30, "n1", "tailscale", "p", true, Some("DERP(fra)"), None),
+            (1200, "n1", "tailscale", "q", true, Some("DERP(fra)"), None),
+            (30, "n1", "tailscale", "q", true, Some("198.51.100.9:41641"), None),
+            (30, "n1", "tailscale", "r", true, Some("DERP(nyc)"), None),
+        ];
+        let batch = rows(Table::Probes, probes.len(), |b, c, i| {
+            let (ago, host, kind, target, ok, path, days) = probes[i];
+            b.ts(c("ts"), now - ago * S);
+            b.text(c("host"), Some(host));
+            b.text(c("kind"), Some(kind));
+            b.text(c("target"), Some(target));
+            b.bool(c("ok"), Some(ok));
+            b.text(c("path"), path);
+            b.float(c("cert_days_left"), days);
+            b.text(c("error"), (!ok).then_some("connection refused"));
+        });
+        fresh.set(Table::Probes, vec![batch]);
+        let f = firing(&fresh, &rule(UPTIME_DOWN, &[], 0), now);
+        assert_eq!(f, [("kind=http target=https://x.example/".to_string(), 2.0)]);
+        let f = firing(&fresh, &rule(UPTIME_DOWN, &[], 1), now);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(firing(&fresh, &rule(TLS_EXPIRING, &[], 0), now), [("target=https://x.example/".to_string(), 5.0)]);
+        let f = firing(&fresh, &rule(TAILSCALE_RELAYED, &[], 0), now);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].0, "host=n1 target=p");
+        assert!((f[0].1 - 1800.0).abs() < 30.0, "{f:?}");
+    }
+}

@@ -1,0 +1,65 @@
+//! `lake tables`: every table (catalog and custom) with its columns, rows, bytes on disk
+//! and time span, as one query result.
+
+use std::path::Path;
+
+use lake_format::catalog::ColumnType;
+use lake_format::custom::load_all;
+use lake_format::layout::{table_dir, PARQUET_EXT};
+use lake_format::Table;
+
+use super::sandbox::quote;
+use super::{Engine, QueryResult, Result};
+
+fn type_word(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Timestamp => "timestamp",
+        ColumnType::Text => "string",
+        ColumnType::Float => "float64",
+        ColumnType::Int => "int64",
+        ColumnType::Bool => "bool",
+        ColumnType::TextMap => "map",
+        ColumnType::TextList => "list",
+    }
+}
+
+/// Bytes of the table's committed Parquet files (retired ones excluded).
+fn bytes_on_disk(engine: &Engine, table: &str) -> u64 {
+    let mut total = 0;
+    for part in std::fs::read_dir(table_dir(&engine.data_dir, table)).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(part.path()).into_iter().flatten().flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == PARQUET_EXT) && !engine.fresh.is_retired(&p) {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn describe_one(engine: &Engine, name: &str, kind: &str, columns: &[(String, ColumnType)]) -> String {
+    let cols: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {}", type_word(*t))).collect();
+    format!(
+        "SELECT {} AS \"table\", {} AS kind, {} AS columns, count(*) AS rows, {}::UBIGINT AS bytes, min(ts) AS first_ts, max(ts) AS last_ts FROM \"{name}\"",
+        quote(name),
+        quote(kind),
+        quote(&cols.join(", ")),
+        bytes_on_disk(engine, name),
+    )
+}
+
+impl Engine {
+    /// One row per table: name, kind (catalog/custom), columns with types, rows, bytes
+    /// of committed files, first and last `ts`. Blocking.
+    pub fn describe_tables_blocking(&self) -> Result<QueryResult> {
+        let mut parts = Vec::new();
+        for t in Table::ALL {
+            let cols: Vec<(String, ColumnType)> = t.columns().map(|c| (c.name.to_string(), c.ty)).collect();
+            parts.push(describe_one(self, t.name(), "catalog", &cols));
+        }
+        for s in load_all(Path::new(&self.data_dir)).0 {
+            parts.push(describe_one(self, &s.name, "custom", &s.all_columns()));
+        }
+        self.query_blocking(&format!("{} ORDER BY kind, \"table\"", parts.join(" UNION ALL ")))
+    }
+}
