@@ -196,6 +196,21 @@ WHERE name IN ('filesystem_used_bytes', 'filesystem_total_bytes', 'filesystem_us
 GROUP BY 1, 2
 ORDER BY used_percent DESC NULLS LAST, 1, 2"#,
         ),
+        q(
+            "traffic_by_class",
+            "requests per vhost and client class (human, search_bot, ai_crawler, monitor, scanner, other_bot)",
+            Panel::Table,
+            r#"
+SELECT coalesce(vhost, '-') AS vhost,
+       coalesce(client_class, 'unknown') AS client_class,
+       count(*) AS requests,
+       round(100 * count(*) / sum(count(*)) OVER (PARTITION BY coalesce(vhost, '-')), 1) AS percent,
+       string_agg(DISTINCT client_name, ', ') FILTER (WHERE client_name IS NOT NULL) AS clients
+FROM http
+WHERE $__timeFilter(ts)
+GROUP BY 1, 2
+ORDER BY 1, requests DESC"#,
+        ),
     ]
 }
 
@@ -215,22 +230,22 @@ mod tests {
     #[test]
     fn defaults_have_valid_unique_names() {
         let d = defaults();
-        assert_eq!(d.len(), 6);
+        assert_eq!(d.len(), 7);
         for q in &d {
             validate_name(&q.name).unwrap();
         }
         let mut names: Vec<_> = d.iter().map(|q| &q.name).collect();
         names.dedup();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
     }
 
     #[test]
     fn user_queries_add_to_or_replace_defaults() {
         let all = merge(vec![user("mine"), user("bans_per_jail")]).unwrap();
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 8);
         assert_eq!(all[2].name, "bans_per_jail");
         assert_eq!(all[2].sql, "select 1");
-        assert_eq!(all[6].name, "mine");
+        assert_eq!(all[7].name, "mine");
     }
 
     #[test]

@@ -252,7 +252,8 @@ async fn metrics_offer_the_named_queries() {
             "bans_per_jail",
             "p95_latency_per_vhost",
             "mesh_latency",
-            "disk_usage_per_mount"
+            "disk_usage_per_mount",
+            "traffic_by_class"
         ]
     );
     let options = json!([
