@@ -178,9 +178,9 @@ impl ClientKind {
     pub(super) fn class(self) -> &'static str {
         match self {
             ClientKind::Human => "human",
-            ClientKind::Search => "search",
-            ClientKind::Ai => "ai",
-            ClientKind::Bot => "bot",
+            ClientKind::Search => "search_bot",
+            ClientKind::Ai => "ai_crawler",
+            ClientKind::Bot => "other_bot",
             ClientKind::Scanner => "scanner",
         }
     }
