@@ -41,7 +41,7 @@ def caddy(repo: Path, work: Path, runs: int, log_bytes: int) -> dict:
         log(f"caddy bench ({label}): {runs} runs over {log_bytes / 2**20:.0f} MiB")
         stdout, stderr = _cargo_bench(repo, ["-p", "lake-collector", "--bench", "caddy"], env,
                                       work / f"caddy-{label}.log", timeout=3600)
-        per_run = [{"lines": int(m[2]), "secs": float(m[3]), "lines_per_s": int(m[4]), "mb_per_s": float(m[5])}
+        per_run = [{"lines": int(m[1]), "secs": float(m[2]), "lines_per_s": int(m[3]), "mb_per_s": float(m[4])}
                    for m in RUN_RE.findall(stderr)]
         if not per_run:
             raise RuntimeError(f"no run lines in the caddy bench output:\n{stderr[-2000:]}")

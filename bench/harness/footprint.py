@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from stack import CaddyWriter, Collector, JournalWriter, Lake, NodeExporter, Scraper
-from util import CLK_TCK, cpu_ticks, log, median, rss_kib, tree_cpu_ticks, tree_rss_kib
+from util import CLK_TCK, cpu_ticks, log, median, rss_kib, rss_parts_kib, tree_cpu_ticks, tree_rss_kib
 
 
 def collector_all_body(work: Path, lake: Lake, interval: float, caddy_log: Path, journal_dir: Path,
@@ -99,6 +99,8 @@ def one_run(bin_dir: Path, work: Path, interval: float, warmup: float, window: f
         self0 = {n: cpu_ticks(p.pid, with_children=False) for n, p in procs.items()}
         rss: dict[str, list[int]] = {n: [] for n in procs}
         tree: dict[str, list[int]] = {n: [] for n in procs}
+        anon: dict[str, list[int]] = {n: [] for n in procs}
+        filed: dict[str, list[int]] = {n: [] for n in procs}
         lines0, entries0 = caddy.lines, journal.entries
         while time.monotonic() - t0 < window:
             for n, p in procs.items():
@@ -106,6 +108,9 @@ def one_run(bin_dir: Path, work: Path, interval: float, warmup: float, window: f
                 if r is not None:
                     rss[n].append(r)
                     tree[n].append(tree_rss_kib(p.pid) or r)
+                    parts = rss_parts_kib(p.pid)
+                    anon[n].append(parts.get("RssAnon"))
+                    filed[n].append(parts.get("RssFile"))
             time.sleep(1.0)
         cpu1 = {n: tree_cpu_ticks(p.pid) for n, p in procs.items()}
         self1 = {n: cpu_ticks(p.pid, with_children=False) for n, p in procs.items()}
@@ -117,6 +122,9 @@ def one_run(bin_dir: Path, work: Path, interval: float, warmup: float, window: f
                 "rss_median_kib": median(rss[n]),
                 "rss_max_kib": max(rss[n]) if rss[n] else None,
                 "rss_with_children_median_kib": median(tree[n]),
+                # VmRSS = RssAnon (heap, stacks) + RssFile (mapped binary and libraries).
+                "rss_anon_median_kib": median(anon[n]),
+                "rss_file_median_kib": median(filed[n]),
                 "cpu_seconds": cpu_s,
                 "cpu_seconds_per_hour": cpu_s / secs * 3600,
                 "cpu_percent_of_core": cpu_s / secs * 100,

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -125,6 +126,8 @@ def git(*args) -> str:
 
 
 def main() -> int:
+    # SIGTERM unwinds like Ctrl-C, so every started server is stopped by its `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = parse_args()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = Path(a.work) / stamp
@@ -143,12 +146,18 @@ def main() -> int:
     res["meta"]["peers"] = versions()
     if not a.no_build:
         build(a.phases)
-    bin_dir = target_dir() / "release"
+    built = target_dir() / "release"
     for b in ("lake", "lake-collector"):
-        if not (bin_dir / b).exists():
-            log(f"missing {bin_dir / b}: build it (cargo build --release -p lake -p lake-collector)")
+        if not (built / b).exists():
+            log(f"missing {built / b}: build it (cargo build --release -p lake -p lake-collector)")
             return 2
-    res["meta"]["binaries"] = {b: dt.datetime.fromtimestamp((bin_dir / b).stat().st_mtime, dt.timezone.utc).isoformat()
+    # A copy, so every run of this harness uses the same binaries even if a build in the
+    # shared target/ replaces them meanwhile (libduckdb is found through its absolute rpath).
+    bin_dir = work / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for b in ("lake", "lake-collector"):
+        shutil.copy2(built / b, bin_dir / b)
+    res["meta"]["binaries"] = {b: dt.datetime.fromtimestamp((built / b).stat().st_mtime, dt.timezone.utc).isoformat()
                                for b in ("lake", "lake-collector")}
 
     def save() -> None:

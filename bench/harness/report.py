@@ -9,6 +9,12 @@ def _f(v, fmt="{:,.1f}", none="—"):
     return none if v is None else fmt.format(v)
 
 
+def _parts(p: dict) -> str:
+    if p.get("rss_anon_median_kib") is None:
+        return ""
+    return f" = {p['rss_anon_median_kib'] * 1024 / MB:.1f} anon + {p['rss_file_median_kib'] * 1024 / MB:.1f} file-backed"
+
+
 def _verdict(ok):
     return "—" if ok is None else ("pass" if ok else "**MISS**")
 
@@ -23,18 +29,20 @@ def rows(res: dict) -> list[tuple]:
         win = f"{fp['runs']} × {fp['window_s']:.0f} s window"
         r = h["rss_median_kib"] / ne["rss_median_kib"]
         out.append(("1 footprint", f"RSS, host metrics only (every {fp['interval_s']:g} s)",
-                    f"{h['rss_median_kib'] * 1024 / MB:.1f} MB", f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB",
+                    f"{h['rss_median_kib'] * 1024 / MB:.1f} MB{_parts(h)}", f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB{_parts(ne)}",
                     f"{r:.2f}×", "< node_exporter", _verdict(r < 1), win))
         r = h["cpu_seconds_per_hour"] / ne["cpu_seconds_per_hour"] if ne["cpu_seconds_per_hour"] else None
         out.append(("1 footprint", "CPU, host metrics only", f"{h['cpu_seconds_per_hour']:.1f} s/h",
                     f"node_exporter {ne['cpu_seconds_per_hour']:.1f} s/h (scraped every {fp['interval_s']:g} s)",
                     _f(r, "{:.2f}×"), "< node_exporter", _verdict(r < 1 if r is not None else None), win))
         out.append(("1 footprint", "RSS, every source on",
-                    f"{a['rss_median_kib'] * 1024 / MB:.1f} MB (+journalctl: {a['rss_with_children_median_kib'] * 1024 / MB:.1f})",
+                    f"{a['rss_median_kib'] * 1024 / MB:.1f} MB{_parts(a)} (+journalctl: {a['rss_with_children_median_kib'] * 1024 / MB:.1f})",
                     f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB",
                     f"{a['rss_median_kib'] / ne['rss_median_kib']:.2f}×", "< 15 MB",
                     _verdict(a["rss_median_kib"] * 1024 < 15 * MB), win))
-        out.append(("1 footprint", f"CPU, every source on (Caddy {fp['caddy_rate']:g} lines/s, journal {fp['journal_rate']:g}/s)",
+        exp = "" if fp.get("batch_wait", "default (500ms)").startswith("default") else f", batch_wait {fp['batch_wait']}"
+        exp += "" if fp.get("inventory", True) else ", no inventory"
+        out.append(("1 footprint", f"CPU, every source on (Caddy {fp['caddy_rate']:g} lines/s, journal {fp['journal_rate']:g}/s{exp})",
                     f"{a['cpu_percent_of_core']:.2f} % of a core ({a['cpu_seconds_per_hour']:.0f} s/h; collector alone "
                     f"{_f(a.get('cpu_self_seconds_per_hour'), '{:.0f}')} s/h, the rest journalctl)",
                     f"node_exporter {ne['cpu_percent_of_core']:.2f} %",

@@ -103,6 +103,18 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def rss_parts_kib(pid: int) -> dict[str, int]:
+    """RssAnon (private heap/stack) and RssFile (mapped files: mostly the program's own code) in KiB."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()

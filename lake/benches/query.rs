@@ -100,6 +100,9 @@ struct Case {
 struct Measured {
     lake_ms: Vec<f64>,
     duck_ms: Vec<f64>,
+    /// The same SQL through `Engine::query_params_blocking` in process: the engine's
+    /// share of the lake's time (sandbox check, views, fresh rows), without HTTP and JSON.
+    engine_ms: Vec<f64>,
     lake_rows: usize,
     duck_rows: usize,
 }
@@ -153,7 +156,7 @@ fn main() {
     let engine = Arc::new(Engine::open(&data, Arc::new(NoFreshRows), limits).expect("engine"));
     let queries = lake_query::named::defaults();
     let app = lake_query::http::router(Arc::clone(&engine), Vec::new(), queries.clone())
-        .nest("/grafana", lake_query::grafana::router(engine, Vec::new(), queries));
+        .nest("/grafana", lake_query::grafana::router(Arc::clone(&engine), Vec::new(), queries));
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     server_rt.spawn(async move { axum::serve(listener, app).await });
@@ -164,17 +167,25 @@ fn main() {
     for case in &cases {
         let lake = || client_rt.block_on(ask_lake(&client, &url, &case.ask)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let plain = || run_duckdb(&duck, &case.sql, &case.params).unwrap_or_else(|e| panic!("{} in DuckDB: {e}", case.name));
+        let in_process = || {
+            let t = Instant::now();
+            let r = engine.query_params_blocking(&case.sql, case.params.clone()).unwrap_or_else(|e| panic!("{} in the engine: {e}", case.name));
+            (t.elapsed().as_secs_f64() * 1e3, r.num_rows())
+        };
         let (_, lake_rows) = lake();
         let (_, duck_rows) = plain();
-        let mut m = Measured { lake_ms: Vec::new(), duck_ms: Vec::new(), lake_rows, duck_rows };
+        in_process();
+        let mut m = Measured { lake_ms: Vec::new(), duck_ms: Vec::new(), engine_ms: Vec::new(), lake_rows, duck_rows };
         for _ in 0..args.runs {
             m.lake_ms.push(lake().0);
             m.duck_ms.push(plain().0);
+            m.engine_ms.push(in_process().0);
         }
         eprintln!(
-            "  {:<38} lake {:>7.1} ms  duckdb {:>7.1} ms  ({} / {} rows)",
+            "  {:<44} lake {:>7.1} ms  engine {:>7.1} ms  duckdb {:>7.1} ms  ({} / {} rows)",
             case.name,
             median(&m.lake_ms),
+            median(&m.engine_ms),
             median(&m.duck_ms),
             m.lake_rows,
             m.duck_rows
@@ -353,8 +364,8 @@ fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[C
         args.range, args.runs
     );
     println!();
-    println!("| query | API | lake p50 ms | duckdb p50 ms | overhead % | p50 < {TARGET_P50_MS:.0} ms | overhead ≤ {TARGET_OVERHEAD_PCT:.0} % |");
-    println!("|---|---|---:|---:|---:|:---:|:---:|");
+    println!("| query | API | lake p50 ms | duckdb p50 ms | overhead % | p50 < {TARGET_P50_MS:.0} ms | overhead ≤ {TARGET_OVERHEAD_PCT:.0} % | engine in-process p50 ms |");
+    println!("|---|---|---:|---:|---:|:---:|:---:|---:|");
     let mut rows = Vec::new();
     for (c, m) in cases.iter().zip(results) {
         let (lake, duck) = (median(&m.lake_ms), median(&m.duck_ms));
@@ -363,17 +374,19 @@ fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[C
         let pass_overhead = overhead <= TARGET_OVERHEAD_PCT;
         let mark = |b: bool| if b { "pass" } else { "FAIL" };
         println!(
-            "| {} | `{}` | {lake:.1} | {duck:.1} | {overhead:+.1} | {} | {} |",
+            "| {} | `{}` | {lake:.1} | {duck:.1} | {overhead:+.1} | {} | {} | {:.1} |",
             c.name.replace('|', "\\|"),
             c.api,
             mark(pass_p50),
-            mark(pass_overhead)
+            mark(pass_overhead),
+            median(&m.engine_ms)
         );
         rows.push(json!({
             "query": c.name, "api": c.api,
             "lake_p50_ms": lake, "duckdb_p50_ms": duck, "overhead_pct": overhead,
             "pass_p50": pass_p50, "pass_overhead": pass_overhead,
-            "lake_ms": m.lake_ms, "duckdb_ms": m.duck_ms,
+            "engine_p50_ms": median(&m.engine_ms),
+            "lake_ms": m.lake_ms, "duckdb_ms": m.duck_ms, "engine_ms": m.engine_ms,
             "lake_rows": m.lake_rows, "duckdb_rows": m.duck_rows,
         }));
     }

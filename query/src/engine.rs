@@ -177,6 +177,7 @@ pub struct Engine {
     fresh: Arc<dyn FreshRows>,
     limits: Limits,
     counters: Counters,
+    schemas: views::SchemaCache,
 }
 
 impl Engine {
@@ -196,6 +197,7 @@ impl Engine {
             fresh,
             limits,
             counters: Counters::default(),
+            schemas: views::SchemaCache::default(),
         })
     }
 
@@ -237,8 +239,51 @@ impl Engine {
         let running = self.track();
         let conn = self.connect()?;
         sandbox::check_read_only(&conn, sql)?;
-        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql)?;
+        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
         running.outcome(run_with_limits(&conn, sql, params, &self.limits))
+    }
+
+    /// Runs `sql` — or what `adapt` makes of it once it has seen the names of the columns
+    /// `sql` returns — on one connection, on the calling thread. `adapt` answers `None` to
+    /// run `sql` as it is, or a replacement statement and its parameters; the replacement
+    /// may only read the tables `sql` names (their views are the ones made for `sql`), and
+    /// is checked as read-only like any statement. This is how Grafana's ad-hoc filters
+    /// wrap a target they must first see the columns of, for the price of one query's
+    /// setup rather than two.
+    pub fn query_params_with_blocking(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        adapt: impl FnOnce(&[String]) -> Result<Option<(String, Vec<Value>)>>,
+    ) -> Result<QueryResult> {
+        let running = self.track();
+        let conn = self.connect()?;
+        sandbox::check_read_only(&conn, sql)?;
+        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
+        // LIMIT 0: DuckDB binds and plans the statement but reads no row.
+        let body = sql.trim_end().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        let probe = format!("SELECT * FROM (\n{body}\n) AS __lake_probe LIMIT 0");
+        let limits = Limits { max_rows: 0, ..self.limits.clone() };
+        let shape = running.outcome(run_with_limits(&conn, &probe, params.clone(), &limits))?;
+        let columns: Vec<String> = shape.schema.fields().iter().map(|f| f.name().clone()).collect();
+        match adapt(&columns)? {
+            Some((sql, params)) => {
+                sandbox::check_read_only(&conn, &sql)?;
+                running.outcome(run_with_limits(&conn, &sql, params, &self.limits))
+            }
+            None => running.outcome(run_with_limits(&conn, sql, params, &self.limits)),
+        }
+    }
+
+    /// [`Engine::query_params_with_blocking`] on the blocking thread pool.
+    pub async fn query_params_with<F>(self: &Arc<Self>, sql: String, params: Vec<Value>, adapt: F) -> Result<QueryResult>
+    where
+        F: FnOnce(&[String]) -> Result<Option<(String, Vec<Value>)>> + Send + 'static,
+    {
+        let engine = Arc::clone(self);
+        tokio::task::spawn_blocking(move || engine.query_params_with_blocking(&sql, params, adapt))
+            .await
+            .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
     }
 
     /// Runs one read-only statement on the blocking thread pool.

@@ -243,7 +243,7 @@ impl Engine {
             });
         }
         sandbox::check_read_only(&conn, sql)?;
-        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql)?;
+        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
         let mut stmt = conn.prepare(sql).map_err(sql_error)?;
         if stmt.parameter_count() != params.len() {
             return Err(EngineError::Sql(format!(

@@ -4,12 +4,18 @@
 //! CREATE TEMP TABLE __fresh_metrics (ts TIMESTAMPTZ, host VARCHAR, …);  -- FreshRows snapshot
 //! CREATE TEMP VIEW metrics AS SELECT ts, host, … FROM (
 //!     SELECT * FROM read_parquet(['<data>/tables/metrics/date=…/f-….parquet', …],
-//!                                union_by_name = true, hive_partitioning = false)
+//!                                union_by_name = false, hive_partitioning = false)
 //!     UNION ALL BY NAME SELECT * FROM temp.main.__fresh_metrics);
 //! ```
 //! - The fresh table is declared from the catalog, so a table with no file yet still has
-//!   its columns and types; the outer select list pins the catalog column order.
+//!   its columns and types; the outer select list pins the catalog column order. A table
+//!   whose files all have the catalog's columns and which has no fresh rows reads its
+//!   files alone (no fresh table: one catalog object and a union less per query).
 //! - `read_parquet` is only used when a file exists: DuckDB fails on an empty list.
+//! - `union_by_name = true` (files of different schemas: a file written before the catalog
+//!   gained a column) only when some file of the table lacks the catalog's exact columns
+//!   ([`SchemaCache`]): it makes DuckDB read every file's schema at each bind, which is
+//!   most of the cost of creating a view.
 //! - `hive_partitioning = false` keeps the partition key out of the view, so the columns
 //!   are the same with and without files (`ts` carries the date anyway).
 //! - arrow-rs writes `ts` as a UTC-adjusted Parquet timestamp, which DuckDB reads as
@@ -47,7 +53,7 @@ use super::{EngineError, FreshRows, Result};
 /// while a large buffer waits for its flush, and binding views over files the next one.
 /// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`,
 /// `query_table(…)`; see [`INTROSPECTION`]) gets every view, so it sees every table.
-pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str) -> Result<()> {
+pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str, schemas: &SchemaCache) -> Result<()> {
     let named = named_words(sql);
     let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
     let events = everything || named.iter().any(|w| w == EVENTS);
@@ -55,13 +61,6 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         .into_iter()
         .filter(|t| everything || named.iter().any(|w| w == t.name()) || (events && EVENT_TABLES.contains(t)))
         .collect();
-    let mut ddl = String::new();
-    for &table in &wanted {
-        write_fresh_table(&mut ddl, table);
-    }
-    conn.execute_batch(&ddl)
-        .map_err(|e| EngineError::Internal(format!("creating fresh tables: {e}")))?;
-
     let mut taken: Vec<(Table, Vec<String>, Vec<RecordBatch>)> = Vec::new();
     let mut listing: Result<()> = Ok(());
     fresh.consistent(&mut || {
@@ -75,8 +74,30 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     });
     listing?;
 
+    // A view needs its fresh table for rows, and for the catalog's columns when no file
+    // has them all (no file at all, or older files): otherwise it reads the files alone.
+    let taken: Vec<(Table, Vec<String>, Vec<RecordBatch>, bool, bool)> = taken
+        .into_iter()
+        .map(|(table, files, batches)| {
+            let uniform = schemas.uniform(table, &files);
+            let rows = batches.iter().any(|b| b.num_rows() > 0);
+            let with_fresh = rows || files.is_empty() || !uniform;
+            (table, files, batches, uniform, with_fresh)
+        })
+        .collect();
     let mut ddl = String::new();
-    for (table, files, batches) in taken {
+    for (table, _, _, _, with_fresh) in &taken {
+        if *with_fresh {
+            write_fresh_table(&mut ddl, *table);
+        }
+    }
+    if !ddl.is_empty() {
+        conn.execute_batch(&ddl)
+            .map_err(|e| EngineError::Internal(format!("creating fresh tables: {e}")))?;
+    }
+
+    let mut ddl = String::new();
+    for (table, files, batches, uniform, with_fresh) in taken {
         if batches.iter().any(|b| b.num_rows() > 0) {
             let mut appender = conn
                 .appender_to_catalog_and_db(&fresh_name(table), "temp", "main")
@@ -90,7 +111,7 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
                 .flush()
                 .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
         }
-        write_view(&mut ddl, table, &files);
+        write_view(&mut ddl, table, &files, uniform, with_fresh);
     }
     if events {
         ddl.push_str(EVENTS_VIEW);
@@ -181,19 +202,22 @@ fn write_fresh_table(ddl: &mut String, table: Table) {
     );
 }
 
-fn write_view(ddl: &mut String, table: Table, files: &[String]) {
+/// The view of `table` over `files`, with its fresh table when `with_fresh` (which must be
+/// the case when `files` is empty or not `uniform`).
+fn write_view(ddl: &mut String, table: Table, files: &[String], uniform: bool, with_fresh: bool) {
     let cols: Vec<String> = table.columns().map(|c| format!("\"{}\"", c.name)).collect();
     let fresh = format!("SELECT * FROM temp.main.{}", fresh_name(table));
+    let list: Vec<String> = files.iter().map(|f| quote(f)).collect();
+    let parquet = format!(
+        "SELECT * FROM read_parquet([{}], union_by_name = {}, hive_partitioning = false)",
+        list.join(", "),
+        !uniform
+    );
     // DuckDB fails on an empty file list, so a table without files is its fresh rows alone.
-    let source = if files.is_empty() {
-        fresh
-    } else {
-        let list: Vec<String> = files.iter().map(|f| quote(f)).collect();
-        format!(
-            "SELECT * FROM read_parquet([{}], union_by_name = true, hive_partitioning = false) \
-             UNION ALL BY NAME {fresh}",
-            list.join(", ")
-        )
+    let source = match (files.is_empty(), with_fresh) {
+        (true, _) => fresh,
+        (false, true) => format!("{parquet} UNION ALL BY NAME {fresh}"),
+        (false, false) => parquet,
     };
     let _ = writeln!(
         ddl,
@@ -201,6 +225,38 @@ fn write_view(ddl: &mut String, table: Table, files: &[String]) {
         table.name(),
         cols.join(", ")
     );
+}
+
+/// Whether committed files have exactly their table's catalog columns, in order, by
+/// path. Committed files never change (a rewrite gets a new name), so each footer is read
+/// once per engine.
+#[derive(Debug, Default)]
+pub(super) struct SchemaCache(std::sync::Mutex<std::collections::HashMap<String, bool>>);
+
+/// Entries kept at most; past it the cache starts over (it only saves footer reads).
+const SCHEMA_CACHE_MAX: usize = 100_000;
+
+impl SchemaCache {
+    /// Whether every one of `files` has `table`'s catalog columns.
+    pub(super) fn uniform(&self, table: Table, files: &[String]) -> bool {
+        let expected: Vec<&str> = table.columns().map(|c| c.name).collect();
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() > SCHEMA_CACHE_MAX {
+            known.clear();
+        }
+        files.iter().all(|f| *known.entry(f.clone()).or_insert_with(|| has_columns(f, &expected)))
+    }
+}
+
+/// Whether the Parquet file at `path` has exactly these top-level columns, in order.
+/// Unreadable files answer `false`: `union_by_name` then lets DuckDB report them.
+fn has_columns(path: &str, expected: &[&str]) -> bool {
+    use parquet::file::reader::FileReader as _;
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let Ok(reader) = parquet::file::reader::SerializedFileReader::new(file) else { return false };
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let names: Vec<&str> = schema.root_schema().get_fields().iter().map(|f| f.name()).collect();
+    names == expected
 }
 
 /// The committed files of a table: `date=*/*.parquet` under its directory (as

@@ -7,7 +7,7 @@
 //! | written | becomes |
 //! |---|---|
 //! | `$__timeFilter(col)` | `(col >= TIMESTAMPTZ '<from>' AND col < TIMESTAMPTZ '<to>')` |
-//! | `$__timeGroup(col, $__interval)` | `time_bucket(INTERVAL '<n> milliseconds', col)` |
+//! | `$__timeGroup(col, $__interval)` | the start of `col`'s `<n>` ms bucket, a TIMESTAMPTZ (see [`time_group`]) |
 //! | `$__timeGroupAlias(col, 5m)` | the same, `AS time` |
 //! | `$__timeFrom()`, `$__timeTo()` | `TIMESTAMPTZ '<from>'`, `TIMESTAMPTZ '<to>'` |
 //! | `$__from`, `$__to`, `$__interval_ms` | epoch milliseconds, as integers |
@@ -214,10 +214,7 @@ fn dollar(
                     } else {
                         ""
                     };
-                    format!(
-                        "time_bucket(INTERVAL '{ms} milliseconds', {}){alias}",
-                        args[0]
-                    )
+                    format!("{}{alias}", time_group(args[0], ms))
                 }
             };
             out.sql.push_str(&text);
@@ -225,6 +222,21 @@ fn dollar(
         }
         _ => Err(MacroError::UnknownMacro(name.to_string())),
     }
+}
+
+/// The start of the `ms`-millisecond bucket of the timestamp `column`, as a TIMESTAMPTZ:
+/// buckets are aligned on the Unix epoch, as Grafana's own SQL data sources align them.
+///
+/// Integer arithmetic on `epoch_us` rather than `time_bucket`: DuckDB's `time_bucket` on
+/// TIMESTAMPTZ goes through ICU's calendar for every row, which doubled the time of a
+/// 24-hour dashboard query over 1.7 M rows (~200 ms of ~400 ms on two cores);
+/// `make_timestamptz(micros)` turns the bucket back into a TIMESTAMPTZ for free. The
+/// `CASE` floors (rather than truncates) times before 1970.
+pub fn time_group(column: &str, ms: u64) -> String {
+    let w = ms.max(1).saturating_mul(1000);
+    format!(
+        "make_timestamptz((epoch_us({column}) - CASE WHEN epoch_us({column}) < 0 THEN {w} - 1 ELSE 0 END) // {w} * {w})"
+    )
 }
 
 /// The comma-separated arguments of the call whose `(` is at `open` (after optional
@@ -408,17 +420,38 @@ mod tests {
         .unwrap();
         assert_eq!(
             e.sql,
-            "select time_bucket(INTERVAL '60000 milliseconds', ts) as t, 1795341600000, \
-             1795345200500, 60000 from http where (ts >= TIMESTAMPTZ '2026-11-22T10:00:00Z' \
-             AND ts < TIMESTAMPTZ '2026-11-22T11:00:00.5Z') and ts < TIMESTAMPTZ '2026-11-22T11:00:00.5Z'"
+            format!(
+                "select {} as t, 1795341600000, \
+                 1795345200500, 60000 from http where (ts >= TIMESTAMPTZ '2026-11-22T10:00:00Z' \
+                 AND ts < TIMESTAMPTZ '2026-11-22T11:00:00.5Z') and ts < TIMESTAMPTZ '2026-11-22T11:00:00.5Z'",
+                time_group("ts", 60_000)
+            )
         );
         assert!(e.params.is_empty());
         let e = expand("select $__timeGroupAlias(ts, 5m), $__interval", &ctx()).unwrap();
         assert_eq!(
             e.sql,
-            "select time_bucket(INTERVAL '300000 milliseconds', ts) AS time, \
-             INTERVAL '60000 milliseconds'"
+            format!("select {} AS time, INTERVAL '60000 milliseconds'", time_group("ts", 300_000))
         );
+    }
+
+    #[test]
+    fn time_groups_are_epoch_aligned_buckets_in_duckdb() {
+        let db = duckdb::Connection::open_in_memory().unwrap();
+        db.execute_batch("SET TimeZone = 'UTC'").unwrap();
+        for (ts, ms, bucket) in [
+            ("2026-11-22 10:07:31.25Z", 300_000, "2026-11-22 10:05:00+00"),
+            ("2026-11-22 10:05:00Z", 300_000, "2026-11-22 10:05:00+00"),
+            ("2026-11-22 10:04:59.999999Z", 300_000, "2026-11-22 10:00:00+00"),
+            ("2026-11-22 10:07:31.25Z", 1_000, "2026-11-22 10:07:31+00"),
+            ("2026-11-22 10:07:31.25Z", 86_400_000, "2026-11-22 00:00:00+00"),
+            ("1969-12-31 23:59:59Z", 60_000, "1969-12-31 23:59:00+00"),
+            ("1969-12-31 23:59:00Z", 60_000, "1969-12-31 23:59:00+00"),
+        ] {
+            let sql = format!("select {}::VARCHAR, typeof({})", time_group(&format!("TIMESTAMPTZ '{ts}'"), ms), time_group("now()", ms));
+            let (got, ty): (String, String) = db.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            assert_eq!((got.as_str(), ty.as_str()), (bucket, "TIMESTAMP WITH TIME ZONE"), "{ts} by {ms} ms");
+        }
     }
 
     #[test]

@@ -230,23 +230,17 @@ impl GrafanaState {
         if filters.is_empty() {
             return self.engine.query_params(sql, params).await;
         }
-        // Which columns the target returns decides which filters apply. LIMIT 0 has DuckDB
-        // plan the query without reading rows.
-        let probe = format!(
-            "SELECT * FROM (\n{}\n) AS __lake_target LIMIT 0",
-            adhoc::strip_semicolons(&sql)
-        );
-        let shape = self.engine.query_params(probe, params.clone()).await?;
-        let columns: Vec<String> = shape
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        match adhoc::wrap(&sql, &params, filters, &columns).map_err(api_to_engine)? {
-            Some((wrapped, bound)) => self.engine.query_params(wrapped, bound).await,
-            None => self.engine.query_params(sql, params).await,
-        }
+        // Which columns the target returns decides which filters apply: the engine shows
+        // them (a LIMIT 0 probe) before running the target, wrapped or not, on the same
+        // connection.
+        let filters = filters.to_vec();
+        let target = adhoc::strip_semicolons(&sql).to_string();
+        let bound = params.clone();
+        self.engine
+            .query_params_with(sql, params, move |columns| {
+                adhoc::wrap(&target, &bound, &filters, columns).map_err(api_to_engine)
+            })
+            .await
     }
 }
 
