@@ -58,12 +58,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--metrics-window", type=float, help="duration of the metrics storage test, s")
     p.add_argument("--metrics-runs", type=int)
     p.add_argument("--query-runs", type=int)
+    p.add_argument("--prom-days", type=int, help="load only the last N days of the lake's metrics into Prometheus "
+                   "(the panels read the last 24 h; default: all)")
     p.add_argument("--no-prometheus-query", action="store_true", help="skip the PromQL side of the query phase")
     p.add_argument("--work", default="/var/tmp/lake-bench", help="temp dirs of the run")
     p.add_argument("--data", default="/var/tmp/lake-bench-data", help="the generated 30-day lake (shared with lake/benches/query.rs)")
     p.add_argument("--results", default=str(REPO / "bench" / "results"))
     p.add_argument("--no-install", action="store_true", help="do not install missing peers")
     p.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other phases' results of the existing latest.json (to re-run a phase measured while busy)")
     a = p.parse_args()
     base = QUICK if a.quick else FULL
     for k, v in base.items():
@@ -141,6 +145,16 @@ def main() -> int:
         "phases": a.phases, "git_rev": git("rev-parse", "--short", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
         "cores": os.cpu_count(), "load_before": loadavg(), "work": str(work),
     }, "errors": {}, "phase_load": {}}
+    if a.merge and (results_dir / "latest.json").exists():
+        old = json.loads((results_dir / "latest.json").read_text())
+        for k, v in old.items():
+            if k not in ("meta", "errors", "phase_load"):
+                res.setdefault(k, v)
+        res["phase_load"] = old.get("phase_load", {})
+        res["errors"] = {k: v for k, v in old.get("errors", {}).items() if k.split("_")[0] not in a.phases}
+        res["meta"]["merged_into"] = old["meta"]
+        res["meta"]["command"] = f"{old['meta']['command']}, then {res['meta']['command']}"
+        res["meta"]["load_before"] = old["meta"]["load_before"]
     if not a.no_install:
         install_peers(a.phases)
     res["meta"]["peers"] = versions()
@@ -175,7 +189,7 @@ def main() -> int:
         "storage": [("storage_http", lambda: storage.http(bin_dir, work, a.runs, a.http_lines)),
                     ("storage_metrics", lambda: storage.metrics(bin_dir, work, a.metrics_runs, a.metrics_interval, a.metrics_window))],
         "query": [("query", lambda: query.run(REPO, bin_dir, work / "query", Path(a.data), a.query_runs,
-                                              with_prometheus=not a.no_prometheus_query))],
+                                              with_prometheus=not a.no_prometheus_query, prom_days=a.prom_days))],
     }
     for ph in PHASES:
         if ph not in a.phases:

@@ -53,9 +53,13 @@ def run_query_bench(repo: Path, work: Path, data: Path, runs: int) -> dict:
     out = work / "query-bench.json"
     logfile = work / "query-bench.log"
     log(f"query bench: cargo bench -p lake --bench query -- --data {data} --runs {runs}")
+    # LAKE_QUERY_BENCH_BIN: an already built bench binary (target/release/deps/query-*), to
+    # skip cargo's rebuild when others are editing the crates while the harness runs.
+    prebuilt = os.environ.get("LAKE_QUERY_BENCH_BIN")
+    argv = ([prebuilt, "--bench"] if prebuilt else ["cargo", "bench", "-p", "lake", "--bench", "query", "--"])
     with open(logfile, "w") as f:
-        p = subprocess.run(["cargo", "bench", "-p", "lake", "--bench", "query", "--", "--data", str(data),
-                            "--runs", str(runs), "--out", str(out)], cwd=repo, stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.run(argv + ["--data", str(data), "--runs", str(runs), "--out", str(out)], cwd=repo, stdout=f,
+                           stderr=subprocess.STDOUT)
     if p.returncode != 0:
         raise RuntimeError(f"the query bench failed ({p.returncode}); see {logfile}")
     return json.loads(out.read_text())
@@ -90,8 +94,8 @@ COPY (
         f.write("# EOF\n")
 
 
-def ensure_tsdb(data: Path, tsdb: Path, tmp: Path) -> dict:
-    sig = _signature(data)
+def ensure_tsdb(data: Path, tsdb: Path, tmp: Path, days_limit: int | None = None) -> dict:
+    sig = _signature(data) + f" days={days_limit or 'all'}"
     stamp = tsdb / "lake-signature"
     if stamp.exists() and stamp.read_text().strip() == sig:
         log(f"Prometheus TSDB of the lake's metrics is up to date: {tsdb}")
@@ -102,6 +106,8 @@ def ensure_tsdb(data: Path, tsdb: Path, tmp: Path) -> dict:
     blocks.mkdir(parents=True)
     tmp.mkdir(parents=True, exist_ok=True)
     days = sorted(d for d in (data / "tables" / "metrics").iterdir() if d.is_dir())
+    if days_limit:
+        days = days[-days_limit:]
     t0 = time.monotonic()
 
     def one(day: Path) -> int:
@@ -115,7 +121,7 @@ def ensure_tsdb(data: Path, tsdb: Path, tmp: Path) -> dict:
 
     with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as ex:
         om_bytes = sum(ex.map(one, days))
-    info = {"days": len(days), "openmetrics_bytes": om_bytes, "build_seconds": time.monotonic() - t0}
+    info = {"days": len(days), "day_dirs": [d.name for d in days], "openmetrics_bytes": om_bytes, "build_seconds": time.monotonic() - t0}
     (tsdb / "lake-export.json").write_text(json.dumps(info))
     stamp.write_text(sig)
     log(f"  built in {info['build_seconds']:.0f}s")
@@ -126,11 +132,13 @@ def _sum_parquet(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*.parquet"))
 
 
-def prometheus_side(work: Path, data: Path, tsdb_root: Path, runs: int, lake_bench: dict) -> dict:
-    info = ensure_tsdb(data, tsdb_root, work / "om")
+def prometheus_side(work: Path, data: Path, tsdb_root: Path, runs: int, lake_bench: dict,
+                    days_limit: int | None = None) -> dict:
+    info = ensure_tsdb(data, tsdb_root, work / "om", days_limit)
     import duckdb
+    day_files = "[" + ",".join(f"'{data}/tables/metrics/{d}/*.parquet'" for d in info["day_dirs"]) + "]"
     end_ms, samples = duckdb.connect().execute(
-        f"select epoch_ms(max(ts)) + 1, (select count(*) from read_parquet('{data}/tables/metrics/date=*/*.parquet')) "
+        f"select epoch_ms(max(ts)) + 1, (select count(*) from read_parquet({day_files})) "
         f"from read_parquet('{data}/tables/http/date=*/*.parquet')").fetchone()
     range_ms = {"24h": 86_400_000, "7d": 7 * 86_400_000}.get(lake_bench.get("range", "24h"), 86_400_000)
     from_ms = end_ms - range_ms
@@ -173,18 +181,19 @@ def prometheus_side(work: Path, data: Path, tsdb_root: Path, runs: int, lake_ben
         prom.stop()
     tsdb_bytes = sum(f.stat().st_size for f in (tsdb_root / "data").rglob("*")
                      if f.is_file() and "wal" not in f.parts and "chunks_head" not in f.parts)
-    lake_bytes = _sum_parquet(data / "tables" / "metrics")
+    lake_bytes = sum(_sum_parquet(data / "tables" / "metrics" / d) for d in info["day_dirs"])
     return {"range_from_ms": from_ms, "range_to_ms": end_ms, "runs": runs, "tsdb": info, "blocks_loaded": blocks_loaded,
             "queries": results,
-            "storage_30d": {"samples": samples, "prometheus_block_bytes": tsdb_bytes, "lake_parquet_bytes": lake_bytes,
+            "storage_30d": {"days": info["days"], "samples": samples, "prometheus_block_bytes": tsdb_bytes, "lake_parquet_bytes": lake_bytes,
                             "prometheus_bytes_per_sample": tsdb_bytes / samples, "lake_bytes_per_sample": lake_bytes / samples}}
 
 
-def run(repo: Path, bin_dir: Path, work: Path, data: Path, runs: int, with_prometheus: bool = True) -> dict:
+def run(repo: Path, bin_dir: Path, work: Path, data: Path, runs: int, with_prometheus: bool = True,
+        prom_days: int | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     ensure_lake(bin_dir, data)
     bench = run_query_bench(repo, work, data, runs)
     out = {"lake_vs_duckdb": bench}
     if with_prometheus:
-        out["lake_vs_prometheus"] = prometheus_side(work, data, Path(str(data) + "-prometheus"), runs, bench)
+        out["lake_vs_prometheus"] = prometheus_side(work, data, Path(str(data) + "-prometheus"), runs, bench, prom_days)
     return out

@@ -91,7 +91,7 @@ def rows(res: dict) -> list[tuple]:
         s30 = qp.get("storage_30d")
         if s30:
             r = s30["lake_bytes_per_sample"] / s30["prometheus_bytes_per_sample"]
-            out.append(("4 storage", f"metrics bytes/sample, 30-day generated lake ({s30['samples']:,} samples)",
+            out.append(("4 storage", f"metrics bytes/sample, generated lake, last {s30.get('days', 30)} days ({s30['samples']:,} samples)",
                         f"{s30['lake_bytes_per_sample']:.2f} B", f"Prometheus {s30['prometheus_bytes_per_sample']:.2f} B (promtool blocks, 24 h)",
                         f"{r:.2f}×", "≤ 2× Prometheus", _verdict(r <= 2), "1 (deterministic)"))
         lb = q.get("lake_vs_duckdb", {})

@@ -281,7 +281,9 @@ fn cases(from_ms: i64, to_ms: i64) -> Vec<Case> {
         interval_ms,
         vars: vars.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect(),
     };
-    let panels: [(&str, &str, &[(&str, &str)], &str); 6] = [
+    // (name, SQL, template variables, format)
+    type Panel<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let panels: [Panel<'_>; 6] = [
         (
             "panel: cpu of one host ($host)",
             "SELECT $__timeGroup(ts, $__interval) AS time, avg(value) AS cpu_percent FROM metrics \

@@ -16,7 +16,7 @@
 //! queries never see each other's views or snapshots.
 //!
 //! [`Engine::query_stream`] runs the same steps but hands the result over chunk by chunk
-//! through a bounded channel as DuckDB produces it ([`stream`]), for results too large to
+//! through a bounded channel as DuckDB produces it (`stream`), for results too large to
 //! hold; the blocking forms collect into a [`QueryResult`].
 
 mod custom;
@@ -244,7 +244,7 @@ impl Engine {
     }
 
     /// Runs `sql` — or what `adapt` makes of it once it has seen the names of the columns
-    /// `sql` returns — on one connection, on the calling thread. `adapt` answers `None` to
+    /// `sql` returns (bound by DuckDB, not run) — on one connection, on the calling thread. `adapt` answers `None` to
     /// run `sql` as it is, or a replacement statement and its parameters; the replacement
     /// may only read the tables `sql` names (their views are the ones made for `sql`), and
     /// is checked as read-only like any statement. This is how Grafana's ad-hoc filters
@@ -260,12 +260,7 @@ impl Engine {
         let conn = self.connect()?;
         sandbox::check_read_only(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
-        // LIMIT 0: DuckDB binds and plans the statement but reads no row.
-        let body = sql.trim_end().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-        let probe = format!("SELECT * FROM (\n{body}\n) AS __lake_probe LIMIT 0");
-        let limits = Limits { max_rows: 0, ..self.limits.clone() };
-        let shape = running.outcome(run_with_limits(&conn, &probe, params.clone(), &limits))?;
-        let columns: Vec<String> = shape.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let columns = describe(&conn, sql, &params)?;
         match adapt(&columns)? {
             Some((sql, params)) => {
                 sandbox::check_read_only(&conn, &sql)?;
@@ -336,6 +331,24 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The names of the columns `sql` returns: `DESCRIBE` has DuckDB bind the statement
+/// (with its parameters) without planning or running it.
+fn describe(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<String>> {
+    let body = sql.trim_end().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    let mut stmt = conn.prepare(&format!("DESCRIBE {body}")).map_err(sql_error)?;
+    if stmt.parameter_count() != params.len() {
+        return Err(EngineError::Sql(format!(
+            "the query has {} parameter placeholder(s) but {} value(s) were given",
+            stmt.parameter_count(),
+            params.len()
+        )));
+    }
+    let rows = stmt
+        .query_map(duckdb::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
+        .map_err(sql_error)?;
+    rows.collect::<std::result::Result<Vec<String>, _>>().map_err(sql_error)
 }
 
 /// DuckDB's message for a failed user statement: a 403 when the sandbox refused a file

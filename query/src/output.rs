@@ -16,7 +16,7 @@
 //! after `row_count` instead.
 //!
 //! JSON, CSV and Arrow are also written incrementally for streaming: [`head`] (from the
-//! schema), a [`BatchEncoder::batch`] per batch (on any thread), then [`tail`]. [`write`]
+//! schema), a [`BatchEncoder::batch`] per batch (on any thread), then [`tail`]. [`write()`]
 //! is those three over a whole [`QueryResult`], so a streamed and a collected answer are
 //! byte for byte the same. The terminal table needs every row for its widths and is only
 //! written whole.

@@ -172,7 +172,7 @@ fn plan(world: &World) -> Vec<Job> {
         }
         day += 1;
     }
-    jobs.sort_by(|a, b| b.weight.cmp(&a.weight));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.weight));
     jobs
 }
 
@@ -281,7 +281,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -70,8 +70,9 @@ struct Serialized {
     error_type: String,
     #[serde(default)]
     error_message: String,
+    /// Only counted: the syntax trees are skipped, not built.
     #[serde(default)]
-    statements: Vec<serde_json::Value>,
+    statements: Vec<serde::de::IgnoredAny>,
 }
 
 const READ_ONLY: &str = "only a single read statement is allowed \

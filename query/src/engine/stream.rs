@@ -1,25 +1,6 @@
-//! Streaming a result as DuckDB produces it.
-//!
-//! [`Engine::query_stream`] runs a query on the blocking pool like
-//! [`Engine::query_params`], but hands each Arrow batch DuckDB produces to the caller's
-//! `encode` *on the query thread* (so encoding runs beside DuckDB, not on the async
-//! runtime) and sends the result through a bounded channel of `capacity` chunks to a
-//! [`QueryStream`]. Memory is those chunks, whatever the size of the result: when the
-//! reader is slower than DuckDB, the query thread waits for room.
-//!
-//! - **Time limit**: it covers the whole stream. A watchdog task interrupts DuckDB at the
-//!   deadline, and a query thread waiting for room in the channel gives up at the same
-//!   deadline; either way the stream ends with [`EngineError::Timeout`].
-//! - **Cancellation**: dropping the [`QueryStream`] (axum drops the response body when a
-//!   client disconnects) or the future of [`Engine::query_stream`] interrupts the query;
-//!   the query thread stops at its next step or send, counted in
-//!   [`EngineStats::cancelled`](super::EngineStats::cancelled).
-//! - **Row limit**: the stream stops at [`Limits::max_rows`](super::Limits::max_rows)
-//!   and [`StreamEnd::truncated`] says so.
-//! - **Errors**: [`Engine::query_stream`] resolves once DuckDB has started the query and
-//!   the schema is known, so errors up to that point (syntax, sandbox, binder, the time
-//!   limit) are its `Err`; a later error ends the stream with `Err` after the chunks sent
-//!   before it.
+//! Streaming a result as DuckDB produces it: [`Engine::query_stream`] and the
+//! [`QueryStream`] it returns (memory, limits, cancellation and errors are described
+//! there).
 
 use std::fmt;
 use std::future::Future;
@@ -89,7 +70,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The chunks of a running query, in order; see the [module docs](self).
+/// The chunks of a running query, in order; see [`Engine::query_stream`].
 pub struct QueryStream<T> {
     schema: SchemaRef,
     chunks: mpsc::Receiver<T>,
@@ -152,9 +133,25 @@ enum SendError {
 impl Engine {
     /// Runs one read-only statement with its `?` placeholders bound to `params` (same
     /// sandbox, read-only check, views and limits as [`Engine::query_params`]) and streams
-    /// its result: `encode` turns each batch into a chunk on the query thread, and at most
-    /// `capacity` chunks wait for the reader. Resolves once the query has started; see
-    /// the [module docs](self) for limits, cancellation and errors.
+    /// its result. Each Arrow batch DuckDB produces goes to `encode` *on the query thread*
+    /// (so encoding runs beside DuckDB, not on the async runtime), and the chunks go
+    /// through a bounded channel of `capacity` to the [`QueryStream`]. Memory is those
+    /// chunks, whatever the size of the result: when the reader is slower than DuckDB, the
+    /// query thread waits for room.
+    ///
+    /// - **Time limit**: it covers the whole stream. A watchdog task interrupts DuckDB at the
+    ///   deadline, and a query thread waiting for room in the channel gives up at the same
+    ///   deadline; either way the stream ends with [`EngineError::Timeout`].
+    /// - **Cancellation**: dropping the [`QueryStream`] (axum drops the response body when a
+    ///   client disconnects) or the future of [`Engine::query_stream`] interrupts the query;
+    ///   the query thread stops at its next step or send, counted in
+    ///   [`EngineStats::cancelled`](super::EngineStats::cancelled).
+    /// - **Row limit**: the stream stops at [`Limits::max_rows`](super::Limits::max_rows)
+    ///   and [`StreamEnd::truncated`] says so.
+    /// - **Errors**: [`Engine::query_stream`] resolves once DuckDB has started the query and
+    ///   the schema is known, so errors up to that point (syntax, sandbox, binder, the time
+    ///   limit) are its `Err`; a later error ends the stream with `Err` after the chunks sent
+    ///   before it.
     ///
     /// Needs a Tokio runtime with timers (the watchdog and the bounded send use them).
     pub async fn query_stream<T, F>(

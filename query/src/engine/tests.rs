@@ -405,82 +405,6 @@ fn only_the_tables_a_query_names_get_views_unless_it_lists_the_catalog() {
 }
 
 #[test]
-#[ignore = "scratch: view shapes against /var/tmp/lake-bench-data"]
-fn zz_view_shapes() {
-    let data = std::path::Path::new("/var/tmp/lake-bench-data");
-    let e = Engine::open(data, Arc::new(NoFreshRows), Limits::default()).unwrap();
-    let q = "SELECT make_timestamptz(epoch_us(ts) // 60000000 * 60000000) AS time, vhost, count(*) AS requests FROM http WHERE (ts >= TIMESTAMPTZ '2026-11-25 01:32:00Z' AND ts < TIMESTAMPTZ '2026-11-26 01:32:01Z') GROUP BY 1, 2 ORDER BY 1";
-    let files = views::list_files(&e.data_dir, "http", &NoFreshRows).unwrap();
-    let list: Vec<String> = files.iter().map(|f| sandbox::quote(f)).collect();
-    let list = list.join(", ");
-    let cols: Vec<String> = Table::Http.columns().map(|c| format!("\"{}\"", c.name)).collect();
-    let cols = cols.join(", ");
-    let glob = format!("{}/tables/http/date=*/*.parquet", e.data_dir.display());
-    let shapes = [
-        ("current", format!("CREATE TEMP TABLE __f AS SELECT * FROM (SELECT {cols} FROM read_parquet([{list}]) LIMIT 0); CREATE TEMP VIEW http AS SELECT {cols} FROM (SELECT * FROM read_parquet([{list}], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME SELECT * FROM temp.main.__f);")),
-        ("no union_by_name", format!("CREATE TEMP TABLE __f AS SELECT * FROM (SELECT {cols} FROM read_parquet([{list}]) LIMIT 0); CREATE TEMP VIEW http AS SELECT {cols} FROM (SELECT * FROM read_parquet([{list}], hive_partitioning = false) UNION ALL BY NAME SELECT * FROM temp.main.__f);")),
-        ("no fresh union", format!("CREATE TEMP VIEW http AS SELECT {cols} FROM read_parquet([{list}], union_by_name = true, hive_partitioning = false);")),
-        ("plain list", format!("CREATE TEMP VIEW http AS SELECT * FROM read_parquet([{list}]);")),
-        ("plain glob", format!("CREATE TEMP VIEW http AS SELECT * FROM read_parquet('{glob}');")),
-    ];
-    for (name, ddl) in shapes {
-        let mut setup = Vec::new();
-        let mut run = Vec::new();
-        for _ in 0..15 {
-            let conn = e.connect().unwrap();
-            let t0 = Instant::now();
-            conn.execute_batch(&ddl).unwrap();
-            let t1 = Instant::now();
-            let n: usize = conn.prepare(q).unwrap().query_arrow([]).unwrap().map(|b| b.num_rows()).sum();
-            assert!(n > 1000);
-            setup.push((t1 - t0).as_secs_f64() * 1e3);
-            run.push(t1.elapsed().as_secs_f64() * 1e3);
-        }
-        setup.sort_by(f64::total_cmp);
-        run.sort_by(f64::total_cmp);
-        println!("{name:20} setup {:6.2} run {:7.2} ms (min run {:7.2})", setup[7], run[7], run[0]);
-    }
-}
-
-#[test]
-#[ignore = "scratch: engine vs plain against /var/tmp/lake-bench-data"]
-fn zz_engine_vs_plain() {
-    let data = std::path::Path::new("/var/tmp/lake-bench-data");
-    let limits = Limits { memory_limit: "2GB".into(), ..Limits::default() };
-    let e = Engine::open(data, Arc::new(NoFreshRows), limits).unwrap();
-    let plain = Connection::open_in_memory().unwrap();
-    plain.execute_batch("SET threads = 2; SET memory_limit = '2GB'; SET TimeZone = 'UTC';").unwrap();
-    for t in ["http", "bans", "metrics"] {
-        plain.execute_batch(&format!("CREATE VIEW {t} AS SELECT * FROM read_parquet('{}/tables/{t}/date=*/*.parquet');", data.display())).unwrap();
-    }
-    let f = "(ts >= TIMESTAMPTZ '2026-11-25 01:32:00Z' AND ts < TIMESTAMPTZ '2026-11-26 01:32:01Z')";
-    for q in [
-        format!("SELECT make_timestamptz(epoch_us(ts) // 60000000 * 60000000) AS time, vhost, count(*) AS requests FROM http WHERE {f} GROUP BY 1, 2 ORDER BY 1"),
-        format!("SELECT jail, count(*) FROM bans WHERE action = 'ban' AND {f} GROUP BY 1"),
-        format!("SELECT host, avg(value) FROM metrics WHERE name = 'load1' AND {f} GROUP BY 1"),
-    ] {
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..15 {
-            let t = Instant::now();
-            e.query_blocking(&q).unwrap();
-            a.push(t.elapsed().as_secs_f64() * 1e3);
-            let t = Instant::now();
-            let _: usize = plain.prepare(&q).unwrap().query_arrow([]).unwrap().map(|b| b.num_rows()).sum();
-            b.push(t.elapsed().as_secs_f64() * 1e3);
-            let t = Instant::now();
-            let conn = e.connect().unwrap();
-            sandbox::check_read_only(&conn, &q).unwrap();
-            views::create(&conn, &e.data_dir, &NoFreshRows, &q, &e.schemas).unwrap();
-            c.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        for v in [&mut a, &mut b, &mut c] {
-            v.sort_by(f64::total_cmp);
-        }
-        println!("engine {:7.2} plain {:7.2} setup {:5.2} ms  | {}", a[7], b[7], c[7], &q[..60]);
-    }
-}
-
-#[test]
 fn files_lacking_a_catalog_column_are_read_by_name() {
     // A file from before the catalog gained `labels`, beside a current one.
     let dir = tempfile::tempdir().unwrap();
@@ -504,4 +428,55 @@ fn files_lacking_a_catalog_column_are_read_by_name() {
     assert!(e2.schemas.uniform(Table::Metrics, &files));
     let files = views::list_files(&e.data_dir, "metrics", &NoFreshRows).unwrap();
     assert!(!e.schemas.uniform(Table::Metrics, &files));
+}
+
+#[test]
+fn sql_inside_the_query_function_is_held_to_a_single_select() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let e = engine(dir.path(), Arc::default());
+    for sql in [
+        "select * from query('create table x as select 1')",
+        "select * from query('attach ''/tmp/x.db''')",
+        "select * from query('copy (select 1) to ''/tmp/q.csv''')",
+        "select * from query('set threads=1')",
+    ] {
+        match e.query_blocking(sql) {
+            Err(EngineError::Sql(msg)) => assert!(msg.contains("Expected a single SELECT statement"), "{sql}: {msg}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // A table named only inside the string still resolves: `query` gets every view.
+    assert_eq!(count(&e, "select * from query('select count(*) from met' || 'rics')"), 1);
+    assert_eq!(count(&e, "select count(*) from query_table('met' || 'rics')"), 1);
+}
+
+#[test]
+fn a_statement_can_be_adapted_to_its_columns_on_one_connection() {
+    use duckdb::types::Value;
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None), (1, "n2", "cpu", 2.0, None)]));
+    let e = engine(dir.path(), Arc::default());
+    let sql = "select host, value from metrics where name = ?";
+    let params = vec![Value::Text("cpu".into())];
+    // The columns are seen, then a wrapper binds one more value.
+    let r = e
+        .query_params_with_blocking(sql, params.clone(), |columns| {
+            assert_eq!(columns, ["host", "value"]);
+            let mut bound = vec![Value::Text("cpu".into())];
+            bound.push(Value::Text("n2".into()));
+            Ok(Some((format!("select * from ({sql}) where host = ?"), bound)))
+        })
+        .unwrap();
+    assert_eq!(r.num_rows(), 1);
+    let r = e.query_params_with_blocking(sql, params.clone(), |_| Ok(None)).unwrap();
+    assert_eq!(r.num_rows(), 2);
+    // A replacement is checked like any statement.
+    let err = e
+        .query_params_with_blocking(sql, params, |_| Ok(Some(("drop view metrics".into(), Vec::new()))))
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Forbidden(_)), "{err}");
+    // Errors of the statement itself come from binding it.
+    let err = e.query_params_with_blocking("select nope from metrics", Vec::new(), |_| Ok(None)).unwrap_err();
+    assert!(matches!(&err, EngineError::Sql(m) if m.contains("nope")), "{err}");
 }

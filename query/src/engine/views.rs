@@ -51,8 +51,9 @@ use super::{EngineError, FreshRows, Result};
 /// to the table's name, the `events` view bringing its six tables — since a query can only
 /// read a table whose name it contains. Copying fresh rows is the main cost of a query
 /// while a large buffer waits for its flush, and binding views over files the next one.
-/// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`,
-/// `query_table(…)`; see [`INTROSPECTION`]) gets every view, so it sees every table.
+/// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`)
+/// or may name a table in a computed string (`query(…)`, `query_table(…)`) gets every view
+/// ([`INTROSPECTION`]), so it sees every table.
 pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str, schemas: &SchemaCache) -> Result<()> {
     let named = named_words(sql);
     let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
@@ -76,20 +77,18 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
 
     // A view needs its fresh table for rows, and for the catalog's columns when no file
     // has them all (no file at all, or older files): otherwise it reads the files alone.
-    let taken: Vec<(Table, Vec<String>, Vec<RecordBatch>, bool, bool)> = taken
+    let planned: Vec<Planned> = taken
         .into_iter()
         .map(|(table, files, batches)| {
             let uniform = schemas.uniform(table, &files);
             let rows = batches.iter().any(|b| b.num_rows() > 0);
             let with_fresh = rows || files.is_empty() || !uniform;
-            (table, files, batches, uniform, with_fresh)
+            Planned { table, files, batches, uniform, with_fresh }
         })
         .collect();
     let mut ddl = String::new();
-    for (table, _, _, _, with_fresh) in &taken {
-        if *with_fresh {
-            write_fresh_table(&mut ddl, *table);
-        }
+    for p in planned.iter().filter(|p| p.with_fresh) {
+        write_fresh_table(&mut ddl, p.table);
     }
     if !ddl.is_empty() {
         conn.execute_batch(&ddl)
@@ -97,7 +96,7 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     }
 
     let mut ddl = String::new();
-    for (table, files, batches, uniform, with_fresh) in taken {
+    for Planned { table, files, batches, uniform, with_fresh } in planned {
         if batches.iter().any(|b| b.num_rows() > 0) {
             let mut appender = conn
                 .appender_to_catalog_and_db(&fresh_name(table), "temp", "main")
@@ -122,11 +121,24 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     Ok(())
 }
 
+/// What one table's view is made of.
+struct Planned {
+    table: Table,
+    files: Vec<String>,
+    /// Its fresh rows.
+    batches: Vec<RecordBatch>,
+    /// Every file has the catalog's columns: no `union_by_name`.
+    uniform: bool,
+    /// The view needs the fresh table (rows, or the catalog's columns).
+    with_fresh: bool,
+}
+
 /// Name of the correlation view.
 const EVENTS: &str = "events";
 /// Words of SQL that lists tables rather than naming them: such SQL gets every view.
-const INTROSPECTION: [&str; 8] = [
+const INTROSPECTION: [&str; 9] = [
     "tables",
+    "query",
     "information_schema",
     "duckdb_views",
     "duckdb_tables",

@@ -183,7 +183,7 @@ pub(super) fn generate(
         b.text(c_ref, referer);
         b.text(c_tls, Some(if rng.chance(0.92) { "1.3" } else { "1.2" }));
         b.text(c_sni, Some(vhost.name));
-        b.text(c_class, Some(kind.class()));
+        b.text(c_class, Some(agent.class_for(entry.kind)));
         b.text(c_name, agent.name);
         b.end_row();
         if b.len() >= CHUNK {

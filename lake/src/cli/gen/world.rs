@@ -174,23 +174,25 @@ pub(super) enum ClientKind {
     Scanner,
 }
 
-impl ClientKind {
-    pub(super) fn class(self) -> &'static str {
-        match self {
-            ClientKind::Human => "human",
-            ClientKind::Search => "search_bot",
-            ClientKind::Ai => "ai_crawler",
-            ClientKind::Bot => "other_bot",
-            ClientKind::Scanner => "scanner",
-        }
-    }
-}
-
-/// A user agent with the class and name the collector's classifier gives it.
+/// A user agent with the class and name the collector's classifier
+/// (`collector/src/sources/caddy/classify.rs`) gives it from the User-Agent alone.
 #[derive(Debug)]
 pub(super) struct Agent {
     pub(super) ua: &'static str,
+    /// `human`, `search_bot`, `ai_crawler`, `monitor`, `scanner` or `other_bot`.
+    pub(super) class: &'static str,
     pub(super) name: Option<&'static str>,
+}
+
+impl Agent {
+    /// The class of a request: as the classifier does, a `human` or `other_bot` asking
+    /// for a path only scanners ask for is a `scanner`.
+    pub(super) fn class_for(&self, kind: PathKind) -> &'static str {
+        match (self.class, kind) {
+            ("human" | "other_bot", PathKind::Probe) => "scanner",
+            (class, _) => class,
+        }
+    }
 }
 
 /// Everything shared by the generator threads.
@@ -478,7 +480,17 @@ fn probe_paths() -> Vec<PathEntry> {
 }
 
 fn agents() -> Vec<(ClientKind, Weighted<Agent>)> {
-    let a = |ua, name| Agent { ua, name };
+    let a = |ua: &'static str, name: Option<&'static str>| {
+        let class = match name {
+            None => "human",
+            Some("Googlebot" | "bingbot" | "DuckDuckBot") => "search_bot",
+            Some("GPTBot" | "ClaudeBot" | "Bytespider") => "ai_crawler",
+            Some("Uptime-Kuma") => "monitor",
+            Some("zgrab" | "CensysInspect" | "masscan") => "scanner",
+            Some(_) => "other_bot",
+        };
+        Agent { ua, class, name }
+    };
     vec![
         (
             ClientKind::Human,
