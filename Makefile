@@ -1,12 +1,12 @@
 # The two commands a newcomer needs:
 #   make demo   set up, build, and run a lake and a collector on this machine
-#   make test   set up, build, and run the whole test suite
+#   make test   set up, build, and run the whole test suite (and a 5 s fuzz pass per target)
 #   make bench  lake against its peers, results in bench/results/latest.md (about an hour)
 # Both run scripts/setup first (idempotent: fetches and verifies libduckdb).
 
 CARGO ?= cargo
 
-.PHONY: setup build demo test bench clean-demo
+.PHONY: setup build demo test bench clean-demo fuzz fuzz-smoke
 
 setup:
 	@scripts/setup
@@ -20,6 +20,19 @@ demo: build
 test:
 	@scripts/setup peers
 	$(CARGO) test --workspace --no-fail-fast
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS, one after another,
+# printing executions, seconds and crashes per target. Stable toolchain; installs cargo-fuzz.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(FUZZ_TARGETS)
+
+# The short pass `make test` (so CI) runs: every target for FUZZ_SMOKE_SECONDS, built
+# unoptimised (half the cold build time of the optimised build).
+fuzz-smoke: setup
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_PROFILE=dev fuzz/run
 
 # Side-by-side benchmarks against node_exporter, Prometheus, DuckDB and gzip (bench/README.md).
 # Installs its peers itself; never part of `make test`.

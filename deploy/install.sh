@@ -15,8 +15,9 @@
 #      binaries find it through their rpath $ORIGIN/../lib;
 #   3. /etc/lake/{lake,collector}.toml skeletons (0640, group of the program's user) and
 #      /etc/lake/{lake,collector}.env for secrets (0600 root) when missing; on a storage
-#      node the env files get a fresh ingest token for this node. Existing env files are
-#      tightened to 0600;
+#      node, a fresh ingest token for this node from `lake token add` (the lake keeps its
+#      hash in /var/lib/lake/tokens.toml, the collector the token in collector.env).
+#      Existing env files are tightened to 0600;
 #   4. the systemd units (deploy/systemd/, ExecStart paths rewritten for --prefix) into
 #      /etc/systemd/system (0644), plus a drop-in giving the collector the `caddy` group
 #      when that group exists;
@@ -106,7 +107,6 @@ if [ -z "$node" ]; then
   [ -n "$node" ] || node=localhost
 fi
 [[ "$node" =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$ ]] || die "--node $node: use 1-64 of [A-Za-z0-9._-], not starting with a dot"
-token_var="LAKE_TOKEN_$(echo "$node" | tr 'a-z.-' 'A-Z__')"
 
 # --- users ----------------------------------------------------------------------------
 # With --root, users are added to DIR/etc/passwd (useradd --prefix) when that file exists;
@@ -209,11 +209,17 @@ fi
 
 # --- configuration and secrets -------------------------------------------------------
 ensure_dir "$R/etc/lake" 755
-# A fresh token for this node, unless lake.env already holds one (the collector's must match).
-token=$(grep -s "^$token_var=" "$R/etc/lake/lake.env" | head -n1 | cut -d= -f2- || true)
-[ -n "$token" ] || token=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 
 if [ "$role" = storage ]; then
+  # The data directory, owned by the lake (systemd's StateDirectory= would make it at the
+  # first start; the tokens file lives in it already).
+  if [ ! -d "$R/var/lib/lake" ]; then
+    ensure_dir "$R/var/lib/lake" 750
+    if $users_here; then
+      lake_uid=$(if [ -n "$R" ]; then awk -F: '$1 == "lake" { print $3 }' "$R/etc/passwd"; else id -u lake 2>/dev/null; fi || true)
+      if [ -n "$lake_uid" ]; then run chown "$lake_uid:$(gid_of lake)" "$R/var/lib/lake"; fi
+    fi
+  fi
   put_new "$R/etc/lake/lake.toml" 0640 lake "# lake.toml — written by deploy/install.sh; every key: $prefix/README.md and
 # lake/examples/lake.toml in the repository. Check with:
 #   $prefix/bin/lake check-config --config /etc/lake/lake.toml
@@ -223,22 +229,30 @@ data_dir = \"/var/lib/lake\"
 # (tailscale ip -4), e.g. listen = \"100.101.102.103:7470\".
 listen = \"127.0.0.1:7470\"
 
-# One entry per node that ships data; its token lives in /etc/lake/lake.env.
+# One entry per node that ships data. Tokens: $prefix/bin/lake token add --role ingest
+# --node NAME (list, revoke): kept hashed in /var/lib/lake/tokens.toml, no restart needed.
 [[nodes]]
 name = \"$node\"
-token_env = \"$token_var\"
 "
-  put_new "$R/etc/lake/lake.env" 0600 "" "# Secrets of lake serve (mode 600, owner root; systemd reads it before dropping privileges).
-# One ingest token per [[nodes]] entry of lake.toml:
-$token_var=$token
+  put_new "$R/etc/lake/lake.env" 0600 "" "# Secrets of lake serve (mode 600, owner root; systemd reads it before dropping privileges):
+# archive credentials (LAKE_ARCHIVE_ACCESS_KEY_ID, ...), *_env tokens of lake.toml.
 "
   tighten "$R/etc/lake/lake.env"
 fi
 
-if [ "$role" = storage ]; then
-  collector_token="LAKE_TOKEN=$token"
-else
-  collector_token="# LAKE_TOKEN=<this node's token: the storage node's /etc/lake/lake.env, ${token_var}>"
+# The collector's token. On a storage node a fresh one for this node, unless collector.env
+# exists (the lake keeps only its hash: a lost collector.env means a new token).
+collector_token="# LAKE_TOKEN=<this node's token: on the storage node, lake token add --role ingest --node $node>"
+if [ "$role" = storage ] && [ ! -e "$R/etc/lake/collector.env" ]; then
+  tokens_file="$R/var/lib/lake/tokens.toml"
+  if $dry_run; then
+    echo "would run: $R$prefix/bin/lake token add --role ingest --node $node --file $tokens_file"
+  else
+    token=$("$R$prefix/bin/lake" token add --role ingest --node "$node" --comment "deploy/install.sh" --file "$tokens_file" 2>/dev/null) \
+      || die "lake token add failed: run $R$prefix/bin/lake token add --role ingest --node $node --file $tokens_file to see why"
+    collector_token="LAKE_TOKEN=$token"
+    say "added an ingest token for $node to $tokens_file (lake token list shows it; revoke a replaced one there)"
+  fi
 fi
 put_new "$R/etc/lake/collector.toml" 0640 lake-collector "# collector.toml — written by deploy/install.sh; every key: collector/examples/collector.toml
 # in the repository. Check with:
@@ -302,6 +316,7 @@ fi
 if [ "$role" = storage ]; then
   say "next: edit /etc/lake/lake.toml (listen, one [[nodes]] per node), then check it:"
   say "  $prefix/bin/lake check-config --config /etc/lake/lake.toml"
+  say "tokens of the other nodes and of Grafana: $prefix/bin/lake token add --role ingest --node NAME | --role read"
 else
   say "next: put this node's token in /etc/lake/collector.env, then check:"
   say "  $prefix/bin/lake-collector --config /etc/lake/collector.toml --check"

@@ -10,6 +10,20 @@ header a real client sends (a Chrome navigation carries ~15, a bot 2-4; Cookie a
 Authorization appear as Caddy redacts them), the remote port, TLS resumption/cipher/ALPN,
 `user_id`, `level`/`logger`/`msg`, and the response headers. The shape follows the
 fixtures in `fixtures/caddy/access.log`.
+
+Where real traffic is less random than independent draws per line, so is this log (it
+used to draw each of these per line, which overstated what a real log costs to store):
+- a response's `size` is a property of what was served: a static file has one size (per
+  content encoding), a page of a static site too (a dynamic site's varies a little), an
+  error page one per (vhost, status); only API responses and partial content vary per
+  request; HEAD responses have no body (`size` 0);
+- TLS version and cipher suite are what the client negotiates, so one per client;
+- `remote_port` is per connection: a client reuses its connection (keep-alive, HTTP/2
+  and 3) while it is busy, and ports come from the client OS's ephemeral range;
+And where real Caddy is more random, so is this log: Caddy writes `headers` and
+`resp_headers` by ranging over Go maps, whose iteration order is randomised, so the
+order of the header names changes from line to line (`fixtures/caddy/access.log`: lines
+1 and 3), as [`go_map_order`] reproduces.
 """
 
 from __future__ import annotations
@@ -73,6 +87,34 @@ LANGS = ["en-US,en;q=0.9", "en-GB,en;q=0.9", "de-DE,de;q=0.9,en-US;q=0.8,en;q=0.
          "fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", "nl-NL,nl;q=0.9,en;q=0.8", "en-US,en;q=0.5"]
 CIPHERS_13 = [4865, 4866, 4867]  # TLS_AES_128_GCM_SHA256, _256_GCM_SHA384, CHACHA20
 CIPHERS_12 = [49199, 49195, 52393]
+
+
+def go_map_order(items: list, rng: random.Random) -> list:
+    """`items` (in insertion order) as Go's `range` over a map visits them (Go 1.21-1.23
+    maps, which Caddy 2.7/2.8 use): each map has its own hash seed, so the entries fall
+    into 2^B buckets of 8 slots (B grows past 6.5 entries per bucket), filled in
+    insertion order; iteration starts at a random bucket and a random slot offset."""
+    n = len(items)
+    nb = 1
+    while n > 8 and n > 6.5 * nb:
+        nb *= 2
+    buckets: list[list] = [[] for _ in range(nb)]
+    for it in items:
+        b = rng.randrange(nb)
+        if len(buckets[b]) == 8:  # a full bucket overflows into another
+            b = next(i for i in range(nb) if len(buckets[i]) < 8)
+        buckets[b].append(it)
+    start, off = rng.randrange(nb), rng.randrange(8)
+    out = []
+    for i in range(nb):
+        bucket = buckets[(start + i) % nb]
+        out += [bucket[(off + j) % 8] for j in range(8) if (off + j) % 8 < len(bucket)]
+    return out
+
+
+def _stable(*parts) -> random.Random:
+    """A generator seeded by `parts`: the same file, page or client draws the same."""
+    return random.Random(zlib.crc32("\x1f".join(map(str, parts)).encode()))
 
 
 def _j(s: str) -> str:
@@ -150,6 +192,8 @@ class CaddyLog:
         self.probes = Weighted.zipf([(p, "probe") for p in PROBE_PATHS], 1.0)
         # Incidents: a vhost has a bad half hour now and then (5xx, slow).
         self.incident_until = {}
+        self.sizes: dict = {}  # (vhost, path) -> body bytes as served
+        self.conns: dict = {}  # client -> (port, last request ts)
 
     def _status(self, kind: str, method: str) -> int:
         x = self.rng.random()
@@ -163,6 +207,27 @@ class CaddyLog:
                 return 201
             return 200 if x < 0.90 else 400 if x < 0.93 else 401 if x < 0.96 else 404 if x < 0.98 else 429
         return 404 if x < 0.88 else 403 if x < 0.96 else 301 if x < 0.99 else 200
+
+    def _port(self, remote: str, ts: float, family: str, proto: str, kind: str) -> int:
+        """The client's source port: a new connection from its OS's ephemeral range, or
+        the open one if it made a request less than a minute ago over HTTP/2 or 3 or
+        keep-alive (not scanners, nor CDN edges, which spread over many connections)."""
+        port, last = self.conns.get(remote, (0, -1e9))
+        reuse = (ts - last < 60 and kind not in ("scanner", "bot") and not remote.startswith("104.16.")
+                 and (proto != "HTTP/1.1" or self.rng.random() < 0.7))
+        if not reuse:
+            lo, hi = (49152, 65535) if family in ("chrome", "safari") else (32768, 60999)
+            port = lo + self.rng.randrange(hi - lo + 1)
+        self.conns[remote] = (port, ts)
+        return port
+
+    def _size(self, vhost: str, path: str, kind: str) -> int:
+        """The body of a file or page as served (before content encoding)."""
+        key = (vhost, path)
+        if key not in self.sizes:
+            base, sg = {"static": (25_000, 1.2), "page": (14_000, 0.6), "probe": (600, 0.5)}[kind]
+            self.sizes[key] = int(base * math.exp(sg * _stable(vhost, path).gauss(0, 1)))
+        return self.sizes[key]
 
     def _headers(self, family: str, ua: str, vhost: str, kind: str, referer: str | None, lang: str,
                  method: str, read: int, logged_in: bool) -> str:
@@ -218,7 +283,7 @@ class CaddyLog:
             h += [("Content-Length", str(read)), ("Content-Type", "application/json")]
             if vhost.startswith("api."):
                 h.append(("Authorization", "REDACTED"))
-        return "{" + ",".join(f"{_j(k)}:[{_j(v)}]" for k, v in h) + "}"
+        return "{" + ",".join(f"{_j(k)}:[{_j(v)}]" for k, v in go_map_order(h, self.rng)) + "}"
 
     def line(self, ts: float) -> str:
         rng = self.rng
@@ -253,13 +318,18 @@ class CaddyLog:
         dur_ms = med * math.exp(sigma * rng.gauss(0, 1)) * (5 if incident else 1)
         if status == 504:
             dur_ms = 30_000 + rng.random() * 500
-        if status in (304, 204, 301, 302):
+        if status in (304, 204, 301, 302) or method == "HEAD":
             size = 0
         elif status >= 400:
-            size = 100 + rng.randrange(400)
+            size = 100 + _stable(vname, status).randrange(400)  # the vhost's error page
+        elif pkind == "api" or status == 206:
+            size = int({"api": 1_800, "static": 25_000}[pkind] * math.exp(rng.gauss(0, 1)))
         else:
-            base, sg = {"static": (25_000, 1.2), "page": (14_000, 0.6), "api": (1_800, 1.0), "probe": (600, 0.5)}[pkind]
-            size = int(base * math.exp(sg * rng.gauss(0, 1)))
+            size = self._size(vname, path, pkind)
+            if pkind == "page" and "?" in uri:
+                size = int(size * (0.8 + 0.4 * _stable(uri).random()))  # another page of a list
+            if pkind == "page" and vname in ("shop.example.net", "grafana.example.org"):
+                size += int(size * 0.03 * rng.gauss(0, 1))  # dynamic pages differ a little
         read = int(700 * math.exp(0.9 * rng.gauss(0, 1))) if method in ("POST", "PUT") else 0
         r = rng.randrange(20)
         if kind == "human":
@@ -276,10 +346,12 @@ class CaddyLog:
         logged_in = kind == "human" and vname in ("grafana.example.org", "shop.example.net") and rng.random() < 0.6
         headers = self._headers(family, ua, vname, pkind, referer, lang, method, read, logged_in)
         remote = self.cdn[rng.randrange(len(self.cdn))] if cdn else client
-        tls13 = rng.random() < 0.92
+        port = self._port(remote, ts, family, proto, kind)
+        cl = _stable(client, ua)  # what this client negotiates
+        tls13 = proto == "HTTP/3.0" or cl.random() < 0.92
         alpn = {"HTTP/2.0": "h2", "HTTP/3.0": "h3", "HTTP/1.1": "http/1.1"}[proto]
         tls = (f'"tls":{{"resumed":{"true" if rng.random() < 0.3 else "false"},"version":{772 if tls13 else 771},'
-               f'"cipher_suite":{rng.choice(CIPHERS_13 if tls13 else CIPHERS_12)},"proto":"{alpn}","server_name":"{vname}"}}')
+               f'"cipher_suite":{cl.choice(CIPHERS_13 if tls13 else CIPHERS_12)},"proto":"{alpn}","server_name":"{vname}"}}')
         if status >= 500:
             level = "error"
         else:
@@ -287,21 +359,26 @@ class CaddyLog:
         ctype = {"static": "image/webp" if path.endswith(".webp") else "application/javascript" if path.endswith(".js")
                  else "text/css" if path.endswith(".css") else "image/x-icon" if path.endswith(".ico") else "text/plain; charset=utf-8",
                  "page": "text/html; charset=utf-8", "api": "application/json", "probe": "text/html; charset=utf-8"}[pkind]
+        encoded = size and (pkind != "static" or path.endswith((".js", ".css")))
+        encoding = "zstd" if "zstd" in headers else "gzip"
+        if encoded and pkind != "api" and status != 206:
+            size = int(size * (0.26 if encoding == "zstd" else 0.28))  # the same body, compressed
         resp = ['"Server":["Caddy"]', f'"Alt-Svc":["h3=\\":443\\"; ma=2592000"]']
         if status in (301, 302):
             resp.append(f'"Location":["https://{vname}{path}/"]')
         elif size:
             resp.append(f'"Content-Type":["{ctype}"]')
-            if pkind != "static" or path.endswith((".js", ".css")):
-                resp += ['"Content-Encoding":["zstd"]' if "zstd" in headers else '"Content-Encoding":["gzip"]', '"Vary":["Accept-Encoding"]']
+            if encoded:
+                resp += [f'"Content-Encoding":["{encoding}"]', '"Vary":["Accept-Encoding"]']
             if pkind == "static":
                 resp.append('"Cache-Control":["public, max-age=31536000, immutable"]')
                 resp.append(f'"Etag":["\\"{zlib.crc32(path.encode()):x}{len(path):x}\\""]')
         elif pkind == "api":
             resp.append('"Cache-Control":["no-store"]')
+        resp = go_map_order(resp, rng)
         user_id = ""
         return (f'{{"level":"{level}","ts":{ts:.7f},"logger":"http.log.access.log0","msg":"handled request",'
-                f'"request":{{"remote_ip":"{remote}","remote_port":"{1024 + rng.randrange(64500)}","client_ip":"{client}",'
+                f'"request":{{"remote_ip":"{remote}","remote_port":"{port}","client_ip":"{client}",'
                 f'"proto":"{proto}","method":"{method}","host":"{vname}","uri":{_j(uri)},"headers":{headers},{tls}}},'
                 f'"bytes_read":{read},"user_id":"{user_id}","duration":{dur_ms / 1000:.9f},"size":{size},"status":{status},'
                 f'"resp_headers":{{{",".join(resp)}}}}}')

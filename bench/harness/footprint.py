@@ -27,7 +27,7 @@ from util import CLK_TCK, cpu_ticks, log, median, rss_kib, rss_parts_kib, tree_c
 
 def collector_all_body(work: Path, lake: Lake, interval: float, caddy_log: Path, journal_dir: Path,
                        batch_wait: str | None = None, inventory: bool = True) -> str:
-    """Every source on. `batch_wait` overrides the Caddy and journald default (500ms)."""
+    """Every source on. `batch_wait` overrides the Caddy and journald default (1s)."""
     port = lake.port
     wait = f'batch_wait = "{batch_wait}"\n' if batch_wait else ""
     return f'''
@@ -178,5 +178,5 @@ def run(bin_dir: Path, work: Path, runs: int, interval: float, warmup: float, wi
 
     summary = {n: {k: med(n, k) for k in per_run[0][n]} for n in ("node_exporter", "collector_host", "collector_all")}
     return {"runs": runs, "interval_s": interval, "warmup_s": warmup, "window_s": window,
-            "caddy_rate": caddy_rate, "journal_rate": journal_rate, "batch_wait": batch_wait or "default (500ms)", "inventory": inventory,
+            "caddy_rate": caddy_rate, "journal_rate": journal_rate, "batch_wait": batch_wait or "default (1s)", "inventory": inventory,
             "median": summary, "per_run": per_run}

@@ -9,6 +9,8 @@
 //! [`run`] wires it together and shuts down in order: sources, then the shipper.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod shipper;
 pub mod sources;
 pub mod spool;

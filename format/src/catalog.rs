@@ -47,6 +47,27 @@ pub enum Table {
 }
 
 impl Table {
+    /// The columns a committed file of this table is sorted by, in order. `metrics` leads
+    /// with `name`: nearly every metrics query asks for one or a few names, and in files
+    /// sorted by it each row group holds few names, so its `name` statistics let a reader
+    /// skip the others (a day of 5 hosts: one CPU panel 5x faster than sorted by host).
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Metrics => &["name", "host", "ts"],
+            _ => &["host", "ts"],
+        }
+    }
+
+    /// Rows per row group of a compacted file. `metrics` keeps row groups small enough
+    /// for its `name` sort to pay off (a day of 5 hosts is ~3 M samples); the others get
+    /// large ones, which compress better (dictionaries are per row group).
+    pub fn row_group_rows(self) -> usize {
+        match self {
+            Table::Metrics => 131_072,
+            _ => 1_048_576,
+        }
+    }
+
     /// Every built-in table, in catalog order.
     pub const ALL: [Table; 11] = [
         Table::Metrics,

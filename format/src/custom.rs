@@ -150,6 +150,22 @@ pub enum TableRef {
 }
 
 impl TableRef {
+    /// See [`Table::sort_columns`]; custom tables are sorted by (host, ts).
+    pub fn sort_columns(&self) -> &'static [&'static str] {
+        match self {
+            TableRef::Builtin(t) => t.sort_columns(),
+            TableRef::Custom(_) => &["host", "ts"],
+        }
+    }
+
+    /// See [`Table::row_group_rows`].
+    pub fn row_group_rows(&self) -> usize {
+        match self {
+            TableRef::Builtin(t) => t.row_group_rows(),
+            TableRef::Custom(_) => 1_048_576,
+        }
+    }
+
     /// The table's name (SQL, URLs, paths).
     pub fn name(&self) -> &str {
         match self {

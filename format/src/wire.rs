@@ -213,6 +213,8 @@ fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireE
     let word = |b: &[u8], at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let mut decoded = 0usize;
     let mut nodes = Vec::new();
+    // (field nodes, buffers) a record batch of the stream's schema carries.
+    let mut needed: Option<(usize, usize)> = None;
     while !buf.is_empty() {
         if buf.len() < 4 {
             return Err(bad(format!("truncated message header ({} bytes)", buf.len())));
@@ -235,20 +237,43 @@ fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireE
             .checked_add(body)
             .filter(|end| *end <= buf.len())
             .ok_or_else(|| bad(format!("body of {body} bytes but only {} left", buf.len() - header - len)))?;
+        if let Some(schema) = message.header_as_schema() {
+            let (mut n, mut b) = (0, 0);
+            for f in schema.fields().iter().flatten() {
+                check_field_type(f).map_err(|e| bad(format!("column {:?}: {e}", f.name().unwrap_or(""))))?;
+                let (fn_, fb) = ipc_arrays(f);
+                (n, b) = (n + fn_, b + fb);
+            }
+            needed = Some((n, b));
+        }
         if let Some(b) = message.header_as_record_batch() {
-            nodes.push(b.nodes().map_or(0, |n| n.len()));
+            let (have_nodes, have_buffers) = (b.nodes().map_or(0, |n| n.len()), b.buffers().map_or(0, |b| b.len()));
+            // The reader takes buffers in order, a few per array, and panics when it runs
+            // out (also when decoding a projection). Too few nodes is a `Layout` error, below.
+            if let Some((n, bufs)) = needed {
+                if have_nodes >= n && have_buffers < bufs {
+                    return Err(bad(format!(
+                        "record batch has {have_nodes} field nodes and {have_buffers} buffers; its schema needs {n} and {bufs}"
+                    )));
+                }
+            }
+            nodes.push(have_nodes);
         }
         let batch = message.header_as_record_batch().or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
-        if let Some(batch) = batch.filter(|b| b.compression().is_some()) {
+        if let Some(batch) = batch {
             let data = &buf[header + len..end];
+            let compressed = batch.compression().is_some();
             for b in batch.buffers().iter().flatten() {
-                if b.length() == 0 {
+                // Every buffer must lie inside the body: the reader slices it unchecked
+                // and panics on a negative or oversized offset or length.
+                let outside = || bad(format!("buffer at {} of {} bytes lies outside its message body", b.offset(), b.length()));
+                let at = usize::try_from(b.offset()).map_err(|_| outside())?;
+                let length = usize::try_from(b.length()).map_err(|_| outside())?;
+                at.checked_add(length).filter(|end| *end <= data.len()).ok_or_else(outside)?;
+                if length == 0 || !compressed {
                     continue;
                 }
-                let prefix = usize::try_from(b.offset())
-                    .ok()
-                    .and_then(|at| data.get(at..at.checked_add(8)?))
-                    .ok_or_else(|| bad(format!("buffer at {} of {} bytes lies outside its message body", b.offset(), b.length())))?;
+                let prefix = data.get(at..at.checked_add(8).ok_or_else(outside)?).ok_or_else(outside)?;
                 let n = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
                 // -1: stored uncompressed (a slice of the body, no allocation).
                 if n == -1 {
@@ -264,6 +289,60 @@ fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireE
         buf = &buf[end..];
     }
     Ok(nodes)
+}
+
+/// (field nodes, buffers) one column of this (already checked) type takes in a record
+/// batch: a node per array; a validity buffer each (none for Null), plus offsets and/or
+/// values as the type has them.
+fn ipc_arrays(f: arrow_ipc::Field<'_>) -> (usize, usize) {
+    use arrow_ipc::Type;
+    let own = match f.type_type() {
+        Type::Null => 0,
+        Type::Struct_ => 1,
+        Type::Utf8 | Type::LargeUtf8 | Type::Binary | Type::LargeBinary => 3,
+        // Validity and values; lists and maps: validity and offsets.
+        _ => 2,
+    };
+    f.children().into_iter().flatten().map(ipc_arrays).fold((1, own), |(n, b), (cn, cb)| (n + cn, b + cb))
+}
+
+/// Refuses a schema field arrow-ipc's converter would panic on (it `panic!`s on unknown
+/// types, widths and units, and on nested types without their children): only the types
+/// of the catalog and of custom tables, and their plain relatives, are accepted, without
+/// dictionary encoding.
+fn check_field_type(f: arrow_ipc::Field<'_>) -> Result<(), String> {
+    use arrow_ipc::{FloatingPoint, Precision, TimeUnit, Type};
+    if f.dictionary().is_some() {
+        return Err("dictionary encoding is not supported".into());
+    }
+    let children = f.children().map(|c| c.iter().collect::<Vec<_>>());
+    let t = f.type_type();
+    let ok = match t {
+        Type::Null | Type::Bool | Type::Utf8 | Type::LargeUtf8 | Type::Binary | Type::LargeBinary => true,
+        Type::Int => f.type_as_int().is_some_and(|i| matches!(i.bitWidth(), 8 | 16 | 32 | 64)),
+        Type::FloatingPoint => f
+            .type_as_floating_point()
+            .as_ref()
+            .map(FloatingPoint::precision)
+            .is_some_and(|p| matches!(p, Precision::HALF | Precision::SINGLE | Precision::DOUBLE)),
+        Type::Timestamp => f.type_as_timestamp().is_some_and(|ts| {
+            matches!(ts.unit(), TimeUnit::SECOND | TimeUnit::MILLISECOND | TimeUnit::MICROSECOND | TimeUnit::NANOSECOND)
+        }),
+        Type::List | Type::LargeList => children.as_ref().is_some_and(|c| c.len() == 1),
+        // One child: the entries, a struct of key and value.
+        Type::Map => children.as_ref().is_some_and(|c| {
+            c.len() == 1 && c[0].type_type() == Type::Struct_ && c[0].children().is_some_and(|kv| kv.len() == 2)
+        }),
+        Type::Struct_ => children.is_some(),
+        _ => false,
+    };
+    if !ok {
+        return Err(format!("type {t:?} (or its parameters) is not supported"));
+    }
+    for c in children.into_iter().flatten() {
+        check_field_type(c)?;
+    }
+    Ok(())
 }
 
 /// Field nodes (arrays) a column of this type takes in a record batch message.
@@ -430,6 +509,40 @@ mod tests {
         for cut in [1, 8, good.len() / 2, good.len() - 9] {
             assert!(decode(&good[..cut]).is_err(), "truncated at {cut} decoded");
         }
+    }
+
+    #[test]
+    fn a_buffer_outside_its_body_is_a_decode_error_not_a_panic() {
+        // Found by the wire fuzz target (its first byte picks the table): a buffer whose
+        // length is negative made arrow-ipc's reader panic slicing the body.
+        let crash = include_bytes!("../../fixtures/fuzz-regressions/wire/buffer-length-negative");
+        let err = decode(&crash[1..]).unwrap_err().to_string();
+        assert!(err.contains("lies outside its message body"), "{err}");
+        // The same for an uncompressed stream whose buffer reaches past the body.
+        let batch = metrics_batch(3);
+        let mut body = Vec::new();
+        let mut w = StreamWriter::try_new(&mut body, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let good = decode(&body).unwrap();
+        assert_eq!(good.1[0].num_rows(), 3);
+    }
+
+    #[test]
+    fn a_batch_with_fewer_buffers_than_its_schema_needs_is_an_error_not_a_panic() {
+        // Found by the wire fuzz target: a string column's batch carrying an integer's two
+        // buffers instead of three made the reader panic when it ran out.
+        let text = RecordBatch::try_from_iter(vec![("a", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef)]).unwrap();
+        let ints = RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
+        let split = |body: &[u8]| {
+            let len = i32::from_le_bytes(body[4..8].try_into().unwrap()) as usize;
+            (body[..8 + len].to_vec(), body[8 + len..].to_vec())
+        };
+        let (schema, _) = split(&encode(&text.schema(), std::slice::from_ref(&text)).unwrap());
+        let (_, batch) = split(&encode(&ints.schema(), std::slice::from_ref(&ints)).unwrap());
+        let err = decode(&[schema, batch].concat()).unwrap_err().to_string();
+        assert!(err.contains("1 field nodes and 2 buffers; its schema needs 1 and 3"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `lake.toml`: the serde file layer, validated into the typed [`Config`].
 //!
 //! Every key has a default that runs on one machine with nothing else installed; unknown
-//! keys are errors naming the key and line. Tokens may be given inline (fine for a
-//! generated demo config) or, better, through environment variables set by systemd's
-//! `EnvironmentFile=`.
+//! keys are errors naming the key and line. Tokens are best kept out of this file: in the
+//! tokens file `lake token` manages ([`crate::auth`], `[auth] tokens_file`), or here as
+//! their SHA-256 (`token_sha256`, `read_tokens_sha256`, `[admin] tokens_sha256`). Plaintext
+//! tokens (inline, or from environment variables set by systemd's `EnvironmentFile=`)
+//! still work: they are hashed on load, and inline ones earn a warning at start.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 
 use lake_format::units::{ByteSize, Dur};
 use lake_format::wire::validate_node_name;
+use lake_query::auth::{Key, KeySet, Role, TokenHash};
 use lake_query::named::{NamedQuery, Panel};
 
 const fn default_version() -> u32 {
@@ -93,6 +96,83 @@ struct ConfigFile {
     admin: crate::http::admin::AdminFile,
     #[serde(default)]
     http: HttpFile,
+    #[serde(default)]
+    auth: AuthFile,
+}
+
+/// `[auth]`: where `lake token` keeps the tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    /// Default `<data_dir>/tokens.toml`; a relative path is relative to lake.toml's directory.
+    tokens_file: Option<PathBuf>,
+}
+
+/// One hash or several (`token_sha256 = "…"` or `["…", "…"]` during a changeover).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Hashes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Hashes {
+    fn list(&self) -> Vec<&str> {
+        match self {
+            Hashes::One(h) => vec![h.as_str()],
+            Hashes::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The keys of `lake.toml` for `role`: inline plaintext (`inline`, named `key`), from the
+/// environment variable `env_key` (comma-separated), and as hashes (`hash_key`). Plaintext
+/// shorter than 16 characters is refused; inline plaintext adds a warning.
+pub(crate) struct KeySource<'a> {
+    pub(crate) role: Role,
+    pub(crate) node: Option<&'a str>,
+    pub(crate) key: &'a str,
+    pub(crate) inline: &'a [String],
+    pub(crate) env_key: &'a str,
+    pub(crate) env_var: Option<&'a str>,
+    pub(crate) hash_key: &'a str,
+    pub(crate) hashes: &'a [&'a str],
+}
+
+impl KeySource<'_> {
+    pub(crate) fn keys(&self, env: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> anyhow::Result<Vec<Key>> {
+        let node = self.node.map(str::to_string);
+        let mut keys = Vec::new();
+        let mut plain = |source: String, t: &str| -> anyhow::Result<()> {
+            if t.len() < 16 {
+                bail!("{source}: a token must be at least 16 characters");
+            }
+            keys.push(Key::plain(format!("lake.toml {source}"), self.role, node.clone(), t));
+            Ok(())
+        };
+        for (i, t) in self.inline.iter().enumerate() {
+            plain(if self.inline.len() == 1 && !self.key.ends_with('s') { self.key.to_string() } else { format!("{}[{i}]", self.key) }, t)?;
+        }
+        if !self.inline.is_empty() {
+            let hash_key = self.hash_key.rsplit('.').next().unwrap_or(self.hash_key);
+            warnings.push(format!(
+                "{}: plaintext token in lake.toml; keep only its SHA-256 there ({hash_key}, from `printf %s \"$TOKEN\" | sha256sum`) or use the tokens file (`lake token add`)",
+                self.key
+            ));
+        }
+        if let Some(var) = self.env_var {
+            let v = env(var).with_context(|| format!("{}: environment variable {var} is not set", self.env_key))?;
+            for (i, t) in v.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+                plain(format!("{} ({var}[{i}])", self.env_key), t)?;
+            }
+        }
+        for (i, h) in self.hashes.iter().enumerate() {
+            let at = if self.hashes.len() == 1 { self.hash_key.to_string() } else { format!("{}[{i}]", self.hash_key) };
+            let hash = TokenHash::from_hex(h).map_err(|e| anyhow::anyhow!("{at} = {h:?}: {e}"))?;
+            keys.push(Key { source: format!("lake.toml {at}"), role: self.role, node: node.clone(), hash, expires: None });
+        }
+        Ok(keys)
+    }
 }
 
 /// `[http]`: how long the server waits on a client.
@@ -148,6 +228,7 @@ struct NodeFile {
     name: String,
     token: Option<String>,
     token_env: Option<String>,
+    token_sha256: Option<Hashes>,
 }
 
 impl fmt::Debug for NodeFile {
@@ -180,6 +261,8 @@ struct QueryFile {
     read_tokens: Vec<String>,
     #[serde(default)]
     read_tokens_env: Option<String>,
+    #[serde(default)]
+    read_tokens_sha256: Vec<String>,
     #[serde(default = "default_max_rows")]
     max_rows: usize,
     #[serde(default = "default_query_timeout")]
@@ -201,6 +284,7 @@ impl Default for QueryFile {
         QueryFile {
             read_tokens: Vec::new(),
             read_tokens_env: None,
+            read_tokens_sha256: Vec::new(),
             max_rows: default_max_rows(),
             timeout: default_query_timeout(),
             memory_limit: default_memory_limit(),
@@ -219,15 +303,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A node allowed to ingest, and its token.
-#[derive(Debug, Clone)]
-pub struct NodeToken {
-    /// Node name; batch ids sent with the token must carry it.
-    pub node: String,
-    /// The bearer token.
-    pub token: Secret,
-}
-
 /// The validated configuration of `lake serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -235,16 +310,22 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
-    /// Ingest tokens, one per node.
-    pub node_tokens: Vec<NodeToken>,
+    /// Nodes declared by `[[nodes]]` (alert rules cover them); their tokens are in `keys`
+    /// or in the tokens file.
+    pub nodes: Vec<String>,
+    /// The tokens of `lake.toml`, every role, as hashes: `[[nodes]]`, `[query] read_tokens*`,
+    /// `[admin] tokens*`. The tokens file's are added to them at start and on every reload.
+    pub keys: Vec<Key>,
+    /// `[auth] tokens_file`: the tokens `lake token` manages (default `<data_dir>/tokens.toml`).
+    pub tokens_file: PathBuf,
+    /// Advice for the log at start (plaintext tokens in lake.toml).
+    pub warnings: Vec<String>,
     /// Largest ingest body accepted (413 beyond).
     pub max_body: usize,
     /// Flush buffered rows at least this often.
     pub flush_interval: Duration,
     /// Flush when buffered rows take this much memory.
     pub flush_size: usize,
-    /// Tokens accepted by the SQL API; empty means no auth (loopback use only).
-    pub read_tokens: Vec<Secret>,
     /// Limits of each query.
     pub limits: lake_query::engine::Limits,
     /// Named queries (CLI, SQL API, Grafana): the shipped defaults, then the
@@ -261,8 +342,6 @@ pub struct Config {
     pub archive: crate::archive::config::ArchiveConfig,
     /// `[retention]`: how long partitions stay local and archived (default: forever).
     pub retention: crate::retention::RetentionConfig,
-    /// `[admin] tokens`: bearer tokens of the admin API; empty means loopback clients only.
-    pub admin_tokens: Vec<Secret>,
     /// `[http]`: header, body and request timeouts of the HTTP server.
     pub http: HttpTimeouts,
 }
@@ -273,7 +352,14 @@ impl Config {
         match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                Config::parse(&text, |k| std::env::var(k).ok()).with_context(|| format!("in {}", p.display()))
+                let mut c = Config::parse(&text, |k| std::env::var(k).ok()).with_context(|| format!("in {}", p.display()))?;
+                // `[auth] tokens_file` relative to lake.toml (the default is absolute when
+                // data_dir is).
+                if c.tokens_file.is_relative() && tokens_file_given(&text) {
+                    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    c.tokens_file = dir.join(&c.tokens_file);
+                }
+                Ok(c)
             }
             None => Config::parse("", |k| std::env::var(k).ok()),
         }
@@ -291,34 +377,45 @@ impl Config {
                 file.listen
             )
         })?;
-        let mut node_tokens: Vec<NodeToken> = Vec::new();
+        let mut warnings = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
+        let mut nodes: Vec<String> = Vec::new();
         for (i, n) in file.nodes.iter().enumerate() {
             validate_node_name(&n.name).with_context(|| format!("nodes[{i}].name"))?;
-            if node_tokens.iter().any(|t| t.node == n.name) {
+            if nodes.contains(&n.name) {
                 bail!("nodes[{i}].name = {:?}: another [[nodes]] entry has this name; each node needs its own name and token", n.name);
             }
-            let token = match (&n.token, &n.token_env) {
-                (Some(t), None) => t.clone(),
-                (None, Some(var)) => env(var)
-                    .with_context(|| format!("nodes[{i}] ({}): environment variable {var} (token_env) is not set", n.name))?,
-                _ => bail!("nodes[{i}] ({}): give exactly one of token or token_env", n.name),
+            let given = [n.token.is_some(), n.token_env.is_some(), n.token_sha256.is_some()].iter().filter(|g| **g).count();
+            if given > 1 {
+                bail!("nodes[{i}] ({}): give at most one of token, token_env or token_sha256 (or none: its tokens are in the tokens file)", n.name);
+            }
+            let hashes = n.token_sha256.as_ref().map(Hashes::list).unwrap_or_default();
+            let key = format!("nodes[{i}] ({})", n.name);
+            let src = KeySource {
+                role: Role::Ingest,
+                node: Some(&n.name),
+                key: &format!("{key}.token"),
+                inline: n.token.as_slice(),
+                env_key: &format!("{key}.token_env"),
+                env_var: n.token_env.as_deref(),
+                hash_key: &format!("{key}.token_sha256"),
+                hashes: &hashes,
             };
-            if token.len() < 16 {
-                bail!("nodes[{i}] ({}): token must be at least 16 characters", n.name);
-            }
-            if node_tokens.iter().any(|t| t.token.0 == token) {
-                bail!("nodes[{i}] ({}): token is shared with another node", n.name);
-            }
-            node_tokens.push(NodeToken { node: n.name.clone(), token: Secret(token) });
+            keys.extend(src.keys(&env, &mut warnings)?);
+            nodes.push(n.name.clone());
         }
-        let mut read_tokens: Vec<Secret> = file.query.read_tokens.iter().cloned().map(Secret).collect();
-        if let Some(var) = &file.query.read_tokens_env {
-            let v = env(var).with_context(|| format!("query.read_tokens_env: environment variable {var} is not set"))?;
-            read_tokens.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Secret(s.to_string())));
-        }
-        if read_tokens.iter().any(|r| node_tokens.iter().any(|n| n.token == *r)) {
-            bail!("query.read_tokens: a read token must differ from every ingest token");
-        }
+        let read_hashes: Vec<&str> = file.query.read_tokens_sha256.iter().map(String::as_str).collect();
+        let src = KeySource {
+            role: Role::Read,
+            node: None,
+            key: "query.read_tokens",
+            inline: &file.query.read_tokens,
+            env_key: "query.read_tokens_env",
+            env_var: file.query.read_tokens_env.as_deref(),
+            hash_key: "query.read_tokens_sha256",
+            hashes: &read_hashes,
+        };
+        keys.extend(src.keys(&env, &mut warnings)?);
         // A WAL record carries at most 1 GiB; keep bodies well under it.
         if file.ingest.max_body.0 > 512 << 20 || file.ingest.max_body.0 < 1024 {
             bail!("ingest.max_body = {} must be between 1KiB and 512MiB", file.ingest.max_body);
@@ -332,24 +429,27 @@ impl Config {
             .map(|q| NamedQuery { name: q.name, description: q.description, sql: q.sql, kind: q.kind })
             .collect();
         let queries = lake_query::named::merge(user).context("[[queries]]")?;
-        let nodes: Vec<String> = node_tokens.iter().map(|t| t.node.clone()).collect();
         let cx = lake_query::alerts::rules::BuildContext { nodes: &nodes, listen, env: &env };
         let alerts = std::sync::Arc::new(lake_query::alerts::rules::build(file.alerts, file.rules, file.notify, &cx)?);
         let compaction = file.compaction.validate()?;
         let custom = file.custom.validate()?;
         let archive = file.archive.validate(&file.data_dir, &env)?;
         let retention = file.retention.validate()?;
-        let others: Vec<&Secret> = node_tokens.iter().map(|n| &n.token).chain(&read_tokens).collect();
-        let admin_tokens = file.admin.validate(&env, &others)?;
+        keys.extend(file.admin.keys(&env, &mut warnings)?);
+        // The same token twice (two nodes, or a read token that also ingests) is an error.
+        let keys = KeySet::new(keys)?.keys().to_vec();
+        let tokens_file = file.auth.tokens_file.unwrap_or_else(|| file.data_dir.join(crate::auth::DEFAULT_FILE));
         let http = file.http.validate(file.query.timeout.0)?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
-            node_tokens,
+            nodes,
+            keys,
+            tokens_file,
+            warnings,
             max_body: usize::try_from(file.ingest.max_body.0).unwrap_or(usize::MAX),
             flush_interval: file.ingest.flush_interval.0,
             flush_size: usize::try_from(file.ingest.flush_size.0).unwrap_or(usize::MAX),
-            read_tokens,
             limits: lake_query::engine::Limits {
                 max_rows: file.query.max_rows,
                 timeout: file.query.timeout.0,
@@ -362,9 +462,68 @@ impl Config {
             custom,
             archive,
             retention,
-            admin_tokens,
             http,
         })
+    }
+}
+
+/// Whether lake.toml sets `[auth] tokens_file` (a relative one is then resolved against it).
+fn tokens_file_given(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("auth").and_then(|a| a.get("tokens_file")).cloned())
+        .is_some()
+}
+
+/// What `lake token` needs of lake.toml, read without resolving any secret (the
+/// environment of an operator's shell lacks the service's `EnvironmentFile=`).
+#[derive(Debug, Clone)]
+pub struct TokensView {
+    /// The tokens file.
+    pub tokens_file: PathBuf,
+    /// Nodes declared by `[[nodes]]`.
+    pub nodes: Vec<String>,
+    /// Whether lake.toml itself holds read tokens (inline, env or hashes).
+    pub config_read_tokens: bool,
+}
+
+impl TokensView {
+    /// Reads `path` (`None`: the defaults).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<TokensView> {
+        #[derive(Deserialize)]
+        struct Partial {
+            #[serde(default = "default_data_dir")]
+            data_dir: PathBuf,
+            #[serde(default)]
+            nodes: Vec<PartialNode>,
+            #[serde(default)]
+            query: toml::Table,
+            #[serde(default)]
+            auth: PartialAuth,
+        }
+        #[derive(Deserialize)]
+        struct PartialNode {
+            name: String,
+        }
+        #[derive(Deserialize, Default)]
+        struct PartialAuth {
+            tokens_file: Option<PathBuf>,
+        }
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            None => String::new(),
+        };
+        let at = || path.map_or("the default configuration".to_string(), |p| p.display().to_string());
+        let f: Partial = toml::from_str(&text).with_context(|| format!("in {}", at()))?;
+        let tokens_file = match f.auth.tokens_file {
+            Some(t) if t.is_relative() => path.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(t),
+            Some(t) => t,
+            None => f.data_dir.join(crate::auth::DEFAULT_FILE),
+        };
+        let q = &f.query;
+        let non_empty = |k: &str| q.get(k).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
+        let config_read_tokens = non_empty("read_tokens") || non_empty("read_tokens_env") || non_empty("read_tokens_sha256");
+        Ok(TokensView { tokens_file, nodes: f.nodes.into_iter().map(|n| n.name).collect(), config_read_tokens })
     }
 }
 
@@ -403,7 +562,8 @@ mod tests {
         let c = Config::parse("", |_| None).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7470");
         assert_eq!(c.flush_interval, Duration::from_secs(30));
-        assert!(c.node_tokens.is_empty());
+        assert!(c.keys.is_empty() && c.nodes.is_empty());
+        assert_eq!(c.tokens_file, Path::new("/var/lib/lake/tokens.toml"));
         let http = HttpTimeouts { header: Duration::from_secs(30), body: Duration::from_secs(60), request: Duration::from_secs(120) };
         assert_eq!(c.http, http);
     }
@@ -417,9 +577,10 @@ mod tests {
             _ => None,
         };
         let c = Config::parse(text, env).unwrap();
-        assert_eq!(c.admin_tokens.len(), 2);
+        assert_eq!(c.keys.iter().filter(|k| k.role == Role::Admin).count(), 2);
         assert_eq!(c.retention.policy(&lake_format::Table::Metrics.into()).keep_local_days, Some(14));
-        assert_eq!(c.node_tokens.len(), 2);
+        assert_eq!(c.nodes, ["salem-storage", "gateway", "web-1"]);
+        assert_eq!(c.keys.iter().filter(|k| k.role == Role::Ingest).count(), 2);
         assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
     }
 
@@ -471,6 +632,63 @@ sql = "SELECT jail, count(*) AS bans FROM bans GROUP BY 1"
             let e = Config::parse(bad, |_| None).unwrap_err();
             assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
         }
+    }
+
+    #[test]
+    fn tokens_are_hashed_on_load_in_every_form() {
+        let hash = TokenHash::of("hashed-read-token-0123").to_hex();
+        let text = format!(
+            "[[nodes]]\nname = \"a\"\ntoken = \"plain-ingest-token-0123\"\n\
+             [[nodes]]\nname = \"b\"\ntoken_sha256 = [\"{}\", \"{}\"]\n\
+             [[nodes]]\nname = \"c\"\n\
+             [query]\nread_tokens_sha256 = [\"{hash}\"]\nread_tokens_env = \"R\"\n\
+             [admin]\ntokens_sha256 = [\"{}\"]\n",
+            TokenHash::of("b-old-token-0123456").to_hex(),
+            TokenHash::of("b-new-token-0123456").to_hex(),
+            TokenHash::of("admin-token-0123456").to_hex(),
+        );
+        let c = Config::parse(&text, |k| (k == "R").then(|| "env-read-token-0123, env-read-token-4567".into())).unwrap();
+        let set = KeySet::new(c.keys.clone()).unwrap();
+        let find = |role, t: &str| set.find(role, &TokenHash::of(t), 0).map(|k| (k.node.clone(), k.source.clone()));
+        assert_eq!(find(Role::Ingest, "plain-ingest-token-0123"), Some((Some("a".into()), "lake.toml nodes[0] (a).token".into())));
+        assert_eq!(find(Role::Ingest, "b-old-token-0123456").unwrap().0.as_deref(), Some("b"));
+        assert_eq!(find(Role::Ingest, "b-new-token-0123456").unwrap().0.as_deref(), Some("b"));
+        assert!(find(Role::Read, "hashed-read-token-0123").is_some());
+        assert!(find(Role::Read, "env-read-token-4567").is_some());
+        assert!(find(Role::Admin, "admin-token-0123456").is_some());
+        assert!(find(Role::Read, "plain-ingest-token-0123").is_none(), "an ingest token does not read");
+        assert_eq!(c.nodes, ["a", "b", "c"], "a node may have no token here (tokens file)");
+        // Only the inline plaintext token is worth a warning.
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("nodes[0] (a).token") && c.warnings[0].contains("token_sha256"), "{:?}", c.warnings);
+
+        for (bad, says) in [
+            ("[[nodes]]\nname = \"a\"\ntoken_sha256 = \"abc\"", "nodes[0] (a).token_sha256 = \"abc\": not a SHA-256 digest"),
+            ("[query]\nread_tokens_sha256 = [\"xyz\"]", "query.read_tokens_sha256 = \"xyz\""),
+            ("[[nodes]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ntoken_env = \"X\"", "at most one of"),
+            ("[[nodes]]\nname = \"a\"\ntoken = \"short\"", "at least 16"),
+            (
+                "[[nodes]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n[query]\nread_tokens = [\"0123456789abcdef\"]",
+                "query.read_tokens[0]: the same token as lake.toml nodes[0] (a).token",
+            ),
+            ("[auth]\ntokens_fil = \"x\"", "tokens_fil"),
+        ] {
+            let e = Config::parse(bad, |_| None).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn the_tokens_file_is_beside_lake_toml_when_relative() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lake.toml");
+        std::fs::write(&p, "[auth]\ntokens_file = \"tokens.toml\"\n").unwrap();
+        assert_eq!(Config::load(Some(&p)).unwrap().tokens_file, dir.path().join("tokens.toml"));
+        assert_eq!(TokensView::load(Some(&p)).unwrap().tokens_file, dir.path().join("tokens.toml"));
+        std::fs::write(&p, "data_dir = \"/srv/lake\"\n[query]\nread_tokens_env = \"UNSET\"\n").unwrap();
+        let v = TokensView::load(Some(&p)).unwrap();
+        assert_eq!(v.tokens_file, Path::new("/srv/lake/tokens.toml"));
+        assert!(v.config_read_tokens, "the env var need not be set for `lake token`");
     }
 
     #[test]

@@ -7,10 +7,13 @@
 
 pub mod alerts;
 pub mod archive;
+pub mod auth;
 pub mod cli;
 pub mod compact;
 pub mod config;
 pub mod custom;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod lock;
 pub mod progress;

@@ -211,6 +211,22 @@ fn replay(
 /// Runs the lake until `cancel` fires.
 pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
     let data = config.data_dir.clone();
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    // Tokens: lake.toml's and the tokens file's (an invalid file stops the start here),
+    // kept in step with the file while the lake runs.
+    let reloader = crate::auth::Reloader::start(config.keys.clone(), &config.tokens_file)?;
+    let auth = reloader.verifier();
+    let auth_stats = reloader.stats();
+    {
+        let set = auth.current();
+        let with_keys = set.nodes();
+        for n in config.nodes.iter().filter(|n| !with_keys.contains(&n.as_str())) {
+            tracing::warn!(node = %n, "no ingest token for this [[nodes]] entry: add one with `lake token add --role ingest --node {n}`");
+        }
+    }
+    let reload_task = tokio::spawn(reloader.run(cancel.child_token()));
     // The data directory's owner lock: `lake archive`/`lake restore` see it and ask this
     // lake's admin API instead of touching its files. Released when `run` returns.
     let _data_lock = crate::lock::DataLock::acquire(&data)?;
@@ -241,7 +257,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     )?
     .with_compaction(config.compaction.clone())
     .sharing_jobs(jobs));
-    let admin = http::admin::router(Arc::clone(&maintenance), config.admin_tokens.clone(), cancel.child_token());
+    let admin = http::admin::router(Arc::clone(&maintenance), Arc::clone(&auth), cancel.child_token());
     // An unreachable archive must not keep the lake from taking data: say so, and let the
     // nightly run retry.
     let archive_config = config.archive.clone();
@@ -258,7 +274,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         buffers: Arc::clone(&buffers),
         batches: Arc::clone(&batches),
         gate: Arc::clone(&gate),
-        tokens: config.node_tokens.clone(),
+        auth: Arc::clone(&auth),
         max_body: config.max_body,
         max_buffered: config.flush_size.saturating_mul(4),
         custom: Arc::clone(&registry),
@@ -272,8 +288,8 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         compaction: Arc::clone(&compactor),
         archive: Arc::clone(&maintenance),
         alerts: std::sync::OnceLock::new(),
+        auth: auth_stats,
     });
-    let read_tokens: Vec<String> = config.read_tokens.iter().map(|s| s.0.clone()).collect();
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(
         Arc::clone(&config.alerts),
@@ -284,15 +300,15 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         cancel.child_token(),
     )?;
     let _ = status.alerts.set(alerts.snapshots());
-    let tables = Arc::new(http::tables::Tables { engine: Arc::clone(&engine), read_tokens: read_tokens.clone() });
+    let tables = Arc::new(http::tables::Tables { engine: Arc::clone(&engine), auth: Arc::clone(&auth) });
     let tables_routes = axum::Router::new().route("/v1/tables", axum::routing::get(http::tables::tables)).with_state(tables);
     let app = http::router(ingest, status)
         .merge(tables_routes)
-        .merge(lake_query::http::router(Arc::clone(&engine), read_tokens.clone(), config.queries.clone()))
-        .merge(alerts.router(read_tokens.clone()))
+        .merge(lake_query::http::router_with_auth(Arc::clone(&engine), Arc::clone(&auth), config.queries.clone()))
+        .merge(alerts.router(Arc::clone(&auth)))
         // The built-in web UI at `/` and `/ui/…` (embedded assets; reads through the APIs above).
-        .merge(http::ui::router(read_tokens.clone()))
-        .nest("/grafana", lake_query::grafana::router(engine, read_tokens, config.queries.clone()))
+        .merge(http::ui::router(Arc::clone(&auth)))
+        .nest("/grafana", lake_query::grafana::router_with_auth(engine, Arc::clone(&auth), config.queries.clone()))
         .merge(admin)
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, config.http.request));
 
@@ -330,6 +346,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     if tokio::time::timeout(SHUTDOWN_GRACE, archive_task).await.is_err() {
         tracing::warn!("archive job still running after the shutdown grace period; stopping anyway");
     }
+    let _ = reload_task.await;
     tracing::info!("lake stopped");
     Ok(())
 }

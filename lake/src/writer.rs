@@ -225,7 +225,8 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Sorts a table's rows by (host, ts) and splits them by UTC date.
+/// Sorts a table's rows by its sort columns ([`TableRef::sort_columns`]) and splits them
+/// by UTC date.
 fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date, RecordBatch)>> {
     let enc = |e: arrow_schema::ArrowError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
     let t0 = Instant::now();
@@ -247,11 +248,7 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
         concat_batches(&schema, &wide).map_err(enc)?
     };
     let t1 = Instant::now();
-    let sort = [
-        SortColumn { values: Arc::clone(all.column_by_name("host").expect("catalog has host")), options: None },
-        SortColumn { values: Arc::clone(all.column_by_name("ts").expect("catalog has ts")), options: None },
-    ];
-    let indices = lexsort_to_indices(&sort, None).map_err(enc)?;
+    let indices = sort_indices(table, &all).map_err(enc)?;
     let t2 = Instant::now();
     let sorted = take_record_batch(&all, &indices).map_err(enc)?;
     let t3 = Instant::now();
@@ -278,24 +275,36 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
         .collect()
 }
 
-/// The properties of every committed Parquet file of a catalog table (`schema`): zstd,
-/// page statistics, sorted by (host, ts). Shared with `lake gen`, which writes the same files.
-pub(crate) fn parquet_properties(schema: &arrow_schema::Schema) -> WriterProperties {
-    let host = schema.index_of("host").expect("catalog has host") as i32;
-    let ts = schema.index_of("ts").expect("catalog has ts") as i32;
+/// The row order of `batch` by the table's sort columns.
+pub(crate) fn sort_indices(table: &TableRef, batch: &RecordBatch) -> std::result::Result<arrow_array::UInt32Array, arrow_schema::ArrowError> {
+    let sort: Vec<SortColumn> = table
+        .sort_columns()
+        .iter()
+        .map(|c| SortColumn { values: Arc::clone(batch.column_by_name(c).expect("every table has its sort columns")), options: None })
+        .collect();
+    lexsort_to_indices(&sort, None)
+}
+
+/// The properties of every committed Parquet file of a table (`schema`): zstd, page
+/// statistics, the table's sort columns and row group size. Shared with `lake gen`,
+/// which writes the same files.
+pub(crate) fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema) -> WriterProperties {
+    let sorting = table
+        .sort_columns()
+        .iter()
+        .map(|c| SortingColumn { column_idx: schema.index_of(c).expect("every table has its sort columns") as i32, descending: false, nulls_first: false })
+        .collect();
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![
-            SortingColumn { column_idx: host, descending: false, nulls_first: false },
-            SortingColumn { column_idx: ts, descending: false, nulls_first: false },
-        ]))
+        .set_max_row_group_row_count(Some(table.row_group_rows()))
+        .set_sorting_columns(Some(sorting))
         .build()
 }
 
 fn write_parquet(table: &TableRef, path: &Path, batch: &RecordBatch) -> Result<()> {
     let enc = |e: parquet::errors::ParquetError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
-    let props = parquet_properties(&batch.schema());
+    let props = parquet_properties(table, &batch.schema());
     let file = File::create(path).map_err(io_err("create", path))?;
     let t0 = Instant::now();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(enc)?;

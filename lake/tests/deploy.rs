@@ -101,16 +101,23 @@ fn the_installer_puts_everything_in_place_and_is_idempotent() {
     assert_eq!(meta(&r.join("etc/lake/collector.toml")), (0o640, 0, col_gid));
     assert_eq!(meta(&r.join("etc/lake/lake.env")), (0o600, 0, 0));
     assert_eq!(meta(&r.join("etc/lake/collector.env")), (0o600, 0, 0));
-    // This node's token, the same on both sides, 48 hex digits.
-    let token = env_value(&r.join("etc/lake/lake.env"), "LAKE_TOKEN_SALEM_STORAGE");
-    assert!(token.len() == 48 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
-    assert_eq!(env_value(&r.join("etc/lake/collector.env"), "LAKE_TOKEN"), token);
+    // This node's token from `lake token add`: in collector.env, and only its hash in the
+    // tokens file of the data directory (mode 600, the lake's).
+    let token = env_value(&r.join("etc/lake/collector.env"), "LAKE_TOKEN");
+    assert!(token.starts_with("lake_i_") && token.len() == 50, "{token}");
+    assert_eq!(meta(&r.join("var/lib/lake")), (0o750, lake_uid, lake_gid));
+    let tokens = r.join("var/lib/lake/tokens.toml");
+    assert_eq!(meta(&tokens), (0o600, lake_uid, lake_gid));
+    let stored = std::fs::read_to_string(&tokens).unwrap();
+    assert!(!stored.contains(&token) && stored.contains(&lake_query::auth::TokenHash::of(&token).to_hex()), "{stored}");
+    assert!(stored.contains("node = \"salem-storage\""), "{stored}");
+    let list = Command::new(r.join("opt/lake/bin/lake")).args(["token", "list", "--file"]).arg(&tokens).output().unwrap();
+    assert!(text(&list.stdout).contains("salem-storage") && text(&list.stdout).contains("deploy/install.sh"), "{}", text(&list.stderr));
 
     // The skeletons are valid configurations as they stand, with those secrets.
     let check = Command::new(r.join("opt/lake/bin/lake"))
         .args(["check-config", "--config"])
         .arg(r.join("etc/lake/lake.toml"))
-        .env("LAKE_TOKEN_SALEM_STORAGE", &token)
         .output()
         .unwrap();
     assert!(check.status.success(), "{}{}", text(&check.stdout), text(&check.stderr));
@@ -144,13 +151,17 @@ fn the_installer_puts_everything_in_place_and_is_idempotent() {
     assert!(before == snapshot(r), "a second run changed files");
 
     // A secrets file loosened by hand is tightened; a deleted collector.env comes back with
-    // the token of lake.env.
+    // a new token (the lake has only the old one's hash), added beside the old one.
     std::fs::set_permissions(r.join("etc/lake/lake.env"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::remove_file(r.join("etc/lake/collector.env")).unwrap();
     let fixed = text(&install(r, &["--node", "salem-storage"]).stdout);
-    assert!(fixed.contains("tightened"), "{fixed}");
+    assert!(fixed.contains("tightened") && fixed.contains("added an ingest token for salem-storage"), "{fixed}");
     assert_eq!(meta(&r.join("etc/lake/lake.env")), (0o600, 0, 0));
-    assert_eq!(env_value(&r.join("etc/lake/collector.env"), "LAKE_TOKEN"), token);
+    let new = env_value(&r.join("etc/lake/collector.env"), "LAKE_TOKEN");
+    assert!(new.starts_with("lake_i_") && new != token, "{new}");
+    let stored = std::fs::read_to_string(&tokens).unwrap();
+    assert_eq!(stored.matches("[[tokens]]").count(), 2, "{stored}");
+    assert_eq!(meta(&tokens), (0o600, lake_uid, lake_gid), "a rewrite keeps the owner");
 }
 
 /// Every file under `root` with its mode, owners and content.

@@ -1,6 +1,6 @@
 //! `lake gen` end to end: a tiny generated lake answers every default named query (and
 //! the Grafana panels' tables) through `lake_query::engine::Engine`, its files are in
-//! the lake's layout and sorted by (host, ts), and a seed always gives the same bytes.
+//! the lake's layout and sorted by each table's sort columns, and a seed always gives the same bytes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,18 +76,26 @@ fn a_generated_lake_answers_every_default_named_query() {
         7
     );
 
-    // Every file is sorted by (host, ts).
+    // Every file is sorted by its table's sort columns: (host, ts), metrics (name, host, ts).
     for f in &all {
+        let table: lake_format::Table = f.parent().unwrap().parent().unwrap().file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let keys = table.sort_columns();
+        // Some row is greater than the next: (k0 > next k0) or (k0 = next k0 and (k1 > …)).
+        let mut descent = String::from("false");
+        for k in keys.iter().rev() {
+            descent = format!("(p_{k} > {k} or (p_{k} = {k} and {descent}))");
+        }
+        let lags: Vec<String> = keys.iter().map(|k| format!("{k}, lag({k}) over w as p_{k}")).collect();
         let unsorted = count(
             &e,
             &format!(
-                "select count(*) from (select host, ts, lag(host) over w as h0, lag(ts) over w as t0 \
-                 from read_parquet('{}', file_row_number = true) window w as (order by file_row_number)) \
-                 where h0 > host or (h0 = host and t0 > ts)",
+                "select count(*) from (select {} from read_parquet('{}', file_row_number = true) \
+                 window w as (order by file_row_number)) where {descent}",
+                lags.join(", "),
                 f.canonicalize().unwrap().display()
             ),
         );
-        assert_eq!(unsorted, 0, "{} is not sorted by (host, ts)", f.display());
+        assert_eq!(unsorted, 0, "{} is not sorted by {keys:?}", f.display());
     }
 
     // Every default named query has rows over the generated range.

@@ -299,13 +299,14 @@ async fn oversized_bodies_are_refused_with_413() {
     let (s, b) = h.send("/v1/logs", "", "application/json", big.clone()).await;
     assert_eq!(s, 413, "{b}");
     assert!(b.contains("OTLP limit"), "{b}");
-    // The read side buffers at most 2 MiB of request (axum's limit on its extractors).
+    // The read side buffers at most 2 MiB of request, and says so in JSON like its other errors.
     let huge = format!("{{\"sql\": \"select '{}'\"}}", "z".repeat(3 << 20)).into_bytes();
     let (s, b) = h.read("/v1/sql", huge.clone()).await;
     assert_eq!(s, 413, "{b}");
-    assert!(b.contains("length limit"), "{b}");
+    assert!(error_of(&b).contains("2097152 byte limit of /v1/sql"), "{b}");
     let (s, b) = h.read("/grafana/query", huge).await;
     assert_eq!(s, 413, "{b}");
+    assert!(error_of(&b).contains("2097152 byte limit of Grafana requests"), "{b}");
 
     // Nothing of the refused batches was stored; their ids are still free.
     let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", encode(&metrics_batch(2, 5))).await;
@@ -341,20 +342,21 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
             (r, start.elapsed())
         })
     };
-    // And one on the SQL API.
-    let slow_sql = {
+    // And one on the SQL API, one on Grafana.
+    let slow_read = |path: &'static str, body: &'static [u8]| {
         let a = addr.clone();
-        let sql = b"{\"sql\": \"select 42\"}".to_vec();
         let hd = format!(
-            "POST /v1/sql HTTP/1.1\r\nHost: lake\r\nAuthorization: Bearer {READ_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            sql.len()
+            "POST {path} HTTP/1.1\r\nHost: lake\r\nAuthorization: Bearer {READ_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
         );
         std::thread::spawn(move || {
             let mut s = TcpStream::connect(&a).unwrap();
             s.write_all(hd.as_bytes()).unwrap();
-            raw_rest(s, &sql, Duration::from_millis(500))
+            raw_rest(s, body, Duration::from_millis(500))
         })
     };
+    let slow_sql = slow_read("/v1/sql", b"{\"sql\": \"select 42\"}");
+    let slow_grafana = slow_read("/grafana/query", b"{\"targets\": [{\"target\": \"select 1\"}]}");
 
     // Meanwhile (all of them still connected) the lake serves everyone else at once.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -376,9 +378,13 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     assert_eq!(r.status, Some(408), "{r:?}");
     assert!(r.text.contains("http.body_timeout"), "{r:?}");
     assert!(took > Duration::from_millis(5500) && took < Duration::from_secs(10), "{took:?}");
-    let r = slow_sql.join().unwrap();
-    assert_eq!(r.status, Some(400), "{r:?}");
-    assert!(r.text.contains("http.body_timeout"), "{r:?}");
+    for slow in [slow_sql, slow_grafana] {
+        let r = slow.join().unwrap();
+        assert_eq!(r.status, Some(408), "{r:?}");
+        let body = r.text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"));
+        assert!(json["error"].as_str().unwrap().contains("http.body_timeout"), "{r:?}");
+    }
 
     // The timed-out batch was not stored: sent again at a normal pace it is new.
     let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/7", body).await;

@@ -93,6 +93,7 @@ fn every_lake_toml_mistake_names_the_file_the_key_and_what_is_valid() {
         case("node name with /", node("web/1", "token-of-web-0123456789"), &["nodes[0].name", "\"web/1\"", "only letters, digits, '.', '_' and '-'"]),
         case("node name with ../", node("../etc", "token-of-web-0123456789"), &["nodes[0].name", "\"../etc\"", "must not start with a dot"]),
         case("short token", node("web", "short"), &["nodes[0] (web)", "at least 16 characters"]),
+        case("token hash not a SHA-256", "[[nodes]]\nname = \"web\"\ntoken_sha256 = \"abc\"\n", &["nodes[0] (web).token_sha256 = \"abc\"", "64 hex digits"]),
         case("token variable unset", "[[nodes]]\nname = \"web\"\ntoken_env = \"LAKE_TOKEN_WEB\"\n", &["nodes[0] (web)", "LAKE_TOKEN_WEB", "is not set"]),
         case("unsupported version", "version = 2\n", &["version = 2", "version = 1"]),
         case("body timeout beyond the request timeout", "[http]\nbody_timeout = \"5m\"\n", &["http.body_timeout (5m)", "less than http.request_timeout (2m)"]),

@@ -8,18 +8,20 @@
 //! 400 for SQL DuckDB rejects (its own message: syntax, unknown column, …), 403 when the
 //! SQL tries to leave the sandbox (a statement that is not a read, `COPY`, `ATTACH`,
 //! `INSTALL`/`LOAD`, `SET`/`PRAGMA`, a file outside `<data>/tables/` or a URL; the
-//! message says what is not allowed), 408 when the time limit interrupted the query, 401
-//! without a valid read token, 500 (generic message, detail logged) for our own failures.
+//! message says what is not allowed), 408 when the time limit interrupted the query or the
+//! body did not arrive within `http.body_timeout`, 413 for a body over 2 MiB
+//! ([`body::MAX_READ_BODY`]), 401 without a valid read token ([`crate::auth`]), 500
+//! (generic message, detail logged) for our own failures.
 //!
 //! # Streaming
 //!
-//! JSON, CSV and Arrow answers are streamed ([`stream`]): DuckDB's batches are encoded on
+//! JSON, CSV and Arrow answers are streamed (`stream`): DuckDB's batches are encoded on
 //! the query thread and flow to the body through a bounded channel, so memory stays
 //! bounded whatever the result's size. The row limit and the time limit still apply to
 //! the whole stream, and a client that disconnects cancels the query.
 //!
-//! The response head is held back until the first [`stream::WINDOW`] bytes are encoded or
-//! the result ends, whichever comes first. So:
+//! The response head is held back until the first MiB of the answer is encoded or the
+//! result ends, whichever comes first. So:
 //! - an error before that is a proper error response (400/403/408 with JSON), and
 //! - a result that fits (most) is answered whole, with `Content-Length` and
 //!   `Lake-Truncated: true` in the head when the row limit cut it, as before.
@@ -39,21 +41,25 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::auth::{Denied, Verifier};
 use crate::engine::{Engine, EngineError};
 use crate::grafana::macros::{expand, parse_duration_ms, MacroContext};
 use crate::named::NamedQuery;
 use crate::output::{self, Format};
 
+pub mod body;
 mod stream;
+
+pub use crate::auth::bearer_token;
 
 /// Response header (or trailer, for a streamed answer) set to `true` when the result was
 /// cut at the row limit.
@@ -64,21 +70,27 @@ pub const ERROR_TRAILER: &str = "lake-error";
 #[derive(Debug)]
 struct AppState {
     engine: Arc<Engine>,
-    read_tokens: Vec<String>,
+    auth: Arc<Verifier>,
     queries: Vec<NamedQuery>,
 }
 
-/// The routes of the SQL API. An empty `read_tokens` turns authentication off.
+/// The routes of the SQL API with plaintext read tokens (hashed here; none: no auth), for
+/// tests and benches. `lake serve` uses [`router_with_auth`].
+pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQuery>) -> Router {
+    router_with_auth(engine, Arc::new(Verifier::with_read_tokens(&read_tokens)), queries)
+}
+
+/// The routes of the SQL API, checking read tokens with `auth`.
 ///
 /// Besides SQL, a JSON body may name one of `queries` (`{"query": "http_5xx_ratio",
 /// "since": "6h"}`): its macros are expanded over the last `since` (default 24h) with
 /// parameters, as Grafana panels are.
-pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQuery>) -> Router {
+pub fn router_with_auth(engine: Arc<Engine>, auth: Arc<Verifier>, queries: Vec<NamedQuery>) -> Router {
     Router::new()
         .route("/v1/sql", post(sql))
         .with_state(Arc::new(AppState {
             engine,
-            read_tokens,
+            auth,
             queries,
         }))
 }
@@ -183,9 +195,10 @@ async fn sql(
     State(state): State<Arc<AppState>>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state.read_tokens, &headers)?;
+    authorize(&state.auth, &headers)?;
+    let body = body::read_body(&headers, body, body::MAX_READ_BODY, "/v1/sql").await?;
     let (statement, format) = parse_request(&headers, params, &body)?;
     let (sql, params) = match statement {
         Statement::Sql(sql) => (sql, Vec::new()),
@@ -271,45 +284,19 @@ fn parse_format(format: Option<String>) -> Result<Format, ApiError> {
     }
 }
 
-pub(crate) fn authorize(tokens: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
-    if tokens.is_empty() {
-        return Ok(());
-    }
-    let Some(presented) = bearer_token(headers) else {
-        return Err(ApiError::new(
+/// 401 unless the request holds a read token (or no read token is configured).
+pub(crate) fn authorize(auth: &Verifier, headers: &HeaderMap) -> Result<(), ApiError> {
+    match auth.read(headers) {
+        Ok(()) => Ok(()),
+        Err(Denied::Missing) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing Authorization: Bearer <read token>",
-        ));
-    };
-    // Check every token so the time taken says nothing about which one nearly matched.
-    let ok = tokens.iter().fold(false, |ok, t| {
-        ok | constant_time_eq(t.as_bytes(), presented.as_bytes())
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+        )),
+        Err(Denied::Invalid) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid read token",
-        ))
+        )),
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -96,6 +96,10 @@ pub fn merge(user: Vec<NamedQuery>) -> Result<Vec<NamedQuery>, NamedQueryError> 
 }
 
 /// The queries shipped with the lake, written against the catalog.
+///
+/// Over a day of `http` (~1.7 M rows) they group on the raw columns and label the few
+/// groups afterwards (`coalesce`, string building): an expression over every row before
+/// the grouping costs more than the grouping itself (`traffic_by_class` 370 -> 170 ms).
 pub fn defaults() -> Vec<NamedQuery> {
     let q = |name: &str, description: &str, kind: Panel, sql: &str| NamedQuery {
         name: name.to_string(),
@@ -109,12 +113,15 @@ pub fn defaults() -> Vec<NamedQuery> {
             "share of HTTP responses with a 5xx status, per vhost",
             Panel::TimeSeries,
             r#"
-SELECT $__timeGroup(ts, $__interval) AS time,
-       coalesce(vhost, '-') AS vhost,
-       count(*) FILTER (WHERE status >= 500) / count(*) AS ratio_5xx
-FROM http
-WHERE $__timeFilter(ts)
-GROUP BY 1, 2
+SELECT time, coalesce(vhost, '-') AS vhost, ratio_5xx
+FROM (
+    SELECT $__timeGroup(ts, $__interval) AS time,
+           vhost,
+           count(*) FILTER (WHERE status >= 500) / count(*) AS ratio_5xx
+    FROM http
+    WHERE $__timeFilter(ts)
+    GROUP BY 1, 2
+)
 ORDER BY 1, 2"#,
         ),
         q(
@@ -152,12 +159,15 @@ ORDER BY 1, 2"#,
             "95th percentile of HTTP request duration (ms), per vhost",
             Panel::TimeSeries,
             r#"
-SELECT $__timeGroup(ts, $__interval) AS time,
-       coalesce(vhost, '-') AS vhost,
-       quantile_cont(duration_ms, 0.95) AS p95_ms
-FROM http
-WHERE duration_ms IS NOT NULL AND $__timeFilter(ts)
-GROUP BY 1, 2
+SELECT time, coalesce(vhost, '-') AS vhost, p95_ms
+FROM (
+    SELECT $__timeGroup(ts, $__interval) AS time,
+           vhost,
+           quantile_cont(duration_ms, 0.95) AS p95_ms
+    FROM http
+    WHERE duration_ms IS NOT NULL AND $__timeFilter(ts)
+    GROUP BY 1, 2
+)
 ORDER BY 1, 2"#,
         ),
         // Long format (from, to, …): Grafana's "Grouping to matrix" transformation turns
@@ -214,13 +224,18 @@ ORDER BY used_percent DESC NULLS LAST, 1, 2"#,
             "requests per vhost and client class (human, search_bot, ai_crawler, monitor, scanner, other_bot)",
             Panel::Table,
             r#"
+WITH g AS (
+    SELECT vhost, client_class, client_name, count(*) AS n
+    FROM http
+    WHERE $__timeFilter(ts)
+    GROUP BY ALL
+)
 SELECT coalesce(vhost, '-') AS vhost,
        coalesce(client_class, 'unknown') AS client_class,
-       count(*) AS requests,
-       round(100 * count(*) / sum(count(*)) OVER (PARTITION BY coalesce(vhost, '-')), 1) AS percent,
-       string_agg(DISTINCT client_name, ', ') FILTER (WHERE client_name IS NOT NULL) AS clients
-FROM http
-WHERE $__timeFilter(ts)
+       CAST(sum(n) AS BIGINT) AS requests,
+       round(100 * sum(n) / sum(sum(n)) OVER (PARTITION BY coalesce(vhost, '-')), 1) AS percent,
+       string_agg(DISTINCT client_name, ', ' ORDER BY client_name) FILTER (WHERE client_name IS NOT NULL) AS clients
+FROM g
 GROUP BY 1, 2
 ORDER BY 1, requests DESC"#,
         ),

@@ -62,6 +62,11 @@
 //! - The ack (with the states) is persisted before any segment is deleted, so a crash can
 //!   only resend an already acknowledged batch (the lake deduplicates by batch id), never
 //!   lose one, and never lose a state.
+//! - Otherwise an ack is persisted at most every [`ACK_PERSIST_EVERY`] (and when the
+//!   spool is dropped): rewriting the `ack` file costs two fsyncs, and losing an ack in a
+//!   crash only makes the shipper send the batches of that last second again, which the
+//!   lake acknowledges as duplicates. Records and states are never deferred: an append is
+//!   durable when it returns.
 //! - Only the last segment is appended to. Others are deleted once every record in them
 //!   is acknowledged, or when the size bound drops them (droppable records only), oldest
 //!   first.
@@ -83,7 +88,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -101,6 +106,9 @@ const ACK_VERSION: u32 = 2;
 const SEGMENT_EXT: &str = "seg";
 /// At most one warning per this long about droppable appends dropped for held data.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
+/// Longest time an ack stays in memory only, when no segment is deleted meanwhile. A
+/// crash resends at most this much acknowledged data (deduplicated by the lake).
+pub const ACK_PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -220,10 +228,43 @@ impl Segment {
 }
 
 /// The newest state of a source and the seq it was saved with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct SavedState {
     seq: u64,
     json: Vec<u8>,
+    /// The state as the `ack` file holds it (`{"seq":…,"state":"…"}`), rendered by the
+    /// first write that needs it: a large state that rarely changes (inventory's package
+    /// list) is escaped once, not at every rewrite of the `ack` file.
+    rendered: OnceLock<String>,
+}
+
+impl PartialEq for SavedState {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.json == other.json
+    }
+}
+
+impl Eq for SavedState {}
+
+impl SavedState {
+    fn new(seq: u64, json: Vec<u8>) -> SavedState {
+        SavedState {
+            seq,
+            json,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    fn rendered(&self) -> &str {
+        self.rendered.get_or_init(|| {
+            let state = AckStateRef {
+                seq: self.seq,
+                // Checked UTF-8 on append; the ack file never holds anything else.
+                state: &String::from_utf8_lossy(&self.json),
+            };
+            serde_json::to_string(&state).expect("a struct of a number and a string serializes")
+        })
+    }
 }
 
 /// Where the record with `seq` starts, remembered so reading in order does not rescan.
@@ -252,6 +293,13 @@ struct AckState {
     state: String,
 }
 
+/// [`AckState`] borrowed, to render it.
+#[derive(Serialize)]
+struct AckStateRef<'a> {
+    seq: u64,
+    state: &'a str,
+}
+
 /// The spool, synchronous. Use it through [`SpoolHandle`] from async code.
 #[derive(Debug)]
 pub struct Spool {
@@ -263,6 +311,10 @@ pub struct Spool {
     /// Append handle of the last segment; `None` means the next append starts a segment.
     active: Option<File>,
     acked: u64,
+    /// The acked seq the `ack` file holds (at most `acked`).
+    acked_on_disk: u64,
+    /// When the `ack` file was last written.
+    ack_written: Option<Instant>,
     next_seq: u64,
     cursor: Option<Cursor>,
     reader: Option<(u64, File)>,
@@ -300,6 +352,8 @@ impl Spool {
             segments,
             active: None,
             acked,
+            acked_on_disk: acked,
+            ack_written: None,
             next_seq: 1,
             cursor: None,
             reader: None,
@@ -462,10 +516,7 @@ impl Spool {
             last.last_held = self.next_seq - 1;
         }
         if let Some((source, json)) = state {
-            let saved = SavedState {
-                seq: self.next_seq - 1,
-                json: json.to_vec(),
-            };
+            let saved = SavedState::new(self.next_seq - 1, json.to_vec());
             self.states.insert(source.to_string(), saved);
             self.states_dirty = true;
         }
@@ -475,18 +526,19 @@ impl Spool {
 
     /// A state with no records: straight into the `ack` file, at the last seq given out.
     fn save_state_only(&mut self, source: &str, json: &[u8]) -> Result<()> {
-        let saved = SavedState {
-            seq: self.next_seq - 1,
-            json: json.to_vec(),
-        };
+        let saved = SavedState::new(self.next_seq - 1, json.to_vec());
         if self.states.get(source) == Some(&saved) {
             return Ok(());
         }
-        let mut states = self.states.clone();
-        states.insert(source.to_string(), saved);
-        write_ack(&self.dir, self.acked, &states)?;
-        self.states = states;
-        self.states_dirty = false;
+        let old = self.states.insert(source.to_string(), saved);
+        if let Err(e) = self.write_ack_file() {
+            // Not saved: the previous state stays the one in force.
+            match old {
+                Some(o) => self.states.insert(source.to_string(), o),
+                None => self.states.remove(source),
+            };
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -548,9 +600,10 @@ impl Spool {
         }
     }
 
-    /// Marks every record up to `seq` as delivered, persists it with the source states,
-    /// and deletes segments that hold nothing else. Acking a seq already acked or dropped
-    /// is a no-op.
+    /// Marks every record up to `seq` as delivered and deletes segments that hold nothing
+    /// else. The ack is persisted with the source states before a segment is deleted, and
+    /// otherwise at most every [`ACK_PERSIST_EVERY`] (see the module docs). Acking a seq
+    /// already acked or dropped is a no-op.
     pub fn ack(&mut self, seq: u64) -> Result<()> {
         if seq <= self.acked {
             return Ok(());
@@ -561,11 +614,38 @@ impl Spool {
                 last: self.next_seq - 1,
             });
         }
-        write_ack(&self.dir, seq, &self.states)?;
-        self.states_dirty = false;
+        let previous = self.acked;
         self.acked = seq;
+        let due = self
+            .ack_written
+            .is_none_or(|t| t.elapsed() >= ACK_PERSIST_EVERY);
+        if due {
+            if let Err(e) = self.write_ack_file() {
+                self.acked = previous;
+                return Err(e);
+            }
+        }
+        // Persists the ack first when it deletes a segment.
         self.delete_acked_segments()?;
         self.update_gauges();
+        Ok(())
+    }
+
+    /// Writes an ack not persisted yet (see [`Spool::ack`]); the spool does it when
+    /// dropped too. A no-op when the `ack` file is up to date.
+    pub fn sync_ack(&mut self) -> Result<()> {
+        if self.acked_on_disk < self.acked {
+            self.write_ack_file()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the `ack` file with the acked seq and every state.
+    fn write_ack_file(&mut self) -> Result<()> {
+        write_ack(&self.dir, self.acked, &self.states)?;
+        self.acked_on_disk = self.acked;
+        self.ack_written = Some(Instant::now());
+        self.states_dirty = false;
         Ok(())
     }
 
@@ -607,12 +687,11 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes the states to the `ack` file if it lacks some: called before deleting a
-    /// segment, whose records may be the only copy of a state.
+    /// Writes the states and the ack to the `ack` file if it lacks some: called before
+    /// deleting a segment, whose records may be the only copy of a state.
     fn persist_states(&mut self) -> Result<()> {
-        if self.states_dirty {
-            write_ack(&self.dir, self.acked, &self.states)?;
-            self.states_dirty = false;
+        if self.states_dirty || self.acked_on_disk < self.acked {
+            self.write_ack_file()?;
         }
         Ok(())
     }
@@ -717,6 +796,15 @@ impl Spool {
     }
 }
 
+impl Drop for Spool {
+    /// Persists an ack still in memory only, so a clean stop resends nothing.
+    fn drop(&mut self) {
+        if let Err(error) = self.sync_ack() {
+            warn!(%error, "cannot persist the last ack; those batches are sent again on start");
+        }
+    }
+}
+
 fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.{SEGMENT_EXT}")
 }
@@ -781,13 +869,7 @@ fn scan_segment(file: &File, first_seq: u64, file_len: u64) -> io::Result<Scan> 
                     held = record.seq;
                 }
                 if let Some((source, json)) = record.state {
-                    state = Some((
-                        source,
-                        SavedState {
-                            seq: record.seq,
-                            json,
-                        },
-                    ));
+                    state = Some((source, SavedState::new(record.seq, json)));
                 }
                 if !record.continues {
                     scan.good_len = offset;
@@ -949,11 +1031,7 @@ fn read_ack(dir: &Path) -> Result<(u64, BTreeMap<String, SavedState>)> {
         .states
         .into_iter()
         .map(|(source, s)| {
-            let saved = SavedState {
-                seq: s.seq,
-                json: s.state.into_bytes(),
-            };
-            (source, saved)
+            (source, SavedState::new(s.seq, s.state.into_bytes()))
         })
         .collect();
     Ok((file.acked, states))
@@ -961,27 +1039,28 @@ fn read_ack(dir: &Path) -> Result<(u64, BTreeMap<String, SavedState>)> {
 
 /// Replaces the `ack` file atomically.
 fn write_ack(dir: &Path, acked: u64, states: &BTreeMap<String, SavedState>) -> Result<()> {
-    let file = AckFile {
-        version: ACK_VERSION,
-        acked,
-        states: states
-            .iter()
-            .map(|(source, s)| {
-                let state = AckState {
-                    seq: s.seq,
-                    // Checked UTF-8 on append; the ack file never holds anything else.
-                    state: String::from_utf8_lossy(&s.json).into_owned(),
-                };
-                (source.clone(), state)
-            })
-            .collect(),
-    };
-    let mut bytes = serde_json::to_vec(&file).map_err(|e| SpoolError::State {
-        path: dir.join(ACK_FILE),
-        reason: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    write_atomic(dir, ACK_FILE, &bytes)
+    write_atomic(dir, ACK_FILE, &render_ack(acked, states))
+}
+
+/// The `ack` file's bytes: what serde_json writes for an [`AckFile`], assembled from each
+/// state's cached rendering.
+fn render_ack(acked: u64, states: &BTreeMap<String, SavedState>) -> Vec<u8> {
+    let len: usize = states
+        .iter()
+        .map(|(source, s)| source.len() + s.rendered().len() + 8)
+        .sum();
+    let mut out = Vec::with_capacity(64 + len);
+    out.extend_from_slice(format!("{{\"version\":{ACK_VERSION},\"acked\":{acked},\"states\":{{").as_bytes());
+    for (i, (source, s)) in states.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, source).expect("writing a string to a Vec cannot fail");
+        out.push(b':');
+        out.extend_from_slice(s.rendered().as_bytes());
+    }
+    out.extend_from_slice(b"}}\n");
+    out
 }
 
 /// Replaces `dir/name` with `bytes` so a crash leaves either the old or the new content.

@@ -391,10 +391,7 @@ fn a_cut_anywhere_in_the_last_group_removes_the_whole_group_and_its_state() {
         let (_, mut states) = read_ack(dir.path()).unwrap();
         states.insert(
             "journald".into(),
-            SavedState {
-                seq: 1,
-                json: b"\"a\"".to_vec(),
-            },
+            SavedState::new(1, b"\"a\"".to_vec()),
         );
         write_ack(dir.path(), 1, &states).unwrap();
         fs::write(&seg, &full).unwrap();
@@ -484,6 +481,59 @@ fn states_survive_ack_delete_and_reopen_and_the_highest_seq_wins() {
     drop(s);
     let (s, _) = open(dir.path(), o);
     assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":3}"#));
+}
+
+#[test]
+fn the_ack_file_is_what_serde_writes() {
+    let mut states = BTreeMap::new();
+    states.insert("caddy".to_string(), SavedState::new(7, br#"{"files":[{"path":"/a \"b\"\\c"}]}"#.to_vec()));
+    states.insert("inv\u{e9}ntory".to_string(), SavedState::new(3, "{\"p\":\"\u{e9}\\n\"}".as_bytes().to_vec()));
+    for states in [BTreeMap::new(), states] {
+        let file = AckFile {
+            version: ACK_VERSION,
+            acked: 42,
+            states: states
+                .iter()
+                .map(|(k, s)| (k.clone(), AckState { seq: s.seq, state: String::from_utf8(s.json.clone()).unwrap() }))
+                .collect(),
+        };
+        let mut want = serde_json::to_vec(&file).unwrap();
+        want.push(b'\n');
+        assert_eq!(String::from_utf8(render_ack(42, &states)).unwrap(), String::from_utf8(want).unwrap());
+    }
+}
+
+#[test]
+fn an_ack_is_deferred_at_most_a_second_and_a_crash_only_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(1 << 20, 1 << 20);
+    let (mut s, _) = open(dir.path(), o);
+    for i in 1..=3 {
+        s.append(TABLE, &body(i, 10), OnFull::DropOldest).unwrap();
+    }
+    s.ack(1).unwrap();
+    assert_eq!(read_ack(dir.path()).unwrap().0, 1, "the first ack is written");
+    s.ack(2).unwrap();
+    assert_eq!(read_ack(dir.path()).unwrap().0, 1, "the next one within a second is not");
+    assert_eq!(s.pending(), 1);
+    // A crash: seq 2 is delivered again (the lake acknowledges it as a duplicate).
+    std::mem::forget(s);
+    let (mut s, _) = open(dir.path(), o);
+    assert_eq!(s.peek().unwrap().unwrap().seq, 2);
+    s.ack(2).unwrap();
+    assert_eq!(read_ack(dir.path()).unwrap().0, 2, "first ack after open");
+    s.ack(3).unwrap();
+    assert_eq!(read_ack(dir.path()).unwrap().0, 2);
+    // A clean close writes it.
+    drop(s);
+    assert_eq!(read_ack(dir.path()).unwrap().0, 3);
+    let (mut s, _) = open(dir.path(), o);
+    assert_eq!(s.peek().unwrap(), None);
+    // And a second later the next ack is written again.
+    s.append(TABLE, &body(4, 10), OnFull::DropOldest).unwrap();
+    s.ack_written = Some(Instant::now() - ACK_PERSIST_EVERY);
+    s.ack(4).unwrap();
+    assert_eq!(read_ack(dir.path()).unwrap().0, 4);
 }
 
 #[test]
@@ -626,6 +676,8 @@ proptest! {
         let mut last_group: Option<(u64, u64)> = None;
         let mut truncations = 0;
         let mut n_state = 0u64;
+        // Acked records, oldest first: a crash brings back those whose ack was deferred.
+        let mut acked: Vec<Expect> = Vec::new();
 
         for op in ops {
             match op {
@@ -668,6 +720,7 @@ proptest! {
                     prop_assert_eq!(got.as_ref(), queue.front());
                     if let Some(e) = queue.pop_front() {
                         spool.ack(e.seq).unwrap();
+                        acked.push(e);
                     }
                     last_group = None;
                 }
@@ -682,7 +735,15 @@ proptest! {
                 }
                 Op::TruncateTail(k) => {
                     let Some((first, len)) = last_group.take() else { continue };
-                    drop(spool);
+                    // A crash, not a clean close: nothing runs on the way out (a drop
+                    // would persist a deferred ack, and the states with it). Records acked
+                    // since the `ack` file was last written are delivered again.
+                    let on_disk = spool.acked_on_disk;
+                    std::mem::forget(spool);
+                    for e in acked.iter().rev().take_while(|e| e.seq > on_disk) {
+                        queue.push_front(e.clone());
+                    }
+                    acked.retain(|e| e.seq <= on_disk);
                     let seg = last_segment(dir.path());
                     let size = fs::metadata(&seg).unwrap().len();
                     let start = size - len;

@@ -69,13 +69,16 @@ impl Tracked {
         }
     }
 
-    /// Reads one chunk into `buf`; `Ok(0)` at the end of the file.
-    fn fill(&mut self) -> io::Result<usize> {
-        let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
-        let r = self.reader.read(&mut self.buf[len..]);
+    /// Reads one chunk into `buf` through `scratch` (reused: a followed file mostly
+    /// reads a few lines or nothing, and zeroing a chunk of `buf` for each read cost more
+    /// than copying what came); `Ok(0)` at the end of the file.
+    fn fill(&mut self, scratch: &mut Vec<u8>) -> io::Result<usize> {
+        if scratch.len() < CHUNK {
+            scratch.resize(CHUNK, 0);
+        }
+        let r = self.reader.read(scratch);
         let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
+        self.buf.extend_from_slice(&scratch[..n]);
         self.read_pos += n as u64;
         if self.skipping {
             // The rest of a cut line: drop it up to and including its newline.
@@ -135,6 +138,8 @@ pub(super) struct Engine {
     last_scan: Option<Instant>,
     counters: Arc<TailCounters>,
     last_warn: Option<Instant>,
+    /// Read buffer shared by the files (see [`Tracked::fill`]).
+    scratch: Vec<u8>,
 }
 
 impl Engine {
@@ -151,6 +156,7 @@ impl Engine {
             last_scan: None,
             counters,
             last_warn: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -246,7 +252,7 @@ impl Engine {
                 t.skipping = true;
                 continue;
             }
-            match t.fill() {
+            match t.fill(&mut self.scratch) {
                 Ok(0) => return true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

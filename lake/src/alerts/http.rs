@@ -1,5 +1,5 @@
-//! `/v1/alerts` and `/v1/silences`, behind the read tokens of the SQL API (`[query]
-//! read_tokens`; no tokens configured means no auth, for loopback use).
+//! `/v1/alerts` and `/v1/silences`, behind the read tokens of the SQL API
+//! ([`lake_query::auth`]; no read token configured means no auth, for loopback use).
 //!
 //! - `GET /v1/alerts`: the [`Snapshot`] as JSON.
 //! - `GET /v1/silences`: the silences.
@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use lake_query::http::{bearer_token, constant_time_eq};
+use lake_query::auth::{Denied, Verifier};
 
 use super::api::{NewSilence, SilenceView, Snapshot};
 use super::Command;
@@ -26,31 +26,23 @@ use crate::http::error::ApiError;
 struct Routes {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
-    tokens: Vec<String>,
+    auth: Arc<Verifier>,
 }
 
 /// The routes, answering from the alerter's snapshots and commanding it for silences.
-pub(super) fn router(snapshot: watch::Receiver<Arc<Snapshot>>, commands: mpsc::Sender<Command>, tokens: Vec<String>) -> Router {
+pub(super) fn router(snapshot: watch::Receiver<Arc<Snapshot>>, commands: mpsc::Sender<Command>, auth: Arc<Verifier>) -> Router {
     Router::new()
         .route("/v1/alerts", get(alerts))
         .route("/v1/silences", get(silences).post(add_silence))
         .route("/v1/silences/{id}", delete(remove_silence))
-        .with_state(Arc::new(Routes { snapshot, commands, tokens }))
+        .with_state(Arc::new(Routes { snapshot, commands, auth }))
 }
 
 fn authorize(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
-    if r.tokens.is_empty() {
-        return Ok(());
-    }
-    let Some(presented) = bearer_token(headers) else {
-        return Err(ApiError::unauthorized("missing Authorization: Bearer <read token>"));
-    };
-    // Every token is compared, so the time taken says nothing about a near match.
-    let ok = r.tokens.iter().fold(false, |ok, t| ok | constant_time_eq(t.as_bytes(), presented.as_bytes()));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("invalid read token"))
+    match r.auth.read(headers) {
+        Ok(()) => Ok(()),
+        Err(Denied::Missing) => Err(ApiError::unauthorized("missing Authorization: Bearer <read token>")),
+        Err(Denied::Invalid) => Err(ApiError::unauthorized("invalid read token")),
     }
 }
 

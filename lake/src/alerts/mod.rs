@@ -86,7 +86,7 @@ impl Alerts {
         clock: Arc<dyn Clock>,
         cancel: CancellationToken,
     ) -> anyhow::Result<Alerts> {
-        if ingest.tokens.iter().any(|t| t.node == rows::ID_NODE) {
+        if ingest.auth.current().nodes().contains(&rows::ID_NODE) {
             tracing::warn!(node = rows::ID_NODE, "a node shares the name of the alert rows' batch ids; its duplicates may be stored twice");
         }
         let path = store::path(data);
@@ -130,9 +130,9 @@ impl Alerts {
         Ok(Alerts { commands: cmd_tx, snapshot: snap_rx, task })
     }
 
-    /// `/v1/alerts` and `/v1/silences`, behind `read_tokens` (none: open).
-    pub fn router(&self, read_tokens: Vec<String>) -> Router {
-        http::router(self.snapshot.clone(), self.commands.clone(), read_tokens)
+    /// `/v1/alerts` and `/v1/silences`, behind the read tokens of `auth` (none: open).
+    pub fn router(&self, auth: Arc<lake_query::auth::Verifier>) -> Router {
+        http::router(self.snapshot.clone(), self.commands.clone(), auth)
     }
 
     /// A receiver of every new snapshot (for `/metrics`).

@@ -29,7 +29,7 @@ pub(super) struct Remote {
     /// URL of a running lake.
     #[arg(long, env = "LAKE_URL", default_value = "http://127.0.0.1:7470", global = true)]
     url: String,
-    /// A read token of the lake (`[query] read_tokens`).
+    /// A read token of the lake (`lake token add --role read`).
     #[arg(long, env = "LAKE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
 }

@@ -2,8 +2,8 @@
 //! demos and tests of the query surface.
 //!
 //! Out: `<data>/tables/<table>/date=YYYY-MM-DD/g-000000000000.parquet`, one file per
-//! table and day (as compaction leaves a finished day), each sorted by (host, ts) and
-//! written with the lake writer's own Parquet properties
+//! table and day (as compaction leaves a finished day), each sorted by the table's sort
+//! columns (host, ts; metrics name, host, ts) and written with the lake writer's own Parquet properties
 //! ([`crate::writer::parquet_properties`]), so the files are indistinguishable from
 //! committed ones. Nothing else (WAL, state) is written: a `lake serve` started on the
 //! directory afterwards simply finds committed files.
@@ -39,6 +39,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use arrow_array::RecordBatch;
 use clap::Args;
+use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 use lake_format::Table;
 use parquet::arrow::ArrowWriter;
@@ -249,20 +250,37 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
     let (tmp, fin) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
     let schema = job.table.schema();
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let props = crate::writer::parquet_properties(&schema);
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    let table = TableRef::Builtin(job.table);
+    let props = crate::writer::parquet_properties(&table, &schema);
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
     let mut rows = 0usize;
+    // Hosts in name order, each host's rows in time order: sorted by (host, ts) as they
+    // come. A table sorted otherwise (metrics: name first) is gathered and sorted.
+    let presorted = table.sort_columns() == ["host", "ts"];
+    let mut gathered: Vec<RecordBatch> = Vec::new();
     let mut sink = |batch: RecordBatch| -> anyhow::Result<()> {
         rows += batch.num_rows();
-        writer.write(&batch).with_context(|| format!("encoding {} {}", job.table, job.date))
+        if presorted {
+            writer.write(&batch).with_context(|| format!("encoding {} {}", job.table, job.date))
+        } else {
+            gathered.push(batch);
+            Ok(())
+        }
     };
-    // Hosts in name order, each host's rows in time order: the file is sorted by (host, ts).
     for host in 0..world.hosts.len() {
         match job.table {
             Table::Http => http::generate(world, host, job.from, job.to, &mut sink)?,
             Table::Metrics => metrics::generate(world, host, job.from, job.to, &mut sink)?,
             table => events::generate(world, table, host, job.from, job.to, &mut sink)?,
         }
+    }
+    if !gathered.is_empty() {
+        let all = arrow_select::concat::concat_batches(&schema, &gathered)?;
+        drop(gathered);
+        let indices = crate::writer::sort_indices(&table, &all)?;
+        let sorted = arrow_select::take::take_record_batch(&all, &indices)?;
+        drop(all);
+        writer.write(&sorted).with_context(|| format!("encoding {} {}", job.table, job.date))?;
     }
     writer.close()?;
     if rows == 0 {

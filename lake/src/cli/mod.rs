@@ -1,4 +1,4 @@
-//! The `lake` command line: `serve`, `query`, `correlate`, `top`, `demo`, `check-config`.
+//! The `lake` command line: `serve`, `query`, `correlate`, `top`, `demo`, `token`, `check-config`.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
 //! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
@@ -10,6 +10,7 @@ mod demo;
 mod gen;
 mod query;
 mod tables;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,9 @@ enum Command {
     Ingest(tables::IngestArgs),
     /// Start a lake and a collector on this machine with generated settings.
     Demo(demo::DemoArgs),
+    /// Bearer tokens: `lake token add --role ingest --node N` (or `--role read|admin`),
+    /// `list`, `revoke ID`. A running lake picks changes up within seconds.
+    Token(token::TokenArgs),
     /// Validate a configuration file and print what it means.
     CheckConfig {
         /// Configuration file.
@@ -182,6 +186,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(&cli.logging, "warn");
             return tables::ingest(args);
         }
+        Command::Token(args) => {
+            init_logging(&cli.logging, "warn");
+            return token::run(args);
+        }
         Command::Demo(args) => {
             init_logging(&cli.logging, "info,lake=info");
             demo::run(args)
@@ -225,9 +233,22 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     println!("{}: ok", path.display());
     println!("  data_dir        {}", c.data_dir.display());
     println!("  listen          {}", c.listen);
-    let nodes: Vec<&str> = c.node_tokens.iter().map(|t| t.node.as_str()).collect();
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+    // The tokens file must be valid too: the lake would not start with a bad one.
+    let set = crate::auth::combine(&c.keys, crate::auth::load_keys(&c.tokens_file)?)?;
+    let count = |r: lake_query::auth::Role| set.keys().iter().filter(|k| k.role == r).count();
+    let nodes = set.nodes();
+    println!("  tokens file     {}", c.tokens_file.display());
     println!("  ingest nodes    {}", if nodes.is_empty() { "(none: ingest refuses every request)".into() } else { nodes.join(", ") });
-    println!("  read tokens     {}", if c.read_tokens.is_empty() { "none (SQL API open: keep listen on loopback)".into() } else { c.read_tokens.len().to_string() });
+    for n in c.nodes.iter().filter(|n| !nodes.contains(&n.as_str())) {
+        println!("                  {n}: no token yet (`lake token add --role ingest --node {n}`)");
+    }
+    let reads = count(lake_query::auth::Role::Read);
+    println!("  read tokens     {}", if reads == 0 { "none (SQL API open: keep listen on loopback)".into() } else { reads.to_string() });
+    let admins = count(lake_query::auth::Role::Admin);
+    println!("  admin tokens    {}", if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() });
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
     print!("{}", alerts::describe_config(&c.alerts));

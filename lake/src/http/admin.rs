@@ -9,10 +9,11 @@
 //! runs, ending with `done` (the report) or `error`. The job runs in its own task, so a
 //! client that disconnects does not stop it; one job runs at a time (`409` otherwise).
 //!
-//! Auth: with `[admin] tokens` (or `tokens_env`) configured, a bearer token from that
-//! list; with none, only loopback clients (the peer address of the connection), so a
-//! lake listening on the tailnet does not expose its admin API by default. Read and
-//! ingest tokens never grant admin access.
+//! Auth: with admin tokens configured (`[admin] tokens`, `tokens_env`, `tokens_sha256`, or
+//! `lake token add --role admin`), a bearer token of that role ([`lake_query::auth`]); with
+//! none, only loopback clients (the peer address of the connection), so a lake listening
+//! on the tailnet does not expose its admin API by default. Read and ingest tokens never
+//! grant admin access.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::restore::RestoreRequest;
 use crate::archive::{ArchiveError, Maintenance, StatusRow};
-use crate::config::Secret;
+use lake_query::auth::{AdminAccess, Key, Role, Verifier};
 use crate::http::error::ApiError;
 use crate::progress::{Event, EventProgress, EVENT_CHANNEL};
 
@@ -45,6 +46,8 @@ pub(crate) struct AdminFile {
     #[serde(default)]
     tokens: Vec<String>,
     tokens_env: Option<String>,
+    #[serde(default)]
+    tokens_sha256: Vec<String>,
 }
 
 impl std::fmt::Debug for AdminFile {
@@ -54,65 +57,58 @@ impl std::fmt::Debug for AdminFile {
 }
 
 impl AdminFile {
-    /// The admin tokens; each at least 16 characters and different from `others`
-    /// (the ingest and read tokens).
-    pub(crate) fn validate(self, env: &dyn Fn(&str) -> Option<String>, others: &[&Secret]) -> anyhow::Result<Vec<Secret>> {
-        let mut tokens: Vec<Secret> = self.tokens.into_iter().map(Secret).collect();
-        if let Some(var) = &self.tokens_env {
-            let v = env(var).ok_or_else(|| anyhow::anyhow!("admin.tokens_env: environment variable {var} is not set"))?;
-            tokens.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Secret(s.to_string())));
+    /// The admin keys; plaintext ones at least 16 characters (hashed here).
+    pub(crate) fn keys(self, env: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> anyhow::Result<Vec<Key>> {
+        let hashes: Vec<&str> = self.tokens_sha256.iter().map(String::as_str).collect();
+        crate::config::KeySource {
+            role: Role::Admin,
+            node: None,
+            key: "admin.tokens",
+            inline: &self.tokens,
+            env_key: "admin.tokens_env",
+            env_var: self.tokens_env.as_deref(),
+            hash_key: "admin.tokens_sha256",
+            hashes: &hashes,
         }
-        for t in &tokens {
-            if t.0.len() < 16 {
-                anyhow::bail!("admin.tokens: a token must be at least 16 characters");
-            }
-            if others.contains(&t) {
-                anyhow::bail!("admin.tokens: an admin token must differ from every ingest and read token");
-            }
-        }
-        Ok(tokens)
+        .keys(env, warnings)
     }
 }
 
 #[derive(Debug)]
 struct Admin {
     maintenance: Arc<Maintenance>,
-    tokens: Vec<Secret>,
+    auth: Arc<Verifier>,
     cancel: CancellationToken,
 }
 
 /// The admin routes. `cancel` stops running jobs at their next safe point (shutdown).
 /// Serve with connect info (`into_make_service_with_connect_info::<SocketAddr>`) so the
 /// loopback rule can see the peer.
-pub fn router(maintenance: Arc<Maintenance>, tokens: Vec<Secret>, cancel: CancellationToken) -> Router {
-    let admin = Arc::new(Admin { maintenance, tokens, cancel });
+pub fn router(maintenance: Arc<Maintenance>, auth: Arc<Verifier>, cancel: CancellationToken) -> Router {
+    let admin = Arc::new(Admin { maintenance, auth, cancel });
     Router::new()
         .route("/v1/admin/archive", post(archive))
         .route("/v1/admin/restore", post(restore))
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/archive/status", get(status))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&admin), auth))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&admin), check_auth))
         .with_state(admin)
 }
 
-async fn auth(State(a): State<Arc<Admin>>, req: Request, next: Next) -> Response {
-    if a.tokens.is_empty() {
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical());
-        if !peer.is_some_and(|ip| ip.is_loopback()) {
-            return ApiError::forbidden(
-                "the admin API only answers loopback clients unless [admin] tokens are configured in lake.toml",
-            )
-            .into_response();
+async fn check_auth(State(a): State<Arc<Admin>>, req: Request, next: Next) -> Response {
+    match a.auth.admin(req.headers()) {
+        AdminAccess::Granted => {}
+        AdminAccess::Denied => {
+            return ApiError::unauthorized("admin API: missing or wrong bearer token (an admin token)").into_response();
         }
-    } else {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !a.tokens.iter().any(|t| lake_query::http::constant_time_eq(t.0.as_bytes(), given.as_bytes())) {
-            return ApiError::unauthorized("admin API: missing or wrong bearer token (an [admin] token)").into_response();
+        AdminAccess::LoopbackOnly => {
+            let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical());
+            if !peer.is_some_and(|ip| ip.is_loopback()) {
+                return ApiError::forbidden(
+                    "the admin API only answers loopback clients unless admin tokens are configured (`lake token add --role admin`)",
+                )
+                .into_response();
+            }
         }
     }
     next.run(req).await
@@ -254,7 +250,9 @@ mod tests {
     use axum::body::to_bytes;
     use tower::ServiceExt;
 
-    fn admin(dir: &std::path::Path, tokens: Vec<Secret>) -> (Router, Arc<Maintenance>) {
+    fn admin(dir: &std::path::Path, tokens: Vec<&str>) -> (Router, Arc<Maintenance>) {
+        let keys = tokens.iter().map(|t| Key::plain("test", Role::Admin, None, t)).collect();
+        let auth = Arc::new(Verifier::new(lake_query::auth::KeySet::new(keys).unwrap()));
         let data = dir.join("data");
         let mut archive = crate::archive::config::ArchiveConfig::defaults(&data);
         archive.store = crate::archive::config::StoreConfig::Local { path: dir.join("archive") };
@@ -262,7 +260,7 @@ mod tests {
         let m = Arc::new(
             Maintenance::new(&data, archive, Default::default(), swapper, Arc::new(crate::writer::Buffers::default())).unwrap(),
         );
-        (router(Arc::clone(&m), tokens, CancellationToken::new()), m)
+        (router(Arc::clone(&m), auth, CancellationToken::new()), m)
     }
 
     fn req(method: &str, uri: &str, peer: [u8; 4], token: Option<&str>) -> Request {
@@ -285,7 +283,7 @@ mod tests {
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
         let token = "admin-token-0123456789";
-        let (app, _) = admin(dir.path(), vec![Secret(token.into())]);
+        let (app, _) = admin(dir.path(), vec![token]);
         let r = app.clone().oneshot(req("GET", "/v1/admin/archive/status", [127, 0, 0, 1], None)).await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let r = app.clone().oneshot(req("GET", "/v1/admin/archive/status", [100, 64, 0, 7], Some("wrong-token-0123456789"))).await.unwrap();

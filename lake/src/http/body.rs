@@ -4,10 +4,9 @@
 //! - [`DeadlineBody`] wraps a request's body when its headers arrive; reading it fails
 //!   with [`BodyTimeout`] once `http.body_timeout` has passed, however the bytes trickle in
 //!   (the deadline is checked before every read, so a client sending a byte a second
-//!   cannot keep it alive). Ingest answers 408 (the collector retries it); handlers that
-//!   buffer their body through axum's extractors (`/v1/sql`, Grafana) answer 400 with the
-//!   same message. Nothing of a timed-out body is stored: every handler reads its whole
-//!   body first.
+//!   cannot keep it alive). Ingest answers 408 (the collector retries it), and so do
+//!   `/v1/sql` and Grafana (`lake_query::http::body::read_body`). Nothing of a timed-out
+//!   body is stored: every handler reads its whole body first.
 //! - [`Unread`] keeps a handle on the body the handler gets, so that after an early
 //!   answer (413 on `Content-Length`, 401 before reading) the server reads and discards
 //!   the rest before sending it ([`Unread::drain`]). Otherwise hyper closes a connection
@@ -16,60 +15,16 @@
 //!   reset" (and retry for ever) instead of the 413 that tells it to set the batch aside.
 //!   The drain is bounded by the same deadline and by [`MAX_DRAIN`] bytes.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use http_body::{Frame, SizeHint};
 
-/// The body did not arrive in time.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("request body not received within {}s (http.body_timeout)", .0.as_secs_f64())]
-pub struct BodyTimeout(pub Duration);
-
-/// A request body that fails once its deadline passes.
-#[derive(Debug)]
-pub struct DeadlineBody {
-    inner: Body,
-    limit: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl DeadlineBody {
-    /// `body` with a deadline `limit` from now. A body already complete is returned as is.
-    pub fn wrap(body: Body, limit: Duration) -> Body {
-        if body.is_end_stream() {
-            return body;
-        }
-        Body::new(DeadlineBody { inner: body, limit, sleep: Box::pin(tokio::time::sleep(limit)) })
-    }
-}
-
-impl HttpBody for DeadlineBody {
-    type Data = Bytes;
-    type Error = axum::BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        // The deadline first: a body whose bytes are always ready (a byte at a time) must
-        // still end when its time is up.
-        if this.sleep.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
-        }
-        Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The deadline lives in `lake-query`, whose `/v1/sql` and Grafana handlers must tell a
+/// timed-out body (408) from a broken one (400) too.
+pub use lake_query::http::body::{timed_out, BodyTimeout, DeadlineBody};
 
 /// Most bytes drained after an early answer; a client sending more gets a closed
 /// connection (and may miss the answer).
@@ -131,22 +86,11 @@ impl HttpBody for Unread {
     }
 }
 
-/// The [`BodyTimeout`] behind a body-reading error, if that is what it is.
-pub fn timed_out(e: &axum::Error) -> Option<BodyTimeout> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<BodyTimeout>() {
-            return Some(*t);
-        }
-        cur = err.source();
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_trickling_body_ends_at_its_deadline() {

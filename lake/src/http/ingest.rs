@@ -23,10 +23,9 @@ use tokio::sync::RwLock;
 
 use lake_format::custom::TableRef;
 use lake_format::{wire, BatchId, Table};
-use lake_query::http::{bearer_token, constant_time_eq};
+use lake_query::auth::Verifier;
 
 use super::error::ApiError;
-use crate::config::NodeToken;
 use crate::state::{Admission, Batches};
 use crate::wal::{Wal, WalRecord};
 use crate::writer::Buffers;
@@ -64,8 +63,8 @@ pub struct Ingest {
     /// Held shared by each ingest across WAL append + buffering, exclusively by a flush
     /// while it rotates the WAL and takes the buffers, so no batch straddles the two.
     pub gate: Arc<RwLock<()>>,
-    /// Ingest tokens.
-    pub tokens: Vec<NodeToken>,
+    /// The tokens in force (ingest keys name their node), reloaded with the tokens file.
+    pub auth: Arc<Verifier>,
     /// Largest body accepted.
     pub max_body: usize,
     /// Buffered bytes beyond which ingest answers 503 until a flush catches up.
@@ -77,16 +76,9 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub(crate) fn node_of(&self, headers: &HeaderMap) -> Option<&str> {
-        let token = bearer_token(headers)?;
-        // Check every token so the time taken does not reveal which one came close.
-        let mut found = None;
-        for t in &self.tokens {
-            if constant_time_eq(t.token.0.as_bytes(), token.as_bytes()) {
-                found = Some(t.node.as_str());
-            }
-        }
-        found
+    /// The node whose ingest token the request carries (checked in constant time).
+    pub(crate) fn node_of(&self, headers: &HeaderMap) -> Option<String> {
+        self.auth.ingest_node(headers)
     }
 
     pub(crate) fn reject(&self, e: ApiError) -> ApiError {
@@ -143,7 +135,7 @@ pub async fn ingest(
 
 /// The node whose token the request carries (401 otherwise).
 pub(crate) fn authorize(s: &Ingest, headers: &HeaderMap) -> Result<String, ApiError> {
-    s.node_of(headers).map(str::to_string).ok_or_else(|| {
+    s.node_of(headers).ok_or_else(|| {
         s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         ApiError::unauthorized("missing or unknown ingest token (Authorization: Bearer <node token>)")
     })

@@ -44,6 +44,8 @@ pub struct Status {
     pub archive: Arc<crate::archive::Maintenance>,
     /// The alerter's snapshots (counters), once it runs.
     pub alerts: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::alerts::api::Snapshot>>>,
+    /// Tokens file reloads.
+    pub auth: Arc<crate::auth::AuthStats>,
 }
 
 impl Status {
@@ -87,7 +89,8 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let (rows, bytes, _) = s.buffers.usage();
     let c = &s.compaction.stats;
     let a = &s.archive.stats;
-    let counters: [(&str, &str, u64); 24] = [
+    let t = &s.auth;
+    let counters: [(&str, &str, u64); 26] = [
         ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
         ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
         ("lake_ingest_bytes_total", "ingest body bytes stored", i.bytes.load(Ordering::Relaxed)),
@@ -112,6 +115,8 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_archive_bytes_uploaded_total", "bytes uploaded to the archive and verified", a.bytes_uploaded.load(Ordering::Relaxed)),
         ("lake_archive_files_restored_total", "files restored from the archive", a.files_restored.load(Ordering::Relaxed)),
         ("lake_archive_failures_total", "archive, restore and retention jobs that failed", a.failures.load(Ordering::Relaxed)),
+        ("lake_auth_reloads_total", "tokens file reloads installed", t.reloads.load(Ordering::Relaxed)),
+        ("lake_auth_reload_errors_total", "tokens file reloads refused as invalid (tokens in force kept)", t.reload_errors.load(Ordering::Relaxed)),
     ];
     let mut out = String::new();
     for (name, help, v) in counters {

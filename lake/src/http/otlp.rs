@@ -36,6 +36,7 @@
 //! **Delivery is at least once**, as OTLP defines it: a request retried after a lost
 //! answer is stored again.
 
+pub(crate) mod fuzzing; // entry point of the fuzz targets (crate::fuzzing)
 mod map;
 #[cfg(test)]
 mod tests;
@@ -61,7 +62,6 @@ use prost::Message;
 use serde_json::json;
 
 use lake_format::{rows::now_micros, wire, BatchId, Table};
-use lake_query::http::{bearer_token, constant_time_eq};
 
 use super::ingest::{self, Ingest};
 use crate::state::Admission;
@@ -112,7 +112,7 @@ impl Otlp {
         let epoch = u64::try_from(now_micros())
             .unwrap_or(0)
             .max(known.saturating_add(1));
-        if ingest.tokens.iter().any(|t| t.node == ID_NODE) {
+        if ingest.auth.current().nodes().contains(&ID_NODE) {
             tracing::warn!(node = ID_NODE, "a node shares the name of the OTLP batch ids; its collector's duplicates may be stored twice");
         }
         Otlp {
@@ -129,15 +129,7 @@ impl Otlp {
     }
 
     fn node_of(&self, headers: &HeaderMap) -> Option<String> {
-        let token = bearer_token(headers)?;
-        // Check every token so the time taken does not reveal which one came close.
-        let mut found = None;
-        for t in &self.ingest.tokens {
-            if constant_time_eq(t.token.0.as_bytes(), token.as_bytes()) {
-                found = Some(t.node.clone());
-            }
-        }
-        found
+        self.ingest.node_of(headers)
     }
 }
 

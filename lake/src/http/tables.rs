@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use lake_query::engine::Engine;
-use lake_query::http::{bearer_token, constant_time_eq};
+use lake_query::auth::Verifier;
 use lake_query::output::{self, Format};
 
 use super::error::ApiError;
@@ -19,8 +19,8 @@ use super::error::ApiError;
 pub struct Tables {
     /// The query engine.
     pub engine: Arc<Engine>,
-    /// Accepted read tokens; empty means open (loopback deployments).
-    pub read_tokens: Vec<String>,
+    /// The tokens in force; without read tokens the endpoint is open (loopback deployments).
+    pub auth: Arc<Verifier>,
 }
 
 /// Query string.
@@ -31,15 +31,8 @@ pub struct Params {
 
 /// The handler.
 pub async fn tables(State(s): State<Arc<Tables>>, headers: HeaderMap, Query(p): Query<Params>) -> Result<Response, ApiError> {
-    if !s.read_tokens.is_empty() {
-        let given = bearer_token(&headers).unwrap_or("");
-        let mut ok = false;
-        for t in &s.read_tokens {
-            ok |= constant_time_eq(t.as_bytes(), given.as_bytes());
-        }
-        if !ok {
-            return Err(ApiError::unauthorized("missing or unknown read token (Authorization: Bearer <read token>)"));
-        }
+    if s.auth.read(&headers).is_err() {
+        return Err(ApiError::unauthorized("missing or unknown read token (Authorization: Bearer <read token>)"));
     }
     let format: Format = p.format.as_deref().unwrap_or("json").parse().map_err(|e: output::UnknownFormat| ApiError::bad_request(e.to_string()))?;
     let engine = Arc::clone(&s.engine);

@@ -29,7 +29,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use lake_query::http::{bearer_token, constant_time_eq};
+use lake_query::auth::Verifier;
 
 /// `Content-Security-Policy` of every UI answer: the lake's own origin only.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -81,12 +81,12 @@ const ASSETS: &[Asset] = &[
     asset!("dashboards/alerts.json", "../../../dashboards/grafana/dashboards/alerts.json", JSON),
 ];
 
-/// What the UI routes share: the embedded files with their entity tags, and the read
-/// tokens `/ui/auth` checks against.
+/// What the UI routes share: the embedded files with their entity tags, and the tokens
+/// `/ui/auth` checks against.
 #[derive(Debug)]
 struct Ui {
     assets: Vec<(Asset, HeaderValue)>,
-    read_tokens: Vec<String>,
+    auth: Arc<Verifier>,
 }
 
 impl Ui {
@@ -95,15 +95,15 @@ impl Ui {
     }
 }
 
-/// The UI's routes: `/`, `/ui`, `/ui/auth` and `/ui/<asset>`. An empty `read_tokens`
-/// means the lake's read APIs are open, and the page asks for no token.
-pub fn router(read_tokens: Vec<String>) -> Router {
+/// The UI's routes: `/`, `/ui`, `/ui/auth` and `/ui/<asset>`. Without read tokens in
+/// `auth` the lake's read APIs are open, and the page asks for no token.
+pub fn router(auth: Arc<Verifier>) -> Router {
     let assets = ASSETS.iter().map(|a| (*a, etag(a.body))).collect();
-    let ui = Arc::new(Ui { assets, read_tokens });
+    let ui = Arc::new(Ui { assets, auth });
     Router::new()
         .route("/", get(index))
         .route("/ui", get(index))
-        .route("/ui/auth", get(auth))
+        .route("/ui/auth", get(auth_state))
         .route("/ui/{*path}", get(asset))
         .with_state(ui)
 }
@@ -154,13 +154,9 @@ async fn asset(State(ui): State<Arc<Ui>>, Path(path): Path<String>, headers: Hea
 
 /// `{"required": bool, "valid": bool}`: whether the read APIs need a token, and whether
 /// the request's `Authorization: Bearer` one is accepted.
-async fn auth(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
-    let required = !ui.read_tokens.is_empty();
-    let valid = !required
-        || bearer_token(&headers).is_some_and(|given| {
-            // Every token is compared, so the time taken says nothing about a near match.
-            ui.read_tokens.iter().fold(false, |ok, t| ok | constant_time_eq(t.as_bytes(), given.as_bytes()))
-        });
+async fn auth_state(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    let required = ui.auth.read_required();
+    let valid = ui.auth.read(&headers).is_ok();
     let mut r = Json(json!({ "required": required, "valid": valid })).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -188,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn index_and_assets_carry_their_type_and_the_security_headers() {
-        let app = router(Vec::new());
+        let app = router(Arc::new(Verifier::default()));
         for (path, ty) in [("/", HTML), ("/ui", HTML), ("/ui/app.js", JS), ("/ui/style.css", CSS), ("/ui/dashboards/web.json", JSON)] {
             let (status, h, body) = get(&app, path, &[]).await;
             assert_eq!(status, StatusCode::OK, "{path}");
@@ -206,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unchanged_asset_is_answered_304() {
-        let app = router(Vec::new());
+        let app = router(Arc::new(Verifier::default()));
         let (_, h, _) = get(&app, "/ui/app.js", &[]).await;
         let tag = h[header::ETAG].to_str().unwrap().to_string();
         let (status, h, body) = get(&app, "/ui/app.js", &[("if-none-match", &tag)]).await;
@@ -219,10 +215,10 @@ mod tests {
 
     #[tokio::test]
     async fn auth_says_whether_a_token_is_needed_and_accepted() {
-        let open = router(Vec::new());
+        let open = router(Arc::new(Verifier::with_read_tokens(&[])));
         let (_, _, body) = get(&open, "/ui/auth", &[]).await;
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), json!({"required": false, "valid": true}));
-        let closed = router(vec!["secret-read-token".into()]);
+        let closed = router(Arc::new(Verifier::with_read_tokens(&["secret-read-token".into()])));
         for (given, valid) in [(None, false), (Some("Bearer wrong"), false), (Some("Bearer secret-read-token"), true)] {
             let headers: Vec<(&str, &str)> = given.map(|g| ("authorization", g)).into_iter().collect();
             let (status, h, body) = get(&closed, "/ui/auth", &headers).await;

@@ -127,11 +127,13 @@ pub fn expand(sql: &str, ctx: &MacroContext) -> Result<Expanded, MacroError> {
             }
             b'$' => i = dollar(sql, i, ctx, &from, &to, &mut out)?,
             _ => {
-                // Copy up to the next byte that may start something special; all of them
-                // are ASCII, so the slice boundaries fall on characters.
-                let end = sql[i + 1..]
+                // Copy this character and up to the next byte that may start something
+                // special; all of them are ASCII, so the slice boundaries fall on
+                // characters (the first may be several bytes: `é`, or one after `$1`).
+                let next = i + sql[i..].chars().next().map_or(1, char::len_utf8);
+                let end = sql[next..]
                     .find(['\'', '"', '-', '/', '$'])
-                    .map_or(b.len(), |n| i + 1 + n);
+                    .map_or(b.len(), |n| next + n);
                 out.sql.push_str(&sql[i..end]);
                 i = end;
             }
@@ -475,6 +477,19 @@ mod tests {
         let e = expand(sql, &ctx()).unwrap();
         assert_eq!(e.sql, sql);
         assert!(e.params.is_empty());
+    }
+
+    #[test]
+    fn non_ascii_text_is_copied_whole() {
+        // Found by the grafana_macros fuzz target: a multi-byte character where a plain
+        // run starts (first in the text, or right after `$1`) was sliced inside.
+        for sql in ["é", "select 'a'–1", "x = $1ԉ", "ünïcödé $host"] {
+            let e = expand(sql, &ctx()).unwrap();
+            assert_eq!(e.sql.replace('?', "$host"), sql);
+        }
+        let crash = include_bytes!("../../../fixtures/fuzz-regressions/grafana_macros/non-ascii-after-parameter");
+        let sql = std::str::from_utf8(crash).unwrap();
+        assert_eq!(expand(sql, &ctx()).unwrap().sql, sql);
     }
 
     #[test]

@@ -19,8 +19,10 @@
 //! and the query's `$host` is then bound as a parameter. Errors are the SQL API's JSON
 //! `{"error": "..."}`: 400 for a wrong request, an unknown named query or DuckDB
 //! refusing the SQL, 403 for SQL leaving the sandbox (as the SQL API), 401 for auth, 408
-//! for the time limit.
+//! for the time limit or a body slower than `http.body_timeout`, 413 for a body over 2 MiB.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod macros;
 
 mod adhoc;
@@ -31,15 +33,17 @@ mod response;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use duckdb::types::Value;
 use serde_json::{json, Value as JsonValue};
 
 use crate::engine::{Engine, EngineError, QueryResult};
+use crate::auth::Verifier;
+use crate::http::body::{read_body, MAX_READ_BODY};
 use crate::http::{authorize, ApiError};
 use crate::named::{NamedQuery, Panel};
 use request::{
@@ -50,14 +54,20 @@ use request::{
 #[derive(Debug)]
 struct GrafanaState {
     engine: Arc<Engine>,
-    read_tokens: Vec<String>,
+    auth: Arc<Verifier>,
     queries: Vec<NamedQuery>,
 }
 
-/// The routes of the Grafana API, relative: mount them with `.nest("/grafana", …)`.
-/// An empty `read_tokens` turns authentication off; `queries` are the named queries
-/// offered as metrics (defaults included: see [`crate::named::merge`]).
+/// The Grafana routes with plaintext read tokens (hashed here; none: no auth), for tests
+/// and benches. `lake serve` uses [`router_with_auth`].
 pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQuery>) -> Router {
+    router_with_auth(engine, Arc::new(Verifier::with_read_tokens(&read_tokens)), queries)
+}
+
+/// The routes of the Grafana API, relative: mount them with `.nest("/grafana", …)`.
+/// Read tokens are checked with `auth`; `queries` are the named queries offered as
+/// metrics (defaults included: see [`crate::named::merge`]).
+pub fn router_with_auth(engine: Arc<Engine>, auth: Arc<Verifier>, queries: Vec<NamedQuery>) -> Router {
     Router::new()
         .route("/", get(health))
         .route("/metrics", post(metrics))
@@ -70,7 +80,7 @@ pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQ
         .route("/annotations", post(annotations))
         .with_state(Arc::new(GrafanaState {
             engine,
-            read_tokens,
+            auth,
             queries,
         }))
 }
@@ -80,13 +90,13 @@ type Reply = Result<Json<JsonValue>, ApiError>;
 
 /// "Save & test".
 async fn health(State(s): Shared, headers: HeaderMap) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+    authorize(&s.auth, &headers)?;
     Ok(Json(json!({ "status": "ok" })))
 }
 
 /// The named queries, for the metric picker, with the `format` payload option.
 async fn metrics(State(s): Shared, headers: HeaderMap) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+    authorize(&s.auth, &headers)?;
     let list: Vec<JsonValue> = s
         .queries
         .iter()
@@ -115,8 +125,9 @@ fn format_options() -> JsonValue {
     ])
 }
 
-async fn payload_options(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+async fn payload_options(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+    authorize(&s.auth, &headers)?;
+    let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: PayloadOptionsRequest = parse(&body)?;
     Ok(Json(match req.name.as_deref() {
         Some("format") => format_options(),
@@ -269,8 +280,9 @@ fn target_error(label: &str, e: EngineError) -> ApiError {
     }
 }
 
-async fn query(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+async fn query(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+    authorize(&s.auth, &headers)?;
+    let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: QueryRequest = parse(&body)?;
     let now = now_ms();
     let mut out = Vec::new();
@@ -305,8 +317,9 @@ async fn query(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
 
 /// Template variable values: `[{__text, __value}]` from the first column (or the
 /// `__text`/`__value` columns, or the first two as text and value).
-async fn variable(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+async fn variable(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+    authorize(&s.auth, &headers)?;
+    let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: VariableRequest = parse(&body)?;
     let payload = payload_object(req.payload.as_ref())?;
     let text = payload
@@ -369,7 +382,7 @@ async fn variable(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
 }
 
 async fn tag_keys(State(s): Shared, headers: HeaderMap) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+    authorize(&s.auth, &headers)?;
     let keys: Vec<JsonValue> = adhoc::TAG_KEYS
         .iter()
         .map(|(key, _, _)| json!({ "type": "string", "text": key }))
@@ -377,8 +390,9 @@ async fn tag_keys(State(s): Shared, headers: HeaderMap) -> Reply {
     Ok(Json(JsonValue::Array(keys)))
 }
 
-async fn tag_values(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+async fn tag_values(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+    authorize(&s.auth, &headers)?;
+    let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: TagValuesRequest = parse(&body)?;
     let condition = match &req.range {
         Some(r) => Some(time_condition(Some(r))?),
@@ -417,8 +431,9 @@ fn time_condition(range: Option<&request::Range>) -> Result<String, ApiError> {
 }
 
 /// simple-json's metric search: the names of the named queries containing `target`.
-async fn search(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+async fn search(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+    authorize(&s.auth, &headers)?;
+    let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: SearchRequest = parse(&body)?;
     let needle = req.target.unwrap_or_default().to_ascii_lowercase();
     let names: Vec<&str> = s
@@ -430,8 +445,9 @@ async fn search(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
     Ok(Json(json!(names)))
 }
 
-async fn annotations(State(s): Shared, headers: HeaderMap, body: Bytes) -> Reply {
-    authorize(&s.read_tokens, &headers)?;
+async fn annotations(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+    authorize(&s.auth, &headers)?;
+    let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: AnnotationRequest = parse(&body)?;
     let sources = annotations::sources(req.annotation.get("query").and_then(JsonValue::as_str))?;
     let (from_ms, to_ms) = range_ms(req.range.as_ref(), now_ms())?;

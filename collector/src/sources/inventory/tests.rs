@@ -239,6 +239,8 @@ async fn this_machine_first_snapshot_then_only_changes_across_a_restart() {
     // Restart on the same spool: the saved snapshots hold, packages and hosts are not
     // shipped again; the closed listener is shipped as closed.
     drop(sock);
+    // The first process is gone (its spool closed, which persists its last ack).
+    drop(ctx);
     let ctx = context(dir.path()).await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(InventorySource::new(c, ctx.clone()).run(cancel.clone()));

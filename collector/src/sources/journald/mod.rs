@@ -104,8 +104,10 @@ const fn default_start_at() -> StartAt {
 const fn default_batch_size() -> usize {
     5000
 }
+/// One batch a second at most: each costs an encode per table, an fsync and a request
+/// per table.
 const fn default_batch_wait() -> Dur {
-    Dur(Duration::from_millis(500))
+    Dur(Duration::from_secs(1))
 }
 const fn default_max_entry_size() -> ByteSize {
     ByteSize(4 << 20)

@@ -31,7 +31,7 @@ use tokio::sync::RwLock;
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::{NodeToken, Secret};
+use lake_query::auth::{Key, KeySet, Role, Verifier};
 use crate::state::{Batches, State as LakeState};
 use crate::wal::Wal;
 use crate::writer::Buffers;
@@ -55,10 +55,9 @@ fn harness(max_body: usize) -> Harness {
         buffers: Arc::new(Buffers::default()),
         batches: Arc::new(Batches::new(LakeState::default())),
         gate: Arc::new(RwLock::new(())),
-        tokens: vec![NodeToken {
-            node: NODE.into(),
-            token: Secret(TOKEN.into()),
-        }],
+        auth: Arc::new(Verifier::new(
+            KeySet::new(vec![Key::plain("test", Role::Ingest, Some(NODE.into()), TOKEN)]).unwrap(),
+        )),
         max_body,
         max_buffered: 1 << 30,
         custom: Arc::new(crate::custom::Registry::open(dir.path(), Default::default())),

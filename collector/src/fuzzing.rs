@@ -1,0 +1,136 @@
+//! Entry points of the fuzz targets (`fuzz/` at the repository root) and of the tests
+//! that replay `fixtures/fuzz-regressions/`: not an API.
+//!
+//! Each function feeds arbitrary bytes through a parser the way its source does (parse,
+//! then the row builder, then the Arrow batch), and panics only when an invariant the
+//! source relies on breaks: a parser must answer with an error or a row, never panic, and
+//! a batch of parsed rows must always build.
+
+use std::borrow::Cow;
+
+use jiff::tz::TimeZone;
+
+use crate::sources::caddy::CaddyRows;
+use crate::sources::fail2ban;
+use crate::sources::journald::parse::{parse_entry, LogsRows};
+use crate::sources::logfile::{Fail2banLines, LineParser, Parsed, UfwLines};
+use crate::sources::{prometheus, tailscale, ufw};
+
+/// A fixed "now" (2024-03-09T16:00:00Z), so a crash replays the same way on any day.
+const NOW_MICROS: i64 = 1_710_000_000_000_000;
+const NODE: &str = "fuzz";
+
+/// A zone with daylight saving (gaps and folds) when the system has one, else UTC.
+fn zone() -> TimeZone {
+    TimeZone::get("Europe/Berlin").unwrap_or(TimeZone::UTC)
+}
+
+fn text(data: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(data)
+}
+
+/// One Caddy access-log line: an `http` row or a counted `caddy-unparsed` row.
+pub fn caddy(data: &[u8]) {
+    thread_local! {
+        // Built once, like the source's: the classifier compiles the bot patterns.
+        static ROWS: std::cell::RefCell<CaddyRows> = std::cell::RefCell::new(CaddyRows::new());
+    }
+    let (parsed, (http, logs)) = ROWS.with_borrow_mut(|rows| {
+        let parsed = rows.push(NODE, data, "/var/log/caddy/access.log", false, NOW_MICROS);
+        (parsed, rows.finish().expect("caddy rows build"))
+    });
+    let n = |b: Option<arrow_array::RecordBatch>| b.map_or(0, |b| b.num_rows());
+    if parsed {
+        assert_eq!((n(http), n(logs)), (1, 0), "a parsed caddy line is one http row");
+    } else {
+        assert_eq!((n(http), n(logs)), (0, 1), "an unparsed caddy line is one logs row");
+    }
+}
+
+/// One `journalctl -o json` line, routed to ufw and fail2ban as the journald source does.
+pub fn journald(data: &[u8]) {
+    let mut logs = LogsRows::new();
+    let mut firewall = ufw::FirewallRows::new();
+    let mut bans = fail2ban::BansRows::new();
+    if let Ok(entry) = parse_entry(data) {
+        if entry.is_kernel() {
+            if let Some(msg) = entry.message.as_deref().filter(|m| m.contains("[UFW ")) {
+                if let Ok(ev) = ufw::parse(msg) {
+                    firewall.push(NODE, entry.ts, &ev);
+                }
+            }
+        }
+        if entry.is_fail2ban() {
+            if let Some(msg) = entry.message.as_deref() {
+                if let Ok(Some(ev)) = fail2ban::parse(msg, &zone()) {
+                    bans.push(NODE, entry.ts, &ev);
+                }
+            }
+        }
+        logs.push(NODE, "journald", &entry);
+    }
+    logs.finish().expect("logs rows build");
+    firewall.finish().expect("firewall rows build");
+    bans.finish().expect("bans rows build");
+}
+
+/// One ufw line (bare kernel message or syslog-file line), as the ufw log source reads it.
+pub fn ufw(data: &[u8]) {
+    let mut lines = UfwLines::new(zone());
+    let line = text(data);
+    let row = lines.push(NODE, &line, NOW_MICROS);
+    let batch = lines.finish().expect("firewall rows build");
+    assert_eq!(batch.num_rows(), usize::from(row.is_ok()));
+}
+
+/// One fail2ban log line, as the fail2ban log source reads it.
+pub fn fail2ban(data: &[u8]) {
+    let mut lines = Fail2banLines::new(zone());
+    let line = text(data);
+    let row = lines.push(NODE, &line, NOW_MICROS);
+    let batch = lines.finish().expect("bans rows build");
+    assert_eq!(batch.num_rows(), usize::from(row == Ok(Parsed::Row)));
+}
+
+/// `tailscale status --json` and `tailscale ping` output: the first byte picks which
+/// (and the ping's exit status), the rest is the output.
+pub fn tailscale(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let ping = tailscale::parse_ping(&text(rest), selector & 1 == 1);
+    let peers = tailscale::parse_status(rest).unwrap_or_default();
+    let rows: Vec<_> = peers
+        .iter()
+        .map(|p| tailscale::peer_row(NOW_MICROS, p, &ping))
+        .collect();
+    crate::sources::probe::to_batch(NODE, &rows).expect("probe rows build");
+}
+
+/// A Prometheus text exposition (a scrape body or a textfile).
+pub fn prometheus(data: &[u8]) {
+    let exposition = prometheus::parse_bytes(data);
+    let extra = [("instance".to_string(), "fuzz:9100".to_string())];
+    let batch = prometheus::to_batch(NODE, &exposition.samples, NOW_MICROS, &extra);
+    assert_eq!(batch.num_rows(), exposition.samples.len());
+}
+
+/// A collector config file.
+pub fn config(data: &[u8]) {
+    let Ok(toml) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = crate::config::Config::from_toml(toml, Some("fuzz-token-0123456789abcdef"));
+}
+
+/// Every entry point by the name of its fuzz target (and of its directory under
+/// `fixtures/fuzz-regressions/`).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("caddy", caddy),
+    ("journald", journald),
+    ("ufw", ufw),
+    ("fail2ban", fail2ban),
+    ("tailscale", tailscale),
+    ("prometheus", prometheus),
+    ("collector_config", config),
+];

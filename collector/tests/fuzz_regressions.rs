@@ -1,0 +1,50 @@
+//! The inputs that once crashed a fuzz target (`fixtures/fuzz-regressions/<target>/`),
+//! replayed through the same entry points the targets use
+//! ([`lake_collector::fuzzing`]), so plain `cargo test` checks them on stable; and every
+//! line of the parser fixtures through them too (the seeds of the fuzz corpora).
+
+use std::path::{Path, PathBuf};
+
+use lake_collector::fuzzing::{self, TARGETS};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    let mut n = 0;
+    for (name, run) in TARGETS {
+        let Ok(entries) = std::fs::read_dir(fixtures().join("fuzz-regressions").join(name)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.expect("readable directory").path();
+            if path.extension().is_some_and(|x| x == "md") {
+                continue;
+            }
+            eprintln!("replaying {}", path.display());
+            run(&std::fs::read(&path).expect("readable regression input"));
+            n += 1;
+        }
+    }
+    eprintln!("{n} regression inputs replayed");
+}
+
+#[test]
+fn the_fixture_lines_pass_the_entry_points() {
+    let lines = |p: &str| std::fs::read(fixtures().join(p)).expect("fixture");
+    for line in lines("caddy/access.log").split(|b| *b == b'\n') {
+        fuzzing::caddy(line);
+    }
+    for line in lines("ufw/kernel.log").split(|b| *b == b'\n') {
+        fuzzing::ufw(line);
+    }
+    for line in lines("fail2ban/fail2ban.log").split(|b| *b == b'\n') {
+        fuzzing::fail2ban(line);
+    }
+    let mut status = vec![0u8];
+    status.extend(lines("tailscale/status.json"));
+    fuzzing::tailscale(&status);
+    fuzzing::config(&std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/collector.toml")).expect("example"));
+}

@@ -1,0 +1,4 @@
+//! Grafana datasource request bodies, up to the SQL handed to DuckDB.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lake_query::grafana::fuzzing::request(data));

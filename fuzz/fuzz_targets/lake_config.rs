@@ -1,0 +1,4 @@
+//! The lake's TOML config loader.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lake::fuzzing::config(data));

@@ -1,0 +1,103 @@
+//! Entry points of the fuzz targets (`fuzz/` at the repository root) and of the tests
+//! that replay `fixtures/fuzz-regressions/`: not an API.
+//!
+//! Each function feeds arbitrary bytes through a decoder the way its endpoint does, and
+//! panics only when an invariant breaks: bad input must be refused with a clear 4xx
+//! error, never a panic, a 5xx or a batch outside the table's schema.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lake_format::Table;
+
+use crate::custom::{build, parse, EvolveError, Registry, TablesConfig};
+use crate::http::bounds::{self, Window};
+use crate::http::{ingest, otlp};
+
+/// A fixed "now" (2024-03-09T16:00:00Z), so a crash replays the same way on any day.
+const NOW_MICROS: i64 = 1_710_000_000_000_000;
+
+/// The smallest inflation limit a lake uses (`Ingest::max_decoded` with a small body limit).
+const MAX_DECODED: usize = 64 << 20;
+
+/// `POST /v1/ingest/{table}`: the first byte picks the table, the rest is the body (a
+/// zstd Arrow IPC stream), decoded, conformed to the table and checked against the bounds.
+pub fn wire(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let table = Table::ALL[usize::from(selector) % Table::ALL.len()];
+    if let Ok(batches) = ingest::decode_bounded(table, body, MAX_DECODED) {
+        let schema = table.schema();
+        for b in &batches {
+            assert_eq!(b.schema().fields(), schema.fields(), "a decoded batch has the table's schema");
+        }
+        let _ = bounds::check(&batches, Window::at(NOW_MICROS));
+    }
+}
+
+fn otlp(json: bool, data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let (logs, gzip) = (selector & 1 == 1, selector & 2 == 2);
+    if let Err((status, message)) = otlp::fuzzing::prepare_body(logs, json, gzip, body) {
+        assert!(
+            status.is_client_error(),
+            "an OTLP body is refused with a 4xx, not {status}: {message}"
+        );
+    }
+}
+
+/// `POST /v1/logs` and `/v1/metrics` with `application/x-protobuf`: bit 0 of the first
+/// byte picks logs, bit 1 gzip; the rest is the body.
+pub fn otlp_protobuf(data: &[u8]) {
+    otlp(false, data)
+}
+
+/// [`otlp_protobuf`] with `application/json` (OTLP/JSON).
+pub fn otlp_json(data: &[u8]) {
+    otlp(true, data)
+}
+
+/// A lake config file; every `*_env` variable is set (each to its own value).
+pub fn config(data: &[u8]) {
+    let Ok(toml) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = crate::config::Config::parse(toml, |name| Some(format!("fuzz-secret-{name}-0123456789abcdef")));
+}
+
+/// `POST /v1/ingest/{custom table}`: the body as NDJSON (or a JSON array) and as CSV,
+/// each built into a batch of a new table (schema inference and evolution included).
+pub fn custom(data: &[u8]) {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    // The registry stores schemas: a fresh directory per input, in memory where possible.
+    let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let dir = base.join(format!("lake-fuzz-custom-{}-{}", std::process::id(), RUN.fetch_add(1, Ordering::Relaxed)));
+    let registry = Registry::open(&dir, TablesConfig::default());
+    let max_fields = registry.options("fuzz").max_columns + 8;
+    for rows in [parse::json(data, max_fields), parse::csv(data, max_fields)] {
+        let Ok(rows) = rows else { continue };
+        match build::build(&registry, "fuzz", "fuzz-node", rows, NOW_MICROS) {
+            Ok(built) => {
+                assert_eq!(built.batch.num_columns(), built.schema.columns.len() + 2, "ts, host and the table's columns");
+                // The ingest path logs the batch in the WAL as an IPC stream: a failure is a 500.
+                lake_format::wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch)).expect("a built batch encodes");
+            }
+            Err(EvolveError::Refused(_)) => {}
+            Err(EvolveError::Store(e)) => panic!("storing a schema failed: {e}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every entry point by the name of its fuzz target (and of its directory under
+/// `fixtures/fuzz-regressions/`).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("wire", wire),
+    ("otlp_protobuf", otlp_protobuf),
+    ("otlp_json", otlp_json),
+    ("lake_config", config),
+    ("custom_ingest", custom),
+];

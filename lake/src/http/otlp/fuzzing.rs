@@ -1,0 +1,16 @@
+//! The OTLP decoder without the HTTP layer, for [`crate::fuzzing`]: not an API.
+
+use axum::http::StatusCode;
+
+use super::{prepare, Format, Signal};
+
+/// Gunzips (when `gzip`), decodes and maps one OTLP body as `POST /v1/logs` (`logs`) or
+/// `/v1/metrics` would, with the 20 MiB limit. `Ok` carries the items accepted and
+/// rejected; `Err` the status and message of the refusal.
+pub(crate) fn prepare_body(logs: bool, json: bool, gzip: bool, body: &[u8]) -> Result<(u64, u64), (StatusCode, String)> {
+    let signal = if logs { Signal::Logs } else { Signal::Metrics };
+    let format = if json { Format::Json } else { Format::Protobuf };
+    prepare(signal, format, gzip, body, super::MAX_DECODED, "fuzz")
+        .map(|p| (p.accepted, p.rejected))
+        .map_err(|e| (e.status, e.message))
+}
