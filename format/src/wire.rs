@@ -368,6 +368,13 @@ pub fn decode(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
 /// `max_decoded` bytes at most ([`WireError::Inflated`] otherwise, before allocating).
 pub fn decode_bounded(body: &[u8], max_decoded: usize) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
     let nodes = check_framing(body, max_decoded)?;
+    // arrow-ipc trusts a batch's node lengths against its buffer sizes and panics on some
+    // that disagree (a validity bitmap shorter than its array, …) before validating: a
+    // panic while reading is this batch's decode error, not the ingest task's end.
+    contained(|| read_checked(body, &nodes))
+}
+
+fn read_checked(body: &[u8], nodes: &[usize]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
     let reader = StreamReader::try_new(Cursor::new(body), None).map_err(WireError::Decode)?;
     let schema = reader.schema();
     match reader.collect::<Result<Vec<_>, _>>() {
@@ -387,6 +394,18 @@ pub fn decode_bounded(body: &[u8], max_decoded: usize) -> Result<(SchemaRef, Vec
             })
         }
     }
+}
+
+/// `read`'s result, or a decode error carrying the message of a panic inside it.
+fn contained<T>(read: impl FnOnce() -> Result<T, WireError>) -> Result<T, WireError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(WireError::Decode(ArrowError::ParseError(format!("malformed record batch: {message}"))))
+    })
 }
 
 /// The first column whose data alone fails to decode, when the stream decodes without
