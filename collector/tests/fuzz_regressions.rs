@@ -13,21 +13,7 @@ fn fixtures() -> PathBuf {
 
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    let mut n = 0;
-    for (name, run) in TARGETS {
-        let Ok(entries) = std::fs::read_dir(fixtures().join("fuzz-regressions").join(name)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.expect("readable directory").path();
-            if path.extension().is_some_and(|x| x == "md") {
-                continue;
-            }
-            eprintln!("replaying {}", path.display());
-            run(&std::fs::read(&path).expect("readable regression input"));
-            n += 1;
-        }
-    }
+    let n = lake_format::fuzz_regressions::replay(TARGETS);
     eprintln!("{n} regression inputs replayed");
 }
 

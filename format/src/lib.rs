@@ -13,3 +13,35 @@ pub mod wire;
 
 pub use catalog::Table;
 pub use wire::BatchId;
+
+/// Replays the inputs that once crashed a fuzz target, for the crates' plain tests.
+#[doc(hidden)]
+pub mod fuzz_regressions {
+    use std::path::{Path, PathBuf};
+
+    /// `fixtures/fuzz-regressions/` of the workspace.
+    pub fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fuzz-regressions")
+    }
+
+    /// Every file under `fixtures/fuzz-regressions/<target>/` (but notes, `*.md`) through
+    /// its target's entry point; how many were replayed.
+    pub fn replay(targets: &[(&str, fn(&[u8]))]) -> usize {
+        let mut n = 0;
+        for (name, run) in targets {
+            let Ok(entries) = std::fs::read_dir(root().join(name)) else {
+                continue;
+            };
+            for e in entries {
+                let path = e.expect("readable directory").path();
+                if path.extension().is_some_and(|x| x == "md") {
+                    continue;
+                }
+                eprintln!("replaying {}", path.display());
+                run(&std::fs::read(&path).expect("readable regression input"));
+                n += 1;
+            }
+        }
+        n
+    }
+}

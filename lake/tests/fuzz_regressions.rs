@@ -3,7 +3,7 @@
 //! `cargo test` checks them on stable. Also writes the generated seeds of the fuzz
 //! corpora (`fuzz/seed` runs the ignored `write_fuzz_seeds`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use lake_format::catalog::ColumnType;
 use lake_format::rows::TableBuilder;
@@ -19,34 +19,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-fn regressions() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fuzz-regressions")
-}
-
-/// Every file under `fixtures/fuzz-regressions/<target>/` through its target's entry point.
-fn replay(targets: &[(&str, fn(&[u8]))]) -> usize {
-    let mut n = 0;
-    for (name, run) in targets {
-        let Ok(entries) = std::fs::read_dir(regressions().join(name)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.expect("readable directory").path();
-            if path.extension().is_some_and(|x| x == "md") {
-                continue;
-            }
-            let data = std::fs::read(&path).expect("readable regression input");
-            eprintln!("replaying {}", path.display());
-            run(&data);
-            n += 1;
-        }
-    }
-    n
-}
-
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    let n = replay(lake::fuzzing::TARGETS);
+    let n = lake_format::fuzz_regressions::replay(lake::fuzzing::TARGETS);
     eprintln!("{n} regression inputs replayed");
 }
 

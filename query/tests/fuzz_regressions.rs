@@ -2,28 +2,11 @@
 //! (`fixtures/fuzz-regressions/grafana_*/`), replayed through the same entry points the
 //! targets use ([`lake_query::grafana::fuzzing`]), so plain `cargo test` checks them.
 
-use std::path::Path;
-
 use lake_query::grafana::fuzzing::TARGETS;
 
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fuzz-regressions");
-    let mut n = 0;
-    for (name, run) in TARGETS {
-        let Ok(entries) = std::fs::read_dir(root.join(name)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.expect("readable directory").path();
-            if path.extension().is_some_and(|x| x == "md") {
-                continue;
-            }
-            eprintln!("replaying {}", path.display());
-            run(&std::fs::read(&path).expect("readable regression input"));
-            n += 1;
-        }
-    }
+    let n = lake_format::fuzz_regressions::replay(TARGETS);
     eprintln!("{n} regression inputs replayed");
 }
 

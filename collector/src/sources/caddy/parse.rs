@@ -128,9 +128,11 @@ fn strip_port(host: Cow<'_, str>) -> Option<Cow<'_, str>> {
 
 /// Float seconds to whole microseconds. Whole seconds and the fraction are scaled apart:
 /// `ts * 1e6` on today's epoch values lands on a 0.25 µs grid and can round up a µs.
+/// Saturating: a value past ±292,000 years (hostile input, found by fuzzing) becomes
+/// the extreme, which the lake's timestamp window then refuses, instead of overflowing.
 pub fn seconds_to_micros(ts: f64) -> i64 {
     let secs = ts.floor();
-    secs as i64 * 1_000_000 + ((ts - secs) * 1e6).round() as i64
+    (secs as i64).saturating_mul(1_000_000).saturating_add(((ts - secs) * 1e6).round() as i64)
 }
 
 fn sub_cow<'a>(s: &Cow<'a, str>, end: usize) -> Cow<'a, str> {
@@ -594,5 +596,13 @@ mod tests {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(matches!(parse(b"\xff"), Err(ParseError::NotUtf8(0))));
+    }
+
+    #[test]
+    fn a_timestamp_past_the_microsecond_range_saturates() {
+        // Found by the caddy fuzz target: `ts` of 1e300 overflowed the µs multiplication.
+        assert_eq!(seconds_to_micros(1e300), i64::MAX);
+        assert_eq!(seconds_to_micros(-1e300), i64::MIN);
+        assert_eq!(seconds_to_micros(1_795_374_070.653_498_4), 1_795_374_070_653_498);
     }
 }
