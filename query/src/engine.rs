@@ -338,6 +338,15 @@ impl Drop for Running<'_> {
 fn describe(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<String>> {
     let body = sql.trim_end().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
     let mut stmt = conn.prepare(&format!("DESCRIBE {body}")).map_err(sql_error)?;
+    check_param_count(&stmt, params)?;
+    let rows = stmt
+        .query_map(duckdb::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
+        .map_err(sql_error)?;
+    rows.collect::<std::result::Result<Vec<String>, _>>().map_err(sql_error)
+}
+
+/// A count mismatch would otherwise surface as DuckDB's less helpful binder message.
+fn check_param_count(stmt: &duckdb::Statement<'_>, params: &[Value]) -> Result<()> {
     if stmt.parameter_count() != params.len() {
         return Err(EngineError::Sql(format!(
             "the query has {} parameter placeholder(s) but {} value(s) were given",
@@ -345,10 +354,7 @@ fn describe(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<String
             params.len()
         )));
     }
-    let rows = stmt
-        .query_map(duckdb::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
-        .map_err(sql_error)?;
-    rows.collect::<std::result::Result<Vec<String>, _>>().map_err(sql_error)
+    Ok(())
 }
 
 /// DuckDB's message for a failed user statement: a 403 when the sandbox refused a file
@@ -402,14 +408,7 @@ fn run_with_limits(
 
 fn fetch(conn: &Connection, sql: &str, params: Vec<Value>, max_rows: usize) -> Result<QueryResult> {
     let mut stmt = conn.prepare(sql).map_err(sql_error)?;
-    // A count mismatch would otherwise surface as DuckDB's less helpful binder message.
-    if stmt.parameter_count() != params.len() {
-        return Err(EngineError::Sql(format!(
-            "the query has {} parameter placeholder(s) but {} value(s) were given",
-            stmt.parameter_count(),
-            params.len()
-        )));
-    }
+    check_param_count(&stmt, &params)?;
     // The returned iterator panics on fetch errors, so rows are pulled with `step` instead.
     let _ = stmt
         .stream_arrow(duckdb::params_from_iter(params))

@@ -242,13 +242,7 @@ impl Engine {
         sandbox::check_read_only(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
         let mut stmt = conn.prepare(sql).map_err(sql_error)?;
-        if stmt.parameter_count() != params.len() {
-            return Err(EngineError::Sql(format!(
-                "the query has {} parameter placeholder(s) but {} value(s) were given",
-                stmt.parameter_count(),
-                params.len()
-            )));
-        }
+        super::check_param_count(&stmt, &params)?;
         let _ = stmt.stream_arrow(duckdb::params_from_iter(params)).map_err(sql_error)?;
         let schema = stmt.schema();
         let sent = ready.take().map(|r| r.send(Ok(Arc::clone(&schema))));
