@@ -119,6 +119,29 @@ fn small_files_of_a_past_day_become_one_sorted_file_with_the_same_rows() {
 }
 
 #[test]
+fn a_finished_days_lone_flushed_file_is_rewritten_sorted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    flushes(data, vec![metrics(&[("b", NOV1 + 5, 1.0), ("a", NOV1 + 9, 2.0), ("a", NOV1 + 1, 3.0)])]);
+    let before = files(data, "2026-11-01");
+    assert_eq!(before.len(), 1);
+    assert_eq!(rows_of(&before[0]).len(), 3);
+    let report = pass(data, &cfg());
+    assert_eq!((report.bins, report.files_in, report.rows, report.failures), (1, 1, 3, 0));
+    let after = files(data, "2026-11-01");
+    assert_eq!(after.len(), 1);
+    assert!(after[0].file_name().unwrap().to_str().unwrap().starts_with("c-"), "{after:?}");
+    let keys: Vec<(String, i64)> = rows_of(&after[0]).into_iter().map(|(h, t, _)| (h, t)).collect();
+    assert_eq!(keys, [("a".to_string(), NOV1 + 1), ("a".into(), NOV1 + 9), ("b".into(), NOV1 + 5)]);
+    assert_eq!(pass(data, &cfg()), PassReport::default(), "a compacted file is left alone");
+
+    // Today's lone file waits for company.
+    let now = lake_format::rows::now_micros();
+    flushes(data, vec![metrics(&[("a", now, 1.0)])]);
+    assert_eq!(pass(data, &cfg()), PassReport::default());
+}
+
+#[test]
 fn todays_partition_waits_for_settled_files_and_enough_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
@@ -140,9 +163,14 @@ fn todays_partition_waits_for_settled_files_and_enough_of_them() {
 #[test]
 fn bins_respect_the_target_size_and_large_files_stay() {
     let f = |n: u64, size| Input { rel: PathBuf::from(format!("tables/metrics/date=2026-11-01/f-{n}.parquet")), size };
-    let bins = bin(vec![f(1, 40), f(2, 40), f(3, 40), f(4, 100), f(5, 10)], 100);
+    let bins = bin(vec![f(1, 40), f(2, 40), f(3, 40), f(4, 100), f(5, 10)], 100, false);
     let sizes: Vec<Vec<u64>> = bins.iter().map(|b| b.iter().map(|i| i.size).collect()).collect();
     assert_eq!(sizes, vec![vec![40, 40]], "[40,40] | [40] | [100] | [10] — single-file bins dropped");
+    // A finished day: a lone flushed file is rewritten once, a lone compacted one is not.
+    let c = |n: u64, size| Input { rel: PathBuf::from(format!("tables/metrics/date=2026-11-01/c-{n}.parquet")), size };
+    let bins = bin(vec![f(1, 40), f(2, 40), c(3, 100), f(4, 10)], 100, true);
+    let names: Vec<Vec<String>> = bins.iter().map(|b| b.iter().map(|i| i.rel.file_name().unwrap().to_string_lossy().into_owned()).collect()).collect();
+    assert_eq!(names, vec![vec!["f-1.parquet", "f-2.parquet"], vec!["f-4.parquet"]]);
     let dir = tempfile::tempdir().unwrap();
     flushes(dir.path(), vec![metrics(&[("a", NOV1, 1.0)]), metrics(&[("a", NOV1 + 1, 1.0)])]);
     let tiny = CompactionConfig { target_size: 10, ..cfg() };
