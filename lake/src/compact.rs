@@ -314,7 +314,24 @@ fn duckdb_type(ty: ColumnType) -> &'static str {
 /// per million http rows (level 9: ~40 s), and ~350 MB more resident memory than the
 /// merge's `memory_limit` while a 1Mi-row group is assembled (DuckDB writes a row group
 /// at once). Decompression speed does not depend on the level.
-const COPY_OPTIONS: &str = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 15";
+///
+/// Parquet 2 encodings (delta timestamps, byte-stream-split floats): http 26.0 -> 25.7,
+/// a generated metrics day 3.8 -> 2.2 B/sample. Bloom filters at 1 % false positives were
+/// 0.7 B of every http row (duration_ms alone 0.26); at 10 % they still let a lookup of one
+/// client IP skip nine in ten days without it, for half the bytes.
+const COPY_OPTIONS: &str =
+    "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 15, PARQUET_VERSION V2, BLOOM_FILTER_FALSE_POSITIVE_RATIO 0.1";
+
+/// The ORDER BY of a merge. `http` is ordered by hour, then site and path, then time:
+/// requests for one path look alike (size, content type, cache headers), and side by side
+/// they compress to 22.4 B/row against 25.4 in (host, ts) order. Hours keep each row group
+/// to a stretch of time, so a query for the last hours still skips the rest of the day.
+fn order_by(table: &TableRef) -> String {
+    match table {
+        TableRef::Builtin(Table::Http) => "host, date_trunc('hour', ts), vhost, path, ts".into(),
+        t => t.sort_columns().join(", "),
+    }
+}
 
 /// File names compaction writes start with this; the writer's start with `f-`.
 const COMPACTED_PREFIX: &str = "c-";
@@ -385,7 +402,7 @@ impl Merger {
              TO {} ({COPY_OPTIONS}, ROW_GROUP_SIZE {})",
             cols.join(", "),
             files.join(", "),
-            table.sort_columns().join(", "),
+            order_by(table),
             quote(&out.to_string_lossy()),
             table.row_group_rows()
         );

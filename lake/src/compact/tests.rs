@@ -141,6 +141,42 @@ fn a_finished_days_lone_flushed_file_is_rewritten_sorted_once() {
     assert_eq!(pass(data, &cfg()), PassReport::default());
 }
 
+/// The ingest benchmark's `http` rows.
+#[path = "../../benches/support/http_rows.rs"]
+mod http_rows;
+
+#[test]
+fn http_is_merged_in_hour_site_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    const HOUR: i64 = 3_600_000_000;
+    for (n, base) in [NOV1 + 3 * HOUR + 5, NOV1 + HOUR, NOV1 + 3 * HOUR].into_iter().enumerate() {
+        let b = http_rows::http_rows("web", 200, n as u64 + 1, base, None);
+        let taken = HashMap::from([(Table::Http.into(), vec![b])]);
+        let state = State { next_flush: n as u64 + 1, ..Default::default() };
+        write_flush(data, n as u64, &taken, &state, &Buffers::default()).unwrap();
+    }
+    let report = pass(data, &cfg());
+    assert_eq!((report.files_in, report.rows), (3, 600));
+    let part = data.join("tables/http/date=2026-11-01");
+    let file = std::fs::read_dir(&part).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    assert_eq!(file.len(), 1);
+    let mut keys = Vec::new();
+    for b in read(&file[0]) {
+        let text = |n: &str| b.column_by_name(n).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+        let ts = b.column_by_name("ts").unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap().clone();
+        let (vhost, path) = (text("vhost"), text("path"));
+        for i in 0..b.num_rows() {
+            keys.push((ts.value(i) / HOUR, vhost.value(i).to_string(), path.value(i).to_string(), ts.value(i)));
+        }
+    }
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(keys.first().unwrap().0, (NOV1 + HOUR) / HOUR);
+    assert!(keys.windows(2).any(|w| w[1].3 < w[0].3), "not in plain time order: sites and paths come first within an hour");
+}
+
 #[test]
 fn todays_partition_waits_for_settled_files_and_enough_of_them() {
     let dir = tempfile::tempdir().unwrap();
