@@ -66,9 +66,13 @@ class Lake:
         if out.returncode != 0:
             raise RuntimeError(f"lake compact failed ({out.returncode}): {out.stderr[-2000:]}")
         try:
-            return json.loads(out.stdout)
+            report = json.loads(out.stdout)
         except json.JSONDecodeError:
             return {"stdout": out.stdout[-2000:]}
+        if report.get("failures"):
+            # A failed merge keeps the flushed files: a storage figure would not be the compacted one.
+            raise RuntimeError(f"lake compact: {report['failures']} merge(s) failed: {out.stderr[-2000:]}")
+        return report
 
     def table_files(self, table: str) -> list[Path]:
         return sorted((self.data / "tables" / table).rglob("*.parquet"))
