@@ -443,10 +443,10 @@ pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-/// The ingest benchmark's `http` rows, for the flush microbenchmark below.
+/// The ingest benchmark's `http` rows, for the flush microbenchmark below and compaction's tests.
 #[cfg(test)]
 #[path = "../benches/support/http_rows.rs"]
-mod http_rows;
+pub(crate) mod http_rows;
 
 #[cfg(test)]
 mod tests {

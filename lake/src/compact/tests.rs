@@ -10,7 +10,7 @@ use lake_query::engine::{Engine, FreshRows, Limits};
 
 use super::*;
 use crate::state::State;
-use crate::writer::write_flush;
+use crate::writer::{http_rows, write_flush};
 
 const DAY: i64 = 86_400_000_000;
 /// 2026-11-01T00:00:00Z, a past day for every test run after it.
@@ -140,10 +140,6 @@ fn a_finished_days_lone_flushed_file_is_rewritten_sorted_once() {
     flushes(data, vec![metrics(&[("a", now, 1.0)])]);
     assert_eq!(pass(data, &cfg()), PassReport::default());
 }
-
-/// The ingest benchmark's `http` rows.
-#[path = "../../benches/support/http_rows.rs"]
-mod http_rows;
 
 #[test]
 fn http_is_merged_in_hour_site_path_order() {
