@@ -125,7 +125,7 @@ pub fn config(data: &[u8]) {
 
 /// Every entry point by the name of its fuzz target (and of its directory under
 /// `fixtures/fuzz-regressions/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[lake_format::fuzz_regressions::Target] = &[
     ("caddy", caddy),
     ("journald", journald),
     ("ufw", ufw),

@@ -24,9 +24,12 @@ pub mod fuzz_regressions {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fuzz-regressions")
     }
 
+    /// A fuzz target: its name (the directory of its inputs) and its entry point.
+    pub type Target = (&'static str, fn(&[u8]));
+
     /// Every file under `fixtures/fuzz-regressions/<target>/` (but notes, `*.md`) through
     /// its target's entry point; how many were replayed.
-    pub fn replay(targets: &[(&str, fn(&[u8]))]) -> usize {
+    pub fn replay(targets: &[Target]) -> usize {
         let mut n = 0;
         for (name, run) in targets {
             let Ok(entries) = std::fs::read_dir(root().join(name)) else {

@@ -94,7 +94,7 @@ pub fn custom(data: &[u8]) {
 
 /// Every entry point by the name of its fuzz target (and of its directory under
 /// `fixtures/fuzz-regressions/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[lake_format::fuzz_regressions::Target] = &[
     ("wire", wire),
     ("otlp_protobuf", otlp_protobuf),
     ("otlp_json", otlp_json),

@@ -137,8 +137,11 @@ fn prefixed(selector: u8, body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The generated seeds, by target: (file name, input).
-fn seeds() -> Vec<(&'static str, Vec<(String, Vec<u8>)>)> {
+/// One target's seeds: (file name, input).
+type Seeds = Vec<(String, Vec<u8>)>;
+
+/// The generated seeds, by target.
+fn seeds() -> Vec<(&'static str, Seeds)> {
     let wire_seeds = Table::ALL
         .iter()
         .enumerate()

@@ -317,7 +317,7 @@ pub(super) fn restore(args: RestoreArgs) -> ExitCode {
 }
 
 fn status_cmd(conn: &Conn, table: Option<&str>) -> anyhow::Result<()> {
-    let table = table.map(|t| lake_format::custom::TableRef::parse_known(t)).transpose().map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+    let table = table.map(lake_format::custom::TableRef::parse_known).transpose().map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     let rows: Vec<StatusRow> = match conn.mode()? {
         Mode::Local(_lock, config) => status::rows(&config.data_dir, &Buffers::default(), table)?,
         Mode::Remote { url, token } => {

@@ -106,4 +106,4 @@ pub fn macros(sql: &[u8]) {
 
 /// Every entry point by the name of its fuzz target (and of its directory under
 /// `fixtures/fuzz-regressions/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("grafana_request", request), ("grafana_macros", macros)];
+pub const TARGETS: &[lake_format::fuzz_regressions::Target] = &[("grafana_request", request), ("grafana_macros", macros)];
