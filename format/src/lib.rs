@@ -20,7 +20,7 @@ pub mod fuzz_regressions {
     use std::path::{Path, PathBuf};
 
     /// `fixtures/fuzz-regressions/` of the workspace.
-    pub fn root() -> PathBuf {
+    fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fuzz-regressions")
     }
 
