@@ -564,9 +564,11 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
     let mut collector = spawn();
     let before = saved_files(&data);
     send(&client, &base, 6_500..7_000).await;
-    wait_for("the restarted collector to checkpoint", Duration::from_secs(60), || {
-        saved_files(&data) != before
-    })
+    wait_for(
+        "the restarted collector to checkpoint",
+        Duration::from_secs(60),
+        || saved_files(&data) != before,
+    )
     .await;
     collector.kill().await.unwrap();
 
@@ -598,7 +600,11 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
     terminate(&mut collector).await;
 
     let (caddy_lines, _) = caddy_lines(&logs);
-    assert_eq!(caddy_lines.len(), total, "Caddy logged every request and deleted none");
+    assert_eq!(
+        caddy_lines.len(),
+        total,
+        "Caddy logged every request and deleted none"
+    );
     let mut seen: HashMap<usize, usize> = HashMap::new();
     for (_, _, rows) in caddy_common::spooled_tables(&data.join("spool"), |t| t == "http").await {
         for r in rows {

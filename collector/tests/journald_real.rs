@@ -746,7 +746,10 @@ async fn a_boot_that_starts_while_following_is_followed() {
     // Following now; a new boot arrives.
     tokio::time::sleep(Duration::from_millis(500)).await;
     build_journal(dir.path(), "second", &boot_entries(BOOT3, 100, 200));
-    wait_for_checkpoint(&data, |c| c.contains(&format!("b={BOOT3}")) && c.contains(";i=64;")).await;
+    wait_for_checkpoint(&data, |c| {
+        c.contains(&format!("b={BOOT3}")) && c.contains(";i=64;")
+    })
+    .await;
     run.cancel.cancel();
     run.task.await.unwrap().unwrap();
     assert_exactly_once(&entry_counts(&drain(&spool).await), 0..200);

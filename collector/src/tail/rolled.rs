@@ -191,7 +191,10 @@ mod tests {
         ] {
             assert!(!matches(caddy, n), "{n}");
         }
-        assert!(matches("/l/access*.log", "/l/access-site-2026-11-22T10-15-01.000.log.gz"));
+        assert!(matches(
+            "/l/access*.log",
+            "/l/access-site-2026-11-22T10-15-01.000.log.gz"
+        ));
         assert!(matches("/var/log/syslog", "/var/log/syslog.1"));
         assert!(matches("/var/log/syslog", "/var/log/syslog.4.gz"));
         assert!(rolled_patterns("/l/*.gz").is_empty());
@@ -201,7 +204,9 @@ mod tests {
     fn gz_heads_are_decompressed_and_a_cut_gz_is_incomplete() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let text: Vec<u8> = (0..200).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let text: Vec<u8> = (0..200)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&text).unwrap();
         let gz = gz.finish().unwrap();
@@ -219,7 +224,10 @@ mod tests {
         let f = File::open(&short).unwrap();
         let h = Head::read(&short, &f, 4).unwrap();
         assert!(h.complete && h.is(&h.fingerprint()));
-        assert!(!h.is(&Fingerprint { head_len: 3, head_hash: fnv1a(b"one") }));
+        assert!(!h.is(&Fingerprint {
+            head_len: 3,
+            head_hash: fnv1a(b"one")
+        }));
         assert!(h.starts_with(3, fnv1a(b"one")));
     }
 }

@@ -386,8 +386,14 @@ fn files_rolled_while_down_are_read_whole_oldest_first_exactly_once() {
             drop(t);
 
             append(&log, &lines(50, 60, "a"));
-            let rolled = |n: u32| dir.path().join(format!("access-2026-11-22T10-0{n}-00.000.log"));
-            let gz = |n: u32| dir.path().join(format!("access-2026-11-22T10-0{n}-00.000.log.gz"));
+            let rolled = |n: u32| {
+                dir.path()
+                    .join(format!("access-2026-11-22T10-0{n}-00.000.log"))
+            };
+            let gz = |n: u32| {
+                dir.path()
+                    .join(format!("access-2026-11-22T10-0{n}-00.000.log.gz"))
+            };
             fs::rename(&log, rolled(1)).unwrap();
             gzip_away(&rolled(1), &gz(1));
             set_mtime(&gz(1), 1);
@@ -522,7 +528,10 @@ fn a_state_without_rolled_fingerprints_reads_only_what_rolled_after_its_position
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cfg = config(&dir.path().join("access*.log"));
-    append(&dir.path().join("access-2026-11-22T09-00-00.000.log"), &lines(0, 3, "old"));
+    append(
+        &dir.path().join("access-2026-11-22T09-00-00.000.log"),
+        &lines(0, 3, "old"),
+    );
     gzip_away(
         &dir.path().join("access-2026-11-22T09-00-00.000.log"),
         &dir.path().join("access-2026-11-22T09-00-00.000.log.gz"),
@@ -540,13 +549,25 @@ fn a_state_without_rolled_fingerprints_reads_only_what_rolled_after_its_position
     append(&log, &lines(5, 6, "a"));
     let r1 = dir.path().join("access-2026-11-22T10-00-00.000.log");
     fs::rename(&log, &r1).unwrap();
-    gzip_away(&r1, &dir.path().join("access-2026-11-22T10-00-00.000.log.gz"));
-    set_mtime(&dir.path().join("access-2026-11-22T10-00-00.000.log.gz"), 10);
+    gzip_away(
+        &r1,
+        &dir.path().join("access-2026-11-22T10-00-00.000.log.gz"),
+    );
+    set_mtime(
+        &dir.path().join("access-2026-11-22T10-00-00.000.log.gz"),
+        10,
+    );
     append(&log, &lines(0, 2, "b"));
     let r2 = dir.path().join("access-2026-11-22T11-00-00.000.log");
     fs::rename(&log, &r2).unwrap();
-    gzip_away(&r2, &dir.path().join("access-2026-11-22T11-00-00.000.log.gz"));
-    set_mtime(&dir.path().join("access-2026-11-22T11-00-00.000.log.gz"), 20);
+    gzip_away(
+        &r2,
+        &dir.path().join("access-2026-11-22T11-00-00.000.log.gz"),
+    );
+    set_mtime(
+        &dir.path().join("access-2026-11-22T11-00-00.000.log.gz"),
+        20,
+    );
     append(&log, &lines(0, 1, "c"));
     let mut t = Tailer::new(cfg, Some(state)).unwrap();
     let mut want = expected(5, 6, "a");
@@ -621,12 +642,16 @@ fn many_rotations_while_running_keep_the_state_small() {
         if r % 3 == 0 {
             got.extend(drain(&mut t));
         }
-        let plain = dir.path().join(format!("access-2026-11-22T10-00-{r:02}.000.log"));
+        let plain = dir
+            .path()
+            .join(format!("access-2026-11-22T10-00-{r:02}.000.log"));
         fs::rename(&log, &plain).unwrap();
         gzip_away(&plain, &plain.with_extension("log.gz"));
         set_mtime(&plain.with_extension("log.gz"), r);
         if r >= 5 {
-            let old = dir.path().join(format!("access-2026-11-22T10-00-{:02}.000.log.gz", r - 5));
+            let old = dir
+                .path()
+                .join(format!("access-2026-11-22T10-00-{:02}.000.log.gz", r - 5));
             fs::remove_file(old).unwrap();
         }
         append(&log, "");

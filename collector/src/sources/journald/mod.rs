@@ -316,8 +316,8 @@ impl JournaldSource {
         // journalctl >= 250 makes --follow show only one boot unless --merge is given (for
         // --directory and --file, --merge changes nothing else); a journalctl that refuses
         // the two together (some 250-253 builds) follows without it.
-        let mut merge_on_follow =
-            !self.config.merge && (self.config.directory.is_some() || !self.config.files.is_empty());
+        let mut merge_on_follow = !self.config.merge
+            && (self.config.directory.is_some() || !self.config.files.is_empty());
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
@@ -386,7 +386,12 @@ impl JournaldSource {
         }
     }
 
-    fn spawn(&self, cursor: Option<&str>, pass: Pass, merge_on_follow: bool) -> std::io::Result<Child> {
+    fn spawn(
+        &self,
+        cursor: Option<&str>,
+        pass: Pass,
+        merge_on_follow: bool,
+    ) -> std::io::Result<Child> {
         let c = &self.config;
         let mut cmd = Command::new(&c.journalctl_path);
         cmd.args(["--output=json", "--all", "--no-pager"]);
