@@ -61,6 +61,9 @@ pub(super) fn is_gz(path: &Path) -> bool {
 pub(super) struct Head {
     /// Up to [`HEAD_MAX`] bytes.
     pub(super) bytes: Vec<u8>,
+    /// Their hash: most fingerprints compared cover the whole head, and a rolled pass
+    /// compares each rolled file with every followed file and every one read.
+    hash: u64,
     /// Whether `bytes` is the whole head: [`HEAD_MAX`] bytes or the whole content. A
     /// `.gz` whose first KiB does not decompress (still being written, or corrupt) is not.
     pub(super) complete: bool,
@@ -79,6 +82,7 @@ impl Head {
             (plain_head(file, len)?, true)
         };
         Ok(Head {
+            hash: fnv1a(&bytes),
             bytes,
             complete,
             since: Instant::now(),
@@ -90,7 +94,7 @@ impl Head {
     pub(super) fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
             head_len: self.bytes.len() as u32,
-            head_hash: fnv1a(&self.bytes),
+            head_hash: self.hash,
         }
     }
 
@@ -98,7 +102,11 @@ impl Head {
     /// followed, or a position to resume): a copy of a file that may have grown since.
     pub(super) fn starts_with(&self, head_len: u32, head_hash: u64) -> bool {
         let n = head_len as usize;
-        n > 0 && self.bytes.len() >= n && fnv1a(&self.bytes[..n]) == head_hash
+        match n {
+            0 => false,
+            n if n == self.bytes.len() => self.hash == head_hash,
+            n => self.bytes.len() > n && fnv1a(&self.bytes[..n]) == head_hash,
+        }
     }
 
     /// Whether this is the content of a file read to its end with fingerprint `fp`: the
