@@ -20,10 +20,15 @@ pub struct SourceStats {
     pub errors: AtomicU64,
     /// Times the source waited because the spool was full (it holds its position).
     pub paused: AtomicU64,
+    /// Followed files that rolled (renamed, compressed or deleted by a log rotation).
+    pub rotations: AtomicU64,
+    /// Rolled files read that were not being followed: rolled while the collector was down
+    /// or between two polls, read whole or from the position the collector had in them.
+    pub rolled_files: AtomicU64,
 }
 
 impl SourceStats {
-    fn snapshot(&self) -> [(&'static str, u64); 6] {
+    fn snapshot(&self) -> [(&'static str, u64); 8] {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("lake_collector_source_read_total", get(&self.read)),
@@ -32,6 +37,8 @@ impl SourceStats {
             ("lake_collector_source_dropped_total", get(&self.dropped)),
             ("lake_collector_source_errors_total", get(&self.errors)),
             ("lake_collector_source_paused_total", get(&self.paused)),
+            ("lake_collector_source_rotations_total", get(&self.rotations)),
+            ("lake_collector_source_rolled_files_total", get(&self.rolled_files)),
         ]
     }
 }

@@ -519,3 +519,238 @@ async fn missing_or_failing_journalctl_is_counted_and_retried() {
         run.task.await.unwrap().unwrap();
     }
 }
+
+const BOOT2: &str = "fedcba9876543210fedcba9876543210";
+const BOOT3: &str = "00112233445566778899aabbccddeeff";
+
+/// Entries `from..to` of boot `boot` (message `m-<n> …`), one millisecond apart, their
+/// monotonic clock counting from that boot's start.
+fn boot_entries(boot: &str, from: u64, to: u64) -> Vec<u8> {
+    let mut e = Vec::new();
+    for n in from..to {
+        let rt = (1_795_374_070_000_000 + n * 1000).to_string();
+        let mono = (1_000_000 + (n - from) * 1000).to_string();
+        let msg = format!("m-{n} in boot {}", &boot[..4]);
+        export_entry(
+            &mut e,
+            &[
+                ("__REALTIME_TIMESTAMP", rt.as_bytes()),
+                ("__MONOTONIC_TIMESTAMP", mono.as_bytes()),
+                ("_BOOT_ID", boot.as_bytes()),
+                ("_HOSTNAME", b"salem-storage"),
+                ("_TRANSPORT", b"stdout"),
+                ("_SYSTEMD_UNIT", b"app.service"),
+                ("PRIORITY", b"6"),
+                ("MESSAGE", msg.as_bytes()),
+            ],
+        );
+    }
+    e
+}
+
+/// A journal holding two boots, 10,000 entries each (m-0 … m-19999), as one file written by
+/// systemd-journal-remote, the way a machine's journal holds the boots it kept.
+fn two_boot_journal(dir: &Path) {
+    let mut export = boot_entries(BOOT, 0, 10_000);
+    export.extend(boot_entries(BOOT2, 10_000, 20_000));
+    build_journal(dir, "boots", &export);
+    let out = std::process::Command::new("journalctl")
+        .arg(format!("--directory={}", dir.join("journal").display()))
+        .args(["--list-boots", "--no-pager"])
+        .output()
+        .unwrap();
+    let boots = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        boots.contains(BOOT) && boots.contains(BOOT2),
+        "journalctl sees both boots: {boots}"
+    );
+}
+
+/// The cursor of the `n`th entry (from 1) of the journal in `dir`, read with journalctl.
+fn cursor_of_entry(dir: &Path, n: usize) -> String {
+    let out = std::process::Command::new("journalctl")
+        .arg(format!("--directory={}", dir.join("journal").display()))
+        .args(["-o", "json", "--no-pager"])
+        .output()
+        .unwrap();
+    let line = out.stdout.split(|b| *b == b'\n').nth(n - 1).unwrap();
+    let v: Value = serde_json::from_slice(line).unwrap();
+    v["__CURSOR"].as_str().unwrap().to_string()
+}
+
+/// How many times each entry number `m-<n>` was spooled to `logs`.
+fn entry_counts(rows: &[(String, Value)]) -> BTreeMap<u64, usize> {
+    let mut seen = BTreeMap::new();
+    for m in logs_messages(rows) {
+        *seen
+            .entry(m.trim_start_matches("m-").parse::<u64>().unwrap())
+            .or_default() += 1;
+    }
+    seen
+}
+
+/// Checks `seen` holds exactly the entries `want`, each once, saying what differs.
+fn assert_exactly_once(seen: &BTreeMap<u64, usize>, want: std::ops::Range<u64>) {
+    let missing = want.clone().filter(|n| !seen.contains_key(n)).count();
+    let twice = seen.values().filter(|c| **c > 1).count();
+    let extra = seen.keys().filter(|n| !want.contains(n)).count();
+    assert!(
+        missing == 0 && twice == 0 && extra == 0,
+        "{} entries spooled ({} distinct) for {} wanted: {missing} missing, {twice} spooled twice, {extra} not wanted",
+        seen.values().sum::<usize>(),
+        seen.len(),
+        want.end - want.start
+    );
+}
+
+/// Waits (up to two minutes: 20,000 entries on a loaded machine) until the saved cursor
+/// satisfies `want`.
+async fn wait_for_cursor(data: &Path, want: impl Fn(&str) -> bool) -> String {
+    for _ in 0..2400 {
+        if let Some(c) = saved_cursor(data).filter(|c| want(c)) {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "checkpoint never reached the expected cursor: {:?}",
+        saved_cursor(data)
+    );
+}
+
+async fn open_ctx(data: &Path) -> (SpoolHandle, SourceContext) {
+    let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::new(Stats::default()))
+        .await
+        .unwrap();
+    let ctx = SourceContext {
+        node: Arc::from("test-node"),
+        spool: spool.clone(),
+        stats: Arc::new(Stats::default()),
+    };
+    (spool, ctx)
+}
+
+/// `start_at = "beginning"` on a journal of two boots stores both (journalctl --follow
+/// alone shows only the last boot: 10,000 of the 20,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_boots_from_the_beginning_are_all_stored() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    two_boot_journal(dir.path());
+    let cfg = config(dir.path(), "");
+    let data = dir.path().join("data");
+    let (spool, ctx) = open_ctx(&data).await;
+    let run = start(&cfg, &ctx);
+    // i=4e20: the 20,000th entry of the file.
+    wait_for_cursor(&data, |c| c.contains(";i=4e20;")).await;
+    run.cancel.cancel();
+    run.task.await.unwrap().unwrap();
+    assert_exactly_once(&entry_counts(&drain(&spool).await), 0..20_000);
+}
+
+/// A saved cursor in the earlier boot (the collector was behind when the machine
+/// rebooted) resumes with exactly the rest of that boot and all of the next: 19,900
+/// entries (journalctl --follow --after-cursor gives 9,999, from the later boot only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_in_the_earlier_boot_resumes_with_the_rest_of_every_boot() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    two_boot_journal(dir.path());
+    let cursor = cursor_of_entry(dir.path(), 100);
+    assert!(cursor.contains(&format!("b={BOOT}")), "{cursor}");
+    let cfg = config(dir.path(), "");
+    let data = dir.path().join("data");
+    let (spool, ctx) = open_ctx(&data).await;
+    // The checkpoint a collector that had spooled m-0 … m-99 left.
+    let saved = ctx
+        .emit_with_state(
+            "journald",
+            Vec::new(),
+            &JournaldState { cursor },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(saved, lake_collector::sources::Emitted::Spooled(Vec::new()));
+    let run = start(&cfg, &ctx);
+    wait_for_cursor(&data, |c| c.contains(";i=4e20;")).await;
+    run.cancel.cancel();
+    run.task.await.unwrap().unwrap();
+    assert_exactly_once(&entry_counts(&drain(&spool).await), 100..20_000);
+}
+
+/// `kill -9` of the real collector while it catches up through the earlier boot, then a
+/// restart: every entry of both boots exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_the_catch_up_then_restart_is_exactly_once() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    two_boot_journal(dir.path());
+    let toml = TOML.replace(
+        "[journald]\n",
+        &format!(
+            "[journald]\ndirectory = {:?}\nbatch_size = 100\n",
+            dir.path().join("journal").display().to_string()
+        ),
+    );
+    let cfg_path = dir.path().join("collector.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "node = \"test-node\"\ndata_dir = {:?}\n[lake]\ntoken = \"t\"\nurl = \"http://127.0.0.1:9\"\n[host]\nenabled = false\ninterval = \"1h\"\n{toml}",
+            dir.path().join("data").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lake-collector"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    // Some batches of the earlier boot are spooled: the catch-up is under way.
+    let at = wait_for_cursor(&data, |c| c.contains(&format!("b={BOOT}"))).await;
+    child.kill().await.unwrap();
+    let after_kill = saved_cursor(&data).unwrap();
+    assert!(
+        after_kill.contains(&format!("b={BOOT}")),
+        "killed during the earlier boot's catch-up (cursor {at}, then {after_kill})"
+    );
+    let mut child = spawn();
+    wait_for_cursor(&data, |c| c.contains(";i=4e20;")).await;
+    child.kill().await.unwrap();
+    let spool = Spool::open(&data.join("spool"), OPTS, Arc::new(Stats::default())).unwrap();
+    let rows = drain(&SpoolHandle::new(spool)).await;
+    assert_exactly_once(&entry_counts(&rows), 0..20_000);
+}
+
+/// The machine shipping its journal into the directory reboots while the collector
+/// follows it: the new boot's entries are followed too (journalctl --follow alone keeps
+/// to the boot it started in, and shows none of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boot_that_starts_while_following_is_followed() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    build_journal(dir.path(), "first", &boot_entries(BOOT2, 0, 100));
+    let cfg = config(dir.path(), "");
+    let data = dir.path().join("data");
+    let (spool, ctx) = open_ctx(&data).await;
+    let run = start(&cfg, &ctx);
+    wait_for_cursor(&data, |c| c.contains(";i=64;")).await;
+    // Following now; a new boot arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    build_journal(dir.path(), "second", &boot_entries(BOOT3, 100, 200));
+    wait_for_checkpoint(&data, |c| {
+        c.contains(&format!("b={BOOT3}")) && c.contains(";i=64;")
+    })
+    .await;
+    run.cancel.cancel();
+    run.task.await.unwrap().unwrap();
+    assert_exactly_once(&entry_counts(&drain(&spool).await), 0..200);
+}

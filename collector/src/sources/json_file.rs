@@ -14,7 +14,6 @@
 //! counted in `parse_errors`. Blank lines are skipped.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -23,9 +22,10 @@ use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::custom::{self, NdjsonBodies};
+use super::tailed::TailReport;
 use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
 use crate::stats::Stats;
@@ -191,7 +191,7 @@ impl JsonFileSource {
         })?;
         info!(source = name, table = %config.table, patterns = ?config.tail.patterns, "json_file source started");
         let counters = tailer.counters();
-        let (mut errors_seen, mut lost_seen) = (0, 0);
+        let mut reported = TailReport::default();
         let mut bodies = NdjsonBodies::new(&config.table, name);
         let mut unparsed = UnparsedRows::new(UNPARSED);
         while !cancel.is_cancelled() {
@@ -202,20 +202,7 @@ impl JsonFileSource {
                     source_name: name,
                     reason: e.to_string(),
                 })?;
-            let (errors, lost) = (
-                counters.errors.load(Ordering::Relaxed),
-                counters.lost.load(Ordering::Relaxed),
-            );
-            Stats::add(&stats.errors, (errors - errors_seen) + (lost - lost_seen));
-            Stats::add(&stats.dropped, lost - lost_seen);
-            if lost > lost_seen {
-                warn!(
-                    source = name,
-                    files = lost - lost_seen,
-                    "checkpointed files vanished before they were read to the end"
-                );
-            }
-            (errors_seen, lost_seen) = (errors, lost);
+            reported.forward(name, &counters, &stats);
             if lines.is_empty() {
                 continue;
             }

@@ -8,16 +8,16 @@
 //! parse is never dropped: it becomes a `logs` row with source `<name>-unparsed` and the
 //! raw text (exact bytes hex-encoded when they are not UTF-8), counted in `parse_errors`.
 
-use std::sync::atomic::Ordering;
 
 use arrow_array::RecordBatch;
 use lake_format::rows::now_micros;
 use lake_format::Table;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::fail2ban::{self, BansRows};
 use super::ufw::{self, FirewallRows};
+use super::tailed::TailReport;
 use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
 use crate::stats::Stats;
@@ -151,20 +151,14 @@ impl<P: LineParser> LogFileSource<P> {
             .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
         info!(source = name, patterns = ?tail.patterns, "log file source started");
         let counters = tailer.counters();
-        let (mut errors_seen, mut lost_seen) = (0, 0);
+        let mut reported = TailReport::default();
         let mut unparsed = UnparsedRows::new(name);
         while !cancel.is_cancelled() {
             let lines = tailer
                 .read_batch(BATCH_LINES, BATCH_WAIT, &cancel)
                 .await
                 .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
-            let (errors, lost) = (counters.errors.load(Ordering::Relaxed), counters.lost.load(Ordering::Relaxed));
-            Stats::add(&stats.errors, (errors - errors_seen) + (lost - lost_seen));
-            Stats::add(&stats.dropped, lost - lost_seen);
-            if lost > lost_seen {
-                warn!(source = name, files = lost - lost_seen, "checkpointed log files vanished before they were read to the end");
-            }
-            (errors_seen, lost_seen) = (errors, lost);
+            reported.forward(name, &counters, &stats);
             if lines.is_empty() {
                 continue;
             }

@@ -33,6 +33,7 @@ pub mod fail2ban;
 pub mod zone;
 pub mod probe;
 pub mod tailscale;
+pub(crate) mod tailed;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod unparsed;

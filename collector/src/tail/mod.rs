@@ -1,5 +1,5 @@
 //! Rotation-safe file following: the line reader under every file source (Caddy access
-//! logs now; ufw and fail2ban log files next).
+//! logs, `[[json_file]]`, ufw and fail2ban log files).
 //!
 //! In: a [`TailConfig`] (glob patterns, where to start in files never seen, a maximum line
 //! length, a poll interval) and the [`TailState`] saved by the last run. Out: batches of
@@ -8,38 +8,64 @@
 //!
 //! # Design note: invariants
 //!
-//! - **Identity is a fingerprint, not a name.** A file is `(dev, inode)` plus an FNV-1a
-//!   hash of its first `head_len` bytes (up to [`HEAD_MAX`] = 1 KiB). A file shorter than
-//!   1 KiB is fingerprinted over what it has, and the fingerprint is *extended* at each
-//!   scan (after checking the bytes it already covered did not change) until it covers
-//!   1 KiB. The hash tells a reused inode, or a file truncated and rewritten between two
-//!   polls, from the file we were reading. Names only say where the file was last seen.
+//! - **Identity is a fingerprint, not a name.** A followed file is `(dev, inode)` plus an
+//!   FNV-1a hash of its first `head_len` bytes (up to [`HEAD_MAX`] = 1 KiB). A file shorter
+//!   than 1 KiB is fingerprinted over what it has, and the fingerprint is *extended* at
+//!   each scan (after checking the bytes it already covered did not change) until it
+//!   covers 1 KiB. The hash tells a reused inode, or a file truncated and rewritten
+//!   between two polls, from the file we were reading. A rolled file (below) is known by
+//!   the hash of its *content's* first bytes alone — for a `.gz` the decompressed ones —
+//!   since renaming and compressing change everything else. Names only say where a file
+//!   was last seen.
 //! - **The offset in the state is always at a line boundary** (or inside a line being
 //!   skipped because it was cut, flagged `skipping`): it is the position just after the
-//!   last line handed out by [`Tailer::read_batch`]. Lines read but not yet returned stay
-//!   buffered, so checkpointing [`Tailer::state`] after a batch is spooled resumes exactly
-//!   after that batch: no gap, and a crash before the checkpoint repeats only that batch.
+//!   last line handed out by [`Tailer::read_batch`] (in a `.gz`, in the decompressed
+//!   stream). Lines read but not yet returned stay buffered, so checkpointing
+//!   [`Tailer::state`] after a batch is spooled resumes exactly after that batch: no gap,
+//!   and a crash before the checkpoint repeats only that batch.
 //! - **A partial last line is never emitted** while its file may still grow; its newline
-//!   completes it. Only when a file is gone for good (deleted or rolled out of the
-//!   patterns, and read to its end) is a last unterminated line handed out as it is.
+//!   completes it. Only when a file is gone for good (deleted, compressed, moved out of
+//!   every name below, or a `.gz`) and read to its end is a last unterminated line handed
+//!   out as it is.
 //! - **Long lines are cut, never dropped:** past `max_line_bytes` the first
 //!   `max_line_bytes` are emitted with `truncated = true` and the rest up to the newline
 //!   is skipped. Memory per file is bounded by `max_line_bytes` + one read chunk.
+//! - **Rolled names.** Besides the files its patterns match, the tailer lists the rolled
+//!   names of each pattern `P` (see [`rolled_patterns`]): `P.gz`, logrotate's `P.1`,
+//!   `P.2.gz`, `P-20261122(.gz)`, and for a name `stem.ext` Caddy's (lumberjack's)
+//!   `stem-2026-11-22T10-15-01.000.ext(.gz)` and logrotate's `stem-20261122.ext(.gz)`.
+//!   `.gz` files the patterns match are rolled files too. Only the newest
+//!   [`MAX_ROLLED_FILES`] rolled files (by modification time) are looked at.
 //! - **Rotation by rename** (Caddy's `roll_*`, logrotate's `create`): the open descriptor
-//!   follows the inode, so the old file is read to its end even after it was renamed out
-//!   of the patterns or deleted; the new file is new and read from its beginning. Files
-//!   are read oldest modification first, so a rolled file's tail comes before the new
-//!   file's lines.
+//!   follows the inode, so the old file is read to its end even after it was renamed,
+//!   compressed away or deleted; while it stays under a pattern or a rolled name it is
+//!   still followed (a program may write to it until it reopens its log). The new file is
+//!   new and read from its beginning. Files are read oldest modification first, `.gz` and
+//!   gone files before the others, so a rolled file's tail comes before the new file's
+//!   lines. Each followed file that rolls is counted once in [`TailCounters::rotations`].
+//! - **Every rolled file is read exactly once.** When the set of rolled files changes
+//!   (and on start), each one is identified by its content fingerprint (cached per
+//!   `(dev, inode, size, mtime)`, so an unchanged file is fingerprinted once per process):
+//!   the compressed copy of a file being read is skipped; one holding a position the
+//!   tailer lost track of (a checkpointed file not found on start, a copy-truncated file)
+//!   is read from that position ([`TailCounters::rolled_resumed`]); one already read to
+//!   its end is skipped — the fingerprints of those are part of the state
+//!   ([`TailState::rolled`]); any other one rolled while the tailer was down or between
+//!   two polls, and is read whole, oldest first ([`TailCounters::rolled_read`]). A `.gz`
+//!   still being written (its first KiB does not decompress yet) is looked at again at the
+//!   next poll. A checkpointed position found in no file at all is counted in
+//!   [`TailCounters::lost`] with a warning (the file rolled away and was deleted before
+//!   it was read to its end).
+//! - **History is not imported.** On the very first start (no state), rolled files that
+//!   exist are recorded as read, whatever `start_at` says: only the files the patterns
+//!   match are read per `start_at`. A state written before rolled files were tracked
+//!   (no `rolled` field) is treated the same way, except rolled files newer than the one
+//!   a checkpointed position was found in.
 //! - **Copy-truncate:** a file whose size dropped below what was read (or whose first
-//!   bytes changed) is read again from 0, counted in [`TailCounters::truncations`]. Lines
-//!   written between the copy and the truncation are lost by that rotation scheme itself.
-//! - **Down during a rotation:** on start, checkpointed fingerprints are matched against
-//!   the files the patterns find (by inode and head hash, so a renamed file resumes at
-//!   its offset). A checkpointed file no longer found is looked for, by head hash only, in
-//!   `<old path>.gz` and in `.gz` files the patterns match (Caddy's `roll_gzip`), and read
-//!   from its offset inside the decompressed stream; if it is nowhere it is counted in
-//!   [`TailCounters::lost`]. `.gz` files are read only for that: rolled history that was
-//!   never tracked is not imported.
+//!   bytes changed) is read again from 0, counted in [`TailCounters::truncations`]; its
+//!   old position is looked for in the rolled files, so lines written between our last
+//!   read and the copy are read from the copy. Lines written between the copy and the
+//!   truncation are lost by that rotation scheme itself.
 //! - Files first seen on the very first start (no state) begin at `start_at`; every file
 //!   that appears later begins at 0, since it was created after we started watching.
 //!
@@ -48,6 +74,7 @@
 //! their own thread (the benchmark).
 
 mod engine;
+mod rolled;
 #[cfg(test)]
 mod tests;
 
@@ -60,11 +87,15 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use engine::Engine;
+pub use rolled::rolled_patterns;
 
 /// Bytes of a file's beginning that its fingerprint hashes.
 pub const HEAD_MAX: usize = 1024;
 /// Default for [`TailConfig::max_line_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+/// How many rolled files (the newest by modification time) a tailer looks at; older ones
+/// are neither read nor remembered. Caddy keeps 10 by default, logrotate usually 4 to 52.
+pub const MAX_ROLLED_FILES: usize = 64;
 
 /// Where to start in a file seen for the first time on the very first start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -79,8 +110,8 @@ pub enum StartAt {
 /// What to follow and how.
 #[derive(Debug, Clone)]
 pub struct TailConfig {
-    /// Glob patterns (`*`, `?`, `[...]`, `**`) of the files to follow; rolled files should
-    /// match too (e.g. `/var/log/caddy/access*.log`) so their tails are read to the end.
+    /// Glob patterns (`*`, `?`, `[...]`, `**`) of the files to follow. Their rolled names
+    /// ([`rolled_patterns`]) are found without being listed here.
     pub patterns: Vec<String>,
     /// Where files found on the very first start begin.
     pub start_at: StartAt,
@@ -112,8 +143,23 @@ pub enum TailError {
 /// The checkpoint of a tailer: one entry per file it follows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TailState {
-    /// Followed files.
+    /// Followed files (and positions still to be found in a rolled file).
     pub files: Vec<FileState>,
+    /// Content fingerprints of the rolled files already read to their end, or left unread
+    /// as history on the very first start, so that none is read (again) whole. `None` in
+    /// a state written before rolled files were read whole (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled: Option<Vec<Fingerprint>>,
+}
+
+/// What a file's content begins with: the FNV-1a 64 hash of its first `head_len` bytes
+/// (`head_len` = [`HEAD_MAX`], or the whole content when shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// Bytes hashed.
+    pub head_len: u32,
+    /// Their hash.
+    pub head_hash: u64,
 }
 
 /// Position in one file.
@@ -141,14 +187,23 @@ pub struct FileState {
 pub struct TailCounters {
     /// Files read again from 0 because they shrank or their head changed (copy-truncate).
     pub truncations: AtomicU64,
-    /// Checkpointed files found neither by fingerprint nor in a `.gz` on start.
+    /// Positions lost: a checkpointed file found neither by inode nor in a rolled file
+    /// (it rolled away and was deleted before it was read to its end), or a `.gz` that
+    /// stopped decompressing before its end (the rest of it).
     pub lost: AtomicU64,
     /// Open, read or stat errors (each is retried at the next poll).
     pub errors: AtomicU64,
     /// Lines cut at `max_line_bytes`.
     pub cut_lines: AtomicU64,
-    /// Rolled `.gz` files read to resume a checkpointed position.
-    pub gz_resumed: AtomicU64,
+    /// Followed files that rolled: renamed to a rolled name or out of the patterns,
+    /// deleted or compressed away; also a checkpointed file found rolled on start.
+    pub rotations: AtomicU64,
+    /// Rolled files (plain or `.gz`) read from a position the tailer had in them (the file
+    /// it was reading when it stopped, or a copy-truncated file's copy).
+    pub rolled_resumed: AtomicU64,
+    /// Rolled files never seen before (rolled while the tailer was down or between two
+    /// polls) read whole.
+    pub rolled_read: AtomicU64,
 }
 
 /// One line handed out by the tailer.

@@ -48,6 +48,15 @@ pub fn rows_json(table: &str, batch: &RecordBatch) -> Vec<Value> {
 
 /// Every record of the spool in `dir` (oldest first) as (seq, table, rows).
 pub async fn spooled(dir: &std::path::Path) -> Vec<(u64, String, Vec<Value>)> {
+    spooled_tables(dir, |_| true).await
+}
+
+/// The records of the tables `keep` selects (a collector's spool also holds its other
+/// sources' rows, e.g. `inventory`), as [`spooled`] does.
+pub async fn spooled_tables(
+    dir: &std::path::Path,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(u64, String, Vec<Value>)> {
     use lake_collector::spool::{SpoolHandle, SpoolOptions};
     use std::sync::Arc;
     let opts = SpoolOptions {
@@ -63,6 +72,10 @@ pub async fn spooled(dir: &std::path::Path) -> Vec<(u64, String, Vec<Value>)> {
     .unwrap();
     let mut out = Vec::new();
     while let Some(rec) = spool.peek().await.unwrap() {
+        if !keep(&rec.table) {
+            spool.ack(rec.seq).await.unwrap();
+            continue;
+        }
         let (_, batches) = lake_format::wire::decode(&rec.body).unwrap();
         let mut rows = Vec::new();
         for b in &batches {

@@ -18,8 +18,6 @@
 pub mod classify;
 pub mod parse;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -30,12 +28,13 @@ use lake_format::Table;
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
-use crate::stats::{SourceStats, Stats};
-use crate::tail::{StartAt, TailConfig, TailCounters, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
+use crate::stats::Stats;
+use super::tailed::TailReport;
+use crate::tail::{StartAt, TailConfig, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
 pub use parse::{parse, HttpRow, ParseError};
 
 /// Name of the source: counters label, name of its state in the spool.
@@ -353,7 +352,7 @@ impl CaddySource {
             })?;
         info!(patterns = ?config.tail.patterns, resumed, "caddy source started");
         let counters = tailer.counters();
-        let mut reported = CounterSnapshot::default();
+        let mut reported = TailReport::default();
         let mut rows = CaddyRows::new();
         while !cancel.is_cancelled() {
             // A batch: the lines of every poll for `batch_wait` after its first line (or
@@ -388,7 +387,7 @@ impl CaddySource {
                     break;
                 }
             }
-            reported.forward(&counters, &stats);
+            reported.forward(SOURCE, &counters, &stats);
             if n == 0 {
                 continue;
             }
@@ -411,38 +410,6 @@ impl CaddySource {
             }
         }
         Ok(())
-    }
-}
-
-/// Forwards the tailer's counters into the source's (`errors`, and a warning for lost
-/// files; truncations and cut lines stay visible through logs and `parse_errors`).
-#[derive(Debug, Default)]
-struct CounterSnapshot {
-    errors: u64,
-    lost: u64,
-    truncations: u64,
-}
-
-impl CounterSnapshot {
-    fn forward(&mut self, c: &TailCounters, stats: &Arc<SourceStats>) {
-        let errors = c.errors.load(Ordering::Relaxed);
-        let lost = c.lost.load(Ordering::Relaxed);
-        let truncations = c.truncations.load(Ordering::Relaxed);
-        Stats::add(&stats.errors, (errors - self.errors) + (lost - self.lost));
-        // Lines lost with a file that vanished while we were down cannot be counted (their
-        // number is unknown); the file counts once in `dropped`.
-        Stats::add(&stats.dropped, lost - self.lost);
-        if truncations > self.truncations {
-            warn!(
-                count = truncations - self.truncations,
-                "caddy: a log file was truncated and is read again from 0"
-            );
-        }
-        *self = CounterSnapshot {
-            errors,
-            lost,
-            truncations,
-        };
     }
 }
 

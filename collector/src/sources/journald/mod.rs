@@ -1,18 +1,34 @@
 //! journald → `logs` (and, routed, `firewall` and `bans`).
 //!
-//! Runs `journalctl -o json --all --follow` (configurable path, `--directory`/`--file`/
-//! `--merge`) and reads its stdout line by line with a bound on the line length (an entry
-//! over `max_entry_size` becomes one error row, counted as dropped, never an unbounded
+//! Runs `journalctl -o json --all` (configurable path, `--directory`/`--file`/`--merge`)
+//! and reads its stdout line by line with a bound on the line length (an entry over
+//! `max_entry_size` becomes one error row, counted as dropped, never an unbounded
 //! allocation). Each line is parsed by the pure [`parse::parse_entry`].
+//!
+//! Two runs, catch-up then follow: with a saved cursor (or `start_at = "beginning"`),
+//! journalctl first runs *without* `--follow`, after the cursor, until it exits: that
+//! reads every boot the journal holds. Only then does `journalctl --follow` start, after
+//! the cursor the catch-up ended at, which is in the journal's last boot. `--follow` alone
+//! cannot do both: since systemd 250 it implies `--boot` (the current boot), so
+//! `--follow --after-cursor=<a cursor in an earlier boot>` resumes in the last boot and
+//! silently skips the rest of the earlier ones (journalctl 252 on a two-boot journal:
+//! 9,999 entries where the catch-up reads 19,900) — what a collector that is behind when
+//! the machine reboots would lose. For `--directory` and `--file` the follow run also
+//! gets `--merge`, which lifts that implied `--boot` there (it changes nothing else for
+//! them), so a boot that starts in those journals while following (a machine shipping to
+//! `systemd-journal-remote` reboots) is followed too; a journalctl that refuses
+//! `--follow --merge` (some 250-253 builds) follows without it, and that boot is read by
+//! the catch-up of the next restart. When journalctl exits, it is restarted the same way:
+//! catch-up from the last saved cursor, then follow.
 //!
 //! Position: a read batch becomes one spool group — its `logs`, `firewall` and `bans`
 //! rows and, as the `journald` state, the `__CURSOR` of its last entry — written with one
 //! fsync ([`SourceContext::emit_group`]): the rows and the cursor are durable together or
-//! not at all. A restart, clean or `kill -9`, starts journalctl with
+//! not at all. A restart, clean or `kill -9` (also during the catch-up), resumes with
 //! `--after-cursor=<saved>`: nothing is skipped and nothing is spooled twice. A batch
 //! whose entries were all filtered out still saves its cursor. With no saved state,
-//! `start_at` chooses `end` (only new entries, `--lines=0`) or `beginning` (everything the
-//! journal holds).
+//! `start_at` chooses `end` (only new entries: straight to `--follow --lines=0`) or
+//! `beginning` (everything the journal holds, every boot).
 //!
 //! Routing: a kernel entry whose MESSAGE holds `[UFW ` also yields a `firewall` row
 //! (`[ufw] enabled` and `from_journald`), and an entry of fail2ban (identifier
@@ -20,8 +36,9 @@
 //! enabled` and `from_journald`). The unit filters decide what goes to `logs` only:
 //! routing happens for every entry, and filtered entries still advance the cursor.
 //!
-//! Failure: journalctl missing, failing or exiting is logged with its exit status and the
-//! end of its stderr, counted in the source's `errors`, and retried with a backoff
+//! Failure: journalctl missing, failing or exiting (the follow run at all, the catch-up
+//! run with an error) is logged with its exit status and the end of its stderr, counted
+//! in the source's `errors`, and retried with a backoff
 //! (`restart_backoff_min` doubling to `restart_backoff_max`, which also bounds how often
 //! it is logged); the collector keeps running. The child is killed on shutdown
 //! (`kill_on_drop`).
@@ -43,7 +60,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use self::parse::{JournalEntry, LogsRows, UnitFilter};
 use super::fail2ban::{self, BansRows};
@@ -243,10 +260,30 @@ pub struct JournaldSource {
     fail2ban: Option<TimeZone>,
 }
 
+/// Which of the two journalctl runs (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Without `--follow`: every entry after the cursor, in every boot, then it exits.
+    CatchUp,
+    /// `--follow` after the cursor the catch-up ended at.
+    Follow,
+}
+
 /// How one journalctl run ended.
 enum RunEnd {
     Cancelled,
-    Exited { entries: u64 },
+    Exited(Exit),
+}
+
+/// A journalctl run that ended by itself.
+struct Exit {
+    /// Entries read (and spooled) during the run.
+    entries: u64,
+    /// Exited with status 0 and its output read without error.
+    success: bool,
+    status: String,
+    stderr: String,
+    read_error: Option<String>,
 }
 
 impl JournaldSource {
@@ -276,29 +313,70 @@ impl JournaldSource {
             .await?
             .map(|s| s.cursor);
         let mut backoff = self.config.restart_backoff_min;
+        // journalctl >= 250 makes --follow show only one boot unless --merge is given (for
+        // --directory and --file, --merge changes nothing else); a journalctl that refuses
+        // the two together (some 250-253 builds) follows without it.
+        let mut merge_on_follow = !self.config.merge
+            && (self.config.directory.is_some() || !self.config.files.is_empty());
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            match self.spawn(cursor.as_deref()) {
-                Err(e) => {
-                    Stats::add(&stats.errors, 1);
-                    error!(
-                        path = %self.config.journalctl_path.display(),
-                        error = %e,
-                        retry_in = ?backoff,
-                        "cannot run journalctl (install systemd's journalctl or set journald.journalctl_path)"
-                    );
-                }
-                Ok(child) => match self.follow(child, &mut cursor, &stats, &cancel).await? {
-                    RunEnd::Cancelled => return Ok(()),
-                    RunEnd::Exited { entries } => {
+            // Catch up first, without --follow: with a cursor in an earlier boot, journalctl
+            // --follow --after-cursor resumes in the last boot and skips the rest of the
+            // earlier ones (systemd 250-255), so a collector that was behind when the
+            // machine rebooted would lose them.
+            let catch_up = cursor.is_some() || self.config.start_at == StartAt::Beginning;
+            let passes: &[Pass] = if catch_up {
+                &[Pass::CatchUp, Pass::Follow]
+            } else {
+                &[Pass::Follow]
+            };
+            for &pass in passes {
+                let child = match self.spawn(cursor.as_deref(), pass, merge_on_follow) {
+                    Ok(child) => child,
+                    Err(e) => {
                         Stats::add(&stats.errors, 1);
-                        if entries > 0 {
-                            backoff = self.config.restart_backoff_min;
-                        }
+                        error!(
+                            path = %self.config.journalctl_path.display(),
+                            error = %e,
+                            retry_in = ?backoff,
+                            "cannot run journalctl (install systemd's journalctl or set journald.journalctl_path)"
+                        );
+                        break;
                     }
-                },
+                };
+                let exit = match self.read_run(child, &mut cursor, &stats, &cancel).await? {
+                    RunEnd::Cancelled => return Ok(()),
+                    RunEnd::Exited(exit) => exit,
+                };
+                if exit.entries > 0 {
+                    backoff = self.config.restart_backoff_min;
+                }
+                if pass == Pass::CatchUp && exit.success {
+                    info!(entries = exit.entries, "journal caught up; following it");
+                    continue;
+                }
+                // A catch-up that failed, or the follow run ending: both are retried from
+                // the last saved cursor, catching up again first.
+                Stats::add(&stats.errors, 1);
+                error!(
+                    pass = ?pass,
+                    status = %exit.status,
+                    stderr = %exit.stderr,
+                    read_error = ?exit.read_error,
+                    entries = exit.entries,
+                    "journalctl exited; restarting it from the last saved cursor"
+                );
+                if pass == Pass::Follow
+                    && merge_on_follow
+                    && exit.entries == 0
+                    && exit.stderr.contains("--merge")
+                {
+                    merge_on_follow = false;
+                    warn!("this journalctl refuses --follow with --merge: following without it (entries of a boot that starts while following are read at the next restart)");
+                }
+                break;
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -308,21 +386,38 @@ impl JournaldSource {
         }
     }
 
-    fn spawn(&self, cursor: Option<&str>) -> std::io::Result<Child> {
+    fn spawn(
+        &self,
+        cursor: Option<&str>,
+        pass: Pass,
+        merge_on_follow: bool,
+    ) -> std::io::Result<Child> {
         let c = &self.config;
         let mut cmd = Command::new(&c.journalctl_path);
-        cmd.args(["--output=json", "--all", "--follow", "--no-pager"]);
-        match (cursor, c.start_at) {
-            (Some(cur), _) => {
-                cmd.arg(format!("--after-cursor={cur}"));
-                // --follow alone shows only the last 10 entries; "all" lets the cursor decide.
-                cmd.arg("--lines=all");
+        cmd.args(["--output=json", "--all", "--no-pager"]);
+        match pass {
+            // No --lines: without --follow journalctl prints every entry (after the cursor).
+            Pass::CatchUp => {
+                if let Some(cur) = cursor {
+                    cmd.arg(format!("--after-cursor={cur}"));
+                }
             }
-            (None, StartAt::End) => {
-                cmd.arg("--lines=0");
-            }
-            (None, StartAt::Beginning) => {
-                cmd.arg("--lines=all");
+            Pass::Follow => {
+                cmd.arg("--follow");
+                match (cursor, c.start_at) {
+                    (Some(cur), _) => {
+                        cmd.arg(format!("--after-cursor={cur}"));
+                        // --follow alone shows only the last 10 entries; "all" lets the cursor decide.
+                        cmd.arg("--lines=all");
+                    }
+                    (None, StartAt::End) => {
+                        cmd.arg("--lines=0");
+                    }
+                    // The catch-up found no entry at all.
+                    (None, StartAt::Beginning) => {
+                        cmd.arg("--lines=all");
+                    }
+                }
             }
         }
         if let Some(d) = &c.directory {
@@ -331,7 +426,7 @@ impl JournaldSource {
         for f in &c.files {
             cmd.arg(format!("--file={}", f.display()));
         }
-        if c.merge {
+        if c.merge || (pass == Pass::Follow && merge_on_follow) {
             cmd.arg("--merge");
         }
         cmd.stdin(Stdio::null())
@@ -339,11 +434,12 @@ impl JournaldSource {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let child = cmd.spawn()?;
-        info!(cursor = cursor.is_some(), "journalctl started");
+        info!(cursor = cursor.is_some(), pass = ?pass, "journalctl started");
         Ok(child)
     }
 
-    async fn follow(
+    /// Reads one journalctl run to its end (or `cancel`), spooling batch by batch.
+    async fn read_run(
         &self,
         mut child: Child,
         cursor: &mut Option<String>,
@@ -368,7 +464,13 @@ impl JournaldSource {
             })
         });
         let Some(stdout) = child.stdout.take() else {
-            return Ok(RunEnd::Exited { entries: 0 });
+            return Ok(RunEnd::Exited(Exit {
+                entries: 0,
+                success: false,
+                status: "no stdout".to_string(),
+                stderr: String::new(),
+                read_error: None,
+            }));
         };
         let mut reader = LineReader::new(
             BufReader::with_capacity(256 << 10, stdout),
@@ -419,25 +521,26 @@ impl JournaldSource {
                 return Ok(RunEnd::Cancelled);
             }
         }
-        let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-            Ok(s) => s.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-            Err(_) => {
-                let _ = child.kill().await;
-                "killed after closing its output".to_string()
-            }
-        };
+        let (status, exited_ok) =
+            match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                Ok(Ok(s)) => (s.to_string(), s.success()),
+                Ok(Err(e)) => (e.to_string(), false),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    ("killed after closing its output".to_string(), false)
+                }
+            };
         let stderr = match stderr_tail {
             Some(h) => h.await.unwrap_or_default(),
             None => String::new(),
         };
-        error!(
-            %status,
-            stderr = %stderr,
-            read_error = ?read_error.map(|e| e.to_string()),
+        Ok(RunEnd::Exited(Exit {
             entries,
-            "journalctl exited; restarting it from the last saved cursor"
-        );
-        Ok(RunEnd::Exited { entries })
+            success: exited_ok && read_error.is_none(),
+            status,
+            stderr,
+            read_error: read_error.map(|e| e.to_string()),
+        }))
     }
 
     fn add(&self, batch: &mut Batch, line: Line, stats: &SourceStats) {
