@@ -43,7 +43,10 @@
 //! enable_logging is not allowed: …`); a name DuckDB does not know at all is refused too,
 //! as the 400 DuckDB itself would give (`Catalog Error: … does not exist!`), since it is a
 //! mistake rather than an attempt. Nothing is cached between statements: every statement
-//! is parsed and walked (about 0.1 ms for a dashboard query, see the engine tests).
+//! is parsed by DuckDB and walked here. Reading and walking the tree of a typical
+//! dashboard query (5 KB of JSON) takes about 15 µs optimised (0.4 ms in a debug build),
+//! beside the 0.3–0.8 ms of `json_serialize_sql` itself, which the check ran before the
+//! allow-list too (`check_and_probe_cost_is_small` in the engine tests prints both).
 //!
 //! The tree is a [`Tree`] and the walk keeps its own stack, so a statement nested as deep
 //! as DuckDB's parser allows costs memory, not thread stack.

@@ -11,13 +11,19 @@
 //! queries that ran beside it instead of the lake. Each failed probe is logged (with
 //! DuckDB's error) and counted, as is each rebuild, on the lake's `/metrics`.
 //!
-//! - **Why every query**: the probe is a `duckdb_connect`, a constant `SELECT` and a
-//!   disconnect — about 0.1 ms (measured by `probe_cost_is_small` in the engine tests),
-//!   a few percent of the cheapest query's setup. Probing only after errors would miss a
-//!   statement that breaks the engine and succeeds itself (as `enable_logging` did).
+//! - **Why after every query, not only failed ones**: a statement that breaks the engine
+//!   can succeed itself (`enable_logging` answered 200), so probing only after errors
+//!   would let it cost the next user's query too, and would miss a hole whose own
+//!   connection cannot be closed safely. The probe is a `duckdb_connect` (a few µs), a
+//!   constant `SELECT` and a disconnect: one more DuckDB statement, as costly as the read
+//!   check's `json_serialize_sql` — 0.2 to 0.5 ms on the 2-core test machine under heavy
+//!   load (`check_and_probe_cost_is_small` in the engine tests prints it), where the
+//!   cheapest whole query (`select count(*) from metrics` on an empty lake) takes 3 to
+//!   6 ms and a dashboard query over a real lake tens to hundreds of ms.
 //! - **Why before the connection closes**: a connection of a database broken this way can
 //!   throw from its destructor, and an exception leaving a C++ destructor aborts the
-//!   process (it did: `enable_logging` with a file storage that cannot be written). So
+//!   process. It did: after `enable_logging` with a file storage that cannot be written,
+//!   closing any connection opened since that had run a statement aborted the lake. So
 //!   the connections of a broken database — the query's, the probe's, the root handle —
 //!   are leaked on purpose, never closed: a rebuild costs the old database's memory, once.
 //! - **Concurrency**: the first probe to fail marks the database broken; only it rebuilds,
@@ -72,17 +78,18 @@ impl Database {
     }
 
     /// `SELECT 1` on a fresh connection; the probe's connection is leaked when it fails.
+    /// `execute_batch` runs it through `duckdb_query` without fetching the row as Arrow:
+    /// a failure of any stage (parse, bind, plan, execute) is an error all the same.
     pub(super) fn probe(&self) -> std::result::Result<(), String> {
         let conn = self.connection().map_err(|e| e.to_string())?;
-        match conn.query_row("SELECT 1", [], |r| r.get::<_, i32>(0)) {
-            Ok(1) => Ok(()),
-            Ok(other) => {
-                std::mem::forget(conn);
-                Err(format!("SELECT 1 answered {other}"))
-            }
+        match conn.execute_batch("SELECT 1") {
+            Ok(()) => Ok(()),
             Err(e) => {
                 std::mem::forget(conn);
-                Err(e.to_string())
+                Err(match e {
+                    duckdb::Error::DuckDBFailure(_, Some(msg)) => msg,
+                    other => other.to_string(),
+                })
             }
         }
     }

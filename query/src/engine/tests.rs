@@ -866,9 +866,14 @@ fn check_and_probe_cost_is_small() {
     let check = time(&mut || e.check(&conn, sql).unwrap());
     let db = e.current().unwrap();
     let probe = time(&mut || db.probe().unwrap());
+    drop(conn);
+    // The cheapest whole query, probe included, for scale.
+    let query = time(&mut || {
+        e.query_blocking("select count(*) from metrics").unwrap();
+    });
     eprintln!(
         "read check: {check:?} per query (json_serialize_sql {parse:?}, reading and walking its {} bytes {walk:?}); \
-         health probe: {probe:?} per query",
+         health probe: {probe:?} per query; a whole `select count(*) from metrics` on an empty lake: {query:?}",
         json.len()
     );
     assert!(check < Duration::from_millis(50), "check {check:?}");
@@ -954,9 +959,7 @@ fn queries_in_flight_on_a_broken_engine_cost_only_themselves() {
 fn concurrent_probe_failures_rebuild_once() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Arc::default());
-    let conns: Vec<_> = (0..4).map(|_| e.connect().unwrap()).collect();
-    // Broken behind every query's back (on the root handle, no connection of a query
-    // probing): the four queries each find it when they end, at the same moment.
+    // Broken behind every query's back (on the root handle, so no query's probe sees it)…
     e.current()
         .unwrap()
         .with_root(|root| {
@@ -964,6 +967,13 @@ fn concurrent_probe_failures_rebuild_once() {
                 .map_err(|err| EngineError::Internal(err.to_string()))
         })
         .unwrap();
+    // …then four queries start on it and fail. Closing such a connection aborts the
+    // process (DuckDB throws from its destructor): they must be leaked, not closed.
+    let conns: Vec<_> = (0..4).map(|_| e.connect().unwrap()).collect();
+    for conn in &conns {
+        assert!(conn.query_row("select 1", [], |r| r.get::<_, i32>(0)).is_err());
+    }
+    // They end at the same moment, each finding the database broken.
     let barrier = std::sync::Barrier::new(conns.len());
     std::thread::scope(|s| {
         for conn in conns {
@@ -980,3 +990,4 @@ fn concurrent_probe_failures_rebuild_once() {
     assert_eq!(count(&e, "select count(*) from range(3)"), 3);
     assert_sandboxed(&e);
 }
+
