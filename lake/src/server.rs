@@ -289,6 +289,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         archive: Arc::clone(&maintenance),
         alerts: std::sync::OnceLock::new(),
         auth: auth_stats,
+        engine: Arc::clone(&engine),
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(

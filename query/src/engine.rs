@@ -6,23 +6,31 @@
 //! settings database-wide, so this happens once. Each query then clones a connection
 //! (DuckDB's `Connection` is `!Sync`, so connections are never shared) and:
 //!
-//! 1. checks with DuckDB's own parser that the SQL is a single read statement;
+//! 1. checks with DuckDB's own parser that the SQL is a single read statement calling only
+//!    the functions and tables a read may use ([`sandbox`], [`allow`]);
 //! 2. creates one TEMP view per catalog table ([`views`]): the committed Parquet files
 //!    `UNION ALL BY NAME` a TEMP table holding the [`FreshRows`] snapshot;
 //! 3. runs the SQL under a watchdog that interrupts it after [`Limits::timeout`] and
 //!    streams at most [`Limits::max_rows`] rows out as Arrow batches.
 //!
 //! TEMP objects live in the connection's own catalog and vanish with it, so concurrent
-//! queries never see each other's views or snapshots.
+//! queries never see each other's views or snapshots. When a query is over, a health
+//! probe (`SELECT 1` on a fresh connection) runs before its connection closes; a database
+//! that fails it is replaced by a new one with the same sandbox ([`database`]), so a read
+//! that breaks the engine through a hole in the check costs the queries beside it, not
+//! the lake.
 //!
 //! [`Engine::query_stream`] runs the same steps but hands the result over chunk by chunk
 //! through a bounded channel as DuckDB produces it (`stream`), for results too large to
 //! hold; the blocking forms collect into a [`QueryResult`].
 
+mod allow;
 mod custom;
+mod database;
 mod sandbox;
 mod tables;
 mod stream;
+mod tree;
 mod views;
 
 pub use stream::{QueryStream, StreamEnd};
@@ -31,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use database::Database;
 use std::time::Duration;
 
 use arrow_array::{Array, RecordBatch, StructArray};
@@ -150,6 +159,9 @@ struct Counters {
     timeouts: AtomicU64,
     cancelled: AtomicU64,
     running: AtomicU64,
+    refused: AtomicU64,
+    probe_failures: AtomicU64,
+    rebuilds: AtomicU64,
 }
 
 /// A snapshot of the engine's counters.
@@ -163,6 +175,12 @@ pub struct EngineStats {
     pub cancelled: u64,
     /// Queries running now.
     pub running: u64,
+    /// Statements refused by the read check ([`EngineError::Forbidden`]).
+    pub refused: u64,
+    /// Health probes (`SELECT 1` on a fresh connection after a query) that failed.
+    pub probe_failures: u64,
+    /// Times the database was replaced by a new one after a failed probe.
+    pub rebuilds: u64,
 }
 
 type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -170,9 +188,11 @@ type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// DuckDB over the lake's data directory. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Engine {
-    /// The database handle queries clone their connections from. The mutex only makes the
-    /// `!Sync` connection shareable; it is held for the clone, never during a query.
-    db: Mutex<Connection>,
+    /// The database queries clone their connections from; replaced when it breaks
+    /// ([`database`]). The mutex is held to take the `Arc`, never during a query.
+    db: Mutex<Arc<Database>>,
+    /// What a read may call ([`allow`]), derived from the library once.
+    allow: allow::AllowList,
     data_dir: PathBuf,
     fresh: Arc<dyn FreshRows>,
     limits: Limits,
@@ -188,11 +208,11 @@ impl Engine {
             .canonicalize()
             .or_else(|_| std::path::absolute(data_dir))
             .map_err(|e| EngineError::Internal(format!("data dir {}: {e}", data_dir.display())))?;
-        let db = Connection::open_in_memory()
-            .map_err(|e| EngineError::Internal(format!("opening duckdb: {e}")))?;
-        sandbox::apply(&db, &data_dir, &limits)?;
+        let db = Database::open(&data_dir, &limits)?;
+        let allow = db.with_root(allow::AllowList::derive)?;
         Ok(Engine {
-            db: Mutex::new(db),
+            db: Mutex::new(Arc::new(db)),
+            allow,
             data_dir,
             fresh,
             limits,
@@ -209,7 +229,29 @@ impl Engine {
             timeouts: c.timeouts.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             running: c.running.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            probe_failures: c.probe_failures.load(Ordering::Relaxed),
+            rebuilds: c.rebuilds.load(Ordering::Relaxed),
         }
+    }
+
+    /// The read check ([`sandbox::check_read_only`]) with this engine's allow-list and
+    /// tables; refusals are counted.
+    fn check(&self, conn: &Connection, sql: &str) -> Result<()> {
+        let lake = |name: &str| self.is_lake_table(name);
+        let checked = sandbox::check_read_only(conn, sql, &self.allow, &lake);
+        if let Err(EngineError::Forbidden(_)) = &checked {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    /// Whether `name` (lower-case) is one of the lake's tables: the catalog's, `events`,
+    /// or a custom table (whose schemas are read only when a name is none of the others).
+    fn is_lake_table(&self, name: &str) -> bool {
+        Table::ALL.iter().any(|t| t.name() == name)
+            || name == views::EVENTS
+            || lake_format::custom::load_all(&self.data_dir).0.iter().any(|s| s.name == name)
     }
 
     /// Counts a query as running until the guard drops, and its outcome.
@@ -238,7 +280,7 @@ impl Engine {
     pub fn query_params_blocking(&self, sql: &str, params: Vec<Value>) -> Result<QueryResult> {
         let running = self.track();
         let conn = self.connect()?;
-        sandbox::check_read_only(&conn, sql)?;
+        self.check(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
         running.outcome(run_with_limits(&conn, sql, params, &self.limits))
     }
@@ -258,12 +300,12 @@ impl Engine {
     ) -> Result<QueryResult> {
         let running = self.track();
         let conn = self.connect()?;
-        sandbox::check_read_only(&conn, sql)?;
+        self.check(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
         let columns = describe(&conn, sql, &params)?;
         match adapt(&columns)? {
             Some((sql, params)) => {
-                sandbox::check_read_only(&conn, &sql)?;
+                self.check(&conn, &sql)?;
                 running.outcome(run_with_limits(&conn, &sql, params, &self.limits))
             }
             None => running.outcome(run_with_limits(&conn, sql, params, &self.limits)),
@@ -301,15 +343,6 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
     }
 
-    /// A new connection to the (already sandboxed) database.
-    fn connect(&self) -> Result<Connection> {
-        let db = self
-            .db
-            .lock()
-            .map_err(|_| EngineError::Internal("engine lock poisoned".into()))?;
-        db.try_clone()
-            .map_err(|e| EngineError::Internal(format!("new connection: {e}")))
-    }
 }
 
 /// A running query, for [`EngineStats`].

@@ -46,6 +46,8 @@ pub struct Status {
     pub alerts: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::alerts::api::Snapshot>>>,
     /// Tokens file reloads.
     pub auth: Arc<crate::auth::AuthStats>,
+    /// The query engine: queries, refusals, health probes and rebuilds.
+    pub engine: Arc<lake_query::Engine>,
 }
 
 impl Status {
@@ -90,7 +92,8 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let c = &s.compaction.stats;
     let a = &s.archive.stats;
     let t = &s.auth;
-    let counters: [(&str, &str, u64); 26] = [
+    let q = s.engine.stats();
+    let counters: [(&str, &str, u64); 33] = [
         ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
         ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
         ("lake_ingest_bytes_total", "ingest body bytes stored", i.bytes.load(Ordering::Relaxed)),
@@ -117,6 +120,13 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_archive_failures_total", "archive, restore and retention jobs that failed", a.failures.load(Ordering::Relaxed)),
         ("lake_auth_reloads_total", "tokens file reloads installed", t.reloads.load(Ordering::Relaxed)),
         ("lake_auth_reload_errors_total", "tokens file reloads refused as invalid (tokens in force kept)", t.reload_errors.load(Ordering::Relaxed)),
+        ("lake_engine_queries_total", "queries started (SQL API, Grafana, web UI, alert rules)", q.queries),
+        ("lake_engine_timeouts_total", "queries interrupted at the time limit", q.timeouts),
+        ("lake_engine_cancelled_total", "streamed queries interrupted because their client went away", q.cancelled),
+        ("lake_engine_running", "queries running now", q.running),
+        ("lake_engine_refused_total", "statements refused by the read check (403)", q.refused),
+        ("lake_engine_probe_failures_total", "health probes (SELECT 1 after a query) that failed", q.probe_failures),
+        ("lake_engine_rebuilds_total", "query engine databases replaced after a failed health probe", q.rebuilds),
     ];
     let mut out = String::new();
     for (name, help, v) in counters {

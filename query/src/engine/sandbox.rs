@@ -2,8 +2,9 @@
 //!
 //! Settings (checked against DuckDB 1.5.6 by the tests in `engine::tests`):
 //! - they are *database-wide*, not per connection: once locked, no connection can set
-//!   them again. So they are applied once, in [`Engine::open`](super::Engine::open),
-//!   and every query connection cloned afterwards inherits them (`TimeZone` is set
+//!   them again. So they are applied once per database, when it is opened (by
+//!   [`Engine::open`](super::Engine::open), and again for the database that replaces a
+//!   broken one), and every query connection cloned afterwards inherits them (`TimeZone` is set
 //!   `GLOBAL` for the same reason). `threads` and `memory_limit` therefore bound the whole
 //!   engine, shared by concurrent queries;
 //! - `allowed_directories` must be set *before* `enable_external_access = false`: once
@@ -16,25 +17,37 @@
 //!   connections can still create theirs.
 //!
 //! What the settings do not stop is DDL and DML on the in-memory catalog (`CREATE TABLE`,
-//! `INSERT`, dropping our TEMP views): [`check_read_only`] rejects any SQL that is not a
-//! single read statement. It asks DuckDB's own parser through `json_serialize_sql`, which
-//! serialises only SELECT statements — and DuckDB parses `WITH`, `VALUES`, FROM-first,
-//! `DESCRIBE`, `SHOW` and `SUMMARIZE` into SELECT nodes, so exactly the read forms pass.
-//! A regex would misjudge comments, strings and new syntax; the parser cannot. `EXPLAIN`
-//! (and `EXPLAIN ANALYZE`) is not serialisable, so it is peeled off here and the statement
-//! it wraps is checked instead.
+//! `INSERT`, dropping our TEMP views), nor a SELECT that changes the engine through a
+//! function (`enable_logging`, `checkpoint`, …): [`check_read_only`] accepts a single read
+//! statement that calls only what [`allow`] allows. It asks DuckDB's own parser through
+//! `json_serialize_sql`, which serialises only SELECT statements — and DuckDB parses
+//! `WITH`, `VALUES`, FROM-first, `DESCRIBE`, `SHOW` and `SUMMARIZE` into SELECT nodes — and
+//! walks the tree it returns. A regex would misjudge comments, strings and new syntax; the
+//! parser cannot. `EXPLAIN` (and `EXPLAIN ANALYZE`) is not serialisable, so it is peeled
+//! off here and the statement it wraps is checked instead.
 //!
 //! Refusals are [`EngineError::Forbidden`] (a 403) with a message naming what is not
 //! allowed: a statement that is not a read (its leading keyword, found by a small lexer
-//! that skips strings and comments, picks the message), or, from DuckDB's "Permission
-//! Error" at bind time, a file or URL outside the lake ([`FILES_FORBIDDEN`]). Syntax
-//! errors and more than one read statement stay [`EngineError::Sql`] (a 400).
+//! that skips strings and comments, picks the message), a function or table not on the
+//! allow-list (named: `function enable_logging is not allowed: …`), or, from DuckDB's
+//! "Permission Error" at bind time, a file or URL outside the lake ([`FILES_FORBIDDEN`]).
+//! Syntax errors, more than one read statement, and names DuckDB does not know at all
+//! stay [`EngineError::Sql`] (a 400).
+//!
+//! Every statement of a request goes through the check, whoever wrote it: `/v1/sql`, the
+//! Grafana API (targets, variables, annotations, tag values, and the ad-hoc filters'
+//! wrapper), the web UI (which uses both), `lake query`/`correlate`/`top` (remote or
+//! `--data-dir`), named queries, alert rules from `lake.toml` (so `lake check-config`
+//! reports a rule calling a refused function) and `lake tables`. Only the engine's own
+//! DDL — the per-query views and fresh-row tables, and this module's settings — runs
+//! unchecked, on the connection directly.
 
 use std::path::Path;
 
 use duckdb::Connection;
-use serde::Deserialize;
 
+use super::allow::{self, AllowList};
+use super::tree::{Node, Tree};
 use super::{EngineError, Limits, Result};
 
 /// Applies every setting to the database, then locks them.
@@ -62,19 +75,6 @@ pub(super) fn apply(conn: &Connection, data_dir: &Path, limits: &Limits) -> Resu
         .map_err(|e| EngineError::Internal(format!("sandbox settings: {e}")))
 }
 
-/// `json_serialize_sql`'s answer.
-#[derive(Debug, Deserialize)]
-struct Serialized {
-    error: bool,
-    #[serde(default)]
-    error_type: String,
-    #[serde(default)]
-    error_message: String,
-    /// Only counted: the syntax trees are skipped, not built.
-    #[serde(default)]
-    statements: Vec<serde::de::IgnoredAny>,
-}
-
 const READ_ONLY: &str = "only a single read statement is allowed \
      (SELECT, WITH, VALUES, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)";
 
@@ -99,8 +99,10 @@ fn refusal(keyword: &str) -> String {
     format!("{what}; {READ_ONLY}")
 }
 
-/// Accepts exactly one read statement, judged by DuckDB's parser.
-pub(super) fn check_read_only(conn: &Connection, sql: &str) -> Result<()> {
+/// Accepts exactly one read statement that calls only what [`allow`] allows, judged on
+/// the syntax tree DuckDB's own parser makes of it; `lake` says whether a table name
+/// (lower-case) is one of the lake's.
+pub(super) fn check_read_only(conn: &Connection, sql: &str, allow: &AllowList, lake: &dyn Fn(&str) -> bool) -> Result<()> {
     let body = explain_body(sql).unwrap_or(sql);
     // A literal rather than a parameter: the function needs its argument's type at bind
     // time, and `quote` makes any text a well-formed literal.
@@ -111,11 +113,10 @@ pub(super) fn check_read_only(conn: &Connection, sql: &str) -> Result<()> {
             |row| row.get(0),
         )
         .map_err(|e| EngineError::Internal(format!("parsing the statement: {e}")))?;
-    let parsed: Serialized = serde_json::from_str(&json)
-        .map_err(|e| EngineError::Internal(format!("json_serialize_sql answer: {e}")))?;
-    if parsed.error {
-        return Err(if parsed.error_type == "parser" {
-            EngineError::Sql(format!("Parser Error: {}", parsed.error_message))
+    let tree = Tree::parse(&json).map_err(|e| EngineError::Internal(format!("json_serialize_sql answer: {e}")))?;
+    if tree.bool(0, "error") != Some(false) {
+        return Err(if tree.str(0, "error_type") == Some("parser") {
+            EngineError::Sql(format!("Parser Error: {}", tree.str(0, "error_message").unwrap_or_default()))
         } else {
             // Name the first statement that is not a read.
             let keyword = leading_keywords(body)
@@ -125,10 +126,14 @@ pub(super) fn check_read_only(conn: &Connection, sql: &str) -> Result<()> {
             EngineError::Forbidden(refusal(&keyword))
         });
     }
-    match parsed.statements.len() {
-        1 => Ok(()),
-        0 => Err(EngineError::Sql("empty query".to_string())),
-        n => Err(EngineError::Sql(format!("{READ_ONLY}; got {n} statements"))),
+    let statements = match tree.get(0, "statements").map(|s| tree.node(s)) {
+        Some(Node::Array(s)) => s,
+        _ => return Err(EngineError::Internal("json_serialize_sql answer without statements".into())),
+    };
+    match statements.as_slice() {
+        [one] => allow::check(&tree, *one, allow, lake),
+        [] => Err(EngineError::Sql("empty query".to_string())),
+        many => Err(EngineError::Sql(format!("{READ_ONLY}; got {} statements", many.len()))),
     }
 }
 

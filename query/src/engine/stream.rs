@@ -16,7 +16,7 @@ use duckdb::InterruptHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{sandbox, sql_error, to_batch, views, Engine, EngineError, Result};
+use super::{sql_error, to_batch, views, Engine, EngineError, Result};
 
 /// How a stream ended, once [`QueryStream::next`] returned `Ok(None)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +239,7 @@ impl Engine {
                 }
             });
         }
-        sandbox::check_read_only(&conn, sql)?;
+        self.check(&conn, sql)?;
         views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
         let mut stmt = conn.prepare(sql).map_err(sql_error)?;
         super::check_param_count(&stmt, &params)?;

@@ -193,10 +193,11 @@ fn escapes_are_forbidden_and_mistakes_are_sql_errors() {
         ("DROP VIEW metrics".to_string(), "DROP statements are not allowed"),
         ("select 1; drop view metrics".to_string(), "DROP statements are not allowed"),
         ("EXPLAIN DROP VIEW metrics".to_string(), "DROP statements are not allowed"),
-        ("select * from read_csv('/etc/passwd')".to_string(), "/etc/passwd"),
+        ("select * from read_csv('/etc/passwd')".to_string(), "function read_csv is not allowed: queries may only read the lake's own tables (no files outside"),
         ("select * from read_parquet('/tmp/elsewhere/*.parquet')".to_string(), "no files outside"),
         (format!("select * from read_parquet('{}')", staging.display()), "Permission Error"),
-        ("select * from read_text('/etc/hostname')".to_string(), "no files outside"),
+        ("select * from read_text('/etc/hostname')".to_string(), "function read_text is not allowed"),
+        ("select * from '/etc/passwd'".to_string(), "table '/etc/passwd' is not allowed: queries may only read the lake's own tables"),
         ("select * from read_parquet('https://example.com/x.parquet')".to_string(), "no URLs"),
     ];
     for (sql, expected) in forbidden {
@@ -401,7 +402,6 @@ fn only_the_tables_a_query_names_get_views_unless_it_lists_the_catalog() {
     // Listing the catalog through SQL sees every table.
     let names = cells(&e, "select table_name from information_schema.tables where table_type = 'VIEW' order by 1");
     assert_eq!(names.len(), Table::ALL.len() + 1, "{names:?}");
-    assert_eq!(count(&e, "select count(*) from query_table('metrics')"), 1);
 }
 
 #[test]
@@ -431,24 +431,21 @@ fn files_lacking_a_catalog_column_are_read_by_name() {
 }
 
 #[test]
-fn sql_inside_the_query_function_is_held_to_a_single_select() {
+fn sql_given_as_text_is_refused() {
+    // `query()` and `query_table()` run SQL the check would only see as a string.
     let dir = tempfile::tempdir().unwrap();
     write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
     let e = engine(dir.path(), Arc::default());
-    for sql in [
-        "select * from query('create table x as select 1')",
-        "select * from query('attach ''/tmp/x.db''')",
-        "select * from query('copy (select 1) to ''/tmp/q.csv''')",
-        "select * from query('set threads=1')",
+    for (sql, function) in [
+        ("select * from query('select count(*) from metrics')", "query"),
+        ("select * from query('select * from enable_logging()')", "query"),
+        ("select * from query('select count(*) from met' || 'rics')", "query"),
+        ("select count(*) from query_table('metrics')", "query_table"),
+        ("select json_serialize_plan('select 1')", "json_serialize_plan"),
+        ("select * from json_execute_serialized_sql(json_serialize_sql('select 1'))", "json_execute_serialized_sql"),
     ] {
-        match e.query_blocking(sql) {
-            Err(EngineError::Sql(msg)) => assert!(msg.contains("Expected a single SELECT statement"), "{sql}: {msg}"),
-            other => panic!("{sql}: {other:?}"),
-        }
+        forbidden(&e, sql, &format!("function {function} is not allowed: it parses or runs SQL given as text"));
     }
-    // A table named only inside the string still resolves: `query` gets every view.
-    assert_eq!(count(&e, "select * from query('select count(*) from met' || 'rics')"), 1);
-    assert_eq!(count(&e, "select count(*) from query_table('met' || 'rics')"), 1);
 }
 
 #[test]
@@ -480,3 +477,517 @@ fn a_statement_can_be_adapted_to_its_columns_on_one_connection() {
     let err = e.query_params_with_blocking("select nope from metrics", Vec::new(), |_| Ok(None)).unwrap_err();
     assert!(matches!(&err, EngineError::Sql(m) if m.contains("nope")), "{err}");
 }
+
+// ---- the read check's allow-list (issue 18) ----
+
+/// `sql` is refused with a 403 whose message contains `expected`.
+fn forbidden(e: &Engine, sql: &str, expected: &str) {
+    match e.query_blocking(sql) {
+        Err(EngineError::Forbidden(msg)) => assert!(msg.contains(expected), "{sql}: {msg:?} lacks {expected:?}"),
+        other => panic!("{sql}: expected Forbidden, got {other:?}"),
+    }
+}
+
+/// Every file and directory under `dir`, relative, sorted.
+fn tree_of(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_issues_examples_are_refused_naming_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let tables = dir.path().join("tables");
+    let before = tree_of(&tables);
+    let e = engine(dir.path(), Arc::default());
+    let inside = tables.join("x");
+    for (sql, function) in [
+        ("SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')".to_string(), "enable_logging"),
+        (
+            format!("SELECT * FROM enable_logging(storage='file', storage_path='{}', level='trace')", inside.display()),
+            "enable_logging",
+        ),
+        ("SELECT * FROM enable_profiling()".into(), "enable_profiling"),
+        ("SELECT enable_profiling()".into(), "enable_profiling"),
+        ("SELECT * FROM truncate_duckdb_logs()".into(), "truncate_duckdb_logs"),
+        ("SELECT * FROM checkpoint()".into(), "checkpoint"),
+        ("SELECT checkpoint()".into(), "checkpoint"),
+        ("SELECT * FROM force_checkpoint()".into(), "force_checkpoint"),
+        ("SELECT current_setting('threads')".into(), "current_setting"),
+        ("SELECT * FROM disable_logging()".into(), "disable_logging"),
+        ("SELECT * FROM duckdb_settings()".into(), "duckdb_settings"),
+        ("SELECT * FROM duckdb_logs()".into(), "duckdb_logs"),
+        ("SELECT getvariable('x')".into(), "getvariable"),
+        ("SELECT nextval('s')".into(), "nextval"),
+        ("SELECT setseed(0.5)".into(), "setseed"),
+        ("SELECT write_log('x')".into(), "write_log"),
+        ("SELECT version()".into(), "version"),
+        ("SELECT * FROM pragma_version()".into(), "pragma_version"),
+        ("SELECT * FROM glob('/etc/*')".into(), "glob"),
+        ("SELECT get_block_size('memory')".into(), "get_block_size"),
+        ("SELECT ENABLE_PROFILING()".into(), "enable_profiling"),
+        ("SELECT * FROM \"Enable_Logging\"()".into(), "enable_logging"),
+    ] {
+        forbidden(&e, &sql, &format!("function {function} is not allowed: "));
+    }
+    // The engine still answers, nothing was rebuilt, and no file or directory appeared.
+    assert_eq!(count(&e, "select count(*) from metrics"), 1);
+    let stats = e.stats();
+    assert_eq!((stats.rebuilds, stats.probe_failures), (0, 0), "{stats:?}");
+    assert_eq!(stats.refused, 22, "{stats:?}");
+    assert_eq!(tree_of(&tables), before);
+}
+
+#[test]
+fn a_refused_call_is_found_anywhere_in_the_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    let cs = "current_setting('threads')";
+    for sql in [
+        format!("with a as (select {cs} as x) select * from a"),
+        format!("with a as (select 1), b as (select * from a, (select {cs})) select * from b"),
+        format!("with recursive r(n) as (select 1 union all select n + length({cs}) from r where n < 3) select * from r"),
+        format!("select * from (select {cs})"),
+        format!("select (select {cs})"),
+        format!("select 1 where exists (select {cs})"),
+        format!("select 1 where 1 in (select length({cs}))"),
+        format!("select * from metrics join logs on {cs} = logs.host"),
+        format!("select * from metrics m, lateral (select {cs} || m.host)"),
+        format!("select * from metrics order by {cs}"),
+        format!("select host from metrics group by host having max({cs}) > ''"),
+        format!("select row_number() over (partition by {cs}) from metrics"),
+        format!("select 1 from metrics qualify row_number() over (order by {cs}) = 1"),
+        format!("select count(*) filter (where {cs} = '2') from metrics"),
+        format!("select list_transform([1, 2], x -> x || {cs})"),
+        format!("select [x || {cs} for x in ['a']]"),
+        format!("select case when true then {cs} end"),
+        format!("select coalesce(null, {cs})::int + 1"),
+        format!("select 1 union all select {cs}"),
+        format!("select 1 except select length({cs})"),
+        format!("values ({cs})"),
+        format!("from metrics select {cs}"),
+        format!("select * from range(length({cs}))"),
+        format!("select * from generate_series(1, 3) limit length({cs})"),
+        format!("explain select {cs}"),
+        format!("EXPLAIN ANALYZE select {cs}"),
+        format!("describe select {cs}"),
+        format!("summarize select {cs}"),
+        format!("select * from (unpivot (select {cs} as a, 1 as b) on a into name k value v)"),
+        format!("select columns(c -> {cs} = c) from metrics"),
+        format!("select * replace ({cs} as host) from metrics"),
+        format!("select {cs} collate nocase"),
+        format!("select host from metrics where value between 0 and length({cs})"),
+        "select ('threads').current_setting()".to_string(),
+        "select host.current_setting() from metrics".to_string(),
+        format!("select * from (select 1) t(a) positional join (select {cs})"),
+        format!("select * from metrics asof join logs on metrics.host = logs.host and metrics.ts >= logs.ts + to_seconds(length({cs}))"),
+    ] {
+        forbidden(&e, &sql, "function current_setting is not allowed");
+    }
+    // A refused table function hides as well as a scalar one.
+    forbidden(&e, "with a as (select * from checkpoint()) select * from a", "function checkpoint is not allowed");
+    forbidden(&e, "select * from metrics, (select * from enable_profiling())", "function enable_profiling is not allowed");
+    forbidden(&e, "select * from metrics where host in (select * from truncate_duckdb_logs())", "function truncate_duckdb_logs");
+}
+
+#[test]
+fn tables_are_the_lakes_the_statements_ctes_and_the_catalog_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let e = engine(dir.path(), Arc::default());
+    for sql in [
+        "select count(*) from temp.main.metrics",
+        "select count(*) from main.metrics",
+        "select count(*) from METRICS",
+        "with x as (select 1) select * from x, metrics",
+        "with duckdb_logs as (select 1 as a) select * from duckdb_logs",
+        "with a as (select 1 as n), b as (select n from a) select * from b",
+        "select * from information_schema.tables",
+        "select * from information_schema.columns where table_name = 'metrics'",
+        "select * from duckdb_tables()",
+        "select * from duckdb_views",
+        "select * from duckdb_columns() where table_name = 'metrics'",
+        "show tables",
+        "show all tables",
+        "describe metrics",
+        "show metrics",
+        "summarize metrics",
+        "select count(*) from events",
+    ] {
+        e.query_blocking(sql).unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+    for (sql, expected) in [
+        ("select * from duckdb_databases", "table duckdb_databases is not allowed: a read may use the lake's tables"),
+        ("select * from pg_catalog.pg_settings", "table pg_catalog.pg_settings is not allowed"),
+        ("select * from information_schema.schemata", "table information_schema.schemata is not allowed"),
+        ("select * from sqlite_master", "table sqlite_master is not allowed"),
+        ("select * from duckdb_logs", "table duckdb_logs is not allowed"),
+        ("select * from system.main.duckdb_logs", "table system.main.duckdb_logs is not allowed"),
+        // A CTE's name is in scope inside its WITH only, not beside it.
+        ("select * from (with duckdb_logs as (select 1) select * from duckdb_logs), duckdb_logs", "table duckdb_logs"),
+        // A CTE sees the CTEs before it, not itself or later ones.
+        ("with a as (select * from duckdb_logs), duckdb_logs as (select 1) select * from a", "table duckdb_logs"),
+        ("with duckdb_logs as (select * from duckdb_logs) select * from duckdb_logs", "table duckdb_logs"),
+        ("select * from 'https://example.com/x.parquet'", "no URLs"),
+        ("show databases", "SHOW databases is not allowed"),
+        ("show variables", "SHOW variables is not allowed"),
+        ("show tables from main", "SHOW SHOW_FROM is not allowed"),
+        ("select pg_catalog.pg_typeof(1)", "function pg_catalog.pg_typeof is not allowed"),
+        ("select sum(value) export_state from metrics", "EXPORT_STATE is not allowed"),
+    ] {
+        forbidden(&e, sql, expected);
+    }
+    // A table DuckDB would not know either is the 400 DuckDB gives, with the lake's tables.
+    match e.query_blocking("select * from metric") {
+        Err(EngineError::Sql(msg)) => assert!(msg.starts_with("Catalog Error: Table with name metric does not exist") && msg.contains("metrics"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    // The TEMP tables behind the views are not on the list: to a read they do not exist.
+    match e.query_blocking("select * from temp.main.__fresh_metrics") {
+        Err(EngineError::Sql(msg)) => assert!(msg.contains("__fresh_metrics does not exist"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    match e.query_blocking("select * from rnage(3)") {
+        Err(EngineError::Sql(msg)) => assert!(msg.contains("Table Function with name rnage does not exist"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn custom_tables_are_the_lakes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = lake_format::custom::CustomSchema::new("solar");
+    schema.columns.push(lake_format::custom::CustomColumn { name: "watts".into(), ty: lake_format::catalog::ColumnType::Float });
+    let path = lake_format::custom::schema_path(dir.path(), "solar");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&schema).unwrap()).unwrap();
+    let e = engine(dir.path(), Arc::default());
+    assert_eq!(count(&e, "select count(*) from solar"), 0);
+    match e.query_blocking("select * from lunar") {
+        Err(EngineError::Sql(msg)) => assert!(msg.contains("lunar does not exist"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_allow_list_follows_its_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    let a = &e.allow;
+    // Built-in scalar, aggregate and window functions, operators, binder names, macros.
+    for name in [
+        "abs", "count", "count_star", "sum", "quantile_cont", "row_number", "lag", "+", "~~", "time_bucket", "now",
+        "epoch_us", "make_timestamptz", "regexp_matches", "unnest", "random", "error", "date_add", "list_sum",
+        "nullif", "array_append", "list_value", "struct_pack", "concat_ws",
+    ] {
+        assert!(a.allows(name), "{name} should be allowed");
+    }
+    // State, settings, logs, sequences, SQL as text, table functions, pg_catalog, macros
+    // whose definition reads the engine, internals.
+    for name in [
+        "current_setting", "getvariable", "current_database", "current_schema", "current_catalog", "version",
+        "nextval", "currval", "setseed", "write_log", "json_serialize_sql", "json_serialize_plan", "sleep_ms",
+        "enable_logging", "checkpoint", "query", "read_csv", "pg_typeof", "get_block_size", "finalize",
+        "current_query", "current_connection_id", "__internal_compress_integral_utinyint",
+    ] {
+        assert!(!a.allows(name), "{name} should be refused");
+    }
+}
+
+#[test]
+fn mistakes_in_function_names_stay_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    match e.query_blocking("select cuont(*) from metrics") {
+        Err(EngineError::Sql(msg)) => assert!(msg.contains("Scalar Function with name cuont does not exist"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn statements_as_deep_as_duckdb_parses_are_checked_without_recursion() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    // 150 terms: deeper than serde_json reads (128 levels of JSON), run end to end.
+    let sum = vec!["1"; 150].join(" + ");
+    assert_eq!(count(&e, &format!("select ({sum})::bigint")), 150);
+    let nested = format!("select count(*) from {}(select 1){}", "(select * from ".repeat(100), ") t".repeat(100));
+    assert_eq!(count(&e, &nested), 1);
+    // Near DuckDB's own limit of 1,000 levels (thousands of levels of JSON), only checked:
+    // DuckDB takes minutes to bind sums that deep.
+    let conn = e.connect().unwrap();
+    let sum = vec!["1"; 990].join(" + ");
+    e.check(&conn, &format!("select {sum}")).unwrap();
+    let deep = format!("select {}current_setting('threads'){}", "abs(".repeat(990), ")".repeat(990));
+    match e.check(&conn, &deep) {
+        Err(EngineError::Forbidden(msg)) => assert!(msg.contains("function current_setting is not allowed"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every read this repository sends — the default named queries, every target, variable
+/// and annotation of the dashboards in `dashboards/grafana/dashboards/` (which the web UI
+/// renders too), the web UI's SQL examples and the built-in alert rules — passes the check.
+#[test]
+fn every_read_the_repository_sends_passes_the_check() {
+    use std::collections::BTreeMap;
+
+    use crate::grafana::macros::{expand, MacroContext};
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    let ctx = |vars: BTreeMap<String, Vec<String>>| MacroContext { from_ms: 1_795_300_000_000, to_ms: 1_795_341_600_000, interval_ms: 60_000, vars };
+    let mut reads: Vec<(String, String)> = Vec::new();
+
+    for q in crate::named::defaults() {
+        reads.push((format!("named query {}", q.name), expand(&q.sql, &ctx(BTreeMap::new())).unwrap().sql));
+    }
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboards = root.join("dashboards/grafana/dashboards");
+    let mut panels = 0;
+    for entry in std::fs::read_dir(&dashboards).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let variables: Vec<String> = dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        // Variable queries.
+        for v in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+            if let Some(sql) = v["definition"].as_str() {
+                reads.push((format!("{} variable {}", path.display(), v["name"]), expand(sql, &ctx(BTreeMap::new())).unwrap().sql));
+            }
+        }
+        // Targets of panels and annotations: a payload Grafana interpolates, then parses.
+        let mut todo = vec![&dashboard];
+        while let Some(v) = todo.pop() {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(payload) = o.get("payload").and_then(|p| p.as_str()) {
+                        let mut text = payload.to_string();
+                        for name in &variables {
+                            for suffix in [",", "}", " ", "\n"] {
+                                text = text.replace(&format!("${name}{suffix}"), &format!("[\"a\", \"b\"]{suffix}"));
+                            }
+                        }
+                        let payload: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
+                        let vars = payload
+                            .as_object()
+                            .unwrap()
+                            .keys()
+                            .filter(|k| !["sql", "format"].contains(&k.as_str()))
+                            .map(|k| (k.clone(), vec!["a".to_string(), "b".to_string()]))
+                            .collect();
+                        let sql = payload["sql"].as_str().unwrap();
+                        reads.push((format!("{} target", path.display()), expand(sql, &ctx(vars)).unwrap().sql));
+                        panels += 1;
+                    }
+                    todo.extend(o.values());
+                }
+                serde_json::Value::Array(a) => todo.extend(a),
+                _ => {}
+            }
+        }
+    }
+    assert!(panels > 50, "only {panels} dashboard targets found");
+
+    // The web UI's examples: `['title', "SQL"],` lines of lake/ui/sql.js.
+    let ui = std::fs::read_to_string(root.join("lake/ui/sql.js")).unwrap();
+    let mut examples = 0;
+    for line in ui.lines().map(str::trim).filter(|l| l.starts_with("['")) {
+        let start = line.find(", \"").unwrap() + 3;
+        let end = line.rfind("\"]").unwrap();
+        let sql = line[start..end].replace("\\n", "\n").replace("\\'", "'").replace("\\\"", "\"");
+        reads.push(("web UI example".into(), sql));
+        examples += 1;
+    }
+    assert!(examples >= 5, "{examples} UI examples");
+
+    for rule in crate::alerts::builtin::defaults(&["n1".to_string()], 2) {
+        reads.push((format!("alert rule {}", rule.name), crate::alerts::eval::expand_sql(&rule.sql, 0)));
+    }
+
+    let conn = e.connect().unwrap();
+    for (what, sql) in &reads {
+        e.check(&conn, sql).unwrap_or_else(|err| panic!("{what}: {err}\n{sql}"));
+    }
+    drop(conn);
+    // `lake tables` (its own UNION over every table) runs through the same check.
+    assert_eq!(e.describe_tables_blocking().unwrap().num_rows(), Table::ALL.len());
+}
+
+/// What the check and the probe cost per query (printed; run with `--nocapture`), with
+/// bounds loose enough for a loaded debug build: DuckDB's `json_serialize_sql` (which the
+/// check before the allow-list ran too), then reading and walking its answer.
+#[test]
+fn check_and_probe_cost_is_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    let sql = "SELECT time_bucket(INTERVAL '60000 milliseconds', ts) AS time, vhost, \
+               count(*) FILTER (WHERE status >= 500) / count(*) AS ratio \
+               FROM http WHERE ts >= make_timestamptz(1795300000000000) AND ts < make_timestamptz(1795341600000000) \
+               AND host IN (?, ?) GROUP BY 1, 2 ORDER BY 1";
+    let conn = e.connect().unwrap();
+    let runs = 200u32;
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..runs {
+            f();
+        }
+        start.elapsed() / runs
+    };
+    let serialize = format!("SELECT json_serialize_sql({})", sandbox::quote(sql));
+    let json: String = conn.query_row(&serialize, [], |r| r.get(0)).unwrap();
+    let parse = time(&mut || {
+        let _: String = conn.query_row(&serialize, [], |r| r.get(0)).unwrap();
+    });
+    let walk = time(&mut || {
+        let tree = tree::Tree::parse(&json).unwrap();
+        let root = match tree.node(tree.get(0, "statements").unwrap()) {
+            tree::Node::Array(s) => s[0],
+            _ => unreachable!(),
+        };
+        allow::check(&tree, root, &e.allow, &|n| e.is_lake_table(n)).unwrap();
+    });
+    let check = time(&mut || e.check(&conn, sql).unwrap());
+    let db = e.current().unwrap();
+    let probe = time(&mut || db.probe().unwrap());
+    drop(conn);
+    // The cheapest whole query, probe included, for scale.
+    let query = time(&mut || {
+        e.query_blocking("select count(*) from metrics").unwrap();
+    });
+    eprintln!(
+        "read check: {check:?} per query (json_serialize_sql {parse:?}, reading and walking its {} bytes {walk:?}); \
+         health probe: {probe:?} per query; a whole `select count(*) from metrics` on an empty lake: {query:?}",
+        json.len()
+    );
+    assert!(check < Duration::from_millis(50), "check {check:?}");
+    assert!(probe < Duration::from_millis(20), "probe {probe:?}");
+}
+
+// ---- the health probe and the rebuild ----
+
+impl Engine {
+    /// Runs `sql` on a query connection with no read check: how a hole nobody has found
+    /// yet would reach DuckDB. The connection is probed when it drops, as a query's is.
+    fn run_unchecked(&self, sql: &str) -> std::result::Result<(), duckdb::Error> {
+        let conn = self.connect().unwrap();
+        conn.execute_batch(sql)
+    }
+}
+
+/// The sandbox is in force on `e`'s current database.
+fn assert_sandboxed(e: &Engine) {
+    let conn = e.connect().unwrap();
+    for (sql, expected) in [
+        ("SET threads=1", "locked"),
+        ("SET enable_external_access=true", "locked"),
+        ("COPY (select 1) TO '/tmp/lake-rebuild-escape.csv'", "Permission Error"),
+        ("ATTACH '/tmp/lake-rebuild-escape.db'", "Permission Error"),
+    ] {
+        let err = conn.execute_batch(sql).unwrap_err().to_string();
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    let threads: i64 = conn.query_row("select current_setting('threads')", [], |r| r.get(0)).unwrap();
+    assert_eq!(threads, 2);
+    let access: bool = conn.query_row("select current_setting('enable_external_access')", [], |r| r.get(0)).unwrap();
+    assert!(!access);
+}
+
+#[test]
+fn a_broken_engine_is_rebuilt_after_the_query_that_broke_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let e = engine(dir.path(), Arc::default());
+    assert_eq!(count(&e, "select count(*) from metrics"), 1);
+    let before = e.current().unwrap();
+    // The issue's statement, run past the check: DuckDB accepts it, and from then on every
+    // statement of that database fails — and closing one of its connections aborts the
+    // process. The probe when its connection drops sees it, and the engine is rebuilt.
+    e.run_unchecked("SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')").unwrap();
+    let stats = e.stats();
+    assert_eq!((stats.probe_failures, stats.rebuilds), (1, 1), "{stats:?}");
+    assert!(before.is_broken());
+    assert!(!Arc::ptr_eq(&before, &e.current().unwrap()));
+    drop(before);
+    // The next query works, on a database still sandboxed and still checked.
+    assert_eq!(count(&e, "select count(*) from metrics"), 1);
+    assert_sandboxed(&e);
+    forbidden(&e, "select * from enable_logging(storage='file', storage_path='/nonexistent')", "function enable_logging");
+    let stats = e.stats();
+    assert_eq!((stats.probe_failures, stats.rebuilds), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn queries_in_flight_on_a_broken_engine_cost_only_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let e = engine(dir.path(), Arc::default());
+    // Connections of queries running beside the one that breaks the database.
+    let beside: Vec<_> = (0..4).map(|_| e.connect().unwrap()).collect();
+    e.run_unchecked("SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')").unwrap();
+    for conn in &beside {
+        assert!(conn.query_row("select 1", [], |r| r.get::<_, i32>(0)).is_err());
+    }
+    // They end (on other threads at once): leaked, not closed, and no second rebuild.
+    std::thread::scope(|s| {
+        for conn in beside {
+            s.spawn(move || drop(conn));
+        }
+    });
+    let stats = e.stats();
+    assert_eq!((stats.probe_failures, stats.rebuilds), (1, 1), "{stats:?}");
+    assert_eq!(count(&e, "select count(*) from metrics"), 1);
+}
+
+#[test]
+fn concurrent_probe_failures_rebuild_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    // Broken behind every query's back (on the root handle, so no query's probe sees it)…
+    e.current()
+        .unwrap()
+        .with_root(|root| {
+            root.execute_batch("SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')")
+                .map_err(|err| EngineError::Internal(err.to_string()))
+        })
+        .unwrap();
+    // …then four queries start on it and fail. Closing such a connection aborts the
+    // process (DuckDB throws from its destructor): they must be leaked, not closed.
+    let conns: Vec<_> = (0..4).map(|_| e.connect().unwrap()).collect();
+    for conn in &conns {
+        assert!(conn.query_row("select 1", [], |r| r.get::<_, i32>(0)).is_err());
+    }
+    // They end at the same moment, each finding the database broken.
+    let barrier = std::sync::Barrier::new(conns.len());
+    std::thread::scope(|s| {
+        for conn in conns {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                drop(conn);
+            });
+        }
+    });
+    let stats = e.stats();
+    assert_eq!(stats.rebuilds, 1, "{stats:?}");
+    assert!((1..=4).contains(&stats.probe_failures), "{stats:?}");
+    assert_eq!(count(&e, "select count(*) from range(3)"), 3);
+    assert_sandboxed(&e);
+}
+

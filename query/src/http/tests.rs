@@ -276,13 +276,17 @@ escape!(escape_set_threads, "SET threads = 1", "SET is not allowed", "configurat
 escape!(escape_set_external_access, "SET enable_external_access = true", "SET is not allowed", "configuration is locked");
 escape!(escape_reset_lock, "RESET lock_configuration", "RESET is not allowed");
 escape!(escape_pragma, "PRAGMA threads = 1", "PRAGMA is not allowed");
-escape!(escape_read_csv_etc_passwd, "select * from read_csv('/etc/passwd')", "no files outside <data>/tables/", "/etc/passwd");
-escape!(escape_read_text, "select * from read_text('/etc/hostname')", "no files outside", "/etc/hostname");
-escape!(escape_read_blob, "select * from read_blob('/etc/shadow')", "no files outside", "/etc/shadow");
+escape!(escape_read_csv_etc_passwd, "select * from read_csv('/etc/passwd')", "function read_csv is not allowed", "no files outside <data>/tables/");
+escape!(escape_read_text, "select * from read_text('/etc/hostname')", "function read_text is not allowed", "no files outside");
+escape!(escape_read_blob, "select * from read_blob('/etc/shadow')", "function read_blob is not allowed", "no files outside");
 escape!(escape_read_json, "select * from read_json('/etc/os-release')", "no files outside");
 escape!(escape_read_parquet_elsewhere, "select * from read_parquet('/tmp/elsewhere/*.parquet')", "no files outside");
 escape!(escape_parquet_metadata, "select * from parquet_metadata('/var/lib/x.parquet')", "no files outside");
-escape!(escape_glob_etc, "select * from glob('/etc/*')", "no files outside", "/etc/*");
+escape!(escape_glob_etc, "select * from glob('/etc/*')", "function glob is not allowed", "no files outside");
+// A SELECT may still not change the engine for later requests (issue 18).
+escape!(escape_enable_logging, "SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')", "function enable_logging is not allowed");
+escape!(escape_current_setting, "select current_setting('threads')", "function current_setting is not allowed");
+escape!(escape_query_function, "select * from query('select 1')", "function query is not allowed");
 escape!(escape_https_url, "select * from read_parquet('https://example.com/x.parquet')", "no URLs", "https://example.com/x.parquet");
 escape!(escape_http_url_csv, "select * from read_csv('http://example.com/x.csv')", "no URLs");
 escape!(escape_url_replacement_scan, "select * from 'https://example.com/x.parquet'", "no URLs");
