@@ -111,7 +111,7 @@ pub(super) async fn fetch_manifest(m: &Maintenance, id: &PartitionId) -> Result<
             detail: format!("describes {}/{}, not the partition {id} it is stored for", bm.table, bm.date),
         });
     }
-    check_names(&key.to_string(), bm.files.iter().map(|f| f.name.as_str()))?;
+    check_names(key.as_ref(), bm.files.iter().map(|f| f.name.as_str()))?;
     Ok(Some(bm))
 }
 
