@@ -233,6 +233,12 @@ listen = \"127.0.0.1:7470\"
 # --node NAME (list, revoke): kept hashed in /var/lib/lake/tokens.toml, no restart needed.
 [[nodes]]
 name = \"$node\"
+
+# So that something outside this machine hears when the lake stops or cannot watch:
+# a healthchecks.io check (or an Uptime Kuma push monitor, style = \"uptime_kuma\"),
+# pinged after every alert round (README, \"The watcher is watched\").
+# [heartbeat]
+# url = \"https://hc-ping.com/<uuid>\"
 "
   put_new "$R/etc/lake/lake.env" 0600 "" "# Secrets of lake serve (mode 600, owner root; systemd reads it before dropping privileges):
 # archive credentials (LAKE_ARCHIVE_ACCESS_KEY_ID, ...), *_env tokens of lake.toml.

@@ -100,6 +100,31 @@ pub fn file_name(prefix: &str, seq: u64) -> String {
     format!("{prefix}-{seq:012}.{PARQUET_EXT}")
 }
 
+/// Longest data file name accepted (most file systems' limit).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// Checks a data file name that comes from outside the data directory (an archive
+/// manifest, a bucket listing) before it is joined to a path: one path component of
+/// `[A-Za-z0-9._-]`, not starting with `.`, ending in `.parquet`, at most
+/// [`MAX_FILE_NAME`] bytes. So `../../tokens.toml`, `/etc/passwd`, `a/b.parquet` or
+/// `.hidden.parquet` never reach the file system.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    let ext = format!(".{PARQUET_EXT}");
+    if name.is_empty() || name.len() > MAX_FILE_NAME {
+        return Err(format!("must be 1 to {MAX_FILE_NAME} bytes"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("{c:?} is not allowed (only A-Z, a-z, 0-9, '.', '_' and '-': one file name, no path)"));
+    }
+    if name.starts_with('.') {
+        return Err("must not start with '.'".into());
+    }
+    if name.len() <= ext.len() || !name.ends_with(&ext) {
+        return Err(format!("must end in {ext}"));
+    }
+    Ok(())
+}
+
 /// The glob matching every committed file of a table, for DuckDB's `read_parquet`.
 pub fn table_glob(data: &Path, table: Table) -> PathBuf {
     table_dir(data, table.name()).join("date=*").join(format!("*.{PARQUET_EXT}"))
@@ -108,6 +133,31 @@ pub fn table_glob(data: &Path, table: Table) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_from_outside_are_one_plain_component() {
+        for ok in ["f-000000000001.parquet", "c-1795374070000000.parquet", "metrics.2026-11-25.parquet"] {
+            assert_eq!(check_file_name(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("../../tokens.toml", "'/'"),
+            ("..", "'.'"),
+            ("../x.parquet", "'/'"),
+            ("/etc/x.parquet", "'/'"),
+            ("a/b.parquet", "'/'"),
+            ("a\\b.parquet", "'\\\\'"),
+            (".hidden.parquet", "start with '.'"),
+            ("x.parquet.tmp", "end in .parquet"),
+            (".parquet", "start with '.'"),
+            ("", "1 to 255"),
+            ("caf\u{e9}.parquet", "not allowed"),
+            ("a\0.parquet", "not allowed"),
+        ] {
+            let e = check_file_name(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        assert!(check_file_name(&format!("{}.parquet", "a".repeat(250))).is_err());
+    }
 
     #[test]
     fn dates_from_timestamps() {

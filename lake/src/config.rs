@@ -98,6 +98,9 @@ struct ConfigFile {
     http: HttpFile,
     #[serde(default)]
     auth: AuthFile,
+    /// `[heartbeat]`: the dead-man's switch out (none without the section).
+    #[serde(default)]
+    heartbeat: Option<crate::heartbeat::HeartbeatFile>,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -344,6 +347,8 @@ pub struct Config {
     pub retention: crate::retention::RetentionConfig,
     /// `[http]`: header, body and request timeouts of the HTTP server.
     pub http: HttpTimeouts,
+    /// `[heartbeat]`: a monitor outside the lake pinged after every alert round.
+    pub heartbeat: Option<crate::heartbeat::HeartbeatConfig>,
 }
 
 impl Config {
@@ -440,6 +445,7 @@ impl Config {
         let keys = KeySet::new(keys)?.keys().to_vec();
         let tokens_file = file.auth.tokens_file.unwrap_or_else(|| file.data_dir.join(crate::auth::DEFAULT_FILE));
         let http = file.http.validate(file.query.timeout.0)?;
+        let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -463,6 +469,7 @@ impl Config {
             archive,
             retention,
             http,
+            heartbeat,
         })
     }
 }
@@ -582,6 +589,8 @@ mod tests {
         assert_eq!(c.nodes, ["salem-storage", "gateway", "web-1"]);
         assert_eq!(c.keys.iter().filter(|k| k.role == Role::Ingest).count(), 2);
         assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
+        let hb = c.heartbeat.as_ref().expect("the example pings a monitor");
+        assert_eq!(hb.fail_url.path(), "/00000000-0000-0000-0000-000000000000/fail");
     }
 
     #[test]
@@ -598,6 +607,11 @@ mod tests {
         assert!(format!("{e:#}").contains("version"), "{e:#}");
         let e = Config::parse("[ingest]\nflush_interval = \"soon\"", |_| None).unwrap_err();
         assert!(format!("{e:#}").contains("soon"), "{e:#}");
+        let e = Config::parse("[heartbeat]\nurl = \"hc-ping.com/x\"", |_| None).unwrap_err();
+        assert!(format!("{e:#}").contains("heartbeat.url"), "{e:#}");
+        let e = Config::parse("[heartbeat]\ntimeout = \"5s\"", |_| None).unwrap_err();
+        assert!(format!("{e:#}").contains("url"), "{e:#}");
+        assert!(Config::parse("", |_| None).unwrap().heartbeat.is_none());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod config;
 pub mod custom;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
+pub mod heartbeat;
 pub mod http;
 pub mod lock;
 pub mod progress;

@@ -94,7 +94,9 @@ impl Flusher {
     async fn flush(&mut self) {
         let before = self.stats.flush_errors.load(Ordering::Relaxed);
         self.try_flush().await;
-        if self.stats.flush_errors.load(Ordering::Relaxed) > before {
+        let failed = self.stats.flush_errors.load(Ordering::Relaxed) > before;
+        self.stats.flush_attempted(failed);
+        if failed {
             self.failures = (self.failures + 1).min(5);
             self.retry_at = Some(Instant::now() + Duration::from_secs(1 << self.failures).min(Duration::from_secs(30)));
         } else {
@@ -109,7 +111,7 @@ impl Flusher {
             let segment = match self.wal.rotate().await {
                 Ok(s) => s,
                 Err(e) => {
-                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.flush_failed(format!("wal rotation: {e}"));
                     tracing::error!(%e, "flush: wal rotation failed");
                     return;
                 }
@@ -135,7 +137,7 @@ impl Flusher {
                 }
             }
             Ok(Err(e)) => {
-                self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.flush_failed(e.to_string());
                 tracing::error!(flush = number, %e, "flush failed");
                 // A failure after the commit point leaves a manifest: complete it and
                 // count the flush as done, or the retry would write those rows twice.
@@ -154,7 +156,7 @@ impl Flusher {
             }
             Err(e) => {
                 self.buffers.abort_flush();
-                self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.flush_failed(format!("flush task failed: {e}"));
                 tracing::error!(flush = number, %e, "flush task panicked; rows kept for the next attempt");
             }
         }
@@ -238,7 +240,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     let batches = Arc::new(Batches::new(state.clone()));
     let registry = Arc::new(crate::custom::Registry::open(&data, config.custom.clone()));
     let (replayed, skipped) = replay(found.records, &state, &buffers, &batches, &registry);
-    tracing::info!(replayed, skipped, truncated_bytes = found.truncated_bytes, "wal replayed");
+    tracing::info!(replayed, skipped, truncated_bytes = found.truncated_bytes, salvaged = found.salvaged.len(), "wal replayed");
 
     let engine = Arc::new(Engine::open(&data, Arc::clone(&buffers) as Arc<dyn FreshRows>, config.limits.clone())?);
     // Archive, retention and restore: the admin API and the nightly schedule. Their commits
@@ -269,6 +271,15 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     let archive_task = tokio::spawn(crate::archive::run_schedule(Arc::clone(&maintenance), Arc::default(), cancel.child_token()));
     let gate = Arc::new(RwLock::new(()));
     let writer_stats = Arc::new(WriterStats::default());
+    // What `/health` checks and the heartbeat reports: engine, WAL, flusher, alert loop.
+    let health = Arc::new(crate::health::Health::new(
+        wal.shared_stats(),
+        Arc::clone(&writer_stats),
+        Arc::clone(&buffers),
+        config.flush_interval,
+        Arc::clone(&engine),
+    ));
+    let heartbeat = config.heartbeat.clone().map(|h| crate::heartbeat::Heartbeat::new(h, Arc::clone(&health))).transpose()?;
     let ingest = Arc::new(Ingest {
         wal: wal.clone(),
         buffers: Arc::clone(&buffers),
@@ -290,6 +301,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         alerts: std::sync::OnceLock::new(),
         auth: auth_stats,
         engine: Arc::clone(&engine),
+        health: Arc::clone(&health),
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(
@@ -298,6 +310,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         Arc::clone(&engine),
         Arc::clone(&ingest),
         Arc::new(lake_query::alerts::SystemClock),
+        crate::alerts::Watch { health, heartbeat },
         cancel.child_token(),
     )?;
     let _ = status.alerts.set(alerts.snapshots());

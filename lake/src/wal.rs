@@ -13,11 +13,25 @@
 //!   them, syncs once and answers them all, so many collectors share one fsync.
 //! - A segment is deleted only after every row in it is in a committed Parquet file
 //!   ([`Wal::rotate`] before a flush, [`Wal::remove_before`] after its commit).
-//! - On open, a torn or corrupt tail (short header, short payload, bad magic or CRC) is
-//!   truncated at the last good record and reported; records before it are replayed.
+//! - On open, a torn tail of the newest segment (short header, short payload, bad magic
+//!   or CRC, with no intact record after it) is truncated at the last good record and
+//!   counted; records before it are replayed. That is what a crash mid-append leaves.
+//! - Anything else unreadable is damage to acknowledged records, and is *salvaged*, never
+//!   dropped quietly: the records after it are found again by their framing and
+//!   replayed, the damaged bytes are copied to `wal/corrupt/` and cut from the segment,
+//!   an error names the file and byte range, `lake_wal_corrupt_bytes_total` counts them
+//!   and `/health` reports it until the next start ([`Salvage`]).
+//!
+//! # Finding the next record after damage
+//! When the header at the damaged offset still looks right (magic, a length that fits)
+//! and an intact record starts exactly where it says it ends, only that record is
+//! skipped: the damage was inside its payload. Otherwise the bytes are scanned for the
+//! next offset holding a complete record (magic, length, CRC and layout all valid).
+//! Trying the record's own boundary first matters: a scan that starts inside a payload
+//! could take bytes a sender put in its body for a record.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -130,8 +144,41 @@ impl WalRecord {
 pub struct Replay {
     /// Every intact record, oldest first.
     pub records: Vec<WalRecord>,
-    /// Bytes cut from torn or corrupt tails.
+    /// Bytes cut from the torn tail of the newest segment.
     pub truncated_bytes: u64,
+    /// Damaged ranges skipped with the records after them kept.
+    pub salvaged: Vec<Salvage>,
+}
+
+/// Unreadable bytes of a segment that were not a torn tail: acknowledged records may
+/// have been in them. The records after them were replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvage {
+    /// The segment.
+    pub path: PathBuf,
+    /// First damaged byte.
+    pub start: u64,
+    /// One past the last damaged byte.
+    pub end: u64,
+    /// Where the damaged bytes were copied (`None` if the copy failed).
+    pub kept: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Salvage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: bytes {}..{} ({} bytes) were unreadable at start; the records in them are lost, the records after them were replayed",
+            self.path.display(),
+            self.start,
+            self.end,
+            self.end - self.start
+        )?;
+        match &self.kept {
+            Some(k) => write!(f, " (the bytes are kept in {})", k.display()),
+            None => Ok(()),
+        }
+    }
 }
 
 enum Op {
@@ -158,6 +205,30 @@ pub struct WalStats {
     pub bytes: AtomicU64,
     /// Bytes cut from torn tails at open.
     pub truncated_bytes: AtomicU64,
+    /// Damaged bytes skipped at open (records after them salvaged).
+    pub corrupt_bytes: AtomicU64,
+    /// What was salvaged at open, one line per damaged range (for `/health`).
+    pub salvaged: std::sync::Mutex<Vec<String>>,
+    /// Appends whose write or fsync failed.
+    pub errors: AtomicU64,
+    /// The error of the last append if it failed; cleared by the next durable append.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WalStats {
+    /// Why the WAL is failing now, if it is: its last append or fsync failed.
+    pub fn failing(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What was salvaged from damaged segments at start.
+    pub fn salvaged(&self) -> Vec<String> {
+        self.salvaged.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
 }
 
 impl std::fmt::Debug for Op {
@@ -188,37 +259,143 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Reads the intact records of one segment; returns them and the length of the good prefix.
-fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64, u64)> {
-    let file = File::open(path).map_err(io_err("open", path))?;
-    let len = file.metadata().map_err(io_err("stat", path))?.len();
-    let mut r = BufReader::new(file);
-    let mut records = Vec::new();
-    let mut good = 0u64;
-    let mut header = [0u8; HEADER_LEN];
-    loop {
-        if r.read_exact(&mut header).is_err() {
-            break;
-        }
-        let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-        let plen = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if magic != MAGIC || plen > MAX_RECORD || good + (HEADER_LEN + plen) as u64 > len {
-            break;
-        }
-        let mut payload = vec![0; plen];
-        if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-            break;
-        }
-        let Some(rec) = WalRecord::decode(&payload) else { break };
-        records.push(rec);
-        good += (HEADER_LEN + plen) as u64;
+/// The intact record whose frame starts at `at`, and the frame's length.
+fn frame_at(buf: &[u8], at: usize) -> Option<(WalRecord, usize)> {
+    let header = buf.get(at..at.checked_add(HEADER_LEN)?)?;
+    let magic = u32::from_le_bytes(header[0..4].try_into().ok()?);
+    let plen = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[8..12].try_into().ok()?);
+    if magic != MAGIC || plen > MAX_RECORD {
+        return None;
     }
-    Ok((records, good, len))
+    let payload = buf.get(at + HEADER_LEN..at + HEADER_LEN + plen)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    WalRecord::decode(payload).map(|r| (r, HEADER_LEN + plen))
+}
+
+/// Where the first intact record after the damaged offset `at` starts, if any: the end
+/// the damaged record's own header claims when an intact record (or the end of the
+/// segment) is there, else the next offset holding an intact record.
+fn resume_after(buf: &[u8], at: usize) -> Option<usize> {
+    if let Some(header) = buf.get(at..at + HEADER_LEN) {
+        let magic = u32::from_le_bytes(header[0..4].try_into().ok()?);
+        let plen = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
+        let end = at + HEADER_LEN + plen;
+        if magic == MAGIC && plen <= MAX_RECORD && end <= buf.len() && (end == buf.len() || frame_at(buf, end).is_some()) {
+            return Some(end);
+        }
+    }
+    let magic = MAGIC.to_le_bytes();
+    let mut from = at + 1;
+    while from + HEADER_LEN <= buf.len() {
+        let hit = from + buf[from..].windows(4).position(|w| w == magic)?;
+        if frame_at(buf, hit).is_some() {
+            return Some(hit);
+        }
+        from = hit + 1;
+    }
+    None
+}
+
+/// One segment read: its intact records with their byte ranges, the damaged ranges
+/// followed by intact records, and where an unreadable tail begins.
+#[derive(Debug, Default)]
+struct Scan {
+    records: Vec<(WalRecord, std::ops::Range<usize>)>,
+    damaged: Vec<std::ops::Range<usize>>,
+    /// Start of unreadable bytes running to the end of the segment.
+    tail: Option<usize>,
+}
+
+fn scan(buf: &[u8]) -> Scan {
+    let mut out = Scan::default();
+    let mut at = 0;
+    while at < buf.len() {
+        if let Some((rec, len)) = frame_at(buf, at) {
+            out.records.push((rec, at..at + len));
+            at += len;
+            continue;
+        }
+        match resume_after(buf, at) {
+            Some(next) if next < buf.len() => {
+                out.damaged.push(at..next);
+                at = next;
+            }
+            _ => {
+                out.tail = Some(at);
+                break;
+            }
+        }
+    }
+    out
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync dir", dir))
+}
+
+/// Directory under the WAL where damaged bytes are kept for inspection.
+pub const CORRUPT_DIR: &str = "corrupt";
+
+/// Copies each damaged range of `path` to `<dir>/corrupt/<segment>.<start>-<end>` and
+/// logs it; the copy is best effort (the log line and counters are what must not fail).
+fn salvage(dir: &Path, path: &Path, buf: &[u8], damaged: &[std::ops::Range<usize>]) -> Vec<Salvage> {
+    let keep_dir = dir.join(CORRUPT_DIR);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    damaged
+        .iter()
+        .map(|r| {
+            let dest = keep_dir.join(format!("{name}.{}-{}", r.start, r.end));
+            let kept = fs::create_dir_all(&keep_dir)
+                .and_then(|()| write_synced(&dest, &buf[r.clone()]))
+                .map(|()| dest.clone())
+                .map_err(|e| tracing::error!(path = %dest.display(), %e, "wal: cannot keep a copy of damaged bytes"))
+                .ok();
+            let s = Salvage { path: path.to_path_buf(), start: r.start as u64, end: r.end as u64, kept };
+            tracing::error!(
+                path = %path.display(),
+                start = r.start,
+                end = r.end,
+                bytes = r.len(),
+                kept = %s.kept.as_deref().map(|k| k.display().to_string()).unwrap_or_default(),
+                "wal: damaged records skipped; acknowledged rows in them are lost, the records after them were replayed"
+            );
+            s
+        })
+        .collect()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Deletes the temporary files of a [`rewrite`] a crash interrupted.
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))?.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".wal.tmp") {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a segment by its intact records only (temp file, fsync, rename), so the next
+/// start neither cuts nor reports the same bytes again.
+fn rewrite(path: &Path, buf: &[u8], records: &[(WalRecord, std::ops::Range<usize>)]) -> Result<()> {
+    let tmp = path.with_extension("wal.tmp");
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    for (_, r) in records {
+        f.write_all(&buf[r.clone()]).map_err(io_err("write", &tmp))?;
+    }
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 struct Writer {
@@ -253,6 +430,8 @@ impl Writer {
                             pending.push(reply);
                         }
                         Err(e) => {
+                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                            self.stats.set_error(Some(format!("write to {}: {e}", segment_path(&self.dir, self.seq).display())));
                             // Make the records written before this one durable first:
                             // `repair` may move on to a new segment, and `sync` only
                             // covers the current one.
@@ -302,6 +481,13 @@ impl Writer {
         }
         let result = self.file.sync_data();
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(()) => self.stats.set_error(None),
+            Err(e) => {
+                self.stats.errors.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                self.stats.set_error(Some(format!("fsync of {}: {e}", segment_path(&self.dir, self.seq).display())));
+            }
+        }
         if result.is_err() {
             // After a failed fsync the kernel may have dropped the dirty pages: nothing in
             // this segment's unsynced tail can be trusted, so continue in a fresh segment.
@@ -362,20 +548,43 @@ impl Wal {
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let stats = Arc::new(WalStats::default());
         let mut replay = Replay::default();
+        remove_leftovers(dir)?;
         let segments = list_segments(dir)?;
-        for &seq in &segments {
+        for (i, &seq) in segments.iter().enumerate() {
             let path = segment_path(dir, seq);
-            let (records, good, len) = read_segment(&path)?;
-            if good < len {
-                tracing::warn!(path = %path.display(), kept = good, cut = len - good, "wal: torn or corrupt tail truncated");
-                let f = OpenOptions::new().write(true).open(&path).map_err(io_err("open", &path))?;
-                f.set_len(good).map_err(io_err("truncate", &path))?;
-                f.sync_all().map_err(io_err("fsync", &path))?;
-                replay.truncated_bytes += len - good;
+            let buf = fs::read(&path).map_err(io_err("read", &path))?;
+            let found = scan(&buf);
+            let newest = i + 1 == segments.len();
+            let mut damaged = found.damaged.clone();
+            match found.tail {
+                // What a crash mid-append leaves: cut, as every start always did.
+                Some(t) if newest => {
+                    tracing::warn!(path = %path.display(), kept = t, cut = buf.len() - t, "wal: torn tail truncated");
+                    replay.truncated_bytes += (buf.len() - t) as u64;
+                }
+                // An older segment was complete when the writer moved on (or its tail was
+                // never acknowledged, after a failed fsync): loud either way.
+                Some(t) => damaged.push(t..buf.len()),
+                None => {}
             }
-            stats.bytes.fetch_add(good, Ordering::Relaxed);
-            replay.records.extend(records);
+            let good: usize = found.records.iter().map(|(_, r)| r.len()).sum();
+            if !damaged.is_empty() {
+                replay.salvaged.extend(salvage(dir, &path, &buf, &damaged));
+                // Best effort: without it the next start finds (and reports) the same bytes.
+                if let Err(e) = rewrite(&path, &buf, &found.records) {
+                    tracing::error!(path = %path.display(), %e, "wal: cannot rewrite a salvaged segment without its damaged bytes");
+                }
+            } else if good < buf.len() {
+                let f = OpenOptions::new().write(true).open(&path).map_err(io_err("open", &path))?;
+                f.set_len(good as u64).map_err(io_err("truncate", &path))?;
+                f.sync_all().map_err(io_err("fsync", &path))?;
+            }
+            stats.bytes.fetch_add(good as u64, Ordering::Relaxed);
+            replay.records.extend(found.records.into_iter().map(|(r, _)| r));
         }
+        let corrupt: u64 = replay.salvaged.iter().map(|s| s.end - s.start).sum();
+        stats.corrupt_bytes.store(corrupt, Ordering::Relaxed);
+        *stats.salvaged.lock().unwrap_or_else(|p| p.into_inner()) = replay.salvaged.iter().map(ToString::to_string).collect();
         stats.truncated_bytes.store(replay.truncated_bytes, Ordering::Relaxed);
         let seq = segments.last().map_or(1, |s| s + 1);
         let file = Writer::open_segment(dir, seq)?;
@@ -414,6 +623,11 @@ impl Wal {
     /// The WAL's counters.
     pub fn stats(&self) -> &WalStats {
         &self.stats
+    }
+
+    /// The WAL's counters, shared (for `/health`).
+    pub fn shared_stats(&self) -> Arc<WalStats> {
+        Arc::clone(&self.stats)
     }
 }
 
@@ -519,23 +733,120 @@ mod tests {
         assert_eq!(replay.truncated_bytes, 0);
     }
 
-    // Reading a segment must stop at the first bad record even if later bytes look valid.
+    /// Writes `byte` at `offset` of segment `seq`.
+    fn poke(dir: &Path, seq: u64, offset: u64, byte: u8) {
+        let mut f = OpenOptions::new().write(true).open(segment_path(dir, seq)).unwrap();
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.write_all(&[byte]).unwrap();
+    }
+
+    /// Segments 1 and 2 with records 0..3 and 3..6, and the writer on segment 3.
+    async fn two_full_segments(dir: &Path) {
+        let (wal, _) = Wal::open(dir).unwrap();
+        for i in 0..3 {
+            wal.append(&rec(i)).await.unwrap();
+        }
+        wal.rotate().await.unwrap();
+        for i in 3..6 {
+            wal.append(&rec(i)).await.unwrap();
+        }
+        wal.rotate().await.unwrap();
+    }
+
+    fn len(i: usize) -> u64 {
+        rec(i).encode().len() as u64
+    }
+
+    // Damage inside a payload of an older segment: exactly that record is lost, loudly;
+    // the records after it come back; the bytes are kept; the next start is clean.
     #[tokio::test]
-    async fn corruption_in_the_middle_stops_replay_of_that_segment() {
+    async fn a_damaged_record_in_an_older_segment_is_skipped_and_the_rest_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        two_full_segments(dir.path()).await;
+        poke(dir.path(), 1, len(0) + HEADER_LEN as u64 + 30, 0xEE);
+        let (wal, replay) = Wal::open(dir.path()).unwrap();
+        assert_eq!(replay.records, [0, 2, 3, 4, 5].map(rec));
+        assert_eq!(replay.truncated_bytes, 0, "not a torn tail");
+        let path = segment_path(dir.path(), 1);
+        let kept = dir.path().join(CORRUPT_DIR).join(format!("{:020}.wal.{}-{}", 1, len(0), len(0) + len(1)));
+        assert_eq!(replay.salvaged, [Salvage { path: path.clone(), start: len(0), end: len(0) + len(1), kept: Some(kept.clone()) }]);
+        let mut damaged = rec(1).encode();
+        damaged[HEADER_LEN + 30] = 0xEE;
+        assert_eq!(fs::read(&kept).unwrap(), damaged, "the damaged bytes are kept as they were");
+        assert_eq!(wal.stats().corrupt_bytes.load(Ordering::Relaxed), len(1));
+        let said = &wal.stats().salvaged()[0];
+        assert!(said.contains(&path.display().to_string()) && said.contains(&format!("bytes {}..{}", len(0), len(0) + len(1))), "{said}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), len(0) + len(2), "the segment keeps its intact records only");
+        assert_eq!(wal.stats().bytes.load(Ordering::Relaxed), len(0) + (2..6).map(len).sum::<u64>());
+        drop(wal);
+        let (wal, replay) = Wal::open(dir.path()).unwrap();
+        assert_eq!(replay.records, [0, 2, 3, 4, 5].map(rec));
+        assert!(replay.salvaged.is_empty() && wal.stats().salvaged().is_empty());
+    }
+
+    // A damaged header: where the record ended is unknown, so the next record is found by
+    // scanning for a complete frame.
+    #[tokio::test]
+    async fn after_a_damaged_header_the_next_record_is_found_by_its_framing() {
+        for offset in [0, 5, 9] {
+            let dir = tempfile::tempdir().unwrap();
+            two_full_segments(dir.path()).await;
+            // magic, length or CRC of record 4 (segment 2's second record)
+            poke(dir.path(), 2, len(3) + offset, 0xEE);
+            let (_wal, replay) = Wal::open(dir.path()).unwrap();
+            assert_eq!(replay.records, [0, 1, 2, 3, 5].map(rec), "offset {offset}");
+            assert_eq!((replay.salvaged[0].start, replay.salvaged[0].end), (len(3), len(3) + len(4)), "offset {offset}");
+        }
+    }
+
+    // The last record of an older segment damaged: nothing follows it in that segment,
+    // but it is not a crash's torn tail (the writer had moved on): reported, not cut quietly.
+    #[tokio::test]
+    async fn a_damaged_end_of_an_older_segment_is_reported_not_truncated_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        two_full_segments(dir.path()).await;
+        poke(dir.path(), 2, len(3) + len(4) + HEADER_LEN as u64 + 2, 0xEE);
+        let (wal, replay) = Wal::open(dir.path()).unwrap();
+        assert_eq!(replay.records, (0..5).map(rec).collect::<Vec<_>>());
+        assert_eq!(replay.truncated_bytes, 0);
+        assert_eq!(replay.salvaged.len(), 1);
+        assert_eq!(wal.stats().corrupt_bytes.load(Ordering::Relaxed), len(5));
+    }
+
+    // In the newest segment too, damage followed by intact records is not a torn tail.
+    #[tokio::test]
+    async fn corruption_in_the_middle_of_the_newest_segment_keeps_the_records_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(dir.path()).unwrap();
         for i in 0..3 {
             wal.append(&rec(i)).await.unwrap();
         }
         drop(wal);
-        let seg = segment_path(dir.path(), 1);
-        let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
-        let first = rec(0).encode().len() as u64;
-        f.seek(SeekFrom::Start(first + HEADER_LEN as u64 + 3)).unwrap();
-        f.write_all(&[0xEE]).unwrap();
-        drop(f);
+        poke(dir.path(), 1, len(0) + HEADER_LEN as u64 + 3, 0xEE);
         let (_wal, replay) = Wal::open(dir.path()).unwrap();
-        assert_eq!(replay.records, vec![rec(0)]);
+        assert_eq!(replay.records, vec![rec(0), rec(2)]);
+        assert_eq!(replay.salvaged.len(), 1);
+    }
+
+    // A record whose body holds the bytes of another record (a sender controls its body):
+    // damage to the outer payload skips the outer record whole, never replaying the inner.
+    #[tokio::test]
+    async fn a_record_hidden_in_a_damaged_payload_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let forged = WalRecord { table: "metrics".into(), batch_id: "other/1/1".into(), body: Bytes::from_static(b"forged") };
+        let mut body = vec![7u8; 40];
+        body.extend(forged.encode());
+        let outer = WalRecord { table: "metrics".into(), batch_id: "n1/1/9".into(), body: Bytes::from(body) };
+        two_full_segments(dir.path()).await;
+        // Append the outer record and one more to segment 1's end, as if written before rotation.
+        let mut f = OpenOptions::new().append(true).open(segment_path(dir.path(), 1)).unwrap();
+        f.write_all(&outer.encode()).unwrap();
+        f.write_all(&rec(9).encode()).unwrap();
+        drop(f);
+        poke(dir.path(), 1, (0..3).map(len).sum::<u64>() + HEADER_LEN as u64 + 20, 0xEE);
+        let (_wal, replay) = Wal::open(dir.path()).unwrap();
+        assert!(!replay.records.contains(&forged));
+        assert_eq!(replay.records, [0, 1, 2, 9, 3, 4, 5].map(rec));
     }
 
     /// What a crash leaves behind the newest segment's last acknowledged record.

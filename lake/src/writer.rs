@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -210,6 +210,33 @@ pub struct WriterStats {
     pub rows_written: AtomicU64,
     /// Parquet files committed.
     pub files_written: AtomicU64,
+    /// Flushes failed since the last one that succeeded (`/health`).
+    pub consecutive_failures: AtomicU64,
+    /// The last failed flush's error, until a flush succeeds.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    /// A flush failed with `error`: counted, kept for `/health`.
+    pub fn flush_failed(&self, error: String) {
+        self.flush_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// The last failed flush's error, if no flush succeeded since.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records whether the latest flush attempt failed.
+    pub fn flush_attempted(&self, failed: bool) {
+        if failed {
+            self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
 }
 
 fn staging_dir(data: &Path) -> PathBuf {

@@ -10,7 +10,7 @@
 //!   shown as failed by `lake alerts` and in the `alerts` table;
 //! - a lake killed with SIGKILL while an alert fires neither sends it again nor forgets
 //!   to send its resolution, and writes no transition row twice;
-//! - `lake silence add/list/remove` hold and release notifications.
+//! - `lake silence add/list/remove` (with an alerts token) hold and release notifications.
 //!
 //! Needs python3 with aiosmtpd and openssl (`scripts/setup peers` installs them); fails,
 //! never skips, without them.
@@ -234,7 +234,12 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 
 /// Runs the `lake` CLI against `url` with the read token; (exit code, stdout, stderr).
 fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(lake_bin()).args(args).arg("--url").arg(url).env("LAKE_TOKEN", READ_TOKEN).output().unwrap();
+    cli_as(url, READ_TOKEN, args)
+}
+
+/// Runs the `lake` CLI against `url` with `token`.
+fn cli_as(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(lake_bin()).args(args).arg("--url").arg(url).env("LAKE_TOKEN", token).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -529,12 +534,17 @@ async fn silences_hold_notifications_until_removed() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("[[notify.webhook]]\nname = \"hook\"\nurl = \"{}/hook\"\n", hook.url);
     let port = free_port();
-    let lake = Lake::start(&config(dir.path(), port, &extra), port);
+    let config = config(dir.path(), port, &extra);
+    // Silences are changed with a token of the alerts role (a read token only lists them).
+    let out = Command::new(lake_bin()).args(["token", "add", "--role", "alerts", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let lake = Lake::start(&config, port);
     let c = reqwest::Client::new();
     let url = lake.url.clone();
     let run = move |args: Vec<&'static str>| {
-        let url = url.clone();
-        async move { tokio::task::spawn_blocking(move || cli(&url, &args)).await.unwrap() }
+        let (url, token) = (url.clone(), token.clone());
+        async move { tokio::task::spawn_blocking(move || cli_as(&url, &token, &args)).await.unwrap() }
     };
 
     let (code, out, err) = run(vec!["silence", "add", "--rule", "uptime_down", "--label", "target=http://quiet.test/", "--for", "2h", "--comment", "maintenance"]).await;

@@ -13,7 +13,9 @@
 //! revoke the old one.
 //!
 //! A role without keys: the read APIs are open (a lake on loopback), the admin API
-//! answers loopback clients only, ingest refuses everyone. Once a set with read (or
+//! answers loopback clients only, ingest refuses everyone. Silences (adding and removing
+//! them mutes notifications) need an alerts or admin token, and are open only on a lake
+//! with no read, alerts or admin key at all. Once a set with read (or
 //! admin) keys has been installed, that role stays closed for the life of the
 //! [`Verifier`], even if a later set has none of its keys left: revoking the last read
 //! token locks the SQL API rather than opening it.
@@ -36,6 +38,8 @@ pub enum Role {
     Read,
     /// The admin API (`/v1/admin/…`).
     Admin,
+    /// Listing alerts and silences, and adding and removing silences (`lake silence`).
+    Alerts,
 }
 
 impl Role {
@@ -45,15 +49,18 @@ impl Role {
             Role::Ingest => "ingest",
             Role::Read => "read",
             Role::Admin => "admin",
+            Role::Alerts => "alerts",
         }
     }
 
-    /// The letter in a generated token's prefix (`lake_i_…`, `lake_r_…`, `lake_a_…`).
+    /// The letter in a generated token's prefix (`lake_i_…`, `lake_r_…`, `lake_a_…`,
+    /// `lake_l_…` for alerts).
     pub fn letter(self) -> char {
         match self {
             Role::Ingest => 'i',
             Role::Read => 'r',
             Role::Admin => 'a',
+            Role::Alerts => 'l',
         }
     }
 }
@@ -66,7 +73,7 @@ impl fmt::Display for Role {
 
 /// A role name that is not one.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown role {0:?} (use ingest, read or admin)")]
+#[error("unknown role {0:?} (use ingest, read, alerts or admin)")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -77,6 +84,7 @@ impl FromStr for Role {
             "ingest" => Ok(Role::Ingest),
             "read" => Ok(Role::Read),
             "admin" => Ok(Role::Admin),
+            "alerts" => Ok(Role::Alerts),
             other => Err(UnknownRole(other.to_string())),
         }
     }
@@ -248,12 +256,24 @@ pub enum AdminAccess {
     Denied,
 }
 
+/// Why a request may not add or remove silences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceDenied {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token that is no valid key of any role that may.
+    Invalid,
+    /// A valid read token: it lists alerts and silences but does not change them.
+    ReadOnly,
+}
+
 /// The keys in force, shared by every endpoint and swapped when the tokens file changes.
 #[derive(Debug, Default)]
 pub struct Verifier {
     set: RwLock<Arc<KeySet>>,
     read_closed: AtomicBool,
     admin_closed: AtomicBool,
+    alerts_closed: AtomicBool,
 }
 
 impl Verifier {
@@ -282,6 +302,9 @@ impl Verifier {
         }
         if set.has(Role::Admin) {
             self.admin_closed.store(true, Ordering::SeqCst);
+        }
+        if set.has(Role::Alerts) {
+            self.alerts_closed.store(true, Ordering::SeqCst);
         }
         *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }
@@ -315,6 +338,49 @@ impl Verifier {
         }
         let token = bearer_token(headers).ok_or(Denied::Missing)?;
         self.check(Role::Read, token).map(|_| ()).ok_or(Denied::Invalid)
+    }
+
+    /// Whether a request may list alerts and silences: a read or an alerts token (no
+    /// token while the read APIs are open).
+    pub fn alerts_read(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        if !self.read_required() {
+            return Ok(());
+        }
+        let token = bearer_token(headers).ok_or(Denied::Missing)?;
+        let hash = TokenHash::of(token);
+        let set = self.current();
+        let now = now_unix();
+        // Both roles are searched in full whatever the first finds: no early exit.
+        let read = set.find(Role::Read, &hash, now).is_some();
+        let alerts = set.find(Role::Alerts, &hash, now).is_some();
+        if read | alerts {
+            Ok(())
+        } else {
+            Err(Denied::Invalid)
+        }
+    }
+
+    /// Whether a request may add or remove silences: an alerts or an admin token. Open
+    /// only while no read, alerts or admin key was ever installed (a lake on loopback).
+    pub fn change_silences(&self, headers: &HeaderMap) -> Result<(), SilenceDenied> {
+        let closed = [&self.read_closed, &self.admin_closed, &self.alerts_closed].iter().any(|c| c.load(Ordering::SeqCst));
+        if !closed {
+            return Ok(());
+        }
+        let token = bearer_token(headers).ok_or(SilenceDenied::Missing)?;
+        let hash = TokenHash::of(token);
+        let set = self.current();
+        let now = now_unix();
+        let alerts = set.find(Role::Alerts, &hash, now).is_some();
+        let admin = set.find(Role::Admin, &hash, now).is_some();
+        let read = set.find(Role::Read, &hash, now).is_some();
+        if alerts | admin {
+            Ok(())
+        } else if read {
+            Err(SilenceDenied::ReadOnly)
+        } else {
+            Err(SilenceDenied::Invalid)
+        }
     }
 
     /// Whether a request may use the admin API.
@@ -431,6 +497,35 @@ mod tests {
         let v = Verifier::new(KeySet::new(vec![k, fresh]).unwrap());
         assert_eq!(v.read(&headers(Some("old-token-0123456789"))), Err(Denied::Invalid));
         assert_eq!(v.read(&headers(Some("new-token-0123456789"))), Ok(()));
+    }
+
+    #[test]
+    fn silences_need_an_alerts_or_admin_token_once_any_token_exists() {
+        let v = Verifier::new(KeySet::default());
+        assert_eq!(v.change_silences(&headers(None)), Ok(()), "no tokens at all: open, like reads");
+        let v = Verifier::new(
+            KeySet::new(vec![
+                Key::plain("r", Role::Read, None, "tok-r-0123456789"),
+                Key::plain("l", Role::Alerts, None, "tok-l-0123456789"),
+                Key::plain("a", Role::Admin, None, "tok-a-0123456789"),
+            ])
+            .unwrap(),
+        );
+        assert_eq!(v.change_silences(&headers(Some("tok-l-0123456789"))), Ok(()));
+        assert_eq!(v.change_silences(&headers(Some("tok-a-0123456789"))), Ok(()));
+        assert_eq!(v.change_silences(&headers(Some("tok-r-0123456789"))), Err(SilenceDenied::ReadOnly));
+        assert_eq!(v.change_silences(&headers(Some("tok-x-0123456789"))), Err(SilenceDenied::Invalid));
+        assert_eq!(v.change_silences(&headers(None)), Err(SilenceDenied::Missing));
+        // Listing: read or alerts; alerts tokens read nothing else, admin tokens do not list.
+        assert_eq!(v.alerts_read(&headers(Some("tok-r-0123456789"))), Ok(()));
+        assert_eq!(v.alerts_read(&headers(Some("tok-l-0123456789"))), Ok(()));
+        assert_eq!(v.alerts_read(&headers(Some("tok-a-0123456789"))), Err(Denied::Invalid));
+        assert_eq!(v.read(&headers(Some("tok-l-0123456789"))), Err(Denied::Invalid));
+        // Read tokens alone close silences too: a read token never mutes anything.
+        let v = Verifier::new(KeySet::new(vec![Key::plain("r", Role::Read, None, "tok-r-0123456789")]).unwrap());
+        assert_eq!(v.change_silences(&headers(Some("tok-r-0123456789"))), Err(SilenceDenied::ReadOnly));
+        assert_eq!("alerts".parse::<Role>().unwrap(), Role::Alerts);
+        assert!("alert".parse::<Role>().unwrap_err().to_string().contains("ingest, read, alerts or admin"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `/v1/alerts` and `/v1/silences`, behind the read tokens of the SQL API
-//! ([`lake_query::auth`]; no read token configured means no auth, for loopback use).
+//! `/v1/alerts` and `/v1/silences` ([`lake_query::auth`]).
 //!
-//! - `GET /v1/alerts`: the [`Snapshot`] as JSON.
-//! - `GET /v1/silences`: the silences.
+//! - `GET /v1/alerts`: the [`Snapshot`] as JSON. A read or an alerts token.
+//! - `GET /v1/silences`: the silences. A read or an alerts token.
 //! - `POST /v1/silences` `{"rule": "uptime_down", "labels": {"target": "…"}, "duration": "2h",
-//!   "comment": "…"}` → 201 and the silence (durable when answered).
-//! - `DELETE /v1/silences/{id}` → 200, or 404 for an unknown id.
+//!   "comment": "…"}` → 201 and the silence (durable when answered). An alerts or an admin
+//!   token: a silence mutes notifications, so a read token (Grafana's, say) gets 403.
+//! - `DELETE /v1/silences/{id}` → 200, or 404 for an unknown id. As `POST`.
+//!
+//! A lake with no read, alerts or admin token at all (loopback use) asks for none.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use lake_query::auth::{Denied, Verifier};
+use lake_query::auth::{Denied, SilenceDenied, Verifier};
 
 use super::api::{NewSilence, SilenceView, Snapshot};
 use super::Command;
@@ -39,10 +41,21 @@ pub(super) fn router(snapshot: watch::Receiver<Arc<Snapshot>>, commands: mpsc::S
 }
 
 fn authorize(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
-    match r.auth.read(headers) {
+    match r.auth.alerts_read(headers) {
         Ok(()) => Ok(()),
-        Err(Denied::Missing) => Err(ApiError::unauthorized("missing Authorization: Bearer <read token>")),
-        Err(Denied::Invalid) => Err(ApiError::unauthorized("invalid read token")),
+        Err(Denied::Missing) => Err(ApiError::unauthorized("missing Authorization: Bearer <read or alerts token>")),
+        Err(Denied::Invalid) => Err(ApiError::unauthorized("invalid token (a read or an alerts token lists alerts)")),
+    }
+}
+
+/// Adding and removing silences: an alerts or an admin token.
+fn authorize_change(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
+    const NEEDED: &str = "adding or removing silences needs a token of the alerts role (`lake token add --role alerts`) or an admin token";
+    match r.auth.change_silences(headers) {
+        Ok(()) => Ok(()),
+        Err(SilenceDenied::ReadOnly) => Err(ApiError::forbidden(format!("{NEEDED}; this read token only lists alerts and silences"))),
+        Err(SilenceDenied::Missing) => Err(ApiError::unauthorized(format!("missing Authorization: Bearer <token>: {NEEDED}"))),
+        Err(SilenceDenied::Invalid) => Err(ApiError::unauthorized(format!("invalid token: {NEEDED}"))),
     }
 }
 
@@ -72,7 +85,7 @@ async fn add_silence(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SilenceView>), ApiError> {
-    authorize(&r, &headers)?;
+    authorize_change(&r, &headers)?;
     let req: NewSilence = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body: {e} (expected {{\"rule\", \"labels\", \"duration\", \"comment\"}})")))?;
     let s = ask(&r, |reply| Command::AddSilence { req, reply }).await?.map_err(ApiError::bad_request)?;
@@ -80,7 +93,7 @@ async fn add_silence(
 }
 
 async fn remove_silence(State(r): State<Arc<Routes>>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
-    authorize(&r, &headers)?;
+    authorize_change(&r, &headers)?;
     if ask(&r, |reply| Command::RemoveSilence { id, reply }).await? {
         Ok(Json(json!({ "removed": id })))
     } else {

@@ -16,6 +16,14 @@
 //! 4. sleeps until the next rule or retry is due, a query or delivery finishes, a
 //!    silence command arrives, or shutdown.
 //!
+//! **Rounds.** Every [`round_interval`] (the shortest `every` of the rules, at most a
+//! minute: 30 s with the built-ins) the loop ends a round: it fails when a rule's latest
+//! evaluation failed, or an evaluation has been running far past the engine's time limit.
+//! The round goes to [`crate::health::Rounds`] (`/health`) and to the heartbeat, which
+//! pings a monitor outside the lake ([`crate::heartbeat`]). The built-in
+//! `alert_rule_failing` is computed here from the same evaluations, never with SQL, so it
+//! fires when the engine is down too.
+//!
 //! Deliveries: one per (notification, channel); a failure is retried with the backoff
 //! of `[notify]` unless permanent (a 4xx answer, an SMTP 5xx); the final outcome is a
 //! `sent` or `failed` row and is shown by `lake alerts`. On shutdown, deliveries in
@@ -40,13 +48,16 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use lake_format::units::Dur;
-use lake_query::alerts::eval::{self, expand_sql, fmt_labels};
+use lake_query::alerts::builtin::{rule_failures, FailingRule};
+use lake_query::alerts::eval::{self, expand_sql, fmt_labels, Observed};
 use lake_query::alerts::notify::{Channel, ErrorKind, Notifier, SendError};
-use lake_query::alerts::rules::{AlertsConfig, Rule};
+use lake_query::alerts::rules::{AlertsConfig, Rule, RuleKind};
 use lake_query::alerts::state::{AlertRow, DeliveryState, DeliveryStatus, Notification, Policy};
 use lake_query::alerts::Clock;
 use lake_query::engine::{Engine, Limits, NoFreshRows, QueryResult};
 
+use crate::health::Health;
+use crate::heartbeat::Heartbeat;
 use crate::http::ingest::Ingest;
 use api::{NewSilence, RuleView, SilenceView, Snapshot};
 use store::{Delivery, Outbox, Persisted};
@@ -59,6 +70,29 @@ pub const SEND_GRACE: Duration = Duration::from_secs(5);
 const ROW_RETRY: Duration = Duration::from_secs(2);
 /// Longest sleep of the loop when nothing is due.
 const IDLE: Duration = Duration::from_secs(60);
+/// Longest wait for the WAL to take alert rows; past it the loop goes on and retries
+/// (the append itself runs in its own task and is recognised if it lands later).
+const ROW_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest round, whatever the rules' intervals: a dead-man's switch wants a steady beat.
+const MAX_ROUND: Duration = Duration::from_secs(60);
+/// The round when no rule runs.
+const DEFAULT_ROUND: Duration = Duration::from_secs(30);
+
+/// How often the loop ends a round: the shortest `every` of the enabled rules, between 1 s
+/// and [`MAX_ROUND`] ([`DEFAULT_ROUND`] without rules or with alerting off).
+pub fn round_interval(config: &AlertsConfig) -> Duration {
+    let shortest = config.rules.iter().map(|r| r.every).min().filter(|_| config.enabled);
+    shortest.unwrap_or(DEFAULT_ROUND).clamp(Duration::from_secs(1), MAX_ROUND)
+}
+
+/// What the loop reports its rounds to.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// `/health`'s view of the lake; the loop records its rounds there.
+    pub health: Arc<Health>,
+    /// The dead-man's switch out, if `[heartbeat]` is configured.
+    pub heartbeat: Option<Heartbeat>,
+}
 
 /// What the HTTP routes ask of the alerter.
 #[derive(Debug)]
@@ -84,6 +118,7 @@ impl Alerts {
         engine: Arc<Engine>,
         ingest: Arc<Ingest>,
         clock: Arc<dyn Clock>,
+        watch: Watch,
         cancel: CancellationToken,
     ) -> anyhow::Result<Alerts> {
         if ingest.auth.current().nodes().contains(&rows::ID_NODE) {
@@ -99,6 +134,11 @@ impl Alerts {
         let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let due = config.rules.iter().map(|r| (r.name.clone(), now)).collect();
+        let round = round_interval(&config);
+        watch.health.rounds.start(round);
+        // An evaluation still running this long after it started is a hung engine: the
+        // engine interrupts queries at its own time limit, so this is well past it.
+        let stall = (round * crate::health::MISSED_ROUNDS).max(engine.limits().timeout + Duration::from_secs(30));
         let mut alerter = Alerter {
             policy: Policy {
                 flap: config.flap,
@@ -123,14 +163,21 @@ impl Alerts {
             rules: BTreeMap::new(),
             snapshot: snap_tx,
             row_retry_at: None,
+            row_error_logged: None,
             stats: Stats::default(),
+            watch,
+            round,
+            next_round: now + round.as_micros() as i64,
+            running: None,
+            stall,
         };
         alerter.enqueue_rows(forgotten);
         let task = tokio::spawn(alerter.run(cmd_rx, cancel));
         Ok(Alerts { commands: cmd_tx, snapshot: snap_rx, task })
     }
 
-    /// `/v1/alerts` and `/v1/silences`, behind the read tokens of `auth` (none: open).
+    /// `/v1/alerts` and `/v1/silences`: listing with a read or alerts token of `auth`,
+    /// silences changed with an alerts or admin one (no tokens at all: open).
     pub fn router(&self, auth: Arc<lake_query::auth::Verifier>) -> Router {
         http::router(self.snapshot.clone(), self.commands.clone(), auth)
     }
@@ -159,6 +206,9 @@ struct RuleHealth {
     last_eval: Option<i64>,
     rows: Option<usize>,
     error: Option<String>,
+    /// Evaluations failed in a row, and when the first of them started (µs).
+    failures: u32,
+    failing_since: Option<i64>,
 }
 
 type EvalDone = (String, i64, Result<QueryResult, String>);
@@ -186,7 +236,17 @@ struct Alerter {
     rules: BTreeMap<String, RuleHealth>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     row_retry_at: Option<i64>,
+    /// The last row-store error logged and when (the retries are counted, not all logged).
+    row_error_logged: Option<(String, i64)>,
     stats: Stats,
+    watch: Watch,
+    /// Round interval, and the end of the current round (µs).
+    round: Duration,
+    next_round: i64,
+    /// The SQL evaluation in flight: rule and start (µs).
+    running: Option<(String, i64)>,
+    /// How long an evaluation may run before it counts as hung.
+    stall: Duration,
 }
 
 /// What the alerter counts (published in the snapshot).
@@ -200,6 +260,8 @@ struct Stats {
     rows_stored: u64,
     row_store_retries: u64,
     state_save_errors: u64,
+    rounds: u64,
+    rounds_failed: u64,
 }
 
 impl Stats {
@@ -213,6 +275,8 @@ impl Stats {
             ("rows_stored", self.rows_stored),
             ("row_store_retries", self.row_store_retries),
             ("state_save_errors", self.state_save_errors),
+            ("rounds", self.rounds),
+            ("rounds_failed", self.rounds_failed),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -233,7 +297,11 @@ impl Alerter {
             if self.state.alerts.expire_silences(now) {
                 self.dirty = true;
             }
+            self.evaluate_internal(now);
             self.start_due_eval(now);
+            if now >= self.next_round {
+                self.end_round(now);
+            }
             self.start_due_sends(now);
             self.flush_outbox(now, false).await;
             self.persist().await;
@@ -278,7 +346,9 @@ impl Alerter {
         if !self.config.enabled || !self.evals.is_empty() {
             return;
         }
-        let Some((name, _)) = self.due.iter().filter(|(_, t)| **t <= now).min_by_key(|(_, t)| **t) else {
+        let config = Arc::clone(&self.config);
+        let is_sql = |name: &str| config.rule(name).is_none_or(|r| r.kind == RuleKind::Sql);
+        let Some((name, _)) = self.due.iter().filter(|(n, t)| **t <= now && is_sql(n)).min_by_key(|(_, t)| **t) else {
             return;
         };
         let name = name.clone();
@@ -288,6 +358,7 @@ impl Alerter {
         };
         let sql = expand_sql(&rule.sql, self.started);
         let engine = Arc::clone(&self.engine);
+        self.running = Some((name.clone(), now));
         self.evals.spawn(async move {
             let r = engine.query(sql).await.map_err(|e| e.to_string());
             (name, now, r)
@@ -295,6 +366,7 @@ impl Alerter {
     }
 
     fn on_eval(&mut self, done: Result<EvalDone, JoinError>) {
+        self.running = None;
         let (name, started, result) = match done {
             Ok(d) => d,
             Err(e) => {
@@ -315,6 +387,8 @@ impl Alerter {
         let observed = match observed {
             Ok(o) => {
                 health.rows = Some(o.rows.len() + o.skipped);
+                health.failures = 0;
+                health.failing_since = None;
                 if health.error.take().is_some() {
                     tracing::info!(rule = %name, "rule evaluates again");
                 }
@@ -326,13 +400,21 @@ impl Alerter {
                     tracing::warn!(rule = %name, error = %e, "rule evaluation failed");
                 }
                 health.error = Some(e);
+                health.failures = health.failures.saturating_add(1);
+                health.failing_since.get_or_insert(started);
                 return;
             }
         };
         if observed.skipped > 0 {
             tracing::debug!(rule = %name, skipped = observed.skipped, "rows without a value skipped");
         }
-        let cycle = self.state.alerts.evaluate(&rule, &observed.rows, now, &self.policy);
+        self.apply(&rule, &observed, now);
+    }
+
+    /// Feeds one evaluation's instances to the state machine; queues its rows and its
+    /// notification.
+    fn apply(&mut self, rule: &Rule, observed: &Observed, now: i64) {
+        let cycle = self.state.alerts.evaluate(rule, &observed.rows, now, &self.policy);
         if !cycle.rows.is_empty() || cycle.notification.is_some() {
             self.dirty = true;
         }
@@ -341,7 +423,87 @@ impl Alerter {
         }
         self.enqueue_rows(cycle.rows);
         if let Some(n) = cycle.notification {
-            self.queue_notification(&rule, n, now);
+            self.queue_notification(rule, n, now);
+        }
+    }
+
+    /// The SQL rules whose evaluations fail now: those whose latest evaluation failed,
+    /// and the one running past [`Alerter::stall`] (a hung engine never answers).
+    fn failing_rules(&self, now: i64) -> Vec<FailingRule> {
+        let mut out: Vec<FailingRule> = self
+            .config
+            .rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::Sql)
+            .filter_map(|r| {
+                let h = self.rules.get(&r.name)?;
+                let error = h.error.clone()?;
+                Some(FailingRule { rule: r.name.clone(), failures: h.failures, since: h.failing_since.unwrap_or(now), error })
+            })
+            .collect();
+        if let Some((name, since)) = &self.running {
+            let running = Duration::from_micros(u64::try_from(now - since).unwrap_or(0));
+            if running > self.stall {
+                let error = format!("its evaluation has been running for {}s without an answer", running.as_secs());
+                match out.iter_mut().find(|f| &f.rule == name) {
+                    Some(f) => {
+                        f.failures = f.failures.saturating_add(1);
+                        f.error = error;
+                    }
+                    None => {
+                        let h = self.rules.get(name);
+                        out.push(FailingRule {
+                            rule: name.clone(),
+                            failures: h.map_or(0, |h| h.failures).saturating_add(1),
+                            since: h.and_then(|h| h.failing_since).unwrap_or(*since),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Evaluates the due rules that need no engine (`alert_rule_failing`), even while a
+    /// SQL evaluation hangs.
+    fn evaluate_internal(&mut self, now: i64) {
+        if !self.config.enabled {
+            return;
+        }
+        let due: Vec<Rule> = self
+            .config
+            .rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::RuleFailures && self.due.get(&r.name).is_some_and(|t| *t <= now))
+            .cloned()
+            .collect();
+        for rule in due {
+            let observed = Observed { rows: rule_failures(&self.failing_rules(now)), skipped: 0 };
+            self.due.insert(rule.name.clone(), now + rule.every.as_micros() as i64);
+            self.stats.evaluations += 1;
+            let health = self.rules.entry(rule.name.clone()).or_default();
+            health.last_eval = Some(now);
+            health.rows = Some(observed.rows.len());
+            self.apply(&rule, &observed, now);
+        }
+    }
+
+    /// Ends a round: records its outcome for `/health` and hands it to the heartbeat.
+    fn end_round(&mut self, now: i64) {
+        self.next_round = now + self.round.as_micros() as i64;
+        let failures: Vec<String> = if self.config.enabled {
+            self.failing_rules(now).into_iter().map(|f| format!("rule {}: {}", f.rule, f.error)).collect()
+        } else {
+            Vec::new()
+        };
+        self.stats.rounds += 1;
+        if !failures.is_empty() {
+            self.stats.rounds_failed += 1;
+        }
+        self.watch.health.rounds.record(failures.clone());
+        if let Some(hb) = &self.watch.heartbeat {
+            hb.round(failures);
         }
     }
 
@@ -522,15 +684,26 @@ impl Alerter {
                 return;
             }
             let first = &self.state.outbox[0];
-            match rows::store(&self.ingest, &first.batch, &first.rows).await {
+            let stored = tokio::time::timeout(ROW_STORE_TIMEOUT, rows::store(&self.ingest, &first.batch, &first.rows))
+                .await
+                .unwrap_or_else(|_| Err(format!("the WAL did not take them within {}", Dur(ROW_STORE_TIMEOUT))));
+            match stored {
                 Ok(()) => {
                     let done = self.state.outbox.remove(0);
                     self.stats.rows_stored += done.rows.len() as u64;
                     self.dirty = true;
+                    if self.row_error_logged.take().is_some() {
+                        tracing::info!("alert rows are stored again");
+                    }
                 }
                 Err(e) => {
                     self.stats.row_store_retries += 1;
-                    tracing::warn!(batch = %first.batch, error = %e, "alert rows not stored yet; retrying");
+                    // Logged when the error changes and then once a minute; every retry is counted.
+                    let quiet = self.row_error_logged.as_ref().is_some_and(|(last, at)| *last == e && now - at < 60_000_000);
+                    if !quiet {
+                        tracing::warn!(batch = %first.batch, error = %e, waiting = self.state.outbox.len(), "alert rows not stored yet; retrying");
+                        self.row_error_logged = Some((e, now));
+                    }
                     self.row_retry_at = Some(now + ROW_RETRY.as_micros() as i64);
                     return;
                 }
@@ -590,10 +763,17 @@ impl Alerter {
     }
 
     fn next_wake(&self, now: i64) -> Duration {
-        let mut t = now + IDLE.as_micros() as i64;
-        if self.config.enabled && self.evals.is_empty() {
-            if let Some(d) = self.due.values().min() {
-                t = t.min(*d);
+        let mut t = (now + IDLE.as_micros() as i64).min(self.next_round);
+        if self.config.enabled {
+            let idle = self.evals.is_empty();
+            let next = self
+                .due
+                .iter()
+                .filter(|(name, _)| idle || self.rule(name).is_some_and(|r| r.kind != RuleKind::Sql))
+                .map(|(_, d)| *d)
+                .min();
+            if let Some(d) = next {
+                t = t.min(d);
             }
         }
         for d in &self.state.deliveries {
@@ -636,7 +816,7 @@ pub fn check_rules(config: &AlertsConfig, limits: &Limits) -> anyhow::Result<Vec
     let engine = Engine::open(&dir, Arc::new(NoFreshRows), Limits { timeout: Duration::from_secs(10), ..limits.clone() })
         .context("opening a query engine to check the rules")?;
     let mut errors = Vec::new();
-    for r in &config.rules {
+    for r in config.rules.iter().filter(|r| r.kind == RuleKind::Sql) {
         let sql = eval::probe_sql(&r.sql, 0);
         let checked = engine
             .query_blocking(&sql)

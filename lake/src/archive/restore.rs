@@ -7,6 +7,12 @@
 //! the [`crate::swap::Swapper`]: a query sees the whole partition or none of it. The
 //! ledger then marks the partition `restored_until` today + `keep_days`, so retention
 //! does not delete it again before that date.
+//!
+//! The bucket is not trusted with paths: every manifest is checked when it is read (its
+//! table and date are the partition asked for, every file name is one plain
+//! `<name>.parquet` component, none twice), and the whole range is planned and checked
+//! before the first byte is written, so a manifest naming `../../tokens.toml` fails the
+//! restore, naming the manifest and the name, with nothing written anywhere.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -97,12 +103,34 @@ pub(super) async fn fetch_manifest(m: &Maintenance, id: &PartitionId) -> Result<
             }
         })
         .await?;
-    match bytes {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| ArchiveError::Manifest { what: key.to_string(), detail: e.to_string() }),
+    let Some(b) = bytes else { return Ok(None) };
+    let bm: BucketManifest = serde_json::from_slice(&b).map_err(|e| ArchiveError::Manifest { what: key.to_string(), detail: e.to_string() })?;
+    if bm.table != id.table.name() || bm.date != id.date.to_string() {
+        return Err(ArchiveError::Manifest {
+            what: key.to_string(),
+            detail: format!("describes {}/{}, not the partition {id} it is stored for", bm.table, bm.date),
+        });
     }
+    check_names(key.as_ref(), bm.files.iter().map(|f| f.name.as_str()))?;
+    Ok(Some(bm))
+}
+
+/// Every name is a plain data file name (no path, no `..`), and none appears twice: a
+/// name from the bucket (or a ledger that adopted one) is joined to local paths.
+fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if let Err(e) = lake_format::layout::check_file_name(name) {
+            return Err(ArchiveError::Manifest {
+                what: what.to_string(),
+                detail: format!("file name {name:?}: {e}; refusing to write it (nothing was restored)"),
+            });
+        }
+        if !seen.insert(name) {
+            return Err(ArchiveError::Manifest { what: what.to_string(), detail: format!("file name {name:?} is listed twice") });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -147,6 +175,9 @@ pub(super) async fn run(
                 }
             },
         };
+        if !from_bucket {
+            check_names(&format!("ledger entry {id}"), archived.iter().map(|f| f.name.as_str()))?;
+        }
         let here = local.get(&id).map(Vec::as_slice).unwrap_or_default();
         let missing: Vec<BucketFile> =
             archived.iter().filter(|f| !here.iter().any(|l| l.name == f.name && l.size == f.size)).cloned().collect();

@@ -2,7 +2,7 @@
 //! status; `--watch` refreshes) and `lake silence add|list|remove`.
 //!
 //! Both talk to a running lake over HTTP (`--url`, `LAKE_URL`; `--token`, `LAKE_TOKEN`:
-//! one of the read tokens). `lake alerts --data-dir` reads the state file of a lake that
+//! a read or an alerts token to look, an alerts or admin token to add or remove silences). `lake alerts --data-dir` reads the state file of a lake that
 //! is not running instead (silences need the running lake, which owns that file).
 
 use std::collections::BTreeMap;
@@ -29,7 +29,8 @@ pub(super) struct Remote {
     /// URL of a running lake.
     #[arg(long, env = "LAKE_URL", default_value = "http://127.0.0.1:7470", global = true)]
     url: String,
-    /// A read token of the lake (`lake token add --role read`).
+    /// A token of the lake: read or alerts to look, alerts (`lake token add --role alerts`)
+    /// or admin to add or remove silences.
     #[arg(long, env = "LAKE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
 }

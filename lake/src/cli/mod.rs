@@ -247,10 +247,26 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     }
     let reads = count(lake_query::auth::Role::Read);
     println!("  read tokens     {}", if reads == 0 { "none (SQL API open: keep listen on loopback)".into() } else { reads.to_string() });
+    let alerts = count(lake_query::auth::Role::Alerts);
+    println!("  alerts tokens   {}", if alerts == 0 { "none (silences: admin tokens, or open on a lake without tokens)".into() } else { alerts.to_string() });
     let admins = count(lake_query::auth::Role::Admin);
     println!("  admin tokens    {}", if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() });
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
     print!("{}", alerts::describe_config(&c.alerts));
+    match &c.heartbeat {
+        Some(h) => println!(
+            "  heartbeat       {} every {}s round: {}://{}/… ({}s timeout)",
+            match h.style {
+                crate::heartbeat::Style::Healthchecks => "healthchecks",
+                crate::heartbeat::Style::UptimeKuma => "uptime_kuma",
+            },
+            crate::alerts::round_interval(&c.alerts).as_secs(),
+            h.url.scheme(),
+            h.url.host_str().unwrap_or("?"),
+            h.timeout.as_secs()
+        ),
+        None => println!("  heartbeat       none (nothing outside the lake hears if it stops: see [heartbeat])"),
+    }
     Ok(())
 }

@@ -37,7 +37,8 @@ pub(crate) struct TokenArgs {
 enum TokenCommand {
     /// Create a token and print it: it is shown this once, only its SHA-256 is kept.
     Add {
-        /// What it allows: ingest (as one node), read (SQL, Grafana, alerts, UI) or admin.
+        /// What it allows: ingest (as one node), read (SQL, Grafana, alerts, UI), alerts
+        /// (list alerts, add and remove silences) or admin.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// The node an ingest token sends as.
@@ -263,6 +264,7 @@ mod tests {
         assert!(a.starts_with("lake_i_") && a.len() == 7 + 43, "{a}");
         assert_ne!(a, b);
         assert!(new_token(Role::Read, &rng).unwrap().starts_with("lake_r_"));
+        assert!(new_token(Role::Alerts, &rng).unwrap().starts_with("lake_l_"));
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'), "{a}");
     }
 }

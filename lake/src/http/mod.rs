@@ -1,5 +1,9 @@
 //! The lake's HTTP surface: ingest, health and self-metrics, with the SQL API of
 //! `lake-query` merged in.
+//!
+//! `/health` answers 200 with the lake's state and a `checks` object (engine, wal,
+//! flusher, alerts: [`crate::health`]) while every check passes, and 503 with the same
+//! body, `"status": "failing"` and the `reasons`, while one does not.
 
 pub mod admin;
 pub mod body;
@@ -48,6 +52,8 @@ pub struct Status {
     pub auth: Arc<crate::auth::AuthStats>,
     /// The query engine: queries, refusals, health probes and rebuilds.
     pub engine: Arc<lake_query::Engine>,
+    /// The checks of `/health`, and the heartbeat's counters.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl Status {
@@ -72,16 +78,23 @@ pub fn router(ingest: Arc<Ingest>, status: Arc<Status>) -> Router {
 }
 
 async fn health(State(s): State<Arc<Status>>) -> impl IntoResponse {
+    let checks = s.health.check().await;
     let (rows, bytes, age) = s.buffers.usage();
-    Json(json!({
-        "status": "ok",
+    let mut body = json!({
+        "status": if checks.ok() { "ok" } else { "failing" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": s.started.elapsed().as_secs(),
         "buffered_rows": rows,
         "buffered_bytes": bytes,
         "oldest_buffered_seconds": age.map(|a| a.as_secs_f64()),
         "wal_bytes": s.wal().bytes.load(Ordering::Relaxed),
-    }))
+        "checks": checks,
+    });
+    if checks.ok() {
+        return (axum::http::StatusCode::OK, Json(body));
+    }
+    body["reasons"] = json!(checks.reasons());
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 
 async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
@@ -93,7 +106,8 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let a = &s.archive.stats;
     let t = &s.auth;
     let q = s.engine.stats();
-    let counters: [(&str, &str, u64); 33] = [
+    let hb = &s.health.heartbeat;
+    let counters: &[(&str, &str, u64)] = &[
         ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
         ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
         ("lake_ingest_bytes_total", "ingest body bytes stored", i.bytes.load(Ordering::Relaxed)),
@@ -104,6 +118,8 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_wal_appends_total", "records appended to the WAL", wal.appends.load(Ordering::Relaxed)),
         ("lake_wal_fsyncs_total", "WAL fsyncs", wal.fsyncs.load(Ordering::Relaxed)),
         ("lake_wal_truncated_bytes_total", "bytes cut from torn WAL tails at start", wal.truncated_bytes.load(Ordering::Relaxed)),
+        ("lake_wal_corrupt_bytes_total", "damaged WAL bytes skipped at start, the records after them salvaged", wal.corrupt_bytes.load(Ordering::Relaxed)),
+        ("lake_wal_errors_total", "WAL appends whose write or fsync failed", wal.errors.load(Ordering::Relaxed)),
         ("lake_flushes_total", "flushes committed", w.flushes.load(Ordering::Relaxed)),
         ("lake_flush_errors_total", "flushes failed (rows kept, retried)", w.flush_errors.load(Ordering::Relaxed)),
         ("lake_rows_written_total", "rows written to Parquet", w.rows_written.load(Ordering::Relaxed)),
@@ -127,9 +143,14 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_engine_refused_total", "statements refused by the read check (403)", q.refused),
         ("lake_engine_probe_failures_total", "health probes (SELECT 1 after a query) that failed", q.probe_failures),
         ("lake_engine_rebuilds_total", "query engine databases replaced after a failed health probe", q.rebuilds),
+        ("lake_heartbeat_pings_total", "heartbeat success pings the monitor accepted", hb.pings.load(Ordering::Relaxed)),
+        ("lake_heartbeat_fail_pings_total", "heartbeat failure pings the monitor accepted", hb.fail_pings.load(Ordering::Relaxed)),
+        ("lake_heartbeat_errors_total", "heartbeat pings that failed (no answer, time-out, not 2xx)", hb.errors.load(Ordering::Relaxed)),
+        ("lake_heartbeat_skipped_total", "rounds whose heartbeat ping was skipped, the previous one still out", hb.skipped.load(Ordering::Relaxed)),
+        ("lake_flush_failures_in_a_row", "flushes failed since the last one that succeeded", w.consecutive_failures.load(Ordering::Relaxed)),
     ];
     let mut out = String::new();
-    for (name, help, v) in counters {
+    for &(name, help, v) in counters {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     }

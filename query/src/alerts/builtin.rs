@@ -11,6 +11,7 @@
 //! | `unit_failed` | latest `units` row per (host, unit), last 7 days | 1 | its `active_state` is `failed` |
 //! | `public_listener_opened` | latest `listeners` row per (host, proto, addr, port), last day, on an address that is not loopback, link-local, RFC 1918 or Tailscale's | 1 | the socket was `opened` (not present at the first inventory) |
 //! | `tailscale_relayed` | `probes` of kind `tailscale` per (host, peer) whose latest path is `DERP(…)` and that had a direct path in the last day | seconds since the last direct path | `> 600` |
+//! | `alert_rule_failing` | the evaluations of every other rule (no SQL: the lake's evaluator reports them, so it works when the engine does not) | failed evaluations of the rule in a row | `>= 2` |
 //!
 //! Each is overridden field by field with a `[[rules]]` entry of the same name, or
 //! switched off with `enabled = false`. `$__lake_started` in any rule's SQL is replaced
@@ -19,7 +20,9 @@
 
 use std::time::Duration;
 
-use super::rules::Severity;
+use super::eval::Observation;
+use super::rules::{RuleKind, Severity};
+use super::Labels;
 
 /// `node_silent`.
 pub const NODE_SILENT: &str = "node_silent";
@@ -39,9 +42,11 @@ pub const TAILSCALE_RELAYED: &str = "tailscale_relayed";
 pub const UNIT_FAILED: &str = "unit_failed";
 /// `public_listener_opened`.
 pub const PUBLIC_LISTENER_OPENED: &str = "public_listener_opened";
+/// `alert_rule_failing`.
+pub const ALERT_RULE_FAILING: &str = "alert_rule_failing";
 
 /// Names of the built-in rules.
-pub const BUILTIN_NAMES: [&str; 9] = [
+pub const BUILTIN_NAMES: [&str; 10] = [
     NODE_SILENT,
     FILESYSTEM_FULL,
     TLS_EXPIRING,
@@ -51,6 +56,7 @@ pub const BUILTIN_NAMES: [&str; 9] = [
     TAILSCALE_RELAYED,
     UNIT_FAILED,
     PUBLIC_LISTENER_OPENED,
+    ALERT_RULE_FAILING,
 ];
 
 /// The placeholder replaced by the lake's start time.
@@ -63,8 +69,10 @@ pub struct BuiltinRule {
     pub name: &'static str,
     /// What it watches.
     pub description: &'static str,
-    /// Query.
+    /// Query (empty for a rule that is not SQL).
     pub sql: String,
+    /// What it evaluates.
+    pub kind: RuleKind,
     /// Condition text.
     pub condition: &'static str,
     /// `for`.
@@ -89,6 +97,7 @@ pub fn defaults(nodes: &[String], vantage_points: u32) -> Vec<BuiltinRule> {
             name: NODE_SILENT,
             description: "a configured node's collector has sent no rows for 2 minutes (dead-man's switch)",
             sql: node_silent_sql(nodes),
+            kind: RuleKind::Sql,
             condition: "> 120",
             for_: secs(0),
             every: secs(30),
@@ -105,6 +114,7 @@ WHERE name = 'filesystem_used_ratio' AND ts > now() - INTERVAL 15 MINUTE
 GROUP BY 1, 2"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: "> 0.9",
             for_: secs(300),
             every: secs(60),
@@ -121,6 +131,7 @@ WHERE cert_days_left IS NOT NULL AND ts > now() - INTERVAL 1 DAY
 GROUP BY target"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: "< 14",
             for_: secs(0),
             every: secs(300),
@@ -131,6 +142,7 @@ GROUP BY target"#
             name: UPTIME_DOWN,
             description: "an uptime target is down from enough vantage points (default: all that probe it)",
             sql: uptime_down_sql(vantage_points),
+            kind: RuleKind::Sql,
             condition: ">= 1",
             for_: secs(60),
             every: secs(30),
@@ -151,6 +163,7 @@ GROUP BY vhost
 HAVING count(*) >= 20"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: "> 0.05",
             for_: secs(120),
             every: secs(60),
@@ -167,6 +180,7 @@ WHERE action = 'ban' AND ts > now() - INTERVAL 10 MINUTE
 GROUP BY host"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: ">= 20",
             for_: secs(0),
             every: secs(60),
@@ -195,6 +209,7 @@ FROM s
 WHERE relayed_now AND last_direct IS NOT NULL AND last > now() - INTERVAL 10 MINUTE"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: "> 600",
             for_: secs(0),
             every: secs(60),
@@ -212,6 +227,7 @@ GROUP BY host, unit
 HAVING arg_max(active_state, ts) = 'failed'"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: ">= 1",
             for_: secs(0),
             every: secs(30),
@@ -238,13 +254,58 @@ WHERE last_change = 'opened'
            OR lower(addr) LIKE 'fe80:%' OR lower(addr) LIKE 'fd7a:115c:a1e0:%' OR lower(addr) LIKE '::ffff:127.%')"#
                 .trim()
                 .to_string(),
+            kind: RuleKind::Sql,
             condition: ">= 1",
             for_: secs(0),
             every: secs(60),
             severity: Severity::Warning,
             message: "{{ labels.host }}: {{ details.process }} listens on {{ labels.proto }} {{ labels.addr }}:{{ labels.port }} (opened {{ details.since }})",
         },
+        BuiltinRule {
+            name: ALERT_RULE_FAILING,
+            description: "an alert rule failed to evaluate twice in a row (SQL error, time-out, engine down): what it watches is unwatched",
+            sql: String::new(),
+            kind: RuleKind::RuleFailures,
+            condition: ">= 2",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Critical,
+            message: "rule {{ labels.failing_rule }} failed {{ value }} evaluations in a row (since {{ details.since }}): {{ details.error }}",
+        },
     ]
+}
+
+/// A rule whose latest evaluations failed, as the lake's evaluator saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingRule {
+    /// The rule's name.
+    pub rule: String,
+    /// Evaluations that failed in a row (the latest included).
+    pub failures: u32,
+    /// When the first of them failed (µs).
+    pub since: i64,
+    /// The latest error.
+    pub error: String,
+}
+
+/// The instances `alert_rule_failing` sees: one per failing rule, labelled
+/// `failing_rule`, valued by its failures in a row, with `error` and `since` as details
+/// (an error text that changes, e.g. naming a row count or a file, must not make a new
+/// alert; the message shows it). A rule that evaluates again is not observed, so its
+/// instance resolves.
+pub fn rule_failures(failing: &[FailingRule]) -> Vec<Observation> {
+    failing
+        .iter()
+        .filter(|f| f.failures > 0)
+        .map(|f| Observation {
+            labels: Labels::from([("failing_rule".to_string(), f.rule.clone())]),
+            details: Labels::from([
+                ("error".to_string(), f.error.clone()),
+                ("since".to_string(), super::format_time(f.since)),
+            ]),
+            value: f64::from(f.failures),
+        })
+        .collect()
 }
 
 fn node_silent_sql(nodes: &[String]) -> String {
@@ -335,6 +396,25 @@ mod tests {
     fn rule(name: &str, nodes: &[&str], vantage: u32) -> BuiltinRule {
         let nodes: Vec<String> = nodes.iter().map(|s| s.to_string()).collect();
         defaults(&nodes, vantage).into_iter().find(|r| r.name == name).unwrap()
+    }
+
+    #[test]
+    fn rule_failures_label_the_failing_rule_and_resolve_when_it_works() {
+        let r = rule(ALERT_RULE_FAILING, &[], 0);
+        assert_eq!(r.kind, RuleKind::RuleFailures);
+        let cond: Condition = r.condition.parse().unwrap();
+        let failing = [
+            FailingRule { rule: "filesystem_full".into(), failures: 3, since: 1_795_374_070_000_000, error: "IO Error: no magic bytes".into() },
+            FailingRule { rule: "node_silent".into(), failures: 1, since: 1_795_374_070_000_000, error: "timeout".into() },
+            FailingRule { rule: "ok_again".into(), failures: 0, since: 0, error: String::new() },
+        ];
+        let o = rule_failures(&failing);
+        assert_eq!(o.len(), 2, "a rule that evaluates again is not observed (its alert resolves)");
+        assert_eq!(o[0].labels, Labels::from([("failing_rule".to_string(), "filesystem_full".to_string())]));
+        assert_eq!(o[0].details["error"], "IO Error: no magic bytes");
+        assert_eq!(o[0].details["since"], "2026-11-22 19:01:10 UTC");
+        // Two failures in a row fire; a single one (a passing time-out) does not.
+        assert!(cond.holds(o[0].value) && !cond.holds(o[1].value));
     }
 
     #[test]

@@ -200,6 +200,9 @@ mod tests {
     fn every_builtin_query_runs_on_an_empty_lake() {
         let (_d, e) = engine();
         for b in super::super::builtin::defaults(&["n1".into(), "o'k".into()], 2) {
+            if b.kind != super::super::rules::RuleKind::Sql {
+                continue;
+            }
             let r = e.query_blocking(&expand_sql(&b.sql, 1_795_374_070_000_000)).unwrap_or_else(|err| panic!("{}: {err}", b.name));
             check_schema(&r.schema).unwrap_or_else(|err| panic!("{}: {err}", b.name));
             let o = observations(&r).unwrap();

@@ -145,6 +145,17 @@ impl fmt::Display for Severity {
     }
 }
 
+/// What a rule evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleKind {
+    /// Its SQL, on the query engine.
+    #[default]
+    Sql,
+    /// The other rules' evaluations, as the lake's evaluator saw them
+    /// ([`builtin::ALERT_RULE_FAILING`]): no SQL, so it still works when the engine does not.
+    RuleFailures,
+}
+
 /// A validated rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -153,7 +164,10 @@ pub struct Rule {
     /// One line on what it watches.
     pub description: String,
     /// Returns one row per instance: label columns, `_detail` columns and a numeric `value`.
+    /// Empty for a rule of another [`RuleKind`].
     pub sql: String,
+    /// What it evaluates.
+    pub kind: RuleKind,
     /// When an instance is active.
     pub condition: Condition,
     /// How long an instance must stay active before it fires.
@@ -386,10 +400,17 @@ pub fn build(
             disabled.push(b.name.to_string());
             continue;
         }
+        if b.kind == RuleKind::RuleFailures && f.is_some_and(|r| r.sql.is_some()) {
+            return Err(ConfigError::new(
+                format!("{at}.sql"),
+                "this rule has no SQL: the lake reports the other rules' failed evaluations to it (it must work when the engine does not)",
+            ));
+        }
         let rule = Rule {
             name: b.name.to_string(),
             description: pick(f.and_then(|r| r.description.clone()), b.description.to_string()),
             sql: pick(f.and_then(|r| r.sql.clone()), b.sql.clone()),
+            kind: b.kind,
             condition: match f.and_then(|r| r.condition.as_deref()) {
                 Some(c) => c.parse().map_err(|e| ConfigError::new(format!("{at}.condition"), e))?,
                 None => b.condition.parse().expect("built-in conditions parse"),
@@ -442,6 +463,7 @@ pub fn build(
             name: r.name.clone(),
             description: r.description.clone().unwrap_or_default(),
             sql,
+            kind: RuleKind::Sql,
             condition,
             for_: r.for_.map_or(Duration::ZERO, |d| d.0),
             every: r.every.map_or(Duration::from_secs(60), |d| d.0),
@@ -472,7 +494,7 @@ fn pick(over: Option<String>, default: String) -> String {
 }
 
 fn check_rule(r: &Rule, at: &str, channels: &[&str]) -> Result<(), ConfigError> {
-    if r.sql.trim().is_empty() {
+    if r.kind == RuleKind::Sql && r.sql.trim().is_empty() {
         return Err(ConfigError::new(format!("{at}.sql"), "is empty"));
     }
     if r.every < MIN_EVERY || r.every > MAX_EVERY {

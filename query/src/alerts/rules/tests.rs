@@ -184,3 +184,22 @@ fn retry_policy_doubles_up_to_the_max() {
     assert_eq!(d, [1, 2, 3, 3]);
     assert_eq!(c.retry.attempts, 4);
 }
+
+#[test]
+fn alert_rule_failing_is_on_by_default_tunable_and_takes_no_sql() {
+    let c = parse("").unwrap();
+    let r = c.rule("alert_rule_failing").unwrap();
+    assert_eq!((r.kind, r.sql.as_str(), r.condition.to_string().as_str()), (RuleKind::RuleFailures, "", ">= 2"));
+    assert_eq!((r.severity, r.every), (Severity::Critical, Duration::from_secs(30)));
+
+    let c = parse("[[rules]]\nname = \"alert_rule_failing\"\ncondition = \">= 1\"\nfor = \"5m\"\nseverity = \"warning\"\n").unwrap();
+    let r = c.rule("alert_rule_failing").unwrap();
+    assert_eq!((r.condition.to_string().as_str(), r.for_, r.severity), (">= 1", Duration::from_secs(300), Severity::Warning));
+
+    let c = parse("[[rules]]\nname = \"alert_rule_failing\"\nenabled = false\n").unwrap();
+    assert!(c.rule("alert_rule_failing").is_none());
+    assert_eq!(c.disabled, ["alert_rule_failing"]);
+
+    let e = parse("[[rules]]\nname = \"alert_rule_failing\"\nsql = \"select 1 as value\"\n").unwrap_err();
+    assert!(e.contains("rules[0] (alert_rule_failing).sql: this rule has no SQL"), "{e}");
+}

@@ -13,6 +13,7 @@ fn rule(for_: Duration) -> Rule {
         name: "disk".into(),
         description: "disk nearly full".into(),
         sql: "select".into(),
+        kind: crate::alerts::rules::RuleKind::Sql,
         condition: "> 0.9".parse::<Condition>().unwrap(),
         for_,
         every: MIN,
