@@ -53,7 +53,8 @@ use super::{EngineError, FreshRows, Result};
 /// while a large buffer waits for its flush, and binding views over files the next one.
 /// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`)
 /// or may name a table in a computed string (`query(…)`, `query_table(…)`) gets every view
-/// ([`INTROSPECTION`]), so it sees every table.
+/// ([`INTROSPECTION`]), so it sees every table. Custom tables follow the same rule
+/// ([`super::custom::create`]); one that cannot be read fails only the queries naming it.
 pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str, schemas: &SchemaCache) -> Result<()> {
     let named = named_words(sql);
     let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
@@ -117,7 +118,7 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     }
     conn.execute_batch(&ddl)
         .map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
-    super::custom::create(conn, data_dir, fresh, &named)?;
+    super::custom::create(conn, data_dir, fresh, &named, everything)?;
     Ok(())
 }
 
