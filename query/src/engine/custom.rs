@@ -66,18 +66,18 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         return Ok(());
     }
 
-    let mut taken: Vec<(&CustomSchema, Result<Vec<String>>, Vec<RecordBatch>)> = Vec::new();
+    let mut taken: Vec<Taken<'_>> = Vec::new();
     fresh.consistent(&mut || {
         taken.clear();
         for s in &ready {
             let files = list_files(data_dir, &s.name, fresh);
             let rows = if files.is_ok() { fresh.snapshot_custom(&s.name, &s.arrow_schema()) } else { Vec::new() };
-            taken.push((s, files, rows));
+            taken.push(Taken { schema: s, files, rows });
         }
     });
 
-    for (s, files, batches) in taken {
-        let made = files.and_then(|files| create_one(conn, s, &files, batches));
+    for Taken { schema: s, files, rows } in taken {
+        let made = files.and_then(|files| create_one(conn, s, &files, rows));
         if let Err(e) = made {
             let why = match e {
                 EngineError::Sql(m) | EngineError::Internal(m) | EngineError::Forbidden(m) => m,
@@ -87,6 +87,13 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         }
     }
     Ok(())
+}
+
+/// One table's committed files and fresh rows, taken together.
+struct Taken<'a> {
+    schema: &'a CustomSchema,
+    files: Result<Vec<String>>,
+    rows: Vec<RecordBatch>,
 }
 
 /// The fresh table and the view of one custom table. Errors are the table's own.
