@@ -8,8 +8,8 @@
 //! 1. The fixed schema keeps, for each name, `ts`, `host`, `_extra` or the first column;
 //!    the others leave it ([`CustomSchema::without_collisions`]) and are listed in its
 //!    `moved_to_extra`. `_extra` is added if the table had none.
-//! 2. Every committed file of the table holding a moved column is rewritten with those
-//!    values merged into its `_extra` under their names ([`super::merge_into_extra`]):
+//! 2. Every committed file of the table holding a column the fixed schema lacks (a moved
+//!    one) is rewritten with those values merged into its `_extra` under their names ([`super::merge_into_extra`]):
 //!    written under `<data>/staging/`, then committed through the [`Swapper`] (fsync,
 //!    manifest, rename, directory fsync) under a new name `r-<µs>.parquet`, the old file
 //!    removed. Files are never changed in place, so the archive's ledger (name + size)
@@ -22,6 +22,11 @@
 //! start simply repeats the repair on what is left. Tables whose schema lists
 //! `moved_to_extra` get their files checked at every start (a file from before the
 //! repair can come back through `lake restore`); other tables cost nothing.
+//!
+//! A file that compaction merged before the repair holds no second column of the name:
+//! DuckDB read both as the first (`"Host"` binds to `host`) and wrote the copies as
+//! `host_1`, `Level_1`; the second column's values were lost then. The repair moves any
+//! column its table's schema lacks into `_extra` too, so those files stay mergeable.
 //!
 //! The WAL may still hold batches of such a table with the old columns: replay conforms
 //! them to the fixed schema with [`super::conform_to`], which moves the same values to
@@ -145,12 +150,13 @@ fn committed_files(data: &Path, table: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Rewrites the file at `path` if it holds a column `fixed` moved to `_extra`; `false`
-/// when it holds none.
+/// Rewrites the file at `path` if it holds a column `fixed` lacks (one it moved to
+/// `_extra`, or one a compaction before the repair made of it); `false` when it holds none.
 fn repair_file(swapper: &Swapper, data: &Path, fixed: &CustomSchema, path: &Path) -> Result<bool, FileError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
     let file_schema = Arc::clone(builder.schema());
-    let moved: Vec<usize> = (0..file_schema.fields().len()).filter(|i| fixed.moved_to_extra.contains(file_schema.field(*i).name())).collect();
+    let known: Vec<String> = fixed.all_columns().into_iter().map(|(n, _)| n).collect();
+    let moved: Vec<usize> = (0..file_schema.fields().len()).filter(|i| !known.contains(file_schema.field(*i).name())).collect();
     if moved.is_empty() {
         return Ok(false);
     }
@@ -251,6 +257,28 @@ mod tests {
         let again = run(dir.path()).unwrap();
         assert_eq!((again[0].files, again[0].moved.len()), (0, 0));
         assert_eq!(committed_files(dir.path(), "app"), files);
+    }
+
+    #[test]
+    fn a_file_compaction_merged_before_the_repair_is_made_mergeable() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = old_lake(dir.path());
+        std::fs::remove_file(&old).unwrap();
+        // What DuckDB's COPY wrote for `SELECT "ts", "host", "Host", "Level", "n", "level"`:
+        // the second of each pair a copy of the first, renamed.
+        let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_795_600_800_000_000]).with_timezone(lake_format::catalog::TS_TZ));
+        let batch = RecordBatch::try_from_iter([("ts", ts), ("host", text("node-a")), ("host_1", text("node-a")), ("Level", text("INFO")), ("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef), ("Level_1", text("INFO"))]).unwrap();
+        let path = old.with_file_name("c-0000000000000001.parquet");
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        assert_eq!(run(dir.path()).unwrap()[0].files, 1);
+        let b = read(&committed_files(dir.path(), "app")[0]);
+        let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["ts", "host", "Level", "n", EXTRA_COLUMN]);
+        let extra: serde_json::Value = serde_json::from_str(b.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>().value(0)).unwrap();
+        assert_eq!(extra, serde_json::json!({"host_1": "node-a", "Level_1": "INFO"}));
     }
 
     #[test]
