@@ -7,6 +7,14 @@
 //! but never change a type. The lake keeps each table's schema in
 //! `<data>/state/custom/<name>.json` ([`schema_path`]); the query engine reads the same
 //! files, so a custom table is queryable by name like a built-in one.
+//!
+//! Column names are unique **ignoring ASCII case** ([`same_name`]), `ts`, `host` and
+//! [`EXTRA_COLUMN`] included: DuckDB compares identifiers that way, so a schema with both
+//! `Host` and `host` cannot be turned into a view at all. The lake sends a value whose
+//! name collides to the row's [`EXTRA_COLUMN`] instead of adding a column; a schema
+//! written before that rule is repaired when `lake serve` starts
+//! ([`CustomSchema::without_collisions`]), and the names it moved are remembered in
+//! [`CustomSchema::moved_to_extra`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,7 +28,9 @@ use crate::layout::STATE_DIR;
 
 /// Longest table or column name.
 pub const MAX_NAME: usize = 63;
-/// The lenient tables' column of values that did not fit their column's type (JSON text).
+/// A custom table's overflow column (JSON text, one object per row): values whose type
+/// did not fit their column (lenient tables), and values whose name collides, ignoring
+/// case, with a column of the table (any table). Added to the schema when first needed.
 pub const EXTRA_COLUMN: &str = "_extra";
 /// Names a custom table cannot take: views of the query engine.
 pub const RESERVED: &[&str] = &["events", "tables", "information_schema", "main", "temp", "system"];
@@ -57,6 +67,25 @@ pub fn validate_column_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Whether DuckDB takes two column names for one: equal ignoring ASCII case. (DuckDB folds
+/// ASCII letters only: `É` and `é` are two columns to it, and to the lake.)
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The column names of every custom table that no data column may take in any case.
+pub const BUILT_IN_COLUMNS: [&str; 3] = ["ts", "host", EXTRA_COLUMN];
+
+/// A data column of a stored schema whose name another column already takes, ignoring
+/// case (see [`CustomSchema::collisions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    /// The column that keeps the name (`ts`, `host`, `_extra`, or the earlier column).
+    pub kept: String,
+    /// The column that has to go (its values belong in [`EXTRA_COLUMN`]).
+    pub moved: String,
+}
+
 /// One column of a custom table (after `ts` and `host`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomColumn {
@@ -76,17 +105,78 @@ pub struct CustomSchema {
     pub name: String,
     /// Columns after `ts` and `host`, in order of first appearance.
     pub columns: Vec<CustomColumn>,
+    /// Columns a repair took out of the schema because their name collided with another
+    /// ignoring case: their values are in [`EXTRA_COLUMN`] under these names. `lake serve`
+    /// checks the table's files for them at every start, so a file from before the repair
+    /// (one brought back by `lake restore`) is repaired too. Absent from most files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved_to_extra: Vec<String>,
 }
 
 impl CustomSchema {
     /// A table with no data columns yet.
     pub fn new(name: &str) -> CustomSchema {
-        CustomSchema { version: 1, name: name.to_string(), columns: Vec::new() }
+        CustomSchema { version: 1, name: name.to_string(), columns: Vec::new(), moved_to_extra: Vec::new() }
     }
 
     /// The column named `name`, if any (after `ts` and `host`).
     pub fn column(&self, name: &str) -> Option<&CustomColumn> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The name of the column (`ts`, `host`, `_extra` or a data column) that `name` would
+    /// collide with: equal ignoring case but not equal. `None` when `name` is free or is
+    /// exactly a column's name.
+    pub fn colliding(&self, name: &str) -> Option<&str> {
+        let mut taken = BUILT_IN_COLUMNS.iter().copied().chain(self.columns.iter().map(|c| c.name.as_str()));
+        if taken.clone().any(|c| c == name) {
+            return None;
+        }
+        taken.find(|c| same_name(c, name))
+    }
+
+    /// The data columns whose names an earlier column, `ts`, `host` or `_extra` already
+    /// takes ignoring case (or exactly): what a schema written before the rule of
+    /// [`same_name`] may hold. `_extra` itself always keeps its name; otherwise the
+    /// first column keeps it.
+    pub fn collisions(&self) -> Vec<Collision> {
+        let mut seen: Vec<&str> = vec!["ts", "host"];
+        if self.columns.iter().any(|c| c.name == EXTRA_COLUMN) {
+            seen.push(EXTRA_COLUMN);
+        }
+        let mut out = Vec::new();
+        for c in &self.columns {
+            if c.name == EXTRA_COLUMN {
+                continue;
+            }
+            match seen.iter().find(|s| same_name(s, &c.name)) {
+                Some(kept) => out.push(Collision { kept: kept.to_string(), moved: c.name.clone() }),
+                None if same_name(&c.name, EXTRA_COLUMN) => out.push(Collision { kept: EXTRA_COLUMN.to_string(), moved: c.name.clone() }),
+                None => seen.push(&c.name),
+            }
+        }
+        out
+    }
+
+    /// This schema with every colliding column ([`CustomSchema::collisions`]) taken out,
+    /// recorded in [`CustomSchema::moved_to_extra`], and [`EXTRA_COLUMN`] added (at the
+    /// end) if it was missing. Returns the collisions too; none: the schema unchanged.
+    pub fn without_collisions(&self) -> (CustomSchema, Vec<Collision>) {
+        let collisions = self.collisions();
+        let mut fixed = self.clone();
+        if collisions.is_empty() {
+            return (fixed, collisions);
+        }
+        fixed.columns.retain(|c| !collisions.iter().any(|x| x.moved == c.name));
+        for x in &collisions {
+            if !fixed.moved_to_extra.contains(&x.moved) {
+                fixed.moved_to_extra.push(x.moved.clone());
+            }
+        }
+        if fixed.column(EXTRA_COLUMN).is_none() {
+            fixed.columns.push(CustomColumn { name: EXTRA_COLUMN.to_string(), ty: ColumnType::Text });
+        }
+        (fixed, collisions)
     }
 
     /// Every column with its type, `ts` and `host` first.
@@ -115,9 +205,26 @@ pub fn schema_path(data: &Path, name: &str) -> PathBuf {
     schema_dir(data).join(format!("{name}.json"))
 }
 
+/// A schema file that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSchema {
+    /// The table it is for: the file's name without `.json`.
+    pub table: String,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for DamagedSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.problem)
+    }
+}
+
 /// Every custom table's schema under `data`, sorted by name. Unreadable files are
 /// returned as errors beside the good ones, so one damaged file hides one table only.
-pub fn load_all(data: &Path) -> (Vec<CustomSchema>, Vec<String>) {
+pub fn load_all(data: &Path) -> (Vec<CustomSchema>, Vec<DamagedSchema>) {
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     let Ok(entries) = std::fs::read_dir(schema_dir(data)) else {
         return (ok, bad);
@@ -130,10 +237,11 @@ pub fn load_all(data: &Path) -> (Vec<CustomSchema>, Vec<String>) {
         let parsed = std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<CustomSchema>(&b).map_err(|e| e.to_string()));
+        let table = path.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         match parsed {
-            Ok(s) if validate_table_name(&s.name).is_ok() && path.file_stem().is_some_and(|f| *f == *s.name) => ok.push(s),
-            Ok(s) => bad.push(format!("{}: names table {:?}", path.display(), s.name)),
-            Err(e) => bad.push(format!("{}: {e}", path.display())),
+            Ok(s) if validate_table_name(&s.name).is_ok() && table == s.name => ok.push(s),
+            Ok(s) => bad.push(DamagedSchema { table, path, problem: format!("names table {:?}", s.name) }),
+            Err(problem) => bad.push(DamagedSchema { table, path, problem }),
         }
     }
     ok.sort_by(|a, b| a.name.cmp(&b.name));
@@ -235,8 +343,49 @@ mod tests {
         let (ok, bad) = load_all(dir.path());
         assert_eq!(ok, vec![s.clone()]);
         assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].table, "broken");
+        assert!(!String::from_utf8(serde_json::to_vec(&s).unwrap()).unwrap().contains("moved_to_extra"), "absent unless a repair moved columns");
         let names: Vec<String> = s.arrow_schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["ts", "host", "plan", "amount"]);
         assert!(String::from_utf8(serde_json::to_vec(&s).unwrap()).unwrap().contains(r#""type":"float""#));
+    }
+
+    fn schema(cols: &[&str]) -> CustomSchema {
+        let mut s = CustomSchema::new("app");
+        s.columns = cols.iter().map(|c| CustomColumn { name: c.to_string(), ty: ColumnType::Text }).collect();
+        s
+    }
+
+    #[test]
+    fn names_that_differ_only_in_case_collide() {
+        assert!(same_name("Host", "host") && same_name("LEVEL", "level") && !same_name("É", "é"));
+        let s = schema(&["level", "msg"]);
+        assert_eq!(s.colliding("Level"), Some("level"));
+        assert_eq!(s.colliding("HOST"), Some("host"));
+        assert_eq!(s.colliding("Ts"), Some("ts"));
+        assert_eq!(s.colliding("_Extra"), Some("_extra"), "the overflow column's name is taken even before it exists");
+        assert_eq!(s.colliding("level"), None, "the exact name is the column itself");
+        assert_eq!(s.colliding("other"), None);
+    }
+
+    #[test]
+    fn a_colliding_schema_is_repaired_into_one_column_per_name() {
+        let s = schema(&["Level", "Host", "msg", "level", "_EXTRA", "MSG"]);
+        let (fixed, moved) = s.without_collisions();
+        let pairs: Vec<(&str, &str)> = moved.iter().map(|c| (c.kept.as_str(), c.moved.as_str())).collect();
+        assert_eq!(pairs, [("host", "Host"), ("Level", "level"), ("_extra", "_EXTRA"), ("msg", "MSG")]);
+        let names: Vec<&str> = fixed.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Level", "msg", EXTRA_COLUMN]);
+        assert_eq!(fixed.moved_to_extra, ["Host", "level", "_EXTRA", "MSG"]);
+        assert!(fixed.collisions().is_empty());
+        // Idempotent: a repaired schema stays as it is.
+        assert_eq!(fixed.without_collisions().0, fixed);
+        // `_extra` keeps its name even when a variant came first.
+        let (fixed, _) = schema(&["_Extra", "a", "_extra"]).without_collisions();
+        let names: Vec<&str> = fixed.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", EXTRA_COLUMN]);
+        // Stored and read back.
+        let text = serde_json::to_string(&fixed).unwrap();
+        assert_eq!(serde_json::from_str::<CustomSchema>(&text).unwrap(), fixed);
     }
 }

@@ -280,13 +280,22 @@ fn quote(s: &str) -> String {
 
 /// The columns a merged file of `table` has: the catalog's, or the custom table's
 /// current schema (its newest columns included, so older files gain them as NULL).
-fn columns_of(data: &Path, table: &TableRef) -> Option<Vec<(String, ColumnType)>> {
+/// A custom schema with two columns of one name ignoring case (stored before that was
+/// refused) is not merged: DuckDB would read one column's values as the other's, and
+/// `lake serve` repairs such a table when it starts ([`crate::custom::repair`]).
+fn columns_of(data: &Path, table: &TableRef) -> std::result::Result<Vec<(String, ColumnType)>, String> {
     match table {
-        TableRef::Builtin(t) => Some(t.columns().map(|c| (c.name.to_string(), c.ty)).collect()),
-        TableRef::Custom(name) => std::fs::read(custom::schema_path(data, name))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<custom::CustomSchema>(&b).ok())
-            .map(|s| s.all_columns()),
+        TableRef::Builtin(t) => Ok(t.columns().map(|c| (c.name.to_string(), c.ty)).collect()),
+        TableRef::Custom(name) => {
+            let s = std::fs::read(custom::schema_path(data, name))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<custom::CustomSchema>(&b).ok())
+                .ok_or_else(|| "its schema file is missing or unreadable".to_string())?;
+            match s.collisions().first() {
+                Some(c) => Err(format!("its schema has columns {:?} and {:?}, one name to DuckDB; start `lake serve` once to repair it", c.kept, c.moved)),
+                None => Ok(s.all_columns()),
+            }
+        }
     }
 }
 
@@ -375,7 +384,7 @@ impl Merger {
             rows_in += rows;
             present.extend(names);
         }
-        let columns = columns_of(&self.data, table).ok_or_else(|| merge_err("its schema file is missing or unreadable".into()))?;
+        let columns = columns_of(&self.data, table).map_err(merge_err)?;
         // A column the schema does not know would be dropped by the select list below.
         if let Some(lost) = present.iter().find(|p| !columns.iter().any(|(c, _)| c == *p)) {
             return Err(merge_err(format!("an input has column {lost:?}, which the table's schema lacks; not merged")));

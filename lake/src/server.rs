@@ -238,6 +238,10 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     let (wal, found) = Wal::open(&data.join(layout::WAL_DIR))?;
     let buffers = Arc::new(Buffers::default());
     let batches = Arc::new(Batches::new(state.clone()));
+    // Custom tables stored before column names were unique ignoring case: fixed before the
+    // registry reads their schemas and the WAL is replayed into them.
+    let d = data.clone();
+    tokio::task::spawn_blocking(move || crate::custom::repair::run(&d)).await??;
     let registry = Arc::new(crate::custom::Registry::open(&data, config.custom.clone()));
     let (replayed, skipped) = replay(found.records, &state, &buffers, &batches, &registry);
     tracing::info!(replayed, skipped, truncated_bytes = found.truncated_bytes, salvaged = found.salvaged.len(), "wal replayed");

@@ -18,6 +18,9 @@
 //!   `"ts":"2026-11-22T10:15:01.123456Z"`. So a line keeps its event time through a
 //!   spool backlog; configure the lake table's timestamp field to the same name.
 //! - A body holds at most [`MAX_BODY_BYTES`] (one longer line goes alone in its record).
+//! - The collector builds no schema: keys are shipped as written, also ones differing only
+//!   in case (`level` and `Level`, `Host`). The lake keeps one column per name ignoring
+//!   case and the other values in the row's `_extra` (see the README's custom tables).
 //!
 //! Lines that are not a JSON object (not UTF-8, not JSON, an array or a scalar, cut at
 //! the maximum line length) are never shipped to the custom table: the source keeps them
@@ -313,6 +316,20 @@ mod tests {
         let odd = shipped(r#"{"a":1}"#, "we\"ird");
         assert!(odd.starts_with(r#"{"we\"ird":"#), "{odd}");
         serde_json::from_str::<serde_json::Value>(&odd).unwrap();
+    }
+
+    #[test]
+    fn names_differing_only_in_case_ship_as_written() {
+        let line = r#"{"level":"info","Level":"WARN","Host":"x"}"#;
+        assert_eq!(
+            shipped(line, "ts"),
+            r#"{"ts":"2026-11-22T10:15:01.123456Z","level":"info","Level":"WARN","Host":"x"}"#
+        );
+        // `TS` is not the `ts` field: the field is added, `TS` shipped beside it.
+        assert_eq!(
+            shipped(r#"{"TS":1}"#, "ts"),
+            r#"{"ts":"2026-11-22T10:15:01.123456Z","TS":1}"#
+        );
     }
 
     #[test]

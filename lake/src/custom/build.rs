@@ -1,4 +1,10 @@
 //! Rows of a custom-table body into one Arrow batch of the table's (evolved) schema.
+//!
+//! A field whose name collides ignoring case with `ts`, `host`, `_extra`, a column of the
+//! table, a new column an earlier row or field of the batch brought, or (CSV) a field of
+//! the same row, is not a column: its value goes to the row's `_extra` under its own
+//! name and is counted in [`Built::case_collisions`] (a null has nothing to keep and is
+//! left out). The first name to arrive keeps the column.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,10 +13,10 @@ use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringB
 use arrow_array::{ArrayRef, RecordBatch};
 
 use lake_format::catalog::{ColumnType, TS_TZ};
-use lake_format::custom::{validate_column_name, CustomSchema, EXTRA_COLUMN};
+use lake_format::custom::{same_name, validate_column_name, Collision, CustomSchema, BUILT_IN_COLUMNS, EXTRA_COLUMN};
 
 use super::parse::{Row, Value};
-use super::{type_name, CustomError, EvolveError, Registry};
+use super::{put_extra, type_name, CustomError, EvolveError, Registry};
 
 /// A built batch and what leniency did to it.
 #[derive(Debug)]
@@ -21,6 +27,8 @@ pub struct Built {
     pub schema: Arc<CustomSchema>,
     /// Values moved to `_extra` because their type conflicted (lenient tables only).
     pub lenient_values: usize,
+    /// Values moved to `_extra` because their name collided with a column's ignoring case.
+    pub case_collisions: usize,
 }
 
 /// Parses RFC 3339 (with an offset) into microseconds since the epoch.
@@ -100,6 +108,7 @@ fn unify(a: ColumnType, b: ColumnType) -> Option<ColumnType> {
 
 /// One row, split into the lake's columns and the data's.
 struct Split {
+    line: usize,
     ts: i64,
     host: String,
     fields: HashMap<String, Value>,
@@ -117,6 +126,19 @@ fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The column `name` would collide with, ignoring case: `ts`, `host`, `_extra`, a column
+/// of `existing`, a new column of this batch, or (CSV headers) a field of this row.
+fn collision(name: &str, existing: Option<&CustomSchema>, new_cols: &[(String, Option<ColumnType>)], row: &HashMap<String, Value>) -> Option<String> {
+    if row.contains_key(name) {
+        return Some(name.to_string());
+    }
+    let kept = match existing {
+        Some(s) => s.colliding(name).map(str::to_string),
+        None => BUILT_IN_COLUMNS.iter().find(|c| same_name(c, name) && **c != name).map(|c| c.to_string()),
+    };
+    kept.or_else(|| new_cols.iter().find(|(n, _)| same_name(n, name) && n != name).map(|(n, _)| n.clone()))
+}
+
 /// Builds the batch for `table` from `rows` sent by `node`, evolving its schema.
 pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_micros: i64) -> Result<Built, EvolveError> {
     let opts = registry.options(table).clone();
@@ -125,6 +147,8 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
     // New columns in order of appearance, with their unified type (None: only nulls so far).
     let mut new_cols: Vec<(String, Option<ColumnType>)> = Vec::new();
     let mut lenient_values = 0;
+    let mut case_collisions = 0;
+    let mut example: Option<Collision> = None;
     let window = crate::http::bounds::Window::at(now_micros);
     for row in rows {
         let mut ts = now_micros;
@@ -153,7 +177,7 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
                     Some(t) => ts = t,
                     None if opts.lenient => {
                         lenient_values += 1;
-                        extra.insert(name, to_json(&v));
+                        put_extra(&mut extra, name, to_json(&v));
                     }
                     None => {
                         let text = to_json(&v).to_string().chars().take(60).collect();
@@ -172,10 +196,22 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
             }
             if name == "ts" || name == "host" || name == EXTRA_COLUMN {
                 // Reserved names the value could not fill: kept, not lost.
-                extra.insert(name, to_json(&v));
+                put_extra(&mut extra, name, to_json(&v));
                 continue;
             }
             validate_column_name(&name).map_err(|e| CustomError::Parse { line: row.line, message: e.0 })?;
+            // DuckDB would take this name for another column's: kept in `_extra` instead.
+            if let Some(kept) = collision(&name, existing.as_deref(), &new_cols, &fields) {
+                if v == Value::Null {
+                    // Nothing to keep (an empty CSV cell under a colliding header).
+                    continue;
+                }
+                case_collisions += 1;
+                let value = to_json(&v);
+                example.get_or_insert_with(|| Collision { kept, moved: name.clone() });
+                put_extra(&mut extra, name, value);
+                continue;
+            }
             let column_type = existing.as_ref().and_then(|s| s.column(&name)).map(|c| c.ty);
             let ok = match column_type {
                 Some(ty) => fits(ty, &v).then_some(()).ok_or((type_name(ty), value_name(&v))),
@@ -209,28 +245,47 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
                 }
                 Err(_) if opts.lenient => {
                     lenient_values += 1;
-                    extra.insert(name, to_json(&v));
+                    put_extra(&mut extra, name, to_json(&v));
                 }
                 Err((expected, found)) => return Err(CustomError::Conflict { line: row.line, field: name, expected, found }.into()),
             }
         }
-        split.push(Split { ts, host, fields, extra });
+        split.push(Split { line: row.line, ts, host, fields, extra });
     }
     let mut wanted: Vec<(String, ColumnType)> = new_cols.into_iter().map(|(n, t)| (n, t.unwrap_or(ColumnType::Text))).collect();
     if split.iter().any(|s| !s.extra.is_empty()) {
         wanted.push((EXTRA_COLUMN.to_string(), ColumnType::Text));
     }
-    let schema = registry.evolve(table, &wanted)?;
-    // A value of a new column that unified to a wider type than its own still fits it;
-    // one that did not unify went to `_extra` (lenient) or failed above.
+    let mut schema = registry.evolve(table, &wanted)?;
+    // Every value now has its column, of a type it fits (a new column's values unified to
+    // it) — unless another batch added a column meanwhile: one whose name collides with a
+    // new one here (the new one was not added), or of the same name with another type.
+    let mut moved = false;
     for s in &mut split {
-        s.fields.retain(|name, v| {
-            let ty = schema.column(name).map(|c| c.ty);
-            ty.is_some_and(|t| fits(t, v))
-        });
+        let names: Vec<String> = s.fields.keys().filter(|n| !schema.column(n).is_some_and(|c| fits(c.ty, &s.fields[*n]))).cloned().collect();
+        for name in names {
+            let v = s.fields.remove(&name).expect("listed above");
+            match schema.column(&name) {
+                None => {
+                    case_collisions += 1;
+                    let kept = schema.colliding(&name).unwrap_or(&name).to_string();
+                    example.get_or_insert_with(|| Collision { kept, moved: name.clone() });
+                }
+                Some(_) if opts.lenient => lenient_values += 1,
+                Some(c) => return Err(CustomError::Conflict { line: s.line, field: name, expected: type_name(c.ty), found: value_name(&v) }.into()),
+            }
+            put_extra(&mut s.extra, name, to_json(&v));
+            moved = true;
+        }
+    }
+    if moved && schema.column(EXTRA_COLUMN).is_none() {
+        schema = registry.evolve(table, &[(EXTRA_COLUMN.to_string(), ColumnType::Text)])?;
+    }
+    if let Some(example) = &example {
+        registry.note_collisions(table, case_collisions, example);
     }
     let batch = arrays(&schema, &split).map_err(|e| CustomError::Parse { line: 0, message: format!("building the batch: {e}") })?;
-    Ok(Built { batch, schema, lenient_values })
+    Ok(Built { batch, schema, lenient_values, case_collisions })
 }
 
 fn arrays(schema: &CustomSchema, rows: &[Split]) -> Result<RecordBatch, arrow_schema::ArrowError> {

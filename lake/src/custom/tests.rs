@@ -153,3 +153,92 @@ fn conform_adds_missing_columns_as_null() {
     assert_eq!(wide.num_columns(), 4);
     assert!(wide.column(3).is_null(0));
 }
+
+fn extra_of(b: &build::Built, row: usize) -> serde_json::Value {
+    let col = b.batch.column_by_name(EXTRA_COLUMN).expect("an _extra column");
+    if col.is_null(row) {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(col.as_string::<i32>().value(row)).unwrap()
+}
+
+#[test]
+fn names_differing_only_in_case_go_to_extra_never_to_a_new_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path(), "");
+    // The built-in columns, in a strict (not lenient) table.
+    let b = ingest(&r, "app", r#"{"Host": "x", "TS": 5, "_Extra": true, "level": "info"}"#).unwrap();
+    assert_eq!(b.case_collisions, 3);
+    assert_eq!(columns(&b.schema), vec![("level".into(), "string"), (EXTRA_COLUMN.into(), "string")]);
+    assert_eq!(extra_of(&b, 0), serde_json::json!({"Host": "x", "TS": 5, "_Extra": true}));
+    assert_eq!(b.batch.column_by_name("host").unwrap().as_string::<i32>().value(0), "node-a", "Host does not set the row's host");
+    // A column of the table, in a later batch; and across rows of one batch.
+    let b = ingest(&r, "app", "{\"Level\": \"WARN\", \"msg\": \"m\"}\n{\"MSG\": \"n\", \"Msg\": null}\n").unwrap();
+    assert_eq!(b.case_collisions, 2, "a null has nothing to keep");
+    assert_eq!(extra_of(&b, 0), serde_json::json!({"Level": "WARN"}));
+    assert_eq!(extra_of(&b, 1), serde_json::json!({"MSG": "n"}));
+    let names: Vec<String> = r.get("app").unwrap().columns.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, ["level", EXTRA_COLUMN, "msg"]);
+    assert!(r.get("app").unwrap().collisions().is_empty());
+    // Both in one line of a new table: the first name (in the row's order) keeps the column.
+    let b = ingest(&r, "pair", r#"{"Level": "a", "level": "b"}"#).unwrap();
+    assert_eq!(b.case_collisions, 1);
+    assert_eq!(columns(&b.schema), vec![("Level".into(), "string"), (EXTRA_COLUMN.into(), "string")]);
+    assert_eq!(extra_of(&b, 0), serde_json::json!({"level": "b"}));
+    // The registry itself never adds a colliding column (a batch racing another).
+    let s = r.evolve("pair", &[("LEVEL".into(), ColumnType::Text), ("new".into(), ColumnType::Int)]).unwrap();
+    assert!(s.column("LEVEL").is_none() && s.column("new").is_some());
+    // Reopened from disk: the same schema.
+    assert_eq!(registry(dir.path(), "").get("pair").unwrap().columns, s.columns);
+}
+
+#[test]
+fn csv_headers_differing_in_case_or_repeated_keep_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path(), "");
+    let rows = parse::csv(b"Level,level,n,n,n\nA,b,1,2,3\n", 100).unwrap();
+    let b = build(&r, "levels", "node-a", rows, NOW).unwrap();
+    assert_eq!(b.case_collisions, 3);
+    assert_eq!(columns(&b.schema), vec![("Level".into(), "string"), ("n".into(), "int64"), (EXTRA_COLUMN.into(), "string")]);
+    assert_eq!(b.batch.column_by_name("n").unwrap().as_primitive::<Int64Type>().value(0), 1);
+    assert_eq!(extra_of(&b, 0), serde_json::json!({"level": "b", "n": 2, "n#2": 3}));
+}
+
+#[test]
+fn a_table_whose_schema_file_is_damaged_takes_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(custom::schema_dir(dir.path())).unwrap();
+    std::fs::write(custom::schema_path(dir.path(), "broken"), b"{").unwrap();
+    let r = registry(dir.path(), "");
+    let e = ingest(&r, "broken", r#"{"a": 1}"#).unwrap_err();
+    assert!(matches!(e, EvolveError::Store(_)) && e.to_string().contains("damaged"), "{e}");
+    assert_eq!(std::fs::read(custom::schema_path(dir.path(), "broken")).unwrap(), b"{");
+    ingest(&r, "fine", r#"{"a": 1}"#).unwrap();
+}
+
+#[test]
+fn moved_columns_keep_their_values_in_extra_as_json() {
+    use arrow_array::{BooleanArray, Float64Array, TimestampMicrosecondArray};
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path(), "");
+    let b = ingest(&r, "t", r#"{"a": 1, "_extra": "kept"}"#).unwrap().batch;
+    // As a repair finds them: three columns whose names another column took.
+    let when: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_795_600_800_000_001]).with_timezone(lake_format::catalog::TS_TZ));
+    let mut fields: Vec<arrow_schema::Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(arrow_schema::Field::new("When", when.data_type().clone(), true));
+    fields.push(arrow_schema::Field::new("A", arrow_schema::DataType::Float64, true));
+    fields.push(arrow_schema::Field::new("_extra_", arrow_schema::DataType::Boolean, true));
+    let mut cols = b.columns().to_vec();
+    cols.extend([when, Arc::new(Float64Array::from(vec![2.5])) as ArrayRef, Arc::new(BooleanArray::from(vec![Some(true)])) as ArrayRef]);
+    let old = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap();
+    let merged = merge_into_extra(&old, &[4, 5]).unwrap();
+    let merged: serde_json::Value = serde_json::from_str(merged.as_string::<i32>().value(0)).unwrap();
+    assert_eq!(merged, serde_json::json!({"_extra": "kept", "When": "2026-11-25T10:00:00.000001Z", "A": 2.5}));
+    // conform_to moves whatever the schema lacks; without an `_extra` it refuses.
+    let conformed = conform_to(&r.get("t").unwrap().arrow_schema(), &old).unwrap();
+    let extra: serde_json::Value = serde_json::from_str(conformed.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>().value(0)).unwrap();
+    assert_eq!(extra["_extra_"], true);
+    let mut bare = CustomSchema::new("t");
+    bare.columns.push(CustomColumn { name: "a".into(), ty: ColumnType::Int });
+    assert!(conform_to(&bare.arrow_schema(), &old).unwrap_err().to_string().contains("When"));
+}

@@ -49,6 +49,9 @@ pub struct IngestStats {
     pub overloaded: AtomicU64,
     /// Values of lenient custom tables kept in `_extra` because their type conflicted.
     pub lenient_values: AtomicU64,
+    /// Values of custom tables kept in `_extra` because their name differed only in case
+    /// from a column's (see [`crate::custom`]).
+    pub case_collisions: AtomicU64,
 }
 
 /// Everything the ingest handler needs.
@@ -222,6 +225,7 @@ struct Prepared {
     batches: Vec<arrow_array::RecordBatch>,
     wal_body: Bytes,
     lenient_values: usize,
+    case_collisions: usize,
 }
 
 /// Decodes (Arrow) or parses, infers and builds (custom) a payload. Blocking.
@@ -236,11 +240,11 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
             })?;
             super::bounds::check(&batches, super::bounds::Window::at(lake_format::rows::now_micros()))
                 .map_err(|v| s.reject(ApiError::bad_request(format!("table {table}: {v}"))))?;
-            Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0 })
+            Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0, case_collisions: 0 })
         }
         Payload::Own(table, body) => {
             let batches = decode(table, &body).map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
-            Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0 })
+            Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0, case_collisions: 0 })
         }
         Payload::Custom { table, node, csv, body } => {
             use crate::custom::{build, parse, EvolveError};
@@ -254,7 +258,13 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
             })?;
             let wal_body = wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch))
                 .map_err(|e| ApiError::internal(format!("encoding {table}: {e}")))?;
-            Ok(Prepared { table: TableRef::Custom(table.into()), batches: vec![built.batch], wal_body: wal_body.into(), lenient_values: built.lenient_values })
+            Ok(Prepared {
+                table: TableRef::Custom(table.into()),
+                batches: vec![built.batch],
+                wal_body: wal_body.into(),
+                lenient_values: built.lenient_values,
+                case_collisions: built.case_collisions,
+            })
         }
     }
 }
@@ -279,7 +289,7 @@ async fn store_now(s: &Arc<Ingest>, id: &BatchId, payload: Payload) -> Result<Js
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));
     }
     let task_s = Arc::clone(s);
-    let Prepared { table, batches, wal_body, lenient_values } = tokio::task::spawn_blocking(move || prepare(&task_s, payload))
+    let Prepared { table, batches, wal_body, lenient_values, case_collisions } = tokio::task::spawn_blocking(move || prepare(&task_s, payload))
         .await
         .map_err(|e| ApiError::internal(format!("decoder task failed: {e}")))??;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -303,11 +313,16 @@ async fn store_now(s: &Arc<Ingest>, id: &BatchId, payload: Payload) -> Result<Js
     s.stats.batches.fetch_add(1, Ordering::Relaxed);
     s.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
     s.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    let mut answer = json!({"batch": id.to_string(), "rows": rows});
     if lenient_values > 0 {
         s.stats.lenient_values.fetch_add(lenient_values as u64, Ordering::Relaxed);
-        return Ok(Json(json!({"batch": id.to_string(), "rows": rows, "lenient_values": lenient_values})));
+        answer["lenient_values"] = lenient_values.into();
     }
-    Ok(Json(json!({"batch": id.to_string(), "rows": rows})))
+    if case_collisions > 0 {
+        s.stats.case_collisions.fetch_add(case_collisions as u64, Ordering::Relaxed);
+        answer["case_collisions"] = case_collisions.into();
+    }
+    Ok(Json(answer))
 }
 
 /// Decodes a body and conforms every batch to the table's schema.

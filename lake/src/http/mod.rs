@@ -126,6 +126,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_files_written_total", "Parquet files committed", w.files_written.load(Ordering::Relaxed)),
         ("lake_wal_bytes", "bytes in WAL segments", wal.bytes.load(Ordering::Relaxed)),
         ("lake_ingest_lenient_values_total", "values of lenient custom tables kept in _extra", i.lenient_values.load(Ordering::Relaxed)),
+        ("lake_ingest_case_collisions_total", "values of custom tables kept in _extra because their name differed only in case from a column's", i.case_collisions.load(Ordering::Relaxed)),
         ("lake_compaction_passes_total", "compaction passes run", c.passes.load(Ordering::Relaxed)),
         ("lake_compaction_files_written_total", "merged files written by compaction", c.files_written.load(Ordering::Relaxed)),
         ("lake_compaction_files_merged_total", "small files merged away", c.files_merged.load(Ordering::Relaxed)),

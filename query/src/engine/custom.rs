@@ -4,8 +4,17 @@
 //! Schemas are read from `<data>/state/custom/` on every query: the lake writes a schema
 //! change before any row that needs it is acknowledged, so the files are never behind
 //! the data, and the CLI's `--data-dir` mode sees the same tables as the server.
+//!
+//! As for the catalog ([`super::views`]), only the custom tables whose name is a word of
+//! the SQL get a view (all of them for SQL that lists the catalog), so a lake with many
+//! custom tables costs a query no more than the tables it reads. Each table's view is made
+//! on its own: a table that cannot be turned into one — a damaged schema file, a schema
+//! with two columns of one name ignoring case (stored before the lake refused that; `lake
+//! serve` repairs it at start), a committed file DuckDB cannot read — fails only the
+//! queries that name it, with [`EngineError::Sql`] (400, like DuckDB's own error for a
+//! damaged file) naming the table and what is wrong. SQL that lists the catalog goes on
+//! without it (logged), so `SHOW TABLES` still answers.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use arrow_array::RecordBatch;
@@ -19,59 +28,100 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Creates one view per custom table on `conn`; fresh rows only for tables `named` in
-/// the SQL. Returns the tables' names.
-pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, named: &[String]) -> Result<Vec<String>> {
-    let (schemas, _damaged) = load_all(data_dir);
-    if schemas.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut ddl = String::new();
-    for s in &schemas {
-        let cols: Vec<String> = s.all_columns().iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
-        let _ = writeln!(ddl, "CREATE TEMP TABLE {} ({});", ident(&fresh_name(s)), cols.join(", "));
-    }
-    conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating custom fresh tables: {e}")))?;
+/// Why one custom table cannot be queried: the message every query naming it gets.
+fn unavailable(table: &str, why: &str) -> String {
+    format!("custom table {table:?} cannot be read: {why} (other tables are not affected; the lake's log has details)")
+}
 
-    let mut taken: Vec<(&CustomSchema, Vec<String>, Vec<RecordBatch>)> = Vec::new();
-    let mut listing: Result<()> = Ok(());
+/// Creates the view of every custom table `named` in the SQL (every one when
+/// `everything`: SQL that lists the catalog) on `conn`, with its fresh rows.
+///
+/// A named table that cannot be made into a view fails the query with
+/// [`EngineError::Sql`] naming it; with `everything` it is left out and logged.
+pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, named: &[String], everything: bool) -> Result<()> {
+    let wanted = |name: &str| everything || named.iter().any(|w| w == name);
+    let (schemas, damaged) = load_all(data_dir);
+    let skip_or_fail = |table: &str, why: String| -> Result<()> {
+        if everything {
+            tracing::warn!(table, problem = %why, "custom table left out of a catalog listing: it cannot be read");
+            Ok(())
+        } else {
+            Err(EngineError::Sql(unavailable(table, &why)))
+        }
+    };
+    for d in damaged.iter().filter(|d| wanted(&d.table)) {
+        skip_or_fail(&d.table, format!("its schema file {} is damaged: {}", d.path.display(), d.problem))?;
+    }
+    let mut ready: Vec<&CustomSchema> = Vec::new();
+    for s in schemas.iter().filter(|s| wanted(&s.name)) {
+        match s.collisions().first() {
+            Some(c) => skip_or_fail(
+                &s.name,
+                format!("its schema has columns {:?} and {:?}, one name to DuckDB (start `lake serve` to repair it)", c.kept, c.moved),
+            )?,
+            None => ready.push(s),
+        }
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
+
+    let mut taken: Vec<Taken<'_>> = Vec::new();
     fresh.consistent(&mut || {
         taken.clear();
-        for s in &schemas {
-            match list_files(data_dir, &s.name, fresh) {
-                Ok(files) => {
-                    let rows = if named.contains(&s.name) { fresh.snapshot_custom(&s.name, &s.arrow_schema()) } else { Vec::new() };
-                    taken.push((s, files, rows));
-                }
-                Err(e) => listing = Err(e),
-            }
+        for s in &ready {
+            let files = list_files(data_dir, &s.name, fresh);
+            let rows = if files.is_ok() { fresh.snapshot_custom(&s.name, &s.arrow_schema()) } else { Vec::new() };
+            taken.push(Taken { schema: s, files, rows });
         }
     });
-    listing?;
 
-    let mut ddl = String::new();
-    for (s, files, batches) in taken {
-        if batches.iter().any(|b| b.num_rows() > 0) {
-            let mut appender = conn
-                .appender_to_catalog_and_db(&fresh_name(s), "temp", "main")
-                .map_err(|e| EngineError::Internal(format!("appender for {}: {e}", s.name)))?;
-            for batch in batches {
-                appender.append_record_batch(batch).map_err(|e| EngineError::Internal(format!("fresh rows of {}: {e}", s.name)))?;
-            }
-            appender.flush().map_err(|e| EngineError::Internal(format!("fresh rows of {}: {e}", s.name)))?;
+    for Taken { schema: s, files, rows } in taken {
+        let made = files.and_then(|files| create_one(conn, s, &files, rows));
+        if let Err(e) = made {
+            let why = match e {
+                EngineError::Sql(m) | EngineError::Internal(m) | EngineError::Forbidden(m) => m,
+                other => return Err(other),
+            };
+            skip_or_fail(&s.name, why)?;
         }
-        let cols: Vec<String> = s.all_columns().iter().map(|(n, _)| ident(n)).collect();
-        let fresh_sql = format!("SELECT * FROM temp.main.{}", ident(&fresh_name(s)));
-        let source = if files.is_empty() {
-            fresh_sql
-        } else {
-            let list: Vec<String> = files.iter().map(|f| super::sandbox::quote(f)).collect();
-            format!("SELECT * FROM read_parquet([{}], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME {fresh_sql}", list.join(", "))
-        };
-        let _ = writeln!(ddl, "CREATE TEMP VIEW {} AS SELECT {} FROM ({source});", ident(&s.name), cols.join(", "));
     }
-    conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating custom views: {e}")))?;
-    Ok(schemas.into_iter().map(|s| s.name).collect())
+    Ok(())
+}
+
+/// One table's committed files and fresh rows, taken together.
+struct Taken<'a> {
+    schema: &'a CustomSchema,
+    files: Result<Vec<String>>,
+    rows: Vec<RecordBatch>,
+}
+
+/// The fresh table and the view of one custom table. Errors are the table's own.
+fn create_one(conn: &Connection, s: &CustomSchema, files: &[String], batches: Vec<RecordBatch>) -> Result<()> {
+    let fresh_table = ident(&fresh_name(s));
+    let declared: Vec<String> = s.all_columns().iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
+    conn.execute_batch(&format!("CREATE TEMP TABLE {fresh_table} ({});", declared.join(", ")))
+        .map_err(|e| EngineError::Internal(format!("declaring its fresh rows: {e}")))?;
+    if batches.iter().any(|b| b.num_rows() > 0) {
+        let mut appender = conn
+            .appender_to_catalog_and_db(&fresh_name(s), "temp", "main")
+            .map_err(|e| EngineError::Internal(format!("appender for its fresh rows: {e}")))?;
+        for batch in batches {
+            appender.append_record_batch(batch).map_err(|e| EngineError::Internal(format!("its fresh rows: {e}")))?;
+        }
+        appender.flush().map_err(|e| EngineError::Internal(format!("its fresh rows: {e}")))?;
+    }
+    let cols: Vec<String> = s.all_columns().iter().map(|(n, _)| ident(n)).collect();
+    let fresh_sql = format!("SELECT * FROM temp.main.{fresh_table}");
+    let source = if files.is_empty() {
+        fresh_sql
+    } else {
+        let list: Vec<String> = files.iter().map(|f| super::sandbox::quote(f)).collect();
+        format!("SELECT * FROM read_parquet([{}], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME {fresh_sql}", list.join(", "))
+    };
+    // Binding the view reads the files' footers: a damaged file fails here.
+    conn.execute_batch(&format!("CREATE TEMP VIEW {} AS SELECT {} FROM ({source});", ident(&s.name), cols.join(", ")))
+        .map_err(|e| EngineError::Sql(e.to_string()))
 }
 
 fn fresh_name(s: &CustomSchema) -> String {

@@ -1,15 +1,17 @@
 //! `lake tables`: every table (catalog and custom) with its columns, rows, bytes on disk
-//! and time span, as one query result.
+//! and time span, as one query result (catalog tables first, then custom, each by name).
 
 use std::path::Path;
+use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use lake_format::catalog::ColumnType;
 use lake_format::custom::load_all;
 use lake_format::layout::{table_dir, PARQUET_EXT};
 use lake_format::Table;
 
 use super::sandbox::quote;
-use super::{Engine, QueryResult, Result};
+use super::{Engine, EngineError, QueryResult, Result};
 
 fn type_word(ty: ColumnType) -> &'static str {
     match ty {
@@ -51,15 +53,35 @@ fn describe_one(engine: &Engine, name: &str, kind: &str, columns: &[(String, Col
 impl Engine {
     /// One row per table: name, kind (catalog/custom), columns with types, rows, bytes
     /// of committed files, first and last `ts`. Blocking.
+    ///
+    /// The catalog's tables are one query; each custom table is one of its own, so a
+    /// custom table that cannot be read (see [`super::custom`]) is left out, logged,
+    /// rather than failing the whole listing.
     pub fn describe_tables_blocking(&self) -> Result<QueryResult> {
         let mut parts = Vec::new();
         for t in Table::ALL {
             let cols: Vec<(String, ColumnType)> = t.columns().map(|c| (c.name.to_string(), c.ty)).collect();
             parts.push(describe_one(self, t.name(), "catalog", &cols));
         }
-        for s in load_all(Path::new(&self.data_dir)).0 {
-            parts.push(describe_one(self, &s.name, "custom", &s.all_columns()));
+        let mut result = self.query_blocking(&format!("{} ORDER BY \"table\"", parts.join(" UNION ALL ")))?;
+        let (schemas, damaged) = load_all(Path::new(&self.data_dir));
+        for d in damaged {
+            tracing::warn!(table = %d.table, problem = %d, "custom table left out of the table list: its schema file is damaged");
         }
-        self.query_blocking(&format!("{} ORDER BY kind, \"table\"", parts.join(" UNION ALL ")))
+        for s in schemas {
+            match self.query_blocking(&describe_one(self, &s.name, "custom", &s.all_columns())) {
+                Ok(one) => {
+                    for batch in one.batches {
+                        // The same select list each time: only the types' metadata could differ.
+                        let columns = batch.columns().to_vec();
+                        let batch = RecordBatch::try_new(Arc::clone(&result.schema), columns)
+                            .map_err(|e| EngineError::Internal(format!("describing {}: {e}", s.name)))?;
+                        result.batches.push(batch);
+                    }
+                }
+                Err(e) => tracing::warn!(table = %s.name, error = %e, "custom table left out of the table list: it cannot be read"),
+            }
+        }
+        Ok(result)
     }
 }

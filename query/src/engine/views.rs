@@ -54,7 +54,8 @@ use super::{EngineError, FreshRows, Result};
 /// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`)
 /// gets every view ([`INTROSPECTION`]), so it sees every table. (`query(…)` and
 /// `query_table(…)`, which could name a table in a computed string, are refused by the
-/// read check.)
+/// read check.) Custom tables follow the same rule ([`super::custom::create`]); one that
+/// cannot be read fails only the queries naming it.
 pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str, schemas: &SchemaCache) -> Result<()> {
     let named = named_words(sql);
     let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
@@ -118,7 +119,7 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
     }
     conn.execute_batch(&ddl)
         .map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
-    super::custom::create(conn, data_dir, fresh, &named)?;
+    super::custom::create(conn, data_dir, fresh, &named, everything)?;
     Ok(())
 }
 
