@@ -248,10 +248,14 @@ impl Engine {
 
     /// Whether `name` (lower-case) is one of the lake's tables: the catalog's, `events`,
     /// or a custom table (whose schemas are read only when a name is none of the others).
+    /// A custom table whose schema file is damaged is still the lake's: the query naming it
+    /// fails when its view is made, with a message naming the table, not as unknown.
     fn is_lake_table(&self, name: &str) -> bool {
-        Table::ALL.iter().any(|t| t.name() == name)
-            || name == views::EVENTS
-            || lake_format::custom::load_all(&self.data_dir).0.iter().any(|s| s.name == name)
+        if Table::ALL.iter().any(|t| t.name() == name) || name == views::EVENTS {
+            return true;
+        }
+        let (schemas, damaged) = lake_format::custom::load_all(&self.data_dir);
+        schemas.iter().any(|s| s.name == name) || damaged.iter().any(|d| d.table == name)
     }
 
     /// Counts a query as running until the guard drops, and its outcome.

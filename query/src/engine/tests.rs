@@ -817,7 +817,8 @@ fn every_read_the_repository_sends_passes_the_check() {
     }
     assert!(examples >= 5, "{examples} UI examples");
 
-    for rule in crate::alerts::builtin::defaults(&["n1".to_string()], 2) {
+    // `alert_rule_failing` runs no SQL: it is made from the other rules' evaluations.
+    for rule in crate::alerts::builtin::defaults(&["n1".to_string()], 2).into_iter().filter(|r| !r.sql.is_empty()) {
         reads.push((format!("alert rule {}", rule.name), crate::alerts::eval::expand_sql(&rule.sql, 0)));
     }
 
