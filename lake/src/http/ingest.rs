@@ -235,7 +235,7 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
                 })
             })?;
             super::bounds::check(&batches, super::bounds::Window::at(lake_format::rows::now_micros()))
-                .map_err(|v| s.reject(ApiError::bad_request(format!("table {table}: {v}"))))?;
+                .map_err(|v| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v)))?;
             Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0 })
         }
         Payload::Own(table, body) => {
