@@ -87,6 +87,13 @@ pub struct Skew {
     pub now: i64,
 }
 
+impl Skew {
+    /// The skew of `ts` when the lake's clock reads `now`, if it is past [`MAX_AHEAD`].
+    pub fn ahead(ts: i64, now: i64) -> Option<Skew> {
+        (ts > now.saturating_add(MAX_AHEAD)).then_some(Skew { ts, now })
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "row {} (counting from 0), column {:?}: {}", self.row, self.column, self.message)
@@ -106,7 +113,7 @@ pub fn check(batches: &[RecordBatch], window: Window) -> Result<(), Violation> {
                     for (i, t) in ts.iter().enumerate() {
                         if let Some(t) = t {
                             window.check(t).map_err(|m| Violation {
-                                skew: (t > window.now.saturating_add(MAX_AHEAD)).then_some(Skew { ts: t, now: window.now }),
+                                skew: Skew::ahead(t, window.now),
                                 ..violation(i, m)
                             })?;
                         }

@@ -28,14 +28,18 @@ impl ApiError {
     /// and the lake's `lake_now_us` (µs since 1970): a collector keeps such a batch and
     /// retries while its clock and the lake's disagree, instead of setting it aside.
     pub fn rows_refused(m: impl Into<String>, v: &super::bounds::Violation) -> Self {
-        let mut e = Self::bad_request(m);
-        if let Some(skew) = v.skew {
+        Self::bad_request(m).with_skew(v.skew)
+    }
+    /// Adds `"code": "clock_skew"` and its fields when `skew` is set (see
+    /// [`ApiError::rows_refused`]).
+    pub fn with_skew(mut self, skew: Option<super::bounds::Skew>) -> Self {
+        if let Some(skew) = skew {
             let mut fields = serde_json::Map::new();
             fields.insert("ts_us".into(), skew.ts.into());
             fields.insert("lake_now_us".into(), skew.now.into());
-            e.code = Some((CLOCK_SKEW, fields));
+            self.code = Some((CLOCK_SKEW, fields));
         }
-        e
+        self
     }
     /// 400.
     pub fn bad_request(m: impl Into<String>) -> Self {

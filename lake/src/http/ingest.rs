@@ -249,7 +249,7 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
             let rows = if csv { parse::csv(&body, max_fields) } else { parse::json(&body, max_fields) }
                 .map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
             let built = build::build(&s.custom, &table, &node, rows, lake_format::rows::now_micros()).map_err(|e| match e {
-                EvolveError::Refused(e) => s.reject(ApiError::bad_request(e.to_string())),
+                EvolveError::Refused(e) => s.reject(ApiError::bad_request(e.to_string()).with_skew(e.skew())),
                 EvolveError::Store(e) => ApiError::internal(e.to_string()),
             })?;
             let wal_body = wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch))
