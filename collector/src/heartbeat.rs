@@ -142,9 +142,10 @@ impl Heartbeat {
                     _ => {}
                 }
                 if !outbox.is_empty() && now >= next_delivery {
-                    next_delivery = now + RETRY_EVERY;
                     while let Some(body) = outbox.front() {
                         if !self.notify(down, body).await {
+                            // Only a failure delays the next attempt.
+                            next_delivery = now + RETRY_EVERY;
                             break;
                         }
                         outbox.pop_front();

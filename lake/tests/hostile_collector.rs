@@ -44,8 +44,24 @@ impl Collector {
         Collector { child, log: log.to_path_buf() }
     }
 
+    /// The log so far, without the terminal colours tracing adds.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters, up to a final letter.
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// SIGTERM and wait: what it spooled stays spooled.
@@ -211,15 +227,16 @@ async fn a_refused_token_waits_in_the_spool_and_every_row_arrives_once_when_fixe
 /// once the lake runs with the right clock every row arrives exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
-    let faketime = which("faketime").expect("faketime is needed (apt-get install faketime; scripts/setup installs it)");
+    let libfaketime = libfaketime().expect("libfaketime is needed (apt-get install faketime; scripts/setup installs it)");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = write_config(dir.path(), port, "1s");
-    let wrong = Command::new(faketime)
-        .args(["-f", "-3d"])
-        .arg(lake_bin())
+    // The library itself rather than the `faketime` wrapper, so the child is the lake.
+    let wrong = Command::new(lake_bin())
         .args(["serve", "--config"])
         .arg(&config)
+        .env("LD_PRELOAD", libfaketime)
+        .env("FAKETIME", "-3d")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .env("LOG_FILTER", "warn")
         .stdin(Stdio::null())
@@ -260,8 +277,13 @@ async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
     assert!(!dir.path().join("c/rejected").exists());
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+/// Debian's libfaketime (`/usr/lib/<triplet>/faketime/libfaketime.so.1`).
+fn libfaketime() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
 }
 
 /// A custom table whose configured width the rows exceed: every batch is refused for
@@ -420,7 +442,7 @@ async fn a_damaged_inner_spool_segment_is_salvaged_and_the_rest_shipped() {
         NODE,
         port,
         &format!("token = \"{TOKEN}\""),
-        &format!("[spool]\nsegment_size = \"4KiB\"\nmax_size = \"64MiB\"\n{}", exec_counter("app", "a", &runs, false)),
+        &format!("[spool]\nsegment_size = \"8KiB\"\nmax_size = \"64MiB\"\n{}", exec_counter("app", "a", &runs, false)),
     );
     let mut col = Collector::start(&toml, &dir.path().join("c.log"));
     let spool = dir.path().join("c/spool");
