@@ -184,9 +184,20 @@ fn print_summary(c: &Config) {
         c.spool.max_size, c.spool.segment_size
     );
     println!(
-        "shipper       backoff {:?}..{:?}",
-        c.shipper.backoff_min, c.shipper.backoff_max
+        "shipper       backoff {:?}..{:?}, after a refused token/node/clock {:?}..{:?}",
+        c.shipper.backoff_min, c.shipper.backoff_max, c.shipper.config_backoff_min, c.shipper.config_backoff_max
     );
+    println!(
+        "rejected      max_batches={} max_size={}B",
+        c.rejected.max_batches, c.rejected.max_size
+    );
+    match &c.heartbeat.ping {
+        Some(p) => println!("heartbeat     {:?} {} every {:?}, grace {:?}", p.method, p.url.redacted(), p.interval, p.grace),
+        None => println!("heartbeat     off"),
+    }
+    if let Some(d) = &c.heartbeat.lake_down {
+        println!("lake_down     {} after {:?}", d.url.redacted(), d.after);
+    }
     println!(
         "inventory     enabled={} interval={:?} listeners={:?} units={:?}",
         c.inventory.enabled, c.inventory.interval, c.inventory.listeners_interval, c.inventory.units_interval

@@ -39,6 +39,9 @@ use super::segment::{self, Read};
 use super::{io_err, scan_segment, segment_name, sync_dir, Result, SavedState, Segment};
 use crate::stats::Stats;
 
+/// A recovered segment and the source states its records carry.
+pub(super) type Recovered = (Segment, Vec<(String, SavedState)>);
+
 /// Records with contiguous seqs read from one offset on.
 #[derive(Debug)]
 struct Run {
@@ -106,7 +109,7 @@ pub(super) fn recover_inner(
     next_first: u64,
     acked: u64,
     stats: &Stats,
-) -> Result<Vec<(Segment, Vec<(String, SavedState)>)>> {
+) -> Result<Vec<Recovered>> {
     let path = dir.join(segment_name(first_seq));
     let file = File::open(&path).map_err(io_err(&path))?;
     let file_len = file.metadata().map_err(io_err(&path))?.len();
