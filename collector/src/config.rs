@@ -43,6 +43,30 @@ const fn default_backoff_min() -> Dur {
 const fn default_backoff_max() -> Dur {
     Dur(Duration::from_secs(60))
 }
+const fn default_config_backoff_min() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+const fn default_config_backoff_max() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+const fn default_rejected_max_size() -> ByteSize {
+    ByteSize(256 << 20)
+}
+const fn default_rejected_max_batches() -> u64 {
+    1000
+}
+const fn default_heartbeat_interval() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+const fn default_heartbeat_grace() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+const fn default_lake_down_after() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn default_heartbeat_method() -> String {
+    "GET".to_string()
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
@@ -67,6 +91,10 @@ struct ConfigFile {
     spool: SpoolFile,
     #[serde(default)]
     shipper: ShipperFile,
+    #[serde(default)]
+    rejected: RejectedFile,
+    #[serde(default)]
+    heartbeat: HeartbeatFile,
     // Source sections: one `#[serde(default)] name: crate::sources::name::NameFile,` per source below.
     #[serde(default)]
     tailscale: crate::sources::tailscale::TailscaleFile,
@@ -168,6 +196,10 @@ struct ShipperFile {
     backoff_min: Dur,
     #[serde(default = "default_backoff_max")]
     backoff_max: Dur,
+    #[serde(default = "default_config_backoff_min")]
+    config_backoff_min: Dur,
+    #[serde(default = "default_config_backoff_max")]
+    config_backoff_max: Dur,
 }
 
 impl Default for ShipperFile {
@@ -175,8 +207,71 @@ impl Default for ShipperFile {
         ShipperFile {
             backoff_min: default_backoff_min(),
             backoff_max: default_backoff_max(),
+            config_backoff_min: default_config_backoff_min(),
+            config_backoff_max: default_config_backoff_max(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectedFile {
+    #[serde(default = "default_rejected_max_size")]
+    max_size: ByteSize,
+    #[serde(default = "default_rejected_max_batches")]
+    max_batches: u64,
+}
+
+impl Default for RejectedFile {
+    fn default() -> Self {
+        RejectedFile {
+            max_size: default_rejected_max_size(),
+            max_batches: default_rejected_max_batches(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatFile {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_env: Option<String>,
+    #[serde(default = "default_heartbeat_method")]
+    method: String,
+    #[serde(default = "default_heartbeat_interval")]
+    interval: Dur,
+    #[serde(default = "default_heartbeat_grace")]
+    grace: Dur,
+    #[serde(default)]
+    lake_down: Option<LakeDownFile>,
+}
+
+impl Default for HeartbeatFile {
+    fn default() -> Self {
+        HeartbeatFile {
+            url: None,
+            url_env: None,
+            method: default_heartbeat_method(),
+            interval: default_heartbeat_interval(),
+            grace: default_heartbeat_grace(),
+            lake_down: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LakeDownFile {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_env: Option<String>,
+    #[serde(default)]
+    bearer_token_env: Option<String>,
+    #[serde(default = "default_lake_down_after")]
+    after: Dur,
 }
 
 /// A bearer token. Its `Debug` output never shows the value.
@@ -227,6 +322,10 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Retry policy of the shipper.
     pub shipper: ShipperConfig,
+    /// Bound of `rejected/`.
+    pub rejected: RejectedConfig,
+    /// Heartbeat pings and the lake-down webhook.
+    pub heartbeat: HeartbeatConfig,
     // Source configs: one `pub name: crate::sources::name::NameConfig,` per source below.
     /// `[tailscale]`.
     pub tailscale: crate::sources::tailscale::TailscaleConfig,
@@ -288,6 +387,88 @@ pub struct ShipperConfig {
     pub backoff_min: Duration,
     /// Largest wait before a retry (Retry-After from the lake may ask for more).
     pub backoff_max: Duration,
+    /// Smallest wait before a retry after the lake refused this node's token, name or
+    /// clock.
+    pub config_backoff_min: Duration,
+    /// Largest such wait.
+    pub config_backoff_max: Duration,
+}
+
+/// `[rejected]`: the bound of `<data_dir>/rejected/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedConfig {
+    /// Most batches kept.
+    pub max_batches: u64,
+    /// Most bytes kept (bodies and notes).
+    pub max_size: u64,
+}
+
+/// How the heartbeat URL is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingMethod {
+    /// `GET` (healthchecks.io, Uptime Kuma push).
+    Get,
+    /// `POST` with an empty body.
+    Post,
+}
+
+/// `[heartbeat]`.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatConfig {
+    /// The URL pinged while healthy, if any.
+    pub ping: Option<PingConfig>,
+    /// The webhook told when the lake has not been reached for a while, if any.
+    pub lake_down: Option<LakeDownConfig>,
+}
+
+/// The heartbeat ping.
+#[derive(Debug, Clone)]
+pub struct PingConfig {
+    /// URL pinged (a secret of sorts: `Debug` shows its host only).
+    pub url: Secret,
+    /// GET or POST.
+    pub method: PingMethod,
+    /// Time between pings.
+    pub interval: Duration,
+    /// Pings stop once delivery to the lake has failed for this long.
+    pub grace: Duration,
+}
+
+/// `[heartbeat.lake_down]`.
+#[derive(Debug, Clone)]
+pub struct LakeDownConfig {
+    /// The webhook's URL.
+    pub url: Secret,
+    /// Bearer token sent with it, if any.
+    pub bearer_token: Option<Token>,
+    /// How long delivery must fail before the webhook is told.
+    pub after: Duration,
+}
+
+/// A URL that may embed a secret (a healthchecks.io check id, a Slack hook): its `Debug`
+/// output shows the scheme and host only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The URL itself, for the request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Scheme and host, for logs.
+    pub fn redacted(&self) -> String {
+        reqwest::Url::parse(&self.0).map_or_else(
+            |_| "<invalid URL>".to_string(),
+            |u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")),
+        )
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.redacted())
+    }
 }
 
 impl Config {
@@ -314,8 +495,66 @@ impl Config {
     }
 }
 
+impl HeartbeatFile {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<HeartbeatConfig> {
+        let method = match self.method.to_ascii_uppercase().as_str() {
+            "GET" => PingMethod::Get,
+            "POST" => PingMethod::Post,
+            other => bail!("heartbeat.method = {other:?}: use \"GET\" or \"POST\""),
+        };
+        ensure!(!self.interval.0.is_zero(), "heartbeat.interval must be more than zero");
+        let ping = secret_url("heartbeat.url", self.url, self.url_env, env)?.map(|url| PingConfig {
+            url,
+            method,
+            interval: self.interval.0,
+            grace: self.grace.0,
+        });
+        let lake_down = match self.lake_down {
+            None => None,
+            Some(d) => {
+                let url = secret_url("heartbeat.lake_down.url", d.url, d.url_env, env)?
+                    .ok_or_else(|| anyhow::anyhow!("[heartbeat.lake_down] needs url or url_env"))?;
+                ensure!(!d.after.0.is_zero(), "heartbeat.lake_down.after must be more than zero");
+                let bearer_token = match d.bearer_token_env {
+                    None => None,
+                    Some(var) => Some(Token::new(env(&var).filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                        anyhow::anyhow!("heartbeat.lake_down.bearer_token_env: the environment variable {var} is not set")
+                    })?.trim())),
+                };
+                Some(LakeDownConfig { url, bearer_token, after: d.after.0 })
+            }
+        };
+        Ok(HeartbeatConfig { ping, lake_down })
+    }
+}
+
+/// A URL given in the file (`url`) or in an environment variable (`url_env`), checked.
+fn secret_url(
+    key: &str,
+    url: Option<String>,
+    url_env: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Secret>> {
+    let url = match (url, url_env) {
+        (Some(_), Some(_)) => bail!("{key} and {key}_env are both set: keep one"),
+        (Some(u), None) => u,
+        (None, Some(var)) => env(&var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("{key}_env: the environment variable {var} is not set"))?,
+        (None, None) => return Ok(None),
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| anyhow::anyhow!("{key} is not a valid URL ({e})"))?;
+    ensure!(
+        matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty()),
+        "{key} must be an http:// or https:// URL with a host"
+    );
+    Ok(Some(Secret(url)))
+}
+
 impl ConfigFile {
     fn validate(self, env_token: Option<&str>) -> anyhow::Result<Config> {
+        let env = |var: &str| std::env::var(var).ok();
         ensure!(
             self.version == 1,
             "version = {}: only version 1 is supported",
@@ -407,6 +646,24 @@ impl ConfigFile {
             self.shipper.backoff_max
         );
 
+        let (config_backoff_min, config_backoff_max) =
+            (self.shipper.config_backoff_min.0, self.shipper.config_backoff_max.0);
+        ensure!(
+            !config_backoff_min.is_zero(),
+            "shipper.config_backoff_min must be more than zero"
+        );
+        ensure!(
+            config_backoff_min <= config_backoff_max,
+            "shipper.config_backoff_min ({}) must not exceed shipper.config_backoff_max ({})",
+            self.shipper.config_backoff_min,
+            self.shipper.config_backoff_max
+        );
+        ensure!(
+            self.rejected.max_batches >= 1,
+            "rejected.max_batches must be at least 1"
+        );
+        let heartbeat = self.heartbeat.validate(&env)?;
+
         Ok(Config {
             node,
             data_dir: self.data_dir,
@@ -427,7 +684,14 @@ impl ConfigFile {
             shipper: ShipperConfig {
                 backoff_min,
                 backoff_max,
+                config_backoff_min,
+                config_backoff_max,
             },
+            rejected: RejectedConfig {
+                max_batches: self.rejected.max_batches,
+                max_size: self.rejected.max_size.0,
+            },
+            heartbeat,
             // Source validation: one `name: self.name.validate()?,` per source below.
             tailscale: self.tailscale.validate()?,
             uptime: self.uptime.validate()?,
@@ -496,6 +760,40 @@ mod tests {
         assert_eq!(c.spool.segment_size, 8 << 20);
         assert_eq!(c.shipper.backoff_min, Duration::from_millis(500));
         assert_eq!(c.shipper.backoff_max, Duration::from_secs(60));
+        assert_eq!(c.shipper.config_backoff_min, Duration::from_secs(60));
+        assert_eq!(c.shipper.config_backoff_max, Duration::from_secs(300));
+        assert_eq!(c.rejected, RejectedConfig { max_batches: 1000, max_size: 256 << 20 });
+        assert!(c.heartbeat.ping.is_none() && c.heartbeat.lake_down.is_none());
+        // The commented-out heartbeat keys parse as documented once switched on.
+        let on = EXAMPLE
+            .replace("# url = \"https://hc-ping.com", "url = \"https://hc-ping.com")
+            .replace("# [heartbeat.lake_down]\n# url = ", "[heartbeat.lake_down]\nurl = ")
+            .replace("# after = \"10m\"", "after = \"10m\"");
+        let c = Config::from_toml(&on, None).unwrap();
+        let ping = c.heartbeat.ping.unwrap();
+        assert_eq!((ping.method, ping.interval, ping.grace), (PingMethod::Get, Duration::from_secs(60), Duration::from_secs(300)));
+        assert_eq!(ping.url.expose(), "https://hc-ping.com/your-check-uuid");
+        assert!(!format!("{ping:?}").contains("your-check-uuid"), "the check id is a secret");
+        let down = c.heartbeat.lake_down.unwrap();
+        assert_eq!((down.url.expose(), down.after), ("https://ntfy.sh/my-lake-alerts", Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn heartbeat_keys_are_checked() {
+        let bad = |toml: &str, says: &str| {
+            let err = format!("{:#}", Config::from_toml(toml, Some("t")).unwrap_err());
+            assert!(err.contains(says), "{toml}: {err}");
+        };
+        bad("[heartbeat]\nurl = \"ftp://x\"\n", "heartbeat.url must be an http");
+        bad("[heartbeat]\nurl = \"https://x\"\nmethod = \"PUT\"\n", "heartbeat.method");
+        bad("[heartbeat]\nurl_env = \"LAKE_TEST_SURELY_UNSET_VAR\"\n", "LAKE_TEST_SURELY_UNSET_VAR is not set");
+        bad("[heartbeat.lake_down]\nafter = \"1m\"\n", "needs url or url_env");
+        bad("[heartbeat.lake_down]\nurl = \"https://x\"\nafter = \"0s\"\n", "after must be more than zero");
+        bad("[heartbeat]\nurls = \"https://x\"\n", "urls");
+        bad("[shipper]\nconfig_backoff_min = \"10m\"\n", "config_backoff_max");
+        bad("[rejected]\nmax_batches = 0\n", "rejected.max_batches");
+        let c = Config::from_toml("[heartbeat]\nurl = \"http://127.0.0.1:9/ping\"\nmethod = \"post\"\n", Some("t")).unwrap();
+        assert_eq!(c.heartbeat.ping.unwrap().method, PingMethod::Post);
     }
 
     #[test]

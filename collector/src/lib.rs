@@ -6,11 +6,18 @@
 //! a 200. Nothing lives only in memory, so a restart or a lake outage loses nothing until
 //! the spool's size bound is reached (then the oldest metrics go, counted in [`stats`]).
 //!
+//! A lake refusal the operator can fix (token, node name, clock) keeps the batch in the
+//! spool; one that no fix on this node changes moves it to `rejected/` ([`rejected`],
+//! sent again by `lake-collector replay-rejected`). The [`heartbeat`] tells someone
+//! outside when batches stop reaching the lake.
+//!
 //! [`run`] wires it together and shuts down in order: sources, then the shipper.
 
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heartbeat;
+pub mod rejected;
 pub mod shipper;
 pub mod sources;
 pub mod spool;
@@ -50,6 +57,9 @@ pub enum RunError {
     /// The shipper stopped with an error.
     #[error(transparent)]
     Shipper(#[from] ShipperError),
+    /// The heartbeat could not start.
+    #[error(transparent)]
+    Heartbeat(#[from] heartbeat::HeartbeatError),
     /// A task panicked.
     #[error("task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -179,7 +189,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         }));
     }
 
-    let shipper = Shipper::new(&config, spool, Arc::clone(&stats))?;
+    let shipper = Shipper::new(&config, spool.clone(), Arc::clone(&stats))?;
+    let heartbeat_task = heartbeat::Heartbeat::new(&config, shipper.link(), spool, Arc::clone(&stats))?
+        .map(|h| tokio::spawn(h.run(cancel.child_token())));
     let mut shipper_task = tokio::spawn(shipper.run(shipper_cancel.clone()));
 
     // Wait for the stop signal, or for a task that ended by itself (an error).
@@ -220,6 +232,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
                 shipper_task.abort();
             }
         }
+    }
+    if let Some(h) = heartbeat_task {
+        h.abort();
     }
     info!("collector stopped");
     failure.map_or(Ok(()), Err)

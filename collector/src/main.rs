@@ -1,12 +1,14 @@
 //! The `lake-collector` binary: parses arguments, loads the config, initialises logging,
-//! and runs the collector on a single-threaded runtime until SIGTERM or Ctrl-C.
+//! and runs the collector on a single-threaded runtime until SIGTERM or Ctrl-C — or runs
+//! one of its maintenance commands (`replay-rejected`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use lake_collector::config::Config;
+use lake_collector::rejected::{self, Outcome};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -16,32 +18,86 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Cli {
     /// Configuration file (collector.toml). Without it, every default applies.
-    #[arg(long, short = 'c', env = "LAKE_COLLECTOR_CONFIG")]
+    #[arg(long, short = 'c', env = "LAKE_COLLECTOR_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Validate the configuration, print a summary and exit.
     #[arg(long)]
     check: bool,
     /// Log filter in EnvFilter syntax, e.g. "info,lake_collector=debug".
-    #[arg(long, env = "LOG_FILTER")]
+    #[arg(long, env = "LOG_FILTER", global = true)]
     log_filter: Option<String>,
     /// More logging: -v debug, -vv trace (ignored when --log-filter is given).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Without a command, the collector runs until SIGTERM or Ctrl-C.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send every batch in <data_dir>/rejected/ to the lake again, oldest first.
+    ///
+    /// Each batch goes through the lake's normal ingest under a new batch id (a random
+    /// epoch per run, so it can never be taken for a batch stored before). A batch the
+    /// lake stores is deleted; one it refuses stays, and the answer is printed. Run it
+    /// after fixing what the lake refused (a table's schema, a limit); it is safe while
+    /// the collector runs. One line per batch on stdout: `stored` or `kept`, the file,
+    /// the table, the new batch id and the lake's answer. Exit status: 0 when every batch
+    /// was stored (or there was none), 1 when the lake refused some (they stay), 2 on an
+    /// error (configuration, files, the lake unreachable or refusing this node's token).
+    ReplayRejected,
 }
 
 fn main() -> ExitCode {
     tune_malloc();
     let cli = Cli::parse();
     init_logging(&cli);
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let replay = matches!(cli.command, Some(Command::ReplayRejected));
+    let result = if replay {
+        replay_rejected(&cli)
+    } else {
+        run(cli).map(|()| ExitCode::SUCCESS)
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             // stderr is the journal under systemd; one readable line beats a log record
             // with an escaped multi-line TOML error in it.
             eprintln!("lake-collector: {e:#}");
-            ExitCode::FAILURE
+            // replay-rejected exits 2 on an error, 1 being "some batches refused" (STYLE §8).
+            ExitCode::from(if replay { 2 } else { 1 })
         }
     }
+}
+
+/// `lake-collector replay-rejected`.
+fn replay_rejected(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let dir = config.data_dir.join(rejected::DIR);
+    let summary = rt.block_on(rejected::replay(&config, |kept, table, id, outcome| {
+        let file = kept.body.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        match outcome {
+            Outcome::Stored => println!("stored  {file}  {table}  {id}"),
+            Outcome::Refused(e) => println!("kept    {file}  {table}  {id}  {e}"),
+            Outcome::Unreadable(why) => println!("kept    {file}  {table}  -  unreadable: {why}"),
+        }
+    }))?;
+    eprintln!(
+        "replay-rejected: {} stored, {} left in {}",
+        summary.stored,
+        summary.kept,
+        dir.display()
+    );
+    if let Some(why) = summary.stopped {
+        eprintln!("replay-rejected: stopped: {why}");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(if summary.kept > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// Bounds what glibc's malloc keeps (the collector's anonymous memory was mostly free
@@ -128,9 +184,20 @@ fn print_summary(c: &Config) {
         c.spool.max_size, c.spool.segment_size
     );
     println!(
-        "shipper       backoff {:?}..{:?}",
-        c.shipper.backoff_min, c.shipper.backoff_max
+        "shipper       backoff {:?}..{:?}, after a refused token/node/clock {:?}..{:?}",
+        c.shipper.backoff_min, c.shipper.backoff_max, c.shipper.config_backoff_min, c.shipper.config_backoff_max
     );
+    println!(
+        "rejected      max_batches={} max_size={}B",
+        c.rejected.max_batches, c.rejected.max_size
+    );
+    match &c.heartbeat.ping {
+        Some(p) => println!("heartbeat     {:?} {} every {:?}, grace {:?}", p.method, p.url.redacted(), p.interval, p.grace),
+        None => println!("heartbeat     off"),
+    }
+    if let Some(d) = &c.heartbeat.lake_down {
+        println!("lake_down     {} after {:?}", d.url.redacted(), d.after);
+    }
     println!(
         "inventory     enabled={} interval={:?} listeners={:?} units={:?}",
         c.inventory.enabled, c.inventory.interval, c.inventory.listeners_interval, c.inventory.units_interval
@@ -164,5 +231,8 @@ mod tests {
         assert!(cli.check);
         assert_eq!(cli.verbose, 2);
         assert!(Cli::try_parse_from(["lake-collector", "serve"]).is_err());
+        let cli = Cli::try_parse_from(["lake-collector", "replay-rejected", "--config", "/etc/lake/collector.toml"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::ReplayRejected)));
+        assert_eq!(cli.config, Some(PathBuf::from("/etc/lake/collector.toml")));
     }
 }

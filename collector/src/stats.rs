@@ -60,6 +60,16 @@ pub struct Stats {
     pub rejected_batches: AtomicU64,
     /// Torn or corrupt spool tails cut off when the spool was opened.
     pub spool_truncations: AtomicU64,
+    /// Unshipped records lost to damage inside a spool segment that was not the last
+    /// (found when the spool was opened; the intact records around them are kept).
+    pub spool_damaged_records: AtomicU64,
+    /// Ingest attempts the lake refused for this node's configuration: token (401), node
+    /// name (403), clock. The batch stays in the spool and is tried again.
+    pub config_errors: AtomicU64,
+    /// Rejected batches deleted from `rejected/` to keep it within its bound.
+    pub rejected_evicted: AtomicU64,
+    /// Heartbeat pings that failed.
+    pub heartbeat_errors: AtomicU64,
     /// Host samples that failed (a source read error).
     pub sample_errors: AtomicU64,
     /// Time the last acknowledged batch took from send to 200, microseconds (gauge).
@@ -124,6 +134,16 @@ impl Stats {
                 "lake_collector_spool_truncations_total",
                 get(&self.spool_truncations),
             ),
+            (
+                "lake_collector_spool_damaged_records_total",
+                get(&self.spool_damaged_records),
+            ),
+            ("lake_collector_config_errors_total", get(&self.config_errors)),
+            (
+                "lake_collector_rejected_evicted_total",
+                get(&self.rejected_evicted),
+            ),
+            ("lake_collector_heartbeat_errors_total", get(&self.heartbeat_errors)),
             ("lake_collector_sample_errors_total", get(&self.sample_errors)),
             ("lake_collector_ship_latency_microseconds", get(&self.ship_latency_us)),
         ]

@@ -5,9 +5,12 @@
 //! zstd-compressed. Headers: `Authorization: Bearer <node token>` and
 //! `Lake-Batch: <node>/<epoch>/<seq>`. The batch id makes delivery idempotent: a
 //! collector that re-sends after a lost acknowledgement gets a 200 and the lake stores
-//! the rows once. `epoch` is chosen when a collector's spool is created and `seq` grows
-//! by one per batch within it, so `(node, epoch)` with a high-water mark of `seq`
-//! identifies every batch ever sent.
+//! the rows once. A sender must never give one id to two different batches: a
+//! collector's spool draws a random 64-bit `epoch` each time it is opened (so a cloned
+//! or restored spool gets its own) and `seq` grows by one per batch; `lake ingest` and
+//! `lake-collector replay-rejected` draw a random epoch per run. The lake takes a batch
+//! as a duplicate only when that exact id was stored (it remembers stored seq ranges
+//! per `(node, epoch)`).
 
 use std::fmt;
 use std::io::Cursor;

@@ -116,7 +116,7 @@ impl Flusher {
                     return;
                 }
             };
-            (segment, self.buffers.start_flush(), self.batches.marks())
+            (segment, self.buffers.start_flush(), self.batches.committed())
         };
         let number = self.next_flush;
         let state = State { next_flush: number + 1, committed: marks };

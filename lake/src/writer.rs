@@ -399,7 +399,7 @@ fn stage_files(
         }
     }
     sync_dir(stage).map_err(io_err("fsync", stage))?;
-    let manifest = Manifest { moves, state: VersionedState::V1(state.clone()) };
+    let manifest = Manifest { moves, state: VersionedState::from(state.clone()) };
     let mpath = staging_dir(data).join(format!("flush-{flush}.json"));
     let bytes = serde_json::to_vec(&manifest).map_err(|e| io_err("encode", &mpath)(io::Error::other(e)))?;
     write_atomic(&mpath, &bytes).map_err(io_err("write", &mpath))?;
@@ -412,7 +412,7 @@ fn apply_manifest(data: &Path, mpath: &Path, manifest: &Manifest) -> Result<()> 
         crate::swap::SwapError::Io { op, path, source } => WriterError::Io { op, path, source },
         other => WriterError::Io { op: "commit", path: mpath.to_path_buf(), source: io::Error::other(other.to_string()) },
     })?;
-    let VersionedState::V1(state) = &manifest.state;
+    let state = manifest.state.current();
     let spath = state_path(data);
     state.store(&spath).map_err(io_err("write", &spath))?;
     if let Some(stem) = mpath.file_stem() {
@@ -554,7 +554,7 @@ mod tests {
                 PathBuf::from("staging/flush-1/metrics.1970-01-02.parquet"),
                 PathBuf::from("tables/metrics/date=1970-01-02/f-000000000001.parquet"),
             )],
-            state: VersionedState::V1(next.clone()),
+            state: VersionedState::from(next.clone()),
         };
         fs::create_dir_all(staging_dir(data).join("flush-1")).unwrap();
         fs::rename(data.join(&manifest.moves[0].1), data.join(&manifest.moves[0].0)).unwrap();

@@ -8,7 +8,6 @@
 //!
 //! ```text
 //! <data_dir>/spool/
-//!   epoch                        decimal unix seconds at creation; never rewritten
 //!   ack                          {"version":2,"acked":<seq>,"states":{<source>:{"seq":…,"state":"<json>"}}}
 //!   00000000000000000001.seg     segment: records with seq 1, 2, ... (name = first seq)
 //!   00000000000000000153.seg
@@ -18,6 +17,21 @@
 //! the epoch, the seq, flags, the table name, an optional source state and the Arrow IPC
 //! body (see [`segment`]). The magic is `LKS2`; format 1 (`LKS1`, ack file `v1 <seq>`) is
 //! not read, nothing was deployed with it.
+//!
+//! # Batch ids
+//!
+//! A record's batch id is `<node>/<epoch>/<seq>`, both numbers stored in the record, so
+//! a retry (after a lost answer, a crash, a restart) sends the same id and the lake
+//! acknowledges it without storing it twice. The epoch is 64 random bits drawn **every
+//! time the spool is opened** and carried by the records appended meanwhile. A copy of
+//! the spool directory — a cloned VM, a restored snapshot, a backup put back — therefore
+//! sends the records it shares with the original under the original's ids (the same
+//! data: stored once), and everything it appends afterwards under an epoch of its own,
+//! never under ids the original used for other rows. (Earlier versions fixed the epoch
+//! at the spool's creation, in an `epoch` file, which every copy shared: the lake took
+//! the copy's new batches for duplicates and dropped them. That file is removed.) The
+//! lake remembers exact ids per epoch (`lake/src/state.rs`), so a batch is a duplicate
+//! only when its own id was stored.
 //!
 //! # Groups and source states
 //!
@@ -57,8 +71,8 @@
 //!   contiguous from the segment's name, so record `n` of a segment has seq `name + n`.
 //! - An append writes its group and `fsync`s the segment (`sync_data`) before it returns;
 //!   a new segment file also `fsync`s the directory so the file itself survives.
-//! - `epoch` and `ack` are written to a temporary file, `fsync`ed, renamed over the old
-//!   one, and the directory `fsync`ed: they are either the old or the new value.
+//! - `ack` is written to a temporary file, `fsync`ed, renamed over the old
+//!   one, and the directory `fsync`ed: it is either the old or the new value.
 //! - The ack (with the states) is persisted before any segment is deleted, so a crash can
 //!   only resend an already acknowledged batch (the lake deduplicates by batch id), never
 //!   lose one, and never lose a state.
@@ -71,10 +85,13 @@
 //!   is acknowledged, or when the size bound drops them (droppable records only), oldest
 //!   first.
 //! - On open, every segment is read and checked (magic, length, CRC, expected seq, group
-//!   complete). At the first bad record, or at a group the file ends inside, the file is
-//!   truncated back to the first record of that group (a torn tail after a crash): a
-//!   group is all or nothing. What precedes it stays. Each truncation is logged and
-//!   counted.
+//!   complete). In the last segment, at the first bad record, or at a group the file ends
+//!   inside, the file is truncated back to the first record of that group (a torn tail
+//!   after a crash): a group is all or nothing. What precedes it stays. Each truncation
+//!   is logged and counted. Any other segment was written whole and fsynced before the
+//!   next one began, so a bad record there is damage, not a torn write: the intact
+//!   records after it are salvaged by their framing, and what was lost is logged with
+//!   the file, byte range and seqs, and counted ([`salvage`]).
 //! - The next seq is the larger of "one past the last record" and "one past the ack",
 //!   so a batch id that reached the lake is never given to another batch.
 //!
@@ -82,6 +99,7 @@
 //! unacknowledged record from disk when it needs it, and the spool keeps only per-segment
 //! counters and the newest state of each source.
 
+mod salvage;
 pub(crate) mod segment;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -89,7 +107,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -100,7 +118,8 @@ pub use segment::Record;
 
 use crate::stats::Stats;
 
-const EPOCH_FILE: &str = "epoch";
+/// Written by versions whose epoch was fixed at the spool's creation; no longer used.
+const LEGACY_EPOCH_FILE: &str = "epoch";
 const ACK_FILE: &str = "ack";
 const ACK_VERSION: u32 = 2;
 const SEGMENT_EXT: &str = "seg";
@@ -327,21 +346,29 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens the spool in `dir`, creating it (and its epoch) on first use, and recovers
-    /// from a crash: torn tails and unfinished groups are truncated, fully acknowledged
-    /// segments deleted.
+    /// Opens the spool in `dir`, creating it on first use, draws the epoch of this open,
+    /// and recovers from a crash: torn tails and unfinished groups are truncated, damaged
+    /// inner segments salvaged, fully acknowledged segments deleted.
     pub fn open(dir: &Path, opts: SpoolOptions, stats: Arc<Stats>) -> Result<Spool> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let epoch = read_or_create_epoch(dir)?;
+        let epoch = new_epoch(dir);
         let (acked, mut states) = read_ack(dir)?;
 
         let mut segments = VecDeque::new();
         let mut states_dirty = false;
-        for first_seq in segment_names(dir, true)? {
-            let (segment, found) = recover_segment(dir, first_seq, &stats)?;
-            segments.push_back(segment);
-            for (source, saved) in found {
-                states_dirty |= merge_state(&mut states, source, saved);
+        let names = segment_names(dir, true)?;
+        for (i, &first_seq) in names.iter().enumerate() {
+            // Only the last segment can end in a torn write; damage anywhere else is
+            // salvaged around (see the module docs).
+            let recovered = match names.get(i + 1) {
+                None => vec![recover_segment(dir, first_seq, &stats)?],
+                Some(&next_first) => salvage::recover_inner(dir, first_seq, next_first, acked, &stats)?,
+            };
+            for (segment, found) in recovered {
+                segments.push_back(segment);
+                for (source, saved) in found {
+                    states_dirty |= merge_state(&mut states, source, saved);
+                }
             }
         }
 
@@ -386,7 +413,7 @@ impl Spool {
         Ok(spool)
     }
 
-    /// The spool's generation, part of every batch id.
+    /// The epoch of the records this open appends (part of their batch ids).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -989,22 +1016,19 @@ pub fn read_states(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     Ok(states.into_iter().map(|(k, v)| (k, v.json)).collect())
 }
 
-fn read_or_create_epoch(dir: &Path) -> Result<u64> {
-    let path = dir.join(EPOCH_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| SpoolError::State {
-            path: path.clone(),
-            reason: format!("expected unix seconds, found {:?}", text.trim()),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let epoch = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_secs().max(1));
-            write_atomic(dir, EPOCH_FILE, format!("{epoch}\n").as_bytes())?;
-            Ok(epoch)
-        }
-        Err(e) => Err(io_err(&path)(e)),
+/// The epoch of the records this open appends: 64 random bits (never 0), new at every
+/// open, so a copy of the spool (a cloned VM, a restored snapshot) opened elsewhere never
+/// gives out a batch id the original gives out too. The `epoch` file of earlier versions
+/// (unix seconds at creation, shared by every copy) is removed: records carry their own
+/// epoch.
+fn new_epoch(dir: &Path) -> u64 {
+    let legacy = dir.join(LEGACY_EPOCH_FILE);
+    match fs::remove_file(&legacy) {
+        Ok(()) => debug!(path = %legacy.display(), "removed the epoch file of an older version"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => warn!(path = %legacy.display(), %error, "cannot remove the epoch file of an older version; it is not used"),
     }
+    rand::random::<u64>().max(1)
 }
 
 /// The acknowledged seq and the source states of the `ack` file (none when missing).
@@ -1107,7 +1131,7 @@ impl SpoolHandle {
         }
     }
 
-    /// The spool's generation.
+    /// The epoch of the records this open appends (part of their batch ids).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

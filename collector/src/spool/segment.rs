@@ -35,7 +35,7 @@ const KNOWN_FLAGS: u8 = CONTINUES | HELD;
 /// A record as stored: which table its body belongs to and its batch id parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Spool generation, part of the batch id.
+    /// Epoch of the spool open that appended it, part of the batch id.
     pub epoch: u64,
     /// Position in the spool, part of the batch id.
     pub seq: u64,
@@ -103,6 +103,42 @@ pub(crate) fn encode(
     let mut out = Vec::new();
     encode_into(&mut out, epoch, seq, flags, table, body, state);
     out
+}
+
+/// Clears [`CONTINUES`] on the encoded record `bytes` (one whole record) and fixes its
+/// CRC: salvage ends a run of records cut out of a damaged segment as a whole group, so
+/// the file it lands in never looks torn.
+pub(crate) fn end_group(bytes: &mut [u8]) {
+    let flags_at = HEADER_LEN as usize + 16;
+    if bytes.len() <= flags_at {
+        return;
+    }
+    bytes[flags_at] &= !CONTINUES;
+    let crc = crc32fast::hash(&bytes[HEADER_LEN as usize..]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Offsets in `from..file_len` where [`MAGIC`] starts, scanning in chunks: the candidates
+/// for the next intact record after damage.
+pub(crate) fn magic_offsets(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let magic = MAGIC.to_le_bytes();
+    let mut found = Vec::new();
+    let mut pos = from;
+    let mut buf = Vec::new();
+    while pos + 4 <= file_len {
+        // Chunks overlap by three bytes so a magic across a boundary is seen.
+        let len = CHUNK.min(file_len - pos);
+        buf.resize(len as usize, 0);
+        file.read_exact_at(&mut buf, pos)?;
+        found.extend(buf.windows(4).enumerate().filter(|(_, w)| *w == magic).map(|(i, _)| pos + i as u64));
+        if pos + len >= file_len {
+            break;
+        }
+        pos += len - 3;
+    }
+    found.dedup();
+    Ok(found)
 }
 
 /// What is found at an offset of a segment.

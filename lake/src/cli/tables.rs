@@ -153,6 +153,11 @@ fn chunks(kind: &str, path: &Path, per: usize) -> anyhow::Result<Vec<Chunk>> {
     })
 }
 
+/// A batch-id epoch for one run of `lake ingest`: random, never 0.
+fn run_epoch() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
 /// Runs `lake ingest`.
 pub(super) fn ingest(args: IngestArgs) -> ExitCode {
     finish("ingest", run_ingest(&args))
@@ -167,8 +172,11 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
     }
     let endpoint = if kind == "csv" { "csv" } else { "json" };
     let url = format!("{}/v1/ingest/{endpoint}/{}", args.url.trim_end_matches('/'), args.table);
-    // One epoch per run: a retry within the run is recognised; a second run is new data.
-    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
+    // One epoch per run: a retry within the run keeps its id and is recognised; a second
+    // run is new data and must never share an id with another run. A random 64-bit
+    // epoch does that (the unix second did not: two runs in one second collided, and
+    // the lake acknowledged the second one's rows as duplicates without storing them).
+    let epoch = run_epoch();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = reqwest::Client::new();
     let mut total = 0;
@@ -191,6 +199,12 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
             let status = resp.status();
             let text = rt.block_on(resp.text()).unwrap_or_default();
             if status.is_success() {
+                // Only a retry of this very request is a duplicate (its first answer was
+                // lost); say so rather than count rows the lake had stored before.
+                let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+                if answer["duplicate"].as_bool() == Some(true) {
+                    eprintln!("lake ingest: batch {id} was already stored (a retry of this run)");
+                }
                 break;
             }
             if (status.as_u16() == 503 || status.as_u16() == 507) && wait < Duration::from_secs(60) {

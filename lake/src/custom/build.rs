@@ -166,11 +166,12 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
                 };
                 // A time the lake does not store is refused like an unreadable one
                 // (lenient tables keep it in `_extra`, the row at the time of receipt).
-                let out_of_range = match parsed.map(|t| window.check(t)) {
-                    Some(Err(reason)) if !opts.lenient => {
-                        return Err(CustomError::TsOutOfRange { line: row.line, field: name, reason }.into());
+                let out_of_range = match parsed.map(|t| (t, window.check(t))) {
+                    Some((t, Err(reason))) if !opts.lenient => {
+                        let skew = crate::http::bounds::Skew::ahead(t, now_micros);
+                        return Err(CustomError::TsOutOfRange { line: row.line, field: name, reason, skew }.into());
                     }
-                    Some(Err(_)) => true,
+                    Some((_, Err(_))) => true,
                     _ => false,
                 };
                 match parsed.filter(|_| !out_of_range) {

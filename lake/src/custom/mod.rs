@@ -94,10 +94,23 @@ pub enum CustomError {
         field: String,
         /// Why (the time and the bound it breaks).
         reason: String,
+        /// Set when the time is too far ahead of the lake's clock (answered with
+        /// `"code": "clock_skew"`).
+        skew: Option<crate::http::bounds::Skew>,
     },
     /// The body has no rows.
     #[error("the body holds no rows")]
     Empty,
+}
+
+impl CustomError {
+    /// The clock refusal this is, if it is one.
+    pub fn skew(&self) -> Option<crate::http::bounds::Skew> {
+        match self {
+            CustomError::TsOutOfRange { skew, .. } => *skew,
+            _ => None,
+        }
+    }
 }
 
 /// Storing a schema failed (the lake's fault: 500).

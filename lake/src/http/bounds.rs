@@ -72,6 +72,26 @@ pub struct Violation {
     pub column: String,
     /// What is wrong.
     pub message: String,
+    /// Set when the row's `ts` is ahead of the lake's clock by more than [`MAX_AHEAD`]:
+    /// the one refusal a sender's clock (or the lake's) explains, answered with a
+    /// machine-readable `"code": "clock_skew"` (see [`super::error::ApiError::rows_refused`]).
+    pub skew: Option<Skew>,
+}
+
+/// A `ts` too far ahead of the lake's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skew {
+    /// The row's `ts`, µs since 1970.
+    pub ts: i64,
+    /// The lake's clock when it checked, µs since 1970.
+    pub now: i64,
+}
+
+impl Skew {
+    /// The skew of `ts` when the lake's clock reads `now`, if it is past [`MAX_AHEAD`].
+    pub fn ahead(ts: i64, now: i64) -> Option<Skew> {
+        (ts > now.saturating_add(MAX_AHEAD)).then_some(Skew { ts, now })
+    }
 }
 
 impl fmt::Display for Violation {
@@ -86,13 +106,16 @@ pub fn check(batches: &[RecordBatch], window: Window) -> Result<(), Violation> {
     let mut base = 0;
     for batch in batches {
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            let violation = |i: usize, message: String| Violation { row: base + i, column: field.name().clone(), message };
+            let violation = |i: usize, message: String| Violation { row: base + i, column: field.name().clone(), message, skew: None };
             match field.data_type() {
                 DataType::Timestamp(TimeUnit::Microsecond, _) if field.name() == "ts" => {
                     let ts = column.as_primitive::<TimestampMicrosecondType>();
                     for (i, t) in ts.iter().enumerate() {
                         if let Some(t) = t {
-                            window.check(t).map_err(|m| violation(i, m))?;
+                            window.check(t).map_err(|m| Violation {
+                                skew: Skew::ahead(t, window.now),
+                                ..violation(i, m)
+                            })?;
                         }
                     }
                 }
@@ -162,5 +185,9 @@ mod tests {
         let v = check(&[ok.finish(), late.finish()], Window::at(NOW)).unwrap_err();
         assert_eq!((v.row, v.column.as_str()), (2, "ts"));
         assert!(v.to_string().starts_with("row 2 (counting from 0), column \"ts\": 2026-11-24"), "{v}");
+        assert_eq!(v.skew, Some(Skew { ts: NOW + 2 * MAX_AHEAD, now: NOW }), "a clock refusal says so");
+        let mut early = MetricsBuilder::new();
+        early.push(EARLIEST - 1, "a", "m", 1.0, &[]);
+        assert_eq!(check(&[early.finish()], Window::at(NOW)).unwrap_err().skew, None, "1899 is no clock skew");
     }
 }

@@ -12,11 +12,34 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u64>,
+    /// A machine-readable reason beside the message: `"code"` and its fields.
+    code: Option<(&'static str, serde_json::Map<String, serde_json::Value>)>,
 }
+
+/// `"code"` of a 400 for rows stamped too far ahead of the lake's clock.
+pub const CLOCK_SKEW: &str = "clock_skew";
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None }
+        ApiError { status, message: message.into(), retry_after: None, code: None }
+    }
+    /// 400 for a batch with a row out of bounds ([`super::bounds::check`]). A `ts` too far
+    /// ahead of the lake's clock also carries `"code": "clock_skew"`, the row's `ts_us`
+    /// and the lake's `lake_now_us` (µs since 1970): a collector keeps such a batch and
+    /// retries while its clock and the lake's disagree, instead of setting it aside.
+    pub fn rows_refused(m: impl Into<String>, v: &super::bounds::Violation) -> Self {
+        Self::bad_request(m).with_skew(v.skew)
+    }
+    /// Adds `"code": "clock_skew"` and its fields when `skew` is set (see
+    /// [`ApiError::rows_refused`]).
+    pub fn with_skew(mut self, skew: Option<super::bounds::Skew>) -> Self {
+        if let Some(skew) = skew {
+            let mut fields = serde_json::Map::new();
+            fields.insert("ts_us".into(), skew.ts.into());
+            fields.insert("lake_now_us".into(), skew.now.into());
+            self.code = Some((CLOCK_SKEW, fields));
+        }
+        self
     }
     /// 400.
     pub fn bad_request(m: impl Into<String>) -> Self {
@@ -73,10 +96,37 @@ impl IntoResponse for ApiError {
         } else {
             self.message
         };
-        let mut resp = (self.status, Json(json!({ "error": message }))).into_response();
+        let mut body = json!({ "error": message });
+        if let (Some((code, fields)), serde_json::Value::Object(obj)) = (self.code, &mut body) {
+            obj.insert("code".into(), code.into());
+            obj.extend(fields);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::bounds::{Skew, Violation};
+
+    async fn body_of(e: ApiError) -> serde_json::Value {
+        let resp = e.into_response();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_clock_refusal_is_machine_readable_and_others_are_not() {
+        let v = Violation { row: 3, column: "ts".into(), message: "ahead".into(), skew: Some(Skew { ts: 5_000, now: 1_000 }) };
+        let body = body_of(ApiError::rows_refused("table metrics: row 3", &v)).await;
+        assert_eq!(body, json!({"error": "table metrics: row 3", "code": "clock_skew", "ts_us": 5_000, "lake_now_us": 1_000}));
+        let v = Violation { skew: None, ..v };
+        let body = body_of(ApiError::rows_refused("too many labels", &v)).await;
+        assert_eq!(body, json!({"error": "too many labels"}));
     }
 }

@@ -239,7 +239,7 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
                 })
             })?;
             super::bounds::check(&batches, super::bounds::Window::at(lake_format::rows::now_micros()))
-                .map_err(|v| s.reject(ApiError::bad_request(format!("table {table}: {v}"))))?;
+                .map_err(|v| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v)))?;
             Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0, case_collisions: 0 })
         }
         Payload::Own(table, body) => {
@@ -253,7 +253,7 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
             let rows = if csv { parse::csv(&body, max_fields) } else { parse::json(&body, max_fields) }
                 .map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
             let built = build::build(&s.custom, &table, &node, rows, lake_format::rows::now_micros()).map_err(|e| match e {
-                EvolveError::Refused(e) => s.reject(ApiError::bad_request(e.to_string())),
+                EvolveError::Refused(e) => s.reject(ApiError::bad_request(e.to_string()).with_skew(e.skew())),
                 EvolveError::Store(e) => ApiError::internal(e.to_string()),
             })?;
             let wal_body = wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch))
