@@ -4,10 +4,14 @@
 pub mod admin;
 pub mod body;
 pub mod bounds;
+pub mod budget;
+pub mod conns;
 pub mod custom;
 pub mod error;
 pub mod ingest;
 pub mod otlp;
+pub mod policy;
+pub mod refused;
 pub mod tables;
 pub mod ui;
 
@@ -46,6 +50,8 @@ pub struct Status {
     pub alerts: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::alerts::api::Snapshot>>>,
     /// Tokens file reloads.
     pub auth: Arc<crate::auth::AuthStats>,
+    /// Open connections and the connection cap.
+    pub connections: Arc<conns::Connections>,
 }
 
 impl Status {
@@ -90,7 +96,8 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let c = &s.compaction.stats;
     let a = &s.archive.stats;
     let t = &s.auth;
-    let counters: [(&str, &str, u64); 26] = [
+    let (budget, cn) = (&s.ingest.budget, &s.connections);
+    let counters: [(&str, &str, u64); 32] = [
         ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
         ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
         ("lake_ingest_bytes_total", "ingest body bytes stored", i.bytes.load(Ordering::Relaxed)),
@@ -117,6 +124,12 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_archive_failures_total", "archive, restore and retention jobs that failed", a.failures.load(Ordering::Relaxed)),
         ("lake_auth_reloads_total", "tokens file reloads installed", t.reloads.load(Ordering::Relaxed)),
         ("lake_auth_reload_errors_total", "tokens file reloads refused as invalid (tokens in force kept)", t.reload_errors.load(Ordering::Relaxed)),
+        ("lake_ingest_decode_budget_refused_total", "ingest requests refused for the decode memory budget (503, or 413 when one needs more than all of it)", budget.refused.load(Ordering::Relaxed)),
+        ("lake_ingest_decode_memory_bytes", "memory held by ingest requests receiving and decoding bodies", budget.used() as u64),
+        ("lake_ingest_decode_memory_limit_bytes", "ingest.decode_memory", budget.limit() as u64),
+        ("lake_http_connections_accepted_total", "connections accepted", cn.accepted.load(Ordering::Relaxed)),
+        ("lake_http_connections_evicted_total", "idle connections closed to make room under http.max_connections", cn.evicted.load(Ordering::Relaxed)),
+        ("lake_http_connections", "open connections (at most http.max_connections)", cn.open() as u64),
     ];
     let mut out = String::new();
     for (name, help, v) in counters {
