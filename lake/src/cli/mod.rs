@@ -289,6 +289,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     println!("  read tokens     {}", if reads == 0 { "none (SQL API open: keep listen on loopback)".into() } else { reads.to_string() });
     let admins = count(lake_query::auth::Role::Admin);
     println!("  admin tokens    {}", if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() });
+    for (node, hosts) in &c.hosts {
+        println!("  relays          {node} may also write rows of {}", hosts.join(", "));
+    }
+    println!(
+        "  ingest limits   {} days per batch, {} MiB decode memory, {} connections",
+        c.max_days_per_batch,
+        c.decode_memory >> 20,
+        c.max_connections
+    );
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
     print!("{}", alerts::describe_config(&c.alerts));
