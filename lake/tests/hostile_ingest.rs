@@ -461,7 +461,7 @@ async fn concurrent_bodies_past_the_decode_budget_are_told_to_retry() {
     // Twelve collectors: node-a and node-b, six spool epochs each, one batch per epoch (a
     // collector sends its batches one at a time, in order; the lake remembers eight
     // epochs per node).
-    let sender = |i: usize| if i % 2 == 0 { (NODE, TOKEN) } else { (NODE_B, TOKEN_B) };
+    let sender = |i: usize| if i.is_multiple_of(2) { (NODE, TOKEN) } else { (NODE_B, TOKEN_B) };
     let id = |i: usize| format!("{}/{}/1", sender(i).0, 50 + i);
     let bodies: Vec<Vec<u8>> = (0..SENDERS as usize).map(|i| noisy_batch(sender(i).0, 100 + i as u64, 3000)).collect();
     let body_max = bodies.iter().map(Vec::len).max().unwrap();
@@ -522,8 +522,8 @@ async fn concurrent_bodies_past_the_decode_budget_are_told_to_retry() {
         assert_eq!(s, 200, "{b}");
         assert!(b.contains("\"rows\":3000"), "stored now, not taken for a duplicate: {b}");
     }
-    for i in 0..answers.len() {
-        let (s, b) = post(&e.c, e.url(), "metrics", sender(i).1, &id(i), bodies[i].clone()).await;
+    for (i, body) in bodies.iter().enumerate() {
+        let (s, b) = post(&e.c, e.url(), "metrics", sender(i).1, &id(i), body.clone()).await;
         assert_eq!(s, 200, "{b}");
         assert!(b.contains("\"duplicate\":true"), "{b}");
     }
@@ -658,7 +658,9 @@ async fn refused_tokens_are_logged_with_the_peer_for_fail2ban() {
     let url = e.url();
     let arrow = metrics(&[NODE], now_micros(), "refused");
     let protobuf = "application/x-protobuf";
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    // (path, token, batch id, body, status, reason logged)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("/v1/ingest/metrics", "", "node-a/70/1", arrow.clone(), 401, "no token"),
         ("/v1/ingest/metrics", "not-a-token-0123456789", "node-a/70/1", arrow.clone(), 401, "bad token"),
         ("/v1/ingest/metrics", TOKEN, "node-b/70/1", arrow.clone(), 403, "forbidden"),
