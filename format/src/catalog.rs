@@ -100,6 +100,25 @@ impl Table {
         }
     }
 
+    /// Whether only the lake itself writes this table (`alerts`: its alert history).
+    /// Ingest endpoints refuse such tables, so no node can forge or bury their rows; a
+    /// new table must say here who writes it.
+    pub const fn written_by_lake(self) -> bool {
+        match self {
+            Table::Alerts => true,
+            Table::Metrics
+            | Table::Logs
+            | Table::Http
+            | Table::Firewall
+            | Table::Bans
+            | Table::Probes
+            | Table::Packages
+            | Table::Listeners
+            | Table::Units
+            | Table::Hosts => false,
+        }
+    }
+
     /// One line on what the table holds.
     pub const fn doc(self) -> &'static str {
         match self {

@@ -210,8 +210,9 @@ pub fn encode(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, WireE
 /// up front: their sum must stay within `max_decoded`, so a small body declaring (or
 /// truly holding, zstd compresses zeros a thousandfold) gigabytes is refused before any
 /// allocation instead of exhausting memory.
-/// Returns the number of field nodes (arrays) of each record batch message.
-fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireError> {
+/// Returns the number of field nodes (arrays) of each record batch message, and the
+/// decompressed bytes the compressed buffers declare.
+fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<(Vec<usize>, usize), WireError> {
     let bad = |m: String| WireError::Decode(ArrowError::ParseError(m));
     let word = |b: &[u8], at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let mut decoded = 0usize;
@@ -228,7 +229,7 @@ fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireE
             n => (n, 4),
         };
         if len == 0 {
-            return Ok(nodes); // end-of-stream marker
+            return Ok((nodes, decoded)); // end-of-stream marker
         }
         let len = usize::try_from(len).map_err(|_| bad(format!("negative message length {len}")))?;
         let meta = buf
@@ -291,7 +292,7 @@ fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<Vec<usize>, WireE
         }
         buf = &buf[end..];
     }
-    Ok(nodes)
+    Ok((nodes, decoded))
 }
 
 /// (field nodes, buffers) one column of this (already checked) type takes in a record
@@ -362,6 +363,15 @@ fn node_count(t: &arrow_schema::DataType) -> usize {
     }
 }
 
+/// The bytes a body's compressed buffers declare they decompress to (0 for an
+/// uncompressed stream), read from the message headers without decompressing anything:
+/// what [`decode_bounded`] will allocate for them. The body's framing is checked as
+/// [`decode_bounded`] checks it, with the same errors ([`WireError::Inflated`] past
+/// `max_decoded`).
+pub fn decoded_size(body: &[u8], max_decoded: usize) -> Result<usize, WireError> {
+    check_framing(body, max_decoded).map(|(_, decoded)| decoded)
+}
+
 /// Decodes an Arrow IPC stream into its schema and batches.
 pub fn decode(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
     decode_bounded(body, usize::MAX)
@@ -370,7 +380,7 @@ pub fn decode(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
 /// [`decode`] for bodies from the network: the compressed buffers may decompress to
 /// `max_decoded` bytes at most ([`WireError::Inflated`] otherwise, before allocating).
 pub fn decode_bounded(body: &[u8], max_decoded: usize) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
-    let nodes = check_framing(body, max_decoded)?;
+    let (nodes, _) = check_framing(body, max_decoded)?;
     // arrow-ipc trusts a batch's node lengths against its buffer sizes and panics on some
     // that disagree (a validity bitmap shorter than its array, …) before validating: a
     // panic while reading is this batch's decode error, not the ingest task's end.
@@ -575,6 +585,9 @@ mod tests {
         let body = encode(&zeros.schema(), std::slice::from_ref(&zeros)).unwrap();
         assert!(body.len() < 2000, "{}", body.len());
         assert_eq!(decode_bounded(&body, 1 << 20).unwrap().1[0].num_rows(), n);
+        // What decoding will allocate is known from the headers alone: the 8 × n values.
+        assert_eq!(decoded_size(&body, 1 << 20).unwrap(), 8 * n);
+        assert!(matches!(decoded_size(&body, 50_000), Err(WireError::Inflated { .. })));
         let err = decode_bounded(&body, 50_000).unwrap_err();
         assert!(matches!(err, WireError::Inflated { limit: 50_000, .. }), "{err}");
         // A forged decompressed length (2^62) is refused, not allocated.

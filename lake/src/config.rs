@@ -47,6 +47,15 @@ const fn default_flush_interval() -> Dur {
 const fn default_flush_size() -> ByteSize {
     ByteSize(32 << 20)
 }
+const fn default_max_days_per_batch() -> u32 {
+    31
+}
+const fn default_decode_memory() -> ByteSize {
+    ByteSize(256 << 20)
+}
+const fn default_max_connections() -> usize {
+    1024
+}
 const fn default_max_rows() -> usize {
     100_000
 }
@@ -188,11 +197,18 @@ struct HttpFile {
     body_timeout: Dur,
     #[serde(default = "default_request_timeout")]
     request_timeout: Dur,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
 }
 
 impl Default for HttpFile {
     fn default() -> Self {
-        HttpFile { header_timeout: default_header_timeout(), body_timeout: default_body_timeout(), request_timeout: default_request_timeout() }
+        HttpFile {
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
     }
 }
 
@@ -232,11 +248,18 @@ struct NodeFile {
     token: Option<String>,
     token_env: Option<String>,
     token_sha256: Option<Hashes>,
+    /// Hosts other than itself this node may send rows for (a gateway, an OTLP relay).
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 impl fmt::Debug for NodeFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeFile").field("name", &self.name).field("token_env", &self.token_env).finish_non_exhaustive()
+        f.debug_struct("NodeFile")
+            .field("name", &self.name)
+            .field("token_env", &self.token_env)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -249,11 +272,21 @@ struct IngestFile {
     flush_interval: Dur,
     #[serde(default = "default_flush_size")]
     flush_size: ByteSize,
+    #[serde(default = "default_max_days_per_batch")]
+    max_days_per_batch: u32,
+    #[serde(default = "default_decode_memory")]
+    decode_memory: ByteSize,
 }
 
 impl Default for IngestFile {
     fn default() -> Self {
-        IngestFile { max_body: default_max_body(), flush_interval: default_flush_interval(), flush_size: default_flush_size() }
+        IngestFile {
+            max_body: default_max_body(),
+            flush_interval: default_flush_interval(),
+            flush_size: default_flush_size(),
+            max_days_per_batch: default_max_days_per_batch(),
+            decode_memory: default_decode_memory(),
+        }
     }
 }
 
@@ -316,6 +349,10 @@ pub struct Config {
     /// Nodes declared by `[[nodes]]` (alert rules cover them); their tokens are in `keys`
     /// or in the tokens file.
     pub nodes: Vec<String>,
+    /// `[[nodes]] hosts`: for each node that has them, the hosts other than itself its
+    /// rows may carry (a gateway, an OTLP relay). Every token of the node has them, from
+    /// lake.toml or the tokens file.
+    pub hosts: std::collections::BTreeMap<String, Vec<String>>,
     /// The tokens of `lake.toml`, every role, as hashes: `[[nodes]]`, `[query] read_tokens*`,
     /// `[admin] tokens*`. The tokens file's are added to them at start and on every reload.
     pub keys: Vec<Key>,
@@ -329,6 +366,15 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Flush when buffered rows take this much memory.
     pub flush_size: usize,
+    /// `ingest.max_days_per_batch`: the dates of one batch's rows span at most this many
+    /// days (default 31).
+    pub max_days_per_batch: u32,
+    /// `ingest.decode_memory`: bytes all ingest requests together may hold while they
+    /// receive and decode bodies (default 256 MiB); 503 past it.
+    pub decode_memory: usize,
+    /// `http.max_connections`: open connections at most (default 1024); past it the
+    /// oldest idle one is closed for each new one.
+    pub max_connections: usize,
     /// Limits of each query.
     pub limits: lake_query::engine::Limits,
     /// Named queries (CLI, SQL API, Grafana): the shipped defaults, then the
@@ -385,8 +431,18 @@ impl Config {
         let mut warnings = Vec::new();
         let mut keys: Vec<Key> = Vec::new();
         let mut nodes: Vec<String> = Vec::new();
+        let mut hosts = std::collections::BTreeMap::new();
         for (i, n) in file.nodes.iter().enumerate() {
             validate_node_name(&n.name).with_context(|| format!("nodes[{i}].name"))?;
+            for (j, h) in n.hosts.iter().enumerate() {
+                validate_node_name(h).with_context(|| format!("nodes[{i}] ({}).hosts[{j}] = {h:?}", n.name))?;
+            }
+            if !n.hosts.is_empty() {
+                let mut list = n.hosts.clone();
+                list.sort();
+                list.dedup();
+                hosts.insert(n.name.clone(), list);
+            }
             if nodes.contains(&n.name) {
                 bail!("nodes[{i}].name = {:?}: another [[nodes]] entry has this name; each node needs its own name and token", n.name);
             }
@@ -425,6 +481,19 @@ impl Config {
         if file.ingest.max_body.0 > 512 << 20 || file.ingest.max_body.0 < 1024 {
             bail!("ingest.max_body = {} must be between 1KiB and 512MiB", file.ingest.max_body);
         }
+        if !(1..=36_600).contains(&file.ingest.max_days_per_batch) {
+            bail!("ingest.max_days_per_batch = {} must be between 1 and 36600 (days)", file.ingest.max_days_per_batch);
+        }
+        if file.ingest.decode_memory.0 < file.ingest.max_body.0 {
+            bail!(
+                "ingest.decode_memory = {} is less than ingest.max_body = {}: a body of the largest size accepted could never be decoded",
+                file.ingest.decode_memory,
+                file.ingest.max_body
+            );
+        }
+        if !(2..=1_000_000).contains(&file.http.max_connections) {
+            bail!("http.max_connections = {} must be between 2 and 1000000", file.http.max_connections);
+        }
         if file.query.max_rows == 0 || file.query.threads == 0 {
             bail!("query.max_rows and query.threads must be at least 1");
         }
@@ -444,18 +513,23 @@ impl Config {
         // The same token twice (two nodes, or a read token that also ingests) is an error.
         let keys = KeySet::new(keys)?.keys().to_vec();
         let tokens_file = file.auth.tokens_file.unwrap_or_else(|| file.data_dir.join(crate::auth::DEFAULT_FILE));
+        let max_connections = file.http.max_connections;
         let http = file.http.validate(file.query.timeout.0)?;
         let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
             nodes,
+            hosts,
             keys,
             tokens_file,
             warnings,
             max_body: usize::try_from(file.ingest.max_body.0).unwrap_or(usize::MAX),
             flush_interval: file.ingest.flush_interval.0,
             flush_size: usize::try_from(file.ingest.flush_size.0).unwrap_or(usize::MAX),
+            max_days_per_batch: file.ingest.max_days_per_batch,
+            decode_memory: usize::try_from(file.ingest.decode_memory.0).unwrap_or(usize::MAX),
+            max_connections,
             limits: lake_query::engine::Limits {
                 max_rows: file.query.max_rows,
                 timeout: file.query.timeout.0,
@@ -573,6 +647,28 @@ mod tests {
         assert_eq!(c.tokens_file, Path::new("/var/lib/lake/tokens.toml"));
         let http = HttpTimeouts { header: Duration::from_secs(30), body: Duration::from_secs(60), request: Duration::from_secs(120) };
         assert_eq!(c.http, http);
+        assert_eq!((c.max_days_per_batch, c.decode_memory, c.max_connections), (31, 256 << 20, 1024));
+        assert!(c.hosts.is_empty());
+    }
+
+    #[test]
+    fn ingest_limits_and_node_hosts_are_validated() {
+        let text = "[[nodes]]\nname = \"gateway\"\nhosts = [\"web-2\", \"web-1\", \"web-2\"]\n[[nodes]]\nname = \"web-1\"\n\
+                    [ingest]\nmax_days_per_batch = 7\ndecode_memory = \"1GiB\"\n[http]\nmax_connections = 64\n";
+        let c = Config::parse(text, |_| None).unwrap();
+        assert_eq!(c.hosts.len(), 1);
+        assert_eq!(c.hosts["gateway"], ["web-1", "web-2"]);
+        assert_eq!((c.max_days_per_batch, c.decode_memory, c.max_connections), (7, 1 << 30, 64));
+        for (bad, says) in [
+            ("[[nodes]]\nname = \"g\"\nhosts = [\"ok\", \"../etc\"]", "nodes[0] (g).hosts[1] = \"../etc\""),
+            ("[[nodes]]\nname = \"g\"\nhost = [\"x\"]", "unknown field `host`"),
+            ("[ingest]\nmax_days_per_batch = 0", "ingest.max_days_per_batch = 0"),
+            ("[ingest]\nmax_body = \"64MiB\"\ndecode_memory = \"32MiB\"", "ingest.decode_memory = 32MiB is less than ingest.max_body = 64MiB"),
+            ("[http]\nmax_connections = 1", "http.max_connections = 1"),
+        ] {
+            let e = Config::parse(bad, |_| None).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+        }
     }
 
     #[test]
@@ -587,6 +683,7 @@ mod tests {
         assert_eq!(c.keys.iter().filter(|k| k.role == Role::Admin).count(), 2);
         assert_eq!(c.retention.policy(&lake_format::Table::Metrics.into()).keep_local_days, Some(14));
         assert_eq!(c.nodes, ["salem-storage", "gateway", "web-1"]);
+        assert_eq!(c.hosts["gateway"], ["nas", "printer"]);
         assert_eq!(c.keys.iter().filter(|k| k.role == Role::Ingest).count(), 2);
         assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
         let hb = c.heartbeat.as_ref().expect("the example pings a monitor");

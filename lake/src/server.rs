@@ -293,8 +293,11 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         max_body: config.max_body,
         max_buffered: config.flush_size.saturating_mul(4),
         custom: Arc::clone(&registry),
+        policy: http::policy::IngestPolicy::of(&config),
+        budget: http::budget::MemoryBudget::new(config.decode_memory),
         stats: Default::default(),
     });
+    let connections = http::conns::Connections::new(config.max_connections);
     let status = Arc::new(Status {
         ingest: Arc::clone(&ingest),
         writer: Arc::clone(&writer_stats),
@@ -306,6 +309,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         auth: auth_stats,
         engine: Arc::clone(&engine),
         health: Arc::clone(&health),
+        connections: Arc::clone(&connections),
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(
@@ -350,7 +354,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     // Trailing slashes are trimmed before routing: Grafana calls `<datasource url>/`, i.e.
     // `/grafana/`, for its health check.
     let app = tower::Layer::layer(&tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(), app);
-    serve_http(listener, app, config.http, cancel.clone()).await;
+    serve_http(listener, app, config.http, connections, cancel.clone()).await;
     // Alerting saves its state and appends its last rows, which the last flush then takes.
     alerts.stopped().await;
     // Requests are done: the last flush sees every acknowledged row.
@@ -378,7 +382,10 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
 /// `http.header_timeout` (idle keep-alive connections close after it too) and its body
 /// within `http.body_timeout`; what a handler leaves unread is drained before its answer
 /// goes out ([`http::body`]); `http.request_timeout` bounds the answer ([`TimeoutLayer`]).
-async fn serve_http<S>(listener: TcpListener, app: S, timeouts: HttpTimeouts, cancel: CancellationToken)
+/// At most `http.max_connections` connections are open: past it the oldest idle one is
+/// closed for a new one ([`http::conns`]). Every 401 and 403 is logged with the peer's
+/// address ([`http::refused`]).
+async fn serve_http<S>(listener: TcpListener, app: S, timeouts: HttpTimeouts, conns: Arc<http::conns::Connections>, cancel: CancellationToken)
 where
     S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
@@ -388,7 +395,9 @@ where
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeouts.header);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections finish their request and close once `shutdown` fires.
+    let shutdown = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -402,18 +411,27 @@ where
                 }
             },
         };
-        let (app, body_timeout) = (app.clone(), timeouts.body);
+        // A slot under the cap: at once, by closing the oldest idle connection, or (every
+        // connection busy) once one is free; new connections wait in the backlog meanwhile.
+        let Some(slot) = conns.admit(&cancel).await else { break };
+        let slot = Arc::new(slot);
+        let (app, body_timeout, svc_slot) = (app.clone(), timeouts.body, Arc::clone(&slot));
         let svc = tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let busy = svc_slot.busy();
             let (parts, incoming) = req.into_parts();
             let body = http::body::DeadlineBody::wrap(axum::body::Body::new(incoming), body_timeout);
             let (body, unread) = http::body::Unread::share(body);
             let mut req = axum::extract::Request::from_parts(parts, body);
-            // The peer address: the admin API answers only loopback clients when it has no tokens.
+            // The peer address: the admin API answers only loopback clients when it has no
+            // tokens, and refused tokens are logged with it.
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             let expects_continue = req.headers().get(axum::http::header::EXPECT).is_some();
+            let had_token = req.headers().contains_key(axum::http::header::AUTHORIZATION);
+            let path: String = req.uri().path().chars().take(http::refused::MAX_PATH).collect();
             let answer = tower::ServiceExt::oneshot(app.clone(), req);
             async move {
                 let resp = answer.await?;
+                http::refused::log(peer.ip(), &path, had_token, resp.status());
                 // A client waiting for `100 Continue` sends nothing more: no drain needed.
                 if !expects_continue {
                     let drained = unread.drain().await;
@@ -421,19 +439,43 @@ where
                         tracing::debug!(%peer, drained, status = %resp.status(), "discarded the unread rest of a request body");
                     }
                 }
-                Ok::<_, std::convert::Infallible>(resp)
+                // The connection stays busy (not to be evicted) until the answer is written.
+                Ok::<_, std::convert::Infallible>(resp.map(|b| axum::body::Body::new(http::conns::BusyBody::new(b, busy))))
             }
         });
         let io = hyper_util::rt::TokioIo::new(stream);
-        let conn = graceful.watch(builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(svc)));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let conn = builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(svc));
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = slot.evicted.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    loop {
+                        match tokio::time::timeout(http::conns::EVICT_GRACE, conn.as_mut()).await {
+                            Ok(r) => break r,
+                            // Still no request on it (headers trickling in): dropped.
+                            Err(_) if slot.idle() => break Ok(()),
+                            // A request began just as it was chosen: it is answered first.
+                            Err(_) => {}
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%e, %peer, "connection closed with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
     }
 }

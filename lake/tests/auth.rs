@@ -172,9 +172,13 @@ async fn tokens_change_without_a_restart_and_roles_do_not_cross() {
     assert_eq!(read_status(&c, &url, "/v1/sql", &new).await, 401);
     assert_eq!(read_status(&c, &url, "/grafana/query", &new).await, 401);
     // An ingest token identifies its node: node-b's (a hash in lake.toml) works for node-b
-    // only, and node-a's cannot send node-b's batches.
-    let (st, b) = post(&c, &url, "metrics", TOKEN_B, "node-b/1/1", encode(&metrics_batch(6, 1))).await;
+    // only (and for rows of host node-b), and node-a's cannot send node-b's batches.
+    let mut own = lake_format::rows::MetricsBuilder::new();
+    own.push(lake_format::rows::now_micros(), "node-b", "seq", 1.0, &[]);
+    let (st, b) = post(&c, &url, "metrics", TOKEN_B, "node-b/1/1", encode(&own.finish())).await;
     assert_eq!(st, 200, "{b}");
+    let (st, b) = post(&c, &url, "metrics", TOKEN_B, "node-b/1/9", encode(&metrics_batch(6, 1))).await;
+    assert_eq!(st, 400, "node-b's token cannot write node-a's rows: {b}");
     let (st, b) = post(&c, &url, "metrics", &new, "node-b/1/2", encode(&metrics_batch(6, 1))).await;
     assert_eq!(st, 403, "{b}");
     assert!(b.contains("belongs to \\\"node-a\\\""), "{b}");

@@ -531,10 +531,11 @@ async fn node_names_never_become_paths() {
     assert_eq!(s, 200, "{b}");
     let rows = sql(&h.c, h.url(), "select host from metrics where name = 'traversal'").await;
     assert_eq!(rows, serde_json::json!([["node-a"]]));
-    // A custom row's `host` is data: stored as written, never a path.
+    // A custom row's `host` is never a path: one that is not the sender's node is refused
+    // (a node writes only its own rows, see hostile_ingest.rs).
     let (s, b) = h.send("/v1/ingest/json/visits", "node-a/4/1", "application/x-ndjson", b"{\"host\": \"../../../tmp/evil\", \"n\": 1}".to_vec()).await;
-    assert_eq!(s, 200, "{b}");
-    assert_eq!(sql(&h.c, h.url(), "select host from visits").await, serde_json::json!([["../../../tmp/evil"]]));
+    assert_eq!(s, 400, "{b}");
+    assert!(error_of(&b).contains("line 1: field \"host\": host \"../../../tmp/evil\" is not \"node-a\""), "{b}");
 
     // After a flush, every file the lake wrote is under its data directory, in the
     // expected places, and no name anywhere holds "..".
@@ -592,9 +593,14 @@ async fn timestamps_must_be_utc_and_within_the_window() {
         let e = error_of(&body);
         assert!(e.contains(&format!("row {row} ")) && e.contains("\"ts\"") && e.contains(says), "{e}");
     }
-    // An hour ahead (clock skew) and 1950 are fine.
-    let ok = Arc::new(TimestampMicrosecondArray::from(vec![now + 3_600_000_000, -631_152_000_000_000, now]).with_timezone("UTC")) as ArrayRef;
+    // An hour ahead (clock skew) and 1950 are fine; 1950 in a batch of its own, as one
+    // batch spans at most `ingest.max_days_per_batch` days (hostile_ingest.rs).
+    let ok = Arc::new(TimestampMicrosecondArray::from(vec![now + 3_600_000_000, now - 1, now]).with_timezone("UTC")) as ArrayRef;
     let (s, body) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", with_ts(ok)).await;
+    assert_eq!(s, 200, "{body}");
+    let old = -631_152_000_000_000;
+    let ok = Arc::new(TimestampMicrosecondArray::from(vec![old, old + 1, old + 2]).with_timezone("UTC")) as ArrayRef;
+    let (s, body) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/3", with_ts(ok)).await;
     assert_eq!(s, 200, "{body}");
 
     // Custom rows: an offset is converted to UTC; no offset, or out of the window, is a 400
@@ -618,7 +624,7 @@ async fn timestamps_must_be_utc_and_within_the_window() {
     assert!(b.contains("log record 0") && b.contains("ahead"), "{b}");
 
     // Only the accepted rows are stored, and every partition is a real date.
-    assert_eq!(count(&h.c, h.url(), "select count(*) from metrics where labels['batch'] = '5'").await, 3);
+    assert_eq!(count(&h.c, h.url(), "select count(*) from metrics where labels['batch'] = '5'").await, 6);
     assert_eq!(count(&h.c, h.url(), "select count(*) from readings").await, 1);
     assert_eq!(count(&h.c, h.url(), "select count(*) from logs").await, 0);
     tokio::time::sleep(Duration::from_secs(2)).await;

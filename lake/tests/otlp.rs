@@ -61,6 +61,11 @@ async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = write_config(dir.path(), port, "1h");
+    // The SDK's log resource names host.name "web-1": the test's node relays for it (a
+    // node writes only its own rows and the hosts its entry lists).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(&format!("token = \"{TOKEN}\"\n"), &format!("token = \"{TOKEN}\"\nhosts = [\"web-1\"]\n"));
+    std::fs::write(&config, text).unwrap();
     let mut lake = Lake::start(&config, port);
     let url = lake.url.clone();
     let c = reqwest::Client::new();

@@ -55,6 +55,12 @@ enum Command {
         /// Override the listen address of the config.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve the read APIs (SQL, Grafana, alerts, web UI) without a token on an address
+        /// other than loopback. Without this flag `lake serve` refuses to start when
+        /// `listen` is not 127.0.0.0/8 or ::1 and there is no read token (neither
+        /// `[query] read_tokens*` nor a read token in the tokens file).
+        #[arg(long)]
+        insecure_open: bool,
     },
     /// Run SQL against a lake and print the result.
     Query(query::QueryArgs),
@@ -99,8 +105,14 @@ fn init_logging(args: &LoggingArgs, default: &str) {
         (None, 1) => "debug".to_string(),
         (None, _) => "trace".to_string(),
     };
+    // Refused tokens are always logged (fail2ban reads them) unless the filter names their
+    // target itself.
+    let filter = if filter.contains(crate::http::refused::TARGET) { filter } else { format!("{filter},{}=warn", crate::http::refused::TARGET) };
+    // Colour codes only for a terminal: journald and log files get plain lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if args.log_json {
         builder.json().init();
@@ -138,9 +150,9 @@ fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs a parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, insecure_open } => {
             init_logging(&cli.logging, "info");
-            serve(config, listen)
+            serve(config, listen, insecure_open)
         }
         Command::Query(args) => {
             init_logging(&cli.logging, "warn");
@@ -208,17 +220,45 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, insecure_open: bool) -> anyhow::Result<()> {
     let mut config = Config::load(config.as_deref())?;
     if let Some(l) = listen {
         config.listen = l;
     }
+    refuse_open_reads(&config, insecure_open)?;
     runtime(true)?.block_on(async {
         let cancel = CancellationToken::new();
         cancel_on_signals(cancel.clone());
         let listener = crate::server::bind(config.listen).await?;
         crate::server::run(config, listener, cancel).await
     })
+}
+
+/// Refuses to serve the read APIs without a token beyond this machine: a `listen` address
+/// outside 127.0.0.0/8 and ::1 needs a read token (lake.toml or the tokens file), or
+/// `--insecure-open`, which starts anyway with a warning.
+fn refuse_open_reads(config: &Config, insecure_open: bool) -> anyhow::Result<()> {
+    if config.listen.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    let file_keys = crate::auth::load_keys(&config.tokens_file)?;
+    let reads = config.keys.iter().chain(&file_keys).any(|k| k.role == lake_query::auth::Role::Read);
+    if reads {
+        return Ok(());
+    }
+    if insecure_open {
+        tracing::warn!(
+            listen = %config.listen,
+            "--insecure-open: the SQL API, Grafana, alerts and the web UI answer anyone who reaches this address, without a token"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "listen = \"{}\" is not a loopback address and there is no read token: the SQL API, Grafana, alerts and the web UI \
+         would answer anyone who reaches it. Add one (`lake token add --role read`, or [query] read_tokens_sha256 in lake.toml), \
+         or listen on 127.0.0.1; --insecure-open serves them open anyway",
+        config.listen
+    )
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
@@ -251,6 +291,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     println!("  alerts tokens   {}", if alerts == 0 { "none (silences: admin tokens, or open on a lake without tokens)".into() } else { alerts.to_string() });
     let admins = count(lake_query::auth::Role::Admin);
     println!("  admin tokens    {}", if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() });
+    for (node, hosts) in &c.hosts {
+        println!("  relays          {node} may also write rows of {}", hosts.join(", "));
+    }
+    println!(
+        "  ingest limits   {} days per batch, {} MiB decode memory, {} connections",
+        c.max_days_per_batch,
+        c.decode_memory >> 20,
+        c.max_connections
+    );
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
     print!("{}", alerts::describe_config(&c.alerts));

@@ -12,6 +12,17 @@
 //! - **Map and list sizes.** A `labels`/`attrs` map (or a list) holds at most
 //!   [`MAX_MAP_ENTRIES`] entries in one row. OpenTelemetry SDKs cap attributes at 128 by
 //!   default; ten thousand labels on one sample is a bug upstream, not telemetry.
+//! - **Days per batch.** The dates of one batch's rows span at most
+//!   `ingest.max_days_per_batch` days (default 31: last date − first date + 1). Each date
+//!   is a partition, and a flush writes every partition its rows touch in one go: one
+//!   request of 3,000 rows a day apart from 1950 would make 3,000 files in one flush and
+//!   hold up every other node's rows meanwhile. The collector's batches cover seconds to
+//!   minutes; an import of history sends a month per batch.
+//! - **Retention.** No row is dated before its table's retention: with `keep_archive_days
+//!   = n` (per table or the default; see [`crate::retention`]), a date before today − n
+//!   would be deleted by the next nightly run, or uploaded and deleted again. A table kept
+//!   forever has no such bound. `keep_local_days` alone is no bound: older partitions are
+//!   archived, then leave the local disk, which is what a backfill wants.
 //! - **Non-UTC timestamps** never get here: an Arrow `ts` must be `Timestamp(µs, "UTC")`
 //!   ([`lake_format::wire::conform`] names the column otherwise); a custom row's RFC 3339
 //!   time must carry an offset (`Z`, `+02:00`) and is stored as the UTC instant it names.
@@ -56,6 +67,108 @@ impl Window {
             Ok(())
         }
     }
+}
+
+/// Microseconds in a day: dates (partitions) are `ts` divided by it, rounded down.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The date (days since 1970-01-01, UTC) of a `ts` in µs.
+pub fn day_of(ts: i64) -> i64 {
+    ts.div_euclid(DAY_MICROS)
+}
+
+/// The dates one batch of one table may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Days {
+    /// `ingest.max_days_per_batch`: last date − first date + 1 at most.
+    pub max_span: u32,
+    /// The first date the table's retention keeps, with its `keep_archive_days`.
+    pub retained: Option<(i64, u32)>,
+}
+
+impl Days {
+    /// The limits when the lake's clock reads `now` (µs), for a table whose retention
+    /// keeps `keep_archive_days` days (`None`: forever).
+    pub fn at(now: i64, max_span: u32, keep_archive_days: Option<u32>) -> Days {
+        Days { max_span, retained: keep_archive_days.map(|k| (day_of(now) - i64::from(k), k)) }
+    }
+
+    /// No limit: rows the lake writes itself, and tests.
+    pub fn unlimited() -> Days {
+        Days { max_span: u32::MAX, retained: None }
+    }
+}
+
+/// The dates seen so far in one batch, checked row by row against [`Days`].
+#[derive(Debug, Clone)]
+pub struct DaySpan {
+    days: Days,
+    seen: Option<(i64, i64)>,
+}
+
+impl DaySpan {
+    /// An empty batch.
+    pub fn new(days: Days) -> DaySpan {
+        DaySpan { days, seen: None }
+    }
+
+    /// Adds a row's `ts`: why it breaks the limits, if it does — the first row whose date
+    /// falls before retention or widens the batch past `max_span` days.
+    pub fn add(&mut self, ts: i64) -> Result<(), String> {
+        let day = day_of(ts);
+        if let Some((first, keep)) = self.days.retained {
+            if day < first {
+                return Err(format!(
+                    "{} is before the table's retention (keep_archive_days = {keep}: dates before {} are deleted); such a row would be deleted at once",
+                    show(ts),
+                    show_day(first)
+                ));
+            }
+        }
+        let (lo, hi) = match self.seen {
+            Some((lo, hi)) => (lo.min(day), hi.max(day)),
+            None => (day, day),
+        };
+        let span = hi - lo + 1;
+        if span > i64::from(self.days.max_span) {
+            return Err(format!(
+                "{} makes the batch's rows span {span} days ({} to {}), more than ingest.max_days_per_batch = {}; send rows of different months in separate batches",
+                show(ts),
+                show_day(lo),
+                show_day(hi),
+                self.days.max_span
+            ));
+        }
+        self.seen = Some((lo, hi));
+        Ok(())
+    }
+}
+
+/// A date (days since 1970) as `YYYY-MM-DD`.
+fn show_day(day: i64) -> String {
+    let ts = show(day.saturating_mul(DAY_MICROS));
+    ts.get(..10).filter(|_| ts.as_bytes().get(10) == Some(&b'T')).map_or(ts.clone(), str::to_string)
+}
+
+/// Checks the `ts` of every row of `batches` against `days`; the first row that breaks
+/// them is the error. Rows are counted from 0 across the batches, as [`check`] does.
+pub fn check_days(batches: &[RecordBatch], days: Days) -> Result<(), Violation> {
+    if days == Days::unlimited() {
+        return Ok(());
+    }
+    let mut span = DaySpan::new(days);
+    let mut base = 0;
+    for batch in batches {
+        if let Some(ts) = batch.column_by_name("ts").and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()) {
+            for (i, t) in ts.iter().enumerate() {
+                if let Some(t) = t {
+                    span.add(t).map_err(|message| Violation { row: base + i, column: "ts".into(), message, skew: None })?;
+                }
+            }
+        }
+        base += batch.num_rows();
+    }
+    Ok(())
 }
 
 /// A timestamp in µs as RFC 3339 UTC, or as the raw number when out of any calendar.
@@ -163,6 +276,42 @@ mod tests {
         assert!(e.contains("1899-12-31T23:59:59.999999Z") && e.contains("1900"), "{e}");
         assert!(w.check(i64::MAX).unwrap_err().contains("µs since 1970"));
         assert!(w.check(i64::MIN).unwrap_err().contains("µs since 1970"));
+    }
+
+    #[test]
+    fn days_bound_the_span_and_keep_to_retention() {
+        const DAY: i64 = DAY_MICROS;
+        // 3,000 rows a day apart from 1950-01-01: the 32nd (row 31) makes 32 days.
+        let from_1950 = -631_152_000_000_000i64;
+        let mut b = MetricsBuilder::new();
+        for i in 0..3000 {
+            b.push(from_1950 + i * DAY + 3_600_000_000, "a", "m", 1.0, &[]);
+        }
+        let batch = b.finish();
+        let v = check_days(std::slice::from_ref(&batch), Days::at(NOW, 31, None)).unwrap_err();
+        assert_eq!((v.row, v.column.as_str()), (31, "ts"));
+        assert!(v.message.contains("span 32 days (1950-01-01 to 1950-02-01)") && v.message.contains("max_days_per_batch = 31"), "{v}");
+        assert!(check_days(&[batch], Days::unlimited()).is_ok());
+
+        // Exactly 31 dates is fine, in any order; the first and the last day of a span count.
+        let mut b = MetricsBuilder::new();
+        for d in [15, 0, 30, 7] {
+            b.push(NOW - d * DAY, "a", "m", 1.0, &[]);
+        }
+        assert!(check_days(&[b.finish()], Days::at(NOW, 31, None)).is_ok());
+
+        // Retention: keep_archive_days = 10 keeps today and the 10 days before it.
+        let days = Days::at(NOW, 31, Some(10));
+        let mut b = MetricsBuilder::new();
+        b.push(NOW, "a", "m", 1.0, &[]);
+        b.push(NOW - 10 * DAY, "a", "m", 1.0, &[]);
+        assert!(check_days(&[b.finish()], days).is_ok());
+        let mut b = MetricsBuilder::new();
+        b.push(NOW, "a", "m", 1.0, &[]);
+        b.push(day_of(NOW - 11 * DAY) * DAY + DAY - 1, "a", "m", 1.0, &[]);
+        let v = check_days(&[b.finish()], days).unwrap_err();
+        assert_eq!(v.row, 1);
+        assert!(v.message.contains("2026-11-11T23:59:59.999999Z is before the table's retention (keep_archive_days = 10: dates before 2026-11-12"), "{v}");
     }
 
     #[test]

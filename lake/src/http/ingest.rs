@@ -1,14 +1,18 @@
 //! `POST /v1/ingest/{table}`: Arrow IPC batches from collectors.
 //!
-//! Checks, in order: the bearer token names a node (401); the table exists (404); the
-//! `Lake-Batch` id is well formed (400) and belongs to the token's node (403); the body
-//! fits (413); a batch already stored is acknowledged again without storing (200,
-//! `duplicate: true`); the lake is not overloaded (503 + `Retry-After`); the body
-//! decodes (its compressed buffers may inflate to [`Ingest::max_decoded`] bytes, 413
-//! beyond) and matches the table's schema (400 naming the column); every row is within
-//! [`super::bounds`] (400 naming the row). Then the batch is appended to the WAL, fsynced,
-//! buffered for Parquet, and only then acknowledged. A body that does not arrive within
-//! `http.body_timeout` is answered 408 and nothing of it is stored.
+//! Checks, in order: the bearer token names a node (401); the table exists (404) and is
+//! not one the lake writes itself (403, [`super::policy`]); the `Lake-Batch` id is well
+//! formed (400) and belongs to the token's node (403); the body fits (413) and the ingest
+//! memory budget has room for it (503 + `Retry-After`, [`super::budget`]); a batch
+//! already stored is acknowledged again without storing (200, `duplicate: true`); the
+//! lake is not overloaded (503 + `Retry-After`); the budget has room for the decoded
+//! batch (503; 413 when it never could); the body decodes (its compressed buffers may
+//! inflate to [`Ingest::max_decoded`] bytes, 413 beyond) and matches the table's schema
+//! (400 naming the column); every row is within [`super::bounds`] — time window, map
+//! sizes, the days a batch may span and the table's retention — and carries a `host` the
+//! token may write ([`super::policy`]) (400 naming the row). Then the batch is appended to
+//! the WAL, fsynced, buffered for Parquet, and only then acknowledged. A body that does
+//! not arrive within `http.body_timeout` is answered 408 and nothing of it is stored.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +29,9 @@ use lake_format::custom::TableRef;
 use lake_format::{wire, BatchId, Table};
 use lake_query::auth::Verifier;
 
+use super::budget::{MemoryBudget, Reservation};
 use super::error::ApiError;
+use super::policy::{IngestPolicy, Sender};
 use crate::state::{Admission, Batches};
 use crate::wal::{Wal, WalRecord};
 use crate::writer::Buffers;
@@ -74,6 +80,10 @@ pub struct Ingest {
     pub max_buffered: usize,
     /// Custom tables' schemas.
     pub custom: Arc<crate::custom::Registry>,
+    /// The hosts each node may write, days per batch, retention.
+    pub policy: IngestPolicy,
+    /// Memory all requests together may hold while receiving and decoding bodies.
+    pub budget: Arc<MemoryBudget>,
     /// Counters.
     pub stats: IngestStats,
 }
@@ -89,6 +99,16 @@ impl Ingest {
         e
     }
 
+    /// Counts a refusal as what it is: 503 overloaded, any other status rejected.
+    pub(crate) fn refuse(&self, e: ApiError) -> ApiError {
+        if e.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            e
+        } else {
+            self.reject(e)
+        }
+    }
+
     /// Most bytes an Arrow body's compressed buffers may inflate to: 8 × `max_body`, at
     /// least 64 MiB (zstd shrinks telemetry five- to tenfold; a thousandfold is a bomb).
     pub fn max_decoded(&self) -> usize {
@@ -98,15 +118,19 @@ impl Ingest {
 
 /// Reads a whole request body of at most `max` bytes: 413 at once when `Content-Length`
 /// says more (or as soon as more arrived), 408 when it does not arrive within
-/// `http.body_timeout`, 400 when the connection breaks off. `what` names the limit.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize, what: &str) -> Result<Bytes, ApiError> {
+/// `http.body_timeout`, 400 when the connection breaks off. `what` names the limit. The
+/// body's bytes are taken from the ingest memory budget through `reservation` (all of a
+/// declared `Content-Length` before reading, else chunk by chunk): 503 when it is in use.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize, what: &str, reservation: &mut Reservation) -> Result<Bytes, ApiError> {
     use futures::StreamExt;
     let too_large = || ApiError::too_large(format!("body larger than the {max} byte limit ({what})"));
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let mut out = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let declared = declared.map_or(0, |n| n as usize);
+    reservation.grow(declared)?;
+    let mut out = bytes::BytesMut::with_capacity(declared);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| match super::body::timed_out(&e) {
@@ -115,6 +139,9 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize, what:
         })?;
         if out.len() + chunk.len() > max {
             return Err(too_large());
+        }
+        if out.len() + chunk.len() > declared {
+            reservation.grow(out.len() + chunk.len() - declared.max(out.len()))?;
         }
         out.extend_from_slice(&chunk);
     }
@@ -130,10 +157,24 @@ pub async fn ingest(
 ) -> Result<Json<Value>, ApiError> {
     let node = authorize(&s, &headers)?;
     let table: Table = table.parse().map_err(|e: lake_format::catalog::UnknownTable| s.reject(ApiError::not_found(e.to_string())))?;
+    lake_only(&s, table)?;
     match admit(&s, node, &headers, body).await? {
-        Admitted::New { id, body, .. } => store_payload(&s, &id, Payload::Arrow(table, body)).await,
+        Admitted::New { id, node, body, reservation } => {
+            let sender = s.policy.sender(node);
+            store_payload(&s, &id, Payload::Arrow { table, sender, body }, reservation).await
+        }
         Admitted::Duplicate(answer) => Ok(answer),
     }
+}
+
+/// 403 for a table only the lake writes (`alerts`): no node may forge or bury its rows.
+pub(crate) fn lake_only(s: &Ingest, table: Table) -> Result<(), ApiError> {
+    if table.written_by_lake() {
+        return Err(s.reject(ApiError::forbidden(format!(
+            "table {table} is written by the lake only (it is the lake's own record); it takes no ingest"
+        ))));
+    }
+    Ok(())
 }
 
 /// The node whose token the request carries (401 otherwise).
@@ -155,13 +196,16 @@ pub(crate) enum Admitted {
         node: String,
         /// The body.
         body: Bytes,
+        /// The body's share of the ingest memory budget.
+        reservation: Reservation,
     },
     /// Stored before: the answer to give again.
     Duplicate(Json<Value>),
 }
 
-/// Checks the batch id (400, 403 when it names another node), reads the body (413) and
-/// admits the id: new, a duplicate (answered again, 200), or in flight elsewhere (503).
+/// Checks the batch id (400, 403 when it names another node), reads the body (413; 503
+/// when the ingest memory budget is in use) and admits the id: new, a duplicate (answered
+/// again, 200), or in flight elsewhere (503).
 pub(crate) async fn admit(s: &Ingest, node: String, headers: &HeaderMap, body: Body) -> Result<Admitted, ApiError> {
     let id_text = headers
         .get(wire::BATCH_HEADER)
@@ -172,7 +216,8 @@ pub(crate) async fn admit(s: &Ingest, node: String, headers: &HeaderMap, body: B
         s.stats.rejected.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::forbidden(format!("batch id is for node {:?} but the token belongs to {node:?}", id.node)));
     }
-    let body = read_body(headers, body, s.max_body, "ingest.max_body").await.map_err(|e| s.reject(e))?;
+    let mut reservation = s.budget.reservation();
+    let body = read_body(headers, body, s.max_body, "ingest.max_body", &mut reservation).await.map_err(|e| s.refuse(e))?;
     match s.batches.admit(&id) {
         Admission::Duplicate => {
             s.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +227,7 @@ pub(crate) async fn admit(s: &Ingest, node: String, headers: &HeaderMap, body: B
             s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
             Err(ApiError::unavailable("the same batch is being stored by another request", 1))
         }
-        Admission::New => Ok(Admitted::New { id, node, body }),
+        Admission::New => Ok(Admitted::New { id, node, body, reservation }),
     }
 }
 
@@ -195,23 +240,31 @@ pub(crate) async fn admit(s: &Ingest, node: String, headers: &HeaderMap, body: B
 /// twice — nor leave its admission reserved forever, which would answer every retry
 /// "being stored by another request".
 pub(crate) async fn store(s: &Arc<Ingest>, table: Table, id: &BatchId, body: Bytes) -> Result<Json<Value>, ApiError> {
-    store_payload(s, id, Payload::Own(table, body)).await
+    store_payload(s, id, Payload::Own(table, body), s.budget.reservation()).await
 }
 
 /// A body to store: Arrow IPC of a catalog table, or rows for a custom table.
 #[derive(Debug)]
 pub(crate) enum Payload {
     /// Arrow IPC of a catalog table from a sender: decoded within
-    /// [`Ingest::max_decoded`], every row checked against [`super::bounds`].
-    Arrow(Table, Bytes),
+    /// [`Ingest::max_decoded`], every row checked against [`super::bounds`] and the
+    /// sender's hosts.
+    Arrow {
+        /// The table.
+        table: Table,
+        /// Who sent it.
+        sender: Sender,
+        /// The body.
+        body: Bytes,
+    },
     /// Arrow IPC of a catalog table that the lake built (and bounded) itself.
     Own(Table, Bytes),
     /// NDJSON / JSON array or CSV rows for a custom table.
     Custom {
         /// Table name (validated by the registry).
         table: String,
-        /// Sending node: the `host` of rows without one.
-        node: String,
+        /// Who sent it: the node is the `host` of rows without one.
+        sender: Sender,
         /// CSV rather than JSON.
         csv: bool,
         /// The body.
@@ -231,28 +284,33 @@ struct Prepared {
 /// Decodes (Arrow) or parses, infers and builds (custom) a payload. Blocking.
 fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
     match payload {
-        Payload::Arrow(table, body) => {
-            let batches = decode_bounded(table, &body, s.max_decoded()).map_err(|e| {
-                s.reject(match e {
-                    wire::WireError::Inflated { .. } => ApiError::too_large(e.to_string()),
-                    e => ApiError::bad_request(e.to_string()),
-                })
-            })?;
-            super::bounds::check(&batches, super::bounds::Window::at(lake_format::rows::now_micros()))
-                .map_err(|v| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v)))?;
+        Payload::Arrow { table, sender, body } => {
+            let batches = decode_bounded(table, &body, s.max_decoded()).map_err(|e| s.reject(wire_error(e)))?;
+            let now = lake_format::rows::now_micros();
+            let refused = |v: super::bounds::Violation| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v));
+            super::bounds::check(&batches, super::bounds::Window::at(now)).map_err(refused)?;
+            sender.check(&batches).map_err(refused)?;
+            super::bounds::check_days(&batches, s.policy.days(&table.into(), now)).map_err(refused)?;
             Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0, case_collisions: 0 })
         }
         Payload::Own(table, body) => {
             let batches = decode(table, &body).map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
             Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0, case_collisions: 0 })
         }
-        Payload::Custom { table, node, csv, body } => {
+        Payload::Custom { table, sender, csv, body } => {
             use crate::custom::{build, parse, EvolveError};
             // Rows wider than the table may ever grow are refused while parsing.
-            let max_fields = s.custom.options(&table).max_columns + 8;
+            let options = s.custom.options(&table);
+            let max_fields = options.max_columns + 8;
             let rows = if csv { parse::csv(&body, max_fields) } else { parse::json(&body, max_fields) }
                 .map_err(|e| s.reject(ApiError::bad_request(e.to_string())))?;
-            let built = build::build(&s.custom, &table, &node, rows, lake_format::rows::now_micros()).map_err(|e| match e {
+            // Hosts and days before the table is created or extended: a refused batch
+            // leaves no trace.
+            let now = lake_format::rows::now_micros();
+            let days = s.policy.days(&TableRef::Custom(table.as_str().into()), now);
+            super::custom::check_rows(&rows, &options.ts_field, &sender, days, now)
+                .map_err(|e| s.reject(ApiError::bad_request(format!("table {table}: {e}"))))?;
+            let built = build::build(&s.custom, &table, &sender.node, rows, now).map_err(|e| match e {
                 EvolveError::Refused(e) => s.reject(ApiError::bad_request(e.to_string()).with_skew(e.skew())),
                 EvolveError::Store(e) => ApiError::internal(e.to_string()),
             })?;
@@ -269,11 +327,20 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
     }
 }
 
-/// [`store`] for any payload.
-pub(crate) async fn store_payload(s: &Arc<Ingest>, id: &BatchId, payload: Payload) -> Result<Json<Value>, ApiError> {
+/// An Arrow body that does not decode: 413 when it would inflate too far, else 400.
+fn wire_error(e: wire::WireError) -> ApiError {
+    match e {
+        wire::WireError::Inflated { .. } => ApiError::too_large(e.to_string()),
+        e => ApiError::bad_request(e.to_string()),
+    }
+}
+
+/// [`store`] for any payload, holding `reservation` (the body's share of the memory
+/// budget, grown by what decoding needs) until it is stored or refused.
+pub(crate) async fn store_payload(s: &Arc<Ingest>, id: &BatchId, payload: Payload, reservation: Reservation) -> Result<Json<Value>, ApiError> {
     let (task_s, task_id) = (Arc::clone(s), id.clone());
     tokio::spawn(async move {
-        let result = store_now(&task_s, &task_id, payload).await;
+        let result = store_now(&task_s, &task_id, payload, reservation).await;
         if result.is_err() {
             task_s.batches.release(&task_id);
         }
@@ -283,11 +350,18 @@ pub(crate) async fn store_payload(s: &Arc<Ingest>, id: &BatchId, payload: Payloa
     .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
-async fn store_now(s: &Arc<Ingest>, id: &BatchId, payload: Payload) -> Result<Json<Value>, ApiError> {
+async fn store_now(s: &Arc<Ingest>, id: &BatchId, payload: Payload, mut reservation: Reservation) -> Result<Json<Value>, ApiError> {
     if s.buffers.usage().1 > s.max_buffered {
         s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));
     }
+    // What decoding will hold, taken before it starts (the body itself is held already).
+    let decoding = match &payload {
+        Payload::Arrow { body, .. } => wire::decoded_size(body, s.max_decoded()).map_err(|e| s.reject(wire_error(e)))?,
+        Payload::Custom { body, .. } => body.len().saturating_mul(super::budget::CUSTOM_FACTOR),
+        Payload::Own(..) => 0,
+    };
+    reservation.grow(decoding).map_err(|e| s.refuse(e.into()))?;
     let task_s = Arc::clone(s);
     let Prepared { table, batches, wal_body, lenient_values, case_collisions } = tokio::task::spawn_blocking(move || prepare(&task_s, payload))
         .await

@@ -8,10 +8,14 @@
 pub mod admin;
 pub mod body;
 pub mod bounds;
+pub mod budget;
+pub mod conns;
 pub mod custom;
 pub mod error;
 pub mod ingest;
 pub mod otlp;
+pub mod policy;
+pub mod refused;
 pub mod tables;
 pub mod ui;
 
@@ -54,6 +58,8 @@ pub struct Status {
     pub engine: Arc<lake_query::Engine>,
     /// The checks of `/health`, and the heartbeat's counters.
     pub health: Arc<crate::health::Health>,
+    /// Open connections and the connection cap.
+    pub connections: Arc<conns::Connections>,
 }
 
 impl Status {
@@ -107,6 +113,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let t = &s.auth;
     let q = s.engine.stats();
     let hb = &s.health.heartbeat;
+    let (budget, cn) = (&s.ingest.budget, &s.connections);
     let counters: &[(&str, &str, u64)] = &[
         ("lake_ingest_batches_total", "batches stored", i.batches.load(Ordering::Relaxed)),
         ("lake_ingest_rows_total", "rows stored", i.rows.load(Ordering::Relaxed)),
@@ -149,6 +156,12 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         ("lake_heartbeat_errors_total", "heartbeat pings that failed (no answer, time-out, not 2xx)", hb.errors.load(Ordering::Relaxed)),
         ("lake_heartbeat_skipped_total", "rounds whose heartbeat ping was skipped, the previous one still out", hb.skipped.load(Ordering::Relaxed)),
         ("lake_flush_failures_in_a_row", "flushes failed since the last one that succeeded", w.consecutive_failures.load(Ordering::Relaxed)),
+        ("lake_ingest_decode_budget_refused_total", "ingest requests refused for the decode memory budget (503, or 413 when one needs more than all of it)", budget.refused.load(Ordering::Relaxed)),
+        ("lake_ingest_decode_memory_bytes", "memory held by ingest requests receiving and decoding bodies", budget.used() as u64),
+        ("lake_ingest_decode_memory_limit_bytes", "ingest.decode_memory", budget.limit() as u64),
+        ("lake_http_connections_accepted_total", "connections accepted", cn.accepted.load(Ordering::Relaxed)),
+        ("lake_http_connections_evicted_total", "idle connections closed to make room under http.max_connections", cn.evicted.load(Ordering::Relaxed)),
+        ("lake_http_connections", "open connections (at most http.max_connections)", cn.open() as u64),
     ];
     let mut out = String::new();
     for &(name, help, v) in counters {

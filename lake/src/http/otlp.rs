@@ -8,8 +8,12 @@
 //! does its gunzipped size: decompression stops at that many bytes, so a zip bomb costs at
 //! most the limit in memory (413); the body decodes as an `Export*ServiceRequest`
 //! (400 with the decoder's message); every row is within [`super::bounds`] — time window,
-//! at most 1,000 labels or attributes — (400 naming the metric or log record, the whole
-//! request refused). The rows are then encoded as Arrow IPC and stored
+//! at most 1,000 labels or attributes, the days a batch may span, the table's retention —
+//! and its `host` (the resource's `host.name`) is the token's node or one of its `hosts`
+//! ([`super::policy`]) (400 naming the metric or log record, the whole request refused).
+//! The body, its gunzipped bytes and what decoding them takes come out of the ingest
+//! memory budget ([`super::budget`]; 503 + `Retry-After` when it is in use, 413 when the
+//! request alone needs more). The rows are then encoded as Arrow IPC and stored
 //! through the same path as `/v1/ingest` (WAL append + fsync, then buffered), and only then
 //! is the request answered 200 with an `Export*ServiceResponse` in the request's encoding,
 //! carrying `partial_success` when items were skipped. Overload (503) and a full disk
@@ -63,7 +67,9 @@ use serde_json::json;
 
 use lake_format::{rows::now_micros, wire, BatchId, Table};
 
+use super::budget::{BudgetError, Reservation};
 use super::ingest::{self, Ingest};
+use super::policy::Sender;
 use crate::state::Admission;
 
 /// Largest OTLP body accepted, before and after gunzip (or `ingest.max_body` if smaller).
@@ -263,6 +269,18 @@ impl OtlpError {
     }
 }
 
+impl From<BudgetError> for OtlpError {
+    fn from(e: BudgetError) -> OtlpError {
+        match e {
+            BudgetError::Busy { .. } => OtlpError {
+                retry_after: Some(HeaderValue::from(super::budget::RETRY_AFTER_SECS)),
+                ..OtlpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            },
+            BudgetError::TooLarge { .. } => OtlpError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        }
+    }
+}
+
 /// `google.rpc.Status`, the body of an OTLP error answer (`details` left empty).
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
@@ -280,6 +298,9 @@ async fn export(s: &Otlp, signal: Signal, headers: &HeaderMap, body: Body) -> Re
             match e.status {
                 StatusCode::UNAUTHORIZED => {
                     s.ingest.stats.unauthorized.fetch_add(1, Ordering::Relaxed)
+                }
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    s.ingest.stats.overloaded.fetch_add(1, Ordering::Relaxed)
                 }
                 st if st.is_client_error() => {
                     s.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -340,13 +361,24 @@ async fn try_export(
         }
     };
     let max = s.ingest.max_body.min(MAX_DECODED);
-    let raw = ingest::read_body(headers, body, max, "the OTLP limit: ingest.max_body, at most 20 MiB")
+    let mut reservation = s.ingest.budget.reservation();
+    let raw = ingest::read_body(headers, body, max, "the OTLP limit: ingest.max_body, at most 20 MiB", &mut reservation)
         .await
-        .map_err(|e| OtlpError::new(e.status(), e.message()))?;
-    let prepared =
-        tokio::task::spawn_blocking(move || prepare(signal, format, gzip, &raw, max, &node))
-            .await
-            .map_err(|e| OtlpError::internal(format!("OTLP decoder task failed: {e}")))??;
+        .map_err(|e| {
+            let retry_after = (e.status() == StatusCode::SERVICE_UNAVAILABLE)
+                .then(|| HeaderValue::from(super::budget::RETRY_AFTER_SECS));
+            OtlpError { retry_after, ..OtlpError::new(e.status(), e.message()) }
+        })?;
+    let sender = s.ingest.policy.sender(node);
+    let now = now_micros();
+    let days = s.ingest.policy.days(&signal.table().into(), now);
+    let (prepared, _reservation) = tokio::task::spawn_blocking(move || {
+        let prepared = prepare(signal, format, gzip, &raw, max, &sender, days, now, &mut reservation);
+        (prepared, reservation)
+    })
+    .await
+    .map_err(|e| OtlpError::internal(format!("OTLP decoder task failed: {e}")))?;
+    let prepared = prepared?;
     if let Some(ipc) = prepared.body {
         store(s, signal.table(), ipc).await?;
     }
@@ -370,22 +402,30 @@ async fn try_export(
     ))
 }
 
-/// Gunzips (capped), decodes and maps a body; blocking work.
+/// Gunzips (capped), decodes and maps a body, taking what it holds from the ingest
+/// memory budget; blocking work.
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     signal: Signal,
     format: Format,
     gzip: bool,
     raw: &[u8],
     max: usize,
-    node: &str,
+    sender: &Sender,
+    days: super::bounds::Days,
+    now: i64,
+    reservation: &mut Reservation,
 ) -> Result<Prepared, OtlpError> {
+    let node = sender.node.as_str();
     let unzipped;
     let bytes = if gzip {
-        unzipped = gunzip(raw, max)?;
+        unzipped = gunzip(raw, max, reservation)?;
         &unzipped[..]
     } else {
         raw
     };
+    // Decoded OTLP structures and the rows built from them.
+    reservation.grow(bytes.len().saturating_mul(super::budget::OTLP_FACTOR))?;
     let bad = |e: String| {
         let encoding = match format {
             Format::Protobuf => "protobuf",
@@ -399,7 +439,6 @@ fn prepare(
             ),
         )
     };
-    let now = now_micros();
     let mapped = match (signal, format) {
         (Signal::Logs, Format::Protobuf) => map::logs(
             &ExportLogsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?,
@@ -425,9 +464,14 @@ fn prepare(
         ),
     }
     .map_err(|e| OtlpError::internal(format!("building {} rows: {e}", signal.table())))?;
-    // The bounds every ingested row respects: the whole request is refused, naming the
-    // metric or log record, rather than storing what a query or partition cannot hold.
-    if let Err(v) = super::bounds::check(std::slice::from_ref(&mapped.batch), super::bounds::Window::at(now)) {
+    // The bounds every ingested row respects, and the hosts its sender may write: the
+    // whole request is refused, naming the metric or log record, rather than storing what
+    // a query or partition cannot hold or what another node should have said.
+    let batches = std::slice::from_ref(&mapped.batch);
+    let checked = super::bounds::check(batches, super::bounds::Window::at(now))
+        .and_then(|()| sender.check(batches))
+        .and_then(|()| super::bounds::check_days(batches, days));
+    if let Err(v) = checked {
         use arrow_array::cast::AsArray;
         let what = match signal {
             Signal::Metrics => mapped
@@ -437,7 +481,8 @@ fn prepare(
                 .unwrap_or_else(|| format!("data point row {}", v.row)),
             Signal::Logs => format!("log record {} (counting from 0; attrs: its attributes and the resource's)", v.row),
         };
-        return Err(OtlpError::new(StatusCode::BAD_REQUEST, format!("{what}: {}: {}", v.column, v.message)));
+        let column = if v.column == "host" { "host (the resource's host.name)" } else { v.column.as_str() };
+        return Err(OtlpError::new(StatusCode::BAD_REQUEST, format!("{what}: {column}: {}", v.message)));
     }
     let body = if mapped.batch.num_rows() == 0 {
         None
@@ -454,20 +499,35 @@ fn prepare(
     })
 }
 
+/// Bytes gunzipped at a time, each taken from the memory budget before it is inflated.
+const GUNZIP_STEP: usize = 1 << 20;
+
 /// Decompresses a gzip body, refusing (413) once it exceeds `max` bytes: the output is
-/// never allowed to grow past that, however well the input compresses.
-fn gunzip(raw: &[u8], max: usize) -> Result<Vec<u8>, OtlpError> {
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(max));
+/// never allowed to grow past that, however well the input compresses. The output is
+/// taken from the memory budget a step at a time, as it grows (503 when it is in use).
+fn gunzip(raw: &[u8], max: usize, reservation: &mut Reservation) -> Result<Vec<u8>, OtlpError> {
+    let held = reservation.bytes();
+    let mut out = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    flate2::read::MultiGzDecoder::new(raw)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            OtlpError::new(
-                StatusCode::BAD_REQUEST,
-                format!("body is not valid gzip: {e}"),
-            )
-        })?;
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(limit);
+    loop {
+        reservation.grow(GUNZIP_STEP)?;
+        out.reserve_exact(GUNZIP_STEP);
+        let n = (&mut decoder)
+            .take(GUNZIP_STEP as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                OtlpError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not valid gzip: {e}"),
+                )
+            })?;
+        if n < GUNZIP_STEP {
+            break;
+        }
+    }
+    reservation.shrink_to(held + out.len());
+    out.shrink_to_fit();
     if out.len() > max {
         return Err(OtlpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

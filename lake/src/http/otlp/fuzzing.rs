@@ -10,7 +10,10 @@ use super::{prepare, Format, Signal};
 pub(crate) fn prepare_body(logs: bool, json: bool, gzip: bool, body: &[u8]) -> Result<(u64, u64), (StatusCode, String)> {
     let signal = if logs { Signal::Logs } else { Signal::Metrics };
     let format = if json { Format::Json } else { Format::Protobuf };
-    prepare(signal, format, gzip, body, super::MAX_DECODED, "fuzz")
+    let sender = crate::http::policy::IngestPolicy::open().sender("fuzz".into());
+    let mut reservation = crate::http::budget::MemoryBudget::new(usize::MAX).reservation();
+    let (days, now) = (crate::http::bounds::Days::unlimited(), lake_format::rows::now_micros());
+    prepare(signal, format, gzip, body, super::MAX_DECODED, &sender, days, now, &mut reservation)
         .map(|p| (p.accepted, p.rejected))
         .map_err(|e| (e.status, e.message))
 }

@@ -61,6 +61,13 @@ fn harness(max_body: usize) -> Harness {
         max_body,
         max_buffered: 1 << 30,
         custom: Arc::new(crate::custom::Registry::open(dir.path(), Default::default())),
+        // The test node relays for the resources these tests name in host.name.
+        policy: {
+            let mut p = crate::http::policy::IngestPolicy::open();
+            p.hosts.insert(NODE.into(), Arc::from(vec!["db-1".to_string(), "web-1".to_string()]));
+            p
+        },
+        budget: crate::http::budget::MemoryBudget::new(256 << 20),
         stats: Default::default(),
     });
     let app = router(Arc::clone(&ingest));
@@ -340,6 +347,22 @@ async fn an_invalid_host_name_falls_back_to_the_token_node() {
         map(&b, "attrs", 0)["resource.host.name"],
         "not a/valid host"
     );
+}
+
+#[tokio::test]
+async fn a_host_the_node_does_not_relay_for_is_refused_naming_the_record() {
+    let h = harness(1 << 20);
+    let mut req = log_request();
+    req.resource_logs[0].resource = resource("mail-1");
+    let a = send(&h, "/v1/logs", "application/x-protobuf", None, TOKEN, req.encode_to_vec()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    let status = RpcStatus::decode(&a.body[..]).unwrap();
+    assert!(
+        status.message.starts_with("log record 0 (counting from 0; attrs: its attributes and the resource's): host (the resource's host.name): host \"mail-1\" is neither"),
+        "{}",
+        status.message
+    );
+    assert!(rows(&h, Table::Logs).num_rows() == 0, "nothing stored");
 }
 
 /// The OTLP/JSON shape: lowerCamelCase keys, hex ids, int64 as strings, enums as ints.
