@@ -728,3 +728,134 @@ async fn unknown_tables_and_lying_schemas_are_refused_by_name() {
     assert_eq!(count(&h.c, h.url(), "select count(*) from metrics").await, 103);
     h.assert_intact().await;
 }
+
+/// The acceptance run of issue 18: every hostile request the issue names, one after the
+/// other, against one lake — then `select count(*) from metrics` still answers 200 with
+/// the baseline, and every alert rule (and `lake alerts`) still evaluates without error.
+/// Each request's own refusal is tested in detail in `hostile_sql.rs`, `hostile_schema.rs`,
+/// `hostile_ingest.rs`, `hostile_watch.rs` and `hostile_collector.rs`; here only the
+/// answer's class is checked, and what matters is what is left standing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_hostile_request_of_issue_18_queries_and_alerts_still_work() {
+    let rules: String = ["node_silent", "filesystem_full", "http_5xx_ratio", "unit_failed", "alert_rule_failing"]
+        .iter()
+        .map(|r| format!("\n[[rules]]\nname = \"{r}\"\nevery = \"1s\"\n"))
+        .collect();
+    // `[http]` is the last section Hostile writes, so the rules follow its lines.
+    let mut h = Hostile::start("flush_interval = \"300ms\"", "", &format!("max_connections = 16\nheader_timeout = \"60s\"\n{rules}"));
+    h.seed().await;
+    let tables = h.dir.path().join("data").join("tables");
+    let before_tables = walk(&tables).into_iter().filter(|p| !p.to_string_lossy().ends_with(".parquet")).count();
+    let mut answers = Vec::new();
+
+    // §1: reads that would change the engine for everyone after them.
+    let inside = tables.join("x");
+    for sql in [
+        "SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')".to_string(),
+        format!("SELECT * FROM enable_logging(level='trace', storage='file', storage_path='{}')", inside.display()),
+        "SELECT * FROM enable_profiling()".into(),
+        "SELECT * FROM truncate_duckdb_logs()".into(),
+        "SELECT * FROM checkpoint()".into(),
+        "SELECT current_setting('threads')".into(),
+        "SELECT * FROM query('SELECT * FROM enable_logging()')".into(),
+    ] {
+        let (s, b) = h.read("/v1/sql", serde_json::to_vec(&serde_json::json!({ "sql": sql })).unwrap()).await;
+        answers.push(format!("§1 /v1/sql {sql:.60} → {s}"));
+        assert_eq!(s, 403, "{sql}: {b}");
+    }
+    assert!(!inside.exists(), "a read created {}", inside.display());
+
+    // §2: names differing only in case from a column of a custom table.
+    for (line, id) in [("{\"Host\": \"x\", \"v\": 4}", "node-a/3/1"), ("{\"level\": \"info\", \"Level\": \"INFO\"}", "node-a/3/2")] {
+        let (s, b) = h.send("/v1/ingest/json/app", id, "application/x-ndjson", line.as_bytes().to_vec()).await;
+        answers.push(format!("§2 json/app {line} → {s}"));
+        assert_eq!(s, 200, "{b}");
+    }
+
+    // §3: node-a writing rows as another node, and forging alert history.
+    let mut forged = MetricsBuilder::new();
+    forged.push(now_micros(), "node-b", "seq", 1.0, &[("batch", "forged")]);
+    let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/4/1", encode(&forged.finish())).await;
+    answers.push(format!("§3 metrics with host node-b → {s}"));
+    assert_eq!(s, 400, "{b}");
+    let mut alert = lake_format::rows::TableBuilder::new(Table::Alerts);
+    let [ts, host, rule, state] = ["ts", "host", "rule", "state"].map(|c| alert.column(c).unwrap());
+    alert.ts(ts, now_micros());
+    alert.text(host, Some(NODE));
+    alert.text(rule, Some("forged_rule"));
+    alert.text(state, Some("resolved"));
+    alert.end_row();
+    let alert = alert.finish().unwrap();
+    let body = wire::encode(&alert.schema(), &[alert]).unwrap();
+    let (s, b) = post(&h.c, h.url(), "alerts", TOKEN, "node-a/4/2", body).await;
+    answers.push(format!("§3 ingest into alerts → {s}"));
+    assert_eq!(s, 403, "{b}");
+
+    // §4: a wrong token (refused, logged for fail2ban, nothing stored).
+    let (s, _) = post(&h.c, h.url(), "metrics", "wrong-token-0123456789", "node-a/5/1", encode(&metrics_batch(5, 10))).await;
+    answers.push(format!("§4 wrong token → {s}"));
+    assert_eq!(s, 401);
+
+    // §5: 3,000 rows a day apart from 1950; silences with a read token; idle connections
+    // past the cap.
+    let decades: String = (0..3000)
+        .map(|d| format!("{{\"ts\": \"{}\", \"v\": {d}}}\n", jiff::Timestamp::from_second(-631_152_000 + d * 86_400).unwrap()))
+        .collect();
+    let (s, b) = h.send("/v1/ingest/json/decades", "node-a/6/1", "application/x-ndjson", decades.into_bytes()).await;
+    answers.push(format!("§5 3,000 rows from 1950 → {s}"));
+    assert_eq!(s, 400, "{b}");
+    let silence = serde_json::json!({"rule": "node_silent", "duration": "2h", "comment": "hostile"});
+    let r = h.c.post(format!("{}/v1/silences", h.url())).bearer_auth(READ_TOKEN).json(&silence).send().await.unwrap();
+    answers.push(format!("§5 silence with a read token → {}", r.status().as_u16()));
+    assert_eq!(r.status(), 403);
+    let idle: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(&h.addr).unwrap()).collect();
+    // The flood closes idle connections, the client's pooled keep-alive among them (a
+    // collector reconnects): the ingest and every check after it use new connections.
+    h.c = reqwest::Client::new();
+    let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/7/1", encode(&metrics_batch(7, 10))).await;
+    answers.push(format!("§5 ingest beside 64 idle connections (cap 16) → {s}"));
+    assert_eq!(s, 200, "{b}");
+    drop(idle);
+    h.c = reqwest::Client::new();
+    for a in &answers {
+        println!("{a}");
+    }
+
+    // What is left standing: the baseline, no directory a read made, every rule evaluating.
+    let after = now_micros();
+    h.assert_intact().await;
+    assert_eq!(count(&h.c, h.url(), "select count(*) from metrics where host <> 'node-a'").await, 0);
+    assert_eq!(count(&h.c, h.url(), "select count(*) from alerts where rule = 'forged_rule'").await, 0);
+    let after_tables = walk(&tables).into_iter().filter(|p| !p.to_string_lossy().ends_with(".parquet")).count();
+    assert!(after_tables <= before_tables + 4, "only the table's own partitions are new: {:?}", walk(&tables));
+    let r = h.c.post(format!("{}/v1/sql", h.url())).bearer_auth(READ_TOKEN).json(&serde_json::json!({"sql": "select count(*) from metrics"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    println!("select count(*) from metrics → {} {}", r.status().as_u16(), r.text().await.unwrap().trim());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let snap: Value = h.c.get(format!("{}/v1/alerts", h.url())).bearer_auth(READ_TOKEN).send().await.unwrap().json().await.unwrap();
+        let rules = snap["rules"].as_array().unwrap();
+        let fresh = |r: &&Value| {
+            r["error"].is_null()
+                && r["last_eval"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().unwrap().as_microsecond() > after)
+        };
+        if rules.iter().filter(|r| r["every"] == "1s").all(|r| fresh(&r)) {
+            for r in rules.iter().filter(|r| r["every"] == "1s") {
+                println!("rule {} evaluated at {} (rows {}, error {})", r["name"], r["last_eval"], r["rows"], r["error"]);
+            }
+            assert!(snap["alerts"].as_array().unwrap().iter().all(|a| a["rule"] != "alert_rule_failing"), "{snap}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "rules not evaluating after the hostile run: {snap}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = std::process::Command::new(lake_bin())
+        .args(["alerts", "--url", h.url(), "--token", READ_TOKEN])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("lake alerts →\n{text}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("Rules failing to evaluate"), "{text}");
+}
