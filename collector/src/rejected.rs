@@ -37,11 +37,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use lake_format::{wire, BatchId};
+use lake_format::BatchId;
 use tracing::warn;
 
 use crate::config::{Config, RejectedConfig};
-use crate::shipper::{content_type, ErrorKind, ShipError};
+use crate::shipper::{ErrorKind, ShipError};
 
 /// Name of the directory under `data_dir`.
 pub const DIR: &str = "rejected";
@@ -278,7 +278,7 @@ pub async fn replay(
         let mut wait = Duration::from_millis(500);
         let mut attempt = 1;
         let outcome = loop {
-            match send(&client, config, &id, &table, body.clone()).await {
+            match crate::shipper::send_batch(&client, &config.lake.url, &config.lake.token, &id, &table, body.clone()).await {
                 Ok(()) => break Outcome::Stored,
                 Err(e) if e.kind() == ErrorKind::Retryable && attempt < REPLAY_ATTEMPTS => {
                     let pause = e.retry_after().map_or(wait, |ra| ra.max(wait));
@@ -311,28 +311,6 @@ pub async fn replay(
         }
     }
     Ok(summary)
-}
-
-async fn send(
-    client: &reqwest::Client,
-    config: &Config,
-    id: &BatchId,
-    table: &str,
-    body: Bytes,
-) -> Result<(), ShipError> {
-    let resp = client
-        .post(format!("{}/v1/ingest/{table}", config.lake.url))
-        .bearer_auth(config.lake.token.expose())
-        .header(wire::BATCH_HEADER, id.to_string())
-        .header(reqwest::header::CONTENT_TYPE, content_type(table))
-        .body(body)
-        .send()
-        .await
-        .map_err(ShipError::Transport)?;
-    if resp.status().is_success() {
-        return Ok(());
-    }
-    Err(ShipError::from_response(resp).await)
 }
 
 #[cfg(test)]

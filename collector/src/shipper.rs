@@ -554,21 +554,7 @@ impl Shipper {
     }
 
     async fn send(&self, id: &BatchId, table: &str, body: Bytes) -> Result<(), ShipError> {
-        let url = format!("{}/v1/ingest/{table}", self.base_url);
-        let resp = self
-            .client
-            .post(url)
-            .bearer_auth(self.token.expose())
-            .header(wire::BATCH_HEADER, id.to_string())
-            .header(CONTENT_TYPE, content_type(table))
-            .body(body)
-            .send()
-            .await
-            .map_err(ShipError::Transport)?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Err(ShipError::from_response(resp).await)
+        send_batch(&self.client, &self.base_url, &self.token, id, table, body).await
     }
 
     /// Keeps a refused batch and the lake's reason for a human; failing to do so loses
@@ -592,6 +578,32 @@ impl Shipper {
         Stats::add(&self.stats.dropped_batches, 1);
         error!(batch = %id, error = %failure, "rejected batch could not be kept, dropped");
     }
+}
+
+/// POSTs one batch to the lake's ingest endpoint for `table`: `Ok` on a 2xx, the lake's
+/// answer (or the transport failure) otherwise. The shipper and `replay-rejected` both send
+/// through here.
+pub(crate) async fn send_batch(
+    client: &reqwest::Client,
+    base_url: &str,
+    token: &Token,
+    id: &BatchId,
+    table: &str,
+    body: Bytes,
+) -> Result<(), ShipError> {
+    let resp = client
+        .post(format!("{base_url}/v1/ingest/{table}"))
+        .bearer_auth(token.expose())
+        .header(wire::BATCH_HEADER, id.to_string())
+        .header(CONTENT_TYPE, content_type(table))
+        .body(body)
+        .send()
+        .await
+        .map_err(ShipError::Transport)?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    Err(ShipError::from_response(resp).await)
 }
 
 /// The body's content type: NDJSON for a custom table's record, Arrow IPC otherwise.
