@@ -14,10 +14,7 @@ use lake_collector::sources::caddy::CaddyRows;
 use lake_collector::tail::{StartAt, TailConfig, Tailer, DEFAULT_MAX_LINE_BYTES};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// A realistic mix: 2.6 and 2.7-style lines, TLS or not, bots and browsers, some escapes,
@@ -43,8 +40,7 @@ fn write_log(path: &std::path::Path, bytes: u64) -> std::io::Result<u64> {
     while written < bytes {
         let i = lines as usize;
         let line = if i % 1000 == 999 {
-            "127.0.0.1 - - [22/Nov/2026:10:15:01 +0000] \"GET / HTTP/1.1\" 200 5 (not json)"
-                .to_string()
+            "127.0.0.1 - - [22/Nov/2026:10:15:01 +0000] \"GET / HTTP/1.1\" 200 5 (not json)".to_string()
         } else if i.is_multiple_of(2) {
             format!(
                 r#"{{"level":"info","ts":{}.{:06},"logger":"http.log.access.log0","msg":"handled request","request":{{"remote_ip":"203.0.113.{}","remote_port":"{}","client_ip":"203.0.113.{}","proto":"HTTP/2.0","method":"GET","host":"example.com","uri":"{}","headers":{{"User-Agent":["{}"],"Accept":["text/html,application/xhtml+xml"],"Accept-Encoding":["gzip, br"],"Referer":["https://example.com/"]}},"tls":{{"resumed":false,"version":772,"cipher_suite":4865,"proto":"h2","server_name":"example.com"}}}},"bytes_read":0,"user_id":"","duration":0.00{},"size":{},"status":{},"resp_headers":{{"Server":["Caddy"],"Content-Type":["text/html; charset=utf-8"]}}}}"#,
@@ -90,10 +86,7 @@ fn main() {
     let path = dir.path().join("access.log");
     let t = Instant::now();
     let lines = write_log(&path, bytes).expect("write the log");
-    eprintln!(
-        "generated {lines} lines, {bytes} bytes in {:.1?}",
-        t.elapsed()
-    );
+    eprintln!("generated {lines} lines, {bytes} bytes in {:.1?}", t.elapsed());
 
     let mut results: Vec<(f64, f64)> = Vec::new();
     for run in 0..runs {
@@ -121,9 +114,7 @@ fn main() {
             for b in [http, logs].into_iter().flatten() {
                 all_rows += b.num_rows();
                 if encode {
-                    encoded += lake_format::wire::encode(&b.schema(), std::slice::from_ref(&b))
-                        .expect("encode")
-                        .len();
+                    encoded += lake_format::wire::encode(&b.schema(), std::slice::from_ref(&b)).expect("encode").len();
                 }
             }
         }
@@ -135,11 +126,7 @@ fn main() {
             "run {run}: {n} lines in {secs:.2}s: {:.0} lines/s, {:.1} MB/s{}",
             r.0,
             r.1,
-            if encode {
-                format!(", {encoded} bytes encoded")
-            } else {
-                String::new()
-            }
+            if encode { format!(", {encoded} bytes encoded") } else { String::new() }
         );
         results.push(r);
     }

@@ -144,12 +144,7 @@ impl fmt::Debug for LakeFile {
 
 impl Default for LakeFile {
     fn default() -> Self {
-        LakeFile {
-            url: default_lake_url(),
-            token: None,
-            token_file: None,
-            timeout: default_lake_timeout(),
-        }
+        LakeFile { url: default_lake_url(), token: None, token_file: None, timeout: default_lake_timeout() }
     }
 }
 
@@ -164,10 +159,7 @@ struct HostFile {
 
 impl Default for HostFile {
     fn default() -> Self {
-        HostFile {
-            enabled: true,
-            interval: default_host_interval(),
-        }
+        HostFile { enabled: true, interval: default_host_interval() }
     }
 }
 
@@ -182,10 +174,7 @@ struct SpoolFile {
 
 impl Default for SpoolFile {
     fn default() -> Self {
-        SpoolFile {
-            max_size: default_spool_max_size(),
-            segment_size: default_spool_segment_size(),
-        }
+        SpoolFile { max_size: default_spool_max_size(), segment_size: default_spool_segment_size() }
     }
 }
 
@@ -224,10 +213,7 @@ struct RejectedFile {
 
 impl Default for RejectedFile {
     fn default() -> Self {
-        RejectedFile {
-            max_size: default_rejected_max_size(),
-            max_batches: default_rejected_max_batches(),
-        }
+        RejectedFile { max_size: default_rejected_max_size(), max_batches: default_rejected_max_batches() }
     }
 }
 
@@ -479,8 +465,8 @@ impl Config {
         match path {
             None => Self::from_toml("", env_token.as_deref()),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
                 Self::from_toml(&text, env_token.as_deref())
                     .with_context(|| format!("invalid config file {}", p.display()))
             }
@@ -517,9 +503,16 @@ impl HeartbeatFile {
                 ensure!(!d.after.0.is_zero(), "heartbeat.lake_down.after must be more than zero");
                 let bearer_token = match d.bearer_token_env {
                     None => None,
-                    Some(var) => Some(Token::new(env(&var).filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-                        anyhow::anyhow!("heartbeat.lake_down.bearer_token_env: the environment variable {var} is not set")
-                    })?.trim())),
+                    Some(var) => Some(Token::new(
+                        env(&var)
+                            .filter(|t| !t.trim().is_empty())
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "heartbeat.lake_down.bearer_token_env: the environment variable {var} is not set"
+                                )
+                            })?
+                            .trim(),
+                    )),
                 };
                 Some(LakeDownConfig { url, bearer_token, after: d.after.0 })
             }
@@ -555,11 +548,7 @@ fn secret_url(
 impl ConfigFile {
     fn validate(self, env_token: Option<&str>) -> anyhow::Result<Config> {
         let env = |var: &str| std::env::var(var).ok();
-        ensure!(
-            self.version == 1,
-            "version = {}: only version 1 is supported",
-            self.version
-        );
+        ensure!(self.version == 1, "version = {}: only version 1 is supported", self.version);
         let node = match self.node {
             Some(n) => {
                 wire::validate_node_name(&n).context("node")?;
@@ -567,10 +556,7 @@ impl ConfigFile {
             }
             None => default_node_name(),
         };
-        ensure!(
-            !self.data_dir.as_os_str().is_empty(),
-            "data_dir must not be empty"
-        );
+        ensure!(!self.data_dir.as_os_str().is_empty(), "data_dir must not be empty");
 
         let url = self.lake.url.trim_end_matches('/').to_string();
         let example = "e.g. \"http://100.101.102.103:7470\" (the storage node's Tailscale address)";
@@ -611,21 +597,12 @@ impl ConfigFile {
                 TokenSource::Env => format!("the {TOKEN_ENV} environment variable"),
             }
         );
-        ensure!(
-            !self.lake.timeout.0.is_zero(),
-            "lake.timeout must be more than zero"
-        );
+        ensure!(!self.lake.timeout.0.is_zero(), "lake.timeout must be more than zero");
 
-        ensure!(
-            !self.host.interval.0.is_zero(),
-            "host.interval must be more than zero"
-        );
+        ensure!(!self.host.interval.0.is_zero(), "host.interval must be more than zero");
 
         let (max_size, segment_size) = (self.spool.max_size.0, self.spool.segment_size.0);
-        ensure!(
-            segment_size >= 4096,
-            "spool.segment_size = {segment_size}: must be at least 4KiB"
-        );
+        ensure!(segment_size >= 4096, "spool.segment_size = {segment_size}: must be at least 4KiB");
         // Two segments at least, so dropping the oldest one never empties the spool.
         ensure!(
             max_size >= 2 * segment_size,
@@ -635,10 +612,7 @@ impl ConfigFile {
         );
 
         let (backoff_min, backoff_max) = (self.shipper.backoff_min.0, self.shipper.backoff_max.0);
-        ensure!(
-            !backoff_min.is_zero(),
-            "shipper.backoff_min must be more than zero"
-        );
+        ensure!(!backoff_min.is_zero(), "shipper.backoff_min must be more than zero");
         ensure!(
             backoff_min <= backoff_max,
             "shipper.backoff_min ({}) must not exceed shipper.backoff_max ({})",
@@ -648,49 +622,24 @@ impl ConfigFile {
 
         let (config_backoff_min, config_backoff_max) =
             (self.shipper.config_backoff_min.0, self.shipper.config_backoff_max.0);
-        ensure!(
-            !config_backoff_min.is_zero(),
-            "shipper.config_backoff_min must be more than zero"
-        );
+        ensure!(!config_backoff_min.is_zero(), "shipper.config_backoff_min must be more than zero");
         ensure!(
             config_backoff_min <= config_backoff_max,
             "shipper.config_backoff_min ({}) must not exceed shipper.config_backoff_max ({})",
             self.shipper.config_backoff_min,
             self.shipper.config_backoff_max
         );
-        ensure!(
-            self.rejected.max_batches >= 1,
-            "rejected.max_batches must be at least 1"
-        );
+        ensure!(self.rejected.max_batches >= 1, "rejected.max_batches must be at least 1");
         let heartbeat = self.heartbeat.validate(&env)?;
 
         Ok(Config {
             node,
             data_dir: self.data_dir,
-            lake: LakeConfig {
-                url,
-                token: Token(token),
-                token_source,
-                timeout: self.lake.timeout.0,
-            },
-            host: HostConfig {
-                enabled: self.host.enabled,
-                interval: self.host.interval.0,
-            },
-            spool: SpoolConfig {
-                max_size,
-                segment_size,
-            },
-            shipper: ShipperConfig {
-                backoff_min,
-                backoff_max,
-                config_backoff_min,
-                config_backoff_max,
-            },
-            rejected: RejectedConfig {
-                max_batches: self.rejected.max_batches,
-                max_size: self.rejected.max_size.0,
-            },
+            lake: LakeConfig { url, token: Token(token), token_source, timeout: self.lake.timeout.0 },
+            host: HostConfig { enabled: self.host.enabled, interval: self.host.interval.0 },
+            spool: SpoolConfig { max_size, segment_size },
+            shipper: ShipperConfig { backoff_min, backoff_max, config_backoff_min, config_backoff_max },
+            rejected: RejectedConfig { max_batches: self.rejected.max_batches, max_size: self.rejected.max_size.0 },
             heartbeat,
             // Source validation: one `name: self.name.validate()?,` per source below.
             tailscale: self.tailscale.validate()?,
@@ -721,19 +670,9 @@ pub(crate) fn sanitize_node_name(raw: &str) -> String {
     let mapped: String = raw
         .trim()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
         .collect();
-    let mut name: String = mapped
-        .trim_start_matches('.')
-        .chars()
-        .take(wire::MAX_NODE_LEN)
-        .collect();
+    let mut name: String = mapped.trim_start_matches('.').chars().take(wire::MAX_NODE_LEN).collect();
     if name.is_empty() {
         name = "localhost".to_string();
     }
@@ -771,7 +710,10 @@ mod tests {
             .replace("# after = \"10m\"", "after = \"10m\"");
         let c = Config::from_toml(&on, None).unwrap();
         let ping = c.heartbeat.ping.unwrap();
-        assert_eq!((ping.method, ping.interval, ping.grace), (PingMethod::Get, Duration::from_secs(60), Duration::from_secs(300)));
+        assert_eq!(
+            (ping.method, ping.interval, ping.grace),
+            (PingMethod::Get, Duration::from_secs(60), Duration::from_secs(300))
+        );
         assert_eq!(ping.url.expose(), "https://hc-ping.com/your-check-uuid");
         assert!(!format!("{ping:?}").contains("your-check-uuid"), "the check id is a secret");
         let down = c.heartbeat.lake_down.unwrap();
@@ -792,7 +734,8 @@ mod tests {
         bad("[heartbeat]\nurls = \"https://x\"\n", "urls");
         bad("[shipper]\nconfig_backoff_min = \"10m\"\n", "config_backoff_max");
         bad("[rejected]\nmax_batches = 0\n", "rejected.max_batches");
-        let c = Config::from_toml("[heartbeat]\nurl = \"http://127.0.0.1:9/ping\"\nmethod = \"post\"\n", Some("t")).unwrap();
+        let c = Config::from_toml("[heartbeat]\nurl = \"http://127.0.0.1:9/ping\"\nmethod = \"post\"\n", Some("t"))
+            .unwrap();
         assert_eq!(c.heartbeat.ping.unwrap().method, PingMethod::Post);
     }
 
@@ -806,15 +749,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let err = format!(
-            "{:#}",
-            Config::from_toml("version = 1\nnodes = \"x\"\n", Some("t")).unwrap_err()
-        );
+        let err = format!("{:#}", Config::from_toml("version = 1\nnodes = \"x\"\n", Some("t")).unwrap_err());
         assert!(err.contains("nodes"), "{err}");
-        let err = format!(
-            "{:#}",
-            Config::from_toml("[spool]\nmax_sise = \"1GiB\"\n", Some("t")).unwrap_err()
-        );
+        let err = format!("{:#}", Config::from_toml("[spool]\nmax_sise = \"1GiB\"\n", Some("t")).unwrap_err());
         assert!(err.contains("max_sise"), "{err}");
         let with_typo = EXAMPLE.replace("backoff_max", "backof_max");
         let err = format!("{:#}", Config::from_toml(&with_typo, None).unwrap_err());
@@ -839,10 +776,7 @@ mod tests {
         assert_eq!(c.lake.token.expose(), "s3cret");
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
-        let both = format!(
-            "[lake]\ntoken = \"a\"\ntoken_file = {:?}\n",
-            p.display().to_string()
-        );
+        let both = format!("[lake]\ntoken = \"a\"\ntoken_file = {:?}\n", p.display().to_string());
         assert!(Config::from_toml(&both, None).is_err());
     }
 
@@ -850,24 +784,11 @@ mod tests {
     fn cross_field_errors_name_the_fields() {
         let err = format!(
             "{:#}",
-            Config::from_toml(
-                "[spool]\nmax_size = \"8MiB\"\nsegment_size = \"8MiB\"\n",
-                Some("t")
-            )
-            .unwrap_err()
+            Config::from_toml("[spool]\nmax_size = \"8MiB\"\nsegment_size = \"8MiB\"\n", Some("t")).unwrap_err()
         );
-        assert!(
-            err.contains("spool.max_size") && err.contains("spool.segment_size"),
-            "{err}"
-        );
-        let err = format!(
-            "{:#}",
-            Config::from_toml("[shipper]\nbackoff_min = \"2m\"\n", Some("t")).unwrap_err()
-        );
-        assert!(
-            err.contains("backoff_min") && err.contains("backoff_max"),
-            "{err}"
-        );
+        assert!(err.contains("spool.max_size") && err.contains("spool.segment_size"), "{err}");
+        let err = format!("{:#}", Config::from_toml("[shipper]\nbackoff_min = \"2m\"\n", Some("t")).unwrap_err());
+        assert!(err.contains("backoff_min") && err.contains("backoff_max"), "{err}");
         assert!(Config::from_toml("node = \"bad name\"\n", Some("t")).is_err());
         assert!(Config::from_toml("version = 2\n", Some("t")).is_err());
     }
@@ -884,9 +805,6 @@ mod tests {
             assert_eq!(sanitize_node_name(raw), want);
             wire::validate_node_name(&sanitize_node_name(raw)).unwrap();
         }
-        assert_eq!(
-            sanitize_node_name(&"a".repeat(100)).len(),
-            wire::MAX_NODE_LEN
-        );
+        assert_eq!(sanitize_node_name(&"a".repeat(100)).len(), wire::MAX_NODE_LEN);
     }
 }

@@ -100,10 +100,7 @@ pub fn tailscale(data: &[u8]) {
     };
     let ping = tailscale::parse_ping(&text(rest), selector & 1 == 1);
     let peers = tailscale::parse_status(rest).unwrap_or_default();
-    let rows: Vec<_> = peers
-        .iter()
-        .map(|p| tailscale::peer_row(NOW_MICROS, p, &ping))
-        .collect();
+    let rows: Vec<_> = peers.iter().map(|p| tailscale::peer_row(NOW_MICROS, p, &ping)).collect();
     crate::sources::probe::to_batch(NODE, &rows).expect("probe rows build");
 }
 

@@ -70,10 +70,7 @@ pub enum RunError {
 /// with its error (systemd restarts it; the spool resumes where it was).
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunError> {
     let stats = Arc::new(Stats::default());
-    let opts = SpoolOptions {
-        max_size: config.spool.max_size,
-        segment_size: config.spool.segment_size,
-    };
+    let opts = SpoolOptions { max_size: config.spool.max_size, segment_size: config.spool.segment_size };
     let spool = SpoolHandle::open(config.data_dir.join("spool"), opts, Arc::clone(&stats)).await?;
     let pending = spool.pending().await?;
     info!(
@@ -85,11 +82,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         "collector started"
     );
 
-    let ctx = SourceContext {
-        node: Arc::from(config.node.as_str()),
-        spool: spool.clone(),
-        stats: Arc::clone(&stats),
-    };
+    let ctx = SourceContext { node: Arc::from(config.node.as_str()), spool: spool.clone(), stats: Arc::clone(&stats) };
     let sources_cancel = cancel.child_token();
     let shipper_cancel = cancel.child_token();
 
@@ -133,7 +126,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     }
     if config.journald.enabled {
         let ufw = config.ufw.enabled && config.ufw.from_journald;
-        let fail2ban = (config.fail2ban.enabled && config.fail2ban.from_journald).then(|| config.fail2ban.timezone.clone());
+        let fail2ban =
+            (config.fail2ban.enabled && config.fail2ban.from_journald).then(|| config.fail2ban.timezone.clone());
         let (cfg, c, cancel) = (config.journald.clone(), ctx.clone(), k.clone());
         sources.spawn(supervise("journald", Arc::clone(&st), k.clone(), move || {
             sources::journald::JournaldSource::new(cfg.clone(), c.clone(), ufw, fail2ban.clone()).run(cancel.clone())
@@ -280,9 +274,7 @@ where
     }
 }
 
-fn flatten<E: Into<RunError>>(
-    r: Result<Result<(), E>, tokio::task::JoinError>,
-) -> Result<(), RunError> {
+fn flatten<E: Into<RunError>>(r: Result<Result<(), E>, tokio::task::JoinError>) -> Result<(), RunError> {
     match r {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),

@@ -54,11 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     let replay = matches!(cli.command, Some(Command::ReplayRejected));
-    let result = if replay {
-        replay_rejected(&cli)
-    } else {
-        run(cli).map(|()| ExitCode::SUCCESS)
-    };
+    let result = if replay { replay_rejected(&cli) } else { run(cli).map(|()| ExitCode::SUCCESS) };
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -74,10 +70,8 @@ fn main() -> ExitCode {
 /// `lake-collector replay-rejected`.
 fn replay_rejected(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let dir = config.data_dir.join(rejected::DIR);
     let summary = rt.block_on(rejected::replay(&config, |kept, table, id, outcome| {
         let file = kept.body.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
@@ -87,12 +81,7 @@ fn replay_rejected(cli: &Cli) -> anyhow::Result<ExitCode> {
             Outcome::Unreadable(why) => println!("kept    {file}  {table}  -  unreadable: {why}"),
         }
     }))?;
-    eprintln!(
-        "replay-rejected: {} stored, {} left in {}",
-        summary.stored,
-        summary.kept,
-        dir.display()
-    );
+    eprintln!("replay-rejected: {} stored, {} left in {}", summary.stored, summary.kept, dir.display());
     if let Some(why) = summary.stopped {
         eprintln!("replay-rejected: stopped: {why}");
         return Ok(ExitCode::from(2));
@@ -127,10 +116,7 @@ fn init_logging(cli: &Cli) {
         (None, 1) => EnvFilter::new("info,lake_collector=debug"),
         (None, _) => EnvFilter::new("trace"),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -139,10 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print_summary(&config);
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async {
         let cancel = CancellationToken::new();
         let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -175,24 +159,17 @@ fn print_summary(c: &Config) {
     println!("lake.url      {}", c.lake.url);
     println!("lake.token    from {:?}", c.lake.token_source);
     println!("lake.timeout  {:?}", c.lake.timeout);
-    println!(
-        "host          enabled={} interval={:?}",
-        c.host.enabled, c.host.interval
-    );
-    println!(
-        "spool         max_size={}B segment_size={}B",
-        c.spool.max_size, c.spool.segment_size
-    );
+    println!("host          enabled={} interval={:?}", c.host.enabled, c.host.interval);
+    println!("spool         max_size={}B segment_size={}B", c.spool.max_size, c.spool.segment_size);
     println!(
         "shipper       backoff {:?}..{:?}, after a refused token/node/clock {:?}..{:?}",
         c.shipper.backoff_min, c.shipper.backoff_max, c.shipper.config_backoff_min, c.shipper.config_backoff_max
     );
-    println!(
-        "rejected      max_batches={} max_size={}B",
-        c.rejected.max_batches, c.rejected.max_size
-    );
+    println!("rejected      max_batches={} max_size={}B", c.rejected.max_batches, c.rejected.max_size);
     match &c.heartbeat.ping {
-        Some(p) => println!("heartbeat     {:?} {} every {:?}, grace {:?}", p.method, p.url.redacted(), p.interval, p.grace),
+        Some(p) => {
+            println!("heartbeat     {:?} {} every {:?}, grace {:?}", p.method, p.url.redacted(), p.interval, p.grace)
+        }
         None => println!("heartbeat     off"),
     }
     if let Some(d) = &c.heartbeat.lake_down {
@@ -219,19 +196,14 @@ mod tests {
 
     #[test]
     fn arguments_parse() {
-        let cli = Cli::try_parse_from([
-            "lake-collector",
-            "--config",
-            "/etc/lake/collector.toml",
-            "--check",
-            "-vv",
-        ])
-        .unwrap();
+        let cli =
+            Cli::try_parse_from(["lake-collector", "--config", "/etc/lake/collector.toml", "--check", "-vv"]).unwrap();
         assert_eq!(cli.config, Some(PathBuf::from("/etc/lake/collector.toml")));
         assert!(cli.check);
         assert_eq!(cli.verbose, 2);
         assert!(Cli::try_parse_from(["lake-collector", "serve"]).is_err());
-        let cli = Cli::try_parse_from(["lake-collector", "replay-rejected", "--config", "/etc/lake/collector.toml"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["lake-collector", "replay-rejected", "--config", "/etc/lake/collector.toml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::ReplayRejected)));
         assert_eq!(cli.config, Some(PathBuf::from("/etc/lake/collector.toml")));
     }

@@ -64,11 +64,7 @@ pub enum RejectedError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RejectedError + 'a {
-    move |source| RejectedError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| RejectedError::Io { op, path: path.to_path_buf(), source }
 }
 
 /// One kept batch.
@@ -103,13 +99,9 @@ pub fn keep(
     for (ext, bytes) in [(NOTE_EXT, note.as_bytes()), (ext, body)] {
         let path = dir.join(format!("{stem}.{ext}"));
         let mut f = File::create(&path).map_err(io_err("create", &path))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err("write", &path))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err("write", &path))?;
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))?;
     enforce_bound(dir, bound, &stem)
 }
 
@@ -161,10 +153,7 @@ pub fn scan(dir: &Path) -> Result<(Vec<Kept>, Vec<PathBuf>), RejectedError> {
         let Some(stem) = note.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
             continue;
         };
-        let body = BODY_EXTS
-            .iter()
-            .map(|ext| dir.join(format!("{stem}.{ext}")))
-            .find(|p| p.exists());
+        let body = BODY_EXTS.iter().map(|ext| dir.join(format!("{stem}.{ext}"))).find(|p| p.exists());
         let Some(body) = body else {
             orphans.push(note);
             continue;
@@ -200,10 +189,7 @@ fn remove(k: &Kept) -> Result<(), RejectedError> {
 
 /// The table a note names (`table: <name>`).
 fn table_of(note: &str) -> Option<&str> {
-    note.lines()
-        .find_map(|l| l.strip_prefix("table: "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    note.lines().find_map(|l| l.strip_prefix("table: ")).map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// What the lake answered to one replayed batch.
@@ -252,11 +238,7 @@ pub async fn replay(
         .map_err(|e| io_err("build HTTP client for", &dir)(io::Error::other(e)))?;
     let epoch = rand::random::<u64>().max(1);
     for (i, k) in kept.iter().enumerate() {
-        let id = BatchId {
-            node: config.node.clone(),
-            epoch,
-            seq: i as u64 + 1,
-        };
+        let id = BatchId { node: config.node.clone(), epoch, seq: i as u64 + 1 };
         let read = fs::read_to_string(&k.note).and_then(|note| Ok((note, fs::read(&k.body)?)));
         let (table, body) = match &read {
             Ok((note, body)) => match table_of(note) {
@@ -278,7 +260,9 @@ pub async fn replay(
         let mut wait = Duration::from_millis(500);
         let mut attempt = 1;
         let outcome = loop {
-            match crate::shipper::send_batch(&client, &config.lake.url, &config.lake.token, &id, &table, body.clone()).await {
+            match crate::shipper::send_batch(&client, &config.lake.url, &config.lake.token, &id, &table, body.clone())
+                .await
+            {
                 Ok(()) => break Outcome::Stored,
                 Err(e) if e.kind() == ErrorKind::Retryable && attempt < REPLAY_ATTEMPTS => {
                     let pause = e.retry_after().map_or(wait, |ra| ra.max(wait));

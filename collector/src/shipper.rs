@@ -96,8 +96,7 @@ impl ClockSkew {
 
     /// Whether the clocks disagree now (or the lake did not say its time).
     pub fn clocks_disagree(&self, now_us: i64) -> bool {
-        self.offset_us(now_us)
-            .is_none_or(|o| o.unsigned_abs() > CLOCK_TOLERANCE.as_micros() as u64)
+        self.offset_us(now_us).is_none_or(|o| o.unsigned_abs() > CLOCK_TOLERANCE.as_micros() as u64)
     }
 }
 
@@ -152,12 +151,7 @@ impl ShipError {
         let retry_after = retry_after(status, resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let (message, clock) = parse_error_body(&text);
-        ShipError::Status {
-            status,
-            message,
-            retry_after,
-            clock,
-        }
+        ShipError::Status { status, message, retry_after, clock }
     }
 
     /// One line for an operator about a [`ErrorKind::Config`] refusal: what the lake
@@ -196,10 +190,9 @@ fn token_place(t: &TokenSource) -> String {
     match t {
         TokenSource::Inline => "lake.token in collector.toml (a restart applies a new one)".to_string(),
         TokenSource::File(p) => format!("lake.token_file {} (re-read while refused)", p.display()),
-        TokenSource::Env => format!(
-            "{} (e.g. /etc/lake/collector.env; a restart applies a new one)",
-            crate::config::TOKEN_ENV
-        ),
+        TokenSource::Env => {
+            format!("{} (e.g. /etc/lake/collector.env; a restart applies a new one)", crate::config::TOKEN_ENV)
+        }
     }
 }
 
@@ -207,26 +200,17 @@ fn token_place(t: &TokenSource) -> String {
 /// the message itself, truncated.
 fn parse_error_body(text: &str) -> (String, Option<ClockSkew>) {
     let json: Option<serde_json::Value> = serde_json::from_str(text).ok();
-    let message = json
-        .as_ref()
-        .and_then(|v| v["error"].as_str())
-        .map_or_else(|| text.to_string(), str::to_string);
+    let message = json.as_ref().and_then(|v| v["error"].as_str()).map_or_else(|| text.to_string(), str::to_string);
     let clock = json
         .as_ref()
         .filter(|v| v["code"].as_str() == Some(CLOCK_SKEW_CODE))
-        .map(|v| ClockSkew {
-            ts_us: v["ts_us"].as_i64(),
-            lake_now_us: v["lake_now_us"].as_i64(),
-        });
+        .map(|v| ClockSkew { ts_us: v["ts_us"].as_i64(), lake_now_us: v["lake_now_us"].as_i64() });
     (truncate(message), clock)
 }
 
 fn truncate(mut message: String) -> String {
     if message.len() > MAX_MESSAGE {
-        let cut = (0..=MAX_MESSAGE)
-            .rev()
-            .find(|i| message.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = (0..=MAX_MESSAGE).rev().find(|i| message.is_char_boundary(*i)).unwrap_or(0);
         message.truncate(cut);
     }
     message
@@ -282,13 +266,7 @@ fn retry_after(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
     if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
@@ -304,11 +282,7 @@ pub struct Backoff {
 impl Backoff {
     /// Wait before retry number `attempt` (0 for the first retry).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let ceiling = self
-            .min
-            .saturating_mul(1u32 << attempt.min(30))
-            .min(self.max)
-            .max(self.min);
+        let ceiling = self.min.saturating_mul(1u32 << attempt.min(30)).min(self.max).max(self.min);
         let jittered = rand::rng().random_range(self.min..=ceiling);
         retry_after.map_or(jittered, |ra| jittered.max(ra))
     }
@@ -384,11 +358,7 @@ pub struct Shipper {
 
 impl Shipper {
     /// A shipper for `config`'s lake, reading from `spool`.
-    pub fn new(
-        config: &Config,
-        spool: SpoolHandle,
-        stats: Arc<Stats>,
-    ) -> Result<Shipper, ShipperError> {
+    pub fn new(config: &Config, spool: SpoolHandle, stats: Arc<Stats>) -> Result<Shipper, ShipperError> {
         let client = reqwest::Client::builder()
             .timeout(config.lake.timeout)
             .connect_timeout(config.lake.timeout)
@@ -403,14 +373,8 @@ impl Shipper {
             node: config.node.clone(),
             spool,
             stats,
-            backoff: Backoff {
-                min: config.shipper.backoff_min,
-                max: config.shipper.backoff_max,
-            },
-            config_backoff: Backoff {
-                min: config.shipper.config_backoff_min,
-                max: config.shipper.config_backoff_max,
-            },
+            backoff: Backoff { min: config.shipper.backoff_min, max: config.shipper.backoff_max },
+            config_backoff: Backoff { min: config.shipper.config_backoff_min, max: config.shipper.config_backoff_max },
             rejected_dir: config.data_dir.join(crate::rejected::DIR),
             rejected_bound: config.rejected,
             link: Arc::new(Link::default()),
@@ -433,11 +397,7 @@ impl Shipper {
                 _ = cancel.cancelled() => return Ok(()),
                 r = self.spool.next() => r?,
             };
-            let id = BatchId {
-                node: self.node.clone(),
-                epoch: record.epoch,
-                seq: record.seq,
-            };
+            let id = BatchId { node: self.node.clone(), epoch: record.epoch, seq: record.seq };
             let body = Bytes::from(record.body);
             let (mut attempt, mut refused) = (0u32, 0u32);
             loop {
@@ -477,7 +437,8 @@ impl Shipper {
                         let now = Instant::now();
                         if config_logged.is_none_or(|t| now.duration_since(t) >= CONFIG_LOG_EVERY) {
                             config_logged = Some(now);
-                            let cause = error.config_cause(&self.node, &self.token_source, lake_format::rows::now_micros());
+                            let cause =
+                                error.config_cause(&self.node, &self.token_source, lake_format::rows::now_micros());
                             error!(batch = %id, attempts = refused, retry_in = %human(wait), "{cause}");
                         } else {
                             debug!(batch = %id, error = %error, attempts = refused, "lake still refuses this node");
@@ -563,10 +524,9 @@ impl Shipper {
         let dir = self.rejected_dir.clone();
         let (id2, table2, body2, bound) = (id.clone(), table.to_string(), body.clone(), self.rejected_bound);
         let error = e.to_string();
-        let kept = tokio::task::spawn_blocking(move || {
-            crate::rejected::keep(&dir, &id2, &table2, &body2, &error, &bound)
-        })
-        .await;
+        let kept =
+            tokio::task::spawn_blocking(move || crate::rejected::keep(&dir, &id2, &table2, &body2, &error, &bound))
+                .await;
         let failure = match kept {
             Ok(Ok(evicted)) => {
                 Stats::add(&self.stats.rejected_evicted, evicted);
@@ -628,18 +588,10 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         for s in [500, 502, 503, 504, 408, 429, 301, 100] {
-            assert_eq!(
-                classify(StatusCode::from_u16(s).unwrap()),
-                ErrorKind::Retryable,
-                "{s}"
-            );
+            assert_eq!(classify(StatusCode::from_u16(s).unwrap()), ErrorKind::Retryable, "{s}");
         }
         for s in [400, 404, 413, 422] {
-            assert_eq!(
-                classify(StatusCode::from_u16(s).unwrap()),
-                ErrorKind::Permanent,
-                "{s}"
-            );
+            assert_eq!(classify(StatusCode::from_u16(s).unwrap()), ErrorKind::Permanent, "{s}");
         }
         for s in [401, 403] {
             assert_eq!(classify(StatusCode::from_u16(s).unwrap()), ErrorKind::Config, "{s}");
@@ -650,46 +602,26 @@ mod tests {
     fn retry_after_only_on_429_and_503_in_seconds() {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(
-            retry_after(StatusCode::SERVICE_UNAVAILABLE, &h),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            retry_after(StatusCode::TOO_MANY_REQUESTS, &h),
-            Some(Duration::from_secs(7))
-        );
+        assert_eq!(retry_after(StatusCode::SERVICE_UNAVAILABLE, &h), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(StatusCode::TOO_MANY_REQUESTS, &h), Some(Duration::from_secs(7)));
         assert_eq!(retry_after(StatusCode::INTERNAL_SERVER_ERROR, &h), None);
         h.insert(RETRY_AFTER, "99999999".parse().unwrap());
-        assert_eq!(
-            retry_after(StatusCode::SERVICE_UNAVAILABLE, &h),
-            Some(MAX_RETRY_AFTER)
-        );
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
+        assert_eq!(retry_after(StatusCode::SERVICE_UNAVAILABLE, &h), Some(MAX_RETRY_AFTER));
+        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(StatusCode::SERVICE_UNAVAILABLE, &h), None);
     }
 
     #[test]
     fn backoff_grows_with_jitter_within_bounds() {
-        let b = Backoff {
-            min: Duration::from_millis(500),
-            max: Duration::from_secs(60),
-        };
+        let b = Backoff { min: Duration::from_millis(500), max: Duration::from_secs(60) };
         for attempt in 0..40 {
-            let ceiling = Duration::from_millis(500)
-                .saturating_mul(1 << attempt.min(30))
-                .min(b.max);
+            let ceiling = Duration::from_millis(500).saturating_mul(1 << attempt.min(30)).min(b.max);
             for _ in 0..20 {
                 let d = b.delay(attempt, None);
                 assert!(d >= b.min && d <= ceiling, "attempt {attempt}: {d:?}");
             }
         }
-        assert_eq!(
-            b.delay(0, Some(Duration::from_secs(30))),
-            Duration::from_secs(30)
-        );
+        assert_eq!(b.delay(0, Some(Duration::from_secs(30))), Duration::from_secs(30));
         assert!(b.delay(20, Some(Duration::from_secs(1))) >= b.min);
     }
 
@@ -697,14 +629,21 @@ mod tests {
     fn clock_refusals_wait_while_the_clocks_disagree_and_are_rejected_after() {
         let day = 86_400_000_000i64;
         let now = 1_795_374_070_000_000i64;
-        let body = format!(r#"{{"error": "table metrics: row 0 ... ahead", "code": "clock_skew", "ts_us": {}, "lake_now_us": {}}}"#, now + 3 * day, now - 3 * day);
+        let body = format!(
+            r#"{{"error": "table metrics: row 0 ... ahead", "code": "clock_skew", "ts_us": {}, "lake_now_us": {}}}"#,
+            now + 3 * day,
+            now - 3 * day
+        );
         let (message, clock) = parse_error_body(&body);
         assert_eq!(message, "table metrics: row 0 ... ahead");
         let e = ShipError::Status { status: StatusCode::BAD_REQUEST, message, retry_after: None, clock };
         // This node's clock is 3 days ahead of the lake's: a clock problem, it waits.
         assert_eq!(e.kind_at(now), ErrorKind::Config);
         let cause = e.config_cause("web-1", &TokenSource::Env, now);
-        assert!(cause.starts_with("lake refused rows for clock skew: this node's clock is 3d 0h ahead of the lake's"), "{cause}");
+        assert!(
+            cause.starts_with("lake refused rows for clock skew: this node's clock is 3d 0h ahead of the lake's"),
+            "{cause}"
+        );
         // The lake's clock was fixed: the clocks agree, the rows were stamped wrong.
         assert_eq!(e.kind_at(now - 3 * day + 5_000_000), ErrorKind::Permanent);
         // A plain 400 is permanent; a code the collector does not know changes nothing.
@@ -717,11 +656,21 @@ mod tests {
 
     #[test]
     fn config_causes_name_what_to_check() {
-        let e = ShipError::Status { status: StatusCode::UNAUTHORIZED, message: "unknown token".into(), retry_after: None, clock: None };
+        let e = ShipError::Status {
+            status: StatusCode::UNAUTHORIZED,
+            message: "unknown token".into(),
+            retry_after: None,
+            clock: None,
+        };
         assert_eq!(e.kind(), ErrorKind::Config);
         let c = e.config_cause("web-1", &TokenSource::File("/etc/lake/t".into()), 0);
         assert!(c.starts_with("lake refused the token for node web-1 (401 Unauthorized: unknown token): check lake.token_file /etc/lake/t"), "{c}");
-        let e = ShipError::Status { status: StatusCode::FORBIDDEN, message: "batch id is for node \"web-1\" but the token belongs to \"web-2\"".into(), retry_after: None, clock: None };
+        let e = ShipError::Status {
+            status: StatusCode::FORBIDDEN,
+            message: "batch id is for node \"web-1\" but the token belongs to \"web-2\"".into(),
+            retry_after: None,
+            clock: None,
+        };
         let c = e.config_cause("web-1", &TokenSource::Env, 0);
         assert!(c.starts_with("lake refused node web-1 (403 Forbidden"), "{c}");
         assert_eq!(human(Duration::from_secs(3 * 86_400 + 7200)), "3d 2h");

@@ -117,32 +117,14 @@ impl Stats {
         vec![
             ("lake_collector_spool_bytes", get(&self.spool_bytes)),
             ("lake_collector_spool_records", get(&self.spool_records)),
-            (
-                "lake_collector_shipped_batches_total",
-                get(&self.shipped_batches),
-            ),
+            ("lake_collector_shipped_batches_total", get(&self.shipped_batches)),
             ("lake_collector_ship_errors_total", get(&self.ship_errors)),
-            (
-                "lake_collector_dropped_batches_total",
-                get(&self.dropped_batches),
-            ),
-            (
-                "lake_collector_rejected_batches_total",
-                get(&self.rejected_batches),
-            ),
-            (
-                "lake_collector_spool_truncations_total",
-                get(&self.spool_truncations),
-            ),
-            (
-                "lake_collector_spool_damaged_records_total",
-                get(&self.spool_damaged_records),
-            ),
+            ("lake_collector_dropped_batches_total", get(&self.dropped_batches)),
+            ("lake_collector_rejected_batches_total", get(&self.rejected_batches)),
+            ("lake_collector_spool_truncations_total", get(&self.spool_truncations)),
+            ("lake_collector_spool_damaged_records_total", get(&self.spool_damaged_records)),
             ("lake_collector_config_errors_total", get(&self.config_errors)),
-            (
-                "lake_collector_rejected_evicted_total",
-                get(&self.rejected_evicted),
-            ),
+            ("lake_collector_rejected_evicted_total", get(&self.rejected_evicted)),
             ("lake_collector_heartbeat_errors_total", get(&self.heartbeat_errors)),
             ("lake_collector_sample_errors_total", get(&self.sample_errors)),
             ("lake_collector_ship_latency_microseconds", get(&self.ship_latency_us)),

@@ -72,10 +72,7 @@ fn every_fixture_produces_exactly_its_expected_rows() {
             .collect();
         assert_eq!(got.len(), expected.len(), "{name}: row count");
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-            assert!(
-                caddy_common::same(g, e),
-                "{name}: row {i}\n got: {g}\nwant: {e}"
-            );
+            assert!(caddy_common::same(g, e), "{name}: row {i}\n got: {g}\nwant: {e}");
         }
         checked += 1;
     }
@@ -99,26 +96,11 @@ fn a_1_mib_line_parses_and_a_longer_one_is_cut_and_kept_raw() {
     let rows = rows_of(&path, "huge.log", DEFAULT_MAX_LINE_BYTES);
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["table"], "http");
-    assert!(
-        rows[0]["attrs"]["request.headers.X-Big"]
-            .as_str()
-            .unwrap()
-            .len()
-            > 1_048_000
-    );
+    assert!(rows[0]["attrs"]["request.headers.X-Big"].as_str().unwrap().len() > 1_048_000);
     assert_eq!(rows[1]["table"], "logs");
     assert_eq!(rows[1]["source"], "caddy-unparsed");
     assert_eq!(rows[1]["attrs"]["truncated"], "true");
-    assert_eq!(
-        rows[1]["message"].as_str().unwrap().len(),
-        DEFAULT_MAX_LINE_BYTES
-    );
-    assert_eq!(
-        rows[1]["message"].as_str().unwrap(),
-        &over[..DEFAULT_MAX_LINE_BYTES]
-    );
-    assert_eq!(
-        rows[2]["table"], "http",
-        "the line after a cut one is whole"
-    );
+    assert_eq!(rows[1]["message"].as_str().unwrap().len(), DEFAULT_MAX_LINE_BYTES);
+    assert_eq!(rows[1]["message"].as_str().unwrap(), &over[..DEFAULT_MAX_LINE_BYTES]);
+    assert_eq!(rows[2]["table"], "http", "the line after a cut one is whole");
 }

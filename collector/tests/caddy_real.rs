@@ -51,18 +51,9 @@ fn caddy_config(pattern: &Path, batch_lines: usize) -> CaddyConfig {
 
 async fn start(data: &Path, config: CaddyConfig) -> Running {
     let stats = Arc::new(Stats::default());
-    let opts = SpoolOptions {
-        max_size: 1 << 30,
-        segment_size: 8 << 20,
-    };
-    let spool = SpoolHandle::open(data.join("spool"), opts, Arc::clone(&stats))
-        .await
-        .unwrap();
-    let ctx = SourceContext {
-        node: Arc::from("test-node"),
-        spool,
-        stats,
-    };
+    let opts = SpoolOptions { max_size: 1 << 30, segment_size: 8 << 20 };
+    let spool = SpoolHandle::open(data.join("spool"), opts, Arc::clone(&stats)).await.unwrap();
+    let ctx = SourceContext { node: Arc::from("test-node"), spool, stats };
     let cancel = CancellationToken::new();
     let task = tokio::spawn(CaddySource::new(config, ctx.clone()).run(cancel.clone()));
     Running { ctx, cancel, task }
@@ -94,11 +85,7 @@ impl Drop for KillOnDrop {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Caddy's own lines: rolled files (plain or gzipped) in name order, then the live file.
@@ -119,18 +106,11 @@ fn caddy_lines(dir: &Path) -> (Vec<Value>, usize) {
         let mut text = String::new();
         let f = std::fs::File::open(&p).unwrap();
         if p.extension().is_some_and(|e| e == "gz") {
-            flate2::read::MultiGzDecoder::new(f)
-                .read_to_string(&mut text)
-                .unwrap();
+            flate2::read::MultiGzDecoder::new(f).read_to_string(&mut text).unwrap();
         } else {
-            std::io::BufReader::new(f)
-                .read_to_string(&mut text)
-                .unwrap();
+            std::io::BufReader::new(f).read_to_string(&mut text).unwrap();
         }
-        out.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
-        );
+        out.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
     }
     (out, n_rolled)
 }
@@ -138,9 +118,7 @@ fn caddy_lines(dir: &Path) -> (Vec<Value>, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_real_access_log_matches_row_for_row() {
     let caddy = which("caddy").unwrap_or_else(|| {
-        panic!(
-            "`caddy` is not on PATH: install it (Debian: apt-get install -y caddy); CI installs it"
-        )
+        panic!("`caddy` is not on PATH: install it (Debian: apt-get install -y caddy); CI installs it")
     });
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -157,12 +135,8 @@ async fn caddy_real_access_log_matches_row_for_row() {
     )
     .unwrap();
     let mut cmd = Command::new(caddy);
-    cmd.args(["run", "--config"])
-        .arg(&caddyfile)
-        .args(["--adapter", "caddyfile"]);
-    cmd.env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path());
+    cmd.args(["run", "--config"]).arg(&caddyfile).args(["--adapter", "caddyfile"]);
+    cmd.env("HOME", dir.path()).env("XDG_DATA_HOME", dir.path()).env("XDG_CONFIG_HOME", dir.path());
     let out = std::fs::File::create(dir.path().join("caddy.out")).unwrap();
     cmd.stdout(Stdio::null()).stderr(out);
     let _caddy = KillOnDrop(cmd.spawn().unwrap());
@@ -173,10 +147,7 @@ async fn caddy_real_access_log_matches_row_for_row() {
         .await
     };
     if tokio::spawn(listening).await.is_err() {
-        panic!(
-            "caddy did not start: {}",
-            std::fs::read_to_string(dir.path().join("caddy.out")).unwrap_or_default()
-        );
+        panic!("caddy did not start: {}", std::fs::read_to_string(dir.path().join("caddy.out")).unwrap_or_default());
     }
 
     let data = dir.path().join("data");
@@ -191,31 +162,20 @@ async fn caddy_real_access_log_matches_row_for_row() {
         reqwest::Method::DELETE,
         reqwest::Method::HEAD,
     ];
-    let routes = [
-        "/ok", "/created", "/moved", "/missing", "/boom", "/big", "/else",
-    ];
+    let routes = ["/ok", "/created", "/moved", "/missing", "/boom", "/big", "/else"];
     // Long user agents make lines of ~1.5 KiB, so ~1000 requests roll the 1 MiB log.
     let n = 1000;
     for i in 0..n {
         let m = methods[i % methods.len()].clone();
         let route = routes[(i / 3) % routes.len()];
         let ua = format!("lake-test/{i} {}", "u".repeat(1000 + i % 97));
-        let mut req = client
-            .request(m, format!("{base}{route}?i={i}"))
-            .header("User-Agent", ua);
+        let mut req = client.request(m, format!("{base}{route}?i={i}")).header("User-Agent", ua);
         if i % 4 == 1 {
-            req = req
-                .body("b".repeat(i % 300))
-                .header("Referer", format!("https://ref.example/{i}"));
+            req = req.body("b".repeat(i % 300)).header("Referer", format!("https://ref.example/{i}"));
         }
         req.send().await.unwrap();
     }
-    wait_for(
-        "the source to read every line",
-        Duration::from_secs(30),
-        || read_count(&running) >= n as u64,
-    )
-    .await;
+    wait_for("the source to read every line", Duration::from_secs(30), || read_count(&running) >= n as u64).await;
     // One more poll period: nothing extra may come.
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.cancel.cancel();
@@ -223,10 +183,7 @@ async fn caddy_real_access_log_matches_row_for_row() {
     assert_eq!(count(&running.ctx), n as u64);
 
     let (lines, n_rolled) = caddy_lines(&logs);
-    assert!(
-        n_rolled >= 1,
-        "caddy did not roll its log: the test needs more traffic"
-    );
+    assert!(n_rolled >= 1, "caddy did not roll its log: the test needs more traffic");
     assert_eq!(lines.len(), n, "caddy logged every request");
     drop(running.ctx);
     let spooled = caddy_common::spooled(&data.join("spool")).await;
@@ -257,12 +214,7 @@ async fn caddy_real_access_log_matches_row_for_row() {
             ("remote_ip", req["remote_ip"].clone()),
             ("client_ip", req["remote_ip"].clone()),
             ("user_agent", req["headers"]["User-Agent"][0].clone()),
-            (
-                "referer",
-                req["headers"]
-                    .get("Referer")
-                    .map_or(Value::Null, |r| r[0].clone()),
-            ),
+            ("referer", req["headers"].get("Referer").map_or(Value::Null, |r| r[0].clone())),
             ("tls_version", Value::Null),
         ];
         for (col, v) in want {
@@ -270,30 +222,18 @@ async fn caddy_real_access_log_matches_row_for_row() {
         }
         // Caddy's nanoseconds, rounded to the microsecond.
         let d = (line["duration"].as_f64().unwrap() * 1e6).round() / 1e3;
-        assert!(
-            caddy_common::same(&row["duration_ms"], &serde_json::json!(d)),
-            "line {i} duration"
-        );
+        assert!(caddy_common::same(&row["duration_ms"], &serde_json::json!(d)), "line {i} duration");
         assert_eq!(row["attrs"]["remote_port"], req["remote_port"], "line {i}");
         assert_eq!(row["attrs"]["logger"], line["logger"], "line {i}");
-        *statuses
-            .entry(line["status"].as_i64().unwrap())
-            .or_insert(0) += 1;
+        *statuses.entry(line["status"].as_i64().unwrap()).or_insert(0) += 1;
     }
     for s in [200, 201, 301, 404, 500] {
-        assert!(
-            statuses.contains_key(&s),
-            "status {s} was exercised: {statuses:?}"
-        );
+        assert!(statuses.contains_key(&s), "status {s} was exercised: {statuses:?}");
     }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// A synthetic Caddy line whose uri carries its number.
@@ -305,11 +245,7 @@ fn line(i: usize) -> String {
 
 fn append_lines(path: &Path, range: std::ops::Range<usize>) {
     let text: String = range.map(line).collect();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -318,12 +254,7 @@ async fn counts(data: &Path) -> HashMap<usize, usize> {
     let mut c = HashMap::new();
     for (_, _, rows) in caddy_common::spooled(&data.join("spool")).await {
         for r in rows {
-            let n: usize = r["uri"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("/n/")
-                .parse()
-                .unwrap();
+            let n: usize = r["uri"].as_str().unwrap().trim_start_matches("/n/").parse().unwrap();
             *c.entry(n).or_insert(0) += 1;
         }
     }
@@ -338,10 +269,7 @@ async fn clean_stop_and_restart_read_every_line_exactly_once() {
     append_lines(&log, 0..20_000);
     let cfg = caddy_config(&log, 300);
     let r = start(&data, cfg.clone()).await;
-    wait_for("some batches", Duration::from_secs(30), || {
-        read_count(&r) >= 1500
-    })
-    .await;
+    wait_for("some batches", Duration::from_secs(30), || read_count(&r) >= 1500).await;
     r.cancel.cancel();
     r.task.await.unwrap().unwrap();
     let first = count(&r.ctx);
@@ -353,17 +281,10 @@ async fn clean_stop_and_restart_read_every_line_exactly_once() {
     let mut cfg = cfg;
     cfg.tail.patterns = vec![dir.path().join("access*.log").display().to_string()];
     let r = start(&data, cfg).await;
-    wait_for("the rest", Duration::from_secs(60), || {
-        read_count(&r) >= 21_000 - first
-    })
-    .await;
+    wait_for("the rest", Duration::from_secs(60), || read_count(&r) >= 21_000 - first).await;
     r.cancel.cancel();
     r.task.await.unwrap().unwrap();
-    assert_eq!(
-        count(&r.ctx),
-        21_000 - first,
-        "the second run read exactly what the first did not"
-    );
+    assert_eq!(count(&r.ctx), 21_000 - first, "the second run read exactly what the first did not");
     drop(r.ctx);
     let c = counts(&data).await;
     assert_eq!(c.len(), 21_000);
@@ -381,10 +302,7 @@ async fn killed_mid_stream_then_restarted_loses_nothing() {
     let kills = 3;
     for round in 0..kills {
         let r = start(&data, cfg.clone()).await;
-        wait_for("some batches", Duration::from_secs(30), || {
-            read_count(&r) >= 900
-        })
-        .await;
+        wait_for("some batches", Duration::from_secs(30), || read_count(&r) >= 900).await;
         // kill -9: the task vanishes wherever it is, between reads or in a spool append.
         r.task.abort();
         let _ = r.task.await;
@@ -424,12 +342,7 @@ fn saved_files(data: &Path) -> Option<Vec<(String, u64)>> {
         v["state"]["files"]
             .as_array()?
             .iter()
-            .map(|f| {
-                (
-                    f["path"].as_str().unwrap_or_default().to_string(),
-                    f["offset"].as_u64().unwrap_or_default(),
-                )
-            })
+            .map(|f| (f["path"].as_str().unwrap_or_default().to_string(), f["offset"].as_u64().unwrap_or_default()))
             .collect(),
     )
 }
@@ -438,13 +351,7 @@ fn saved_files(data: &Path) -> Option<Vec<(String, u64)>> {
 fn rolled_count(logs: &Path) -> usize {
     std::fs::read_dir(logs)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("access-")
-        })
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("access-"))
         .count()
 }
 
@@ -453,12 +360,7 @@ fn rolled_count(logs: &Path) -> usize {
 async fn send(client: &reqwest::Client, base: &str, range: std::ops::Range<usize>) {
     for i in range {
         let ua = format!("lake-rotation-test/{i} {}", "u".repeat(1000));
-        let r = client
-            .get(format!("{base}/r/{i}"))
-            .header("User-Agent", ua)
-            .send()
-            .await
-            .unwrap();
+        let r = client.get(format!("{base}/r/{i}")).header("User-Agent", ua).send().await.unwrap();
         assert!(r.status().is_success());
     }
 }
@@ -484,9 +386,7 @@ async fn terminate(child: &mut tokio::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
     let caddy = which("caddy").unwrap_or_else(|| {
-        panic!(
-            "`caddy` is not on PATH: install it (Debian: apt-get install -y caddy); CI installs it"
-        )
+        panic!("`caddy` is not on PATH: install it (Debian: apt-get install -y caddy); CI installs it")
     });
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -512,10 +412,8 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("caddy.out")).unwrap());
     let _caddy = KillOnDrop(cmd.spawn().unwrap());
-    wait_for("caddy to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
+    wait_for("caddy to listen", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        .await;
 
     let data = dir.path().join("data");
     let cfg_path = dir.path().join("collector.toml");
@@ -545,10 +443,7 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
     // 1. The collector runs while the first 3,000 requests come, then stops cleanly.
     let mut collector = spawn();
     send(&client, &base, 0..3_000).await;
-    wait_for("a first checkpoint", Duration::from_secs(60), || {
-        saved_files(&data).is_some()
-    })
-    .await;
+    wait_for("a first checkpoint", Duration::from_secs(60), || saved_files(&data).is_some()).await;
     terminate(&mut collector).await;
 
     // 2. Down while Caddy rolls (and gzips) its log at least twice.
@@ -564,12 +459,7 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
     let mut collector = spawn();
     let before = saved_files(&data);
     send(&client, &base, 6_500..7_000).await;
-    wait_for(
-        "the restarted collector to checkpoint",
-        Duration::from_secs(60),
-        || saved_files(&data) != before,
-    )
-    .await;
+    wait_for("the restarted collector to checkpoint", Duration::from_secs(60), || saved_files(&data) != before).await;
     collector.kill().await.unwrap();
 
     // 4. More requests while it is dead, then a last start that reads everything.
@@ -582,38 +472,25 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
         // Read up to the end of every file still there, no .gz in progress (a plain file
         // compressed away since the last batch may still be named in the state).
         let settled = now.as_ref().is_some_and(|files| {
-            files.iter().all(|(p, offset)| {
-                !p.ends_with(".gz") && std::fs::metadata(p).map_or(true, |m| m.len() == *offset)
-            })
+            files
+                .iter()
+                .all(|(p, offset)| !p.ends_with(".gz") && std::fs::metadata(p).map_or(true, |m| m.len() == *offset))
         });
         if now != last.0 {
             last = (now, Instant::now());
         } else if settled && last.1.elapsed() > Duration::from_secs(2) {
             break;
         }
-        assert!(
-            last.1.elapsed() < Duration::from_secs(60),
-            "the collector made no progress for 60 s: {:?}",
-            last.0
-        );
+        assert!(last.1.elapsed() < Duration::from_secs(60), "the collector made no progress for 60 s: {:?}", last.0);
     }
     terminate(&mut collector).await;
 
     let (caddy_lines, _) = caddy_lines(&logs);
-    assert_eq!(
-        caddy_lines.len(),
-        total,
-        "Caddy logged every request and deleted none"
-    );
+    assert_eq!(caddy_lines.len(), total, "Caddy logged every request and deleted none");
     let mut seen: HashMap<usize, usize> = HashMap::new();
     for (_, _, rows) in caddy_common::spooled_tables(&data.join("spool"), |t| t == "http").await {
         for r in rows {
-            let i: usize = r["path"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("/r/")
-                .parse()
-                .unwrap();
+            let i: usize = r["path"].as_str().unwrap().trim_start_matches("/r/").parse().unwrap();
             *seen.entry(i).or_default() += 1;
         }
     }

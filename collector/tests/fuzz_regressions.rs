@@ -32,5 +32,7 @@ fn the_fixture_lines_pass_the_entry_points() {
     let mut status = vec![0u8];
     status.extend(lines("tailscale/status.json"));
     fuzzing::tailscale(&status);
-    fuzzing::config(&std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/collector.toml")).expect("example"));
+    fuzzing::config(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/collector.toml")).expect("example"),
+    );
 }

@@ -25,24 +25,15 @@ use tokio_util::sync::CancellationToken;
 
 const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 const BOOT: &str = "0123456789abcdef0123456789abcdef";
-const OPTS: SpoolOptions = SpoolOptions {
-    max_size: 1 << 30,
-    segment_size: 8 << 20,
-};
+const OPTS: SpoolOptions = SpoolOptions { max_size: 1 << 30, segment_size: 8 << 20 };
 
 fn require_tools() {
     assert!(
         Path::new(JOURNAL_REMOTE).exists(),
         "{JOURNAL_REMOTE} is missing: run `apt-get install -y systemd-journal-remote` (CI installs it)"
     );
-    let ok = std::process::Command::new("journalctl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "journalctl is missing: install systemd (Debian package `systemd`)"
-    );
+    let ok = std::process::Command::new("journalctl").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "journalctl is missing: install systemd (Debian package `systemd`)");
 }
 
 /// One journal entry in export format: text values as `K=v`, others (newline, control
@@ -91,18 +82,11 @@ fn build_journal(dir: &Path, name: &str, export: &[u8]) {
     let jdir = dir.join("journal");
     std::fs::create_dir_all(&jdir).unwrap();
     let out = std::process::Command::new(JOURNAL_REMOTE)
-        .arg(format!(
-            "--output={}",
-            jdir.join(format!("{name}.journal")).display()
-        ))
+        .arg(format!("--output={}", jdir.join(format!("{name}.journal")).display()))
         .arg(&input)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "journal-remote failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "journal-remote failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn first_batch() -> Vec<u8> {
@@ -155,18 +139,10 @@ fn first_batch() -> Vec<u8> {
             ("SYSLOG_IDENTIFIER", b"fail2ban-server"),
             ("_PID", b"700"),
             ("PRIORITY", b"5"),
-            (
-                "MESSAGE",
-                b"fail2ban.actions        [700]: NOTICE  [sshd] Ban 203.0.113.7",
-            ),
+            ("MESSAGE", b"fail2ban.actions        [700]: NOTICE  [sshd] Ban 203.0.113.7"),
         ],
     );
-    plain(
-        &mut e,
-        5,
-        "cron.service",
-        b"m-5 excluded by the unit filter",
-    );
+    plain(&mut e, 5, "cron.service", b"m-5 excluded by the unit filter");
     let mut huge = b"m-6 ".to_vec();
     huge.resize(1 << 20, b'h');
     plain(&mut e, 6, "ssh.service", &huge);
@@ -199,13 +175,8 @@ fn config(dir: &Path, extra: &str) -> Config {
         "node = \"test-node\"\ndata_dir = {:?}\n[lake]\ntoken = \"t\"\nurl = \"http://127.0.0.1:9\"\n[host]\nenabled = false\ninterval = \"1h\"\n{TOML}{extra}",
         dir.join("data").display().to_string()
     );
-    let text = text.replace(
-        "[journald]\n",
-        &format!(
-            "[journald]\ndirectory = {:?}\n",
-            dir.join("journal").display().to_string()
-        ),
-    );
+    let text = text
+        .replace("[journald]\n", &format!("[journald]\ndirectory = {:?}\n", dir.join("journal").display().to_string()));
     Config::from_toml(&text, None).unwrap()
 }
 
@@ -217,11 +188,7 @@ async fn drain(spool: &SpoolHandle) -> Vec<(String, Value)> {
         let mine = ["logs", "firewall", "bans"].contains(&rec.table.as_str());
         let (_, batches) = wire::decode(&rec.body).unwrap();
         for b in batches.iter().filter(|_| mine) {
-            out.extend(
-                lake_rows::rows(b)
-                    .into_iter()
-                    .map(|r| (rec.table.clone(), r)),
-            );
+            out.extend(lake_rows::rows(b).into_iter().map(|r| (rec.table.clone(), r)));
         }
         spool.ack(rec.seq).await.unwrap();
     }
@@ -231,15 +198,7 @@ async fn drain(spool: &SpoolHandle) -> Vec<(String, Value)> {
 fn logs_messages(rows: &[(String, Value)]) -> Vec<String> {
     rows.iter()
         .filter(|(t, _)| t == "logs")
-        .map(|(_, r)| {
-            r["message"]
-                .as_str()
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|(_, r)| r["message"].as_str().unwrap().split(' ').next().unwrap().to_string())
         .collect()
 }
 
@@ -258,12 +217,7 @@ struct Running {
 
 fn start(cfg: &Config, ctx: &SourceContext) -> Running {
     let cancel = CancellationToken::new();
-    let src = JournaldSource::new(
-        cfg.journald.clone(),
-        ctx.clone(),
-        true,
-        Some(cfg.fail2ban.timezone.clone()),
-    );
+    let src = JournaldSource::new(cfg.journald.clone(), ctx.clone(), true, Some(cfg.fail2ban.timezone.clone()));
     let task = tokio::spawn(src.run(cancel.clone()));
     Running { cancel, task }
 }
@@ -277,10 +231,7 @@ async fn wait_for_checkpoint(data: &Path, want: impl Fn(&str) -> bool) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
-        "checkpoint never reached the expected cursor: {:?}",
-        saved_cursor(data)
-    );
+    panic!("checkpoint never reached the expected cursor: {:?}", saved_cursor(data));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,14 +242,8 @@ async fn real_journal_rows_and_restarts() {
     let cfg = config(dir.path(), "");
     let data = dir.path().join("data");
     let stats = Arc::new(Stats::default());
-    let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::clone(&stats))
-        .await
-        .unwrap();
-    let ctx = SourceContext {
-        node: Arc::from("test-node"),
-        spool: spool.clone(),
-        stats: Arc::clone(&stats),
-    };
+    let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::clone(&stats)).await.unwrap();
+    let ctx = SourceContext { node: Arc::from("test-node"), spool: spool.clone(), stats: Arc::clone(&stats) };
 
     // 1. Everything from the beginning.
     let run = start(&cfg, &ctx);
@@ -306,17 +251,8 @@ async fn real_journal_rows_and_restarts() {
     run.cancel.cancel();
     run.task.await.unwrap().unwrap();
     let rows = drain(&spool).await;
-    let logs: Vec<&Value> = rows
-        .iter()
-        .filter(|(t, _)| t == "logs")
-        .map(|(_, r)| r)
-        .collect();
-    assert_eq!(
-        logs.len(),
-        6,
-        "cron.service is filtered out: {:?}",
-        logs_messages(&rows)
-    );
+    let logs: Vec<&Value> = rows.iter().filter(|(t, _)| t == "logs").map(|(_, r)| r).collect();
+    assert_eq!(logs.len(), 6, "cron.service is filtered out: {:?}", logs_messages(&rows));
     assert_eq!(
         logs[0],
         &json!({
@@ -331,23 +267,12 @@ async fn real_journal_rows_and_restarts() {
     assert_eq!(logs[1]["attrs"]["MESSAGE_hex"], "6d2d312062696efffe617279");
     assert_eq!(logs[1]["ts"], 1795374070001000i64);
     assert_eq!(logs[2]["message"], "m-2 first line\nsecond line");
-    assert!(
-        logs[2]["attrs"].get("MESSAGE_hex").is_none(),
-        "valid UTF-8 needs no hex"
-    );
+    assert!(logs[2]["attrs"].get("MESSAGE_hex").is_none(), "valid UTF-8 needs no hex");
     assert_eq!(logs[3]["ident"], "kernel");
     assert_eq!(logs[3]["unit"], Value::Null);
     assert_eq!(logs[4]["unit"], "fail2ban.service");
-    assert_eq!(
-        logs[5]["message"].as_str().unwrap().len(),
-        1 << 20,
-        "1 MiB message kept whole"
-    );
-    let fw: Vec<&Value> = rows
-        .iter()
-        .filter(|(t, _)| t == "firewall")
-        .map(|(_, r)| r)
-        .collect();
+    assert_eq!(logs[5]["message"].as_str().unwrap().len(), 1 << 20, "1 MiB message kept whole");
+    let fw: Vec<&Value> = rows.iter().filter(|(t, _)| t == "firewall").map(|(_, r)| r).collect();
     assert_eq!(fw.len(), 1);
     assert_eq!(
         fw[0],
@@ -359,11 +284,7 @@ async fn real_journal_rows_and_restarts() {
                       "RES": "0x00", "SYN": "", "TOS": "0x00", "URGP": "0", "WINDOW": "64240"}
         })
     );
-    let bans: Vec<&Value> = rows
-        .iter()
-        .filter(|(t, _)| t == "bans")
-        .map(|(_, r)| r)
-        .collect();
+    let bans: Vec<&Value> = rows.iter().filter(|(t, _)| t == "bans").map(|(_, r)| r).collect();
     assert_eq!(
         bans,
         vec![&json!({
@@ -388,10 +309,7 @@ async fn real_journal_rows_and_restarts() {
     //    the cursor were spooled together, so a restart repeats nothing.
     build_journal(dir.path(), "three", &more(20, 22));
     let run = start(&cfg, &ctx);
-    wait_for_checkpoint(&data, |c| {
-        c.contains(";i=2;") && c.contains(&cursor_seqnum(dir.path(), "three"))
-    })
-    .await;
+    wait_for_checkpoint(&data, |c| c.contains(";i=2;") && c.contains(&cursor_seqnum(dir.path(), "three"))).await;
     run.task.abort();
     let _ = run.task.await;
     build_journal(dir.path(), "four", &more(30, 31));
@@ -404,26 +322,17 @@ async fn real_journal_rows_and_restarts() {
     for m in logs_messages(&rows) {
         *seen.entry(m).or_default() += 1;
     }
-    assert_eq!(
-        seen,
-        BTreeMap::from([("m-20".into(), 1), ("m-21".into(), 1), ("m-30".into(), 1)])
-    );
+    assert_eq!(seen, BTreeMap::from([("m-20".into(), 1), ("m-21".into(), 1), ("m-30".into(), 1)]));
 }
 
 /// The `s=` part of the cursors of one journal file, read with journalctl.
 fn cursor_seqnum(dir: &Path, name: &str) -> String {
     let out = std::process::Command::new("journalctl")
-        .arg(format!(
-            "--file={}",
-            dir.join("journal")
-                .join(format!("{name}.journal"))
-                .display()
-        ))
+        .arg(format!("--file={}", dir.join("journal").join(format!("{name}.journal")).display()))
         .args(["-o", "json", "-n", "1", "--no-pager"])
         .output()
         .unwrap();
-    let v: Value =
-        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     let c = v["__CURSOR"].as_str().unwrap();
     c.split(';').next().unwrap().to_string()
 }
@@ -471,19 +380,15 @@ async fn kill_9_of_the_real_collector_loses_nothing() {
     for m in logs_messages(&rows) {
         *seen.entry(m).or_default() += 1;
     }
-    let want: BTreeMap<String, usize> = (0..50)
-        .chain(100..120)
-        .map(|n| (format!("m-{n}"), 1))
-        .collect();
+    let want: BTreeMap<String, usize> = (0..50).chain(100..120).map(|n| (format!("m-{n}"), 1)).collect();
     assert_eq!(seen, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_failing_journalctl_is_counted_and_retried() {
-    for (path, what) in [
-        (PathBuf::from("/nonexistent/journalctl"), "missing"),
-        (PathBuf::from("/bin/false"), "failing"),
-    ] {
+    for (path, what) in
+        [(PathBuf::from("/nonexistent/journalctl"), "missing"), (PathBuf::from("/bin/false"), "failing")]
+    {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path(), "");
         cfg.journald.journalctl_path = path;
@@ -491,14 +396,8 @@ async fn missing_or_failing_journalctl_is_counted_and_retried() {
         cfg.journald.restart_backoff_max = Duration::from_millis(20);
         let data = dir.path().join("data");
         let stats = Arc::new(Stats::default());
-        let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::clone(&stats))
-            .await
-            .unwrap();
-        let ctx = SourceContext {
-            node: Arc::from("test-node"),
-            spool,
-            stats: Arc::clone(&stats),
-        };
+        let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::clone(&stats)).await.unwrap();
+        let ctx = SourceContext { node: Arc::from("test-node"), spool, stats: Arc::clone(&stats) };
         let run = start(&cfg, &ctx);
         let errors = &stats.source("journald").errors;
         for _ in 0..200 {
@@ -507,14 +406,8 @@ async fn missing_or_failing_journalctl_is_counted_and_retried() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            errors.load(Ordering::Relaxed) >= 3,
-            "{what} journalctl: retried and counted"
-        );
-        assert!(
-            !run.task.is_finished(),
-            "{what} journalctl must not stop the source"
-        );
+        assert!(errors.load(Ordering::Relaxed) >= 3, "{what} journalctl: retried and counted");
+        assert!(!run.task.is_finished(), "{what} journalctl must not stop the source");
         run.cancel.cancel();
         run.task.await.unwrap().unwrap();
     }
@@ -560,10 +453,7 @@ fn two_boot_journal(dir: &Path) {
         .output()
         .unwrap();
     let boots = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        boots.contains(BOOT) && boots.contains(BOOT2),
-        "journalctl sees both boots: {boots}"
-    );
+    assert!(boots.contains(BOOT) && boots.contains(BOOT2), "journalctl sees both boots: {boots}");
 }
 
 /// The cursor of the `n`th entry (from 1) of the journal in `dir`, read with journalctl.
@@ -582,9 +472,7 @@ fn cursor_of_entry(dir: &Path, n: usize) -> String {
 fn entry_counts(rows: &[(String, Value)]) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     for m in logs_messages(rows) {
-        *seen
-            .entry(m.trim_start_matches("m-").parse::<u64>().unwrap())
-            .or_default() += 1;
+        *seen.entry(m.trim_start_matches("m-").parse::<u64>().unwrap()).or_default() += 1;
     }
     seen
 }
@@ -612,21 +500,12 @@ async fn wait_for_cursor(data: &Path, want: impl Fn(&str) -> bool) -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
-        "checkpoint never reached the expected cursor: {:?}",
-        saved_cursor(data)
-    );
+    panic!("checkpoint never reached the expected cursor: {:?}", saved_cursor(data));
 }
 
 async fn open_ctx(data: &Path) -> (SpoolHandle, SourceContext) {
-    let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::new(Stats::default()))
-        .await
-        .unwrap();
-    let ctx = SourceContext {
-        node: Arc::from("test-node"),
-        spool: spool.clone(),
-        stats: Arc::new(Stats::default()),
-    };
+    let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::new(Stats::default())).await.unwrap();
+    let ctx = SourceContext { node: Arc::from("test-node"), spool: spool.clone(), stats: Arc::new(Stats::default()) };
     (spool, ctx)
 }
 
@@ -663,12 +542,7 @@ async fn a_cursor_in_the_earlier_boot_resumes_with_the_rest_of_every_boot() {
     let (spool, ctx) = open_ctx(&data).await;
     // The checkpoint a collector that had spooled m-0 … m-99 left.
     let saved = ctx
-        .emit_with_state(
-            "journald",
-            Vec::new(),
-            &JournaldState { cursor },
-            &CancellationToken::new(),
-        )
+        .emit_with_state("journald", Vec::new(), &JournaldState { cursor }, &CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(saved, lake_collector::sources::Emitted::Spooled(Vec::new()));
@@ -688,10 +562,7 @@ async fn kill_9_during_the_catch_up_then_restart_is_exactly_once() {
     two_boot_journal(dir.path());
     let toml = TOML.replace(
         "[journald]\n",
-        &format!(
-            "[journald]\ndirectory = {:?}\nbatch_size = 100\n",
-            dir.path().join("journal").display().to_string()
-        ),
+        &format!("[journald]\ndirectory = {:?}\nbatch_size = 100\n", dir.path().join("journal").display().to_string()),
     );
     let cfg_path = dir.path().join("collector.toml");
     std::fs::write(
@@ -746,10 +617,7 @@ async fn a_boot_that_starts_while_following_is_followed() {
     // Following now; a new boot arrives.
     tokio::time::sleep(Duration::from_millis(500)).await;
     build_journal(dir.path(), "second", &boot_entries(BOOT3, 100, 200));
-    wait_for_checkpoint(&data, |c| {
-        c.contains(&format!("b={BOOT3}")) && c.contains(";i=64;")
-    })
-    .await;
+    wait_for_checkpoint(&data, |c| c.contains(&format!("b={BOOT3}")) && c.contains(";i=64;")).await;
     run.cancel.cancel();
     run.task.await.unwrap().unwrap();
     assert_exactly_once(&entry_counts(&drain(&spool).await), 0..200);

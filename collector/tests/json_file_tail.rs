@@ -17,18 +17,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 async fn context(dir: &std::path::Path, stats: &Arc<Stats>) -> SourceContext {
-    let opts = SpoolOptions {
-        max_size: 64 << 20,
-        segment_size: 1 << 20,
-    };
-    let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(stats))
-        .await
-        .unwrap();
-    SourceContext {
-        node: Arc::from("app-node"),
-        spool,
-        stats: Arc::clone(stats),
-    }
+    let opts = SpoolOptions { max_size: 64 << 20, segment_size: 1 << 20 };
+    let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(stats)).await.unwrap();
+    SourceContext { node: Arc::from("app-node"), spool, stats: Arc::clone(stats) }
 }
 
 #[derive(Default)]
@@ -55,8 +46,7 @@ async fn seen(dir: &std::path::Path) -> Seen {
             }
             "logs" => {
                 let (_, batches) = lake_format::wire::decode(&rec.body).unwrap();
-                out.logs
-                    .extend(batches.iter().flat_map(|b| caddy_common::rows_json("logs", b)));
+                out.logs.extend(batches.iter().flat_map(|b| caddy_common::rows_json("logs", b)));
             }
             other => panic!("unexpected table {other}"),
         }
@@ -66,11 +56,7 @@ async fn seen(dir: &std::path::Path) -> Seen {
 }
 
 fn append(path: &std::path::Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -96,11 +82,7 @@ async fn run_until(
     }
     cancel.cancel();
     task.await.unwrap().unwrap();
-    assert_eq!(
-        src.rows.load(std::sync::atomic::Ordering::Relaxed),
-        rows,
-        "rows spooled in this run"
-    );
+    assert_eq!(src.rows.load(std::sync::atomic::Ordering::Relaxed), rows, "rows spooled in this run");
 }
 
 #[tokio::test]
@@ -131,34 +113,16 @@ async fn lines_survive_rotation_and_restart_exactly_once() {
     run_until(&config, dir.path(), 5, || append(&live, "{\"n\":7}\n")).await;
 
     let s = seen(dir.path()).await;
-    let ns: Vec<i64> = s
-        .lines
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        ns,
-        [1, 2, 3, 4, 5, 6, 7],
-        "every valid line once, in order: {:#?}",
-        s.lines
-    );
+    let ns: Vec<i64> =
+        s.lines.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, [1, 2, 3, 4, 5, 6, 7], "every valid line once, in order: {:#?}", s.lines);
     // As written when it has a ts (escapes and all), else ts added first.
-    assert_eq!(
-        s.lines[0],
-        "{\"n\":1,\"ts\":\"2026-11-22T10:00:00Z\",\"msg\":\"caf\\u00e9 \\\"quoted\\\"\"}"
-    );
-    assert!(
-        s.lines[1].starts_with("{\"ts\":\"") && s.lines[1].ends_with("Z\",\"n\":2}"),
-        "{}",
-        s.lines[1]
-    );
+    assert_eq!(s.lines[0], "{\"n\":1,\"ts\":\"2026-11-22T10:00:00Z\",\"msg\":\"caf\\u00e9 \\\"quoted\\\"\"}");
+    assert!(s.lines[1].starts_with("{\"ts\":\"") && s.lines[1].ends_with("Z\",\"n\":2}"), "{}", s.lines[1]);
     assert_eq!(s.lines[5], "{\"n\":6,\"ts\":1795342501}");
     // Bad lines: raw, with file and table, counted; the blank line is skipped.
-    let bad: Vec<(&str, &str)> = s
-        .logs
-        .iter()
-        .map(|r| (r["message"].as_str().unwrap(), r["attrs"]["error"].as_str().unwrap()))
-        .collect();
+    let bad: Vec<(&str, &str)> =
+        s.logs.iter().map(|r| (r["message"].as_str().unwrap(), r["attrs"]["error"].as_str().unwrap())).collect();
     assert_eq!(bad.len(), 2, "{bad:?}");
     assert_eq!(bad[0].0, "not json at all");
     assert!(bad[0].1.starts_with("not JSON"));

@@ -23,11 +23,7 @@ fn fixtures() -> PathBuf {
 
 fn lines(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect()
+    bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| String::from_utf8_lossy(l).into_owned()).collect()
 }
 
 fn check(expected_path: &Path, got: Vec<Value>) {
@@ -37,16 +33,8 @@ fn check(expected_path: &Path, got: Vec<Value>) {
         return;
     }
     let want = std::fs::read_to_string(expected_path).unwrap();
-    let want: Vec<Value> = want
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        want.len(),
-        got.len(),
-        "{}: one expected line per input line",
-        expected_path.display()
-    );
+    let want: Vec<Value> = want.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(want.len(), got.len(), "{}: one expected line per input line", expected_path.display());
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(w, g, "{} line {}", expected_path.display(), i + 1);
     }
@@ -57,10 +45,7 @@ fn ufw_row(line: &str) -> Value {
     let now = zone::rfc3339_micros("2026-12-01T00:00:00Z").unwrap();
     match ufw::parse(line) {
         Ok(ev) => {
-            let ts = ev
-                .time
-                .and_then(|t| t.resolve(&tz, now))
-                .unwrap_or(FALLBACK_TS);
+            let ts = ev.time.and_then(|t| t.resolve(&tz, now)).unwrap_or(FALLBACK_TS);
             let mut b = FirewallRows::new();
             b.push(NODE, ts, &ev);
             json!({"row": lake_rows::rows(&b.finish().unwrap())[0]})
@@ -84,10 +69,7 @@ fn ban_row(line: &str, tz: &jiff::tz::TimeZone) -> Value {
 #[test]
 fn ufw_fixture() {
     let dir = fixtures().join("ufw");
-    let got = lines(&dir.join("kernel.log"))
-        .iter()
-        .map(|l| ufw_row(l))
-        .collect();
+    let got = lines(&dir.join("kernel.log")).iter().map(|l| ufw_row(l)).collect();
     check(&dir.join("kernel.expected.jsonl"), got);
 }
 
@@ -96,25 +78,20 @@ fn fail2ban_fixture() {
     // The log's times are the server's local time; the fixture's server ran at +01:00.
     let tz = zone::parse_zone("+01:00").unwrap();
     let dir = fixtures().join("fail2ban");
-    let got = lines(&dir.join("fail2ban.log"))
-        .iter()
-        .map(|l| ban_row(l, &tz))
-        .collect();
+    let got = lines(&dir.join("fail2ban.log")).iter().map(|l| ban_row(l, &tz)).collect();
     check(&dir.join("fail2ban.expected.jsonl"), got);
 }
 
 #[test]
 fn huge_lines_parse_without_loss() {
     let mac = "a".repeat(1 << 20);
-    let line = format!("[UFW BLOCK] IN=eth0 OUT= MAC={mac} SRC=203.0.113.7 DST=198.51.100.2 LEN=60 PROTO=TCP SPT=1 DPT=2");
+    let line =
+        format!("[UFW BLOCK] IN=eth0 OUT= MAC={mac} SRC=203.0.113.7 DST=198.51.100.2 LEN=60 PROTO=TCP SPT=1 DPT=2");
     let row = ufw_row(&line);
     assert_eq!(row["row"]["attrs"]["MAC"].as_str().unwrap().len(), 1 << 20);
     assert_eq!(row["row"]["dst_port"], 2);
     let tz = zone::parse_zone("UTC").unwrap();
     let ip = "9".repeat(1 << 20);
-    let row = ban_row(
-        &format!("2026-11-22 10:15:03,002 fail2ban.actions        [812]: NOTICE  [sshd] Ban {ip}"),
-        &tz,
-    );
+    let row = ban_row(&format!("2026-11-22 10:15:03,002 fail2ban.actions        [812]: NOTICE  [sshd] Ban {ip}"), &tz);
     assert_eq!(row["row"]["ip"].as_str().unwrap().len(), 1 << 20);
 }

@@ -30,11 +30,7 @@ impl Drop for Exporter {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn start_exporter(port: u16) -> Exporter {
@@ -64,10 +60,7 @@ async fn drain(spool: &SpoolHandle) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     while let Some(rec) = spool.peek().await.unwrap() {
         let (_, batches) = lake_format::wire::decode(&rec.body).unwrap();
-        let rows = batches
-            .iter()
-            .flat_map(|b| caddy_common::rows_json(&rec.table, b))
-            .collect();
+        let rows = batches.iter().flat_map(|b| caddy_common::rows_json(&rec.table, b)).collect();
         out.push((rec.table.clone(), rows));
         spool.ack(rec.seq).await.unwrap();
     }
@@ -75,12 +68,7 @@ async fn drain(spool: &SpoolHandle) -> Vec<(String, Vec<Value>)> {
 }
 
 fn named<'a>(records: &'a [(String, Vec<Value>)], name: &str) -> Vec<&'a Value> {
-    records
-        .iter()
-        .filter(|(t, _)| t == "metrics")
-        .flat_map(|(_, r)| r)
-        .filter(|r| r["name"] == name)
-        .collect()
+    records.iter().filter(|(t, _)| t == "metrics").flat_map(|(_, r)| r).filter(|r| r["name"] == name).collect()
 }
 
 #[tokio::test]
@@ -93,18 +81,9 @@ async fn scrapes_a_real_node_exporter_into_metrics_and_reports_it_down_when_stop
     );
     let config = Config::from_toml(&toml, Some("t")).unwrap().prometheus_scrape.remove(0);
     let stats = Arc::new(Stats::default());
-    let opts = SpoolOptions {
-        max_size: 256 << 20,
-        segment_size: 8 << 20,
-    };
-    let spool = SpoolHandle::open(dir.path().join("spool"), opts, Arc::clone(&stats))
-        .await
-        .unwrap();
-    let ctx = SourceContext {
-        node: Arc::from("scrape-node"),
-        spool: spool.clone(),
-        stats: Arc::clone(&stats),
-    };
+    let opts = SpoolOptions { max_size: 256 << 20, segment_size: 8 << 20 };
+    let spool = SpoolHandle::open(dir.path().join("spool"), opts, Arc::clone(&stats)).await.unwrap();
+    let ctx = SourceContext { node: Arc::from("scrape-node"), spool: spool.clone(), stats: Arc::clone(&stats) };
     let cancel = CancellationToken::new();
     let task = tokio::spawn(ScrapeSource::new(config, ctx).run(cancel.clone()));
 
@@ -127,28 +106,15 @@ async fn scrapes_a_real_node_exporter_into_metrics_and_reports_it_down_when_stop
     let rows: usize = all.iter().filter(|(t, _)| t == "metrics").map(|(_, r)| r.len()).sum();
     eprintln!("node_exporter: {scraped} samples in one scrape");
     assert!(scraped > 100, "{scraped}");
-    assert_eq!(
-        rows,
-        scraped + 3,
-        "every sample plus up, scrape_duration_seconds, scrape_samples_scraped"
-    );
-    assert!(
-        all.iter().all(|(t, _)| t != "logs"),
-        "node_exporter's output parses without a bad line"
-    );
+    assert_eq!(rows, scraped + 3, "every sample plus up, scrape_duration_seconds, scrape_samples_scraped");
+    assert!(all.iter().all(|(t, _)| t != "logs"), "node_exporter's output parses without a bad line");
 
     // Counters with labels, summaries as their series, every row stamped with the target.
     let cpu = named(&all, "node_cpu_seconds_total");
     assert!(!cpu.is_empty());
-    assert!(cpu
-        .iter()
-        .all(|r| r["labels"]["cpu"].is_string() && r["labels"]["mode"].is_string()));
-    assert!(cpu
-        .iter()
-        .all(|r| r["labels"]["job"] == "node" && r["labels"]["instance"] == instance.as_str()));
-    assert!(named(&all, "go_gc_duration_seconds")
-        .iter()
-        .any(|r| r["labels"]["quantile"] == "0.5"));
+    assert!(cpu.iter().all(|r| r["labels"]["cpu"].is_string() && r["labels"]["mode"].is_string()));
+    assert!(cpu.iter().all(|r| r["labels"]["job"] == "node" && r["labels"]["instance"] == instance.as_str()));
+    assert!(named(&all, "go_gc_duration_seconds").iter().any(|r| r["labels"]["quantile"] == "0.5"));
     assert_eq!(named(&all, "go_gc_duration_seconds_count").len(), 1);
     assert_eq!(named(&all, "go_gc_duration_seconds_sum").len(), 1);
     assert!(named(&all, "node_exporter_build_info")[0]["labels"]["version"].is_string());
@@ -166,10 +132,7 @@ async fn scrapes_a_real_node_exporter_into_metrics_and_reports_it_down_when_stop
     }
     cancel.cancel();
     task.await.unwrap().unwrap();
-    assert!(
-        named(&after, "up").iter().any(|r| r["value"] == 0.0),
-        "no failed scrape seen"
-    );
+    assert!(named(&after, "up").iter().any(|r| r["value"] == 0.0), "no failed scrape seen");
     let note = after
         .iter()
         .filter(|(t, _)| t == "logs")
@@ -178,11 +141,5 @@ async fn scrapes_a_real_node_exporter_into_metrics_and_reports_it_down_when_stop
         .expect("a note about the failed scrape");
     assert_eq!(note["ident"], "node");
     assert!(note["message"].as_str().unwrap().contains("failed"), "{note}");
-    assert!(
-        stats
-            .source("prometheus_scrape/node")
-            .errors
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(stats.source("prometheus_scrape/node").errors.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }

@@ -48,19 +48,10 @@ struct Lake {
     received: Mutex<Vec<Received>>,
 }
 
-async fn ingest(
-    State(lake): State<Arc<Lake>>,
-    Path(table): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn ingest(State(lake): State<Arc<Lake>>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
     assert_eq!(headers["content-type"], wire::CONTENT_TYPE);
-    let batch: BatchId = headers[wire::BATCH_HEADER]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let batch: BatchId = headers[wire::BATCH_HEADER].to_str().unwrap().parse().unwrap();
     assert_eq!(batch.node, NODE);
     let t: Table = table.parse().unwrap();
     let (schema, batches) = wire::decode(&body).unwrap();
@@ -83,18 +74,10 @@ async fn ingest(
     } else {
         scripted.unwrap_or(StatusCode::OK)
     };
-    lake.received.lock().unwrap().push(Received {
-        table,
-        batch,
-        status,
-    });
+    lake.received.lock().unwrap().push(Received { table, batch, status });
     match status {
-        StatusCode::SERVICE_UNAVAILABLE => {
-            (status, [("retry-after", "1")], "overloaded").into_response()
-        }
-        StatusCode::BAD_REQUEST => {
-            (status, "column \"value\" of table metrics must be Float64").into_response()
-        }
+        StatusCode::SERVICE_UNAVAILABLE => (status, [("retry-after", "1")], "overloaded").into_response(),
+        StatusCode::BAD_REQUEST => (status, "column \"value\" of table metrics must be Float64").into_response(),
         s => (s, "").into_response(),
     }
 }
@@ -146,40 +129,17 @@ fn config(url: &str, data_dir: &std::path::Path) -> Config {
 
 fn metrics_body(i: u64) -> Vec<u8> {
     let mut b = MetricsBuilder::new();
-    b.push(
-        1_795_374_070_000_000 + i as i64,
-        NODE,
-        "load1",
-        i as f64,
-        &[],
-    );
-    b.push(
-        1_795_374_070_000_000 + i as i64,
-        NODE,
-        "cpu_usage_percent",
-        1.0,
-        &[("cpu", "total")],
-    );
+    b.push(1_795_374_070_000_000 + i as i64, NODE, "load1", i as f64, &[]);
+    b.push(1_795_374_070_000_000 + i as i64, NODE, "cpu_usage_percent", 1.0, &[("cpu", "total")]);
     let batch = b.finish();
     wire::encode(&batch.schema(), &[batch]).unwrap()
 }
 
 async fn spool_with(cfg: &Config, n: u64, stats: &Arc<Stats>) -> SpoolHandle {
-    let opts = SpoolOptions {
-        max_size: cfg.spool.max_size,
-        segment_size: cfg.spool.segment_size,
-    };
-    let spool = SpoolHandle::open(cfg.data_dir.join("spool"), opts, Arc::clone(stats))
-        .await
-        .unwrap();
+    let opts = SpoolOptions { max_size: cfg.spool.max_size, segment_size: cfg.spool.segment_size };
+    let spool = SpoolHandle::open(cfg.data_dir.join("spool"), opts, Arc::clone(stats)).await.unwrap();
     for i in 1..=n {
-        assert_eq!(
-            spool
-                .append("metrics".into(), metrics_body(i), OnFull::DropOldest)
-                .await
-                .unwrap(),
-            i
-        );
+        assert_eq!(spool.append("metrics".into(), metrics_body(i), OnFull::DropOldest).await.unwrap(), i);
     }
     spool
 }
@@ -198,10 +158,7 @@ async fn wait_until_empty(spool: &SpoolHandle) {
 async fn retries_503_with_retry_after_then_ships_everything_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Arc::new(Lake {
-        script: Mutex::new(vec![
-            StatusCode::SERVICE_UNAVAILABLE,
-            StatusCode::SERVICE_UNAVAILABLE,
-        ]),
+        script: Mutex::new(vec![StatusCode::SERVICE_UNAVAILABLE, StatusCode::SERVICE_UNAVAILABLE]),
         ..Lake::default()
     });
     let url = start_lake(Arc::clone(&lake)).await;
@@ -215,17 +172,10 @@ async fn retries_503_with_retry_after_then_ships_everything_in_order() {
     let task = tokio::spawn(shipper.run(cancel.clone()));
     wait_until_empty(&spool).await;
     // Two Retry-After: 1 were honoured although backoff_max is 100ms.
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
 
     // New records wake the shipper.
-    spool
-        .append("metrics".into(), metrics_body(6), OnFull::DropOldest)
-        .await
-        .unwrap();
+    spool.append("metrics".into(), metrics_body(6), OnFull::DropOldest).await.unwrap();
     wait_until_empty(&spool).await;
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -233,15 +183,9 @@ async fn retries_503_with_retry_after_then_ships_everything_in_order() {
     let received = lake.received.lock().unwrap().clone();
     let statuses: Vec<u16> = received.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(statuses, vec![503, 503, 200, 200, 200, 200, 200, 200]);
-    let seqs: Vec<u64> = received
-        .iter()
-        .filter(|r| r.status == StatusCode::OK)
-        .map(|r| r.batch.seq)
-        .collect();
+    let seqs: Vec<u64> = received.iter().filter(|r| r.status == StatusCode::OK).map(|r| r.batch.seq).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "in seq order, no gap");
-    assert!(received
-        .iter()
-        .all(|r| r.table == "metrics" && r.batch.epoch == spool.epoch()));
+    assert!(received.iter().all(|r| r.table == "metrics" && r.batch.epoch == spool.epoch()));
     assert_eq!(received[0].batch.seq, 1, "the same record is retried");
     assert_eq!(received[1].batch.seq, 1);
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -253,57 +197,34 @@ async fn retries_503_with_retry_after_then_ships_everything_in_order() {
     drop(spool);
     let reopened = spool_with(&cfg, 0, &Arc::new(Stats::default())).await;
     assert_eq!(reopened.peek().await.unwrap(), None);
-    assert_eq!(
-        reopened
-            .append("metrics".into(), metrics_body(7), OnFull::DropOldest)
-            .await
-            .unwrap(),
-        7
-    );
+    assert_eq!(reopened.append("metrics".into(), metrics_body(7), OnFull::DropOldest).await.unwrap(), 7);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_400_moves_the_record_to_rejected_and_the_queue_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Arc::new(Lake {
-        reject_seqs: vec![2],
-        ..Lake::default()
-    });
+    let lake = Arc::new(Lake { reject_seqs: vec![2], ..Lake::default() });
     let url = start_lake(Arc::clone(&lake)).await;
     let cfg = config(&url, dir.path());
     let stats = Arc::new(Stats::default());
     let spool = spool_with(&cfg, 3, &stats).await;
 
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(
-        Shipper::new(&cfg, spool.clone(), Arc::clone(&stats))
-            .unwrap()
-            .run(cancel.clone()),
-    );
+    let task = tokio::spawn(Shipper::new(&cfg, spool.clone(), Arc::clone(&stats)).unwrap().run(cancel.clone()));
     wait_until_empty(&spool).await;
     cancel.cancel();
     task.await.unwrap().unwrap();
 
     let received = lake.received.lock().unwrap().clone();
-    let seen: Vec<(u64, u16)> = received
-        .iter()
-        .map(|r| (r.batch.seq, r.status.as_u16()))
-        .collect();
-    assert_eq!(
-        seen,
-        vec![(1, 200), (2, 400), (3, 200)],
-        "a 4xx is never retried"
-    );
+    let seen: Vec<(u64, u16)> = received.iter().map(|r| (r.batch.seq, r.status.as_u16())).collect();
+    assert_eq!(seen, vec![(1, 200), (2, 400), (3, 200)], "a 4xx is never retried");
 
     let stem = format!("{NODE}_{}_2", spool.epoch());
     let rejected = dir.path().join("rejected");
     let body = std::fs::read(rejected.join(format!("{stem}.arrow"))).unwrap();
     assert_eq!(body, metrics_body(2), "the record is kept as sent");
     let note = std::fs::read_to_string(rejected.join(format!("{stem}.txt"))).unwrap();
-    assert!(
-        note.contains("400") && note.contains("must be Float64"),
-        "{note}"
-    );
+    assert!(note.contains("400") && note.contains("must be Float64"), "{note}");
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get(&stats.rejected_batches), 1);
     assert_eq!(get(&stats.shipped_batches), 2);
@@ -335,10 +256,7 @@ async fn the_collector_samples_ships_and_stops_cleanly() {
 #[tokio::test(start_paused = true)]
 async fn custom_table_records_go_to_the_json_endpoint_as_ndjson_and_a_400_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Arc::new(Lake {
-        reject_tables: vec!["bad".to_string()],
-        ..Lake::default()
-    });
+    let lake = Arc::new(Lake { reject_tables: vec!["bad".to_string()], ..Lake::default() });
     let url = start_lake(Arc::clone(&lake)).await;
     let cfg = config(&url, dir.path());
     let stats = Arc::new(Stats::default());

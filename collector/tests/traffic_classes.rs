@@ -10,11 +10,7 @@ use serde_json::Value;
 
 fn cases() -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/traffic/user-agents.jsonl");
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -27,11 +23,8 @@ fn every_fixture_user_agent_gets_its_class_and_name() {
     for pass in 0..2 {
         for case in &cases {
             let ua = case["user_agent"].as_str().unwrap();
-            let (class, name) = c.classify(
-                Some(ua).filter(|u| !u.is_empty()),
-                case["path"].as_str(),
-                case["status"].as_i64(),
-            );
+            let (class, name) =
+                c.classify(Some(ua).filter(|u| !u.is_empty()), case["path"].as_str(), case["status"].as_i64());
             let want = (case["class"].as_str().unwrap(), case["name"].as_str());
             if (class.as_str(), name.as_deref()) != want {
                 wrong.push(format!(
@@ -72,14 +65,8 @@ fn caddy_rows_carry_the_class_and_name() {
     let (http, logs) = rows.finish().unwrap();
     assert!(logs.is_none());
     let http = http.unwrap();
-    let col = |n: &str| {
-        http.column_by_name(n)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::StringArray>()
-            .unwrap()
-            .clone()
-    };
+    let col =
+        |n: &str| http.column_by_name(n).unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap().clone();
     let (class, name) = (col("client_class"), col("client_name"));
     for (i, case) in cases().iter().enumerate() {
         assert_eq!(class.value(i), case["class"].as_str().unwrap(), "{case}");

@@ -182,10 +182,7 @@ pub struct UnknownTable(pub String);
 impl FromStr for Table {
     type Err = UnknownTable;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Table::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| UnknownTable(s.to_string()))
+        Table::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownTable(s.to_string()))
     }
 }
 
@@ -220,9 +217,7 @@ impl ColumnType {
             ColumnType::Int => DataType::Int64,
             ColumnType::Bool => DataType::Boolean,
             ColumnType::TextMap => text_map_type(),
-            ColumnType::TextList => {
-                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
-            }
+            ColumnType::TextList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
         }
     }
 }
@@ -230,14 +225,9 @@ impl ColumnType {
 /// The Arrow type of `labels` and `attrs`: `Map<Utf8, Utf8>` with the field names Arrow's
 /// `MapBuilder` produces, so built arrays match the schema exactly.
 pub fn text_map_type() -> DataType {
-    let entries = Fields::from(vec![
-        Field::new("keys", DataType::Utf8, false),
-        Field::new("values", DataType::Utf8, true),
-    ]);
-    DataType::Map(
-        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
-        false,
-    )
+    let entries =
+        Fields::from(vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)]);
+    DataType::Map(Arc::new(Field::new("entries", DataType::Struct(entries), false)), false)
 }
 
 /// One column of a catalog table.
@@ -256,10 +246,8 @@ pub struct Column {
 impl Column {
     /// The Arrow field for this column, documentation attached as metadata.
     pub fn field(&self) -> Field {
-        Field::new(self.name, self.ty.data_type(), self.nullable).with_metadata(HashMap::from([(
-            DOC_KEY.to_string(),
-            self.doc.to_string(),
-        )]))
+        Field::new(self.name, self.ty.data_type(), self.nullable)
+            .with_metadata(HashMap::from([(DOC_KEY.to_string(), self.doc.to_string())]))
     }
 }
 

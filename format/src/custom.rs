@@ -151,7 +151,9 @@ impl CustomSchema {
             }
             match seen.iter().find(|s| same_name(s, &c.name)) {
                 Some(kept) => out.push(Collision { kept: kept.to_string(), moved: c.name.clone() }),
-                None if same_name(&c.name, EXTRA_COLUMN) => out.push(Collision { kept: EXTRA_COLUMN.to_string(), moved: c.name.clone() }),
+                None if same_name(&c.name, EXTRA_COLUMN) => {
+                    out.push(Collision { kept: EXTRA_COLUMN.to_string(), moved: c.name.clone() })
+                }
                 None => seen.push(&c.name),
             }
         }
@@ -188,7 +190,10 @@ impl CustomSchema {
 
     /// The Arrow schema: `ts` and `host` required, every other column nullable.
     pub fn arrow_schema(&self) -> SchemaRef {
-        let mut fields = vec![Field::new("ts", ColumnType::Timestamp.data_type(), false), Field::new("host", ColumnType::Text.data_type(), false)];
+        let mut fields = vec![
+            Field::new("ts", ColumnType::Timestamp.data_type(), false),
+            Field::new("host", ColumnType::Text.data_type(), false),
+        ];
         fields.extend(self.columns.iter().map(|c| Field::new(&c.name, c.ty.data_type(), true)));
         let meta = std::collections::HashMap::from([("table".to_string(), self.name.clone())]);
         Arc::new(Schema::new_with_metadata(fields, meta))
@@ -328,7 +333,11 @@ mod tests {
             assert!(validate_table_name(bad).is_err(), "{bad}");
         }
         validate_column_name("user.id").unwrap();
-        assert!(validate_column_name("a\"b").is_err() && validate_column_name("").is_err() && validate_column_name("a\nb").is_err());
+        assert!(
+            validate_column_name("a\"b").is_err()
+                && validate_column_name("").is_err()
+                && validate_column_name("a\nb").is_err()
+        );
     }
 
     #[test]
@@ -344,7 +353,10 @@ mod tests {
         assert_eq!(ok, vec![s.clone()]);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].table, "broken");
-        assert!(!String::from_utf8(serde_json::to_vec(&s).unwrap()).unwrap().contains("moved_to_extra"), "absent unless a repair moved columns");
+        assert!(
+            !String::from_utf8(serde_json::to_vec(&s).unwrap()).unwrap().contains("moved_to_extra"),
+            "absent unless a repair moved columns"
+        );
         let names: Vec<String> = s.arrow_schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["ts", "host", "plan", "amount"]);
         assert!(String::from_utf8(serde_json::to_vec(&s).unwrap()).unwrap().contains(r#""type":"float""#));

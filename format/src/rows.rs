@@ -14,10 +14,7 @@ use crate::catalog::{ColumnType, Table, TS_TZ};
 
 /// Microseconds since the epoch, now.
 pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// A builder for `Map<Utf8, Utf8>` columns (`labels`, `attrs`) with the catalog's field names.
@@ -193,12 +190,7 @@ impl Col {
 impl TableBuilder {
     /// An empty builder for `table`.
     pub fn new(table: Table) -> Self {
-        TableBuilder {
-            table,
-            schema: table.schema(),
-            cols: table.columns().map(|c| Col::new(c.ty)).collect(),
-            rows: 0,
-        }
+        TableBuilder { table, schema: table.schema(), cols: table.columns().map(|c| Col::new(c.ty)).collect(), rows: 0 }
     }
 
     /// The table being built.

@@ -174,8 +174,7 @@ impl FromStr for BatchId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |reason| WireError::BatchId { id: s.to_string(), reason };
         let mut parts = s.rsplitn(3, '/');
-        let (Some(seq), Some(epoch), Some(node)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(seq), Some(epoch), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(err("expected <node>/<epoch>/<seq>"));
         };
         validate_node_name(node)?;
@@ -187,12 +186,10 @@ impl FromStr for BatchId {
 
 /// Encodes batches as a zstd-compressed Arrow IPC stream. All batches must share `schema`.
 pub fn encode(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, WireError> {
-    let options = IpcWriteOptions::default()
-        .try_with_compression(Some(CompressionType::ZSTD))
-        .map_err(WireError::Encode)?;
+    let options =
+        IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD)).map_err(WireError::Encode)?;
     let mut out = Vec::new();
-    let mut writer =
-        StreamWriter::try_new_with_options(&mut out, schema, options).map_err(WireError::Encode)?;
+    let mut writer = StreamWriter::try_new_with_options(&mut out, schema, options).map_err(WireError::Encode)?;
     for b in batches {
         writer.write(b).map_err(WireError::Encode)?;
     }
@@ -263,14 +260,16 @@ fn check_framing(mut buf: &[u8], max_decoded: usize) -> Result<(Vec<usize>, usiz
             }
             nodes.push(have_nodes);
         }
-        let batch = message.header_as_record_batch().or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        let batch =
+            message.header_as_record_batch().or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
         if let Some(batch) = batch {
             let data = &buf[header + len..end];
             let compressed = batch.compression().is_some();
             for b in batch.buffers().iter().flatten() {
                 // Every buffer must lie inside the body: the reader slices it unchecked
                 // and panics on a negative or oversized offset or length.
-                let outside = || bad(format!("buffer at {} of {} bytes lies outside its message body", b.offset(), b.length()));
+                let outside =
+                    || bad(format!("buffer at {} of {} bytes lies outside its message body", b.offset(), b.length()));
                 let at = usize::try_from(b.offset()).map_err(|_| outside())?;
                 let length = usize::try_from(b.length()).map_err(|_| outside())?;
                 at.checked_add(length).filter(|end| *end <= data.len()).ok_or_else(outside)?;
@@ -353,7 +352,9 @@ fn check_field_type(f: arrow_ipc::Field<'_>) -> Result<(), String> {
 fn node_count(t: &arrow_schema::DataType) -> usize {
     use arrow_schema::DataType as D;
     1 + match t {
-        D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) | D::Map(f, _) | D::ListView(f) | D::LargeListView(f) => node_count(f.data_type()),
+        D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) | D::Map(f, _) | D::ListView(f) | D::LargeListView(f) => {
+            node_count(f.data_type())
+        }
         D::Struct(fs) => fs.iter().map(|f| node_count(f.data_type())).sum(),
         D::Union(fs, _) => fs.iter().map(|(_, f)| node_count(f.data_type())).sum(),
         // The dictionary's values travel in their own messages.
@@ -438,12 +439,7 @@ fn culprit(body: &[u8], schema: &Schema) -> Option<usize> {
 /// metadata from the catalog. Unknown columns, wrong types and nulls in required columns
 /// are errors that name the column.
 pub fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, WireError> {
-    if let Some(f) = batch
-        .schema()
-        .fields()
-        .iter()
-        .find(|f| !table.columns().any(|c| c.name == f.name()))
-    {
+    if let Some(f) = batch.schema().fields().iter().find(|f| !table.columns().any(|c| c.name == f.name())) {
         return Err(SchemaMismatch::UnknownColumn { table, column: f.name().clone() }.into());
     }
     let mut columns = Vec::with_capacity(schema.fields().len());
@@ -470,8 +466,7 @@ pub fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<
         }
     }
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
-        .map_err(WireError::Decode)
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options).map_err(WireError::Decode)
 }
 
 /// Types are equal up to the names and nullability of nested fields (map entries, list
@@ -482,8 +477,7 @@ fn types_match(found: &arrow_schema::DataType, expected: &arrow_schema::DataType
         (D::Map(a, sa), D::Map(b, sb)) => sa == sb && types_match(a.data_type(), b.data_type()),
         (D::List(a), D::List(b)) => types_match(a.data_type(), b.data_type()),
         (D::Struct(a), D::Struct(b)) => {
-            a.len() == b.len()
-                && a.iter().zip(b.iter()).all(|(x, y)| types_match(x.data_type(), y.data_type()))
+            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| types_match(x.data_type(), y.data_type()))
         }
         _ => found == expected,
     }
@@ -565,7 +559,8 @@ mod tests {
     fn a_batch_with_fewer_buffers_than_its_schema_needs_is_an_error_not_a_panic() {
         // Found by the wire fuzz target: a string column's batch carrying an integer's two
         // buffers instead of three made the reader panic when it ran out.
-        let text = RecordBatch::try_from_iter(vec![("a", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef)]).unwrap();
+        let text =
+            RecordBatch::try_from_iter(vec![("a", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef)]).unwrap();
         let ints = RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
         let split = |body: &[u8]| {
             let len = i32::from_le_bytes(body[4..8].try_into().unwrap()) as usize;
@@ -581,7 +576,8 @@ mod tests {
     fn a_batch_that_inflates_past_the_limit_is_refused_before_allocating() {
         // 12345 zeros: 98760 bytes decompressed, a few dozen compressed.
         let n = 12_345;
-        let zeros = RecordBatch::try_from_iter(vec![("value", Arc::new(Float64Array::from(vec![0.0; n])) as ArrayRef)]).unwrap();
+        let zeros = RecordBatch::try_from_iter(vec![("value", Arc::new(Float64Array::from(vec![0.0; n])) as ArrayRef)])
+            .unwrap();
         let body = encode(&zeros.schema(), std::slice::from_ref(&zeros)).unwrap();
         assert!(body.len() < 2000, "{}", body.len());
         assert_eq!(decode_bounded(&body, 1 << 20).unwrap().1[0].num_rows(), n);
@@ -623,7 +619,8 @@ mod tests {
         assert!(matches!(&err, WireError::Column { column, .. } if column == "value"), "{err}");
         assert!(err.to_string().contains("column \"value\"") && err.to_string().contains("Float64"), "{err}");
         // A batch with fewer columns than the schema: the layout itself differs.
-        let short = RecordBatch::try_from_iter(vec![("ts", b.column(0).clone()), ("host", b.column(1).clone())]).unwrap();
+        let short =
+            RecordBatch::try_from_iter(vec![("ts", b.column(0).clone()), ("host", b.column(1).clone())]).unwrap();
         let (_, rest) = split(&encode(&short.schema(), &[short]).unwrap());
         let err = decode(&[split(&good).0, rest].concat()).unwrap_err();
         assert!(matches!(err, WireError::Layout { declared: 8, carried: 2, .. }), "{err}");

@@ -114,7 +114,11 @@ fn median(v: &[f64]) -> f64 {
         return f64::NAN;
     }
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 fn main() {
@@ -132,11 +136,9 @@ fn main() {
     let data = args.data.canonicalize().expect("data dir");
     let duck = plain_duckdb(&data);
     let (end_ms, http_rows, metric_rows): (i64, i64, i64) = duck
-        .query_row(
-            "select epoch_ms(max(ts)) + 1, count(*), (select count(*) from metrics) from http",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .query_row("select epoch_ms(max(ts)) + 1, count(*), (select count(*) from metrics) from http", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .expect("data end");
     let from_ms = end_ms - args.range_ms;
     eprintln!(
@@ -151,8 +153,14 @@ fn main() {
     }
 
     // The lake: its query routers on a loopback port, on a runtime of their own.
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(THREADS).enable_all().build().expect("runtime");
-    let limits = Limits { threads: THREADS, memory_limit: MEMORY.into(), timeout: Duration::from_secs(120), ..Limits::default() };
+    let server_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(THREADS).enable_all().build().expect("runtime");
+    let limits = Limits {
+        threads: THREADS,
+        memory_limit: MEMORY.into(),
+        timeout: Duration::from_secs(120),
+        ..Limits::default()
+    };
     let engine = Arc::new(Engine::open(&data, Arc::new(NoFreshRows), limits).expect("engine"));
     let queries = lake_query::named::defaults();
     let app = lake_query::http::router(Arc::clone(&engine), Vec::new(), queries.clone())
@@ -165,11 +173,15 @@ fn main() {
 
     let mut results = Vec::new();
     for case in &cases {
-        let lake = || client_rt.block_on(ask_lake(&client, &url, &case.ask)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let plain = || run_duckdb(&duck, &case.sql, &case.params).unwrap_or_else(|e| panic!("{} in DuckDB: {e}", case.name));
+        let lake =
+            || client_rt.block_on(ask_lake(&client, &url, &case.ask)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let plain =
+            || run_duckdb(&duck, &case.sql, &case.params).unwrap_or_else(|e| panic!("{} in DuckDB: {e}", case.name));
         let in_process = || {
             let t = Instant::now();
-            let r = engine.query_params_blocking(&case.sql, case.params.clone()).unwrap_or_else(|e| panic!("{} in the engine: {e}", case.name));
+            let r = engine
+                .query_params_blocking(&case.sql, case.params.clone())
+                .unwrap_or_else(|e| panic!("{} in the engine: {e}", case.name));
             (t.elapsed().as_secs_f64() * 1e3, r.num_rows())
         };
         let (_, lake_rows) = lake();
@@ -198,7 +210,8 @@ fn main() {
 /// Plain DuckDB over the same files: a view per table with data.
 fn plain_duckdb(data: &Path) -> duckdb::Connection {
     let conn = duckdb::Connection::open_in_memory().expect("duckdb");
-    conn.execute_batch(&format!("SET threads = {THREADS}; SET memory_limit = '{MEMORY}'; SET TimeZone = 'UTC';")).expect("settings");
+    conn.execute_batch(&format!("SET threads = {THREADS}; SET memory_limit = '{MEMORY}'; SET TimeZone = 'UTC';"))
+        .expect("settings");
     for table in lake_format::Table::ALL {
         let dir = lake_format::layout::table_dir(data, table.name());
         if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
@@ -241,11 +254,7 @@ async fn ask_lake(client: &reqwest::Client, url: &str, ask: &Ask) -> Result<(f64
         // Time series: one point per row and value column; tables: their rows.
         Ask::Grafana(_) => v
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| t["datapoints"].as_array().or(t["rows"].as_array()).map_or(0, Vec::len))
-                    .sum()
-            })
+            .map(|a| a.iter().map(|t| t["datapoints"].as_array().or(t["rows"].as_array()).map_or(0, Vec::len)).sum())
             .unwrap_or(0),
     };
     Ok((ms, rows))
@@ -259,7 +268,13 @@ fn cases(from_ms: i64, to_ms: i64) -> Vec<Case> {
     for q in lake_query::named::defaults() {
         let ctx = MacroContext::last(to_ms, to_ms - from_ms, 200);
         let e = expand(&q.sql, &ctx).expect("named query expands");
-        out.push(Case { name: format!("named: {}", q.name), api: "/v1/sql", ask: Ask::Sql(e.sql.clone()), sql: e.sql, params: e.params });
+        out.push(Case {
+            name: format!("named: {}", q.name),
+            api: "/v1/sql",
+            ask: Ask::Sql(e.sql.clone()),
+            sql: e.sql,
+            params: e.params,
+        });
     }
     let interval_ms = 60_000u64;
     let range = json!({
@@ -338,13 +353,25 @@ fn cases(from_ms: i64, to_ms: i64) -> Vec<Case> {
         }
         let target = json!({"refId": "A", "datasource": {"type": "simpod-json-datasource", "uid": "lake"}, "target": sql, "payload": payload});
         let e = expand(sql, &ctx(vars)).expect("panel expands");
-        out.push(Case { name: name.to_string(), api: "/grafana/query", ask: Ask::Grafana(grafana(target, json!([]))), sql: e.sql, params: e.params });
+        out.push(Case {
+            name: name.to_string(),
+            api: "/grafana/query",
+            ask: Ask::Grafana(grafana(target, json!([]))),
+            sql: e.sql,
+            params: e.params,
+        });
     }
     // p95 per vhost as a dashboard has it: the named query as the panel's target.
     let q = lake_query::named::defaults().into_iter().find(|q| q.name == "p95_latency_per_vhost").expect("default");
     let e = expand(&q.sql, &ctx(&[])).expect("expands");
     let target = json!({"refId": "A", "target": q.name, "payload": {}});
-    out.push(Case { name: "panel: p95 latency per vhost (named)".into(), api: "/grafana/query", ask: Ask::Grafana(grafana(target, json!([]))), sql: e.sql, params: e.params });
+    out.push(Case {
+        name: "panel: p95 latency per vhost (named)".into(),
+        api: "/grafana/query",
+        ask: Ask::Grafana(grafana(target, json!([]))),
+        sql: e.sql,
+        params: e.params,
+    });
     // The filter bar: requests per minute of one vhost, applied by wrapping the target.
     let sql = "SELECT $__timeGroup(ts, 1m) AS time, vhost, count(*) AS requests FROM http WHERE $__timeFilter(ts) GROUP BY 1, 2 ORDER BY 1";
     let e = expand(sql, &ctx(&[])).expect("expands");

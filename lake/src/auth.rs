@@ -125,7 +125,10 @@ pub fn keys_of(path: &Path, file: &TokensFile) -> anyhow::Result<Vec<Key>> {
     let mut keys = Vec::with_capacity(file.tokens.len());
     for (i, t) in file.tokens.iter().enumerate() {
         let at = format!("{}: tokens[{i}] (id {:?})", path.display(), t.id);
-        if t.id.is_empty() || t.id.len() > 32 || !t.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if t.id.is_empty()
+            || t.id.len() > 32
+            || !t.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             bail!("{at}.id: use 1-32 of [A-Za-z0-9_-]");
         }
         if file.tokens[..i].iter().any(|o| o.id == t.id) {
@@ -203,7 +206,8 @@ pub fn write_file(path: &Path, file: &TokensFile) -> anyhow::Result<()> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         if let (true, Some((uid, gid))) = (root, owner) {
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).with_context(|| format!("chown of {}", tmp.display()))?;
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+                .with_context(|| format!("chown of {}", tmp.display()))?;
         }
         std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync of {}", dir.display()))?;
@@ -372,7 +376,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.toml");
         assert!(load_keys(&path).unwrap().is_empty(), "a missing file is an empty one");
-        let file = TokensFile { version: 1, tokens: vec![entry("a1", "ingest", Some("node-a"), "t1"), entry("r1", "read", None, "t2")] };
+        let file = TokensFile {
+            version: 1,
+            tokens: vec![entry("a1", "ingest", Some("node-a"), "t1"), entry("r1", "read", None, "t2")],
+        };
         write_file(&path, &file).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let keys = load_keys(&path).unwrap();
@@ -399,7 +406,8 @@ mod tests {
             let err = format!("{:#}", keys_of(path, &TokensFile { version: 1, tokens: vec![e] }).unwrap_err());
             assert!(err.contains("/etc/lake/tokens.toml: tokens[0]") && err.contains(says), "{err}");
         }
-        let twice = TokensFile { version: 1, tokens: vec![entry("a", "read", None, "t1"), entry("a", "read", None, "t2")] };
+        let twice =
+            TokensFile { version: 1, tokens: vec![entry("a", "read", None, "t1"), entry("a", "read", None, "t2")] };
         assert!(format!("{:#}", keys_of(path, &twice).unwrap_err()).contains("tokens[1] (id \"a\").id: another entry"));
     }
 

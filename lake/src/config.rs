@@ -152,7 +152,11 @@ pub(crate) struct KeySource<'a> {
 }
 
 impl KeySource<'_> {
-    pub(crate) fn keys(&self, env: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> anyhow::Result<Vec<Key>> {
+    pub(crate) fn keys(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<Key>> {
         let node = self.node.map(str::to_string);
         let mut keys = Vec::new();
         let mut plain = |source: String, t: &str| -> anyhow::Result<()> {
@@ -163,7 +167,14 @@ impl KeySource<'_> {
             Ok(())
         };
         for (i, t) in self.inline.iter().enumerate() {
-            plain(if self.inline.len() == 1 && !self.key.ends_with('s') { self.key.to_string() } else { format!("{}[{i}]", self.key) }, t)?;
+            plain(
+                if self.inline.len() == 1 && !self.key.ends_with('s') {
+                    self.key.to_string()
+                } else {
+                    format!("{}[{i}]", self.key)
+                },
+                t,
+            )?;
         }
         if !self.inline.is_empty() {
             let hash_key = self.hash_key.rsplit('.').next().unwrap_or(self.hash_key);
@@ -181,7 +192,13 @@ impl KeySource<'_> {
         for (i, h) in self.hashes.iter().enumerate() {
             let at = if self.hashes.len() == 1 { self.hash_key.to_string() } else { format!("{}[{i}]", self.hash_key) };
             let hash = TokenHash::from_hex(h).map_err(|e| anyhow::anyhow!("{at} = {h:?}: {e}"))?;
-            keys.push(Key { source: format!("lake.toml {at}"), role: self.role, node: node.clone(), hash, expires: None });
+            keys.push(Key {
+                source: format!("lake.toml {at}"),
+                role: self.role,
+                node: node.clone(),
+                hash,
+                expires: None,
+            });
         }
         Ok(keys)
     }
@@ -403,7 +420,8 @@ impl Config {
         match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                let mut c = Config::parse(&text, |k| std::env::var(k).ok()).with_context(|| format!("in {}", p.display()))?;
+                let mut c =
+                    Config::parse(&text, |k| std::env::var(k).ok()).with_context(|| format!("in {}", p.display()))?;
                 // `[auth] tokens_file` relative to lake.toml (the default is absolute when
                 // data_dir is).
                 if c.tokens_file.is_relative() && tokens_file_given(&text) {
@@ -446,7 +464,8 @@ impl Config {
             if nodes.contains(&n.name) {
                 bail!("nodes[{i}].name = {:?}: another [[nodes]] entry has this name; each node needs its own name and token", n.name);
             }
-            let given = [n.token.is_some(), n.token_env.is_some(), n.token_sha256.is_some()].iter().filter(|g| **g).count();
+            let given =
+                [n.token.is_some(), n.token_env.is_some(), n.token_sha256.is_some()].iter().filter(|g| **g).count();
             if given > 1 {
                 bail!("nodes[{i}] ({}): give at most one of token, token_env or token_sha256 (or none: its tokens are in the tokens file)", n.name);
             }
@@ -597,20 +616,24 @@ impl TokensView {
         let at = || path.map_or("the default configuration".to_string(), |p| p.display().to_string());
         let f: Partial = toml::from_str(&text).with_context(|| format!("in {}", at()))?;
         let tokens_file = match f.auth.tokens_file {
-            Some(t) if t.is_relative() => path.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(t),
+            Some(t) if t.is_relative() => {
+                path.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(t)
+            }
             Some(t) => t,
             None => f.data_dir.join(crate::auth::DEFAULT_FILE),
         };
         let q = &f.query;
         let non_empty = |k: &str| q.get(k).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
-        let config_read_tokens = non_empty("read_tokens") || non_empty("read_tokens_env") || non_empty("read_tokens_sha256");
+        let config_read_tokens =
+            non_empty("read_tokens") || non_empty("read_tokens_env") || non_empty("read_tokens_sha256");
         Ok(TokensView { tokens_file, nodes: f.nodes.into_iter().map(|n| n.name).collect(), config_read_tokens })
     }
 }
 
 impl HttpFile {
     fn validate(self, query_timeout: Duration) -> anyhow::Result<HttpTimeouts> {
-        let t = HttpTimeouts { header: self.header_timeout.0, body: self.body_timeout.0, request: self.request_timeout.0 };
+        let t =
+            HttpTimeouts { header: self.header_timeout.0, body: self.body_timeout.0, request: self.request_timeout.0 };
         for (key, d) in [("header_timeout", t.header), ("body_timeout", t.body), ("request_timeout", t.request)] {
             if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
                 bail!("http.{key} = {}: must be between 1s and 1h", humantime::format_duration(d));
@@ -645,7 +668,11 @@ mod tests {
         assert_eq!(c.flush_interval, Duration::from_secs(30));
         assert!(c.keys.is_empty() && c.nodes.is_empty());
         assert_eq!(c.tokens_file, Path::new("/var/lib/lake/tokens.toml"));
-        let http = HttpTimeouts { header: Duration::from_secs(30), body: Duration::from_secs(60), request: Duration::from_secs(120) };
+        let http = HttpTimeouts {
+            header: Duration::from_secs(30),
+            body: Duration::from_secs(60),
+            request: Duration::from_secs(120),
+        };
         assert_eq!(c.http, http);
         assert_eq!((c.max_days_per_batch, c.decode_memory, c.max_connections), (31, 256 << 20, 1024));
         assert!(c.hosts.is_empty());
@@ -653,7 +680,8 @@ mod tests {
 
     #[test]
     fn ingest_limits_and_node_hosts_are_validated() {
-        let text = "[[nodes]]\nname = \"gateway\"\nhosts = [\"web-2\", \"web-1\", \"web-2\"]\n[[nodes]]\nname = \"web-1\"\n\
+        let text =
+            "[[nodes]]\nname = \"gateway\"\nhosts = [\"web-2\", \"web-1\", \"web-2\"]\n[[nodes]]\nname = \"web-1\"\n\
                     [ingest]\nmax_days_per_batch = 7\ndecode_memory = \"1GiB\"\n[http]\nmax_connections = 64\n";
         let c = Config::parse(text, |_| None).unwrap();
         assert_eq!(c.hosts.len(), 1);
@@ -663,7 +691,10 @@ mod tests {
             ("[[nodes]]\nname = \"g\"\nhosts = [\"ok\", \"../etc\"]", "nodes[0] (g).hosts[1] = \"../etc\""),
             ("[[nodes]]\nname = \"g\"\nhost = [\"x\"]", "unknown field `host`"),
             ("[ingest]\nmax_days_per_batch = 0", "ingest.max_days_per_batch = 0"),
-            ("[ingest]\nmax_body = \"64MiB\"\ndecode_memory = \"32MiB\"", "ingest.decode_memory = 32MiB is less than ingest.max_body = 64MiB"),
+            (
+                "[ingest]\nmax_body = \"64MiB\"\ndecode_memory = \"32MiB\"",
+                "ingest.decode_memory = 32MiB is less than ingest.max_body = 64MiB",
+            ),
             ("[http]\nmax_connections = 1", "http.max_connections = 1"),
         ] {
             let e = Config::parse(bad, |_| None).unwrap_err();
@@ -758,10 +789,14 @@ sql = "SELECT jail, count(*) AS bans FROM bans GROUP BY 1"
             TokenHash::of("b-new-token-0123456").to_hex(),
             TokenHash::of("admin-token-0123456").to_hex(),
         );
-        let c = Config::parse(&text, |k| (k == "R").then(|| "env-read-token-0123, env-read-token-4567".into())).unwrap();
+        let c =
+            Config::parse(&text, |k| (k == "R").then(|| "env-read-token-0123, env-read-token-4567".into())).unwrap();
         let set = KeySet::new(c.keys.clone()).unwrap();
         let find = |role, t: &str| set.find(role, &TokenHash::of(t), 0).map(|k| (k.node.clone(), k.source.clone()));
-        assert_eq!(find(Role::Ingest, "plain-ingest-token-0123"), Some((Some("a".into()), "lake.toml nodes[0] (a).token".into())));
+        assert_eq!(
+            find(Role::Ingest, "plain-ingest-token-0123"),
+            Some((Some("a".into()), "lake.toml nodes[0] (a).token".into()))
+        );
         assert_eq!(find(Role::Ingest, "b-old-token-0123456").unwrap().0.as_deref(), Some("b"));
         assert_eq!(find(Role::Ingest, "b-new-token-0123456").unwrap().0.as_deref(), Some("b"));
         assert!(find(Role::Read, "hashed-read-token-0123").is_some());
@@ -771,10 +806,17 @@ sql = "SELECT jail, count(*) AS bans FROM bans GROUP BY 1"
         assert_eq!(c.nodes, ["a", "b", "c"], "a node may have no token here (tokens file)");
         // Only the inline plaintext token is worth a warning.
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("nodes[0] (a).token") && c.warnings[0].contains("token_sha256"), "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("nodes[0] (a).token") && c.warnings[0].contains("token_sha256"),
+            "{:?}",
+            c.warnings
+        );
 
         for (bad, says) in [
-            ("[[nodes]]\nname = \"a\"\ntoken_sha256 = \"abc\"", "nodes[0] (a).token_sha256 = \"abc\": not a SHA-256 digest"),
+            (
+                "[[nodes]]\nname = \"a\"\ntoken_sha256 = \"abc\"",
+                "nodes[0] (a).token_sha256 = \"abc\": not a SHA-256 digest",
+            ),
             ("[query]\nread_tokens_sha256 = [\"xyz\"]", "query.read_tokens_sha256 = \"xyz\""),
             ("[[nodes]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ntoken_env = \"X\"", "at most one of"),
             ("[[nodes]]\nname = \"a\"\ntoken = \"short\"", "at least 16"),

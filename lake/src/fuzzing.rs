@@ -42,10 +42,7 @@ fn otlp(json: bool, data: &[u8]) {
     };
     let (logs, gzip) = (selector & 1 == 1, selector & 2 == 2);
     if let Err((status, message)) = otlp::fuzzing::prepare_body(logs, json, gzip, body) {
-        assert!(
-            status.is_client_error(),
-            "an OTLP body is refused with a 4xx, not {status}: {message}"
-        );
+        assert!(status.is_client_error(), "an OTLP body is refused with a 4xx, not {status}: {message}");
     }
 }
 
@@ -81,9 +78,14 @@ pub fn custom(data: &[u8]) {
         let Ok(rows) = rows else { continue };
         match build::build(&registry, "fuzz", "fuzz-node", rows, NOW_MICROS) {
             Ok(built) => {
-                assert_eq!(built.batch.num_columns(), built.schema.columns.len() + 2, "ts, host and the table's columns");
+                assert_eq!(
+                    built.batch.num_columns(),
+                    built.schema.columns.len() + 2,
+                    "ts, host and the table's columns"
+                );
                 // The ingest path logs the batch in the WAL as an IPC stream: a failure is a 500.
-                lake_format::wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch)).expect("a built batch encodes");
+                lake_format::wire::encode(&built.batch.schema(), std::slice::from_ref(&built.batch))
+                    .expect("a built batch encodes");
             }
             Err(EvolveError::Refused(_)) => {}
             Err(EvolveError::Store(e)) => panic!("storing a schema failed: {e}"),

@@ -99,7 +99,13 @@ pub struct Health {
 
 impl Health {
     /// Checks over these components (the alert loop tells [`Health::rounds`] its interval).
-    pub fn new(wal: Arc<WalStats>, writer: Arc<WriterStats>, buffers: Arc<Buffers>, flush_interval: Duration, engine: Arc<Engine>) -> Health {
+    pub fn new(
+        wal: Arc<WalStats>,
+        writer: Arc<WriterStats>,
+        buffers: Arc<Buffers>,
+        flush_interval: Duration,
+        engine: Arc<Engine>,
+    ) -> Health {
         Health {
             wal,
             writer,
@@ -292,7 +298,12 @@ mod tests {
     #[test]
     fn reasons_name_their_check() {
         let ok = Check::of(None);
-        let c = Checks { engine: ok.clone(), wal: Check::of(Some("disk".into())), flusher: ok.clone(), alerts: Check::of(Some("x".into())) };
+        let c = Checks {
+            engine: ok.clone(),
+            wal: Check::of(Some("disk".into())),
+            flusher: ok.clone(),
+            alerts: Check::of(Some("x".into())),
+        };
         assert!(!c.ok());
         assert_eq!(c.reasons(), ["wal: disk", "alerts: x"]);
         let json = serde_json::to_value(&c).unwrap();

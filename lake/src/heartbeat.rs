@@ -182,9 +182,9 @@ impl Heartbeat {
             let mut reasons = failures;
             reasons.extend(this.health.component_failures().await);
             let failed = !reasons.is_empty();
-            let outcome = tokio::time::timeout(this.config.timeout, this.ping(&reasons)).await.unwrap_or_else(|_| {
-                Err(format!("no answer within {}", Dur(this.config.timeout)))
-            });
+            let outcome = tokio::time::timeout(this.config.timeout, this.ping(&reasons))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {}", Dur(this.config.timeout))));
             match outcome {
                 Ok(()) => {
                     let counter = if failed { &stats.fail_pings } else { &stats.pings };
@@ -254,8 +254,11 @@ fn redacted(u: &Url) -> String {
 /// `url` with `status` and `msg` set (other parameters kept, e.g. Uptime Kuma's `ping`).
 fn kuma_url(url: &Url, up: bool, msg: &str) -> Url {
     let mut u = url.clone();
-    let kept: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| k != "status" && k != "msg").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "status" && k != "msg")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     {
         let mut q = u.query_pairs_mut();
         q.clear();
@@ -294,7 +297,9 @@ mod tests {
         let c = parse("url = \"https://hc-ping.com/0f3e5a\"").unwrap();
         assert_eq!((c.style, c.timeout), (Style::Healthchecks, Duration::from_secs(10)));
         assert_eq!(c.fail_url.as_str(), "https://hc-ping.com/0f3e5a/fail");
-        let c = parse("url = \"https://hc-ping.com/0f3e5a/\"\nfail_url = \"https://x.example/f?k=1\"\ntimeout = \"3s\"").unwrap();
+        let c =
+            parse("url = \"https://hc-ping.com/0f3e5a/\"\nfail_url = \"https://x.example/f?k=1\"\ntimeout = \"3s\"")
+                .unwrap();
         assert_eq!((c.fail_url.as_str(), c.timeout), ("https://x.example/f?k=1", Duration::from_secs(3)));
         assert!(!format!("{c:?}").contains("0f3e5a"), "the URL's secret stays out of Debug");
     }
@@ -307,7 +312,10 @@ mod tests {
             ("url = \"ftp://x.example/\"", "http:// or https://"),
             ("url = \"https://x.example/\"\ntimeout = \"2m\"", "heartbeat.timeout"),
             ("url = \"https://x.example/\"\nstyle = \"kuma\"", "unknown variant `kuma`"),
-            ("url = \"https://x.example/\"\nstyle = \"uptime_kuma\"\nfail_url = \"https://x.example/f\"", "heartbeat.fail_url"),
+            (
+                "url = \"https://x.example/\"\nstyle = \"uptime_kuma\"\nfail_url = \"https://x.example/f\"",
+                "heartbeat.fail_url",
+            ),
             ("url = \"https://x.example/\"\nurls = \"x\"", "unknown field `urls`"),
         ] {
             let e = format!("{:#}", parse(bad).unwrap_err());
@@ -320,7 +328,10 @@ mod tests {
         let base = Url::parse("https://kuma.example/api/push/AbC?status=up&msg=OK&ping=").unwrap();
         assert_eq!(kuma_url(&base, true, "OK").as_str(), "https://kuma.example/api/push/AbC?status=up&msg=OK&ping=");
         let down = kuma_url(&base, false, "rule a: IO Error & more");
-        assert_eq!(down.as_str(), "https://kuma.example/api/push/AbC?status=down&msg=rule+a%3A+IO+Error+%26+more&ping=");
+        assert_eq!(
+            down.as_str(),
+            "https://kuma.example/api/push/AbC?status=down&msg=rule+a%3A+IO+Error+%26+more&ping="
+        );
     }
 
     #[test]

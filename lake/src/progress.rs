@@ -191,7 +191,12 @@ impl TermProgress {
 
     /// Forces the bar (`true`) or plain lines (`false`).
     pub fn with_terminal(prefix: &str, terminal: bool) -> TermProgress {
-        TermProgress { prefix: prefix.to_string(), bar: Mutex::new(None), tally: Mutex::new(Tally::default()), terminal }
+        TermProgress {
+            prefix: prefix.to_string(),
+            bar: Mutex::new(None),
+            tally: Mutex::new(Tally::default()),
+            terminal,
+        }
     }
 
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {

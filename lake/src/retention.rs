@@ -169,7 +169,8 @@ pub async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cancellation
             progress.advance(1, part.bytes());
             continue;
         }
-        let all_verified = part.files.iter().all(|f| rec.and_then(|r| r.files.get(&f.name)).is_some_and(|r| r.size == f.size));
+        let all_verified =
+            part.files.iter().all(|f| rec.and_then(|r| r.files.get(&f.name)).is_some_and(|r| r.size == f.size));
         if !all_verified || !still_archived(m, &id, &part.files).await? {
             report.partitions_kept_not_archived += 1;
             progress.message(&format!("{id}: past retention but not verified in the archive; kept"));
@@ -261,8 +262,14 @@ mod tests {
         assert_eq!(c.policy(&Table::Http.into()), TablePolicy::default());
         assert_eq!(c.restored_keep_days, 7);
         let c = parse("keep_local_days = 30\nkeep_archive_days = 365\n[tables.http]\nkeep_local_days = 7").unwrap();
-        assert_eq!(c.policy(&Table::Http.into()), TablePolicy { keep_local_days: Some(7), keep_archive_days: Some(365) });
-        assert_eq!(c.policy(&Table::Logs.into()), TablePolicy { keep_local_days: Some(30), keep_archive_days: Some(365) });
+        assert_eq!(
+            c.policy(&Table::Http.into()),
+            TablePolicy { keep_local_days: Some(7), keep_archive_days: Some(365) }
+        );
+        assert_eq!(
+            c.policy(&Table::Logs.into()),
+            TablePolicy { keep_local_days: Some(30), keep_archive_days: Some(365) }
+        );
     }
 
     #[test]

@@ -54,7 +54,8 @@ impl FromStr for CronSchedule {
         if !(6..=7).contains(&fields) {
             return Err(CronError { text, reason: format!("{fields} fields") });
         }
-        let schedule = cron::Schedule::from_str(&text).map_err(|e| CronError { text: text.clone(), reason: e.to_string() })?;
+        let schedule =
+            cron::Schedule::from_str(&text).map_err(|e| CronError { text: text.clone(), reason: e.to_string() })?;
         if schedule.upcoming(Utc).next().is_none() {
             return Err(CronError { text, reason: "never fires".into() });
         }
@@ -82,8 +83,13 @@ pub struct ScheduleStats {
 
 /// Runs `job` at every fire time of `schedule` until `cancel` fires. The job receives a
 /// child token and should stop at its next safe point when it fires.
-pub async fn run<F, Fut>(name: &'static str, schedule: CronSchedule, stats: std::sync::Arc<ScheduleStats>, cancel: CancellationToken, mut job: F)
-where
+pub async fn run<F, Fut>(
+    name: &'static str,
+    schedule: CronSchedule,
+    stats: std::sync::Arc<ScheduleStats>,
+    cancel: CancellationToken,
+    mut job: F,
+) where
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {

@@ -165,7 +165,11 @@ impl Flusher {
 
 /// A WAL record of a custom table: its Arrow IPC conformed to the table's schema now
 /// (which can only have gained columns since the record was written).
-fn decode_custom(registry: &crate::custom::Registry, table: &str, body: &[u8]) -> Result<Vec<arrow_array::RecordBatch>, String> {
+fn decode_custom(
+    registry: &crate::custom::Registry,
+    table: &str,
+    body: &[u8],
+) -> Result<Vec<arrow_array::RecordBatch>, String> {
     let schema = registry.get(table).ok_or_else(|| format!("custom table {table} has no schema"))?.arrow_schema();
     let (_, batches) = lake_format::wire::decode(body).map_err(|e| e.to_string())?;
     batches.iter().map(|b| crate::custom::conform_to(&schema, b).map_err(|e| e.to_string())).collect()
@@ -244,7 +248,13 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     tokio::task::spawn_blocking(move || crate::custom::repair::run(&d)).await??;
     let registry = Arc::new(crate::custom::Registry::open(&data, config.custom.clone()));
     let (replayed, skipped) = replay(found.records, &state, &buffers, &batches, &registry);
-    tracing::info!(replayed, skipped, truncated_bytes = found.truncated_bytes, salvaged = found.salvaged.len(), "wal replayed");
+    tracing::info!(
+        replayed,
+        skipped,
+        truncated_bytes = found.truncated_bytes,
+        salvaged = found.salvaged.len(),
+        "wal replayed"
+    );
 
     let engine = Arc::new(Engine::open(&data, Arc::clone(&buffers) as Arc<dyn FreshRows>, config.limits.clone())?);
     // Archive, retention and restore: the admin API and the nightly schedule. Their commits
@@ -252,17 +262,25 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     // files outlive the longest query (twice the query time limit).
     let swapper = Arc::new(crate::swap::Swapper::with_buffers(&data, config.limits.timeout * 2, Arc::clone(&buffers))?);
     let jobs = Arc::new(tokio::sync::Mutex::new(()));
-    let compactor = Arc::new(crate::compact::Compactor::new(&data, Arc::clone(&swapper), Arc::clone(&buffers), config.compaction.clone(), Arc::clone(&jobs)));
-    let compact_task = tokio::spawn(Arc::clone(&compactor).run(cancel.child_token()));
-    let maintenance = Arc::new(crate::archive::Maintenance::new(
+    let compactor = Arc::new(crate::compact::Compactor::new(
         &data,
-        config.archive.clone(),
-        config.retention.clone(),
         Arc::clone(&swapper),
         Arc::clone(&buffers),
-    )?
-    .with_compaction(config.compaction.clone())
-    .sharing_jobs(jobs));
+        config.compaction.clone(),
+        Arc::clone(&jobs),
+    ));
+    let compact_task = tokio::spawn(Arc::clone(&compactor).run(cancel.child_token()));
+    let maintenance = Arc::new(
+        crate::archive::Maintenance::new(
+            &data,
+            config.archive.clone(),
+            config.retention.clone(),
+            Arc::clone(&swapper),
+            Arc::clone(&buffers),
+        )?
+        .with_compaction(config.compaction.clone())
+        .sharing_jobs(jobs),
+    );
     let admin = http::admin::router(Arc::clone(&maintenance), Arc::clone(&auth), cancel.child_token());
     // An unreachable archive must not keep the lake from taking data: say so, and let the
     // nightly run retry.
@@ -272,7 +290,8 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
             tracing::error!("{e:#} (archiving will be retried at its next run)");
         }
     });
-    let archive_task = tokio::spawn(crate::archive::run_schedule(Arc::clone(&maintenance), Arc::default(), cancel.child_token()));
+    let archive_task =
+        tokio::spawn(crate::archive::run_schedule(Arc::clone(&maintenance), Arc::default(), cancel.child_token()));
     let gate = Arc::new(RwLock::new(()));
     let writer_stats = Arc::new(WriterStats::default());
     // What `/health` checks and the heartbeat reports: engine, WAL, flusher, alert loop.
@@ -283,7 +302,8 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         config.flush_interval,
         Arc::clone(&engine),
     ));
-    let heartbeat = config.heartbeat.clone().map(|h| crate::heartbeat::Heartbeat::new(h, Arc::clone(&health))).transpose()?;
+    let heartbeat =
+        config.heartbeat.clone().map(|h| crate::heartbeat::Heartbeat::new(h, Arc::clone(&health))).transpose()?;
     let ingest = Arc::new(Ingest {
         wal: wal.clone(),
         buffers: Arc::clone(&buffers),
@@ -323,7 +343,8 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     )?;
     let _ = status.alerts.set(alerts.snapshots());
     let tables = Arc::new(http::tables::Tables { engine: Arc::clone(&engine), auth: Arc::clone(&auth) });
-    let tables_routes = axum::Router::new().route("/v1/tables", axum::routing::get(http::tables::tables)).with_state(tables);
+    let tables_routes =
+        axum::Router::new().route("/v1/tables", axum::routing::get(http::tables::tables)).with_state(tables);
     let app = http::router(ingest, status)
         .merge(tables_routes)
         .merge(lake_query::http::router_with_auth(Arc::clone(&engine), Arc::clone(&auth), config.queries.clone()))
@@ -362,7 +383,9 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     flush_task.await?;
     // A merge in progress finishes (its output is committed or discarded whole).
     if tokio::time::timeout(SHUTDOWN_GRACE, compact_task).await.is_err() {
-        tracing::warn!("compaction still running after the shutdown grace period; its staging is discarded at the next start");
+        tracing::warn!(
+            "compaction still running after the shutdown grace period; its staging is discarded at the next start"
+        );
     }
     // An archive job stops at its next file boundary; the next run resumes it.
     if tokio::time::timeout(SHUTDOWN_GRACE, archive_task).await.is_err() {
@@ -385,8 +408,13 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
 /// At most `http.max_connections` connections are open: past it the oldest idle one is
 /// closed for a new one ([`http::conns`]). Every 401 and 403 is logged with the peer's
 /// address ([`http::refused`]).
-async fn serve_http<S>(listener: TcpListener, app: S, timeouts: HttpTimeouts, conns: Arc<http::conns::Connections>, cancel: CancellationToken)
-where
+async fn serve_http<S>(
+    listener: TcpListener,
+    app: S,
+    timeouts: HttpTimeouts,
+    conns: Arc<http::conns::Connections>,
+    cancel: CancellationToken,
+) where
     S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
         + Send
@@ -440,7 +468,9 @@ where
                     }
                 }
                 // The connection stays busy (not to be evicted) until the answer is written.
-                Ok::<_, std::convert::Infallible>(resp.map(|b| axum::body::Body::new(http::conns::BusyBody::new(b, busy))))
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|b| axum::body::Body::new(http::conns::BusyBody::new(b, busy))),
+                )
             }
         });
         let io = hyper_util::rt::TokioIo::new(stream);
@@ -501,7 +531,10 @@ pub async fn probe_archive(cfg: &crate::archive::config::ArchiveConfig) -> anyho
     match tokio::time::timeout(PROBE_TIMEOUT, store.inner().list_with_delimiter(prefix.as_ref())).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => anyhow::bail!("{key} = {value:?}: listing bucket {bucket:?} failed: {e}; {hint}"),
-        Err(_) => anyhow::bail!("{key} = {value:?}: the archive store did not answer within {}s; {hint}", PROBE_TIMEOUT.as_secs()),
+        Err(_) => anyhow::bail!(
+            "{key} = {value:?}: the archive store did not answer within {}s; {hint}",
+            PROBE_TIMEOUT.as_secs()
+        ),
     }
 }
 

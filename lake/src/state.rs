@@ -422,7 +422,8 @@ mod tests {
     fn format_1_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lake.json");
-        fs::write(&path, br#"{"v1": {"next_flush": 4, "committed": {"n": {"1700000000": 7, "1700000100": 2}}}}"#).unwrap();
+        fs::write(&path, br#"{"v1": {"next_flush": 4, "committed": {"n": {"1700000000": 7, "1700000100": 2}}}}"#)
+            .unwrap();
         let s = State::load(&path).unwrap();
         assert_eq!(s.next_flush, 4);
         assert!(s.contains(&id("n/1700000000/7")) && s.contains(&id("n/1700000000/1")));

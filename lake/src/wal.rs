@@ -283,7 +283,11 @@ fn resume_after(buf: &[u8], at: usize) -> Option<usize> {
         let magic = u32::from_le_bytes(header[0..4].try_into().ok()?);
         let plen = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
         let end = at + HEADER_LEN + plen;
-        if magic == MAGIC && plen <= MAX_RECORD && end <= buf.len() && (end == buf.len() || frame_at(buf, end).is_some()) {
+        if magic == MAGIC
+            && plen <= MAX_RECORD
+            && end <= buf.len()
+            && (end == buf.len() || frame_at(buf, end).is_some())
+        {
             return Some(end);
         }
     }
@@ -431,7 +435,10 @@ impl Writer {
                         }
                         Err(e) => {
                             self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                            self.stats.set_error(Some(format!("write to {}: {e}", segment_path(&self.dir, self.seq).display())));
+                            self.stats.set_error(Some(format!(
+                                "write to {}: {e}",
+                                segment_path(&self.dir, self.seq).display()
+                            )));
                             // Make the records written before this one durable first:
                             // `repair` may move on to a new segment, and `sync` only
                             // covers the current one.
@@ -584,7 +591,8 @@ impl Wal {
         }
         let corrupt: u64 = replay.salvaged.iter().map(|s| s.end - s.start).sum();
         stats.corrupt_bytes.store(corrupt, Ordering::Relaxed);
-        *stats.salvaged.lock().unwrap_or_else(|p| p.into_inner()) = replay.salvaged.iter().map(ToString::to_string).collect();
+        *stats.salvaged.lock().unwrap_or_else(|p| p.into_inner()) =
+            replay.salvaged.iter().map(ToString::to_string).collect();
         stats.truncated_bytes.store(replay.truncated_bytes, Ordering::Relaxed);
         let seq = segments.last().map_or(1, |s| s + 1);
         let file = Writer::open_segment(dir, seq)?;
@@ -769,13 +777,20 @@ mod tests {
         assert_eq!(replay.truncated_bytes, 0, "not a torn tail");
         let path = segment_path(dir.path(), 1);
         let kept = dir.path().join(CORRUPT_DIR).join(format!("{:020}.wal.{}-{}", 1, len(0), len(0) + len(1)));
-        assert_eq!(replay.salvaged, [Salvage { path: path.clone(), start: len(0), end: len(0) + len(1), kept: Some(kept.clone()) }]);
+        assert_eq!(
+            replay.salvaged,
+            [Salvage { path: path.clone(), start: len(0), end: len(0) + len(1), kept: Some(kept.clone()) }]
+        );
         let mut damaged = rec(1).encode();
         damaged[HEADER_LEN + 30] = 0xEE;
         assert_eq!(fs::read(&kept).unwrap(), damaged, "the damaged bytes are kept as they were");
         assert_eq!(wal.stats().corrupt_bytes.load(Ordering::Relaxed), len(1));
         let said = &wal.stats().salvaged()[0];
-        assert!(said.contains(&path.display().to_string()) && said.contains(&format!("bytes {}..{}", len(0), len(0) + len(1))), "{said}");
+        assert!(
+            said.contains(&path.display().to_string())
+                && said.contains(&format!("bytes {}..{}", len(0), len(0) + len(1))),
+            "{said}"
+        );
         assert_eq!(fs::metadata(&path).unwrap().len(), len(0) + len(2), "the segment keeps its intact records only");
         assert_eq!(wal.stats().bytes.load(Ordering::Relaxed), len(0) + (2..6).map(len).sum::<u64>());
         drop(wal);
@@ -795,7 +810,11 @@ mod tests {
             poke(dir.path(), 2, len(3) + offset, 0xEE);
             let (_wal, replay) = Wal::open(dir.path()).unwrap();
             assert_eq!(replay.records, [0, 1, 2, 3, 5].map(rec), "offset {offset}");
-            assert_eq!((replay.salvaged[0].start, replay.salvaged[0].end), (len(3), len(3) + len(4)), "offset {offset}");
+            assert_eq!(
+                (replay.salvaged[0].start, replay.salvaged[0].end),
+                (len(3), len(3) + len(4)),
+                "offset {offset}"
+            );
         }
     }
 
@@ -833,7 +852,8 @@ mod tests {
     #[tokio::test]
     async fn a_record_hidden_in_a_damaged_payload_is_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let forged = WalRecord { table: "metrics".into(), batch_id: "other/1/1".into(), body: Bytes::from_static(b"forged") };
+        let forged =
+            WalRecord { table: "metrics".into(), batch_id: "other/1/1".into(), body: Bytes::from_static(b"forged") };
         let mut body = vec![7u8; 40];
         body.extend(forged.encode());
         let outer = WalRecord { table: "metrics".into(), batch_id: "n1/1/9".into(), body: Bytes::from(body) };

@@ -33,8 +33,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use lake_format::layout::{self, Date};
 use lake_format::custom::TableRef;
+use lake_format::layout::{self, Date};
 
 use crate::state::{sync_dir, write_atomic, Manifest, State, VersionedState};
 
@@ -271,7 +271,8 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
             }
         }
         let schema = Arc::new(arrow_schema::Schema::new_with_metadata(fields, batches[0].schema().metadata().clone()));
-        let wide: Vec<RecordBatch> = batches.iter().map(|b| crate::custom::conform_to(&schema, b)).collect::<Result<_, _>>().map_err(enc)?;
+        let wide: Vec<RecordBatch> =
+            batches.iter().map(|b| crate::custom::conform_to(&schema, b)).collect::<Result<_, _>>().map_err(enc)?;
         concat_batches(&schema, &wide).map_err(enc)?
     };
     let t1 = Instant::now();
@@ -280,10 +281,10 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
     let sorted = take_record_batch(&all, &indices).map_err(enc)?;
     let t3 = Instant::now();
     tracing::debug!(%table, rows = all.num_rows(), concat_ms = ms(t1 - t0), sort_ms = ms(t2 - t1), take_ms = ms(t3 - t2), "flush: sorted");
-    let ts = sorted
-        .column_by_name("ts")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| WriterError::Encode { table: table.to_string(), message: "ts is not a microsecond timestamp".into() })?;
+    let ts =
+        sorted.column_by_name("ts").and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>()).ok_or_else(
+            || WriterError::Encode { table: table.to_string(), message: "ts is not a microsecond timestamp".into() },
+        )?;
     let mut dates: BTreeMap<Date, Vec<bool>> = BTreeMap::new();
     for (i, v) in ts.values().iter().enumerate() {
         let mask = dates.entry(Date::from_micros(*v)).or_insert_with(|| vec![false; ts.len()]);
@@ -303,11 +304,17 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
 }
 
 /// The row order of `batch` by the table's sort columns.
-pub(crate) fn sort_indices(table: &TableRef, batch: &RecordBatch) -> std::result::Result<arrow_array::UInt32Array, arrow_schema::ArrowError> {
+pub(crate) fn sort_indices(
+    table: &TableRef,
+    batch: &RecordBatch,
+) -> std::result::Result<arrow_array::UInt32Array, arrow_schema::ArrowError> {
     let sort: Vec<SortColumn> = table
         .sort_columns()
         .iter()
-        .map(|c| SortColumn { values: Arc::clone(batch.column_by_name(c).expect("every table has its sort columns")), options: None })
+        .map(|c| SortColumn {
+            values: Arc::clone(batch.column_by_name(c).expect("every table has its sort columns")),
+            options: None,
+        })
         .collect();
     lexsort_to_indices(&sort, None)
 }
@@ -319,7 +326,11 @@ pub(crate) fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema
     let sorting = table
         .sort_columns()
         .iter()
-        .map(|c| SortingColumn { column_idx: schema.index_of(c).expect("every table has its sort columns") as i32, descending: false, nulls_first: false })
+        .map(|c| SortingColumn {
+            column_idx: schema.index_of(c).expect("every table has its sort columns") as i32,
+            descending: false,
+            nulls_first: false,
+        })
         .collect();
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
@@ -330,7 +341,8 @@ pub(crate) fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema
 }
 
 fn write_parquet(table: &TableRef, path: &Path, batch: &RecordBatch) -> Result<()> {
-    let enc = |e: parquet::errors::ParquetError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
+    let enc =
+        |e: parquet::errors::ParquetError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
     let props = parquet_properties(table, &batch.schema());
     let file = File::create(path).map_err(io_err("create", path))?;
     let t0 = Instant::now();
@@ -410,7 +422,9 @@ fn stage_files(
 fn apply_manifest(data: &Path, mpath: &Path, manifest: &Manifest) -> Result<()> {
     crate::swap::apply_adds(data, &manifest.moves).map_err(|e| match e {
         crate::swap::SwapError::Io { op, path, source } => WriterError::Io { op, path, source },
-        other => WriterError::Io { op: "commit", path: mpath.to_path_buf(), source: io::Error::other(other.to_string()) },
+        other => {
+            WriterError::Io { op: "commit", path: mpath.to_path_buf(), source: io::Error::other(other.to_string()) }
+        }
     })?;
     let state = manifest.state.current();
     let spath = state_path(data);
@@ -513,7 +527,8 @@ mod tests {
     #[test]
     fn flush_sorts_by_host_then_ts_and_splits_days() {
         let dir = tempfile::tempdir().unwrap();
-        let taken = HashMap::from([(Table::Metrics.into(), vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])])]);
+        let taken =
+            HashMap::from([(Table::Metrics.into(), vec![batch("b", &[DAY + 5, 3]), batch("a", &[DAY + 1, 7, 2])])]);
         let state = State { next_flush: 1, ..Default::default() };
         assert_eq!(write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap(), (5, 2));
         let files = read_all(dir.path());

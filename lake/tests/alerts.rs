@@ -116,9 +116,39 @@ fn certs(dir: &Path) -> Certs {
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=lake test CA"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lake test CA",
+    ]);
     run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=127.0.0.1"]);
-    run(&["x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
     Certs { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") }
 }
 
@@ -132,7 +162,8 @@ struct Hit {
 
 impl Hit {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{}: {e}: {}", self.path, String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{}: {e}: {}", self.path, String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -145,8 +176,14 @@ struct Hook {
 impl Hook {
     async fn start() -> Hook {
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        async fn record(State(hits): State<Arc<Mutex<Vec<Hit>>>>, uri: Uri, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-            let headers = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("?").to_string())).collect();
+        async fn record(
+            State(hits): State<Arc<Mutex<Vec<Hit>>>>,
+            uri: Uri,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> StatusCode {
+            let headers =
+                headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("?").to_string())).collect();
             hits.lock().unwrap().push(Hit { path: uri.path().to_string(), headers, body: body.to_vec() });
             if uri.path().starts_with("/fail") {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -240,12 +277,17 @@ fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
 /// Runs the `lake` CLI against `url` with `token`.
 fn cli_as(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(lake_bin()).args(args).arg("--url").arg(url).env("LAKE_TOKEN", token).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn alerts_json(url: &str) -> Value {
     let url = url.to_string();
-    let (code, out, err) = tokio::task::spawn_blocking(move || cli(&url, &["alerts", "--format", "json"])).await.unwrap();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || cli(&url, &["alerts", "--format", "json"])).await.unwrap();
     assert_eq!(code, 0, "{err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -288,9 +330,11 @@ async fn email_firing_and_resolved_through_a_real_smtp_server() {
 
     probes(&c, &lake.url, 1, &[("http://shop.test/", false)]).await;
     let servers = [("plain", &plain), ("starttls", &starttls), ("smtps", &smtps)];
-    wait_until("the firing emails", Duration::from_secs(30), || servers.iter().all(|(_, s)| !s.messages().is_empty())).await;
+    wait_until("the firing emails", Duration::from_secs(30), || servers.iter().all(|(_, s)| !s.messages().is_empty()))
+        .await;
     probes(&c, &lake.url, 2, &[("http://shop.test/", true)]).await;
-    wait_until("the resolved emails", Duration::from_secs(30), || servers.iter().all(|(_, s)| s.messages().len() >= 2)).await;
+    wait_until("the resolved emails", Duration::from_secs(30), || servers.iter().all(|(_, s)| s.messages().len() >= 2))
+        .await;
 
     for (name, server) in servers {
         let m = server.messages();
@@ -301,7 +345,10 @@ async fn email_firing_and_resolved_through_a_real_smtp_server() {
             "[FIRING] uptime_down: http://shop.test/ is down from 1 of 1 vantage point(s) (node-a): connection refused",
             "{name}"
         );
-        assert!(resolved["subject"].as_str().unwrap().starts_with("[RESOLVED] uptime_down: http://shop.test/"), "{name}: {resolved}");
+        assert!(
+            resolved["subject"].as_str().unwrap().starts_with("[RESOLVED] uptime_down: http://shop.test/"),
+            "{name}: {resolved}"
+        );
         assert_eq!(firing["rcpt_tos"], serde_json::json!(["ops@example.com", "me@example.com"]));
         assert_eq!(firing["mail_from"], "alerts@lake.test");
         assert_eq!(firing["content_type"], "text/plain");
@@ -340,8 +387,12 @@ async fn email_firing_and_resolved_through_a_real_smtp_server() {
         assert!(Instant::now() < deadline, "timed out waiting for the delivery rows");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = rows(&c, &lake.url, "select state, count(*) from alerts where rule = 'uptime_down' group by 1 order by 1").await;
-    assert_eq!(r, [serde_json::json!(["firing", 1]), serde_json::json!(["resolved", 1]), serde_json::json!(["sent", 6])]);
+    let r = rows(&c, &lake.url, "select state, count(*) from alerts where rule = 'uptime_down' group by 1 order by 1")
+        .await;
+    assert_eq!(
+        r,
+        [serde_json::json!(["firing", 1]), serde_json::json!(["resolved", 1]), serde_json::json!(["sent", 6])]
+    );
     let r = rows(&c, &lake.url, "select channels from alerts where state = 'firing'").await;
     assert_eq!(r[0][0], serde_json::json!(["plain", "starttls", "smtps"]));
 
@@ -402,7 +453,10 @@ url = "{h}/fail"
     // Two targets go down together: one message per channel, with both.
     probes(&c, &lake.url, 1, &[("http://a.test/", false), ("http://b.test/", false)]).await;
     let paths = ["/json", "/am", "/ntfy/lake-alerts", "/slack", "/discord"];
-    wait_until("a message on every working webhook", Duration::from_secs(30), || paths.iter().all(|p| !hook.at(p).is_empty())).await;
+    wait_until("a message on every working webhook", Duration::from_secs(30), || {
+        paths.iter().all(|p| !hook.at(p).is_empty())
+    })
+    .await;
     wait_until("three attempts on the failing webhook", Duration::from_secs(30), || hook.at("/fail").len() >= 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for p in paths {
@@ -457,7 +511,10 @@ url = "{h}/fail"
     assert_eq!(ntfy.headers["click"], "http://lake.test:7470/");
     assert_eq!(ntfy.headers["authorization"], "Bearer tk_ntfy_token");
     let text = String::from_utf8(ntfy.body.clone()).unwrap();
-    assert!(text.contains("2 firing:\n\n1. http://a.test/ is down") && text.contains("2. http://b.test/ is down"), "{text}");
+    assert!(
+        text.contains("2 firing:\n\n1. http://a.test/ is down") && text.contains("2. http://b.test/ is down"),
+        "{text}"
+    );
     assert!(hook.at("/slack")[0].json()["text"].as_str().unwrap().starts_with("[FIRING:2] uptime_down"));
     assert!(hook.at("/discord")[0].json()["content"].as_str().unwrap().starts_with("[FIRING:2] uptime_down"));
 
@@ -486,7 +543,8 @@ url = "{h}/fail"
     assert!(table.contains("broken: firing failed (3 tries): "), "{table}");
     assert!(table.contains("HTTP 500"), "{table}");
     assert!(table.starts_with("STATE"), "{table}");
-    let failed = count(&c, &lake.url, "select count(*) from alerts where state = 'failed' and channels = ['broken']").await;
+    let failed =
+        count(&c, &lake.url, "select count(*) from alerts where state = 'failed' and channels = ['broken']").await;
     assert_eq!(failed, 2, "one failed row per alert of the message");
 }
 
@@ -525,7 +583,10 @@ async fn a_lake_killed_while_an_alert_fires_neither_resends_nor_forgets() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hook.at("/hook").len(), 2);
     let r = rows(&c, &lake.url, "select state, count(*) from alerts group by 1 order by 1").await;
-    assert_eq!(r, [serde_json::json!(["firing", 1]), serde_json::json!(["resolved", 1]), serde_json::json!(["sent", 2])]);
+    assert_eq!(
+        r,
+        [serde_json::json!(["firing", 1]), serde_json::json!(["resolved", 1]), serde_json::json!(["sent", 2])]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,7 +597,8 @@ async fn silences_hold_notifications_until_removed() {
     let port = free_port();
     let config = config(dir.path(), port, &extra);
     // Silences are changed with a token of the alerts role (a read token only lists them).
-    let out = Command::new(lake_bin()).args(["token", "add", "--role", "alerts", "--config"]).arg(&config).output().unwrap();
+    let out =
+        Command::new(lake_bin()).args(["token", "add", "--role", "alerts", "--config"]).arg(&config).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let lake = Lake::start(&config, port);
@@ -547,7 +609,19 @@ async fn silences_hold_notifications_until_removed() {
         async move { tokio::task::spawn_blocking(move || cli_as(&url, &token, &args)).await.unwrap() }
     };
 
-    let (code, out, err) = run(vec!["silence", "add", "--rule", "uptime_down", "--label", "target=http://quiet.test/", "--for", "2h", "--comment", "maintenance"]).await;
+    let (code, out, err) = run(vec![
+        "silence",
+        "add",
+        "--rule",
+        "uptime_down",
+        "--label",
+        "target=http://quiet.test/",
+        "--for",
+        "2h",
+        "--comment",
+        "maintenance",
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("silence 1 added: uptime_down target=http://quiet.test/ until 20"), "{out}");
     let (code, _, err) = run(vec!["silence", "add", "--rule", "nope", "--for", "2h"]).await;
@@ -565,7 +639,10 @@ async fn silences_hold_notifications_until_removed() {
     assert!(table.contains("Silences:"), "{table}");
     let (code, list, _) = run(vec!["silence", "list"]).await;
     assert_eq!(code, 0);
-    assert!(list.contains("uptime_down") && list.contains("target=http://quiet.test/") && list.contains("maintenance"), "{list}");
+    assert!(
+        list.contains("uptime_down") && list.contains("target=http://quiet.test/") && list.contains("maintenance"),
+        "{list}"
+    );
     assert!(list.lines().nth(1).unwrap().starts_with("1 "), "{list}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hook.at("/hook").len(), 1, "the silenced alert notified nobody");
@@ -593,12 +670,18 @@ fn check_config_names_the_file_the_rule_and_the_field() {
         let p = dir.path().join("lake.toml");
         std::fs::write(&p, text).unwrap();
         let out = Command::new(lake_bin()).args(["check-config", "--config"]).arg(&p).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, _, err) = check("[[rules]]\nname = \"api\"\nsql = \"select 1 as value\"\ncondition = \"=> 1\"\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("lake.toml") && err.contains("rules[0] (api).condition: \"=> 1\" must start with"), "{err}");
-    let (code, _, err) = check("[[rules]]\nname = \"api\"\nsql = \"select hots as host, 1 as value from metrics\"\ncondition = \"> 1\"\n");
+    let (code, _, err) = check(
+        "[[rules]]\nname = \"api\"\nsql = \"select hots as host, 1 as value from metrics\"\ncondition = \"> 1\"\n",
+    );
     assert_eq!(code, Some(2));
     assert!(err.contains("rule api (sql): Binder Error") && err.contains("hots"), "{err}");
     let (code, _, err) = check("[[rules]]\nname = \"api\"\nsql = \"select host from metrics\"\ncondition = \"> 1\"\n");
@@ -610,6 +693,9 @@ fn check_config_names_the_file_the_rule_and_the_field() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("channel         phone: webhook (ntfy) to https://ntfy.sh/…"), "{out}");
-    assert!(out.contains("rule            filesystem_full (built-in): value > 0.95 for 5m every 1m, warning, to phone"), "{out}");
+    assert!(
+        out.contains("rule            filesystem_full (built-in): value > 0.95 for 5m every 1m, warning, to phone"),
+        "{out}"
+    );
     assert!(out.contains("rule            fail2ban_burst: disabled"), "{out}");
 }

@@ -139,7 +139,8 @@ fn start_lake(config: &Path, port: u16) -> Lake {
 /// Runs a `lake` command; returns (exit code, stdout, stderr).
 fn run(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = lake_cmd(config).args(args).env("LAKE_TOKEN", READ_TOKEN).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
@@ -222,16 +223,27 @@ fn restart(lake: &mut Lake, config: &Path, port: u16) {
 fn ledger_verified(data: &Path) -> usize {
     let Ok(bytes) = std::fs::read(data.join("state/archive.json")) else { return 0 };
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    v["v1"]["partitions"].as_object().map_or(0, |p| p.values().map(|r| r["files"].as_object().map_or(0, |f| f.len())).sum())
+    v["v1"]["partitions"]
+        .as_object()
+        .map_or(0, |p| p.values().map(|r| r["files"].as_object().map_or(0, |f| f.len())).sum())
 }
 
 fn parquet_files(data: &Path) -> usize {
     let mut n = 0;
     for t in std::fs::read_dir(data.join("tables")).unwrap().flatten() {
         for d in std::fs::read_dir(t.path()).unwrap().flatten() {
-            let past = d.file_name().to_string_lossy().strip_prefix("date=").and_then(Date::parse).is_some_and(|d| d < today());
+            let past = d
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("date=")
+                .and_then(Date::parse)
+                .is_some_and(|d| d < today());
             if past {
-                n += std::fs::read_dir(d.path()).unwrap().flatten().filter(|f| f.file_name().to_string_lossy().ends_with(".parquet")).count();
+                n += std::fs::read_dir(d.path())
+                    .unwrap()
+                    .flatten()
+                    .filter(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+                    .count();
             }
         }
     }
@@ -316,7 +328,12 @@ async fn archive_kill_resume_retention_restore_and_an_independent_reader() {
 
     // The big file went up in parts: S3 gives multipart objects an ETag ending in -<parts>.
     let logs_dir = format!("{}/{BUCKET}/lake/tables/logs/date={}", moto.url(), day(2));
-    let name = std::fs::read_dir(data.join(format!("tables/logs/date={}", day(2)))).unwrap().next().unwrap().unwrap().file_name();
+    let name = std::fs::read_dir(data.join(format!("tables/logs/date={}", day(2))))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
     let head = c.head(format!("{logs_dir}/{}", name.to_string_lossy())).send().await.unwrap();
     let etag = head.headers()["etag"].to_str().unwrap().to_string();
     let size: u64 = head.headers()["content-length"].to_str().unwrap().parse().unwrap();
@@ -333,7 +350,11 @@ async fn archive_kill_resume_retention_restore_and_an_independent_reader() {
     for r in rows {
         let today_row = r[1].as_str() == Some(&today().to_string());
         let want = if today_row { "local" } else { "local+archive" };
-        assert_eq!((r[2].as_str().unwrap(), r[7].as_str().unwrap()), (want, if today_row { "no" } else { "yes" }), "{r:?}");
+        assert_eq!(
+            (r[2].as_str().unwrap(), r[7].as_str().unwrap()),
+            (want, if today_row { "no" } else { "yes" }),
+            "{r:?}"
+        );
     }
 
     // 4. An independent reader (pyarrow) reads the bucket directly and counts the same rows.
@@ -341,7 +362,11 @@ async fn archive_kill_resume_retention_restore_and_an_independent_reader() {
         .args(["-c", READER, &moto.port.to_string(), BUCKET, "lake", "metrics", "logs"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "pyarrow reader failed (scripts/setup peers installs pyarrow): {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pyarrow reader failed (scripts/setup peers installs pyarrow): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let independent: BTreeMap<String, u64> = serde_json::from_slice(&out.stdout).unwrap();
     let mut lake_counts = counts(&before);
     lake_counts.retain(|k, _| !k.ends_with(&today().to_string()));
@@ -357,7 +382,12 @@ async fn archive_kill_resume_retention_restore_and_an_independent_reader() {
     assert_eq!(report["retention"]["files_evicted"], evicted_metrics);
     let after = aggregates(&cfg, &lake.url);
     assert_eq!(after.len(), before.len() - evicted_metrics as usize, "{after:?}");
-    assert!(after.keys().all(|k| !k.starts_with("metrics/") || k.as_str() >= format!("metrics/{}", day(KEEP_LOCAL)).as_str()), "{after:?}");
+    assert!(
+        after
+            .keys()
+            .all(|k| !k.starts_with("metrics/") || k.as_str() >= format!("metrics/{}", day(KEEP_LOCAL)).as_str()),
+        "{after:?}"
+    );
 
     // 6. Restore the evicted days; queries over local + restored data equal the originals.
     let (from, to) = (day(DAYS + 1).to_string(), day(KEEP_LOCAL + 1).to_string());
@@ -379,5 +409,8 @@ async fn archive_kill_resume_retention_restore_and_an_independent_reader() {
     println!("lake archive status (offline, metrics):\n{offline}");
     assert!(offline.contains("restored_until"), "{offline}");
     let report = json(&cfg, &["archive", "--now", "--no-retention", "--format", "json"]);
-    assert_eq!((report["files_uploaded"].as_u64(), report["files_already_verified"].as_u64()), (Some(0), Some(files as u64)));
+    assert_eq!(
+        (report["files_uploaded"].as_u64(), report["files_already_verified"].as_u64()),
+        (Some(0), Some(files as u64))
+    );
 }

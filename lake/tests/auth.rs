@@ -49,7 +49,11 @@ impl Setup {
     /// `lake token <args> --config lake.toml`: (exit code, stdout, stderr).
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(lake_bin()).arg("token").args(args).arg("--config").arg(&self.config).output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Adds a token; returns (token, id).
@@ -90,12 +94,23 @@ where
 
 async fn read_status(c: &reqwest::Client, url: &str, path: &str, token: &str) -> u16 {
     let body = if path == "/v1/sql" { "{\"sql\": \"select 1\"}" } else { "{}" };
-    c.post(format!("{url}{path}")).bearer_auth(token).header("content-type", "application/json").body(body).send().await.unwrap().status().as_u16()
+    c.post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 async fn metric(c: &reqwest::Client, url: &str, name: &str) -> u64 {
     let text = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} missing"))
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +222,11 @@ async fn a_bad_tokens_file_is_refused_naming_the_file_and_key() {
     let good = std::fs::read_to_string(s.tokens_file()).unwrap();
     let bad = good.replace(&sha256_hex(&read), "not-a-sha256");
     let file = s.tokens_file();
-    let named = |e: &str| e.contains(&file.display().to_string()) && e.contains("tokens[0] (id ") && e.contains(").sha256 = \"not-a-sha256\": not a SHA-256 digest");
+    let named = |e: &str| {
+        e.contains(&file.display().to_string())
+            && e.contains("tokens[0] (id ")
+            && e.contains(").sha256 = \"not-a-sha256\": not a SHA-256 digest")
+    };
 
     // At start: `lake check-config` and `lake serve` refuse it.
     std::fs::write(&file, &bad).unwrap();
@@ -215,7 +234,12 @@ async fn a_bad_tokens_file_is_refused_naming_the_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(named(&err), "{err}");
-    let out = Command::new(lake_bin()).args(["serve", "--config"]).arg(&s.config).env("LOG_FILTER", "error").output().unwrap();
+    let out = Command::new(lake_bin())
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .env("LOG_FILTER", "error")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && named(&err), "{err}");
     let (code, _, err) = s.cli(&["add", "--role", "read"]);

@@ -42,7 +42,10 @@ fn web_ui_in_headless_chromium() {
         "{}/node_modules/playwright-core missing: run `scripts/setup peers` (npm ci there)",
         dir.display()
     );
-    assert!(std::path::Path::new(CHROMIUM).exists(), "{CHROMIUM} missing: run `scripts/setup peers` (apt-get install chromium)");
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} missing: run `scripts/setup peers` (apt-get install chromium)"
+    );
 
     let lake = GeneratedLake::start();
     let out = screenshot_dir();

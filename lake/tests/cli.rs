@@ -11,7 +11,11 @@ use lake_format::{wire, Table};
 
 fn run(url: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(lake_bin()).args(args).arg("--url").arg(url).env("LAKE_TOKEN", READ_TOKEN).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn batch(table: Table, rows: usize, fill: impl Fn(&mut TableBuilder, usize)) -> Vec<u8> {
@@ -43,7 +47,8 @@ async fn correlate_top_and_query_formats() {
     });
     let fw = batch(Table::Firewall, 1, |b, _| {
         let c = |n| b.column(n).unwrap();
-        let (ts, host, action, src, proto, dpt) = (c("ts"), c("host"), c("action"), c("src"), c("proto"), c("dst_port"));
+        let (ts, host, action, src, proto, dpt) =
+            (c("ts"), c("host"), c("action"), c("src"), c("proto"), c("dst_port"));
         b.ts(ts, now - 40_000_000);
         b.text(host, Some(NODE));
         b.text(action, Some("BLOCK"));
@@ -67,7 +72,9 @@ async fn correlate_top_and_query_formats() {
         m.push(t, NODE, "cpu_usage_percent", 2.0 * i as f64 + 1.0, &[("cpu", "total")]);
     }
     let metrics = encode(&m.finish());
-    for (seq, (table, body)) in [("http", http), ("firewall", fw), ("bans", bans), ("metrics", metrics)].into_iter().enumerate() {
+    for (seq, (table, body)) in
+        [("http", http), ("firewall", fw), ("bans", bans), ("metrics", metrics)].into_iter().enumerate()
+    {
         let (s, b) = post(&c, &lake.url, table, TOKEN, &format!("{NODE}/1/{}", seq + 1), body).await;
         assert_eq!(s, 200, "{table}: {b}");
     }
@@ -81,7 +88,22 @@ async fn correlate_top_and_query_formats() {
     assert!(lines[5].contains("bans") && lines[5].contains("sshd ban"), "{out}");
     assert!(!out.contains("198.51.100.1"), "{out}");
 
-    let (ok, out, err) = run(&lake.url, &["correlate", "metric:load1", "metric:cpu_usage_percent", "--host", NODE, "--bucket", "1m", "--max-lag", "3", "--format", "csv"]);
+    let (ok, out, err) = run(
+        &lake.url,
+        &[
+            "correlate",
+            "metric:load1",
+            "metric:cpu_usage_percent",
+            "--host",
+            NODE,
+            "--bucket",
+            "1m",
+            "--max-lag",
+            "3",
+            "--format",
+            "csv",
+        ],
+    );
     assert!(ok, "{err}");
     let best: Vec<&str> = out.lines().nth(1).unwrap().split(',').collect();
     assert_eq!((best[0], best[2]), ("0", "1.0"), "{out}");
@@ -114,7 +136,8 @@ async fn correlate_top_and_query_formats() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v.to_string().contains("sshd"), "{v}");
 
-    let (ok, out, _) = run(&lake.url, &["query", "--format", "csv", "select status, count(*) as n from http group by 1"]);
+    let (ok, out, _) =
+        run(&lake.url, &["query", "--format", "csv", "select status, count(*) as n from http group by 1"]);
     assert!(ok);
     assert_eq!(out, "status,n\n404,3\n");
 }

@@ -13,7 +13,12 @@ fn parquet_files(data: &std::path::Path) -> usize {
     let root = data.join("tables/metrics");
     let mut n = 0;
     for d in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        n += std::fs::read_dir(d.path()).into_iter().flatten().flatten().filter(|f| f.path().extension().is_some_and(|e| e == "parquet")).count();
+        n += std::fs::read_dir(d.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "parquet"))
+            .count();
     }
     n
 }
@@ -65,7 +70,8 @@ async fn queries_see_every_row_once_before_during_and_after_compaction() {
     let per_batch = 500;
     for b in 0..60u64 {
         sent.fetch_add(per_batch as i64, Ordering::SeqCst);
-        let (status, body) = post(&client, &url, "metrics", TOKEN, &format!("{NODE}/1/{b}"), encode(&metrics_batch(b, per_batch))).await;
+        let (status, body) =
+            post(&client, &url, "metrics", TOKEN, &format!("{NODE}/1/{b}"), encode(&metrics_batch(b, per_batch))).await;
         assert_eq!(status, 200, "{body}");
         acked.fetch_add(per_batch as i64, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -88,7 +94,12 @@ async fn queries_see_every_row_once_before_during_and_after_compaction() {
     let ran = queries.await.unwrap();
     assert!(ran > 20, "only {ran} queries ran");
     assert_eq!(count(&client, &url, "SELECT count(*) FROM metrics WHERE name = 'seq'").await, total);
-    let merged = std::fs::read_dir(data.join("tables/metrics")).unwrap().flatten().flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten()).map(|f| f.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>();
+    let merged = std::fs::read_dir(data.join("tables/metrics"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
     assert!(merged.iter().all(|n| n.starts_with("c-")), "{merged:?}");
     println!("{ran} queries, {total} rows, files left: {merged:?}");
 }
@@ -109,7 +120,15 @@ async fn kill_9_during_compaction_loses_and_duplicates_nothing() {
     for round in 0..6u64 {
         let mut lake = Lake::start(&config, port);
         for _ in 0..15 {
-            let (status, body) = post(&client, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/{batch}"), encode(&metrics_batch(batch, 2000))).await;
+            let (status, body) = post(
+                &client,
+                &lake.url,
+                "metrics",
+                TOKEN,
+                &format!("{NODE}/1/{batch}"),
+                encode(&metrics_batch(batch, 2000)),
+            )
+            .await;
             assert_eq!(status, 200, "{body}");
             total += 2000;
             batch += 1;
@@ -117,12 +136,20 @@ async fn kill_9_during_compaction_loses_and_duplicates_nothing() {
         }
         let check = "SELECT count(*), count(DISTINCT (labels['batch'], value)) FROM metrics WHERE name = 'seq'";
         let rows = sql(&client, &lake.url, check).await;
-        assert_eq!((rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap()), (total, total), "round {round} before the kill");
+        assert_eq!(
+            (rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap()),
+            (total, total),
+            "round {round} before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(150 + 97 * round)).await;
         lake.kill9();
         let lake = Lake::start(&config, port);
         let rows = sql(&client, &lake.url, check).await;
-        assert_eq!((rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap()), (total, total), "round {round} after the restart");
+        assert_eq!(
+            (rows[0][0].as_i64().unwrap(), rows[0][1].as_i64().unwrap()),
+            (total, total),
+            "round {round} after the restart"
+        );
         drop(lake);
     }
 }
@@ -147,7 +174,8 @@ async fn lake_compact_runs_through_the_server_or_in_process() {
 
     let mut lake = Lake::start(&config, port);
     for b in 0..5u64 {
-        let (s, m) = post(&client, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/{b}"), encode(&metrics_batch(b, 100))).await;
+        let (s, m) =
+            post(&client, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/{b}"), encode(&metrics_batch(b, 100))).await;
         assert_eq!(s, 200, "{m}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -156,7 +184,8 @@ async fn lake_compact_runs_through_the_server_or_in_process() {
     assert!(said.starts_with("compacted 5 small files into 1 ("), "{said}");
     assert_eq!(count(&client, &lake.url, "SELECT count(*) FROM metrics").await, 500);
     for b in 5..8u64 {
-        let (s, _) = post(&client, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/{b}"), encode(&metrics_batch(b, 100))).await;
+        let (s, _) =
+            post(&client, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/{b}"), encode(&metrics_batch(b, 100))).await;
         assert_eq!(s, 200);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -44,7 +44,8 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
             next_kill = Instant::now() + Duration::from_millis(150 + 97 * (kills % 5));
             continue;
         }
-        let (s, body) = post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/42/{seq}"), encode(&metrics_batch(seq, ROWS))).await;
+        let (s, body) =
+            post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/42/{seq}"), encode(&metrics_batch(seq, ROWS))).await;
         match s {
             200 => seq += 1,
             503 | 0 => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -54,7 +55,8 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
     // The last kill may have struck after the WAL fsync but before the answer: like a
     // collector, re-send that batch until it is acknowledged (stored or recognised).
     loop {
-        let (s, _) = post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/42/{seq}"), encode(&metrics_batch(seq, ROWS))).await;
+        let (s, _) =
+            post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/42/{seq}"), encode(&metrics_batch(seq, ROWS))).await;
         if s == 200 {
             break;
         }
@@ -65,7 +67,12 @@ async fn kill_9_loses_no_acknowledged_batch_and_stores_none_twice() {
     // One more crash right at the end, then a clean start.
     lake.kill9();
     let lake = Lake::start(&config, port);
-    let rows = sql(&c, &lake.url, "select count(*), count(distinct labels['batch']), count(distinct (ts, labels['batch'])) from metrics").await;
+    let rows = sql(
+        &c,
+        &lake.url,
+        "select count(*), count(distinct labels['batch']), count(distinct (ts, labels['batch'])) from metrics",
+    )
+    .await;
     let expected = (acked as usize * ROWS) as i64;
     assert_eq!(rows[0][0].as_i64().unwrap(), expected, "rows after {kills} kills: {rows}");
     assert_eq!(rows[0][1].as_i64().unwrap(), acked as i64);

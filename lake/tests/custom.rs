@@ -14,7 +14,14 @@ use std::process::Command;
 use common::*;
 use lake_format::{wire, Table};
 
-async fn send(client: &reqwest::Client, url: &str, kind: &str, table: &str, id: &str, body: &str) -> (u16, serde_json::Value) {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    kind: &str,
+    table: &str,
+    id: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let r = client
         .post(format!("{url}/v1/ingest/{kind}/{table}"))
         .bearer_auth(TOKEN)
@@ -45,7 +52,9 @@ async fn custom_tables_end_to_end() {
     let url = lake.url.clone();
 
     // Batch 1 infers the schema.
-    let b1: String = (0..60).map(|m| format!("{{\"ts\": \"{}\", \"plan\": \"pro\", \"amount\": {m}.5, \"trial\": false}}\n", at(m))).collect();
+    let b1: String = (0..60)
+        .map(|m| format!("{{\"ts\": \"{}\", \"plan\": \"pro\", \"amount\": {m}.5, \"trial\": false}}\n", at(m)))
+        .collect();
     let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/1"), &b1).await;
     assert_eq!((s, v["rows"].as_i64()), (200, Some(60)), "{v}");
     // Batch 2 adds a column (a JSON array body this time).
@@ -57,20 +66,34 @@ async fn custom_tables_end_to_end() {
     let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/3"), &b3).await;
     assert_eq!(s, 400);
     let msg = v["error"].as_str().unwrap();
-    assert!(msg.contains("line 2") && msg.contains("\"trial\"") && msg.contains("string") && msg.contains("bool"), "{msg}");
+    assert!(
+        msg.contains("line 2") && msg.contains("\"trial\"") && msg.contains("string") && msg.contains("bool"),
+        "{msg}"
+    );
     // Replaying batch 1 is acknowledged without storing it again.
     let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/1"), &b1).await;
     assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
     // Lenient table: the conflicting value is kept in _extra.
-    let (s, v) = send(&client, &url, "json", "ups", &format!("{NODE}/1/4"), "{\"time\": 1795000000, \"load\": 40}\n{\"time\": 1795000060, \"load\": \"n/a\"}\n").await;
+    let (s, v) = send(
+        &client,
+        &url,
+        "json",
+        "ups",
+        &format!("{NODE}/1/4"),
+        "{\"time\": 1795000000, \"load\": 40}\n{\"time\": 1795000060, \"load\": \"n/a\"}\n",
+    )
+    .await;
     assert_eq!((s, v["lenient_values"].as_i64()), (200, Some(1)), "{v}");
     // CSV with quoting and an embedded newline.
-    let csv = "ts,campaign,opens\n2026-11-25T10:00:00Z,\"Black \"\"Friday\"\"\nteaser\",120\n2026-11-25T11:00:00Z,plain,7\n";
+    let csv =
+        "ts,campaign,opens\n2026-11-25T10:00:00Z,\"Black \"\"Friday\"\"\nteaser\",120\n2026-11-25T11:00:00Z,plain,7\n";
     let (s, v) = send(&client, &url, "csv", "campaigns", &format!("{NODE}/1/5"), csv).await;
     assert_eq!(s, 200, "{v}");
     // 10,000 columns: refused, nothing created.
     let wide: serde_json::Map<String, serde_json::Value> = (0..10_000).map(|i| (format!("c{i}"), i.into())).collect();
-    let (s, v) = send(&client, &url, "json", "attack", &format!("{NODE}/1/6"), &serde_json::Value::Object(wide).to_string()).await;
+    let (s, v) =
+        send(&client, &url, "json", "attack", &format!("{NODE}/1/6"), &serde_json::Value::Object(wide).to_string())
+            .await;
     assert_eq!(s, 400);
     assert!(v["error"].as_str().unwrap().contains("10000 fields"), "{v}");
     // Bad table names.
@@ -88,13 +111,19 @@ async fn custom_tables_end_to_end() {
     // kill -9 between batches: every acknowledged row is there once after the restart.
     lake.kill9();
     let lake = Lake::start(&config, port);
-    let b4: String = (0..10).map(|m| format!("{{\"ts\": \"{}\", \"plan\": \"team\", \"amount\": 1, \"seats\": {m}}}\n", at(70 + m))).collect();
+    let b4: String = (0..10)
+        .map(|m| format!("{{\"ts\": \"{}\", \"plan\": \"team\", \"amount\": 1, \"seats\": {m}}}\n", at(70 + m)))
+        .collect();
     let (s, _) = send(&client, &url, "json", "signups", &format!("{NODE}/1/8"), &b4).await;
     assert_eq!(s, 200);
     let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/2"), &b2).await;
     assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "batch 2 was acknowledged before the kill");
     assert_eq!(count(&client, &url, "SELECT count(*) FROM signups").await, 71);
-    assert_eq!(count(&client, &url, "SELECT count(*) FROM (SELECT ts, count(*) c FROM signups GROUP BY ts HAVING c > 1)").await, 0);
+    assert_eq!(
+        count(&client, &url, "SELECT count(*) FROM (SELECT ts, count(*) c FROM signups GROUP BY ts HAVING c > 1)")
+            .await,
+        0
+    );
 
     // Join with http on 10-minute buckets.
     let http = http_rows::http_rows(NODE, 600, 7, 1_795_600_800_000_000, None); // 2026-11-25T10:00:00Z
@@ -119,7 +148,15 @@ async fn custom_tables_end_to_end() {
 
     // `lake tables` and `lake ingest` from the command line.
     let ndjson = dir.path().join("weather.ndjson");
-    std::fs::write(&ndjson, (0..1000).map(|i| format!("{{\"ts\": {}, \"temp_c\": {}.25, \"station\": \"wlg\"}}\n", 1_795_600_800 + i * 60, i % 30)).collect::<String>()).unwrap();
+    std::fs::write(
+        &ndjson,
+        (0..1000)
+            .map(|i| {
+                format!("{{\"ts\": {}, \"temp_c\": {}.25, \"station\": \"wlg\"}}\n", 1_795_600_800 + i * 60, i % 30)
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
     let out = Command::new(lake_bin())
         .args(["ingest", "weather"])
         .arg(&ndjson)
@@ -131,7 +168,10 @@ async fn custom_tables_end_to_end() {
     let out = Command::new(lake_bin()).args(["tables", "--url", &url, "--token", READ_TOKEN]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!("{}", String::from_utf8_lossy(&out.stdout));
-    let out = Command::new(lake_bin()).args(["tables", "--url", &url, "--token", READ_TOKEN, "--format", "csv"]).output().unwrap();
+    let out = Command::new(lake_bin())
+        .args(["tables", "--url", &url, "--token", READ_TOKEN, "--format", "csv"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for want in ["weather", "signups", "campaigns", "ups", "temp_c float64", "country string", "custom", "catalog"] {
         assert!(text.contains(want), "{want} missing from\n{text}");

@@ -172,7 +172,8 @@ fn every_dashboard_is_well_formed() {
                 _ => problems.push(format!("{where_}: id missing, not positive or repeated")),
             }
             if !PANEL_TYPES.contains(&kind) {
-                problems.push(format!("{where_}: type {kind:?} is not one of {PANEL_TYPES:?} (the web UI draws those)"));
+                problems
+                    .push(format!("{where_}: type {kind:?} is not one of {PANEL_TYPES:?} (the web UI draws those)"));
             }
             if !datasource_ok(&p["datasource"]) {
                 problems.push(format!("{where_}: panel datasource is not the lake's"));
@@ -267,7 +268,8 @@ fn check_answer(kind: &str, format: &str, answer: &Value, require_data: bool) ->
             }
             let dps = s["datapoints"].as_array().ok_or("series without datapoints")?;
             for p in dps {
-                let ok = p.as_array().is_some_and(|a| a.len() == 2 && (a[0].is_number() || a[0].is_null()) && a[1].is_i64());
+                let ok =
+                    p.as_array().is_some_and(|a| a.len() == 2 && (a[0].is_number() || a[0].is_null()) && a[1].is_i64());
                 if !ok {
                     return Err(format!("bad datapoint {p}"));
                 }
@@ -286,7 +288,8 @@ fn check_answer(kind: &str, format: &str, answer: &Value, require_data: bool) ->
     let columns = t["columns"].as_array().ok_or("table without columns")?;
     let rows = t["rows"].as_array().ok_or("table without rows")?;
     for c in columns {
-        let ok = c["text"].as_str().is_some_and(|s| !s.is_empty()) && ["time", "number", "string"].contains(&c["type"].as_str().unwrap_or(""));
+        let ok = c["text"].as_str().is_some_and(|s| !s.is_empty())
+            && ["time", "number", "string"].contains(&c["type"].as_str().unwrap_or(""));
         if !ok {
             return Err(format!("bad column {c}"));
         }
@@ -327,13 +330,20 @@ async fn every_panel_query_answers_with_data() {
         // Variables: their values, as the plugin's variable query fetches them.
         let mut all_values = Map::new();
         for (var, sql) in variables(&d) {
-            let (status, answer) = post(&client, &format!("{base}/variable"), &json!({ "payload": { "target": sql }, "range": range })).await;
-            let values: Vec<Value> = answer.as_array().map(|a| a.iter().map(|o| o["__value"].clone()).collect()).unwrap_or_default();
+            let (status, answer) =
+                post(&client, &format!("{base}/variable"), &json!({ "payload": { "target": sql }, "range": range }))
+                    .await;
+            let values: Vec<Value> =
+                answer.as_array().map(|a| a.iter().map(|o| o["__value"].clone()).collect()).unwrap_or_default();
             total += 1;
             if status != 200 || values.is_empty() || values.iter().any(|v| !v.is_string()) {
                 failures.push(format!("{name} variable {var}: {status} {answer}"));
             } else {
-                println!("{name:<9} variable {var:<6} {} values: {}", values.len(), values.iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>().join(", "));
+                println!(
+                    "{name:<9} variable {var:<6} {} values: {}",
+                    values.len(),
+                    values.iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>().join(", ")
+                );
             }
             all_values.insert(var, Value::Array(values));
         }
@@ -342,15 +352,21 @@ async fn every_panel_query_answers_with_data() {
             let body = query_body(&target, &all_values, &range, interval_ms);
             let format = body["targets"][0]["payload"]["format"].as_str().unwrap_or("").to_string();
             let (status, answer) = post(&client, &format!("{base}/query"), &body).await;
-            let verdict = if status == 200 { check_answer(&kind, &format, &answer, true) } else { Err(format!("{status} {answer}")) };
+            let verdict = if status == 200 {
+                check_answer(&kind, &format, &answer, true)
+            } else {
+                Err(format!("{status} {answer}"))
+            };
             match verdict {
                 Ok(what) => println!("{name:<9} {kind:<10} {label}: {what}"),
                 Err(e) => failures.push(format!("{name} {label}: {e}")),
             }
             // One value of each variable: binding works and the answer stays well formed.
             if all_values.values().any(|v| v.as_array().is_some_and(|a| a.len() > 1)) {
-                let one: Map<String, Value> =
-                    all_values.iter().map(|(k, v)| (k.clone(), Value::Array(v.as_array().unwrap().iter().take(1).cloned().collect()))).collect();
+                let one: Map<String, Value> = all_values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::Array(v.as_array().unwrap().iter().take(1).cloned().collect())))
+                    .collect();
                 let body = query_body(&target, &one, &range, interval_ms);
                 let (status, answer) = post(&client, &format!("{base}/query"), &body).await;
                 if status != 200 {

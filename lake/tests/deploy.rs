@@ -23,7 +23,11 @@ fn repo() -> PathBuf {
 /// A fresh root with the /etc files useradd needs, the systemd-journal and caddy groups,
 /// and (for `systemd-analyze --root`) the host's systemd units.
 fn fresh_root() -> tempfile::TempDir {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the deploy tests run as root (they create users in a temporary root and chown files)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the deploy tests run as root (they create users in a temporary root and chown files)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let etc = dir.path().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
@@ -65,14 +69,20 @@ fn meta(p: &Path) -> (u32, u32, u32) {
 /// uid and gid of a user in `root`'s /etc/passwd.
 fn ids(root: &Path, user: &str) -> (u32, u32, String) {
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    let line = passwd.lines().find(|l| l.starts_with(&format!("{user}:"))).unwrap_or_else(|| panic!("no user {user}:\n{passwd}"));
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with(&format!("{user}:")))
+        .unwrap_or_else(|| panic!("no user {user}:\n{passwd}"));
     let f: Vec<&str> = line.split(':').collect();
     (f[2].parse().unwrap(), f[3].parse().unwrap(), f[6].to_string())
 }
 
 fn env_value(file: &Path, key: &str) -> String {
     let text = std::fs::read_to_string(file).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key} in {}:\n{text}", file.display())).to_string()
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {}:\n{text}", file.display()))
+        .to_string()
 }
 
 #[test]
@@ -89,7 +99,12 @@ fn the_installer_puts_everything_in_place_and_is_idempotent() {
     assert_eq!((lake_shell.as_str(), col_shell.as_str()), ("/usr/sbin/nologin", "/usr/sbin/nologin"));
 
     // Binaries and the library, root-owned, and the lake finds the library beside it.
-    for (p, mode) in [("opt/lake/bin/lake", 0o755), ("opt/lake/bin/lake-collector", 0o755), ("opt/lake/lib/libduckdb.so", 0o644), ("opt/lake/README.md", 0o644)] {
+    for (p, mode) in [
+        ("opt/lake/bin/lake", 0o755),
+        ("opt/lake/bin/lake-collector", 0o755),
+        ("opt/lake/lib/libduckdb.so", 0o644),
+        ("opt/lake/README.md", 0o644),
+    ] {
         assert_eq!(meta(&r.join(p)), (mode, 0, 0), "{p}");
     }
     let dynamic = Command::new("readelf").arg("-d").arg(r.join("opt/lake/bin/lake")).output().unwrap();
@@ -111,8 +126,13 @@ fn the_installer_puts_everything_in_place_and_is_idempotent() {
     let stored = std::fs::read_to_string(&tokens).unwrap();
     assert!(!stored.contains(&token) && stored.contains(&lake_query::auth::TokenHash::of(&token).to_hex()), "{stored}");
     assert!(stored.contains("node = \"salem-storage\""), "{stored}");
-    let list = Command::new(r.join("opt/lake/bin/lake")).args(["token", "list", "--file"]).arg(&tokens).output().unwrap();
-    assert!(text(&list.stdout).contains("salem-storage") && text(&list.stdout).contains("deploy/install.sh"), "{}", text(&list.stderr));
+    let list =
+        Command::new(r.join("opt/lake/bin/lake")).args(["token", "list", "--file"]).arg(&tokens).output().unwrap();
+    assert!(
+        text(&list.stdout).contains("salem-storage") && text(&list.stdout).contains("deploy/install.sh"),
+        "{}",
+        text(&list.stderr)
+    );
 
     // The skeletons are valid configurations as they stand, with those secrets.
     let check = Command::new(r.join("opt/lake/bin/lake"))
@@ -136,7 +156,9 @@ fn the_installer_puts_everything_in_place_and_is_idempotent() {
     for u in ["lake.service", "lake-collector.service", "lake-collector.service.d/caddy.conf"] {
         assert_eq!(meta(&units.join(u)), (0o644, 0, 0), "{u}");
     }
-    assert!(std::fs::read_to_string(units.join("lake-collector.service.d/caddy.conf")).unwrap().contains("SupplementaryGroups=caddy"));
+    assert!(std::fs::read_to_string(units.join("lake-collector.service.d/caddy.conf"))
+        .unwrap()
+        .contains("SupplementaryGroups=caddy"));
     for u in ["lake.service", "lake-collector.service"] {
         let link = std::fs::read_link(units.join("multi-user.target.wants").join(u)).unwrap();
         assert_eq!(link, Path::new("/etc/systemd/system").join(u));
@@ -210,7 +232,11 @@ fn dry_run_changes_nothing_and_prefix_and_node_role_are_honoured() {
     let node = fresh_root();
     let n = node.path();
     install(n, &["--role", "node", "--lake-url", "http://100.101.102.103:7470", "--node", "web-1"]);
-    assert!(n.join("opt/lake/bin/lake-collector").exists() && !n.join("opt/lake/bin/lake").exists() && !n.join("opt/lake/lib").exists());
+    assert!(
+        n.join("opt/lake/bin/lake-collector").exists()
+            && !n.join("opt/lake/bin/lake").exists()
+            && !n.join("opt/lake/lib").exists()
+    );
     assert!(!std::fs::read_to_string(n.join("etc/passwd")).unwrap().contains("\nlake:"));
     assert!(!n.join("etc/lake/lake.toml").exists() && !n.join("etc/systemd/system/lake.service").exists());
     let toml = std::fs::read_to_string(n.join("etc/lake/collector.toml")).unwrap();
@@ -219,7 +245,8 @@ fn dry_run_changes_nothing_and_prefix_and_node_role_are_honoured() {
     assert!(!env.lines().any(|l| l.starts_with("LAKE_TOKEN=")), "{env}");
 
     // Bad arguments are refused with a message.
-    let bad = Command::new(repo().join("deploy/install.sh")).args(["--role", "everything", "--dry-run"]).output().unwrap();
+    let bad =
+        Command::new(repo().join("deploy/install.sh")).args(["--role", "everything", "--dry-run"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("--role must be storage or node"), "{}", text(&bad.stderr));
 }
@@ -241,7 +268,12 @@ fn systemd_analyze_verifies_the_installed_units() {
     assert!(cp.success());
 
     let units = ["lake.service", "lake-collector.service"];
-    let out = Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", r.display())).args(units).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", r.display()))
+        .args(units)
+        .output()
+        .unwrap();
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     println!("systemd-analyze verify {units:?}: exit {:?}\n{said}", out.status.code());
     // verify exits 0 on unknown keys and bad values too: they must not appear at all.
@@ -252,18 +284,31 @@ fn systemd_analyze_verifies_the_installed_units() {
     let good = std::fs::read_to_string(&unit).unwrap();
     std::fs::write(&unit, good.replace("ProtectSystem=strict", "ProtectSystem=strict\nProtectSytem=strict")).unwrap();
     std::fs::remove_file(r.join("opt/lake/bin/lake")).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", r.display())).arg("lake.service").output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", r.display()))
+        .arg("lake.service")
+        .output()
+        .unwrap();
     let said = text(&out.stderr);
     assert!(said.contains("ProtectSytem") && said.contains("/opt/lake/bin/lake is not executable"), "{said}");
 
     // The sandboxing, scored by systemd itself (0 = locked down, 10 = exposed).
     std::fs::write(&unit, good).unwrap();
     for u in units {
-        let out = Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(format!("--root={}", r.display())).arg(u).output().unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(format!("--root={}", r.display()))
+            .arg(u)
+            .output()
+            .unwrap();
         let said = text(&out.stdout);
         let score: f64 = said
             .lines()
-            .find_map(|l| l.split_once(&format!("exposure level for {u}: ")).map(|(_, s)| s.split_whitespace().next().unwrap().parse().unwrap()))
+            .find_map(|l| {
+                l.split_once(&format!("exposure level for {u}: "))
+                    .map(|(_, s)| s.split_whitespace().next().unwrap().parse().unwrap())
+            })
             .unwrap_or_else(|| panic!("no exposure level for {u}:\n{said}{}", text(&out.stderr)));
         println!("systemd-analyze security {u}: {score}");
         assert!(score <= 2.5, "{u} exposure {score}:\n{said}");

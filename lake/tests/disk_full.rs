@@ -18,10 +18,7 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).status();
-        assert!(
-            ok.is_ok_and(|s| s.success()),
-            "mounting a tmpfs failed: this test needs root (CI runs as root)"
-        );
+        assert!(ok.is_ok_and(|s| s.success()), "mounting a tmpfs failed: this test needs root (CI runs as root)");
         Tmpfs(dir.to_path_buf())
     }
 
@@ -101,7 +98,8 @@ async fn a_full_disk_answers_507_keeps_what_was_acknowledged_and_recovers() {
     // Wait until every row is in Parquet (buffer empty), then check exactness.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let health: serde_json::Value = c.get(format!("{}/health", lake.url)).send().await.unwrap().json().await.unwrap();
+        let health: serde_json::Value =
+            c.get(format!("{}/health", lake.url)).send().await.unwrap().json().await.unwrap();
         if health["buffered_rows"] == 0 {
             break;
         }

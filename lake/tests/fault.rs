@@ -86,7 +86,8 @@ async fn every_sequence_number_exactly_once_across_kill_9s() {
     let lake_toml = lake_config(dir.path(), port);
     let mut lake = Lake::start(&lake_toml, port);
     let logs: Vec<PathBuf> = NODES.iter().map(|n| dir.path().join(format!("{n}-access.log"))).collect();
-    let configs: Vec<PathBuf> = NODES.iter().zip(&logs).map(|(n, l)| collector_config(dir.path(), n, port, l)).collect();
+    let configs: Vec<PathBuf> =
+        NODES.iter().zip(&logs).map(|(n, l)| collector_config(dir.path(), n, port, l)).collect();
     for l in &logs {
         std::fs::write(l, "").unwrap();
     }
@@ -165,7 +166,9 @@ async fn every_sequence_number_exactly_once_across_kill_9s() {
     let exited: Vec<String> = collectors
         .iter_mut()
         .zip(&configs)
-        .filter_map(|(ch, cfg)| ch.try_wait().ok().flatten().map(|st| format!("{}: exited {st}\n{}", cfg.display(), log_tail(cfg))))
+        .filter_map(|(ch, cfg)| {
+            ch.try_wait().ok().flatten().map(|st| format!("{}: exited {st}\n{}", cfg.display(), log_tail(cfg)))
+        })
         .collect();
     for ch in &mut collectors {
         let _ = ch.kill();

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -60,7 +60,11 @@ fn wire_body(table: Table) -> Vec<u8> {
 }
 
 fn kv(key: &str, v: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 fn resource() -> Option<Resource> {
@@ -73,7 +77,14 @@ fn logs_request() -> ExportLogsServiceRequest {
         severity_number: sev,
         severity_text: "WARN".into(),
         body: Some(AnyValue { value: Some(any_value::Value::StringValue(body.into())) }),
-        attributes: vec![kv("http.route", "/x"), KeyValue { key: "n".into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(3)) }), ..Default::default() }],
+        attributes: vec![
+            kv("http.route", "/x"),
+            KeyValue {
+                key: "n".into(),
+                value: Some(AnyValue { value: Some(any_value::Value::IntValue(3)) }),
+                ..Default::default()
+            },
+        ],
         trace_id: vec![1; 16],
         span_id: vec![2; 8],
         ..Default::default()
@@ -81,7 +92,10 @@ fn logs_request() -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: resource(),
-            scope_logs: vec![ScopeLogs { log_records: vec![record(13, "slow request"), record(0, "")], ..Default::default() }],
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record(13, "slow request"), record(0, "")],
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -101,7 +115,14 @@ fn metrics_request() -> ExportMetricsServiceRequest {
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![
                     metric("queue.depth", Data::Gauge(Gauge { data_points: vec![point(4.0)] })),
-                    metric("requests", Data::Sum(Sum { data_points: vec![point(10.0)], aggregation_temporality: 2, is_monotonic: true })),
+                    metric(
+                        "requests",
+                        Data::Sum(Sum {
+                            data_points: vec![point(10.0)],
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        }),
+                    ),
                     metric(
                         "latency",
                         Data::Histogram(Histogram {

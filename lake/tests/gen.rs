@@ -63,7 +63,10 @@ fn a_generated_lake_answers_every_default_named_query() {
     assert!((9_900..=10_100).contains(&http), "{http} http rows");
     let metrics = count(&e, "select count(*) from metrics");
     assert!((19_000..=21_000).contains(&metrics), "{metrics} samples");
-    assert_eq!(count(&e, "select count(*) from http where ts < '2026-11-20 10:00:00Z' or ts >= '2026-11-22 10:00:00Z'"), 0);
+    assert_eq!(
+        count(&e, "select count(*) from http where ts < '2026-11-20 10:00:00Z' or ts >= '2026-11-22 10:00:00Z'"),
+        0
+    );
     for table in ["firewall", "bans", "probes", "logs", "alerts", "hosts", "packages", "units", "listeners"] {
         assert!(count(&e, &format!("select count(*) from {table}")) > 0, "{table} is empty");
     }
@@ -78,7 +81,8 @@ fn a_generated_lake_answers_every_default_named_query() {
 
     // Every file is sorted by its table's sort columns: (host, ts), metrics (name, host, ts).
     for f in &all {
-        let table: lake_format::Table = f.parent().unwrap().parent().unwrap().file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let table: lake_format::Table =
+            f.parent().unwrap().parent().unwrap().file_name().unwrap().to_str().unwrap().parse().unwrap();
         let keys = table.sort_columns();
         // Some row is greater than the next: (k0 > next k0) or (k0 = next k0 and (k1 > …)).
         let mut descent = String::from("false");
@@ -99,7 +103,8 @@ fn a_generated_lake_answers_every_default_named_query() {
     }
 
     // Every default named query has rows over the generated range.
-    let ctx = MacroContext { from_ms: END_MS - 2 * DAY_MS, to_ms: END_MS, interval_ms: 3_600_000, vars: Default::default() };
+    let ctx =
+        MacroContext { from_ms: END_MS - 2 * DAY_MS, to_ms: END_MS, interval_ms: 3_600_000, vars: Default::default() };
     for q in lake_query::named::defaults() {
         let x = expand(&q.sql, &ctx).unwrap();
         let r = e.query_params_blocking(&x.sql, x.params).unwrap_or_else(|err| panic!("{}: {err}", q.name));
@@ -120,7 +125,8 @@ fn the_same_seed_gives_the_same_files_whatever_the_threads() {
         assert!(std::fs::read(x).unwrap() == std::fs::read(y).unwrap(), "{} differs", x.display());
     }
     // A non-empty lake is not overwritten.
-    let out = Command::new(env!("CARGO_BIN_EXE_lake")).args(["gen", "--days", "1", "--data-dir"]).arg(&a).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lake")).args(["gen", "--days", "1", "--data-dir"]).arg(&a).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }

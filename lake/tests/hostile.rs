@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+};
 use common::*;
 use lake_format::rows::{now_micros, MetricsBuilder};
 use lake_format::{wire, Table};
@@ -33,7 +35,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
@@ -76,13 +80,19 @@ impl Hostile {
     async fn seed(&self) {
         let (s, b) = post(&self.c, self.url(), "metrics", TOKEN, "node-a/1/1", encode(&metrics_batch(1, 100))).await;
         assert_eq!(s, 200, "{b}");
-        let rows = "{\"ts\": \"2026-11-25T10:00:00Z\", \"v\": 1}\n{\"ts\": \"2026-11-25T10:01:00Z\", \"v\": 2}\n{\"v\": 3}\n";
-        let (s, b) = self.send("/v1/ingest/json/baseline", "node-a/2/1", "application/x-ndjson", rows.as_bytes().to_vec()).await;
+        let rows =
+            "{\"ts\": \"2026-11-25T10:00:00Z\", \"v\": 1}\n{\"ts\": \"2026-11-25T10:01:00Z\", \"v\": 2}\n{\"v\": 3}\n";
+        let (s, b) =
+            self.send("/v1/ingest/json/baseline", "node-a/2/1", "application/x-ndjson", rows.as_bytes().to_vec()).await;
         assert_eq!(s, 200, "{b}");
     }
 
     async fn assert_intact(&self) {
-        assert_eq!(count(&self.c, self.url(), "select count(*) from metrics where name = 'seq' and labels['batch'] = '1'").await, 100);
+        assert_eq!(
+            count(&self.c, self.url(), "select count(*) from metrics where name = 'seq' and labels['batch'] = '1'")
+                .await,
+            100
+        );
         assert_eq!(count(&self.c, self.url(), "select count(*) from baseline").await, 3);
         assert_eq!(count(&self.c, self.url(), "select sum(v) from baseline").await, 6);
         let h = self.c.get(format!("{}/health", self.url())).send().await.unwrap();
@@ -91,7 +101,12 @@ impl Hostile {
 
     /// POSTs `body` to `path` with the node token and batch id `id` (none when empty).
     async fn send(&self, path: &str, id: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
-        let mut r = self.c.post(format!("{}{path}", self.url())).bearer_auth(TOKEN).header("content-type", content_type).body(body);
+        let mut r = self
+            .c
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(body);
         if !id.is_empty() {
             r = r.header(wire::BATCH_HEADER, id);
         }
@@ -106,7 +121,14 @@ impl Hostile {
 
     /// POSTs to the read side (`/v1/sql`, `/grafana/…`) with the read token.
     async fn read(&self, path: &str, body: Vec<u8>) -> (u16, String) {
-        let r = self.c.post(format!("{}{path}", self.url())).bearer_auth(READ_TOKEN).header("content-type", "application/json").body(body).send().await;
+        let r = self
+            .c
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(READ_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
         match r {
             Ok(r) => {
                 let s = r.status().as_u16();
@@ -186,14 +208,14 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 }
 
 fn error_of(body: &str) -> String {
-    serde_json::from_str::<Value>(body).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or_else(|| body.to_string())
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
 }
 
 fn otlp_metrics(name: &str, attributes: Vec<KeyValue>, time_unix_nano: u64, host: Option<&str>) -> Vec<u8> {
-    let resource = host.map(|h| Resource {
-        attributes: vec![kv("host.name", text_value(h))],
-        ..Default::default()
-    });
+    let resource = host.map(|h| Resource { attributes: vec![kv("host.name", text_value(h))], ..Default::default() });
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource,
@@ -318,7 +340,11 @@ async fn oversized_bodies_are_refused_with_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_while_others_are_served() {
-    let h = Hostile::start("", "timeout = \"10s\"", "header_timeout = \"4s\"\nbody_timeout = \"6s\"\nrequest_timeout = \"15s\"");
+    let h = Hostile::start(
+        "",
+        "timeout = \"10s\"",
+        "header_timeout = \"4s\"\nbody_timeout = \"6s\"\nrequest_timeout = \"15s\"",
+    );
     h.seed().await;
     let addr = h.addr.clone();
 
@@ -362,7 +388,8 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     for seq in 2..6 {
-        let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, &format!("node-a/1/{seq}"), encode(&metrics_batch(seq, 10))).await;
+        let (s, b) =
+            post(&h.c, h.url(), "metrics", TOKEN, &format!("node-a/1/{seq}"), encode(&metrics_batch(seq, 10))).await;
         assert_eq!(s, 200, "{b}");
     }
     assert_eq!(count(&h.c, h.url(), "select count(*) from metrics").await, 140);
@@ -371,7 +398,11 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     for l in lorises {
         let r = l.join().unwrap();
         // The head never completed: the connection is closed at header_timeout.
-        assert!(r.elapsed > Duration::from_millis(3500) && r.elapsed < Duration::from_secs(8), "a slow-header client was held {:?}", r.elapsed);
+        assert!(
+            r.elapsed > Duration::from_millis(3500) && r.elapsed < Duration::from_secs(8),
+            "a slow-header client was held {:?}",
+            r.elapsed
+        );
         assert!(r.status.is_none_or(|s| s == 408), "{r:?}");
     }
     let (r, took) = slow_body.join().unwrap();
@@ -426,10 +457,19 @@ async fn deeply_nested_json_is_refused_without_a_crash() {
     let nest = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
 
     // Custom ingest, NDJSON and a JSON array.
-    let (s, b) = h.send("/v1/ingest/json/nested", "node-a/3/1", "application/x-ndjson", format!("{{\"a\": {nest}}}\n").into_bytes()).await;
+    let (s, b) = h
+        .send(
+            "/v1/ingest/json/nested",
+            "node-a/3/1",
+            "application/x-ndjson",
+            format!("{{\"a\": {nest}}}\n").into_bytes(),
+        )
+        .await;
     assert_eq!(s, 400, "{b}");
     assert!(error_of(&b).contains("line 1") && b.contains("recursion limit"), "{b}");
-    let (s, b) = h.send("/v1/ingest/json/nested", "node-a/3/2", "application/json", format!("[{{\"a\": {nest}}}]").into_bytes()).await;
+    let (s, b) = h
+        .send("/v1/ingest/json/nested", "node-a/3/2", "application/json", format!("[{{\"a\": {nest}}}]").into_bytes())
+        .await;
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("recursion limit"), "{b}");
     // OTLP/JSON: a log body of kvlists nested 10,000 deep.
@@ -480,7 +520,13 @@ async fn ten_thousand_labels_on_one_sample_are_refused_by_name() {
     let (s, body) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", encode(&b.finish())).await;
     assert_eq!(s, 400, "{body}");
     let e = error_of(&body);
-    assert!(e.contains("row 1") && e.contains("\"labels\"") && e.contains("10000 map entries") && e.contains("at most 1000"), "{e}");
+    assert!(
+        e.contains("row 1")
+            && e.contains("\"labels\"")
+            && e.contains("10000 map entries")
+            && e.contains("at most 1000"),
+        "{e}"
+    );
     // 1,000 is the limit, inclusive.
     let mut b = MetricsBuilder::new();
     b.push(1_795_374_070_000_000, NODE, "wide", 1.0, &pairs[..1000]);
@@ -489,9 +535,14 @@ async fn ten_thousand_labels_on_one_sample_are_refused_by_name() {
 
     // OTLP: one data point with 10,000 attributes.
     let attrs: Vec<KeyValue> = labels.iter().map(|(k, v)| kv(k, text_value(v))).collect();
-    let (s, body) = h.send("/v1/metrics", "", "application/x-protobuf", otlp_metrics("http.server.requests", attrs, now_ns(), None)).await;
+    let (s, body) = h
+        .send("/v1/metrics", "", "application/x-protobuf", otlp_metrics("http.server.requests", attrs, now_ns(), None))
+        .await;
     assert_eq!(s, 400, "{body}");
-    assert!(body.contains("metric \\\"http.server.requests\\\"") || body.contains("metric \"http.server.requests\""), "{body}");
+    assert!(
+        body.contains("metric \\\"http.server.requests\\\"") || body.contains("metric \"http.server.requests\""),
+        "{body}"
+    );
     assert!(body.contains("10001 map entries"), "{body}");
 
     // Custom rows: 10,000 fields are refused while parsing.
@@ -519,7 +570,8 @@ async fn node_names_never_become_paths() {
     for t in ["..%2F..%2Fetc", "%2e%2e", "..", "metrics%2F..%2F..%2Fx"] {
         let (s, b) = h.send(&format!("/v1/ingest/{t}"), "node-a/1/5", wire::CONTENT_TYPE, good.clone()).await;
         assert!(s == 404 || s == 400, "{t}: {s} {b}");
-        let (s, b) = h.send(&format!("/v1/ingest/json/{t}"), "node-a/1/5", "application/x-ndjson", b"{\"a\": 1}".to_vec()).await;
+        let (s, b) =
+            h.send(&format!("/v1/ingest/json/{t}"), "node-a/1/5", "application/x-ndjson", b"{\"a\": 1}".to_vec()).await;
         assert!(s == 404 || s == 400, "json {t}: {s} {b}");
     }
     let (s, b) = h.send("/v1/ingest/json/Passwd", "node-a/1/5", "application/x-ndjson", b"{\"a\": 1}".to_vec()).await;
@@ -527,13 +579,27 @@ async fn node_names_never_become_paths() {
     assert!(error_of(&b).contains("lower-case identifier"), "{b}");
 
     // OTLP `host.name` is only taken when it is a valid node name.
-    let (s, b) = h.send("/v1/metrics", "", "application/x-protobuf", otlp_metrics("traversal", vec![], now_ns(), Some("../../../tmp/evil"))).await;
+    let (s, b) = h
+        .send(
+            "/v1/metrics",
+            "",
+            "application/x-protobuf",
+            otlp_metrics("traversal", vec![], now_ns(), Some("../../../tmp/evil")),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     let rows = sql(&h.c, h.url(), "select host from metrics where name = 'traversal'").await;
     assert_eq!(rows, serde_json::json!([["node-a"]]));
     // A custom row's `host` is never a path: one that is not the sender's node is refused
     // (a node writes only its own rows, see hostile_ingest.rs).
-    let (s, b) = h.send("/v1/ingest/json/visits", "node-a/4/1", "application/x-ndjson", b"{\"host\": \"../../../tmp/evil\", \"n\": 1}".to_vec()).await;
+    let (s, b) = h
+        .send(
+            "/v1/ingest/json/visits",
+            "node-a/4/1",
+            "application/x-ndjson",
+            b"{\"host\": \"../../../tmp/evil\", \"n\": 1}".to_vec(),
+        )
+        .await;
     assert_eq!(s, 400, "{b}");
     assert!(error_of(&b).contains("line 1: field \"host\": host \"../../../tmp/evil\" is not \"node-a\""), "{b}");
 
@@ -543,11 +609,21 @@ async fn node_names_never_become_paths() {
     for p in walk(h.dir.path()) {
         let s = p.to_string_lossy();
         assert!(s == "lake.toml" || s.starts_with("data"), "{s} outside the data directory");
-        assert!(!p.components().any(|c| c.as_os_str() == ".." || c.as_os_str().to_string_lossy().contains("evil")), "{s}");
+        assert!(
+            !p.components().any(|c| c.as_os_str() == ".." || c.as_os_str().to_string_lossy().contains("evil")),
+            "{s}"
+        );
     }
-    let tables: Vec<String> = std::fs::read_dir(h.dir.path().join("data/tables")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let tables: Vec<String> = std::fs::read_dir(h.dir.path().join("data/tables"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     for t in &tables {
-        assert!(t.parse::<Table>().is_ok() || ["baseline", "visits"].contains(&t.as_str()), "unexpected table directory {t}");
+        assert!(
+            t.parse::<Table>().is_ok() || ["baseline", "visits"].contains(&t.as_str()),
+            "unexpected table directory {t}"
+        );
     }
     assert!(!Path::new("/tmp/evil").exists());
     h.assert_intact().await;
@@ -563,7 +639,19 @@ async fn timestamps_must_be_utc_and_within_the_window() {
     let with_ts = |ts: ArrayRef| {
         let mut cols = b.columns().to_vec();
         cols[0] = ts;
-        let fields: Vec<_> = b.schema().fields().iter().enumerate().map(|(i, f)| if i == 0 { Arc::new(f.as_ref().clone().with_data_type(cols[0].data_type().clone())) } else { Arc::clone(f) }).collect();
+        let fields: Vec<_> = b
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if i == 0 {
+                    Arc::new(f.as_ref().clone().with_data_type(cols[0].data_type().clone()))
+                } else {
+                    Arc::clone(f)
+                }
+            })
+            .collect();
         let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap();
         wire::encode(&batch.schema(), &[batch]).unwrap()
     };
@@ -573,12 +661,20 @@ async fn timestamps_must_be_utc_and_within_the_window() {
     for (ts, what) in [
         (Arc::new(TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("+02:00")) as ArrayRef, "+02:00"),
         (Arc::new(TimestampMicrosecondArray::from(micros.to_vec())) as ArrayRef, "no zone"),
-        (Arc::new(TimestampNanosecondArray::from(micros.map(|m| m * 1000).to_vec()).with_timezone("UTC")) as ArrayRef, "ns"),
+        (
+            Arc::new(TimestampNanosecondArray::from(micros.map(|m| m * 1000).to_vec()).with_timezone("UTC"))
+                as ArrayRef,
+            "ns",
+        ),
     ] {
         let (s, body) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", with_ts(ts)).await;
         assert_eq!(s, 400, "{what}: {body}");
         let e = error_of(&body);
-        assert!(e.contains("column \"ts\"") && (e.contains("Timestamp(µs, \"UTC\")") || e.contains("Timestamp(Microsecond, Some(\"UTC\"))")), "{what}: {e}");
+        assert!(
+            e.contains("column \"ts\"")
+                && (e.contains("Timestamp(µs, \"UTC\")") || e.contains("Timestamp(Microsecond, Some(\"UTC\"))")),
+            "{what}: {e}"
+        );
     }
     // Far future, far past, the extremes: 400 naming the row.
     for (rows, row, says) in [
@@ -595,7 +691,8 @@ async fn timestamps_must_be_utc_and_within_the_window() {
     }
     // An hour ahead (clock skew) and 1950 are fine; 1950 in a batch of its own, as one
     // batch spans at most `ingest.max_days_per_batch` days (hostile_ingest.rs).
-    let ok = Arc::new(TimestampMicrosecondArray::from(vec![now + 3_600_000_000, now - 1, now]).with_timezone("UTC")) as ArrayRef;
+    let ok = Arc::new(TimestampMicrosecondArray::from(vec![now + 3_600_000_000, now - 1, now]).with_timezone("UTC"))
+        as ArrayRef;
     let (s, body) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", with_ts(ok)).await;
     assert_eq!(s, 200, "{body}");
     let old = -631_152_000_000_000;
@@ -605,21 +702,39 @@ async fn timestamps_must_be_utc_and_within_the_window() {
 
     // Custom rows: an offset is converted to UTC; no offset, or out of the window, is a 400
     // naming the line.
-    let (s, b) = h.send("/v1/ingest/json/readings", "node-a/3/1", "application/x-ndjson", b"{\"ts\": \"2026-11-25T10:00:00+02:00\", \"w\": 1}\n".to_vec()).await;
+    let (s, b) = h
+        .send(
+            "/v1/ingest/json/readings",
+            "node-a/3/1",
+            "application/x-ndjson",
+            b"{\"ts\": \"2026-11-25T10:00:00+02:00\", \"w\": 1}\n".to_vec(),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     let rows = sql(&h.c, h.url(), "select epoch_us(ts) from readings").await;
     assert_eq!(rows[0][0].as_i64(), Some(rfc3339("2026-11-25T08:00:00Z")));
     for (body, says) in [
         ("{\"w\": 1}\n{\"ts\": \"2026-11-25 10:00:00\", \"w\": 2}\n", "line 2: field \"ts\" is not a timestamp"),
-        ("{\"ts\": \"3000-01-01T00:00:00Z\", \"w\": 3}\n", "line 1: field \"ts\": 3000-01-01T00:00:00Z is more than a day ahead"),
+        (
+            "{\"ts\": \"3000-01-01T00:00:00Z\", \"w\": 3}\n",
+            "line 1: field \"ts\": 3000-01-01T00:00:00Z is more than a day ahead",
+        ),
         ("{\"w\": 1}\n\n{\"ts\": -99999999999, \"w\": 4}\n", "line 3: field \"ts\": "),
     ] {
-        let (s, b) = h.send("/v1/ingest/json/readings", "node-a/3/2", "application/x-ndjson", body.as_bytes().to_vec()).await;
+        let (s, b) =
+            h.send("/v1/ingest/json/readings", "node-a/3/2", "application/x-ndjson", body.as_bytes().to_vec()).await;
         assert_eq!(s, 400, "{b}");
         assert!(error_of(&b).contains(says), "{b}");
     }
     // OTLP: a log record a year ahead.
-    let (s, b) = h.send("/v1/logs", "", "application/x-protobuf", otlp_log(text_value("from the future"), now_ns() + 365 * 86_400 * 1_000_000_000)).await;
+    let (s, b) = h
+        .send(
+            "/v1/logs",
+            "",
+            "application/x-protobuf",
+            otlp_log(text_value("from the future"), now_ns() + 365 * 86_400 * 1_000_000_000),
+        )
+        .await;
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("log record 0") && b.contains("ahead"), "{b}");
 
@@ -668,7 +783,15 @@ async fn unknown_tables_and_lying_schemas_are_refused_by_name() {
     logs.text(source, Some("x"));
     logs.end_row();
     let logs = logs.finish().unwrap();
-    let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", wire::encode(&logs.schema(), std::slice::from_ref(&logs)).unwrap()).await;
+    let (s, b) = post(
+        &h.c,
+        h.url(),
+        "metrics",
+        TOKEN,
+        "node-a/1/2",
+        wire::encode(&logs.schema(), std::slice::from_ref(&logs)).unwrap(),
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
     assert!(error_of(&b).contains("is not in table metrics"), "{b}");
 
@@ -714,7 +837,8 @@ async fn unknown_tables_and_lying_schemas_are_refused_by_name() {
         ("value", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as ArrayRef),
     ])
     .unwrap();
-    let (s, b) = post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", wire::encode(&nulls.schema(), &[nulls]).unwrap()).await;
+    let (s, b) =
+        post(&h.c, h.url(), "metrics", TOKEN, "node-a/1/2", wire::encode(&nulls.schema(), &[nulls]).unwrap()).await;
     assert_eq!(s, 400, "{b}");
     assert!(error_of(&b).contains("column \"host\" of table metrics must not contain nulls"), "{b}");
 
@@ -742,7 +866,11 @@ async fn after_every_hostile_request_of_issue_18_queries_and_alerts_still_work()
         .map(|r| format!("\n[[rules]]\nname = \"{r}\"\nevery = \"1s\"\n"))
         .collect();
     // `[http]` is the last section Hostile writes, so the rules follow its lines.
-    let mut h = Hostile::start("flush_interval = \"300ms\"", "", &format!("max_connections = 16\nheader_timeout = \"60s\"\n{rules}"));
+    let mut h = Hostile::start(
+        "flush_interval = \"300ms\"",
+        "",
+        &format!("max_connections = 16\nheader_timeout = \"60s\"\n{rules}"),
+    );
     h.seed().await;
     let tables = h.dir.path().join("data").join("tables");
     let before_tables = walk(&tables).into_iter().filter(|p| !p.to_string_lossy().ends_with(".parquet")).count();
@@ -766,7 +894,9 @@ async fn after_every_hostile_request_of_issue_18_queries_and_alerts_still_work()
     assert!(!inside.exists(), "a read created {}", inside.display());
 
     // §2: names differing only in case from a column of a custom table.
-    for (line, id) in [("{\"Host\": \"x\", \"v\": 4}", "node-a/3/1"), ("{\"level\": \"info\", \"Level\": \"INFO\"}", "node-a/3/2")] {
+    for (line, id) in
+        [("{\"Host\": \"x\", \"v\": 4}", "node-a/3/1"), ("{\"level\": \"info\", \"Level\": \"INFO\"}", "node-a/3/2")]
+    {
         let (s, b) = h.send("/v1/ingest/json/app", id, "application/x-ndjson", line.as_bytes().to_vec()).await;
         answers.push(format!("§2 json/app {line} → {s}"));
         assert_eq!(s, 200, "{b}");
@@ -792,14 +922,20 @@ async fn after_every_hostile_request_of_issue_18_queries_and_alerts_still_work()
     assert_eq!(s, 403, "{b}");
 
     // §4: a wrong token (refused, logged for fail2ban, nothing stored).
-    let (s, _) = post(&h.c, h.url(), "metrics", "wrong-token-0123456789", "node-a/5/1", encode(&metrics_batch(5, 10))).await;
+    let (s, _) =
+        post(&h.c, h.url(), "metrics", "wrong-token-0123456789", "node-a/5/1", encode(&metrics_batch(5, 10))).await;
     answers.push(format!("§4 wrong token → {s}"));
     assert_eq!(s, 401);
 
     // §5: 3,000 rows a day apart from 1950; silences with a read token; idle connections
     // past the cap.
     let decades: String = (0..3000)
-        .map(|d| format!("{{\"ts\": \"{}\", \"v\": {d}}}\n", jiff::Timestamp::from_second(-631_152_000 + d * 86_400).unwrap()))
+        .map(|d| {
+            format!(
+                "{{\"ts\": \"{}\", \"v\": {d}}}\n",
+                jiff::Timestamp::from_second(-631_152_000 + d * 86_400).unwrap()
+            )
+        })
         .collect();
     let (s, b) = h.send("/v1/ingest/json/decades", "node-a/6/1", "application/x-ndjson", decades.into_bytes()).await;
     answers.push(format!("§5 3,000 rows from 1950 → {s}"));
@@ -828,21 +964,40 @@ async fn after_every_hostile_request_of_issue_18_queries_and_alerts_still_work()
     assert_eq!(count(&h.c, h.url(), "select count(*) from alerts where rule = 'forged_rule'").await, 0);
     let after_tables = walk(&tables).into_iter().filter(|p| !p.to_string_lossy().ends_with(".parquet")).count();
     assert!(after_tables <= before_tables + 4, "only the table's own partitions are new: {:?}", walk(&tables));
-    let r = h.c.post(format!("{}/v1/sql", h.url())).bearer_auth(READ_TOKEN).json(&serde_json::json!({"sql": "select count(*) from metrics"})).send().await.unwrap();
+    let r =
+        h.c.post(format!("{}/v1/sql", h.url()))
+            .bearer_auth(READ_TOKEN)
+            .json(&serde_json::json!({"sql": "select count(*) from metrics"}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), 200);
     println!("select count(*) from metrics → {} {}", r.status().as_u16(), r.text().await.unwrap().trim());
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let snap: Value = h.c.get(format!("{}/v1/alerts", h.url())).bearer_auth(READ_TOKEN).send().await.unwrap().json().await.unwrap();
+        let snap: Value =
+            h.c.get(format!("{}/v1/alerts", h.url()))
+                .bearer_auth(READ_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         let rules = snap["rules"].as_array().unwrap();
         let fresh = |r: &&Value| {
             r["error"].is_null()
-                && r["last_eval"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().unwrap().as_microsecond() > after)
+                && r["last_eval"]
+                    .as_str()
+                    .is_some_and(|t| t.parse::<jiff::Timestamp>().unwrap().as_microsecond() > after)
         };
         if rules.iter().filter(|r| r["every"] == "1s").all(|r| fresh(&r)) {
             for r in rules.iter().filter(|r| r["every"] == "1s") {
-                println!("rule {} evaluated at {} (rows {}, error {})", r["name"], r["last_eval"], r["rows"], r["error"]);
+                println!(
+                    "rule {} evaluated at {} (rows {}, error {})",
+                    r["name"], r["last_eval"], r["rows"], r["error"]
+                );
             }
             assert!(snap["alerts"].as_array().unwrap().iter().all(|a| a["rule"] != "alert_rule_failing"), "{snap}");
             break;

@@ -218,7 +218,12 @@ async fn a_refused_token_waits_in_the_spool_and_every_row_arrives_once_when_fixe
     let log = col.log();
     assert!(log.contains("lake.token_file holds a new token"), "{log}");
     assert!(log.contains("the lake accepts this node again"), "{log}");
-    let refused = rows_of(&c, &lake.url, "select max(value)::bigint from metrics where name = 'lake_collector_config_errors_total'").await;
+    let refused = rows_of(
+        &c,
+        &lake.url,
+        "select max(value)::bigint from metrics where name = 'lake_collector_config_errors_total'",
+    )
+    .await;
     assert!(refused >= 5, "config errors counted: {refused}");
 }
 
@@ -227,7 +232,8 @@ async fn a_refused_token_waits_in_the_spool_and_every_row_arrives_once_when_fixe
 /// once the lake runs with the right clock every row arrives exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
-    let libfaketime = libfaketime().expect("libfaketime is needed (apt-get install faketime; scripts/setup installs it)");
+    let libfaketime =
+        libfaketime().expect("libfaketime is needed (apt-get install faketime; scripts/setup installs it)");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = write_config(dir.path(), port, "1s");
@@ -246,7 +252,14 @@ async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
     lake.wait_healthy();
 
     let runs = dir.path().join("runs");
-    let toml = collector_toml(dir.path(), "c", NODE, port, &format!("token = \"{TOKEN}\""), &exec_counter("app", "a", &runs, false));
+    let toml = collector_toml(
+        dir.path(),
+        "c",
+        NODE,
+        port,
+        &format!("token = \"{TOKEN}\""),
+        &exec_counter("app", "a", &runs, false),
+    );
     // Its own rows (`metrics`, stamped by this node's clock) are what the lake refuses.
     let mut col = Collector::start(&toml, &dir.path().join("c.log"));
     let c = reqwest::Client::new();
@@ -272,7 +285,8 @@ async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
     col.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_complete(&ns_of(&c, &lake.url, "app", "a").await, "clock fixed");
-    let stats = rows_of(&c, &lake.url, "select count(*) from metrics where name = 'lake_collector_config_errors_total'").await;
+    let stats =
+        rows_of(&c, &lake.url, "select count(*) from metrics where name = 'lake_collector_config_errors_total'").await;
     assert!(stats >= 3, "the collector's own rows of the refused period arrived: {stats}");
     assert!(!dir.path().join("c/rejected").exists());
 }
@@ -324,14 +338,28 @@ async fn rejected_is_bounded_and_replay_stores_every_kept_row_once() {
     // The newest refusals are the ones kept.
     let mut kept: Vec<i64> = bodies
         .iter()
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_i64().unwrap()).collect::<Vec<_>>())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        })
         .collect();
     kept.sort_unstable();
     let total = std::fs::read_to_string(&runs).unwrap().lines().count() as i64;
     assert!(kept[0] > 3 && *kept.last().unwrap() <= total, "kept {kept:?} of {total}");
 
     // Replay while the lake still refuses: each batch stays, exit 1.
-    let replay = |toml: &Path| Command::new(collector_bin()).arg("replay-rejected").arg("--config").arg(toml).env_remove("LAKE_TOKEN").output().unwrap();
+    let replay = |toml: &Path| {
+        Command::new(collector_bin())
+            .arg("replay-rejected")
+            .arg("--config")
+            .arg(toml)
+            .env_remove("LAKE_TOKEN")
+            .output()
+            .unwrap()
+    };
     let out = replay(&toml);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -483,22 +511,27 @@ async fn a_damaged_inner_spool_segment_is_salvaged_and_the_rest_shipped() {
     wait_until("the records after the damage", 30, || {
         let c = c.clone();
         let url = lake.url.clone();
-        async move { rows_of(&c, &url, &format!("select count(*) from app where n > {damaged_n}")).await >= spooled - damaged_n }
+        async move {
+            rows_of(&c, &url, &format!("select count(*) from app where n > {damaged_n}")).await >= spooled - damaged_n
+        }
     })
     .await;
     col.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = col.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("damaged spool segment"))
-        .unwrap_or_else(|| panic!("no damage report:\n{log}"));
+    let line =
+        log.lines().find(|l| l.contains("damaged spool segment")).unwrap_or_else(|| panic!("no damage report:\n{log}"));
     assert!(line.contains(&seg.display().to_string()) && line.contains(&format!("bytes={damaged_at}..")), "{line}");
     assert!(line.contains("ERROR") && line.contains("lost=1"), "{line}");
     let ns = ns_of(&c, &lake.url, "app", "a").await;
     let want: Vec<i64> = (1..=*ns.last().unwrap()).filter(|n| *n != damaged_n).collect();
     assert_eq!(ns, want, "only the damaged record's row is missing (n = {damaged_n})");
-    let lost = rows_of(&c, &lake.url, "select max(value)::bigint from metrics where name = 'lake_collector_spool_damaged_records_total'").await;
+    let lost = rows_of(
+        &c,
+        &lake.url,
+        "select max(value)::bigint from metrics where name = 'lake_collector_spool_damaged_records_total'",
+    )
+    .await;
     assert_eq!(lost, 1);
 }
 
@@ -565,13 +598,22 @@ async fn the_heartbeat_pings_while_healthy_and_the_webhook_tells_lake_down_once(
     let hooks = m.hooks.lock().unwrap().clone();
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     let h = &hooks[0];
-    assert_eq!((h["status"].as_str(), h["rule"].as_str(), h["node"].as_str()), (Some("firing"), Some("lake_unreachable"), Some(NODE)));
+    assert_eq!(
+        (h["status"].as_str(), h["rule"].as_str(), h["node"].as_str()),
+        (Some("firing"), Some("lake_unreachable"), Some(NODE))
+    );
     assert!(h["last_error"].as_str().unwrap().contains("request to the lake failed"), "{h}");
-    assert!(h["summary"].as_str().unwrap().starts_with("[FIRING] lake_unreachable: node-a has not reached the lake for"), "{h}");
+    assert!(
+        h["summary"].as_str().unwrap().starts_with("[FIRING] lake_unreachable: node-a has not reached the lake for"),
+        "{h}"
+    );
     let pings_down = m.pings.lock().unwrap().clone();
     assert!(!pings_down.is_empty(), "pings while within grace");
     let last_ping_while_down = *pings_down.last().unwrap();
-    assert!(last_ping_while_down.elapsed() > Duration::from_secs(4), "pings stop once delivery failed for longer than grace");
+    assert!(
+        last_ping_while_down.elapsed() > Duration::from_secs(4),
+        "pings stop once delivery failed for longer than grace"
+    );
 
     let _lake = Lake::start(&config, port);
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -45,13 +45,19 @@ fn check(program: &Path, args: &[&str], file_name: &str, cases: &[Case]) -> Stri
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let path_text = path.display().to_string();
-        let missing: Vec<&str> = std::iter::once(path_text.as_str()).chain(c.says.iter().copied()).filter(|w| !stderr.contains(w)).collect();
+        let missing: Vec<&str> =
+            std::iter::once(path_text.as_str()).chain(c.says.iter().copied()).filter(|w| !stderr.contains(w)).collect();
         if out.status.success() || !missing.is_empty() {
             failures.push(format!("{}: exit {:?}, missing {missing:?} in:\n{stderr}\n", c.what, out.status.code()));
         }
         // The message without the temporary directory, one line per case.
         let message = stderr.replace(&format!("{}/", dir.path().display()), "");
-        table.push_str(&format!("| {} | `{}` | {} |\n", c.what, c.toml.trim().replace('\n', "⏎"), message.replace('\n', " ⏎ ")));
+        table.push_str(&format!(
+            "| {} | `{}` | {} |\n",
+            c.what,
+            c.toml.trim().replace('\n', "⏎"),
+            message.replace('\n', " ⏎ ")
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     table
@@ -107,23 +113,64 @@ fn every_lake_toml_mistake_names_the_file_the_key_and_what_is_valid() {
 #[test]
 fn every_collector_toml_mistake_names_the_file_the_key_and_what_is_valid() {
     let exec = "[[exec]]\nname = \"ups\"\ncommand = [\"true\"]\nformat = \"prometheus\"\n";
-    let check_tcp = |target: &str| format!("[[uptime.checks]]\nname = \"ssh\"\nkind = \"tcp\"\ntarget = \"{target}\"\n");
+    let check_tcp =
+        |target: &str| format!("[[uptime.checks]]\nname = \"ssh\"\nkind = \"tcp\"\ntarget = \"{target}\"\n");
     let with_token = |t: &str| format!("{t}\n[lake]\ntoken = \"t0k\"\n");
     let cases = [
         case("unknown key", with_token("[host]\nintervall = \"1s\""), &["unknown field `intervall`", "`interval`"]),
         case("unknown section", with_token("[spooll]\nmax_size = \"1GiB\""), &["unknown field `spooll`", "`spool`"]),
-        case("bad duration", with_token("[host]\ninterval = \"soon\""), &["interval", "invalid duration \"soon\"", "\"10s\""]),
-        case("bad size", with_token("[spool]\nmax_size = \"lots\""), &["max_size", "invalid size \"lots\"", "\"64MiB\""]),
-        case("sizes that do not fit", with_token("[spool]\nmax_size = \"8MiB\"\nsegment_size = \"8MiB\""), &["spool.max_size", "twice spool.segment_size"]),
-        case("node name with /", with_token("node = \"web/1\""), &["node", "\"web/1\"", "only letters, digits, '.', '_' and '-'"]),
-        case("node name with ../", with_token("node = \"../etc\""), &["node", "\"../etc\"", "must not start with a dot"]),
-        case("lake URL scheme", "[lake]\nurl = \"ftp://lake:7470\"\ntoken = \"t0k\"\n", &["lake.url = \"ftp://lake:7470\"", "http:// or https://", "100.101.102.103:7470"]),
-        case("lake URL without host", "[lake]\nurl = \"http://\"\ntoken = \"t0k\"\n", &["lake.url = \"http://\" is not a valid URL (empty host)", "100.101.102.103:7470"]),
-        case("lake URL invalid", "[lake]\nurl = \"http://my lake:7470\"\ntoken = \"t0k\"\n", &["lake.url = \"http://my lake:7470\" is not a valid URL", "100.101.102.103:7470"]),
+        case(
+            "bad duration",
+            with_token("[host]\ninterval = \"soon\""),
+            &["interval", "invalid duration \"soon\"", "\"10s\""],
+        ),
+        case(
+            "bad size",
+            with_token("[spool]\nmax_size = \"lots\""),
+            &["max_size", "invalid size \"lots\"", "\"64MiB\""],
+        ),
+        case(
+            "sizes that do not fit",
+            with_token("[spool]\nmax_size = \"8MiB\"\nsegment_size = \"8MiB\""),
+            &["spool.max_size", "twice spool.segment_size"],
+        ),
+        case(
+            "node name with /",
+            with_token("node = \"web/1\""),
+            &["node", "\"web/1\"", "only letters, digits, '.', '_' and '-'"],
+        ),
+        case(
+            "node name with ../",
+            with_token("node = \"../etc\""),
+            &["node", "\"../etc\"", "must not start with a dot"],
+        ),
+        case(
+            "lake URL scheme",
+            "[lake]\nurl = \"ftp://lake:7470\"\ntoken = \"t0k\"\n",
+            &["lake.url = \"ftp://lake:7470\"", "http:// or https://", "100.101.102.103:7470"],
+        ),
+        case(
+            "lake URL without host",
+            "[lake]\nurl = \"http://\"\ntoken = \"t0k\"\n",
+            &["lake.url = \"http://\" is not a valid URL (empty host)", "100.101.102.103:7470"],
+        ),
+        case(
+            "lake URL invalid",
+            "[lake]\nurl = \"http://my lake:7470\"\ntoken = \"t0k\"\n",
+            &["lake.url = \"http://my lake:7470\" is not a valid URL", "100.101.102.103:7470"],
+        ),
         case("empty token", "[lake]\ntoken = \"\"\n", &["lake.token is empty", "ingest token"]),
         case("no token anywhere", "", &["lake.token", "lake.token_file", "LAKE_TOKEN"]),
-        case("duplicate exec names", with_token(&format!("{exec}{exec}")), &["exec[1]", "\"ups\"", "used by two [[exec]] entries"]),
-        case("duplicate uptime checks", with_token(&format!("{}{}", check_tcp("a:22"), check_tcp("b:22"))), &["uptime.checks[1].name = \"ssh\"", "same name"]),
+        case(
+            "duplicate exec names",
+            with_token(&format!("{exec}{exec}")),
+            &["exec[1]", "\"ups\"", "used by two [[exec]] entries"],
+        ),
+        case(
+            "duplicate uptime checks",
+            with_token(&format!("{}{}", check_tcp("a:22"), check_tcp("b:22"))),
+            &["uptime.checks[1].name = \"ssh\"", "same name"],
+        ),
         case("unsupported version", with_token("version = 2"), &["version = 2", "version 1"]),
     ];
     let table = check(&collector_bin(), &["--check", "--config"], "collector.toml", &cases);
@@ -141,6 +188,10 @@ fn the_example_files_pass() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(collector_bin()).args(["--check", "--config"]).arg(repo.join("collector/examples/collector.toml")).output().unwrap();
+    let out = Command::new(collector_bin())
+        .args(["--check", "--config"])
+        .arg(repo.join("collector/examples/collector.toml"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -23,7 +23,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
@@ -100,7 +102,9 @@ impl Edge {
 
     /// The baseline: 100 samples of node-a, now.
     async fn seed(&self) {
-        let (s, b) = post(&self.c, self.url(), "metrics", TOKEN, "node-a/1/1", metrics(&[NODE; 100], now_micros(), "base")).await;
+        let (s, b) =
+            post(&self.c, self.url(), "metrics", TOKEN, "node-a/1/1", metrics(&[NODE; 100], now_micros(), "base"))
+                .await;
         assert_eq!(s, 200, "{b}");
     }
 
@@ -108,7 +112,10 @@ impl Edge {
         // A fresh client: tests may have had the lake close pooled connections.
         let c = reqwest::Client::new();
         assert!(count(&c, self.url(), "select count(*) from metrics").await >= 100);
-        assert_eq!(count(&c, self.url(), "select count(*) from metrics where name = 'base' and host = 'node-a'").await, 100);
+        assert_eq!(
+            count(&c, self.url(), "select count(*) from metrics where name = 'base' and host = 'node-a'").await,
+            100
+        );
         assert_eq!(c.get(format!("{}/health", self.url())).send().await.unwrap().status(), 200);
     }
 
@@ -119,11 +126,22 @@ impl Edge {
 
     async fn metric(&self, name: &str) -> String {
         let text = self.c.get(format!("{}/metrics", self.url())).send().await.unwrap().text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{name} not in /metrics")).to_string()
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+            .to_string()
     }
 }
 
-async fn send(c: &reqwest::Client, url: &str, path: &str, token: &str, id: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+async fn send(
+    c: &reqwest::Client,
+    url: &str,
+    path: &str,
+    token: &str,
+    id: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
     let mut r = c.post(format!("{url}{path}")).header("content-type", content_type).body(body);
     if !token.is_empty() {
         r = r.bearer_auth(token);
@@ -159,11 +177,18 @@ fn metrics_at(times: &[i64], name: &str) -> Vec<u8> {
 }
 
 fn error_of(body: &str) -> String {
-    serde_json::from_str::<Value>(body).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or_else(|| body.to_string())
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
 }
 
 fn kv(key: &str, v: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 fn resource(host: &str) -> Option<Resource> {
@@ -248,7 +273,8 @@ async fn a_node_writes_only_rows_of_its_own_host() {
     // node-b itself may, and rows without a host are the sender's.
     let (s, b) = post(&e.c, e.url(), "metrics", TOKEN_B, "node-b/1/1", metrics(&[NODE_B; 3], now, "own")).await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = e.send("/v1/ingest/json/visits", TOKEN, "node-a/11/3", "application/x-ndjson", "{\"n\": 1}\n".into()).await;
+    let (s, b) =
+        e.send("/v1/ingest/json/visits", TOKEN, "node-a/11/3", "application/x-ndjson", "{\"n\": 1}\n".into()).await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = e.send("/v1/logs", TOKEN, "", "application/x-protobuf", otlp_logs(NODE, "mine")).await;
     assert_eq!(s, 200, "{b}");
@@ -276,26 +302,44 @@ async fn a_gateway_writes_the_hosts_its_entry_lists_with_every_token() {
     let e = Edge::start_in(dir, "hosts = [\"node-b\", \"relay-1\"]", FLUSH, &[], None);
     e.seed().await;
     let now = now_micros();
-    let (s, b) = post(&e.c, e.url(), "metrics", TOKEN, "node-a/10/1", metrics(&[NODE, NODE_B, "relay-1", NODE_B], now, "relayed")).await;
+    let (s, b) = post(
+        &e.c,
+        e.url(),
+        "metrics",
+        TOKEN,
+        "node-a/10/1",
+        metrics(&[NODE, NODE_B, "relay-1", NODE_B], now, "relayed"),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let ndjson = "{\"host\": \"relay-1\", \"n\": 1}\n{\"n\": 2}\n";
-    let (s, b) = e.send("/v1/ingest/json/visits", FILE_TOKEN, "node-a/11/1", "application/x-ndjson", ndjson.into()).await;
+    let (s, b) =
+        e.send("/v1/ingest/json/visits", FILE_TOKEN, "node-a/11/1", "application/x-ndjson", ndjson.into()).await;
     assert_eq!(s, 200, "the tokens file's token of node-a has node-a's hosts: {b}");
-    let (s, b) = e.send("/v1/metrics", FILE_TOKEN, "", "application/x-protobuf", otlp_metrics("relay-1", "relayed.otlp")).await;
+    let (s, b) =
+        e.send("/v1/metrics", FILE_TOKEN, "", "application/x-protobuf", otlp_metrics("relay-1", "relayed.otlp")).await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = e.send("/v1/logs", TOKEN, "", "application/x-protobuf", otlp_logs(NODE_B, "relayed")).await;
     assert_eq!(s, 200, "{b}");
     // A host it does not list is still refused, and the list is node-a's alone.
-    let (s, b) = e.send("/v1/metrics", FILE_TOKEN, "", "application/x-protobuf", otlp_metrics("mail-1", "relayed.otlp")).await;
+    let (s, b) =
+        e.send("/v1/metrics", FILE_TOKEN, "", "application/x-protobuf", otlp_metrics("mail-1", "relayed.otlp")).await;
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("mail-1") && b.contains("node-b, relay-1"), "{b}");
     let (s, b) = post(&e.c, e.url(), "metrics", TOKEN_B, "node-b/1/1", metrics(&["relay-1"], now, "relayed")).await;
     assert_eq!(s, 400, "{b}");
 
-    let rows = sql(&e.c, e.url(), "select host, count(*) from metrics where name like 'relayed%' group by 1 order by 1").await;
+    let rows =
+        sql(&e.c, e.url(), "select host, count(*) from metrics where name like 'relayed%' group by 1 order by 1").await;
     assert_eq!(rows, serde_json::json!([["node-a", 1], ["node-b", 2], ["relay-1", 2]]));
-    assert_eq!(sql(&e.c, e.url(), "select host, n from visits order by n").await, serde_json::json!([["relay-1", 1], ["node-a", 2]]));
-    assert_eq!(count(&e.c, e.url(), "select count(*) from logs where host = 'node-b' and message = 'relayed'").await, 2);
+    assert_eq!(
+        sql(&e.c, e.url(), "select host, n from visits order by n").await,
+        serde_json::json!([["relay-1", 1], ["node-a", 2]])
+    );
+    assert_eq!(
+        count(&e.c, e.url(), "select count(*) from logs where host = 'node-b' and message = 'relayed'").await,
+        2
+    );
     e.assert_intact().await;
 }
 
@@ -320,15 +364,27 @@ async fn tables_the_lake_writes_take_no_ingest() {
     assert_eq!(s, 403, "{b}");
     assert!(error_of(&b).contains("table alerts is written by the lake only"), "{b}");
     for path in ["/v1/ingest/json/alerts", "/v1/ingest/csv/alerts"] {
-        let (s, b) = e.send(path, TOKEN, "node-a/20/2", "application/x-ndjson", b"{\"rule\": \"node_silent\", \"state\": \"resolved\"}".to_vec()).await;
+        let (s, b) = e
+            .send(
+                path,
+                TOKEN,
+                "node-a/20/2",
+                "application/x-ndjson",
+                b"{\"rule\": \"node_silent\", \"state\": \"resolved\"}".to_vec(),
+            )
+            .await;
         assert_eq!(s, 403, "{path}: {b}");
         assert!(error_of(&b).contains("written by the lake only"), "{path}: {b}");
     }
     // Other built-in names cannot become custom tables either.
-    let (s, b) = e.send("/v1/ingest/json/metrics", TOKEN, "node-a/20/3", "application/x-ndjson", b"{\"v\": 1}".to_vec()).await;
+    let (s, b) =
+        e.send("/v1/ingest/json/metrics", TOKEN, "node-a/20/3", "application/x-ndjson", b"{\"v\": 1}".to_vec()).await;
     assert_eq!(s, 400, "{b}");
     assert!(error_of(&b).contains("taken by a built-in table"), "{b}");
-    assert_eq!(count(&e.c, e.url(), "select count(*) from alerts where host = 'node-a' and rule = 'node_silent'").await, 0);
+    assert_eq!(
+        count(&e.c, e.url(), "select count(*) from alerts where host = 'node-a' and rule = 'node_silent'").await,
+        0
+    );
     assert!(!e.dir.path().join("data/state/custom/alerts.json").exists());
     e.assert_intact().await;
 }
@@ -351,15 +407,24 @@ async fn a_batch_spanning_decades_is_refused_and_flushes_go_on() {
     // The issue's case: one NDJSON request of 3,000 rows, one per day from 1950.
     let noon_1950 = -631_152_000 + 12 * 3600; // 1950-01-01T12:00:00Z
     let body: String = (0..3000)
-        .map(|d| format!("{{\"ts\": \"{}\", \"reading\": {d}}}\n", jiff::Timestamp::from_second(noon_1950 + d * 86_400).unwrap()))
+        .map(|d| {
+            format!(
+                "{{\"ts\": \"{}\", \"reading\": {d}}}\n",
+                jiff::Timestamp::from_second(noon_1950 + d * 86_400).unwrap()
+            )
+        })
         .collect();
     assert!(body.starts_with("{\"ts\": \"1950-01-01T12:00:00Z\""), "{}", &body[..80]);
     let started = Instant::now();
-    let (s, b) = e.send("/v1/ingest/json/history", TOKEN, "node-a/30/1", "application/x-ndjson", body.into_bytes()).await;
+    let (s, b) =
+        e.send("/v1/ingest/json/history", TOKEN, "node-a/30/1", "application/x-ndjson", body.into_bytes()).await;
     assert_eq!(s, 400, "{b}");
     let err = error_of(&b);
     assert!(
-        err.contains("line 32") && err.contains("1950-02-01T12:00:00Z") && err.contains("span 32 days (1950-01-01 to 1950-02-01)") && err.contains("ingest.max_days_per_batch = 31"),
+        err.contains("line 32")
+            && err.contains("1950-02-01T12:00:00Z")
+            && err.contains("span 32 days (1950-01-01 to 1950-02-01)")
+            && err.contains("ingest.max_days_per_batch = 31"),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5), "refused at once: {:?}", started.elapsed());
@@ -377,7 +442,9 @@ async fn a_batch_spanning_decades_is_refused_and_flushes_go_on() {
     // 1950 (and no `history` table) exists.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if e.metric("lake_buffered_rows").await == "0" && e.metric("lake_rows_written_total").await.parse::<u64>().unwrap() >= 131 {
+        if e.metric("lake_buffered_rows").await == "0"
+            && e.metric("lake_rows_written_total").await.parse::<u64>().unwrap() >= 131
+        {
             break;
         }
         assert!(Instant::now() < deadline, "rows not flushed");
@@ -407,7 +474,15 @@ async fn rows_before_their_tables_retention_are_refused() {
     assert_eq!(s, 200, "{b}");
     // Custom tables follow the default; OTLP logs the table's own 400 days.
     let old = jiff::Timestamp::from_microsecond(now - 40 * DAY).unwrap();
-    let (s, b) = e.send("/v1/ingest/json/readings", TOKEN, "node-a/41/1", "application/x-ndjson", format!("{{\"ts\": \"{old}\", \"v\": 1}}\n").into_bytes()).await;
+    let (s, b) = e
+        .send(
+            "/v1/ingest/json/readings",
+            TOKEN,
+            "node-a/41/1",
+            "application/x-ndjson",
+            format!("{{\"ts\": \"{old}\", \"v\": 1}}\n").into_bytes(),
+        )
+        .await;
     assert_eq!(s, 400, "{b}");
     assert!(error_of(&b).contains("line 1") && b.contains("retention"), "{b}");
     let mut logs = ExportLogsServiceRequest::decode(&otlp_logs(NODE, "old")[..]).unwrap();
@@ -512,7 +587,8 @@ async fn concurrent_bodies_past_the_decode_budget_are_told_to_retry() {
     }
     // Every 200's rows are there, once; the refused ones are not.
     for (i, a) in answers.iter().enumerate() {
-        let n = count(&e.c, e.url(), &format!("select count(*) from metrics where labels['batch'] = '{}'", 100 + i)).await;
+        let n =
+            count(&e.c, e.url(), &format!("select count(*) from metrics where labels['batch'] = '{}'", 100 + i)).await;
         assert_eq!(n, if a.0 == 200 { 3000 } else { 0 }, "batch {i}: {statuses:?}");
     }
     assert!(e.metric("lake_ingest_decode_budget_refused_total").await.parse::<u64>().unwrap() >= refused.len() as u64);
@@ -528,7 +604,10 @@ async fn concurrent_bodies_past_the_decode_budget_are_told_to_retry() {
         assert!(b.contains("\"duplicate\":true"), "{b}");
     }
     assert_eq!(count(&e.c, e.url(), "select count(*) from metrics where name = 'noisy'").await, 3000 * SENDERS as i64);
-    assert_eq!(count(&e.c, e.url(), "select count(distinct labels['batch']) from metrics where name = 'noisy'").await, SENDERS as i64);
+    assert_eq!(
+        count(&e.c, e.url(), "select count(distinct labels['batch']) from metrics where name = 'noisy'").await,
+        SENDERS as i64
+    );
     assert_eq!(e.metric("lake_ingest_decode_memory_bytes").await, "0", "every request gave its share back");
     e.assert_intact().await;
 }
@@ -545,7 +624,8 @@ async fn idle_connections_past_the_cap_do_not_lock_the_collectors_out() {
     // A collector still gets through, at once.
     let started = Instant::now();
     let c = reqwest::Client::new();
-    let (s, b) = post(&c, e.url(), "metrics", TOKEN, "node-a/60/1", metrics(&[NODE; 10], now_micros(), "through")).await;
+    let (s, b) =
+        post(&c, e.url(), "metrics", TOKEN, "node-a/60/1", metrics(&[NODE; 10], now_micros(), "through")).await;
     assert_eq!(s, 200, "{b}");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     // The lake closed the idle ones it had to (all but at most the cap of them).
@@ -593,7 +673,10 @@ async fn open_reads_beyond_loopback_need_insecure_open() {
     assert!(!status.success(), "{status:?}");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(
-        said.contains("listen = \"0.0.0.0:") && said.contains("not a loopback address") && said.contains("no read token") && said.contains("--insecure-open"),
+        said.contains("listen = \"0.0.0.0:")
+            && said.contains("not a loopback address")
+            && said.contains("no read token")
+            && said.contains("--insecure-open"),
         "{said}"
     );
     assert!(!dir.path().join("data/wal").exists(), "nothing started");
@@ -632,7 +715,9 @@ async fn open_reads_beyond_loopback_need_insecure_open() {
 fn fail2ban_regex(log: &Path) -> (u64, String) {
     let filter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fail2ban/filter.d/lake-auth.conf");
     let out = Command::new("fail2ban-regex").arg(log).arg(&filter).output();
-    let out = out.unwrap_or_else(|e| panic!("fail2ban-regex: {e}: `scripts/setup peers` installs Debian's fail2ban (apt-get install fail2ban)"));
+    let out = out.unwrap_or_else(|e| {
+        panic!("fail2ban-regex: {e}: `scripts/setup peers` installs Debian's fail2ban (apt-get install fail2ban)")
+    });
     let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
     // "Lines: 12 lines, 0 ignored, 8 matched, 4 missed"
@@ -677,14 +762,18 @@ async fn refused_tokens_are_logged_with_the_peer_for_fail2ban() {
         assert_eq!(s, *want, "{path}: {b}");
     }
     // Accepted requests log nothing.
-    let (s, b) = send(&c, url, "/v1/sql", READ_TOKEN, "", "application/json", b"{\"sql\": \"select 1\"}".to_vec()).await;
+    let (s, b) =
+        send(&c, url, "/v1/sql", READ_TOKEN, "", "application/json", b"{\"sql\": \"select 1\"}".to_vec()).await;
     assert_eq!(s, 200, "{b}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("refused token")).collect();
     assert_eq!(lines.len(), cases.len(), "{text}");
     for (line, (path, _, _, _, _, reason)) in lines.iter().zip(&cases) {
-        assert!(line.ends_with(&format!("WARN lake_auth: lake auth: refused token from 127.0.0.2 on {path} ({reason})")), "{line}");
+        assert!(
+            line.ends_with(&format!("WARN lake_auth: lake auth: refused token from 127.0.0.2 on {path} ({reason})")),
+            "{line}"
+        );
         assert!(!line.contains('\u{1b}'), "no colour codes in a log file: {line:?}");
     }
     let (matched, report) = fail2ban_regex(&log);

@@ -93,7 +93,11 @@ async fn reads_that_would_change_the_engine_are_refused_and_leave_nothing_behind
         ("SELECT checkpoint()".to_string(), "checkpoint"),
         ("SELECT current_setting('threads')".to_string(), "current_setting"),
         // Hidden in a CTE, a subquery, a join.
-        ("WITH a AS (SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')) SELECT * FROM a".to_string(), "enable_logging"),
+        (
+            "WITH a AS (SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')) SELECT * FROM a"
+                .to_string(),
+            "enable_logging",
+        ),
         ("SELECT * FROM metrics WHERE host IN (SELECT current_setting('threads'))".to_string(), "current_setting"),
         ("SELECT * FROM metrics, (SELECT * FROM checkpoint())".to_string(), "checkpoint"),
         ("SELECT * FROM query('SELECT * FROM enable_profiling()')".to_string(), "query"),

@@ -48,7 +48,12 @@ struct Monitor {
 impl Monitor {
     async fn start() -> Monitor {
         type Seen = (Instant, Arc<Mutex<Vec<Ping>>>);
-        async fn record(State((t0, seen)): State<Seen>, method: Method, uri: Uri, body: axum::body::Bytes) -> StatusCode {
+        async fn record(
+            State((t0, seen)): State<Seen>,
+            method: Method,
+            uri: Uri,
+            body: axum::body::Bytes,
+        ) -> StatusCode {
             let p = Ping {
                 at: t0.elapsed(),
                 method: method.to_string(),
@@ -57,11 +62,18 @@ impl Monitor {
                 body: String::from_utf8_lossy(&body).into_owned(),
             };
             if p.path.starts_with("/ping") {
-                let body = if p.body.is_empty() { String::new() } else { format!("  body: {}", p.body.replace('\n', " | ")) };
+                let body =
+                    if p.body.is_empty() { String::new() } else { format!("  body: {}", p.body.replace('\n', " | ")) };
                 let query = if p.query.is_empty() { String::new() } else { format!("?{}", p.query) };
                 println!("[monitor +{:6.2}s] {} {}{query}{body}", p.at.as_secs_f64(), p.method, p.path);
             } else {
-                println!("[monitor +{:6.2}s] {} {} (webhook, {} bytes)", p.at.as_secs_f64(), p.method, p.path, p.body.len());
+                println!(
+                    "[monitor +{:6.2}s] {} {} (webhook, {} bytes)",
+                    p.at.as_secs_f64(),
+                    p.method,
+                    p.path,
+                    p.body.len()
+                );
             }
             seen.lock().unwrap().push(p);
             StatusCode::OK
@@ -104,7 +116,13 @@ async fn health(c: &reqwest::Client, url: &str) -> (u16, Value) {
 
 /// A lake answering `/health` with any status (a lake reporting damage is not healthy).
 fn start_unhealthy_ok(config: &Path, port: u16) -> Lake {
-    let child = Command::new(lake_bin()).args(["serve", "--config"]).arg(config).env("LOG_FILTER", "warn").stdin(Stdio::null()).spawn().unwrap();
+    let child = Command::new(lake_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("LOG_FILTER", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     let lake = Lake { child, url: format!("http://127.0.0.1:{port}"), config: config.to_path_buf() };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -186,7 +204,8 @@ every = "1s"
     .unwrap();
     let lake = Lake::start(&config, port);
     let c = reqwest::Client::new();
-    let (s, b) = post(&c, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/1"), fresh_metrics(50, "filesystem_used_ratio")).await;
+    let (s, b) =
+        post(&c, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/1"), fresh_metrics(50, "filesystem_used_ratio")).await;
     assert_eq!(s, 200, "{b}");
     let tables = data.join("tables").join("metrics");
     wait_until("the rows in Parquet", Duration::from_secs(30), || !parquet_files(&tables).is_empty()).await;
@@ -208,7 +227,10 @@ every = "1s"
     std::fs::write(&file, vec![0x5a; original.len()]).unwrap();
     let broken_at = monitor.len();
     wait_until("a /fail ping naming the rule", Duration::from_secs(30), || {
-        monitor.since(broken_at).iter().any(|p| p.method == "POST" && p.path == "/ping/5f1c2a/fail" && p.body.contains("rule filesystem_full:"))
+        monitor
+            .since(broken_at)
+            .iter()
+            .any(|p| p.method == "POST" && p.path == "/ping/5f1c2a/fail" && p.body.contains("rule filesystem_full:"))
     })
     .await;
     let (status, h) = health(&c, &lake.url).await;
@@ -216,11 +238,17 @@ every = "1s"
     assert_eq!(status, 503, "{h}");
     assert_eq!(h["status"], "failing");
     assert_eq!(h["checks"]["alerts"]["ok"], false, "{h}");
-    let reasons: Vec<String> = h["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
-    assert!(reasons.iter().any(|r| r.starts_with("alerts: the last round failed: rule filesystem_full:")), "{reasons:?}");
+    let reasons: Vec<String> =
+        h["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("alerts: the last round failed: rule filesystem_full:")),
+        "{reasons:?}"
+    );
     // alert_rule_failing fires (two failed evaluations in a row) through the normal channels.
     wait_until("alert_rule_failing notified", Duration::from_secs(30), || {
-        monitor.at("POST", "/hook").iter().any(|p| p.body.contains("\"alert_rule_failing\"") && p.body.contains("\"failing_rule\":\"filesystem_full\""))
+        monitor.at("POST", "/hook").iter().any(|p| {
+            p.body.contains("\"alert_rule_failing\"") && p.body.contains("\"failing_rule\":\"filesystem_full\"")
+        })
     })
     .await;
     let hook: Value = serde_json::from_str(
@@ -238,7 +266,9 @@ every = "1s"
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let m = c.get(format!("{}/metrics", lake.url)).send().await.unwrap().text().await.unwrap();
-    let metric = |name: &str| m.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<u64>().ok()).unwrap();
+    let metric = |name: &str| {
+        m.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<u64>().ok()).unwrap()
+    };
     assert!(metric("lake_heartbeat_pings_total") >= 3 && metric("lake_heartbeat_fail_pings_total") >= 1, "{m}");
     assert!(metric("lake_alerts_rounds_failed_total") >= 1);
 
@@ -247,7 +277,9 @@ every = "1s"
     std::fs::write(&file, &original).unwrap();
     let fixed_at = monitor.len();
     wait_until("alert_rule_failing resolved", Duration::from_secs(30), || {
-        monitor.since(fixed_at).iter().any(|p| p.path == "/hook" && p.body.contains("\"alert_rule_failing\"") && p.body.contains("\"status\":\"resolved\""))
+        monitor.since(fixed_at).iter().any(|p| {
+            p.path == "/hook" && p.body.contains("\"alert_rule_failing\"") && p.body.contains("\"status\":\"resolved\"")
+        })
     })
     .await;
     wait_until("success pings again", Duration::from_secs(30), || {
@@ -284,7 +316,11 @@ async fn a_read_token_cannot_add_or_remove_silences() {
     let r = add(READ_TOKEN).await.unwrap();
     assert_eq!(r.status(), 403);
     let e: Value = r.json().await.unwrap();
-    assert!(e["error"].as_str().unwrap().contains("alerts role") && e["error"].as_str().unwrap().contains("lake token add --role alerts"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("alerts role")
+            && e["error"].as_str().unwrap().contains("lake token add --role alerts"),
+        "{e}"
+    );
     let r = add("not-a-token-0123456789").await.unwrap();
     assert_eq!(r.status(), 401);
     let r = c.post(format!("{}/v1/silences", lake.url)).json(&silence).send().await.unwrap();
@@ -296,11 +332,18 @@ async fn a_read_token_cannot_add_or_remove_silences() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     // Listing stays read (and alerts); the silences are there.
     for token in [READ_TOKEN, alerts_token.as_str()] {
-        let list: Value = c.get(format!("{}/v1/silences", lake.url)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let list: Value =
+            c.get(format!("{}/v1/silences", lake.url)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
         assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     }
     // An alerts token reads nothing else.
-    let r = c.post(format!("{}/v1/sql", lake.url)).bearer_auth(&alerts_token).json(&serde_json::json!({"sql": "select 1"})).send().await.unwrap();
+    let r = c
+        .post(format!("{}/v1/sql", lake.url))
+        .bearer_auth(&alerts_token)
+        .json(&serde_json::json!({"sql": "select 1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let r = c.delete(format!("{}/v1/silences/1", lake.url)).bearer_auth(READ_TOKEN).send().await.unwrap();
@@ -316,7 +359,11 @@ async fn a_read_token_cannot_add_or_remove_silences() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("alerts role"), "{err}");
-    let out = Command::new(lake_bin()).args(["silence", "remove", "2", "--url", &lake.url]).env("LAKE_TOKEN", &alerts_token).output().unwrap();
+    let out = Command::new(lake_bin())
+        .args(["silence", "remove", "2", "--url", &lake.url])
+        .env("LAKE_TOKEN", &alerts_token)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&c, &lake.url, "select count(*) from metrics").await, 10);
 }
@@ -378,7 +425,11 @@ async fn restore_refuses_a_manifest_naming_a_path_outside_staging() {
     let mdir = archive.join("_lake/partitions/metrics");
     std::fs::create_dir_all(&mdir).unwrap();
     std::fs::write(mdir.join("date=2026-11-20.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
-    for key in ["tables/metrics/date=2026-11-20/f-000000000001.parquet", "tables/metrics/date=2026-11-20/%2E%2E/%2E%2E/tokens.toml", "tables/tokens.toml"] {
+    for key in [
+        "tables/metrics/date=2026-11-20/f-000000000001.parquet",
+        "tables/metrics/date=2026-11-20/%2E%2E/%2E%2E/tokens.toml",
+        "tables/tokens.toml",
+    ] {
         let p = archive.join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, &evil).unwrap();
@@ -395,7 +446,11 @@ async fn restore_refuses_a_manifest_naming_a_path_outside_staging() {
     let err = String::from_utf8_lossy(&out.stderr);
     println!("lake restore: {:?}\n{err}", out.status.code());
     // Nothing was written: not the tokens file, not the good file listed before the bad one.
-    assert_eq!(String::from_utf8_lossy(&std::fs::read(data.join("tokens.toml")).unwrap()), String::from_utf8_lossy(&tokens_before), "the tokens file was overwritten");
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(data.join("tokens.toml")).unwrap()),
+        String::from_utf8_lossy(&tokens_before),
+        "the tokens file was overwritten"
+    );
     let after = tree(&data);
     let new: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
     println!("files new since the restore began: {new:?}");
@@ -404,7 +459,10 @@ async fn restore_refuses_a_manifest_naming_a_path_outside_staging() {
     assert!(tree(&data.join("staging")).is_empty(), "staging: {:?}", tree(&data.join("staging")));
     assert!(!dir.path().join("tokens.toml").exists() && !data.join("staging/tokens.toml").exists());
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("_lake/partitions/metrics/date=2026-11-20.json") && err.contains("\"../../tokens.toml\""), "{err}");
+    assert!(
+        err.contains("_lake/partitions/metrics/date=2026-11-20.json") && err.contains("\"../../tokens.toml\""),
+        "{err}"
+    );
     assert_eq!(count(&c, &lake.url, "select count(*) from metrics").await, 10);
 }
 
@@ -422,16 +480,29 @@ async fn damage_in_an_older_wal_segment_loses_only_that_record_loudly() {
         let mut lake = Lake::start(&config, port);
         for _ in 0..3 {
             seq += 1;
-            let (s, b) = post(&c, &lake.url, "metrics", TOKEN, &format!("{NODE}/7/{seq}"), encode(&metrics_batch(seq, 20))).await;
+            let (s, b) =
+                post(&c, &lake.url, "metrics", TOKEN, &format!("{NODE}/7/{seq}"), encode(&metrics_batch(seq, 20)))
+                    .await;
             assert_eq!(s, 200, "{b}");
         }
         lake.kill9();
     }
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
     segments.sort();
     // Each start opens a new segment and replays the older ones: the second life's
     // batches 4..=6 are in a segment that is neither the first nor the newest.
-    let target = segments.iter().find(|p| std::fs::metadata(p).unwrap().len() > 0 && segments.last() != Some(*p) && segments.first() != Some(*p)).unwrap().clone();
+    let target = segments
+        .iter()
+        .find(|p| {
+            std::fs::metadata(p).unwrap().len() > 0 && segments.last() != Some(*p) && segments.first() != Some(*p)
+        })
+        .unwrap()
+        .clone();
     let bytes = std::fs::read(&target).unwrap();
     // Records: magic | len | crc | payload. Damage a byte inside the second record's payload.
     let len0 = 12 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
@@ -439,7 +510,14 @@ async fn damage_in_an_older_wal_segment_loses_only_that_record_loudly() {
     let mut damaged = bytes.clone();
     damaged[len0 + 12 + len1 / 2] ^= 0xff;
     std::fs::write(&target, &damaged).unwrap();
-    println!("damaged byte {} of {} ({} bytes; second record at {}..{})", len0 + 12 + len1 / 2, target.display(), bytes.len(), len0, len0 + len1);
+    println!(
+        "damaged byte {} of {} ({} bytes; second record at {}..{})",
+        len0 + 12 + len1 / 2,
+        target.display(),
+        bytes.len(),
+        len0,
+        len0 + len1
+    );
 
     let lake = start_unhealthy_ok(&config, port);
     let (status, h) = {
@@ -460,11 +538,15 @@ async fn damage_in_an_older_wal_segment_loses_only_that_record_loudly() {
     println!("/health after the damaged start: {status} {h}");
     assert_eq!(status, 503, "{h}");
     let reason = h["checks"]["wal"]["reason"].as_str().unwrap();
-    assert!(reason.contains(&target.display().to_string()) && reason.contains(&format!("bytes {len0}..{}", len0 + len1)), "{reason}");
+    assert!(
+        reason.contains(&target.display().to_string()) && reason.contains(&format!("bytes {len0}..{}", len0 + len1)),
+        "{reason}"
+    );
     assert_eq!(count(&c, &lake.url, "select count(*) from metrics").await, 8 * 20);
     let m = c.get(format!("{}/metrics", lake.url)).send().await.unwrap().text().await.unwrap();
     assert!(m.contains(&format!("lake_wal_corrupt_bytes_total {len1}")), "{m}");
-    let kept = wal.join("corrupt").join(format!("{}.{len0}-{}", target.file_name().unwrap().to_string_lossy(), len0 + len1));
+    let kept =
+        wal.join("corrupt").join(format!("{}.{len0}-{}", target.file_name().unwrap().to_string_lossy(), len0 + len1));
     assert_eq!(std::fs::read(&kept).unwrap(), damaged[len0..len0 + len1], "the damaged bytes are kept");
     drop(lake);
 

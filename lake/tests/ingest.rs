@@ -61,10 +61,7 @@ async fn ingest_answers_each_problem_clearly_and_stores_each_batch_once() {
     // Not flushed yet (flush_interval = 1h): served from the buffer.
     assert_eq!(count(&c, &url, "select count(*) from metrics").await, 15);
     assert_eq!(count(&c, &url, "select count(*) from logs").await, 0);
-    assert_eq!(
-        count(&c, &url, "select count(*) from metrics where labels['batch'] = '2'").await,
-        5
-    );
+    assert_eq!(count(&c, &url, "select count(*) from metrics where labels['batch'] = '2'").await, 5);
     // Every catalog table is queryable while empty.
     for t in Table::ALL {
         count(&c, &url, &format!("select count(*) from {t}")).await;
@@ -79,7 +76,8 @@ async fn graceful_stop_flushes_and_restart_keeps_ids() {
     let mut lake = Lake::start(&config, port);
     let c = reqwest::Client::new();
     for seq in 1..=3 {
-        let (s, _) = post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/7/{seq}"), encode(&metrics_batch(seq, 100))).await;
+        let (s, _) =
+            post(&c, &lake.url, "metrics", TOKEN, &format!("node-a/7/{seq}"), encode(&metrics_batch(seq, 100))).await;
         assert_eq!(s, 200);
     }
     lake.term();

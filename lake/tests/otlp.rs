@@ -14,45 +14,30 @@ use std::process::Command;
 use common::*;
 use serde_json::{json, Value};
 
-const PIP: &str =
-    "pip install opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2";
+const PIP: &str = "pip install opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2";
 
 /// Runs the Python sender against `url`; returns the JSON line it prints.
 async fn send(url: &str) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/send.py");
     let url = url.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .args([&url, TOKEN])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{PIP}`"));
+    let out = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args([&url, TOKEN]).output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{PIP}`"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     match out.status.code() {
         Some(0) => {}
         Some(3) => panic!("the OpenTelemetry Python SDK is not installed: run `{PIP}`\n{stderr}"),
-        _ => panic!(
-            "send.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-            out.status
-        ),
+        _ => panic!("send.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status),
     }
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("send.py printed {stdout:?}: {e}"))
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("send.py printed {stdout:?}: {e}"))
 }
 
 async fn counts(c: &reqwest::Client, url: &str) -> (i64, i64) {
     (
         count(c, url, "select count(*) from logs where source = 'otlp'").await,
-        count(
-            c,
-            url,
-            "select count(*) from metrics where labels['service.name'] = 'shop'",
-        )
-        .await,
+        count(c, url, "select count(*) from metrics where labels['service.name'] = 'shop'").await,
     )
 }
 
@@ -82,8 +67,7 @@ async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
          from logs where source = 'otlp' order by priority",
     )
     .await;
-    let row =
-        |m: &str, p: i64, sev: &str| json!([m, p, "shop", "shop.payments", "web-1", NODE, sev]);
+    let row = |m: &str, p: i64, sev: &str| json!([m, p, "shop", "shop.payments", "web-1", NODE, sev]);
     assert_eq!(
         logs,
         json!([
@@ -104,12 +88,7 @@ async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
     .await;
     assert_eq!(traced, json!([["payment failed", "18", sent["span_id"]]]));
     assert_eq!(
-        count(
-            &c,
-            &url,
-            "select count(*) from logs where attrs['resource.telemetry.sdk.language'] = 'python'"
-        )
-        .await,
+        count(&c, &url, "select count(*) from logs where attrs['resource.telemetry.sdk.language'] = 'python'").await,
         5,
         "resource attributes are kept under resource."
     );
@@ -150,11 +129,7 @@ async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
     // rows are read from files and a new epoch is stored again.
     lake.term();
     let _lake = Lake::start(&config, port);
-    assert_eq!(
-        counts(&c, &url).await,
-        (10, 18),
-        "rows kept across a graceful restart"
-    );
+    assert_eq!(counts(&c, &url).await, (10, 18), "rows kept across a graceful restart");
     send(&url).await;
     assert_eq!(counts(&c, &url).await, (15, 27));
 }

@@ -68,7 +68,9 @@ fn line(seq: u64) -> String {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -141,7 +143,8 @@ async fn partition_and_long_lake_outage_lose_nothing_and_keep_collector_memory_f
         })
     };
     let c = reqwest::Client::new();
-    let http_count = |c: reqwest::Client, url: String| async move { count(&c, &url, "select count(*) from http").await };
+    let http_count =
+        |c: reqwest::Client, url: String| async move { count(&c, &url, "select count(*) from http").await };
     // Flowing.
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_count(c.clone(), lake.url.clone()).await == 0 {

@@ -39,7 +39,13 @@ fn append(path: &Path, lines: &[String]) {
 }
 
 fn start_collector(config: &Path) -> Child {
-    Command::new(collector_bin()).arg("--config").arg(config).env("LOG_FILTER", "warn").stdin(Stdio::null()).spawn().unwrap()
+    Command::new(collector_bin())
+        .arg("--config")
+        .arg(config)
+        .env("LOG_FILTER", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 async fn wait_for(c: &reqwest::Client, url: &str, q: &str, want: i64) -> i64 {
@@ -58,7 +64,8 @@ async fn caddy_ufw_and_fail2ban_files_arrive_exactly_once_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let lake = Lake::start(&write_config(dir.path(), port, "1s"), port);
-    let (caddy, ufw, f2b) = (dir.path().join("access.log"), dir.path().join("ufw.log"), dir.path().join("fail2ban.log"));
+    let (caddy, ufw, f2b) =
+        (dir.path().join("access.log"), dir.path().join("ufw.log"), dir.path().join("fail2ban.log"));
     let config = dir.path().join("collector.toml");
     std::fs::write(
         &config,
@@ -78,7 +85,14 @@ async fn caddy_ufw_and_fail2ban_files_arrive_exactly_once_across_a_restart() {
     .unwrap();
     let first = 1..=50u64;
     append(&caddy, &first.clone().map(caddy_line).chain(["not json at all".to_string()]).collect::<Vec<_>>());
-    append(&ufw, &first.clone().map(ufw_line).chain(["Nov 22 10:15:01 gw sshd[1]: not a ufw line".to_string()]).collect::<Vec<_>>());
+    append(
+        &ufw,
+        &first
+            .clone()
+            .map(ufw_line)
+            .chain(["Nov 22 10:15:01 gw sshd[1]: not a ufw line".to_string()])
+            .collect::<Vec<_>>(),
+    );
     append(&f2b, &first.clone().map(fail2ban_line).collect::<Vec<_>>());
 
     let mut collector = start_collector(&config);
@@ -110,7 +124,11 @@ async fn caddy_ufw_and_fail2ban_files_arrive_exactly_once_across_a_restart() {
     )
     .await;
     let v: Vec<i64> = r[0].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
-    assert_eq!(v, vec![80, 80, 1, 80, 80, 80, 80, 1, 1], "http, uris, vhosts, firewall, ports, bans, found, unparsed caddy, unparsed ufw");
+    assert_eq!(
+        v,
+        vec![80, 80, 1, 80, 80, 80, 80, 1, 1],
+        "http, uris, vhosts, firewall, ports, bans, found, unparsed caddy, unparsed ufw"
+    );
     let ts = sql(&c, &lake.url, "select min(ts)::varchar from firewall").await;
     assert_eq!(ts[0][0], "2026-11-22 10:15:01.000001+00", "ufw rows take the file's own timestamp");
     let _ = collector.kill();

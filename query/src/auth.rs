@@ -291,7 +291,8 @@ impl Verifier {
         let mut uniq: Vec<&String> = tokens.iter().collect();
         uniq.sort();
         uniq.dedup();
-        let keys = uniq.iter().enumerate().map(|(i, t)| Key::plain(format!("read token {i}"), Role::Read, None, t)).collect();
+        let keys =
+            uniq.iter().enumerate().map(|(i, t)| Key::plain(format!("read token {i}"), Role::Read, None, t)).collect();
         Verifier::new(KeySet { keys })
     }
 
@@ -363,7 +364,8 @@ impl Verifier {
     /// Whether a request may add or remove silences: an alerts or an admin token. Open
     /// only while no read, alerts or admin key was ever installed (a lake on loopback).
     pub fn change_silences(&self, headers: &HeaderMap) -> Result<(), SilenceDenied> {
-        let closed = [&self.read_closed, &self.admin_closed, &self.alerts_closed].iter().any(|c| c.load(Ordering::SeqCst));
+        let closed =
+            [&self.read_closed, &self.admin_closed, &self.alerts_closed].iter().any(|c| c.load(Ordering::SeqCst));
         if !closed {
             return Ok(());
         }

@@ -59,10 +59,7 @@ pub enum NamedQueryError {
 
 /// Checks a name against `[a-z0-9_]+`.
 pub fn validate_name(name: &str) -> Result<(), NamedQueryError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -278,20 +275,11 @@ mod tests {
 
     #[test]
     fn bad_user_queries_are_refused() {
-        assert_eq!(
-            merge(vec![user("Bad-Name")]),
-            Err(NamedQueryError::BadName("Bad-Name".into()))
-        );
-        assert_eq!(
-            merge(vec![user("a"), user("a")]),
-            Err(NamedQueryError::Duplicate("a".into()))
-        );
+        assert_eq!(merge(vec![user("Bad-Name")]), Err(NamedQueryError::BadName("Bad-Name".into())));
+        assert_eq!(merge(vec![user("a"), user("a")]), Err(NamedQueryError::Duplicate("a".into())));
         let mut blank = user("b");
         blank.sql = " ".into();
-        assert_eq!(
-            merge(vec![blank]),
-            Err(NamedQueryError::EmptySql("b".into()))
-        );
+        assert_eq!(merge(vec![blank]), Err(NamedQueryError::EmptySql("b".into())));
         assert!(validate_name("").is_err());
     }
 }

@@ -30,12 +30,7 @@ impl MemFresh {
 
 impl FreshRows for MemFresh {
     fn snapshot(&self, table: Table) -> Vec<RecordBatch> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(&table)
-            .cloned()
-            .unwrap_or_default()
+        self.0.lock().unwrap().get(&table).cloned().unwrap_or_default()
     }
 }
 
@@ -79,9 +74,7 @@ pub(crate) fn write_parquet(data: &Path, table: Table, seq: u64, batch: &RecordB
     let dir = partition_dir(data, table.name(), Date::parse("2026-11-22").unwrap());
     std::fs::create_dir_all(&dir).unwrap();
     let file = std::fs::File::create(dir.join(file_name("t", seq))).unwrap();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
     w.write(batch).unwrap();
     w.close().unwrap();

@@ -154,10 +154,7 @@ impl<'de> Visitor<'de> for ObjectCheck<'_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
-        let mut seen = Seen {
-            has_field: false,
-            members: 0,
-        };
+        let mut seen = Seen { has_field: false, members: 0 };
         while let Some(is_field) = map.next_key_seed(KeyIs(self.field))? {
             map.next_value::<IgnoredAny>()?;
             seen.members += 1;
@@ -269,20 +266,9 @@ mod tests {
         for ok in ["app", "fastapi_logs", "ups2", "a", &"a".repeat(63)] {
             validate_table_name(ok).unwrap();
         }
-        for bad in [
-            "",
-            "events",
-            "App",
-            "1app",
-            "_x",
-            "my-table",
-            "x.y",
-            "http",
-            "metrics",
-            "logs",
-            &"a".repeat(64),
-            "é",
-        ] {
+        for bad in
+            ["", "events", "App", "1app", "_x", "my-table", "x.y", "http", "metrics", "logs", &"a".repeat(64), "é"]
+        {
             assert!(validate_table_name(bad).is_err(), "{bad}");
         }
         assert_eq!(spool_table("app"), "json/app");
@@ -293,20 +279,13 @@ mod tests {
     #[test]
     fn lines_with_the_field_ship_unchanged_others_get_it_first() {
         let line = r#"{"ts":"2026-01-01T00:00:00Z","level":"info","msg":"a \"quoted\" word"}"#;
-        assert!(matches!(
-            normalize_line(line.as_bytes(), "ts", TS).unwrap(),
-            Line::Ship(Cow::Borrowed(_))
-        ));
+        assert!(matches!(normalize_line(line.as_bytes(), "ts", TS).unwrap(), Line::Ship(Cow::Borrowed(_))));
         assert_eq!(shipped(line, "ts"), line);
         assert_eq!(
             shipped(r#"{"level":"info","n":1}"#, "ts"),
             r#"{"ts":"2026-11-22T10:15:01.123456Z","level":"info","n":1}"#
         );
-        assert_eq!(
-            shipped(r#"  {"time":1}  "#, "time"),
-            r#"{"time":1}"#,
-            "trimmed, own field kept"
-        );
+        assert_eq!(shipped(r#"  {"time":1}  "#, "time"), r#"{"time":1}"#, "trimmed, own field kept");
         assert_eq!(shipped("{}", "ts"), r#"{"ts":"2026-11-22T10:15:01.123456Z"}"#);
         assert_eq!(shipped("{ }\r", "ts"), r#"{"ts":"2026-11-22T10:15:01.123456Z"}"#);
         // A nested "ts" is not the top-level field.
@@ -326,10 +305,7 @@ mod tests {
             r#"{"ts":"2026-11-22T10:15:01.123456Z","level":"info","Level":"WARN","Host":"x"}"#
         );
         // `TS` is not the `ts` field: the field is added, `TS` shipped beside it.
-        assert_eq!(
-            shipped(r#"{"TS":1}"#, "ts"),
-            r#"{"ts":"2026-11-22T10:15:01.123456Z","TS":1}"#
-        );
+        assert_eq!(shipped(r#"{"TS":1}"#, "ts"), r#"{"ts":"2026-11-22T10:15:01.123456Z","TS":1}"#);
     }
 
     #[test]
@@ -338,19 +314,10 @@ mod tests {
         assert_eq!(normalize_line(b"[1,2]", "ts", TS).unwrap_err(), LineError::NotObject);
         assert_eq!(normalize_line(b"42", "ts", TS).unwrap_err(), LineError::NotObject);
         assert_eq!(normalize_line(b"\"s\"", "ts", TS).unwrap_err(), LineError::NotObject);
-        assert_eq!(
-            normalize_line(b"{\"a\":\xff}", "ts", TS).unwrap_err(),
-            LineError::NotUtf8
-        );
-        for bad in [
-            &b"not json"[..],
-            b"{",
-            b"{\"a\":1} {\"b\":2}",
-            b"{\"a\":1,}",
-            b"{\"a\" 1}",
-            b"{'a':1}",
-            b"{\"a\":NaN}",
-        ] {
+        assert_eq!(normalize_line(b"{\"a\":\xff}", "ts", TS).unwrap_err(), LineError::NotUtf8);
+        for bad in
+            [&b"not json"[..], b"{", b"{\"a\":1} {\"b\":2}", b"{\"a\":1,}", b"{\"a\" 1}", b"{'a':1}", b"{\"a\":NaN}"]
+        {
             assert!(
                 matches!(normalize_line(bad, "ts", TS), Err(LineError::NotJson(_))),
                 "{}",
@@ -371,12 +338,7 @@ mod tests {
         let bodies: Vec<String> = out.iter().map(|e| String::from_utf8(e.body.clone()).unwrap()).collect();
         assert_eq!(
             bodies,
-            [
-                "{\"i\":0}\n{\"i\":1}\n",
-                "{\"i\":2}\n{\"i\":3}\n",
-                "{\"i\":4}\n",
-                &format!("{}\n", "x".repeat(30))
-            ]
+            ["{\"i\":0}\n{\"i\":1}\n", "{\"i\":2}\n{\"i\":3}\n", "{\"i\":4}\n", &format!("{}\n", "x".repeat(30))]
         );
         assert_eq!(out.iter().map(|e| e.rows).collect::<Vec<_>>(), [2, 2, 1, 1]);
         assert!(out.iter().all(|e| e.table == "json/app" && e.counted_as == "json_file"));

@@ -80,9 +80,7 @@ pub struct Fail2banConfig {
 impl Fail2banFile {
     /// Checks the section and resolves the time zone.
     pub fn validate(self) -> anyhow::Result<Fail2banConfig> {
-        let timezone = zone::parse_zone(&self.timezone)
-            .map_err(anyhow::Error::msg)
-            .context("fail2ban.timezone")?;
+        let timezone = zone::parse_zone(&self.timezone).map_err(anyhow::Error::msg).context("fail2ban.timezone")?;
         Ok(Fail2banConfig {
             enabled: self.enabled,
             from_journald: self.from_journald,
@@ -184,58 +182,34 @@ pub fn parse(line: &str, tz: &TimeZone) -> Result<Option<BanEvent>, ParseError> 
         }
     };
 
-    if let Some(r) = msg
-        .strip_prefix("Found ")
-        .or(if msg == "Found" { Some("") } else { None })
-    {
+    if let Some(r) = msg.strip_prefix("Found ").or(if msg == "Found" { Some("") } else { None }) {
         let ip = word(r)?;
         if let Some((_, when)) = r.split_once(" - ") {
             attrs.insert("found_time".to_string(), when.trim().to_string());
         }
         return Ok(Some(event("found", Some(&ip), attrs)));
     }
-    if let Some(r) = msg
-        .strip_prefix("Restore Ban ")
-        .or(if msg == "Restore Ban" { Some("") } else { None })
-    {
+    if let Some(r) = msg.strip_prefix("Restore Ban ").or(if msg == "Restore Ban" { Some("") } else { None }) {
         return Ok(Some(event("restore", Some(&word(r)?), attrs)));
     }
-    if let Some(r) = msg
-        .strip_prefix("Increase Ban ")
-        .or(if msg == "Increase Ban" {
-            Some("")
-        } else {
-            None
-        })
-    {
+    if let Some(r) = msg.strip_prefix("Increase Ban ").or(if msg == "Increase Ban" { Some("") } else { None }) {
         let ip = word(r)?;
         let mut e = event("increase", Some(&ip), attrs);
         // "(2 # 2:00:00 -> 2026-11-22 12:40:00)"
-        if let Some(details) = r
-            .split_once('(')
-            .map(|(_, d)| d.trim_end().trim_end_matches(')'))
-        {
+        if let Some(details) = r.split_once('(').map(|(_, d)| d.trim_end().trim_end_matches(')')) {
             let bad = || ParseError::BadIncrease(line.to_string());
             let (count, times) = details.split_once('#').ok_or_else(bad)?;
             e.ban_count = Some(count.trim().parse().map_err(|_| bad())?);
             let (bantime, until) = times.split_once("->").ok_or_else(bad)?;
-            e.attrs
-                .insert("ban_time".to_string(), bantime.trim().to_string());
-            e.attrs
-                .insert("banned_until".to_string(), until.trim().to_string());
+            e.attrs.insert("ban_time".to_string(), bantime.trim().to_string());
+            e.attrs.insert("banned_until".to_string(), until.trim().to_string());
         }
         return Ok(Some(e));
     }
-    if let Some(r) = msg
-        .strip_prefix("Unban ")
-        .or(if msg == "Unban" { Some("") } else { None })
-    {
+    if let Some(r) = msg.strip_prefix("Unban ").or(if msg == "Unban" { Some("") } else { None }) {
         return Ok(Some(event("unban", Some(&word(r)?), attrs)));
     }
-    if let Some(r) = msg
-        .strip_prefix("Ban ")
-        .or(if msg == "Ban" { Some("") } else { None })
-    {
+    if let Some(r) = msg.strip_prefix("Ban ").or(if msg == "Ban" { Some("") } else { None }) {
         return Ok(Some(event("ban", Some(&word(r)?), attrs)));
     }
     if let Some(ip) = msg.strip_suffix(" already banned") {
@@ -266,9 +240,7 @@ fn split_timestamp<'a>(line: &'a str, tz: &TimeZone) -> Result<(Option<i64>, &'a
         && b[13] == b':'
         && b[16] == b':'
         && b[19] == b','
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
-            .iter()
-            .all(|&i| b[i].is_ascii_digit());
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22].iter().all(|&i| b[i].is_ascii_digit());
     if !shape {
         return Ok((None, line));
     }
@@ -307,15 +279,7 @@ impl BansRows {
     pub fn new() -> Self {
         let b = TableBuilder::new(Table::Bans);
         let c = |n: &str| b.column(n).expect("bans column in the catalog");
-        let cols = [
-            c("ts"),
-            c("host"),
-            c("jail"),
-            c("action"),
-            c("ip"),
-            c("ban_count"),
-            c("attrs"),
-        ];
+        let cols = [c("ts"), c("host"), c("jail"), c("action"), c("ip"), c("ban_count"), c("attrs")];
         BansRows { b, cols }
     }
 
@@ -328,11 +292,9 @@ impl BansRows {
         self.b.text(action, Some(e.action));
         self.b.text(ip, e.ip.as_deref());
         self.b.int(count, e.ban_count);
-        self.b
-            .map(attrs, e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.b.map(attrs, e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         self.b.end_row();
     }
-
 }
 
 crate::sources::rows_deref!(BansRows);
@@ -344,12 +306,9 @@ mod tests {
     #[test]
     fn file_line_with_padding_and_journal_message_without_prefix() {
         let tz = TimeZone::UTC;
-        let e = parse(
-            "2026-11-22 10:15:03,002 fail2ban.actions        [812]: NOTICE  [sshd] Ban 203.0.113.7",
-            &tz,
-        )
-        .unwrap()
-        .unwrap();
+        let e = parse("2026-11-22 10:15:03,002 fail2ban.actions        [812]: NOTICE  [sshd] Ban 203.0.113.7", &tz)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.action, "ban");
         assert_eq!(e.jail.as_deref(), Some("sshd"));
         assert_eq!(e.ip.as_deref(), Some("203.0.113.7"));
@@ -358,29 +317,13 @@ mod tests {
         assert_eq!(e.attrs["level"], "NOTICE");
         let j = parse("[sshd] Unban 203.0.113.7", &tz).unwrap().unwrap();
         assert_eq!((j.action, j.ts), ("unban", None));
-        let k = parse(
-            "fail2ban.actions        [812]: NOTICE  [sshd] Ban 2001:db8::1",
-            &tz,
-        )
-        .unwrap()
-        .unwrap();
+        let k = parse("fail2ban.actions        [812]: NOTICE  [sshd] Ban 2001:db8::1", &tz).unwrap().unwrap();
         assert_eq!(k.ip.as_deref(), Some("2001:db8::1"));
         assert_eq!(
-            parse(
-                "2026-11-22 10:15:03,002 fail2ban.filter [1]: INFO    [sshd] Set maxRetry = 5",
-                &tz
-            ),
+            parse("2026-11-22 10:15:03,002 fail2ban.filter [1]: INFO    [sshd] Set maxRetry = 5", &tz),
             Ok(None)
         );
-        assert!(parse(
-            "2026-13-22 10:15:03,002 fail2ban.filter [1]: INFO    x",
-            &tz
-        )
-        .is_err());
-        assert!(parse(
-            "2026-11-22 10:15:03,002 fail2ban.actions [1]: NOTICE  [sshd] Ban",
-            &tz
-        )
-        .is_err());
+        assert!(parse("2026-13-22 10:15:03,002 fail2ban.filter [1]: INFO    x", &tz).is_err());
+        assert!(parse("2026-11-22 10:15:03,002 fail2ban.actions [1]: NOTICE  [sshd] Ban", &tz).is_err());
     }
 }

@@ -158,41 +158,23 @@ pub struct Sample {
 
 impl Sample {
     fn new(name: &'static str, value: f64) -> Sample {
-        Sample {
-            name,
-            value,
-            labels: Vec::new(),
-        }
+        Sample { name, value, labels: Vec::new() }
     }
 
     fn with(name: &'static str, value: f64, labels: &[(&'static str, &str)]) -> Sample {
-        Sample {
-            name,
-            value,
-            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-        }
+        Sample { name, value, labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect() }
     }
 }
 
 /// Rows for `cur`, with rates against `prev` when there is one.
 pub fn samples(prev: Option<&Snapshot>, cur: &Snapshot) -> Vec<Sample> {
     let mut out = Vec::with_capacity(64);
-    let elapsed = prev
-        .map(|p| cur.mono.saturating_sub(p.mono).as_secs_f64())
-        .filter(|e| *e > 0.0);
+    let elapsed = prev.map(|p| cur.mono.saturating_sub(p.mono).as_secs_f64()).filter(|e| *e > 0.0);
 
     if prev.is_some() {
-        out.push(Sample::with(
-            "cpu_usage_percent",
-            cur.cpu_total,
-            &[("cpu", "total")],
-        ));
+        out.push(Sample::with("cpu_usage_percent", cur.cpu_total, &[("cpu", "total")]));
         for (i, usage) in cur.cpus.iter().enumerate() {
-            out.push(Sample::with(
-                "cpu_usage_percent",
-                *usage,
-                &[("cpu", &i.to_string())],
-            ));
+            out.push(Sample::with("cpu_usage_percent", *usage, &[("cpu", &i.to_string())]));
         }
     }
     if let Some([l1, l5, l15]) = cur.load {
@@ -211,120 +193,40 @@ pub fn samples(prev: Option<&Snapshot>, cur: &Snapshot) -> Vec<Sample> {
     }
 
     for fs in &cur.filesystems {
-        let labels = [
-            ("mount", fs.mount.as_str()),
-            ("device", fs.device.as_str()),
-            ("fstype", fs.fstype.as_str()),
-        ];
+        let labels = [("mount", fs.mount.as_str()), ("device", fs.device.as_str()), ("fstype", fs.fstype.as_str())];
         let used = fs.total.saturating_sub(fs.available);
-        out.push(Sample::with(
-            "filesystem_total_bytes",
-            fs.total as f64,
-            &labels,
-        ));
+        out.push(Sample::with("filesystem_total_bytes", fs.total as f64, &labels));
         out.push(Sample::with("filesystem_used_bytes", used as f64, &labels));
         if fs.total > 0 {
-            out.push(Sample::with(
-                "filesystem_used_ratio",
-                used as f64 / fs.total as f64,
-                &labels,
-            ));
+            out.push(Sample::with("filesystem_used_ratio", used as f64 / fs.total as f64, &labels));
         }
     }
 
-    let prev_disks: BTreeMap<&str, &DiskIo> = prev
-        .map(|p| p.disks.iter().map(|d| (d.device.as_str(), d)).collect())
-        .unwrap_or_default();
+    let prev_disks: BTreeMap<&str, &DiskIo> =
+        prev.map(|p| p.disks.iter().map(|d| (d.device.as_str(), d)).collect()).unwrap_or_default();
     for d in &cur.disks {
         let labels = [("device", d.device.as_str())];
-        out.push(Sample::with(
-            "disk_read_bytes_total",
-            d.read_bytes as f64,
-            &labels,
-        ));
-        out.push(Sample::with(
-            "disk_written_bytes_total",
-            d.written_bytes as f64,
-            &labels,
-        ));
+        out.push(Sample::with("disk_read_bytes_total", d.read_bytes as f64, &labels));
+        out.push(Sample::with("disk_written_bytes_total", d.written_bytes as f64, &labels));
         if let (Some(p), Some(secs)) = (prev_disks.get(d.device.as_str()), elapsed) {
-            rate(
-                &mut out,
-                "disk_read_bytes_per_second",
-                p.read_bytes,
-                d.read_bytes,
-                secs,
-                &labels,
-            );
-            rate(
-                &mut out,
-                "disk_written_bytes_per_second",
-                p.written_bytes,
-                d.written_bytes,
-                secs,
-                &labels,
-            );
+            rate(&mut out, "disk_read_bytes_per_second", p.read_bytes, d.read_bytes, secs, &labels);
+            rate(&mut out, "disk_written_bytes_per_second", p.written_bytes, d.written_bytes, secs, &labels);
         }
     }
 
-    let prev_nets: BTreeMap<&str, &NetIo> = prev
-        .map(|p| p.nets.iter().map(|n| (n.iface.as_str(), n)).collect())
-        .unwrap_or_default();
+    let prev_nets: BTreeMap<&str, &NetIo> =
+        prev.map(|p| p.nets.iter().map(|n| (n.iface.as_str(), n)).collect()).unwrap_or_default();
     for n in &cur.nets {
         let labels = [("iface", n.iface.as_str())];
-        out.push(Sample::with(
-            "net_rx_bytes_total",
-            n.rx_bytes as f64,
-            &labels,
-        ));
-        out.push(Sample::with(
-            "net_tx_bytes_total",
-            n.tx_bytes as f64,
-            &labels,
-        ));
-        out.push(Sample::with(
-            "net_rx_packets_total",
-            n.rx_packets as f64,
-            &labels,
-        ));
-        out.push(Sample::with(
-            "net_tx_packets_total",
-            n.tx_packets as f64,
-            &labels,
-        ));
+        out.push(Sample::with("net_rx_bytes_total", n.rx_bytes as f64, &labels));
+        out.push(Sample::with("net_tx_bytes_total", n.tx_bytes as f64, &labels));
+        out.push(Sample::with("net_rx_packets_total", n.rx_packets as f64, &labels));
+        out.push(Sample::with("net_tx_packets_total", n.tx_packets as f64, &labels));
         if let (Some(p), Some(secs)) = (prev_nets.get(n.iface.as_str()), elapsed) {
-            rate(
-                &mut out,
-                "net_rx_bytes_per_second",
-                p.rx_bytes,
-                n.rx_bytes,
-                secs,
-                &labels,
-            );
-            rate(
-                &mut out,
-                "net_tx_bytes_per_second",
-                p.tx_bytes,
-                n.tx_bytes,
-                secs,
-                &labels,
-            );
-            rate(
-                &mut out,
-                "net_rx_packets_per_second",
-                p.rx_packets,
-                n.rx_packets,
-                secs,
-                &labels,
-            );
-            rate(
-                &mut out,
-                "net_tx_packets_per_second",
-                p.tx_packets,
-                n.tx_packets,
-                secs,
-                &labels,
-            );
+            rate(&mut out, "net_rx_bytes_per_second", p.rx_bytes, n.rx_bytes, secs, &labels);
+            rate(&mut out, "net_tx_bytes_per_second", p.tx_bytes, n.tx_bytes, secs, &labels);
+            rate(&mut out, "net_rx_packets_per_second", p.rx_packets, n.rx_packets, secs, &labels);
+            rate(&mut out, "net_tx_packets_per_second", p.tx_packets, n.tx_packets, secs, &labels);
         }
     }
 
@@ -338,14 +240,7 @@ pub fn samples(prev: Option<&Snapshot>, cur: &Snapshot) -> Vec<Sample> {
 }
 
 /// A counter that went backwards (a reset: device re-added, wrap) gives no rate this tick.
-fn rate(
-    out: &mut Vec<Sample>,
-    name: &'static str,
-    prev: u64,
-    cur: u64,
-    secs: f64,
-    labels: &[(&'static str, &str)],
-) {
+fn rate(out: &mut Vec<Sample>, name: &'static str, prev: u64, cur: u64, secs: f64, labels: &[(&'static str, &str)]) {
     if cur >= prev {
         out.push(Sample::with(name, (cur - prev) as f64 / secs, labels));
     }
@@ -389,11 +284,7 @@ fn process_count() -> Option<u64> {
     Some(
         entries
             .filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            })
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
             .count() as u64,
     )
 }
@@ -416,10 +307,7 @@ struct SystemState {
 impl Sampler {
     /// A sampler of host metrics; with `host_metrics` false, only the collector's own.
     pub fn new(host_metrics: bool) -> Result<Sampler, SourceError> {
-        let start_err = |e: sysinfo::Error| SourceError::Start {
-            source_name: SOURCE,
-            reason: e.to_string(),
-        };
+        let start_err = |e: sysinfo::Error| SourceError::Start { source_name: SOURCE, reason: e.to_string() };
         let system = if host_metrics {
             Some(SystemState {
                 sys: System::new().map_err(start_err)?,
@@ -429,11 +317,7 @@ impl Sampler {
         } else {
             None
         };
-        Ok(Sampler {
-            system,
-            start: Instant::now(),
-            prev: None,
-        })
+        Ok(Sampler { system, start: Instant::now(), prev: None })
     }
 
     /// Reads the system now. Blocking: call it off the async runtime.
@@ -474,17 +358,14 @@ impl Sampler {
             })
             .collect();
         nets.sort_by(|a, b| a.iface.cmp(&b.iface));
-        let disks = std::fs::read_to_string("/proc/diskstats")
-            .map(|t| parse_diskstats(&t, is_whole_disk))
-            .unwrap_or_default();
+        let disks =
+            std::fs::read_to_string("/proc/diskstats").map(|t| parse_diskstats(&t, is_whole_disk)).unwrap_or_default();
 
         Some(Snapshot {
             mono: self.start.elapsed(),
             cpu_total: f64::from(st.sys.global_cpu_usage()),
             cpus: st.sys.cpus().iter().map(|c| f64::from(c.usage())).collect(),
-            load: System::load_average()
-                .ok()
-                .map(|l| [l.one, l.five, l.fifteen]),
+            load: System::load_average().ok().map(|l| [l.one, l.five, l.fifteen]),
             memory_total: st.sys.total_memory(),
             memory_used: st.sys.used_memory(),
             memory_available: st.sys.available_memory(),
@@ -513,8 +394,7 @@ impl Sampler {
         let ts = now_micros();
         let mut b = MetricsBuilder::new();
         for s in self.sample() {
-            let labels: Vec<(&str, &str)> =
-                s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             b.push(ts, node, s.name, s.value, &labels);
         }
         for (name, source, v) in stats.snapshot() {
@@ -523,11 +403,7 @@ impl Sampler {
                 None => b.push(ts, node, name, v as f64, &[]),
             }
         }
-        if let Some(rss) = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .as_deref()
-            .and_then(parse_rss)
-        {
+        if let Some(rss) = std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(parse_rss) {
             b.push(ts, node, "lake_collector_rss_bytes", rss as f64, &[]);
         }
         let batch = b.finish();
@@ -568,10 +444,7 @@ impl HostSource {
                 (sampler, r)
             })
             .await
-            .map_err(|error| SourceError::Task {
-                source_name: SOURCE,
-                error,
-            })?;
+            .map_err(|error| SourceError::Task { source_name: SOURCE, error })?;
             sampler = back;
             let body = match encoded {
                 Ok(b) => b,
@@ -583,11 +456,7 @@ impl HostSource {
             };
             // Metrics cannot be read again later, so a full spool drops old ones rather
             // than pausing.
-            match self
-                .spool
-                .append(Table::Metrics.name().to_string(), body, OnFull::DropOldest)
-                .await
-            {
+            match self.spool.append(Table::Metrics.name().to_string(), body, OnFull::DropOldest).await {
                 Ok(seq) => debug!(seq, "host sample spooled"),
                 // Counted and logged (rate-limited) by the spool.
                 Err(SpoolError::Dropped { .. }) => {}
@@ -621,18 +490,8 @@ mod tests {
                 total: 100,
                 available: 25,
             }],
-            disks: vec![DiskIo {
-                device: "vda".into(),
-                read_bytes: read,
-                written_bytes: 0,
-            }],
-            nets: vec![NetIo {
-                iface: "eth0".into(),
-                rx_bytes: rx,
-                tx_bytes: 0,
-                rx_packets: 0,
-                tx_packets: 0,
-            }],
+            disks: vec![DiskIo { device: "vda".into(), read_bytes: read, written_bytes: 0 }],
+            nets: vec![NetIo { iface: "eth0".into(), rx_bytes: rx, tx_bytes: 0, rx_packets: 0, tx_packets: 0 }],
             process_count: Some(42),
             uptime: Some(3600),
             ..Snapshot::default()
@@ -654,11 +513,7 @@ mod tests {
         assert_eq!(find(&first, "filesystem_used_ratio")[0].value, 0.75);
         assert_eq!(
             find(&first, "filesystem_total_bytes")[0].labels,
-            vec![
-                ("mount", "/".into()),
-                ("device", "/dev/vda1".into()),
-                ("fstype", "ext4".into())
-            ]
+            vec![("mount", "/".into()), ("device", "/dev/vda1".into()), ("fstype", "ext4".into())]
         );
         assert_eq!(find(&first, "load15")[0].value, 0.125);
 
@@ -689,20 +544,13 @@ mod tests {
         let disks = parse_diskstats(text, |n| !n.ends_with('1'));
         assert_eq!(
             disks,
-            vec![DiskIo {
-                device: "vda".into(),
-                read_bytes: 3_929_618 * 512,
-                written_bytes: 2_758_440 * 512
-            }]
+            vec![DiskIo { device: "vda".into(), read_bytes: 3_929_618 * 512, written_bytes: 2_758_440 * 512 }]
         );
     }
 
     #[test]
     fn rss_from_proc_status() {
-        assert_eq!(
-            parse_rss("Name:\tx\nVmRSS:\t    5120 kB\n"),
-            Some(5120 * 1024)
-        );
+        assert_eq!(parse_rss("Name:\tx\nVmRSS:\t    5120 kB\n"), Some(5120 * 1024));
         assert_eq!(parse_rss("Name:\tx\n"), None);
     }
 
@@ -723,21 +571,11 @@ mod tests {
             "uptime_seconds",
             "process_count",
         ] {
-            assert!(
-                !find(&second, name).is_empty(),
-                "{name} missing in {second:#?}"
-            );
+            assert!(!find(&second, name).is_empty(), "{name} missing in {second:#?}");
         }
-        assert!(find(&second, "cpu_usage_percent")
-            .iter()
-            .any(|c| c.labels == vec![("cpu", "total".to_string())]));
-        assert!(
-            !find(&second, "net_rx_bytes_per_second").is_empty(),
-            "net rates on the 2nd sample"
-        );
-        assert!(second
-            .iter()
-            .all(|r| r.labels.iter().all(|(_, v)| v != "lo")));
+        assert!(find(&second, "cpu_usage_percent").iter().any(|c| c.labels == vec![("cpu", "total".to_string())]));
+        assert!(!find(&second, "net_rx_bytes_per_second").is_empty(), "net rates on the 2nd sample");
+        assert!(second.iter().all(|r| r.labels.iter().all(|(_, v)| v != "lo")));
         for fs in find(&second, "filesystem_total_bytes") {
             let fstype = &fs.labels[2].1;
             assert!(!PSEUDO_FS.contains(&fstype.as_str()), "{fstype}");
@@ -748,24 +586,10 @@ mod tests {
         let (schema, batches) = wire::decode(&body).unwrap();
         assert_eq!(batches.len(), 1);
         let batch = wire::conform(Table::Metrics, &Table::Metrics.schema(), &batches[0]).unwrap();
-        assert_eq!(
-            schema.fields().len(),
-            Table::Metrics.schema().fields().len()
-        );
-        let ts = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
-            .unwrap();
-        assert!(
-            ts.iter().all(|t| t == ts.iter().next().flatten()),
-            "one ts per tick"
-        );
-        let names = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<arrow_array::StringArray>()
-            .unwrap();
+        assert_eq!(schema.fields().len(), Table::Metrics.schema().fields().len());
+        let ts = batch.column(0).as_any().downcast_ref::<arrow_array::TimestampMicrosecondArray>().unwrap();
+        assert!(ts.iter().all(|t| t == ts.iter().next().flatten()), "one ts per tick");
+        let names = batch.column(2).as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
         let names: Vec<&str> = names.iter().flatten().collect();
         for n in [
             "lake_collector_spool_bytes",

@@ -124,14 +124,10 @@ impl JsonFileFile {
         ensure!(
             !b.is_empty()
                 && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-'),
+                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-'),
             "{section}.name: use [a-z0-9_-], at most 63 characters"
         );
-        ensure!(
-            !self.paths.is_empty(),
-            "{section}.paths must name at least one file pattern"
-        );
+        ensure!(!self.paths.is_empty(), "{section}.paths must name at least one file pattern");
         for (j, p) in self.paths.iter().enumerate() {
             glob::Pattern::new(p).map_err(|e| anyhow::anyhow!("{section}.paths[{j}] = {p:?}: {e}"))?;
         }
@@ -141,14 +137,8 @@ impl JsonFileFile {
             "{section}.max_line_bytes = {}: must be between 1KiB and 16MiB",
             self.max_line_bytes
         );
-        ensure!(
-            !self.poll_interval.0.is_zero(),
-            "{section}.poll_interval must be more than zero"
-        );
-        ensure!(
-            (1..=1_000_000).contains(&self.batch_lines),
-            "{section}.batch_lines must be between 1 and 1000000"
-        );
+        ensure!(!self.poll_interval.0.is_zero(), "{section}.poll_interval must be more than zero");
+        ensure!((1..=1_000_000).contains(&self.batch_lines), "{section}.batch_lines must be between 1 and 1000000");
         ensure!(!self.ts_field.is_empty(), "{section}.ts_field must not be empty");
         Ok(JsonFileConfig {
             source: super::leak_name(format!("json_file/{name}")),
@@ -185,10 +175,8 @@ impl JsonFileSource {
         let name = config.source;
         let stats = ctx.source_stats(name);
         let state: Option<TailState> = ctx.load_state(name).await?;
-        let mut tailer = Tailer::new(config.tail.clone(), state).map_err(|e| SourceError::Start {
-            source_name: name,
-            reason: e.to_string(),
-        })?;
+        let mut tailer = Tailer::new(config.tail.clone(), state)
+            .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
         info!(source = name, table = %config.table, patterns = ?config.tail.patterns, "json_file source started");
         let counters = tailer.counters();
         let mut reported = TailReport::default();
@@ -198,10 +186,7 @@ impl JsonFileSource {
             let lines = tailer
                 .read_batch(config.batch_lines, config.batch_wait, &cancel)
                 .await
-                .map_err(|e| SourceError::Start {
-                    source_name: name,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
             reported.forward(name, &counters, &stats);
             if lines.is_empty() {
                 continue;
@@ -211,10 +196,7 @@ impl JsonFileSource {
             for line in lines.iter() {
                 read += 1;
                 let result = if line.truncated {
-                    Err(format!(
-                        "line longer than max_line_bytes ({} bytes kept)",
-                        line.bytes.len()
-                    ))
+                    Err(format!("line longer than max_line_bytes ({} bytes kept)", line.bytes.len()))
                 } else {
                     custom::normalize_line(line.bytes, &config.ts_field, read_ts).map_err(|e| e.to_string())
                 };
@@ -238,10 +220,7 @@ impl JsonFileSource {
             Stats::add(&stats.read, read);
             Stats::add(&stats.parse_errors, bad);
             let mut records = bodies.finish();
-            let raw = unparsed.finish().map_err(|e| SourceError::Encode {
-                source_name: name,
-                error: e.to_string(),
-            })?;
+            let raw = unparsed.finish().map_err(|e| SourceError::Encode { source_name: name, error: e.to_string() })?;
             if raw.num_rows() > 0 {
                 records.push(SourceContext::encode_batch(name, Table::Logs, &raw)?);
             }

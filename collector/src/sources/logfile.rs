@@ -8,7 +8,6 @@
 //! parse is never dropped: it becomes a `logs` row with source `<name>-unparsed` and the
 //! raw text (exact bytes hex-encoded when they are not UTF-8), counted in `parse_errors`.
 
-
 use arrow_array::RecordBatch;
 use lake_format::rows::now_micros;
 use lake_format::Table;
@@ -16,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::fail2ban::{self, BansRows};
-use super::ufw::{self, FirewallRows};
 use super::tailed::TailReport;
+use super::ufw::{self, FirewallRows};
 use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
 use crate::stats::Stats;

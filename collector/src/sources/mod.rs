@@ -20,24 +20,24 @@
 pub mod caddy;
 pub mod custom;
 pub mod exec;
+pub mod fail2ban;
 pub mod host;
 pub mod inventory;
+pub mod journald;
 pub mod json_file;
+pub mod logfile;
 pub mod notes;
+pub mod probe;
 pub mod prometheus;
 pub mod prometheus_scrape;
-pub mod journald;
-pub mod logfile;
-pub mod ufw;
-pub mod fail2ban;
-pub mod zone;
-pub mod probe;
-pub mod tailscale;
 pub(crate) mod tailed;
+pub mod tailscale;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod ufw;
 pub mod unparsed;
 pub mod uptime;
+pub mod zone;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,14 +166,9 @@ enum VersionedState<T> {
 }
 
 /// Serializes `state` as a source state is stored.
-fn encode_state<T: serde::Serialize>(
-    name: &'static str,
-    state: &T,
-) -> Result<Vec<u8>, SourceError> {
-    serde_json::to_vec(&VersionedState::V1 { state }).map_err(|e| SourceError::State {
-        source_name: name,
-        error: e.to_string(),
-    })
+fn encode_state<T: serde::Serialize>(name: &'static str, state: &T) -> Result<Vec<u8>, SourceError> {
+    serde_json::to_vec(&VersionedState::V1 { state })
+        .map_err(|e| SourceError::State { source_name: name, error: e.to_string() })
 }
 
 impl SourceContext {
@@ -183,12 +178,8 @@ impl SourceContext {
     }
 
     fn encode(name: &'static str, batch: &RecordBatch) -> Result<Vec<u8>, SourceError> {
-        wire::encode(&batch.schema(), std::slice::from_ref(batch)).map_err(|e| {
-            SourceError::Encode {
-                source_name: name,
-                error: e.to_string(),
-            }
-        })
+        wire::encode(&batch.schema(), std::slice::from_ref(batch))
+            .map_err(|e| SourceError::Encode { source_name: name, error: e.to_string() })
     }
 
     /// Spools one read batch of input that can be read again, as one group: the rows of
@@ -227,11 +218,7 @@ impl SourceContext {
     }
 
     /// A batch of a catalog table encoded for the spool, its rows counted as `name`'s.
-    pub fn encode_batch(
-        name: &'static str,
-        table: Table,
-        batch: &RecordBatch,
-    ) -> Result<Encoded, SourceError> {
+    pub fn encode_batch(name: &'static str, table: Table, batch: &RecordBatch) -> Result<Encoded, SourceError> {
         Ok(Encoded {
             table: table.name().to_string(),
             body: Self::encode(name, batch)?,
@@ -251,10 +238,8 @@ impl SourceContext {
         let Some(first) = batches.first() else {
             return Ok(None);
         };
-        let body = wire::encode(&first.schema(), &batches).map_err(|e| SourceError::Encode {
-            source_name: name,
-            error: e.to_string(),
-        })?;
+        let body = wire::encode(&first.schema(), &batches)
+            .map_err(|e| SourceError::Encode { source_name: name, error: e.to_string() })?;
         Ok(Some(Encoded {
             table: table.name().to_string(),
             body,
@@ -286,11 +271,7 @@ impl SourceContext {
         let stats = self.stats.source(name);
         let mut warned = false;
         loop {
-            match self
-                .spool
-                .append_group(records.clone(), state.clone(), OnFull::Reject)
-                .await
-            {
+            match self.spool.append_group(records.clone(), state.clone(), OnFull::Reject).await {
                 Ok(seqs) => {
                     for (counted_as, rows) in counts {
                         Stats::add(&self.stats.source(counted_as).rows, rows);
@@ -300,10 +281,7 @@ impl SourceContext {
                 Err(SpoolError::Full { .. }) => {
                     Stats::add(&stats.paused, 1);
                     if !warned {
-                        warn!(
-                            source = name,
-                            "spool full: source paused, its position holds"
-                        );
+                        warn!(source = name, "spool full: source paused, its position holds");
                         warned = true;
                     }
                     tokio::select! {
@@ -311,12 +289,7 @@ impl SourceContext {
                         _ = tokio::time::sleep(FULL_RETRY) => {}
                     }
                 }
-                Err(error) => {
-                    return Err(SourceError::Spool {
-                        source_name: name,
-                        error,
-                    })
-                }
+                Err(error) => return Err(SourceError::Spool { source_name: name, error }),
             }
         }
     }
@@ -338,12 +311,7 @@ impl SourceContext {
         let seqs = match self.spool.append_group(records, None, OnFull::DropOldest).await {
             Ok(seqs) => seqs,
             Err(SpoolError::Dropped { .. }) => return Ok(None),
-            Err(error) => {
-                return Err(SourceError::Spool {
-                    source_name: name,
-                    error,
-                })
-            }
+            Err(error) => return Err(SourceError::Spool { source_name: name, error }),
         };
         for (counted_as, rows) in counts {
             Stats::add(&self.stats.source(counted_as).rows, rows);
@@ -361,19 +329,10 @@ impl SourceContext {
         batch: &RecordBatch,
     ) -> Result<Option<u64>, SourceError> {
         let body = Self::encode(name, batch)?;
-        let seq = match self
-            .spool
-            .append(table.name().to_string(), body, OnFull::DropOldest)
-            .await
-        {
+        let seq = match self.spool.append(table.name().to_string(), body, OnFull::DropOldest).await {
             Ok(seq) => seq,
             Err(SpoolError::Dropped { .. }) => return Ok(None),
-            Err(error) => {
-                return Err(SourceError::Spool {
-                    source_name: name,
-                    error,
-                })
-            }
+            Err(error) => return Err(SourceError::Spool { source_name: name, error }),
         };
         Stats::add(&self.stats.source(name).rows, batch.num_rows() as u64);
         Ok(Some(seq))
@@ -385,21 +344,12 @@ impl SourceContext {
         name: &'static str,
     ) -> Result<Option<T>, SourceError> {
         let Some(json) =
-            self.spool
-                .source_state(name)
-                .await
-                .map_err(|error| SourceError::Spool {
-                    source_name: name,
-                    error,
-                })?
+            self.spool.source_state(name).await.map_err(|error| SourceError::Spool { source_name: name, error })?
         else {
             return Ok(None);
         };
-        let VersionedState::V1 { state } =
-            serde_json::from_slice(&json).map_err(|e| SourceError::State {
-                source_name: name,
-                error: e.to_string(),
-            })?;
+        let VersionedState::V1 { state } = serde_json::from_slice(&json)
+            .map_err(|e| SourceError::State { source_name: name, error: e.to_string() })?;
         Ok(Some(state))
     }
 }
@@ -427,18 +377,9 @@ mod tests {
     }
 
     async fn context(dir: &std::path::Path, stats: Arc<Stats>) -> SourceContext {
-        let opts = SpoolOptions {
-            max_size: 1 << 20,
-            segment_size: 1 << 16,
-        };
-        let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats))
-            .await
-            .unwrap();
-        SourceContext {
-            node: Arc::from("n"),
-            spool,
-            stats,
-        }
+        let opts = SpoolOptions { max_size: 1 << 20, segment_size: 1 << 16 };
+        let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats)).await.unwrap();
+        SourceContext { node: Arc::from("n"), spool, stats }
     }
 
     #[tokio::test]
@@ -448,82 +389,40 @@ mod tests {
         let ctx = context(dir.path(), Arc::clone(&stats)).await;
         let cancel = CancellationToken::new();
         assert_eq!(ctx.load_state::<Pos>("journald").await.unwrap(), None);
-        let pos = |c: &str| Pos {
-            cursor: c.to_string(),
-        };
+        let pos = |c: &str| Pos { cursor: c.to_string() };
         let got = ctx
             .emit_with_state(
                 "journald",
-                vec![
-                    (Table::Logs, batch(3)),
-                    (Table::Bans, batch(0)),
-                    (Table::Firewall, batch(2)),
-                ],
+                vec![(Table::Logs, batch(3)), (Table::Bans, batch(0)), (Table::Firewall, batch(2))],
                 &pos("a"),
                 &cancel,
             )
             .await
             .unwrap();
-        assert_eq!(
-            got,
-            Emitted::Spooled(vec![1, 2]),
-            "the empty batch is not spooled"
-        );
-        assert_eq!(
-            stats
-                .source("journald")
-                .rows
-                .load(std::sync::atomic::Ordering::Relaxed),
-            5
-        );
+        assert_eq!(got, Emitted::Spooled(vec![1, 2]), "the empty batch is not spooled");
+        assert_eq!(stats.source("journald").rows.load(std::sync::atomic::Ordering::Relaxed), 5);
         // Every row filtered out: the state alone still moves.
-        let got = ctx
-            .emit_with_state(
-                "journald",
-                vec![(Table::Logs, batch(0))],
-                &pos("b"),
-                &cancel,
-            )
-            .await
-            .unwrap();
+        let got = ctx.emit_with_state("journald", vec![(Table::Logs, batch(0))], &pos("b"), &cancel).await.unwrap();
         assert_eq!(got, Emitted::Spooled(vec![]));
-        assert_eq!(
-            ctx.load_state::<Pos>("journald").await.unwrap(),
-            Some(pos("b"))
-        );
+        assert_eq!(ctx.load_state::<Pos>("journald").await.unwrap(), Some(pos("b")));
         drop(ctx);
 
         let ctx = context(dir.path(), Arc::new(Stats::default())).await;
-        assert_eq!(
-            ctx.load_state::<Pos>("journald").await.unwrap(),
-            Some(pos("b"))
-        );
+        assert_eq!(ctx.load_state::<Pos>("journald").await.unwrap(), Some(pos("b")));
         assert_eq!(ctx.load_state::<Pos>("caddy").await.unwrap(), None);
         let r = ctx.spool.peek().await.unwrap().unwrap();
         assert_eq!((r.seq, r.table.as_str(), r.continues), (1, "logs", true));
         // A state of another shape is an error, not a silent restart from scratch.
-        assert!(matches!(
-            ctx.load_state::<u64>("journald").await,
-            Err(SourceError::State { .. })
-        ));
+        assert!(matches!(ctx.load_state::<u64>("journald").await, Err(SourceError::State { .. })));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_spool_pauses_the_source_until_cancel() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(Stats::default());
-        let opts = SpoolOptions {
-            max_size: 600,
-            segment_size: 600,
-        };
-        let spool = SpoolHandle::open(dir.path().join("spool"), opts, Arc::clone(&stats))
-            .await
-            .unwrap();
-        let ctx = SourceContext {
-            node: Arc::from("n"),
-            spool,
-            stats: Arc::clone(&stats),
-        };
+        let opts = SpoolOptions { max_size: 600, segment_size: 600 };
+        let spool = SpoolHandle::open(dir.path().join("spool"), opts, Arc::clone(&stats)).await.unwrap();
+        let ctx = SourceContext { node: Arc::from("n"), spool, stats: Arc::clone(&stats) };
         let cancel = CancellationToken::new();
         let pos = Pos { cursor: "a".into() };
         let mut spooled = 0;
@@ -538,24 +437,10 @@ mod tests {
             }
         };
         assert!(got >= 1);
-        assert!(
-            stats
-                .source("caddy")
-                .paused
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= 1
-        );
+        assert!(stats.source("caddy").paused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
         cancel.cancel();
-        let r = ctx
-            .emit_with_state("caddy", vec![(Table::Http, batch(1))], &pos, &cancel)
-            .await
-            .unwrap();
+        let r = ctx.emit_with_state("caddy", vec![(Table::Http, batch(1))], &pos, &cancel).await.unwrap();
         assert_eq!(r, Emitted::Cancelled);
-        assert_eq!(
-            stats
-                .dropped_batches
-                .load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
+        assert_eq!(stats.dropped_batches.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

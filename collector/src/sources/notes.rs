@@ -26,15 +26,7 @@ impl NoteRows {
     pub fn new() -> Self {
         let b = TableBuilder::new(Table::Logs);
         let c = |n: &str| b.column(n).expect("logs column in the catalog");
-        let cols = [
-            c("ts"),
-            c("host"),
-            c("source"),
-            c("ident"),
-            c("priority"),
-            c("message"),
-            c("attrs"),
-        ];
+        let cols = [c("ts"), c("host"), c("source"), c("ident"), c("priority"), c("message"), c("attrs")];
         NoteRows { b, cols }
     }
 
@@ -91,20 +83,9 @@ mod tests {
     #[test]
     fn rows_conform_and_failures_are_logged_sparingly() {
         let mut r = NoteRows::new();
-        r.push(
-            1,
-            "n",
-            "exec",
-            "ups",
-            PRIORITY_ERR,
-            "timed out",
-            &[("stderr", "x"), ("empty", "")],
-        );
+        r.push(1, "n", "exec", "ups", PRIORITY_ERR, "timed out", &[("stderr", "x"), ("empty", "")]);
         let b = r.finish().unwrap();
-        assert_eq!(
-            lake_format::wire::conform(Table::Logs, &Table::Logs.schema(), &b).unwrap(),
-            b
-        );
+        assert_eq!(lake_format::wire::conform(Table::Logs, &Table::Logs.schema(), &b).unwrap(), b);
         let mut f = FailureLog::default();
         let logged: Vec<bool> = (0..20).map(|_| f.failed().is_some()).collect();
         assert_eq!(logged.iter().filter(|l| **l).count(), 3);

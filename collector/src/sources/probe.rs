@@ -88,8 +88,7 @@ pub async fn emit(
 pub fn to_batch(node: &str, rows: &[ProbeRow]) -> Result<RecordBatch, ArrowError> {
     let mut b = TableBuilder::new(Table::Probes);
     let col = |b: &TableBuilder, name: &str| {
-        b.column(name)
-            .ok_or_else(|| ArrowError::SchemaError(format!("probes has no column {name:?}")))
+        b.column(name).ok_or_else(|| ArrowError::SchemaError(format!("probes has no column {name:?}")))
     };
     let ts = col(&b, "ts")?;
     let host = col(&b, "host")?;
@@ -137,18 +136,9 @@ pub(crate) mod testing {
     /// A context whose spool lives in `dir`.
     pub(crate) async fn context(dir: &std::path::Path) -> SourceContext {
         let stats = Arc::new(Stats::default());
-        let opts = SpoolOptions {
-            max_size: 64 << 20,
-            segment_size: 1 << 20,
-        };
-        let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats))
-            .await
-            .unwrap();
-        SourceContext {
-            node: Arc::from("test-node"),
-            spool,
-            stats,
-        }
+        let opts = SpoolOptions { max_size: 64 << 20, segment_size: 1 << 20 };
+        let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats)).await.unwrap();
+        SourceContext { node: Arc::from("test-node"), spool, stats }
     }
 
     /// Every `probes` row spooled so far (acknowledging them), checking `host`.
@@ -202,9 +192,7 @@ pub(crate) mod testing {
                     status: (!status.is_null(i)).then(|| status.value(i)),
                     cert_days_left: float("cert_days_left", i),
                     error: text("error", i),
-                    attrs: (0..keys.len())
-                        .map(|j| (keys.value(j).to_string(), values.value(j).to_string()))
-                        .collect(),
+                    attrs: (0..keys.len()).map(|j| (keys.value(j).to_string(), values.value(j).to_string())).collect(),
                 }
             })
             .collect()

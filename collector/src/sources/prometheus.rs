@@ -70,17 +70,8 @@ pub struct Exposition<'a> {
     pub types: HashMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
-const TYPES: &[&str] = &[
-    "counter",
-    "gauge",
-    "histogram",
-    "summary",
-    "untyped",
-    "unknown",
-    "gaugehistogram",
-    "stateset",
-    "info",
-];
+const TYPES: &[&str] =
+    &["counter", "gauge", "histogram", "summary", "untyped", "unknown", "gaugehistogram", "stateset", "info"];
 
 /// Parses a whole exposition. Lines end in `\n` (a `\r` before it is dropped).
 pub fn parse(text: &str) -> Exposition<'_> {
@@ -102,11 +93,7 @@ pub fn parse_bytes(bytes: &[u8]) -> Exposition<'_> {
                 out.types.insert(name, kind);
             }
             Ok(Parsed::Nothing) => {}
-            Err(reason) => out.errors.push(LineError {
-                line_no: i + 1,
-                raw: raw.to_vec(),
-                reason,
-            }),
+            Err(reason) => out.errors.push(LineError { line_no: i + 1, raw: raw.to_vec(), reason }),
         }
     }
     out
@@ -214,12 +201,7 @@ fn parse_sample(t: &str) -> Result<Sample<'_>, String> {
             return Err(format!("{name}: unexpected {after:?} after the timestamp"));
         }
     }
-    Ok(Sample {
-        name,
-        labels,
-        value,
-        ts_micros,
-    })
+    Ok(Sample { name, labels, value, ts_micros })
 }
 
 fn first_char(s: &str) -> char {
@@ -260,24 +242,17 @@ fn parse_labels<'a>(
             let (k, after) = quoted(q)?;
             (k, after)
         } else {
-            let end = s
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(s.len());
+            let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
             let k = &s[..end];
             if !valid_label_name(k) {
-                return Err(format!(
-                    "invalid label name {:?}",
-                    &s[..end.max(first_char(s).len_utf8()).min(s.len())]
-                ));
+                return Err(format!("invalid label name {:?}", &s[..end.max(first_char(s).len_utf8()).min(s.len())]));
             }
             (Cow::Borrowed(k), &s[end..])
         };
         let after = after.trim_start_matches([' ', '\t']);
         let after = if let Some(v) = after.strip_prefix('=') {
             let v = v.trim_start_matches([' ', '\t']);
-            let v = v
-                .strip_prefix('"')
-                .ok_or_else(|| format!("label {key}: value must be quoted"))?;
+            let v = v.strip_prefix('"').ok_or_else(|| format!("label {key}: value must be quoted"))?;
             let (value, after) = quoted(v)?;
             if key.starts_with("__") && key != "__name__" {
                 // Reserved names are the scraper's, not the target's; keep them visible.
@@ -434,23 +409,14 @@ rpc_duration_seconds_count 2693\n";
         let e = parse(text);
         assert!(e.errors.is_empty(), "{:?}", e.errors);
         assert_eq!(e.samples.len(), 13);
-        assert_eq!(
-            e.types.get("http_request_duration_seconds").map(|c| c.as_ref()),
-            Some("histogram")
-        );
+        assert_eq!(e.types.get("http_request_duration_seconds").map(|c| c.as_ref()), Some("histogram"));
         let s = &e.samples[0];
         assert_eq!(s.name, "http_requests_total");
         assert_eq!(labels(s), [("method", "post"), ("code", "200")]);
         assert_eq!(s.value, 1027.0);
         assert_eq!(s.ts_micros, Some(1_395_066_363_000_000));
         let path = &e.samples[2];
-        assert_eq!(
-            labels(path),
-            [
-                ("path", "C:\\DIR\\FILE.TXT"),
-                ("error", "Cannot find file:\n\"FILE.TXT\"")
-            ]
-        );
+        assert_eq!(labels(path), [("path", "C:\\DIR\\FILE.TXT"), ("error", "Cannot find file:\n\"FILE.TXT\"")]);
         assert_eq!(e.samples[3].ts_micros, None);
         assert_eq!(e.samples[4].value, f64::INFINITY);
         assert_eq!(e.samples[4].ts_micros, Some(-3_982_045_000));
@@ -465,11 +431,7 @@ rpc_duration_seconds_count 2693\n";
         assert!(one("a nan").value.is_nan());
         assert_eq!(one("a 1e-3").value, 0.001);
         assert_eq!(one("a\t2\t1700000000123").ts_micros, Some(1_700_000_000_123_000));
-        assert_eq!(
-            one("a 2 1700000000.5").ts_micros,
-            Some(1_700_000_000_500_000),
-            "OpenMetrics seconds"
-        );
+        assert_eq!(one("a 2 1700000000.5").ts_micros, Some(1_700_000_000_500_000), "OpenMetrics seconds");
         assert_eq!(one("a{} 3").labels.len(), 0);
         assert_eq!(one("a 3 # {trace_id=\"x\"} 1").ts_micros, None, "exemplar ignored");
         assert_eq!(one("a 3 17 # {trace_id=\"x\"} 1").ts_micros, Some(17_000));
@@ -486,11 +448,7 @@ rpc_duration_seconds_count 2693\n";
         assert_eq!(s.name, "n");
         assert_eq!(labels(&s), [("exported__meta", "m")]);
         let s = one("u{v=\"caf\u{e9} \\t\"} 1");
-        assert_eq!(
-            labels(&s),
-            [("v", "caf\u{e9} \\t")],
-            "unknown escapes are kept as written"
-        );
+        assert_eq!(labels(&s), [("v", "caf\u{e9} \\t")], "unknown escapes are kept as written");
     }
 
     #[test]
@@ -502,10 +460,7 @@ rpc_duration_seconds_count 2693\n";
         assert_eq!(bad, (2..=17).collect::<Vec<_>>(), "{:#?}", e.errors);
         assert_eq!(e.errors[0].raw, b"not a metric line at all");
         let e = parse_bytes(b"a 1\nb\xff 2\nc 3");
-        assert_eq!(
-            (e.samples.len(), e.errors[0].line_no, e.errors[0].raw.as_slice()),
-            (2, 2, &b"b\xff 2"[..])
-        );
+        assert_eq!((e.samples.len(), e.errors[0].line_no, e.errors[0].raw.as_slice()), (2, 2, &b"b\xff 2"[..]));
         // Every prefix and byte soup is safe.
         let all = text.to_string() + "\u{0}\u{7f}{{{}}}\"\"\\";
         for end in 0..=all.len() {
@@ -518,23 +473,13 @@ rpc_duration_seconds_count 2693\n";
     #[test]
     fn extra_labels_win_and_the_sample_labels_stay_as_exported() {
         let e = parse("up{job=\"inner\",x=\"1\"} 1 1000\nplain 2\n");
-        let extra = vec![
-            ("job".to_string(), "outer".to_string()),
-            ("instance".to_string(), "h:1".to_string()),
-        ];
+        let extra = vec![("job".to_string(), "outer".to_string()), ("instance".to_string(), "h:1".to_string())];
         let batch = to_batch("n1", &e.samples, 42, &extra);
         assert_eq!(batch.num_rows(), 2);
-        let out = lake_format::wire::conform(
-            lake_format::Table::Metrics,
-            &lake_format::Table::Metrics.schema(),
-            &batch,
-        )
-        .unwrap();
-        let ts = out
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
-            .unwrap();
+        let out =
+            lake_format::wire::conform(lake_format::Table::Metrics, &lake_format::Table::Metrics.schema(), &batch)
+                .unwrap();
+        let ts = out.column(0).as_any().downcast_ref::<arrow_array::TimestampMicrosecondArray>().unwrap();
         assert_eq!((ts.value(0), ts.value(1)), (1_000_000, 42));
         let labels = format!("{:?}", out.column(4));
         for want in ["exported_job", "inner", "outer", "instance"] {

@@ -117,11 +117,7 @@ pub(crate) fn validate_all(
     let mut out = Vec::with_capacity(files.len());
     for (i, f) in files.into_iter().enumerate() {
         let section = format!("prometheus_scrape[{i}] ({:?})", f.name);
-        ensure!(
-            seen.insert(f.name.clone()),
-            "{section}: the name {:?} is used by two entries",
-            f.name
-        );
+        ensure!(seen.insert(f.name.clone()), "{section}: the name {:?} is used by two entries", f.name);
         out.push(f.validate(&section, env)?);
     }
     Ok(out)
@@ -134,8 +130,7 @@ impl ScrapeFile {
             !b.is_empty()
                 && b.len() <= 63
                 && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-'),
+                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-'),
             "{section}.name: use [a-z0-9][a-z0-9_-]*, at most 63 characters"
         );
         let url = reqwest::Url::parse(&self.url).map_err(|e| anyhow::anyhow!("{section}.url = {:?}: {e}", self.url))?;
@@ -171,10 +166,8 @@ impl ScrapeFile {
             (Some(h), None) => h.to_string(),
             (None, _) => String::new(),
         };
-        let mut labels: Vec<(String, String)> = vec![
-            ("job".to_string(), self.name.clone()),
-            ("instance".to_string(), instance),
-        ];
+        let mut labels: Vec<(String, String)> =
+            vec![("job".to_string(), self.name.clone()), ("instance".to_string(), instance)];
         for (k, v) in self.labels {
             match labels.iter_mut().find(|(l, _)| *l == k) {
                 Some(slot) => slot.1 = v,
@@ -217,10 +210,7 @@ pub async fn fetch(client: &reqwest::Client, config: &ScrapeConfig) -> Result<Ve
     let mut req = client
         .get(config.url.clone())
         .header(reqwest::header::ACCEPT, ACCEPT)
-        .header(
-            "X-Prometheus-Scrape-Timeout-Seconds",
-            format!("{}", config.timeout.as_secs_f64()),
-        );
+        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", config.timeout.as_secs_f64()));
     if let Some(t) = &config.bearer_token {
         req = req.bearer_auth(t.expose());
     }
@@ -274,10 +264,7 @@ pub fn rows_of_scrape(
     result: Result<Vec<u8>, ScrapeError>,
 ) -> Result<ScrapeRows, SourceError> {
     let name = config.source;
-    let encode = |e: arrow_schema::ArrowError| SourceError::Encode {
-        source_name: name,
-        error: e.to_string(),
-    };
+    let encode = |e: arrow_schema::ArrowError| SourceError::Encode { source_name: name, error: e.to_string() };
     let mut out = ScrapeRows::default();
     let mut metrics = MetricsBuilder::new();
     let mut unparsed = UnparsedRows::new(NOTE_SOURCE);
@@ -301,14 +288,7 @@ pub fn rows_of_scrape(
             for err in &e.errors {
                 out.bad_lines += 1;
                 let n = err.line_no.to_string();
-                unparsed.push_from(
-                    node,
-                    &err.raw,
-                    &[("target", url), ("line", &n)],
-                    &err.reason,
-                    false,
-                    started,
-                );
+                unparsed.push_from(node, &err.raw, &[("target", url), ("line", &n)], &err.reason, false, started);
             }
             out.samples = e.samples.len() as u64;
             e.samples.len()
@@ -323,23 +303,13 @@ pub fn rows_of_scrape(
     metrics.push(started, node, "up", up, &target);
     metrics.push(started, node, "scrape_duration_seconds", elapsed.as_secs_f64(), &target);
     metrics.push(started, node, "scrape_samples_scraped", samples as f64, &target);
-    out.records
-        .push(SourceContext::encode_batch(name, Table::Metrics, &metrics.finish())?);
+    out.records.push(SourceContext::encode_batch(name, Table::Metrics, &metrics.finish())?);
     let mut notes = NoteRows::new();
     if let Some(f) = &out.failure {
-        notes.push(
-            started,
-            node,
-            NOTE_SOURCE,
-            &config.name,
-            PRIORITY_ERR,
-            f,
-            &[("url", config.url.as_str())],
-        );
+        notes.push(started, node, NOTE_SOURCE, &config.name, PRIORITY_ERR, f, &[("url", config.url.as_str())]);
     }
     let logs = [unparsed.finish().map_err(encode)?, notes.finish().map_err(encode)?];
-    out.records
-        .extend(SourceContext::encode_batches(name, Table::Logs, &logs)?);
+    out.records.extend(SourceContext::encode_batches(name, Table::Logs, &logs)?);
     Ok(out)
 }
 
@@ -365,10 +335,7 @@ impl ScrapeSource {
             .connect_timeout(config.timeout)
             .user_agent(concat!("lake-collector/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SourceError::Start {
-                source_name: config.source,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| SourceError::Start { source_name: config.source, reason: e.to_string() })?;
         info!(job = %config.name, url = %config.url, interval = ?config.interval, "prometheus scrape started");
         let mut tick = tokio::time::interval(config.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -451,18 +418,8 @@ mod tests {
     #[test]
     fn a_failed_scrape_is_up_0_with_a_note() {
         let c = config("[[prometheus_scrape]]\nname = \"n\"\nurl = \"http://127.0.0.1:1/metrics\"\n").unwrap();
-        let r = rows_of_scrape(
-            &c[0],
-            "node",
-            5,
-            Duration::from_millis(3),
-            Err(ScrapeError::Status(503)),
-        )
-        .unwrap();
-        assert_eq!(
-            r.failure.as_deref(),
-            Some("scrape of http://127.0.0.1:1/metrics failed: status 503")
-        );
+        let r = rows_of_scrape(&c[0], "node", 5, Duration::from_millis(3), Err(ScrapeError::Status(503))).unwrap();
+        assert_eq!(r.failure.as_deref(), Some("scrape of http://127.0.0.1:1/metrics failed: status 503"));
         assert_eq!(
             r.records.iter().map(|e| (e.table.as_str(), e.rows)).collect::<Vec<_>>(),
             [("metrics", 3), ("logs", 1)]

@@ -17,18 +17,9 @@ use crate::stats::Stats;
 /// A context whose spool lives in `dir`, node `test-node`.
 pub(crate) async fn context(dir: &std::path::Path) -> SourceContext {
     let stats = Arc::new(Stats::default());
-    let opts = SpoolOptions {
-        max_size: 256 << 20,
-        segment_size: 8 << 20,
-    };
-    let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats))
-        .await
-        .unwrap();
-    SourceContext {
-        node: Arc::from("test-node"),
-        spool,
-        stats,
-    }
+    let opts = SpoolOptions { max_size: 256 << 20, segment_size: 8 << 20 };
+    let spool = SpoolHandle::open(dir.join("spool"), opts, Arc::clone(&stats)).await.unwrap();
+    SourceContext { node: Arc::from("test-node"), spool, stats }
 }
 
 /// One spooled record: table and body.
@@ -57,10 +48,7 @@ impl Spooled {
 pub(crate) async fn drain(ctx: &SourceContext) -> Vec<Spooled> {
     let mut out = Vec::new();
     while let Some(rec) = ctx.spool.peek().await.unwrap() {
-        out.push(Spooled {
-            table: rec.table.clone(),
-            body: rec.body.clone(),
-        });
+        out.push(Spooled { table: rec.table.clone(), body: rec.body.clone() });
         ctx.spool.ack(rec.seq).await.unwrap();
     }
     out

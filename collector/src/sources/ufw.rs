@@ -138,13 +138,7 @@ impl SyslogTime {
     pub fn resolve(self, tz: &jiff::tz::TimeZone, now: i64) -> Option<i64> {
         match self {
             SyslogTime::Micros(m) => Some(m),
-            SyslogTime::Classic {
-                month,
-                day,
-                hour,
-                minute,
-                second,
-            } => {
+            SyslogTime::Classic { month, day, hour, minute, second } => {
                 let year = super::zone::year_at(tz, now)?;
                 let at = |y| super::zone::civil_micros(tz, y, month, day, hour, minute, second, 0);
                 match at(year) {
@@ -185,9 +179,7 @@ pub struct FirewallEvent {
     pub attrs: BTreeMap<String, String>,
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// Parses one ufw line (bare kernel message or syslog-file line).
 pub fn parse(line: &str) -> Result<FirewallEvent, ParseError> {
@@ -199,9 +191,7 @@ pub fn parse(line: &str) -> Result<FirewallEvent, ParseError> {
         parse_header(header, &mut ev)?;
     }
     let rest = &line[start + 1..];
-    let (label, body) = rest
-        .split_once(']')
-        .ok_or(ParseError::Truncated("end of the [UFW …] prefix"))?;
+    let (label, body) = rest.split_once(']').ok_or(ParseError::Truncated("end of the [UFW …] prefix"))?;
     let mut words = label.split_whitespace().skip(1);
     let action = words.next().unwrap_or("");
     if !matches!(action, "BLOCK" | "ALLOW" | "AUDIT" | "LIMIT") {
@@ -291,8 +281,7 @@ fn set(ev: &mut FirewallEvent, key: &str, value: &str, repeated: bool) {
                 ev.ttl = num(value);
                 if key == "HOPLIMIT" {
                     // Which one it was stays visible: IPv6 lines have HOPLIMIT.
-                    ev.attrs
-                        .insert("ttl_field".to_string(), "HOPLIMIT".to_string());
+                    ev.attrs.insert("ttl_field".to_string(), "HOPLIMIT".to_string());
                 }
                 ev.ttl.is_some()
             }
@@ -320,22 +309,11 @@ fn parse_header(header: &str, ev: &mut FirewallEvent) -> Result<(), ParseError> 
     } else {
         let month = MONTHS.iter().position(|m| *m == first).ok_or_else(bad)? as i8 + 1;
         let day: i8 = parts.next().and_then(|d| d.parse().ok()).ok_or_else(bad)?;
-        let hms: Vec<i8> = parts
-            .next()
-            .ok_or_else(bad)?
-            .split(':')
-            .filter_map(|p| p.parse().ok())
-            .collect();
+        let hms: Vec<i8> = parts.next().ok_or_else(bad)?.split(':').filter_map(|p| p.parse().ok()).collect();
         let [hour, minute, second] = hms[..] else {
             return Err(bad());
         };
-        ev.time = Some(SyslogTime::Classic {
-            month,
-            day,
-            hour,
-            minute,
-            second,
-        });
+        ev.time = Some(SyslogTime::Classic { month, day, hour, minute, second });
     }
     let host = parts.next().ok_or_else(bad)?;
     ev.attrs.insert("hostname".to_string(), host.to_string());
@@ -391,8 +369,7 @@ impl FirewallRows {
 
     /// Adds a packet seen at `ts`.
     pub fn push(&mut self, host: &str, ts: i64, e: &FirewallEvent) {
-        let [c_ts, h, action, in_if, out_if, src, dst, proto, spt, dpt, len, ttl, attrs] =
-            self.cols;
+        let [c_ts, h, action, in_if, out_if, src, dst, proto, spt, dpt, len, ttl, attrs] = self.cols;
         let b = &mut self.b;
         b.ts(c_ts, ts);
         b.text(h, Some(host));
@@ -409,7 +386,6 @@ impl FirewallRows {
         b.map(attrs, e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         b.end_row();
     }
-
 }
 
 crate::sources::rows_deref!(FirewallRows);
@@ -424,10 +400,7 @@ mod tests {
         assert_eq!(e.action, "BLOCK");
         assert_eq!(e.in_if.as_deref(), Some("eth0"));
         assert_eq!(e.out_if, None);
-        assert_eq!(
-            (e.src_port, e.dst_port, e.len, e.ttl),
-            (Some(54321), Some(22), Some(60), Some(52))
-        );
+        assert_eq!((e.src_port, e.dst_port, e.len, e.ttl), (Some(54321), Some(22), Some(60), Some(52)));
         assert_eq!(e.attrs["DF"], "");
         assert_eq!(e.attrs["SYN"], "");
         assert_eq!(e.time, None);
@@ -436,17 +409,8 @@ mod tests {
     #[test]
     fn classic_time_resolves_to_last_year_in_january() {
         let tz = jiff::tz::TimeZone::UTC;
-        let t = SyslogTime::Classic {
-            month: 12,
-            day: 31,
-            hour: 23,
-            minute: 0,
-            second: 0,
-        };
+        let t = SyslogTime::Classic { month: 12, day: 31, hour: 23, minute: 0, second: 0 };
         let now = super::super::zone::rfc3339_micros("2027-01-01T00:10:00Z").unwrap();
-        assert_eq!(
-            t.resolve(&tz, now),
-            super::super::zone::rfc3339_micros("2026-12-31T23:00:00Z")
-        );
+        assert_eq!(t.resolve(&tz, now), super::super::zone::rfc3339_micros("2026-12-31T23:00:00Z"));
     }
 }

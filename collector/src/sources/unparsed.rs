@@ -40,7 +40,15 @@ impl UnparsedRows {
 
     /// Keeps one line that failed with `error`; `origin` says where it came from (e.g.
     /// `[("file", path)]`, or `[("exec", name), ("line", "3")]`) and goes first in attrs.
-    pub fn push_from(&mut self, node: &str, bytes: &[u8], origin: &[(&str, &str)], error: &str, truncated: bool, ts: i64) {
+    pub fn push_from(
+        &mut self,
+        node: &str,
+        bytes: &[u8],
+        origin: &[(&str, &str)],
+        error: &str,
+        truncated: bool,
+        ts: i64,
+    ) {
         let [c_ts, host, source, message, attrs] = self.cols;
         let text = String::from_utf8_lossy(bytes);
         let raw_hex = matches!(text, std::borrow::Cow::Owned(_)).then(|| hex(bytes));
@@ -59,7 +67,6 @@ impl UnparsedRows {
         self.b.map(attrs, a);
         self.b.end_row();
     }
-
 }
 
 crate::sources::rows_deref!(UnparsedRows);

@@ -35,10 +35,7 @@ fn parse_offset(v: &str) -> Option<Offset> {
     }
     let (h, m) = match digits.len() {
         2 => (digits.parse::<i32>().ok()?, 0),
-        4 => (
-            digits[..2].parse::<i32>().ok()?,
-            digits[2..].parse::<i32>().ok()?,
-        ),
+        4 => (digits[..2].parse::<i32>().ok()?, digits[2..].parse::<i32>().ok()?),
         _ => return None,
     };
     if h > 25 || m > 59 {
@@ -59,16 +56,7 @@ pub fn civil_micros(
     second: i8,
     micros: i32,
 ) -> Option<i64> {
-    let dt = DateTime::new(
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second,
-        micros.checked_mul(1000)?,
-    )
-    .ok()?;
+    let dt = DateTime::new(year, month, day, hour, minute, second, micros.checked_mul(1000)?).ok()?;
     let ts = tz.to_ambiguous_timestamp(dt).compatible().ok()?;
     Some(ts.as_microsecond())
 }
@@ -81,9 +69,7 @@ pub fn year_at(tz: &TimeZone, micros: i64) -> Option<i16> {
 
 /// An RFC 3339 timestamp as microseconds since the epoch.
 pub fn rfc3339_micros(s: &str) -> Option<i64> {
-    s.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_microsecond())
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_microsecond())
 }
 
 #[cfg(test)]
@@ -97,10 +83,7 @@ mod tests {
         let plus2 = parse_zone("+02:00").unwrap();
         assert_eq!(civil_micros(&plus2, 1970, 1, 1, 2, 0, 0, 0), Some(0));
         let minus = parse_zone("-0530").unwrap();
-        assert_eq!(
-            civil_micros(&minus, 1970, 1, 1, 0, 0, 0, 0),
-            Some(19_800_000_000)
-        );
+        assert_eq!(civil_micros(&minus, 1970, 1, 1, 0, 0, 0, 0), Some(19_800_000_000));
         let paris = parse_zone("Europe/Paris").unwrap();
         // 2026-07-01 12:00 CEST = 10:00 UTC.
         let want = rfc3339_micros("2026-07-01T10:00:00Z").unwrap();

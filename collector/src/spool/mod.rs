@@ -203,10 +203,7 @@ pub enum SpoolError {
 type Result<T, E = SpoolError> = std::result::Result<T, E>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SpoolError::Io { path: path.to_path_buf(), source }
 }
 
 /// Bounds of the spool.
@@ -267,11 +264,7 @@ impl Eq for SavedState {}
 
 impl SavedState {
     fn new(seq: u64, json: Vec<u8>) -> SavedState {
-        SavedState {
-            seq,
-            json,
-            rendered: OnceLock::new(),
-        }
+        SavedState { seq, json, rendered: OnceLock::new() }
     }
 
     fn rendered(&self) -> &str {
@@ -396,10 +389,7 @@ impl Spool {
         if let Some(last) = spool.segments.back() {
             if last.end_seq() == spool.next_seq {
                 let path = spool.segment_path(last.first_seq);
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
+                let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
                 spool.active = Some(file);
             } else if last.count == 0 {
                 let path = spool.segment_path(last.first_seq);
@@ -439,10 +429,7 @@ impl Spool {
         state: Option<(String, Vec<u8>)>,
         on_full: OnFull,
     ) -> Result<Vec<u64>> {
-        let refs: Vec<(&str, &[u8])> = records
-            .iter()
-            .map(|(t, b)| (t.as_str(), b.as_slice()))
-            .collect();
+        let refs: Vec<(&str, &[u8])> = records.iter().map(|(t, b)| (t.as_str(), b.as_slice())).collect();
         let state = state.as_ref().map(|(s, j)| (s.as_str(), j.as_slice()));
         self.append_records(&refs, state, on_full)
     }
@@ -470,24 +457,15 @@ impl Spool {
 
         let n = records.len();
         let last_state = |i: usize| if i + 1 == n { state } else { None };
-        let len: u64 = records
-            .iter()
-            .enumerate()
-            .map(|(i, (t, b))| segment::encoded_len(t, b.len(), last_state(i)))
-            .sum();
+        let len: u64 =
+            records.iter().enumerate().map(|(i, (t, b))| segment::encoded_len(t, b.len(), last_state(i))).sum();
         let max = self.opts.max_size;
         if len > max {
             return Err(SpoolError::TooLarge { len, max });
         }
         while self.size() + len > max {
             match on_full {
-                OnFull::Reject => {
-                    return Err(SpoolError::Full {
-                        size: self.size(),
-                        needed: len,
-                        max,
-                    })
-                }
+                OnFull::Reject => return Err(SpoolError::Full { size: self.size(), needed: len, max }),
                 OnFull::DropOldest => {
                     if !self.drop_oldest()? {
                         self.count_dropped_group(n as u64, len);
@@ -512,15 +490,7 @@ impl Spool {
                 flags |= segment::CONTINUES;
             }
             let seq = self.next_seq + i as u64;
-            segment::encode_into(
-                &mut bytes,
-                self.epoch,
-                seq,
-                flags,
-                table,
-                body,
-                last_state(i),
-            );
+            segment::encode_into(&mut bytes, self.epoch, seq, flags, table, body, last_state(i));
         }
         let (Some(file), Some(last)) = (self.active.as_mut(), self.segments.back_mut()) else {
             unreachable!("start_segment leaves an active segment");
@@ -572,10 +542,7 @@ impl Spool {
     fn count_dropped_group(&mut self, records: u64, len: u64) {
         Stats::add(&self.stats.dropped_batches, records);
         let now = Instant::now();
-        if self
-            .last_drop_warn
-            .is_none_or(|t| now.duration_since(t) >= DROP_WARN_EVERY)
-        {
+        if self.last_drop_warn.is_none_or(|t| now.duration_since(t) >= DROP_WARN_EVERY) {
             self.last_drop_warn = Some(now);
             warn!(
                 records,
@@ -590,11 +557,7 @@ impl Spool {
     pub fn peek(&mut self) -> Result<Option<Record>> {
         loop {
             let target = self.acked + 1;
-            let Some(seg) = self
-                .segments
-                .iter()
-                .find(|s| s.count > 0 && s.end_seq() > target)
-            else {
+            let Some(seg) = self.segments.iter().find(|s| s.count > 0 && s.end_seq() > target) else {
                 return Ok(None);
             };
             let (first_seq, seg_size) = (seg.first_seq, seg.size);
@@ -608,11 +571,7 @@ impl Spool {
             let file = self.reader_for(first_seq)?;
             match segment::read_at(file, offset, seg_size).map_err(io_err(&path))? {
                 Read::Record { len, record } if record.seq == seq => {
-                    self.cursor = Some(Cursor {
-                        seq: seq + 1,
-                        segment: first_seq,
-                        offset: offset + len,
-                    });
+                    self.cursor = Some(Cursor { seq: seq + 1, segment: first_seq, offset: offset + len });
                     return Ok(Some(record));
                 }
                 other => {
@@ -636,16 +595,11 @@ impl Spool {
             return Ok(());
         }
         if seq >= self.next_seq {
-            return Err(SpoolError::AckBeyondEnd {
-                seq,
-                last: self.next_seq - 1,
-            });
+            return Err(SpoolError::AckBeyondEnd { seq, last: self.next_seq - 1 });
         }
         let previous = self.acked;
         self.acked = seq;
-        let due = self
-            .ack_written
-            .is_none_or(|t| t.elapsed() >= ACK_PERSIST_EVERY);
+        let due = self.ack_written.is_none_or(|t| t.elapsed() >= ACK_PERSIST_EVERY);
         if due {
             if let Err(e) = self.write_ack_file() {
                 self.acked = previous;
@@ -683,10 +637,7 @@ impl Spool {
 
     /// Records not yet acknowledged.
     pub fn pending(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| s.end_seq().saturating_sub(s.first_seq.max(self.acked + 1)))
-            .sum()
+        self.segments.iter().map(|s| s.end_seq().saturating_sub(s.first_seq.max(self.acked + 1))).sum()
     }
 
     fn segment_path(&self, first_seq: u64) -> PathBuf {
@@ -697,19 +648,10 @@ impl Spool {
         let path = self.segment_path(self.next_seq);
         // `create` rather than `create_new`: an empty file of that name can remain from a
         // crash between creating it and writing the first record.
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         file.set_len(0).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
-        self.segments.push_back(Segment {
-            first_seq: self.next_seq,
-            count: 0,
-            size: 0,
-            last_held: 0,
-        });
+        self.segments.push_back(Segment { first_seq: self.next_seq, count: 0, size: 0, last_held: 0 });
         self.active = Some(file);
         Ok(())
     }
@@ -740,9 +682,7 @@ impl Spool {
         let Some(seg) = self.segments.pop_front() else {
             return Ok(false);
         };
-        let lost = seg
-            .end_seq()
-            .saturating_sub(seg.first_seq.max(self.acked + 1));
+        let lost = seg.end_seq().saturating_sub(seg.first_seq.max(self.acked + 1));
         self.remove_segment_file(seg.first_seq)?;
         if lost > 0 {
             Stats::add(&self.stats.dropped_batches, lost);
@@ -850,10 +790,7 @@ fn segment_names(dir: &Path, clean: bool) -> Result<Vec<u64>> {
             }
             continue;
         }
-        if let Some(first) = name
-            .strip_suffix(".seg")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        if let Some(first) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
             names.push(first);
         }
     }
@@ -920,17 +857,9 @@ fn scan_segment(file: &File, first_seq: u64, file_len: u64) -> io::Result<Scan> 
 /// Scans one segment, truncating it back to the start of the first group that holds a
 /// torn, damaged or out-of-sequence record, or that the file ends inside. Returns the
 /// segment and the states its groups carry.
-fn recover_segment(
-    dir: &Path,
-    first_seq: u64,
-    stats: &Stats,
-) -> Result<(Segment, Vec<(String, SavedState)>)> {
+fn recover_segment(dir: &Path, first_seq: u64, stats: &Stats) -> Result<(Segment, Vec<(String, SavedState)>)> {
     let path = dir.join(segment_name(first_seq));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
     let file_len = file.metadata().map_err(io_err(&path))?.len();
     let scan = scan_segment(&file, first_seq, file_len).map_err(io_err(&path))?;
     if let Some(reason) = scan.problem {
@@ -945,23 +874,14 @@ fn recover_segment(
         file.set_len(scan.good_len).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
     }
-    let segment = Segment {
-        first_seq,
-        count: scan.count,
-        size: scan.good_len,
-        last_held: scan.last_held,
-    };
+    let segment = Segment { first_seq, count: scan.count, size: scan.good_len, last_held: scan.last_held };
     Ok((segment, scan.states))
 }
 
 /// Keeps `saved` as the state of `source` if it is newer than the one known (a tie keeps
 /// the known one: the `ack` file is merged first and was written later). Returns whether
 /// it was kept.
-fn merge_state(
-    states: &mut BTreeMap<String, SavedState>,
-    source: String,
-    saved: SavedState,
-) -> bool {
+fn merge_state(states: &mut BTreeMap<String, SavedState>, source: String, saved: SavedState) -> bool {
     match states.get(&source) {
         Some(known) if known.seq >= saved.seq => false,
         _ => {
@@ -972,10 +892,7 @@ fn merge_state(
 }
 
 fn check_state(source: &str, json: &[u8]) -> Result<()> {
-    let bad = |reason| SpoolError::SourceState {
-        source_name: source.to_string(),
-        reason,
-    };
+    let bad = |reason| SpoolError::SourceState { source_name: source.to_string(), reason };
     if source.is_empty() || source.len() > 255 {
         return Err(bad("the source name must have 1 to 255 bytes"));
     }
@@ -1003,11 +920,7 @@ pub fn read_states(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
             Err(e) => return Err(io_err(&path)(e)),
         };
         let len = file.metadata().map_err(io_err(&path))?.len();
-        found.extend(
-            scan_segment(&file, first_seq, len)
-                .map_err(io_err(&path))?
-                .states,
-        );
+        found.extend(scan_segment(&file, first_seq, len).map_err(io_err(&path))?.states);
     }
     let (_, mut states) = read_ack(dir)?;
     for (source, saved) in found {
@@ -1026,7 +939,9 @@ fn new_epoch(dir: &Path) -> u64 {
     match fs::remove_file(&legacy) {
         Ok(()) => debug!(path = %legacy.display(), "removed the epoch file of an older version"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => warn!(path = %legacy.display(), %error, "cannot remove the epoch file of an older version; it is not used"),
+        Err(error) => {
+            warn!(path = %legacy.display(), %error, "cannot remove the epoch file of an older version; it is not used")
+        }
     }
     rand::random::<u64>().max(1)
 }
@@ -1039,25 +954,15 @@ fn read_ack(dir: &Path) -> Result<(u64, BTreeMap<String, SavedState>)> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, BTreeMap::new())),
         Err(e) => return Err(io_err(&path)(e)),
     };
-    let bad = |reason: String| SpoolError::State {
-        path: path.clone(),
-        reason,
-    };
+    let bad = |reason: String| SpoolError::State { path: path.clone(), reason };
     let file: AckFile = serde_json::from_slice(&bytes).map_err(|e| {
-        bad(format!(
-            "expected {{\"version\":{ACK_VERSION},...}} (an older spool format is not read): {e}"
-        ))
+        bad(format!("expected {{\"version\":{ACK_VERSION},...}} (an older spool format is not read): {e}"))
     })?;
     if file.version != ACK_VERSION {
         return Err(bad(format!("version {} is not supported", file.version)));
     }
-    let states = file
-        .states
-        .into_iter()
-        .map(|(source, s)| {
-            (source, SavedState::new(s.seq, s.state.into_bytes()))
-        })
-        .collect();
+    let states =
+        file.states.into_iter().map(|(source, s)| (source, SavedState::new(s.seq, s.state.into_bytes()))).collect();
     Ok((file.acked, states))
 }
 
@@ -1069,10 +974,7 @@ fn write_ack(dir: &Path, acked: u64, states: &BTreeMap<String, SavedState>) -> R
 /// The `ack` file's bytes: what serde_json writes for an [`AckFile`], assembled from each
 /// state's cached rendering.
 fn render_ack(acked: u64, states: &BTreeMap<String, SavedState>) -> Vec<u8> {
-    let len: usize = states
-        .iter()
-        .map(|(source, s)| source.len() + s.rendered().len() + 8)
-        .sum();
+    let len: usize = states.iter().map(|(source, s)| source.len() + s.rendered().len() + 8).sum();
     let mut out = Vec::with_capacity(64 + len);
     out.extend_from_slice(format!("{{\"version\":{ACK_VERSION},\"acked\":{acked},\"states\":{{").as_bytes());
     for (i, (source, s)) in states.iter().enumerate() {
@@ -1092,17 +994,13 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(&tmp))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 /// The spool shared between async tasks: every operation runs on the blocking pool with
@@ -1124,11 +1022,7 @@ impl SpoolHandle {
     /// Wraps an open spool.
     pub fn new(spool: Spool) -> SpoolHandle {
         let epoch = spool.epoch();
-        SpoolHandle {
-            inner: Arc::new(Mutex::new(spool)),
-            notify: Arc::new(Notify::new()),
-            epoch,
-        }
+        SpoolHandle { inner: Arc::new(Mutex::new(spool)), notify: Arc::new(Notify::new()), epoch }
     }
 
     /// The epoch of the records this open appends (part of their batch ids).
@@ -1136,10 +1030,7 @@ impl SpoolHandle {
         self.epoch
     }
 
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Spool) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Spool) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let mut spool = inner.lock().map_err(|_| SpoolError::Poisoned)?;
@@ -1164,9 +1055,7 @@ impl SpoolHandle {
         state: Option<(String, Vec<u8>)>,
         on_full: OnFull,
     ) -> Result<Vec<u64>> {
-        let seqs = self
-            .with(move |s| s.append_group(records, state, on_full))
-            .await?;
+        let seqs = self.with(move |s| s.append_group(records, state, on_full)).await?;
         if !seqs.is_empty() {
             self.notify.notify_one();
         }
@@ -1176,8 +1065,7 @@ impl SpoolHandle {
     /// The newest state saved by `source`.
     pub async fn source_state(&self, source: &str) -> Result<Option<Vec<u8>>> {
         let source = source.to_string();
-        self.with(move |s| Ok(s.source_state(&source).map(<[u8]>::to_vec)))
-            .await
+        self.with(move |s| Ok(s.source_state(&source).map(<[u8]>::to_vec))).await
     }
 
     /// The oldest unacknowledged record.

@@ -115,12 +115,7 @@ pub(super) fn recover_inner(
     let file_len = file.metadata().map_err(io_err(&path))?.len();
     let scan = scan_segment(&file, first_seq, file_len).map_err(io_err(&path))?;
     if scan.problem.is_none() && first_seq + scan.count <= next_first {
-        let segment = Segment {
-            first_seq,
-            count: scan.count,
-            size: scan.good_len,
-            last_held: scan.last_held,
-        };
+        let segment = Segment { first_seq, count: scan.count, size: scan.good_len, last_held: scan.last_held };
         return Ok(vec![(segment, scan.states)]);
     }
 

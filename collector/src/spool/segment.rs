@@ -193,20 +193,13 @@ pub(crate) fn read_at(file: &File, offset: u64, file_len: u64) -> io::Result<Rea
         return Ok(Read::Bad("bad checksum"));
     }
     Ok(match decode_payload(payload) {
-        Some(record) => Read::Record {
-            len: HEADER_LEN + u64::from(len),
-            record,
-        },
+        Some(record) => Read::Record { len: HEADER_LEN + u64::from(len), record },
         None => Read::Bad("malformed payload"),
     })
 }
 
 fn decode_payload(mut payload: Vec<u8>) -> Option<Record> {
-    let u64_at = |p: &[u8], i: usize| {
-        p.get(i..i + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
+    let u64_at = |p: &[u8], i: usize| p.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     let u16_at = |p: &[u8], i: usize| p.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let epoch = u64_at(&payload, 0)?;
     let seq = u64_at(&payload, 8)?;
@@ -216,14 +209,8 @@ fn decode_payload(mut payload: Vec<u8>) -> Option<Record> {
     }
     let tlen = usize::from(u16_at(&payload, 17)?);
     let slen = usize::from(u16_at(&payload, 19)?);
-    let jlen = payload
-        .get(21..25)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))? as usize;
-    let text = |from: usize, len: usize| {
-        std::str::from_utf8(payload.get(from..from + len)?)
-            .ok()
-            .map(str::to_string)
-    };
+    let jlen = payload.get(21..25).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))? as usize;
+    let text = |from: usize, len: usize| std::str::from_utf8(payload.get(from..from + len)?).ok().map(str::to_string);
     let table = text(PAYLOAD_FIXED, tlen)?;
     let source = text(PAYLOAD_FIXED + tlen, slen)?;
     let json_at = PAYLOAD_FIXED + tlen + slen;
@@ -235,15 +222,7 @@ fn decode_payload(mut payload: Vec<u8>) -> Option<Record> {
     };
     // Reuse the allocation for the body, the big part.
     let body = payload.split_off(json_at + jlen);
-    Some(Record {
-        epoch,
-        seq,
-        table,
-        body,
-        continues: flags & CONTINUES != 0,
-        held: flags & HELD != 0,
-        state,
-    })
+    Some(Record { epoch, seq, table, body, continues: flags & CONTINUES != 0, held: flags & HELD != 0, state })
 }
 
 #[cfg(test)]
@@ -283,10 +262,7 @@ mod tests {
             damaged[i] ^= 0x10;
             let mut g = tempfile::tempfile().unwrap();
             g.write_all(&damaged).unwrap();
-            assert!(
-                matches!(read_at(&g, 0, len).unwrap(), Read::Bad(_)),
-                "flip at byte {i} not detected"
-            );
+            assert!(matches!(read_at(&g, 0, len).unwrap(), Read::Bad(_)), "flip at byte {i} not detected");
         }
         // No state, no flags: an empty body still decodes.
         let bytes = encode(1, 2, 0, "t", b"", None);

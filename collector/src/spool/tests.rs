@@ -7,10 +7,7 @@ use super::*;
 const TABLE: &str = "metrics";
 
 fn opts(max_size: u64, segment_size: u64) -> SpoolOptions {
-    SpoolOptions {
-        max_size,
-        segment_size,
-    }
+    SpoolOptions { max_size, segment_size }
 }
 
 fn open(dir: &Path, o: SpoolOptions) -> (Spool, Arc<Stats>) {
@@ -50,27 +47,13 @@ fn append_peek_ack_and_reopen() {
     assert_ne!(epoch, 0);
     assert_eq!(s.peek().unwrap(), None);
     for i in 1..=10 {
-        assert_eq!(
-            s.append(TABLE, &body(i, 50), OnFull::DropOldest).unwrap(),
-            i
-        );
+        assert_eq!(s.append(TABLE, &body(i, 50), OnFull::DropOldest).unwrap(), i);
     }
-    assert!(
-        fs::read_dir(dir.path()).unwrap().count() > 4,
-        "segments rolled at segment_size"
-    );
-    assert_eq!(
-        stats
-            .spool_records
-            .load(std::sync::atomic::Ordering::Relaxed),
-        10
-    );
+    assert!(fs::read_dir(dir.path()).unwrap().count() > 4, "segments rolled at segment_size");
+    assert_eq!(stats.spool_records.load(std::sync::atomic::Ordering::Relaxed), 10);
 
     let r = s.peek().unwrap().unwrap();
-    assert_eq!(
-        (r.epoch, r.seq, r.table.as_str(), r.body.clone()),
-        (epoch, 1, TABLE, body(1, 50))
-    );
+    assert_eq!((r.epoch, r.seq, r.table.as_str(), r.body.clone()), (epoch, 1, TABLE, body(1, 50)));
     assert_eq!(s.peek().unwrap().unwrap().seq, 1, "peek does not consume");
     s.ack(1).unwrap();
     s.ack(2).unwrap();
@@ -93,13 +76,7 @@ fn append_peek_ack_and_reopen() {
     assert_eq!(s.pending(), 1);
     let segs = fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == SEGMENT_EXT)
-        })
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == SEGMENT_EXT))
         .count();
     assert!(segs <= 2, "acked segments deleted, {segs} left");
 }
@@ -121,22 +98,13 @@ fn a_torn_tail_at_every_offset_is_cut_and_earlier_records_survive() {
     for cut in last_start..full.len() {
         fs::write(&seg, &full[..cut]).unwrap();
         let (mut s, stats) = open(dir.path(), o);
-        let truncations = stats
-            .spool_truncations
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let truncations = stats.spool_truncations.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(truncations, u64::from(cut > last_start), "cut at {cut}");
-        assert_eq!(
-            fs::metadata(&seg).unwrap().len(),
-            last_start as u64,
-            "file cut back at {cut}"
-        );
+        assert_eq!(fs::metadata(&seg).unwrap().len(), last_start as u64, "file cut back at {cut}");
         let r = s.peek().unwrap().unwrap();
         assert_eq!((r.seq, r.body), (1, body(1, 40)));
         // The lost record was never acknowledged to anyone: its seq is given out again.
-        assert_eq!(
-            s.append(TABLE, &body(3, 40), OnFull::DropOldest).unwrap(),
-            3
-        );
+        assert_eq!(s.append(TABLE, &body(3, 40), OnFull::DropOldest).unwrap(), 3);
         drop(s);
         let (mut s, _) = open(dir.path(), o);
         assert_eq!(s.pending(), 3);
@@ -150,12 +118,7 @@ fn a_torn_tail_at_every_offset_is_cut_and_earlier_records_survive() {
     damaged[last_start + 20] ^= 0xff;
     fs::write(&seg, &damaged).unwrap();
     let (mut s, stats) = open(dir.path(), o);
-    assert_eq!(
-        stats
-            .spool_truncations
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(stats.spool_truncations.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(drain(&mut s), vec![1, 2]);
 }
 
@@ -168,34 +131,14 @@ fn full_spool_drops_the_oldest_and_counts_or_rejects() {
     for i in 1..=6 {
         s.append(TABLE, &body(i, 100), OnFull::DropOldest).unwrap();
     }
-    assert_eq!(
-        stats
-            .dropped_batches
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
-    assert!(matches!(
-        s.append(TABLE, &body(7, 100), OnFull::Reject),
-        Err(SpoolError::Full { .. })
-    ));
+    assert_eq!(stats.dropped_batches.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(matches!(s.append(TABLE, &body(7, 100), OnFull::Reject), Err(SpoolError::Full { .. })));
     assert_eq!(s.pending(), 6, "a rejected append changes nothing");
 
-    assert_eq!(
-        s.append(TABLE, &body(7, 100), OnFull::DropOldest).unwrap(),
-        7
-    );
-    assert_eq!(
-        stats
-            .dropped_batches
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2,
-        "one segment of two dropped"
-    );
+    assert_eq!(s.append(TABLE, &body(7, 100), OnFull::DropOldest).unwrap(), 7);
+    assert_eq!(stats.dropped_batches.load(std::sync::atomic::Ordering::Relaxed), 2, "one segment of two dropped");
     assert!(s.size() <= o.max_size);
-    assert_eq!(
-        stats.spool_bytes.load(std::sync::atomic::Ordering::Relaxed),
-        s.size()
-    );
+    assert_eq!(stats.spool_bytes.load(std::sync::atomic::Ordering::Relaxed), s.size());
     // An ack of a dropped record (the shipper had it in flight) is harmless.
     s.ack(1).unwrap();
     assert_eq!(drain(&mut s), vec![3, 4, 5, 6, 7]);
@@ -216,21 +159,12 @@ fn acked_records_are_not_dropped_as_lost() {
     }
     s.ack(1).unwrap();
     s.append(TABLE, &body(5, 10), OnFull::DropOldest).unwrap();
-    assert_eq!(
-        stats
-            .dropped_batches
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(stats.dropped_batches.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(drain(&mut s), vec![3, 4, 5]);
 }
 
 fn group(tables_and_lens: &[(&str, usize)], salt: u64) -> Vec<(String, Vec<u8>)> {
-    tables_and_lens
-        .iter()
-        .enumerate()
-        .map(|(i, (t, len))| (t.to_string(), body(salt + i as u64, *len)))
-        .collect()
+    tables_and_lens.iter().enumerate().map(|(i, (t, len))| (t.to_string(), body(salt + i as u64, *len))).collect()
 }
 
 fn state(source: &str, json: &str) -> Option<(String, Vec<u8>)> {
@@ -242,8 +176,7 @@ fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
 }
 
 fn state_of(s: &Spool, source: &str) -> Option<String> {
-    s.source_state(source)
-        .map(|j| String::from_utf8(j.to_vec()).unwrap())
+    s.source_state(source).map(|j| String::from_utf8(j.to_vec()).unwrap())
 }
 
 #[test]
@@ -252,9 +185,7 @@ fn a_group_is_written_whole_with_its_state_on_the_last_record() {
     let o = opts(1 << 20, 1 << 20);
     let (mut s, _) = open(dir.path(), o);
     let g = group(&[("logs", 30), ("firewall", 20), ("bans", 10)], 1);
-    let seqs = s
-        .append_group(g.clone(), state("journald", r#"{"c":1}"#), OnFull::Reject)
-        .unwrap();
+    let seqs = s.append_group(g.clone(), state("journald", r#"{"c":1}"#), OnFull::Reject).unwrap();
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":1}"#));
     assert_eq!(s.source_state("caddy"), None);
@@ -266,27 +197,15 @@ fn a_group_is_written_whole_with_its_state_on_the_last_record() {
         assert_eq!(r.state.is_some(), i == 2);
         s.ack(r.seq).unwrap();
     }
-    let seqs = s
-        .append_group(group(&[(TABLE, 5)], 9), None, OnFull::DropOldest)
-        .unwrap();
+    let seqs = s.append_group(group(&[(TABLE, 5)], 9), None, OnFull::DropOldest).unwrap();
     assert_eq!(seqs, vec![4]);
     let r = s.peek().unwrap().unwrap();
     assert!(!r.held && !r.continues && r.state.is_none());
     // Neither records nor state: nothing happens.
-    assert_eq!(
-        s.append_group(vec![], None, OnFull::Reject).unwrap(),
-        Vec::<u64>::new()
-    );
+    assert_eq!(s.append_group(vec![], None, OnFull::Reject).unwrap(), Vec::<u64>::new());
+    assert!(matches!(s.append_group(group(&[("", 1)], 0), None, OnFull::Reject), Err(SpoolError::Table(_))));
     assert!(matches!(
-        s.append_group(group(&[("", 1)], 0), None, OnFull::Reject),
-        Err(SpoolError::Table(_))
-    ));
-    assert!(matches!(
-        s.append_group(
-            vec![],
-            Some((String::new(), b"{}".to_vec())),
-            OnFull::Reject
-        ),
+        s.append_group(vec![], Some((String::new(), b"{}".to_vec())), OnFull::Reject),
         Err(SpoolError::SourceState { .. })
     ));
     assert!(matches!(
@@ -303,15 +222,9 @@ fn a_group_is_never_split_across_segments() {
     let (mut s, _) = open(dir.path(), o);
     s.append(TABLE, &body(1, 100), OnFull::Reject).unwrap();
     // Two more would pass segment_size: the group rolls first, whole.
-    s.append_group(
-        group(&[(TABLE, 100), (TABLE, 100)], 2),
-        None,
-        OnFull::Reject,
-    )
-    .unwrap();
+    s.append_group(group(&[(TABLE, 100), (TABLE, 100)], 2), None, OnFull::Reject).unwrap();
     // Larger than a segment: it gets its own.
-    s.append_group(group(&[(TABLE, 100); 5], 4), None, OnFull::Reject)
-        .unwrap();
+    s.append_group(group(&[(TABLE, 100); 5], 4), None, OnFull::Reject).unwrap();
     s.append(TABLE, &body(9, 100), OnFull::Reject).unwrap();
     let names: Vec<u64> = s.segments.iter().map(|g| g.first_seq).collect();
     assert_eq!(names, vec![1, 2, 4, 9]);
@@ -328,19 +241,9 @@ fn a_cut_anywhere_in_the_last_group_removes_the_whole_group_and_its_state() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(1 << 20, 1 << 20);
     let (mut s, _) = open(dir.path(), o);
-    s.append_group(
-        group(&[("logs", 40)], 1),
-        state("journald", "\"a\""),
-        OnFull::Reject,
-    )
-    .unwrap();
+    s.append_group(group(&[("logs", 40)], 1), state("journald", "\"a\""), OnFull::Reject).unwrap();
     s.ack(1).unwrap();
-    s.append_group(
-        group(&[("logs", 30), ("bans", 20)], 2),
-        state("journald", "\"b\""),
-        OnFull::Reject,
-    )
-    .unwrap();
+    s.append_group(group(&[("logs", 30), ("bans", 20)], 2), state("journald", "\"b\""), OnFull::Reject).unwrap();
     let before_last = s.size();
     s.append_group(
         group(&[("logs", 30), ("firewall", 25), ("bans", 20)], 4),
@@ -358,41 +261,22 @@ fn a_cut_anywhere_in_the_last_group_removes_the_whole_group_and_its_state() {
         fs::write(&seg, &full[..cut]).unwrap();
         let (mut s, stats) = open(dir.path(), o);
         let whole = cut == full.len();
-        assert_eq!(
-            get(&stats.spool_truncations),
-            u64::from(cut > last_start && !whole),
-            "cut at {cut}"
-        );
+        assert_eq!(get(&stats.spool_truncations), u64::from(cut > last_start && !whole), "cut at {cut}");
         let want_state = if whole { "\"c\"" } else { "\"b\"" };
-        assert_eq!(
-            state_of(&s, "journald").as_deref(),
-            Some(want_state),
-            "cut at {cut}"
-        );
+        assert_eq!(state_of(&s, "journald").as_deref(), Some(want_state), "cut at {cut}");
         let want_len = if whole { full.len() } else { last_start };
-        assert_eq!(
-            fs::metadata(&seg).unwrap().len(),
-            want_len as u64,
-            "cut at {cut}"
-        );
+        assert_eq!(fs::metadata(&seg).unwrap().len(), want_len as u64, "cut at {cut}");
         let mut tables = Vec::new();
         while let Some(r) = s.peek().unwrap() {
             tables.push(r.table.clone());
             s.ack(r.seq).unwrap();
         }
-        let want: &[&str] = if whole {
-            &["logs", "bans", "logs", "firewall", "bans"]
-        } else {
-            &["logs", "bans"]
-        };
+        let want: &[&str] = if whole { &["logs", "bans", "logs", "firewall", "bans"] } else { &["logs", "bans"] };
         assert_eq!(tables, want, "cut at {cut}");
         drop(s);
         // Put the acked state back for the next cut.
         let (_, mut states) = read_ack(dir.path()).unwrap();
-        states.insert(
-            "journald".into(),
-            SavedState::new(1, b"\"a\"".to_vec()),
-        );
+        states.insert("journald".into(), SavedState::new(1, b"\"a\"".to_vec()));
         write_ack(dir.path(), 1, &states).unwrap();
         fs::write(&seg, &full).unwrap();
     }
@@ -403,36 +287,16 @@ fn states_survive_ack_delete_and_reopen_and_the_highest_seq_wins() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(1 << 20, 1);
     let (mut s, _) = open(dir.path(), o);
-    s.append_group(
-        group(&[("http", 10)], 1),
-        state("caddy", r#"{"o":1}"#),
-        OnFull::Reject,
-    )
-    .unwrap();
-    s.append_group(
-        group(&[("logs", 10)], 2),
-        state("journald", r#"{"c":1}"#),
-        OnFull::Reject,
-    )
-    .unwrap();
-    s.append_group(
-        group(&[("http", 10)], 3),
-        state("caddy", r#"{"o":2}"#),
-        OnFull::Reject,
-    )
-    .unwrap();
+    s.append_group(group(&[("http", 10)], 1), state("caddy", r#"{"o":1}"#), OnFull::Reject).unwrap();
+    s.append_group(group(&[("logs", 10)], 2), state("journald", r#"{"c":1}"#), OnFull::Reject).unwrap();
+    s.append_group(group(&[("http", 10)], 3), state("caddy", r#"{"o":2}"#), OnFull::Reject).unwrap();
     // Everything acked: every segment but the active one is deleted, yet both states stay.
     s.ack(3).unwrap();
     drop(s);
     assert_eq!(
         fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e
-                .as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == SEGMENT_EXT))
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == SEGMENT_EXT))
             .count(),
         1
     );
@@ -441,30 +305,17 @@ fn states_survive_ack_delete_and_reopen_and_the_highest_seq_wins() {
     assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":1}"#));
 
     // A newer state in a record beats the ack file's.
-    s.append_group(
-        group(&[("logs", 10)], 4),
-        state("journald", r#"{"c":2}"#),
-        OnFull::Reject,
-    )
-    .unwrap();
+    s.append_group(group(&[("logs", 10)], 4), state("journald", r#"{"c":2}"#), OnFull::Reject).unwrap();
     drop(s);
     let (_, acked_states) = read_ack(dir.path()).unwrap();
     assert_eq!(acked_states["journald"].json, br#"{"c":1}"#);
     let (mut s, _) = open(dir.path(), o);
     assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":2}"#));
-    assert_eq!(
-        read_states(dir.path()).unwrap()["journald"],
-        br#"{"c":2}"#,
-        "the read-only view agrees"
-    );
+    assert_eq!(read_states(dir.path()).unwrap()["journald"], br#"{"c":2}"#, "the read-only view agrees");
 
     // A state-only group (rows all filtered out) goes to the ack file at the last seq,
     // and beats the record of that same seq.
-    assert_eq!(
-        s.append_group(vec![], state("journald", r#"{"c":3}"#), OnFull::Reject)
-            .unwrap(),
-        Vec::<u64>::new()
-    );
+    assert_eq!(s.append_group(vec![], state("journald", r#"{"c":3}"#), OnFull::Reject).unwrap(), Vec::<u64>::new());
     assert_eq!(s.pending(), 1, "no record for a state alone");
     drop(s);
     let (_, acked_states) = read_ack(dir.path()).unwrap();
@@ -473,11 +324,7 @@ fn states_survive_ack_delete_and_reopen_and_the_highest_seq_wins() {
     assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":3}"#));
     assert_eq!(state_of(&s, "caddy").as_deref(), Some(r#"{"o":2}"#));
     assert_eq!(drain(&mut s), vec![4]);
-    assert_eq!(
-        s.append(TABLE, b"x", OnFull::DropOldest).unwrap(),
-        5,
-        "no seq used"
-    );
+    assert_eq!(s.append(TABLE, b"x", OnFull::DropOldest).unwrap(), 5, "no seq used");
     drop(s);
     let (s, _) = open(dir.path(), o);
     assert_eq!(state_of(&s, "journald").as_deref(), Some(r#"{"c":3}"#));
@@ -558,24 +405,14 @@ fn drop_oldest_never_deletes_a_segment_with_held_records() {
     s.append(TABLE, &body(4, 100), OnFull::DropOldest).unwrap();
 
     // Held data never makes room: Full, nothing deleted.
-    assert!(matches!(
-        s.append("logs", &body(5, 100), OnFull::Reject),
-        Err(SpoolError::Full { .. })
-    ));
+    assert!(matches!(s.append("logs", &body(5, 100), OnFull::Reject), Err(SpoolError::Full { .. })));
     assert_eq!(s.pending(), 4);
     // A droppable append drops the droppable-only oldest segment.
-    assert_eq!(
-        s.append(TABLE, &body(5, 100), OnFull::DropOldest).unwrap(),
-        5
-    );
+    assert_eq!(s.append(TABLE, &body(5, 100), OnFull::DropOldest).unwrap(), 5);
     assert_eq!(get(&stats.dropped_batches), 2);
     // Now the oldest segment holds a held record: the droppable append is dropped.
     assert!(matches!(
-        s.append_group(
-            group(&[(TABLE, 100), (TABLE, 100)], 6),
-            None,
-            OnFull::DropOldest
-        ),
+        s.append_group(group(&[(TABLE, 100), (TABLE, 100)], 6), None, OnFull::DropOldest),
         Err(SpoolError::Dropped { records: 2 })
     ));
     assert_eq!(get(&stats.dropped_batches), 4);
@@ -585,15 +422,9 @@ fn drop_oldest_never_deletes_a_segment_with_held_records() {
 
     // Once the held record is acked, its segment may go (its metrics count as dropped).
     s.ack(3).unwrap();
-    assert_eq!(
-        s.append(TABLE, &body(6, 100), OnFull::DropOldest).unwrap(),
-        6
-    );
+    assert_eq!(s.append(TABLE, &body(6, 100), OnFull::DropOldest).unwrap(), 6);
     assert_eq!(get(&stats.dropped_batches), 4, "6 fits");
-    assert_eq!(
-        s.append(TABLE, &body(7, 100), OnFull::DropOldest).unwrap(),
-        7
-    );
+    assert_eq!(s.append(TABLE, &body(7, 100), OnFull::DropOldest).unwrap(), 7);
     assert_eq!(get(&stats.dropped_batches), 5, "4 dropped, 3 was acked");
     assert_eq!(drain(&mut s), vec![5, 6, 7]);
     drop(s);
@@ -612,10 +443,7 @@ fn held_flags_are_recovered_on_open() {
     s.append(TABLE, &body(3, 100), OnFull::DropOldest).unwrap();
     drop(s);
     let (mut s, stats) = open(dir.path(), o);
-    assert!(matches!(
-        s.append(TABLE, &body(4, 100), OnFull::DropOldest),
-        Err(SpoolError::Dropped { records: 1 })
-    ));
+    assert!(matches!(s.append(TABLE, &body(4, 100), OnFull::DropOldest), Err(SpoolError::Dropped { records: 1 })));
     assert_eq!(get(&stats.dropped_batches), 1);
     assert_eq!(drain(&mut s), vec![1, 2, 3]);
 }
@@ -761,8 +589,12 @@ fn salvage_keeps_the_intact_records_and_state_of_a_damaged_group() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(1 << 20, 4096);
     let (mut s, _) = open(dir.path(), o);
-    s.append_group(group(&[("logs", 100), ("firewall", 100), ("bans", 100)], 1), state("journald", "{\"c\":1}"), OnFull::Reject)
-        .unwrap();
+    s.append_group(
+        group(&[("logs", 100), ("firewall", 100), ("bans", 100)], 1),
+        state("journald", "{\"c\":1}"),
+        OnFull::Reject,
+    )
+    .unwrap();
     // Fill the segment so the next group rolls into a new one.
     s.append_group(group(&[("logs", 4000)], 2), state("journald", "{\"c\":2}"), OnFull::Reject).unwrap();
     s.append_group(group(&[("logs", 10)], 3), state("caddy", "{\"o\":3}"), OnFull::Reject).unwrap();

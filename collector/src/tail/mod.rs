@@ -271,12 +271,7 @@ impl Lines {
         let file = self.file_index(file);
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
-        self.metas.push(LineMeta {
-            start,
-            end: self.data.len(),
-            file,
-            truncated,
-        });
+        self.metas.push(LineMeta { start, end: self.data.len(), file, truncated });
     }
 }
 
@@ -294,10 +289,7 @@ impl Tailer {
     /// patterns; touches no file until the first read.
     pub fn new(config: TailConfig, state: Option<TailState>) -> Result<Tailer, TailError> {
         for p in &config.patterns {
-            glob::Pattern::new(p).map_err(|e| TailError::Pattern {
-                pattern: p.clone(),
-                reason: e.to_string(),
-            })?;
+            glob::Pattern::new(p).map_err(|e| TailError::Pattern { pattern: p.clone(), reason: e.to_string() })?;
         }
         let counters = Arc::new(TailCounters::default());
         let poll_interval = config.poll_interval;

@@ -31,11 +31,7 @@ pub fn rolled_patterns(pattern: &str) -> Vec<String> {
     if pattern.ends_with(".gz") {
         return Vec::new();
     }
-    let mut out = vec![
-        format!("{pattern}.gz"),
-        format!("{pattern}.[0-9]*"),
-        format!("{pattern}-{DATE8}*"),
-    ];
+    let mut out = vec![format!("{pattern}.gz"), format!("{pattern}.[0-9]*"), format!("{pattern}-{DATE8}*")];
     let (dir, name) = match pattern.rfind('/') {
         Some(i) => pattern.split_at(i + 1),
         None => ("", pattern),
@@ -76,26 +72,13 @@ pub(super) struct Head {
 impl Head {
     /// Reads the head of the file at `path` (opened by the caller as `file`).
     pub(super) fn read(path: &Path, file: &File, len: u64) -> io::Result<Head> {
-        let (bytes, complete) = if is_gz(path) {
-            gz_head(file)?
-        } else {
-            (plain_head(file, len)?, true)
-        };
-        Ok(Head {
-            hash: fnv1a(&bytes),
-            bytes,
-            complete,
-            since: Instant::now(),
-            reported: false,
-        })
+        let (bytes, complete) = if is_gz(path) { gz_head(file)? } else { (plain_head(file, len)?, true) };
+        Ok(Head { hash: fnv1a(&bytes), bytes, complete, since: Instant::now(), reported: false })
     }
 
     /// The fingerprint of the whole head.
     pub(super) fn fingerprint(&self) -> Fingerprint {
-        Fingerprint {
-            head_len: self.bytes.len() as u32,
-            head_hash: self.hash,
-        }
+        Fingerprint { head_len: self.bytes.len() as u32, head_hash: self.hash }
     }
 
     /// Whether the content starts with the `head_len` bytes hashed to `head_hash` (a file
@@ -169,9 +152,7 @@ mod tests {
     use super::*;
 
     fn matches(pattern: &str, name: &str) -> bool {
-        rolled_patterns(pattern)
-            .iter()
-            .any(|p| glob::Pattern::new(p).unwrap().matches(name))
+        rolled_patterns(pattern).iter().any(|p| glob::Pattern::new(p).unwrap().matches(name))
     }
 
     #[test]
@@ -199,10 +180,7 @@ mod tests {
         ] {
             assert!(!matches(caddy, n), "{n}");
         }
-        assert!(matches(
-            "/l/access*.log",
-            "/l/access-site-2026-11-22T10-15-01.000.log.gz"
-        ));
+        assert!(matches("/l/access*.log", "/l/access-site-2026-11-22T10-15-01.000.log.gz"));
         assert!(matches("/var/log/syslog", "/var/log/syslog.1"));
         assert!(matches("/var/log/syslog", "/var/log/syslog.4.gz"));
         assert!(rolled_patterns("/l/*.gz").is_empty());
@@ -212,9 +190,7 @@ mod tests {
     fn gz_heads_are_decompressed_and_a_cut_gz_is_incomplete() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let text: Vec<u8> = (0..200)
-            .flat_map(|i| format!("line {i}\n").into_bytes())
-            .collect();
+        let text: Vec<u8> = (0..200).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&text).unwrap();
         let gz = gz.finish().unwrap();
@@ -232,10 +208,7 @@ mod tests {
         let f = File::open(&short).unwrap();
         let h = Head::read(&short, &f, 4).unwrap();
         assert!(h.complete && h.is(&h.fingerprint()));
-        assert!(!h.is(&Fingerprint {
-            head_len: 3,
-            head_hash: fnv1a(b"one")
-        }));
+        assert!(!h.is(&Fingerprint { head_len: 3, head_hash: fnv1a(b"one") }));
         assert!(h.starts_with(3, fnv1a(b"one")));
     }
 }

@@ -19,11 +19,7 @@ fn config(pattern: &Path) -> TailConfig {
 }
 
 fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut f = OpenOptions::new().create(true).append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -39,11 +35,7 @@ fn drain(t: &mut Tailer) -> Vec<String> {
         if batch.is_empty() {
             return out;
         }
-        out.extend(
-            batch
-                .iter()
-                .map(|l| String::from_utf8_lossy(l.bytes).into_owned()),
-        );
+        out.extend(batch.iter().map(|l| String::from_utf8_lossy(l.bytes).into_owned()));
     }
 }
 
@@ -111,12 +103,7 @@ fn copy_truncate_reads_again_from_the_start_and_counts_it() {
     let mut t = Tailer::new(config(&log), None).unwrap();
     assert_eq!(drain(&mut t).len(), 10);
     fs::copy(&log, dir.path().join("access.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
     append(&log, &lines(0, 3, "b"));
     assert_eq!(drain(&mut t), expected(0, 3, "b"));
     assert_eq!(t.counters().truncations.load(Ordering::Relaxed), 1);
@@ -134,23 +121,15 @@ fn restart_resumes_exactly_after_the_last_batch() {
     let log = dir.path().join("access.log");
     append(&log, &lines(0, 10, "a"));
     let mut t = Tailer::new(config(&log), None).unwrap();
-    let first: Vec<String> = t
-        .read_blocking(4)
-        .unwrap()
-        .iter()
-        .map(|l| String::from_utf8_lossy(l.bytes).into())
-        .collect();
+    let first: Vec<String> =
+        t.read_blocking(4).unwrap().iter().map(|l| String::from_utf8_lossy(l.bytes).into()).collect();
     assert_eq!(first, expected(0, 4, "a"));
     let state = t.state();
     drop(t);
     let json = serde_json::to_string(&state).unwrap();
     let state: TailState = serde_json::from_str(&json).unwrap();
     let mut t = Tailer::new(config(&log), Some(state.clone())).unwrap();
-    assert_eq!(
-        t.state(),
-        state,
-        "before the first read the given state holds"
-    );
+    assert_eq!(t.state(), state, "before the first read the given state holds");
     assert_eq!(drain(&mut t), expected(4, 10, "a"));
 }
 
@@ -184,10 +163,7 @@ fn down_during_a_rotation_that_gzipped_the_file_resumes_inside_the_gz() {
     drop(t);
     append(&log, &lines(50, 60, "a"));
     let rolled = dir.path().join("access-1.log.gz");
-    let mut gz = flate2::write::GzEncoder::new(
-        fs::File::create(&rolled).unwrap(),
-        flate2::Compression::default(),
-    );
+    let mut gz = flate2::write::GzEncoder::new(fs::File::create(&rolled).unwrap(), flate2::Compression::default());
     gz.write_all(&fs::read(&log).unwrap()).unwrap();
     gz.finish().unwrap();
     fs::remove_file(&log).unwrap();
@@ -222,10 +198,7 @@ fn long_lines_are_cut_and_flagged_never_dropped() {
     let log = dir.path().join("access.log");
     let mut cfg = config(&log);
     cfg.max_line_bytes = 100;
-    append(
-        &log,
-        &format!("{}\nshort\n{}", "x".repeat(250), "y".repeat(300_000)),
-    );
+    append(&log, &format!("{}\nshort\n{}", "x".repeat(250), "y".repeat(300_000)));
     let mut t = Tailer::new(cfg.clone(), None).unwrap();
     let got: Vec<(usize, bool)> = {
         let b = t.read_blocking(100).unwrap();
@@ -282,11 +255,7 @@ async fn read_batch_waits_for_lines_and_stops_on_cancel() {
     cfg.poll_interval = Duration::from_millis(20);
     let mut t = Tailer::new(cfg, None).unwrap();
     let cancel = CancellationToken::new();
-    assert!(t
-        .read_batch(10, Duration::from_millis(50), &cancel)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(t.read_batch(10, Duration::from_millis(50), &cancel).await.unwrap().is_empty());
     let writer = {
         let log = log.clone();
         tokio::spawn(async move {
@@ -294,27 +263,16 @@ async fn read_batch_waits_for_lines_and_stops_on_cancel() {
             append(&log, "late\n");
         })
     };
-    let got = t
-        .read_batch(10, Duration::from_secs(10), &cancel)
-        .await
-        .unwrap()
-        .len();
+    let got = t.read_batch(10, Duration::from_secs(10), &cancel).await.unwrap().len();
     assert_eq!(got, 1);
     writer.await.unwrap();
     cancel.cancel();
-    assert!(t
-        .read_batch(10, Duration::from_secs(10), &cancel)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(t.read_batch(10, Duration::from_secs(10), &cancel).await.unwrap().is_empty());
 }
 
 /// Compresses `from` into `to` (as Caddy and logrotate do) and deletes `from`.
 fn gzip_away(from: &Path, to: &Path) {
-    let mut gz = flate2::write::GzEncoder::new(
-        fs::File::create(to).unwrap(),
-        flate2::Compression::default(),
-    );
+    let mut gz = flate2::write::GzEncoder::new(fs::File::create(to).unwrap(), flate2::Compression::default());
     gz.write_all(&fs::read(from).unwrap()).unwrap();
     gz.finish().unwrap();
     fs::remove_file(from).unwrap();
@@ -324,12 +282,7 @@ fn gzip_away(from: &Path, to: &Path) {
 /// ordered by it, and a test makes several within one clock tick).
 fn set_mtime(path: &Path, secs: u64) {
     let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
+    fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
 }
 
 fn counter(t: &Tailer, c: fn(&TailCounters) -> &std::sync::atomic::AtomicU64) -> u64 {
@@ -349,12 +302,8 @@ fn read_with_crashes(
     let mut out = Vec::new();
     let mut t = Tailer::new(cfg.clone(), state.clone()).unwrap();
     for n in 1.. {
-        let got: Vec<String> = t
-            .read_blocking(batch)
-            .unwrap()
-            .iter()
-            .map(|l| String::from_utf8_lossy(l.bytes).into_owned())
-            .collect();
+        let got: Vec<String> =
+            t.read_blocking(batch).unwrap().iter().map(|l| String::from_utf8_lossy(l.bytes).into_owned()).collect();
         if n % crash_every == 0 {
             t = Tailer::new(cfg.clone(), state.clone()).unwrap();
             continue;
@@ -386,14 +335,8 @@ fn files_rolled_while_down_are_read_whole_oldest_first_exactly_once() {
             drop(t);
 
             append(&log, &lines(50, 60, "a"));
-            let rolled = |n: u32| {
-                dir.path()
-                    .join(format!("access-2026-11-22T10-0{n}-00.000.log"))
-            };
-            let gz = |n: u32| {
-                dir.path()
-                    .join(format!("access-2026-11-22T10-0{n}-00.000.log.gz"))
-            };
+            let rolled = |n: u32| dir.path().join(format!("access-2026-11-22T10-0{n}-00.000.log"));
+            let gz = |n: u32| dir.path().join(format!("access-2026-11-22T10-0{n}-00.000.log.gz"));
             fs::rename(&log, rolled(1)).unwrap();
             gzip_away(&rolled(1), &gz(1));
             set_mtime(&gz(1), 1);
@@ -499,19 +442,12 @@ fn rolled_files_present_on_the_first_start_are_history_not_read() {
         let log = dir.path().join("access.log");
         append(&dir.path().join("access.log.1"), &lines(0, 3, "old"));
         append(&dir.path().join("access.log.2"), &lines(0, 3, "older"));
-        gzip_away(
-            &dir.path().join("access.log.2"),
-            &dir.path().join("access.log.2.gz"),
-        );
+        gzip_away(&dir.path().join("access.log.2"), &dir.path().join("access.log.2.gz"));
         append(&log, &lines(0, 2, "live"));
         let mut cfg = config(&log);
         cfg.start_at = start_at;
         let mut t = Tailer::new(cfg.clone(), None).unwrap();
-        let want = if start_at == StartAt::Beginning {
-            expected(0, 2, "live")
-        } else {
-            Vec::new()
-        };
+        let want = if start_at == StartAt::Beginning { expected(0, 2, "live") } else { Vec::new() };
         assert_eq!(drain(&mut t), want);
         let state = t.state();
         assert_eq!(state.rolled.as_ref().map(Vec::len), Some(2));
@@ -528,10 +464,7 @@ fn a_state_without_rolled_fingerprints_reads_only_what_rolled_after_its_position
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cfg = config(&dir.path().join("access*.log"));
-    append(
-        &dir.path().join("access-2026-11-22T09-00-00.000.log"),
-        &lines(0, 3, "old"),
-    );
+    append(&dir.path().join("access-2026-11-22T09-00-00.000.log"), &lines(0, 3, "old"));
     gzip_away(
         &dir.path().join("access-2026-11-22T09-00-00.000.log"),
         &dir.path().join("access-2026-11-22T09-00-00.000.log.gz"),
@@ -549,25 +482,13 @@ fn a_state_without_rolled_fingerprints_reads_only_what_rolled_after_its_position
     append(&log, &lines(5, 6, "a"));
     let r1 = dir.path().join("access-2026-11-22T10-00-00.000.log");
     fs::rename(&log, &r1).unwrap();
-    gzip_away(
-        &r1,
-        &dir.path().join("access-2026-11-22T10-00-00.000.log.gz"),
-    );
-    set_mtime(
-        &dir.path().join("access-2026-11-22T10-00-00.000.log.gz"),
-        10,
-    );
+    gzip_away(&r1, &dir.path().join("access-2026-11-22T10-00-00.000.log.gz"));
+    set_mtime(&dir.path().join("access-2026-11-22T10-00-00.000.log.gz"), 10);
     append(&log, &lines(0, 2, "b"));
     let r2 = dir.path().join("access-2026-11-22T11-00-00.000.log");
     fs::rename(&log, &r2).unwrap();
-    gzip_away(
-        &r2,
-        &dir.path().join("access-2026-11-22T11-00-00.000.log.gz"),
-    );
-    set_mtime(
-        &dir.path().join("access-2026-11-22T11-00-00.000.log.gz"),
-        20,
-    );
+    gzip_away(&r2, &dir.path().join("access-2026-11-22T11-00-00.000.log.gz"));
+    set_mtime(&dir.path().join("access-2026-11-22T11-00-00.000.log.gz"), 20);
     append(&log, &lines(0, 1, "c"));
     let mut t = Tailer::new(cfg, Some(state)).unwrap();
     let mut want = expected(5, 6, "a");
@@ -610,12 +531,7 @@ fn copy_truncate_reads_what_was_not_read_yet_from_the_copy() {
     assert_eq!(drain(&mut t).len(), 5);
     append(&log, &lines(5, 8, "a"));
     fs::copy(&log, dir.path().join("app.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
     append(&log, &lines(0, 2, "b"));
     let mut got = drain(&mut t);
     got.sort();
@@ -642,16 +558,12 @@ fn many_rotations_while_running_keep_the_state_small() {
         if r % 3 == 0 {
             got.extend(drain(&mut t));
         }
-        let plain = dir
-            .path()
-            .join(format!("access-2026-11-22T10-00-{r:02}.000.log"));
+        let plain = dir.path().join(format!("access-2026-11-22T10-00-{r:02}.000.log"));
         fs::rename(&log, &plain).unwrap();
         gzip_away(&plain, &plain.with_extension("log.gz"));
         set_mtime(&plain.with_extension("log.gz"), r);
         if r >= 5 {
-            let old = dir
-                .path()
-                .join(format!("access-2026-11-22T10-00-{:02}.000.log.gz", r - 5));
+            let old = dir.path().join(format!("access-2026-11-22T10-00-{:02}.000.log.gz", r - 5));
             fs::remove_file(old).unwrap();
         }
         append(&log, "");

@@ -53,23 +53,12 @@ pub async fn spooled(dir: &std::path::Path) -> Vec<(u64, String, Vec<Value>)> {
 
 /// The records of the tables `keep` selects (a collector's spool also holds its other
 /// sources' rows, e.g. `inventory`), as [`spooled`] does.
-pub async fn spooled_tables(
-    dir: &std::path::Path,
-    keep: impl Fn(&str) -> bool,
-) -> Vec<(u64, String, Vec<Value>)> {
+pub async fn spooled_tables(dir: &std::path::Path, keep: impl Fn(&str) -> bool) -> Vec<(u64, String, Vec<Value>)> {
     use lake_collector::spool::{SpoolHandle, SpoolOptions};
     use std::sync::Arc;
-    let opts = SpoolOptions {
-        max_size: 1 << 30,
-        segment_size: 8 << 20,
-    };
-    let spool = SpoolHandle::open(
-        dir.to_path_buf(),
-        opts,
-        Arc::new(lake_collector::stats::Stats::default()),
-    )
-    .await
-    .unwrap();
+    let opts = SpoolOptions { max_size: 1 << 30, segment_size: 8 << 20 };
+    let spool =
+        SpoolHandle::open(dir.to_path_buf(), opts, Arc::new(lake_collector::stats::Stats::default())).await.unwrap();
     let mut out = Vec::new();
     while let Some(rec) = spool.peek().await.unwrap() {
         if !keep(&rec.table) {
@@ -91,18 +80,13 @@ pub async fn spooled_tables(
 pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(f64::NAN),
-            );
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
             x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
         }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w)),
         _ => a == b,
     }
 }

@@ -162,7 +162,8 @@ impl Snapshot {
     /// The view of a persisted state.
     pub fn of(p: &Persisted, now: i64) -> Snapshot {
         let mut alerts: Vec<AlertView> = p.alerts.active().map(|i| AlertView::of(i, false)).collect();
-        alerts.sort_by(|a, b| (a.state != "firing", &a.rule, &a.labels).cmp(&(b.state != "firing", &b.rule, &b.labels)));
+        alerts
+            .sort_by(|a, b| (a.state != "firing", &a.rule, &a.labels).cmp(&(b.state != "firing", &b.rule, &b.labels)));
         // An instance resolved but still tracked (flap history) shows in `recent` only.
         let recent = p.alerts.recent.iter().filter(|i| i.phase == Phase::Ok).map(|i| AlertView::of(i, true)).collect();
         Snapshot {

@@ -32,7 +32,11 @@ struct Routes {
 }
 
 /// The routes, answering from the alerter's snapshots and commanding it for silences.
-pub(super) fn router(snapshot: watch::Receiver<Arc<Snapshot>>, commands: mpsc::Sender<Command>, auth: Arc<Verifier>) -> Router {
+pub(super) fn router(
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    commands: mpsc::Sender<Command>,
+    auth: Arc<Verifier>,
+) -> Router {
     Router::new()
         .route("/v1/alerts", get(alerts))
         .route("/v1/silences", get(silences).post(add_silence))
@@ -53,8 +57,12 @@ fn authorize_change(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
     const NEEDED: &str = "adding or removing silences needs a token of the alerts role (`lake token add --role alerts`) or an admin token";
     match r.auth.change_silences(headers) {
         Ok(()) => Ok(()),
-        Err(SilenceDenied::ReadOnly) => Err(ApiError::forbidden(format!("{NEEDED}; this read token only lists alerts and silences"))),
-        Err(SilenceDenied::Missing) => Err(ApiError::unauthorized(format!("missing Authorization: Bearer <token>: {NEEDED}"))),
+        Err(SilenceDenied::ReadOnly) => {
+            Err(ApiError::forbidden(format!("{NEEDED}; this read token only lists alerts and silences")))
+        }
+        Err(SilenceDenied::Missing) => {
+            Err(ApiError::unauthorized(format!("missing Authorization: Bearer <token>: {NEEDED}")))
+        }
         Err(SilenceDenied::Invalid) => Err(ApiError::unauthorized(format!("invalid token: {NEEDED}"))),
     }
 }
@@ -73,10 +81,7 @@ async fn silences(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Js
 
 async fn ask<T>(r: &Routes, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
-    r.commands
-        .send(make(tx))
-        .await
-        .map_err(|_| ApiError::unavailable("the alerter is stopping", 5))?;
+    r.commands.send(make(tx)).await.map_err(|_| ApiError::unavailable("the alerter is stopping", 5))?;
     rx.await.map_err(|_| ApiError::unavailable("the alerter is stopping", 5))
 }
 
@@ -86,13 +91,18 @@ async fn add_silence(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SilenceView>), ApiError> {
     authorize_change(&r, &headers)?;
-    let req: NewSilence = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body: {e} (expected {{\"rule\", \"labels\", \"duration\", \"comment\"}})")))?;
+    let req: NewSilence = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("body: {e} (expected {{\"rule\", \"labels\", \"duration\", \"comment\"}})"))
+    })?;
     let s = ask(&r, |reply| Command::AddSilence { req, reply }).await?.map_err(ApiError::bad_request)?;
     Ok((StatusCode::CREATED, Json(s)))
 }
 
-async fn remove_silence(State(r): State<Arc<Routes>>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+async fn remove_silence(
+    State(r): State<Arc<Routes>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
     authorize_change(&r, &headers)?;
     if ask(&r, |reply| Command::RemoveSilence { id, reply }).await? {
         Ok(Json(json!({ "removed": id })))

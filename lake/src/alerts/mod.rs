@@ -122,7 +122,10 @@ impl Alerts {
         cancel: CancellationToken,
     ) -> anyhow::Result<Alerts> {
         if ingest.auth.current().nodes().contains(&rows::ID_NODE) {
-            tracing::warn!(node = rows::ID_NODE, "a node shares the name of the alert rows' batch ids; its duplicates may be stored twice");
+            tracing::warn!(
+                node = rows::ID_NODE,
+                "a node shares the name of the alert rows' batch ids; its duplicates may be stored twice"
+            );
         }
         let path = store::path(data);
         let mut state = store::load_or_reset(&path);
@@ -438,7 +441,12 @@ impl Alerter {
             .filter_map(|r| {
                 let h = self.rules.get(&r.name)?;
                 let error = h.error.clone()?;
-                Some(FailingRule { rule: r.name.clone(), failures: h.failures, since: h.failing_since.unwrap_or(now), error })
+                Some(FailingRule {
+                    rule: r.name.clone(),
+                    failures: h.failures,
+                    since: h.failing_since.unwrap_or(now),
+                    error,
+                })
             })
             .collect();
         if let Some((name, since)) = &self.running {
@@ -513,7 +521,8 @@ impl Alerter {
         for channel in &rule.channels {
             let id = self.state.next_delivery.max(1);
             self.state.next_delivery = id + 1;
-            let status = DeliveryStatus { kind: n.status, state: DeliveryState::Queued, attempts: 0, at: now, error: None };
+            let status =
+                DeliveryStatus { kind: n.status, state: DeliveryState::Queued, attempts: 0, at: now, error: None };
             self.state.alerts.record_delivery(&rule.name, &fps, channel, &status);
             self.state.deliveries.push(Delivery {
                 id,
@@ -574,10 +583,13 @@ impl Alerter {
         d.attempts += 1;
         let (state, error) = match result {
             Ok(()) => (DeliveryState::Sent, None),
-            Err(e) if e.kind == ErrorKind::Permanent || d.attempts >= attempts_max => (DeliveryState::Failed, Some(e.message)),
+            Err(e) if e.kind == ErrorKind::Permanent || d.attempts >= attempts_max => {
+                (DeliveryState::Failed, Some(e.message))
+            }
             Err(e) => (DeliveryState::Retrying, Some(e.message)),
         };
-        let status = DeliveryStatus { kind: d.notification.status, state, attempts: d.attempts, at: now, error: error.clone() };
+        let status =
+            DeliveryStatus { kind: d.notification.status, state, attempts: d.attempts, at: now, error: error.clone() };
         let d = d.clone();
         let fps: Vec<&str> = d.notification.alerts.iter().map(|a| a.fingerprint.as_str()).collect();
         self.state.alerts.record_delivery(&d.notification.rule, &fps, &d.channel, &status);
@@ -597,7 +609,9 @@ impl Alerter {
                 let what = d.notification.status.as_str();
                 let message = match &error {
                     None => format!("{what} notification sent to {} (attempt {})", d.channel, d.attempts),
-                    Some(e) => format!("{what} notification to {} failed after {} attempt(s): {e}", d.channel, d.attempts),
+                    Some(e) => {
+                        format!("{what} notification to {} failed after {} attempt(s): {e}", d.channel, d.attempts)
+                    }
                 };
                 if state == DeliveryState::Failed {
                     self.stats.notifications_failed += 1;
@@ -699,7 +713,8 @@ impl Alerter {
                 Err(e) => {
                     self.stats.row_store_retries += 1;
                     // Logged when the error changes and then once a minute; every retry is counted.
-                    let quiet = self.row_error_logged.as_ref().is_some_and(|(last, at)| *last == e && now - at < 60_000_000);
+                    let quiet =
+                        self.row_error_logged.as_ref().is_some_and(|(last, at)| *last == e && now - at < 60_000_000);
                     if !quiet {
                         tracing::warn!(batch = %first.batch, error = %e, waiting = self.state.outbox.len(), "alert rows not stored yet; retrying");
                         self.row_error_logged = Some((e, now));
@@ -813,8 +828,9 @@ fn outcome_rows(n: &Notification, channel: &str, state: DeliveryState, message: 
 /// errors (no numeric `value` column) before the lake runs. One message per bad rule.
 pub fn check_rules(config: &AlertsConfig, limits: &Limits) -> anyhow::Result<Vec<String>> {
     let dir = tempfile_dir()?;
-    let engine = Engine::open(&dir, Arc::new(NoFreshRows), Limits { timeout: Duration::from_secs(10), ..limits.clone() })
-        .context("opening a query engine to check the rules")?;
+    let engine =
+        Engine::open(&dir, Arc::new(NoFreshRows), Limits { timeout: Duration::from_secs(10), ..limits.clone() })
+            .context("opening a query engine to check the rules")?;
     let mut errors = Vec::new();
     for r in config.rules.iter().filter(|r| r.kind == RuleKind::Sql) {
         let sql = eval::probe_sql(&r.sql, 0);
@@ -831,7 +847,8 @@ pub fn check_rules(config: &AlertsConfig, limits: &Limits) -> anyhow::Result<Vec
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("lake-check-{}-{}", std::process::id(), lake_format::rows::now_micros()));
+    let dir =
+        std::env::temp_dir().join(format!("lake-check-{}-{}", std::process::id(), lake_format::rows::now_micros()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -231,11 +231,14 @@ fn validate_bucket(b: &str) -> anyhow::Result<()> {
 
 fn validate_endpoint(e: &str, allow_http: bool, r2: bool) -> anyhow::Result<String> {
     let hint = if r2 { " (R2: \"https://<account_id>.r2.cloudflarestorage.com\")" } else { "" };
-    let url = reqwest::Url::parse(e).map_err(|err| anyhow::anyhow!("archive.endpoint = {e:?} is not a URL: {err}{hint}"))?;
+    let url =
+        reqwest::Url::parse(e).map_err(|err| anyhow::anyhow!("archive.endpoint = {e:?} is not a URL: {err}{hint}"))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_http => {}
-        "http" => bail!("archive.endpoint = {e:?}: plain http needs allow_http = true (only for a test store on loopback)"),
+        "http" => {
+            bail!("archive.endpoint = {e:?}: plain http needs allow_http = true (only for a test store on loopback)")
+        }
         other => bail!("archive.endpoint = {e:?}: scheme {other:?} is not http(s){hint}"),
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -249,16 +252,27 @@ fn validate_endpoint(e: &str, allow_http: bool, r2: bool) -> anyhow::Result<Stri
 
 impl ArchiveFile {
     /// Validates the section; `env` resolves credentials.
-    pub(crate) fn validate(self, data_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<ArchiveConfig> {
+    pub(crate) fn validate(
+        self,
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<ArchiveConfig> {
         let schedule: CronSchedule = self.schedule.parse().context("archive.schedule")?;
         let prefix = normalise_prefix(&self.prefix)?;
         let part = self.multipart_part_size.0;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part) {
-            bail!("archive.multipart_part_size = {}: must be between 5MiB and 5GiB (S3's part limits)", self.multipart_part_size);
+            bail!(
+                "archive.multipart_part_size = {}: must be between 5MiB and 5GiB (S3's part limits)",
+                self.multipart_part_size
+            );
         }
         let store = match self.store {
             StoreKind::Local => {
-                for (key, set) in [("bucket", self.bucket.is_some()), ("endpoint", self.endpoint.is_some()), ("region", self.region.is_some())] {
+                for (key, set) in [
+                    ("bucket", self.bucket.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("region", self.region.is_some()),
+                ] {
                     if set {
                         bail!("archive.{key} is only for store = \"s3\" or \"r2\" (store is \"local\")");
                     }
@@ -284,7 +298,13 @@ impl ArchiveFile {
                     (None, Some(_)) => "auto".to_string(),
                     (None, None) => "us-east-1".to_string(),
                 };
-                StoreConfig::S3 { bucket, endpoint, region, allow_http: self.allow_http, credentials: credentials(env)? }
+                StoreConfig::S3 {
+                    bucket,
+                    endpoint,
+                    region,
+                    allow_http: self.allow_http,
+                    credentials: credentials(env)?,
+                }
             }
         };
         Ok(ArchiveConfig {

@@ -30,8 +30,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use lake_format::layout::{self, Date};
 use lake_format::custom::TableRef;
+use lake_format::layout::{self, Date};
 
 use super::{ArchiveError, Result};
 use crate::state::write_atomic;
@@ -158,7 +158,11 @@ impl Ledger {
             Some(s) => {
                 let previous = path.with_extension("json.previous");
                 tracing::warn!(old = %s.store, new = %store, kept = %previous.display(), "archive store changed; starting a new ledger");
-                std::fs::rename(&path, &previous).map_err(|source| ArchiveError::Io { op: "rename", path: path.clone(), source })?;
+                std::fs::rename(&path, &previous).map_err(|source| ArchiveError::Io {
+                    op: "rename",
+                    path: path.clone(),
+                    source,
+                })?;
                 ArchiveState { store: store.to_string(), ..ArchiveState::default() }
             }
             None => ArchiveState { store: store.to_string(), ..ArchiveState::default() },
@@ -182,7 +186,11 @@ impl Ledger {
     pub fn save(&self) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&VersionedArchiveState::V1(self.state.clone()))
             .map_err(|e| ArchiveError::Manifest { what: self.path.display().to_string(), detail: e.to_string() })?;
-        write_atomic(&self.path, &bytes).map_err(|source| ArchiveError::Io { op: "write", path: self.path.clone(), source })
+        write_atomic(&self.path, &bytes).map_err(|source| ArchiveError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// The record of a partition, if any.
@@ -239,7 +247,11 @@ impl BucketManifest {
             version: 1,
             table: id.table.name().to_string(),
             date: id.date.to_string(),
-            files: rec.files.iter().map(|(n, f)| BucketFile { name: n.clone(), size: f.size, sha256: f.sha256.clone() }).collect(),
+            files: rec
+                .files
+                .iter()
+                .map(|(n, f)| BucketFile { name: n.clone(), size: f.size, sha256: f.sha256.clone() })
+                .collect(),
             written_at: now_rfc3339(),
         }
     }
@@ -266,7 +278,9 @@ mod tests {
         assert_eq!(id.rel_file("f.parquet"), "tables/http/date=2026-11-01/f.parquet");
         assert_eq!(id.manifest_key(), "_lake/partitions/http/date=2026-11-01.json");
         let mut l = Ledger::load(dir.path(), "file:///a").unwrap();
-        l.entry(&id).files.insert("f.parquet".into(), FileRecord { size: 3, sha256: "ab".into(), verified_at: now_rfc3339() });
+        l.entry(&id)
+            .files
+            .insert("f.parquet".into(), FileRecord { size: 3, sha256: "ab".into(), verified_at: now_rfc3339() });
         l.save().unwrap();
         let back = Ledger::load(dir.path(), "file:///a").unwrap();
         assert_eq!(back.state, l.state);

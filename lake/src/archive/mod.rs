@@ -38,8 +38,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use lake_format::layout::{self, Date, PARQUET_EXT};
 use lake_format::custom::TableRef;
+use lake_format::layout::{self, Date, PARQUET_EXT};
 
 use crate::progress::Progress;
 use crate::retention::{RetentionConfig, RetentionReport};
@@ -131,7 +131,10 @@ impl ArchiveError {
         }
     }
 
-    pub(crate) fn store<'a>(op: &'static str, key: &'a object_store::path::Path) -> impl FnOnce(object_store::Error) -> ArchiveError + 'a {
+    pub(crate) fn store<'a>(
+        op: &'static str,
+        key: &'a object_store::path::Path,
+    ) -> impl FnOnce(object_store::Error) -> ArchiveError + 'a {
         move |source| ArchiveError::Store { op, key: key.to_string(), source }
     }
 
@@ -382,7 +385,11 @@ impl Maintenance {
 
     /// Compacts the partitions `filter` selects now (`lake compact`; finished days and
     /// settled files of today alike). Call with the job lock held.
-    pub async fn compact(&self, filter: crate::compact::Filter, progress: &dyn Progress) -> Result<crate::compact::PassReport> {
+    pub async fn compact(
+        &self,
+        filter: crate::compact::Filter,
+        progress: &dyn Progress,
+    ) -> Result<crate::compact::PassReport> {
         let cfg = self.compaction.clone().unwrap_or_default();
         Ok(crate::compact::pass_with_progress(&self.data, &self.swapper, &self.buffers, &cfg, filter, progress).await?)
     }

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use lake_format::layout::Date;
 use lake_format::custom::TableRef;
+use lake_format::layout::Date;
 
 use super::manifest::{today, BucketFile, BucketManifest, FileRecord, PartitionId};
 use super::upload::save;
@@ -57,7 +57,8 @@ impl RestoreRequest {
     /// The table and the dates, checked.
     pub fn parse(&self) -> Result<(TableRef, Date, Date), String> {
         let table = TableRef::parse_known(&self.table).map_err(|e| format!("table: {e}"))?;
-        let from = Date::parse(&self.from).ok_or_else(|| format!("from: {:?} is not a date (YYYY-MM-DD)", self.from))?;
+        let from =
+            Date::parse(&self.from).ok_or_else(|| format!("from: {:?} is not a date (YYYY-MM-DD)", self.from))?;
         let to = Date::parse(&self.to).ok_or_else(|| format!("to: {:?} is not a date (YYYY-MM-DD)", self.to))?;
         if to < from {
             return Err(format!("to ({to}) is before from ({from})"));
@@ -104,7 +105,8 @@ pub(super) async fn fetch_manifest(m: &Maintenance, id: &PartitionId) -> Result<
         })
         .await?;
     let Some(b) = bytes else { return Ok(None) };
-    let bm: BucketManifest = serde_json::from_slice(&b).map_err(|e| ArchiveError::Manifest { what: key.to_string(), detail: e.to_string() })?;
+    let bm: BucketManifest = serde_json::from_slice(&b)
+        .map_err(|e| ArchiveError::Manifest { what: key.to_string(), detail: e.to_string() })?;
     if bm.table != id.table.name() || bm.date != id.date.to_string() {
         return Err(ArchiveError::Manifest {
             what: key.to_string(),
@@ -127,7 +129,10 @@ fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(
             });
         }
         if !seen.insert(name) {
-            return Err(ArchiveError::Manifest { what: what.to_string(), detail: format!("file name {name:?} is listed twice") });
+            return Err(ArchiveError::Manifest {
+                what: what.to_string(),
+                detail: format!("file name {name:?} is listed twice"),
+            });
         }
     }
     Ok(())
@@ -152,12 +157,17 @@ pub(super) async fn run(
     let until = Date::from_days(today().to_days() + i64::from(keep));
     let mut ledger = m.ledger()?;
     let (data, buffers) = (m.data.clone(), Arc::clone(&m.buffers));
-    let local: HashMap<PartitionId, Vec<super::LocalFile>> = Maintenance::blocking(move || local_partitions(&data, &buffers))
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p.files))
-        .collect();
-    let mut report = RestoreReport { table: table.name().to_string(), restored_until: until.to_string(), ..RestoreReport::default() };
+    let local: HashMap<PartitionId, Vec<super::LocalFile>> =
+        Maintenance::blocking(move || local_partitions(&data, &buffers))
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.files))
+            .collect();
+    let mut report = RestoreReport {
+        table: table.name().to_string(),
+        restored_until: until.to_string(),
+        ..RestoreReport::default()
+    };
 
     let mut plans = Vec::new();
     for day in from.to_days()..=to.to_days() {
@@ -166,7 +176,10 @@ pub(super) async fn run(
             Some(bm) => (bm.files, true),
             None => match ledger.get(&id).filter(|r| !r.files.is_empty()) {
                 Some(r) => (
-                    r.files.iter().map(|(n, f)| BucketFile { name: n.clone(), size: f.size, sha256: f.sha256.clone() }).collect(),
+                    r.files
+                        .iter()
+                        .map(|(n, f)| BucketFile { name: n.clone(), size: f.size, sha256: f.sha256.clone() })
+                        .collect(),
                     false,
                 ),
                 None => {
@@ -219,7 +232,11 @@ pub(super) async fn run(
             entry.synced = true;
         }
         for f in plan.archived {
-            entry.files.entry(f.name).or_insert(FileRecord { size: f.size, sha256: f.sha256, verified_at: super::manifest::now_rfc3339() });
+            entry.files.entry(f.name).or_insert(FileRecord {
+                size: f.size,
+                sha256: f.sha256,
+                verified_at: super::manifest::now_rfc3339(),
+            });
         }
         // Every archived file is local again: the archive no longer holds any alone.
         entry.evicted = false;
@@ -239,7 +256,12 @@ const RETIRED_WAIT: std::time::Duration = std::time::Duration::from_secs(900);
 /// from new queries, kept for running ones) until the swapper's grace period ends.
 /// Restoring the same names before then would let the pending deletion remove the restored
 /// files, so wait for it, sweeping meanwhile.
-async fn wait_for_retired(m: &Maintenance, id: &PartitionId, files: &[BucketFile], progress: &dyn Progress) -> Result<()> {
+async fn wait_for_retired(
+    m: &Maintenance,
+    id: &PartitionId,
+    files: &[BucketFile],
+    progress: &dyn Progress,
+) -> Result<()> {
     let deadline = std::time::Instant::now() + RETIRED_WAIT;
     let mut told = false;
     loop {
@@ -261,7 +283,13 @@ async fn wait_for_retired(m: &Maintenance, id: &PartitionId, files: &[BucketFile
 }
 
 /// Downloads one object into `dest`, checking its size and sha256 against the manifest.
-async fn download(key: &ObjectPath, dest: &std::path::Path, f: &BucketFile, m: &Maintenance, progress: &dyn Progress) -> Result<()> {
+async fn download(
+    key: &ObjectPath,
+    dest: &std::path::Path,
+    f: &BucketFile,
+    m: &Maintenance,
+    progress: &dyn Progress,
+) -> Result<()> {
     let get = m.store.inner().get(key).await.map_err(ArchiveError::store("get", key))?;
     let mut stream = get.into_stream();
     let mut file = tokio::fs::File::create(dest).await.map_err(ArchiveError::io("create", dest))?;
@@ -280,7 +308,10 @@ async fn download(key: &ObjectPath, dest: &std::path::Path, f: &BucketFile, m: &
     if size != f.size || sha != f.sha256 {
         return Err(ArchiveError::Verify {
             key: key.to_string(),
-            detail: format!("downloaded {size} bytes with sha256 {sha}; the manifest says {} bytes, {}", f.size, f.sha256),
+            detail: format!(
+                "downloaded {size} bytes with sha256 {sha}; the manifest says {} bytes, {}",
+                f.size, f.sha256
+            ),
         });
     }
     Ok(())

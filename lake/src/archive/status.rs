@@ -66,10 +66,8 @@ pub fn rows(data: &Path, buffers: &Buffers, table: Option<TableRef>) -> Result<V
 fn row(id: PartitionId, local: Option<&LocalPartition>, rec: Option<&PartitionRecord>) -> StatusRow {
     let files = local.map(|l| l.files.as_slice()).unwrap_or_default();
     let archived = rec.map(|r| r.files.len() as u64).unwrap_or(0);
-    let verified_local = files
-        .iter()
-        .filter(|f| rec.and_then(|r| r.files.get(&f.name)).is_some_and(|r| r.size == f.size))
-        .count();
+    let verified_local =
+        files.iter().filter(|f| rec.and_then(|r| r.files.get(&f.name)).is_some_and(|r| r.size == f.size)).count();
     let verified = match (files.len(), verified_local) {
         (0, _) if archived > 0 => "archive only".to_string(),
         (0, _) => "-".to_string(),

@@ -54,7 +54,11 @@ impl Store {
     pub fn open(cfg: &ArchiveConfig) -> Result<Store> {
         let (inner, describe): (Arc<dyn ObjectStore>, String) = match &cfg.store {
             StoreConfig::Local { path } => {
-                std::fs::create_dir_all(path).map_err(|source| ArchiveError::Io { op: "create", path: path.clone(), source })?;
+                std::fs::create_dir_all(path).map_err(|source| ArchiveError::Io {
+                    op: "create",
+                    path: path.clone(),
+                    source,
+                })?;
                 let fs = LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| ArchiveError::Config(format!("archive.path {}: {e}", path.display())))?;
                 (Arc::new(fs), format!("file://{}", path.display()))
@@ -69,7 +73,11 @@ impl Store {
                     )
                 })?;
                 let retry = RetryConfig {
-                    backoff: BackoffConfig { init_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(10), base: 2.0 },
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(200),
+                        max_backoff: Duration::from_secs(10),
+                        base: 2.0,
+                    },
                     max_retries: CLIENT_RETRIES,
                     retry_timeout: CLIENT_RETRY_TIMEOUT,
                 };
@@ -213,11 +221,15 @@ mod tests {
 
     #[test]
     fn four_hundreds_are_permanent_the_rest_retryable() {
-        let bad = generic("Error performing PUT http://x in 2ms - Server returned non-2xx status code: 400 Bad Request: <Error/>");
+        let bad = generic(
+            "Error performing PUT http://x in 2ms - Server returned non-2xx status code: 400 Bad Request: <Error/>",
+        );
         assert_eq!(classify(&bad), ErrorKind::Permanent);
-        let slow = generic("Error performing PUT http://x - Server returned non-2xx status code: 429 Too Many Requests");
+        let slow =
+            generic("Error performing PUT http://x - Server returned non-2xx status code: 429 Too Many Requests");
         assert_eq!(classify(&slow), ErrorKind::Retryable);
-        let down = generic("Error performing PUT http://x - Server returned non-2xx status code: 503 Service Unavailable");
+        let down =
+            generic("Error performing PUT http://x - Server returned non-2xx status code: 503 Service Unavailable");
         assert_eq!(classify(&down), ErrorKind::Retryable);
         assert_eq!(classify(&generic("error sending request: connection refused")), ErrorKind::Retryable);
         let denied = object_store::Error::PermissionDenied { path: "p".into(), source: Box::new(Msg("403")) };
@@ -227,7 +239,10 @@ mod tests {
     #[test]
     fn keys_carry_the_prefix() {
         let s = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "lake", "mem");
-        assert_eq!(s.key("tables/http/date=2026-11-01/f.parquet").as_ref(), "lake/tables/http/date=2026-11-01/f.parquet");
+        assert_eq!(
+            s.key("tables/http/date=2026-11-01/f.parquet").as_ref(),
+            "lake/tables/http/date=2026-11-01/f.parquet"
+        );
         let s = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "", "mem");
         assert_eq!(s.key("_lake/x.json").as_ref(), "_lake/x.json");
     }

@@ -71,7 +71,11 @@ impl Lake {
             let mut n = 0;
             for f in &p.files {
                 let path = self.data.join(p.id.rel_file(&f.name));
-                n += SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap().metadata().file_metadata().num_rows();
+                n += SerializedFileReader::new(std::fs::File::open(path).unwrap())
+                    .unwrap()
+                    .metadata()
+                    .file_metadata()
+                    .num_rows();
             }
             if n > 0 {
                 out.insert(p.id.to_string(), n);
@@ -102,7 +106,8 @@ fn archives_finished_days_verifies_resumes_evicts_and_restores() {
     assert_eq!((r.partitions, r.partitions_verified, r.files_uploaded, r.files_already_verified), (3, 3, 4, 0));
     for (days, file) in [(5, 0), (5, 1), (4, 0), (3, 0)] {
         let rel = id(days).rel_file(&layout::file_name("f", file));
-        let (a, b) = (std::fs::read(lake.data.join(&rel)).unwrap(), std::fs::read(lake.archive_dir.join(&rel)).unwrap());
+        let (a, b) =
+            (std::fs::read(lake.data.join(&rel)).unwrap(), std::fs::read(lake.archive_dir.join(&rel)).unwrap());
         assert!(a == b, "{rel} differs in the archive");
     }
     assert!(lake.archive_dir.join(id(5).manifest_key()).exists());
@@ -126,10 +131,18 @@ fn archives_finished_days_verifies_resumes_evicts_and_restores() {
     assert_eq!(after, vec![id(3).to_string(), id(0).to_string()]);
     let rows = m.status(None).unwrap();
     let r5 = rows.iter().find(|r| r.date == id(5).date.to_string()).unwrap();
-    assert_eq!((r5.local_files, r5.archived_files, r5.verified.as_str(), r5.location.as_str()), (0, 2, "archive only", "archive"));
+    assert_eq!(
+        (r5.local_files, r5.archived_files, r5.verified.as_str(), r5.location.as_str()),
+        (0, 2, "archive only", "archive")
+    );
 
     // Restore brings both back byte for byte, and protects them from retention.
-    let req = RestoreRequest { table: "metrics".into(), from: id(6).date.to_string(), to: id(4).date.to_string(), keep_days: Some(2) };
+    let req = RestoreRequest {
+        table: "metrics".into(),
+        from: id(6).date.to_string(),
+        to: id(4).date.to_string(),
+        keep_days: Some(2),
+    };
     let rep = block(m.restore(&req, &NoProgress, &cancel)).unwrap();
     assert_eq!((rep.partitions_archived, rep.files_restored, rep.dates_not_archived.len()), (2, 3, 1));
     assert_eq!(lake.rows(), before);
@@ -137,7 +150,10 @@ fn archives_finished_days_verifies_resumes_evicts_and_restores() {
     assert_eq!((rr.partitions_evicted, rr.partitions_kept_restored), (0, 2));
     let s = m.status(Some(Table::Metrics.into())).unwrap();
     let r5 = s.iter().find(|r| r.date == id(5).date.to_string()).unwrap();
-    assert_eq!((r5.verified.as_str(), r5.restored_until.clone()), ("yes", Some(Date::from_days(today().to_days() + 2).to_string())));
+    assert_eq!(
+        (r5.verified.as_str(), r5.restored_until.clone()),
+        ("yes", Some(Date::from_days(today().to_days() + 2).to_string()))
+    );
 }
 
 #[test]
@@ -194,7 +210,12 @@ fn multipart_uploads_and_a_damaged_copy_is_caught() {
     assert_eq!((rr.partitions_evicted, rr.partitions_kept_not_archived), (0, 1));
     // … and once the local copy is gone anyway, restore refuses the damaged object.
     std::fs::remove_file(lake.data.join(&rel)).unwrap();
-    let req = RestoreRequest { table: "metrics".into(), from: id(2).date.to_string(), to: id(2).date.to_string(), keep_days: None };
+    let req = RestoreRequest {
+        table: "metrics".into(),
+        from: id(2).date.to_string(),
+        to: id(2).date.to_string(),
+        keep_days: None,
+    };
     let e = block(m.restore(&req, &NoProgress, &cancel)).unwrap_err();
     assert!(e.to_string().contains("sha256"), "{e}");
     assert!(lake.rows().is_empty());
@@ -212,7 +233,12 @@ fn a_lost_ledger_is_rebuilt_from_the_bucket_manifests() {
     assert_eq!((r.files_uploaded, r.files_already_verified), (0, 1));
     block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
     std::fs::remove_file(ledger_path(&lake.data)).unwrap();
-    let req = RestoreRequest { table: "metrics".into(), from: id(3).date.to_string(), to: id(3).date.to_string(), keep_days: None };
+    let req = RestoreRequest {
+        table: "metrics".into(),
+        from: id(3).date.to_string(),
+        to: id(3).date.to_string(),
+        keep_days: None,
+    };
     let rep = block(m.restore(&req, &NoProgress, &cancel)).unwrap();
     assert_eq!(rep.files_restored, 1);
     assert_eq!(lake.rows().values().sum::<i64>(), 10);

@@ -144,9 +144,15 @@ pub(super) async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cance
 
 /// Compacts the partitions of finished days, so the archive holds merged files. A failed
 /// merge keeps its files (they are archived as they are); the run goes on either way.
-async fn compact_finished(m: &Maintenance, cfg: &crate::compact::CompactionConfig, today: Date, progress: &dyn Progress) -> crate::compact::PassReport {
+async fn compact_finished(
+    m: &Maintenance,
+    cfg: &crate::compact::CompactionConfig,
+    today: Date,
+    progress: &dyn Progress,
+) -> crate::compact::PassReport {
     let filter = crate::compact::Filter { table: None, from: None, to: Some(Date::from_days(today.to_days() - 1)) };
-    let report = match crate::compact::pass_with_progress(&m.data, &m.swapper, &m.buffers, cfg, filter, progress).await {
+    let report = match crate::compact::pass_with_progress(&m.data, &m.swapper, &m.buffers, cfg, filter, progress).await
+    {
         Ok(r) => r,
         Err(e) => {
             progress.message(&format!("compaction before the upload failed ({e}); archiving the files as they are"));
@@ -184,7 +190,12 @@ async fn adopt_bucket_manifest(m: &Maintenance, ledger: &mut Ledger, part: &Loca
 }
 
 /// Writes the partition's manifest to the store and marks the ledger in sync.
-pub(super) async fn write_bucket_manifest(m: &Maintenance, ledger: &mut Ledger, id: &PartitionId, progress: &dyn Progress) -> Result<()> {
+pub(super) async fn write_bucket_manifest(
+    m: &Maintenance,
+    ledger: &mut Ledger,
+    id: &PartitionId,
+    progress: &dyn Progress,
+) -> Result<()> {
     let Some(rec) = ledger.get(id) else { return Ok(()) };
     let body = serde_json::to_vec_pretty(&BucketManifest::of(id, rec))
         .map_err(|e| ArchiveError::Manifest { what: id.manifest_key(), detail: e.to_string() })?;
@@ -192,7 +203,11 @@ pub(super) async fn write_bucket_manifest(m: &Maintenance, ledger: &mut Ledger, 
     let body = Bytes::from(body);
     m.store
         .retry(&format!("write {key}"), progress, || async {
-            m.store.inner().put(&key, PutPayload::from(body.clone())).await.map_err(ArchiveError::store("put", &key))?;
+            m.store
+                .inner()
+                .put(&key, PutPayload::from(body.clone()))
+                .await
+                .map_err(ArchiveError::store("put", &key))?;
             Ok(())
         })
         .await?;
@@ -210,7 +225,12 @@ pub(crate) async fn delete(m: &Maintenance, key: &ObjectPath) -> Result<()> {
 
 /// Uploads one file and verifies the stored copy. Returns its record and whether the
 /// upload was multipart.
-async fn upload_file(m: &Maintenance, id: &PartitionId, f: &LocalFile, progress: &dyn Progress) -> Result<(FileRecord, bool)> {
+async fn upload_file(
+    m: &Maintenance,
+    id: &PartitionId,
+    f: &LocalFile,
+    progress: &dyn Progress,
+) -> Result<(FileRecord, bool)> {
     let rel = id.rel_file(&f.name);
     let path = m.data.join(&rel);
     let key = m.store.key(&rel);
@@ -224,20 +244,34 @@ async fn upload_file(m: &Maintenance, id: &PartitionId, f: &LocalFile, progress:
         let bytes = tokio::fs::read(&path).await.map_err(ArchiveError::io("read", &path))?;
         let sha = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
         let size = bytes.len() as u64;
-        m.store.inner().put(&key, PutPayload::from(Bytes::from(bytes))).await.map_err(ArchiveError::store("put", &key))?;
+        m.store
+            .inner()
+            .put(&key, PutPayload::from(Bytes::from(bytes)))
+            .await
+            .map_err(ArchiveError::store("put", &key))?;
         progress.advance(0, size);
         (sha, size)
     };
     if size != f.size {
-        return Err(ArchiveError::Verify { key: key.to_string(), detail: format!("local file changed size ({} then {size} bytes)", f.size) });
+        return Err(ArchiveError::Verify {
+            key: key.to_string(),
+            detail: format!("local file changed size ({} then {size} bytes)", f.size),
+        });
     }
     verify(m, &key, size, &sha).await?;
     Ok((FileRecord { size, sha256: sha, verified_at: now_rfc3339() }, multipart))
 }
 
 /// Streams a file into a multipart upload; aborts the upload on failure.
-async fn put_multipart(m: &Maintenance, path: &std::path::Path, key: &ObjectPath, size: u64, progress: &dyn Progress) -> Result<()> {
-    let upload = m.store.inner().put_multipart(key).await.map_err(ArchiveError::store("start multipart upload", key))?;
+async fn put_multipart(
+    m: &Maintenance,
+    path: &std::path::Path,
+    key: &ObjectPath,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let upload =
+        m.store.inner().put_multipart(key).await.map_err(ArchiveError::store("start multipart upload", key))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, m.archive.part_size);
     let result: Result<u64> = async {
         let mut file = tokio::fs::File::open(path).await.map_err(ArchiveError::io("open", path))?;
@@ -263,7 +297,10 @@ async fn put_multipart(m: &Maintenance, path: &std::path::Path, key: &ObjectPath
         }
         Ok(sent) => {
             let _ = writer.abort().await;
-            Err(ArchiveError::Verify { key: key.to_string(), detail: format!("local file changed size ({size} then {sent} bytes)") })
+            Err(ArchiveError::Verify {
+                key: key.to_string(),
+                detail: format!("local file changed size ({size} then {sent} bytes)"),
+            })
         }
         Err(e) => {
             if let Err(abort) = writer.abort().await {

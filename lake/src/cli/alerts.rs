@@ -321,7 +321,10 @@ pub(crate) fn render(s: &Snapshot) -> String {
     if s.alerts.is_empty() {
         out.push_str("No alerts firing or pending.\n");
     } else {
-        out.push_str(&table(&["STATE", "RULE", "SEVERITY", "SINCE (UTC)", "VALUE", "INSTANCE", "DELIVERY"], &alert_rows(&s.alerts, false)));
+        out.push_str(&table(
+            &["STATE", "RULE", "SEVERITY", "SINCE (UTC)", "VALUE", "INSTANCE", "DELIVERY"],
+            &alert_rows(&s.alerts, false),
+        ));
     }
     if !s.recent.is_empty() {
         out.push_str("\nRecently resolved:\n");

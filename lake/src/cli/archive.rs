@@ -100,7 +100,8 @@ pub(super) struct CompactArgs {
 /// `lake compact`: merge small files now, in-process or in the running lake.
 pub(super) fn compact(args: CompactArgs) -> ExitCode {
     let outcome = (|| -> anyhow::Result<crate::compact::PassReport> {
-        let filter = crate::compact::Filter::parse(args.table.as_deref(), args.from.as_deref(), args.to.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+        let filter = crate::compact::Filter::parse(args.table.as_deref(), args.from.as_deref(), args.to.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
         match args.conn.mode()? {
             Mode::Local(_lock, config) => {
                 let m = local_maintenance(&config)?;
@@ -222,11 +223,20 @@ fn archive_now(conn: &Conn, retention: bool) -> anyhow::Result<()> {
                 let cancel = CancellationToken::new();
                 super::cancel_on_signals(cancel.clone());
                 let _job = m.try_job("archive")?;
-                if retention { m.nightly(&progress, &cancel).await } else { m.archive(&progress, &cancel).await }
+                if retention {
+                    m.nightly(&progress, &cancel).await
+                } else {
+                    m.archive(&progress, &cancel).await
+                }
             })?
         }
         Mode::Remote { url, token } => {
-            let v = remote_job(&format!("{url}/v1/admin/archive"), token.as_deref(), serde_json::json!({ "retention": retention }), "lake archive")?;
+            let v = remote_job(
+                &format!("{url}/v1/admin/archive"),
+                token.as_deref(),
+                serde_json::json!({ "retention": retention }),
+                "lake archive",
+            )?;
             serde_json::from_value(v).context("the lake's archive report")?
         }
     };
@@ -244,7 +254,11 @@ fn archive_now(conn: &Conn, retention: bool) -> anyhow::Result<()> {
             report.files_compacted_into
         )?;
         if report.multipart_uploads > 0 || report.files_superseded > 0 || report.retries > 0 {
-            writeln!(out, "  {} multipart uploads, {} superseded files deleted, {} retries", report.multipart_uploads, report.files_superseded, report.retries)?;
+            writeln!(
+                out,
+                "  {} multipart uploads, {} superseded files deleted, {} retries",
+                report.multipart_uploads, report.files_superseded, report.retries
+            )?;
         }
         if let Some(r) = &report.retention {
             writeln!(
@@ -284,7 +298,12 @@ pub(super) fn restore(args: RestoreArgs) -> ExitCode {
                 })?)
             }
             Mode::Remote { url, token } => {
-                let v = remote_job(&format!("{url}/v1/admin/restore"), token.as_deref(), serde_json::to_value(&req)?, "lake restore")?;
+                let v = remote_job(
+                    &format!("{url}/v1/admin/restore"),
+                    token.as_deref(),
+                    serde_json::to_value(&req)?,
+                    "lake restore",
+                )?;
                 Ok(serde_json::from_value(v).context("the lake's restore report")?)
             }
         }
@@ -317,7 +336,10 @@ pub(super) fn restore(args: RestoreArgs) -> ExitCode {
 }
 
 fn status_cmd(conn: &Conn, table: Option<&str>) -> anyhow::Result<()> {
-    let table = table.map(lake_format::custom::TableRef::parse_known).transpose().map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+    let table = table
+        .map(lake_format::custom::TableRef::parse_known)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     let rows: Vec<StatusRow> = match conn.mode()? {
         Mode::Local(_lock, config) => status::rows(&config.data_dir, &Buffers::default(), table)?,
         Mode::Remote { url, token } => {
@@ -326,7 +348,10 @@ fn status_cmd(conn: &Conn, table: Option<&str>) -> anyhow::Result<()> {
                 u.push_str(&format!("?table={}", t.name()));
             }
             runtime()?.block_on(async {
-                let resp = request(reqwest::Client::new().get(&u), token.as_deref()).send().await.with_context(|| unreachable(&url))?;
+                let resp = request(reqwest::Client::new().get(&u), token.as_deref())
+                    .send()
+                    .await
+                    .with_context(|| unreachable(&url))?;
                 let resp = check(resp).await?;
                 let body = resp.bytes().await.context("reading the lake's status answer")?;
                 serde_json::from_slice::<Vec<StatusRow>>(&body).context("the lake's status answer")
@@ -384,11 +409,19 @@ async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
 }
 
 /// Posts a job to the admin API and renders its NDJSON progress; returns the report.
-fn remote_job(url: &str, token: Option<&str>, body: serde_json::Value, prefix: &str) -> anyhow::Result<serde_json::Value> {
+fn remote_job(
+    url: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+    prefix: &str,
+) -> anyhow::Result<serde_json::Value> {
     let progress = TermProgress::new(prefix);
     runtime()?.block_on(async {
         let base = url.rsplit_once("/v1/").map_or(url, |(b, _)| b);
-        let req = reqwest::Client::new().post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
+        let req = reqwest::Client::new()
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
         let mut resp = check(request(req, token).send().await.with_context(|| unreachable(base))?).await?;
         let mut buf: Vec<u8> = Vec::new();
         let broken = "the lake's progress stream broke (did the lake stop?); run the command again to resume";
@@ -396,7 +429,8 @@ fn remote_job(url: &str, token: Option<&str>, body: serde_json::Value, prefix: &
             buf.extend_from_slice(&chunk);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
-                let event: Event = serde_json::from_slice(&line[..line.len() - 1]).context("a progress line from the lake")?;
+                let event: Event =
+                    serde_json::from_slice(&line[..line.len() - 1]).context("a progress line from the lake")?;
                 if let Some(end) = replay(event, &progress) {
                     progress.finish();
                     return end.map_err(|m| anyhow::anyhow!(m));
@@ -416,7 +450,17 @@ mod tests {
         let cli = crate::cli::Cli::try_parse_from(["lake", "archive", "--now", "--config", "x.toml"]).unwrap();
         assert!(format!("{cli:?}").contains("now: true"));
         crate::cli::Cli::try_parse_from(["lake", "archive", "status", "--table", "http", "--format", "json"]).unwrap();
-        crate::cli::Cli::try_parse_from(["lake", "restore", "--table", "http", "--from", "2026-11-01", "--to", "2026-11-03"]).unwrap();
+        crate::cli::Cli::try_parse_from([
+            "lake",
+            "restore",
+            "--table",
+            "http",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-03",
+        ])
+        .unwrap();
         assert!(crate::cli::Cli::try_parse_from(["lake", "archive", "--no-retention"]).is_err());
         assert!(crate::cli::Cli::try_parse_from(["lake", "restore", "--from", "2026-11-01"]).is_err());
     }

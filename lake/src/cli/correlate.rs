@@ -74,7 +74,8 @@ fn since_filter(since: Duration) -> String {
 
 /// A series argument resolved to a bucketed SQL subquery `(b, v)`.
 fn series_sql(spec: &str, host: Option<&str>, bucket: Duration, since: Duration) -> anyhow::Result<String> {
-    let (kind, name) = spec.split_once(':').with_context(|| format!("series {spec:?}: write metric:<name> or <table>:<column>"))?;
+    let (kind, name) =
+        spec.split_once(':').with_context(|| format!("series {spec:?}: write metric:<name> or <table>:<column>"))?;
     let host = match host {
         Some(h) => {
             lake_format::wire::validate_node_name(h)?;
@@ -132,7 +133,9 @@ pub(super) fn correlate(args: CorrelateArgs) -> ExitCode {
             let b = series_sql(b, args.host.as_deref(), args.bucket, args.since)?;
             Ok(correlation_sql(&a, &b, args.bucket, args.max_lag))
         }),
-        _ => Err(anyhow::anyhow!("give --ip ADDRESS, or two series such as metric:cpu_usage_percent probes:latency_ms")),
+        _ => {
+            Err(anyhow::anyhow!("give --ip ADDRESS, or two series such as metric:cpu_usage_percent probes:latency_ms"))
+        }
     };
     finish("correlate", sql.and_then(|sql| args.target.execute(&sql)).and_then(|r| args.target.print(&r)))
 }
@@ -163,7 +166,9 @@ mod tests {
     #[test]
     fn series_names_are_checked_before_they_reach_sql() {
         let d = Duration::from_secs(60);
-        assert!(series_sql("metric:cpu_usage_percent", Some("node-a"), d, d).unwrap().contains("name = 'cpu_usage_percent'"));
+        assert!(series_sql("metric:cpu_usage_percent", Some("node-a"), d, d)
+            .unwrap()
+            .contains("name = 'cpu_usage_percent'"));
         assert!(series_sql("probes:latency_ms", None, d, d).unwrap().contains("avg(\"latency_ms\") AS v FROM probes"));
         for bad in ["metric:x' or 1=1 --", "probes:error", "nope:x", "http:nope", "cpu"] {
             assert!(series_sql(bad, None, d, d).is_err(), "{bad} accepted");

@@ -42,7 +42,11 @@ fn node_name() -> String {
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
         .take(64)
         .collect();
-    if name.is_empty() { "demo-node".into() } else { name }
+    if name.is_empty() {
+        "demo-node".into()
+    } else {
+        name
+    }
 }
 
 /// Writes the two config files unless they exist; returns their paths.
@@ -72,7 +76,8 @@ fn ensure_configs(dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<(P
             data = dir.join("collector").display(),
             caddy = dir.join("caddy").display(),
         );
-        std::fs::create_dir_all(dir.join("caddy")).with_context(|| format!("creating {}", dir.join("caddy").display()))?;
+        std::fs::create_dir_all(dir.join("caddy"))
+            .with_context(|| format!("creating {}", dir.join("caddy").display()))?;
         for (path, text) in [(&lake_toml, lake), (&collector_toml, collector)] {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
             set_private(path)?;
@@ -83,7 +88,8 @@ fn ensure_configs(dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<(P
 
 fn set_private(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))
 }
 
 fn collector_program(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {

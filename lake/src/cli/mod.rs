@@ -107,7 +107,11 @@ fn init_logging(args: &LoggingArgs, default: &str) {
     };
     // Refused tokens are always logged (fail2ban reads them) unless the filter names their
     // target itself.
-    let filter = if filter.contains(crate::http::refused::TARGET) { filter } else { format!("{filter},{}=warn", crate::http::refused::TARGET) };
+    let filter = if filter.contains(crate::http::refused::TARGET) {
+        filter
+    } else {
+        format!("{filter},{}=warn", crate::http::refused::TARGET)
+    };
     // Colour codes only for a terminal: journald and log files get plain lines.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -269,7 +273,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         anyhow::bail!("in {}: {}", path.display(), rule_errors.join("\n  "));
     }
     // An S3/R2 archive must answer now, not at 02:00.
-    runtime(false)?.block_on(crate::server::probe_archive(&c.archive)).with_context(|| format!("in {}", path.display()))?;
+    runtime(false)?
+        .block_on(crate::server::probe_archive(&c.archive))
+        .with_context(|| format!("in {}", path.display()))?;
     println!("{}: ok", path.display());
     println!("  data_dir        {}", c.data_dir.display());
     println!("  listen          {}", c.listen);
@@ -281,16 +287,32 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let count = |r: lake_query::auth::Role| set.keys().iter().filter(|k| k.role == r).count();
     let nodes = set.nodes();
     println!("  tokens file     {}", c.tokens_file.display());
-    println!("  ingest nodes    {}", if nodes.is_empty() { "(none: ingest refuses every request)".into() } else { nodes.join(", ") });
+    println!(
+        "  ingest nodes    {}",
+        if nodes.is_empty() { "(none: ingest refuses every request)".into() } else { nodes.join(", ") }
+    );
     for n in c.nodes.iter().filter(|n| !nodes.contains(&n.as_str())) {
         println!("                  {n}: no token yet (`lake token add --role ingest --node {n}`)");
     }
     let reads = count(lake_query::auth::Role::Read);
-    println!("  read tokens     {}", if reads == 0 { "none (SQL API open: keep listen on loopback)".into() } else { reads.to_string() });
+    println!(
+        "  read tokens     {}",
+        if reads == 0 { "none (SQL API open: keep listen on loopback)".into() } else { reads.to_string() }
+    );
     let alerts = count(lake_query::auth::Role::Alerts);
-    println!("  alerts tokens   {}", if alerts == 0 { "none (silences: admin tokens, or open on a lake without tokens)".into() } else { alerts.to_string() });
+    println!(
+        "  alerts tokens   {}",
+        if alerts == 0 {
+            "none (silences: admin tokens, or open on a lake without tokens)".into()
+        } else {
+            alerts.to_string()
+        }
+    );
     let admins = count(lake_query::auth::Role::Admin);
-    println!("  admin tokens    {}", if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() });
+    println!(
+        "  admin tokens    {}",
+        if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() }
+    );
     for (node, hosts) in &c.hosts {
         println!("  relays          {node} may also write rows of {}", hosts.join(", "));
     }

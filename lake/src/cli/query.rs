@@ -91,10 +91,9 @@ impl Target {
         match &self.data_dir {
             Some(dir) => {
                 // Without a lake, only the built-in named queries are known.
-                let q = lake_query::named::defaults()
-                    .into_iter()
-                    .find(|q| q.name == name)
-                    .with_context(|| format!("unknown named query {name:?} (with --data-dir only the defaults are known)"))?;
+                let q = lake_query::named::defaults().into_iter().find(|q| q.name == name).with_context(|| {
+                    format!("unknown named query {name:?} (with --data-dir only the defaults are known)")
+                })?;
                 let span = lake_query::grafana::macros::parse_duration_ms(since)
                     .with_context(|| format!("--since {since:?}: use e.g. 30m, 6h, 7d"))?;
                 let now_ms = lake_format::rows::now_micros() / 1000;
@@ -148,7 +147,12 @@ fn post(args: &Target, body: serde_json::Value) -> anyhow::Result<QueryResult> {
 }
 
 /// A request to the lake answered with Arrow IPC (or a JSON error).
-fn fetch(args: &Target, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<QueryResult> {
+fn fetch(
+    args: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<QueryResult> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let url = format!("{}{path}", args.url.trim_end_matches('/'));
@@ -159,7 +163,9 @@ fn fetch(args: &Target, method: reqwest::Method, path: &str, body: Option<serde_
         if let Some(t) = &args.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the lake at {} (is `lake serve` running? use --url or --data-dir)", args.url))?;
+        let resp = req.send().await.with_context(|| {
+            format!("cannot reach the lake at {} (is `lake serve` running? use --url or --data-dir)", args.url)
+        })?;
         let status = resp.status();
         let truncated = resp.headers().get("lake-truncated").is_some_and(|v| v == "true");
         let bytes = resp.bytes().await.context("reading the answer")?;

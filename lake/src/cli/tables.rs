@@ -69,7 +69,10 @@ fn kind_of(path: &Path, explicit: Option<&str>) -> anyhow::Result<&'static str> 
         Some("json") => "json",
         Some("csv") => "csv",
         Some("parquet") => "parquet",
-        _ => bail!("cannot tell the format of {} from its extension: use --input ndjson|json|csv|parquet", path.display()),
+        _ => bail!(
+            "cannot tell the format of {} from its extension: use --input ndjson|json|csv|parquet",
+            path.display()
+        ),
     })
 }
 
@@ -103,7 +106,8 @@ fn chunks(kind: &str, path: &Path, per: usize) -> anyhow::Result<Vec<Chunk>> {
             ndjson_chunks(text.lines().map(str::to_string), per)
         }
         "json" => {
-            let items: Vec<serde_json::Value> = serde_json::from_slice(&read()?).with_context(|| format!("{}: expected a JSON array of objects", path.display()))?;
+            let items: Vec<serde_json::Value> = serde_json::from_slice(&read()?)
+                .with_context(|| format!("{}: expected a JSON array of objects", path.display()))?;
             ndjson_chunks(items.into_iter().map(|v| v.to_string()), per)
         }
         "csv" => {
@@ -120,7 +124,11 @@ fn chunks(kind: &str, path: &Path, per: usize) -> anyhow::Result<Vec<Chunk>> {
                 rows += 1;
                 n += 1;
                 if rows == per {
-                    out.push(Chunk { body: writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?, rows, first_row: first });
+                    out.push(Chunk {
+                        body: writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+                        rows,
+                        first_row: first,
+                    });
                     writer = csv::Writer::from_writer(Vec::new());
                     writer.write_record(&header)?;
                     rows = 0;
@@ -128,7 +136,11 @@ fn chunks(kind: &str, path: &Path, per: usize) -> anyhow::Result<Vec<Chunk>> {
                 }
             }
             if rows > 0 {
-                out.push(Chunk { body: writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?, rows, first_row: first });
+                out.push(Chunk {
+                    body: writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+                    rows,
+                    first_row: first,
+                });
             }
             out
         }
@@ -185,7 +197,15 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
         let content_type = if kind == "csv" { "text/csv" } else { "application/x-ndjson" };
         let mut wait = Duration::from_millis(200);
         loop {
-            let sent = rt.block_on(client.post(&url).bearer_auth(&args.token).header(lake_format::wire::BATCH_HEADER, &id).header("content-type", content_type).body(c.body.clone()).send());
+            let sent = rt.block_on(
+                client
+                    .post(&url)
+                    .bearer_auth(&args.token)
+                    .header(lake_format::wire::BATCH_HEADER, &id)
+                    .header("content-type", content_type)
+                    .body(c.body.clone())
+                    .send(),
+            );
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) if wait < Duration::from_secs(30) => {
@@ -212,7 +232,10 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
                 wait *= 2;
                 continue;
             }
-            let msg = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or(text);
+            let msg = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
             bail!("batch {} (rows {}..{} of the file): {status}: {msg}", i + 1, c.first_row, c.first_row + c.rows - 1);
         }
         total += c.rows;

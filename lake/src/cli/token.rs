@@ -181,7 +181,8 @@ fn list(path: &std::path::Path, format: ListFormat) -> anyhow::Result<()> {
     let file = auth::read_file(path)?.unwrap_or_default();
     auth::keys_of(path, &file)?;
     let now = jiff::Timestamp::now();
-    let expired = |t: &TokenEntry| t.expires.as_deref().and_then(|e| e.parse::<jiff::Timestamp>().ok()).is_some_and(|e| e <= now);
+    let expired =
+        |t: &TokenEntry| t.expires.as_deref().and_then(|e| e.parse::<jiff::Timestamp>().ok()).is_some_and(|e| e <= now);
     let mut out = std::io::stdout().lock();
     let written = match format {
         ListFormat::Json => {
@@ -230,7 +231,11 @@ fn revoke(view: &TokensView, path: &std::path::Path, id: &str, allow_open: bool)
     let mut file: TokensFile = auth::read_file(path)?.unwrap_or_default();
     let Some(at) = file.tokens.iter().position(|t| t.id == id) else {
         let known: Vec<&str> = file.tokens.iter().map(|t| t.id.as_str()).collect();
-        bail!("no token with id {id:?} in {} (ids: {})", path.display(), if known.is_empty() { "none".into() } else { known.join(", ") });
+        bail!(
+            "no token with id {id:?} in {} (ids: {})",
+            path.display(),
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        );
     };
     let removed = file.tokens.remove(at);
     let reads_left = file.tokens.iter().any(|t| t.role == "read");

@@ -42,7 +42,12 @@ fn files(data: &Path, date: &str) -> Vec<PathBuf> {
 }
 
 fn read(path: &Path) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+    ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 /// (host, ts, value) of every row of a file, in file order.
@@ -170,7 +175,10 @@ fn http_is_merged_in_hour_site_path_order() {
     sorted.sort();
     assert_eq!(keys, sorted);
     assert_eq!(keys.first().unwrap().0, (NOV1 + HOUR) / HOUR);
-    assert!(keys.windows(2).any(|w| w[1].3 < w[0].3), "not in plain time order: sites and paths come first within an hour");
+    assert!(
+        keys.windows(2).any(|w| w[1].3 < w[0].3),
+        "not in plain time order: sites and paths come first within an hour"
+    );
 }
 
 #[test]
@@ -201,12 +209,18 @@ fn bins_respect_the_target_size_and_large_files_stay() {
     // A finished day: a lone flushed file is rewritten once, a lone compacted one is not.
     let c = |n: u64, size| Input { rel: PathBuf::from(format!("tables/metrics/date=2026-11-01/c-{n}.parquet")), size };
     let bins = bin(vec![f(1, 40), f(2, 40), c(3, 100), f(4, 10)], 100, true);
-    let names: Vec<Vec<String>> = bins.iter().map(|b| b.iter().map(|i| i.rel.file_name().unwrap().to_string_lossy().into_owned()).collect()).collect();
+    let names: Vec<Vec<String>> = bins
+        .iter()
+        .map(|b| b.iter().map(|i| i.rel.file_name().unwrap().to_string_lossy().into_owned()).collect())
+        .collect();
     assert_eq!(names, vec![vec!["f-1.parquet", "f-2.parquet"], vec!["f-4.parquet"]]);
     let dir = tempfile::tempdir().unwrap();
     flushes(dir.path(), vec![metrics(&[("a", NOV1, 1.0)]), metrics(&[("a", NOV1 + 1, 1.0)])]);
     let tiny = CompactionConfig { target_size: 10, ..cfg() };
-    assert!(plan(dir.path(), &tiny, &Filter::default(), SystemTime::now(), &|_| false).unwrap().is_empty(), "every file is already 'large'");
+    assert!(
+        plan(dir.path(), &tiny, &Filter::default(), SystemTime::now(), &|_| false).unwrap().is_empty(),
+        "every file is already 'large'"
+    );
 }
 
 /// A metrics file written by an older version whose catalog had no `labels` column.
@@ -216,7 +230,8 @@ fn write_old_file(data: &Path) {
     let old = full.project(&keep).unwrap();
     let dir = data.join("tables/metrics/date=2026-11-01");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut w = ArrowWriter::try_new(File::create(dir.join("f-000000000099.parquet")).unwrap(), old.schema(), None).unwrap();
+    let mut w =
+        ArrowWriter::try_new(File::create(dir.join("f-000000000099.parquet")).unwrap(), old.schema(), None).unwrap();
     w.write(&old).unwrap();
     w.close().unwrap();
 }

@@ -128,7 +128,12 @@ fn to_json(v: &Value) -> serde_json::Value {
 
 /// The column `name` would collide with, ignoring case: `ts`, `host`, `_extra`, a column
 /// of `existing`, a new column of this batch, or (CSV headers) a field of this row.
-fn collision(name: &str, existing: Option<&CustomSchema>, new_cols: &[(String, Option<ColumnType>)], row: &HashMap<String, Value>) -> Option<String> {
+fn collision(
+    name: &str,
+    existing: Option<&CustomSchema>,
+    new_cols: &[(String, Option<ColumnType>)],
+    row: &HashMap<String, Value>,
+) -> Option<String> {
     if row.contains_key(name) {
         return Some(name.to_string());
     }
@@ -140,7 +145,13 @@ fn collision(name: &str, existing: Option<&CustomSchema>, new_cols: &[(String, O
 }
 
 /// Builds the batch for `table` from `rows` sent by `node`, evolving its schema.
-pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_micros: i64) -> Result<Built, EvolveError> {
+pub fn build(
+    registry: &Registry,
+    table: &str,
+    node: &str,
+    rows: Vec<Row>,
+    now_micros: i64,
+) -> Result<Built, EvolveError> {
     let opts = registry.options(table).clone();
     let existing = registry.get(table);
     let mut split = Vec::with_capacity(rows.len());
@@ -248,12 +259,15 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
                     lenient_values += 1;
                     put_extra(&mut extra, name, to_json(&v));
                 }
-                Err((expected, found)) => return Err(CustomError::Conflict { line: row.line, field: name, expected, found }.into()),
+                Err((expected, found)) => {
+                    return Err(CustomError::Conflict { line: row.line, field: name, expected, found }.into())
+                }
             }
         }
         split.push(Split { line: row.line, ts, host, fields, extra });
     }
-    let mut wanted: Vec<(String, ColumnType)> = new_cols.into_iter().map(|(n, t)| (n, t.unwrap_or(ColumnType::Text))).collect();
+    let mut wanted: Vec<(String, ColumnType)> =
+        new_cols.into_iter().map(|(n, t)| (n, t.unwrap_or(ColumnType::Text))).collect();
     if split.iter().any(|s| !s.extra.is_empty()) {
         wanted.push((EXTRA_COLUMN.to_string(), ColumnType::Text));
     }
@@ -263,7 +277,8 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
     // new one here (the new one was not added), or of the same name with another type.
     let mut moved = false;
     for s in &mut split {
-        let names: Vec<String> = s.fields.keys().filter(|n| !schema.column(n).is_some_and(|c| fits(c.ty, &s.fields[*n]))).cloned().collect();
+        let names: Vec<String> =
+            s.fields.keys().filter(|n| !schema.column(n).is_some_and(|c| fits(c.ty, &s.fields[*n]))).cloned().collect();
         for name in names {
             let v = s.fields.remove(&name).expect("listed above");
             match schema.column(&name) {
@@ -273,7 +288,15 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
                     example.get_or_insert_with(|| Collision { kept, moved: name.clone() });
                 }
                 Some(_) if opts.lenient => lenient_values += 1,
-                Some(c) => return Err(CustomError::Conflict { line: s.line, field: name, expected: type_name(c.ty), found: value_name(&v) }.into()),
+                Some(c) => {
+                    return Err(CustomError::Conflict {
+                        line: s.line,
+                        field: name,
+                        expected: type_name(c.ty),
+                        found: value_name(&v),
+                    }
+                    .into())
+                }
             }
             put_extra(&mut s.extra, name, to_json(&v));
             moved = true;
@@ -285,7 +308,8 @@ pub fn build(registry: &Registry, table: &str, node: &str, rows: Vec<Row>, now_m
     if let Some(example) = &example {
         registry.note_collisions(table, case_collisions, example);
     }
-    let batch = arrays(&schema, &split).map_err(|e| CustomError::Parse { line: 0, message: format!("building the batch: {e}") })?;
+    let batch = arrays(&schema, &split)
+        .map_err(|e| CustomError::Parse { line: 0, message: format!("building the batch: {e}") })?;
     Ok(Built { batch, schema, lenient_values, case_collisions })
 }
 
@@ -307,19 +331,33 @@ fn arrays(schema: &CustomSchema, rows: &[Split]) -> Result<RecordBatch, arrow_sc
         let array: ArrayRef = if c.name == EXTRA_COLUMN {
             let mut b = StringBuilder::with_capacity(n, 0);
             for r in rows {
-                if r.extra.is_empty() { b.append_null() } else { b.append_value(serde_json::Value::Object(r.extra.clone()).to_string()) }
+                if r.extra.is_empty() {
+                    b.append_null()
+                } else {
+                    b.append_value(serde_json::Value::Object(r.extra.clone()).to_string())
+                }
             }
             Arc::new(b.finish())
         } else {
             match c.ty {
                 ColumnType::Bool => {
                     let mut b = BooleanBuilder::with_capacity(n);
-                    rows.iter().for_each(|r| b.append_option(match get(r, &c.name) { Some(Value::Bool(v)) => Some(*v), _ => None }));
+                    rows.iter().for_each(|r| {
+                        b.append_option(match get(r, &c.name) {
+                            Some(Value::Bool(v)) => Some(*v),
+                            _ => None,
+                        })
+                    });
                     Arc::new(b.finish())
                 }
                 ColumnType::Int => {
                     let mut b = Int64Builder::with_capacity(n);
-                    rows.iter().for_each(|r| b.append_option(match get(r, &c.name) { Some(Value::Int(v)) => Some(*v), _ => None }));
+                    rows.iter().for_each(|r| {
+                        b.append_option(match get(r, &c.name) {
+                            Some(Value::Int(v)) => Some(*v),
+                            _ => None,
+                        })
+                    });
                     Arc::new(b.finish())
                 }
                 ColumnType::Float => {
@@ -335,7 +373,12 @@ fn arrays(schema: &CustomSchema, rows: &[Split]) -> Result<RecordBatch, arrow_sc
                 }
                 ColumnType::Timestamp => {
                     let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(TS_TZ);
-                    rows.iter().for_each(|r| b.append_option(match get(r, &c.name) { Some(Value::Text(s)) => rfc3339_micros(s), _ => None }));
+                    rows.iter().for_each(|r| {
+                        b.append_option(match get(r, &c.name) {
+                            Some(Value::Text(s)) => rfc3339_micros(s),
+                            _ => None,
+                        })
+                    });
                     Arc::new(b.finish())
                 }
                 ColumnType::Text | ColumnType::TextMap | ColumnType::TextList => {

@@ -42,7 +42,10 @@ pub struct TablesConfig {
 
 impl Default for TablesConfig {
     fn default() -> Self {
-        TablesConfig { defaults: TableOptions { ts_field: default_ts_field(), lenient: false, max_columns: default_max_columns() }, tables: BTreeMap::new() }
+        TablesConfig {
+            defaults: TableOptions { ts_field: default_ts_field(), lenient: false, max_columns: default_max_columns() },
+            tables: BTreeMap::new(),
+        }
     }
 }
 
@@ -96,14 +99,16 @@ impl CustomFile {
         defaults.lenient = self.lenient.unwrap_or(false);
         let mut tables = BTreeMap::new();
         for (name, t) in self.tables {
-            lake_format::custom::validate_table_name(&name).map_err(|e| anyhow::anyhow!("custom.tables.{name}: {e}"))?;
+            lake_format::custom::validate_table_name(&name)
+                .map_err(|e| anyhow::anyhow!("custom.tables.{name}: {e}"))?;
             let mut o = defaults.clone();
             if let Some(n) = t.max_columns {
                 check(&format!("custom.tables.{name}.max_columns"), n)?;
                 o.max_columns = n;
             }
             if let Some(f) = t.ts_field {
-                lake_format::custom::validate_column_name(&f).map_err(|e| anyhow::anyhow!("custom.tables.{name}.ts_field: {e}"))?;
+                lake_format::custom::validate_column_name(&f)
+                    .map_err(|e| anyhow::anyhow!("custom.tables.{name}.ts_field: {e}"))?;
                 o.ts_field = f;
             }
             if let Some(l) = t.lenient {

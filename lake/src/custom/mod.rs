@@ -222,7 +222,9 @@ impl Registry {
     pub fn evolve(&self, name: &str, wanted: &[(String, ColumnType)]) -> Result<Arc<CustomSchema>, EvolveError> {
         custom::validate_table_name(name).map_err(|e| EvolveError::Refused(e.into()))?;
         if let Some(problem) = self.damaged.get(name) {
-            let source = std::io::Error::other(format!("its schema file is damaged ({problem}); the table takes no rows until the file is fixed or removed"));
+            let source = std::io::Error::other(format!(
+                "its schema file is damaged ({problem}); the table takes no rows until the file is fixed or removed"
+            ));
             return Err(EvolveError::Store(SchemaStoreError { table: name.into(), source }));
         }
         if let Some(s) = self.get(name) {
@@ -240,13 +242,20 @@ impl Registry {
         }
         let limit = self.options(name).max_columns;
         if schema.columns.len() > limit {
-            return Err(EvolveError::Refused(CustomError::TooManyColumns { table: name.into(), columns: schema.columns.len(), limit }));
+            return Err(EvolveError::Refused(CustomError::TooManyColumns {
+                table: name.into(),
+                columns: schema.columns.len(),
+                limit,
+            }));
         }
         let path = custom::schema_path(&self.data, name);
         let exists = self.get(name).is_some();
         if schema.columns.len() != before || !exists {
-            let bytes = serde_json::to_vec_pretty(&schema).map_err(|e| EvolveError::Store(SchemaStoreError { table: name.into(), source: std::io::Error::other(e) }))?;
-            crate::state::write_atomic(&path, &bytes).map_err(|source| EvolveError::Store(SchemaStoreError { table: name.into(), source }))?;
+            let bytes = serde_json::to_vec_pretty(&schema).map_err(|e| {
+                EvolveError::Store(SchemaStoreError { table: name.into(), source: std::io::Error::other(e) })
+            })?;
+            crate::state::write_atomic(&path, &bytes)
+                .map_err(|source| EvolveError::Store(SchemaStoreError { table: name.into(), source }))?;
             if !exists {
                 tracing::info!(table = name, columns = schema.columns.len(), "custom table created");
             } else {
@@ -279,14 +288,17 @@ pub fn conform_to(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch
         return Ok(batch.clone());
     }
     let batch_schema = batch.schema();
-    let leftover: Vec<usize> = (0..batch.num_columns()).filter(|i| schema.field_with_name(batch_schema.field(*i).name()).is_err()).collect();
+    let leftover: Vec<usize> =
+        (0..batch.num_columns()).filter(|i| schema.field_with_name(batch_schema.field(*i).name()).is_err()).collect();
     let extra = if leftover.is_empty() {
         None
     } else if schema.field_with_name(EXTRA_COLUMN).is_ok() {
         Some(merge_into_extra(batch, &leftover)?)
     } else {
         let names: Vec<&str> = leftover.iter().map(|i| batch_schema.field(*i).name().as_str()).collect();
-        return Err(arrow_schema::ArrowError::SchemaError(format!("columns {names:?} are not in the table's schema, which has no {EXTRA_COLUMN} column to keep them")));
+        return Err(arrow_schema::ArrowError::SchemaError(format!(
+            "columns {names:?} are not in the table's schema, which has no {EXTRA_COLUMN} column to keep them"
+        )));
     };
     let columns: Vec<ArrayRef> = schema
         .fields()
@@ -297,7 +309,11 @@ pub fn conform_to(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch
             (_, _, None) => new_null_array(f.data_type(), batch.num_rows()),
         })
         .collect();
-    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
 }
 
 /// The `_extra` column of `batch` (JSON objects as text, NULL for none) with the values of
@@ -331,7 +347,8 @@ pub fn merge_into_extra(batch: &RecordBatch, moved: &[usize]) -> Result<ArrayRef
             }
         }
     }
-    let merged: StringArray = objects.into_iter().map(|o| (!o.is_empty()).then(|| serde_json::Value::Object(o).to_string())).collect();
+    let merged: StringArray =
+        objects.into_iter().map(|o| (!o.is_empty()).then(|| serde_json::Value::Object(o).to_string())).collect();
     Ok(Arc::new(merged))
 }
 
@@ -339,32 +356,52 @@ pub fn merge_into_extra(batch: &RecordBatch, moved: &[usize]) -> Result<ArrayRef
 /// directly, timestamps as RFC 3339 in UTC; any other type through arrow-json.
 fn column_json(a: &ArrayRef) -> Result<Vec<Option<serde_json::Value>>, arrow_schema::ArrowError> {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
+    use arrow_array::types::{
+        Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
     use arrow_schema::{DataType, TimeUnit};
     let n = a.len();
-    let each = |f: &dyn Fn(usize) -> serde_json::Value| (0..n).map(|i| (!a.is_null(i)).then(|| f(i))).collect::<Vec<_>>();
-    let time = |nanos: i128| jiff::Timestamp::from_nanosecond(nanos).map_or(serde_json::Value::Null, |t| t.to_string().into());
+    let each =
+        |f: &dyn Fn(usize) -> serde_json::Value| (0..n).map(|i| (!a.is_null(i)).then(|| f(i))).collect::<Vec<_>>();
+    let time =
+        |nanos: i128| jiff::Timestamp::from_nanosecond(nanos).map_or(serde_json::Value::Null, |t| t.to_string().into());
     Ok(match a.data_type() {
         DataType::Boolean => each(&|i| a.as_boolean().value(i).into()),
         DataType::Int64 => each(&|i| a.as_primitive::<Int64Type>().value(i).into()),
-        DataType::Float64 => each(&|i| serde_json::Number::from_f64(a.as_primitive::<Float64Type>().value(i)).map_or(serde_json::Value::Null, serde_json::Value::Number)),
+        DataType::Float64 => each(&|i| {
+            serde_json::Number::from_f64(a.as_primitive::<Float64Type>().value(i))
+                .map_or(serde_json::Value::Null, serde_json::Value::Number)
+        }),
         DataType::Utf8 => each(&|i| a.as_string::<i32>().value(i).into()),
         DataType::LargeUtf8 => each(&|i| a.as_string::<i64>().value(i).into()),
         DataType::Utf8View => each(&|i| a.as_string_view().value(i).into()),
-        DataType::Timestamp(TimeUnit::Second, _) => each(&|i| time(i128::from(a.as_primitive::<TimestampSecondType>().value(i)) * 1_000_000_000)),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => each(&|i| time(i128::from(a.as_primitive::<TimestampMillisecondType>().value(i)) * 1_000_000)),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => each(&|i| time(i128::from(a.as_primitive::<TimestampMicrosecondType>().value(i)) * 1_000)),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => each(&|i| time(i128::from(a.as_primitive::<TimestampNanosecondType>().value(i)))),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            each(&|i| time(i128::from(a.as_primitive::<TimestampSecondType>().value(i)) * 1_000_000_000))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            each(&|i| time(i128::from(a.as_primitive::<TimestampMillisecondType>().value(i)) * 1_000_000))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            each(&|i| time(i128::from(a.as_primitive::<TimestampMicrosecondType>().value(i)) * 1_000))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            each(&|i| time(i128::from(a.as_primitive::<TimestampNanosecondType>().value(i))))
+        }
         other => {
             // Not a type the lake gives custom columns; arrow-json writes it (nulls left out).
-            let part = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("v", other.clone(), true)])), vec![Arc::clone(a)])?;
+            let part = RecordBatch::try_new(
+                Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("v", other.clone(), true)])),
+                vec![Arc::clone(a)],
+            )?;
             let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
             w.write(&part)?;
             w.finish()?;
             let text = w.into_inner();
             let mut out = Vec::with_capacity(n);
             for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).map_err(|e| arrow_schema::ArrowError::JsonError(e.to_string()))?;
+                let mut obj: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(line).map_err(|e| arrow_schema::ArrowError::JsonError(e.to_string()))?;
                 out.push(obj.remove("v"));
             }
             out

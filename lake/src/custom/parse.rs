@@ -67,13 +67,16 @@ fn object_row(line: usize, v: Json, max_fields: usize) -> Result<Row, CustomErro
         }
         other => Err(CustomError::Parse {
             line,
-            message: format!("expected a JSON object, found {}", match other {
-                Json::Array(_) => "an array",
-                Json::String(_) => "a string",
-                Json::Number(_) => "a number",
-                Json::Bool(_) => "a boolean",
-                _ => "null",
-            }),
+            message: format!(
+                "expected a JSON object, found {}",
+                match other {
+                    Json::Array(_) => "an array",
+                    Json::String(_) => "a string",
+                    Json::Number(_) => "a number",
+                    Json::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            ),
         }),
     }
 }
@@ -85,8 +88,13 @@ pub fn json(body: &[u8], max_fields: usize) -> Result<Vec<Row>, CustomError> {
         return Err(CustomError::Empty);
     };
     if body[start] == b'[' {
-        let items: Vec<Json> = serde_json::from_slice(body).map_err(|e| CustomError::Parse { line: e.line(), message: format!("invalid JSON array: {e}") })?;
-        let rows = items.into_iter().enumerate().map(|(i, v)| object_row(i + 1, v, max_fields)).collect::<Result<Vec<_>, _>>()?;
+        let items: Vec<Json> = serde_json::from_slice(body)
+            .map_err(|e| CustomError::Parse { line: e.line(), message: format!("invalid JSON array: {e}") })?;
+        let rows = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| object_row(i + 1, v, max_fields))
+            .collect::<Result<Vec<_>, _>>()?;
         return if rows.is_empty() { Err(CustomError::Empty) } else { Ok(rows) };
     }
     let mut rows = Vec::new();
@@ -95,7 +103,8 @@ pub fn json(body: &[u8], max_fields: usize) -> Result<Vec<Row>, CustomError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let v: Json = serde_json::from_slice(line).map_err(|e| CustomError::Parse { line: i + 1, message: format!("invalid JSON: {e}") })?;
+        let v: Json = serde_json::from_slice(line)
+            .map_err(|e| CustomError::Parse { line: i + 1, message: format!("invalid JSON: {e}") })?;
         rows.push(object_row(i + 1, v, max_fields)?);
     }
     if rows.is_empty() {
@@ -113,7 +122,8 @@ fn cell(s: &str) -> Value {
         "false" => return Value::Bool(false),
         _ => {}
     }
-    let numeric = s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) && s.bytes().any(|b| b.is_ascii_digit());
+    let numeric = s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        && s.bytes().any(|b| b.is_ascii_digit());
     if numeric {
         if let Ok(i) = s.parse::<i64>() {
             return Value::Int(i);
@@ -142,7 +152,10 @@ pub fn csv(body: &[u8], max_fields: usize) -> Result<Vec<Row>, CustomError> {
     }
     let mut rows = Vec::new();
     for rec in reader.records() {
-        let rec = rec.map_err(|e| CustomError::Parse { line: e.position().map_or(0, |p| p.line() as usize), message: format!("CSV: {e}") })?;
+        let rec = rec.map_err(|e| CustomError::Parse {
+            line: e.position().map_or(0, |p| p.line() as usize),
+            message: format!("CSV: {e}"),
+        })?;
         let line = rec.position().map_or(0, |p| p.line() as usize);
         rows.push(Row { line, fields: headers.iter().cloned().zip(rec.iter().map(cell)).collect() });
     }

@@ -88,7 +88,8 @@ pub struct Repaired {
 /// before the WAL is replayed and queries are served. Returns what was done, per table.
 pub fn run(data: &Path) -> Result<Vec<Repaired>, RepairError> {
     let (schemas, _damaged) = custom::load_all(data);
-    let todo: Vec<CustomSchema> = schemas.into_iter().filter(|s| !s.collisions().is_empty() || !s.moved_to_extra.is_empty()).collect();
+    let todo: Vec<CustomSchema> =
+        schemas.into_iter().filter(|s| !s.collisions().is_empty() || !s.moved_to_extra.is_empty()).collect();
     if todo.is_empty() {
         return Ok(Vec::new());
     }
@@ -110,7 +111,9 @@ pub fn run(data: &Path) -> Result<Vec<Repaired>, RepairError> {
         }
         if !collisions.is_empty() {
             let path = custom::schema_path(data, &fixed.name);
-            let stored = serde_json::to_vec_pretty(&fixed).map_err(std::io::Error::other).and_then(|b| crate::state::write_atomic(&path, &b));
+            let stored = serde_json::to_vec_pretty(&fixed)
+                .map_err(std::io::Error::other)
+                .and_then(|b| crate::state::write_atomic(&path, &b));
             if let Err(e) = stored {
                 tracing::error!(table = %fixed.name, path = %path.display(), error = %e, "repaired custom table schema not written; the next start tries again");
                 failed += 1;
@@ -156,12 +159,19 @@ fn repair_file(swapper: &Swapper, data: &Path, fixed: &CustomSchema, path: &Path
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
     let file_schema = Arc::clone(builder.schema());
     let known: Vec<String> = fixed.all_columns().into_iter().map(|(n, _)| n).collect();
-    let moved: Vec<usize> = (0..file_schema.fields().len()).filter(|i| !known.contains(file_schema.field(*i).name())).collect();
+    let moved: Vec<usize> =
+        (0..file_schema.fields().len()).filter(|i| !known.contains(file_schema.field(*i).name())).collect();
     if moved.is_empty() {
         return Ok(false);
     }
     // The file's own columns (and types) but the moved ones, `_extra` holding their values.
-    let mut fields: Vec<Field> = file_schema.fields().iter().enumerate().filter(|(i, _)| !moved.contains(i)).map(|(_, f)| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !moved.contains(i))
+        .map(|(_, f)| f.as_ref().clone())
+        .collect();
     if !fields.iter().any(|f| f.name() == EXTRA_COLUMN) {
         fields.push(Field::new(EXTRA_COLUMN, DataType::Utf8, true));
     }
@@ -177,16 +187,31 @@ fn repair_file(swapper: &Swapper, data: &Path, fixed: &CustomSchema, path: &Path
         let columns = out_schema
             .fields()
             .iter()
-            .map(|f| if f.name() == EXTRA_COLUMN { Ok(Arc::clone(&extra)) } else { batch.column_by_name(f.name()).cloned().ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("column {} vanished", f.name()))) })
+            .map(|f| {
+                if f.name() == EXTRA_COLUMN {
+                    Ok(Arc::clone(&extra))
+                } else {
+                    batch
+                        .column_by_name(f.name())
+                        .cloned()
+                        .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("column {} vanished", f.name())))
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         writer.write(&RecordBatch::try_new(Arc::clone(&out_schema), columns)?)?;
     }
     writer.close()?;
-    let rel_old = path.strip_prefix(data).map_err(|_| std::io::Error::other(format!("{} is not under {}", path.display(), data.display())))?.to_path_buf();
+    let rel_old = path
+        .strip_prefix(data)
+        .map_err(|_| std::io::Error::other(format!("{} is not under {}", path.display(), data.display())))?
+        .to_path_buf();
     let dir = path.parent().ok_or_else(|| std::io::Error::other("a file without a directory"))?;
     let rel_dir = rel_old.parent().ok_or_else(|| std::io::Error::other("a file without a directory"))?;
     let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
-    let name = (0..).map(|i| format!("r-{:016}.{PARQUET_EXT}", micros + i)).find(|n| !dir.join(n).exists()).expect("a free name");
+    let name = (0..)
+        .map(|i| format!("r-{:016}.{PARQUET_EXT}", micros + i))
+        .find(|n| !dir.join(n).exists())
+        .expect("a free name");
     swapper.commit(vec![(staged, rel_dir.join(name))], vec![rel_old])?;
     Ok(true)
 }
@@ -203,15 +228,30 @@ mod tests {
     /// `Level` and `level`.
     fn old_lake(data: &Path) -> PathBuf {
         let mut s = CustomSchema::new("app");
-        for (n, ty) in [("Host", ColumnType::Text), ("Level", ColumnType::Text), ("n", ColumnType::Int), ("level", ColumnType::Text)] {
+        for (n, ty) in [
+            ("Host", ColumnType::Text),
+            ("Level", ColumnType::Text),
+            ("n", ColumnType::Int),
+            ("level", ColumnType::Text),
+        ] {
             s.columns.push(CustomColumn { name: n.into(), ty });
         }
         crate::state::write_atomic(&custom::schema_path(data, "app"), &serde_json::to_vec(&s).unwrap()).unwrap();
-        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_795_600_800_000_000, 1_795_600_860_000_000]).with_timezone(lake_format::catalog::TS_TZ));
+        let ts: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![1_795_600_800_000_000, 1_795_600_860_000_000])
+                .with_timezone(lake_format::catalog::TS_TZ),
+        );
         let text = |v: [Option<&str>; 2]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
         let batch = RecordBatch::try_new(
             s.arrow_schema(),
-            vec![ts, text([Some("node-a"), Some("node-a")]), text([Some("x"), None]), text([Some("INFO"), None]), Arc::new(Int64Array::from(vec![1, 2])), text([None, Some("warn")])],
+            vec![
+                ts,
+                text([Some("node-a"), Some("node-a")]),
+                text([Some("x"), None]),
+                text([Some("INFO"), None]),
+                Arc::new(Int64Array::from(vec![1, 2])),
+                text([None, Some("warn")]),
+            ],
         )
         .unwrap();
         let dir = data.join("tables/app/date=2026-11-25");
@@ -249,7 +289,8 @@ mod tests {
         assert_eq!(row(0), serde_json::json!({"Host": "x"}));
         assert_eq!(row(1), serde_json::json!({"level": "warn"}));
         assert_eq!(b.column_by_name("Level").unwrap().as_string::<i32>().value(0), "INFO");
-        let schema: CustomSchema = serde_json::from_slice(&std::fs::read(custom::schema_path(dir.path(), "app")).unwrap()).unwrap();
+        let schema: CustomSchema =
+            serde_json::from_slice(&std::fs::read(custom::schema_path(dir.path(), "app")).unwrap()).unwrap();
         let cols: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(cols, ["Level", "n", EXTRA_COLUMN]);
         assert_eq!(schema.moved_to_extra, ["Host", "level"]);
@@ -267,8 +308,18 @@ mod tests {
         // What DuckDB's COPY wrote for `SELECT "ts", "host", "Host", "Level", "n", "level"`:
         // the second of each pair a copy of the first, renamed.
         let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
-        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_795_600_800_000_000]).with_timezone(lake_format::catalog::TS_TZ));
-        let batch = RecordBatch::try_from_iter([("ts", ts), ("host", text("node-a")), ("host_1", text("node-a")), ("Level", text("INFO")), ("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef), ("Level_1", text("INFO"))]).unwrap();
+        let ts: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![1_795_600_800_000_000]).with_timezone(lake_format::catalog::TS_TZ),
+        );
+        let batch = RecordBatch::try_from_iter([
+            ("ts", ts),
+            ("host", text("node-a")),
+            ("host_1", text("node-a")),
+            ("Level", text("INFO")),
+            ("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("Level_1", text("INFO")),
+        ])
+        .unwrap();
         let path = old.with_file_name("c-0000000000000001.parquet");
         let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
         w.write(&batch).unwrap();
@@ -277,7 +328,8 @@ mod tests {
         let b = read(&committed_files(dir.path(), "app")[0]);
         let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["ts", "host", "Level", "n", EXTRA_COLUMN]);
-        let extra: serde_json::Value = serde_json::from_str(b.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>().value(0)).unwrap();
+        let extra: serde_json::Value =
+            serde_json::from_str(b.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>().value(0)).unwrap();
         assert_eq!(extra, serde_json::json!({"host_1": "node-a", "Level_1": "INFO"}));
     }
 
@@ -304,7 +356,8 @@ mod tests {
         old_lake(dir.path());
         let file = read(&committed_files(dir.path(), "app")[0]);
         run(dir.path()).unwrap();
-        let schema: CustomSchema = serde_json::from_slice(&std::fs::read(custom::schema_path(dir.path(), "app")).unwrap()).unwrap();
+        let schema: CustomSchema =
+            serde_json::from_slice(&std::fs::read(custom::schema_path(dir.path(), "app")).unwrap()).unwrap();
         let conformed = super::super::conform_to(&schema.arrow_schema(), &file).unwrap();
         let extra = conformed.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>();
         assert_eq!(extra.value(0), r#"{"Host":"x"}"#);

@@ -46,7 +46,13 @@ fn the_first_batch_infers_and_later_ones_add_columns_but_never_change_types() {
     .unwrap();
     assert_eq!(
         columns(&b1.schema),
-        vec![("amount".into(), "float64"), ("meta".into(), "string"), ("plan".into(), "string"), ("trial".into(), "bool"), ("seen".into(), "timestamp")]
+        vec![
+            ("amount".into(), "float64"),
+            ("meta".into(), "string"),
+            ("plan".into(), "string"),
+            ("trial".into(), "bool"),
+            ("seen".into(), "timestamp")
+        ]
     );
     let ts = b1.batch.column(0).as_primitive::<TimestampMicrosecondType>();
     assert_eq!((ts.value(0), ts.value(1)), (rfc3339_micros("2026-11-25T10:00:00Z").unwrap(), 1_795_000_000_000_000));
@@ -58,7 +64,11 @@ fn the_first_batch_infers_and_later_ones_add_columns_but_never_change_types() {
     // Second batch: a new column; an int still fits the float column.
     let b2 = ingest(&r, "signups", r#"{"plan": "pro", "amount": 3, "country": "NZ", "seats": 4}"#).unwrap();
     assert_eq!(b2.schema.columns.len(), 7);
-    assert_eq!(b2.batch.column(0).as_primitive::<TimestampMicrosecondType>().value(0), NOW, "no ts field: time of receipt");
+    assert_eq!(
+        b2.batch.column(0).as_primitive::<TimestampMicrosecondType>().value(0),
+        NOW,
+        "no ts field: time of receipt"
+    );
     assert_eq!(b2.batch.column_by_name("seats").unwrap().as_primitive::<Int64Type>().value(0), 4);
 
     // Third: a conflicting type is refused with field, line and both types.
@@ -79,7 +89,10 @@ fn a_lenient_table_keeps_conflicting_values_in_extra() {
     assert_eq!(b.lenient_values, 2);
     assert!(b.batch.column_by_name("load").unwrap().is_null(0));
     let extra = b.batch.column_by_name("_extra").unwrap().as_string::<i32>().value(0).to_string();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&extra).unwrap(), serde_json::json!({"time": "yesterday", "load": "n/a"}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&extra).unwrap(),
+        serde_json::json!({"time": "yesterday", "load": "n/a"})
+    );
     assert_eq!(b.batch.column(0).as_primitive::<TimestampMicrosecondType>().value(0), NOW);
     assert!(r.get("ups").unwrap().column("time").is_none(), "the ts field becomes ts, not a column");
 }
@@ -94,7 +107,10 @@ fn csv_with_quoting_and_embedded_newlines() {
     assert_eq!(rows[0].fields[1].1, parse::Value::Text("Hello, \"world\"\nsecond line".into()));
     assert_eq!(rows[1].fields[2].1, parse::Value::Null);
     let b = build(&r, "campaigns", "node-a", rows, NOW).unwrap();
-    assert_eq!(columns(&b.schema), vec![("subject".into(), "string"), ("opens".into(), "int64"), ("rate".into(), "float64")]);
+    assert_eq!(
+        columns(&b.schema),
+        vec![("subject".into(), "string"), ("opens".into(), "int64"), ("rate".into(), "float64")]
+    );
     assert!(b.batch.column_by_name("opens").unwrap().is_null(1));
     let e = parse::csv(b"a,b\n1,2,3\n", 100).unwrap_err();
     assert!(matches!(e, CustomError::Parse { line: 2, .. }), "{e}");
@@ -171,7 +187,11 @@ fn names_differing_only_in_case_go_to_extra_never_to_a_new_column() {
     assert_eq!(b.case_collisions, 3);
     assert_eq!(columns(&b.schema), vec![("level".into(), "string"), (EXTRA_COLUMN.into(), "string")]);
     assert_eq!(extra_of(&b, 0), serde_json::json!({"Host": "x", "TS": 5, "_Extra": true}));
-    assert_eq!(b.batch.column_by_name("host").unwrap().as_string::<i32>().value(0), "node-a", "Host does not set the row's host");
+    assert_eq!(
+        b.batch.column_by_name("host").unwrap().as_string::<i32>().value(0),
+        "node-a",
+        "Host does not set the row's host"
+    );
     // A column of the table, in a later batch; and across rows of one batch.
     let b = ingest(&r, "app", "{\"Level\": \"WARN\", \"msg\": \"m\"}\n{\"MSG\": \"n\", \"Msg\": null}\n").unwrap();
     assert_eq!(b.case_collisions, 2, "a null has nothing to keep");
@@ -199,7 +219,10 @@ fn csv_headers_differing_in_case_or_repeated_keep_every_value() {
     let rows = parse::csv(b"Level,level,n,n,n\nA,b,1,2,3\n", 100).unwrap();
     let b = build(&r, "levels", "node-a", rows, NOW).unwrap();
     assert_eq!(b.case_collisions, 3);
-    assert_eq!(columns(&b.schema), vec![("Level".into(), "string"), ("n".into(), "int64"), (EXTRA_COLUMN.into(), "string")]);
+    assert_eq!(
+        columns(&b.schema),
+        vec![("Level".into(), "string"), ("n".into(), "int64"), (EXTRA_COLUMN.into(), "string")]
+    );
     assert_eq!(b.batch.column_by_name("n").unwrap().as_primitive::<Int64Type>().value(0), 1);
     assert_eq!(extra_of(&b, 0), serde_json::json!({"level": "b", "n": 2, "n#2": 3}));
 }
@@ -223,20 +246,27 @@ fn moved_columns_keep_their_values_in_extra_as_json() {
     let r = registry(dir.path(), "");
     let b = ingest(&r, "t", r#"{"a": 1, "_extra": "kept"}"#).unwrap().batch;
     // As a repair finds them: three columns whose names another column took.
-    let when: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_795_600_800_000_001]).with_timezone(lake_format::catalog::TS_TZ));
+    let when: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from(vec![1_795_600_800_000_001]).with_timezone(lake_format::catalog::TS_TZ),
+    );
     let mut fields: Vec<arrow_schema::Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(arrow_schema::Field::new("When", when.data_type().clone(), true));
     fields.push(arrow_schema::Field::new("A", arrow_schema::DataType::Float64, true));
     fields.push(arrow_schema::Field::new("_extra_", arrow_schema::DataType::Boolean, true));
     let mut cols = b.columns().to_vec();
-    cols.extend([when, Arc::new(Float64Array::from(vec![2.5])) as ArrayRef, Arc::new(BooleanArray::from(vec![Some(true)])) as ArrayRef]);
+    cols.extend([
+        when,
+        Arc::new(Float64Array::from(vec![2.5])) as ArrayRef,
+        Arc::new(BooleanArray::from(vec![Some(true)])) as ArrayRef,
+    ]);
     let old = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap();
     let merged = merge_into_extra(&old, &[4, 5]).unwrap();
     let merged: serde_json::Value = serde_json::from_str(merged.as_string::<i32>().value(0)).unwrap();
     assert_eq!(merged, serde_json::json!({"_extra": "kept", "When": "2026-11-25T10:00:00.000001Z", "A": 2.5}));
     // conform_to moves whatever the schema lacks; without an `_extra` it refuses.
     let conformed = conform_to(&r.get("t").unwrap().arrow_schema(), &old).unwrap();
-    let extra: serde_json::Value = serde_json::from_str(conformed.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>().value(0)).unwrap();
+    let extra: serde_json::Value =
+        serde_json::from_str(conformed.column_by_name(EXTRA_COLUMN).unwrap().as_string::<i32>().value(0)).unwrap();
     assert_eq!(extra["_extra_"], true);
     let mut bare = CustomSchema::new("t");
     bare.columns.push(CustomColumn { name: "a".into(), ty: ColumnType::Int });

@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::restore::RestoreRequest;
 use crate::archive::{ArchiveError, Maintenance, StatusRow};
-use lake_query::auth::{AdminAccess, Key, Role, Verifier};
 use crate::http::error::ApiError;
 use crate::progress::{Event, EventProgress, EVENT_CHANNEL};
+use lake_query::auth::{AdminAccess, Key, Role, Verifier};
 
 /// Content type of the job streams.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -58,7 +58,11 @@ impl std::fmt::Debug for AdminFile {
 
 impl AdminFile {
     /// The admin keys; plaintext ones at least 16 characters (hashed here).
-    pub(crate) fn keys(self, env: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> anyhow::Result<Vec<Key>> {
+    pub(crate) fn keys(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<Key>> {
         let hashes: Vec<&str> = self.tokens_sha256.iter().map(String::as_str).collect();
         crate::config::KeySource {
             role: Role::Admin,
@@ -179,7 +183,8 @@ async fn archive(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
         }
     };
     stream_job(&a, "archive", move |m, p, cancel| async move {
-        let report = if opts.retention { m.nightly(p.as_ref(), &cancel).await? } else { m.archive(p.as_ref(), &cancel).await? };
+        let report =
+            if opts.retention { m.nightly(p.as_ref(), &cancel).await? } else { m.archive(p.as_ref(), &cancel).await? };
         Ok(serde_json::to_value(report).unwrap_or_default())
     })
 }
@@ -258,7 +263,8 @@ mod tests {
         archive.store = crate::archive::config::StoreConfig::Local { path: dir.join("archive") };
         let swapper = Arc::new(crate::swap::Swapper::open(&data, std::time::Duration::ZERO).unwrap());
         let m = Arc::new(
-            Maintenance::new(&data, archive, Default::default(), swapper, Arc::new(crate::writer::Buffers::default())).unwrap(),
+            Maintenance::new(&data, archive, Default::default(), swapper, Arc::new(crate::writer::Buffers::default()))
+                .unwrap(),
         );
         (router(Arc::clone(&m), auth, CancellationToken::new()), m)
     }
@@ -286,7 +292,11 @@ mod tests {
         let (app, _) = admin(dir.path(), vec![token]);
         let r = app.clone().oneshot(req("GET", "/v1/admin/archive/status", [127, 0, 0, 1], None)).await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let r = app.clone().oneshot(req("GET", "/v1/admin/archive/status", [100, 64, 0, 7], Some("wrong-token-0123456789"))).await.unwrap();
+        let r = app
+            .clone()
+            .oneshot(req("GET", "/v1/admin/archive/status", [100, 64, 0, 7], Some("wrong-token-0123456789")))
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let r = app.oneshot(req("GET", "/v1/admin/archive/status", [100, 64, 0, 7], Some(token))).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
@@ -300,7 +310,8 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], NDJSON);
         let body = to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        let events: Vec<Event> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let events: Vec<Event> =
+            body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
         assert!(matches!(events.last(), Some(Event::Done { report }) if report["files_uploaded"] == 0), "{events:?}");
 
         let _held = m.try_job("archive").unwrap();

@@ -162,7 +162,12 @@ pub fn check_days(batches: &[RecordBatch], days: Days) -> Result<(), Violation> 
         if let Some(ts) = batch.column_by_name("ts").and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()) {
             for (i, t) in ts.iter().enumerate() {
                 if let Some(t) = t {
-                    span.add(t).map_err(|message| Violation { row: base + i, column: "ts".into(), message, skew: None })?;
+                    span.add(t).map_err(|message| Violation {
+                        row: base + i,
+                        column: "ts".into(),
+                        message,
+                        skew: None,
+                    })?;
                 }
             }
         }
@@ -219,26 +224,32 @@ pub fn check(batches: &[RecordBatch], window: Window) -> Result<(), Violation> {
     let mut base = 0;
     for batch in batches {
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            let violation = |i: usize, message: String| Violation { row: base + i, column: field.name().clone(), message, skew: None };
+            let violation = |i: usize, message: String| Violation {
+                row: base + i,
+                column: field.name().clone(),
+                message,
+                skew: None,
+            };
             match field.data_type() {
                 DataType::Timestamp(TimeUnit::Microsecond, _) if field.name() == "ts" => {
                     let ts = column.as_primitive::<TimestampMicrosecondType>();
                     for (i, t) in ts.iter().enumerate() {
                         if let Some(t) = t {
-                            window.check(t).map_err(|m| Violation {
-                                skew: Skew::ahead(t, window.now),
-                                ..violation(i, m)
-                            })?;
+                            window
+                                .check(t)
+                                .map_err(|m| Violation { skew: Skew::ahead(t, window.now), ..violation(i, m) })?;
                         }
                     }
                 }
                 DataType::Map(..) => {
                     let offsets = column.as_map().offsets();
-                    entries_within(offsets.windows(2).map(|w| (w[1] - w[0]) as usize), "map").map_err(|(i, m)| violation(i, m))?;
+                    entries_within(offsets.windows(2).map(|w| (w[1] - w[0]) as usize), "map")
+                        .map_err(|(i, m)| violation(i, m))?;
                 }
                 DataType::List(_) => {
                     let offsets = column.as_list::<i32>().offsets();
-                    entries_within(offsets.windows(2).map(|w| (w[1] - w[0]) as usize), "list").map_err(|(i, m)| violation(i, m))?;
+                    entries_within(offsets.windows(2).map(|w| (w[1] - w[0]) as usize), "list")
+                        .map_err(|(i, m)| violation(i, m))?;
                 }
                 _ => {}
             }
@@ -290,7 +301,11 @@ mod tests {
         let batch = b.finish();
         let v = check_days(std::slice::from_ref(&batch), Days::at(NOW, 31, None)).unwrap_err();
         assert_eq!((v.row, v.column.as_str()), (31, "ts"));
-        assert!(v.message.contains("span 32 days (1950-01-01 to 1950-02-01)") && v.message.contains("max_days_per_batch = 31"), "{v}");
+        assert!(
+            v.message.contains("span 32 days (1950-01-01 to 1950-02-01)")
+                && v.message.contains("max_days_per_batch = 31"),
+            "{v}"
+        );
         assert!(check_days(&[batch], Days::unlimited()).is_ok());
 
         // Exactly 31 dates is fine, in any order; the first and the last day of a span count.

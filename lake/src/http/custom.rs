@@ -31,16 +31,32 @@ use crate::custom::build::{epoch_micros, rfc3339_micros};
 use crate::custom::parse::{Row, Value as Cell};
 
 /// `POST /v1/ingest/json/{table}`.
-pub async fn json(State(s): State<Arc<Ingest>>, Path(table): Path<String>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn json(
+    State(s): State<Arc<Ingest>>,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     custom(s, table, headers, body, false).await
 }
 
 /// `POST /v1/ingest/csv/{table}`.
-pub async fn csv(State(s): State<Arc<Ingest>>, Path(table): Path<String>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn csv(
+    State(s): State<Arc<Ingest>>,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     custom(s, table, headers, body, true).await
 }
 
-async fn custom(s: Arc<Ingest>, table: String, headers: HeaderMap, body: Body, csv: bool) -> Result<Json<Value>, ApiError> {
+async fn custom(
+    s: Arc<Ingest>,
+    table: String,
+    headers: HeaderMap,
+    body: Body,
+    csv: bool,
+) -> Result<Json<Value>, ApiError> {
     let node = authorize(&s, &headers)?;
     if let Ok(builtin) = table.parse::<lake_format::Table>() {
         lake_only(&s, builtin)?;
@@ -115,17 +131,26 @@ mod tests {
         assert!(e.starts_with("line 3: field \"host\": host \"node-b\" is not \"node-a\""), "{e}");
 
         // One row a day from 1950 (epoch seconds): line 32 is the 32nd day.
-        let text: String = (0..3000).map(|d| format!("{{\"ts\": {}, \"v\": {d}}}\n", -631_152_000 + d * 86_400)).collect();
+        let text: String =
+            (0..3000).map(|d| format!("{{\"ts\": {}, \"v\": {d}}}\n", -631_152_000 + d * 86_400)).collect();
         let e = check_rows(&rows(&text), "ts", &a, days, NOW).unwrap_err();
-        assert!(e.starts_with("line 32: field \"ts\": 1950-02-01T00:00:00Z makes the batch's rows span 32 days"), "{e}");
+        assert!(
+            e.starts_with("line 32: field \"ts\": 1950-02-01T00:00:00Z makes the batch's rows span 32 days"),
+            "{e}"
+        );
         // A time field of another name; rows without a time are `now`.
-        let text = format!("{{\"at\": \"2026-11-21T10:00:00Z\"}}\n{{\"v\": 1}}\n{{\"at\": {}}}\n", (NOW - 40 * DAY) / 1_000_000);
+        let text = format!(
+            "{{\"at\": \"2026-11-21T10:00:00Z\"}}\n{{\"v\": 1}}\n{{\"at\": {}}}\n",
+            (NOW - 40 * DAY) / 1_000_000
+        );
         let e = check_rows(&rows(&text), "at", &a, days, NOW).unwrap_err();
         assert!(e.starts_with("line 3: field \"at\":"), "{e}");
         // Before retention.
-        let e = check_rows(&rows("{\"ts\": \"2026-01-01T00:00:00Z\"}"), "ts", &a, Days::at(NOW, 31, Some(30)), NOW).unwrap_err();
+        let e = check_rows(&rows("{\"ts\": \"2026-01-01T00:00:00Z\"}"), "ts", &a, Days::at(NOW, 31, Some(30)), NOW)
+            .unwrap_err();
         assert!(e.contains("before the table's retention (keep_archive_days = 30"), "{e}");
         // Values the builder refuses are left to it.
-        assert!(check_rows(&rows("{\"ts\": \"yesterday\"}\n{\"ts\": \"1800-01-01T00:00:00Z\"}"), "ts", &a, days, NOW).is_ok());
+        assert!(check_rows(&rows("{\"ts\": \"yesterday\"}\n{\"ts\": \"1800-01-01T00:00:00Z\"}"), "ts", &a, days, NOW)
+            .is_ok());
     }
 }

@@ -122,9 +122,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_clock_refusal_is_machine_readable_and_others_are_not() {
-        let v = Violation { row: 3, column: "ts".into(), message: "ahead".into(), skew: Some(Skew { ts: 5_000, now: 1_000 }) };
+        let v = Violation {
+            row: 3,
+            column: "ts".into(),
+            message: "ahead".into(),
+            skew: Some(Skew { ts: 5_000, now: 1_000 }),
+        };
         let body = body_of(ApiError::rows_refused("table metrics: row 3", &v)).await;
-        assert_eq!(body, json!({"error": "table metrics: row 3", "code": "clock_skew", "ts_us": 5_000, "lake_now_us": 1_000}));
+        assert_eq!(
+            body,
+            json!({"error": "table metrics: row 3", "code": "clock_skew", "ts_us": 5_000, "lake_now_us": 1_000})
+        );
         let v = Violation { skew: None, ..v };
         let body = body_of(ApiError::rows_refused("too many labels", &v)).await;
         assert_eq!(body, json!({"error": "too many labels"}));

@@ -121,10 +121,19 @@ impl Ingest {
 /// `http.body_timeout`, 400 when the connection breaks off. `what` names the limit. The
 /// body's bytes are taken from the ingest memory budget through `reservation` (all of a
 /// declared `Content-Length` before reading, else chunk by chunk): 503 when it is in use.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize, what: &str, reservation: &mut Reservation) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    what: &str,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
     use futures::StreamExt;
     let too_large = || ApiError::too_large(format!("body larger than the {max} byte limit ({what})"));
-    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
@@ -156,7 +165,8 @@ pub async fn ingest(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let node = authorize(&s, &headers)?;
-    let table: Table = table.parse().map_err(|e: lake_format::catalog::UnknownTable| s.reject(ApiError::not_found(e.to_string())))?;
+    let table: Table =
+        table.parse().map_err(|e: lake_format::catalog::UnknownTable| s.reject(ApiError::not_found(e.to_string())))?;
     lake_only(&s, table)?;
     match admit(&s, node, &headers, body).await? {
         Admitted::New { id, node, body, reservation } => {
@@ -214,10 +224,14 @@ pub(crate) async fn admit(s: &Ingest, node: String, headers: &HeaderMap, body: B
     let id: BatchId = id_text.parse().map_err(|e: wire::WireError| s.reject(ApiError::bad_request(e.to_string())))?;
     if id.node != node {
         s.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::forbidden(format!("batch id is for node {:?} but the token belongs to {node:?}", id.node)));
+        return Err(ApiError::forbidden(format!(
+            "batch id is for node {:?} but the token belongs to {node:?}",
+            id.node
+        )));
     }
     let mut reservation = s.budget.reservation();
-    let body = read_body(headers, body, s.max_body, "ingest.max_body", &mut reservation).await.map_err(|e| s.refuse(e))?;
+    let body =
+        read_body(headers, body, s.max_body, "ingest.max_body", &mut reservation).await.map_err(|e| s.refuse(e))?;
     match s.batches.admit(&id) {
         Admission::Duplicate => {
             s.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -287,7 +301,8 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
         Payload::Arrow { table, sender, body } => {
             let batches = decode_bounded(table, &body, s.max_decoded()).map_err(|e| s.reject(wire_error(e)))?;
             let now = lake_format::rows::now_micros();
-            let refused = |v: super::bounds::Violation| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v));
+            let refused =
+                |v: super::bounds::Violation| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v));
             super::bounds::check(&batches, super::bounds::Window::at(now)).map_err(refused)?;
             sender.check(&batches).map_err(refused)?;
             super::bounds::check_days(&batches, s.policy.days(&table.into(), now)).map_err(refused)?;
@@ -337,7 +352,12 @@ fn wire_error(e: wire::WireError) -> ApiError {
 
 /// [`store`] for any payload, holding `reservation` (the body's share of the memory
 /// budget, grown by what decoding needs) until it is stored or refused.
-pub(crate) async fn store_payload(s: &Arc<Ingest>, id: &BatchId, payload: Payload, reservation: Reservation) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn store_payload(
+    s: &Arc<Ingest>,
+    id: &BatchId,
+    payload: Payload,
+    reservation: Reservation,
+) -> Result<Json<Value>, ApiError> {
     let (task_s, task_id) = (Arc::clone(s), id.clone());
     tokio::spawn(async move {
         let result = store_now(&task_s, &task_id, payload, reservation).await;
@@ -350,22 +370,30 @@ pub(crate) async fn store_payload(s: &Arc<Ingest>, id: &BatchId, payload: Payloa
     .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
-async fn store_now(s: &Arc<Ingest>, id: &BatchId, payload: Payload, mut reservation: Reservation) -> Result<Json<Value>, ApiError> {
+async fn store_now(
+    s: &Arc<Ingest>,
+    id: &BatchId,
+    payload: Payload,
+    mut reservation: Reservation,
+) -> Result<Json<Value>, ApiError> {
     if s.buffers.usage().1 > s.max_buffered {
         s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));
     }
     // What decoding will hold, taken before it starts (the body itself is held already).
     let decoding = match &payload {
-        Payload::Arrow { body, .. } => wire::decoded_size(body, s.max_decoded()).map_err(|e| s.reject(wire_error(e)))?,
+        Payload::Arrow { body, .. } => {
+            wire::decoded_size(body, s.max_decoded()).map_err(|e| s.reject(wire_error(e)))?
+        }
         Payload::Custom { body, .. } => body.len().saturating_mul(super::budget::CUSTOM_FACTOR),
         Payload::Own(..) => 0,
     };
     reservation.grow(decoding).map_err(|e| s.refuse(e.into()))?;
     let task_s = Arc::clone(s);
-    let Prepared { table, batches, wal_body, lenient_values, case_collisions } = tokio::task::spawn_blocking(move || prepare(&task_s, payload))
-        .await
-        .map_err(|e| ApiError::internal(format!("decoder task failed: {e}")))??;
+    let Prepared { table, batches, wal_body, lenient_values, case_collisions } =
+        tokio::task::spawn_blocking(move || prepare(&task_s, payload))
+            .await
+            .map_err(|e| ApiError::internal(format!("decoder task failed: {e}")))??;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let len = wal_body.len();
     let record = WalRecord { table: table.name().to_string(), batch_id: id.to_string(), body: wal_body };
@@ -405,7 +433,11 @@ pub fn decode(table: Table, body: &[u8]) -> Result<Vec<arrow_array::RecordBatch>
 }
 
 /// [`decode`] with the compressed buffers inflating to at most `max_decoded` bytes.
-pub fn decode_bounded(table: Table, body: &[u8], max_decoded: usize) -> Result<Vec<arrow_array::RecordBatch>, wire::WireError> {
+pub fn decode_bounded(
+    table: Table,
+    body: &[u8],
+    max_decoded: usize,
+) -> Result<Vec<arrow_array::RecordBatch>, wire::WireError> {
     let (schema, batches) = wire::decode_bounded(body, max_decoded)?;
     let target = table.schema();
     // The stream's schema is checked even when it carries no rows.

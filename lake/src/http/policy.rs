@@ -112,7 +112,12 @@ impl Sender {
                         continue;
                     }
                     if !self.allows(h) {
-                        return Err(Violation { row: base + i, column: "host".into(), message: self.refusal(h), skew: None });
+                        return Err(Violation {
+                            row: base + i,
+                            column: "host".into(),
+                            message: self.refusal(h),
+                            skew: None,
+                        });
                     }
                     last = h;
                 }
@@ -143,7 +148,10 @@ mod tests {
         assert!(a.check(&[batch(&["node-a", "node-a"]), batch(&["node-a"])]).is_ok());
         let v = a.check(&[batch(&["node-a"]), batch(&["node-a", "node-b"])]).unwrap_err();
         assert_eq!((v.row, v.column.as_str()), (2, "host"));
-        assert!(v.to_string().contains("row 2 (counting from 0), column \"host\": host \"node-b\" is not \"node-a\""), "{v}");
+        assert!(
+            v.to_string().contains("row 2 (counting from 0), column \"host\": host \"node-b\" is not \"node-a\""),
+            "{v}"
+        );
         assert!(v.message.contains("hosts = [\"node-b\"]"), "the message says how to allow it: {v}");
 
         policy.hosts.insert("gateway".into(), Arc::from(vec!["web-1".to_string(), "web-2".to_string()]));

@@ -65,7 +65,10 @@ mod tests {
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert!(line(v6, "/", "no token").contains(" from 2001:db8::1 on "));
         let long = format!("/v1/ingest/{}", "a".repeat(500));
-        assert_eq!(line(v4, &long, "forbidden").len(), "lake auth: refused token from 192.0.2.7 on  (forbidden)".len() + MAX_PATH);
+        assert_eq!(
+            line(v4, &long, "forbidden").len(),
+            "lake auth: refused token from 192.0.2.7 on  (forbidden)".len() + MAX_PATH
+        );
         assert_eq!(reason(StatusCode::UNAUTHORIZED, false), Some("no token"));
         assert_eq!(reason(StatusCode::UNAUTHORIZED, true), Some("bad token"));
         assert_eq!(reason(StatusCode::FORBIDDEN, true), Some("forbidden"));

@@ -8,8 +8,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use lake_query::engine::Engine;
 use lake_query::auth::Verifier;
+use lake_query::engine::Engine;
 use lake_query::output::{self, Format};
 
 use super::error::ApiError;
@@ -30,11 +30,20 @@ pub struct Params {
 }
 
 /// The handler.
-pub async fn tables(State(s): State<Arc<Tables>>, headers: HeaderMap, Query(p): Query<Params>) -> Result<Response, ApiError> {
+pub async fn tables(
+    State(s): State<Arc<Tables>>,
+    headers: HeaderMap,
+    Query(p): Query<Params>,
+) -> Result<Response, ApiError> {
     if s.auth.read(&headers).is_err() {
         return Err(ApiError::unauthorized("missing or unknown read token (Authorization: Bearer <read token>)"));
     }
-    let format: Format = p.format.as_deref().unwrap_or("json").parse().map_err(|e: output::UnknownFormat| ApiError::bad_request(e.to_string()))?;
+    let format: Format = p
+        .format
+        .as_deref()
+        .unwrap_or("json")
+        .parse()
+        .map_err(|e: output::UnknownFormat| ApiError::bad_request(e.to_string()))?;
     let engine = Arc::clone(&s.engine);
     let result = tokio::task::spawn_blocking(move || engine.describe_tables_blocking())
         .await

@@ -125,7 +125,8 @@ fn security_headers(h: &mut HeaderMap) {
 
 fn serve(ui: &Ui, path: &str, request: &HeaderMap) -> Response {
     let Some((asset, tag)) = ui.find(path) else {
-        let mut r = (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "not found\n").into_response();
+        let mut r = (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "not found\n")
+            .into_response();
         security_headers(r.headers_mut());
         return r;
     };
@@ -185,7 +186,9 @@ mod tests {
     #[tokio::test]
     async fn index_and_assets_carry_their_type_and_the_security_headers() {
         let app = router(Arc::new(Verifier::default()));
-        for (path, ty) in [("/", HTML), ("/ui", HTML), ("/ui/app.js", JS), ("/ui/style.css", CSS), ("/ui/dashboards/web.json", JSON)] {
+        for (path, ty) in
+            [("/", HTML), ("/ui", HTML), ("/ui/app.js", JS), ("/ui/style.css", CSS), ("/ui/dashboards/web.json", JSON)]
+        {
             let (status, h, body) = get(&app, path, &[]).await;
             assert_eq!(status, StatusCode::OK, "{path}");
             assert_eq!(h[header::CONTENT_TYPE], ty, "{path}");
@@ -217,14 +220,20 @@ mod tests {
     async fn auth_says_whether_a_token_is_needed_and_accepted() {
         let open = router(Arc::new(Verifier::with_read_tokens(&[])));
         let (_, _, body) = get(&open, "/ui/auth", &[]).await;
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), json!({"required": false, "valid": true}));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            json!({"required": false, "valid": true})
+        );
         let closed = router(Arc::new(Verifier::with_read_tokens(&["secret-read-token".into()])));
         for (given, valid) in [(None, false), (Some("Bearer wrong"), false), (Some("Bearer secret-read-token"), true)] {
             let headers: Vec<(&str, &str)> = given.map(|g| ("authorization", g)).into_iter().collect();
             let (status, h, body) = get(&closed, "/ui/auth", &headers).await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(h[header::CACHE_CONTROL], "no-store");
-            assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), json!({"required": true, "valid": valid}));
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                json!({"required": true, "valid": valid})
+            );
         }
     }
 
@@ -241,7 +250,8 @@ mod tests {
         // Nothing is fetched from elsewhere.
         for a in ASSETS.iter().filter(|a| a.content_type == HTML || a.content_type == CSS || a.path.ends_with(".js")) {
             let text = String::from_utf8_lossy(a.body);
-            let from_elsewhere = ["src=\"http", "href=\"http", "url(http", "import(\"http", "from \"http", "from 'http"];
+            let from_elsewhere =
+                ["src=\"http", "href=\"http", "url(http", "import(\"http", "from \"http", "from 'http"];
             assert!(!from_elsewhere.iter().any(|p| text.contains(p)), "{} loads from another origin", a.path);
         }
     }
@@ -253,7 +263,10 @@ mod tests {
             let file = a.path.rsplit('/').next().unwrap();
             let digest = ring::digest::digest(&ring::digest::SHA256, a.body);
             let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            let line = readme.lines().find(|l| l.starts_with(&format!("| {file} |"))).unwrap_or_else(|| panic!("{file} not in the README"));
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| {file} |")))
+                .unwrap_or_else(|| panic!("{file} not in the README"));
             assert!(line.contains(&hex), "{file}: sha256 {hex} differs from the README's: {line}");
         }
     }

@@ -86,7 +86,12 @@ fn paths_outside_the_table_tree_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let s = Swapper::open(data, Duration::ZERO).unwrap();
-    for bad in ["tables/metrics/../../etc/passwd.parquet", "/etc/passwd", "wal/0001.wal", "tables/metrics/date=2026-11-01/f.csv"] {
+    for bad in [
+        "tables/metrics/../../etc/passwd.parquet",
+        "/etc/passwd",
+        "wal/0001.wal",
+        "tables/metrics/date=2026-11-01/f.csv",
+    ] {
         assert!(matches!(s.commit(vec![], vec![PathBuf::from(bad)]), Err(SwapError::BadPath(_))), "{bad}");
     }
     let outside = data.join("elsewhere.parquet");

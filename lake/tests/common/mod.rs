@@ -126,7 +126,14 @@ pub fn encode(batch: &RecordBatch) -> Vec<u8> {
     wire::encode(&Table::Metrics.schema(), std::slice::from_ref(batch)).unwrap()
 }
 
-pub async fn post(client: &reqwest::Client, url: &str, table: &str, token: &str, id: &str, body: Vec<u8>) -> (u16, String) {
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    table: &str,
+    token: &str,
+    id: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
     let r = client
         .post(format!("{url}/v1/ingest/{table}"))
         .bearer_auth(token)

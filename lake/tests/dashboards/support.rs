@@ -50,7 +50,18 @@ impl GeneratedLake {
         let out = Command::new(lake_bin())
             .args(["gen", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--days", "2", "--hosts", "4", "--http-rows", "120000", "--metric-samples", "1200000", "--seed", "8"])
+            .args([
+                "--days",
+                "2",
+                "--hosts",
+                "4",
+                "--http-rows",
+                "120000",
+                "--metric-samples",
+                "1200000",
+                "--seed",
+                "8",
+            ])
             .output()
             .expect("running lake gen");
         assert!(out.status.success(), "lake gen failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -141,7 +152,12 @@ pub fn variables(dashboard: &Value) -> Vec<(String, String)> {
         .as_array()
         .map(|l| {
             l.iter()
-                .map(|v| (v["name"].as_str().unwrap_or("").to_string(), v["query"]["query"].as_str().unwrap_or("").to_string()))
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or("").to_string(),
+                        v["query"]["query"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -158,7 +174,11 @@ pub fn targets(dashboard: &Value) -> Vec<(String, String, Value)> {
     }
     for a in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
         if a.get("target").is_some() {
-            out.push((format!("annotation {:?}", a["name"].as_str().unwrap_or("")), "annotation".into(), a["target"].clone()));
+            out.push((
+                format!("annotation {:?}", a["name"].as_str().unwrap_or("")),
+                "annotation".into(),
+                a["target"].clone(),
+            ));
         }
     }
     out
@@ -171,7 +191,8 @@ pub fn query_body(target: &Value, vars: &Map<String, Value>, range: &Value, inte
     all.insert("__interval".into(), Value::String(interval_text(interval_ms)));
     all.insert("__interval_ms".into(), json!(interval_ms));
     let text = interpolate(target["payload"].as_str().expect("payload is a string"), &all);
-    let payload: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("payload after interpolation is not JSON ({e}): {text}"));
+    let payload: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("payload after interpolation is not JSON ({e}): {text}"));
     let scoped: Map<String, Value> = vars.iter().map(|(k, v)| (k.clone(), json!({ "text": k, "value": v }))).collect();
     json!({
         "range": range,

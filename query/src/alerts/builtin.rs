@@ -328,11 +328,7 @@ FROM nodes LEFT JOIN seen USING (host)"#,
 }
 
 fn uptime_down_sql(vantage_points: u32) -> String {
-    let need = if vantage_points == 0 {
-        "count(*)".to_string()
-    } else {
-        format!("least({vantage_points}, count(*))")
-    };
+    let need = if vantage_points == 0 { "count(*)".to_string() } else { format!("least({vantage_points}, count(*))") };
     format!(
         r#"WITH latest AS (
     SELECT kind, target, host, arg_max(ok, ts) AS ok, arg_max(error, ts) AS error
@@ -365,7 +361,11 @@ mod tests {
 
     const S: i64 = 1_000_000;
 
-    fn rows(table: Table, n: usize, fill: impl Fn(&mut TableBuilder, &dyn Fn(&str) -> usize, usize)) -> arrow_array::RecordBatch {
+    fn rows(
+        table: Table,
+        n: usize,
+        fill: impl Fn(&mut TableBuilder, &dyn Fn(&str) -> usize, usize),
+    ) -> arrow_array::RecordBatch {
         let mut b = TableBuilder::new(table);
         let cols: Vec<(String, usize)> = table.columns().enumerate().map(|(i, c)| (c.name.to_string(), i)).collect();
         let col = move |name: &str| cols.iter().find(|(n, _)| n == name).map(|(_, i)| *i).expect("column");
@@ -404,8 +404,18 @@ mod tests {
         assert_eq!(r.kind, RuleKind::RuleFailures);
         let cond: Condition = r.condition.parse().unwrap();
         let failing = [
-            FailingRule { rule: "filesystem_full".into(), failures: 3, since: 1_795_374_070_000_000, error: "IO Error: no magic bytes".into() },
-            FailingRule { rule: "node_silent".into(), failures: 1, since: 1_795_374_070_000_000, error: "timeout".into() },
+            FailingRule {
+                rule: "filesystem_full".into(),
+                failures: 3,
+                since: 1_795_374_070_000_000,
+                error: "IO Error: no magic bytes".into(),
+            },
+            FailingRule {
+                rule: "node_silent".into(),
+                failures: 1,
+                since: 1_795_374_070_000_000,
+                error: "timeout".into(),
+            },
             FailingRule { rule: "ok_again".into(), failures: 0, since: 0, error: String::new() },
         ];
         let o = rule_failures(&failing);
@@ -473,7 +483,12 @@ mod tests {
         let fresh = Arc::new(MemFresh::default());
         // nginx failed after running; cron failed then recovered.
         let units = rows(Table::Units, 4, |b, c, i| {
-            let (unit, state, at) = [("nginx.service", "active", 600), ("nginx.service", "failed", 60), ("cron.service", "failed", 600), ("cron.service", "active", 60)][i];
+            let (unit, state, at) = [
+                ("nginx.service", "active", 600),
+                ("nginx.service", "failed", 60),
+                ("cron.service", "failed", 600),
+                ("cron.service", "active", 60),
+            ][i];
             b.ts(c("ts"), now - at * S);
             b.text(c("host"), Some("h"));
             b.text(c("unit"), Some(unit));
@@ -504,7 +519,10 @@ mod tests {
             b.text(c("change"), Some(change));
         });
         fresh.set(Table::Listeners, vec![listeners]);
-        assert_eq!(firing(&fresh, &rule(PUBLIC_LISTENER_OPENED, &[], 0), now), [("addr=0.0.0.0 host=h port=8080 proto=tcp".to_string(), 1.0)]);
+        assert_eq!(
+            firing(&fresh, &rule(PUBLIC_LISTENER_OPENED, &[], 0), now),
+            [("addr=0.0.0.0 host=h port=8080 proto=tcp".to_string(), 1.0)]
+        );
     }
 
     #[test]

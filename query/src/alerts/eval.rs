@@ -135,7 +135,8 @@ pub fn fmt_labels(labels: &Labels) -> String {
 
 /// The SQL to run: [`LAKE_STARTED`] replaced by the lake's start time, a trailing `;` cut.
 pub fn expand_sql(sql: &str, started_micros: i64) -> String {
-    let started = format!("to_timestamp({}.{:06})", started_micros.div_euclid(1_000_000), started_micros.rem_euclid(1_000_000));
+    let started =
+        format!("to_timestamp({}.{:06})", started_micros.div_euclid(1_000_000), started_micros.rem_euclid(1_000_000));
     sql.replace(LAKE_STARTED, &started).trim().trim_end_matches(';').to_string()
 }
 
@@ -203,7 +204,9 @@ mod tests {
             if b.kind != super::super::rules::RuleKind::Sql {
                 continue;
             }
-            let r = e.query_blocking(&expand_sql(&b.sql, 1_795_374_070_000_000)).unwrap_or_else(|err| panic!("{}: {err}", b.name));
+            let r = e
+                .query_blocking(&expand_sql(&b.sql, 1_795_374_070_000_000))
+                .unwrap_or_else(|err| panic!("{}: {err}", b.name));
             check_schema(&r.schema).unwrap_or_else(|err| panic!("{}: {err}", b.name));
             let o = observations(&r).unwrap();
             if b.name == super::super::builtin::NODE_SILENT {

@@ -147,7 +147,9 @@ impl AllowList {
             )
             .map_err(internal)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?))
+            })
             .map_err(internal)?;
         for row in rows {
             let (name, kind, side_effects, schema) = row.map_err(internal)?;
@@ -187,9 +189,7 @@ impl AllowList {
                  WHERE database_name = 'system' AND schema_name = 'main' AND function_type = 'macro'",
             )
             .map_err(internal)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(internal)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(internal)?;
         // A name may have several definitions (overloads): all must pass.
         let mut pending: Vec<(String, Vec<String>)> = Vec::new();
         for row in rows {
@@ -249,12 +249,23 @@ fn reason(name: &str, table: bool) -> String {
         "query" | "query_table" | "json_execute_serialized_sql" | "sql_auto_complete" | "check_peg_parser" => DYNAMIC,
         "checkpoint" | "force_checkpoint" | "truncate_duckdb_logs" => CHANGES,
         n if n.starts_with("enable_") || n.starts_with("disable_") => CHANGES,
-        n if n.starts_with("read_") || n.ends_with("_scan") || n.starts_with("parquet_") || n == "glob" || n == "sniff_csv" => {
+        n if n.starts_with("read_")
+            || n.ends_with("_scan")
+            || n.starts_with("parquet_")
+            || n == "glob"
+            || n == "sniff_csv" =>
+        {
             return "queries may only read the lake's own tables (no files outside <data>/tables/, no URLs); \
                     read_parquet, parquet_metadata and parquet_schema may read its files"
                 .to_string();
         }
-        n if n.starts_with("duckdb_") || n.starts_with("pragma_") || n.starts_with("current_") || n == "which_secret" => STATE,
+        n if n.starts_with("duckdb_")
+            || n.starts_with("pragma_")
+            || n.starts_with("current_")
+            || n == "which_secret" =>
+        {
+            STATE
+        }
         _ if table => return format!("a read may only call the table functions {}; {SEE}", TABLE_FUNCTIONS.join(", ")),
         _ => "it is not one of the functions a read may call",
     };
@@ -309,7 +320,9 @@ struct Walk<'w, 'a> {
 
 /// An answer that does not have the shape DuckDB's serialiser gives: refused.
 fn malformed(what: &str) -> EngineError {
-    EngineError::Forbidden(format!("this statement is not allowed: its syntax tree has {what} the read check does not know"))
+    EngineError::Forbidden(format!(
+        "this statement is not allowed: its syntax tree has {what} the read check does not know"
+    ))
 }
 
 fn unknown_kind(kind: &str) -> EngineError {
@@ -372,8 +385,19 @@ impl Walk<'_, '_> {
                 }
             }
             "WINDOW" => self.function(i)?,
-            "BETWEEN" | "CASE" | "CAST" | "COLLATE" | "COLUMN_REF" | "COMPARISON" | "CONJUNCTION" | "LAMBDA"
-            | "OPERATOR" | "PARAMETER" | "POSITIONAL_REFERENCE" | "STAR" | "SUBQUERY" => {}
+            "BETWEEN"
+            | "CASE"
+            | "CAST"
+            | "COLLATE"
+            | "COLUMN_REF"
+            | "COMPARISON"
+            | "CONJUNCTION"
+            | "LAMBDA"
+            | "OPERATOR"
+            | "PARAMETER"
+            | "POSITIONAL_REFERENCE"
+            | "STAR"
+            | "SUBQUERY" => {}
             other => return Err(unknown_kind(&format!("a {other} expression"))),
         }
         self.fields(i, &[]);
@@ -420,9 +444,13 @@ impl Walk<'_, '_> {
                     run.push(Work::Visit(*value));
                     continue;
                 }
-                let Node::Array(entries) = t.node(*value) else { return Err(malformed("a CTE list that is not a list")) };
+                let Node::Array(entries) = t.node(*value) else {
+                    return Err(malformed("a CTE list that is not a list"));
+                };
                 for &entry in entries {
-                    let Node::Object(parts) = t.node(entry) else { return Err(malformed("a CTE that is not an object")) };
+                    let Node::Object(parts) = t.node(entry) else {
+                        return Err(malformed("a CTE that is not an object"));
+                    };
                     let name = t.str(entry, "key").ok_or_else(|| malformed("a CTE without a name"))?;
                     run.extend(parts.iter().filter(|(k, _)| k != "key").map(|(_, v)| Work::Visit(*v)));
                     run.push(Work::Scope(name.to_lowercase()));
@@ -481,7 +509,12 @@ impl Walk<'_, '_> {
         if !matches!(catalog.as_str(), "" | "system") || !matches!(schema.as_str(), "" | "main") {
             return Err(EngineError::Forbidden(format!(
                 "function {}.{name} is not allowed: call the table functions a read may use unqualified; {SEE}",
-                [catalog.as_str(), schema.as_str()].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(".")
+                [catalog.as_str(), schema.as_str()]
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(".")
             )));
         }
         if !TABLE_FUNCTIONS.contains(&name.as_str()) {
@@ -501,10 +534,16 @@ impl Walk<'_, '_> {
         let schema = t.str(i, "schema").unwrap_or("").to_lowercase();
         // `x.upper()` puts the column `x` where a schema goes, so only the schemas that
         // hold other functions are refused: `pg_catalog` (and any other catalog).
-        if !matches!(catalog.as_str(), "" | "system") || matches!(schema.as_str(), "pg_catalog" | "information_schema") {
+        if !matches!(catalog.as_str(), "" | "system") || matches!(schema.as_str(), "pg_catalog" | "information_schema")
+        {
             return Err(EngineError::Forbidden(format!(
                 "function {}.{name} is not allowed: {}'s functions are not on the list a read may call; {SEE}",
-                [catalog.as_str(), schema.as_str()].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("."),
+                [catalog.as_str(), schema.as_str()]
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("."),
                 if catalog.is_empty() || catalog == "system" { schema.as_str() } else { catalog.as_str() },
             )));
         }
@@ -518,7 +557,8 @@ impl Walk<'_, '_> {
         let t = self.tree;
         let kind = t.str(i, "show_type").ok_or_else(|| malformed("a SHOW without a kind"))?;
         let table = t.str(i, "table_name").unwrap_or("");
-        let unqualified = t.str(i, "catalog_name").unwrap_or("").is_empty() && t.str(i, "schema_name").unwrap_or("").is_empty();
+        let unqualified =
+            t.str(i, "catalog_name").unwrap_or("").is_empty() && t.str(i, "schema_name").unwrap_or("").is_empty();
         let allowed = match kind {
             // `DESCRIBE <query>` / `SUMMARIZE <query>`: the query is walked like any.
             "DESCRIBE" | "SUMMARY" => table.is_empty() && unqualified,

@@ -38,7 +38,13 @@ fn unavailable(table: &str, why: &str) -> String {
 ///
 /// A named table that cannot be made into a view fails the query with
 /// [`EngineError::Sql`] naming it; with `everything` it is left out and logged.
-pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, named: &[String], everything: bool) -> Result<()> {
+pub(super) fn create(
+    conn: &Connection,
+    data_dir: &Path,
+    fresh: &dyn FreshRows,
+    named: &[String],
+    everything: bool,
+) -> Result<()> {
     let wanted = |name: &str| everything || named.iter().any(|w| w == name);
     let (schemas, damaged) = load_all(data_dir);
     let skip_or_fail = |table: &str, why: String| -> Result<()> {
@@ -57,7 +63,10 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         match s.collisions().first() {
             Some(c) => skip_or_fail(
                 &s.name,
-                format!("its schema has columns {:?} and {:?}, one name to DuckDB (start `lake serve` to repair it)", c.kept, c.moved),
+                format!(
+                    "its schema has columns {:?} and {:?}, one name to DuckDB (start `lake serve` to repair it)",
+                    c.kept, c.moved
+                ),
             )?,
             None => ready.push(s),
         }
@@ -99,7 +108,8 @@ struct Taken<'a> {
 /// The fresh table and the view of one custom table. Errors are the table's own.
 fn create_one(conn: &Connection, s: &CustomSchema, files: &[String], batches: Vec<RecordBatch>) -> Result<()> {
     let fresh_table = ident(&fresh_name(s));
-    let declared: Vec<String> = s.all_columns().iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
+    let declared: Vec<String> =
+        s.all_columns().iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
     conn.execute_batch(&format!("CREATE TEMP TABLE {fresh_table} ({});", declared.join(", ")))
         .map_err(|e| EngineError::Internal(format!("declaring its fresh rows: {e}")))?;
     if batches.iter().any(|b| b.num_rows() > 0) {

@@ -52,10 +52,7 @@ use super::{EngineError, Limits, Result};
 
 /// Applies every setting to the database, then locks them.
 pub(super) fn apply(conn: &Connection, data_dir: &Path, limits: &Limits) -> Result<()> {
-    let tables = format!(
-        "{}/",
-        data_dir.join(lake_format::layout::TABLES_DIR).display()
-    );
+    let tables = format!("{}/", data_dir.join(lake_format::layout::TABLES_DIR).display());
     let sql = format!(
         "SET threads = {threads};
          SET memory_limit = {memory};
@@ -71,8 +68,7 @@ pub(super) fn apply(conn: &Connection, data_dir: &Path, limits: &Limits) -> Resu
         memory = quote(&limits.memory_limit),
         tables = quote(&tables),
     );
-    conn.execute_batch(&sql)
-        .map_err(|e| EngineError::Internal(format!("sandbox settings: {e}")))
+    conn.execute_batch(&sql).map_err(|e| EngineError::Internal(format!("sandbox settings: {e}")))
 }
 
 const READ_ONLY: &str = "only a single read statement is allowed \
@@ -102,16 +98,17 @@ fn refusal(keyword: &str) -> String {
 /// Accepts exactly one read statement that calls only what [`allow`] allows, judged on
 /// the syntax tree DuckDB's own parser makes of it; `lake` says whether a table name
 /// (lower-case) is one of the lake's.
-pub(super) fn check_read_only(conn: &Connection, sql: &str, allow: &AllowList, lake: &dyn Fn(&str) -> bool) -> Result<()> {
+pub(super) fn check_read_only(
+    conn: &Connection,
+    sql: &str,
+    allow: &AllowList,
+    lake: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let body = explain_body(sql).unwrap_or(sql);
     // A literal rather than a parameter: the function needs its argument's type at bind
     // time, and `quote` makes any text a well-formed literal.
     let json: String = conn
-        .query_row(
-            &format!("SELECT json_serialize_sql({})", quote(body)),
-            [],
-            |row| row.get(0),
-        )
+        .query_row(&format!("SELECT json_serialize_sql({})", quote(body)), [], |row| row.get(0))
         .map_err(|e| EngineError::Internal(format!("parsing the statement: {e}")))?;
     let tree = Tree::parse(&json).map_err(|e| EngineError::Internal(format!("json_serialize_sql answer: {e}")))?;
     if tree.bool(0, "error") != Some(false) {
@@ -119,10 +116,8 @@ pub(super) fn check_read_only(conn: &Connection, sql: &str, allow: &AllowList, l
             EngineError::Sql(format!("Parser Error: {}", tree.str(0, "error_message").unwrap_or_default()))
         } else {
             // Name the first statement that is not a read.
-            let keyword = leading_keywords(body)
-                .into_iter()
-                .find(|k| !READ_KEYWORDS.contains(&k.as_str()))
-                .unwrap_or_default();
+            let keyword =
+                leading_keywords(body).into_iter().find(|k| !READ_KEYWORDS.contains(&k.as_str())).unwrap_or_default();
             EngineError::Forbidden(refusal(&keyword))
         });
     }
@@ -217,10 +212,7 @@ mod tests {
     #[test]
     fn explain_is_peeled() {
         assert_eq!(explain_body("EXPLAIN select 1"), Some(" select 1"));
-        assert_eq!(
-            explain_body("  explain analyze\nselect 1"),
-            Some("\nselect 1")
-        );
+        assert_eq!(explain_body("  explain analyze\nselect 1"), Some("\nselect 1"));
         assert_eq!(explain_body("explainselect 1"), None);
         assert_eq!(explain_body("select 1"), None);
         assert_eq!(explain_body("é"), None);

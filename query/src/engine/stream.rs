@@ -197,9 +197,8 @@ impl Engine {
             }
             // `chunk_tx` drops here, after the outcome is set: the reader sees the end.
         });
-        let schema = ready_rx
-            .await
-            .map_err(|_| EngineError::Internal("query task ended before the query started".into()))??;
+        let schema =
+            ready_rx.await.map_err(|_| EngineError::Internal("query task ended before the query started".into()))??;
         Ok(QueryStream { schema, chunks: chunk_rx, outcome: outcome_rx, end: None, guard })
     }
 

@@ -79,7 +79,9 @@ impl Engine {
                         result.batches.push(batch);
                     }
                 }
-                Err(e) => tracing::warn!(table = %s.name, error = %e, "custom table left out of the table list: it cannot be read"),
+                Err(e) => {
+                    tracing::warn!(table = %s.name, error = %e, "custom table left out of the table list: it cannot be read")
+                }
             }
         }
         Ok(result)

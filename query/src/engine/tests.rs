@@ -10,9 +10,7 @@ use crate::test_support::{alert, engine, engine_with, metrics, write_parquet, Me
 
 /// Every cell of the result as text, rows in order.
 fn cells(e: &Engine, sql: &str) -> Vec<Vec<String>> {
-    let r = e
-        .query_blocking(sql)
-        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    let r = e.query_blocking(sql).unwrap_or_else(|err| panic!("{sql}: {err}"));
     let mut out = Vec::new();
     for b in &r.batches {
         let fmts: Vec<_> = b
@@ -34,24 +32,16 @@ fn cells(e: &Engine, sql: &str) -> Vec<Vec<String>> {
 }
 
 fn count(e: &Engine, sql: &str) -> i64 {
-    let r = e
-        .query_blocking(sql)
-        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    let r = e.query_blocking(sql).unwrap_or_else(|err| panic!("{sql}: {err}"));
     r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 
 fn describe(e: &Engine, table: Table) -> Vec<(String, String)> {
-    cells(e, &format!("describe {table}"))
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
-        .collect()
+    cells(e, &format!("describe {table}")).into_iter().map(|r| (r[0].clone(), r[1].clone())).collect()
 }
 
 fn expected_columns(table: Table) -> Vec<(String, String)> {
-    table
-        .columns()
-        .map(|c| (c.name.to_string(), views_type(c.ty).to_string()))
-        .collect()
+    table.columns().map(|c| (c.name.to_string(), views_type(c.ty).to_string())).collect()
 }
 
 fn views_type(ty: lake_format::catalog::ColumnType) -> &'static str {
@@ -72,11 +62,7 @@ fn an_empty_lake_has_every_table_with_catalog_columns() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Arc::default());
     for table in Table::ALL {
-        assert_eq!(
-            count(&e, &format!("select count(*) from {table}")),
-            0,
-            "{table}"
-        );
+        assert_eq!(count(&e, &format!("select count(*) from {table}")), 0, "{table}");
         assert_eq!(describe(&e, table), expected_columns(table), "{table}");
     }
 }
@@ -84,20 +70,12 @@ fn an_empty_lake_has_every_table_with_catalog_columns() {
 #[test]
 fn files_and_fresh_rows_are_both_read_with_the_same_types() {
     let dir = tempfile::tempdir().unwrap();
-    write_parquet(
-        dir.path(),
-        Table::Metrics,
-        1,
-        &metrics(&[(0, "n1", "cpu", 10.0, Some("0"))]),
-    );
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 10.0, Some("0"))]));
     write_parquet(
         dir.path(),
         Table::Metrics,
         2,
-        &metrics(&[
-            (1, "n1", "cpu", 20.0, Some("1")),
-            (2, "n2", "load1", 0.5, None),
-        ]),
+        &metrics(&[(1, "n1", "cpu", 20.0, Some("1")), (2, "n2", "load1", 0.5, None)]),
     );
     // Staging is never read, even when it holds a well-formed file.
     let staging = dir.path().join("staging");
@@ -105,32 +83,16 @@ fn files_and_fresh_rows_are_both_read_with_the_same_types() {
     std::fs::write(staging.join("x.parquet"), b"not parquet").unwrap();
 
     let fresh = Arc::new(MemFresh::default());
-    fresh.set(
-        Table::Metrics,
-        vec![metrics(&[(3, "n2", "cpu", 30.0, Some("0"))])],
-    );
+    fresh.set(Table::Metrics, vec![metrics(&[(3, "n2", "cpu", 30.0, Some("0"))])]);
     let e = engine(dir.path(), fresh.clone());
 
     assert_eq!(count(&e, "select count(*) from metrics"), 4);
+    assert_eq!(describe(&e, Table::Metrics), expected_columns(Table::Metrics));
     assert_eq!(
-        describe(&e, Table::Metrics),
-        expected_columns(Table::Metrics)
+        cells(&e, "select host, value, labels['cpu'] from metrics where name = 'cpu' order by ts"),
+        [["n1", "10.0", "0"], ["n1", "20.0", "1"], ["n2", "30.0", "0"]]
     );
-    assert_eq!(
-        cells(
-            &e,
-            "select host, value, labels['cpu'] from metrics where name = 'cpu' order by ts"
-        ),
-        [
-            ["n1", "10.0", "0"],
-            ["n1", "20.0", "1"],
-            ["n2", "30.0", "0"]
-        ]
-    );
-    assert_eq!(
-        cells(&e, "select ts::varchar from metrics order by ts limit 1"),
-        [["2026-11-22 10:00:00+00"]]
-    );
+    assert_eq!(cells(&e, "select ts::varchar from metrics order by ts limit 1"), [["2026-11-22 10:00:00+00"]]);
 
     // Fresh rows are re-read on every query.
     fresh.set(Table::Metrics, vec![]);
@@ -145,10 +107,7 @@ fn map_and_list_columns_survive_the_appender_and_parquet() {
     fresh.set(Table::Alerts, vec![alert("cpu", &["mail", "hook"])]);
     let e = engine(dir.path(), fresh);
     assert_eq!(
-        cells(
-            &e,
-            "select rule, labels['instance'], len(channels), channels[1] from alerts order by rule"
-        ),
+        cells(&e, "select rule, labels['instance'], len(channels), channels[1] from alerts order by rule"),
         [["cpu", "n1", "2", "mail"], ["disk", "n1", "1", "mail"]]
     );
     assert_eq!(describe(&e, Table::Alerts), expected_columns(Table::Alerts));
@@ -170,8 +129,7 @@ fn read_statements_of_every_form_are_allowed() {
         "EXPLAIN ANALYZE select count(*) from logs",
         "select 1;",
     ] {
-        e.query_blocking(sql)
-            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+        e.query_blocking(sql).unwrap_or_else(|err| panic!("{sql}: {err}"));
     }
 }
 
@@ -193,11 +151,17 @@ fn escapes_are_forbidden_and_mistakes_are_sql_errors() {
         ("DROP VIEW metrics".to_string(), "DROP statements are not allowed"),
         ("select 1; drop view metrics".to_string(), "DROP statements are not allowed"),
         ("EXPLAIN DROP VIEW metrics".to_string(), "DROP statements are not allowed"),
-        ("select * from read_csv('/etc/passwd')".to_string(), "function read_csv is not allowed: queries may only read the lake's own tables (no files outside"),
+        (
+            "select * from read_csv('/etc/passwd')".to_string(),
+            "function read_csv is not allowed: queries may only read the lake's own tables (no files outside",
+        ),
         ("select * from read_parquet('/tmp/elsewhere/*.parquet')".to_string(), "no files outside"),
         (format!("select * from read_parquet('{}')", staging.display()), "Permission Error"),
         ("select * from read_text('/etc/hostname')".to_string(), "function read_text is not allowed"),
-        ("select * from '/etc/passwd'".to_string(), "table '/etc/passwd' is not allowed: queries may only read the lake's own tables"),
+        (
+            "select * from '/etc/passwd'".to_string(),
+            "table '/etc/passwd' is not allowed: queries may only read the lake's own tables",
+        ),
         ("select * from read_parquet('https://example.com/x.parquet')".to_string(), "no URLs"),
     ];
     for (sql, expected) in forbidden {
@@ -243,35 +207,21 @@ fn the_sandbox_holds_even_without_the_statement_check() {
         let err = conn.execute_batch(sql).unwrap_err().to_string();
         assert!(err.contains(expected), "{sql}: {err}");
     }
-    let threads: i64 = conn
-        .query_row("select current_setting('threads')", [], |r| r.get(0))
-        .unwrap();
+    let threads: i64 = conn.query_row("select current_setting('threads')", [], |r| r.get(0)).unwrap();
     assert_eq!(threads, 2);
-    let tz: String = conn
-        .query_row("select current_setting('TimeZone')", [], |r| r.get(0))
-        .unwrap();
+    let tz: String = conn.query_row("select current_setting('TimeZone')", [], |r| r.get(0)).unwrap();
     assert_eq!(tz, "UTC");
 }
 
 #[test]
 fn a_slow_query_is_interrupted_at_the_time_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        timeout: Duration::from_millis(200),
-        ..Limits::default()
-    };
+    let limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
     let e = engine_with(dir.path(), Arc::default(), limits);
     let start = Instant::now();
     let r = e.query_blocking("select count(*) from range(1000000000) a, range(1000) b");
-    assert!(
-        matches!(r, Err(EngineError::Timeout(d)) if d == Duration::from_millis(200)),
-        "{r:?}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(matches!(r, Err(EngineError::Timeout(d)) if d == Duration::from_millis(200)), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     // A quick query on the same engine is unaffected.
     assert_eq!(count(&e, "select count(*) from range(10)"), 10);
 }
@@ -279,22 +229,14 @@ fn a_slow_query_is_interrupted_at_the_time_limit() {
 #[test]
 fn results_are_cut_at_the_row_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_rows: 3000,
-        ..Limits::default()
-    };
+    let limits = Limits { max_rows: 3000, ..Limits::default() };
     let e = engine_with(dir.path(), Arc::default(), limits);
 
     let r = e.query_blocking("select * from range(10000)").unwrap();
     assert!(r.truncated);
     assert_eq!(r.num_rows(), 3000);
     let last = r.batches.last().unwrap();
-    assert_eq!(
-        last.column(0)
-            .as_primitive::<Int64Type>()
-            .value(last.num_rows() - 1),
-        2999
-    );
+    assert_eq!(last.column(0).as_primitive::<Int64Type>().value(last.num_rows() - 1), 2999);
 
     let r = e.query_blocking("select * from range(3000)").unwrap();
     assert!(!r.truncated);
@@ -310,10 +252,7 @@ fn results_are_cut_at_the_row_limit() {
 async fn concurrent_queries_see_their_own_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let fresh = Arc::new(MemFresh::default());
-    fresh.set(
-        Table::Metrics,
-        vec![metrics(&[(0, "n1", "cpu", 1.0, None)])],
-    );
+    fresh.set(Table::Metrics, vec![metrics(&[(0, "n1", "cpu", 1.0, None)])]);
     let e = engine(dir.path(), fresh);
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -323,10 +262,7 @@ async fn concurrent_queries_see_their_own_snapshot() {
         .collect();
     for t in tasks {
         let r = t.await.unwrap().unwrap();
-        assert_eq!(
-            r.batches[0].column(0).as_primitive::<Int64Type>().value(0),
-            1
-        );
+        assert_eq!(r.batches[0].column(0).as_primitive::<Int64Type>().value(0), 1);
     }
 }
 
@@ -355,25 +291,18 @@ fn parameters_are_bound_as_values() {
     let e = engine(dir.path(), Arc::default());
     let count = |host: &str| {
         let r = e
-            .query_params_blocking(
-                "select count(*) from metrics where host = ?",
-                vec![Value::Text(host.into())],
-            )
+            .query_params_blocking("select count(*) from metrics where host = ?", vec![Value::Text(host.into())])
             .unwrap();
         r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
     };
     assert_eq!(count("n1"), 1);
     assert_eq!(count("n1' OR '1'='1"), 0);
-    let err = e
-        .query_params_blocking("select ?, ?", vec![Value::BigInt(1)])
-        .unwrap_err();
+    let err = e.query_params_blocking("select ?, ?", vec![Value::BigInt(1)]).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("2 parameter placeholder(s) but 1"), "{msg}");
     // The sandbox still applies: a parameterised write is refused like any other.
     let sql = "insert into metrics select * from metrics where host = ?";
-    let err = e
-        .query_params_blocking(sql, vec![Value::Text("n1".into())])
-        .unwrap_err();
+    let err = e.query_params_blocking(sql, vec![Value::Text("n1".into())]).unwrap_err();
     assert!(matches!(err, EngineError::Forbidden(_)), "{err}");
 }
 
@@ -413,10 +342,7 @@ fn files_lacking_a_catalog_column_are_read_by_name() {
     let old = current.project(&[0, 1, 2, 3]).unwrap();
     write_parquet(dir.path(), Table::Metrics, 2, &old);
     let e = engine(dir.path(), Arc::default());
-    assert_eq!(
-        cells(&e, "select count(*), count(labels), sum(value) from metrics"),
-        [["2", "1", "2.0"]]
-    );
+    assert_eq!(cells(&e, "select count(*), count(labels), sum(value) from metrics"), [["2", "1", "2.0"]]);
     assert_eq!(describe(&e, Table::Metrics), expected_columns(Table::Metrics));
     // Files with the catalog's columns skip `union_by_name`; the answer is the same.
     let dir2 = tempfile::tempdir().unwrap();
@@ -469,9 +395,8 @@ fn a_statement_can_be_adapted_to_its_columns_on_one_connection() {
     let r = e.query_params_with_blocking(sql, params.clone(), |_| Ok(None)).unwrap();
     assert_eq!(r.num_rows(), 2);
     // A replacement is checked like any statement.
-    let err = e
-        .query_params_with_blocking(sql, params, |_| Ok(Some(("drop view metrics".into(), Vec::new()))))
-        .unwrap_err();
+    let err =
+        e.query_params_with_blocking(sql, params, |_| Ok(Some(("drop view metrics".into(), Vec::new())))).unwrap_err();
     assert!(matches!(err, EngineError::Forbidden(_)), "{err}");
     // Errors of the statement itself come from binding it.
     let err = e.query_params_with_blocking("select nope from metrics", Vec::new(), |_| Ok(None)).unwrap_err();
@@ -598,8 +523,16 @@ fn a_refused_call_is_found_anywhere_in_the_statement() {
     }
     // A refused table function hides as well as a scalar one.
     forbidden(&e, "with a as (select * from checkpoint()) select * from a", "function checkpoint is not allowed");
-    forbidden(&e, "select * from metrics, (select * from enable_profiling())", "function enable_profiling is not allowed");
-    forbidden(&e, "select * from metrics where host in (select * from truncate_duckdb_logs())", "function truncate_duckdb_logs");
+    forbidden(
+        &e,
+        "select * from metrics, (select * from enable_profiling())",
+        "function enable_profiling is not allowed",
+    );
+    forbidden(
+        &e,
+        "select * from metrics where host in (select * from truncate_duckdb_logs())",
+        "function truncate_duckdb_logs",
+    );
 }
 
 #[test]
@@ -651,7 +584,10 @@ fn tables_are_the_lakes_the_statements_ctes_and_the_catalog_listings() {
     }
     // A table DuckDB would not know either is the 400 DuckDB gives, with the lake's tables.
     match e.query_blocking("select * from metric") {
-        Err(EngineError::Sql(msg)) => assert!(msg.starts_with("Catalog Error: Table with name metric does not exist") && msg.contains("metrics"), "{msg}"),
+        Err(EngineError::Sql(msg)) => assert!(
+            msg.starts_with("Catalog Error: Table with name metric does not exist") && msg.contains("metrics"),
+            "{msg}"
+        ),
         other => panic!("{other:?}"),
     }
     // The TEMP tables behind the views are not on the list: to a read they do not exist.
@@ -669,7 +605,9 @@ fn tables_are_the_lakes_the_statements_ctes_and_the_catalog_listings() {
 fn custom_tables_are_the_lakes_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut schema = lake_format::custom::CustomSchema::new("solar");
-    schema.columns.push(lake_format::custom::CustomColumn { name: "watts".into(), ty: lake_format::catalog::ColumnType::Float });
+    schema
+        .columns
+        .push(lake_format::custom::CustomColumn { name: "watts".into(), ty: lake_format::catalog::ColumnType::Float });
     let path = lake_format::custom::schema_path(dir.path(), "solar");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, serde_json::to_vec(&schema).unwrap()).unwrap();
@@ -688,19 +626,59 @@ fn the_allow_list_follows_its_rule() {
     let a = &e.allow;
     // Built-in scalar, aggregate and window functions, operators, binder names, macros.
     for name in [
-        "abs", "count", "count_star", "sum", "quantile_cont", "row_number", "lag", "+", "~~", "time_bucket", "now",
-        "epoch_us", "make_timestamptz", "regexp_matches", "unnest", "random", "error", "date_add", "list_sum",
-        "nullif", "array_append", "list_value", "struct_pack", "concat_ws",
+        "abs",
+        "count",
+        "count_star",
+        "sum",
+        "quantile_cont",
+        "row_number",
+        "lag",
+        "+",
+        "~~",
+        "time_bucket",
+        "now",
+        "epoch_us",
+        "make_timestamptz",
+        "regexp_matches",
+        "unnest",
+        "random",
+        "error",
+        "date_add",
+        "list_sum",
+        "nullif",
+        "array_append",
+        "list_value",
+        "struct_pack",
+        "concat_ws",
     ] {
         assert!(a.allows(name), "{name} should be allowed");
     }
     // State, settings, logs, sequences, SQL as text, table functions, pg_catalog, macros
     // whose definition reads the engine, internals.
     for name in [
-        "current_setting", "getvariable", "current_database", "current_schema", "current_catalog", "version",
-        "nextval", "currval", "setseed", "write_log", "json_serialize_sql", "json_serialize_plan", "sleep_ms",
-        "enable_logging", "checkpoint", "query", "read_csv", "pg_typeof", "get_block_size", "finalize",
-        "current_query", "current_connection_id", "__internal_compress_integral_utinyint",
+        "current_setting",
+        "getvariable",
+        "current_database",
+        "current_schema",
+        "current_catalog",
+        "version",
+        "nextval",
+        "currval",
+        "setseed",
+        "write_log",
+        "json_serialize_sql",
+        "json_serialize_plan",
+        "sleep_ms",
+        "enable_logging",
+        "checkpoint",
+        "query",
+        "read_csv",
+        "pg_typeof",
+        "get_block_size",
+        "finalize",
+        "current_query",
+        "current_connection_id",
+        "__internal_compress_integral_utinyint",
     ] {
         assert!(!a.allows(name), "{name} should be refused");
     }
@@ -747,7 +725,12 @@ fn every_read_the_repository_sends_passes_the_check() {
     use crate::grafana::macros::{expand, MacroContext};
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Arc::default());
-    let ctx = |vars: BTreeMap<String, Vec<String>>| MacroContext { from_ms: 1_795_300_000_000, to_ms: 1_795_341_600_000, interval_ms: 60_000, vars };
+    let ctx = |vars: BTreeMap<String, Vec<String>>| MacroContext {
+        from_ms: 1_795_300_000_000,
+        to_ms: 1_795_341_600_000,
+        interval_ms: 60_000,
+        vars,
+    };
     let mut reads: Vec<(String, String)> = Vec::new();
 
     for q in crate::named::defaults() {
@@ -769,7 +752,10 @@ fn every_read_the_repository_sends_passes_the_check() {
         // Variable queries.
         for v in dashboard["templating"]["list"].as_array().into_iter().flatten() {
             if let Some(sql) = v["definition"].as_str() {
-                reads.push((format!("{} variable {}", path.display(), v["name"]), expand(sql, &ctx(BTreeMap::new())).unwrap().sql));
+                reads.push((
+                    format!("{} variable {}", path.display(), v["name"]),
+                    expand(sql, &ctx(BTreeMap::new())).unwrap().sql,
+                ));
             }
         }
         // Targets of panels and annotations: a payload Grafana interpolates, then parses.
@@ -784,7 +770,8 @@ fn every_read_the_repository_sends_passes_the_check() {
                                 text = text.replace(&format!("${name}{suffix}"), &format!("[\"a\", \"b\"]{suffix}"));
                             }
                         }
-                        let payload: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
+                        let payload: serde_json::Value =
+                            serde_json::from_str(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
                         let vars = payload
                             .as_object()
                             .unwrap()
@@ -929,7 +916,11 @@ fn a_broken_engine_is_rebuilt_after_the_query_that_broke_it() {
     // The next query works, on a database still sandboxed and still checked.
     assert_eq!(count(&e, "select count(*) from metrics"), 1);
     assert_sandboxed(&e);
-    forbidden(&e, "select * from enable_logging(storage='file', storage_path='/nonexistent')", "function enable_logging");
+    forbidden(
+        &e,
+        "select * from enable_logging(storage='file', storage_path='/nonexistent')",
+        "function enable_logging",
+    );
     let stats = e.stats();
     assert_eq!((stats.probe_failures, stats.rebuilds), (1, 1), "{stats:?}");
 }
@@ -991,4 +982,3 @@ fn concurrent_probe_failures_rebuild_once() {
     assert_eq!(count(&e, "select count(*) from range(3)"), 3);
     assert_sandboxed(&e);
 }
-

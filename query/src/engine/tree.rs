@@ -373,9 +373,26 @@ mod tests {
     #[test]
     fn malformed_documents_are_errors() {
         for text in [
-            "", "{", "[1,]", "[1 2]", r#"{"a" 1}"#, r#"{"a": }"#, r#"{1: 2}"#, "tru", "01x", "-", "1.", "1e",
-            r#""open"#, r#""bad \x escape""#, r#""\ud800 alone""#, r#""\u12g4""#, "[] []", "\"a\u{1}b\"",
-            r#"{"a": 1,}"#, "]",
+            "",
+            "{",
+            "[1,]",
+            "[1 2]",
+            r#"{"a" 1}"#,
+            r#"{"a": }"#,
+            r#"{1: 2}"#,
+            "tru",
+            "01x",
+            "-",
+            "1.",
+            "1e",
+            r#""open"#,
+            r#""bad \x escape""#,
+            r#""\ud800 alone""#,
+            r#""\u12g4""#,
+            "[] []",
+            "\"a\u{1}b\"",
+            r#"{"a": 1,}"#,
+            "]",
         ] {
             assert!(Tree::parse(text).is_err(), "{text:?} was accepted");
         }

@@ -56,7 +56,13 @@ use super::{EngineError, FreshRows, Result};
 /// `query_table(…)`, which could name a table in a computed string, are refused by the
 /// read check.) Custom tables follow the same rule ([`super::custom::create`]); one that
 /// cannot be read fails only the queries naming it.
-pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, sql: &str, schemas: &SchemaCache) -> Result<()> {
+pub(super) fn create(
+    conn: &Connection,
+    data_dir: &Path,
+    fresh: &dyn FreshRows,
+    sql: &str,
+    schemas: &SchemaCache,
+) -> Result<()> {
     let named = named_words(sql);
     let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
     let events = everything || named.iter().any(|w| w == EVENTS);
@@ -93,8 +99,7 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
         write_fresh_table(&mut ddl, p.table);
     }
     if !ddl.is_empty() {
-        conn.execute_batch(&ddl)
-            .map_err(|e| EngineError::Internal(format!("creating fresh tables: {e}")))?;
+        conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating fresh tables: {e}")))?;
     }
 
     let mut ddl = String::new();
@@ -108,17 +113,14 @@ pub(super) fn create(conn: &Connection, data_dir: &Path, fresh: &dyn FreshRows, 
                     .append_record_batch(batch)
                     .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
             }
-            appender
-                .flush()
-                .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+            appender.flush().map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
         }
         write_view(&mut ddl, table, &files, uniform, with_fresh);
     }
     if events {
         ddl.push_str(EVENTS_VIEW);
     }
-    conn.execute_batch(&ddl)
-        .map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
+    conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
     super::custom::create(conn, data_dir, fresh, &named, everything)?;
     Ok(())
 }
@@ -195,16 +197,8 @@ pub(super) fn duckdb_type(ty: ColumnType) -> &'static str {
 }
 
 fn write_fresh_table(ddl: &mut String, table: Table) {
-    let cols: Vec<String> = table
-        .columns()
-        .map(|c| format!("\"{}\" {}", c.name, duckdb_type(c.ty)))
-        .collect();
-    let _ = writeln!(
-        ddl,
-        "CREATE TEMP TABLE {} ({});",
-        fresh_name(table),
-        cols.join(", ")
-    );
+    let cols: Vec<String> = table.columns().map(|c| format!("\"{}\" {}", c.name, duckdb_type(c.ty))).collect();
+    let _ = writeln!(ddl, "CREATE TEMP TABLE {} ({});", fresh_name(table), cols.join(", "));
 }
 
 /// The view of `table` over `files`, with its fresh table when `with_fresh` (which must be
@@ -224,12 +218,7 @@ fn write_view(ddl: &mut String, table: Table, files: &[String], uniform: bool, w
         (false, true) => format!("{parquet} UNION ALL BY NAME {fresh}"),
         (false, false) => parquet,
     };
-    let _ = writeln!(
-        ddl,
-        "CREATE TEMP VIEW \"{}\" AS SELECT {} FROM ({source});",
-        table.name(),
-        cols.join(", ")
-    );
+    let _ = writeln!(ddl, "CREATE TEMP VIEW \"{}\" AS SELECT {} FROM ({source});", table.name(), cols.join(", "));
 }
 
 /// Whether committed files have exactly their table's catalog columns, in order, by
@@ -271,12 +260,7 @@ pub(super) fn list_files(data_dir: &Path, table: &str, fresh: &dyn FreshRows) ->
     let partitions = match std::fs::read_dir(&dir) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(EngineError::Internal(format!(
-                "listing {}: {e}",
-                dir.display()
-            )))
-        }
+        Err(e) => return Err(EngineError::Internal(format!("listing {}: {e}", dir.display()))),
     };
     let mut out = Vec::new();
     for partition in partitions.flatten() {

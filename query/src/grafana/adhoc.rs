@@ -84,18 +84,14 @@ pub(crate) fn wrap(
         return Ok(None);
     }
     // Newlines, so a trailing `-- comment` in the target cannot swallow the `)`.
-    let sql = format!(
-        "SELECT * FROM (\n{}\n) AS __lake_target WHERE {}",
-        strip_semicolons(sql),
-        conditions.join(" AND ")
-    );
+    let sql =
+        format!("SELECT * FROM (\n{}\n) AS __lake_target WHERE {}", strip_semicolons(sql), conditions.join(" AND "));
     Ok(Some((sql, bound)))
 }
 
 /// `sql` without trailing `;` (a subquery may not end in one).
 pub(crate) fn strip_semicolons(sql: &str) -> &str {
-    sql.trim_end()
-        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+    sql.trim_end().trim_end_matches(|c: char| c == ';' || c.is_whitespace())
 }
 
 /// The SQL listing the values of a tag key: fixed text from [`TAG_KEYS`], plus a time
@@ -114,11 +110,7 @@ mod tests {
     use super::*;
 
     fn filter(key: &str, operator: &str, value: &str) -> AdhocFilter {
-        AdhocFilter {
-            key: key.into(),
-            operator: operator.into(),
-            value: value.into(),
-        }
+        AdhocFilter { key: key.into(), operator: operator.into(), value: value.into() }
     }
 
     #[test]
@@ -141,23 +133,14 @@ mod tests {
             "SELECT * FROM (\nselect host, value from metrics\n) AS __lake_target WHERE \
              \"host\" = ? AND NOT coalesce(regexp_matches(CAST(\"value\" AS VARCHAR), ?), false)"
         );
-        assert_eq!(
-            params,
-            vec![
-                Value::Text("p".into()),
-                Value::Text("x' OR 1=1 --".into()),
-                Value::Text("^1".into())
-            ]
-        );
+        assert_eq!(params, vec![Value::Text("p".into()), Value::Text("x' OR 1=1 --".into()), Value::Text("^1".into())]);
     }
 
     #[test]
     fn unknown_operators_and_absent_keys() {
         let columns = vec!["host".to_string()];
         assert!(wrap("select 1", &[], &[filter("host", "; drop", "x")], &columns).is_err());
-        assert!(wrap("select 1", &[], &[filter("nope", "=", "x")], &columns)
-            .unwrap()
-            .is_none());
+        assert!(wrap("select 1", &[], &[filter("nope", "=", "x")], &columns).unwrap().is_none());
     }
 
     #[test]

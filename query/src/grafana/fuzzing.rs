@@ -8,8 +8,8 @@
 use serde_json::Value as Json;
 
 use super::request::{
-    parse, payload_object, range_ms, AnnotationRequest, PayloadOptionsRequest, QueryRequest,
-    SearchRequest, TagValuesRequest, VariableRequest,
+    parse, payload_object, range_ms, AnnotationRequest, PayloadOptionsRequest, QueryRequest, SearchRequest,
+    TagValuesRequest, VariableRequest,
 };
 use super::{adhoc, annotations, looks_like_sql, macros, time_condition};
 
@@ -71,7 +71,8 @@ pub fn request(body: &[u8]) {
         if let Ok(sources) = annotations::sources(req.annotation.get("query").and_then(Json::as_str)) {
             if let Ok((from_ms, to_ms)) = range_ms(req.range.as_ref(), NOW_MS) {
                 let ctx = macros::MacroContext { from_ms, to_ms, interval_ms: 1000, vars: Default::default() };
-                if let (Ok(from), Ok(to)) = (macros::expand("$__timeFrom()", &ctx), macros::expand("$__timeTo()", &ctx)) {
+                if let (Ok(from), Ok(to)) = (macros::expand("$__timeFrom()", &ctx), macros::expand("$__timeTo()", &ctx))
+                {
                     for s in sources {
                         let _ = s.sql(&from.sql, &to.sql);
                     }
@@ -106,4 +107,5 @@ pub fn macros(sql: &[u8]) {
 
 /// Every entry point by the name of its fuzz target (and of its directory under
 /// `fixtures/fuzz-regressions/`).
-pub const TARGETS: &[lake_format::fuzz_regressions::Target] = &[("grafana_request", request), ("grafana_macros", macros)];
+pub const TARGETS: &[lake_format::fuzz_regressions::Target] =
+    &[("grafana_request", request), ("grafana_macros", macros)];

@@ -93,10 +93,7 @@ pub enum MacroError {
 pub fn expand(sql: &str, ctx: &MacroContext) -> Result<Expanded, MacroError> {
     let from = timestamptz(ctx.from_ms)?;
     let to = timestamptz(ctx.to_ms)?;
-    let mut out = Expanded {
-        sql: String::with_capacity(sql.len() + 64),
-        params: Vec::new(),
-    };
+    let mut out = Expanded { sql: String::with_capacity(sql.len() + 64), params: Vec::new() };
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -131,9 +128,7 @@ pub fn expand(sql: &str, ctx: &MacroContext) -> Result<Expanded, MacroError> {
                 // special; all of them are ASCII, so the slice boundaries fall on
                 // characters (the first may be several bytes: `é`, or one after `$1`).
                 let next = i + sql[i..].chars().next().map_or(1, char::len_utf8);
-                let end = sql[next..]
-                    .find(['\'', '"', '-', '/', '$'])
-                    .map_or(b.len(), |n| next + n);
+                let end = sql[next..].find(['\'', '"', '-', '/', '$']).map_or(b.len(), |n| next + n);
                 out.sql.push_str(&sql[i..end]);
                 i = end;
             }
@@ -167,9 +162,8 @@ fn dollar(
         push_variable(out, ctx, name)?;
         return Ok(close + 1);
     }
-    let name_end = sql[start + 1..]
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(b.len(), |n| start + 1 + n);
+    let name_end =
+        sql[start + 1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(b.len(), |n| start + 1 + n);
     let name = &sql[start + 1..name_end];
     if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
         // `$$` quoting or DuckDB's own `$1` parameters: not ours.
@@ -203,19 +197,12 @@ fn dollar(
                 });
             }
             let text = match macro_name {
-                "timeFilter" => format!(
-                    "({c} >= TIMESTAMPTZ '{from}' AND {c} < TIMESTAMPTZ '{to}')",
-                    c = args[0]
-                ),
+                "timeFilter" => format!("({c} >= TIMESTAMPTZ '{from}' AND {c} < TIMESTAMPTZ '{to}')", c = args[0]),
                 "timeFrom" => format!("TIMESTAMPTZ '{from}'"),
                 "timeTo" => format!("TIMESTAMPTZ '{to}'"),
                 _ => {
                     let ms = bucket_ms(args[1], ctx, name)?;
-                    let alias = if macro_name == "timeGroupAlias" {
-                        " AS time"
-                    } else {
-                        ""
-                    };
+                    let alias = if macro_name == "timeGroupAlias" { " AS time" } else { "" };
                     format!("{}{alias}", time_group(args[0], ms))
                 }
             };
@@ -243,15 +230,8 @@ pub fn time_group(column: &str, ms: u64) -> String {
 
 /// The comma-separated arguments of the call whose `(` is at `open` (after optional
 /// spaces), trimmed, and the index after its `)`.
-fn arguments<'a>(
-    sql: &'a str,
-    open: usize,
-    name: &str,
-) -> Result<(Vec<&'a str>, usize), MacroError> {
-    let bad = |problem: &str| MacroError::BadArguments {
-        name: name.to_string(),
-        problem: problem.to_string(),
-    };
+fn arguments<'a>(sql: &'a str, open: usize, name: &str) -> Result<(Vec<&'a str>, usize), MacroError> {
+    let bad = |problem: &str| MacroError::BadArguments { name: name.to_string(), problem: problem.to_string() };
     let skip = sql[open..].len() - sql[open..].trim_start().len();
     let open = open + skip;
     if sql.as_bytes().get(open) != Some(&b'(') {
@@ -327,18 +307,13 @@ fn interval(ms: u64) -> String {
 
 /// RFC 3339 text of an instant, rendered from the integer (never from request text).
 fn timestamptz(ms: i64) -> Result<String, MacroError> {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .map_err(|_| MacroError::TimeOutOfRange(ms))
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).map_err(|_| MacroError::TimeOutOfRange(ms))
 }
 
 /// Binds the values of variable `name`: one `?` per value, `NULL` for none (so that
 /// `IN ($var)` matches nothing rather than failing to parse).
 fn push_variable(out: &mut Expanded, ctx: &MacroContext, name: &str) -> Result<(), MacroError> {
-    let values = ctx
-        .vars
-        .get(name)
-        .ok_or_else(|| MacroError::UnknownVariable(name.to_string()))?;
+    let values = ctx.vars.get(name).ok_or_else(|| MacroError::UnknownVariable(name.to_string()))?;
     if values.is_empty() {
         out.sql.push_str("NULL");
         return Ok(());
@@ -365,9 +340,7 @@ fn whole_literal_variable(literal: &str) -> Option<&str> {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -399,10 +372,7 @@ mod tests {
             interval_ms: 60_000,
             vars: BTreeMap::from([
                 ("host".to_string(), vec!["n1".to_string()]),
-                (
-                    "vhost".to_string(),
-                    vec!["a.example".to_string(), "b.example".to_string()],
-                ),
+                ("vhost".to_string(), vec!["a.example".to_string(), "b.example".to_string()]),
                 ("none".to_string(), vec![]),
             ]),
         }
@@ -431,10 +401,7 @@ mod tests {
         );
         assert!(e.params.is_empty());
         let e = expand("select $__timeGroupAlias(ts, 5m), $__interval", &ctx()).unwrap();
-        assert_eq!(
-            e.sql,
-            format!("select {} AS time, INTERVAL '60000 milliseconds'", time_group("ts", 300_000))
-        );
+        assert_eq!(e.sql, format!("select {} AS time, INTERVAL '60000 milliseconds'", time_group("ts", 300_000)));
     }
 
     #[test]
@@ -450,7 +417,11 @@ mod tests {
             ("1969-12-31 23:59:59Z", 60_000, "1969-12-31 23:59:00+00"),
             ("1969-12-31 23:59:00Z", 60_000, "1969-12-31 23:59:00+00"),
         ] {
-            let sql = format!("select {}::VARCHAR, typeof({})", time_group(&format!("TIMESTAMPTZ '{ts}'"), ms), time_group("now()", ms));
+            let sql = format!(
+                "select {}::VARCHAR, typeof({})",
+                time_group(&format!("TIMESTAMPTZ '{ts}'"), ms),
+                time_group("now()", ms)
+            );
             let (got, ty): (String, String) = db.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
             assert_eq!((got.as_str(), ty.as_str()), (bucket, "TIMESTAMP WITH TIME ZONE"), "{ts} by {ms} ms");
         }
@@ -464,10 +435,7 @@ mod tests {
             &ctx(),
         )
         .unwrap();
-        assert_eq!(
-            e.sql,
-            "select * from http where host = ? and vhost in (?, ?) and host = ? and x in (NULL)"
-        );
+        assert_eq!(e.sql, "select * from http where host = ? and vhost in (?, ?) and host = ? and x in (NULL)");
         assert_eq!(e.params, text(&["n1", "a.example", "b.example", "n1"]));
     }
 
@@ -494,26 +462,11 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        assert_eq!(
-            expand("select $__nope", &ctx()),
-            Err(MacroError::UnknownMacro("__nope".into()))
-        );
-        assert_eq!(
-            expand("select $who", &ctx()),
-            Err(MacroError::UnknownVariable("who".into()))
-        );
-        assert!(matches!(
-            expand("where $__timeFilter(ts", &ctx()),
-            Err(MacroError::BadArguments { .. })
-        ));
-        assert!(matches!(
-            expand("where $__timeFilter()", &ctx()),
-            Err(MacroError::BadArguments { .. })
-        ));
-        assert!(matches!(
-            expand("select $__timeGroup(ts, 'soon')", &ctx()),
-            Err(MacroError::BadArguments { .. })
-        ));
+        assert_eq!(expand("select $__nope", &ctx()), Err(MacroError::UnknownMacro("__nope".into())));
+        assert_eq!(expand("select $who", &ctx()), Err(MacroError::UnknownVariable("who".into())));
+        assert!(matches!(expand("where $__timeFilter(ts", &ctx()), Err(MacroError::BadArguments { .. })));
+        assert!(matches!(expand("where $__timeFilter()", &ctx()), Err(MacroError::BadArguments { .. })));
+        assert!(matches!(expand("select $__timeGroup(ts, 'soon')", &ctx()), Err(MacroError::BadArguments { .. })));
     }
 
     #[test]

@@ -41,14 +41,14 @@ use axum::{Json, Router};
 use duckdb::types::Value;
 use serde_json::{json, Value as JsonValue};
 
-use crate::engine::{Engine, EngineError, QueryResult};
 use crate::auth::Verifier;
+use crate::engine::{Engine, EngineError, QueryResult};
 use crate::http::body::{read_body, MAX_READ_BODY};
 use crate::http::{authorize, ApiError};
 use crate::named::{NamedQuery, Panel};
 use request::{
-    now_ms, parse, payload_object, range_ms, AdhocFilter, AnnotationRequest, PayloadOptionsRequest,
-    QueryRequest, SearchRequest, TagValuesRequest, Target, VariableRequest,
+    now_ms, parse, payload_object, range_ms, AdhocFilter, AnnotationRequest, PayloadOptionsRequest, QueryRequest,
+    SearchRequest, TagValuesRequest, Target, VariableRequest,
 };
 
 #[derive(Debug)]
@@ -78,11 +78,7 @@ pub fn router_with_auth(engine: Arc<Engine>, auth: Arc<Verifier>, queries: Vec<N
         .route("/tag-values", post(tag_values))
         .route("/search", post(search))
         .route("/annotations", post(annotations))
-        .with_state(Arc::new(GrafanaState {
-            engine,
-            auth,
-            queries,
-        }))
+        .with_state(Arc::new(GrafanaState { engine, auth, queries }))
 }
 
 type Shared = State<Arc<GrafanaState>>;
@@ -185,11 +181,7 @@ impl GrafanaState {
                     )))
                 }
             },
-            Some(_) => {
-                return Err(ApiError::bad_request(format!(
-                    "target {ref_id}: payload.format must be a string"
-                )))
-            }
+            Some(_) => return Err(ApiError::bad_request(format!("target {ref_id}: payload.format must be a string"))),
         };
         // simple-json sends `type: "timeserie"` by default, so only `table` is a choice.
         if shape == Shape::Auto && target.kind.as_deref() == Some("table") {
@@ -222,22 +214,13 @@ impl GrafanaState {
             }));
         }
         if looks_like_sql(text) {
-            return Ok(Some(Resolved {
-                label: format!("target {ref_id}"),
-                sql: Cow::Borrowed(text),
-                shape,
-            }));
+            return Ok(Some(Resolved { label: format!("target {ref_id}"), sql: Cow::Borrowed(text), shape }));
         }
         Err(self.unknown(text))
     }
 
     /// Runs expanded SQL with the ad-hoc filters that concern its result.
-    async fn run(
-        &self,
-        sql: String,
-        params: Vec<Value>,
-        filters: &[AdhocFilter],
-    ) -> Result<QueryResult, EngineError> {
+    async fn run(&self, sql: String, params: Vec<Value>, filters: &[AdhocFilter]) -> Result<QueryResult, EngineError> {
         if filters.is_empty() {
             return self.engine.query_params(sql, params).await;
         }
@@ -262,13 +245,8 @@ fn api_to_engine(e: ApiError) -> EngineError {
 
 /// Raw SQL in the target field, as opposed to a named query.
 fn looks_like_sql(text: &str) -> bool {
-    let first = text
-        .split(|c: char| c.is_whitespace() || c == '(')
-        .next()
-        .unwrap_or("");
-    ["select", "with", "from"]
-        .iter()
-        .any(|k| first.eq_ignore_ascii_case(k))
+    let first = text.split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("");
+    ["select", "with", "from"].iter().any(|k| first.eq_ignore_ascii_case(k))
 }
 
 /// A 400 naming the target, or the engine's own answer for timeouts and internal errors.
@@ -304,9 +282,8 @@ async fn query(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
             Shape::Auto => response::fits_time_series(&result),
         };
         if series {
-            let list = response::time_series(&result).map_err(|e| {
-                ApiError::bad_request(format!("{}: {}", resolved.label, e.message()))
-            })?;
+            let list = response::time_series(&result)
+                .map_err(|e| ApiError::bad_request(format!("{}: {}", resolved.label, e.message())))?;
             out.extend(list);
         } else {
             out.push(response::table(&result)?);
@@ -322,16 +299,9 @@ async fn variable(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
     let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: VariableRequest = parse(&body)?;
     let payload = payload_object(req.payload.as_ref())?;
-    let text = payload
-        .get("target")
-        .and_then(JsonValue::as_str)
-        .or(req.target.as_deref())
-        .unwrap_or("")
-        .trim();
+    let text = payload.get("target").and_then(JsonValue::as_str).or(req.target.as_deref()).unwrap_or("").trim();
     if text.is_empty() {
-        return Err(ApiError::bad_request(
-            "give the variable's query in payload.target: SQL or a named query",
-        ));
+        return Err(ApiError::bad_request("give the variable's query in payload.target: SQL or a named query"));
     }
     let sql = match s.named(text) {
         Some(q) => q.sql.as_str(),
@@ -345,26 +315,13 @@ async fn variable(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
         interval_ms: macros::auto_interval_ms(to_ms - from_ms, 1000),
         vars: Default::default(),
     };
-    let expanded =
-        macros::expand(sql, &ctx).map_err(|e| ApiError::bad_request(format!("variable: {e}")))?;
-    let result = s
-        .engine
-        .query_params(expanded.sql, expanded.params)
-        .await
-        .map_err(|e| target_error("variable", e))?;
-    let names: Vec<&str> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
+    let expanded = macros::expand(sql, &ctx).map_err(|e| ApiError::bad_request(format!("variable: {e}")))?;
+    let result = s.engine.query_params(expanded.sql, expanded.params).await.map_err(|e| target_error("variable", e))?;
+    let names: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
     if names.is_empty() {
         return Ok(Json(json!([])));
     }
-    let (t, v) = match (
-        names.iter().position(|n| *n == "__text"),
-        names.iter().position(|n| *n == "__value"),
-    ) {
+    let (t, v) = match (names.iter().position(|n| *n == "__text"), names.iter().position(|n| *n == "__value")) {
         (Some(t), Some(v)) => (t, v),
         _ if names.len() >= 2 => (0, 1),
         _ => (0, 0),
@@ -383,10 +340,8 @@ async fn variable(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
 
 async fn tag_keys(State(s): Shared, headers: HeaderMap) -> Reply {
     authorize(&s.auth, &headers)?;
-    let keys: Vec<JsonValue> = adhoc::TAG_KEYS
-        .iter()
-        .map(|(key, _, _)| json!({ "type": "string", "text": key }))
-        .collect();
+    let keys: Vec<JsonValue> =
+        adhoc::TAG_KEYS.iter().map(|(key, _, _)| json!({ "type": "string", "text": key })).collect();
     Ok(Json(JsonValue::Array(keys)))
 }
 
@@ -400,11 +355,7 @@ async fn tag_values(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
     };
     let Some(sql) = adhoc::values_sql(&req.key, condition.as_deref()) else {
         let known: Vec<&str> = adhoc::TAG_KEYS.iter().map(|(k, _, _)| *k).collect();
-        return Err(ApiError::bad_request(format!(
-            "unknown tag key {:?} (known: {})",
-            req.key,
-            known.join(", ")
-        )));
+        return Err(ApiError::bad_request(format!("unknown tag key {:?} (known: {})", req.key, known.join(", "))));
     };
     let result = s.engine.query_params(sql, Vec::new()).await?;
     let mut values = Vec::new();
@@ -419,15 +370,8 @@ async fn tag_values(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
 /// `ts` within a request's range, rendered from parsed milliseconds.
 fn time_condition(range: Option<&request::Range>) -> Result<String, ApiError> {
     let (from_ms, to_ms) = range_ms(range, now_ms())?;
-    let ctx = macros::MacroContext {
-        from_ms,
-        to_ms,
-        interval_ms: 1000,
-        vars: Default::default(),
-    };
-    macros::expand("$__timeFilter(ts)", &ctx)
-        .map(|e| e.sql)
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    let ctx = macros::MacroContext { from_ms, to_ms, interval_ms: 1000, vars: Default::default() };
+    macros::expand("$__timeFilter(ts)", &ctx).map(|e| e.sql).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// simple-json's metric search: the names of the named queries containing `target`.
@@ -436,12 +380,7 @@ async fn search(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
     let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: SearchRequest = parse(&body)?;
     let needle = req.target.unwrap_or_default().to_ascii_lowercase();
-    let names: Vec<&str> = s
-        .queries
-        .iter()
-        .map(|q| q.name.as_str())
-        .filter(|n| n.contains(needle.trim()))
-        .collect();
+    let names: Vec<&str> = s.queries.iter().map(|q| q.name.as_str()).filter(|n| n.contains(needle.trim())).collect();
     Ok(Json(json!(names)))
 }
 
@@ -456,10 +395,7 @@ async fn annotations(State(s): Shared, headers: HeaderMap, body: Body) -> Reply 
     let (from, to) = (literal("$__timeFrom()")?, literal("$__timeTo()")?);
     let mut events = Vec::new();
     for source in sources {
-        let result = s
-            .engine
-            .query_params(source.sql(&from, &to), Vec::new())
-            .await?;
+        let result = s.engine.query_params(source.sql(&from, &to), Vec::new()).await?;
         events.extend(source.events(&result, &req.annotation));
     }
     events.sort_by_key(|e| e["time"].as_i64());

@@ -110,14 +110,11 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Re
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// The payload as an object (parsing the text form of older plugin versions).
-pub(crate) fn payload_object(
-    payload: Option<&Json>,
-) -> Result<serde_json::Map<String, Json>, ApiError> {
+pub(crate) fn payload_object(payload: Option<&Json>) -> Result<serde_json::Map<String, Json>, ApiError> {
     match payload {
         None | Some(Json::Null) => Ok(serde_json::Map::new()),
         Some(Json::Object(m)) => Ok(m.clone()),
@@ -148,9 +145,7 @@ pub(crate) fn range_ms(range: Option<&Range>, now_ms: i64) -> Result<(i64, i64),
 fn instant_ms(text: &str, field: &str) -> Result<i64, ApiError> {
     text.parse::<jiff::Timestamp>()
         .map(|t| t.as_millisecond())
-        .map_err(|e| {
-            ApiError::bad_request(format!("{field} {text:?} is not an RFC 3339 time: {e}"))
-        })
+        .map_err(|e| ApiError::bad_request(format!("{field} {text:?} is not an RFC 3339 time: {e}")))
 }
 
 /// Now, in epoch milliseconds.
@@ -170,9 +165,10 @@ impl QueryRequest {
     ) -> Result<MacroContext, ApiError> {
         let (from_ms, to_ms) = range_ms(self.range.as_ref(), now_ms)?;
         let interval_ms = match &self.interval_ms {
-            Some(n) => n.as_u64().filter(|&v| v > 0).ok_or_else(|| {
-                ApiError::bad_request(format!("intervalMs must be a positive integer, got {n}"))
-            })?,
+            Some(n) => n
+                .as_u64()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| ApiError::bad_request(format!("intervalMs must be a positive integer, got {n}")))?,
             None => auto_interval_ms(to_ms - from_ms, self.max_data_points.unwrap_or(1000)),
         };
         let mut vars = BTreeMap::new();
@@ -197,12 +193,7 @@ impl QueryRequest {
                 vars.insert(name.clone(), values);
             }
         }
-        Ok(MacroContext {
-            from_ms,
-            to_ms,
-            interval_ms,
-            vars,
-        })
+        Ok(MacroContext { from_ms, to_ms, interval_ms, vars })
     }
 }
 

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Date64Type, Float64Type, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    Date32Type, Date64Type, Float64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
@@ -28,28 +28,16 @@ type Point = (Option<f64>, i64);
 
 /// The first time column of a result, if any.
 pub(crate) fn time_column(result: &QueryResult) -> Option<usize> {
-    result
-        .schema
-        .fields()
-        .iter()
-        .position(|f| is_time(f.data_type()))
+    result.schema.fields().iter().position(|f| is_time(f.data_type()))
 }
 
 fn is_time(ty: &DataType) -> bool {
-    matches!(
-        ty,
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-    )
+    matches!(ty, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64)
 }
 
 /// Whether the result can be shown as time series: a time column and a numeric one.
 pub(crate) fn fits_time_series(result: &QueryResult) -> bool {
-    time_column(result).is_some()
-        && result
-            .schema
-            .fields()
-            .iter()
-            .any(|f| f.data_type().is_numeric())
+    time_column(result).is_some() && result.schema.fields().iter().any(|f| f.data_type().is_numeric())
 }
 
 /// The result as time series.
@@ -58,33 +46,22 @@ pub(crate) fn time_series(result: &QueryResult) -> Result<Vec<Json>, ApiError> {
     let Some(time) = time_column(result) else {
         return Err(not_time_series(result));
     };
-    let values: Vec<usize> = (0..fields.len())
-        .filter(|&i| i != time && fields[i].data_type().is_numeric())
-        .collect();
+    let values: Vec<usize> = (0..fields.len()).filter(|&i| i != time && fields[i].data_type().is_numeric()).collect();
     if values.is_empty() {
         return Err(not_time_series(result));
     }
-    let labels: Vec<usize> = (0..fields.len())
-        .filter(|&i| i != time && !values.contains(&i))
-        .collect();
+    let labels: Vec<usize> = (0..fields.len()).filter(|&i| i != time && !values.contains(&i)).collect();
 
     let mut order: Vec<(String, Vec<Point>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for batch in &result.batches {
         let times = batch.column(time);
-        let numbers: Vec<ArrayRef> = values
-            .iter()
-            .map(|&i| as_f64(batch.column(i)))
-            .collect::<Result<_, _>>()?;
+        let numbers: Vec<ArrayRef> = values.iter().map(|&i| as_f64(batch.column(i))).collect::<Result<_, _>>()?;
         for row in 0..batch.num_rows() {
             let Some(t) = epoch_ms(times.as_ref(), row) else {
                 continue;
             };
-            let label = labels
-                .iter()
-                .map(|&i| text_cell(batch.column(i).as_ref(), row))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let label = labels.iter().map(|&i| text_cell(batch.column(i).as_ref(), row)).collect::<Vec<_>>().join(" ");
             for (n, &col) in values.iter().enumerate() {
                 let name = match (label.is_empty(), values.len()) {
                     (true, _) => fields[col].name().clone(),
@@ -92,9 +69,7 @@ pub(crate) fn time_series(result: &QueryResult) -> Result<Vec<Json>, ApiError> {
                     (false, _) => format!("{label} {}", fields[col].name()),
                 };
                 let v = numbers[n].as_primitive::<Float64Type>();
-                let value = (!v.is_null(row))
-                    .then(|| v.value(row))
-                    .filter(|x| x.is_finite());
+                let value = (!v.is_null(row)).then(|| v.value(row)).filter(|x| x.is_finite());
                 let slot = *index.entry(name.clone()).or_insert_with(|| {
                     order.push((name, Vec::new()));
                     order.len() - 1
@@ -118,13 +93,7 @@ fn not_time_series(result: &QueryResult) -> ApiError {
         .schema
         .fields()
         .iter()
-        .map(|f| {
-            format!(
-                "{} {}",
-                f.name(),
-                crate::output::sql_type_name(f.data_type())
-            )
-        })
+        .map(|f| format!("{} {}", f.name(), crate::output::sql_type_name(f.data_type())))
         .collect();
     ApiError::bad_request(format!(
         "a time series needs a timestamp column and a numeric column (got: {}); \
@@ -156,9 +125,7 @@ pub(crate) fn table(result: &QueryResult) -> Result<Json, ApiError> {
             .columns()
             .iter()
             .map(|c| match c.data_type() {
-                DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float16 => {
-                    as_f64(c)
-                }
+                DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float16 => as_f64(c),
                 _ => Ok(c.clone()),
             })
             .collect::<Result<_, _>>()?;
@@ -190,20 +157,14 @@ pub(crate) fn epoch_ms(array: &dyn Array, row: usize) -> Option<i64> {
         return None;
     }
     Some(match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            array.as_primitive::<TimestampSecondType>().value(row) * 1000
+        DataType::Timestamp(TimeUnit::Second, _) => array.as_primitive::<TimestampSecondType>().value(row) * 1000,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => array.as_primitive::<TimestampMillisecondType>().value(row),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            array.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000)
         }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            array.as_primitive::<TimestampMillisecondType>().value(row)
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            array.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000_000)
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => array
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(row)
-            .div_euclid(1000),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => array
-            .as_primitive::<TimestampNanosecondType>()
-            .value(row)
-            .div_euclid(1_000_000),
         DataType::Date32 => i64::from(array.as_primitive::<Date32Type>().value(row)) * 86_400_000,
         DataType::Date64 => array.as_primitive::<Date64Type>().value(row),
         _ => return None,

@@ -54,12 +54,7 @@ fn batch(table: Table, rows: &[Row]) -> arrow_array::RecordBatch {
 fn write_fixtures(dir: &std::path::Path) {
     use Cell::*;
     let http = |vhost, status, ms, ip| {
-        vec![
-            ("vhost", S(vhost)),
-            ("status", I(status)),
-            ("duration_ms", F(ms)),
-            ("remote_ip", S(ip)),
-        ]
+        vec![("vhost", S(vhost)), ("status", I(status)), ("duration_ms", F(ms)), ("remote_ip", S(ip))]
     };
     let rows = vec![
         (0, "n1", http("a.example", 200, 10.0, "192.0.2.1")),
@@ -78,13 +73,7 @@ fn write_fixtures(dir: &std::path::Path) {
     ];
     write_parquet(dir, Table::Bans, 1, &batch(Table::Bans, &rows));
 
-    let fw = |action, src, port| {
-        vec![
-            ("action", S(action)),
-            ("src", S(src)),
-            ("dst_port", I(port)),
-        ]
-    };
+    let fw = |action, src, port| vec![("action", S(action)), ("src", S(src)), ("dst_port", I(port))];
     let rows = vec![
         (1, "n1", fw("BLOCK", "198.51.100.1", 22)),
         (2, "n1", fw("BLOCK", "198.51.100.1", 23)),
@@ -95,11 +84,7 @@ fn write_fixtures(dir: &std::path::Path) {
     write_parquet(dir, Table::Firewall, 1, &batch(Table::Firewall, &rows));
 
     let probe = |target, ok, ms: Option<f64>| {
-        let mut v = vec![
-            ("kind", S("tailscale")),
-            ("target", S(target)),
-            ("ok", B(ok)),
-        ];
+        let mut v = vec![("kind", S("tailscale")), ("target", S(target)), ("ok", B(ok))];
         if let Some(ms) = ms {
             v.push(("latency_ms", F(ms)));
             v.push(("path", S("direct 10.0.0.2:41641")));
@@ -127,11 +112,7 @@ fn write_fixtures(dir: &std::path::Path) {
 
 fn app_over(dir: &std::path::Path, tokens: &[&str]) -> Router {
     let queries = crate::named::merge(Vec::new()).unwrap();
-    router(
-        engine(dir, Arc::new(MemFresh::default())),
-        tokens.iter().map(|t| t.to_string()).collect(),
-        queries,
-    )
+    router(engine(dir, Arc::new(MemFresh::default())), tokens.iter().map(|t| t.to_string()).collect(), queries)
 }
 
 fn fixture_app() -> (tempfile::TempDir, Router) {
@@ -142,10 +123,7 @@ fn fixture_app() -> (tempfile::TempDir, Router) {
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Json>) -> (StatusCode, Json) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(AUTHORIZATION, format!("Bearer {TOKEN}"));
+    let mut req = Request::builder().method(method).uri(uri).header(AUTHORIZATION, format!("Bearer {TOKEN}"));
     if body.is_some() {
         req = req.header(CONTENT_TYPE, "application/json");
     }
@@ -222,11 +200,7 @@ async fn save_and_test_needs_the_read_token() {
         if let Some(h) = header {
             req = req.header(AUTHORIZATION, h);
         }
-        let resp = app
-            .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
     let req = Request::post("/query").body(Body::from("{}")).unwrap();
@@ -238,12 +212,7 @@ async fn save_and_test_needs_the_read_token() {
 async fn metrics_offer_the_named_queries() {
     let (_dir, app) = fixture_app();
     let list = post_ok(&app, "/metrics", json!({"metric": "", "payload": {}})).await;
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
     assert_eq!(
         names,
         [
@@ -268,20 +237,11 @@ async fn metrics_offer_the_named_queries() {
         ]})
     );
     let body = json!({"metric": "http_5xx_ratio", "payload": {}, "name": "format"});
-    assert_eq!(
-        post_ok(&app, "/metric-payload-options", body).await,
-        options
-    );
+    assert_eq!(post_ok(&app, "/metric-payload-options", body).await, options);
     let body = json!({"metric": "http_5xx_ratio", "payload": {}, "name": "other"});
-    assert_eq!(
-        post_ok(&app, "/metric-payload-options", body).await,
-        json!([])
-    );
+    assert_eq!(post_ok(&app, "/metric-payload-options", body).await, json!([]));
     // simple-json's search.
-    assert_eq!(
-        post_ok(&app, "/search", json!({"target": "ban"})).await,
-        json!(["bans_per_jail"])
-    );
+    assert_eq!(post_ok(&app, "/search", json!({"target": "ban"})).await, json!(["bans_per_jail"]));
 }
 
 #[tokio::test]
@@ -328,17 +288,11 @@ async fn named_tables() {
         }])
     );
     let body = query_body(named_target("disk_usage_per_mount"), json!([]));
-    assert_eq!(
-        post_ok(&app, "/query", body).await[0]["rows"],
-        json!([["n1", "/", 40.0, 100.0, 45.0]])
-    );
+    assert_eq!(post_ok(&app, "/query", body).await[0]["rows"], json!([["n1", "/", 40.0, 100.0, 45.0]]));
     let body = query_body(named_target("mesh_latency"), json!([]));
     assert_eq!(
         post_ok(&app, "/query", body).await[0]["rows"],
-        json!([
-            ["n1", "n2", 2.0, 2.45, 0, 2, "direct 10.0.0.2:41641"],
-            ["n2", "n1", null, null, 1, 1, null]
-        ])
+        json!([["n1", "n2", 2.0, 2.45, 0, 2, "direct 10.0.0.2:41641"], ["n2", "n1", null, null, 1, 1, null]])
     );
     // A time series query can be asked for as a table.
     let mut body = query_body(named_target("p95_latency_per_vhost"), json!([]));
@@ -358,10 +312,7 @@ async fn every_default_runs_on_an_empty_and_a_fixture_lake() {
             let answer = post_ok(&app, "/query", body).await;
             assert!(answer.is_array(), "{}: {answer}", q.name);
             // With an ad-hoc filter on a column some results have and others do not.
-            let body = query_body(
-                named_target(&q.name),
-                json!([{"key": "host", "operator": "=", "value": "n1"}]),
-            );
+            let body = query_body(named_target(&q.name), json!([{"key": "host", "operator": "=", "value": "n1"}]));
             post_ok(&app, "/query", body).await;
         }
     }
@@ -402,10 +353,7 @@ async fn raw_sql_with_macros_and_formats() {
     assert_eq!(answer.as_array().unwrap().len(), 2);
     assert_eq!(answer[1]["rows"], json!([[2]]));
     // The payload may come as JSON text (older plugin versions).
-    let body = query_body(
-        json!([{"refId": "A", "target": "", "payload": "{\"sql\": \"select 3 as x\"}"}]),
-        json!([]),
-    );
+    let body = query_body(json!([{"refId": "A", "target": "", "payload": "{\"sql\": \"select 3 as x\"}"}]), json!([]));
     assert_eq!(post_ok(&app, "/query", body).await[0]["rows"], json!([[3]]));
 }
 
@@ -415,30 +363,16 @@ async fn variables_are_bound_as_data() {
     let sql = "select vhost, count(*) as n from http where vhost in (${vhost:csv}) \
                and host = '$host' group by 1 order by 1";
     let rows = |host: &str, vhosts: Json| {
-        let body = query_body(
-            sql_target(sql, json!({"host": host, "format": "table"})),
-            json!([]),
-        );
+        let body = query_body(sql_target(sql, json!({"host": host, "format": "table"})), json!([]));
         let mut body = body;
         body["scopedVars"]["vhost"] = json!({"text": "multi", "value": vhosts});
         body
     };
     let body = rows("n1", json!(["a.example", "b.example"]));
-    assert_eq!(
-        post_ok(&app, "/query", body).await[0]["rows"],
-        json!([["a.example", 3], ["b.example", 1]])
-    );
-    for evil in [
-        "x' OR 1=1 --",
-        "n1' OR '1'='1",
-        "'); COPY (SELECT 1) TO '/tmp/lake-pwned.csv'; --",
-    ] {
+    assert_eq!(post_ok(&app, "/query", body).await[0]["rows"], json!([["a.example", 3], ["b.example", 1]]));
+    for evil in ["x' OR 1=1 --", "n1' OR '1'='1", "'); COPY (SELECT 1) TO '/tmp/lake-pwned.csv'; --"] {
         let body = rows(evil, json!(["a.example"]));
-        assert_eq!(
-            post_ok(&app, "/query", body).await[0]["rows"],
-            json!([]),
-            "{evil}"
-        );
+        assert_eq!(post_ok(&app, "/query", body).await[0]["rows"], json!([]), "{evil}");
         let body = rows("n1", json!([evil]));
         assert_eq!(post_ok(&app, "/query", body).await[0]["rows"], json!([]));
     }
@@ -453,60 +387,26 @@ async fn adhoc_filters_apply_and_stay_data() {
     let (_dir, app) = fixture_app();
     let filtered = |filters: Json| query_body(named_target("p95_latency_per_vhost"), filters);
     let body = filtered(json!([{"key": "vhost", "operator": "=", "value": "b.example"}]));
-    assert_eq!(
-        post_ok(&app, "/query", body).await,
-        json!([{"target": "b.example", "datapoints": [[100.0, T0]]}])
-    );
+    assert_eq!(post_ok(&app, "/query", body).await, json!([{"target": "b.example", "datapoints": [[100.0, T0]]}]));
     let body = filtered(json!([{"key": "vhost", "operator": "=~", "value": "^a\\."}]));
-    assert_eq!(
-        post_ok(&app, "/query", body)
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    for evil in [
-        "x' OR 1=1 --",
-        "') OR 1=1 --",
-        "'); COPY (SELECT 1) TO '/tmp/lake-pwned2.csv'; --",
-    ] {
+    assert_eq!(post_ok(&app, "/query", body).await.as_array().unwrap().len(), 1);
+    for evil in ["x' OR 1=1 --", "') OR 1=1 --", "'); COPY (SELECT 1) TO '/tmp/lake-pwned2.csv'; --"] {
         let body = filtered(json!([{"key": "vhost", "operator": "=", "value": evil}]));
         assert_eq!(post_ok(&app, "/query", body).await, json!([]), "{evil}");
     }
     assert!(!std::path::Path::new("/tmp/lake-pwned2.csv").exists());
     // A key the target does not return is not this panel's concern.
     let body = filtered(json!([{"key": "jail", "operator": "=", "value": "sshd"}]));
-    assert_eq!(
-        post_ok(&app, "/query", body)
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(post_ok(&app, "/query", body).await.as_array().unwrap().len(), 2);
     // Numbers compare as numbers (the value is cast by DuckDB, not pasted).
     let body = query_body(
-        sql_target(
-            "select status, vhost from http order by ts",
-            json!({"format": "table"}),
-        ),
+        sql_target("select status, vhost from http order by ts", json!({"format": "table"})),
         json!([{"key": "status", "operator": ">", "value": "499"}]),
     );
-    assert_eq!(
-        post_ok(&app, "/query", body).await[0]["rows"],
-        json!([[500, "a.example"]])
-    );
+    assert_eq!(post_ok(&app, "/query", body).await[0]["rows"], json!([[500, "a.example"]]));
     // A key that is an injection attempt matches no column; a bad operator is refused.
     let body = filtered(json!([{"key": "vhost\" = vhost OR \"1", "operator": "=", "value": "x"}]));
-    assert_eq!(
-        post_ok(&app, "/query", body)
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(post_ok(&app, "/query", body).await.as_array().unwrap().len(), 2);
     let body = filtered(json!([{"key": "vhost", "operator": "OR 1=1 --", "value": "x"}]));
     let e = post_err(&app, "/query", body).await;
     assert!(e.contains("operator"), "{e}");
@@ -520,18 +420,12 @@ async fn errors_are_400_with_a_message() {
     assert!(e.contains("http_5xx_ratio"), "{e}");
     let body = query_body(sql_target("select * from nowhere", json!({})), json!([]));
     let e = post_err(&app, "/query", body).await;
-    assert!(
-        e.starts_with("target A (payload.sql): Catalog Error"),
-        "{e}"
-    );
+    assert!(e.starts_with("target A (payload.sql): Catalog Error"), "{e}");
     let body = query_body(sql_target("delete from http", json!({})), json!([]));
     let (status, json) = call(&app, "POST", "/query", Some(body)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
     assert!(json["error"].as_str().unwrap().contains("DELETE statements are not allowed"), "{json}");
-    let body = query_body(
-        sql_target("select 'a' as x", json!({"format": "timeseries"})),
-        json!([]),
-    );
+    let body = query_body(sql_target("select 'a' as x", json!({"format": "timeseries"})), json!([]));
     let e = post_err(&app, "/query", body).await;
     assert!(e.contains("time series needs a timestamp column"), "{e}");
     let mut body = query_body(named_target("bans_per_jail"), json!([]));
@@ -564,10 +458,7 @@ async fn variable_values() {
     // No range: the last 6 hours, in which the fixtures (2026) are not.
     assert_eq!(post_ok(&app, "/variable", body).await, json!([]));
     let body = json!({"payload": {"target": "select 'x' as __value, 'X' as __text"}});
-    assert_eq!(
-        post_ok(&app, "/variable", body).await,
-        json!([{"__text": "X", "__value": "x"}])
-    );
+    assert_eq!(post_ok(&app, "/variable", body).await, json!([{"__text": "X", "__value": "x"}]));
     post_err(&app, "/variable", json!({"payload": {}})).await;
 }
 
@@ -575,24 +466,13 @@ async fn variable_values() {
 async fn tag_keys_and_values() {
     let (_dir, app) = fixture_app();
     let keys = post_ok(&app, "/tag-keys", json!({})).await;
-    assert!(keys
-        .as_array()
-        .unwrap()
-        .contains(&json!({"type": "string", "text": "vhost"})));
+    assert!(keys.as_array().unwrap().contains(&json!({"type": "string", "text": "vhost"})));
     assert_eq!(
         post_ok(&app, "/tag-values", json!({"key": "vhost"})).await,
         json!([{"text": "a.example"}, {"text": "b.example"}])
     );
-    assert_eq!(
-        post_ok(&app, "/tag-values", json!({"key": "status"})).await,
-        json!([{"text": "200"}, {"text": "500"}])
-    );
-    let e = post_err(
-        &app,
-        "/tag-values",
-        json!({"key": "vhost; drop table http"}),
-    )
-    .await;
+    assert_eq!(post_ok(&app, "/tag-values", json!({"key": "status"})).await, json!([{"text": "200"}, {"text": "500"}]));
+    let e = post_err(&app, "/tag-values", json!({"key": "vhost; drop table http"})).await;
     assert!(e.contains("unknown tag key"), "{e}");
 }
 
@@ -626,27 +506,12 @@ async fn annotations_from_alerts_and_bans() {
         ])
     );
     // The range ends before the unban: its end is still known.
-    let bans = post_ok(
-        &app,
-        "/annotations",
-        body("bans", "2026-11-22T10:01:00.000Z"),
-    )
-    .await;
+    let bans = post_ok(&app, "/annotations", body("bans", "2026-11-22T10:01:00.000Z")).await;
     assert_eq!(bans.as_array().unwrap().len(), 1);
     assert_eq!(bans[0]["timeEnd"], T0 + 120_000);
-    let alerts = post_ok(
-        &app,
-        "/annotations",
-        body("alerts", "2026-11-22T11:00:00.000Z"),
-    )
-    .await;
+    let alerts = post_ok(&app, "/annotations", body("alerts", "2026-11-22T11:00:00.000Z")).await;
     assert_eq!(alerts.as_array().unwrap().len(), 1);
-    let e = post_err(
-        &app,
-        "/annotations",
-        body("nope", "2026-11-22T11:00:00.000Z"),
-    )
-    .await;
+    let e = post_err(&app, "/annotations", body("nope", "2026-11-22T11:00:00.000Z")).await;
     assert!(e.contains("alerts, bans"), "{e}");
 }
 
@@ -654,7 +519,8 @@ async fn annotations_from_alerts_and_bans() {
 fn alert_rows(rows: &[(i64, &str, &str, &str)]) -> arrow_array::RecordBatch {
     let mut b = TableBuilder::new(Table::Alerts);
     let c = |b: &TableBuilder, n: &str| b.column(n).unwrap();
-    let (ts, host, rule, state, labels, message) = (c(&b, "ts"), c(&b, "host"), c(&b, "rule"), c(&b, "state"), c(&b, "labels"), c(&b, "message"));
+    let (ts, host, rule, state, labels, message) =
+        (c(&b, "ts"), c(&b, "host"), c(&b, "rule"), c(&b, "state"), c(&b, "labels"), c(&b, "message"));
     for &(secs, r, s, vhost) in rows {
         b.ts(ts, TS + secs * 1_000_000);
         b.text(host, Some("n1"));
@@ -719,7 +585,13 @@ async fn annotations_are_regions_from_firing_to_resolved_and_from_ban_to_unban()
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["time"].as_i64().unwrap() - T0, e["timeEnd"].as_i64().map(|t| t - T0), e["text"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["time"].as_i64().unwrap() - T0,
+                e["timeEnd"].as_i64().map(|t| t - T0),
+                e["text"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -738,7 +610,13 @@ async fn annotations_are_regions_from_firing_to_resolved_and_from_ban_to_unban()
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["time"].as_i64().unwrap() - T0, e["timeEnd"].as_i64().map(|t| t - T0), e["text"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["time"].as_i64().unwrap() - T0,
+                e["timeEnd"].as_i64().map(|t| t - T0),
+                e["text"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,

@@ -131,7 +131,10 @@ mod tests {
         type Data = Bytes;
         type Error = std::io::Error;
 
-        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             match self.0.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     let next = tokio::time::Instant::now() + self.1;
@@ -147,7 +150,10 @@ mod tests {
     async fn a_trickling_body_is_a_json_408() {
         // Real time (tokio's test-util is off): a byte every 20ms against a 150ms deadline.
         let pace = Duration::from_millis(20);
-        let body = DeadlineBody::wrap(Body::new(Trickle(Box::pin(tokio::time::sleep(pace)), pace)), Duration::from_millis(150));
+        let body = DeadlineBody::wrap(
+            Body::new(Trickle(Box::pin(tokio::time::sleep(pace)), pace)),
+            Duration::from_millis(150),
+        );
         let e = read_body(&HeaderMap::new(), body, 1 << 20, "/v1/sql").await.unwrap_err();
         assert_eq!(e.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(e.message().contains("http.body_timeout"), "{}", e.message());

@@ -35,7 +35,12 @@ struct Chunk {
 }
 
 /// Runs the query and answers it, whole or streamed.
-pub(super) async fn respond(engine: &Arc<Engine>, sql: String, params: Vec<Value>, format: Format) -> Result<Response, ApiError> {
+pub(super) async fn respond(
+    engine: &Arc<Engine>,
+    sql: String,
+    params: Vec<Value>,
+    format: Format,
+) -> Result<Response, ApiError> {
     let mut encoder: Option<BatchEncoder> = None;
     let encode = move |batch: &RecordBatch| -> std::io::Result<Chunk> {
         let e = match &mut encoder {
@@ -58,7 +63,10 @@ pub(super) async fn respond(engine: &Arc<Engine>, sql: String, params: Vec<Value
             }
             None => {
                 let end = stream.end().unwrap_or(crate::engine::StreamEnd { rows, truncated: false });
-                pending.push_back(Bytes::from(output::tail(format, &Tail { truncated: end.truncated, rows: end.rows, error: None })));
+                pending.push_back(Bytes::from(output::tail(
+                    format,
+                    &Tail { truncated: end.truncated, rows: end.rows, error: None },
+                )));
                 return Ok(whole(format, pending, end.truncated));
             }
         }
@@ -106,7 +114,10 @@ impl StreamedBody {
             self.pending.push_back(Bytes::from(tail));
         }
         let mut trailers = HeaderMap::new();
-        trailers.insert(HeaderName::from_static(TRUNCATED_HEADER), HeaderValue::from_static(if truncated { "true" } else { "false" }));
+        trailers.insert(
+            HeaderName::from_static(TRUNCATED_HEADER),
+            HeaderValue::from_static(if truncated { "true" } else { "false" }),
+        );
         if let Some(e) = error {
             trailers.insert(HeaderName::from_static(ERROR_TRAILER), header_text(e));
         }
@@ -116,11 +127,8 @@ impl StreamedBody {
 
 /// A message as a header value: visible ASCII only, one line, at most 1000 bytes.
 fn header_text(message: &str) -> HeaderValue {
-    let clean: String = message
-        .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' })
-        .take(1000)
-        .collect();
+    let clean: String =
+        message.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).take(1000).collect();
     HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("query failed"))
 }
 

@@ -26,45 +26,21 @@ async fn call(app: &Router, req: Request<Body>) -> Reply {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Reply { status, headers, body }
 }
 
 fn post(uri: &str, content_type: &str, body: &str) -> Request<Body> {
-    Request::post(uri)
-        .header(CONTENT_TYPE, content_type)
-        .body(Body::from(body.to_string()))
-        .unwrap()
+    Request::post(uri).header(CONTENT_TYPE, content_type).body(Body::from(body.to_string())).unwrap()
 }
 
 fn app(tokens: &[&str]) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
-    write_parquet(
-        dir.path(),
-        Table::Metrics,
-        1,
-        &metrics(&[(0, "n1", "cpu", 10.0, Some("0"))]),
-    );
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 10.0, Some("0"))]));
     let fresh = Arc::new(MemFresh::default());
-    fresh.set(
-        Table::Metrics,
-        vec![metrics(&[(1, "n2", "cpu", 20.0, Some("1"))])],
-    );
-    let router = router(
-        engine(dir.path(), fresh),
-        tokens.iter().map(|t| t.to_string()).collect(),
-        crate::named::defaults(),
-    );
+    fresh.set(Table::Metrics, vec![metrics(&[(1, "n2", "cpu", 20.0, Some("1"))])]);
+    let router =
+        router(engine(dir.path(), fresh), tokens.iter().map(|t| t.to_string()).collect(), crate::named::defaults());
     (dir, router)
 }
 
@@ -89,21 +65,10 @@ async fn json_body_answers_json() {
 #[tokio::test]
 async fn text_body_with_format_param_answers_csv() {
     let (_dir, app) = app(&[]);
-    let r = call(
-        &app,
-        post(
-            "/v1/sql?format=csv",
-            "text/plain",
-            "select host, value from metrics order by ts",
-        ),
-    )
-    .await;
+    let r = call(&app, post("/v1/sql?format=csv", "text/plain", "select host, value from metrics order by ts")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers[CONTENT_TYPE], "text/csv; charset=utf-8");
-    assert_eq!(
-        String::from_utf8(r.body).unwrap(),
-        "host,value\nn1,10.0\nn2,20.0\n"
-    );
+    assert_eq!(String::from_utf8(r.body).unwrap(), "host,value\nn1,10.0\nn2,20.0\n");
 }
 
 #[tokio::test]
@@ -123,17 +88,10 @@ async fn arrow_round_trips_and_flags_truncation() {
 #[tokio::test]
 async fn truncated_results_carry_the_header() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = crate::engine::Limits {
-        max_rows: 2,
-        ..Default::default()
-    };
+    let limits = crate::engine::Limits { max_rows: 2, ..Default::default() };
     let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
     let app = router(e, vec![], crate::named::defaults());
-    let r = call(
-        &app,
-        post("/v1/sql", "text/plain", "select * from range(5)"),
-    )
-    .await;
+    let r = call(&app, post("/v1/sql", "text/plain", "select * from range(5)")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers[TRUNCATED_HEADER], "true");
     assert_eq!(r.json()["row_count"], 2);
@@ -148,13 +106,11 @@ async fn read_token_is_required_when_configured() {
     assert!(r.json()["error"].as_str().unwrap().contains("Bearer"));
 
     let mut req = post("/v1/sql", "text/plain", "select 1");
-    req.headers_mut()
-        .insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret-3"));
+    req.headers_mut().insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret-3"));
     assert_eq!(call(&app, req).await.status, StatusCode::UNAUTHORIZED);
 
     let mut req = post("/v1/sql", "text/plain", "select 1");
-    req.headers_mut()
-        .insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret-2"));
+    req.headers_mut().insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret-2"));
     assert_eq!(call(&app, req).await.status, StatusCode::OK);
 }
 
@@ -164,21 +120,13 @@ async fn user_errors_are_400_with_duckdbs_message() {
     let r = call(&app, post("/v1/sql", "text/plain", "select nope")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let msg = r.json()["error"].as_str().unwrap().to_string();
-    assert!(
-        msg.contains("Binder Error") && msg.contains("nope"),
-        "{msg}"
-    );
+    assert!(msg.contains("Binder Error") && msg.contains("nope"), "{msg}");
 
     for (uri, ct, body, expected) in [
         ("/v1/sql", "text/plain", "  ", "empty SQL"),
         ("/v1/sql", "application/json", r#"{"sql": ""}"#, "empty SQL"),
         ("/v1/sql", "application/json", "{", "invalid JSON"),
-        (
-            "/v1/sql?format=xml",
-            "text/plain",
-            "select 1",
-            "unknown format",
-        ),
+        ("/v1/sql?format=xml", "text/plain", "select 1", "unknown format"),
         ("/v1/sql", "text/plain", "select 1; select 2", "got 2 statements"),
         ("/v1/sql", "text/plain", "selec 1", "Parser Error"),
         ("/v1/sql", "text/plain", "select 'a'::int", "Conversion Error"),
@@ -194,21 +142,10 @@ async fn user_errors_are_400_with_duckdbs_message() {
 #[tokio::test]
 async fn timeouts_are_408_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = crate::engine::Limits {
-        timeout: std::time::Duration::from_millis(200),
-        ..Default::default()
-    };
+    let limits = crate::engine::Limits { timeout: std::time::Duration::from_millis(200), ..Default::default() };
     let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
     let app = router(e, vec![], crate::named::defaults());
-    let r = call(
-        &app,
-        post(
-            "/v1/sql",
-            "text/plain",
-            "select count(*) from range(1000000000) a, range(1000) b",
-        ),
-    )
-    .await;
+    let r = call(&app, post("/v1/sql", "text/plain", "select count(*) from range(1000000000) a, range(1000) b")).await;
     assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
     assert!(r.json()["error"].as_str().unwrap().contains("200ms"));
 }
@@ -225,11 +162,8 @@ async fn an_oversized_body_is_a_json_413() {
 #[tokio::test]
 async fn a_named_query_runs_with_its_macros_expanded() {
     let (_dir, app) = app(&[]);
-    let r = call(
-        &app,
-        post("/v1/sql", "application/json", r#"{"query": "disk_usage_per_mount", "since": "6h"}"#),
-    )
-    .await;
+    let r =
+        call(&app, post("/v1/sql", "application/json", r#"{"query": "disk_usage_per_mount", "since": "6h"}"#)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["columns"].as_array().is_some());
     let r = call(&app, post("/v1/sql", "application/json", r#"{"query": "nope"}"#)).await;
@@ -265,7 +199,12 @@ escape!(escape_create_table, "CREATE TABLE t(x int)", "CREATE statements are not
 escape!(escape_drop_view, "DROP VIEW metrics", "DROP statements are not allowed");
 escape!(escape_stacked_drop, "select 1; drop view metrics", "DROP statements are not allowed");
 escape!(escape_explain_drop, "EXPLAIN DROP VIEW metrics", "DROP statements are not allowed");
-escape!(escape_copy_to_file, "COPY (select * from metrics) TO '/tmp/lake-escape.csv'", "COPY is not allowed", "cannot read or write files");
+escape!(
+    escape_copy_to_file,
+    "COPY (select * from metrics) TO '/tmp/lake-escape.csv'",
+    "COPY is not allowed",
+    "cannot read or write files"
+);
 escape!(escape_copy_from_file, "COPY metrics FROM '/etc/passwd'", "COPY is not allowed");
 escape!(escape_export_database, "EXPORT DATABASE '/tmp/lake-escape'", "EXPORT is not allowed");
 escape!(escape_attach, "ATTACH '/tmp/lake-escape.db' AS x", "ATTACH is not allowed", "attach");
@@ -273,21 +212,50 @@ escape!(escape_detach, "DETACH memory", "DETACH is not allowed");
 escape!(escape_install, "INSTALL httpfs", "INSTALL is not allowed", "extensions");
 escape!(escape_load, "LOAD httpfs", "LOAD is not allowed", "extensions");
 escape!(escape_set_threads, "SET threads = 1", "SET is not allowed", "configuration is locked");
-escape!(escape_set_external_access, "SET enable_external_access = true", "SET is not allowed", "configuration is locked");
+escape!(
+    escape_set_external_access,
+    "SET enable_external_access = true",
+    "SET is not allowed",
+    "configuration is locked"
+);
 escape!(escape_reset_lock, "RESET lock_configuration", "RESET is not allowed");
 escape!(escape_pragma, "PRAGMA threads = 1", "PRAGMA is not allowed");
-escape!(escape_read_csv_etc_passwd, "select * from read_csv('/etc/passwd')", "function read_csv is not allowed", "no files outside <data>/tables/");
-escape!(escape_read_text, "select * from read_text('/etc/hostname')", "function read_text is not allowed", "no files outside");
-escape!(escape_read_blob, "select * from read_blob('/etc/shadow')", "function read_blob is not allowed", "no files outside");
+escape!(
+    escape_read_csv_etc_passwd,
+    "select * from read_csv('/etc/passwd')",
+    "function read_csv is not allowed",
+    "no files outside <data>/tables/"
+);
+escape!(
+    escape_read_text,
+    "select * from read_text('/etc/hostname')",
+    "function read_text is not allowed",
+    "no files outside"
+);
+escape!(
+    escape_read_blob,
+    "select * from read_blob('/etc/shadow')",
+    "function read_blob is not allowed",
+    "no files outside"
+);
 escape!(escape_read_json, "select * from read_json('/etc/os-release')", "no files outside");
 escape!(escape_read_parquet_elsewhere, "select * from read_parquet('/tmp/elsewhere/*.parquet')", "no files outside");
 escape!(escape_parquet_metadata, "select * from parquet_metadata('/var/lib/x.parquet')", "no files outside");
 escape!(escape_glob_etc, "select * from glob('/etc/*')", "function glob is not allowed", "no files outside");
 // A SELECT may still not change the engine for later requests (issue 18).
-escape!(escape_enable_logging, "SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')", "function enable_logging is not allowed");
+escape!(
+    escape_enable_logging,
+    "SELECT * FROM enable_logging(storage='file', storage_path='/nonexistent')",
+    "function enable_logging is not allowed"
+);
 escape!(escape_current_setting, "select current_setting('threads')", "function current_setting is not allowed");
 escape!(escape_query_function, "select * from query('select 1')", "function query is not allowed");
-escape!(escape_https_url, "select * from read_parquet('https://example.com/x.parquet')", "no URLs", "https://example.com/x.parquet");
+escape!(
+    escape_https_url,
+    "select * from read_parquet('https://example.com/x.parquet')",
+    "no URLs",
+    "https://example.com/x.parquet"
+);
 escape!(escape_http_url_csv, "select * from read_csv('http://example.com/x.csv')", "no URLs");
 escape!(escape_url_replacement_scan, "select * from 'https://example.com/x.parquet'", "no URLs");
 
@@ -300,7 +268,10 @@ async fn escape_staging_files_are_outside_the_tables() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.json()["error"].as_str().unwrap().contains("no files outside"));
     // The lake's own tables may be read by path.
-    let sql = format!("select count(*) from read_parquet('{}/tables/metrics/date=*/*.parquet')", dir.path().canonicalize().unwrap().display());
+    let sql = format!(
+        "select count(*) from read_parquet('{}/tables/metrics/date=*/*.parquet')",
+        dir.path().canonicalize().unwrap().display()
+    );
     let r = call(&app, post("/v1/sql", "text/plain", &sql)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["rows"], serde_json::json!([[1]]));
@@ -310,7 +281,8 @@ async fn escape_staging_files_are_outside_the_tables() {
 async fn escapes_are_forbidden_for_every_format_and_named_errors_stay_400() {
     let (_dir, app) = app(&[]);
     for format in ["json", "csv", "arrow", "table"] {
-        let r = call(&app, post(&format!("/v1/sql?format={format}"), "text/plain", "COPY metrics TO '/tmp/x.csv'")).await;
+        let r =
+            call(&app, post(&format!("/v1/sql?format={format}"), "text/plain", "COPY metrics TO '/tmp/x.csv'")).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{format}");
         assert_eq!(r.headers[CONTENT_TYPE], "application/json");
         let r = call(&app, post(&format!("/v1/sql?format={format}"), "text/plain", "select nope")).await;
@@ -412,13 +384,21 @@ async fn until_idle(e: &Engine) -> crate::engine::EngineStats {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_cancels_the_query() {
     // Rows without end, no row limit to speak of: only the disconnect can stop it.
-    let limits = crate::engine::Limits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..Default::default() };
+    let limits = crate::engine::Limits {
+        max_rows: usize::MAX,
+        timeout: std::time::Duration::from_secs(600),
+        ..Default::default()
+    };
     let (_dir, e, app) = streaming_app(limits);
     for format in ["json", "csv", "arrow"] {
         let before = e.stats().cancelled;
         let resp = app
             .clone()
-            .oneshot(post(&format!("/v1/sql?format={format}"), "text/plain", "select i, i * 2 as j from range(1000000000000) t(i)"))
+            .oneshot(post(
+                &format!("/v1/sql?format={format}"),
+                "text/plain",
+                "select i, i * 2 as j from range(1000000000000) t(i)",
+            ))
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -435,14 +415,21 @@ async fn a_client_that_goes_away_cancels_the_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnecting_over_tcp_cancels_the_query() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limits = crate::engine::Limits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..Default::default() };
+    let limits = crate::engine::Limits {
+        max_rows: usize::MAX,
+        timeout: std::time::Duration::from_secs(600),
+        ..Default::default()
+    };
     let (_dir, e, app) = streaming_app(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let sql = "select i from range(1000000000000) t(i)";
-    let req = format!("POST /v1/sql?format=csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{sql}", sql.len());
+    let req = format!(
+        "POST /v1/sql?format=csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0;
@@ -497,7 +484,11 @@ async fn a_slow_reader_does_not_hold_the_query_past_its_time_limit() {
     let timeout = std::time::Duration::from_millis(500);
     let limits = crate::engine::Limits { max_rows: usize::MAX, timeout, ..Default::default() };
     let (_dir, e, app) = streaming_app(limits);
-    let resp = app.clone().oneshot(post("/v1/sql?format=csv", "text/plain", "select i from range(1000000000000) t(i)")).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(post("/v1/sql?format=csv", "text/plain", "select i from range(1000000000000) t(i)"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     // Read nothing: the channel fills and the query thread waits — until the deadline.

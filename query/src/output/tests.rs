@@ -14,32 +14,16 @@ fn render(format: Format, result: &QueryResult) -> String {
 }
 
 fn result(batch: RecordBatch, truncated: bool) -> QueryResult {
-    QueryResult {
-        schema: batch.schema(),
-        batches: vec![batch],
-        truncated,
-    }
+    QueryResult { schema: batch.schema(), batches: vec![batch], truncated }
 }
 
 fn mixed() -> RecordBatch {
     let long = "x".repeat(80);
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![
-            Some("web-1"),
-            None,
-            Some(long.as_str()),
-        ])),
+        Arc::new(StringArray::from(vec![Some("web-1"), None, Some(long.as_str())])),
         Arc::new(Int64Array::from(vec![Some(5), Some(12345), None])),
-        Arc::new(Float64Array::from(vec![
-            Some(0.5),
-            Some(-2.0),
-            Some(f64::NAN),
-        ])),
-        Arc::new(StringArray::from(vec![
-            Some("a,b"),
-            Some("say \"hi\""),
-            Some("two\nlines"),
-        ])),
+        Arc::new(Float64Array::from(vec![Some(0.5), Some(-2.0), Some(f64::NAN)])),
+        Arc::new(StringArray::from(vec![Some("a,b"), Some("say \"hi\""), Some("two\nlines")])),
     ];
     let schema = Schema::new(vec![
         Field::new("host", DataType::Utf8, true),
@@ -56,11 +40,7 @@ fn formats_parse_by_name() {
         assert_eq!(f.to_string().parse::<Format>().unwrap(), f);
     }
     assert_eq!("JSON".parse::<Format>().unwrap(), Format::Json);
-    assert!("xml"
-        .parse::<Format>()
-        .unwrap_err()
-        .to_string()
-        .contains("\"xml\""));
+    assert!("xml".parse::<Format>().unwrap_err().to_string().contains("\"xml\""));
 }
 
 #[test]
@@ -96,11 +76,7 @@ ts                   | host | name  | value | labels
 (truncated at 1 rows)
 "
     );
-    let empty = QueryResult {
-        schema: batch.schema(),
-        batches: vec![],
-        truncated: false,
-    };
+    let empty = QueryResult { schema: batch.schema(), batches: vec![], truncated: false };
     assert_eq!(
         render(Format::Table, &empty),
         "ts | host | name | value | labels\n---+------+------+-------+-------\n(0 rows)\n"
@@ -118,18 +94,12 @@ fn csv_quotes_what_needs_quoting() {
 
 #[test]
 fn json_has_typed_cells_rfc3339_times_maps_and_lists() {
-    let out = render(
-        Format::Json,
-        &result(metrics(&[(0, "n1", "cpu", 1.5, Some("0"))]), false),
-    );
+    let out = render(Format::Json, &result(metrics(&[(0, "n1", "cpu", 1.5, Some("0"))]), false));
     assert_eq!(
         out,
         r#"{"columns":[{"name":"ts","type":"TIMESTAMPTZ"},{"name":"host","type":"VARCHAR"},{"name":"name","type":"VARCHAR"},{"name":"value","type":"DOUBLE"},{"name":"labels","type":"MAP(VARCHAR, VARCHAR)"}],"rows":[["2026-11-22T10:00:00Z","n1","cpu",1.5,{"cpu":"0"}]],"truncated":false,"row_count":1}"#
     );
-    let out = render(
-        Format::Json,
-        &result(alert("disk", &["mail", "hook"]), true),
-    );
+    let out = render(Format::Json, &result(alert("disk", &["mail", "hook"]), true));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rows"][0][8], serde_json::json!(["mail", "hook"]));
     assert_eq!(v["columns"][8]["type"], "VARCHAR[]");
@@ -137,10 +107,7 @@ fn json_has_typed_cells_rfc3339_times_maps_and_lists() {
 
     let out = render(Format::Json, &result(mixed(), false));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v["rows"][1],
-        serde_json::json!([null, 12345, -2.0, "say \"hi\""])
-    );
+    assert_eq!(v["rows"][1], serde_json::json!([null, 12345, -2.0, "say \"hi\""]));
     assert_eq!(v["rows"][2][2], "NaN");
 }
 

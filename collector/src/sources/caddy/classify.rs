@@ -194,24 +194,11 @@ pub const SCANNER_PATHS: &[&str] = &[
 ];
 
 /// Substrings (lower case) of a path that only attacks contain.
-pub const SCANNER_PARTS: &[&str] = &[
-    "../",
-    "..%2f",
-    "%2e%2e",
-    "/etc/passwd",
-    "wlwmanifest.xml",
-    "/bin/sh",
-    "<script",
-];
+pub const SCANNER_PARTS: &[&str] = &["../", "..%2f", "%2e%2e", "/etc/passwd", "wlwmanifest.xml", "/bin/sh", "<script"];
 
 /// WordPress entry points: a probe when the vhost answered 404 (it has no WordPress).
-pub const WORDPRESS_PATHS: &[&str] = &[
-    "/wp-login.php",
-    "/xmlrpc.php",
-    "/wp-admin",
-    "/wp-includes/",
-    "/wp-content/plugins/",
-];
+pub const WORDPRESS_PATHS: &[&str] =
+    &["/wp-login.php", "/xmlrpc.php", "/wp-admin", "/wp-includes/", "/wp-content/plugins/"];
 
 /// The User-Agent's verdict, cached.
 #[derive(Debug, Clone)]
@@ -240,10 +227,7 @@ pub fn parse_ai_list(text: &str) -> Result<Vec<(String, String)>, String> {
             None => (line, line),
         };
         if token.len() < 4 || name.is_empty() {
-            return Err(format!(
-                "line {}: {line:?}: a token of at least 4 characters, then optionally | Name",
-                i + 1
-            ));
+            return Err(format!("line {}: {line:?}: a token of at least 4 characters, then optionally | Name", i + 1));
         }
         out.push((token.to_ascii_lowercase(), name.to_string()));
     }
@@ -272,10 +256,7 @@ impl Classifier {
         let ai = parse_ai_list(AI_CRAWLERS)
             .expect("ai_crawlers.txt is checked by a test")
             .into_iter()
-            .map(|(token, name)| AiAgent {
-                token,
-                name: Arc::from(name),
-            })
+            .map(|(token, name)| AiAgent { token, name: Arc::from(name) })
             .collect();
         Classifier {
             bots: isbot::Bots::default(),
@@ -332,10 +313,7 @@ impl Classifier {
     }
 
     fn by_user_agent(&mut self, ua: &str) -> Verdict {
-        let verdict = |class, name: Option<&str>| Verdict {
-            class,
-            name: name.map(Arc::from),
-        };
+        let verdict = |class, name: Option<&str>| Verdict { class, name: name.map(Arc::from) };
         if ua.is_empty() || ua == "-" {
             return verdict(ClientClass::OtherBot, None);
         }
@@ -346,16 +324,8 @@ impl Classifier {
         if let Some((_, name)) = SCANNER_AGENTS.iter().find(|(t, _)| l.contains(t)) {
             return verdict(ClientClass::Scanner, Some(name));
         }
-        if let Some(a) = self
-            .ai
-            .iter()
-            .filter(|a| l.contains(a.token.as_str()))
-            .max_by_key(|a| a.token.len())
-        {
-            return Verdict {
-                class: ClientClass::AiCrawler,
-                name: Some(Arc::clone(&a.name)),
-            };
+        if let Some(a) = self.ai.iter().filter(|a| l.contains(a.token.as_str())).max_by_key(|a| a.token.len()) {
+            return Verdict { class: ClientClass::AiCrawler, name: Some(Arc::clone(&a.name)) };
         }
         if let Some((_, name)) = SEARCH.iter().find(|(t, _)| l.contains(t)) {
             return verdict(ClientClass::SearchBot, Some(name));
@@ -419,14 +389,7 @@ mod tests {
     fn the_ai_list_parses_and_has_the_big_names() {
         let list = parse_ai_list(AI_CRAWLERS).unwrap();
         assert!(list.len() > 100, "{}", list.len());
-        for name in [
-            "GPTBot",
-            "ClaudeBot",
-            "CCBot",
-            "PerplexityBot",
-            "Bytespider",
-            "meta-externalagent",
-        ] {
+        for name in ["GPTBot", "ClaudeBot", "CCBot", "PerplexityBot", "Bytespider", "meta-externalagent"] {
             assert!(list.iter().any(|(_, n)| n == name), "{name}");
         }
         assert!(
@@ -434,10 +397,7 @@ mod tests {
                 && AI_CRAWLERS.contains("https://github.com/ai-robots-txt/ai.robots.txt")
         );
         assert!(parse_ai_list("ab\n").is_err());
-        assert_eq!(
-            parse_ai_list("Foo Bot | Foo\n# c\n").unwrap(),
-            [("foo bot".to_string(), "Foo".to_string())]
-        );
+        assert_eq!(parse_ai_list("Foo Bot | Foo\n# c\n").unwrap(), [("foo bot".to_string(), "Foo".to_string())]);
     }
 
     #[test]

@@ -30,10 +30,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::tailed::TailReport;
 use super::unparsed::UnparsedRows;
 use super::{Emitted, SourceContext, SourceError};
 use crate::stats::Stats;
-use super::tailed::TailReport;
 use crate::tail::{StartAt, TailConfig, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
 pub use parse::{parse, HttpRow, ParseError};
 
@@ -114,14 +114,10 @@ impl CaddyFile {
     /// Checks the section and builds the typed config.
     pub fn validate(self) -> anyhow::Result<CaddyConfig> {
         if self.enabled {
-            ensure!(
-                !self.paths.is_empty(),
-                "caddy.paths must name at least one file pattern"
-            );
+            ensure!(!self.paths.is_empty(), "caddy.paths must name at least one file pattern");
         }
         for p in &self.paths {
-            glob::Pattern::new(p)
-                .map_err(|e| anyhow::anyhow!("caddy.paths: {p:?} is not a valid pattern: {e}"))?;
+            glob::Pattern::new(p).map_err(|e| anyhow::anyhow!("caddy.paths: {p:?} is not a valid pattern: {e}"))?;
         }
         let max = self.max_line_bytes.0;
         ensure!(
@@ -129,10 +125,7 @@ impl CaddyFile {
             "caddy.max_line_bytes = {}: must be between 1KiB and 64MiB",
             self.max_line_bytes
         );
-        ensure!(
-            !self.poll_interval.0.is_zero(),
-            "caddy.poll_interval must be more than zero"
-        );
+        ensure!(!self.poll_interval.0.is_zero(), "caddy.poll_interval must be more than zero");
         ensure!(
             (1..=1_000_000).contains(&self.batch_lines),
             "caddy.batch_lines = {}: must be between 1 and 1000000",
@@ -188,8 +181,7 @@ struct HttpCols {
 }
 
 fn col(b: &TableBuilder, name: &str) -> usize {
-    b.column(name)
-        .unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
+    b.column(name).unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
 }
 
 impl Default for CaddyRows {
@@ -235,19 +227,8 @@ impl CaddyRows {
 
     /// Adds the row of one line: `http` when it parses, else a `caddy-unparsed` log row
     /// stamped `read_ts` (microseconds). Returns whether it parsed.
-    pub fn push(
-        &mut self,
-        node: &str,
-        line: &[u8],
-        file: &str,
-        truncated: bool,
-        read_ts: i64,
-    ) -> bool {
-        let parsed = if truncated {
-            Err(None)
-        } else {
-            parse(line).map_err(Some)
-        };
+    pub fn push(&mut self, node: &str, line: &[u8], file: &str, truncated: bool, read_ts: i64) -> bool {
+        let parsed = if truncated { Err(None) } else { parse(line).map_err(Some) };
         match parsed {
             Ok(r) => {
                 self.push_http(node, &r);
@@ -256,10 +237,7 @@ impl CaddyRows {
             Err(error) => {
                 let error = match error {
                     Some(e) => e.to_string(),
-                    None => format!(
-                        "line longer than max_line_bytes ({} bytes kept)",
-                        line.len()
-                    ),
+                    None => format!("line longer than max_line_bytes ({} bytes kept)", line.len()),
                 };
                 self.logs.push(node, line, file, &error, truncated, read_ts);
                 self.parse_errors += 1;
@@ -290,10 +268,7 @@ impl CaddyRows {
         b.text(c.server_name, r.server_name.as_deref());
         b.text(c.client_class, Some(class.as_str()));
         b.text(c.client_name, name.as_deref());
-        b.map(
-            c.attrs,
-            r.attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
-        );
+        b.map(c.attrs, r.attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
         b.end_row();
     }
 
@@ -308,20 +283,10 @@ impl CaddyRows {
     }
 
     /// The `http` and `logs` batches (`None` when empty); the builders start empty again.
-    pub fn finish(
-        &mut self,
-    ) -> Result<(Option<RecordBatch>, Option<RecordBatch>), arrow_schema::ArrowError> {
+    pub fn finish(&mut self) -> Result<(Option<RecordBatch>, Option<RecordBatch>), arrow_schema::ArrowError> {
         self.parse_errors = 0;
-        let http = if self.http.is_empty() {
-            None
-        } else {
-            Some(self.http.finish()?)
-        };
-        let logs = if self.logs.is_empty() {
-            None
-        } else {
-            Some(self.logs.finish()?)
-        };
+        let http = if self.http.is_empty() { None } else { Some(self.http.finish()?) };
+        let logs = if self.logs.is_empty() { None } else { Some(self.logs.finish()?) };
         Ok((http, logs))
     }
 }
@@ -345,11 +310,8 @@ impl CaddySource {
         let stats = ctx.source_stats(SOURCE);
         let state: Option<TailState> = ctx.load_state(SOURCE).await?;
         let resumed = state.as_ref().map_or(0, |s| s.files.len());
-        let mut tailer =
-            Tailer::new(config.tail.clone(), state).map_err(|e| SourceError::Start {
-                source_name: SOURCE,
-                reason: e.to_string(),
-            })?;
+        let mut tailer = Tailer::new(config.tail.clone(), state)
+            .map_err(|e| SourceError::Start { source_name: SOURCE, reason: e.to_string() })?;
         info!(patterns = ?config.tail.patterns, resumed, "caddy source started");
         let counters = tailer.counters();
         let mut reported = TailReport::default();
@@ -369,10 +331,7 @@ impl CaddySource {
                 let lines = tailer
                     .read_batch(config.batch_lines - n, wait, &cancel)
                     .await
-                    .map_err(|e| SourceError::Start {
-                        source_name: SOURCE,
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| SourceError::Start { source_name: SOURCE, reason: e.to_string() })?;
                 let read_ts = now_micros();
                 for line in lines.iter() {
                     let file = line.file.to_string_lossy();
@@ -393,17 +352,13 @@ impl CaddySource {
             }
             Stats::add(&stats.read, n as u64);
             Stats::add(&stats.parse_errors, rows.parse_errors);
-            let (http, logs) = rows.finish().map_err(|e| SourceError::Encode {
-                source_name: SOURCE,
-                error: e.to_string(),
-            })?;
+            let (http, logs) =
+                rows.finish().map_err(|e| SourceError::Encode { source_name: SOURCE, error: e.to_string() })?;
             let batches = [(Table::Http, http), (Table::Logs, logs)]
                 .into_iter()
                 .filter_map(|(table, batch)| Some((table, batch?)))
                 .collect();
-            let emitted = ctx
-                .emit_with_state(SOURCE, batches, &tailer.state(), &cancel)
-                .await?;
+            let emitted = ctx.emit_with_state(SOURCE, batches, &tailer.state(), &cancel).await?;
             if emitted == Emitted::Cancelled {
                 // Not spooled, nor the position: these lines are read again on restart.
                 return Ok(());
@@ -477,10 +432,7 @@ mod tests {
         assert_eq!(c.caddy.tail.patterns, ["/var/log/caddy/access*.log"]);
         assert_eq!(c.caddy.tail.max_line_bytes, 1 << 20);
         assert_eq!(c.caddy.batch_lines, 10_000);
-        let err = format!(
-            "{:#}",
-            Config::from_toml("[caddy]\npath = [\"x\"]\n", Some("t")).unwrap_err()
-        );
+        let err = format!("{:#}", Config::from_toml("[caddy]\npath = [\"x\"]\n", Some("t")).unwrap_err());
         assert!(err.contains("path"), "{err}");
         assert!(Config::from_toml("[caddy]\nmax_line_bytes = \"10B\"\n", Some("t")).is_err());
         assert!(Config::from_toml("[caddy]\nenabled = true\npaths = []\n", Some("t")).is_err());

@@ -213,23 +213,14 @@ impl<'de> Visitor<'de> for Top<'_, 'de> {
                     map.next_value_seed(Request { row: &mut *row })?;
                     seen.request = true;
                 }
-                "duration" => {
-                    row.duration_ms = map
-                        .next_value::<Option<f64>>()?
-                        .map(|d| (d * 1e6).round() / 1e3)
-                }
+                "duration" => row.duration_ms = map.next_value::<Option<f64>>()?.map(|d| (d * 1e6).round() / 1e3),
                 "size" => row.size = map.next_value()?,
                 "status" => row.status = map.next_value()?,
                 "bytes_read" => row.bytes_read = map.next_value()?,
-                "resp_headers" => map.next_value_seed(Headers {
-                    prefix: "resp_headers.",
-                    row: &mut *row,
-                    request: false,
-                })?,
-                _ => map.next_value_seed(Flat {
-                    key,
-                    row: &mut *row,
-                })?,
+                "resp_headers" => {
+                    map.next_value_seed(Headers { prefix: "resp_headers.", row: &mut *row, request: false })?
+                }
+                _ => map.next_value_seed(Flat { key, row: &mut *row })?,
             }
         }
         Ok(seen)
@@ -279,20 +270,12 @@ impl<'de> Visitor<'de> for Request<'_, 'de> {
                         row.uri = Some(uri);
                     }
                 }
-                "headers" => map.next_value_seed(Headers {
-                    prefix: "request.headers.",
-                    row: &mut *row,
-                    request: true,
-                })?,
+                "headers" => {
+                    map.next_value_seed(Headers { prefix: "request.headers.", row: &mut *row, request: true })?
+                }
                 "tls" => map.next_value_seed(Tls { row: &mut *row })?,
-                "remote_port" => map.next_value_seed(Flat {
-                    key,
-                    row: &mut *row,
-                })?,
-                _ => map.next_value_seed(Flat {
-                    key: join_key("request.", key),
-                    row: &mut *row,
-                })?,
+                "remote_port" => map.next_value_seed(Flat { key, row: &mut *row })?,
+                _ => map.next_value_seed(Flat { key: join_key("request.", key), row: &mut *row })?,
             }
         }
         Ok(())
@@ -328,16 +311,9 @@ impl<'de> Visitor<'de> for Tls<'_, 'de> {
         let row = self.row;
         while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
             match key.as_ref() {
-                "version" => {
-                    row.tls_version = map.next_value::<Option<i64>>()?.map(tls_version_name)
-                }
-                "server_name" => {
-                    row.server_name = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0)
-                }
-                _ => map.next_value_seed(Flat {
-                    key: join_key("tls.", key),
-                    row: &mut *row,
-                })?,
+                "version" => row.tls_version = map.next_value::<Option<i64>>()?.map(tls_version_name),
+                "server_name" => row.server_name = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0),
+                _ => map.next_value_seed(Flat { key: join_key("tls.", key), row: &mut *row })?,
             }
         }
         Ok(())
@@ -384,24 +360,14 @@ impl<'de> Visitor<'de> for Headers<'_, 'de> {
                 Some(col) => {
                     let values: Vec<Str<'de>> = map.next_value()?;
                     let many = values.len() > 1;
-                    let joined = many.then(|| {
-                        values
-                            .iter()
-                            .map(|v| v.0.as_ref())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    });
+                    let joined = many.then(|| values.iter().map(|v| v.0.as_ref()).collect::<Vec<_>>().join(", "));
                     *col = values.into_iter().next().map(|v| v.0);
                     if let Some(all) = joined {
                         // Only the first value fits the column: keep them all here.
-                        row.attrs
-                            .push((join_key(self.prefix, name), Cow::Owned(all)));
+                        row.attrs.push((join_key(self.prefix, name), Cow::Owned(all)));
                     }
                 }
-                None => map.next_value_seed(Flat {
-                    key: join_key(self.prefix, name),
-                    row: &mut *row,
-                })?,
+                None => map.next_value_seed(Flat { key: join_key(self.prefix, name), row: &mut *row })?,
             }
         }
         Ok(())
@@ -484,10 +450,7 @@ impl<'de> Visitor<'de> for Flat<'_, 'de> {
         let mut empty = true;
         while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
             empty = false;
-            map.next_value_seed(Flat {
-                key: Cow::Owned(format!("{key}.{k}")),
-                row: &mut *row,
-            })?;
+            map.next_value_seed(Flat { key: Cow::Owned(format!("{key}.{k}")), row: &mut *row })?;
         }
         if empty {
             row.attrs.push((key, Cow::Borrowed("{}")));
@@ -515,15 +478,8 @@ mod tests {
         assert_eq!(r.duration_ms, Some(0.036), "rounded to the µs");
         assert_eq!(r.client_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(r.user_agent.as_deref(), Some("probe/1.0"));
-        assert!(
-            matches!(r.method, Some(Cow::Borrowed("GET"))),
-            "fields borrow from the line"
-        );
-        let attrs: Vec<(&str, &str)> = r
-            .attrs
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
-            .collect();
+        assert!(matches!(r.method, Some(Cow::Borrowed("GET"))), "fields borrow from the line");
+        let attrs: Vec<(&str, &str)> = r.attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
         assert_eq!(
             attrs,
             [
@@ -570,11 +526,7 @@ mod tests {
         assert_eq!(r.tls_version.as_deref(), Some("1.3"));
         assert_eq!(r.server_name.as_deref(), Some("example.com"));
         assert_eq!(r.bytes_read, Some(12));
-        let attrs: Vec<(&str, &str)> = r
-            .attrs
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
-            .collect();
+        let attrs: Vec<(&str, &str)> = r.attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
         assert!(attrs.contains(&("tls.cipher_suite", "4865")));
         assert!(attrs.contains(&("tls.resumed", "false")));
         assert!(attrs.contains(&("extra.a", "1, b")));

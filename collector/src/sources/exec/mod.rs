@@ -148,8 +148,7 @@ fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 /// Checks label names of a `labels` table.
@@ -159,10 +158,7 @@ pub(crate) fn check_labels(section: &str, labels: &BTreeMap<String, String>) -> 
         let ok = matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
             && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
             && !k.starts_with("__");
-        ensure!(
-            ok,
-            "{section}.labels: {k:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
-        );
+        ensure!(ok, "{section}.labels: {k:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)");
     }
     Ok(())
 }
@@ -173,11 +169,7 @@ pub(crate) fn validate_all(files: Vec<ExecFile>) -> anyhow::Result<Vec<ExecConfi
     let mut out = Vec::with_capacity(files.len());
     for (i, f) in files.into_iter().enumerate() {
         let section = format!("exec[{i}] ({:?})", f.name);
-        ensure!(
-            seen.insert(f.name.clone()),
-            "{section}: the name {:?} is used by two [[exec]] entries",
-            f.name
-        );
+        ensure!(seen.insert(f.name.clone()), "{section}: the name {:?} is used by two [[exec]] entries", f.name);
         out.push(f.validate(&section)?);
     }
     Ok(out)
@@ -185,10 +177,7 @@ pub(crate) fn validate_all(files: Vec<ExecFile>) -> anyhow::Result<Vec<ExecConfi
 
 impl ExecFile {
     fn validate(self, section: &str) -> anyhow::Result<ExecConfig> {
-        ensure!(
-            valid_name(&self.name),
-            "{section}.name: use [a-z0-9][a-z0-9_-]*, at most 63 characters"
-        );
+        ensure!(valid_name(&self.name), "{section}.name: use [a-z0-9][a-z0-9_-]*, at most 63 characters");
         let (program, args) = match (self.command, self.shell) {
             (CommandFile::Line(line), true) => (PathBuf::from("/bin/sh"), vec!["-c".to_string(), line]),
             (CommandFile::Argv(argv), true) => {
@@ -196,20 +185,14 @@ impl ExecFile {
                     argv.len() == 1,
                     "{section}.command: with shell = true give one string (the script), not an argv array"
                 );
-                (
-                    PathBuf::from("/bin/sh"),
-                    vec!["-c".to_string(), argv.into_iter().next().unwrap_or_default()],
-                )
+                (PathBuf::from("/bin/sh"), vec!["-c".to_string(), argv.into_iter().next().unwrap_or_default()])
             }
             (CommandFile::Line(_), false) => bail!(
                 "{section}.command is a string: give an argv array (e.g. [\"upsc\", \"ups@localhost\"]), \
                  or set shell = true to run it with /bin/sh -c"
             ),
             (CommandFile::Argv(mut argv), false) => {
-                ensure!(
-                    !argv.is_empty() && !argv[0].is_empty(),
-                    "{section}.command must name a program"
-                );
+                ensure!(!argv.is_empty() && !argv[0].is_empty(), "{section}.command must name a program");
                 let program = PathBuf::from(argv.remove(0));
                 (program, argv)
             }
@@ -226,10 +209,7 @@ impl ExecFile {
             self.interval
         );
         let max = self.max_output_bytes.0;
-        ensure!(
-            (1..=(256 << 20)).contains(&max),
-            "{section}.max_output_bytes must be between 1B and 256MiB"
-        );
+        ensure!((1..=(256 << 20)).contains(&max), "{section}.max_output_bytes must be between 1B and 256MiB");
         let table = match (self.format, self.table) {
             (Format::Ndjson, Some(t)) => {
                 custom::validate_table_name(&t).map_err(|e| anyhow::anyhow!("{section}.table: {e}"))?;
@@ -246,10 +226,7 @@ impl ExecFile {
         ensure!(!self.ts_field.is_empty(), "{section}.ts_field must not be empty");
         check_labels(section, &self.labels)?;
         for k in self.env.keys() {
-            ensure!(
-                !k.is_empty() && !k.contains(['=', '\0']),
-                "{section}.env: {k:?} is not a variable name"
-            );
+            ensure!(!k.is_empty() && !k.contains(['=', '\0']), "{section}.env: {k:?} is not a variable name");
         }
         let mut labels: Vec<(String, String)> = self.labels.into_iter().collect();
         if self.format == Format::Prometheus && !labels.iter().any(|(k, _)| k == "job") {
@@ -290,10 +267,7 @@ pub struct RunRows {
 /// `started` (µs) stamps rows and NDJSON lines without a time. Failures add a note row.
 pub fn rows_of_run(config: &ExecConfig, node: &str, started: i64, o: &Outcome) -> Result<RunRows, SourceError> {
     let name = config.source;
-    let encode = |e: arrow_schema::ArrowError| SourceError::Encode {
-        source_name: name,
-        error: e.to_string(),
-    };
+    let encode = |e: arrow_schema::ArrowError| SourceError::Encode { source_name: name, error: e.to_string() };
     let mut out = RunRows::default();
     let mut unparsed = UnparsedRows::new("exec");
     let mut metrics = MetricsBuilder::new();
@@ -304,11 +278,7 @@ pub fn rows_of_run(config: &ExecConfig, node: &str, started: i64, o: &Outcome) -
         let n = line_no.to_string();
         unparsed.push_from(node, raw, &[("exec", &config.name), ("line", &n)], error, cut, started);
     };
-    let lines = o
-        .stdout
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| !l.trim_ascii().is_empty());
+    let lines = o.stdout.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.trim_ascii().is_empty());
     match config.format {
         Format::Ndjson => {
             let table = config.table.as_deref().unwrap_or_default();
@@ -339,29 +309,10 @@ pub fn rows_of_run(config: &ExecConfig, node: &str, started: i64, o: &Outcome) -
     }
     // Self metrics of the run.
     let mut self_labels: Vec<(&str, &str)> = exec_label.to_vec();
-    self_labels.extend(
-        config
-            .labels
-            .iter()
-            .filter(|(k, _)| k != "job")
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    metrics.push(
-        started,
-        node,
-        "exec_up",
-        if o.success() { 1.0 } else { 0.0 },
-        &self_labels,
-    );
-    metrics.push(
-        started,
-        node,
-        "exec_duration_seconds",
-        o.elapsed.as_secs_f64(),
-        &self_labels,
-    );
-    out.records
-        .push(SourceContext::encode_batch(name, Table::Metrics, &metrics.finish())?);
+    self_labels.extend(config.labels.iter().filter(|(k, _)| k != "job").map(|(k, v)| (k.as_str(), v.as_str())));
+    metrics.push(started, node, "exec_up", if o.success() { 1.0 } else { 0.0 }, &self_labels);
+    metrics.push(started, node, "exec_duration_seconds", o.elapsed.as_secs_f64(), &self_labels);
+    out.records.push(SourceContext::encode_batch(name, Table::Metrics, &metrics.finish())?);
 
     let mut notes = NoteRows::new();
     if let Some(message) = failure_message(config, o) {
@@ -377,8 +328,7 @@ pub fn rows_of_run(config: &ExecConfig, node: &str, started: i64, o: &Outcome) -
         );
     }
     let logs = [unparsed.finish().map_err(encode)?, notes.finish().map_err(encode)?];
-    out.records
-        .extend(SourceContext::encode_batches(name, Table::Logs, &logs)?);
+    out.records.extend(SourceContext::encode_batches(name, Table::Logs, &logs)?);
     Ok(out)
 }
 
@@ -397,10 +347,7 @@ pub fn failure_message(config: &ExecConfig, o: &Outcome) -> Option<String> {
         ),
         Ended::Exited(code) => format!("exited with code {code}"),
         Ended::Signaled(sig) => format!("killed by signal {sig}"),
-        Ended::TimedOut => format!(
-            "timed out after {:?}: its process group was killed",
-            config.spec.timeout
-        ),
+        Ended::TimedOut => format!("timed out after {:?}: its process group was killed", config.spec.timeout),
         Ended::Cancelled => "stopped at shutdown".to_string(),
         Ended::Failed(e) => e.clone(),
     };

@@ -289,10 +289,7 @@ mod tests {
         // The collector's token never reaches a command.
         let cmd = command(&spec);
         let envs: Vec<_> = cmd.as_std().get_envs().collect();
-        assert!(
-            envs.contains(&(std::ffi::OsStr::new(crate::config::TOKEN_ENV), None)),
-            "{envs:?}"
-        );
+        assert!(envs.contains(&(std::ffi::OsStr::new(crate::config::TOKEN_ENV), None)), "{envs:?}");
     }
 
     #[tokio::test]
@@ -310,10 +307,7 @@ mod tests {
         // The background sleep was in the group: it is gone (possibly a zombie of init).
         tokio::time::sleep(Duration::from_millis(100)).await;
         let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        assert!(
-            !alive(child) || state.contains(") Z "),
-            "sleep {child} survived: {state}"
-        );
+        assert!(!alive(child) || state.contains(") Z "), "sleep {child} survived: {state}");
     }
 
     #[tokio::test]
@@ -342,11 +336,7 @@ mod tests {
         let mut spec = sh("", 1000);
         spec.program = PathBuf::from("/nonexistent/prog");
         let o = run(&spec, &c).await;
-        assert!(
-            matches!(&o.ended, Ended::Failed(m) if m.contains("/nonexistent/prog")),
-            "{:?}",
-            o.ended
-        );
+        assert!(matches!(&o.ended, Ended::Failed(m) if m.contains("/nonexistent/prog")), "{:?}", o.ended);
         let c2 = c.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;

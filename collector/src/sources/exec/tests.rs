@@ -18,20 +18,11 @@ fn one(toml: &str) -> ExecConfig {
 }
 
 fn metric(records: &[Spooled], name: &str) -> Vec<Value> {
-    records
-        .iter()
-        .filter(|r| r.table == "metrics")
-        .flat_map(|r| r.rows())
-        .filter(|r| r["name"] == name)
-        .collect()
+    records.iter().filter(|r| r.table == "metrics").flat_map(|r| r.rows()).filter(|r| r["name"] == name).collect()
 }
 
 fn logs(records: &[Spooled]) -> Vec<Value> {
-    records
-        .iter()
-        .filter(|r| r.table == "logs")
-        .flat_map(|r| r.rows())
-        .collect()
+    records.iter().filter(|r| r.table == "logs").flat_map(|r| r.rows()).collect()
 }
 
 #[test]
@@ -42,10 +33,7 @@ fn config_forms_and_errors_name_the_field() {
     assert_eq!(c.source, "exec/ups");
     assert_eq!(c.interval, Duration::from_secs(60));
     assert_eq!(c.spec.timeout, Duration::from_secs(10));
-    assert_eq!(
-        c.labels,
-        [("site".to_string(), "home".to_string()), ("job".into(), "ups".into())]
-    );
+    assert_eq!(c.labels, [("site".to_string(), "home".to_string()), ("job".into(), "ups".into())]);
     let c = one("[[exec]]\nname = \"w\"\ncommand = \"curl -s https://x | jq -c .\"\nshell = true\nformat = \"ndjson\"\ntable = \"weather\"\n");
     assert_eq!(c.spec.program, PathBuf::from("/bin/sh"));
     assert_eq!(c.spec.args, ["-c", "curl -s https://x | jq -c ."]);
@@ -83,27 +71,15 @@ fn outcome(stdout: &str, ended: Ended) -> Outcome {
 fn ndjson_rows_of_a_run_with_bad_lines_and_a_failure() {
     let c = one("[[exec]]\nname = \"biz\"\ncommand = [\"x\"]\nformat = \"ndjson\"\ntable = \"signups\"\n");
     let started = 1_795_342_501_123_456;
-    let o = outcome(
-        "{\"n\":1,\"ts\":\"2026-01-01T00:00:00Z\"}\n{\"n\":2}\nnot json\n\n[1]\n",
-        Ended::Exited(2),
-    );
+    let o = outcome("{\"n\":1,\"ts\":\"2026-01-01T00:00:00Z\"}\n{\"n\":2}\nnot json\n\n[1]\n", Ended::Exited(2));
     let r = rows_of_run(&c, "node", started, &o).unwrap();
     assert_eq!((r.lines, r.bad_lines), (4, 2));
     let tables: Vec<(&str, u64)> = r.records.iter().map(|e| (e.table.as_str(), e.rows)).collect();
     assert_eq!(tables, [("json/signups", 2), ("metrics", 2), ("logs", 3)]);
     let body = String::from_utf8(r.records[0].body.clone()).unwrap();
-    assert_eq!(
-        body,
-        "{\"n\":1,\"ts\":\"2026-01-01T00:00:00Z\"}\n{\"ts\":\"2026-11-22T10:15:01.123456Z\",\"n\":2}\n"
-    );
-    let recs: Vec<Spooled> = r
-        .records
-        .iter()
-        .map(|e| Spooled {
-            table: e.table.clone(),
-            body: e.body.clone(),
-        })
-        .collect();
+    assert_eq!(body, "{\"n\":1,\"ts\":\"2026-01-01T00:00:00Z\"}\n{\"ts\":\"2026-11-22T10:15:01.123456Z\",\"n\":2}\n");
+    let recs: Vec<Spooled> =
+        r.records.iter().map(|e| Spooled { table: e.table.clone(), body: e.body.clone() }).collect();
     let l = logs(&recs);
     assert_eq!(l[0]["source"], "exec-unparsed");
     assert_eq!(l[0]["message"], "not json");
@@ -153,10 +129,7 @@ async fn real_commands_ndjson_prometheus_garbage_and_a_hang_that_stops_nothing_e
     }
     // Wait for the hung command's note, and for the others to have run twice meanwhile.
     let all = drain_until(&ctx, 20, |all| {
-        let ups_runs = metric(all, "exec_up")
-            .iter()
-            .filter(|r| r["labels"]["exec"] == "ups")
-            .count();
+        let ups_runs = metric(all, "exec_up").iter().filter(|r| r["labels"]["exec"] == "ups").count();
         logs(all).iter().any(|r| r["ident"] == "hang") && ups_runs >= 2
     })
     .await;
@@ -166,11 +139,7 @@ async fn real_commands_ndjson_prometheus_garbage_and_a_hang_that_stops_nothing_e
     }
 
     // NDJSON: both lines, the second keeps its own ts, the first gets the run's.
-    let signups: Vec<Value> = all
-        .iter()
-        .filter(|r| r.table == "json/signups")
-        .flat_map(|r| r.lines())
-        .collect();
+    let signups: Vec<Value> = all.iter().filter(|r| r.table == "json/signups").flat_map(|r| r.lines()).collect();
     assert!(signups.len() >= 2, "{signups:?}");
     assert_eq!(signups[0]["user"], "a");
     assert!(signups[0]["ts"].as_str().unwrap().ends_with('Z'));
@@ -185,10 +154,7 @@ async fn real_commands_ndjson_prometheus_garbage_and_a_hang_that_stops_nothing_e
     assert_eq!(charge[0]["host"], "test-node");
     assert_eq!(metric(&all, "ups_load_ratio")[0]["value"], "NaN");
     let volts = &metric(&all, "ups_input_volts")[0];
-    assert_eq!(
-        (volts["value"].as_str(), volts["ts"].as_i64()),
-        (Some("inf"), Some(1_795_342_501_000_000))
-    );
+    assert_eq!((volts["value"].as_str(), volts["ts"].as_i64()), (Some("inf"), Some(1_795_342_501_000_000)));
     assert_eq!(metric(&all, "request_seconds_bucket").len() % 2, 0);
     assert!(!metric(&all, "request_seconds_count").is_empty());
 
@@ -196,38 +162,22 @@ async fn real_commands_ndjson_prometheus_garbage_and_a_hang_that_stops_nothing_e
     // partial output line kept raw.
     let note = logs(&all).into_iter().find(|r| r["ident"] == "hang").unwrap();
     assert_eq!(note["source"], "exec");
-    assert!(
-        note["message"].as_str().unwrap().contains("timed out after 700ms"),
-        "{note}"
-    );
+    assert!(note["message"].as_str().unwrap().contains("timed out after 700ms"), "{note}");
     assert_eq!(note["attrs"]["stderr"], "about to hang");
-    assert!(metric(&all, "exec_up")
-        .iter()
-        .any(|r| r["labels"]["exec"] == "hang" && r["value"] == 0.0));
-    assert!(logs(&all)
-        .iter()
-        .any(|r| r["source"] == "exec-unparsed" && r["message"] == "partial {"));
+    assert!(metric(&all, "exec_up").iter().any(|r| r["labels"]["exec"] == "hang" && r["value"] == 0.0));
+    assert!(logs(&all).iter().any(|r| r["source"] == "exec-unparsed" && r["message"] == "partial {"));
     let hang_stats = ctx.stats.source("exec/hang");
     assert!(hang_stats.errors.load(Ordering::Relaxed) >= 1);
 
     // Garbage: every line kept raw in logs (bytes hex-encoded when not UTF-8), counted.
-    let junk: Vec<Value> = logs(&all)
-        .into_iter()
-        .filter(|r| r["attrs"]["exec"] == "junk")
-        .collect();
+    let junk: Vec<Value> = logs(&all).into_iter().filter(|r| r["attrs"]["exec"] == "junk").collect();
     let messages: Vec<&str> = junk.iter().take(3).map(|r| r["message"].as_str().unwrap()).collect();
     assert_eq!(messages, ["garbage line", "\u{fffd}\u{fffd} bytes", "metric{broken 1"]);
     assert_eq!(junk[1]["attrs"]["raw_hex"], "fffe206279746573");
     let junk_stats = ctx.stats.source("exec/junk");
     assert!(junk_stats.parse_errors.load(Ordering::Relaxed) >= 3);
-    assert_eq!(
-        junk_stats.errors.load(Ordering::Relaxed),
-        0,
-        "a command printing garbage did not fail"
-    );
-    assert!(metric(&all, "exec_up")
-        .iter()
-        .any(|r| r["labels"]["exec"] == "junk" && r["value"] == 1.0));
+    assert_eq!(junk_stats.errors.load(Ordering::Relaxed), 0, "a command printing garbage did not fail");
+    assert!(metric(&all, "exec_up").iter().any(|r| r["labels"]["exec"] == "junk" && r["value"] == 1.0));
 }
 
 #[test]
@@ -257,8 +207,5 @@ fn the_commented_examples_in_the_example_config_parse() {
     let all: String = blocks.concat();
     let c = Config::from_toml(&all, Some("t")).unwrap();
     assert_eq!((c.exec.len(), c.prometheus_scrape.len(), c.json_file.len()), (2, 2, 1));
-    assert_eq!(
-        c.exec[1].spec.args[1],
-        "psql -XAt -c \"select row_to_json(s) from signups_today s\" shop"
-    );
+    assert_eq!(c.exec[1].spec.args[1], "psql -XAt -c \"select row_to_json(s) from signups_today s\" shop");
 }

@@ -98,18 +98,12 @@ pub fn parse_mem_total(meminfo: &str) -> Option<i64> {
 
 /// Logical CPUs in `/proc/cpuinfo` text (`processor` lines).
 pub fn parse_cpu_count(cpuinfo: &str) -> Option<i64> {
-    let n = cpuinfo
-        .lines()
-        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
-        .count();
+    let n = cpuinfo.lines().filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor")).count();
     (n > 0).then_some(n as i64)
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// `uname -m`.
@@ -131,11 +125,7 @@ pub fn read(paths: &HostPaths) -> HostFacts {
         .unwrap_or_default();
     let os = parse_os_release(&os_text);
     let mut attrs = BTreeMap::new();
-    for (key, attr) in [
-        ("ID", "os_id"),
-        ("VERSION_ID", "os_version_id"),
-        ("VERSION_CODENAME", "os_codename"),
-    ] {
+    for (key, attr) in [("ID", "os_id"), ("VERSION_ID", "os_version_id"), ("VERSION_CODENAME", "os_codename")] {
         if let Some(v) = os.get(key).filter(|v| !v.is_empty()) {
             attrs.insert(attr.to_string(), v.clone());
         }
@@ -161,14 +151,11 @@ pub fn read(paths: &HostPaths) -> HostFacts {
             attrs.insert("reboot_required_pkgs".to_string(), names.join(","));
         }
     }
-    let pretty = os
-        .get("PRETTY_NAME")
-        .cloned()
-        .or_else(|| match (os.get("NAME"), os.get("VERSION")) {
-            (Some(n), Some(v)) => Some(format!("{n} {v}")),
-            (Some(n), None) => Some(n.clone()),
-            _ => None,
-        });
+    let pretty = os.get("PRETTY_NAME").cloned().or_else(|| match (os.get("NAME"), os.get("VERSION")) {
+        (Some(n), Some(v)) => Some(format!("{n} {v}")),
+        (Some(n), None) => Some(n.clone()),
+        _ => None,
+    });
     HostFacts {
         os: pretty,
         kernel: read_trim(&proc.join("sys/kernel/osrelease")),
@@ -177,9 +164,7 @@ pub fn read(paths: &HostPaths) -> HostFacts {
             .ok()
             .and_then(|t| parse_cpu_count(&t))
             .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get() as i64)),
-        memory_bytes: std::fs::read_to_string(proc.join("meminfo"))
-            .ok()
-            .and_then(|t| parse_mem_total(&t)),
+        memory_bytes: std::fs::read_to_string(proc.join("meminfo")).ok().and_then(|t| parse_mem_total(&t)),
         collector_version: env!("CARGO_PKG_VERSION").to_string(),
         reboot_required,
         attrs,
@@ -198,10 +183,7 @@ mod tests {
         assert_eq!(m["NAME"], "Debian");
         assert_eq!(m["ID"], "debian");
         assert_eq!(m["X"], "a \"q\" b");
-        assert_eq!(
-            parse_mem_total("MemTotal:       24563896 kB\nMemFree: 1 kB\n"),
-            Some(24_563_896 * 1024)
-        );
+        assert_eq!(parse_mem_total("MemTotal:       24563896 kB\nMemFree: 1 kB\n"), Some(24_563_896 * 1024));
         assert_eq!(parse_cpu_count("processor\t: 0\nx\t: y\nprocessor\t: 1\n"), Some(2));
     }
 
@@ -230,10 +212,7 @@ mod tests {
         assert_eq!(f.attrs["os_id"], "test");
 
         let here = read(&HostPaths::default());
-        assert!(
-            here.os.is_some() && here.kernel.is_some() && here.arch.is_some(),
-            "{here:?}"
-        );
+        assert!(here.os.is_some() && here.kernel.is_some() && here.arch.is_some(), "{here:?}");
         assert!(here.cpus.unwrap() >= 1 && here.memory_bytes.unwrap() > 0);
         assert_eq!(here.reboot_required, Path::new("/var/run/reboot-required").exists());
         assert!(here.attrs.contains_key("boot_id"));

@@ -139,9 +139,7 @@ pub fn socket_owners(proc_root: &Path, wanted: &[u64]) -> HashMap<u64, (u32, Str
             }
             let name = comm
                 .get_or_insert_with(|| {
-                    std::fs::read_to_string(e.path().join("comm"))
-                        .map(|c| c.trim_end().to_string())
-                        .unwrap_or_default()
+                    std::fs::read_to_string(e.path().join("comm")).map(|c| c.trim_end().to_string()).unwrap_or_default()
                 })
                 .clone();
             out.insert(inode, (pid, name));
@@ -199,32 +197,20 @@ pub struct ListenerChange {
 /// Changes from `old` to `new`; everything `present` when there is no `old`.
 pub fn diff(old: Option<&[Listener]>, new: &[Listener]) -> Vec<ListenerChange> {
     let Some(old) = old else {
-        return new
-            .iter()
-            .map(|l| ListenerChange {
-                listener: l.clone(),
-                change: "present",
-            })
-            .collect();
+        return new.iter().map(|l| ListenerChange { listener: l.clone(), change: "present" }).collect();
     };
     let old_keys: BTreeMap<_, &Listener> = old.iter().map(|l| (l.key(), l)).collect();
     let new_keys: BTreeMap<_, &Listener> = new.iter().map(|l| (l.key(), l)).collect();
     let mut out: Vec<ListenerChange> = new_keys
         .iter()
         .filter(|(k, _)| !old_keys.contains_key(*k))
-        .map(|(_, l)| ListenerChange {
-            listener: (*l).clone(),
-            change: "opened",
-        })
+        .map(|(_, l)| ListenerChange { listener: (*l).clone(), change: "opened" })
         .collect();
     out.extend(
         old_keys
             .iter()
             .filter(|(k, _)| !new_keys.contains_key(*k))
-            .map(|(_, l)| ListenerChange {
-                listener: (*l).clone(),
-                change: "closed",
-            }),
+            .map(|(_, l)| ListenerChange { listener: (*l).clone(), change: "closed" }),
     );
     out
 }
@@ -246,16 +232,8 @@ mod tests {
         assert_eq!(
             s,
             [
-                RawSocket {
-                    addr: "0.0.0.0".into(),
-                    port: 2024,
-                    inode: 1525
-                },
-                RawSocket {
-                    addr: "127.0.0.1".into(),
-                    port: 3306,
-                    inode: 777
-                }
+                RawSocket { addr: "0.0.0.0".into(), port: 2024, inode: 1525 },
+                RawSocket { addr: "127.0.0.1".into(), port: 3306, inode: 777 }
             ]
         );
         let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
@@ -270,11 +248,7 @@ mod tests {
         let (s, _) = parse_proc_net(udp, true);
         assert_eq!(
             s,
-            [RawSocket {
-                addr: "127.0.0.53".into(),
-                port: 53,
-                inode: 3001
-            }],
+            [RawSocket { addr: "127.0.0.53".into(), port: 53, inode: 3001 }],
             "connected UDP is not listening"
         );
         assert_eq!(socket_inode("socket:[12345]"), Some(12345));

@@ -150,14 +150,8 @@ impl InventoryFile {
         ] {
             ensure!(d.0 >= Duration::from_secs(1), "inventory.{name} must be at least 1s");
         }
-        ensure!(
-            !self.dpkg_query_path.as_os_str().is_empty(),
-            "inventory.dpkg_query_path must not be empty"
-        );
-        ensure!(
-            !self.systemctl_path.as_os_str().is_empty(),
-            "inventory.systemctl_path must not be empty"
-        );
+        ensure!(!self.dpkg_query_path.as_os_str().is_empty(), "inventory.dpkg_query_path must not be empty");
+        ensure!(!self.systemctl_path.as_os_str().is_empty(), "inventory.systemctl_path must not be empty");
         Ok(InventoryConfig {
             enabled: self.enabled,
             interval: self.interval.0,
@@ -232,19 +226,13 @@ async fn run_command(program: &PathBuf, args: &[&str], timeout: Duration) -> Res
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return Err(Unavailable::Failed(format!("{}: {e}", program.display()))),
         Err(_) => {
-            return Err(Unavailable::Failed(format!(
-                "{} timed out after {timeout:?} (killed)",
-                program.display()
-            )))
+            return Err(Unavailable::Failed(format!("{} timed out after {timeout:?} (killed)", program.display())))
         }
     };
     if !out.status.success() {
         let mut stderr = String::from_utf8_lossy(&out.stderr).trim().replace('\n', " / ");
         if stderr.len() > MAX_STDERR {
-            let cut = (0..=MAX_STDERR)
-                .rev()
-                .find(|i| stderr.is_char_boundary(*i))
-                .unwrap_or(0);
+            let cut = (0..=MAX_STDERR).rev().find(|i| stderr.is_char_boundary(*i)).unwrap_or(0);
             stderr.truncate(cut);
         }
         return Err(Unavailable::Failed(format!(
@@ -295,14 +283,11 @@ pub async fn read_listeners(config: &InventoryConfig) -> Result<(Vec<Listener>, 
 /// Reads the machine description (blocking pool).
 pub async fn read_host(config: &InventoryConfig) -> Result<HostFacts, Unavailable> {
     let paths = config.host_paths.clone();
-    tokio::task::spawn_blocking(move || hosts::read(&paths))
-        .await
-        .map_err(|e| Unavailable::Failed(e.to_string()))
+    tokio::task::spawn_blocking(move || hosts::read(&paths)).await.map_err(|e| Unavailable::Failed(e.to_string()))
 }
 
 fn col(b: &TableBuilder, name: &str) -> usize {
-    b.column(name)
-        .unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
+    b.column(name).unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
 }
 
 /// `packages` rows.
@@ -312,17 +297,8 @@ pub fn packages_batch(
     changes: &[packages::PackageChange],
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut b = TableBuilder::new(Table::Packages);
-    let [c_ts, host, name, version, arch, manager, change, previous] = [
-        "ts",
-        "host",
-        "name",
-        "version",
-        "arch",
-        "manager",
-        "change",
-        "previous_version",
-    ]
-    .map(|n| col(&b, n));
+    let [c_ts, host, name, version, arch, manager, change, previous] =
+        ["ts", "host", "name", "version", "arch", "manager", "change", "previous_version"].map(|n| col(&b, n));
     for c in changes {
         b.ts(c_ts, ts);
         b.text(host, Some(node));
@@ -368,17 +344,8 @@ pub fn units_batch(
     changes: &[units::UnitChange],
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut b = TableBuilder::new(Table::Units);
-    let [c_ts, host, unit, load, active, sub, change, description] = [
-        "ts",
-        "host",
-        "unit",
-        "load_state",
-        "active_state",
-        "sub_state",
-        "change",
-        "description",
-    ]
-    .map(|n| col(&b, n));
+    let [c_ts, host, unit, load, active, sub, change, description] =
+        ["ts", "host", "unit", "load_state", "active_state", "sub_state", "change", "description"].map(|n| col(&b, n));
     for c in changes {
         b.ts(c_ts, ts);
         b.text(host, Some(node));
@@ -387,10 +354,7 @@ pub fn units_batch(
         b.text(active, Some(&c.state.active));
         b.text(sub, Some(&c.state.sub));
         b.text(change, Some(c.change));
-        b.text(
-            description,
-            Some(&c.state.description).filter(|d| !d.is_empty()).map(|d| d.as_str()),
-        );
+        b.text(description, Some(&c.state.description).filter(|d| !d.is_empty()).map(|d| d.as_str()));
         b.end_row();
     }
     b.finish()
@@ -399,19 +363,9 @@ pub fn units_batch(
 /// The `hosts` row.
 pub fn hosts_batch(node: &str, ts: i64, f: &HostFacts) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut b = TableBuilder::new(Table::Hosts);
-    let [c_ts, host, os, kernel, arch, cpus, memory, version, attrs, reboot] = [
-        "ts",
-        "host",
-        "os",
-        "kernel",
-        "arch",
-        "cpus",
-        "memory_bytes",
-        "collector_version",
-        "attrs",
-        "reboot_required",
-    ]
-    .map(|n| col(&b, n));
+    let [c_ts, host, os, kernel, arch, cpus, memory, version, attrs, reboot] =
+        ["ts", "host", "os", "kernel", "arch", "cpus", "memory_bytes", "collector_version", "attrs", "reboot_required"]
+            .map(|n| col(&b, n));
     b.ts(c_ts, ts);
     b.text(host, Some(node));
     b.text(os, f.os.as_deref());
@@ -442,23 +396,17 @@ pub fn step(state: &InventoryState, node: &str, ts: i64, reading: Reading) -> Re
         Reading::Packages(p) => {
             let d = packages::diff(state.packages.as_ref(), &p);
             next.packages = Some(p);
-            (!d.is_empty())
-                .then(|| packages_batch(node, ts, &d).map(|b| (Table::Packages, b)))
-                .transpose()?
+            (!d.is_empty()).then(|| packages_batch(node, ts, &d).map(|b| (Table::Packages, b))).transpose()?
         }
         Reading::Listeners(l) => {
             let d = listeners::diff(state.listeners.as_deref(), &l);
             next.listeners = Some(l);
-            (!d.is_empty())
-                .then(|| listeners_batch(node, ts, &d).map(|b| (Table::Listeners, b)))
-                .transpose()?
+            (!d.is_empty()).then(|| listeners_batch(node, ts, &d).map(|b| (Table::Listeners, b))).transpose()?
         }
         Reading::Units(u) => {
             let d = units::diff(state.units.as_ref(), &u);
             next.units = Some(u);
-            (!d.is_empty())
-                .then(|| units_batch(node, ts, &d).map(|b| (Table::Units, b)))
-                .transpose()?
+            (!d.is_empty()).then(|| units_batch(node, ts, &d).map(|b| (Table::Units, b))).transpose()?
         }
         Reading::Host(h) => {
             let changed = state.host.as_ref() != Some(&h);
@@ -512,11 +460,7 @@ impl Said {
             Err(Unavailable::Failed(why)) => {
                 Stats::add(&stats.errors, 1);
                 if let Some(n) = self.failures.failed() {
-                    warn!(
-                        ?part,
-                        failures_in_a_row = n,
-                        "inventory read failed, last snapshot kept: {why}"
-                    );
+                    warn!(?part, failures_in_a_row = n, "inventory read failed, last snapshot kept: {why}");
                 }
             }
         }
@@ -580,11 +524,8 @@ impl InventorySource {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             t
         };
-        let (mut slow, mut fast_l, mut fast_u) = (
-            ticker(self.config.interval),
-            ticker(self.config.listeners_interval),
-            ticker(self.config.units_interval),
-        );
+        let (mut slow, mut fast_l, mut fast_u) =
+            (ticker(self.config.interval), ticker(self.config.listeners_interval), ticker(self.config.units_interval));
         let mut said: [Said; 4] = Default::default();
         loop {
             let parts: &[Part] = tokio::select! {
@@ -599,10 +540,8 @@ impl InventorySource {
                 let Ok(reading) = reading else { continue };
                 Stats::add(&stats.read, 1);
                 let ts = now_micros();
-                let step = step(&state, &self.ctx.node, ts, reading).map_err(|e| SourceError::Encode {
-                    source_name: SOURCE,
-                    error: e.to_string(),
-                })?;
+                let step = step(&state, &self.ctx.node, ts, reading)
+                    .map_err(|e| SourceError::Encode { source_name: SOURCE, error: e.to_string() })?;
                 if step.state == state {
                     continue;
                 }

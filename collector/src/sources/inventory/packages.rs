@@ -105,9 +105,7 @@ pub fn diff(old: Option<&Packages>, new: &Packages) -> Vec<PackageChange> {
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
     let (ea, ua, ra) = split_version(a);
     let (eb, ub, rb) = split_version(b);
-    ea.cmp(&eb)
-        .then_with(|| verrevcmp(ua, ub))
-        .then_with(|| verrevcmp(ra, rb))
+    ea.cmp(&eb).then_with(|| verrevcmp(ua, ub)).then_with(|| verrevcmp(ra, rb))
 }
 
 fn split_version(v: &str) -> (u64, &str, &str) {
@@ -212,29 +210,17 @@ mod tests {
 
     #[test]
     fn diffs_name_every_kind_of_change() {
-        let old: Packages = [
-            ("a:amd64", "1.0"),
-            ("b:all", "2.0"),
-            ("c:amd64", "3.0"),
-            ("d:amd64", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let new: Packages = [
-            ("a:amd64", "1.1"),
-            ("b:all", "1:0.5"),
-            ("c:amd64", "2.9"),
-            ("e:amd64", "5"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let d = diff(Some(&old), &new);
-        let got: Vec<(&str, &str, Option<&str>)> = d
+        let old: Packages = [("a:amd64", "1.0"), ("b:all", "2.0"), ("c:amd64", "3.0"), ("d:amd64", "1")]
             .iter()
-            .map(|c| (c.name.as_str(), c.change, c.previous_version.as_deref()))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let new: Packages = [("a:amd64", "1.1"), ("b:all", "1:0.5"), ("c:amd64", "2.9"), ("e:amd64", "5")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let d = diff(Some(&old), &new);
+        let got: Vec<(&str, &str, Option<&str>)> =
+            d.iter().map(|c| (c.name.as_str(), c.change, c.previous_version.as_deref())).collect();
         assert_eq!(
             got,
             [

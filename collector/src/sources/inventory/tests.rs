@@ -22,21 +22,14 @@ fn config() -> InventoryConfig {
 }
 
 fn rows_of(records: &[Spooled], table: &str) -> Vec<Value> {
-    records
-        .iter()
-        .filter(|r| r.table == table)
-        .flat_map(|r| r.rows())
-        .collect()
+    records.iter().filter(|r| r.table == table).flat_map(|r| r.rows()).collect()
 }
 
 /// `dpkg-query -W` lines, and how many are installed (not `rc`/`un`).
 fn dpkg_query_counts() -> (usize, usize) {
     let all = std::process::Command::new("dpkg-query").arg("-W").output().unwrap();
     let all = String::from_utf8(all.stdout).unwrap().lines().count();
-    let st = std::process::Command::new("dpkg-query")
-        .args(["-W", "-f=${db:Status-Abbrev}\\n"])
-        .output()
-        .unwrap();
+    let st = std::process::Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev}\\n"]).output().unwrap();
     let installed = String::from_utf8(st.stdout)
         .unwrap()
         .lines()
@@ -51,10 +44,7 @@ fn units_fixtures_parse_to_their_expected_units() {
     // no systemd PID 1 on this machine to capture from. See fixtures/systemd/README.md.
     for (inputs, expected) in [
         (&["list-units.json", "list-units.txt"][..], "list-units.expected.json"),
-        (
-            &["list-units-jobs.json", "list-units-jobs.txt"][..],
-            "list-units-jobs.expected.json",
-        ),
+        (&["list-units-jobs.json", "list-units-jobs.txt"][..], "list-units-jobs.expected.json"),
     ] {
         let want: BTreeMap<String, UnitStateJson> =
             serde_json::from_str(&std::fs::read_to_string(fixtures().join(expected)).unwrap()).unwrap();
@@ -65,15 +55,7 @@ fn units_fixtures_parse_to_their_expected_units() {
             let got: BTreeMap<String, UnitStateJson> = got
                 .into_iter()
                 .map(|(k, s)| {
-                    (
-                        k,
-                        UnitStateJson {
-                            load: s.load,
-                            active: s.active,
-                            sub: s.sub,
-                            description: s.description,
-                        },
-                    )
+                    (k, UnitStateJson { load: s.load, active: s.active, sub: s.sub, description: s.description })
                 })
                 .collect();
             assert_eq!(got, want, "{input}");
@@ -86,10 +68,7 @@ fn units_fixtures_parse_to_their_expected_units() {
     before.get_mut("postgresql@15-main.service").unwrap().sub = "running".into();
     let d = units::diff(Some(&before), &now);
     assert_eq!(d.len(), 1);
-    assert_eq!(
-        (d[0].unit.as_str(), d[0].change),
-        ("postgresql@15-main.service", "failed")
-    );
+    assert_eq!((d[0].unit.as_str(), d[0].change), ("postgresql@15-main.service", "failed"));
 }
 
 #[derive(Debug, PartialEq, serde::Deserialize)]
@@ -123,10 +102,7 @@ async fn without_systemd_as_pid_1_units_say_so_in_one_sentence() {
     c3.systemd_run_dir = fake_run.path().to_path_buf();
     c3.systemctl_path = PathBuf::from("systemctl-that-does-not-exist");
     let err = read_units(&c3).await.unwrap_err();
-    assert!(
-        matches!(&err, Unavailable::Absent(m) if m.contains("systemctl-that-does-not-exist not found")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Unavailable::Absent(m) if m.contains("systemctl-that-does-not-exist not found")), "{err:?}");
     // And a systemctl that runs but cannot reach systemd (the real one here) is a failure
     // with its stderr, not a crash.
     if !Path::new("/run/systemd/system").is_dir() && Path::new("/usr/bin/systemctl").exists() {
@@ -169,10 +145,7 @@ async fn a_listener_opened_here_appears_with_its_process() {
     drop(sock);
     let (after, _) = read_listeners(&config()).await.unwrap();
     let d = listeners::diff(Some(&l), &after);
-    assert!(
-        d.iter().any(|c| c.change == "closed" && c.listener.port == port),
-        "{d:#?}"
-    );
+    assert!(d.iter().any(|c| c.change == "closed" && c.listener.port == port), "{d:#?}");
 }
 
 #[tokio::test]
@@ -190,37 +163,22 @@ async fn this_machine_first_snapshot_then_only_changes_across_a_restart() {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(InventorySource::new(c.clone(), ctx.clone()).run(cancel.clone()));
     let first = drain_until(&ctx, 60, |all| {
-        ["packages", "hosts", "listeners"]
-            .iter()
-            .all(|t| all.iter().any(|r| r.table == *t))
+        ["packages", "hosts", "listeners"].iter().all(|t| all.iter().any(|r| r.table == *t))
     })
     .await;
     cancel.cancel();
     task.await.unwrap().unwrap();
 
     let packages = rows_of(&first, "packages");
-    eprintln!(
-        "dpkg-query -W lists {dpkg_lines} packages, {installed} installed; packages rows: {}",
-        packages.len()
-    );
+    eprintln!("dpkg-query -W lists {dpkg_lines} packages, {installed} installed; packages rows: {}", packages.len());
     assert_eq!(packages.len(), installed, "one row per installed package");
-    assert_eq!(
-        installed, dpkg_lines,
-        "this machine has no removed-but-configured packages"
-    );
-    assert!(packages
-        .iter()
-        .all(|p| p["change"] == "present" && p["manager"] == "dpkg" && p["host"] == "test-node"));
-    assert!(packages
-        .iter()
-        .any(|p| p["name"] == "dpkg" && p["arch"].is_string() && p["version"].is_string()));
+    assert_eq!(installed, dpkg_lines, "this machine has no removed-but-configured packages");
+    assert!(packages.iter().all(|p| p["change"] == "present" && p["manager"] == "dpkg" && p["host"] == "test-node"));
+    assert!(packages.iter().any(|p| p["name"] == "dpkg" && p["arch"].is_string() && p["version"].is_string()));
     let hosts = rows_of(&first, "hosts");
     assert_eq!(hosts.len(), 1);
     assert!(hosts[0]["os"].as_str().unwrap().contains("Debian"), "{}", hosts[0]);
-    assert_eq!(
-        hosts[0]["reboot_required"],
-        Path::new("/var/run/reboot-required").exists()
-    );
+    assert_eq!(hosts[0]["reboot_required"], Path::new("/var/run/reboot-required").exists());
     assert_eq!(hosts[0]["collector_version"], env!("CARGO_PKG_VERSION"));
     let listeners = rows_of(&first, "listeners");
     let mine = listeners.iter().find(|l| l["port"] == i64::from(port)).unwrap();
@@ -229,10 +187,7 @@ async fn this_machine_first_snapshot_then_only_changes_across_a_restart() {
         (Some("tcp"), Some("127.0.0.1"), Some("present"))
     );
     assert_eq!(mine["pid"], i64::from(std::process::id()));
-    assert!(
-        rows_of(&first, "units").is_empty(),
-        "no systemd PID 1 here: no unit rows"
-    );
+    assert!(rows_of(&first, "units").is_empty(), "no systemd PID 1 here: no unit rows");
     let saved: InventoryState = ctx.load_state(SOURCE).await.unwrap().unwrap();
     assert_eq!(saved.packages.as_ref().map(|p| p.len()), Some(installed));
 
@@ -244,34 +199,19 @@ async fn this_machine_first_snapshot_then_only_changes_across_a_restart() {
     let ctx = context(dir.path()).await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(InventorySource::new(c, ctx.clone()).run(cancel.clone()));
-    let second = drain_until(&ctx, 30, |all| {
-        rows_of(all, "listeners").iter().any(|l| l["port"] == i64::from(port))
-    })
-    .await;
+    let second =
+        drain_until(&ctx, 30, |all| rows_of(all, "listeners").iter().any(|l| l["port"] == i64::from(port))).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut second = second;
     second.extend(drain(&ctx).await);
     cancel.cancel();
     task.await.unwrap().unwrap();
-    assert!(
-        rows_of(&second, "packages").is_empty(),
-        "packages shipped again after a restart"
-    );
-    assert!(
-        rows_of(&second, "hosts").is_empty(),
-        "hosts shipped again after a restart"
-    );
-    let closed = rows_of(&second, "listeners")
-        .into_iter()
-        .find(|l| l["port"] == i64::from(port))
-        .unwrap();
+    assert!(rows_of(&second, "packages").is_empty(), "packages shipped again after a restart");
+    assert!(rows_of(&second, "hosts").is_empty(), "hosts shipped again after a restart");
+    let closed = rows_of(&second, "listeners").into_iter().find(|l| l["port"] == i64::from(port)).unwrap();
     assert_eq!(closed["change"], "closed");
     if !Path::new("/run/systemd/system").is_dir() {
-        assert_eq!(
-            ctx.stats.source(SOURCE).errors.load(Ordering::Relaxed),
-            1,
-            "units absence said and counted once"
-        );
+        assert_eq!(ctx.stats.source(SOURCE).errors.load(Ordering::Relaxed), 1, "units absence said and counted once");
     }
 }
 
@@ -279,10 +219,7 @@ async fn this_machine_first_snapshot_then_only_changes_across_a_restart() {
 fn a_package_change_ships_one_row_and_the_new_state() {
     let mut p = Packages::new();
     p.insert("openssl:amd64".into(), "3.0.15-1~deb12u1".into());
-    let state = InventoryState {
-        packages: Some(p.clone()),
-        ..Default::default()
-    };
+    let state = InventoryState { packages: Some(p.clone()), ..Default::default() };
     p.insert("openssl:amd64".into(), "3.0.17-1~deb12u2".into());
     let s = step(&state, "n", 7, Reading::Packages(p.clone())).unwrap();
     let (table, batch) = s.batch.unwrap();
@@ -303,18 +240,9 @@ fn config_section_defaults_and_unknown_keys() {
     assert!(c.enabled);
     assert_eq!(
         (c.interval, c.units_interval, c.listeners_interval),
-        (
-            Duration::from_secs(3600),
-            Duration::from_secs(30),
-            Duration::from_secs(60)
-        )
+        (Duration::from_secs(3600), Duration::from_secs(30), Duration::from_secs(60))
     );
     assert!(Config::from_toml("[inventory]\nenable = false\n", Some("t")).is_err());
     assert!(Config::from_toml("[inventory]\nunits_interval = \"0s\"\n", Some("t")).is_err());
-    assert!(
-        !Config::from_toml("[inventory]\nenabled = false\n", Some("t"))
-            .unwrap()
-            .inventory
-            .enabled
-    );
+    assert!(!Config::from_toml("[inventory]\nenabled = false\n", Some("t")).unwrap().inventory.enabled);
 }

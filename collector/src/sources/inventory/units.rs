@@ -10,15 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Arguments given to `systemctl`. `--plain` drops the status glyph column, `--full` keeps
 /// long names whole; JSON output lists the same columns as fields.
-pub const SYSTEMCTL_ARGS: &[&str] = &[
-    "list-units",
-    "--all",
-    "--plain",
-    "--no-legend",
-    "--no-pager",
-    "--full",
-    "--output=json",
-];
+pub const SYSTEMCTL_ARGS: &[&str] =
+    &["list-units", "--all", "--plain", "--no-legend", "--no-pager", "--full", "--output=json"];
 
 /// The state of one unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,16 +70,8 @@ pub fn parse(text: &str) -> Result<(Units, Vec<String>), String> {
 /// `●`/`*` glyph (output without `--plain`) is skipped. A header or legend line, if any, is
 /// skipped. JOB is a column only while some unit has a job; it is told apart by its values.
 pub fn parse_plain(text: &str) -> (Units, Vec<String>) {
-    const JOBS: &[&str] = &[
-        "start",
-        "stop",
-        "reload",
-        "restart",
-        "try-restart",
-        "reload-or-start",
-        "verify-active",
-        "nop",
-    ];
+    const JOBS: &[&str] =
+        &["start", "stop", "reload", "restart", "try-restart", "reload-or-start", "verify-active", "nop"];
     let mut out = Units::new();
     let mut bad = Vec::new();
     for line in text.lines() {
@@ -172,11 +157,8 @@ pub struct UnitChange {
 /// Changes from `old` to `new`; everything `present` when there is no `old`. A change of
 /// description alone is no row.
 pub fn diff(old: Option<&Units>, new: &Units) -> Vec<UnitChange> {
-    let row = |unit: &str, state: &UnitState, change| UnitChange {
-        unit: unit.to_string(),
-        state: state.clone(),
-        change,
-    };
+    let row =
+        |unit: &str, state: &UnitState, change| UnitChange { unit: unit.to_string(), state: state.clone(), change };
     let Some(old) = old else {
         return new.iter().map(|(u, s)| row(u, s, "present")).collect();
     };

@@ -191,38 +191,20 @@ impl JournaldFile {
         if self.directory.is_some() && !self.files.is_empty() {
             bail!("journald.directory and journald.files are both set: journalctl takes one or the other");
         }
-        ensure!(
-            self.batch_size > 0,
-            "journald.batch_size must be more than zero"
-        );
-        ensure!(
-            !self.batch_wait.0.is_zero(),
-            "journald.batch_wait must be more than zero"
-        );
-        ensure!(
-            self.max_entry_size.0 >= 64 << 10,
-            "journald.max_entry_size must be at least 64KiB"
-        );
+        ensure!(self.batch_size > 0, "journald.batch_size must be more than zero");
+        ensure!(!self.batch_wait.0.is_zero(), "journald.batch_wait must be more than zero");
+        ensure!(self.max_entry_size.0 >= 64 << 10, "journald.max_entry_size must be at least 64KiB");
         let max_entry_size = usize::try_from(self.max_entry_size.0)
             .map_err(|_| anyhow::anyhow!("journald.max_entry_size is too large"))?;
-        ensure!(
-            !self.restart_backoff_min.0.is_zero(),
-            "journald.restart_backoff_min must be more than zero"
-        );
+        ensure!(!self.restart_backoff_min.0.is_zero(), "journald.restart_backoff_min must be more than zero");
         ensure!(
             self.restart_backoff_min <= self.restart_backoff_max,
             "journald.restart_backoff_min ({}) must not exceed journald.restart_backoff_max ({})",
             self.restart_backoff_min,
             self.restart_backoff_max
         );
-        for (key, pats) in [
-            ("include_units", &self.include_units),
-            ("exclude_units", &self.exclude_units),
-        ] {
-            ensure!(
-                pats.iter().all(|p| !p.trim().is_empty()),
-                "journald.{key} holds an empty unit name"
-            );
+        for (key, pats) in [("include_units", &self.include_units), ("exclude_units", &self.exclude_units)] {
+            ensure!(pats.iter().all(|p| !p.trim().is_empty()), "journald.{key} holds an empty unit name");
         }
         Ok(JournaldConfig {
             enabled: self.enabled,
@@ -231,10 +213,7 @@ impl JournaldFile {
             files: self.files,
             merge: self.merge,
             start_at: self.start_at,
-            units: UnitFilter {
-                include: self.include_units,
-                exclude: self.exclude_units,
-            },
+            units: UnitFilter { include: self.include_units, exclude: self.exclude_units },
             batch_size: self.batch_size,
             batch_wait: self.batch_wait.0,
             max_entry_size,
@@ -289,35 +268,21 @@ struct Exit {
 impl JournaldSource {
     /// A source; `ufw` routes kernel ufw lines to `firewall`, `fail2ban` (the zone of its
     /// timestamps) routes fail2ban messages to `bans`.
-    pub fn new(
-        config: JournaldConfig,
-        ctx: SourceContext,
-        ufw: bool,
-        fail2ban: Option<TimeZone>,
-    ) -> Self {
-        JournaldSource {
-            config,
-            ctx,
-            ufw,
-            fail2ban,
-        }
+    pub fn new(config: JournaldConfig, ctx: SourceContext, ufw: bool, fail2ban: Option<TimeZone>) -> Self {
+        JournaldSource { config, ctx, ufw, fail2ban }
     }
 
     /// Follows the journal until `cancel`. Only spool and state failures end it;
     /// journalctl trouble is retried.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
         let stats = self.ctx.source_stats(NAME);
-        let mut cursor = self
-            .ctx
-            .load_state::<JournaldState>(NAME)
-            .await?
-            .map(|s| s.cursor);
+        let mut cursor = self.ctx.load_state::<JournaldState>(NAME).await?.map(|s| s.cursor);
         let mut backoff = self.config.restart_backoff_min;
         // journalctl >= 250 makes --follow show only one boot unless --merge is given (for
         // --directory and --file, --merge changes nothing else); a journalctl that refuses
         // the two together (some 250-253 builds) follows without it.
-        let mut merge_on_follow = !self.config.merge
-            && (self.config.directory.is_some() || !self.config.files.is_empty());
+        let mut merge_on_follow =
+            !self.config.merge && (self.config.directory.is_some() || !self.config.files.is_empty());
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
@@ -327,11 +292,7 @@ impl JournaldSource {
             // earlier ones (systemd 250-255), so a collector that was behind when the
             // machine rebooted would lose them.
             let catch_up = cursor.is_some() || self.config.start_at == StartAt::Beginning;
-            let passes: &[Pass] = if catch_up {
-                &[Pass::CatchUp, Pass::Follow]
-            } else {
-                &[Pass::Follow]
-            };
+            let passes: &[Pass] = if catch_up { &[Pass::CatchUp, Pass::Follow] } else { &[Pass::Follow] };
             for &pass in passes {
                 let child = match self.spawn(cursor.as_deref(), pass, merge_on_follow) {
                     Ok(child) => child,
@@ -368,11 +329,7 @@ impl JournaldSource {
                     entries = exit.entries,
                     "journalctl exited; restarting it from the last saved cursor"
                 );
-                if pass == Pass::Follow
-                    && merge_on_follow
-                    && exit.entries == 0
-                    && exit.stderr.contains("--merge")
-                {
+                if pass == Pass::Follow && merge_on_follow && exit.entries == 0 && exit.stderr.contains("--merge") {
                     merge_on_follow = false;
                     warn!("this journalctl refuses --follow with --merge: following without it (entries of a boot that starts while following are read at the next restart)");
                 }
@@ -386,12 +343,7 @@ impl JournaldSource {
         }
     }
 
-    fn spawn(
-        &self,
-        cursor: Option<&str>,
-        pass: Pass,
-        merge_on_follow: bool,
-    ) -> std::io::Result<Child> {
+    fn spawn(&self, cursor: Option<&str>, pass: Pass, merge_on_follow: bool) -> std::io::Result<Child> {
         let c = &self.config;
         let mut cmd = Command::new(&c.journalctl_path);
         cmd.args(["--output=json", "--all", "--no-pager"]);
@@ -429,10 +381,7 @@ impl JournaldSource {
         if c.merge || (pass == Pass::Follow && merge_on_follow) {
             cmd.arg("--merge");
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let child = cmd.spawn()?;
         info!(cursor = cursor.is_some(), pass = ?pass, "journalctl started");
         Ok(child)
@@ -472,10 +421,7 @@ impl JournaldSource {
                 read_error: None,
             }));
         };
-        let mut reader = LineReader::new(
-            BufReader::with_capacity(256 << 10, stdout),
-            self.config.max_entry_size,
-        );
+        let mut reader = LineReader::new(BufReader::with_capacity(256 << 10, stdout), self.config.max_entry_size);
         let mut batch = Batch::default();
         let mut entries = 0u64;
         let mut read_error = None;
@@ -521,15 +467,14 @@ impl JournaldSource {
                 return Ok(RunEnd::Cancelled);
             }
         }
-        let (status, exited_ok) =
-            match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-                Ok(Ok(s)) => (s.to_string(), s.success()),
-                Ok(Err(e)) => (e.to_string(), false),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    ("killed after closing its output".to_string(), false)
-                }
-            };
+        let (status, exited_ok) = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+            Ok(Ok(s)) => (s.to_string(), s.success()),
+            Ok(Err(e)) => (e.to_string(), false),
+            Err(_) => {
+                let _ = child.kill().await;
+                ("killed after closing its output".to_string(), false)
+            }
+        };
         let stderr = match stderr_tail {
             Some(h) => h.await.unwrap_or_default(),
             None => String::new(),
@@ -616,27 +561,16 @@ impl JournaldSource {
         cursor: &mut Option<String>,
         cancel: &CancellationToken,
     ) -> Result<Emitted, SourceError> {
-        let encode = |e: arrow_schema::ArrowError| SourceError::Encode {
-            source_name: NAME,
-            error: e.to_string(),
-        };
+        let encode = |e: arrow_schema::ArrowError| SourceError::Encode { source_name: NAME, error: e.to_string() };
         let mut tables = Vec::new();
         if !batch.logs.is_empty() {
             tables.push((NAME, Table::Logs, batch.logs.finish().map_err(encode)?));
         }
         if !batch.firewall.is_empty() {
-            tables.push((
-                "ufw",
-                Table::Firewall,
-                batch.firewall.finish().map_err(encode)?,
-            ));
+            tables.push(("ufw", Table::Firewall, batch.firewall.finish().map_err(encode)?));
         }
         if !batch.bans.is_empty() {
-            tables.push((
-                "fail2ban",
-                Table::Bans,
-                batch.bans.finish().map_err(encode)?,
-            ));
+            tables.push(("fail2ban", Table::Bans, batch.bans.finish().map_err(encode)?));
         }
         batch.entries = 0;
         // Entries without a cursor (unparseable) keep the last one: on a restart they are
@@ -646,10 +580,7 @@ impl JournaldSource {
             return Ok(Emitted::Spooled(Vec::new()));
         }
         let state = new_cursor.clone().map(|cursor| JournaldState { cursor });
-        let emitted = self
-            .ctx
-            .emit_group(NAME, tables, state.as_ref(), cancel)
-            .await?;
+        let emitted = self.ctx.emit_group(NAME, tables, state.as_ref(), cancel).await?;
         if let Emitted::Spooled(_) = emitted {
             *cursor = new_cursor;
         }
@@ -689,12 +620,7 @@ pub struct LineReader<R> {
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// A reader keeping lines of at most `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
-        LineReader {
-            inner,
-            buf: Vec::new(),
-            max,
-            skipped: None,
-        }
+        LineReader { inner, buf: Vec::new(), max, skipped: None }
     }
 
     /// The next line; `None` at the end (a last line without newline is returned first).
@@ -753,15 +679,8 @@ mod tests {
         let c = JournaldFile::default().validate().unwrap();
         assert!(!c.enabled);
         assert_eq!(c.start_at, StartAt::End);
-        let both = JournaldFile {
-            directory: Some("/x".into()),
-            files: vec!["/y".into()],
-            ..JournaldFile::default()
-        };
+        let both = JournaldFile { directory: Some("/x".into()), files: vec!["/y".into()], ..JournaldFile::default() };
         let err = both.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("journald.directory") && err.contains("journald.files"),
-            "{err}"
-        );
+        assert!(err.contains("journald.directory") && err.contains("journald.files"), "{err}");
     }
 }

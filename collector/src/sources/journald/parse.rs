@@ -66,10 +66,8 @@ impl JournalEntry {
 
     /// A message of fail2ban's server.
     pub fn is_fail2ban(&self) -> bool {
-        matches!(
-            self.ident.as_deref(),
-            Some("fail2ban-server" | "fail2ban" | "fail2ban-client")
-        ) || self.unit.as_deref() == Some("fail2ban.service")
+        matches!(self.ident.as_deref(), Some("fail2ban-server" | "fail2ban" | "fail2ban-client"))
+            || self.unit.as_deref() == Some("fail2ban.service")
     }
 }
 
@@ -85,14 +83,7 @@ fn text_of(v: &Value) -> Option<Text> {
         Value::String(s) => Some(Text::Exact(s.clone())),
         Value::Null => Some(Text::Omitted),
         Value::Array(items) if items.iter().all(|i| i.is_u64()) => Some(Text::Bytes(
-            items
-                .iter()
-                .map(|i| {
-                    i.as_u64()
-                        .and_then(|n| u8::try_from(n).ok())
-                        .unwrap_or(b'?')
-                })
-                .collect(),
+            items.iter().map(|i| i.as_u64().and_then(|n| u8::try_from(n).ok()).unwrap_or(b'?')).collect(),
         )),
         // A repeated field: each value is a string or a byte array.
         Value::Array(items) => {
@@ -173,19 +164,10 @@ pub fn parse_entry(line: &[u8]) -> Result<JournalEntry, ParseError> {
             t
         }
     };
-    e.unit = fields
-        .remove("_SYSTEMD_UNIT")
-        .or_else(|| fields.remove("_SYSTEMD_USER_UNIT"));
+    e.unit = fields.remove("_SYSTEMD_UNIT").or_else(|| fields.remove("_SYSTEMD_USER_UNIT"));
     e.ident = fields.remove("SYSLOG_IDENTIFIER");
-    let num = |s: &str| {
-        s.split('\n')
-            .next()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
-    e.pid = fields
-        .get("_PID")
-        .or_else(|| fields.get("SYSLOG_PID"))
-        .and_then(|p| num(p));
+    let num = |s: &str| s.split('\n').next().and_then(|v| v.trim().parse::<i64>().ok());
+    e.pid = fields.get("_PID").or_else(|| fields.get("SYSLOG_PID")).and_then(|p| num(p));
     if e.pid.is_some() {
         // Only the one that became the column leaves attrs.
         if fields.contains_key("_PID") {
@@ -194,11 +176,7 @@ pub fn parse_entry(line: &[u8]) -> Result<JournalEntry, ParseError> {
             fields.remove("SYSLOG_PID");
         }
     }
-    if let Some(p) = fields
-        .get("PRIORITY")
-        .and_then(|p| num(p))
-        .filter(|p| (0..=7).contains(p))
-    {
+    if let Some(p) = fields.get("PRIORITY").and_then(|p| num(p)).filter(|p| (0..=7).contains(p)) {
         e.priority = Some(p);
         fields.remove("PRIORITY");
     }
@@ -225,12 +203,9 @@ pub struct UnitFilter {
 impl UnitFilter {
     /// Whether an entry of `unit` (None: no unit, e.g. kernel) goes to `logs`.
     pub fn keeps(&self, unit: Option<&str>) -> bool {
-        let matches =
-            |pats: &[String], u: &str| pats.iter().any(|p| glob(p.as_bytes(), u.as_bytes()));
+        let matches = |pats: &[String], u: &str| pats.iter().any(|p| glob(p.as_bytes(), u.as_bytes()));
         match unit {
-            Some(u) => {
-                (self.include.is_empty() || matches(&self.include, u)) && !matches(&self.exclude, u)
-            }
+            Some(u) => (self.include.is_empty() || matches(&self.include, u)) && !matches(&self.exclude, u),
             None => self.include.is_empty(),
         }
     }
@@ -299,7 +274,6 @@ impl LogsRows {
         b.map(attrs, e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         b.end_row();
     }
-
 }
 
 crate::sources::rows_deref!(LogsRows);
@@ -316,32 +290,22 @@ mod tests {
         assert_eq!(e.attrs["MESSAGE_hex"], "62696efffe617279");
         assert_eq!(e.attrs["hostname"], "salem-storage");
         assert_eq!(e.cursor.as_deref(), Some("s=1;i=2"));
-        assert_eq!(
-            (e.ts, e.priority, e.unit.as_deref()),
-            (1795374071000000, Some(6), Some("sshd.service"))
-        );
+        assert_eq!((e.ts, e.priority, e.unit.as_deref()), (1795374071000000, Some(6), Some("sshd.service")));
         assert_eq!(e.attrs.len(), 2, "{:?}", e.attrs);
     }
 
     #[test]
     fn repeated_fields_join_and_filters_glob() {
-        let e = parse_entry(br#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":["a","b"],"X":["c",[255]]}"#)
-            .unwrap();
+        let e = parse_entry(br#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":["a","b"],"X":["c",[255]]}"#).unwrap();
         assert_eq!(e.message.as_deref(), Some("a\nb"));
         assert_eq!(e.attrs["X_hex"], "630aff");
         assert!(parse_entry(b"{}").is_err());
         assert!(parse_entry(b"[1").is_err());
-        let f = UnitFilter {
-            include: vec![],
-            exclude: vec!["cron*".into(), "user@*.service".into()],
-        };
+        let f = UnitFilter { include: vec![], exclude: vec!["cron*".into(), "user@*.service".into()] };
         assert!(!f.keeps(Some("cron.service")));
         assert!(!f.keeps(Some("user@1000.service")));
         assert!(f.keeps(Some("sshd.service")) && f.keeps(None));
-        let f = UnitFilter {
-            include: vec!["ssh*".into()],
-            exclude: vec![],
-        };
+        let f = UnitFilter { include: vec!["ssh*".into()], exclude: vec![] };
         assert!(f.keeps(Some("ssh.service")) && !f.keeps(None) && !f.keeps(Some("cron.service")));
     }
 }

@@ -39,38 +39,24 @@ fn status_fixture_gives_the_expected_peers() {
 fn ping_fixtures_give_the_expected_results() {
     for case in ["direct", "derp", "timeout", "no-reply", "garbage"] {
         let mut output = read(&format!("ping-{case}.stdout"));
-        if let Ok(stderr) = std::fs::read_to_string(fixtures().join(format!("ping-{case}.stderr")))
-        {
+        if let Ok(stderr) = std::fs::read_to_string(fixtures().join(format!("ping-{case}.stderr"))) {
             output.push_str(&stderr);
         }
         let exit_ok = read(&format!("ping-{case}.exit")).trim() == "0";
-        let want: PingResult =
-            serde_json::from_str(&read(&format!("ping-{case}.expected.json"))).unwrap();
+        let want: PingResult = serde_json::from_str(&read(&format!("ping-{case}.expected.json"))).unwrap();
         assert_eq!(parse_ping(&output, exit_ok), want, "ping-{case}");
     }
 }
 
 #[test]
 fn ping_parsing_edge_cases() {
-    let r = parse_ping(
-        "pong from a (100.64.0.1) via 10.0.0.2:41641 in 850µs\n",
-        true,
-    );
-    assert_eq!(
-        (r.ok, r.latency_ms, r.direct),
-        (true, Some(0.85), Some(true))
-    );
+    let r = parse_ping("pong from a (100.64.0.1) via 10.0.0.2:41641 in 850µs\n", true);
+    assert_eq!((r.ok, r.latency_ms, r.direct), (true, Some(0.85), Some(true)));
     let r = parse_ping("pong from a (100.64.0.1) via DERP(nyc) in 1.25s\n", false);
-    assert_eq!(
-        (r.ok, r.latency_ms, r.path.as_deref()),
-        (true, Some(1250.0), Some("DERP(nyc)"))
-    );
+    assert_eq!((r.ok, r.latency_ms, r.path.as_deref()), (true, Some(1250.0), Some("DERP(nyc)")));
     let r = parse_ping("pong from a (100.64.0.1) via DERP(nyc) in soon\n", true);
     assert!(!r.ok);
-    assert_eq!(
-        parse_ping("", false).error.as_deref(),
-        Some("tailscale ping failed without output")
-    );
+    assert_eq!(parse_ping("", false).error.as_deref(), Some("tailscale ping failed without output"));
     let long = "x".repeat(1000);
     assert!(parse_ping(&long, false).error.unwrap().chars().count() <= MAX_ERROR_LEN + 1);
     assert_eq!(parse_go_duration_ms("1m2s"), Some(62_000.0));
@@ -84,22 +70,14 @@ fn a_stopped_backend_or_bad_json_is_an_error() {
     assert!(err.to_string().contains("NeedsLogin"), "{err}");
     assert!(parse_status(b"not json").is_err());
     // No peers at all is fine: nothing to probe.
-    assert_eq!(
-        parse_status(br#"{"BackendState":"Running","Peer":null}"#).unwrap(),
-        vec![]
-    );
+    assert_eq!(parse_status(br#"{"BackendState":"Running","Peer":null}"#).unwrap(), vec![]);
 }
 
 #[test]
 fn explicit_peers_match_by_name_dns_or_ip() {
     let peers = parse_status(read("status.json").as_bytes()).unwrap();
     let laptop = peers.iter().find(|p| p.host_name == "laptop").unwrap();
-    for name in [
-        "laptop",
-        "ops-laptop",
-        "ops-laptop.tail1234.ts.net.",
-        "100.101.102.110",
-    ] {
+    for name in ["laptop", "ops-laptop", "ops-laptop.tail1234.ts.net.", "100.101.102.110"] {
         assert!(laptop.matches(name), "{name}");
     }
     assert!(!laptop.matches("100.101.102.11"));
@@ -110,28 +88,13 @@ fn explicit_peers_match_by_name_dns_or_ip() {
 fn config_validation_names_the_field() {
     let base = || TailscaleFile::default();
     let err = |f: TailscaleFile| format!("{:#}", f.validate().unwrap_err());
-    assert!(err(TailscaleFile {
-        concurrency: 0,
-        ..base()
-    })
-    .contains("tailscale.concurrency"));
-    assert!(err(TailscaleFile {
-        timeout: Dur(Duration::from_secs(90)),
-        ..base()
-    })
-    .contains("tailscale.timeout"));
-    assert!(err(TailscaleFile {
-        peers: Some(vec!["a".into(), " ".into()]),
-        ..base()
-    })
-    .contains("tailscale.peers[1]"));
+    assert!(err(TailscaleFile { concurrency: 0, ..base() }).contains("tailscale.concurrency"));
+    assert!(err(TailscaleFile { timeout: Dur(Duration::from_secs(90)), ..base() }).contains("tailscale.timeout"));
+    assert!(err(TailscaleFile { peers: Some(vec!["a".into(), " ".into()]), ..base() }).contains("tailscale.peers[1]"));
     let c = base().validate().unwrap();
     assert!(!c.enabled);
     assert_eq!(c.tailscale_path, PathBuf::from("tailscale"));
-    assert_eq!(
-        (c.interval, c.timeout, c.concurrency),
-        (Duration::from_secs(60), Duration::from_secs(5), 4)
-    );
+    assert_eq!((c.interval, c.timeout, c.concurrency), (Duration::from_secs(60), Duration::from_secs(5), 4));
 }
 
 /// Writes a stand-in `tailscale` CLI. No real tailscale can run here (it is not in
@@ -143,14 +106,8 @@ fn fake_tailscale(dir: &Path) -> PathBuf {
     let fx = fixtures();
     let fx = fx.display();
     let case = |ip: &str, name: &str| {
-        let stderr = if name == "derp" {
-            format!("cat {fx}/ping-derp.stderr >&2; ")
-        } else {
-            String::new()
-        };
-        format!(
-            "    {ip}) cat {fx}/ping-{name}.stdout; {stderr}exit $(cat {fx}/ping-{name}.exit) ;;\n"
-        )
+        let stderr = if name == "derp" { format!("cat {fx}/ping-derp.stderr >&2; ") } else { String::new() };
+        format!("    {ip}) cat {fx}/ping-{name}.stdout; {stderr}exit $(cat {fx}/ping-{name}.exit) ;;\n")
     };
     let mut script = format!(
         "#!/bin/sh\n\
@@ -190,11 +147,7 @@ async fn the_source_produces_the_expected_rows_from_the_fake_cli() {
     let started = std::time::Instant::now();
     assert_eq!(source.tick().await.unwrap(), 7);
     // The hung ping is killed at timeout + grace, not awaited for its 30s.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     let rows = without_ts(testing::drain(&ctx).await);
     let want: Vec<ProbeRow> = serde_json::from_str(&read("expected-rows.json")).unwrap();
     assert_eq!(rows, want);
@@ -215,10 +168,7 @@ async fn explicit_peers_include_unknown_ones_as_failures() {
     assert_eq!(source.tick().await.unwrap(), 2);
     let rows = testing::drain(&ctx).await;
     assert_eq!(rows[0].target, "gone-host");
-    assert_eq!(
-        rows[0].error.as_deref(),
-        Some("peer not in tailscale status")
-    );
+    assert_eq!(rows[0].error.as_deref(), Some("peer not in tailscale status"));
     assert_eq!((rows[1].target.as_str(), rows[1].ok), ("ams-web", true));
 }
 
@@ -229,19 +179,12 @@ async fn a_missing_binary_idles_counts_once_and_recovers_when_installed() {
     let bin_dir = dir.path().join("bin");
     std::fs::create_dir(&bin_dir).unwrap();
     let mut source = TailscaleSource::new(config(&bin_dir.join("tailscale")), ctx.clone());
-    let errors = || {
-        ctx.source_stats(SOURCE)
-            .errors
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let errors = || ctx.source_stats(SOURCE).errors.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..3 {
         assert_eq!(source.tick().await.unwrap(), 0);
     }
     assert_eq!(errors(), 1, "one error per change of state, not per tick");
-    assert_eq!(
-        source.state,
-        Availability::Down("tailscale binary not found".into())
-    );
+    assert_eq!(source.state, Availability::Down("tailscale binary not found".into()));
     assert!(testing::drain(&ctx).await.is_empty());
 
     // Installing tailscale later is picked up at the next tick, without a restart.
@@ -261,11 +204,7 @@ async fn the_run_loop_keeps_going_without_tailscale_and_stops_on_cancel() {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(TailscaleSource::new(cfg, ctx.clone()).run(cancel.clone()));
     // Wait for the first (and only) counted error, then a few more intervals.
-    let errors = || {
-        ctx.source_stats(SOURCE)
-            .errors
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let errors = || ctx.source_stats(SOURCE).errors.load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::timeout(Duration::from_secs(5), async {
         while errors() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -32,11 +32,7 @@ pub(crate) struct UptimeFile {
 
 impl Default for UptimeFile {
     fn default() -> Self {
-        UptimeFile {
-            interval: default_interval(),
-            timeout: default_timeout(),
-            checks: Vec::new(),
-        }
+        UptimeFile { interval: default_interval(), timeout: default_timeout(), checks: Vec::new() }
     }
 }
 
@@ -151,9 +147,7 @@ pub struct HttpCheck {
 impl HttpCheck {
     /// Whether `status` is accepted.
     pub fn accepts(&self, status: u16) -> bool {
-        self.expect_status
-            .iter()
-            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+        self.expect_status.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
     }
 }
 
@@ -173,24 +167,14 @@ pub struct TlsCheck {
 impl UptimeFile {
     /// Checks the section and makes it typed.
     pub(crate) fn validate(self) -> anyhow::Result<UptimeConfig> {
-        ensure!(
-            !self.interval.0.is_zero(),
-            "uptime.interval must be more than zero"
-        );
-        ensure!(
-            !self.timeout.0.is_zero(),
-            "uptime.timeout must be more than zero"
-        );
+        ensure!(!self.interval.0.is_zero(), "uptime.interval must be more than zero");
+        ensure!(!self.timeout.0.is_zero(), "uptime.timeout must be more than zero");
         let mut names = HashSet::new();
         let mut checks = Vec::with_capacity(self.checks.len());
         for (i, c) in self.checks.into_iter().enumerate() {
             let at = format!("uptime.checks[{i}]");
             ensure!(!c.name.trim().is_empty(), "{at}.name must not be empty");
-            ensure!(
-                names.insert(c.name.clone()),
-                "{at}.name = {:?}: another check has the same name",
-                c.name
-            );
+            ensure!(names.insert(c.name.clone()), "{at}.name = {:?}: another check has the same name", c.name);
             checks.push(c.validate(&at, self.interval.0, self.timeout.0)?);
         }
         Ok(UptimeConfig { checks })
@@ -198,12 +182,7 @@ impl UptimeFile {
 }
 
 impl CheckFile {
-    fn validate(
-        self,
-        at: &str,
-        interval: Duration,
-        timeout: Duration,
-    ) -> anyhow::Result<CheckConfig> {
+    fn validate(self, at: &str, interval: Duration, timeout: Duration) -> anyhow::Result<CheckConfig> {
         let interval = self.interval.map_or(interval, |d| d.0);
         let timeout = self.timeout.map_or(timeout, |d| d.0);
         ensure!(!interval.is_zero(), "{at}.interval must be more than zero");
@@ -215,11 +194,7 @@ impl CheckFile {
             Dur(interval)
         );
         let only = |set: bool, key: &str, kinds: &str| -> anyhow::Result<()> {
-            ensure!(
-                !set,
-                "{at}.{key} applies to kind = {kinds} only (this check is {:?})",
-                self.kind
-            );
+            ensure!(!set, "{at}.{key} applies to kind = {kinds} only (this check is {:?})", self.kind);
             Ok(())
         };
         let kind = match self.kind.as_str() {
@@ -232,12 +207,7 @@ impl CheckFile {
                     "{at}.target = {:?}: must be an http:// or https:// URL with a host",
                     self.target
                 );
-                let method = match self
-                    .method
-                    .as_deref()
-                    .map(str::to_ascii_uppercase)
-                    .as_deref()
-                {
+                let method = match self.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
                     None | Some("GET") => HttpMethod::Get,
                     Some("HEAD") => HttpMethod::Head,
                     Some(m) => bail!("{at}.method = {m:?}: must be \"GET\" or \"HEAD\""),
@@ -253,9 +223,7 @@ impl CheckFile {
                         ensure!(!list.is_empty(), "{at}.expect_status must not be empty");
                         list.iter()
                             .enumerate()
-                            .map(|(j, s)| {
-                                parse_status(s).with_context(|| format!("{at}.expect_status[{j}]"))
-                            })
+                            .map(|(j, s)| parse_status(s).with_context(|| format!("{at}.expect_status[{j}]")))
                             .collect::<anyhow::Result<_>>()?
                     }
                 };
@@ -272,19 +240,11 @@ impl CheckFile {
                 only(self.expect_status.is_some(), "expect_status", "\"http\"")?;
                 only(self.keyword.is_some(), "keyword", "\"http\"")?;
                 only(self.method.is_some(), "method", "\"http\"")?;
-                only(
-                    self.follow_redirects.is_some(),
-                    "follow_redirects",
-                    "\"http\"",
-                )?;
-                let (host, port) = parse_host_port(&self.target)
-                    .with_context(|| format!("{at}.target = {:?}", self.target))?;
+                only(self.follow_redirects.is_some(), "follow_redirects", "\"http\"")?;
+                let (host, port) =
+                    parse_host_port(&self.target).with_context(|| format!("{at}.target = {:?}", self.target))?;
                 if self.kind == "tcp" {
-                    only(
-                        self.verify_tls.is_some(),
-                        "verify_tls",
-                        "\"http\" or \"tls\"",
-                    )?;
+                    only(self.verify_tls.is_some(), "verify_tls", "\"http\" or \"tls\"")?;
                     only(self.server_name.is_some(), "server_name", "\"tls\"")?;
                     CheckKind::Tcp { host, port }
                 } else {
@@ -293,23 +253,12 @@ impl CheckFile {
                         rustls::pki_types::ServerName::try_from(server_name.as_str()).is_ok(),
                         "{at}.server_name = {server_name:?}: not a DNS name or IP address"
                     );
-                    CheckKind::Tls(TlsCheck {
-                        host,
-                        port,
-                        server_name,
-                        verify_tls: self.verify_tls.unwrap_or(true),
-                    })
+                    CheckKind::Tls(TlsCheck { host, port, server_name, verify_tls: self.verify_tls.unwrap_or(true) })
                 }
             }
             other => bail!("{at}.kind = {other:?}: must be \"http\", \"tcp\" or \"tls\""),
         };
-        Ok(CheckConfig {
-            name: self.name,
-            target: self.target,
-            interval,
-            timeout,
-            kind,
-        })
+        Ok(CheckConfig { name: self.name, target: self.target, interval, timeout, kind })
     }
 }
 
@@ -320,29 +269,20 @@ fn parse_status(s: &StatusFile) -> anyhow::Result<(u16, u16)> {
         StatusFile::Text(t) => {
             let t = t.trim();
             if let Some(class) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
-                let d: u16 = class
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("{t:?}: not a status class like \"2xx\""))?;
+                let d: u16 = class.parse().map_err(|_| anyhow::anyhow!("{t:?}: not a status class like \"2xx\""))?;
                 (d * 100, d * 100 + 99)
             } else if let Some((a, b)) = t.split_once('-') {
                 let p = |x: &str| {
-                    x.trim()
-                        .parse::<u16>()
-                        .map_err(|_| anyhow::anyhow!("{t:?}: not a range like \"200-399\""))
+                    x.trim().parse::<u16>().map_err(|_| anyhow::anyhow!("{t:?}: not a range like \"200-399\""))
                 };
                 (p(a)?, p(b)?)
             } else {
-                let c = t
-                    .parse::<u16>()
-                    .map_err(|_| anyhow::anyhow!("{t:?}: not a status code"))?;
+                let c = t.parse::<u16>().map_err(|_| anyhow::anyhow!("{t:?}: not a status code"))?;
                 (c, c)
             }
         }
     };
-    ensure!(
-        (100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi,
-        "{lo}-{hi}: not within 100-599"
-    );
+    ensure!((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi, "{lo}-{hi}: not within 100-599");
     Ok((lo, hi))
 }
 
@@ -351,18 +291,10 @@ fn parse_host_port(target: &str) -> anyhow::Result<(String, u16)> {
     let Some((host, port)) = target.rsplit_once(':') else {
         bail!("must be host:port (the port is missing)");
     };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     ensure!(!host.is_empty(), "must be host:port (the host is missing)");
-    ensure!(
-        !host.contains(':') || target.starts_with('['),
-        "write an IPv6 address as [addr]:port"
-    );
-    let port: u16 = port
-        .parse()
-        .map_err(|_| anyhow::anyhow!("port {port:?} is not a number from 1 to 65535"))?;
+    ensure!(!host.contains(':') || target.starts_with('['), "write an IPv6 address as [addr]:port");
+    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("port {port:?} is not a number from 1 to 65535"))?;
     ensure!(port != 0, "port 0 cannot be probed");
     Ok((host.to_string(), port))
 }

@@ -21,11 +21,7 @@ pub(super) fn client(verify_tls: bool, follow_redirects: bool) -> Result<reqwest
         reqwest::redirect::Policy::none()
     };
     reqwest::Client::builder()
-        .user_agent(concat!(
-            "lake-collector/",
-            env!("CARGO_PKG_VERSION"),
-            " (uptime)"
-        ))
+        .user_agent(concat!("lake-collector/", env!("CARGO_PKG_VERSION"), " (uptime)"))
         .redirect(redirect)
         .danger_accept_invalid_certs(!verify_tls)
         .tls_info(true)
@@ -35,41 +31,24 @@ pub(super) fn client(verify_tls: bool, follow_redirects: bool) -> Result<reqwest
         .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
 }
 
-pub(super) async fn probe(
-    client: &reqwest::Client,
-    check: &HttpCheck,
-    timeout: Duration,
-) -> Outcome {
+pub(super) async fn probe(client: &reqwest::Client, check: &HttpCheck, timeout: Duration) -> Outcome {
     let method = match check.method {
         HttpMethod::Get => reqwest::Method::GET,
         HttpMethod::Head => reqwest::Method::HEAD,
     };
     let start = Instant::now();
-    let mut resp = match client
-        .request(method, check.url.clone())
-        .timeout(timeout)
-        .send()
-        .await
-    {
+    let mut resp = match client.request(method, check.url.clone()).timeout(timeout).send().await {
         Ok(r) => r,
         Err(e) => return Outcome::failed(describe(&e, timeout)),
     };
     let status = resp.status().as_u16();
-    let mut out = Outcome {
-        status: Some(status),
-        ..Outcome::default()
-    };
+    let mut out = Outcome { status: Some(status), ..Outcome::default() };
     out.attrs.push(("final_url", resp.url().to_string()));
     if let Some(addr) = resp.remote_addr() {
         out.attrs.push(("address", addr.to_string()));
     }
-    out.attrs
-        .push(("http_version", format!("{:?}", resp.version())));
-    if let Some(der) = resp
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate())
-    {
+    out.attrs.push(("http_version", format!("{:?}", resp.version())));
+    if let Some(der) = resp.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate()) {
         out.cert = tls::cert_info(der);
     }
     let mut keyword_found = true;
@@ -104,10 +83,7 @@ pub(super) async fn probe(
     out.error = if !status_ok {
         Some(format!("status {status} not expected"))
     } else if !keyword_found {
-        Some(format!(
-            "keyword {:?} not found in the body",
-            check.keyword.as_deref().unwrap_or_default()
-        ))
+        Some(format!("keyword {:?} not found in the body", check.keyword.as_deref().unwrap_or_default()))
     } else {
         None
     };

@@ -64,10 +64,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn failed(error: impl Into<String>) -> Outcome {
-        Outcome {
-            error: Some(error.into()),
-            ..Outcome::default()
-        }
+        Outcome { error: Some(error.into()), ..Outcome::default() }
     }
 }
 
@@ -89,10 +86,7 @@ impl Probers {
                 }
             }
         }
-        Ok(Probers {
-            http: Arc::new(clients),
-            tls: tls::TlsProber::new(),
-        })
+        Ok(Probers { http: Arc::new(clients), tls: tls::TlsProber::new() })
     }
 
     /// Runs one check; never takes (much) longer than its timeout.
@@ -110,10 +104,7 @@ impl Probers {
         // The probers bound their own steps; this is the backstop for the whole check.
         match tokio::time::timeout(check.timeout + Duration::from_millis(500), work).await {
             Ok(o) => o,
-            Err(_) => Outcome::failed(format!(
-                "timeout after {}",
-                lake_format::units::Dur(check.timeout)
-            )),
+            Err(_) => Outcome::failed(format!("timeout after {}", lake_format::units::Dur(check.timeout))),
         }
     }
 }
@@ -152,10 +143,8 @@ impl UptimeSource {
 
     /// Runs every check on its interval until `cancel`.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
-        let probers = Probers::new(&self.config.checks).map_err(|reason| SourceError::Start {
-            source_name: SOURCE,
-            reason,
-        })?;
+        let probers =
+            Probers::new(&self.config.checks).map_err(|reason| SourceError::Start { source_name: SOURCE, reason })?;
         let n = self.config.checks.len();
         info!(checks = n, "uptime probes started");
         let (tx, mut rx) = mpsc::channel::<ProbeRow>(n.max(1) * 2);
@@ -166,8 +155,7 @@ impl UptimeSource {
             let (tx, probers, cancel) = (tx.clone(), probers.clone(), cancel.clone());
             let stats = self.ctx.source_stats(SOURCE);
             tasks.spawn(async move {
-                let mut ticker =
-                    tokio::time::interval_at(tokio::time::Instant::now() + offset, check.interval);
+                let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, check.interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {

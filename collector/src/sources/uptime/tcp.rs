@@ -11,11 +11,7 @@ pub(super) async fn probe(host: &str, port: u16, timeout: Duration) -> Outcome {
     let start = Instant::now();
     match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
         Ok(Ok(stream)) => {
-            let mut out = Outcome {
-                ok: true,
-                latency: Some(start.elapsed()),
-                ..Outcome::default()
-            };
+            let mut out = Outcome { ok: true, latency: Some(start.elapsed()), ..Outcome::default() };
             if let Ok(addr) = stream.peer_addr() {
                 out.attrs.push(("address", addr.to_string()));
             }

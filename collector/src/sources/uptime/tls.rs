@@ -37,10 +37,7 @@ pub(crate) struct CertInfo {
 pub(crate) fn cert_info(der: &[u8]) -> Option<CertInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let not_after = cert.validity().not_after.timestamp();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     Some(CertInfo {
         days_left: (not_after as f64 - now) / 86_400.0,
         subject: cert.subject().to_string(),
@@ -66,14 +63,9 @@ pub(crate) struct TlsProber {
 impl TlsProber {
     pub(crate) fn new() -> TlsProber {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
+        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         // Building only fails without roots or algorithms; the check then reports it.
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .build()
-                .ok();
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build().ok();
         TlsProber { provider, webpki }
     }
 
@@ -81,18 +73,12 @@ impl TlsProber {
         let Some(webpki) = &self.webpki else {
             return Outcome::failed("no TLS verifier (no trust roots)");
         };
-        let verifier = Arc::new(Capturing {
-            inner: Arc::clone(webpki),
-            verify: check.verify_tls,
-            seen: Mutex::new(None),
-        });
+        let verifier =
+            Arc::new(Capturing { inner: Arc::clone(webpki), verify: check.verify_tls, seen: Mutex::new(None) });
         let config = match ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
         {
-            Ok(b) => b
-                .dangerous()
-                .with_custom_certificate_verifier(verifier.clone())
-                .with_no_client_auth(),
+            Ok(b) => b.dangerous().with_custom_certificate_verifier(verifier.clone()).with_no_client_auth(),
             Err(e) => return Outcome::failed(format!("TLS configuration: {e}")),
         };
         let server_name = match ServerName::try_from(check.server_name.clone()) {
@@ -101,29 +87,18 @@ impl TlsProber {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || Outcome::failed(format!("timeout after {}", Dur(timeout)));
-        let tcp = match tokio::time::timeout_at(
-            deadline,
-            TcpStream::connect((check.host.as_str(), check.port)),
-        )
-        .await
-        {
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect((check.host.as_str(), check.port))).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Outcome::failed(tcp::connect_error(&e)),
             Err(_) => return timed_out(),
         };
         let address = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let start = Instant::now();
-        let result = tokio::time::timeout_at(
-            deadline,
-            TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
-        )
-        .await;
+        let result =
+            tokio::time::timeout_at(deadline, TlsConnector::from(Arc::new(config)).connect(server_name, tcp)).await;
         let latency = start.elapsed();
         let seen = verifier.seen.lock().ok().and_then(|mut s| s.take());
-        let mut out = Outcome {
-            cert: seen.as_deref().and_then(cert_info),
-            ..Outcome::default()
-        };
+        let mut out = Outcome { cert: seen.as_deref().and_then(cert_info), ..Outcome::default() };
         out.attrs.push(("address", address));
         match result {
             Err(_) => out.error = timed_out().error,
@@ -168,13 +143,7 @@ impl ServerCertVerifier for Capturing {
             *seen = Some(end_entity.as_ref().to_vec());
         }
         if self.verify {
-            self.inner.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            )
+            self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
         } else {
             Ok(ServerCertVerified::assertion())
         }

@@ -125,17 +125,11 @@ impl Tracked {
             // away in between is fingerprinted again over what it holds.
             if (self.head_len as usize) < HEAD_MAX && self.offset > u64::from(self.head_len) {
                 if let Ok(head) = plain_head(f, self.offset) {
-                    return Fingerprint {
-                        head_len: head.len() as u32,
-                        head_hash: fnv1a(&head),
-                    };
+                    return Fingerprint { head_len: head.len() as u32, head_hash: fnv1a(&head) };
                 }
             }
         }
-        Fingerprint {
-            head_len: self.head_len,
-            head_hash: self.head_hash,
-        }
+        Fingerprint { head_len: self.head_len, head_hash: self.head_hash }
     }
 }
 
@@ -174,12 +168,7 @@ struct FileKey {
 
 impl FileKey {
     fn of(md: &Metadata) -> FileKey {
-        FileKey {
-            dev: md.dev(),
-            ino: md.ino(),
-            len: md.len(),
-            mtime: mtime(md),
-        }
+        FileKey { dev: md.dev(), ino: md.ino(), len: md.len(), mtime: mtime(md) }
     }
 }
 
@@ -196,11 +185,7 @@ struct Done {
 
 impl Done {
     fn new(fp: Fingerprint) -> Done {
-        Done {
-            fp,
-            seen: true,
-            missed: 0,
-        }
+        Done { fp, seen: true, missed: 0 }
     }
 }
 
@@ -247,29 +232,13 @@ pub(super) struct Engine {
 }
 
 impl Engine {
-    pub(super) fn new(
-        config: TailConfig,
-        state: Option<TailState>,
-        counters: Arc<TailCounters>,
-    ) -> Engine {
-        let rolled_patterns: Vec<String> = config
-            .patterns
-            .iter()
-            .flat_map(|p| rolled_patterns(p))
-            .filter(|p| glob::Pattern::new(p).is_ok())
-            .collect();
-        let rolled_names = rolled_patterns
-            .iter()
-            .filter_map(|p| glob::Pattern::new(p).ok())
-            .collect();
+    pub(super) fn new(config: TailConfig, state: Option<TailState>, counters: Arc<TailCounters>) -> Engine {
+        let rolled_patterns: Vec<String> =
+            config.patterns.iter().flat_map(|p| rolled_patterns(p)).filter(|p| glob::Pattern::new(p).is_ok()).collect();
+        let rolled_names = rolled_patterns.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
         let legacy = state.as_ref().is_some_and(|s| s.rolled.is_none());
-        let done = state
-            .as_ref()
-            .and_then(|s| s.rolled.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(Done::new)
-            .collect();
+        let done =
+            state.as_ref().and_then(|s| s.rolled.clone()).unwrap_or_default().into_iter().map(Done::new).collect();
         Engine {
             config,
             rolled_patterns,
@@ -295,10 +264,9 @@ impl Engine {
         let rolled = Some(self.done.iter().map(|d| d.fp).collect());
         match &self.resume {
             // Not scanned yet: the checkpoint we were given still holds.
-            Some(files) if self.last_scan.is_none() => TailState {
-                files: files.clone(),
-                rolled: if self.legacy { None } else { rolled },
-            },
+            Some(files) if self.last_scan.is_none() => {
+                TailState { files: files.clone(), rolled: if self.legacy { None } else { rolled } }
+            }
             _ => TailState {
                 files: self
                     .files
@@ -313,10 +281,7 @@ impl Engine {
 
     fn warn_limited(&mut self, path: &Path, what: &str, error: &dyn std::fmt::Display) {
         let now = Instant::now();
-        if self
-            .last_warn
-            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
-        {
+        if self.last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
             self.last_warn = Some(now);
             warn!(path = %path.display(), %error, "{what}");
         }
@@ -330,10 +295,7 @@ impl Engine {
     /// One pass: rescan when due, then read every file until `max_lines` lines.
     pub(super) fn read(&mut self, lines: &mut Lines, max_lines: usize) {
         lines.clear();
-        if self
-            .last_scan
-            .is_none_or(|t| t.elapsed() >= self.config.poll_interval)
-        {
+        if self.last_scan.is_none_or(|t| t.elapsed() >= self.config.poll_interval) {
             self.scan();
         }
         let mut finished = Vec::new();

@@ -39,16 +39,14 @@ impl Engine {
         if head.bytes.is_empty() {
             return Identity::Empty;
         }
-        if self
-            .files
-            .iter()
-            .any(|t| head.starts_with(t.head_len, t.head_hash))
-        {
+        if self.files.iter().any(|t| head.starts_with(t.head_len, t.head_hash)) {
             return Identity::Followed;
         }
-        if let Some(k) = self.orphans.iter().position(|o| {
-            head.starts_with(o.state.head_len, o.state.head_hash) && (gz || o.state.offset <= len)
-        }) {
+        if let Some(k) = self
+            .orphans
+            .iter()
+            .position(|o| head.starts_with(o.state.head_len, o.state.head_hash) && (gz || o.state.offset <= len))
+        {
             return Identity::Orphan(k);
         }
         if let Some(k) = self.done.iter().position(|d| head.is(&d.fp)) {
@@ -126,9 +124,8 @@ impl Engine {
             // A plain file and its .gz both unknown: the one opened first is followed now.
             match self.identify(&head, is_gz(&path), md.len()) {
                 Identity::Unknown => {
-                    let history = first
-                        && (self.fresh
-                            || (self.legacy && self.resumed_mtime.is_none_or(|m| mtime(&md) <= m)));
+                    let history =
+                        first && (self.fresh || (self.legacy && self.resumed_mtime.is_none_or(|m| mtime(&md) <= m)));
                     if history {
                         self.done.push(Done::new(head.fingerprint()));
                     } else {
@@ -162,11 +159,7 @@ impl Engine {
                 }
             }
             for d in &mut self.done {
-                d.missed = if d.seen {
-                    0
-                } else {
-                    d.missed.saturating_add(1)
-                };
+                d.missed = if d.seen { 0 } else { d.missed.saturating_add(1) };
             }
             self.done.retain(|d| d.missed < 2);
         }
@@ -195,23 +188,16 @@ impl Engine {
             // Renamed or deleted since it was listed: found again at the next scan.
             io::ErrorKind::NotFound => {}
             // A .gz that ends before the position to resume: still being written.
-            io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::InvalidData
-            | io::ErrorKind::InvalidInput => self.unreadable(path, head),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                self.unreadable(path, head)
+            }
             _ => self.error(path, "cannot open a rolled file", e),
         }
     }
 
     /// Opens a rolled file at `offset` of its content (the same file as listed, or
     /// `NotFound`).
-    fn open_rolled(
-        &self,
-        path: &Path,
-        md: &Metadata,
-        head: &Head,
-        offset: u64,
-        skipping: bool,
-    ) -> io::Result<Tracked> {
+    fn open_rolled(&self, path: &Path, md: &Metadata, head: &Head, offset: u64, skipping: bool) -> io::Result<Tracked> {
         let mut file = File::open(path)?;
         let now = file.metadata()?;
         if now.dev() != md.dev() || now.ino() != md.ino() {

@@ -48,18 +48,13 @@ impl Engine {
     }
 
     pub(super) fn tracked_plain(&self, dev: u64, ino: u64) -> Option<usize> {
-        self.files
-            .iter()
-            .position(|t| t.dev == dev && t.ino == ino && matches!(t.reader, Reader::Plain(_)))
+        self.files.iter().position(|t| t.dev == dev && t.ino == ino && matches!(t.reader, Reader::Plain(_)))
     }
 
     pub(super) fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
         let patterns = self.config.patterns.clone();
-        let (gz, live): (Vec<_>, Vec<_>) = self
-            .expand(&patterns)
-            .into_iter()
-            .partition(|(p, _)| is_gz(p));
+        let (gz, live): (Vec<_>, Vec<_>) = self.expand(&patterns).into_iter().partition(|(p, _)| is_gz(p));
         let rolled_patterns = self.rolled_patterns.clone();
         let mut rolled = self.expand(&rolled_patterns);
         rolled.extend(gz);
@@ -94,15 +89,9 @@ impl Engine {
             }
         }
         if let Some(entries) = resume {
-            self.orphans.extend(entries.into_iter().map(|state| Orphan {
-                state,
-                checkpointed: true,
-            }));
+            self.orphans.extend(entries.into_iter().map(|state| Orphan { state, checkpointed: true }));
         }
-        let listed: Vec<(PathBuf, FileKey)> = rolled
-            .iter()
-            .map(|(p, md)| (p.clone(), FileKey::of(md)))
-            .collect();
+        let listed: Vec<(PathBuf, FileKey)> = rolled.iter().map(|(p, md)| (p.clone(), FileKey::of(md))).collect();
         if first || self.pending || !self.orphans.is_empty() || listed != self.rolled_listed {
             self.rolled_pass(rolled, first);
             self.rolled_listed = listed;
@@ -114,13 +103,7 @@ impl Engine {
 
     /// A file the patterns match: follow it, or start following it (resuming a
     /// checkpointed position when it is that file).
-    fn scan_live(
-        &mut self,
-        path: PathBuf,
-        md: &Metadata,
-        resume: &mut Option<Vec<FileState>>,
-        first: bool,
-    ) {
+    fn scan_live(&mut self, path: PathBuf, md: &Metadata, resume: &mut Option<Vec<FileState>>, first: bool) {
         let (dev, ino) = (md.dev(), md.ino());
         if let Some(i) = self.tracked_plain(dev, ino) {
             self.check(i, path, md);
@@ -156,15 +139,10 @@ impl Engine {
                 // Shrank while we were down: copy-truncate. The rest of the old content
                 // may be in the copy.
                 bump(&self.counters.truncations);
-                self.orphans.push(Orphan {
-                    state: e.clone(),
-                    checkpointed: false,
-                });
+                self.orphans.push(Orphan { state: e.clone(), checkpointed: false });
                 (0, false)
             }
-            None if first && self.fresh && self.config.start_at == StartAt::End => {
-                (md.len(), false)
-            }
+            None if first && self.fresh && self.config.start_at == StartAt::End => (md.len(), false),
             None => (0, false),
         };
         let mut file = file;
@@ -194,12 +172,7 @@ impl Engine {
     /// A plain file under a rolled name: a followed file renamed there stays followed; on
     /// start, a checkpointed file renamed there resumes (other rolled files are for the
     /// rolled pass).
-    fn scan_rolled_plain(
-        &mut self,
-        path: &Path,
-        md: &Metadata,
-        resume: &mut Option<Vec<FileState>>,
-    ) {
+    fn scan_rolled_plain(&mut self, path: &Path, md: &Metadata, resume: &mut Option<Vec<FileState>>) {
         let (dev, ino) = (md.dev(), md.ino());
         if let Some(i) = self.tracked_plain(dev, ino) {
             self.check(i, path.to_path_buf(), md);
@@ -218,10 +191,7 @@ impl Engine {
             return;
         };
         let Some(k) = entries.iter().position(|e| {
-            e.dev == dev
-                && e.ino == ino
-                && head_matches(&head, e.head_len, e.head_hash)
-                && e.offset <= md.len()
+            e.dev == dev && e.ino == ino && head_matches(&head, e.head_len, e.head_hash) && e.offset <= md.len()
         }) else {
             return;
         };
@@ -283,10 +253,7 @@ impl Engine {
             if t.offset > 0 && t.head_len > 0 {
                 // Copy-truncate: what was not read yet of the old content is in the copy,
                 // if the rotation made one under a rolled name.
-                self.orphans.push(Orphan {
-                    state: t.state(),
-                    checkpointed: false,
-                });
+                self.orphans.push(Orphan { state: t.state(), checkpointed: false });
             }
             let p = Arc::clone(&t.path);
             let r = match &mut t.reader {
@@ -299,11 +266,7 @@ impl Engine {
             t.skipping = false;
             t.head_len = head.len() as u32;
             t.head_hash = fnv1a(&head);
-            self.warn_limited(
-                &p,
-                "tailed file was truncated or replaced; reading it from the start",
-                &"copy-truncate",
-            );
+            self.warn_limited(&p, "tailed file was truncated or replaced; reading it from the start", &"copy-truncate");
             if let Err(e) = r {
                 self.error(&p, "cannot seek in a tailed file", &e);
             }
@@ -315,15 +278,8 @@ impl Engine {
 }
 
 /// Takes the checkpointed entry of the file `(dev, ino)` whose head is `head`.
-fn take_resume(
-    resume: &mut Option<Vec<FileState>>,
-    dev: u64,
-    ino: u64,
-    head: &[u8],
-) -> Option<FileState> {
+fn take_resume(resume: &mut Option<Vec<FileState>>, dev: u64, ino: u64, head: &[u8]) -> Option<FileState> {
     let entries = resume.as_mut()?;
-    let k = entries.iter().position(|e| {
-        e.dev == dev && e.ino == ino && head_matches(head, e.head_len, e.head_hash)
-    })?;
+    let k = entries.iter().position(|e| e.dev == dev && e.ino == ino && head_matches(head, e.head_len, e.head_hash))?;
     Some(entries.remove(k))
 }

@@ -17,10 +17,30 @@ fn status(rng: &mut Rng, kind: PathKind, method: &str) -> i64 {
     let x = rng.f64();
     match kind {
         PathKind::Static => {
-            if x < 0.83 { 200 } else if x < 0.97 { 304 } else if x < 0.995 { 404 } else { 206 }
+            if x < 0.83 {
+                200
+            } else if x < 0.97 {
+                304
+            } else if x < 0.995 {
+                404
+            } else {
+                206
+            }
         }
         PathKind::Page => {
-            if x < 0.86 { 200 } else if x < 0.90 { 304 } else if x < 0.93 { 301 } else if x < 0.95 { 302 } else if x < 0.985 { 404 } else { 403 }
+            if x < 0.86 {
+                200
+            } else if x < 0.90 {
+                304
+            } else if x < 0.93 {
+                301
+            } else if x < 0.95 {
+                302
+            } else if x < 0.985 {
+                404
+            } else {
+                403
+            }
         }
         PathKind::Api => {
             if method == "POST" && x < 0.3 {
@@ -38,7 +58,15 @@ fn status(rng: &mut Rng, kind: PathKind, method: &str) -> i64 {
             }
         }
         PathKind::Probe => {
-            if x < 0.88 { 404 } else if x < 0.96 { 403 } else if x < 0.99 { 301 } else { 200 }
+            if x < 0.88 {
+                404
+            } else if x < 0.96 {
+                403
+            } else if x < 0.99 {
+                301
+            } else {
+                200
+            }
         }
     }
 }
@@ -66,8 +94,15 @@ pub(super) fn generate(
 
     let mut b = TableBuilder::new(Table::Http);
     let col = |b: &TableBuilder, n: &str| b.column(n).expect("http column");
-    let (c_ts, c_host, c_vhost, c_method, c_uri, c_path, c_proto) =
-        (col(&b, "ts"), col(&b, "host"), col(&b, "vhost"), col(&b, "method"), col(&b, "uri"), col(&b, "path"), col(&b, "proto"));
+    let (c_ts, c_host, c_vhost, c_method, c_uri, c_path, c_proto) = (
+        col(&b, "ts"),
+        col(&b, "host"),
+        col(&b, "vhost"),
+        col(&b, "method"),
+        col(&b, "uri"),
+        col(&b, "path"),
+        col(&b, "proto"),
+    );
     let (c_status, c_size, c_read, c_dur, c_rip, c_cip, c_ua) = (
         col(&b, "status"),
         col(&b, "size"),
@@ -77,8 +112,13 @@ pub(super) fn generate(
         col(&b, "client_ip"),
         col(&b, "user_agent"),
     );
-    let (c_ref, c_tls, c_sni, c_class, c_name) =
-        (col(&b, "referer"), col(&b, "tls_version"), col(&b, "server_name"), col(&b, "client_class"), col(&b, "client_name"));
+    let (c_ref, c_tls, c_sni, c_class, c_name) = (
+        col(&b, "referer"),
+        col(&b, "tls_version"),
+        col(&b, "server_name"),
+        col(&b, "client_class"),
+        col(&b, "client_name"),
+    );
     let mut uri = String::with_capacity(96);
     let mut referer = String::with_capacity(64);
 
@@ -100,7 +140,9 @@ pub(super) fn generate(
             vhost.paths.pick(&mut rng)
         };
         let method = match entry.kind {
-            PathKind::Api => ["GET", "GET", "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"][rng.below(10) as usize],
+            PathKind::Api => {
+                ["GET", "GET", "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"][rng.below(10) as usize]
+            }
             PathKind::Probe if rng.chance(0.2) => "POST",
             _ if rng.chance(0.03) => "HEAD",
             _ if entry.path == "/" && rng.chance(0.01) => "POST",
@@ -110,7 +152,8 @@ pub(super) fn generate(
         uri.push_str(&entry.path);
         match entry.kind {
             PathKind::Api if rng.chance(0.4) => {
-                let _ = write!(uri, "?limit={}&offset={}", [10, 20, 50, 100][rng.below(4) as usize], rng.below(50) * 10);
+                let _ =
+                    write!(uri, "?limit={}&offset={}", [10, 20, 50, 100][rng.below(4) as usize], rng.below(50) * 10);
             }
             PathKind::Page if rng.chance(0.12) => {
                 let _ = write!(uri, "?page={}", 2 + rng.below(20));
@@ -176,7 +219,11 @@ pub(super) fn generate(
         b.int(c_size, Some(size));
         b.int(c_read, Some(read));
         b.float(c_dur, Some((duration * 1000.0).round() / 1000.0));
-        let remote = if vhost.behind_cdn { world.cdn[rng.below(world.cdn.len() as u64) as usize].as_str() } else { client.as_str() };
+        let remote = if vhost.behind_cdn {
+            world.cdn[rng.below(world.cdn.len() as u64) as usize].as_str()
+        } else {
+            client.as_str()
+        };
         b.text(c_rip, Some(remote));
         b.text(c_cip, Some(client));
         b.text(c_ua, Some(agent.ua));

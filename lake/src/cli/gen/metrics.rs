@@ -71,7 +71,8 @@ pub(super) fn generate(
             let labels = [("mount", m.mount), ("device", m.device), ("fstype", m.fstype)];
             // Logs grow through the day and are rotated at midnight.
             let daily = 0.006 * (t.rem_euclid(MICROS_PER_DAY) as f64 / MICROS_PER_DAY as f64);
-            let ratio = (m.used_at_start + m.growth_per_day * days + if m.growth_per_day > 0.0 { daily } else { 0.0 }).clamp(0.0, 0.995);
+            let ratio = (m.used_at_start + m.growth_per_day * days + if m.growth_per_day > 0.0 { daily } else { 0.0 })
+                .clamp(0.0, 0.995);
             b.push(t, name, "filesystem_total_bytes", m.total, &labels);
             b.push(t, name, "filesystem_used_bytes", (m.total * ratio).round(), &labels);
             b.push(t, name, "filesystem_used_ratio", (ratio * 1e4).round() / 1e4, &labels);

@@ -221,8 +221,18 @@ pub(super) struct World {
 }
 
 const HOST_NAMES: [&str; 12] = [
-    "amber-web", "birch-db", "cedar-edge", "dune-mail", "elm-build", "fir-media", "gale-vpn", "hazel-ci",
-    "iris-dns", "juniper-backup", "kelp-mon", "larch-lab",
+    "amber-web",
+    "birch-db",
+    "cedar-edge",
+    "dune-mail",
+    "elm-build",
+    "fir-media",
+    "gale-vpn",
+    "hazel-ci",
+    "iris-dns",
+    "juniper-backup",
+    "kelp-mon",
+    "larch-lab",
 ];
 
 const VHOSTS: [(&str, f64, bool); 7] = [
@@ -306,7 +316,11 @@ impl World {
             Table::Alerts => span / MICROS_PER_DAY as f64 * 20.0,
             Table::Packages | Table::Listeners | Table::Units | Table::Hosts => {
                 // Inventory: what each host reports when it first starts, then changes.
-                if from == self.start { n * 50.0 } else { n }
+                if from == self.start {
+                    n * 50.0
+                } else {
+                    n
+                }
             }
         };
         rows.ceil() as u64
@@ -383,18 +397,47 @@ fn host(seed: u64, i: usize, start: i64) -> Host {
     let gib = 1_073_741_824.0;
     let role = i % 5;
     let mut mounts = vec![
-        Mount { mount: "/", device: "/dev/vda1", fstype: "ext4", total: [80.0, 160.0, 40.0, 40.0, 120.0][role] * gib, used_at_start: 0.35 + 0.2 * rng.f64(), growth_per_day: 0.002 },
-        Mount { mount: "/boot/efi", device: "/dev/vda15", fstype: "vfat", total: 0.1 * gib, used_at_start: 0.06, growth_per_day: 0.0 },
+        Mount {
+            mount: "/",
+            device: "/dev/vda1",
+            fstype: "ext4",
+            total: [80.0, 160.0, 40.0, 40.0, 120.0][role] * gib,
+            used_at_start: 0.35 + 0.2 * rng.f64(),
+            growth_per_day: 0.002,
+        },
+        Mount {
+            mount: "/boot/efi",
+            device: "/dev/vda15",
+            fstype: "vfat",
+            total: 0.1 * gib,
+            used_at_start: 0.06,
+            growth_per_day: 0.0,
+        },
     ];
     if role == 1 {
         // The database volume fills up over the month: disk-full alerts and a panel that moves.
-        mounts.push(Mount { mount: "/var/lib/postgresql", device: "/dev/vdb1", fstype: "ext4", total: 200.0 * gib, used_at_start: 0.62, growth_per_day: 0.009 });
+        mounts.push(Mount {
+            mount: "/var/lib/postgresql",
+            device: "/dev/vdb1",
+            fstype: "ext4",
+            total: 200.0 * gib,
+            used_at_start: 0.62,
+            growth_per_day: 0.009,
+        });
     }
     if role == 4 {
-        mounts.push(Mount { mount: "/srv/build", device: "/dev/vdb1", fstype: "xfs", total: 250.0 * gib, used_at_start: 0.4, growth_per_day: 0.004 });
+        mounts.push(Mount {
+            mount: "/srv/build",
+            device: "/dev/vdb1",
+            fstype: "xfs",
+            total: 250.0 * gib,
+            used_at_start: 0.4,
+            growth_per_day: 0.004,
+        });
     }
     let disks = if mounts.len() > 2 { vec!["vda", "vdb"] } else { vec!["vda"] };
-    let ifaces = if role == 0 || role == 4 { vec!["eth0", "tailscale0", "docker0"] } else { vec!["eth0", "tailscale0"] };
+    let ifaces =
+        if role == 0 || role == 4 { vec!["eth0", "tailscale0", "docker0"] } else { vec!["eth0", "tailscale0"] };
     Host {
         name,
         cpus: [4, 8, 2, 2, 8][role],
@@ -420,7 +463,9 @@ fn ip_pool(seed: u64, salt: u64, n: usize, scanners: bool) -> Vec<String> {
             } else {
                 // Documentation prefixes would all look alike; spread over the whole space
                 // (no real address is meant).
-                let a = [45, 62, 77, 81, 89, 91, 103, 109, 141, 146, 156, 167, 176, 178, 185, 193, 194, 195, 203, 212, 213][rng.below(21) as usize];
+                let a =
+                    [45, 62, 77, 81, 89, 91, 103, 109, 141, 146, 156, 167, 176, 178, 185, 193, 194, 195, 203, 212, 213]
+                        [rng.below(21) as usize];
                 format!("{a}.{}.{}.{}", rng.below(256), rng.below(256), 1 + rng.below(254))
             }
         })
@@ -430,7 +475,24 @@ fn ip_pool(seed: u64, salt: u64, n: usize, scanners: bool) -> Vec<String> {
 /// The paths of one site: static assets, pages and API routes, Zipf by popularity.
 fn site_paths(seed: u64, vhost: usize, name: &str) -> Weighted<PathEntry> {
     let mut rng = Rng::new(&[seed, 0x9A75, vhost as u64]);
-    let words = ["rust", "duckdb", "parquet", "backup", "caddy", "grafana", "tailscale", "linux", "homelab", "notes", "release", "guide", "debian", "zfs", "metrics", "ssh"];
+    let words = [
+        "rust",
+        "duckdb",
+        "parquet",
+        "backup",
+        "caddy",
+        "grafana",
+        "tailscale",
+        "linux",
+        "homelab",
+        "notes",
+        "release",
+        "guide",
+        "debian",
+        "zfs",
+        "metrics",
+        "ssh",
+    ];
     let mut paths = vec![
         PathEntry { path: "/".into(), kind: PathKind::Page },
         PathEntry { path: "/favicon.ico".into(), kind: PathKind::Static },
@@ -469,10 +531,26 @@ fn site_paths(seed: u64, vhost: usize, name: &str) -> Weighted<PathEntry> {
 
 fn probe_paths() -> Vec<PathEntry> {
     [
-        "/wp-login.php", "/.env", "/xmlrpc.php", "/wp-admin/", "/.git/config", "/phpmyadmin/", "/admin",
-        "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php", "/cgi-bin/luci", "/boaform/admin/formLogin",
-        "/actuator/health", "/server-status", "/.aws/credentials", "/config.json", "/login.action", "/HNAP1",
-        "/wp-content/plugins/", "/owa/auth/logon.aspx", "/solr/admin/info/system", "/.DS_Store",
+        "/wp-login.php",
+        "/.env",
+        "/xmlrpc.php",
+        "/wp-admin/",
+        "/.git/config",
+        "/phpmyadmin/",
+        "/admin",
+        "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+        "/cgi-bin/luci",
+        "/boaform/admin/formLogin",
+        "/actuator/health",
+        "/server-status",
+        "/.aws/credentials",
+        "/config.json",
+        "/login.action",
+        "/HNAP1",
+        "/wp-content/plugins/",
+        "/owa/auth/logon.aspx",
+        "/solr/admin/info/system",
+        "/.DS_Store",
     ]
     .into_iter()
     .map(|p| PathEntry { path: p.to_string(), kind: PathKind::Probe })
@@ -545,9 +623,24 @@ mod tests {
 
     #[test]
     fn streams_are_deterministic_and_distinct() {
-        let a: Vec<u64> = (0..4).map({ let mut r = Rng::new(&[1, 2]); move |_| r.u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = Rng::new(&[1, 2]); move |_| r.u64() }).collect();
-        let c: Vec<u64> = (0..4).map({ let mut r = Rng::new(&[1, 3]); move |_| r.u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(&[1, 2]);
+                move |_| r.u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(&[1, 2]);
+                move |_| r.u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(&[1, 3]);
+                move |_| r.u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

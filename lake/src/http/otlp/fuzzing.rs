@@ -7,7 +7,12 @@ use super::{prepare, Format, Signal};
 /// Gunzips (when `gzip`), decodes and maps one OTLP body as `POST /v1/logs` (`logs`) or
 /// `/v1/metrics` would, with the 20 MiB limit. `Ok` carries the items accepted and
 /// rejected; `Err` the status and message of the refusal.
-pub(crate) fn prepare_body(logs: bool, json: bool, gzip: bool, body: &[u8]) -> Result<(u64, u64), (StatusCode, String)> {
+pub(crate) fn prepare_body(
+    logs: bool,
+    json: bool,
+    gzip: bool,
+    body: &[u8],
+) -> Result<(u64, u64), (StatusCode, String)> {
     let signal = if logs { Signal::Logs } else { Signal::Metrics };
     let format = if json { Format::Json } else { Format::Protobuf };
     let sender = crate::http::policy::IngestPolicy::open().sender("fuzz".into());

@@ -102,32 +102,16 @@ struct Res {
 
 impl Res {
     fn new(resource: Option<&Resource>, node: &str) -> Res {
-        let kvs = resource
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
-        let host = string_attr(kvs, "host.name")
-            .filter(|h| validate_node_name(h).is_ok())
-            .unwrap_or(node)
-            .to_string();
+        let kvs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
+        let host = string_attr(kvs, "host.name").filter(|h| validate_node_name(h).is_ok()).unwrap_or(node).to_string();
         let service = string_attr(kvs, "service.name").map(str::to_string);
-        let pid = kvs
-            .iter()
-            .find(|kv| kv.key == "process.pid")
-            .and_then(|kv| match any(kv) {
-                Some(any_value::Value::IntValue(i)) => Some(*i),
-                Some(any_value::Value::StringValue(s)) => s.parse().ok(),
-                _ => None,
-            });
-        let attrs = kvs
-            .iter()
-            .map(|kv| (format!("resource.{}", kv.key), kv_text(kv)))
-            .collect();
-        Res {
-            host,
-            service,
-            pid,
-            attrs,
-        }
+        let pid = kvs.iter().find(|kv| kv.key == "process.pid").and_then(|kv| match any(kv) {
+            Some(any_value::Value::IntValue(i)) => Some(*i),
+            Some(any_value::Value::StringValue(s)) => s.parse().ok(),
+            _ => None,
+        });
+        let attrs = kvs.iter().map(|kv| (format!("resource.{}", kv.key), kv_text(kv))).collect();
+        Res { host, service, pid, attrs }
     }
 }
 
@@ -136,12 +120,10 @@ fn any(kv: &KeyValue) -> Option<&any_value::Value> {
 }
 
 fn string_attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    kvs.iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match any(kv) {
-            Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
-            _ => None,
-        })
+    kvs.iter().find(|kv| kv.key == key).and_then(|kv| match any(kv) {
+        Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    })
 }
 
 fn kv_text(kv: &KeyValue) -> String {
@@ -165,20 +147,15 @@ fn value_json(v: &AnyValue) -> Json {
         Some(V::StringValue(s)) => Json::from(s.as_str()),
         Some(V::BoolValue(b)) => Json::from(*b),
         Some(V::IntValue(i)) => Json::from(*i),
-        Some(V::DoubleValue(d)) => serde_json::Number::from_f64(*d)
-            .map(Json::Number)
-            .unwrap_or_else(|| Json::from(d.to_string())),
+        Some(V::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or_else(|| Json::from(d.to_string()))
+        }
         Some(V::BytesValue(b)) => Json::from(hex(b)),
         Some(V::ArrayValue(a)) => Json::Array(a.values.iter().map(value_json).collect()),
         Some(V::KvlistValue(l)) => Json::Object(
             l.values
                 .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        kv.value.as_ref().map(value_json).unwrap_or(Json::Null),
-                    )
-                })
+                .map(|kv| (kv.key.clone(), kv.value.as_ref().map(value_json).unwrap_or(Json::Null)))
                 .collect(),
         ),
         // A reference into a profiles dictionary; meaningless without it, kept as is.
@@ -233,16 +210,10 @@ fn priority_of_text(text: &str) -> Option<i64> {
 }
 
 /// Maps every log record of a request onto `logs` rows.
-pub(crate) fn logs(
-    req: &ExportLogsServiceRequest,
-    node: &str,
-    now_us: i64,
-) -> Result<Mapped, ArrowError> {
+pub(crate) fn logs(req: &ExportLogsServiceRequest, node: &str, now_us: i64) -> Result<Mapped, ArrowError> {
     let mut b = TableBuilder::new(Table::Logs);
-    let col = |name: &str| {
-        b.column(name)
-            .ok_or_else(|| ArrowError::SchemaError(format!("logs has no column {name:?}")))
-    };
+    let col =
+        |name: &str| b.column(name).ok_or_else(|| ArrowError::SchemaError(format!("logs has no column {name:?}")));
     let (ts, host, source, unit, ident, pid, priority_col, message, attrs) = (
         col("ts")?,
         col("host")?,
@@ -286,26 +257,14 @@ pub(crate) fn logs(
                 }
                 a.insert(NODE_KEY.into(), node.to_string());
 
-                b.ts(
-                    ts,
-                    micros(r.time_unix_nano)
-                        .or(micros(r.observed_time_unix_nano))
-                        .unwrap_or(now_us),
-                );
+                b.ts(ts, micros(r.time_unix_nano).or(micros(r.observed_time_unix_nano)).unwrap_or(now_us));
                 b.text(host, Some(&res.host));
                 b.text(source, Some(SOURCE));
                 b.text(unit, res.service.as_deref());
                 b.text(ident, scope_name);
                 b.int(pid, res.pid);
-                b.int(
-                    priority_col,
-                    priority(r.severity_number).or_else(|| priority_of_text(&r.severity_text)),
-                );
-                let body = r
-                    .body
-                    .as_ref()
-                    .filter(|v| v.value.is_some())
-                    .map(value_text);
+                b.int(priority_col, priority(r.severity_number).or_else(|| priority_of_text(&r.severity_text)));
+                let body = r.body.as_ref().filter(|v| v.value.is_some()).map(value_text);
                 b.text(message, body.as_deref());
                 b.map(attrs, a.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 b.end_row();
@@ -313,20 +272,12 @@ pub(crate) fn logs(
             }
         }
     }
-    Ok(Mapped {
-        batch: b.finish()?,
-        accepted,
-        rejected: 0,
-        reason: None,
-    })
+    Ok(Mapped { batch: b.finish()?, accepted, rejected: 0, reason: None })
 }
 
 /// Labels of one data point: its attributes, `service.name` and `lake.node`.
 fn labels(attributes: &[KeyValue], res: &Res, node: &str) -> BTreeMap<String, String> {
-    let mut l: BTreeMap<String, String> = attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), kv_text(kv)))
-        .collect();
+    let mut l: BTreeMap<String, String> = attributes.iter().map(|kv| (kv.key.clone(), kv_text(kv))).collect();
     if let Some(s) = &res.service {
         l.insert("service.name".into(), s.clone());
     }
@@ -360,44 +311,23 @@ impl Rows<'_> {
         labels: &BTreeMap<String, String>,
         extra: Option<(&str, &str)>,
     ) {
-        let mut pairs: Vec<(&str, &str)> = labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let mut pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         if let Some((k, v)) = extra {
             pairs.retain(|(key, _)| *key != k);
             pairs.push((k, v));
         }
-        self.b.push(
-            micros(time_ns).unwrap_or(self.now_us),
-            self.host,
-            name,
-            value,
-            &pairs,
-        );
+        self.b.push(micros(time_ns).unwrap_or(self.now_us), self.host, name, value, &pairs);
     }
 }
 
 /// Maps every data point of a request onto `metrics` rows.
-pub(crate) fn metrics(
-    req: &ExportMetricsServiceRequest,
-    node: &str,
-    now_us: i64,
-) -> Result<Mapped, ArrowError> {
-    let mut out = Mapped {
-        batch: RecordBatch::new_empty(Table::Metrics.schema()),
-        accepted: 0,
-        rejected: 0,
-        reason: None,
-    };
+pub(crate) fn metrics(req: &ExportMetricsServiceRequest, node: &str, now_us: i64) -> Result<Mapped, ArrowError> {
+    let mut out =
+        Mapped { batch: RecordBatch::new_empty(Table::Metrics.schema()), accepted: 0, rejected: 0, reason: None };
     let mut b = MetricsBuilder::new();
     for rm in &req.resource_metrics {
         let res = Res::new(rm.resource.as_ref(), node);
-        let mut rows = Rows {
-            b,
-            host: &res.host,
-            now_us,
-        };
+        let mut rows = Rows { b, host: &res.host, now_us };
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 metric_rows(m, &res, node, &mut rows, &mut out);
@@ -433,11 +363,7 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
     let name = m.name.as_str();
     let count_name = format!("{name}_count");
     let sum_name = format!("{name}_sum");
-    let no_value = |out: &mut Mapped| {
-        out.skip(1, || {
-            format!("a data point of {name:?} has no recorded value")
-        })
-    };
+    let no_value = |out: &mut Mapped| out.skip(1, || format!("a data point of {name:?} has no recorded value"));
     match data {
         D::Gauge(g) => number_points(&g.data_points, name, res, node, rows, out),
         D::Sum(s) => number_points(&s.data_points, name, res, node, rows, out),
@@ -448,8 +374,7 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                     no_value(out);
                     continue;
                 }
-                let buckets_ok = p.bucket_counts.is_empty()
-                    || p.bucket_counts.len() == p.explicit_bounds.len() + 1;
+                let buckets_ok = p.bucket_counts.is_empty() || p.bucket_counts.len() == p.explicit_bounds.len() + 1;
                 if !buckets_ok {
                     out.skip(1, || {
                         format!(
@@ -468,15 +393,8 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                 let mut cumulative = 0u64;
                 for (i, c) in p.bucket_counts.iter().enumerate() {
                     cumulative = cumulative.saturating_add(*c);
-                    let le =
-                        float_label(p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY));
-                    rows.push(
-                        p.time_unix_nano,
-                        &bucket_name,
-                        cumulative as f64,
-                        &l,
-                        Some(("le", &le)),
-                    );
+                    let le = float_label(p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY));
+                    rows.push(p.time_unix_nano, &bucket_name, cumulative as f64, &l, Some(("le", &le)));
                 }
                 out.accepted += 1;
             }
@@ -506,13 +424,7 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                 rows.push(p.time_unix_nano, &sum_name, p.sum, &l, None);
                 for q in &p.quantile_values {
                     let quantile = float_label(q.quantile);
-                    rows.push(
-                        p.time_unix_nano,
-                        name,
-                        q.value,
-                        &l,
-                        Some(("quantile", &quantile)),
-                    );
+                    rows.push(p.time_unix_nano, name, q.value, &l, Some(("quantile", &quantile)));
                 }
                 out.accepted += 1;
             }
@@ -539,13 +451,7 @@ fn number_points(
             out.skip(1, || format!("a data point of {name:?} has no value"));
             continue;
         };
-        rows.push(
-            p.time_unix_nano,
-            name,
-            value,
-            &labels(&p.attributes, res, node),
-            None,
-        );
+        rows.push(p.time_unix_nano, name, value, &labels(&p.attributes, res, node), None);
         out.accepted += 1;
     }
 }

@@ -11,19 +11,15 @@ use arrow_array::{Array, MapArray, RecordBatch};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, InstrumentationScope, KeyValue, KeyValueList,
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -31,10 +27,10 @@ use tokio::sync::RwLock;
 use tower::ServiceExt;
 
 use super::*;
-use lake_query::auth::{Key, KeySet, Role, Verifier};
 use crate::state::{Batches, State as LakeState};
 use crate::wal::Wal;
 use crate::writer::Buffers;
+use lake_query::auth::{Key, KeySet, Role, Verifier};
 
 const NODE: &str = "node-a";
 const TOKEN: &str = "otlp-test-token-0123456789";
@@ -71,12 +67,7 @@ fn harness(max_body: usize) -> Harness {
         stats: Default::default(),
     });
     let app = router(Arc::clone(&ingest));
-    Harness {
-        _dir: dir,
-        wal_dir,
-        ingest,
-        app,
-    }
+    Harness { _dir: dir, wal_dir, ingest, app }
 }
 
 struct Answer {
@@ -99,36 +90,16 @@ async fn send(
     token: &str,
     body: Vec<u8>,
 ) -> Answer {
-    let mut req = Request::post(path)
-        .header("content-type", content_type)
-        .header("authorization", format!("Bearer {token}"));
+    let mut req =
+        Request::post(path).header("content-type", content_type).header("authorization", format!("Bearer {token}"));
     if let Some(e) = encoding {
         req = req.header("content-encoding", e);
     }
-    let resp = h
-        .app
-        .clone()
-        .oneshot(req.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
+    let resp = h.app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
     let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Answer {
-        status,
-        content_type,
-        body,
-    }
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, content_type, body }
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -138,11 +109,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
 }
 
 fn s(v: &str) -> Value {
@@ -177,10 +144,7 @@ fn int(b: &RecordBatch, col: &str, i: usize) -> Option<i64> {
 }
 
 fn ts(b: &RecordBatch, i: usize) -> i64 {
-    b.column_by_name("ts")
-        .unwrap()
-        .as_primitive::<TimestampMicrosecondType>()
-        .value(i)
+    b.column_by_name("ts").unwrap().as_primitive::<TimestampMicrosecondType>().value(i)
 }
 
 fn map(b: &RecordBatch, col: &str, i: usize) -> BTreeMap<String, String> {
@@ -188,26 +152,14 @@ fn map(b: &RecordBatch, col: &str, i: usize) -> BTreeMap<String, String> {
     let entries = m.value(i);
     let keys = entries.column(0).as_string::<i32>();
     let values = entries.column(1).as_string::<i32>();
-    (0..entries.len())
-        .map(|j| (keys.value(j).to_string(), values.value(j).to_string()))
-        .collect()
+    (0..entries.len()).map(|j| (keys.value(j).to_string(), values.value(j).to_string())).collect()
 }
 
 /// (name, value, labels) of every metrics row, sorted.
 fn samples(b: &RecordBatch) -> Vec<(String, f64, BTreeMap<String, String>)> {
-    let values = b
-        .column_by_name("value")
-        .unwrap()
-        .as_primitive::<Float64Type>();
-    let mut out: Vec<_> = (0..b.num_rows())
-        .map(|i| {
-            (
-                text(b, "name", i).unwrap(),
-                values.value(i),
-                map(b, "labels", i),
-            )
-        })
-        .collect();
+    let values = b.column_by_name("value").unwrap().as_primitive::<Float64Type>();
+    let mut out: Vec<_> =
+        (0..b.num_rows()).map(|i| (text(b, "name", i).unwrap(), values.value(i), map(b, "labels", i))).collect();
     out.sort_by(|a, b| a.partial_cmp(b).unwrap());
     out
 }
@@ -218,14 +170,8 @@ fn log_request() -> ExportLogsServiceRequest {
         severity_number: sev,
         severity_text: sev_text.into(),
         body: Some(AnyValue { value: Some(body) }),
-        attributes: vec![
-            kv("order.id", Value::IntValue(17)),
-            kv("lake.node", s("forged")),
-        ],
-        trace_id: vec![
-            0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f,
-            0xc6, 0x0c,
-        ],
+        attributes: vec![kv("order.id", Value::IntValue(17)), kv("lake.node", s("forged"))],
+        trace_id: vec![0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c],
         span_id: vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74],
         ..Default::default()
     };
@@ -264,15 +210,7 @@ fn log_request() -> ExportLogsServiceRequest {
 #[tokio::test]
 async fn protobuf_logs_map_severity_service_scope_and_attributes() {
     let h = harness(1 << 20);
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        None,
-        TOKEN,
-        log_request().encode_to_vec(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", None, TOKEN, log_request().encode_to_vec()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.content_type, "application/x-protobuf");
     let resp = ExportLogsServiceResponse::decode(&a.body[..]).unwrap();
@@ -281,27 +219,15 @@ async fn protobuf_logs_map_severity_service_scope_and_attributes() {
     let b = rows(&h, Table::Logs);
     assert_eq!(b.num_rows(), 4);
     for i in 0..4 {
-        assert_eq!(
-            text(&b, "host", i).as_deref(),
-            Some("web-1"),
-            "host.name is preferred"
-        );
+        assert_eq!(text(&b, "host", i).as_deref(), Some("web-1"), "host.name is preferred");
         assert_eq!(text(&b, "source", i).as_deref(), Some("otlp"));
         assert_eq!(text(&b, "unit", i).as_deref(), Some("checkout"));
         assert_eq!(text(&b, "ident", i).as_deref(), Some("shop.payments"));
         assert_eq!(int(&b, "pid", i), Some(4242));
-        assert_eq!(
-            map(&b, "attrs", i)["lake.node"],
-            NODE,
-            "the token's node wins over a forged attribute"
-        );
+        assert_eq!(map(&b, "attrs", i)["lake.node"], NODE, "the token's node wins over a forged attribute");
     }
     assert_eq!(ts(&b, 0), 1_795_374_070_123_456);
-    assert_eq!(
-        ts(&b, 3),
-        1_000_000,
-        "observed time when the event time is unset"
-    );
+    assert_eq!(ts(&b, 3), 1_000_000, "observed time when the event time is unset");
     assert_eq!(text(&b, "message", 0).as_deref(), Some("payment accepted"));
     assert_eq!(
         [0, 1, 2, 3].map(|i| int(&b, "priority", i)),
@@ -309,11 +235,7 @@ async fn protobuf_logs_map_severity_service_scope_and_attributes() {
         "INFO→6, ERROR→3, TRACE→7, text 'warning'→4"
     );
     let body: serde_json::Value = serde_json::from_str(&text(&b, "message", 2).unwrap()).unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"step": "auth", "ok": true}),
-        "a structured body is JSON text"
-    );
+    assert_eq!(body, serde_json::json!({"step": "auth", "ok": true}), "a structured body is JSON text");
     assert_eq!(text(&b, "message", 3), None);
     let attrs = map(&b, "attrs", 1);
     assert_eq!(attrs["order.id"], "17");
@@ -331,22 +253,11 @@ async fn an_invalid_host_name_falls_back_to_the_token_node() {
     let h = harness(1 << 20);
     let mut req = log_request();
     req.resource_logs[0].resource = resource("not a/valid host");
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        None,
-        TOKEN,
-        req.encode_to_vec(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", None, TOKEN, req.encode_to_vec()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let b = rows(&h, Table::Logs);
     assert_eq!(text(&b, "host", 0).as_deref(), Some(NODE));
-    assert_eq!(
-        map(&b, "attrs", 0)["resource.host.name"],
-        "not a/valid host"
-    );
+    assert_eq!(map(&b, "attrs", 0)["resource.host.name"], "not a/valid host");
 }
 
 #[tokio::test]
@@ -396,26 +307,14 @@ const JSON_LOGS: &str = r#"{
 #[tokio::test]
 async fn json_logs_in_the_otlp_json_mapping() {
     let h = harness(1 << 20);
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/json",
-        None,
-        TOKEN,
-        JSON_LOGS.as_bytes().to_vec(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/json", None, TOKEN, JSON_LOGS.as_bytes().to_vec()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.content_type, "application/json");
     assert_eq!(a.text(), "{}");
     let b = rows(&h, Table::Logs);
     assert_eq!(b.num_rows(), 1);
     assert_eq!(ts(&b, 0), 1_795_374_070_000_000);
-    assert_eq!(
-        text(&b, "host", 0).as_deref(),
-        Some(NODE),
-        "no host.name: the token's node"
-    );
+    assert_eq!(text(&b, "host", 0).as_deref(), Some(NODE), "no host.name: the token's node");
     assert_eq!(text(&b, "unit", 0).as_deref(), Some("api"));
     assert_eq!(text(&b, "ident", 0).as_deref(), Some("api.http"));
     assert_eq!(int(&b, "priority", 0), Some(4));
@@ -457,10 +356,7 @@ const JSON_METRICS: &str = r#"{
 }"#;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut l: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut l: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     l.insert("service.name".into(), "api".into());
     l.insert("lake.node".into(), NODE.into());
     l
@@ -469,25 +365,12 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn json_metrics_gauges_sums_histograms_summaries_and_a_skipped_point() {
     let h = harness(1 << 20);
-    let a = send(
-        &h,
-        "/v1/metrics",
-        "application/json; charset=utf-8",
-        None,
-        TOKEN,
-        JSON_METRICS.as_bytes().to_vec(),
-    )
-    .await;
+    let a =
+        send(&h, "/v1/metrics", "application/json; charset=utf-8", None, TOKEN, JSON_METRICS.as_bytes().to_vec()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(v["partialSuccess"]["rejectedDataPoints"], "1", "{v}");
-    assert!(
-        v["partialSuccess"]["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("queue.depth"),
-        "{v}"
-    );
+    assert!(v["partialSuccess"]["errorMessage"].as_str().unwrap().contains("queue.depth"), "{v}");
 
     let b = rows(&h, Table::Metrics);
     let mut expected = vec![
@@ -496,11 +379,7 @@ async fn json_metrics_gauges_sums_histograms_summaries_and_a_skipped_point() {
         ("latency_bucket".to_string(), 6.0, labels(&[("le", "+Inf")])),
         ("latency_count".to_string(), 6.0, labels(&[])),
         ("latency_sum".to_string(), 2.75, labels(&[])),
-        (
-            "queue.depth".to_string(),
-            42.0,
-            labels(&[("queue", "mail")]),
-        ),
+        ("queue.depth".to_string(), 42.0, labels(&[("queue", "mail")])),
         ("requests".to_string(), 1234.5, labels(&[])),
         ("rpc".to_string(), 0.4, labels(&[("quantile", "0.5")])),
         ("rpc".to_string(), 1.5, labels(&[("quantile", "0.99")])),
@@ -521,11 +400,7 @@ fn metrics_request() -> ExportMetricsServiceRequest {
         attributes: vec![kv("cpu", s("0"))],
         ..Default::default()
     };
-    let metric = |name: &str, data: Data| Metric {
-        name: name.into(),
-        data: Some(data),
-        ..Default::default()
-    };
+    let metric = |name: &str, data: Data| Metric { name: name.into(), data: Some(data), ..Default::default() };
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: resource("db-1"),
@@ -533,9 +408,7 @@ fn metrics_request() -> ExportMetricsServiceRequest {
                 metrics: vec![
                     metric(
                         "temp",
-                        Data::Gauge(Gauge {
-                            data_points: vec![point(number_data_point::Value::AsDouble(21.5))],
-                        }),
+                        Data::Gauge(Gauge { data_points: vec![point(number_data_point::Value::AsDouble(21.5))] }),
                     ),
                     metric(
                         "jobs",
@@ -569,30 +442,15 @@ fn metrics_request() -> ExportMetricsServiceRequest {
 async fn gzip_protobuf_metrics_with_a_malformed_histogram() {
     let h = harness(1 << 20);
     let body = gzip(&metrics_request().encode_to_vec());
-    let a = send(
-        &h,
-        "/v1/metrics",
-        "application/x-protobuf",
-        Some("gzip"),
-        TOKEN,
-        body,
-    )
-    .await;
+    let a = send(&h, "/v1/metrics", "application/x-protobuf", Some("gzip"), TOKEN, body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let resp = ExportMetricsServiceResponse::decode(&a.body[..]).unwrap();
     let partial = resp.partial_success.expect("the histogram was skipped");
     assert_eq!(partial.rejected_data_points, 1);
-    assert!(
-        partial.error_message.contains("bucket counts"),
-        "{}",
-        partial.error_message
-    );
+    assert!(partial.error_message.contains("bucket counts"), "{}", partial.error_message);
     let b = rows(&h, Table::Metrics);
     let got: Vec<(String, f64)> = samples(&b).into_iter().map(|(n, v, _)| (n, v)).collect();
-    assert_eq!(
-        got,
-        vec![("jobs".to_string(), 7.0), ("temp".to_string(), 21.5)]
-    );
+    assert_eq!(got, vec![("jobs".to_string(), 7.0), ("temp".to_string(), 21.5)]);
     assert_eq!(text(&b, "host", 0).as_deref(), Some("db-1"));
     assert_eq!(map(&b, "labels", 0)["cpu"], "0");
     assert_eq!(map(&b, "labels", 0)["service.name"], "checkout");
@@ -615,33 +473,12 @@ async fn a_gzip_bomb_is_cut_off_at_the_body_limit() {
     for max_body in [1 << 20, 256 << 20] {
         let h = harness(max_body);
         let limit = max_body.min(MAX_DECODED);
-        let a = send(
-            &h,
-            "/v1/logs",
-            "application/x-protobuf",
-            Some("gzip"),
-            TOKEN,
-            bomb.clone(),
-        )
-        .await;
+        let a = send(&h, "/v1/logs", "application/x-protobuf", Some("gzip"), TOKEN, bomb.clone()).await;
         assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text());
         let status = RpcStatus::decode(&a.body[..]).unwrap();
-        assert!(
-            status
-                .message
-                .contains(&format!("inflates past the {limit} byte")),
-            "{status:?}"
-        );
+        assert!(status.message.contains(&format!("inflates past the {limit} byte")), "{status:?}");
         // An uncompressed body over the limit.
-        let a = send(
-            &h,
-            "/v1/logs",
-            "application/x-protobuf",
-            None,
-            TOKEN,
-            vec![0; limit + 1],
-        )
-        .await;
+        let a = send(&h, "/v1/logs", "application/x-protobuf", None, TOKEN, vec![0; limit + 1]).await;
         assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(h.ingest.buffers.usage().0, 0);
     }
@@ -652,86 +489,32 @@ async fn bad_bodies_tokens_and_types_are_refused_clearly() {
     let h = harness(1 << 20);
     let good = log_request().encode_to_vec();
 
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        None,
-        "wrong-token-000000000000",
-        good.clone(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", None, "wrong-token-000000000000", good.clone()).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     let status = RpcStatus::decode(&a.body[..]).unwrap();
     assert_eq!(status.code, 16);
     assert!(status.message.contains("token"), "{status:?}");
 
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        None,
-        TOKEN,
-        vec![0xff, 0xff, 0xff, 0x01],
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", None, TOKEN, vec![0xff, 0xff, 0xff, 0x01]).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let status = RpcStatus::decode(&a.body[..]).unwrap();
-    assert!(
-        status
-            .message
-            .contains("ExportLogsServiceRequest (protobuf)"),
-        "{status:?}"
-    );
+    assert!(status.message.contains("ExportLogsServiceRequest (protobuf)"), "{status:?}");
 
-    let a = send(
-        &h,
-        "/v1/metrics",
-        "application/json",
-        None,
-        TOKEN,
-        b"{\"resourceMetrics\": 5}".to_vec(),
-    )
-    .await;
+    let a = send(&h, "/v1/metrics", "application/json", None, TOKEN, b"{\"resourceMetrics\": 5}".to_vec()).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(v["code"], 3);
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("ExportMetricsServiceRequest (OTLP/JSON)"),
-        "{v}"
-    );
+    assert!(v["message"].as_str().unwrap().contains("ExportMetricsServiceRequest (OTLP/JSON)"), "{v}");
 
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        Some("gzip"),
-        TOKEN,
-        good.clone(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", Some("gzip"), TOKEN, good.clone()).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(RpcStatus::decode(&a.body[..])
-        .unwrap()
-        .message
-        .contains("gzip"));
+    assert!(RpcStatus::decode(&a.body[..]).unwrap().message.contains("gzip"));
 
     let a = send(&h, "/v1/logs", "text/plain", None, TOKEN, good.clone()).await;
     assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(a.text().contains("application/x-protobuf"), "{}", a.text());
 
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        Some("br"),
-        TOKEN,
-        good.clone(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", Some("br"), TOKEN, good.clone()).await;
     assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     assert_eq!(h.ingest.buffers.usage().0, 0, "nothing stored");
@@ -739,15 +522,7 @@ async fn bad_bodies_tokens_and_types_are_refused_clearly() {
     assert_eq!(h.ingest.stats.rejected.load(Ordering::Relaxed), 5);
 
     // An empty request is a valid one with nothing in it.
-    let a = send(
-        &h,
-        "/v1/logs",
-        "application/x-protobuf",
-        None,
-        TOKEN,
-        Vec::new(),
-    )
-    .await;
+    let a = send(&h, "/v1/logs", "application/x-protobuf", None, TOKEN, Vec::new()).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(h.ingest.stats.batches.load(Ordering::Relaxed), 0);
 }
@@ -756,15 +531,7 @@ async fn bad_bodies_tokens_and_types_are_refused_clearly() {
 async fn requests_get_fresh_ids_in_one_epoch_and_replay_from_the_wal() {
     let h = harness(1 << 20);
     for _ in 0..3 {
-        let a = send(
-            &h,
-            "/v1/logs",
-            "application/json",
-            None,
-            TOKEN,
-            JSON_LOGS.as_bytes().to_vec(),
-        )
-        .await;
+        let a = send(&h, "/v1/logs", "application/json", None, TOKEN, JSON_LOGS.as_bytes().to_vec()).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     }
     // The same body three times: OTLP is at-least-once, each request is stored.
@@ -774,10 +541,7 @@ async fn requests_get_fresh_ids_in_one_epoch_and_replay_from_the_wal() {
     assert_eq!(epochs.len(), 1);
     let (&epoch, &seq) = epochs.iter().next().unwrap();
     assert_eq!(seq, 3);
-    assert!(
-        !marks.contains_key(NODE),
-        "the token node's epochs are left to its collector"
-    );
+    assert!(!marks.contains_key(NODE), "the token node's epochs are left to its collector");
 
     // What replay would find: three records with the lake's ids, decodable as logs.
     let (_, found) = Wal::open(&h.wal_dir).unwrap();
@@ -791,11 +555,7 @@ async fn requests_get_fresh_ids_in_one_epoch_and_replay_from_the_wal() {
 
     // A restarted lake picks an epoch above every one it remembers, even with a clock
     // that went backwards.
-    let far = BatchId {
-        node: ID_NODE.into(),
-        epoch: u64::MAX / 2,
-        seq: 9,
-    };
+    let far = BatchId { node: ID_NODE.into(), epoch: u64::MAX / 2, seq: 9 };
     assert_eq!(h.ingest.batches.admit(&far), Admission::New);
     h.ingest.batches.logged(&far);
     let next = Otlp::new(Arc::clone(&h.ingest));

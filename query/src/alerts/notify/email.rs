@@ -129,7 +129,9 @@ pub(super) fn build(f: EmailFile, i: usize, env: &dyn Fn(&str) -> Option<String>
     let credentials = match (f.username, password) {
         (Some(u), Some(p)) => Some((u, p)),
         (None, None) => None,
-        (Some(_), None) => return Err(ConfigError::new(&at, "username given without password, password_env or password_file")),
+        (Some(_), None) => {
+            return Err(ConfigError::new(&at, "username given without password, password_env or password_file"))
+        }
         (None, Some(_)) => return Err(ConfigError::new(&at, "a password needs a username")),
     };
     let loopback = matches!(f.host.as_str(), "localhost" | "127.0.0.1" | "::1");
@@ -141,9 +143,11 @@ pub(super) fn build(f: EmailFile, i: usize, env: &dyn Fn(&str) -> Option<String>
     }
     let ca_pem = match f.ca_file {
         Some(p) => {
-            let pem = std::fs::read(&p).map_err(|e| ConfigError::new(format!("{at}.ca_file"), format!("{}: {e}", p.display())))?;
-            Certificate::from_pem(&pem)
-                .map_err(|e| ConfigError::new(format!("{at}.ca_file"), format!("{}: not a PEM certificate: {e}", p.display())))?;
+            let pem = std::fs::read(&p)
+                .map_err(|e| ConfigError::new(format!("{at}.ca_file"), format!("{}: {e}", p.display())))?;
+            Certificate::from_pem(&pem).map_err(|e| {
+                ConfigError::new(format!("{at}.ca_file"), format!("{}: not a PEM certificate: {e}", p.display()))
+            })?;
             Some(pem)
         }
         None => None,

@@ -182,7 +182,10 @@ pub(crate) fn build(
     let mut seen: Vec<&str> = Vec::new();
     for c in &channels {
         crate::named::validate_name(c.name()).map_err(|_| {
-            ConfigError::new(format!("notify channel {:?}", c.name()), "name must be non-empty and use only a-z, 0-9 and _")
+            ConfigError::new(
+                format!("notify channel {:?}", c.name()),
+                "name must be non-empty and use only a-z, 0-9 and _",
+            )
         })?;
         if seen.contains(&c.name()) {
             return Err(ConfigError::new(format!("notify channel {:?}", c.name()), "two channels have this name"));
@@ -221,9 +224,9 @@ pub(crate) fn secret(
     match (inline, var, file) {
         (None, None, None) => Ok(None),
         (Some(v), None, None) => Ok(Some(Secret(v))),
-        (None, Some(var), None) => env(&var)
-            .map(|v| Some(Secret(v.trim().to_string())))
-            .ok_or_else(|| ConfigError::new(format!("{at}.{what}_env"), format!("environment variable {var} is not set"))),
+        (None, Some(var), None) => env(&var).map(|v| Some(Secret(v.trim().to_string()))).ok_or_else(|| {
+            ConfigError::new(format!("{at}.{what}_env"), format!("environment variable {var} is not set"))
+        }),
         (None, None, Some(path)) => std::fs::read_to_string(&path)
             .map(|v| Some(Secret(v.trim().to_string())))
             .map_err(|e| ConfigError::new(format!("{at}.{what}_file"), format!("{}: {e}", path.display()))),
@@ -302,7 +305,12 @@ pub fn text(n: &Notification) -> String {
             out.push_str(&format!("Where: {}\n", fmt_labels(&a.labels)));
             match (status, a.ends_at) {
                 (Status::Resolved, Some(end)) => {
-                    out.push_str(&format!("Since: {} (resolved {}, after {})\n", format_time(a.starts_at), format_time(end), format_duration_secs((end - a.starts_at) as f64 / 1e6)));
+                    out.push_str(&format!(
+                        "Since: {} (resolved {}, after {})\n",
+                        format_time(a.starts_at),
+                        format_time(end),
+                        format_duration_secs((end - a.starts_at) as f64 / 1e6)
+                    ));
                 }
                 _ => out.push_str(&format!("Since: {} ({ago} ago)\n", format_time(a.starts_at))),
             }
@@ -318,7 +326,8 @@ pub fn text(n: &Notification) -> String {
     }
     out.push_str(&format!("Dashboard: {}\n", n.dashboard));
     if let Some(a) = n.with_status(Status::Firing).next() {
-        let labels: Vec<String> = a.labels.iter().take(2).map(|(k, v)| format!(" --label {k}={}", shell_word(v))).collect();
+        let labels: Vec<String> =
+            a.labels.iter().take(2).map(|(k, v)| format!(" --label {k}={}", shell_word(v))).collect();
         out.push_str(&format!("Silence: lake silence add --rule {}{} --for 2h\n", n.rule, labels.concat()));
     }
     out

@@ -54,7 +54,8 @@ fn the_text_says_what_where_since_value_and_links() {
     }
     assert!(t.lines().all(|l| l.chars().count() <= 110), "phone-width lines:\n{t}");
 
-    let n = notification(vec![alert("https://a.example/", Status::Firing), alert("https://b.example/", Status::Resolved)]);
+    let n =
+        notification(vec![alert("https://a.example/", Status::Firing), alert("https://b.example/", Status::Resolved)]);
     assert_eq!(subject(&n), "[FIRING:1, RESOLVED:1] uptime_down (critical): 2 alerts");
     let t = text(&n);
     assert!(t.contains("1 firing:\n\n1. https://a.example/ is down\n"), "{t}");
@@ -69,9 +70,21 @@ fn the_text_says_what_where_since_value_and_links() {
 
 #[test]
 fn alertmanager_payload_has_the_documented_fields() {
-    let n = notification(vec![alert("https://a.example/", Status::Firing), alert("https://bb.example/", Status::Resolved)]);
+    let n =
+        notification(vec![alert("https://a.example/", Status::Firing), alert("https://bb.example/", Status::Resolved)]);
     let v = alertmanager("am", &n);
-    for k in ["version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels", "commonLabels", "commonAnnotations", "externalURL", "alerts"] {
+    for k in [
+        "version",
+        "groupKey",
+        "truncatedAlerts",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}: {v}");
     }
     assert_eq!(v["version"], "4");
@@ -79,7 +92,10 @@ fn alertmanager_payload_has_the_documented_fields() {
     assert_eq!(v["receiver"], "am");
     assert_eq!(v["groupKey"], "{}:{alertname=\"uptime_down\"}");
     assert_eq!(v["groupLabels"], serde_json::json!({"alertname": "uptime_down"}));
-    assert_eq!(v["commonLabels"], serde_json::json!({"alertname": "uptime_down", "severity": "critical", "kind": "http"}));
+    assert_eq!(
+        v["commonLabels"],
+        serde_json::json!({"alertname": "uptime_down", "severity": "critical", "kind": "http"})
+    );
     assert_eq!(v["commonAnnotations"]["description"], "an uptime target is down");
     assert_eq!(v["externalURL"], "http://lake.example:7470");
     let a = &v["alerts"][0];
@@ -100,7 +116,10 @@ fn each_webhook_format_has_its_shape() {
     let n = notification(vec![alert("https://a.example/", Status::Firing)]);
     let body = |f| serde_json::from_slice::<serde_json::Value>(&request(f, "h", &n).body).unwrap();
     let g = body(WebhookFormat::Json);
-    assert_eq!((g["rule"].as_str(), g["status"].as_str(), g["version"].as_str()), (Some("uptime_down"), Some("firing"), Some("1")));
+    assert_eq!(
+        (g["rule"].as_str(), g["status"].as_str(), g["version"].as_str()),
+        (Some("uptime_down"), Some("firing"), Some("1"))
+    );
     assert_eq!(g["alerts"][0]["details"]["error"], "connection refused");
     assert!(g["alerts"][0]["ends_at"].is_null());
     assert!(body(WebhookFormat::Slack)["text"].as_str().unwrap().starts_with("[FIRING] uptime_down"));

@@ -110,13 +110,22 @@ impl WebhookChannel {
     /// Scheme, host and port only: the path of a Slack or Discord URL is its secret.
     pub fn url_for_display(&self) -> String {
         match reqwest::Url::parse(&self.url.0) {
-            Ok(u) => format!("{}://{}{}/…", u.scheme(), u.host_str().unwrap_or("?"), u.port().map(|p| format!(":{p}")).unwrap_or_default()),
+            Ok(u) => format!(
+                "{}://{}{}/…",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
             Err(_) => "?".into(),
         }
     }
 }
 
-pub(super) fn build(f: WebhookFile, i: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<WebhookChannel, ConfigError> {
+pub(super) fn build(
+    f: WebhookFile,
+    i: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<WebhookChannel, ConfigError> {
     let at = format!("notify.webhook[{i}] ({})", f.name);
     let url = secret(f.url, f.url_env, f.url_file, env, &at, "url")?
         .ok_or_else(|| ConfigError::new(format!("{at}.url"), "give url, url_env or url_file"))?;
@@ -141,7 +150,8 @@ pub struct Request {
 
 /// The request for `n` in `format`; `receiver` is the channel name.
 pub fn request(format: WebhookFormat, receiver: &str, n: &Notification) -> Request {
-    let json_body = |v: Value| Request { content_type: "application/json", headers: Vec::new(), body: v.to_string().into_bytes() };
+    let json_body =
+        |v: Value| Request { content_type: "application/json", headers: Vec::new(), body: v.to_string().into_bytes() };
     match format {
         WebhookFormat::Json => json_body(generic(n)),
         WebhookFormat::Alertmanager => json_body(alertmanager(receiver, n)),
@@ -273,11 +283,8 @@ fn common(sets: &[Labels]) -> Map<String, Value> {
 /// One attempt to POST `n`.
 pub(super) async fn send(http: &reqwest::Client, c: &WebhookChannel, n: &Notification) -> Result<(), SendError> {
     let req = request(c.format, &c.name, n);
-    let mut r = http
-        .post(&c.url.0)
-        .timeout(c.timeout)
-        .header(reqwest::header::CONTENT_TYPE, req.content_type)
-        .body(req.body);
+    let mut r =
+        http.post(&c.url.0).timeout(c.timeout).header(reqwest::header::CONTENT_TYPE, req.content_type).body(req.body);
     for (k, v) in req.headers {
         r = r.header(k, v);
     }
@@ -296,7 +303,8 @@ pub(super) async fn send(http: &reqwest::Client, c: &WebhookChannel, n: &Notific
     }
     let body = resp.text().await.unwrap_or_default();
     let body = truncate(body.trim(), 200);
-    let msg = if body.is_empty() { format!("{shown}: HTTP {status}") } else { format!("{shown}: HTTP {status}: {body}") };
+    let msg =
+        if body.is_empty() { format!("{shown}: HTTP {status}") } else { format!("{shown}: HTTP {status}: {body}") };
     if status.as_u16() == 429 || status.is_server_error() {
         Err(SendError::retryable(msg))
     } else {

@@ -65,7 +65,10 @@ vantage_points = 2
     )
     .unwrap();
     let fs = c.rule("filesystem_full").unwrap();
-    assert_eq!((fs.condition.to_string().as_str(), fs.every, fs.for_), ("> 0.95", Duration::from_secs(300), Duration::from_secs(300)));
+    assert_eq!(
+        (fs.condition.to_string().as_str(), fs.every, fs.for_),
+        ("> 0.95", Duration::from_secs(300), Duration::from_secs(300))
+    );
     assert_eq!(fs.repeat, Duration::from_secs(3600));
     assert!(c.rule("fail2ban_burst").is_none());
     assert_eq!(c.disabled, ["fail2ban_burst"]);
@@ -107,7 +110,10 @@ dashboard = "https://grafana.example/d/api"
     .unwrap();
     let r = c.rule("api_5xx").unwrap();
     assert_eq!(r.condition, Condition { op: Op::Ge, threshold: 0.05 });
-    assert_eq!((r.for_, r.every, r.repeat), (Duration::from_secs(300), Duration::from_secs(30), Duration::from_secs(7200)));
+    assert_eq!(
+        (r.for_, r.every, r.repeat),
+        (Duration::from_secs(300), Duration::from_secs(30), Duration::from_secs(7200))
+    );
     assert_eq!(r.severity, Severity::Critical);
     assert_eq!(r.channels, ["slack"]);
     assert!(!r.builtin);
@@ -192,9 +198,14 @@ fn alert_rule_failing_is_on_by_default_tunable_and_takes_no_sql() {
     assert_eq!((r.kind, r.sql.as_str(), r.condition.to_string().as_str()), (RuleKind::RuleFailures, "", ">= 2"));
     assert_eq!((r.severity, r.every), (Severity::Critical, Duration::from_secs(30)));
 
-    let c = parse("[[rules]]\nname = \"alert_rule_failing\"\ncondition = \">= 1\"\nfor = \"5m\"\nseverity = \"warning\"\n").unwrap();
+    let c =
+        parse("[[rules]]\nname = \"alert_rule_failing\"\ncondition = \">= 1\"\nfor = \"5m\"\nseverity = \"warning\"\n")
+            .unwrap();
     let r = c.rule("alert_rule_failing").unwrap();
-    assert_eq!((r.condition.to_string().as_str(), r.for_, r.severity), (">= 1", Duration::from_secs(300), Severity::Warning));
+    assert_eq!(
+        (r.condition.to_string().as_str(), r.for_, r.severity),
+        (">= 1", Duration::from_secs(300), Severity::Warning)
+    );
 
     let c = parse("[[rules]]\nname = \"alert_rule_failing\"\nenabled = false\n").unwrap();
     assert!(c.rule("alert_rule_failing").is_none());

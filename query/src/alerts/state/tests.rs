@@ -152,7 +152,13 @@ fn silences_hold_notifications_and_release_them() {
     let clock = ManualClock::new(T0);
     let mut s = AlertState::default();
     let id = s
-        .add_silence(Some("disk".into()), Labels::from([("host".into(), "a".into())]), T0, T0 + 7_200_000_000, "maintenance".into())
+        .add_silence(
+            Some("disk".into()),
+            Labels::from([("host".into(), "a".into())]),
+            T0,
+            T0 + 7_200_000_000,
+            "maintenance".into(),
+        )
         .id;
     let c = step(&mut s, &r, &clock, &[obs("a", 1.0), obs("b", 1.0)], MIN);
     let rows = |host: &str| -> Vec<(String, Vec<String>)> {
@@ -170,7 +176,14 @@ fn silences_hold_notifications_and_release_them() {
     assert_eq!(c.notification.unwrap().alerts[0].labels["host"], "a");
 
     // A silence of another rule or other labels does not match; an ended one neither.
-    let other = Silence { id: 9, rule: Some("x".into()), matchers: Labels::new(), starts_at: 0, ends_at: i64::MAX, comment: String::new() };
+    let other = Silence {
+        id: 9,
+        rule: Some("x".into()),
+        matchers: Labels::new(),
+        starts_at: 0,
+        ends_at: i64::MAX,
+        comment: String::new(),
+    };
     assert!(!other.matches("disk", &Labels::new(), T0));
     let ended = Silence { rule: None, ends_at: T0, ..other };
     assert!(!ended.matches("disk", &Labels::new(), T0));
@@ -226,7 +239,13 @@ fn removed_rules_and_delivery_records() {
     assert_eq!(s.instances.values().next().unwrap().deliveries["mail"], sent);
 
     let c = s.evaluate(&r, &[], T0 + 1, &policy());
-    let failed = DeliveryStatus { kind: Status::Resolved, state: DeliveryState::Failed, attempts: 5, at: T0 + 2, error: Some("HTTP 500".into()) };
+    let failed = DeliveryStatus {
+        kind: Status::Resolved,
+        state: DeliveryState::Failed,
+        attempts: 5,
+        at: T0 + 2,
+        error: Some("HTTP 500".into()),
+    };
     s.record_delivery("disk", &[&fp], "mail", &failed);
     assert_eq!(c.notification.unwrap().status, Status::Resolved);
     assert_eq!(s.recent[0].deliveries["mail"], failed);

@@ -117,10 +117,8 @@ pub(super) fn run(args: GenArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(tables).with_context(|| format!("creating {}", tables.display()))?;
 
     let jobs = plan(&world);
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .clamp(1, 64);
+    let threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(1, 64);
     eprintln!(
         "lake gen: {} days × {} hosts into {} ({} files, {} threads; metrics every {:.1} s)",
         args.days,
@@ -185,7 +183,8 @@ fn run_jobs(world: &Arc<World>, data: &Path, jobs: Vec<Job>, threads: usize) -> 
     let (tx, rx) = mpsc::channel::<anyhow::Result<Written>>();
     let mut workers = Vec::new();
     for n in 0..threads.min(jobs.len()).max(1) {
-        let (world, jobs, next, stop, tx) = (Arc::clone(world), Arc::clone(&jobs), Arc::clone(&next), Arc::clone(&stop), tx.clone());
+        let (world, jobs, next, stop, tx) =
+            (Arc::clone(world), Arc::clone(&jobs), Arc::clone(&next), Arc::clone(&stop), tx.clone());
         let data = data.to_path_buf();
         workers.push(
             std::thread::Builder::new()
@@ -325,7 +324,8 @@ mod tests {
         let w = World::new(1, 2, end - 2 * MICROS_PER_DAY, end, 10_000, 20_000);
         let jobs = plan(&w);
         let http: Vec<String> = {
-            let mut d: Vec<String> = jobs.iter().filter(|j| j.table == Table::Http).map(|j| j.date.to_string()).collect();
+            let mut d: Vec<String> =
+                jobs.iter().filter(|j| j.table == Table::Http).map(|j| j.date.to_string()).collect();
             d.sort();
             d
         };

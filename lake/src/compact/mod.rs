@@ -167,7 +167,9 @@ impl Filter {
     }
 
     fn wants(&self, table: &TableRef, date: Date) -> bool {
-        self.table.as_ref().is_none_or(|t| t == table) && self.from.is_none_or(|f| date >= f) && self.to.is_none_or(|t| date <= t)
+        self.table.as_ref().is_none_or(|t| t == table)
+            && self.from.is_none_or(|f| date >= f)
+            && self.to.is_none_or(|t| date <= t)
     }
 }
 
@@ -179,7 +181,13 @@ pub fn date_of(t: SystemTime) -> Date {
 
 /// Finds the partitions worth compacting. `retired` files (already replaced, awaiting
 /// deletion) are never inputs again.
-pub fn plan(data: &Path, cfg: &CompactionConfig, filter: &Filter, now: SystemTime, retired: &dyn Fn(&Path) -> bool) -> Result<Vec<Job>> {
+pub fn plan(
+    data: &Path,
+    cfg: &CompactionConfig,
+    filter: &Filter,
+    now: SystemTime,
+    retired: &dyn Fn(&Path) -> bool,
+) -> Result<Vec<Job>> {
     let today = date_of(now);
     let mut jobs = Vec::new();
     let customs = custom::load_all(data).0.into_iter().map(|s| TableRef::Custom(s.name.into()));
@@ -196,17 +204,21 @@ pub fn plan(data: &Path, cfg: &CompactionConfig, filter: &Filter, now: SystemTim
             let growing = date >= today;
             let dir = layout::partition_dir(data, table.name(), date);
             let mut small = Vec::new();
-            let entries = std::fs::read_dir(&dir).map_err(|source| CompactError::Io { op: "list", path: dir.clone(), source })?;
+            let entries =
+                std::fs::read_dir(&dir).map_err(|source| CompactError::Io { op: "list", path: dir.clone(), source })?;
             for e in entries.flatten() {
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.starts_with('.') || !name.ends_with(&format!(".{}", layout::PARQUET_EXT)) || retired(&e.path()) {
+                if name.starts_with('.') || !name.ends_with(&format!(".{}", layout::PARQUET_EXT)) || retired(&e.path())
+                {
                     continue;
                 }
                 let Ok(meta) = e.metadata() else { continue };
-                let settled = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age >= cfg.settle);
+                let settled =
+                    meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age >= cfg.settle);
                 if meta.len() < cfg.target_size / 2 && (!growing || settled) {
-                    let rel = PathBuf::from(layout::TABLES_DIR).join(table.name()).join(format!("date={date}")).join(name);
+                    let rel =
+                        PathBuf::from(layout::TABLES_DIR).join(table.name()).join(format!("date={date}")).join(name);
                     small.push(Input { rel, size: meta.len() });
                 }
             }
@@ -292,7 +304,10 @@ fn columns_of(data: &Path, table: &TableRef) -> std::result::Result<Vec<(String,
                 .and_then(|b| serde_json::from_slice::<custom::CustomSchema>(&b).ok())
                 .ok_or_else(|| "its schema file is missing or unreadable".to_string())?;
             match s.collisions().first() {
-                Some(c) => Err(format!("its schema has columns {:?} and {:?}, one name to DuckDB; start `lake serve` once to repair it", c.kept, c.moved)),
+                Some(c) => Err(format!(
+                    "its schema has columns {:?} and {:?}, one name to DuckDB; start `lake serve` once to repair it",
+                    c.kept, c.moved
+                )),
                 None => Ok(s.all_columns()),
             }
         }
@@ -359,7 +374,11 @@ impl Merger {
         let spill = data.join(layout::STAGING_DIR).join("compact-tmp");
         // Spill files of a previous process are garbage.
         let _ = std::fs::remove_dir_all(&spill);
-        std::fs::create_dir_all(&spill).map_err(|source| CompactError::Io { op: "create", path: spill.clone(), source })?;
+        std::fs::create_dir_all(&spill).map_err(|source| CompactError::Io {
+            op: "create",
+            path: spill.clone(),
+            source,
+        })?;
         let conn = Connection::open_in_memory().map_err(|e| CompactError::Io {
             op: "open duckdb for",
             path: spill.clone(),
@@ -370,7 +389,11 @@ impl Merger {
             quote(memory_limit),
             quote(&spill.to_string_lossy())
         );
-        conn.execute_batch(&setup).map_err(|e| CompactError::Io { op: "configure duckdb for", path: spill.clone(), source: std::io::Error::other(e) })?;
+        conn.execute_batch(&setup).map_err(|e| CompactError::Io {
+            op: "configure duckdb for",
+            path: spill.clone(),
+            source: std::io::Error::other(e),
+        })?;
         Ok(Merger { conn, data: data.to_path_buf(), spill })
     }
 
@@ -426,7 +449,14 @@ impl Merger {
         let name = format!("{COMPACTED_PREFIX}{micros:016}.{}", layout::PARQUET_EXT);
         let fin = PathBuf::from(layout::TABLES_DIR).join(table.name()).join(format!("date={date}")).join(name);
         swapper.commit(vec![(out, fin)], inputs.iter().map(|i| i.rel.clone()).collect())?;
-        Ok(BinReport { table: table.clone(), date, files_in: inputs.len(), bytes_in: inputs.iter().map(|i| i.size).sum(), bytes_out, rows: rows_in })
+        Ok(BinReport {
+            table: table.clone(),
+            date,
+            files_in: inputs.len(),
+            bytes_in: inputs.iter().map(|i| i.size).sum(),
+            bytes_out,
+            rows: rows_in,
+        })
     }
 }
 
@@ -525,7 +555,11 @@ pub async fn pass_with_progress(
             Step::Bin(Err(e)) => progress.message(&format!("a merge failed, its files are kept: {e}")),
         }
     }
-    let report = task.await.map_err(|e| CompactError::Io { op: "join compaction task for", path: PathBuf::new(), source: std::io::Error::other(e) })??;
+    let report = task.await.map_err(|e| CompactError::Io {
+        op: "join compaction task for",
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })??;
     if started {
         progress.finish();
     }
@@ -608,12 +642,18 @@ impl CompactionFile {
             anyhow::bail!("[compaction] target_size = {}: must be at least 1MiB", self.target_size);
         }
         if self.min_files < 2 {
-            anyhow::bail!("[compaction] min_files = {}: must be at least 2 (merging one file does nothing)", self.min_files);
+            anyhow::bail!(
+                "[compaction] min_files = {}: must be at least 2 (merging one file does nothing)",
+                self.min_files
+            );
         }
         let m = self.memory_limit.trim();
         let digits = m.trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim();
         if digits.is_empty() || digits.parse::<f64>().is_err() {
-            anyhow::bail!("[compaction] memory_limit = {:?}: expected a size DuckDB understands, e.g. \"512MB\" or \"2GB\"", self.memory_limit);
+            anyhow::bail!(
+                "[compaction] memory_limit = {:?}: expected a size DuckDB understands, e.g. \"512MB\" or \"2GB\"",
+                self.memory_limit
+            );
         }
         Ok(CompactionConfig {
             target_size: self.target_size.0,
@@ -656,7 +696,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl Compactor {
     /// `jobs` is the maintenance lock shared with archive and retention.
-    pub fn new(data: &Path, swapper: Arc<Swapper>, buffers: Arc<Buffers>, cfg: CompactionConfig, jobs: Arc<tokio::sync::Mutex<()>>) -> Compactor {
+    pub fn new(
+        data: &Path,
+        swapper: Arc<Swapper>,
+        buffers: Arc<Buffers>,
+        cfg: CompactionConfig,
+        jobs: Arc<tokio::sync::Mutex<()>>,
+    ) -> Compactor {
         Compactor { data: data.to_path_buf(), swapper, buffers, cfg, jobs, stats: CompactionStats::default() }
     }
 
@@ -670,7 +716,15 @@ impl Compactor {
         self.stats.files_merged.fetch_add(report.files_in as u64, Ordering::Relaxed);
         self.stats.failures.fetch_add(report.failures as u64, Ordering::Relaxed);
         if report.bins > 0 || report.failures > 0 {
-            tracing::info!(files_in = report.files_in, files_out = report.bins, bytes_in = report.bytes_in, bytes_out = report.bytes_out, rows = report.rows, failures = report.failures, "compacted");
+            tracing::info!(
+                files_in = report.files_in,
+                files_out = report.bins,
+                bytes_in = report.bytes_in,
+                bytes_out = report.bytes_out,
+                rows = report.rows,
+                failures = report.failures,
+                "compacted"
+            );
         }
         Ok(report)
     }

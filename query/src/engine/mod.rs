@@ -28,18 +28,18 @@ mod allow;
 mod custom;
 mod database;
 mod sandbox;
-mod tables;
 mod stream;
+mod tables;
 mod tree;
 mod views;
 
 pub use stream::{QueryStream, StreamEnd};
 
+use database::Database;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use database::Database;
 use std::time::Duration;
 
 use arrow_array::{Array, RecordBatch, StructArray};
@@ -101,12 +101,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_rows: 100_000,
-            timeout: Duration::from_secs(30),
-            memory_limit: "1GB".to_string(),
-            threads: 2,
-        }
+        Limits { max_rows: 100_000, timeout: Duration::from_secs(30), memory_limit: "1GB".to_string(), threads: 2 }
     }
 }
 
@@ -317,7 +312,12 @@ impl Engine {
     }
 
     /// [`Engine::query_params_with_blocking`] on the blocking thread pool.
-    pub async fn query_params_with<F>(self: &Arc<Self>, sql: String, params: Vec<Value>, adapt: F) -> Result<QueryResult>
+    pub async fn query_params_with<F>(
+        self: &Arc<Self>,
+        sql: String,
+        params: Vec<Value>,
+        adapt: F,
+    ) -> Result<QueryResult>
     where
         F: FnOnce(&[String]) -> Result<Option<(String, Vec<Value>)>> + Send + 'static,
     {
@@ -336,17 +336,12 @@ impl Engine {
     }
 
     /// [`Engine::query_params_blocking`] on the blocking thread pool.
-    pub async fn query_params(
-        self: &Arc<Self>,
-        sql: String,
-        params: Vec<Value>,
-    ) -> Result<QueryResult> {
+    pub async fn query_params(self: &Arc<Self>, sql: String, params: Vec<Value>) -> Result<QueryResult> {
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || engine.query_params_blocking(&sql, params))
             .await
             .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
     }
-
 }
 
 /// A running query, for [`EngineStats`].
@@ -376,9 +371,7 @@ fn describe(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<String
     let body = sql.trim_end().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
     let mut stmt = conn.prepare(&format!("DESCRIBE {body}")).map_err(sql_error)?;
     check_param_count(&stmt, params)?;
-    let rows = stmt
-        .query_map(duckdb::params_from_iter(params.iter()), |r| r.get::<_, String>(0))
-        .map_err(sql_error)?;
+    let rows = stmt.query_map(duckdb::params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(sql_error)?;
     rows.collect::<std::result::Result<Vec<String>, _>>().map_err(sql_error)
 }
 
@@ -410,12 +403,7 @@ fn sql_error(e: duckdb::Error) -> EngineError {
 
 /// Runs `sql` with the time limit enforced by a watchdog thread and the row limit by
 /// stopping the stream early.
-fn run_with_limits(
-    conn: &Connection,
-    sql: &str,
-    params: Vec<Value>,
-    limits: &Limits,
-) -> Result<QueryResult> {
+fn run_with_limits(conn: &Connection, sql: &str, params: Vec<Value>, limits: &Limits) -> Result<QueryResult> {
     let (done, wait) = mpsc::channel::<()>();
     let fired = Arc::new(AtomicBool::new(false));
     let watchdog = {
@@ -447,9 +435,7 @@ fn fetch(conn: &Connection, sql: &str, params: Vec<Value>, max_rows: usize) -> R
     let mut stmt = conn.prepare(sql).map_err(sql_error)?;
     check_param_count(&stmt, &params)?;
     // The returned iterator panics on fetch errors, so rows are pulled with `step` instead.
-    let _ = stmt
-        .stream_arrow(duckdb::params_from_iter(params))
-        .map_err(sql_error)?;
+    let _ = stmt.stream_arrow(duckdb::params_from_iter(params)).map_err(sql_error)?;
     let schema = stmt.schema();
     let mut batches = Vec::new();
     let mut rows = 0usize;
@@ -473,11 +459,7 @@ fn fetch(conn: &Connection, sql: &str, params: Vec<Value>, max_rows: usize) -> R
             break;
         }
     }
-    Ok(QueryResult {
-        schema,
-        batches,
-        truncated,
-    })
+    Ok(QueryResult { schema, batches, truncated })
 }
 
 fn to_batch(schema: &SchemaRef, chunk: StructArray) -> Result<RecordBatch> {

@@ -109,24 +109,15 @@ impl Otlp {
     /// Builds the endpoints' state over the ingest path; call after WAL replay so the
     /// epoch is above every epoch already used.
     pub fn new(ingest: Arc<Ingest>) -> Otlp {
-        let known = ingest
-            .batches
-            .marks()
-            .get(ID_NODE)
-            .and_then(|e| e.keys().next_back().copied())
-            .unwrap_or(0);
-        let epoch = u64::try_from(now_micros())
-            .unwrap_or(0)
-            .max(known.saturating_add(1));
+        let known = ingest.batches.marks().get(ID_NODE).and_then(|e| e.keys().next_back().copied()).unwrap_or(0);
+        let epoch = u64::try_from(now_micros()).unwrap_or(0).max(known.saturating_add(1));
         if ingest.auth.current().nodes().contains(&ID_NODE) {
-            tracing::warn!(node = ID_NODE, "a node shares the name of the OTLP batch ids; its collector's duplicates may be stored twice");
+            tracing::warn!(
+                node = ID_NODE,
+                "a node shares the name of the OTLP batch ids; its collector's duplicates may be stored twice"
+            );
         }
-        Otlp {
-            ingest,
-            epoch,
-            seq: tokio::sync::Mutex::new(0),
-            stats: OtlpStats::default(),
-        }
+        Otlp { ingest, epoch, seq: tokio::sync::Mutex::new(0), stats: OtlpStats::default() }
     }
 
     /// The epoch of this process's batch ids.
@@ -188,12 +179,7 @@ enum Format {
 impl Format {
     fn of(headers: &HeaderMap) -> Option<Format> {
         let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-        let media = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
             "application/json" => Some(Format::Json),
@@ -218,20 +204,13 @@ struct OtlpError {
 
 impl OtlpError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        OtlpError {
-            status,
-            message: message.into(),
-            retry_after: None,
-        }
+        OtlpError { status, message: message.into(), retry_after: None }
     }
 
     /// 500: the detail is logged, the sender gets a generic message.
     fn internal(detail: String) -> Self {
         tracing::error!(error = %detail, "otlp request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error; see the lake's log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the lake's log")
     }
 
     /// The gRPC code that goes with the HTTP status.
@@ -240,28 +219,17 @@ impl OtlpError {
             StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
             StatusCode::UNAUTHORIZED => 16,                                    // UNAUTHENTICATED
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE => 8, // RESOURCE_EXHAUSTED
-            StatusCode::SERVICE_UNAVAILABLE => 14,                                 // UNAVAILABLE
-            _ => 13,                                                               // INTERNAL
+            StatusCode::SERVICE_UNAVAILABLE => 14,                             // UNAVAILABLE
+            _ => 13,                                                           // INTERNAL
         }
     }
 
     fn into_response(self, format: Format) -> Response {
         let body = match format {
-            Format::Protobuf => RpcStatus {
-                code: self.grpc_code(),
-                message: self.message,
-            }
-            .encode_to_vec(),
-            Format::Json => json!({"code": self.grpc_code(), "message": self.message})
-                .to_string()
-                .into_bytes(),
+            Format::Protobuf => RpcStatus { code: self.grpc_code(), message: self.message }.encode_to_vec(),
+            Format::Json => json!({"code": self.grpc_code(), "message": self.message}).to_string().into_bytes(),
         };
-        let mut resp = (
-            self.status,
-            [(header::CONTENT_TYPE, format.content_type())],
-            body,
-        )
-            .into_response();
+        let mut resp = (self.status, [(header::CONTENT_TYPE, format.content_type())], body).into_response();
         if let Some(v) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -296,12 +264,8 @@ async fn export(s: &Otlp, signal: Signal, headers: &HeaderMap, body: Body) -> Re
         Ok(resp) => resp,
         Err(e) => {
             match e.status {
-                StatusCode::UNAUTHORIZED => {
-                    s.ingest.stats.unauthorized.fetch_add(1, Ordering::Relaxed)
-                }
-                StatusCode::SERVICE_UNAVAILABLE => {
-                    s.ingest.stats.overloaded.fetch_add(1, Ordering::Relaxed)
-                }
+                StatusCode::UNAUTHORIZED => s.ingest.stats.unauthorized.fetch_add(1, Ordering::Relaxed),
+                StatusCode::SERVICE_UNAVAILABLE => s.ingest.stats.overloaded.fetch_add(1, Ordering::Relaxed),
                 st if st.is_client_error() => {
                     s.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     s.ingest.stats.rejected.fetch_add(1, Ordering::Relaxed)
@@ -330,10 +294,7 @@ async fn try_export(
     body: Body,
 ) -> Result<Response, OtlpError> {
     let Some(format) = format else {
-        let got = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
+        let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
         return Err(OtlpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type {got:?} is not supported; send application/x-protobuf or application/json"),
@@ -345,10 +306,7 @@ async fn try_export(
             "missing or unknown ingest token (Authorization: Bearer <node token>)",
         ));
     };
-    let gzip = match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().map(|t| t.trim().to_ascii_lowercase()))
-    {
+    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(|t| t.trim().to_ascii_lowercase())) {
         None => false,
         Some(Ok(e)) if e.is_empty() || e == "identity" => false,
         Some(Ok(e)) if e == "gzip" || e == "x-gzip" => true,
@@ -362,13 +320,14 @@ async fn try_export(
     };
     let max = s.ingest.max_body.min(MAX_DECODED);
     let mut reservation = s.ingest.budget.reservation();
-    let raw = ingest::read_body(headers, body, max, "the OTLP limit: ingest.max_body, at most 20 MiB", &mut reservation)
-        .await
-        .map_err(|e| {
-            let retry_after = (e.status() == StatusCode::SERVICE_UNAVAILABLE)
-                .then(|| HeaderValue::from(super::budget::RETRY_AFTER_SECS));
-            OtlpError { retry_after, ..OtlpError::new(e.status(), e.message()) }
-        })?;
+    let raw =
+        ingest::read_body(headers, body, max, "the OTLP limit: ingest.max_body, at most 20 MiB", &mut reservation)
+            .await
+            .map_err(|e| {
+                let retry_after = (e.status() == StatusCode::SERVICE_UNAVAILABLE)
+                    .then(|| HeaderValue::from(super::budget::RETRY_AFTER_SECS));
+                OtlpError { retry_after, ..OtlpError::new(e.status(), e.message()) }
+            })?;
     let sender = s.ingest.policy.sender(node);
     let now = now_micros();
     let days = s.ingest.policy.days(&signal.table().into(), now);
@@ -383,9 +342,7 @@ async fn try_export(
         store(s, signal.table(), ipc).await?;
     }
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
-    s.stats
-        .skipped
-        .fetch_add(prepared.rejected, Ordering::Relaxed);
+    s.stats.skipped.fetch_add(prepared.rejected, Ordering::Relaxed);
     let stored = match signal {
         Signal::Logs => &s.stats.log_records,
         Signal::Metrics => &s.stats.data_points,
@@ -394,12 +351,7 @@ async fn try_export(
     if prepared.rejected > 0 {
         tracing::debug!(?signal, rejected = prepared.rejected, reason = ?prepared.reason, "otlp items skipped");
     }
-    Ok(success(
-        signal,
-        format,
-        prepared.rejected,
-        prepared.reason.unwrap_or_default(),
-    ))
+    Ok(success(signal, format, prepared.rejected, prepared.reason.unwrap_or_default()))
 }
 
 /// Gunzips (capped), decodes and maps a body, taking what it holds from the ingest
@@ -433,32 +385,23 @@ fn prepare(
         };
         OtlpError::new(
             StatusCode::BAD_REQUEST,
-            format!(
-                "body is not a valid {} ({encoding}): {e}",
-                signal.request_name()
-            ),
+            format!("body is not a valid {} ({encoding}): {e}", signal.request_name()),
         )
     };
     let mapped = match (signal, format) {
-        (Signal::Logs, Format::Protobuf) => map::logs(
-            &ExportLogsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?,
-            node,
-            now,
-        ),
+        (Signal::Logs, Format::Protobuf) => {
+            map::logs(&ExportLogsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?, node, now)
+        }
         (Signal::Logs, Format::Json) => map::logs(
-            &serde_json::from_slice::<ExportLogsServiceRequest>(bytes)
-                .map_err(|e| bad(e.to_string()))?,
+            &serde_json::from_slice::<ExportLogsServiceRequest>(bytes).map_err(|e| bad(e.to_string()))?,
             node,
             now,
         ),
-        (Signal::Metrics, Format::Protobuf) => map::metrics(
-            &ExportMetricsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?,
-            node,
-            now,
-        ),
+        (Signal::Metrics, Format::Protobuf) => {
+            map::metrics(&ExportMetricsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?, node, now)
+        }
         (Signal::Metrics, Format::Json) => map::metrics(
-            &serde_json::from_slice::<ExportMetricsServiceRequest>(bytes)
-                .map_err(|e| bad(e.to_string()))?,
+            &serde_json::from_slice::<ExportMetricsServiceRequest>(bytes).map_err(|e| bad(e.to_string()))?,
             node,
             now,
         ),
@@ -477,7 +420,12 @@ fn prepare(
             Signal::Metrics => mapped
                 .batch
                 .column_by_name("name")
-                .map(|c| format!("metric {:?} (a data point's labels: its attributes, service.name and lake.node)", c.as_string::<i32>().value(v.row)))
+                .map(|c| {
+                    format!(
+                        "metric {:?} (a data point's labels: its attributes, service.name and lake.node)",
+                        c.as_string::<i32>().value(v.row)
+                    )
+                })
                 .unwrap_or_else(|| format!("data point row {}", v.row)),
             Signal::Logs => format!("log record {} (counting from 0; attrs: its attributes and the resource's)", v.row),
         };
@@ -491,12 +439,7 @@ fn prepare(
             .map_err(|e| OtlpError::internal(format!("encoding OTLP rows: {e}")))?;
         Some(Bytes::from(ipc))
     };
-    Ok(Prepared {
-        body,
-        accepted: mapped.accepted,
-        rejected: mapped.rejected,
-        reason: mapped.reason,
-    })
+    Ok(Prepared { body, accepted: mapped.accepted, rejected: mapped.rejected, reason: mapped.reason })
 }
 
 /// Bytes gunzipped at a time, each taken from the memory budget before it is inflated.
@@ -516,12 +459,7 @@ fn gunzip(raw: &[u8], max: usize, reservation: &mut Reservation) -> Result<Vec<u
         let n = (&mut decoder)
             .take(GUNZIP_STEP as u64)
             .read_to_end(&mut out)
-            .map_err(|e| {
-                OtlpError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("body is not valid gzip: {e}"),
-                )
-            })?;
+            .map_err(|e| OtlpError::new(StatusCode::BAD_REQUEST, format!("body is not valid gzip: {e}")))?;
         if n < GUNZIP_STEP {
             break;
         }
@@ -542,19 +480,11 @@ async fn store(s: &Otlp, table: Table, ipc: Bytes) -> Result<(), OtlpError> {
     // Held until the batch is logged: seqs reach the WAL and the marks in order.
     let mut seq = s.seq.lock().await;
     *seq += 1;
-    let id = BatchId {
-        node: ID_NODE.to_string(),
-        epoch: s.epoch,
-        seq: *seq,
-    };
+    let id = BatchId { node: ID_NODE.to_string(), epoch: s.epoch, seq: *seq };
     let batches = &s.ingest.batches;
     match batches.admit(&id) {
         Admission::New => {}
-        other => {
-            return Err(OtlpError::internal(format!(
-                "lake-assigned batch id {id} is not new ({other:?})"
-            )))
-        }
+        other => return Err(OtlpError::internal(format!("lake-assigned batch id {id} is not new ({other:?})"))),
     }
     let result = ingest::store(&s.ingest, table, &id, ipc).await;
     match result {
@@ -570,9 +500,7 @@ async fn store(s: &Otlp, table: Table, ipc: Bytes) -> Result<(), OtlpError> {
             let resp = e.into_response();
             let status = resp.status();
             let message = match status {
-                StatusCode::SERVICE_UNAVAILABLE => {
-                    "the lake is busy (ingest buffer full); retry later"
-                }
+                StatusCode::SERVICE_UNAVAILABLE => "the lake is busy (ingest buffer full); retry later",
                 StatusCode::INSUFFICIENT_STORAGE => "the lake's disk is full; retry later",
                 _ => {
                     if !status.is_server_error() {
@@ -581,11 +509,7 @@ async fn store(s: &Otlp, table: Table, ipc: Bytes) -> Result<(), OtlpError> {
                     "internal error; see the lake's log"
                 }
             };
-            let status = if status.is_client_error() {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                status
-            };
+            let status = if status.is_client_error() { StatusCode::INTERNAL_SERVER_ERROR } else { status };
             Err(OtlpError {
                 status,
                 message: message.into(),
@@ -622,10 +546,5 @@ fn success(signal: Signal, format: Format, rejected: u64, reason: String) -> Res
                 .into_bytes()
         }
     };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, format.content_type())],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }

@@ -93,14 +93,18 @@ pub struct Swapper {
 /// `tables/<t>/date=…/<file>` of a path (absolute or relative): the key of the retired set.
 pub(crate) fn file_key(path: &Path) -> Option<String> {
     let parts: Vec<&str> = path.components().rev().take(4).filter_map(|c| c.as_os_str().to_str()).collect();
-    (parts.len() == 4 && parts[3] == layout::TABLES_DIR).then(|| format!("{}/{}/{}/{}", parts[3], parts[2], parts[1], parts[0]))
+    (parts.len() == 4 && parts[3] == layout::TABLES_DIR)
+        .then(|| format!("{}/{}/{}/{}", parts[3], parts[2], parts[1], parts[0]))
 }
 
 /// A relative path of the form `tables/<t>/date=…/<file>.parquet`, with no `..`.
 fn check_committed(p: &Path) -> Result<()> {
     let normal = p.components().all(|c| matches!(c, Component::Normal(_)));
     let key = file_key(p);
-    if normal && key.as_deref().is_some_and(|k| Path::new(k) == p) && p.extension().is_some_and(|e| e == layout::PARQUET_EXT) {
+    if normal
+        && key.as_deref().is_some_and(|k| Path::new(k) == p)
+        && p.extension().is_some_and(|e| e == layout::PARQUET_EXT)
+    {
         Ok(())
     } else {
         Err(SwapError::BadPath(format!("{} is not tables/<table>/date=…/<file>.parquet", p.display())))
@@ -117,7 +121,13 @@ impl Swapper {
     /// The server's swapper, sharing the visibility lock and retired set of `buffers`.
     /// Rolls forward what a crash left behind; call before queries are served.
     pub fn with_buffers(data: &Path, grace: Duration, buffers: Arc<Buffers>) -> Result<Swapper> {
-        let s = Swapper { data: data.to_path_buf(), grace, buffers, pending: Mutex::new(Vec::new()), next: AtomicU64::new(0) };
+        let s = Swapper {
+            data: data.to_path_buf(),
+            grace,
+            buffers,
+            pending: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+        };
         s.recover()?;
         Ok(s)
     }

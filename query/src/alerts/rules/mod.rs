@@ -377,7 +377,10 @@ pub fn build(
     let mut seen: Vec<&str> = Vec::new();
     for (i, r) in rules.iter().enumerate() {
         crate::named::validate_name(&r.name).map_err(|_| {
-            ConfigError::new(format!("rules[{i}].name"), format!("{:?} must be non-empty and use only a-z, 0-9 and _", r.name))
+            ConfigError::new(
+                format!("rules[{i}].name"),
+                format!("{:?} must be non-empty and use only a-z, 0-9 and _", r.name),
+            )
         })?;
         if seen.contains(&r.name.as_str()) {
             return Err(ConfigError::new(format!("rules[{i}] ({})", r.name), "a rule of this name is defined twice"));
@@ -439,7 +442,10 @@ pub fn build(
             continue;
         }
         if r.vantage_points.is_some() {
-            return Err(ConfigError::new(format!("{at}.vantage_points"), format!("only the built-in {} rule takes it", builtin::UPTIME_DOWN)));
+            return Err(ConfigError::new(
+                format!("{at}.vantage_points"),
+                format!("only the built-in {} rule takes it", builtin::UPTIME_DOWN),
+            ));
         }
         if r.enabled == Some(false) {
             disabled.push(r.name.clone());
@@ -516,7 +522,11 @@ fn check_rule(r: &Rule, at: &str, channels: &[&str]) -> Result<(), ConfigError> 
 fn check_channels(list: &[String], known: &[&str], at: &str) -> Result<(), ConfigError> {
     for c in list {
         if !known.contains(&c.as_str()) {
-            let known = if known.is_empty() { "none are configured".to_string() } else { format!("configured: {}", known.join(", ")) };
+            let known = if known.is_empty() {
+                "none are configured".to_string()
+            } else {
+                format!("configured: {}", known.join(", "))
+            };
             return Err(ConfigError::new(at, format!("unknown channel {c:?} ({known})")));
         }
     }

@@ -101,34 +101,19 @@ impl Default for TailscaleFile {
 impl TailscaleFile {
     /// Checks the section and makes it typed.
     pub(crate) fn validate(self) -> anyhow::Result<TailscaleConfig> {
-        ensure!(
-            !self.interval.0.is_zero(),
-            "tailscale.interval must be more than zero"
-        );
-        ensure!(
-            !self.timeout.0.is_zero(),
-            "tailscale.timeout must be more than zero"
-        );
+        ensure!(!self.interval.0.is_zero(), "tailscale.interval must be more than zero");
+        ensure!(!self.timeout.0.is_zero(), "tailscale.timeout must be more than zero");
         ensure!(
             self.timeout.0 < self.interval.0,
             "tailscale.timeout ({}) must be less than tailscale.interval ({})",
             self.timeout,
             self.interval
         );
-        ensure!(
-            self.concurrency >= 1,
-            "tailscale.concurrency must be at least 1"
-        );
-        ensure!(
-            !self.tailscale_path.as_os_str().is_empty(),
-            "tailscale.tailscale_path must not be empty"
-        );
+        ensure!(self.concurrency >= 1, "tailscale.concurrency must be at least 1");
+        ensure!(!self.tailscale_path.as_os_str().is_empty(), "tailscale.tailscale_path must not be empty");
         if let Some(peers) = &self.peers {
             for (i, p) in peers.iter().enumerate() {
-                ensure!(
-                    !p.trim().is_empty(),
-                    "tailscale.peers[{i}] must not be empty"
-                );
+                ensure!(!p.trim().is_empty(), "tailscale.peers[{i}] must not be empty");
             }
         }
         Ok(TailscaleConfig {
@@ -201,11 +186,7 @@ impl Peer {
         let wanted = wanted.trim().trim_end_matches('.');
         self.host_name.eq_ignore_ascii_case(wanted)
             || self.dns_name.eq_ignore_ascii_case(wanted)
-            || self
-                .dns_name
-                .split('.')
-                .next()
-                .is_some_and(|short| short.eq_ignore_ascii_case(wanted))
+            || self.dns_name.split('.').next().is_some_and(|short| short.eq_ignore_ascii_case(wanted))
             || self.ips.iter().any(|ip| ip == wanted)
     }
 }
@@ -280,11 +261,7 @@ pub fn parse_status(json: &[u8]) -> Result<Vec<Peer>, ParseError> {
             last_seen: p.last_seen,
         })
         .collect();
-    peers.sort_by(|a, b| {
-        a.host_name
-            .cmp(&b.host_name)
-            .then_with(|| a.dns_name.cmp(&b.dns_name))
-    });
+    peers.sort_by(|a, b| a.host_name.cmp(&b.host_name).then_with(|| a.dns_name.cmp(&b.dns_name)));
     Ok(peers)
 }
 
@@ -305,13 +282,7 @@ pub struct PingResult {
 
 impl PingResult {
     fn failed(error: impl Into<String>) -> PingResult {
-        PingResult {
-            ok: false,
-            latency_ms: None,
-            path: None,
-            direct: None,
-            error: Some(error.into()),
-        }
+        PingResult { ok: false, latency_ms: None, path: None, direct: None, error: Some(error.into()) }
     }
 }
 
@@ -322,11 +293,7 @@ pub fn parse_ping(output: &str, exit_ok: bool) -> PingResult {
             return pong;
         }
     }
-    let last = output
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("");
+    let last = output.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
     let known_failure = last.contains("timed out") || last.contains("no reply");
     let error = match (last.is_empty(), known_failure, exit_ok) {
         (true, _, true) => "tailscale ping printed nothing".to_string(),
@@ -362,14 +329,10 @@ fn parse_go_duration_ms(s: &str) -> Option<f64> {
         return None;
     }
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let value: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ns" => 1e-6,
             "us" | "µs" | "μs" => 1e-3,
@@ -394,11 +357,7 @@ fn truncate(s: &str) -> String {
 
 /// The row of one peer.
 pub fn peer_row(ts: i64, peer: &Peer, ping: &PingResult) -> ProbeRow {
-    let target = if peer.host_name.is_empty() {
-        &peer.dns_name
-    } else {
-        &peer.host_name
-    };
+    let target = if peer.host_name.is_empty() { &peer.dns_name } else { &peer.host_name };
     let mut row = ProbeRow::new(ts, "tailscale", target, ping.ok);
     row.latency_ms = ping.latency_ms;
     row.path = ping.path.clone();
@@ -435,11 +394,7 @@ pub struct TailscaleSource {
 impl TailscaleSource {
     /// A source that emits through `ctx`.
     pub fn new(config: TailscaleConfig, ctx: SourceContext) -> Self {
-        TailscaleSource {
-            config,
-            ctx,
-            state: Availability::Unknown,
-        }
+        TailscaleSource { config, ctx, state: Availability::Unknown }
     }
 
     /// Probes every interval until `cancel`.
@@ -514,15 +469,8 @@ impl TailscaleSource {
         let out = run_command(cmd, self.config.timeout + PING_GRACE).await?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
-            let last = text
-                .lines()
-                .map(str::trim)
-                .rfind(|l| !l.is_empty())
-                .unwrap_or("no output");
-            return Err(truncate(&format!(
-                "tailscale status failed ({}): {last}",
-                out.status
-            )));
+            let last = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
+            return Err(truncate(&format!("tailscale status failed ({}): {last}", out.status)));
         }
         parse_status(&out.stdout).map_err(|e| truncate(&e.to_string()))
     }
@@ -551,11 +499,7 @@ impl TailscaleSource {
         let limit = Arc::new(Semaphore::new(self.config.concurrency));
         let mut pings = JoinSet::new();
         for (i, peer) in selected.into_iter().enumerate() {
-            let (limit, path, timeout) = (
-                Arc::clone(&limit),
-                self.config.tailscale_path.clone(),
-                self.config.timeout,
-            );
+            let (limit, path, timeout) = (Arc::clone(&limit), self.config.tailscale_path.clone(), self.config.timeout);
             pings.spawn(async move {
                 let ts = now_micros();
                 let result = if !peer.online {
@@ -586,9 +530,7 @@ impl TailscaleSource {
 
 async fn ping(path: PathBuf, timeout: Duration, target: &str) -> PingResult {
     let mut cmd = Command::new(path);
-    cmd.args(["ping", "--c", "1", "--timeout"])
-        .arg(format!("{}ms", timeout.as_millis()))
-        .arg(target);
+    cmd.args(["ping", "--c", "1", "--timeout"]).arg(format!("{}ms", timeout.as_millis())).arg(target);
     match run_command(cmd, timeout + PING_GRACE).await {
         Ok(out) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -601,15 +543,10 @@ async fn ping(path: PathBuf, timeout: Duration, target: &str) -> PingResult {
 
 /// Runs a command to completion with a deadline; the child is killed if it overruns.
 async fn run_command(mut cmd: Command, limit: Duration) -> Result<std::process::Output, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     match tokio::time::timeout(limit, cmd.output()).await {
         Ok(Ok(out)) => Ok(out),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err("tailscale binary not found".to_string())
-        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err("tailscale binary not found".to_string()),
         Ok(Err(e)) => Err(format!("cannot run tailscale: {e}")),
         Err(_) => Err(format!("tailscale gave no answer within {}", Dur(limit))),
     }

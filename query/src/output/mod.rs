@@ -29,9 +29,9 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::temporal_conversions::as_datetime;
 use arrow_array::types::{
-    ArrowTimestampType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    ArrowTimestampType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type,
+    UInt8Type,
 };
 use arrow_array::{Array, ArrayRef, PrimitiveArray, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
@@ -141,7 +141,8 @@ pub fn head(format: Format, schema: &Schema) -> io::Result<Vec<u8>> {
             writeln!(out, "{}", header.join(","))?;
         }
         Format::Arrow => {
-            let writer = StreamWriter::try_new_with_options(&mut out, schema, ipc_options()?).map_err(io::Error::other)?;
+            let writer =
+                StreamWriter::try_new_with_options(&mut out, schema, ipc_options()?).map_err(io::Error::other)?;
             drop(writer);
         }
     }
@@ -193,12 +194,16 @@ impl BatchEncoder {
     pub fn new(format: Format, schema: &Schema) -> io::Result<BatchEncoder> {
         let ipc = match format {
             Format::Arrow => {
-                let mut w = StreamWriter::try_new_with_options(Vec::new(), schema, ipc_options()?).map_err(io::Error::other)?;
+                let mut w =
+                    StreamWriter::try_new_with_options(Vec::new(), schema, ipc_options()?).map_err(io::Error::other)?;
                 w.get_mut().clear();
                 Some(w)
             }
             Format::Table => {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "the table format is not written batch by batch"))
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the table format is not written batch by batch",
+                ))
             }
             Format::Json | Format::Csv => None,
         };
@@ -242,9 +247,7 @@ fn write_table(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
         let prepared = text_columns(batch.columns(), "NULL");
         let columns = formatters(&prepared)?;
         for i in 0..batch.num_rows() {
-            let row = columns
-                .iter()
-                .map(|c| cell_for_terminal(&c.value(i).to_string()));
+            let row = columns.iter().map(|c| cell_for_terminal(&c.value(i).to_string()));
             rows.push(row.collect());
         }
     }
@@ -255,21 +258,12 @@ fn write_table(result: &QueryResult, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     if !header.is_empty() {
-        let names: Vec<String> = header
-            .iter()
-            .zip(&widths)
-            .map(|(h, &w)| pad(h, w, false))
-            .collect();
+        let names: Vec<String> = header.iter().zip(&widths).map(|(h, &w)| pad(h, w, false)).collect();
         writeln!(out, "{}", names.join(" | ").trim_end())?;
         let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
         writeln!(out, "{}", rule.join("-+-"))?;
         for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .zip(&right)
-                .map(|((c, &w), &r)| pad(c, w, r))
-                .collect();
+            let cells: Vec<String> = row.iter().zip(&widths).zip(&right).map(|((c, &w), &r)| pad(c, w, r)).collect();
             writeln!(out, "{}", cells.join(" | ").trim_end())?;
         }
     }
@@ -320,13 +314,7 @@ fn csv_rows(batch: &RecordBatch, out: &mut Vec<u8>) -> io::Result<()> {
         let cells: Vec<String> = columns
             .iter()
             .zip(batch.columns())
-            .map(|(c, a)| {
-                if a.is_null(i) {
-                    String::new()
-                } else {
-                    csv_field(&c.value(i).to_string())
-                }
-            })
+            .map(|(c, a)| if a.is_null(i) { String::new() } else { csv_field(&c.value(i).to_string()) })
             .collect();
         writeln!(out, "{}", cells.join(","))?;
     }
@@ -342,10 +330,7 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Columns ready for arrow's formatter, which borrows them: UTC timestamps relabelled.
-fn text_columns(
-    columns: &[ArrayRef],
-    null: &'static str,
-) -> Vec<(ArrayRef, FormatOptions<'static>)> {
+fn text_columns(columns: &[ArrayRef], null: &'static str) -> Vec<(ArrayRef, FormatOptions<'static>)> {
     columns
         .iter()
         .map(|c| {
@@ -359,25 +344,17 @@ fn text_columns(
         .collect()
 }
 
-fn formatters<'a>(
-    columns: &'a [(ArrayRef, FormatOptions<'static>)],
-) -> io::Result<Vec<ArrayFormatter<'a>>> {
+fn formatters<'a>(columns: &'a [(ArrayRef, FormatOptions<'static>)]) -> io::Result<Vec<ArrayFormatter<'a>>> {
     columns
         .iter()
-        .map(|(a, o)| {
-            ArrayFormatter::try_new(a.as_ref(), o)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-        })
+        .map(|(a, o)| ArrayFormatter::try_new(a.as_ref(), o).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
         .collect()
 }
 
 /// A UTC timestamp column relabelled as zone-less (same instants), and whether it was.
 fn strip_utc(array: &ArrayRef) -> (ArrayRef, bool) {
     fn relabel<T: ArrowTimestampType>(a: &ArrayRef) -> ArrayRef {
-        let a: PrimitiveArray<T> = a
-            .as_primitive::<T>()
-            .clone()
-            .with_timezone_opt(None::<String>);
+        let a: PrimitiveArray<T> = a.as_primitive::<T>().clone().with_timezone_opt(None::<String>);
         Arc::new(a)
     }
     match array.data_type() {
@@ -438,18 +415,14 @@ pub fn sql_type_name(ty: &DataType) -> String {
             format!("{}[]", sql_type_name(f.data_type()))
         }
         DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "MAP({}, {})",
-                sql_type_name(kv[0].data_type()),
-                sql_type_name(kv[1].data_type())
-            ),
+            DataType::Struct(kv) if kv.len() == 2 => {
+                format!("MAP({}, {})", sql_type_name(kv[0].data_type()), sql_type_name(kv[1].data_type()))
+            }
             other => other.to_string(),
         },
         DataType::Struct(fields) => {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
-                .collect();
+            let inner: Vec<String> =
+                fields.iter().map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type()))).collect();
             format!("STRUCT({})", inner.join(", "))
         }
         other => other.to_string(),
@@ -484,18 +457,18 @@ pub(crate) fn json_cell(array: &dyn Array, i: usize) -> Value {
         DataType::Utf8View => Value::String(array.as_string_view().value(i).to_string()),
         DataType::Timestamp(unit, tz) => {
             let v = match unit {
-                TimeUnit::Second => as_datetime::<TimestampSecondType>(
-                    array.as_primitive::<TimestampSecondType>().value(i),
-                ),
-                TimeUnit::Millisecond => as_datetime::<TimestampMillisecondType>(
-                    array.as_primitive::<TimestampMillisecondType>().value(i),
-                ),
-                TimeUnit::Microsecond => as_datetime::<TimestampMicrosecondType>(
-                    array.as_primitive::<TimestampMicrosecondType>().value(i),
-                ),
-                TimeUnit::Nanosecond => as_datetime::<TimestampNanosecondType>(
-                    array.as_primitive::<TimestampNanosecondType>().value(i),
-                ),
+                TimeUnit::Second => {
+                    as_datetime::<TimestampSecondType>(array.as_primitive::<TimestampSecondType>().value(i))
+                }
+                TimeUnit::Millisecond => {
+                    as_datetime::<TimestampMillisecondType>(array.as_primitive::<TimestampMillisecondType>().value(i))
+                }
+                TimeUnit::Microsecond => {
+                    as_datetime::<TimestampMicrosecondType>(array.as_primitive::<TimestampMicrosecondType>().value(i))
+                }
+                TimeUnit::Nanosecond => {
+                    as_datetime::<TimestampNanosecondType>(array.as_primitive::<TimestampNanosecondType>().value(i))
+                }
             };
             match (v, tz) {
                 // Zone-aware instants are stored in UTC whatever the label.
@@ -506,9 +479,7 @@ pub(crate) fn json_cell(array: &dyn Array, i: usize) -> Value {
         }
         DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
             let text = scalar_text(array, i);
-            text.parse::<Number>()
-                .map(Value::Number)
-                .unwrap_or(Value::String(text))
+            text.parse::<Number>().map(Value::Number).unwrap_or(Value::String(text))
         }
         DataType::List(_) => list_json(&array.as_list::<i32>().value(i)),
         DataType::LargeList(_) => list_json(&array.as_list::<i64>().value(i)),
@@ -526,11 +497,8 @@ pub(crate) fn json_cell(array: &dyn Array, i: usize) -> Value {
         }
         DataType::Struct(fields) => {
             let s = array.as_struct();
-            let obj = fields
-                .iter()
-                .zip(s.columns())
-                .map(|(f, c)| (f.name().clone(), json_cell(c.as_ref(), i)))
-                .collect();
+            let obj =
+                fields.iter().zip(s.columns()).map(|(f, c)| (f.name().clone(), json_cell(c.as_ref(), i))).collect();
             Value::Object(obj)
         }
         _ => Value::String(scalar_text(array, i)),
@@ -538,18 +506,12 @@ pub(crate) fn json_cell(array: &dyn Array, i: usize) -> Value {
 }
 
 fn list_json(values: &ArrayRef) -> Value {
-    Value::Array(
-        (0..values.len())
-            .map(|j| json_cell(values.as_ref(), j))
-            .collect(),
-    )
+    Value::Array((0..values.len()).map(|j| json_cell(values.as_ref(), j)).collect())
 }
 
 /// JSON has no NaN or infinity: those become strings.
 fn float(v: f64) -> Value {
-    Number::from_f64(v)
-        .map(Value::Number)
-        .unwrap_or_else(|| Value::String(v.to_string()))
+    Number::from_f64(v).map(Value::Number).unwrap_or_else(|| Value::String(v.to_string()))
 }
 
 fn scalar_text(array: &dyn Array, i: usize) -> String {

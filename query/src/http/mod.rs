@@ -86,13 +86,7 @@ pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQ
 /// "since": "6h"}`): its macros are expanded over the last `since` (default 24h) with
 /// parameters, as Grafana panels are.
 pub fn router_with_auth(engine: Arc<Engine>, auth: Arc<Verifier>, queries: Vec<NamedQuery>) -> Router {
-    Router::new()
-        .route("/v1/sql", post(sql))
-        .with_state(Arc::new(AppState {
-            engine,
-            auth,
-            queries,
-        }))
+    Router::new().route("/v1/sql", post(sql)).with_state(Arc::new(AppState { engine, auth, queries }))
 }
 
 /// An error answered to the client as `{"error": "..."}`.
@@ -104,10 +98,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
+        ApiError { status, message: message.into() }
     }
 
     /// The message the client will read.
@@ -131,10 +122,7 @@ impl ApiError {
     /// Logs the detail and tells the client only that it was our fault.
     pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "sql request failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error, see the lake's log",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error, see the lake's log")
     }
 }
 
@@ -148,10 +136,9 @@ impl From<EngineError> for ApiError {
                 format!("query interrupted: it ran longer than the limit of {limit:?}"),
             ),
             // Only seen when nobody is listening any more; 499 is nginx's "client closed".
-            EngineError::Cancelled => ApiError::new(
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                e.to_string(),
-            ),
+            EngineError::Cancelled => {
+                ApiError::new(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), e.to_string())
+            }
             EngineError::Internal(_) => ApiError::internal(&e),
         }
     }
@@ -159,11 +146,7 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
 }
 
@@ -229,28 +212,21 @@ async fn sql(
 
     let mut response = rendered.into_response();
     let h = response.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     if truncated {
         h.insert(TRUNCATED_HEADER, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
-fn parse_request(
-    headers: &HeaderMap,
-    params: SqlParams,
-    body: &[u8],
-) -> Result<(Statement, Format), ApiError> {
+fn parse_request(headers: &HeaderMap, params: SqlParams, body: &[u8]) -> Result<(Statement, Format), ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
     let (sql, format) = if is_json {
-        let b: SqlBody = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        let b: SqlBody =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
         let format = b.format.or(params.format);
         if let Some(name) = b.query {
             if !b.sql.trim().is_empty() {
@@ -266,8 +242,7 @@ fn parse_request(
         }
         (b.sql, format)
     } else {
-        let sql = std::str::from_utf8(body)
-            .map_err(|_| ApiError::bad_request("the SQL body is not valid UTF-8"))?;
+        let sql = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the SQL body is not valid UTF-8"))?;
         (sql.to_string(), params.format)
     };
     let format = parse_format(format)?;
@@ -288,14 +263,10 @@ fn parse_format(format: Option<String>) -> Result<Format, ApiError> {
 pub(crate) fn authorize(auth: &Verifier, headers: &HeaderMap) -> Result<(), ApiError> {
     match auth.read(headers) {
         Ok(()) => Ok(()),
-        Err(Denied::Missing) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer <read token>",
-        )),
-        Err(Denied::Invalid) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid read token",
-        )),
+        Err(Denied::Missing) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <read token>"))
+        }
+        Err(Denied::Invalid) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid read token")),
     }
 }
 

@@ -529,7 +529,14 @@ impl AlertState {
     }
 
     /// Adds a silence and returns it.
-    pub fn add_silence(&mut self, rule: Option<String>, matchers: Labels, starts_at: i64, ends_at: i64, comment: String) -> Silence {
+    pub fn add_silence(
+        &mut self,
+        rule: Option<String>,
+        matchers: Labels,
+        starts_at: i64,
+        ends_at: i64,
+        comment: String,
+    ) -> Silence {
         self.next_silence_id = self.next_silence_id.max(1);
         let s = Silence { id: self.next_silence_id, rule, matchers, starts_at, ends_at, comment };
         self.next_silence_id += 1;
