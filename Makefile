@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo test bench clean-demo fuzz fuzz-smoke
+.PHONY: setup build demo test lint bench clean-demo fuzz fuzz-smoke
 
 setup:
 	@scripts/setup
@@ -19,8 +19,16 @@ demo: build
 
 test:
 	@scripts/setup peers
+	@$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# The style gate (CONTRIBUTING.md): rustfmt and clippy with warnings as errors, on the
+# workspace and on fuzz/ (a workspace of its own). `make test`, so CI, runs it first.
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS, one after another,
 # printing executions, seconds and crashes per target. Stable toolchain; installs cargo-fuzz.
