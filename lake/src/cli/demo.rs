@@ -133,6 +133,7 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<()> {
         let url = format!("http://{}", args.listen);
         eprintln!(
             "\nlake demo is running (Ctrl-C stops it)\n\
+             \n  web UI        {url}/  (fleet, web, security, mesh, uptime, alerts, SQL: open it in a browser)\
              \n  lake API      {url}  (health: {url}/health, metrics: {url}/metrics)\
              \n  SQL API       POST {url}/v1/sql\
              \n  data          {data}\
