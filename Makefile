@@ -5,8 +5,12 @@
 # Both run scripts/setup first (idempotent: fetches and verifies libduckdb).
 
 CARGO ?= cargo
+# The Python test peers' virtual environment (scripts/setup peers creates it; the tests'
+# `python3` is the one in its bin/).
+PEERS_VENV ?= $(or $(LAKE_PEERS_VENV),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lake/peers-venv)
+export LAKE_PEERS_VENV := $(PEERS_VENV)
 
-.PHONY: setup build demo test lint bench clean-demo fuzz fuzz-smoke
+.PHONY: setup build demo test test-setup lint bench clean-demo fuzz fuzz-smoke
 
 setup:
 	@scripts/setup
@@ -20,8 +24,13 @@ demo: build
 test:
 	@scripts/setup peers
 	@$(MAKE) --no-print-directory lint
-	$(CARGO) test --workspace --no-fail-fast
+	PATH="$(PEERS_VENV)/bin:$$PATH" $(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# scripts/setup itself, on a fresh Debian 12 root in a chroot (NodeSource-style Node.js;
+# `scripts/test-setup bare` for none): needs root and the package mirrors, takes minutes.
+test-setup:
+	scripts/test-setup $(SETUP_VARIANT)
 
 # The style gate (CONTRIBUTING.md): rustfmt and clippy with warnings as errors, on the
 # workspace and on fuzz/ (a workspace of its own). `make test`, so CI, runs it first.
