@@ -4,7 +4,7 @@
 //! Out: `<data>/tables/<table>/date=YYYY-MM-DD/g-000000000000.parquet`, one file per
 //! table and day (as compaction leaves a finished day), each sorted by the table's sort
 //! columns (host, ts; metrics name, host, ts) and written with the lake writer's own Parquet properties
-//! ([`crate::writer::parquet_properties`]), so the files are indistinguishable from
+//! ([`crate::ingest::writer::parquet_properties`]), so the files are indistinguishable from
 //! committed ones. Nothing else (WAL, state) is written: a `lake serve` started on the
 //! directory afterwards simply finds committed files.
 //!
@@ -250,7 +250,7 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
     let schema = job.table.schema();
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let table = TableRef::Builtin(job.table);
-    let props = crate::writer::parquet_properties(&table, &schema);
+    let props = crate::ingest::writer::parquet_properties(&table, &schema);
     let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
     let mut rows = 0usize;
     // Hosts in name order, each host's rows in time order: sorted by (host, ts) as they
@@ -276,7 +276,7 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
     if !gathered.is_empty() {
         let all = arrow_select::concat::concat_batches(&schema, &gathered)?;
         drop(gathered);
-        let indices = crate::writer::sort_indices(&table, &all)?;
+        let indices = crate::ingest::writer::sort_indices(&table, &all)?;
         let sorted = arrow_select::take::take_record_batch(&all, &indices)?;
         drop(all);
         writer.write(&sorted).with_context(|| format!("encoding {} {}", job.table, job.date))?;

@@ -9,8 +9,8 @@ use lake_format::rows::MetricsBuilder;
 use lake_query::engine::{Engine, FreshRows, Limits};
 
 use super::*;
-use crate::state::State;
-use crate::writer::{http_rows, write_flush};
+use crate::ingest::state::State;
+use crate::ingest::writer::{http_rows, write_flush};
 
 const DAY: i64 = 86_400_000_000;
 /// 2026-11-01T00:00:00Z, a past day for every test run after it.
