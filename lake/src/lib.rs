@@ -22,3 +22,5 @@ pub mod lock;
 pub mod maintenance;
 pub mod progress;
 pub mod server;
+#[doc(hidden)]
+pub mod testing;

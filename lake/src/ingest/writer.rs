@@ -304,7 +304,7 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
 }
 
 /// The row order of `batch` by the table's sort columns.
-pub(crate) fn sort_indices(
+pub fn sort_indices(
     table: &TableRef,
     batch: &RecordBatch,
 ) -> std::result::Result<arrow_array::UInt32Array, arrow_schema::ArrowError> {
@@ -320,9 +320,9 @@ pub(crate) fn sort_indices(
 }
 
 /// The properties of every committed Parquet file of a table (`schema`): zstd, page
-/// statistics, the table's sort columns and row group size. Shared with `lake gen`,
+/// statistics, the table's sort columns and row group size. Shared with `lake-gen`,
 /// which writes the same files.
-pub(crate) fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema) -> WriterProperties {
+pub fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema) -> WriterProperties {
     let sorting = table
         .sort_columns()
         .iter()
@@ -484,11 +484,6 @@ pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-/// The ingest benchmark's `http` rows, for the flush microbenchmark below and compaction's tests.
-#[cfg(test)]
-#[path = "../../benches/support/http_rows.rs"]
-pub(crate) mod http_rows;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,7 +579,7 @@ mod tests {
         (0..batches)
             .map(|n| {
                 let base = 1_700_000_000_000_000 + (n * rows) as i64;
-                super::http_rows::http_rows(&format!("sim-{}", n % 8), rows, n as u64 % 32, base, None)
+                crate::testing::http_rows(&format!("sim-{}", n % 8), rows, n as u64 % 32, base, None)
             })
             .collect()
     }
