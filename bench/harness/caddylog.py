@@ -1,6 +1,6 @@
 """Realistic Caddy (2.7+) JSON access log lines, as `log { format json }` writes them.
 
-The traffic model mirrors `lake gen` (lake/src/cli/gen/world.rs and http.rs): the same
+The traffic model mirrors `lake-gen` (lake/src/bin/lake-gen/world.rs and http.rs): the same
 vhosts and shares, Zipf-popular paths per site (pages, static assets, API routes), Zipf
 client addresses (60,000 humans, 400 crawlers, 8,000 scanners; some IPv6), the same
 client mix and user agents, status codes by kind of path with a little 5xx, log-normal

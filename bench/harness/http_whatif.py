@@ -4,7 +4,7 @@ that cost most.
 
     python3 bench/harness/http_whatif.py /var/tmp/lake-bench/<stamp>/storage-http-0/lake/data/tables/http
 
-Every variant is written the way compaction writes (lake/src/compact.rs `COPY_OPTIONS`
+Every variant is written the way compaction writes (lake/src/maintenance/compact/mod.rs `COPY_OPTIONS`
 and `order_by`): DuckDB `COPY … ORDER BY host, date_trunc('hour', ts), vhost, path, ts`
 with zstd level 15, Parquet 2 encodings, 10 % bloom filters and row groups of 1Mi rows,
 unless the variant changes that. Variants:

@@ -161,7 +161,7 @@ def main() -> int:
     if not a.no_build:
         build(a.phases)
     built = target_dir() / "release"
-    for b in ("lake", "lake-collector"):
+    for b in ("lake", "lake-collector", "lake-gen"):
         if not (built / b).exists():
             log(f"missing {built / b}: build it (cargo build --release -p lake -p lake-collector)")
             return 2
@@ -169,10 +169,10 @@ def main() -> int:
     # shared target/ replaces them meanwhile (libduckdb is found through its absolute rpath).
     bin_dir = work / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for b in ("lake", "lake-collector"):
+    for b in ("lake", "lake-collector", "lake-gen"):
         shutil.copy2(built / b, bin_dir / b)
     res["meta"]["binaries"] = {b: dt.datetime.fromtimestamp((built / b).stat().st_mtime, dt.timezone.utc).isoformat()
-                               for b in ("lake", "lake-collector")}
+                               for b in ("lake", "lake-collector", "lake-gen")}
 
     def save() -> None:
         res["meta"]["load_after"] = loadavg()

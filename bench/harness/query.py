@@ -45,8 +45,8 @@ PROMQL = [
 def ensure_lake(bin_dir: Path, data: Path) -> None:
     if (data / "tables").is_dir() and any((data / "tables").iterdir()):
         return
-    log(f"no lake in {data}: generating the 30-day lake with `lake gen` (a few minutes)")
-    subprocess.run([str(bin_dir / "lake"), "gen", "--data-dir", str(data)], check=True)
+    log(f"no lake in {data}: generating the 30-day lake with `lake-gen` (a few minutes)")
+    subprocess.run([str(bin_dir / "lake-gen"), "--data-dir", str(data)], check=True)
 
 
 def run_query_bench(repo: Path, work: Path, data: Path, runs: int) -> dict:

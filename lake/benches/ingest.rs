@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lake::testing::http_rows;
 use lake_format::rows::now_micros;
 use lake_format::wire;
 
@@ -22,12 +23,9 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-#[path = "support/http_rows.rs"]
-mod http_rows;
-
 /// One realistic `http` batch of `rows` rows for `node`, encoded for the wire.
 fn http_batch(node: &str, rows: usize, salt: u64, marker: Option<&str>) -> Vec<u8> {
-    let batch = http_rows::http_rows(node, rows, salt, now_micros(), marker);
+    let batch = http_rows(node, rows, salt, now_micros(), marker);
     wire::encode(&batch.schema(), &[batch]).expect("encode")
 }
 

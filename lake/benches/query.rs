@@ -7,7 +7,7 @@
 //! LAKE_BENCH_DATA=/var/tmp/lake-bench-data cargo bench -p lake --bench query
 //! cargo bench -p lake --bench query -- --data DIR --runs 9 --range 7d --only http --out report.json
 //! ```
-//! A missing data directory is generated first with `lake gen --data-dir DIR` (its
+//! A missing data directory is generated first with `lake-gen --data-dir DIR` (its
 //! defaults: 30 days, 5 hosts, 50 M http rows, 100 M samples; a few minutes).
 //!
 //! - **Lake**: an in-process server (the `lake-query` SQL and Grafana routers, an engine
@@ -124,14 +124,13 @@ fn median(v: &[f64]) -> f64 {
 fn main() {
     let args = args();
     if !args.data.join("tables").is_dir() {
-        eprintln!("query bench: {} has no lake; generating one with `lake gen` (a few minutes)", args.data.display());
-        let status = Command::new(env!("CARGO_BIN_EXE_lake"))
-            .arg("gen")
+        eprintln!("query bench: {} has no lake; generating one with `lake-gen` (a few minutes)", args.data.display());
+        let status = Command::new(env!("CARGO_BIN_EXE_lake-gen"))
             .arg("--data-dir")
             .arg(&args.data)
             .status()
-            .expect("run lake gen");
-        assert!(status.success(), "lake gen failed");
+            .expect("run lake-gen");
+        assert!(status.success(), "lake-gen failed");
     }
     let data = args.data.canonicalize().expect("data dir");
     let duck = plain_duckdb(&data);

@@ -94,13 +94,13 @@ struct ConfigFile {
     #[serde(default)]
     notify: lake_query::alerts::notify::NotifyFile,
     #[serde(default)]
-    compaction: crate::compact::CompactionFile,
+    compaction: crate::maintenance::compact::CompactionFile,
     #[serde(default)]
     custom: crate::custom::config::CustomFile,
     #[serde(default)]
-    archive: crate::archive::config::ArchiveFile,
+    archive: crate::maintenance::archive::config::ArchiveFile,
     #[serde(default)]
-    retention: crate::retention::RetentionFile,
+    retention: crate::maintenance::retention::RetentionFile,
     #[serde(default)]
     admin: crate::http::admin::AdminFile,
     #[serde(default)]
@@ -400,14 +400,14 @@ pub struct Config {
     /// Alert rules (built-in and `[[rules]]`), notification channels and alerting settings.
     pub alerts: std::sync::Arc<lake_query::alerts::rules::AlertsConfig>,
     /// `[compaction]`: merging small files (default: 128 MiB files, every 10 minutes).
-    pub compaction: crate::compact::CompactionConfig,
+    pub compaction: crate::maintenance::compact::CompactionConfig,
     /// `[custom]`: defaults and per-table options of custom tables.
     pub custom: crate::custom::TablesConfig,
     /// `[archive]`: where and when finished partitions are archived (default: a local
     /// directory `<data_dir>/archive`, nightly at 02:00 UTC).
-    pub archive: crate::archive::config::ArchiveConfig,
+    pub archive: crate::maintenance::archive::config::ArchiveConfig,
     /// `[retention]`: how long partitions stay local and archived (default: forever).
-    pub retention: crate::retention::RetentionConfig,
+    pub retention: crate::maintenance::retention::RetentionConfig,
     /// `[http]`: header, body and request timeouts of the HTTP server.
     pub http: HttpTimeouts,
     /// `[heartbeat]`: a monitor outside the lake pinged after every alert round.

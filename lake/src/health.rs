@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use lake_query::engine::Engine;
 
-use crate::wal::WalStats;
-use crate::writer::{Buffers, WriterStats};
+use crate::ingest::wal::WalStats;
+use crate::ingest::writer::{Buffers, WriterStats};
 
 /// How long the engine probe may take before the engine counts as failing.
 pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);

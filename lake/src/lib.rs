@@ -1,15 +1,15 @@
 //! lake: the storage daemon and the operator's CLI.
 //!
-//! Data path inside `lake serve`: [`http::ingest`] (auth, id, decode, schema) → [`wal`]
-//! (append + group-committed fsync, then 200) → [`writer::Buffers`] (queryable at once) →
-//! [`writer::write_flush`] (Parquet by table and date, atomic commit) → WAL truncation.
-//! [`server`] wires these with the SQL API of `lake-query`; [`cli`] holds the subcommands.
+//! Data path inside `lake serve`: [`http::ingest`] (auth, id, decode, schema) →
+//! [`ingest::wal`] (append + group-committed fsync, then 200) → [`ingest::writer::Buffers`]
+//! (queryable at once) → [`ingest::flusher`] → [`ingest::writer::write_flush`] (Parquet by
+//! table and date, atomic commit) → WAL truncation. Committed files are then merged,
+//! archived and expired by [`maintenance`]. [`server`] wires these with the SQL API of
+//! `lake-query`; [`cli`] holds the subcommands.
 
 pub mod alerts;
-pub mod archive;
 pub mod auth;
 pub mod cli;
-pub mod compact;
 pub mod config;
 pub mod custom;
 #[doc(hidden)]
@@ -17,12 +17,10 @@ pub mod fuzzing;
 pub mod health;
 pub mod heartbeat;
 pub mod http;
+pub mod ingest;
 pub mod lock;
+pub mod maintenance;
 pub mod progress;
-pub mod retention;
-pub mod scheduler;
 pub mod server;
-pub mod state;
-pub mod swap;
-pub mod wal;
-pub mod writer;
+#[doc(hidden)]
+pub mod testing;

@@ -1,8 +1,7 @@
-//! `lake serve`: recovery, WAL replay, the flusher and the HTTP server, with ordered
-//! shutdown (stop accepting, finish requests, final flush, stop the WAL).
+//! `lake serve`: recovery, WAL replay ([`crate::ingest::replay`]), the flusher
+//! ([`crate::ingest::flusher`]) and the HTTP server, with ordered shutdown (stop
+//! accepting, finish requests, final flush, stop the WAL).
 
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,14 +11,16 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use lake_format::{layout, BatchId, Table};
+use lake_format::{layout, Table};
 use lake_query::engine::{Engine, FreshRows};
 
 use crate::config::{Config, HttpTimeouts};
 use crate::http::{self, ingest::Ingest, Status};
-use crate::state::{Batches, State};
-use crate::wal::Wal;
-use crate::writer::{self, Buffers, WriterStats};
+use crate::ingest::flusher::Flusher;
+use crate::ingest::replay::replay;
+use crate::ingest::state::Batches;
+use crate::ingest::wal::Wal;
+use crate::ingest::writer::{self, Buffers, WriterStats};
 
 impl FreshRows for Buffers {
     fn snapshot(&self, table: Table) -> Vec<arrow_array::RecordBatch> {
@@ -49,170 +50,6 @@ impl FreshRows for Buffers {
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// A running lake's moving parts, shared by the flusher and shutdown.
-#[derive(Debug)]
-struct Flusher {
-    data: PathBuf,
-    wal: Wal,
-    buffers: Arc<Buffers>,
-    batches: Arc<Batches>,
-    gate: Arc<RwLock<()>>,
-    stats: Arc<WriterStats>,
-    next_flush: u64,
-    interval: Duration,
-    size: usize,
-    /// Consecutive failed flushes; the next attempt waits 2^n seconds (at most 30).
-    failures: u32,
-    retry_at: Option<Instant>,
-}
-
-impl Flusher {
-    async fn run(mut self, cancel: CancellationToken) {
-        let tick = (self.interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(tick) => {}
-                _ = self.buffers.pushed() => {}
-            }
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                continue;
-            }
-            let (rows, bytes, age) = self.buffers.usage();
-            if rows > 0 && (bytes >= self.size || age.is_some_and(|a| a >= self.interval)) {
-                self.flush().await;
-            }
-        }
-        if self.buffers.usage().0 > 0 {
-            self.flush().await;
-        }
-    }
-
-    /// Writes every buffered row to Parquet. A failure keeps the rows (and their WAL
-    /// segments) for the next attempt, after a growing pause.
-    async fn flush(&mut self) {
-        let before = self.stats.flush_errors.load(Ordering::Relaxed);
-        self.try_flush().await;
-        let failed = self.stats.flush_errors.load(Ordering::Relaxed) > before;
-        self.stats.flush_attempted(failed);
-        if failed {
-            self.failures = (self.failures + 1).min(5);
-            self.retry_at = Some(Instant::now() + Duration::from_secs(1 << self.failures).min(Duration::from_secs(30)));
-        } else {
-            self.failures = 0;
-            self.retry_at = None;
-        }
-    }
-
-    async fn try_flush(&mut self) {
-        let (segment, taken, marks) = {
-            let _exclusive = self.gate.write().await;
-            let segment = match self.wal.rotate().await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.stats.flush_failed(format!("wal rotation: {e}"));
-                    tracing::error!(%e, "flush: wal rotation failed");
-                    return;
-                }
-            };
-            (segment, self.buffers.start_flush(), self.batches.committed())
-        };
-        let number = self.next_flush;
-        let state = State { next_flush: number + 1, committed: marks };
-        let data = self.data.clone();
-        let buffers = Arc::clone(&self.buffers);
-        let started = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || writer::write_flush(&data, number, &taken, &state, &buffers)).await;
-        match result {
-            Ok(Ok((rows, files))) => {
-                self.next_flush += 1;
-                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                self.stats.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
-                self.stats.files_written.fetch_add(files as u64, Ordering::Relaxed);
-                tracing::info!(flush = number, rows, ms = started.elapsed().as_millis() as u64, "flushed to parquet");
-                if let Err(e) = self.wal.remove_before(segment).await {
-                    tracing::warn!(%e, "flush: removing old wal segments failed; they are replayed harmlessly");
-                }
-            }
-            Ok(Err(e)) => {
-                self.stats.flush_failed(e.to_string());
-                tracing::error!(flush = number, %e, "flush failed");
-                // A failure after the commit point leaves a manifest: complete it and
-                // count the flush as done, or the retry would write those rows twice.
-                let data = self.data.clone();
-                match tokio::task::spawn_blocking(move || writer::recover(&data)).await {
-                    Ok(Ok(state)) if state.next_flush > number => {
-                        self.buffers.finish_flush();
-                        self.next_flush = state.next_flush;
-                        tracing::warn!(flush = number, "flush completed by recovery");
-                        if let Err(e) = self.wal.remove_before(segment).await {
-                            tracing::warn!(%e, "flush: removing old wal segments failed; they are replayed harmlessly");
-                        }
-                    }
-                    _ => self.buffers.abort_flush(),
-                }
-            }
-            Err(e) => {
-                self.buffers.abort_flush();
-                self.stats.flush_failed(format!("flush task failed: {e}"));
-                tracing::error!(flush = number, %e, "flush task panicked; rows kept for the next attempt");
-            }
-        }
-    }
-}
-
-/// A WAL record of a custom table: its Arrow IPC conformed to the table's schema now
-/// (which can only have gained columns since the record was written).
-fn decode_custom(
-    registry: &crate::custom::Registry,
-    table: &str,
-    body: &[u8],
-) -> Result<Vec<arrow_array::RecordBatch>, String> {
-    let schema = registry.get(table).ok_or_else(|| format!("custom table {table} has no schema"))?.arrow_schema();
-    let (_, batches) = lake_format::wire::decode(body).map_err(|e| e.to_string())?;
-    batches.iter().map(|b| crate::custom::conform_to(&schema, b).map_err(|e| e.to_string())).collect()
-}
-
-/// Replays WAL records not yet committed into the buffers.
-fn replay(
-    records: Vec<crate::wal::WalRecord>,
-    state: &State,
-    buffers: &Buffers,
-    batches: &Batches,
-    registry: &crate::custom::Registry,
-) -> (usize, usize) {
-    let (mut replayed, mut skipped) = (0, 0);
-    for rec in records {
-        let Some(id) = rec.batch_id.parse::<BatchId>().ok() else {
-            tracing::error!(batch = %rec.batch_id, table = %rec.table, "wal record with a bad id skipped");
-            skipped += 1;
-            continue;
-        };
-        if state.contains(&id) {
-            skipped += 1;
-            continue;
-        }
-        let table = lake_format::custom::TableRef::parse(&rec.table);
-        let decoded = match &table {
-            lake_format::custom::TableRef::Builtin(t) => http::ingest::decode(*t, &rec.body).map_err(|e| e.to_string()),
-            lake_format::custom::TableRef::Custom(name) => decode_custom(registry, name, &rec.body),
-        };
-        match decoded {
-            Ok(b) => {
-                buffers.push(table, b);
-                batches.logged(&id);
-                replayed += 1;
-            }
-            Err(e) => {
-                tracing::error!(batch = %id, %e, "wal record no longer decodes; skipped");
-                skipped += 1;
-            }
-        }
-    }
-    (replayed, skipped)
-}
 
 /// Runs the lake until `cancel` fires.
 pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -260,9 +97,13 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     // Archive, retention and restore: the admin API and the nightly schedule. Their commits
     // go through a swapper sharing the buffers' visibility lock and retired set; retired
     // files outlive the longest query (twice the query time limit).
-    let swapper = Arc::new(crate::swap::Swapper::with_buffers(&data, config.limits.timeout * 2, Arc::clone(&buffers))?);
+    let swapper = Arc::new(crate::maintenance::swap::Swapper::with_buffers(
+        &data,
+        config.limits.timeout * 2,
+        Arc::clone(&buffers),
+    )?);
     let jobs = Arc::new(tokio::sync::Mutex::new(()));
-    let compactor = Arc::new(crate::compact::Compactor::new(
+    let compactor = Arc::new(crate::maintenance::compact::Compactor::new(
         &data,
         Arc::clone(&swapper),
         Arc::clone(&buffers),
@@ -271,7 +112,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     ));
     let compact_task = tokio::spawn(Arc::clone(&compactor).run(cancel.child_token()));
     let maintenance = Arc::new(
-        crate::archive::Maintenance::new(
+        crate::maintenance::archive::Maintenance::new(
             &data,
             config.archive.clone(),
             config.retention.clone(),
@@ -290,8 +131,11 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
             tracing::error!("{e:#} (archiving will be retried at its next run)");
         }
     });
-    let archive_task =
-        tokio::spawn(crate::archive::run_schedule(Arc::clone(&maintenance), Arc::default(), cancel.child_token()));
+    let archive_task = tokio::spawn(crate::maintenance::archive::run_schedule(
+        Arc::clone(&maintenance),
+        Arc::default(),
+        cancel.child_token(),
+    ));
     let gate = Arc::new(RwLock::new(()));
     let writer_stats = Arc::new(WriterStats::default());
     // What `/health` checks and the heartbeat reports: engine, WAL, flusher, alert loop.
@@ -516,8 +360,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Checks that an S3/R2 archive answers: one listing under the prefix, within
 /// [`PROBE_TIMEOUT`]. The error names the keys to look at. A local archive is not probed
 /// (it is a directory, created when the lake starts).
-pub async fn probe_archive(cfg: &crate::archive::config::ArchiveConfig) -> anyhow::Result<()> {
-    use crate::archive::config::StoreConfig;
+pub async fn probe_archive(cfg: &crate::maintenance::archive::config::ArchiveConfig) -> anyhow::Result<()> {
+    use crate::maintenance::archive::config::StoreConfig;
     let StoreConfig::S3 { bucket, endpoint, .. } = &cfg.store else {
         return Ok(());
     };
@@ -526,7 +370,8 @@ pub async fn probe_archive(cfg: &crate::archive::config::ArchiveConfig) -> anyho
         None => ("archive.bucket", bucket.clone()),
     };
     let hint = "check the URL (R2: \"https://<account_id>.r2.cloudflarestorage.com\"), archive.bucket, the credentials and the network";
-    let store = crate::archive::store::Store::open(cfg).map_err(|e| anyhow::anyhow!("{key} = {value:?}: {e}"))?;
+    let store =
+        crate::maintenance::archive::store::Store::open(cfg).map_err(|e| anyhow::anyhow!("{key} = {value:?}: {e}"))?;
     let prefix = (!cfg.prefix.is_empty()).then(|| object_store::path::Path::from(cfg.prefix.as_str()));
     match tokio::time::timeout(PROBE_TIMEOUT, store.inner().list_with_delimiter(prefix.as_ref())).await {
         Ok(Ok(_)) => Ok(()),

@@ -1,5 +1,5 @@
 //! The built-in web UI in a real browser: a `lake serve` over a lake written by
-//! `lake gen`, driven in Debian's headless Chromium by playwright-core
+//! `lake-gen`, driven in Debian's headless Chromium by playwright-core
 //! (`tests/browser/ui.mjs`, no browser download).
 //!
 //! The script asks for the read token through the page's dialog, opens every view

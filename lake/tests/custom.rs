@@ -5,13 +5,10 @@
 
 mod common;
 
-#[path = "../benches/support/http_rows.rs"]
-#[allow(dead_code)]
-mod http_rows;
-
 use std::process::Command;
 
 use common::*;
+use lake::testing::http_rows;
 use lake_format::{wire, Table};
 
 async fn send(
@@ -126,7 +123,7 @@ async fn custom_tables_end_to_end() {
     );
 
     // Join with http on 10-minute buckets.
-    let http = http_rows::http_rows(NODE, 600, 7, 1_795_600_800_000_000, None); // 2026-11-25T10:00:00Z
+    let http = http_rows(NODE, 600, 7, 1_795_600_800_000_000, None); // 2026-11-25T10:00:00Z
     let body = wire::encode(&Table::Http.schema(), &[http]).unwrap();
     let (s, m) = post(&client, &url, "http", TOKEN, &format!("{NODE}/1/9"), body).await;
     assert_eq!(s, 200, "{m}");

@@ -8,7 +8,7 @@
 //!   variable the SQL uses bound in the payload); the provisioning files point at the
 //!   lake's `/grafana` with the read token header;
 //! - then every panel's query (and every variable and annotation query) runs against a
-//!   real `lake serve` over a lake written by `lake gen`, through the Grafana API, as the
+//!   real `lake serve` over a lake written by `lake-gen`, through the Grafana API, as the
 //!   plugin would send it, and must answer 200 with non-empty, well-formed data: time
 //!   series with points, tables with rows of the right width, stats with a number.
 

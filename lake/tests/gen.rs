@@ -1,4 +1,4 @@
-//! `lake gen` end to end: a tiny generated lake answers every default named query (and
+//! `lake-gen` end to end: a tiny generated lake answers every default named query (and
 //! the Grafana panels' tables) through `lake_query::engine::Engine`, its files are in
 //! the lake's layout and sorted by each table's sort columns, and a seed always gives the same bytes.
 
@@ -16,16 +16,16 @@ const END_MS: i64 = 1_795_341_600_000;
 const DAY_MS: i64 = 86_400_000;
 
 fn gen(data: &Path, extra: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lake"))
-        .args(["gen", "--days", "2", "--hosts", "2", "--http-rows", "10000", "--metric-samples", "20000"])
+    let out = Command::new(env!("CARGO_BIN_EXE_lake-gen"))
+        .args(["--days", "2", "--hosts", "2", "--http-rows", "10000", "--metric-samples", "20000"])
         .args(["--seed", "7", "--end", "2026-11-22T10:00:00Z", "--data-dir"])
         .arg(data)
         .args(extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "lake gen failed: {stderr}");
-    assert!(stderr.contains("lake gen:"), "no progress on stderr: {stderr}");
+    assert!(out.status.success(), "lake-gen failed: {stderr}");
+    assert!(stderr.contains("lake-gen:"), "no progress on stderr: {stderr}");
 }
 
 fn files(data: &Path) -> Vec<PathBuf> {
@@ -126,7 +126,7 @@ fn the_same_seed_gives_the_same_files_whatever_the_threads() {
     }
     // A non-empty lake is not overwritten.
     let out =
-        Command::new(env!("CARGO_BIN_EXE_lake")).args(["gen", "--days", "1", "--data-dir"]).arg(&a).output().unwrap();
+        Command::new(env!("CARGO_BIN_EXE_lake-gen")).args(["--days", "1", "--data-dir"]).arg(&a).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }

@@ -264,12 +264,16 @@ async fn a_lake_stored_before_the_rule_is_repaired_at_start_and_loses_nothing() 
     }
     // And an acknowledged batch still in the WAL.
     {
-        let (wal, _) = lake::wal::Wal::open(&data.join("wal")).unwrap();
+        let (wal, _) = lake::ingest::wal::Wal::open(&data.join("wal")).unwrap();
         let batch = old_batch(&schema, &[5, 6], [Some("z"), None], [None, None], [5, 6], [Some("trace"), None]);
         let body = wire::encode(&schema, std::slice::from_ref(&batch)).unwrap();
-        wal.append(&lake::wal::WalRecord { table: "app".into(), batch_id: format!("{NODE}/9/1"), body: body.into() })
-            .await
-            .unwrap();
+        wal.append(&lake::ingest::wal::WalRecord {
+            table: "app".into(),
+            batch_id: format!("{NODE}/9/1"),
+            body: body.into(),
+        })
+        .await
+        .unwrap();
     }
 
     let (lake, _config, _port) = start(dir.path());

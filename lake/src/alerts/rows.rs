@@ -16,7 +16,7 @@ use lake_format::{wire, BatchId, Table};
 use lake_query::alerts::state::AlertRow;
 
 use crate::http::ingest::{self, Ingest};
-use crate::state::Admission;
+use crate::ingest::state::Admission;
 
 /// Node name of the batch ids of alert rows.
 pub const ID_NODE: &str = "_alerts";

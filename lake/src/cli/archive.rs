@@ -21,13 +21,13 @@ use tokio_util::sync::CancellationToken;
 use lake_query::engine::QueryResult;
 use lake_query::output::{self, Format};
 
-use crate::archive::restore::{RestoreReport, RestoreRequest};
-use crate::archive::{status, ArchiveReport, Maintenance, StatusRow};
 use crate::config::Config;
+use crate::ingest::writer::Buffers;
 use crate::lock::{DataLock, LockError};
+use crate::maintenance::archive::restore::{RestoreReport, RestoreRequest};
+use crate::maintenance::archive::{status, ArchiveReport, Maintenance, StatusRow};
+use crate::maintenance::swap::Swapper;
 use crate::progress::{human_bytes, replay, Event, Progress, TermProgress};
-use crate::swap::Swapper;
-use crate::writer::Buffers;
 
 /// How to reach the lake (shared by the archive commands).
 #[derive(Debug, Args)]
@@ -99,9 +99,10 @@ pub(super) struct CompactArgs {
 
 /// `lake compact`: merge small files now, in-process or in the running lake.
 pub(super) fn compact(args: CompactArgs) -> ExitCode {
-    let outcome = (|| -> anyhow::Result<crate::compact::PassReport> {
-        let filter = crate::compact::Filter::parse(args.table.as_deref(), args.from.as_deref(), args.to.as_deref())
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let outcome = (|| -> anyhow::Result<crate::maintenance::compact::PassReport> {
+        let filter =
+            crate::maintenance::compact::Filter::parse(args.table.as_deref(), args.from.as_deref(), args.to.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
         match args.conn.mode()? {
             Mode::Local(_lock, config) => {
                 let m = local_maintenance(&config)?;

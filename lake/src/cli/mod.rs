@@ -7,7 +7,6 @@ mod alerts;
 mod archive;
 mod correlate;
 mod demo;
-mod gen;
 mod query;
 mod tables;
 mod token;
@@ -79,8 +78,6 @@ enum Command {
     Alerts(alerts::AlertsArgs),
     /// Hold notifications for a while: `lake silence add --rule R --label host=x --for 2h`, `list`, `remove ID`.
     Silence(alerts::SilenceArgs),
-    /// Write a realistic generated lake (http, metrics, firewall, …) as committed Parquet.
-    Gen(gen::GenArgs),
     /// Every table (catalog and custom) with its columns, rows, bytes and time span.
     Tables(tables::TablesArgs),
     /// Send an NDJSON, JSON, CSV or Parquet file into a custom table of a running lake.
@@ -189,10 +186,6 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Silence(args) => {
             init_logging(&cli.logging, "warn");
             return alerts::silence(args);
-        }
-        Command::Gen(args) => {
-            init_logging(&cli.logging, "warn");
-            gen::run(args)
         }
         Command::Tables(args) => {
             init_logging(&cli.logging, "warn");

@@ -47,7 +47,7 @@ use parquet::arrow::ArrowWriter;
 use lake_format::custom::{self, CustomSchema, TableRef, EXTRA_COLUMN};
 use lake_format::layout::{self, PARQUET_EXT};
 
-use crate::swap::{SwapError, Swapper};
+use crate::maintenance::swap::{SwapError, Swapper};
 
 /// Why the repair could not run at all (per-table trouble is logged, not returned).
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ pub fn run(data: &Path) -> Result<Vec<Repaired>, RepairError> {
             let path = custom::schema_path(data, &fixed.name);
             let stored = serde_json::to_vec_pretty(&fixed)
                 .map_err(std::io::Error::other)
-                .and_then(|b| crate::state::write_atomic(&path, &b));
+                .and_then(|b| crate::ingest::state::write_atomic(&path, &b));
             if let Err(e) = stored {
                 tracing::error!(table = %fixed.name, path = %path.display(), error = %e, "repaired custom table schema not written; the next start tries again");
                 failed += 1;
@@ -179,7 +179,7 @@ fn repair_file(swapper: &Swapper, data: &Path, fixed: &CustomSchema, path: &Path
     let table = TableRef::Custom(fixed.name.as_str().into());
     let stage = swapper.stage_dir()?;
     let staged = stage.join(format!("repaired.{PARQUET_EXT}"));
-    let props = crate::writer::parquet_properties(&table, &out_schema);
+    let props = crate::ingest::writer::parquet_properties(&table, &out_schema);
     let mut writer = ArrowWriter::try_new(File::create(&staged)?, Arc::clone(&out_schema), Some(props))?;
     for batch in builder.build()? {
         let batch = batch?;
@@ -236,7 +236,8 @@ mod tests {
         ] {
             s.columns.push(CustomColumn { name: n.into(), ty });
         }
-        crate::state::write_atomic(&custom::schema_path(data, "app"), &serde_json::to_vec(&s).unwrap()).unwrap();
+        crate::ingest::state::write_atomic(&custom::schema_path(data, "app"), &serde_json::to_vec(&s).unwrap())
+            .unwrap();
         let ts: ArrayRef = Arc::new(
             TimestampMicrosecondArray::from(vec![1_795_600_800_000_000, 1_795_600_860_000_000])
                 .with_timezone(lake_format::catalog::TS_TZ),

@@ -30,9 +30,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::restore::RestoreRequest;
-use crate::archive::{ArchiveError, Maintenance, StatusRow};
 use crate::http::error::ApiError;
+use crate::maintenance::archive::restore::RestoreRequest;
+use crate::maintenance::archive::{ArchiveError, Maintenance, StatusRow};
 use crate::progress::{Event, EventProgress, EVENT_CHANNEL};
 use lake_query::auth::{AdminAccess, Key, Role, Verifier};
 
@@ -221,7 +221,11 @@ async fn compact(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
             Err(e) => return ApiError::bad_request(format!("compact options: {e}")).into_response(),
         }
     };
-    let filter = match crate::compact::Filter::parse(opts.table.as_deref(), opts.from.as_deref(), opts.to.as_deref()) {
+    let filter = match crate::maintenance::compact::Filter::parse(
+        opts.table.as_deref(),
+        opts.from.as_deref(),
+        opts.to.as_deref(),
+    ) {
         Ok(f) => f,
         Err(e) => return ApiError::bad_request(format!("compact options: {e}")).into_response(),
     };
@@ -259,12 +263,18 @@ mod tests {
         let keys = tokens.iter().map(|t| Key::plain("test", Role::Admin, None, t)).collect();
         let auth = Arc::new(Verifier::new(lake_query::auth::KeySet::new(keys).unwrap()));
         let data = dir.join("data");
-        let mut archive = crate::archive::config::ArchiveConfig::defaults(&data);
-        archive.store = crate::archive::config::StoreConfig::Local { path: dir.join("archive") };
-        let swapper = Arc::new(crate::swap::Swapper::open(&data, std::time::Duration::ZERO).unwrap());
+        let mut archive = crate::maintenance::archive::config::ArchiveConfig::defaults(&data);
+        archive.store = crate::maintenance::archive::config::StoreConfig::Local { path: dir.join("archive") };
+        let swapper = Arc::new(crate::maintenance::swap::Swapper::open(&data, std::time::Duration::ZERO).unwrap());
         let m = Arc::new(
-            Maintenance::new(&data, archive, Default::default(), swapper, Arc::new(crate::writer::Buffers::default()))
-                .unwrap(),
+            Maintenance::new(
+                &data,
+                archive,
+                Default::default(),
+                swapper,
+                Arc::new(crate::ingest::writer::Buffers::default()),
+            )
+            .unwrap(),
         );
         (router(Arc::clone(&m), auth, CancellationToken::new()), m)
     }

@@ -19,7 +19,7 @@
 //!   hold up every other node's rows meanwhile. The collector's batches cover seconds to
 //!   minutes; an import of history sends a month per batch.
 //! - **Retention.** No row is dated before its table's retention: with `keep_archive_days
-//!   = n` (per table or the default; see [`crate::retention`]), a date before today − n
+//!   = n` (per table or the default; see [`crate::maintenance::retention`]), a date before today − n
 //!   would be deleted by the next nightly run, or uploaded and deleted again. A table kept
 //!   forever has no such bound. `keep_local_days` alone is no bound: older partitions are
 //!   archived, then leave the local disk, which is what a backfill wants.

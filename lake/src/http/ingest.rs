@@ -32,9 +32,9 @@ use lake_query::auth::Verifier;
 use super::budget::{MemoryBudget, Reservation};
 use super::error::ApiError;
 use super::policy::{IngestPolicy, Sender};
-use crate::state::{Admission, Batches};
-use crate::wal::{Wal, WalRecord};
-use crate::writer::Buffers;
+use crate::ingest::state::{Admission, Batches};
+use crate::ingest::wal::{Wal, WalRecord};
+use crate::ingest::writer::Buffers;
 
 /// Counters of the ingest endpoint.
 #[derive(Debug, Default)]

@@ -31,8 +31,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::wal::WalStats;
-use crate::writer::{Buffers, WriterStats};
+use crate::ingest::wal::WalStats;
+use crate::ingest::writer::{Buffers, WriterStats};
 use ingest::Ingest;
 
 /// What `/health` and `/metrics` report on.
@@ -47,9 +47,9 @@ pub struct Status {
     /// When the server started.
     pub started: Instant,
     /// Compaction counters.
-    pub compaction: Arc<crate::compact::Compactor>,
+    pub compaction: Arc<crate::maintenance::compact::Compactor>,
     /// Archive, restore and retention counters.
-    pub archive: Arc<crate::archive::Maintenance>,
+    pub archive: Arc<crate::maintenance::archive::Maintenance>,
     /// The alerter's snapshots (counters), once it runs.
     pub alerts: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::alerts::api::Snapshot>>>,
     /// Tokens file reloads.

@@ -28,7 +28,7 @@ use arrow_array::RecordBatch;
 use lake_format::custom::TableRef;
 
 use super::bounds::{Days, Violation};
-use crate::retention::RetentionConfig;
+use crate::maintenance::retention::RetentionConfig;
 
 /// The row checks of the ingest endpoints that depend on the sender and the table.
 #[derive(Debug, Clone)]

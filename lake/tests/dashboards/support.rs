@@ -1,5 +1,5 @@
 //! Shared by `dashboards.rs` and `browser.rs`: a real `lake serve` over a lake written by
-//! `lake gen`, the dashboards as files, and what Grafana's JSON datasource plugin
+//! `lake-gen`, the dashboards as files, and what Grafana's JSON datasource plugin
 //! (simpod-json-datasource) does to a panel's target before it reaches the lake.
 #![allow(dead_code, unreachable_pub)]
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::common::{free_port, lake_bin, write_config, Lake, READ_TOKEN};
+use crate::common::{free_port, write_config, Lake, READ_TOKEN};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -43,12 +43,12 @@ pub struct GeneratedLake {
 }
 
 impl GeneratedLake {
-    /// `lake gen` (4 hosts, 2 days ending now, metrics every ~30 s), then `lake serve`
+    /// `lake-gen` (4 hosts, 2 days ending now, metrics every ~30 s), then `lake serve`
     /// with a read token.
     pub fn start() -> GeneratedLake {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(lake_bin())
-            .args(["gen", "--data-dir"])
+        let out = Command::new(env!("CARGO_BIN_EXE_lake-gen"))
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args([
                 "--days",
@@ -63,8 +63,8 @@ impl GeneratedLake {
                 "8",
             ])
             .output()
-            .expect("running lake gen");
-        assert!(out.status.success(), "lake gen failed: {}", String::from_utf8_lossy(&out.stderr));
+            .expect("running lake-gen");
+        assert!(out.status.success(), "lake-gen failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
         let config = write_config(dir.path(), port, "1s");
         let lake = Lake::start(&config, port);

@@ -34,7 +34,7 @@
 //! flush can never commit a mark above a seq still on its way to the WAL. The ids use
 //! their own node name rather than the token's so that one epoch per lake run never
 //! crowds a collector's spool epoch out of the bounded per-node state
-//! ([`crate::state::EPOCHS_PER_NODE`]), which would silently end its exactly-once
+//! ([`crate::ingest::state::EPOCHS_PER_NODE`]), which would silently end its exactly-once
 //! delivery. The sender's identity is kept in the rows (`lake.node`) instead.
 //!
 //! **Delivery is at least once**, as OTLP defines it: a request retried after a lost
@@ -70,7 +70,7 @@ use lake_format::{rows::now_micros, wire, BatchId, Table};
 use super::budget::{BudgetError, Reservation};
 use super::ingest::{self, Ingest};
 use super::policy::Sender;
-use crate::state::Admission;
+use crate::ingest::state::Admission;
 
 /// Largest OTLP body accepted, before and after gunzip (or `ingest.max_body` if smaller).
 pub const MAX_DECODED: usize = 20 << 20;

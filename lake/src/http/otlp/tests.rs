@@ -27,9 +27,9 @@ use tokio::sync::RwLock;
 use tower::ServiceExt;
 
 use super::*;
-use crate::state::{Batches, State as LakeState};
-use crate::wal::Wal;
-use crate::writer::Buffers;
+use crate::ingest::state::{Batches, State as LakeState};
+use crate::ingest::wal::Wal;
+use crate::ingest::writer::Buffers;
 use lake_query::auth::{Key, KeySet, Role, Verifier};
 
 const NODE: &str = "node-a";

@@ -4,7 +4,7 @@
 //! (or, when the bucket has none, from the ledger). Files already local (same name and
 //! size, not retired) are kept; the others are downloaded into a swap stage directory,
 //! their size and sha256 checked against the manifest, and committed together through
-//! the [`crate::swap::Swapper`]: a query sees the whole partition or none of it. The
+//! the [`crate::maintenance::swap::Swapper`]: a query sees the whole partition or none of it. The
 //! ledger then marks the partition `restored_until` today + `keep_days`, so retention
 //! does not delete it again before that date.
 //!

@@ -15,7 +15,7 @@ use lake_format::custom::TableRef;
 
 use super::manifest::{ledger_path, Ledger, PartitionId, PartitionRecord};
 use super::{local_partitions, LocalPartition, Result};
-use crate::writer::Buffers;
+use crate::ingest::writer::Buffers;
 
 /// One partition's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use lake_format::units::ByteSize;
 
 use crate::config::Secret;
-use crate::scheduler::CronSchedule;
+use crate::maintenance::scheduler::CronSchedule;
 
 /// Default schedule: 02:00:00 UTC every day.
 pub const DEFAULT_SCHEDULE: &str = "0 0 2 * * *";

@@ -12,7 +12,7 @@
 //!   today, UTC) whose files are not all verified in the ledger is uploaded file by file,
 //!   each verified (size and sha256) and recorded before the next, then its bucket
 //!   manifest is written. A crash redoes only unverified files.
-//! - [`crate::retention`]: local partitions past `keep_local_days` whose every file is
+//! - [`crate::maintenance::retention`]: local partitions past `keep_local_days` whose every file is
 //!   verified in the archive are removed through the [`Swapper`]; partitions past
 //!   `keep_archive_days` are removed from the store.
 //! - [`Maintenance::restore`] ([`restore`]): partitions come back from the store,
@@ -22,7 +22,7 @@
 //! The nightly run ([`Maintenance::nightly`], on `[archive] schedule`) is archive then
 //! retention; `lake archive --now` runs the same. With a compaction configuration
 //! ([`Maintenance::with_compaction`]), an archive run first compacts every finished
-//! partition ([`crate::compact::run_pass`]), so the archive holds the merged files.
+//! partition ([`crate::maintenance::compact::run_pass`]), so the archive holds the merged files.
 
 pub mod config;
 pub mod manifest;
@@ -41,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date, PARQUET_EXT};
 
+use crate::ingest::writer::Buffers;
+use crate::maintenance::retention::{RetentionConfig, RetentionReport};
+use crate::maintenance::swap::{SwapError, Swapper};
 use crate::progress::Progress;
-use crate::retention::{RetentionConfig, RetentionReport};
-use crate::swap::{SwapError, Swapper};
-use crate::writer::Buffers;
 use config::ArchiveConfig;
 use manifest::{Ledger, PartitionId};
 use store::Store;
@@ -105,7 +105,7 @@ pub enum ArchiveError {
     Swap(#[from] SwapError),
     /// An on-demand compaction failed.
     #[error(transparent)]
-    Compact(#[from] crate::compact::CompactError),
+    Compact(#[from] crate::maintenance::compact::CompactError),
     /// The archive is misconfigured (credentials, paths).
     #[error("{0}")]
     Config(String),
@@ -271,7 +271,7 @@ pub struct Maintenance {
     /// The retired-file set: files a swap retired are not archived or counted as local.
     pub(crate) buffers: Arc<Buffers>,
     /// Compaction settings: finished partitions are compacted before they are uploaded.
-    pub(crate) compaction: Option<crate::compact::CompactionConfig>,
+    pub(crate) compaction: Option<crate::maintenance::compact::CompactionConfig>,
     /// Held by the running job (shared with the compactor in `lake serve`); `current` names it.
     job: Arc<tokio::sync::Mutex<()>>,
     current: std::sync::Mutex<&'static str>,
@@ -323,7 +323,7 @@ impl Maintenance {
     }
 
     /// Compacts finished partitions before uploading them.
-    pub fn with_compaction(mut self, cfg: crate::compact::CompactionConfig) -> Self {
+    pub fn with_compaction(mut self, cfg: crate::maintenance::compact::CompactionConfig) -> Self {
         self.compaction = Some(cfg);
         self
     }
@@ -360,7 +360,7 @@ impl Maintenance {
     /// Archive, then retention: the nightly run. Call with the job lock held.
     pub async fn nightly(&self, progress: &dyn Progress, cancel: &CancellationToken) -> Result<ArchiveReport> {
         let mut report = self.archive(progress, cancel).await?;
-        report.retention = Some(crate::retention::run(self, progress, cancel).await?);
+        report.retention = Some(crate::maintenance::retention::run(self, progress, cancel).await?);
         Ok(report)
     }
 
@@ -387,11 +387,19 @@ impl Maintenance {
     /// settled files of today alike). Call with the job lock held.
     pub async fn compact(
         &self,
-        filter: crate::compact::Filter,
+        filter: crate::maintenance::compact::Filter,
         progress: &dyn Progress,
-    ) -> Result<crate::compact::PassReport> {
+    ) -> Result<crate::maintenance::compact::PassReport> {
         let cfg = self.compaction.clone().unwrap_or_default();
-        Ok(crate::compact::pass_with_progress(&self.data, &self.swapper, &self.buffers, &cfg, filter, progress).await?)
+        Ok(crate::maintenance::compact::pass_with_progress(
+            &self.data,
+            &self.swapper,
+            &self.buffers,
+            &cfg,
+            filter,
+            progress,
+        )
+        .await?)
     }
 
     /// What is where. Needs no job lock (reads the ledger file as it is).
@@ -411,14 +419,18 @@ impl Maintenance {
 
 /// The nightly run on the configured schedule until `cancel`; waits for a running
 /// on-demand job rather than overlapping it. Does nothing when the archive is disabled.
-pub async fn run_schedule(m: Arc<Maintenance>, stats: Arc<crate::scheduler::ScheduleStats>, cancel: CancellationToken) {
+pub async fn run_schedule(
+    m: Arc<Maintenance>,
+    stats: Arc<crate::maintenance::scheduler::ScheduleStats>,
+    cancel: CancellationToken,
+) {
     if !m.archive.enabled {
         tracing::info!("archive schedule disabled ([archive] enabled = false)");
         return;
     }
     tracing::info!(schedule = %m.archive.schedule, store = %m.store.describe(), "archive scheduled");
     let schedule = m.archive.schedule.clone();
-    crate::scheduler::run("archive", schedule, stats, cancel, |child| {
+    crate::maintenance::scheduler::run("archive", schedule, stats, cancel, |child| {
         let m = Arc::clone(&m);
         async move {
             let _job = tokio::select! {

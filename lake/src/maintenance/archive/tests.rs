@@ -15,9 +15,9 @@ use super::config::{ArchiveConfig, StoreConfig};
 use super::manifest::{ledger_path, today, Ledger, PartitionId};
 use super::restore::RestoreRequest;
 use super::*;
+use crate::ingest::state::State;
+use crate::maintenance::retention::{RetentionConfig, TablePolicy};
 use crate::progress::NoProgress;
-use crate::retention::{RetentionConfig, TablePolicy};
-use crate::state::State;
 
 const DAY: i64 = 86_400_000_000;
 
@@ -48,7 +48,7 @@ impl Lake {
         }
         let taken = HashMap::from([(Table::Metrics.into(), vec![b.finish()])]);
         let state = State { next_flush: self.next_flush + 1, ..Default::default() };
-        crate::writer::write_flush(&self.data, self.next_flush, &taken, &state, &Buffers::default()).unwrap();
+        crate::ingest::writer::write_flush(&self.data, self.next_flush, &taken, &state, &Buffers::default()).unwrap();
         self.next_flush += 1;
     }
 
@@ -60,7 +60,7 @@ impl Lake {
             default: TablePolicy { keep_local_days: keep_local, keep_archive_days: None },
             ..RetentionConfig::default()
         };
-        let swapper = Arc::new(crate::swap::Swapper::open(&self.data, Duration::ZERO).unwrap());
+        let swapper = Arc::new(crate::maintenance::swap::Swapper::open(&self.data, Duration::ZERO).unwrap());
         Maintenance::new(&self.data, archive, retention, swapper, Arc::new(Buffers::default())).unwrap()
     }
 
@@ -125,7 +125,7 @@ fn archives_finished_days_verifies_resumes_evicts_and_restores() {
     assert_eq!((r.files_uploaded, r.files_already_verified), (1, 3));
 
     // Retention keeps today and 3 days back: day -5 and -4 go, -3 stays.
-    let rr = block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
+    let rr = block(crate::maintenance::retention::run(&m, &NoProgress, &cancel)).unwrap();
     assert_eq!((rr.partitions_evicted, rr.files_evicted), (2, 3));
     let after: Vec<String> = lake.rows().into_keys().collect();
     assert_eq!(after, vec![id(3).to_string(), id(0).to_string()]);
@@ -146,7 +146,7 @@ fn archives_finished_days_verifies_resumes_evicts_and_restores() {
     let rep = block(m.restore(&req, &NoProgress, &cancel)).unwrap();
     assert_eq!((rep.partitions_archived, rep.files_restored, rep.dates_not_archived.len()), (2, 3, 1));
     assert_eq!(lake.rows(), before);
-    let rr = block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
+    let rr = block(crate::maintenance::retention::run(&m, &NoProgress, &cancel)).unwrap();
     assert_eq!((rr.partitions_evicted, rr.partitions_kept_restored), (0, 2));
     let s = m.status(Some(Table::Metrics.into())).unwrap();
     let r5 = s.iter().find(|r| r.date == id(5).date.to_string()).unwrap();
@@ -167,7 +167,7 @@ fn keeps_partitions_not_verified_and_removes_files_compaction_replaced() {
 
     // A late file arrives in the archived day: retention must keep the partition.
     lake.flush(&[10], 5);
-    let rr = block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
+    let rr = block(crate::maintenance::retention::run(&m, &NoProgress, &cancel)).unwrap();
     assert_eq!((rr.partitions_evicted, rr.partitions_kept_not_archived), (0, 1));
 
     // "Compaction" replaces the three files with one.
@@ -189,7 +189,7 @@ fn keeps_partitions_not_verified_and_removes_files_compaction_replaced() {
     let manifest: manifest::BucketManifest =
         serde_json::from_slice(&std::fs::read(lake.archive_dir.join(id(10).manifest_key())).unwrap()).unwrap();
     assert_eq!(manifest.files.len(), 1);
-    let rr = block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
+    let rr = block(crate::maintenance::retention::run(&m, &NoProgress, &cancel)).unwrap();
     assert_eq!(rr.partitions_evicted, 1);
 }
 
@@ -206,7 +206,7 @@ fn multipart_uploads_and_a_damaged_copy_is_caught() {
 
     // A copy damaged in the store: retention refuses to delete the only good copy …
     std::fs::write(lake.archive_dir.join(&rel), b"PAR1 not any more").unwrap();
-    let rr = block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
+    let rr = block(crate::maintenance::retention::run(&m, &NoProgress, &cancel)).unwrap();
     assert_eq!((rr.partitions_evicted, rr.partitions_kept_not_archived), (0, 1));
     // … and once the local copy is gone anyway, restore refuses the damaged object.
     std::fs::remove_file(lake.data.join(&rel)).unwrap();
@@ -231,7 +231,7 @@ fn a_lost_ledger_is_rebuilt_from_the_bucket_manifests() {
     std::fs::remove_file(ledger_path(&lake.data)).unwrap();
     let r = block(m.archive(&NoProgress, &cancel)).unwrap();
     assert_eq!((r.files_uploaded, r.files_already_verified), (0, 1));
-    block(crate::retention::run(&m, &NoProgress, &cancel)).unwrap();
+    block(crate::maintenance::retention::run(&m, &NoProgress, &cancel)).unwrap();
     std::fs::remove_file(ledger_path(&lake.data)).unwrap();
     let req = RestoreRequest {
         table: "metrics".into(),

@@ -19,7 +19,7 @@
 //!   flushed files have, and
 //!   zstd level 15 (see [`COPY_OPTIONS`]). The output's row count (from its footer)
 //!   must equal the inputs' before anything is committed.
-//! - **Commit:** through [`crate::swap`], so queries see the old files or the new one,
+//! - **Commit:** through [`crate::maintenance::swap`], so queries see the old files or the new one,
 //!   never both, and a query that listed the old files can still read them.
 
 use std::path::{Path, PathBuf};
@@ -37,9 +37,9 @@ use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
 use tokio_util::sync::CancellationToken;
 
+use crate::ingest::writer::Buffers;
+use crate::maintenance::swap::{SwapError, Swapper};
 use crate::progress::Progress;
-use crate::swap::{SwapError, Swapper};
-use crate::writer::Buffers;
 
 /// Errors of compaction.
 #[derive(Debug, thiserror::Error)]

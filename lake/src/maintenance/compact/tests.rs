@@ -9,8 +9,9 @@ use lake_format::rows::MetricsBuilder;
 use lake_query::engine::{Engine, FreshRows, Limits};
 
 use super::*;
-use crate::state::State;
-use crate::writer::{http_rows, write_flush};
+use crate::ingest::state::State;
+use crate::ingest::writer::write_flush;
+use crate::testing::http_rows;
 
 const DAY: i64 = 86_400_000_000;
 /// 2026-11-01T00:00:00Z, a past day for every test run after it.
@@ -152,7 +153,7 @@ fn http_is_merged_in_hour_site_path_order() {
     let data = dir.path();
     const HOUR: i64 = 3_600_000_000;
     for (n, base) in [NOV1 + 3 * HOUR + 5, NOV1 + HOUR, NOV1 + 3 * HOUR].into_iter().enumerate() {
-        let b = http_rows::http_rows("web", 200, n as u64 + 1, base, None);
+        let b = http_rows("web", 200, n as u64 + 1, base, None);
         let taken = HashMap::from([(Table::Http.into(), vec![b])]);
         let state = State { next_flush: n as u64 + 1, ..Default::default() };
         write_flush(data, n as u64, &taken, &state, &Buffers::default()).unwrap();

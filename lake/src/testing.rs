@@ -1,6 +1,11 @@
-//! Realistic `http` rows for the ingest benchmark and the flush microbenchmark
-//! (`lake/src/writer.rs`, which includes this file with `#[path]`), so both measure the
-//! same data.
+//! Realistic `http` rows, one generator for the ingest benchmark (`benches/ingest.rs`),
+//! the flush microbenchmark and compaction tests (unit tests of [`crate::ingest::writer`]
+//! and [`crate::maintenance::compact`]) and `tests/custom.rs`, so they all measure and
+//! check the same data.
+//!
+//! Part of the library (hidden from its docs, like `fuzzing`) because unit tests,
+//! integration tests and benchmarks can all reach it there without a `#[path]` into another
+//! folder; it is a few dozen lines and nothing in the server calls it.
 
 use arrow_array::RecordBatch;
 use lake_format::rows::TableBuilder;
@@ -17,7 +22,7 @@ const AGENTS: [&str; 4] = [
 
 /// `rows` rows from `node`, timestamps from `base_ts` (µs) up, values drawn from a
 /// xorshift seeded by `salt`; `marker` replaces every URI when given.
-pub(crate) fn http_rows(node: &str, rows: usize, salt: u64, base_ts: i64, marker: Option<&str>) -> RecordBatch {
+pub fn http_rows(node: &str, rows: usize, salt: u64, base_ts: i64, marker: Option<&str>) -> RecordBatch {
     let mut b = TableBuilder::new(Table::Http);
     let col = |n: &str| b.column(n).expect("http column");
     let (ts, host, vhost, method, uri, path, proto, status, size, dur, rip, ua) = (

@@ -30,7 +30,7 @@ use lake_format::layout::Date;
 
 use super::manifest::{now_rfc3339, today, BucketManifest, FileRecord, Ledger, PartitionId};
 use super::{hex, local_partitions, ArchiveError, ArchiveReport, LocalFile, LocalPartition, Maintenance, Result};
-use crate::archive::config::Verify;
+use crate::maintenance::archive::config::Verify;
 use crate::progress::Progress;
 
 /// Parts of one multipart upload in flight at once.
@@ -55,7 +55,7 @@ pub(super) async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cance
     let today = today();
     let compacted = match &m.compaction {
         Some(cfg) => compact_finished(m, cfg, today, progress).await,
-        None => crate::compact::PassReport::default(),
+        None => crate::maintenance::compact::PassReport::default(),
     };
     let mut ledger = m.ledger()?;
     let retries_before = m.store.retries.load(Ordering::Relaxed);
@@ -146,19 +146,23 @@ pub(super) async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cance
 /// merge keeps its files (they are archived as they are); the run goes on either way.
 async fn compact_finished(
     m: &Maintenance,
-    cfg: &crate::compact::CompactionConfig,
+    cfg: &crate::maintenance::compact::CompactionConfig,
     today: Date,
     progress: &dyn Progress,
-) -> crate::compact::PassReport {
-    let filter = crate::compact::Filter { table: None, from: None, to: Some(Date::from_days(today.to_days() - 1)) };
-    let report = match crate::compact::pass_with_progress(&m.data, &m.swapper, &m.buffers, cfg, filter, progress).await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            progress.message(&format!("compaction before the upload failed ({e}); archiving the files as they are"));
-            crate::compact::PassReport::default()
-        }
-    };
+) -> crate::maintenance::compact::PassReport {
+    let filter =
+        crate::maintenance::compact::Filter { table: None, from: None, to: Some(Date::from_days(today.to_days() - 1)) };
+    let report =
+        match crate::maintenance::compact::pass_with_progress(&m.data, &m.swapper, &m.buffers, cfg, filter, progress)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                progress
+                    .message(&format!("compaction before the upload failed ({e}); archiving the files as they are"));
+                crate::maintenance::compact::PassReport::default()
+            }
+        };
     if report.files_in > 0 || report.failures > 0 {
         progress.message(&format!(
             "compacted {} files of finished days into {} ({} merges failed; their files are archived as they are)",

@@ -1,10 +1,14 @@
-//! `lake gen`: a realistic lake written straight to committed Parquet, for benchmarks,
+//! `lake-gen`: a realistic lake written straight to committed Parquet, for benchmarks,
 //! demos and tests of the query surface.
+//!
+//! A binary of its own, beside `lake`: the generator is not part of the server, so its
+//! code is not compiled into the `lake` binary. It uses the lake library only for the
+//! writer's Parquet properties and sort order.
 //!
 //! Out: `<data>/tables/<table>/date=YYYY-MM-DD/g-000000000000.parquet`, one file per
 //! table and day (as compaction leaves a finished day), each sorted by the table's sort
 //! columns (host, ts; metrics name, host, ts) and written with the lake writer's own Parquet properties
-//! ([`crate::writer::parquet_properties`]), so the files are indistinguishable from
+//! ([`lake::ingest::writer::parquet_properties`]), so the files are indistinguishable from
 //! committed ones. Nothing else (WAL, state) is written: a `lake serve` started on the
 //! directory afterwards simply finds committed files.
 //!
@@ -38,7 +42,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use arrow_array::RecordBatch;
-use clap::Args;
+use clap::Parser;
 use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 use lake_format::Table;
@@ -46,9 +50,10 @@ use parquet::arrow::ArrowWriter;
 
 use world::World;
 
-/// Arguments of `lake gen`.
-#[derive(Debug, Args)]
-pub(super) struct GenArgs {
+/// lake-gen: write a realistic generated lake (http, metrics, firewall, …) as committed Parquet.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct GenArgs {
     /// Data directory to fill (its `tables/` must be empty or absent).
     #[arg(long)]
     data_dir: PathBuf,
@@ -104,15 +109,31 @@ struct Written {
     secs: f64,
 }
 
-/// Runs `lake gen`.
-pub(super) fn run(args: GenArgs) -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let args = GenArgs::parse();
+    // Warnings only: progress goes to stderr with eprintln, per file.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOG_FILTER").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lake-gen: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `lake-gen`.
+fn run(args: GenArgs) -> anyhow::Result<()> {
     let end = args.end.unwrap_or_else(|| lake_format::rows::now_micros() / 1_000_000 * 1_000_000);
     let start = end - i64::from(args.days) * MICROS_PER_DAY;
     let world = Arc::new(World::new(args.seed, args.hosts as usize, start, end, args.http_rows, args.metric_samples));
     let tables = layout::table_dir(&args.data_dir, "x");
     let tables = tables.parent().expect("tables dir");
     if std::fs::read_dir(tables).is_ok_and(|mut d| d.next().is_some()) {
-        bail!("{} is not empty: lake gen only fills a new lake (remove it first)", tables.display());
+        bail!("{} is not empty: lake-gen only fills a new lake (remove it first)", tables.display());
     }
     std::fs::create_dir_all(tables).with_context(|| format!("creating {}", tables.display()))?;
 
@@ -120,7 +141,7 @@ pub(super) fn run(args: GenArgs) -> anyhow::Result<()> {
     let threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(1, 64);
     eprintln!(
-        "lake gen: {} days × {} hosts into {} ({} files, {} threads; metrics every {:.1} s)",
+        "lake-gen: {} days × {} hosts into {} ({} files, {} threads; metrics every {:.1} s)",
         args.days,
         args.hosts,
         args.data_dir.display(),
@@ -149,7 +170,7 @@ pub(super) fn run(args: GenArgs) -> anyhow::Result<()> {
         bytes += b;
     }
     eprintln!(
-        "lake gen: {} rows, {:.1} MiB in {secs:.1} s ({:.0} krows/s)",
+        "lake-gen: {} rows, {:.1} MiB in {secs:.1} s ({:.0} krows/s)",
         thousands(rows as u64),
         bytes as f64 / 1048576.0,
         rows as f64 / secs / 1e3
@@ -250,7 +271,7 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
     let schema = job.table.schema();
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let table = TableRef::Builtin(job.table);
-    let props = crate::writer::parquet_properties(&table, &schema);
+    let props = lake::ingest::writer::parquet_properties(&table, &schema);
     let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
     let mut rows = 0usize;
     // Hosts in name order, each host's rows in time order: sorted by (host, ts) as they
@@ -276,7 +297,7 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
     if !gathered.is_empty() {
         let all = arrow_select::concat::concat_batches(&schema, &gathered)?;
         drop(gathered);
-        let indices = crate::writer::sort_indices(&table, &all)?;
+        let indices = lake::ingest::writer::sort_indices(&table, &all)?;
         let sorted = arrow_select::take::take_record_batch(&all, &indices)?;
         drop(all);
         writer.write(&sorted).with_context(|| format!("encoding {} {}", job.table, job.date))?;

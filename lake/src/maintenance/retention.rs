@@ -15,7 +15,7 @@
 //! Local partitions past retention are deleted only when **every** file of theirs is
 //! verified in the archive (ledger record with the same size, and the object still
 //! there with that size: one HEAD each), never while a restore protects them, and
-//! always through [`crate::swap::Swapper`] so running queries finish on the files they
+//! always through [`crate::maintenance::swap::Swapper`] so running queries finish on the files they
 //! listed. Partitions past `keep_archive_days` are deleted from the store (files, then
 //! the bucket manifest) and forgotten by the ledger.
 //!
@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use lake_format::custom::TableRef;
 use lake_format::Table;
 
-use crate::archive::manifest::{today, PartitionId};
-use crate::archive::upload::past;
-use crate::archive::{local_partitions, ArchiveError, Maintenance, Result};
+use crate::maintenance::archive::manifest::{today, PartitionId};
+use crate::maintenance::archive::upload::past;
+use crate::maintenance::archive::{local_partitions, ArchiveError, Maintenance, Result};
 use crate::progress::Progress;
 
 const fn default_restored_keep_days() -> u32 {
@@ -183,7 +183,7 @@ pub async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cancellation
         let entry = ledger.entry(&id);
         entry.evicted = true;
         entry.restored_until = None;
-        crate::archive::upload::save(&ledger).await?;
+        crate::maintenance::archive::upload::save(&ledger).await?;
         tracing::info!(partition = %id, files = part.files.len(), bytes = part.bytes(), "local partition deleted after retention; archived copy verified");
         report.partitions_evicted += 1;
         report.files_evicted += part.files.len() as u64;
@@ -211,13 +211,17 @@ pub async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cancellation
         let names: Vec<String> = ledger.get(&id).map(|r| r.files.keys().cloned().collect()).unwrap_or_default();
         for name in &names {
             let key = m.store.key(&id.rel_file(name));
-            m.store.retry(&format!("delete {key}"), progress, || crate::archive::upload::delete(m, &key)).await?;
+            m.store
+                .retry(&format!("delete {key}"), progress, || crate::maintenance::archive::upload::delete(m, &key))
+                .await?;
             report.archive_files_deleted += 1;
         }
         let key = m.store.key(&id.manifest_key());
-        m.store.retry(&format!("delete {key}"), progress, || crate::archive::upload::delete(m, &key)).await?;
+        m.store
+            .retry(&format!("delete {key}"), progress, || crate::maintenance::archive::upload::delete(m, &key))
+            .await?;
         ledger.remove(&id);
-        crate::archive::upload::save(&ledger).await?;
+        crate::maintenance::archive::upload::save(&ledger).await?;
         report.archive_partitions_expired += 1;
         progress.advance(1, 0);
     }
@@ -226,7 +230,11 @@ pub async fn run(m: &Maintenance, progress: &dyn Progress, cancel: &Cancellation
 
 /// Whether every file still exists in the store with its size (one HEAD each): the last
 /// check before the only local copy goes.
-async fn still_archived(m: &Maintenance, id: &PartitionId, files: &[crate::archive::LocalFile]) -> Result<bool> {
+async fn still_archived(
+    m: &Maintenance,
+    id: &PartitionId,
+    files: &[crate::maintenance::archive::LocalFile],
+) -> Result<bool> {
     for f in files {
         let key = m.store.key(&id.rel_file(&f.name));
         let head = m

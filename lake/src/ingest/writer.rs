@@ -36,7 +36,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 
-use crate::state::{sync_dir, write_atomic, Manifest, State, VersionedState};
+use crate::ingest::state::{sync_dir, write_atomic, Manifest, State, VersionedState};
 
 /// Errors of flushing and recovery.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ pub struct Buffers {
     /// rows/s a one-second tick lets the buffer overshoot the 503 limit between checks.
     pushed: tokio::sync::Notify,
     /// Files a swap replaced or dropped (`tables/<t>/date=…/<file>`), hidden from
-    /// listings until they are deleted (see [`crate::swap`]).
+    /// listings until they are deleted (see [`crate::maintenance::swap`]).
     retired: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -170,7 +170,7 @@ impl Buffers {
         self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hides committed files (keys from [`crate::swap::file_key`]) from listings.
+    /// Hides committed files (keys from [`crate::maintenance::swap::file_key`]) from listings.
     pub(crate) fn retire(&self, keys: impl IntoIterator<Item = String>) {
         self.retired_set().extend(keys);
     }
@@ -186,7 +186,7 @@ impl Buffers {
     /// Whether a committed file was retired by a swap.
     pub fn is_retired(&self, path: &Path) -> bool {
         let set = self.retired_set();
-        !set.is_empty() && crate::swap::file_key(path).is_some_and(|k| set.contains(&k))
+        !set.is_empty() && crate::maintenance::swap::file_key(path).is_some_and(|k| set.contains(&k))
     }
 
     /// Every buffered batch of a table, flushing or open.
@@ -304,7 +304,7 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
 }
 
 /// The row order of `batch` by the table's sort columns.
-pub(crate) fn sort_indices(
+pub fn sort_indices(
     table: &TableRef,
     batch: &RecordBatch,
 ) -> std::result::Result<arrow_array::UInt32Array, arrow_schema::ArrowError> {
@@ -320,9 +320,9 @@ pub(crate) fn sort_indices(
 }
 
 /// The properties of every committed Parquet file of a table (`schema`): zstd, page
-/// statistics, the table's sort columns and row group size. Shared with `lake gen`,
+/// statistics, the table's sort columns and row group size. Shared with `lake-gen`,
 /// which writes the same files.
-pub(crate) fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema) -> WriterProperties {
+pub fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema) -> WriterProperties {
     let sorting = table
         .sort_columns()
         .iter()
@@ -420,8 +420,8 @@ fn stage_files(
 
 /// Step 3 of the commit; safe to repeat after a crash at any point inside it.
 fn apply_manifest(data: &Path, mpath: &Path, manifest: &Manifest) -> Result<()> {
-    crate::swap::apply_adds(data, &manifest.moves).map_err(|e| match e {
-        crate::swap::SwapError::Io { op, path, source } => WriterError::Io { op, path, source },
+    crate::maintenance::swap::apply_adds(data, &manifest.moves).map_err(|e| match e {
+        crate::maintenance::swap::SwapError::Io { op, path, source } => WriterError::Io { op, path, source },
         other => {
             WriterError::Io { op: "commit", path: mpath.to_path_buf(), source: io::Error::other(other.to_string()) }
         }
@@ -446,7 +446,7 @@ pub fn recover(data: &Path) -> Result<State> {
     let mut entries: Vec<PathBuf> =
         fs::read_dir(&staging).map_err(io_err("list", &staging))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
-    // Other staging entries belong to swaps (crate::swap), which recover their own.
+    // Other staging entries belong to swaps (crate::maintenance::swap), which recover their own.
     let is_flush = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("flush-"));
     entries.retain(is_flush);
     for m in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
@@ -483,11 +483,6 @@ pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
         .map(|a| a.values().to_vec())
         .unwrap_or_default()
 }
-
-/// The ingest benchmark's `http` rows, for the flush microbenchmark below and compaction's tests.
-#[cfg(test)]
-#[path = "../benches/support/http_rows.rs"]
-pub(crate) mod http_rows;
 
 #[cfg(test)]
 mod tests {
@@ -584,7 +579,7 @@ mod tests {
         (0..batches)
             .map(|n| {
                 let base = 1_700_000_000_000_000 + (n * rows) as i64;
-                super::http_rows::http_rows(&format!("sim-{}", n % 8), rows, n as u64 % 32, base, None)
+                crate::testing::http_rows(&format!("sim-{}", n % 8), rows, n as u64 % 32, base, None)
             })
             .collect()
     }

@@ -1,0 +1,33 @@
+//! Run-time search path for the prebuilt `libduckdb.so`, for the `lake` and `lake-gen`
+//! binaries and the crate's tests and benchmarks (all link DuckDB through `lake-query`).
+//!
+//! duckdb-rs links against the library in `DUCKDB_LIB_DIR` (set by `.cargo/config.toml`)
+//! but the dynamic loader does not look there, so test and dev binaries would fail to
+//! start. Two rpaths fix that without `LD_LIBRARY_PATH`: the absolute build-time
+//! directory (dev and tests) and `$ORIGIN/../lib` (installed as `bin/lake` next to
+//! `lib/libduckdb.so`).
+//!
+//! A copy of `query/build.rs`: link arguments of a build script reach only its own
+//! package's targets, so each crate that links libduckdb needs one. Keep the two alike.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
+    // Unset with the `bundled` feature: DuckDB is linked statically, no rpath needed.
+    if let Some(dir) = std::env::var_os("DUCKDB_LIB_DIR") {
+        let dir = PathBuf::from(dir);
+        let abs = if dir.is_absolute() {
+            Some(dir)
+        } else {
+            // cargo's `relative = true` already makes it absolute; this covers a plain env var.
+            std::env::current_dir().ok().map(|cwd| cwd.join(dir))
+        };
+        if let Some(abs) = abs {
+            let abs = abs.canonicalize().unwrap_or(abs);
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", abs.display());
+        }
+    }
+    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../lib");
+}
