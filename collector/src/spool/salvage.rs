@@ -1,7 +1,7 @@
 //! Salvage of a damaged segment that is not the last one.
 //!
 //! Only the last segment is ever appended to, so only it can end in a torn write (that
-//! case stays in [`super::recover_segment`]: the unfinished group is cut). A bad record
+//! case stays in [`super::recovery::recover_segment`]: the unfinished group is cut). A bad record
 //! in any other segment was written whole and fsynced long ago: it is damage (a bad
 //! sector, a stray write), and the records after it are as good as before. Cutting the
 //! segment there, as a torn tail is cut, would silently drop every record after the
@@ -28,15 +28,19 @@
 //! `dropped_batches` (only seqs not yet acknowledged by the lake count as lost).
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use lake_format::durable;
 use tracing::{error, warn};
 
+use super::ack::SavedState;
+use super::recovery::scan_segment;
 use super::segment::{self, Read};
-use super::{io_err, scan_segment, segment_name, sync_dir, Result, SavedState, Segment};
+use super::segment::{segment_name, Segment};
+use super::{io_err, sync_dir, Result};
 use crate::stats::Stats;
 
 /// A recovered segment and the source states its records carry.
@@ -196,8 +200,6 @@ fn write_run(dir: &Path, file: &File, run: &Run) -> Result<()> {
     if run.last_continues {
         segment::end_group(&mut bytes[(run.last_at - run.start) as usize..]);
     }
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-    sync_dir(dir)
+    // `<name>.seg.tmp`: the spool's leftovers end in `.tmp`, which open removes.
+    durable::write_atomic_via(&dest, &tmp, [&bytes[..]]).map_err(io_err(&dest))
 }

@@ -1,4 +1,5 @@
-//! One spool record on disk, and reading a segment file record by record.
+//! One spool record on disk, reading a segment file record by record, and segment files:
+//! their names and what the spool keeps of each in memory.
 //!
 //! Record: `magic u32 | payload length u32 | crc32(payload) u32 | payload`, all
 //! little-endian. Payload:
@@ -11,16 +12,23 @@
 //! Flags: [`CONTINUES`] (the next record belongs to the same group) and [`HELD`] (the
 //! record belongs to a source that holds its position, so the size bound may not drop
 //! it). A source state (`source length > 0`) is carried by the last record of a group.
+//!
+//! The framing (magic, length, CRC) is [`lake_format::durable::Frame`], shared with the
+//! lake's WAL; this module owns the spool's magic and bounds and the payload.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use lake_format::durable::{self, Frame};
+
+use super::{io_err, Result};
 
 /// "LKS2": lake spool, record format 2 (groups, flags, source states). Format 1 is not
 /// read: nothing was deployed with it.
 pub(crate) const MAGIC: u32 = 0x4C4B_5332;
 /// Bytes before the payload.
-pub(crate) const HEADER_LEN: u64 = 12;
+pub(crate) const HEADER_LEN: u64 = durable::HEADER_LEN as u64;
 /// Bytes of the payload before the table name.
 const PAYLOAD_FIXED: usize = 8 + 8 + 1 + 2 + 2 + 4;
 /// A length beyond this is garbage, not a record: it guards allocations when a header is
@@ -31,6 +39,8 @@ pub(crate) const CONTINUES: u8 = 1;
 /// Flag: the record is held data (a holding source's), never dropped by the size bound.
 pub(crate) const HELD: u8 = 2;
 const KNOWN_FLAGS: u8 = CONTINUES | HELD;
+/// The spool's framing: a payload shorter than its fixed part cannot be a record.
+pub(crate) const FRAME: Frame = Frame::new(MAGIC, PAYLOAD_FIXED as u32, MAX_PAYLOAD);
 
 /// A record as stored: which table its body belongs to and its batch id parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,24 +80,19 @@ pub(crate) fn encode_into(
 ) {
     let (source, json) = state.unwrap_or(("", b""));
     let payload_len = PAYLOAD_FIXED + table.len() + source.len() + json.len() + body.len();
-    let start = out.len();
     out.reserve(HEADER_LEN as usize + payload_len);
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&epoch.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.push(flags);
-    out.extend_from_slice(&(table.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(source.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(table.as_bytes());
-    out.extend_from_slice(source.as_bytes());
-    out.extend_from_slice(json);
-    out.extend_from_slice(body);
-    let payload = start + HEADER_LEN as usize;
-    let crc = crc32fast::hash(&out[payload..]);
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    FRAME.encode_with(out, |out| {
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.push(flags);
+        out.extend_from_slice(&(table.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(source.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(table.as_bytes());
+        out.extend_from_slice(source.as_bytes());
+        out.extend_from_slice(json);
+        out.extend_from_slice(body);
+    });
 }
 
 /// The bytes of one record on its own.
@@ -114,31 +119,59 @@ pub(crate) fn end_group(bytes: &mut [u8]) {
         return;
     }
     bytes[flags_at] &= !CONTINUES;
-    let crc = crc32fast::hash(&bytes[HEADER_LEN as usize..]);
-    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    FRAME.reseal(bytes);
 }
 
-/// Offsets in `from..file_len` where [`MAGIC`] starts, scanning in chunks: the candidates
-/// for the next intact record after damage.
+/// Offsets in `from..file_len` where [`MAGIC`] starts: the candidates for the next
+/// intact record after damage.
 pub(crate) fn magic_offsets(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u64>> {
-    const CHUNK: u64 = 1 << 20;
-    let magic = MAGIC.to_le_bytes();
-    let mut found = Vec::new();
-    let mut pos = from;
-    let mut buf = Vec::new();
-    while pos + 4 <= file_len {
-        // Chunks overlap by three bytes so a magic across a boundary is seen.
-        let len = CHUNK.min(file_len - pos);
-        buf.resize(len as usize, 0);
-        file.read_exact_at(&mut buf, pos)?;
-        found.extend(buf.windows(4).enumerate().filter(|(_, w)| *w == magic).map(|(i, _)| pos + i as u64));
-        if pos + len >= file_len {
-            break;
-        }
-        pos += len - 3;
+    FRAME.magic_offsets(file, from, file_len)
+}
+
+/// Extension of segment files.
+pub(super) const SEGMENT_EXT: &str = "seg";
+
+/// A segment file as the spool keeps it in memory: its seqs, size and held data.
+#[derive(Debug)]
+pub(super) struct Segment {
+    pub(super) first_seq: u64,
+    pub(super) count: u64,
+    pub(super) size: u64,
+    /// Highest seq of a held record in the segment; 0 when none is.
+    pub(super) last_held: u64,
+}
+
+impl Segment {
+    pub(super) fn end_seq(&self) -> u64 {
+        self.first_seq + self.count
     }
-    found.dedup();
-    Ok(found)
+}
+
+/// File name of the segment whose first seq is `first_seq`.
+pub(super) fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.{SEGMENT_EXT}")
+}
+
+/// Segment files of `dir` by first seq, in order; with `clean`, leftover `.tmp` files of
+/// interrupted state writes are removed (the old file is authoritative).
+pub(super) fn segment_names(dir: &Path, clean: bool) -> Result<Vec<u64>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            if clean {
+                let _ = fs::remove_file(entry.path());
+            }
+            continue;
+        }
+        if let Some(first) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+            names.push(first);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// What is found at an offset of a segment.
@@ -152,49 +185,27 @@ pub(crate) enum Read {
     Bad(&'static str),
 }
 
-/// Header fields of the record at `offset`, or why there is none.
-fn header_at(file: &File, offset: u64, file_len: u64) -> io::Result<Result<(u32, u32), Read>> {
-    if offset == file_len {
-        return Ok(Err(Read::End));
-    }
-    if file_len - offset < HEADER_LEN {
-        return Ok(Err(Read::Bad("short header")));
-    }
-    let mut h = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut h, offset)?;
-    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    if word(0) != MAGIC {
-        return Ok(Err(Read::Bad("bad magic")));
-    }
-    let len = word(4);
-    if len > MAX_PAYLOAD || (len as usize) < PAYLOAD_FIXED {
-        return Ok(Err(Read::Bad("impossible length")));
-    }
-    if file_len - offset - HEADER_LEN < u64::from(len) {
-        return Ok(Err(Read::Bad("short payload")));
-    }
-    Ok(Ok((len, word(8))))
-}
-
 /// Length on disk of the record at `offset`, checking its header only.
 pub(crate) fn skip_at(file: &File, offset: u64, file_len: u64) -> io::Result<Result<u64, Read>> {
-    Ok(header_at(file, offset, file_len)?.map(|(len, _)| HEADER_LEN + u64::from(len)))
+    Ok(match FRAME.header_at(file, offset, file_len)? {
+        durable::Read::Frame(h) => Ok(h.frame_len()),
+        durable::Read::End => Err(Read::End),
+        durable::Read::Bad(bad) => Err(Read::Bad(bad.reason())),
+    })
 }
 
 /// Reads and verifies the record at `offset` of a file `file_len` bytes long.
 pub(crate) fn read_at(file: &File, offset: u64, file_len: u64) -> io::Result<Read> {
-    let (len, crc) = match header_at(file, offset, file_len)? {
-        Ok(h) => h,
-        Err(r) => return Ok(r),
-    };
-    let mut payload = vec![0u8; len as usize];
-    file.read_exact_at(&mut payload, offset + HEADER_LEN)?;
-    if crc32fast::hash(&payload) != crc {
-        return Ok(Read::Bad("bad checksum"));
-    }
-    Ok(match decode_payload(payload) {
-        Some(record) => Read::Record { len: HEADER_LEN + u64::from(len), record },
-        None => Read::Bad("malformed payload"),
+    Ok(match FRAME.read_at(file, offset, file_len)? {
+        durable::Read::Frame(payload) => {
+            let len = HEADER_LEN + payload.len() as u64;
+            match decode_payload(payload) {
+                Some(record) => Read::Record { len, record },
+                None => Read::Bad("malformed payload"),
+            }
+        }
+        durable::Read::End => Read::End,
+        durable::Read::Bad(bad) => Read::Bad(bad.reason()),
     })
 }
 
@@ -229,6 +240,16 @@ fn decode_payload(mut payload: Vec<u8>) -> Option<Record> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The bytes spools on disk already hold: the shared framing must not change them.
+    #[test]
+    fn the_on_disk_bytes_are_unchanged() {
+        let bytes = encode(7, 42, CONTINUES | HELD, "t", b"b", Some(("s", b"{}")));
+        // Computed independently (Python struct + zlib.crc32) from the format above.
+        let want = "32534b4c1e000000d52874f007000000000000002a0000000000000003010001000200000074737b7d62";
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, want);
+    }
 
     #[test]
     fn a_record_round_trips_and_any_damage_is_detected() {

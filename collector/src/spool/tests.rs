@@ -1,8 +1,16 @@
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use proptest::prelude::*;
 
+use super::ack::{read_ack, render_ack, write_ack, AckFile, AckState, SavedState, ACK_FILE, ACK_VERSION};
+use super::recovery::LEGACY_EPOCH_FILE;
+use super::segment::{segment_name, SEGMENT_EXT};
 use super::*;
+use crate::stats::Stats;
 
 const TABLE: &str = "metrics";
 

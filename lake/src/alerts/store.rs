@@ -100,7 +100,7 @@ pub fn load_or_reset(path: &Path) -> Persisted {
 /// Writes the state atomically.
 pub fn save(path: &Path, p: &Persisted) -> io::Result<()> {
     let bytes = serde_json::to_vec(&Versioned::V1(p.clone())).map_err(io::Error::other)?;
-    crate::ingest::state::write_atomic(path, &bytes)
+    lake_format::durable::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

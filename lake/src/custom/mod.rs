@@ -254,7 +254,7 @@ impl Registry {
             let bytes = serde_json::to_vec_pretty(&schema).map_err(|e| {
                 EvolveError::Store(SchemaStoreError { table: name.into(), source: std::io::Error::other(e) })
             })?;
-            crate::ingest::state::write_atomic(&path, &bytes)
+            lake_format::durable::write_atomic(&path, &bytes)
                 .map_err(|source| EvolveError::Store(SchemaStoreError { table: name.into(), source }))?;
             if !exists {
                 tracing::info!(table = name, columns = schema.columns.len(), "custom table created");

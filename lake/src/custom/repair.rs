@@ -113,7 +113,7 @@ pub fn run(data: &Path) -> Result<Vec<Repaired>, RepairError> {
             let path = custom::schema_path(data, &fixed.name);
             let stored = serde_json::to_vec_pretty(&fixed)
                 .map_err(std::io::Error::other)
-                .and_then(|b| crate::ingest::state::write_atomic(&path, &b));
+                .and_then(|b| lake_format::durable::write_atomic(&path, &b));
             if let Err(e) = stored {
                 tracing::error!(table = %fixed.name, path = %path.display(), error = %e, "repaired custom table schema not written; the next start tries again");
                 failed += 1;
@@ -236,7 +236,7 @@ mod tests {
         ] {
             s.columns.push(CustomColumn { name: n.into(), ty });
         }
-        crate::ingest::state::write_atomic(&custom::schema_path(data, "app"), &serde_json::to_vec(&s).unwrap())
+        lake_format::durable::write_atomic(&custom::schema_path(data, "app"), &serde_json::to_vec(&s).unwrap())
             .unwrap();
         let ts: ArrayRef = Arc::new(
             TimestampMicrosecondArray::from(vec![1_795_600_800_000_000, 1_795_600_860_000_000])

@@ -30,8 +30,8 @@
 //! the range `[0, m]`, which is what it meant.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -219,26 +219,8 @@ impl State {
     /// Writes the state file atomically, in the current format.
     pub fn store(&self, path: &Path) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(&VersionedState::V2(self.clone())).map_err(io::Error::other)?;
-        write_atomic(path, &bytes)
+        lake_format::durable::write_atomic(path, &bytes)
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-/// fsyncs a directory so renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Batch ids seen by this process: committed, logged in the WAL, or being ingested now.

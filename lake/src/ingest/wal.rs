@@ -29,6 +29,8 @@
 //! next offset holding a complete record (magic, length, CRC and layout all valid).
 //! Trying the record's own boundary first matters: a scan that starts inside a payload
 //! could take bytes a sender put in its body for a record.
+//! The framing and this search are [`lake_format::durable::Frame`], shared with the
+//! collector's spool; the WAL gives it its magic and bounds.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -38,12 +40,15 @@ use std::sync::Arc;
 use std::thread;
 
 use bytes::Bytes;
+use lake_format::durable::{self, Frame, HEADER_LEN};
 use tokio::sync::{mpsc, oneshot};
 
 const MAGIC: u32 = 0x4C41_4B57; // "LAKW"
-const HEADER_LEN: usize = 12;
 /// Largest payload a record may carry; a length beyond it means corruption.
 const MAX_RECORD: usize = 1 << 30;
+/// The WAL's framing (see the module docs); the payload decoder refuses what is too
+/// short, so no lower bound is set here.
+const FRAME: Frame = Frame::new(MAGIC, 0, MAX_RECORD as u32);
 
 /// Errors of the WAL.
 #[derive(Debug, thiserror::Error)]
@@ -115,16 +120,13 @@ impl WalRecord {
     fn encode(&self) -> Vec<u8> {
         let payload_len = 1 + self.table.len() + 2 + self.batch_id.len() + self.body.len();
         let mut out = Vec::with_capacity(HEADER_LEN + payload_len);
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-        out.extend_from_slice(&[0; 4]);
-        out.push(self.table.len() as u8);
-        out.extend_from_slice(self.table.as_bytes());
-        out.extend_from_slice(&(self.batch_id.len() as u16).to_le_bytes());
-        out.extend_from_slice(self.batch_id.as_bytes());
-        out.extend_from_slice(&self.body);
-        let crc = crc32fast::hash(&out[HEADER_LEN..]);
-        out[8..12].copy_from_slice(&crc.to_le_bytes());
+        FRAME.encode_with(&mut out, |out| {
+            out.push(self.table.len() as u8);
+            out.extend_from_slice(self.table.as_bytes());
+            out.extend_from_slice(&(self.batch_id.len() as u16).to_le_bytes());
+            out.extend_from_slice(self.batch_id.as_bytes());
+            out.extend_from_slice(&self.body);
+        });
         out
     }
 
@@ -259,85 +261,8 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// The intact record whose frame starts at `at`, and the frame's length.
-fn frame_at(buf: &[u8], at: usize) -> Option<(WalRecord, usize)> {
-    let header = buf.get(at..at.checked_add(HEADER_LEN)?)?;
-    let magic = u32::from_le_bytes(header[0..4].try_into().ok()?);
-    let plen = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    if magic != MAGIC || plen > MAX_RECORD {
-        return None;
-    }
-    let payload = buf.get(at + HEADER_LEN..at + HEADER_LEN + plen)?;
-    if crc32fast::hash(payload) != crc {
-        return None;
-    }
-    WalRecord::decode(payload).map(|r| (r, HEADER_LEN + plen))
-}
-
-/// Where the first intact record after the damaged offset `at` starts, if any: the end
-/// the damaged record's own header claims when an intact record (or the end of the
-/// segment) is there, else the next offset holding an intact record.
-fn resume_after(buf: &[u8], at: usize) -> Option<usize> {
-    if let Some(header) = buf.get(at..at + HEADER_LEN) {
-        let magic = u32::from_le_bytes(header[0..4].try_into().ok()?);
-        let plen = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
-        let end = at + HEADER_LEN + plen;
-        if magic == MAGIC
-            && plen <= MAX_RECORD
-            && end <= buf.len()
-            && (end == buf.len() || frame_at(buf, end).is_some())
-        {
-            return Some(end);
-        }
-    }
-    let magic = MAGIC.to_le_bytes();
-    let mut from = at + 1;
-    while from + HEADER_LEN <= buf.len() {
-        let hit = from + buf[from..].windows(4).position(|w| w == magic)?;
-        if frame_at(buf, hit).is_some() {
-            return Some(hit);
-        }
-        from = hit + 1;
-    }
-    None
-}
-
-/// One segment read: its intact records with their byte ranges, the damaged ranges
-/// followed by intact records, and where an unreadable tail begins.
-#[derive(Debug, Default)]
-struct Scan {
-    records: Vec<(WalRecord, std::ops::Range<usize>)>,
-    damaged: Vec<std::ops::Range<usize>>,
-    /// Start of unreadable bytes running to the end of the segment.
-    tail: Option<usize>,
-}
-
-fn scan(buf: &[u8]) -> Scan {
-    let mut out = Scan::default();
-    let mut at = 0;
-    while at < buf.len() {
-        if let Some((rec, len)) = frame_at(buf, at) {
-            out.records.push((rec, at..at + len));
-            at += len;
-            continue;
-        }
-        match resume_after(buf, at) {
-            Some(next) if next < buf.len() => {
-                out.damaged.push(at..next);
-                at = next;
-            }
-            _ => {
-                out.tail = Some(at);
-                break;
-            }
-        }
-    }
-    out
-}
-
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync dir", dir))
+    durable::sync_dir(dir).map_err(io_err("fsync dir", dir))
 }
 
 /// Directory under the WAL where damaged bytes are kept for inspection.
@@ -391,15 +316,10 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
 /// Replaces a segment by its intact records only (temp file, fsync, rename), so the next
 /// start neither cuts nor reports the same bytes again.
 fn rewrite(path: &Path, buf: &[u8], records: &[(WalRecord, std::ops::Range<usize>)]) -> Result<()> {
+    // `.wal.tmp`, not the default `.tmp`: `remove_leftovers` knows the WAL's by that name.
     let tmp = path.with_extension("wal.tmp");
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    for (_, r) in records {
-        f.write_all(&buf[r.clone()]).map_err(io_err("write", &tmp))?;
-    }
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    let parts = records.iter().map(|(_, r)| &buf[r.clone()]);
+    durable::write_atomic_via(path, &tmp, parts).map_err(io_err("rewrite", path))
 }
 
 struct Writer {
@@ -560,7 +480,7 @@ impl Wal {
         for (i, &seq) in segments.iter().enumerate() {
             let path = segment_path(dir, seq);
             let buf = fs::read(&path).map_err(io_err("read", &path))?;
-            let found = scan(&buf);
+            let found = FRAME.scan(&buf, WalRecord::decode);
             let newest = i + 1 == segments.len();
             let mut damaged = found.damaged.clone();
             match found.tail {

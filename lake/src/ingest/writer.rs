@@ -36,7 +36,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 
-use crate::ingest::state::{sync_dir, write_atomic, Manifest, State, VersionedState};
+use crate::ingest::state::{Manifest, State, VersionedState};
+use lake_format::durable::{sync_dir, write_atomic};
 
 /// Errors of flushing and recovery.
 #[derive(Debug, thiserror::Error)]

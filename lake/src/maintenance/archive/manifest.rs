@@ -34,7 +34,7 @@ use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 
 use super::{ArchiveError, Result};
-use crate::ingest::state::write_atomic;
+use lake_format::durable::write_atomic;
 
 /// A table's partition of one day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

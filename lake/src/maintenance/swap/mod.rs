@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use lake_format::layout;
 
-use crate::ingest::state::{sync_dir, write_atomic};
 use crate::ingest::writer::Buffers;
+use lake_format::durable::{sync_dir, write_atomic};
 
 /// Errors of a swap.
 #[derive(Debug, thiserror::Error)]
