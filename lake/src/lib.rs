@@ -3,7 +3,9 @@
 //! Data path inside `lake serve`: [`http::ingest`] (auth, id, decode, schema) → [`wal`]
 //! (append + group-committed fsync, then 200) → [`writer::Buffers`] (queryable at once) →
 //! [`writer::write_flush`] (Parquet by table and date, atomic commit) → WAL truncation.
-//! [`server`] wires these with the SQL API of `lake-query`; [`cli`] holds the subcommands.
+//! [`server`] wires these with the query engine of `lake-query`; [`http::router`] lists
+//! every route (ingest, SQL, Grafana, alerts, UI, admin) with its token role, [`auth`]
+//! checks the tokens, and [`cli`] holds the subcommands.
 
 pub mod alerts;
 pub mod archive;
