@@ -2,7 +2,7 @@
 //!
 //! Everything here is testable without a server: time comes in as an argument (µs since
 //! the epoch) or through a [`Clock`], SQL results come in as Arrow batches, and the
-//! the senders are the lake's. The lake (`lake::alerts`) schedules rules, runs
+//! senders (SMTP, HTTP) are the lake's (`lake::alerts::notify`). The lake (`lake::alerts`) schedules rules, runs
 //! their SQL through [`crate::Engine`], persists [`state::AlertState`], writes the
 //! `alerts` rows and runs the delivery queue.
 //!

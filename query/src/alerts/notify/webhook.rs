@@ -1,4 +1,6 @@
-//! Webhooks: one HTTP POST per notification, in the shape the receiver expects.
+//! Webhooks: one HTTP POST per notification, in the shape the receiver expects. Here the
+//! channel's settings and the request ([`request`]); the lake POSTs it
+//! (`lake::alerts::notify::webhook`).
 //!
 //! | format | body |
 //! |---|---|
