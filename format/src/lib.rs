@@ -1,8 +1,9 @@
 //! The contracts of lake, shared by the collector and the lake: the table catalog as
 //! Arrow schemas ([`catalog`]), the batch envelope on the wire ([`wire`]), the on-disk
 //! layout ([`layout`]), row builders ([`rows`]), self-describing config units
-//! ([`units`]) and the durability primitives of the spool and the WAL ([`durable`]).
-//! Small and dependency-light on purpose: the collector links it.
+//! ([`units`]), the durability primitives of the spool and the WAL ([`durable`]) and the one
+//! type of every secret held in configuration ([`Secret`]). Small and dependency-light on
+//! purpose: the collector links it.
 #![deny(missing_docs)]
 
 pub mod catalog;
@@ -10,10 +11,12 @@ pub mod custom;
 pub mod durable;
 pub mod layout;
 pub mod rows;
+pub mod secret;
 pub mod units;
 pub mod wire;
 
 pub use catalog::Table;
+pub use secret::Secret;
 pub use wire::BatchId;
 
 /// Replays the inputs that once crashed a fuzz target, for the crates' plain tests.

@@ -162,8 +162,8 @@ fn main() {
     };
     let engine = Arc::new(Engine::open(&data, Arc::new(NoFreshRows), limits).expect("engine"));
     let queries = lake_query::named::defaults();
-    let app = lake_query::http::router(Arc::clone(&engine), Vec::new(), queries.clone())
-        .nest("/grafana", lake_query::grafana::router(Arc::clone(&engine), Vec::new(), queries));
+    let app = lake::http::sql::router(Arc::clone(&engine), Vec::new(), queries.clone())
+        .nest("/grafana", lake::http::grafana::router(Arc::clone(&engine), Vec::new(), queries));
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     server_rt.spawn(async move { axum::serve(listener, app).await });

@@ -15,9 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::auth::{Key, KeySet, Role, TokenHash};
 use lake_format::units::{ByteSize, Dur};
 use lake_format::wire::validate_node_name;
-use lake_query::auth::{Key, KeySet, Role, TokenHash};
 use lake_query::named::{NamedQuery, Panel};
 
 const fn default_version() -> u32 {
@@ -144,7 +144,7 @@ pub(crate) struct KeySource<'a> {
     pub(crate) role: Role,
     pub(crate) node: Option<&'a str>,
     pub(crate) key: &'a str,
-    pub(crate) inline: &'a [String],
+    pub(crate) inline: &'a [Secret],
     pub(crate) env_key: &'a str,
     pub(crate) env_var: Option<&'a str>,
     pub(crate) hash_key: &'a str,
@@ -173,7 +173,7 @@ impl KeySource<'_> {
                 } else {
                     format!("{}[{i}]", self.key)
                 },
-                t,
+                t.expose(),
             )?;
         }
         if !self.inline.is_empty() {
@@ -262,7 +262,7 @@ const fn default_panel() -> Panel {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     name: String,
-    token: Option<String>,
+    token: Option<Secret>,
     token_env: Option<String>,
     token_sha256: Option<Hashes>,
     /// Hosts other than itself this node may send rows for (a gateway, an OTLP relay).
@@ -311,7 +311,7 @@ impl Default for IngestFile {
 #[serde(deny_unknown_fields)]
 struct QueryFile {
     #[serde(default)]
-    read_tokens: Vec<String>,
+    read_tokens: Vec<Secret>,
     #[serde(default)]
     read_tokens_env: Option<String>,
     #[serde(default)]
@@ -346,15 +346,8 @@ impl Default for QueryFile {
     }
 }
 
-/// A secret that never shows in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A secret that never shows in logs or `Debug` output: the workspace's one type for it.
+pub use lake_format::Secret;
 
 /// The validated configuration of `lake serve`.
 #[derive(Debug, Clone)]
@@ -522,7 +515,12 @@ impl Config {
             .map(|q| NamedQuery { name: q.name, description: q.description, sql: q.sql, kind: q.kind })
             .collect();
         let queries = lake_query::named::merge(user).context("[[queries]]")?;
-        let cx = lake_query::alerts::rules::BuildContext { nodes: &nodes, listen, env: &env };
+        let cx = lake_query::alerts::rules::BuildContext {
+            nodes: &nodes,
+            listen,
+            env: &env,
+            checks: &crate::alerts::notify::Checks,
+        };
         let alerts = std::sync::Arc::new(lake_query::alerts::rules::build(file.alerts, file.rules, file.notify, &cx)?);
         let compaction = file.compaction.validate()?;
         let custom = file.custom.validate()?;

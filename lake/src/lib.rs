@@ -4,8 +4,9 @@
 //! [`ingest::wal`] (append + group-committed fsync, then 200) → [`ingest::writer::Buffers`]
 //! (queryable at once) → [`ingest::flusher`] → [`ingest::writer::write_flush`] (Parquet by
 //! table and date, atomic commit) → WAL truncation. Committed files are then merged,
-//! archived and expired by [`maintenance`]. [`server`] wires these with the SQL API of
-//! `lake-query`; [`cli`] holds the subcommands.
+//! archived and expired by [`maintenance`]. [`server`] wires these with the query engine of
+//! `lake-query`; [`http::router`] lists every route (ingest, SQL, Grafana, alerts, UI, admin)
+//! with its token role, [`auth`] checks the tokens, and [`cli`] holds the subcommands.
 
 pub mod alerts;
 pub mod auth;

@@ -9,7 +9,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 use lake_format::{layout, Table};
 use lake_query::engine::{Engine, FreshRows};
@@ -122,7 +121,6 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         .with_compaction(config.compaction.clone())
         .sharing_jobs(jobs),
     );
-    let admin = http::admin::router(Arc::clone(&maintenance), Arc::clone(&auth), cancel.child_token());
     // An unreachable archive must not keep the lake from taking data: say so, and let the
     // nightly run retry.
     let archive_config = config.archive.clone();
@@ -186,18 +184,17 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         cancel.child_token(),
     )?;
     let _ = status.alerts.set(alerts.snapshots());
-    let tables = Arc::new(http::tables::Tables { engine: Arc::clone(&engine), auth: Arc::clone(&auth) });
-    let tables_routes =
-        axum::Router::new().route("/v1/tables", axum::routing::get(http::tables::tables)).with_state(tables);
-    let app = http::router(ingest, status)
-        .merge(tables_routes)
-        .merge(lake_query::http::router_with_auth(Arc::clone(&engine), Arc::clone(&auth), config.queries.clone()))
-        .merge(alerts.router(Arc::clone(&auth)))
-        // The built-in web UI at `/` and `/ui/…` (embedded assets; reads through the APIs above).
-        .merge(http::ui::router(Arc::clone(&auth)))
-        .nest("/grafana", lake_query::grafana::router_with_auth(engine, Arc::clone(&auth), config.queries.clone()))
-        .merge(admin)
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, config.http.request));
+    let app = http::router(http::Surface {
+        ingest,
+        status,
+        engine,
+        auth: Arc::clone(&auth),
+        queries: config.queries.clone(),
+        alerts: alerts.routes(Arc::clone(&auth)),
+        maintenance: Arc::clone(&maintenance),
+        cancel: cancel.child_token(),
+        request_timeout: config.http.request,
+    });
 
     let flusher = Flusher {
         data: data.clone(),
@@ -248,7 +245,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
 /// a connection (and a task) for ever. Here a request's headers must arrive within
 /// `http.header_timeout` (idle keep-alive connections close after it too) and its body
 /// within `http.body_timeout`; what a handler leaves unread is drained before its answer
-/// goes out ([`http::body`]); `http.request_timeout` bounds the answer ([`TimeoutLayer`]).
+/// goes out ([`http::body`]); `http.request_timeout` bounds the answer ([`http::router`]).
 /// At most `http.max_connections` connections are open: past it the oldest idle one is
 /// closed for a new one ([`http::conns`]). Every 401 and 403 is logged with the peer's
 /// address ([`http::refused`]).

@@ -73,7 +73,7 @@ impl Setup {
 }
 
 fn sha256_hex(s: &str) -> String {
-    lake_query::auth::TokenHash::of(s).to_hex()
+    lake::auth::TokenHash::of(s).to_hex()
 }
 
 /// Waits until `f` is true, at most [`RELOAD_WITHIN`]; returns how long it took.

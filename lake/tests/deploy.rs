@@ -124,7 +124,7 @@ fn the_installer_puts_everything_in_place_and_is_idempotent() {
     let tokens = r.join("var/lib/lake/tokens.toml");
     assert_eq!(meta(&tokens), (0o600, lake_uid, lake_gid));
     let stored = std::fs::read_to_string(&tokens).unwrap();
-    assert!(!stored.contains(&token) && stored.contains(&lake_query::auth::TokenHash::of(&token).to_hex()), "{stored}");
+    assert!(!stored.contains(&token) && stored.contains(&lake::auth::TokenHash::of(&token).to_hex()), "{stored}");
     assert!(stored.contains("node = \"salem-storage\""), "{stored}");
     let list =
         Command::new(r.join("opt/lake/bin/lake")).args(["token", "list", "--file"]).arg(&tokens).output().unwrap();

@@ -293,7 +293,7 @@ async fn a_gateway_writes_the_hosts_its_entry_lists_with_every_token() {
     // node-a relays for node-b and relay-1; a second token of node-a is in the tokens file.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    let hash = lake_query::auth::TokenHash::of(FILE_TOKEN).to_hex();
+    let hash = lake::auth::TokenHash::of(FILE_TOKEN).to_hex();
     std::fs::write(
         dir.path().join("data/tokens.toml"),
         format!("version = 1\n\n[[tokens]]\nid = \"0a0a0a0a\"\nrole = \"ingest\"\nnode = \"{NODE}\"\nsha256 = \"{hash}\"\ncreated = \"2026-11-25T10:00:00Z\"\n"),
@@ -697,7 +697,7 @@ async fn open_reads_beyond_loopback_need_insecure_open() {
     lake.term();
 
     // A read token in the tokens file is enough, without the flag.
-    let hash = lake_query::auth::TokenHash::of(READ_TOKEN).to_hex();
+    let hash = lake::auth::TokenHash::of(READ_TOKEN).to_hex();
     std::fs::write(
         dir.path().join("data/tokens.toml"),
         format!("version = 1\n\n[[tokens]]\nid = \"0b0b0b0b\"\nrole = \"read\"\nsha256 = \"{hash}\"\ncreated = \"2026-11-25T10:00:00Z\"\n"),

@@ -1,22 +1,22 @@
-//! Reading the lake: DuckDB over the committed Parquet files and the rows not yet flushed.
+//! The query engine of the lake: DuckDB over the committed Parquet files and the rows not
+//! yet flushed, and the pure logic around it. No HTTP, no network senders, no token
+//! hashing here: the lake crate serves these over HTTP (`lake::http`), checks tokens
+//! (`lake::auth`) and sends notifications (`lake::alerts::notify`).
 //!
 //! - [`engine`]: one in-memory DuckDB database; each query gets its own sandboxed
 //!   connection with TEMP views named like the catalog tables, a time limit and a row
 //!   limit. In: SQL text. Out: Arrow record batches ([`engine::QueryResult`]).
-//! - [`http`]: `POST /v1/sql` (axum), answering JSON, CSV or an Arrow IPC stream.
-//! - [`grafana`]: the Grafana JSON datasource API (`/grafana/…`): named queries or raw
-//!   SQL with Grafana's macros, values bound as parameters, time series and tables.
-//! - [`auth`]: bearer tokens by role, kept as SHA-256 hashes and checked in constant time;
-//!   one [`auth::Verifier`] serves the lake's ingest, read and admin endpoints alike.
+//! - [`grafana`]: Grafana's SQL macros and template variables, expanded into SQL with
+//!   bound parameters.
 //! - [`named`]: named queries (`[[queries]]` in `lake.toml`) and the shipped defaults.
 //! - [`output`]: rendering a result as a terminal table, JSON, CSV or Arrow, shared by the
 //!   HTTP API and the `lake query` CLI.
+//! - [`alerts`]: alert rules, their state and evaluation, and the text of notifications
+//!   (pure: the lake schedules them and sends).
 
 pub mod alerts;
-pub mod auth;
 pub mod engine;
 pub mod grafana;
-pub mod http;
 pub mod named;
 pub mod output;
 
@@ -24,5 +24,8 @@ pub mod output;
 pub use duckdb::types::Value as ParamValue;
 pub use engine::{Engine, EngineError, FreshRows, Limits, NoFreshRows, QueryResult};
 
-#[cfg(test)]
-mod test_support;
+/// Fixtures for unit tests, here and in the lake crate (feature `test-support`, a
+/// dev-dependency feature only).
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_support;

@@ -16,14 +16,14 @@ use parquet::file::properties::WriterProperties;
 use crate::engine::{Engine, FreshRows, Limits};
 
 /// 2026-11-22T10:00:00Z in microseconds.
-pub(crate) const TS: i64 = 1_795_341_600_000_000;
+pub const TS: i64 = 1_795_341_600_000_000;
 
 /// Fresh rows held in memory, settable per table.
 #[derive(Debug, Default)]
-pub(crate) struct MemFresh(Mutex<HashMap<Table, Vec<RecordBatch>>>);
+pub struct MemFresh(Mutex<HashMap<Table, Vec<RecordBatch>>>);
 
 impl MemFresh {
-    pub(crate) fn set(&self, table: Table, batches: Vec<RecordBatch>) {
+    pub fn set(&self, table: Table, batches: Vec<RecordBatch>) {
         self.0.lock().unwrap().insert(table, batches);
     }
 }
@@ -35,7 +35,7 @@ impl FreshRows for MemFresh {
 }
 
 /// A metrics batch: `(ts offset in seconds, host, name, value, cpu label)`.
-pub(crate) fn metrics(rows: &[(i64, &str, &str, f64, Option<&str>)]) -> RecordBatch {
+pub fn metrics(rows: &[(i64, &str, &str, f64, Option<&str>)]) -> RecordBatch {
     let mut b = MetricsBuilder::new();
     for &(secs, host, name, value, cpu) in rows {
         let labels: Vec<(&str, &str)> = cpu.map(|c| ("cpu", c)).into_iter().collect();
@@ -45,7 +45,7 @@ pub(crate) fn metrics(rows: &[(i64, &str, &str, f64, Option<&str>)]) -> RecordBa
 }
 
 /// One alerts row with a label and two channels: exercises Map and List columns.
-pub(crate) fn alert(rule: &str, channels: &[&str]) -> RecordBatch {
+pub fn alert(rule: &str, channels: &[&str]) -> RecordBatch {
     let mut labels = text_map_builder();
     labels.keys().append_value("instance");
     labels.values().append_value("n1");
@@ -70,7 +70,7 @@ pub(crate) fn alert(rule: &str, channels: &[&str]) -> RecordBatch {
 }
 
 /// Writes `batch` as a committed zstd Parquet file of `table` on 2026-11-22.
-pub(crate) fn write_parquet(data: &Path, table: Table, seq: u64, batch: &RecordBatch) {
+pub fn write_parquet(data: &Path, table: Table, seq: u64, batch: &RecordBatch) {
     let dir = partition_dir(data, table.name(), Date::parse("2026-11-22").unwrap());
     std::fs::create_dir_all(&dir).unwrap();
     let file = std::fs::File::create(dir.join(file_name("t", seq))).unwrap();
@@ -81,10 +81,10 @@ pub(crate) fn write_parquet(data: &Path, table: Table, seq: u64, batch: &RecordB
 }
 
 /// An engine over `data` with the given fresh rows and default limits.
-pub(crate) fn engine(data: &Path, fresh: Arc<MemFresh>) -> Arc<Engine> {
+pub fn engine(data: &Path, fresh: Arc<MemFresh>) -> Arc<Engine> {
     engine_with(data, fresh, Limits::default())
 }
 
-pub(crate) fn engine_with(data: &Path, fresh: Arc<MemFresh>, limits: Limits) -> Arc<Engine> {
+pub fn engine_with(data: &Path, fresh: Arc<MemFresh>, limits: Limits) -> Arc<Engine> {
     Arc::new(Engine::open(data, fresh, limits).unwrap())
 }

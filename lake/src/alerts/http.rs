@@ -1,4 +1,4 @@
-//! `/v1/alerts` and `/v1/silences` ([`lake_query::auth`]).
+//! `/v1/alerts` and `/v1/silences` ([`crate::auth`]).
 //!
 //! - `GET /v1/alerts`: the [`Snapshot`] as JSON. A read or an alerts token.
 //! - `GET /v1/silences`: the silences. A read or an alerts token.
@@ -13,35 +13,23 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use lake_query::auth::{Denied, SilenceDenied, Verifier};
+use crate::auth::{Denied, SilenceDenied, Verifier};
 
 use super::api::{NewSilence, SilenceView, Snapshot};
 use super::Command;
 use crate::http::error::ApiError;
 
+/// What the alert routes share: the alerter's snapshots, its command channel, and the
+/// tokens. The routes are in [`crate::http::router`].
 #[derive(Debug)]
-struct Routes {
-    snapshot: watch::Receiver<Arc<Snapshot>>,
-    commands: mpsc::Sender<Command>,
-    auth: Arc<Verifier>,
-}
-
-/// The routes, answering from the alerter's snapshots and commanding it for silences.
-pub(super) fn router(
-    snapshot: watch::Receiver<Arc<Snapshot>>,
-    commands: mpsc::Sender<Command>,
-    auth: Arc<Verifier>,
-) -> Router {
-    Router::new()
-        .route("/v1/alerts", get(alerts))
-        .route("/v1/silences", get(silences).post(add_silence))
-        .route("/v1/silences/{id}", delete(remove_silence))
-        .with_state(Arc::new(Routes { snapshot, commands, auth }))
+pub struct Routes {
+    pub(super) snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) auth: Arc<Verifier>,
 }
 
 fn authorize(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -67,13 +55,13 @@ fn authorize_change(r: &Routes, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn alerts(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Json<Snapshot>, ApiError> {
+pub async fn alerts(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Json<Snapshot>, ApiError> {
     authorize(&r, &headers)?;
     let snap = Arc::clone(&r.snapshot.borrow());
     Ok(Json((*snap).clone()))
 }
 
-async fn silences(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Json<Vec<SilenceView>>, ApiError> {
+pub async fn silences(State(r): State<Arc<Routes>>, headers: HeaderMap) -> Result<Json<Vec<SilenceView>>, ApiError> {
     authorize(&r, &headers)?;
     let snap = Arc::clone(&r.snapshot.borrow());
     Ok(Json(snap.silences.clone()))
@@ -85,7 +73,7 @@ async fn ask<T>(r: &Routes, make: impl FnOnce(oneshot::Sender<T>) -> Command) ->
     rx.await.map_err(|_| ApiError::unavailable("the alerter is stopping", 5))
 }
 
-async fn add_silence(
+pub async fn add_silence(
     State(r): State<Arc<Routes>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -98,7 +86,7 @@ async fn add_silence(
     Ok((StatusCode::CREATED, Json(s)))
 }
 
-async fn remove_silence(
+pub async fn remove_silence(
     State(r): State<Arc<Routes>>,
     headers: HeaderMap,
     Path(id): Path<u64>,

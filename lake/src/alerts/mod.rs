@@ -1,6 +1,8 @@
 //! Alerting inside `lake serve`: schedules the rules of `lake.toml`, runs their SQL on the
 //! query engine, drives the state machine of `lake_query::alerts`, writes every
-//! transition and delivery outcome as an `alerts` row, and delivers notifications.
+//! transition and delivery outcome as an `alerts` row, and delivers notifications. The
+//! pure parts (rules, state, evaluation, message text) are `lake_query::alerts`; the
+//! routes of `/v1/alerts` and `/v1/silences` are [`http`], listed in [`crate::http::router`].
 //!
 //! One task (the alerter) owns the state, so nothing is shared but the snapshot it
 //! publishes for `/v1/alerts`. Its loop:
@@ -24,15 +26,16 @@
 //! `alert_rule_failing` is computed here from the same evaluations, never with SQL, so it
 //! fires when the engine is down too.
 //!
-//! Deliveries: one per (notification, channel); a failure is retried with the backoff
-//! of `[notify]` unless permanent (a 4xx answer, an SMTP 5xx); the final outcome is a
+//! Deliveries: one per (notification, channel), sent by [`notify`] (SMTP, webhooks); a
+//! failure is retried with the backoff of `[notify]` unless permanent (a 4xx answer, an SMTP 5xx); the final outcome is a
 //! `sent` or `failed` row and is shown by `lake alerts`. On shutdown, deliveries in
 //! flight get [`SEND_GRACE`]; the rest stay queued in the state file for the next start
 //! (so a notification whose answer was lost to the shutdown may be sent twice: at least
 //! once, never forgotten).
 
 pub mod api;
-mod http;
+pub mod http;
+pub mod notify;
 pub mod rows;
 pub mod store;
 
@@ -42,15 +45,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use self::notify::{ErrorKind, Notifier, SendError};
 use lake_format::units::Dur;
 use lake_query::alerts::builtin::{rule_failures, FailingRule};
 use lake_query::alerts::eval::{self, expand_sql, fmt_labels, Observed};
-use lake_query::alerts::notify::{Channel, ErrorKind, Notifier, SendError};
+use lake_query::alerts::notify::Channel;
 use lake_query::alerts::rules::{AlertsConfig, Rule, RuleKind};
 use lake_query::alerts::state::{AlertRow, DeliveryState, DeliveryStatus, Notification, Policy};
 use lake_query::alerts::Clock;
@@ -179,10 +182,11 @@ impl Alerts {
         Ok(Alerts { commands: cmd_tx, snapshot: snap_rx, task })
     }
 
-    /// `/v1/alerts` and `/v1/silences`: listing with a read or alerts token of `auth`,
-    /// silences changed with an alerts or admin one (no tokens at all: open).
-    pub fn router(&self, auth: Arc<lake_query::auth::Verifier>) -> Router {
-        http::router(self.snapshot.clone(), self.commands.clone(), auth)
+    /// The state of `/v1/alerts` and `/v1/silences` (routed in [`crate::http::router`]):
+    /// listing with a read or alerts token of `auth`, silences changed with an alerts or
+    /// admin one (no tokens at all: open).
+    pub fn routes(&self, auth: Arc<crate::auth::Verifier>) -> Arc<http::Routes> {
+        Arc::new(http::Routes { snapshot: self.snapshot.clone(), commands: self.commands.clone(), auth })
     }
 
     /// A receiver of every new snapshot (for `/metrics`).

@@ -239,7 +239,7 @@ fn refuse_open_reads(config: &Config, insecure_open: bool) -> anyhow::Result<()>
         return Ok(());
     }
     let file_keys = crate::auth::load_keys(&config.tokens_file)?;
-    let reads = config.keys.iter().chain(&file_keys).any(|k| k.role == lake_query::auth::Role::Read);
+    let reads = config.keys.iter().chain(&file_keys).any(|k| k.role == crate::auth::Role::Read);
     if reads {
         return Ok(());
     }
@@ -277,7 +277,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     }
     // The tokens file must be valid too: the lake would not start with a bad one.
     let set = crate::auth::combine(&c.keys, crate::auth::load_keys(&c.tokens_file)?)?;
-    let count = |r: lake_query::auth::Role| set.keys().iter().filter(|k| k.role == r).count();
+    let count = |r: crate::auth::Role| set.keys().iter().filter(|k| k.role == r).count();
     let nodes = set.nodes();
     println!("  tokens file     {}", c.tokens_file.display());
     println!(
@@ -287,12 +287,12 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     for n in c.nodes.iter().filter(|n| !nodes.contains(&n.as_str())) {
         println!("                  {n}: no token yet (`lake token add --role ingest --node {n}`)");
     }
-    let reads = count(lake_query::auth::Role::Read);
+    let reads = count(crate::auth::Role::Read);
     println!(
         "  read tokens     {}",
         if reads == 0 { "none (SQL API open: keep listen on loopback)".into() } else { reads.to_string() }
     );
-    let alerts = count(lake_query::auth::Role::Alerts);
+    let alerts = count(crate::auth::Role::Alerts);
     println!(
         "  alerts tokens   {}",
         if alerts == 0 {
@@ -301,7 +301,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
             alerts.to_string()
         }
     );
-    let admins = count(lake_query::auth::Role::Admin);
+    let admins = count(crate::auth::Role::Admin);
     println!(
         "  admin tokens    {}",
         if admins == 0 { "none (admin API: loopback clients only)".into() } else { admins.to_string() }

@@ -75,7 +75,7 @@ enum ListFormat {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    s.parse().map_err(|e: lake_query::auth::UnknownRole| e.to_string())
+    s.parse().map_err(|e: crate::auth::UnknownRole| e.to_string())
 }
 
 /// Runs `lake token …`.

@@ -10,7 +10,7 @@
 //! client that disconnects does not stop it; one job runs at a time (`409` otherwise).
 //!
 //! Auth: with admin tokens configured (`[admin] tokens`, `tokens_env`, `tokens_sha256`, or
-//! `lake token add --role admin`), a bearer token of that role ([`lake_query::auth`]); with
+//! `lake token add --role admin`), a bearer token of that role ([`crate::auth`]); with
 //! none, only loopback clients (the peer address of the connection), so a lake listening
 //! on the tailnet does not expose its admin API by default. Read and ingest tokens never
 //! grant admin access.
@@ -22,19 +22,18 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AdminAccess, Key, Role, Verifier};
 use crate::http::error::ApiError;
 use crate::maintenance::archive::restore::RestoreRequest;
 use crate::maintenance::archive::{ArchiveError, Maintenance, StatusRow};
 use crate::progress::{Event, EventProgress, EVENT_CHANNEL};
-use lake_query::auth::{AdminAccess, Key, Role, Verifier};
 
 /// Content type of the job streams.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -44,7 +43,7 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[serde(deny_unknown_fields)]
 pub(crate) struct AdminFile {
     #[serde(default)]
-    tokens: Vec<String>,
+    tokens: Vec<lake_format::Secret>,
     tokens_env: Option<String>,
     #[serde(default)]
     tokens_sha256: Vec<String>,
@@ -78,28 +77,41 @@ impl AdminFile {
     }
 }
 
+/// What the admin routes share. Their routes are in [`crate::http::router`], each behind
+/// [`check_auth`]; the server passes the peer address (`ConnectInfo`) so the loopback rule
+/// can see it.
 #[derive(Debug)]
-struct Admin {
+pub struct Admin {
     maintenance: Arc<Maintenance>,
     auth: Arc<Verifier>,
     cancel: CancellationToken,
 }
 
-/// The admin routes. `cancel` stops running jobs at their next safe point (shutdown).
-/// Serve with connect info (`into_make_service_with_connect_info::<SocketAddr>`) so the
-/// loopback rule can see the peer.
-pub fn router(maintenance: Arc<Maintenance>, auth: Arc<Verifier>, cancel: CancellationToken) -> Router {
-    let admin = Arc::new(Admin { maintenance, auth, cancel });
-    Router::new()
-        .route("/v1/admin/archive", post(archive))
-        .route("/v1/admin/restore", post(restore))
-        .route("/v1/admin/compact", post(compact))
-        .route("/v1/admin/archive/status", get(status))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&admin), check_auth))
-        .with_state(admin)
+impl Admin {
+    /// The admin API's state. `cancel` stops running jobs at their next safe point (shutdown).
+    pub fn new(maintenance: Arc<Maintenance>, auth: Arc<Verifier>, cancel: CancellationToken) -> Arc<Admin> {
+        Arc::new(Admin { maintenance, auth, cancel })
+    }
 }
 
-async fn check_auth(State(a): State<Arc<Admin>>, req: Request, next: Next) -> Response {
+/// The admin routes alone, for the unit tests.
+#[cfg(test)]
+fn router(maintenance: Arc<Maintenance>, auth: Arc<Verifier>, cancel: CancellationToken) -> axum::Router {
+    use axum::routing::{get, post};
+    let admin = Admin::new(maintenance, auth, cancel);
+    let guarded = |m: axum::routing::MethodRouter<Arc<Admin>>| {
+        m.layer(axum::middleware::from_fn_with_state(Arc::clone(&admin), check_auth)).with_state(Arc::clone(&admin))
+    };
+    axum::Router::new()
+        .route("/v1/admin/archive", guarded(post(archive)))
+        .route("/v1/admin/restore", guarded(post(restore)))
+        .route("/v1/admin/compact", guarded(post(compact)))
+        .route("/v1/admin/archive/status", guarded(get(status)))
+}
+
+/// The admin role's check, a layer on every admin route: an admin token, or with none
+/// configured a loopback peer.
+pub async fn check_auth(State(a): State<Arc<Admin>>, req: Request, next: Next) -> Response {
     match a.auth.admin(req.headers()) {
         AdminAccess::Granted => {}
         AdminAccess::Denied => {
@@ -173,7 +185,7 @@ where
     ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(stream)).into_response()
 }
 
-async fn archive(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
+pub async fn archive(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
     let opts: ArchiveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ArchiveBody { retention: true }
     } else {
@@ -189,7 +201,7 @@ async fn archive(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
     })
 }
 
-async fn restore(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
+pub async fn restore(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
     let req: RestoreRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(format!("restore request: {e}")).into_response(),
@@ -212,7 +224,7 @@ struct CompactBody {
     to: Option<String>,
 }
 
-async fn compact(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
+pub async fn compact(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
     let opts: CompactBody = if body.iter().all(u8::is_ascii_whitespace) {
         CompactBody::default()
     } else {
@@ -236,11 +248,14 @@ async fn compact(State(a): State<Arc<Admin>>, body: Bytes) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct StatusQuery {
+pub struct StatusQuery {
     table: Option<String>,
 }
 
-async fn status(State(a): State<Arc<Admin>>, Query(q): Query<StatusQuery>) -> Result<Json<Vec<StatusRow>>, ApiError> {
+pub async fn status(
+    State(a): State<Arc<Admin>>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Vec<StatusRow>>, ApiError> {
     let table = match q.table.as_deref() {
         Some(t) => Some(t.parse().map_err(|e| ApiError::bad_request(format!("table: {e}")))?),
         None => None,
@@ -257,11 +272,12 @@ async fn status(State(a): State<Arc<Admin>>, Query(q): Query<StatusQuery>) -> Re
 mod tests {
     use super::*;
     use axum::body::to_bytes;
+    use axum::Router;
     use tower::ServiceExt;
 
     fn admin(dir: &std::path::Path, tokens: Vec<&str>) -> (Router, Arc<Maintenance>) {
         let keys = tokens.iter().map(|t| Key::plain("test", Role::Admin, None, t)).collect();
-        let auth = Arc::new(Verifier::new(lake_query::auth::KeySet::new(keys).unwrap()));
+        let auth = Arc::new(Verifier::new(crate::auth::KeySet::new(keys).unwrap()));
         let data = dir.join("data");
         let mut archive = crate::maintenance::archive::config::ArchiveConfig::defaults(&data);
         archive.store = crate::maintenance::archive::config::StoreConfig::Local { path: dir.join("archive") };

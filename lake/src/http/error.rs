@@ -1,9 +1,17 @@
-//! The one error type of the lake's HTTP handlers: 4xx answers carry an actionable
-//! message; 5xx answers are logged in full and return a generic message.
+//! The one error type of the lake's HTTP handlers (ingest, OTLP aside, `/v1/sql`,
+//! Grafana, tables, alerts, silences, admin, UI): 4xx answers carry an actionable message;
+//! 5xx answers are logged in full and return a generic message.
+//!
+//! Wire format, every endpoint: `{"error": "<message>"}`, with `Retry-After` on 503 and
+//! 507, and `"code"` plus its fields on a clock-skew refusal. One difference is kept from
+//! when the read API lived in its own crate: the generic 500 message of `/v1/sql` and
+//! `/grafana/…` reads `internal error, see the lake's log` ([`ApiError::internal_query`]),
+//! the others' `internal error; see the lake's log`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use lake_query::EngineError;
 use serde_json::json;
 
 /// An HTTP error answer.
@@ -14,14 +22,21 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// A machine-readable reason beside the message: `"code"` and its fields.
     code: Option<(&'static str, serde_json::Map<String, serde_json::Value>)>,
+    /// What a 5xx other than 503 and 507 answers instead of `message` (which is logged).
+    generic: &'static str,
 }
+
+/// The generic 500 message of most endpoints.
+const GENERIC: &str = "internal error; see the lake's log";
+/// The generic 500 message of `/v1/sql` and `/grafana/…`, worded as they always answered.
+const GENERIC_QUERY: &str = "internal error, see the lake's log";
 
 /// `"code"` of a 400 for rows stamped too far ahead of the lake's clock.
 pub const CLOCK_SKEW: &str = "clock_skew";
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None, code: None }
+        ApiError { status, message: message.into(), retry_after: None, code: None, generic: GENERIC }
     }
     /// 400 for a batch with a row out of bounds ([`super::bounds::check`]). A `ts` too far
     /// ahead of the lake's clock also carries `"code": "clock_skew"`, the row's `ts_us`
@@ -73,26 +88,62 @@ impl ApiError {
     pub fn insufficient_storage(m: impl Into<String>, retry_after_secs: u64) -> Self {
         ApiError { retry_after: Some(retry_after_secs), ..Self::new(StatusCode::INSUFFICIENT_STORAGE, m) }
     }
+    /// 499 (nginx's "client closed request"): only ever seen when nobody listens any more.
+    pub fn client_closed(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), m)
+    }
     /// 500; the detail is logged, not sent.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+    /// 500 of `/v1/sql` and `/grafana/…`; the detail is logged, not sent (their generic
+    /// message differs by a comma, see the module docs).
+    pub fn internal_query(detail: impl std::fmt::Display) -> Self {
+        ApiError { generic: GENERIC_QUERY, ..Self::internal(detail.to_string()) }
     }
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
     }
-    /// The message (for a 4xx, what the client is told).
+    /// The message (for a 4xx, what the client is told; for a 5xx, what is logged).
     pub fn message(&self) -> &str {
         &self.message
+    }
+    /// Whether the client gets a generic message instead of [`ApiError::message`].
+    fn hidden(&self) -> bool {
+        let answerable = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::INSUFFICIENT_STORAGE];
+        self.status.is_server_error() && !answerable.contains(&self.status)
+    }
+    /// What the client reads: the message, or the generic one for a hidden 5xx (a streamed
+    /// answer's `Lake-Error` trailer uses this too).
+    pub fn client_message(&self) -> &str {
+        if self.hidden() {
+            self.generic
+        } else {
+            &self.message
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Sql(msg) => ApiError::bad_request(msg),
+            EngineError::Forbidden(msg) => ApiError::forbidden(msg),
+            EngineError::Timeout(limit) => {
+                ApiError::timeout(format!("query interrupted: it ran longer than the limit of {limit:?}"))
+            }
+            EngineError::Cancelled => ApiError::client_closed(e.to_string()),
+            EngineError::Internal(_) => ApiError::internal_query(&e),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let answerable = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::INSUFFICIENT_STORAGE];
-        let message = if self.status.is_server_error() && !answerable.contains(&self.status) {
+        let message = if self.hidden() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
-            "internal error; see the lake's log".to_string()
+            self.generic.to_string()
         } else {
             self.message
         };

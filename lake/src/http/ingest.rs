@@ -25,9 +25,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
+use crate::auth::Verifier;
 use lake_format::custom::TableRef;
 use lake_format::{wire, BatchId, Table};
-use lake_query::auth::Verifier;
 
 use super::budget::{MemoryBudget, Reservation};
 use super::error::ApiError;

@@ -1,5 +1,12 @@
-//! The lake's HTTP surface: ingest, health and self-metrics, with the SQL API of
-//! `lake-query` merged in.
+//! The lake's HTTP surface: every route of `lake serve` is in one table, [`router()`],
+//! with one error type ([`error::ApiError`]) and one body deadline ([`body`]).
+//!
+//! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
+//!   [`otlp`] (OpenTelemetry logs and metrics);
+//! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
+//!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI);
+//! - alerts and silences: `crate::alerts::http`; archive, restore, compaction: [`admin`];
+//! - the lake's own state: `/health` and `/metrics`, here.
 //!
 //! `/health` answers 200 with the lake's state and a `checks` object (engine, wal,
 //! flusher, alerts: [`crate::health`]) while every check passes, and 503 with the same
@@ -12,10 +19,13 @@ pub mod budget;
 pub mod conns;
 pub mod custom;
 pub mod error;
+pub mod grafana;
 pub mod ingest;
 pub mod otlp;
 pub mod policy;
 pub mod refused;
+mod router;
+pub mod sql;
 pub mod tables;
 pub mod ui;
 
@@ -27,13 +37,13 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
 use crate::ingest::wal::WalStats;
 use crate::ingest::writer::{Buffers, WriterStats};
 use ingest::Ingest;
+pub use router::{router, Surface};
 
 /// What `/health` and `/metrics` report on.
 #[derive(Debug)]
@@ -66,18 +76,6 @@ impl Status {
     fn wal(&self) -> &WalStats {
         self.ingest.wal.stats()
     }
-}
-
-/// Routes of the lake's own endpoints.
-pub fn router(ingest: Arc<Ingest>, status: Arc<Status>) -> Router {
-    let otlp_routes = otlp::router(Arc::clone(&ingest));
-    let ingest_routes = Router::new()
-        .route("/v1/ingest/{table}", post(ingest::ingest))
-        .route("/v1/ingest/json/{table}", post(custom::json))
-        .route("/v1/ingest/csv/{table}", post(custom::csv))
-        .with_state(ingest);
-    let status_routes = Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(status);
-    ingest_routes.merge(status_routes).merge(otlp_routes)
 }
 
 async fn health(State(s): State<Arc<Status>>) -> impl IntoResponse {

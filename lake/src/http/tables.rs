@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use lake_query::auth::Verifier;
+use crate::auth::Verifier;
 use lake_query::engine::Engine;
 use lake_query::output::{self, Format};
 

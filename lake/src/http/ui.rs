@@ -25,11 +25,10 @@ use axum::extract::{Path, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
-use lake_query::auth::Verifier;
+use crate::auth::Verifier;
 
 /// `Content-Security-Policy` of every UI answer: the lake's own origin only.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -82,30 +81,37 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// What the UI routes share: the embedded files with their entity tags, and the tokens
-/// `/ui/auth` checks against.
+/// `/ui/auth` checks against. The routes (`/`, `/ui`, `/ui/auth`, `/ui/<asset>`) are in
+/// [`crate::http::router`]; without read tokens in `auth` the lake's read APIs are open,
+/// and the page asks for no token.
 #[derive(Debug)]
-struct Ui {
+pub struct Ui {
     assets: Vec<(Asset, HeaderValue)>,
     auth: Arc<Verifier>,
 }
 
 impl Ui {
+    /// The UI's state over the embedded assets.
+    pub fn new(auth: Arc<Verifier>) -> Arc<Ui> {
+        let assets = ASSETS.iter().map(|a| (*a, etag(a.body))).collect();
+        Arc::new(Ui { assets, auth })
+    }
+
     fn find(&self, path: &str) -> Option<&(Asset, HeaderValue)> {
         self.assets.iter().find(|(a, _)| a.path == path)
     }
 }
 
-/// The UI's routes: `/`, `/ui`, `/ui/auth` and `/ui/<asset>`. Without read tokens in
-/// `auth` the lake's read APIs are open, and the page asks for no token.
-pub fn router(auth: Arc<Verifier>) -> Router {
-    let assets = ASSETS.iter().map(|a| (*a, etag(a.body))).collect();
-    let ui = Arc::new(Ui { assets, auth });
-    Router::new()
+/// The UI's routes alone, for the unit tests.
+#[cfg(test)]
+fn router(auth: Arc<Verifier>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
         .route("/", get(index))
         .route("/ui", get(index))
         .route("/ui/auth", get(auth_state))
         .route("/ui/{*path}", get(asset))
-        .with_state(ui)
+        .with_state(Ui::new(auth))
 }
 
 /// A strong entity tag from the content: FNV-1a, 64 bits (a cache key, not a MAC).
@@ -145,17 +151,17 @@ fn serve(ui: &Ui, path: &str, request: &HeaderMap) -> Response {
     r
 }
 
-async fn index(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+pub async fn index(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     serve(&ui, "index.html", &headers)
 }
 
-async fn asset(State(ui): State<Arc<Ui>>, Path(path): Path<String>, headers: HeaderMap) -> Response {
+pub async fn asset(State(ui): State<Arc<Ui>>, Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&ui, &path, &headers)
 }
 
 /// `{"required": bool, "valid": bool}`: whether the read APIs need a token, and whether
 /// the request's `Authorization: Bearer` one is accepted.
-async fn auth_state(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+pub async fn auth_state(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     let required = ui.auth.read_required();
     let valid = ui.auth.read(&headers).is_ok();
     let mut r = Json(json!({ "required": required, "valid": valid })).into_response();
@@ -170,6 +176,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use axum::Router;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -2,7 +2,7 @@
 //!
 //! Everything here is testable without a server: time comes in as an argument (µs since
 //! the epoch) or through a [`Clock`], SQL results come in as Arrow batches, and the
-//! senders only need a reachable peer. The lake (`lake::alerts`) schedules rules, runs
+//! senders (SMTP, HTTP) are the lake's (`lake::alerts::notify`). The lake (`lake::alerts`) schedules rules, runs
 //! their SQL through [`crate::Engine`], persists [`state::AlertState`], writes the
 //! `alerts` rows and runs the delivery queue.
 //!
@@ -16,9 +16,9 @@
 //! - [`state`]: observations + time → transitions (`pending`, `firing`, `resolved`, `ok`),
 //!   one row each for the `alerts` table, and grouped notifications; silences, repeat
 //!   interval and flap guard live here.
-//! - [`notify`]: channel configs, the delivery queue's retry policy, the message text, and
-//!   the two senders: [`notify::email`] (SMTP with lettre: STARTTLS, implicit TLS, auth)
-//!   and [`notify::webhook`] (generic JSON, Alertmanager, ntfy, Slack, Discord).
+//! - [`notify`]: channel configs ([`notify::email`], [`notify::webhook`]), the delivery
+//!   queue's retry policy, the message text and the webhook bodies (generic JSON,
+//!   Alertmanager, ntfy, Slack, Discord). The senders are the lake's (`lake::alerts::notify`).
 
 pub mod builtin;
 pub mod eval;

@@ -431,7 +431,7 @@ pub fn sql_type_name(ty: &DataType) -> String {
 
 /// One cell as JSON: numbers, booleans and strings natively, timestamps as RFC 3339,
 /// maps as objects, lists as arrays, anything else as arrow's text.
-pub(crate) fn json_cell(array: &dyn Array, i: usize) -> Value {
+pub fn json_cell(array: &dyn Array, i: usize) -> Value {
     if array.is_null(i) {
         return Value::Null;
     }

@@ -27,10 +27,10 @@ use tokio::sync::RwLock;
 use tower::ServiceExt;
 
 use super::*;
+use crate::auth::{Key, KeySet, Role, Verifier};
 use crate::ingest::state::{Batches, State as LakeState};
 use crate::ingest::wal::Wal;
 use crate::ingest::writer::Buffers;
-use lake_query::auth::{Key, KeySet, Role, Verifier};
 
 const NODE: &str = "node-a";
 const TOKEN: &str = "otlp-test-token-0123456789";

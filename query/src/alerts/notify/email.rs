@@ -1,6 +1,7 @@
-//! SMTP email with lettre over rustls: STARTTLS (default, port 587), implicit TLS
-//! (port 465) or plain (port 25, loopback relays only when credentials are given), with
-//! optional AUTH, and an extra trusted CA for relays with a private certificate.
+//! `[[notify.email]]`: an SMTP channel's settings, validated. STARTTLS (default, port
+//! 587), implicit TLS (port 465) or plain (port 25, loopback relays only when credentials
+//! are given), with optional AUTH, and an extra trusted CA for relays with a private
+//! certificate. The lake sends (`lake::alerts::notify::email`).
 //!
 //! The message is plain text ([`super::text`]): subject `[FIRING] rule: message`, then
 //! what, where, since, value, details and the dashboard link.
@@ -10,13 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lake_format::units::Dur;
-use lettre::message::{header::ContentType, Mailbox};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{secret, Notification, Secret, SendError};
+use super::{secret, Secret, SenderChecks};
 use crate::alerts::rules::ConfigError;
 
 /// How the SMTP connection is protected.
@@ -113,17 +110,22 @@ pub struct EmailChannel {
     pub timeout: Duration,
 }
 
-pub(super) fn build(f: EmailFile, i: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<EmailChannel, ConfigError> {
+pub(super) fn build(
+    f: EmailFile,
+    i: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+    checks: &dyn SenderChecks,
+) -> Result<EmailChannel, ConfigError> {
     let at = format!("notify.email[{i}] ({})", f.name);
     if f.host.trim().is_empty() {
         return Err(ConfigError::new(format!("{at}.host"), "is empty"));
     }
-    f.from.parse::<Mailbox>().map_err(|e| ConfigError::new(format!("{at}.from"), format!("{:?}: {e}", f.from)))?;
+    checks.mailbox(&f.from).map_err(|e| ConfigError::new(format!("{at}.from"), format!("{:?}: {e}", f.from)))?;
     if f.to.is_empty() {
         return Err(ConfigError::new(format!("{at}.to"), "give at least one recipient"));
     }
     for t in &f.to {
-        t.parse::<Mailbox>().map_err(|e| ConfigError::new(format!("{at}.to"), format!("{t:?}: {e}")))?;
+        checks.mailbox(t).map_err(|e| ConfigError::new(format!("{at}.to"), format!("{t:?}: {e}")))?;
     }
     let password = secret(f.password, f.password_env, f.password_file, env, &at, "password")?;
     let credentials = match (f.username, password) {
@@ -145,7 +147,7 @@ pub(super) fn build(f: EmailFile, i: usize, env: &dyn Fn(&str) -> Option<String>
         Some(p) => {
             let pem = std::fs::read(&p)
                 .map_err(|e| ConfigError::new(format!("{at}.ca_file"), format!("{}: {e}", p.display())))?;
-            Certificate::from_pem(&pem).map_err(|e| {
+            checks.ca_pem(&pem).map_err(|e| {
                 ConfigError::new(format!("{at}.ca_file"), format!("{}: not a PEM certificate: {e}", p.display()))
             })?;
             Some(pem)
@@ -163,48 +165,4 @@ pub(super) fn build(f: EmailFile, i: usize, env: &dyn Fn(&str) -> Option<String>
         ca_pem,
         timeout: f.timeout.0,
     })
-}
-
-/// The email of a notification.
-pub fn message(c: &EmailChannel, n: &Notification) -> Result<Message, SendError> {
-    let from: Mailbox = c.from.parse().map_err(|e| SendError::permanent(format!("from {:?}: {e}", c.from)))?;
-    let mut b = Message::builder().from(from).subject(super::subject(n)).header(ContentType::TEXT_PLAIN);
-    for t in &c.to {
-        b = b.to(t.parse().map_err(|e| SendError::permanent(format!("to {t:?}: {e}")))?);
-    }
-    // lettre picks 7bit for short ASCII lines, else quoted-printable (or base64).
-    b.body(super::text(n)).map_err(|e| SendError::permanent(format!("building the email: {e}")))
-}
-
-fn transport(c: &EmailChannel) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host).port(c.port).timeout(Some(c.timeout));
-    if c.tls != TlsMode::None {
-        let mut params = TlsParameters::builder(c.host.clone());
-        if let Some(pem) = &c.ca_pem {
-            let cert = Certificate::from_pem(pem).map_err(|e| SendError::permanent(format!("ca_file: {e}")))?;
-            params = params.add_root_certificate(cert);
-        }
-        let params = params.build_rustls().map_err(|e| SendError::permanent(format!("tls settings: {e}")))?;
-        b = b.tls(match c.tls {
-            TlsMode::Starttls => Tls::Required(params),
-            _ => Tls::Wrapper(params),
-        });
-    }
-    if let Some((user, pass)) = &c.credentials {
-        b = b.credentials(Credentials::new(user.clone(), pass.0.clone()));
-    }
-    Ok(b.build())
-}
-
-/// One attempt to send `n`.
-pub(super) async fn send(c: &EmailChannel, n: &Notification) -> Result<(), SendError> {
-    let msg = message(c, n)?;
-    let t = transport(c)?;
-    // lettre's timeout bounds each read and write; this bounds the whole conversation.
-    match tokio::time::timeout(c.timeout + Duration::from_secs(5), t.send(msg)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.is_permanent() => Err(SendError::permanent(format!("smtp {}:{}: {e}", c.host, c.port))),
-        Ok(Err(e)) => Err(SendError::retryable(format!("smtp {}:{}: {}", c.host, c.port, super::error_chain(&e)))),
-        Err(_) => Err(SendError::retryable(format!("smtp {}:{}: timed out after {}", c.host, c.port, Dur(c.timeout)))),
-    }
 }

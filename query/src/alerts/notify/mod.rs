@@ -1,6 +1,8 @@
 //! Notification channels: their configuration (`[notify]`), the retry policy of the
-//! delivery queue, the plain-text message shared by every channel, and [`Notifier`],
-//! which sends one [`Notification`] to one channel once (the caller retries).
+//! delivery queue, and what a notification says: the plain-text message shared by every
+//! channel ([`subject`], [`text`]) and the webhook bodies ([`webhook::request`]). Pure: the
+//! senders (SMTP, HTTP) are the lake's (`lake::alerts::notify`), which also checks what
+//! only they can parse ([`SenderChecks`]: addresses, CA certificates).
 //!
 //! ```toml
 //! [notify]
@@ -26,7 +28,6 @@
 pub mod email;
 pub mod webhook;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -137,44 +138,25 @@ impl Channel {
     }
 }
 
-/// Whether a failed delivery is worth another attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Network trouble, timeouts, 5xx, 429, SMTP 4xx: try again later.
-    Retryable,
-    /// The peer refused the message for good (4xx, SMTP 5xx): retrying cannot help.
-    Permanent,
-}
-
-/// A failed delivery attempt.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    /// Retry or give up.
-    pub kind: ErrorKind,
-    /// What happened.
-    pub message: String,
-}
-
-impl SendError {
-    /// A failure worth another attempt.
-    pub fn retryable(m: impl Into<String>) -> Self {
-        SendError { kind: ErrorKind::Retryable, message: m.into() }
-    }
-    /// A failure no retry can fix.
-    pub fn permanent(m: impl Into<String>) -> Self {
-        SendError { kind: ErrorKind::Permanent, message: m.into() }
-    }
+/// Checks of channel settings that need the senders' own parsers, which live with the
+/// senders in the lake crate: an email address as the SMTP sender reads it, a CA
+/// certificate as its TLS setup loads it. Each returns the parser's complaint.
+pub trait SenderChecks {
+    /// `"Name <user@host>"` or `"user@host"`.
+    fn mailbox(&self, address: &str) -> Result<(), String>;
+    /// A PEM certificate to trust besides the public roots.
+    fn ca_pem(&self, pem: &[u8]) -> Result<(), String>;
 }
 
 /// Validates `[notify]`.
 pub(crate) fn build(
     file: NotifyFile,
     env: &dyn Fn(&str) -> Option<String>,
+    checks: &dyn SenderChecks,
 ) -> Result<(Vec<Channel>, RetryPolicy), ConfigError> {
     let mut channels: Vec<Channel> = Vec::new();
     for (i, e) in file.email.into_iter().enumerate() {
-        channels.push(Channel::Email(email::build(e, i, env)?));
+        channels.push(Channel::Email(email::build(e, i, env, checks)?));
     }
     for (i, w) in file.webhook.into_iter().enumerate() {
         channels.push(Channel::Webhook(webhook::build(w, i, env)?));
@@ -202,15 +184,8 @@ pub(crate) fn build(
     Ok((channels, retry))
 }
 
-/// A secret value: redacted in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A password, token or secret URL: redacted in `Debug` (the workspace's one type).
+pub use lake_format::Secret;
 
 /// Resolves a secret given inline, through an environment variable or in a file.
 pub(crate) fn secret(
@@ -231,31 +206,6 @@ pub(crate) fn secret(
             .map(|v| Some(Secret(v.trim().to_string())))
             .map_err(|e| ConfigError::new(format!("{at}.{what}_file"), format!("{}: {e}", path.display()))),
         _ => Err(ConfigError::new(at, format!("give at most one of {what}, {what}_env and {what}_file"))),
-    }
-}
-
-/// Sends notifications; one per lake, shared by every delivery.
-#[derive(Debug, Clone)]
-pub struct Notifier {
-    http: reqwest::Client,
-}
-
-impl Notifier {
-    /// A notifier (one HTTP client for every webhook).
-    pub fn new() -> Result<Notifier, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("lake/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        Ok(Notifier { http })
-    }
-
-    /// One attempt to deliver `n` through `channel`.
-    pub async fn send(&self, channel: &Channel, n: &Notification) -> Result<(), SendError> {
-        match channel {
-            Channel::Email(e) => email::send(e, n).await,
-            Channel::Webhook(w) => webhook::send(&self.http, w, n).await,
-        }
     }
 }
 
@@ -353,23 +303,8 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// An error with its sources, `outer: inner: innermost`.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// Cuts `s` to at most `max` characters, marking the cut.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
+pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

@@ -1,4 +1,6 @@
-//! Webhooks: one HTTP POST per notification, in the shape the receiver expects.
+//! Webhooks: one HTTP POST per notification, in the shape the receiver expects. Here the
+//! channel's settings and the request ([`request`]); the lake POSTs it
+//! (`lake::alerts::notify::webhook`).
 //!
 //! | format | body |
 //! |---|---|
@@ -19,7 +21,7 @@ use lake_format::units::Dur;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{secret, subject, text, truncate, Notification, Secret, SendError};
+use super::{secret, subject, text, truncate, Notification, Secret};
 use crate::alerts::rules::{ConfigError, Severity};
 use crate::alerts::state::Status;
 use crate::alerts::{format_value, rfc3339, Labels};
@@ -109,7 +111,7 @@ pub struct WebhookChannel {
 impl WebhookChannel {
     /// Scheme, host and port only: the path of a Slack or Discord URL is its secret.
     pub fn url_for_display(&self) -> String {
-        match reqwest::Url::parse(&self.url.0) {
+        match url::Url::parse(self.url.expose()) {
             Ok(u) => format!(
                 "{}://{}{}/…",
                 u.scheme(),
@@ -129,7 +131,7 @@ pub(super) fn build(
     let at = format!("notify.webhook[{i}] ({})", f.name);
     let url = secret(f.url, f.url_env, f.url_file, env, &at, "url")?
         .ok_or_else(|| ConfigError::new(format!("{at}.url"), "give url, url_env or url_file"))?;
-    match reqwest::Url::parse(&url.0) {
+    match url::Url::parse(url.expose()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
         _ => return Err(ConfigError::new(format!("{at}.url"), "must be an http:// or https:// URL with a host")),
     }
@@ -278,36 +280,4 @@ fn common(sets: &[Labels]) -> Map<String, Value> {
         }
     }
     out
-}
-
-/// One attempt to POST `n`.
-pub(super) async fn send(http: &reqwest::Client, c: &WebhookChannel, n: &Notification) -> Result<(), SendError> {
-    let req = request(c.format, &c.name, n);
-    let mut r =
-        http.post(&c.url.0).timeout(c.timeout).header(reqwest::header::CONTENT_TYPE, req.content_type).body(req.body);
-    for (k, v) in req.headers {
-        r = r.header(k, v);
-    }
-    if let Some(t) = &c.bearer {
-        r = r.bearer_auth(&t.0);
-    }
-    let shown = c.url_for_display();
-    let resp = r.send().await.map_err(|e| {
-        // reqwest's message includes the URL, which may be secret.
-        let e = e.without_url();
-        SendError::retryable(format!("{shown}: {}", super::error_chain(&e)))
-    })?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = resp.text().await.unwrap_or_default();
-    let body = truncate(body.trim(), 200);
-    let msg =
-        if body.is_empty() { format!("{shown}: HTTP {status}") } else { format!("{shown}: HTTP {status}: {body}") };
-    if status.as_u16() == 429 || status.is_server_error() {
-        Err(SendError::retryable(msg))
-    } else {
-        Err(SendError::permanent(msg))
-    }
 }

@@ -23,7 +23,7 @@ use lake_format::units::Dur;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{self, BUILTIN_NAMES};
-use super::notify::{Channel, NotifyFile, RetryPolicy};
+use super::notify::{Channel, NotifyFile, RetryPolicy, SenderChecks};
 use super::template::Template;
 
 /// A configuration mistake, naming where it is.
@@ -333,6 +333,8 @@ pub struct BuildContext<'a> {
     pub listen: std::net::SocketAddr,
     /// Resolves `*_env` keys.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Checks channel settings with the senders' parsers (the lake's).
+    pub checks: &'a dyn SenderChecks,
 }
 
 impl fmt::Debug for BuildContext<'_> {
@@ -351,7 +353,7 @@ pub fn build(
     notify: NotifyFile,
     cx: &BuildContext<'_>,
 ) -> Result<AlertsConfig, ConfigError> {
-    let (channels, retry) = super::notify::build(notify, cx.env)?;
+    let (channels, retry) = super::notify::build(notify, cx.env, cx.checks)?;
     let names: Vec<&str> = channels.iter().map(Channel::name).collect();
     let default_channels = match &alerts.default_channels {
         Some(list) => {

@@ -13,11 +13,25 @@ struct Doc {
     notify: NotifyFile,
 }
 
+/// The senders' checks, roughly: the lake's real ones (lettre's parsers) are tested with
+/// the senders; here only where their complaints land matters.
+struct Checks;
+
+impl SenderChecks for Checks {
+    fn mailbox(&self, address: &str) -> Result<(), String> {
+        address.contains('@').then_some(()).ok_or_else(|| "not an address".to_string())
+    }
+
+    fn ca_pem(&self, _pem: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 pub(crate) fn parse(text: &str) -> Result<AlertsConfig, String> {
     let doc: Doc = toml::from_str(text).map_err(|e| e.to_string())?;
     let nodes = vec!["node-a".to_string()];
     let env = |k: &str| (k == "HOOK_URL").then(|| "https://hooks.example/services/T0/B0/secret".to_string());
-    let cx = BuildContext { nodes: &nodes, listen: "127.0.0.1:7470".parse().unwrap(), env: &env };
+    let cx = BuildContext { nodes: &nodes, listen: "127.0.0.1:7470".parse().unwrap(), env: &env, checks: &Checks };
     build(doc.alerts, doc.rules, doc.notify, &cx).map_err(|e| e.to_string())
 }
 

@@ -1,10 +1,10 @@
-//! The SQL HTTP API: `POST /v1/sql`.
+//! The SQL HTTP API: `POST /v1/sql` (and named queries through it).
 //!
 //! Request body: JSON `{"sql": "...", "format": "json"|"csv"|"arrow"|"table"}` when the
 //! `Content-Type` is `application/json`, otherwise the SQL itself as text with the format
 //! in `?format=` (default `json`). A JSON body's `format` wins over the query parameter.
 //!
-//! Response: the result rendered by [`crate::output`]. Errors are JSON `{"error": "..."}`:
+//! Response: the result rendered by [`lake_query::output`]. Errors are JSON `{"error": "..."}`:
 //! 400 for SQL DuckDB rejects (its own message: syntax, unknown column, …), 403 when the
 //! SQL tries to leave the sandbox (a statement that is not a read, `COPY`, `ATTACH`,
 //! `INSTALL`/`LOAD`, `SET`/`PRAGMA`, a file outside `<data>/tables/` or a URL; the
@@ -44,19 +44,20 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 
 use crate::auth::{Denied, Verifier};
-use crate::engine::{Engine, EngineError};
-use crate::grafana::macros::{expand, parse_duration_ms, MacroContext};
-use crate::named::NamedQuery;
-use crate::output::{self, Format};
+use crate::http::body;
+use crate::http::error::ApiError;
+use lake_query::engine::Engine;
+use lake_query::grafana::macros::{expand, parse_duration_ms, MacroContext};
+use lake_query::named::NamedQuery;
+use lake_query::output::{self, Format};
 
-pub mod body;
 mod stream;
 
 pub use crate::auth::bearer_token;
@@ -67,91 +68,37 @@ pub const TRUNCATED_HEADER: &str = "lake-truncated";
 /// Trailer of a streamed answer that failed after its head was sent.
 pub const ERROR_TRAILER: &str = "lake-error";
 
+/// What `/v1/sql` answers from: the engine, the tokens, the named queries. Routed in
+/// [`crate::http::router`].
+///
+/// Besides SQL, a JSON body may name one of `queries` (`{"query": "http_5xx_ratio",
+/// "since": "6h"}`): its macros are expanded over the last `since` (default 24h) with
+/// parameters, as Grafana panels are.
 #[derive(Debug)]
-struct AppState {
+pub struct Sql {
     engine: Arc<Engine>,
     auth: Arc<Verifier>,
     queries: Vec<NamedQuery>,
 }
 
-/// The routes of the SQL API with plaintext read tokens (hashed here; none: no auth), for
-/// tests and benches. `lake serve` uses [`router_with_auth`].
+impl Sql {
+    /// The SQL API's state, checking read tokens with `auth`.
+    pub fn new(engine: Arc<Engine>, auth: Arc<Verifier>, queries: Vec<NamedQuery>) -> Arc<Sql> {
+        Arc::new(Sql { engine, auth, queries })
+    }
+}
+
+/// `/v1/sql` alone with plaintext read tokens (hashed here; none: no auth), for the unit
+/// tests and the benches; `lake serve` routes it in [`crate::http::router`].
+#[doc(hidden)]
 pub fn router(engine: Arc<Engine>, read_tokens: Vec<String>, queries: Vec<NamedQuery>) -> Router {
-    router_with_auth(engine, Arc::new(Verifier::with_read_tokens(&read_tokens)), queries)
+    let auth = Arc::new(Verifier::with_read_tokens(&read_tokens));
+    Router::new().route("/v1/sql", post(sql)).with_state(Sql::new(engine, auth, queries))
 }
 
-/// The routes of the SQL API, checking read tokens with `auth`.
-///
-/// Besides SQL, a JSON body may name one of `queries` (`{"query": "http_5xx_ratio",
-/// "since": "6h"}`): its macros are expanded over the last `since` (default 24h) with
-/// parameters, as Grafana panels are.
-pub fn router_with_auth(engine: Arc<Engine>, auth: Arc<Verifier>, queries: Vec<NamedQuery>) -> Router {
-    Router::new().route("/v1/sql", post(sql)).with_state(Arc::new(AppState { engine, auth, queries }))
-}
-
-/// An error answered to the client as `{"error": "..."}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
-    }
-
-    /// The message the client will read.
-    pub(crate) fn message(&self) -> &str {
-        &self.message
-    }
-
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, message)
-    }
-
-    /// The status the client will get.
-    pub(crate) fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// Logs the detail and tells the client only that it was our fault.
-    pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "sql request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error, see the lake's log")
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Sql(msg) => ApiError::bad_request(msg),
-            EngineError::Forbidden(msg) => ApiError::forbidden(msg),
-            EngineError::Timeout(limit) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("query interrupted: it ran longer than the limit of {limit:?}"),
-            ),
-            // Only seen when nobody is listening any more; 499 is nginx's "client closed".
-            EngineError::Cancelled => {
-                ApiError::new(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), e.to_string())
-            }
-            EngineError::Internal(_) => ApiError::internal(&e),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
-    }
-}
-
+/// `/v1/sql`'s query string.
 #[derive(Debug, Deserialize)]
-struct SqlParams {
+pub struct SqlParams {
     format: Option<String>,
 }
 
@@ -174,8 +121,9 @@ enum Statement {
     Named { name: String, since_ms: u64 },
 }
 
-async fn sql(
-    State(state): State<Arc<AppState>>,
+/// `POST /v1/sql`.
+pub async fn sql(
+    State(state): State<Arc<Sql>>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
     body: Body,
@@ -207,8 +155,8 @@ async fn sql(
         output::write(format, &result, &mut out).map(|()| out)
     })
     .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(|e| ApiError::internal(&e))?;
+    .map_err(|e| ApiError::internal_query(&e))?
+    .map_err(|e| ApiError::internal_query(&e))?;
 
     let mut response = rendered.into_response();
     let h = response.headers_mut();
@@ -263,10 +211,8 @@ fn parse_format(format: Option<String>) -> Result<Format, ApiError> {
 pub(crate) fn authorize(auth: &Verifier, headers: &HeaderMap) -> Result<(), ApiError> {
     match auth.read(headers) {
         Ok(()) => Ok(()),
-        Err(Denied::Missing) => {
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <read token>"))
-        }
-        Err(Denied::Invalid) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid read token")),
+        Err(Denied::Missing) => Err(ApiError::unauthorized("missing Authorization: Bearer <read token>")),
+        Err(Denied::Invalid) => Err(ApiError::unauthorized("invalid read token")),
     }
 }
 

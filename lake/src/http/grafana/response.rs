@@ -19,9 +19,9 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
 use serde_json::{json, Value as Json};
 
-use crate::engine::QueryResult;
-use crate::http::ApiError;
-use crate::output::json_cell;
+use crate::http::error::ApiError;
+use lake_query::engine::QueryResult;
+use lake_query::output::json_cell;
 
 /// `(value, epoch_ms)`: null (or not finite) values stay, as gaps in the graph.
 type Point = (Option<f64>, i64);
@@ -93,7 +93,7 @@ fn not_time_series(result: &QueryResult) -> ApiError {
         .schema
         .fields()
         .iter()
-        .map(|f| format!("{} {}", f.name(), crate::output::sql_type_name(f.data_type())))
+        .map(|f| format!("{} {}", f.name(), lake_query::output::sql_type_name(f.data_type())))
         .collect();
     ApiError::bad_request(format!(
         "a time series needs a timestamp column and a numeric column (got: {}); \
@@ -148,7 +148,7 @@ pub(crate) fn table(result: &QueryResult) -> Result<Json, ApiError> {
 
 /// A numeric column as `Float64`.
 fn as_f64(column: &ArrayRef) -> Result<ArrayRef, ApiError> {
-    arrow_cast::cast(column, &DataType::Float64).map_err(|e| ApiError::internal(&e))
+    arrow_cast::cast(column, &DataType::Float64).map_err(|e| ApiError::internal_query(&e))
 }
 
 /// A time cell in Unix epoch milliseconds.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::macros::{auto_interval_ms, MacroContext};
-use crate::http::ApiError;
+use crate::http::error::ApiError;
 
 /// Range used when a request carries none: Grafana's own default, the last 6 hours.
 const DEFAULT_SPAN_MS: i64 = 6 * 3_600_000;

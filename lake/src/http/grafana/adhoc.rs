@@ -11,7 +11,7 @@
 use duckdb::types::Value;
 
 use super::request::AdhocFilter;
-use crate::http::ApiError;
+use crate::http::error::ApiError;
 
 /// Keys offered by `/tag-keys`, and the table and column `/tag-values` reads each from.
 /// Static text only: this is the whole set of SQL fragments the tag endpoints render.

@@ -8,7 +8,7 @@ use lake_format::Table;
 use tower::ServiceExt;
 
 use super::*;
-use crate::test_support::{engine, metrics, write_parquet, MemFresh};
+use lake_query::test_support::{engine, metrics, write_parquet, MemFresh};
 
 struct Reply {
     status: StatusCode,
@@ -39,8 +39,11 @@ fn app(tokens: &[&str]) -> (tempfile::TempDir, Router) {
     write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 10.0, Some("0"))]));
     let fresh = Arc::new(MemFresh::default());
     fresh.set(Table::Metrics, vec![metrics(&[(1, "n2", "cpu", 20.0, Some("1"))])]);
-    let router =
-        router(engine(dir.path(), fresh), tokens.iter().map(|t| t.to_string()).collect(), crate::named::defaults());
+    let router = router(
+        engine(dir.path(), fresh),
+        tokens.iter().map(|t| t.to_string()).collect(),
+        lake_query::named::defaults(),
+    );
     (dir, router)
 }
 
@@ -88,9 +91,9 @@ async fn arrow_round_trips_and_flags_truncation() {
 #[tokio::test]
 async fn truncated_results_carry_the_header() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = crate::engine::Limits { max_rows: 2, ..Default::default() };
-    let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
-    let app = router(e, vec![], crate::named::defaults());
+    let limits = lake_query::engine::Limits { max_rows: 2, ..Default::default() };
+    let e = lake_query::test_support::engine_with(dir.path(), Arc::default(), limits);
+    let app = router(e, vec![], lake_query::named::defaults());
     let r = call(&app, post("/v1/sql", "text/plain", "select * from range(5)")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers[TRUNCATED_HEADER], "true");
@@ -142,9 +145,9 @@ async fn user_errors_are_400_with_duckdbs_message() {
 #[tokio::test]
 async fn timeouts_are_408_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = crate::engine::Limits { timeout: std::time::Duration::from_millis(200), ..Default::default() };
-    let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
-    let app = router(e, vec![], crate::named::defaults());
+    let limits = lake_query::engine::Limits { timeout: std::time::Duration::from_millis(200), ..Default::default() };
+    let e = lake_query::test_support::engine_with(dir.path(), Arc::default(), limits);
+    let app = router(e, vec![], lake_query::named::defaults());
     let r = call(&app, post("/v1/sql", "text/plain", "select count(*) from range(1000000000) a, range(1000) b")).await;
     assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
     assert!(r.json()["error"].as_str().unwrap().contains("200ms"));
@@ -292,10 +295,10 @@ async fn escapes_are_forbidden_for_every_format_and_named_errors_stay_400() {
 
 // ---- streaming ----
 
-fn streaming_app(limits: crate::engine::Limits) -> (tempfile::TempDir, Arc<Engine>, Router) {
+fn streaming_app(limits: lake_query::engine::Limits) -> (tempfile::TempDir, Arc<Engine>, Router) {
     let dir = tempfile::tempdir().unwrap();
-    let e = crate::test_support::engine_with(dir.path(), Arc::default(), limits);
-    let router = router(Arc::clone(&e), vec![], crate::named::defaults());
+    let e = lake_query::test_support::engine_with(dir.path(), Arc::default(), limits);
+    let router = router(Arc::clone(&e), vec![], lake_query::named::defaults());
     (dir, e, router)
 }
 
@@ -305,7 +308,7 @@ const BIG_SQL: &str = "select i, 'row-' || i as s from range(400000) t(i)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_larger_than_the_channel_streams_completely_in_every_format() {
-    let limits = crate::engine::Limits { max_rows: 1_000_000, ..Default::default() };
+    let limits = lake_query::engine::Limits { max_rows: 1_000_000, ..Default::default() };
     let (_dir, _e, app) = streaming_app(limits);
     for format in ["json", "csv", "arrow"] {
         let req = post(&format!("/v1/sql?format={format}"), "text/plain", BIG_SQL);
@@ -346,7 +349,7 @@ async fn a_result_larger_than_the_channel_streams_completely_in_every_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_result_cut_at_the_row_limit_says_so_at_its_end() {
-    let limits = crate::engine::Limits { max_rows: 300_000, ..Default::default() };
+    let limits = lake_query::engine::Limits { max_rows: 300_000, ..Default::default() };
     let (_dir, _e, app) = streaming_app(limits);
     for format in ["json", "csv", "arrow"] {
         let resp = app.clone().oneshot(post(&format!("/v1/sql?format={format}"), "text/plain", BIG_SQL)).await.unwrap();
@@ -369,7 +372,7 @@ async fn a_streamed_result_cut_at_the_row_limit_says_so_at_its_end() {
 }
 
 /// Waits until the engine has no query running, or panics after 10 s.
-async fn until_idle(e: &Engine) -> crate::engine::EngineStats {
+async fn until_idle(e: &Engine) -> lake_query::engine::EngineStats {
     let start = std::time::Instant::now();
     loop {
         let s = e.stats();
@@ -384,7 +387,7 @@ async fn until_idle(e: &Engine) -> crate::engine::EngineStats {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_cancels_the_query() {
     // Rows without end, no row limit to speak of: only the disconnect can stop it.
-    let limits = crate::engine::Limits {
+    let limits = lake_query::engine::Limits {
         max_rows: usize::MAX,
         timeout: std::time::Duration::from_secs(600),
         ..Default::default()
@@ -415,7 +418,7 @@ async fn a_client_that_goes_away_cancels_the_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnecting_over_tcp_cancels_the_query() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limits = crate::engine::Limits {
+    let limits = lake_query::engine::Limits {
         max_rows: usize::MAX,
         timeout: std::time::Duration::from_secs(600),
         ..Default::default()
@@ -447,7 +450,7 @@ async fn a_client_disconnecting_over_tcp_cancels_the_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_time_limit_ends_a_stream_in_progress() {
     let timeout = std::time::Duration::from_millis(700);
-    let limits = crate::engine::Limits { max_rows: usize::MAX, timeout, ..Default::default() };
+    let limits = lake_query::engine::Limits { max_rows: usize::MAX, timeout, ..Default::default() };
     let (_dir, e, app) = streaming_app(limits);
     let sql = "select i, i * 2 as j from range(1000000000000) t(i)";
     for format in ["json", "csv", "arrow"] {
@@ -482,7 +485,7 @@ async fn the_time_limit_ends_a_stream_in_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_does_not_hold_the_query_past_its_time_limit() {
     let timeout = std::time::Duration::from_millis(500);
-    let limits = crate::engine::Limits { max_rows: usize::MAX, timeout, ..Default::default() };
+    let limits = lake_query::engine::Limits { max_rows: usize::MAX, timeout, ..Default::default() };
     let (_dir, e, app) = streaming_app(limits);
     let resp = app
         .clone()

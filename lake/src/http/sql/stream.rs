@@ -15,9 +15,10 @@ use bytes::Bytes;
 use duckdb::types::Value;
 use http_body::Frame;
 
-use super::{ApiError, ERROR_TRAILER, TRUNCATED_HEADER};
-use crate::engine::{Engine, QueryStream};
-use crate::output::{self, BatchEncoder, Format, Tail};
+use super::{ERROR_TRAILER, TRUNCATED_HEADER};
+use crate::http::error::ApiError;
+use lake_query::engine::{Engine, QueryStream};
+use lake_query::output::{self, BatchEncoder, Format, Tail};
 
 /// Encoded bytes the head waits for: a result ending within them is answered whole, with
 /// its truncation in the head and any error as a proper error response.
@@ -50,7 +51,7 @@ pub(super) async fn respond(
         Ok(Chunk { bytes: Bytes::from(e.batch(batch)?), rows: batch.num_rows() })
     };
     let mut stream = engine.query_stream(sql, params, CHANNEL_CHUNKS, encode).await?;
-    let head = output::head(format, stream.schema()).map_err(|e| ApiError::internal(&e))?;
+    let head = output::head(format, stream.schema()).map_err(|e| ApiError::internal_query(&e))?;
     let mut pending = VecDeque::from([Bytes::from(head)]);
     let (mut buffered, mut rows) = (0usize, 0usize);
     while buffered < WINDOW {
@@ -62,7 +63,7 @@ pub(super) async fn respond(
                 pending.push_back(chunk.bytes);
             }
             None => {
-                let end = stream.end().unwrap_or(crate::engine::StreamEnd { rows, truncated: false });
+                let end = stream.end().unwrap_or(lake_query::engine::StreamEnd { rows, truncated: false });
                 pending.push_back(Bytes::from(output::tail(
                     format,
                     &Tail { truncated: end.truncated, rows: end.rows, error: None },
@@ -157,14 +158,16 @@ impl http_body::Body for StreamedBody {
                 Err(e) => {
                     let api = ApiError::from(e);
                     tracing::warn!(status = %api.status(), error = api.message(), rows = this.rows, "streamed query failed after its head was sent");
+                    // The client reads what an error response would have said: the generic
+                    // line for our own failures, never their detail.
                     if this.format == Format::Json {
-                        let message = api.message().to_string();
+                        let message = api.client_message().to_string();
                         this.finish(false, Some(&message));
                     } else {
                         // CSV and Arrow cannot say it in band: cut the body.
                         this.stream = None;
                         this.pending.clear();
-                        return Poll::Ready(Some(Err(std::io::Error::other(api.message().to_string()))));
+                        return Poll::Ready(Some(Err(std::io::Error::other(api.client_message().to_string()))));
                     }
                 }
             }

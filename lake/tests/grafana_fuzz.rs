@@ -1,8 +1,8 @@
 //! The inputs that once crashed a Grafana fuzz target
 //! (`fixtures/fuzz-regressions/grafana_*/`), replayed through the same entry points the
-//! targets use ([`lake_query::grafana::fuzzing`]), so plain `cargo test` checks them.
+//! targets use ([`lake::http::grafana::fuzzing`]), so plain `cargo test` checks them.
 
-use lake_query::grafana::fuzzing::TARGETS;
+use lake::http::grafana::fuzzing::TARGETS;
 
 #[test]
 fn fuzz_regressions_stay_fixed() {

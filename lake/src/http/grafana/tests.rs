@@ -13,8 +13,8 @@ use serde_json::{json, Value as Json};
 use tower::ServiceExt;
 
 use super::*;
-use crate::named::defaults;
-use crate::test_support::{alert, engine, write_parquet, MemFresh, TS};
+use lake_query::named::defaults;
+use lake_query::test_support::{alert, engine, write_parquet, MemFresh, TS};
 
 /// 2026-11-22T10:00:00Z in epoch milliseconds.
 const T0: i64 = TS / 1000;
@@ -111,7 +111,7 @@ fn write_fixtures(dir: &std::path::Path) {
 }
 
 fn app_over(dir: &std::path::Path, tokens: &[&str]) -> Router {
-    let queries = crate::named::merge(Vec::new()).unwrap();
+    let queries = lake_query::named::merge(Vec::new()).unwrap();
     router(engine(dir, Arc::new(MemFresh::default())), tokens.iter().map(|t| t.to_string()).collect(), queries)
 }
 

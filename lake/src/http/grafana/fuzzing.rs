@@ -16,7 +16,7 @@ use super::{adhoc, annotations, looks_like_sql, macros, time_condition};
 /// A fixed "now" (2024-03-09T16:00:00Z), so a crash replays the same way on any day.
 const NOW_MS: i64 = 1_710_000_000_000;
 
-/// SQL a target carries as a [`super::GrafanaState::resolve`] would find it (named queries
+/// SQL a target carries as a [`super::Grafana::resolve`] would find it (named queries
 /// aside: their SQL is the operator's, not the request's).
 fn target_sql<'a>(target: Option<&'a str>, payload: &'a serde_json::Map<String, Json>) -> Option<&'a str> {
     if let Some(sql) = payload.get("sql").and_then(Json::as_str).filter(|s| !s.trim().is_empty()) {

@@ -1,4 +1,6 @@
-//! The tokens file and its reloading: the bearer tokens `lake token` manages.
+//! Bearer tokens, all in one place: the keys and their checking ([`verify`]: [`Verifier`],
+//! [`KeySet`], SHA-256 hashes compared in constant time), the tokens file `lake token`
+//! manages, and its reloading while `lake serve` runs.
 //!
 //! In: `tokens.toml` (default `<data_dir>/tokens.toml`, or `[auth] tokens_file`), written
 //! only by `lake token add/revoke`, plus the tokens of `lake.toml` itself. Out: the
@@ -49,7 +51,12 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use lake_format::wire::validate_node_name;
-pub use lake_query::auth::{Key, KeySet, Role, TokenHash, Verifier};
+pub mod verify;
+
+pub use verify::{
+    bearer_token, find_constant_time, AdminAccess, BadHash, Denied, DuplicateToken, Key, KeySet, Role, SilenceDenied,
+    TokenHash, UnknownRole, Verifier,
+};
 
 /// How often `lake serve` looks for a changed tokens file.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

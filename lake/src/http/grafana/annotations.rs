@@ -18,8 +18,8 @@
 use serde_json::{json, Value as Json};
 
 use super::response::{epoch_ms, text_cell};
-use crate::engine::QueryResult;
-use crate::http::ApiError;
+use crate::http::error::ApiError;
+use lake_query::engine::QueryResult;
 
 /// Events returned per source at most.
 const MAX_EVENTS: usize = 1000;
