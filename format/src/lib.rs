@@ -1,13 +1,15 @@
 //! The contracts of lake, shared by the collector and the lake: the table catalog as
 //! Arrow schemas ([`catalog`]), the batch envelope on the wire ([`wire`]), the on-disk
 //! layout ([`layout`]), row builders ([`rows`]), self-describing config units
-//! ([`units`]) and one-line error messages ([`error`]). Small and dependency-light on purpose: the collector links it.
+//! ([`units`]), one-line error messages ([`error`]) and self-telemetry declared where it
+//! is counted ([`metrics`]). Small and dependency-light on purpose: the collector links it.
 #![deny(missing_docs)]
 
 pub mod catalog;
 pub mod custom;
 pub mod error;
 pub mod layout;
+pub mod metrics;
 pub mod rows;
 pub mod units;
 pub mod wire;
