@@ -9,6 +9,7 @@ mod correlate;
 mod demo;
 mod gen;
 mod query;
+mod remote;
 mod tables;
 mod token;
 
