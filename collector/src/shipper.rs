@@ -116,7 +116,7 @@ pub enum ShipError {
         clock: Option<ClockSkew>,
     },
     /// No answer: connection refused or reset, DNS, timeout.
-    #[error("request to the lake failed: {}", chain(.0))]
+    #[error("request to the lake failed: {}", lake_format::error::error_chain(.0))]
     Transport(#[source] reqwest::Error),
 }
 
@@ -233,19 +233,6 @@ pub fn human(d: Duration) -> String {
     } else {
         format!("{secs}s")
     }
-}
-
-/// An error and its causes on one line: reqwest's own message omits why a connection
-/// failed ("connection refused" is in the source chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// By status alone: 401 and 403 refuse this node's token or name (config); other 4xx

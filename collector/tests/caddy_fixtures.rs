@@ -3,8 +3,6 @@
 //! row: table and every column). `LAKE_BLESS=1` rewrites the expected files (review the
 //! diff!). Also the huge-line cases, generated here rather than committed.
 
-mod caddy_common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,7 +40,7 @@ fn rows_of(path: &Path, file_name: &str, max_line_bytes: usize) -> Vec<Value> {
             let (http, logs) = rows.finish().unwrap();
             for (t, b) in [("http", http), ("logs", logs)] {
                 if let Some(b) = b {
-                    out.extend(caddy_common::rows_json(t, &b));
+                    out.extend(lake_test_support::table_rows(t, &b));
                 }
             }
         }
@@ -72,7 +70,7 @@ fn every_fixture_produces_exactly_its_expected_rows() {
             .collect();
         assert_eq!(got.len(), expected.len(), "{name}: row count");
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-            assert!(caddy_common::same(g, e), "{name}: row {i}\n got: {g}\nwant: {e}");
+            assert!(lake_test_support::same(g, e), "{name}: row {i}\n got: {g}\nwant: {e}");
         }
         checked += 1;
     }

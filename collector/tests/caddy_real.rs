@@ -11,12 +11,10 @@
 //! check every input line appears exactly once: the rows and the position are spooled as
 //! one group, so even a kill cannot separate them.
 
-mod caddy_common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +24,8 @@ use lake_collector::sources::SourceContext;
 use lake_collector::spool::{SpoolHandle, SpoolOptions};
 use lake_collector::stats::Stats;
 use lake_collector::tail::{StartAt, TailConfig};
+use lake_test_support::spool::{spooled, spooled_tables};
+use lake_test_support::{free_port, same, KillOnDrop};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -73,19 +73,6 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Caddy's own lines: rolled files (plain or gzipped) in name order, then the live file.
@@ -186,7 +173,7 @@ async fn caddy_real_access_log_matches_row_for_row() {
     assert!(n_rolled >= 1, "caddy did not roll its log: the test needs more traffic");
     assert_eq!(lines.len(), n, "caddy logged every request");
     drop(running.ctx);
-    let spooled = caddy_common::spooled(&data.join("spool")).await;
+    let spooled = spooled(&data.join("spool")).await;
     let rows: Vec<Value> = spooled
         .into_iter()
         .flat_map(|(_, t, rows)| {
@@ -222,7 +209,7 @@ async fn caddy_real_access_log_matches_row_for_row() {
         }
         // Caddy's nanoseconds, rounded to the microsecond.
         let d = (line["duration"].as_f64().unwrap() * 1e6).round() / 1e3;
-        assert!(caddy_common::same(&row["duration_ms"], &serde_json::json!(d)), "line {i} duration");
+        assert!(same(&row["duration_ms"], &serde_json::json!(d)), "line {i} duration");
         assert_eq!(row["attrs"]["remote_port"], req["remote_port"], "line {i}");
         assert_eq!(row["attrs"]["logger"], line["logger"], "line {i}");
         *statuses.entry(line["status"].as_i64().unwrap()).or_insert(0) += 1;
@@ -252,7 +239,7 @@ fn append_lines(path: &Path, range: std::ops::Range<usize>) {
 /// How many times each line number was spooled.
 async fn counts(data: &Path) -> HashMap<usize, usize> {
     let mut c = HashMap::new();
-    for (_, _, rows) in caddy_common::spooled(&data.join("spool")).await {
+    for (_, _, rows) in spooled(&data.join("spool")).await {
         for r in rows {
             let n: usize = r["uri"].as_str().unwrap().trim_start_matches("/n/").parse().unwrap();
             *c.entry(n).or_insert(0) += 1;
@@ -488,7 +475,7 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
     let (caddy_lines, _) = caddy_lines(&logs);
     assert_eq!(caddy_lines.len(), total, "Caddy logged every request and deleted none");
     let mut seen: HashMap<usize, usize> = HashMap::new();
-    for (_, _, rows) in caddy_common::spooled_tables(&data.join("spool"), |t| t == "http").await {
+    for (_, _, rows) in spooled_tables(&data.join("spool"), |t| t == "http").await {
         for r in rows {
             let i: usize = r["path"].as_str().unwrap().trim_start_matches("/r/").parse().unwrap();
             *seen.entry(i).or_default() += 1;

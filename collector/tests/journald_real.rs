@@ -6,8 +6,6 @@
 //! exactly once), and a missing or failing journalctl. Needs Debian's `systemd-journal-remote`
 //! and `journalctl` (CI installs them); without them these tests fail, saying so.
 
-mod lake_rows;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -188,7 +186,7 @@ async fn drain(spool: &SpoolHandle) -> Vec<(String, Value)> {
         let mine = ["logs", "firewall", "bans"].contains(&rec.table.as_str());
         let (_, batches) = wire::decode(&rec.body).unwrap();
         for b in batches.iter().filter(|_| mine) {
-            out.extend(lake_rows::rows(b).into_iter().map(|r| (rec.table.clone(), r)));
+            out.extend(lake_test_support::batch_to_json(b).into_iter().map(|r| (rec.table.clone(), r)));
         }
         spool.ack(rec.seq).await.unwrap();
     }

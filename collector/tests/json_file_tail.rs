@@ -2,8 +2,6 @@
 //! source; every valid line reaches the custom table exactly once, in order, as written
 //! (plus `ts` where missing); bad lines are kept raw in `logs`.
 
-mod caddy_common;
-
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +44,7 @@ async fn seen(dir: &std::path::Path) -> Seen {
             }
             "logs" => {
                 let (_, batches) = lake_format::wire::decode(&rec.body).unwrap();
-                out.logs.extend(batches.iter().flat_map(|b| caddy_common::rows_json("logs", b)));
+                out.logs.extend(batches.iter().flat_map(|b| lake_test_support::table_rows("logs", b)));
             }
             other => panic!("unexpected table {other}"),
         }

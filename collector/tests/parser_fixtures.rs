@@ -4,8 +4,6 @@
 //! made UTF-8 the lossy way, as the file tailer does. `LAKE_BLESS=1` rewrites the expected
 //! files (review the diff). Huge (1 MiB) lines are generated here, not committed.
 
-mod lake_rows;
-
 use std::path::{Path, PathBuf};
 
 use lake_collector::sources::fail2ban::{self, BansRows};
@@ -48,7 +46,7 @@ fn ufw_row(line: &str) -> Value {
             let ts = ev.time.and_then(|t| t.resolve(&tz, now)).unwrap_or(FALLBACK_TS);
             let mut b = FirewallRows::new();
             b.push(NODE, ts, &ev);
-            json!({"row": lake_rows::rows(&b.finish().unwrap())[0]})
+            json!({"row": lake_test_support::batch_to_json(&b.finish().unwrap())[0]})
         }
         Err(e) => json!({"error": e.to_string()}),
     }
@@ -59,7 +57,7 @@ fn ban_row(line: &str, tz: &jiff::tz::TimeZone) -> Value {
         Ok(Some(ev)) => {
             let mut b = BansRows::new();
             b.push(NODE, FALLBACK_TS, &ev);
-            json!({"row": lake_rows::rows(&b.finish().unwrap())[0]})
+            json!({"row": lake_test_support::batch_to_json(&b.finish().unwrap())[0]})
         }
         Ok(None) => json!({"none": true}),
         Err(e) => json!({"error": e.to_string()}),

@@ -3,9 +3,7 @@
 //! after. Scrapes it through the real source into a spool and reads the rows back; then
 //! stops it and checks the failed scrape (`up = 0` and a note in `logs`).
 
-mod caddy_common;
-
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,26 +12,14 @@ use lake_collector::sources::prometheus_scrape::ScrapeSource;
 use lake_collector::sources::SourceContext;
 use lake_collector::spool::{SpoolHandle, SpoolOptions};
 use lake_collector::stats::Stats;
+use lake_test_support::{free_port, KillOnDrop};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// The exporter process, killed when dropped.
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_exporter(port: u16) -> Exporter {
+async fn start_exporter(port: u16) -> KillOnDrop {
     assert!(
         std::path::Path::new(EXPORTER).exists(),
         "{EXPORTER} is missing: run `scripts/setup peers` (apt-get install prometheus-node-exporter)"
@@ -45,7 +31,7 @@ async fn start_exporter(port: u16) -> Exporter {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let exporter = Exporter(child);
+    let exporter = KillOnDrop(child);
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return exporter;
@@ -60,7 +46,7 @@ async fn drain(spool: &SpoolHandle) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     while let Some(rec) = spool.peek().await.unwrap() {
         let (_, batches) = lake_format::wire::decode(&rec.body).unwrap();
-        let rows = batches.iter().flat_map(|b| caddy_common::rows_json(&rec.table, b)).collect();
+        let rows = batches.iter().flat_map(|b| lake_test_support::table_rows(&rec.table, b)).collect();
         out.push((rec.table.clone(), rows));
         spool.ack(rec.seq).await.unwrap();
     }

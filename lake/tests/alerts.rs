@@ -208,36 +208,11 @@ impl Hook {
 /// A lake.toml: one node, a read token, rows flushed hourly (so restarts go through the
 /// WAL), `uptime_down` evaluated every second without `for`, plus `extra`.
 fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
-    let path = dir.join("lake.toml");
-    let text = format!(
-        r#"version = 1
-data_dir = "{data}"
-listen = "127.0.0.1:{port}"
-
-[[nodes]]
-name = "{NODE}"
-token = "{TOKEN}"
-
-[ingest]
-flush_interval = "1h"
-
-[query]
-read_tokens = ["{READ_TOKEN}"]
-
-[alerts]
-external_url = "http://lake.test:7470"
-
-[[rules]]
-name = "uptime_down"
-every = "1s"
-for = "0s"
-
-{extra}
-"#,
-        data = dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    lake_toml(dir, port)
+        .flush("1h")
+        .section("[alerts]\nexternal_url = \"http://lake.test:7470\"\n\n[[rules]]\nname = \"uptime_down\"\nevery = \"1s\"\nfor = \"0s\"")
+        .section(extra)
+        .write()
 }
 
 /// Posts one `probes` row per (target, ok) from node-a, stamped now.

@@ -80,24 +80,8 @@ fn day(days_ago: i64) -> Date {
 }
 
 fn config(dir: &Path, port: u16, moto: &Moto) -> PathBuf {
-    let path = dir.join("lake.toml");
-    let text = format!(
-        r#"version = 1
-data_dir = "{data}"
-listen = "127.0.0.1:{port}"
-
-[[nodes]]
-name = "{NODE}"
-token = "{TOKEN}"
-
-[ingest]
-flush_interval = "1h"
-
-[query]
-read_tokens = ["{READ_TOKEN}"]
-timeout = "2s"
-
-[archive]
+    let archive = format!(
+        r#"[archive]
 store = "s3"
 bucket = "{BUCKET}"
 endpoint = "{endpoint}"
@@ -109,13 +93,10 @@ multipart_part_size = "5MiB"
 
 [retention]
 keep_local_days = {KEEP_LOCAL}
-restored_keep_days = 2
-"#,
-        data = dir.join("data").display(),
+restored_keep_days = 2"#,
         endpoint = moto.url(),
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    lake_toml(dir, port).flush("1h").query("timeout = \"2s\"").section(&archive).write()
 }
 
 fn lake_cmd(config: &Path) -> Command {

@@ -31,14 +31,11 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config = dir.path().join("lake.toml");
-        let text = format!(
-            "version = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[nodes]]\nname = \"{NODE}\"\n\n\
-             [[nodes]]\nname = \"{NODE_B}\"\ntoken_sha256 = \"{}\"\n\n[ingest]\nflush_interval = \"1s\"\n",
-            dir.path().join("data").display(),
-            sha256_hex(TOKEN_B),
-        );
-        std::fs::write(&config, text).unwrap();
+        let config = LakeToml::new(dir.path(), port)
+            .node_with(NODE, "")
+            .node_with(NODE_B, &format!("token_sha256 = \"{}\"", sha256_hex(TOKEN_B)))
+            .flush("1s")
+            .write();
         Setup { dir, config, port }
     }
 

@@ -11,26 +11,6 @@ use common::*;
 use lake::testing::http_rows;
 use lake_format::{wire, Table};
 
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    kind: &str,
-    table: &str,
-    id: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let r = client
-        .post(format!("{url}/v1/ingest/{kind}/{table}"))
-        .bearer_auth(TOKEN)
-        .header(wire::BATCH_HEADER, id)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(serde_json::Value::Null))
-}
-
 /// 2026-11-25T10:00:00Z plus `minute` minutes, in RFC 3339.
 fn at(minute: u32) -> String {
     format!("2026-11-25T{:02}:{:02}:00Z", 10 + minute / 60, minute % 60)
@@ -40,10 +20,10 @@ fn at(minute: u32) -> String {
 async fn custom_tables_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(dir.path(), port, "300ms");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[custom]\nmax_columns = 100\n\n[custom.tables.ups]\nlenient = true\nts_field = \"time\"\n");
-    std::fs::write(&config, text).unwrap();
+    let config = lake_toml(dir.path(), port)
+        .flush("300ms")
+        .section("[custom]\nmax_columns = 100\n\n[custom.tables.ups]\nlenient = true\nts_field = \"time\"")
+        .write();
     let mut lake = Lake::start(&config, port);
     let client = reqwest::Client::new();
     let url = lake.url.clone();
@@ -52,15 +32,15 @@ async fn custom_tables_end_to_end() {
     let b1: String = (0..60)
         .map(|m| format!("{{\"ts\": \"{}\", \"plan\": \"pro\", \"amount\": {m}.5, \"trial\": false}}\n", at(m)))
         .collect();
-    let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/1"), &b1).await;
+    let (s, v) = send_custom(&client, &url, "json", "signups", &format!("{NODE}/1/1"), &b1).await;
     assert_eq!((s, v["rows"].as_i64()), (200, Some(60)), "{v}");
     // Batch 2 adds a column (a JSON array body this time).
     let b2 = format!("[{{\"ts\": \"{}\", \"plan\": \"free\", \"amount\": 0, \"country\": \"NZ\"}}]", at(61));
-    let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/2"), &b2).await;
+    let (s, v) = send_custom(&client, &url, "json", "signups", &format!("{NODE}/1/2"), &b2).await;
     assert_eq!(s, 200, "{v}");
     // Batch 3 conflicts with a type: refused, naming field, line and both types.
     let b3 = format!("{{\"ts\": \"{}\", \"plan\": \"pro\"}}\n{{\"ts\": \"{}\", \"trial\": \"yes\"}}\n", at(62), at(63));
-    let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/3"), &b3).await;
+    let (s, v) = send_custom(&client, &url, "json", "signups", &format!("{NODE}/1/3"), &b3).await;
     assert_eq!(s, 400);
     let msg = v["error"].as_str().unwrap();
     assert!(
@@ -68,10 +48,10 @@ async fn custom_tables_end_to_end() {
         "{msg}"
     );
     // Replaying batch 1 is acknowledged without storing it again.
-    let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/1"), &b1).await;
+    let (s, v) = send_custom(&client, &url, "json", "signups", &format!("{NODE}/1/1"), &b1).await;
     assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
     // Lenient table: the conflicting value is kept in _extra.
-    let (s, v) = send(
+    let (s, v) = send_custom(
         &client,
         &url,
         "json",
@@ -84,17 +64,23 @@ async fn custom_tables_end_to_end() {
     // CSV with quoting and an embedded newline.
     let csv =
         "ts,campaign,opens\n2026-11-25T10:00:00Z,\"Black \"\"Friday\"\"\nteaser\",120\n2026-11-25T11:00:00Z,plain,7\n";
-    let (s, v) = send(&client, &url, "csv", "campaigns", &format!("{NODE}/1/5"), csv).await;
+    let (s, v) = send_custom(&client, &url, "csv", "campaigns", &format!("{NODE}/1/5"), csv).await;
     assert_eq!(s, 200, "{v}");
     // 10,000 columns: refused, nothing created.
     let wide: serde_json::Map<String, serde_json::Value> = (0..10_000).map(|i| (format!("c{i}"), i.into())).collect();
-    let (s, v) =
-        send(&client, &url, "json", "attack", &format!("{NODE}/1/6"), &serde_json::Value::Object(wide).to_string())
-            .await;
+    let (s, v) = send_custom(
+        &client,
+        &url,
+        "json",
+        "attack",
+        &format!("{NODE}/1/6"),
+        &serde_json::Value::Object(wide).to_string(),
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(v["error"].as_str().unwrap().contains("10000 fields"), "{v}");
     // Bad table names.
-    let (s, _) = send(&client, &url, "json", "http", &format!("{NODE}/1/7"), "{\"a\":1}").await;
+    let (s, _) = send_custom(&client, &url, "json", "http", &format!("{NODE}/1/7"), "{\"a\":1}").await;
     assert_eq!(s, 400);
 
     assert_eq!(count(&client, &url, "SELECT count(*) FROM signups").await, 61);
@@ -111,9 +97,9 @@ async fn custom_tables_end_to_end() {
     let b4: String = (0..10)
         .map(|m| format!("{{\"ts\": \"{}\", \"plan\": \"team\", \"amount\": 1, \"seats\": {m}}}\n", at(70 + m)))
         .collect();
-    let (s, _) = send(&client, &url, "json", "signups", &format!("{NODE}/1/8"), &b4).await;
+    let (s, _) = send_custom(&client, &url, "json", "signups", &format!("{NODE}/1/8"), &b4).await;
     assert_eq!(s, 200);
-    let (s, v) = send(&client, &url, "json", "signups", &format!("{NODE}/1/2"), &b2).await;
+    let (s, v) = send_custom(&client, &url, "json", "signups", &format!("{NODE}/1/2"), &b2).await;
     assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "batch 2 was acknowledged before the kill");
     assert_eq!(count(&client, &url, "SELECT count(*) FROM signups").await, 71);
     assert_eq!(

@@ -23,16 +23,8 @@ fn token(node: &str) -> String {
 }
 
 fn lake_config(dir: &Path, port: u16) -> PathBuf {
-    let mut text = format!(
-        "version = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nflush_interval = \"500ms\"\n[query]\nread_tokens = [\"{READ_TOKEN}\"]\n",
-        dir.join("data").display()
-    );
-    for n in NODES {
-        text.push_str(&format!("[[nodes]]\nname = \"{n}\"\ntoken = \"{}\"\n", token(n)));
-    }
-    let p = dir.join("lake.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    let toml = LakeToml::new(dir, port).flush("500ms").read_tokens(&[READ_TOKEN]);
+    NODES.iter().fold(toml, |toml, n| toml.node(n, &token(n))).write()
 }
 
 fn collector_config(dir: &Path, node: &str, port: u16, log: &Path) -> PathBuf {

@@ -54,13 +54,7 @@ impl Hostile {
     fn start(ingest: &str, query: &str, http: &str) -> Hostile {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let path = dir.path().join("lake.toml");
-        let text = format!(
-            "version = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[nodes]]\nname = \"{NODE}\"\ntoken = \"{TOKEN}\"\n\n\
-             [ingest]\n{ingest}\n\n[query]\nread_tokens = [\"{READ_TOKEN}\"]\n{query}\n\n[http]\n{http}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(&path, text).unwrap();
+        let path = lake_toml(dir.path(), port).ingest(ingest).query(query).section(&format!("[http]\n{http}")).write();
         let lake = Lake::start(&path, port);
         Hostile { lake, dir, addr: format!("127.0.0.1:{port}"), c: reqwest::Client::new() }
     }

@@ -47,15 +47,11 @@ struct Edge {
 }
 
 fn write_lake_toml(dir: &Path, listen: &str, node_a: &str, read_tokens: bool, sections: &str) -> PathBuf {
-    let path = dir.join("lake.toml");
-    let query = if read_tokens { format!("[query]\nread_tokens = [\"{READ_TOKEN}\"]\n") } else { String::new() };
-    let text = format!(
-        "version = 1\ndata_dir = \"{}\"\nlisten = \"{listen}\"\n\n[[nodes]]\nname = \"{NODE}\"\ntoken = \"{TOKEN}\"\n{node_a}\n\n\
-         [[nodes]]\nname = \"{NODE_B}\"\ntoken = \"{TOKEN_B}\"\n\n{query}\n{sections}\n",
-        dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    let toml = LakeToml::listening(dir, listen)
+        .node_with(NODE, &format!("token = \"{TOKEN}\"\n{node_a}"))
+        .node(NODE_B, TOKEN_B);
+    let toml = if read_tokens { toml.read_tokens(&[READ_TOKEN]) } else { toml };
+    toml.section(sections).write()
 }
 
 /// Spawns `lake serve` (with `args` after the config) logging at `log_filter` to `stderr`.

@@ -31,32 +31,6 @@ fn at(minute: i64) -> String {
     format!("2026-11-25T10:{minute:02}:00Z")
 }
 
-async fn send(c: &reqwest::Client, url: &str, kind: &str, table: &str, id: &str, body: &str) -> (u16, Value) {
-    let r = c
-        .post(format!("{url}/v1/ingest/{kind}/{table}"))
-        .bearer_auth(TOKEN)
-        .header(wire::BATCH_HEADER, id)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Status and JSON answer of `/v1/sql`, without asserting success.
-async fn try_sql(c: &reqwest::Client, url: &str, sql: &str) -> (u16, Value) {
-    let r = c
-        .post(format!("{url}/v1/sql"))
-        .bearer_auth(READ_TOKEN)
-        .json(&serde_json::json!({"sql": sql, "format": "json"}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn metric(c: &reqwest::Client, url: &str, name: &str) -> i64 {
     let text = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -95,13 +69,19 @@ async fn names_differing_only_in_case_go_to_extra_and_every_query_still_works() 
     let (mut lake, config, port) = start(dir.path());
     let (c, url) = (reqwest::Client::new(), lake.url.clone());
     baseline(&c, &url).await;
-    let (s, v) =
-        send(&c, &url, "json", "other", &format!("{NODE}/1/1"), &format!("{{\"ts\": \"{}\", \"temp\": 21.5}}", at(0)))
-            .await;
+    let (s, v) = send_custom(
+        &c,
+        &url,
+        "json",
+        "other",
+        &format!("{NODE}/1/1"),
+        &format!("{{\"ts\": \"{}\", \"temp\": 21.5}}", at(0)),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
 
     // A table with `level`; then `Host` (the built-in column) and `Level` (the table's).
-    let (s, v) = send(
+    let (s, v) = send_custom(
         &c,
         &url,
         "json",
@@ -112,11 +92,11 @@ async fn names_differing_only_in_case_go_to_extra_and_every_query_still_works() 
     .await;
     assert_eq!(s, 200, "{v}");
     let body = format!("{{\"ts\": \"{}\", \"Host\": \"x\", \"Level\": \"WARN\", \"msg\": \"b\"}}\n{{\"ts\": \"{}\", \"HOST\": \"y\", \"level\": \"debug\", \"msg\": \"c\"}}\n", at(2), at(3));
-    let (s, app) = send(&c, &url, "json", "app", &format!("{NODE}/1/3"), &body).await;
+    let (s, app) = send_custom(&c, &url, "json", "app", &format!("{NODE}/1/3"), &body).await;
     assert_eq!(s, 200, "{app}");
 
     // A fresh table whose one line has both `Level` and `level`, `Host` and `host`.
-    let (s, pair) = send(
+    let (s, pair) = send_custom(
         &c,
         &url,
         "json",
@@ -130,7 +110,7 @@ async fn names_differing_only_in_case_go_to_extra_and_every_query_still_works() 
     .await;
     assert_eq!(s, 200, "{pair}");
     // CSV headers `Level,level`.
-    let (s, levels) = send(
+    let (s, levels) = send_custom(
         &c,
         &url,
         "csv",
@@ -315,7 +295,7 @@ async fn a_lake_stored_before_the_rule_is_repaired_at_start_and_loses_nothing() 
         part.read_dir().unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| n.starts_with("r-")) && names.len() == 2, "{names:?}");
     // New rows keep following the rule.
-    let (s, v) = send(
+    let (s, v) = send_custom(
         &c,
         &url,
         "json",
@@ -359,7 +339,8 @@ async fn a_broken_custom_table_fails_only_the_queries_that_name_it() {
     let (c, url) = (reqwest::Client::new(), lake.url.clone());
     baseline(&c, &url).await;
     let (s, v) =
-        send(&c, &url, "json", "good", &format!("{NODE}/1/1"), &format!("{{\"ts\": \"{}\", \"v\": 1}}", at(0))).await;
+        send_custom(&c, &url, "json", "good", &format!("{NODE}/1/1"), &format!("{{\"ts\": \"{}\", \"v\": 1}}", at(0)))
+            .await;
     assert_eq!(s, 200, "{v}");
 
     for (table, sql_text) in [
@@ -393,7 +374,7 @@ async fn a_broken_custom_table_fails_only_the_queries_that_name_it() {
         "{text}"
     );
     // The table with the damaged schema takes no rows (that would replace the file).
-    let (s, _) = send(&c, &url, "json", "badschema", &format!("{NODE}/1/2"), "{\"a\": 1}").await;
+    let (s, _) = send_custom(&c, &url, "json", "badschema", &format!("{NODE}/1/2"), "{\"a\": 1}").await;
     assert_eq!(s, 500);
     assert!(std::fs::read_to_string(data.join("state/custom/badschema.json")).unwrap().contains("nonsense"));
     drop(lake);

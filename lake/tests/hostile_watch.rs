@@ -116,14 +116,7 @@ async fn health(c: &reqwest::Client, url: &str) -> (u16, Value) {
 
 /// A lake answering `/health` with any status (a lake reporting damage is not healthy).
 fn start_unhealthy_ok(config: &Path, port: u16) -> Lake {
-    let child = Command::new(lake_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("LOG_FILTER", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lake = Lake { child, url: format!("http://127.0.0.1:{port}"), config: config.to_path_buf() };
+    let lake = Lake::spawn(config, &format!("http://127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "lake did not listen");
@@ -161,27 +154,12 @@ async fn heartbeat_pings_each_round_and_fail_names_a_broken_engine() {
     let monitor = Monitor::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("lake.toml");
     let data = dir.path().join("data");
-    std::fs::write(
-        &config,
-        format!(
-            r#"version = 1
-data_dir = "{data}"
-listen = "127.0.0.1:{port}"
-
-[[nodes]]
-name = "{NODE}"
-token = "{TOKEN}"
-
-[ingest]
-flush_interval = "1s"
-
-[query]
-read_tokens = ["{READ_TOKEN}"]
-timeout = "10s"
-
-[heartbeat]
+    let config = lake_toml(dir.path(), port)
+        .flush("1s")
+        .query("timeout = \"10s\"")
+        .section(&format!(
+            r#"[heartbeat]
 url = "{monitor}/ping/5f1c2a"
 timeout = "5s"
 
@@ -197,11 +175,9 @@ every = "1s"
 name = "alert_rule_failing"
 every = "1s"
 "#,
-            data = data.display(),
             monitor = monitor.url,
-        ),
-    )
-    .unwrap();
+        ))
+        .write();
     let lake = Lake::start(&config, port);
     let c = reqwest::Client::new();
     let (s, b) =

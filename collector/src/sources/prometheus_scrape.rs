@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use lake_format::error::error_chain;
 use lake_format::rows::{now_micros, MetricsBuilder};
 use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
@@ -214,7 +215,7 @@ pub async fn fetch(client: &reqwest::Client, config: &ScrapeConfig) -> Result<Ve
     if let Some(t) = &config.bearer_token {
         req = req.bearer_auth(t.expose());
     }
-    let mut resp = req.send().await.map_err(|e| ScrapeError::Request(chain(&e)))?;
+    let mut resp = req.send().await.map_err(|e| ScrapeError::Request(error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(ScrapeError::Status(resp.status().as_u16()));
     }
@@ -222,24 +223,13 @@ pub async fn fetch(client: &reqwest::Client, config: &ScrapeConfig) -> Result<Ve
         return Err(ScrapeError::TooLarge(len));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Request(chain(&e)))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Request(error_chain(&e)))? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > config.max_bytes {
             return Err(ScrapeError::TooLarge(body.len() as u64));
         }
     }
     Ok(body)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// The rows of one scrape.

@@ -1,14 +1,11 @@
-//! Test helpers of the source tests: a context over a temporary spool, what it holds,
-//! record batches as JSON rows.
+//! Test helpers of the sources' unit tests: a context over a temporary spool and what it
+//! holds. Kept here, `#[cfg(test)]`, rather than in lake-test-support: a unit test's
+//! `SourceContext` is this crate's, not the one a dev-dependency would link.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::SourceContext;
 use crate::spool::{SpoolHandle, SpoolOptions};
@@ -33,7 +30,7 @@ impl Spooled {
     /// Rows of an Arrow body as JSON.
     pub(crate) fn rows(&self) -> Vec<Value> {
         let (_, batches) = lake_format::wire::decode(&self.body).unwrap();
-        batches.iter().flat_map(rows).collect()
+        batches.iter().flat_map(lake_test_support::batch_to_json).collect()
     }
 
     /// Lines of an NDJSON body as JSON.
@@ -70,47 +67,4 @@ pub(crate) async fn drain_until(ctx: &SourceContext, secs: u64, done: impl Fn(&[
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Every row of `batch` as a JSON object; maps become objects, nulls `null`.
-pub(crate) fn rows(batch: &RecordBatch) -> Vec<Value> {
-    let schema = batch.schema();
-    (0..batch.num_rows())
-        .map(|r| {
-            let mut row = Map::new();
-            for (f, col) in schema.fields().iter().zip(batch.columns()) {
-                let v = if col.is_null(r) {
-                    Value::Null
-                } else {
-                    match f.data_type() {
-                        DataType::Timestamp(..) => json!(col.as_primitive::<TimestampMicrosecondType>().value(r)),
-                        DataType::Utf8 => json!(col.as_string::<i32>().value(r)),
-                        DataType::Int64 => json!(col.as_primitive::<Int64Type>().value(r)),
-                        DataType::Float64 => {
-                            let v = col.as_primitive::<Float64Type>().value(r);
-                            if v.is_finite() {
-                                json!(v)
-                            } else {
-                                json!(v.to_string())
-                            }
-                        }
-                        DataType::Boolean => json!(col.as_boolean().value(r)),
-                        DataType::Map(..) => {
-                            let e = col.as_map().value(r);
-                            let keys = e.column(0).as_string::<i32>();
-                            let vals = e.column(1).as_string::<i32>();
-                            let mut o = Map::new();
-                            for i in 0..e.len() {
-                                o.insert(keys.value(i).to_string(), json!(vals.value(i)));
-                            }
-                            Value::Object(o)
-                        }
-                        other => panic!("column {} of type {other} not handled", f.name()),
-                    }
-                };
-                row.insert(f.name().clone(), v);
-            }
-            Value::Object(row)
-        })
-        .collect()
 }

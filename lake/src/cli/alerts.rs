@@ -22,18 +22,7 @@ use crate::alerts::api::{AlertView, NewSilence, SilenceView, Snapshot};
 use crate::alerts::store;
 
 use super::query::finish;
-
-/// Where the lake is.
-#[derive(Debug, Args)]
-pub(super) struct Remote {
-    /// URL of a running lake.
-    #[arg(long, env = "LAKE_URL", default_value = "http://127.0.0.1:7470", global = true)]
-    url: String,
-    /// A token of the lake: read or alerts to look, alerts (`lake token add --role alerts`)
-    /// or admin to add or remove silences.
-    #[arg(long, env = "LAKE_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
-}
+use super::remote::{self, Remote};
 
 /// Arguments of `lake alerts`.
 #[derive(Debug, Args)]
@@ -142,12 +131,8 @@ fn run_alerts(args: &AlertsArgs) -> anyhow::Result<()> {
 }
 
 async fn get(client: &reqwest::Client, r: &Remote) -> anyhow::Result<Snapshot> {
-    let url = format!("{}/v1/alerts", r.url.trim_end_matches('/'));
-    let mut req = client.get(&url);
-    if let Some(t) = &r.token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.with_context(|| unreachable_hint(&r.url))?;
+    let resp =
+        r.request(client, reqwest::Method::GET, "/v1/alerts").send().await.with_context(|| unreachable_hint(&r.url))?;
     decode(resp).await
 }
 
@@ -158,13 +143,7 @@ fn unreachable_hint(url: &str) -> String {
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
     let status = resp.status();
     let bytes = resp.bytes().await.context("reading the answer")?;
-    if !status.is_success() {
-        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        bail!("{status}: {msg}");
-    }
+    remote::check(status, &bytes)?;
     serde_json::from_slice(&bytes).context("decoding the answer")
 }
 
@@ -172,10 +151,7 @@ fn run_silence(args: SilenceArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let client = reqwest::Client::new();
     let base = args.remote.url.trim_end_matches('/').to_string();
-    let auth = |req: reqwest::RequestBuilder| match &args.remote.token {
-        Some(t) => req.bearer_auth(t),
-        None => req,
-    };
+    let auth = |req: reqwest::RequestBuilder| remote::bearer(req, args.remote.token.as_deref());
     rt.block_on(async {
         match args.command {
             SilenceCommand::Add { rule, labels, duration, comment } => {

@@ -29,6 +29,8 @@ use crate::maintenance::archive::{status, ArchiveReport, Maintenance, StatusRow}
 use crate::maintenance::swap::Swapper;
 use crate::progress::{human_bytes, replay, Event, Progress, TermProgress};
 
+use super::remote::{bearer, success};
+
 /// How to reach the lake (shared by the archive commands).
 #[derive(Debug, Args)]
 pub(super) struct Conn {
@@ -349,11 +351,11 @@ fn status_cmd(conn: &Conn, table: Option<&str>) -> anyhow::Result<()> {
                 u.push_str(&format!("?table={}", t.name()));
             }
             runtime()?.block_on(async {
-                let resp = request(reqwest::Client::new().get(&u), token.as_deref())
+                let resp = bearer(reqwest::Client::new().get(&u), token.as_deref())
                     .send()
                     .await
                     .with_context(|| unreachable(&url))?;
-                let resp = check(resp).await?;
+                let resp = success(resp).await?;
                 let body = resp.bytes().await.context("reading the lake's status answer")?;
                 serde_json::from_slice::<Vec<StatusRow>>(&body).context("the lake's status answer")
             })?
@@ -388,27 +390,6 @@ fn unreachable(url: &str) -> String {
     format!("the data directory is locked by a running lake, but its admin API at {url} does not answer (use --url)")
 }
 
-fn request(r: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
-    match token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
-    }
-}
-
-/// A non-2xx answer becomes an error carrying the server's message.
-async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let body = resp.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or(body);
-    bail!("{status}: {msg}")
-}
-
 /// Posts a job to the admin API and renders its NDJSON progress; returns the report.
 fn remote_job(
     url: &str,
@@ -423,7 +404,7 @@ fn remote_job(
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        let mut resp = check(request(req, token).send().await.with_context(|| unreachable(base))?).await?;
+        let mut resp = success(bearer(req, token).send().await.with_context(|| unreachable(base))?).await?;
         let mut buf: Vec<u8> = Vec::new();
         let broken = "the lake's progress stream broke (did the lake stop?); run the command again to resume";
         while let Some(chunk) = resp.chunk().await.context(broken)? {

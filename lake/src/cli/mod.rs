@@ -8,6 +8,7 @@ mod archive;
 mod correlate;
 mod demo;
 mod query;
+mod remote;
 mod tables;
 mod token;
 

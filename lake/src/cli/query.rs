@@ -13,6 +13,8 @@ use clap::Args;
 use lake_query::engine::{Engine, Limits, NoFreshRows, QueryResult};
 use lake_query::output::{self, Format};
 
+use super::remote::{self, Remote};
+
 /// Arguments of `lake query`.
 #[derive(Debug, Args)]
 pub(super) struct QueryArgs {
@@ -37,14 +39,10 @@ pub(super) struct Target {
     /// Output: table (aligned, for people), json, csv, or arrow (IPC stream).
     #[arg(long, short, default_value = "table", value_parser = parse_format)]
     pub(super) format: Format,
-    /// URL of a running lake.
-    #[arg(long, env = "LAKE_URL", default_value = "http://127.0.0.1:7470", conflicts_with = "data_dir")]
-    url: String,
-    /// Read token for the lake's SQL API.
-    #[arg(long, env = "LAKE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
     /// Query a data directory directly instead of a running lake.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "url")]
     data_dir: Option<PathBuf>,
     /// Most rows to return.
     #[arg(long, default_value_t = 100_000)]
@@ -82,7 +80,7 @@ impl Target {
     pub(super) fn execute(&self, sql: &str) -> anyhow::Result<QueryResult> {
         match &self.data_dir {
             Some(dir) => local(dir, sql, self),
-            None => remote(sql, self),
+            None => remote_query(sql, self),
         }
     }
 
@@ -137,7 +135,7 @@ fn local(dir: &std::path::Path, sql: &str, args: &Target) -> anyhow::Result<Quer
     Ok(local_engine(dir, args)?.query_blocking(sql)?)
 }
 
-fn remote(sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
+fn remote_query(sql: &str, args: &Target) -> anyhow::Result<QueryResult> {
     post(args, serde_json::json!({ "sql": sql, "format": "arrow" }))
 }
 
@@ -155,27 +153,17 @@ fn fetch(
 ) -> anyhow::Result<QueryResult> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let url = format!("{}{path}", args.url.trim_end_matches('/'));
-        let mut req = reqwest::Client::new().request(method, &url);
+        let mut req = args.remote.request(&reqwest::Client::new(), method, path);
         if let Some(body) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
         }
-        if let Some(t) = &args.token {
-            req = req.bearer_auth(t);
-        }
         let resp = req.send().await.with_context(|| {
-            format!("cannot reach the lake at {} (is `lake serve` running? use --url or --data-dir)", args.url)
+            format!("cannot reach the lake at {} (is `lake serve` running? use --url or --data-dir)", args.remote.url)
         })?;
         let status = resp.status();
         let truncated = resp.headers().get("lake-truncated").is_some_and(|v| v == "true");
         let bytes = resp.bytes().await.context("reading the answer")?;
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{status}: {msg}");
-        }
+        remote::check(status, &bytes)?;
         let (schema, batches) = lake_format::wire::decode(&bytes)?;
         Ok(QueryResult { schema, batches, truncated })
     })

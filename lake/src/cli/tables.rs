@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::query::{finish, Target};
+use super::remote;
 
 /// Arguments of `lake tables`.
 #[derive(Debug, Args)]
@@ -232,10 +233,7 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
                 wait *= 2;
                 continue;
             }
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or(text);
+            let msg = remote::error_message(text.as_bytes());
             bail!("batch {} (rows {}..{} of the file): {status}: {msg}", i + 1, c.first_row, c.first_row + c.rows - 1);
         }
         total += c.rows;

@@ -1,6 +1,6 @@
 //! Helpers for the lake's end-to-end tests: a real `lake serve` process on a free
 //! loopback port over a temporary data directory, and an HTTP client for it.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use lake_format::rows::MetricsBuilder;
 use lake_format::{wire, Table};
+pub use lake_test_support::{free_port, LakeToml};
 
 pub const NODE: &str = "node-a";
 pub const TOKEN: &str = "ingest-token-node-a-0123456789";
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 pub fn lake_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lake"))
@@ -29,15 +26,15 @@ pub fn collector_bin() -> PathBuf {
     p
 }
 
+/// The lake.toml most tests start from: `NODE` ingesting with `TOKEN`, `READ_TOKEN` reading;
+/// a test adds its own `[ingest]`, `[query]` lines and sections.
+pub fn lake_toml(dir: &Path, port: u16) -> LakeToml {
+    LakeToml::new(dir, port).node(NODE, TOKEN).read_tokens(&[READ_TOKEN])
+}
+
+/// [`lake_toml`] flushing every `flush`, written to `<dir>/lake.toml`.
 pub fn write_config(dir: &Path, port: u16, flush: &str) -> PathBuf {
-    let path = dir.join("lake.toml");
-    let text = format!(
-        "version = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[nodes]]\nname = \"{NODE}\"\ntoken = \"{TOKEN}\"\n\n\
-         [ingest]\nflush_interval = \"{flush}\"\n\n[query]\nread_tokens = [\"{READ_TOKEN}\"]\n",
-        dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    lake_toml(dir, port).flush(flush).write()
 }
 
 /// A `lake serve` child process.
@@ -54,6 +51,14 @@ impl Lake {
 
     /// Starts a lake whose config listens at `url`'s address.
     pub fn start_at(config: &Path, url: &str) -> Lake {
+        let lake = Lake::spawn(config, url);
+        lake.wait_healthy();
+        lake
+    }
+
+    /// Spawns `lake serve` (logging warnings) without waiting for it to answer: for a test
+    /// that expects an unhealthy lake.
+    pub fn spawn(config: &Path, url: &str) -> Lake {
         let child = Command::new(lake_bin())
             .args(["serve", "--config"])
             .arg(config)
@@ -61,9 +66,7 @@ impl Lake {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let lake = Lake { child, url: url.to_string(), config: config.to_path_buf() };
-        lake.wait_healthy();
-        lake
+        Lake { child, url: url.to_string(), config: config.to_path_buf() }
     }
 
     pub fn wait_healthy(&self) {
@@ -153,6 +156,13 @@ pub async fn post(
 
 /// Runs SQL through the HTTP API and returns the JSON rows.
 pub async fn sql(client: &reqwest::Client, url: &str, sql: &str) -> serde_json::Value {
+    let (status, v) = try_sql(client, url, sql).await;
+    assert!((200..300).contains(&status), "{sql}: {status} {v}");
+    v["rows"].clone()
+}
+
+/// Status and JSON answer of `/v1/sql` (`null` when not JSON), without asserting success.
+pub async fn try_sql(client: &reqwest::Client, url: &str, sql: &str) -> (u16, serde_json::Value) {
     let r = client
         .post(format!("{url}/v1/sql"))
         .bearer_auth(READ_TOKEN)
@@ -160,10 +170,30 @@ pub async fn sql(client: &reqwest::Client, url: &str, sql: &str) -> serde_json::
         .send()
         .await
         .unwrap();
-    let status = r.status();
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert!(status.is_success(), "{sql}: {status} {v}");
-    v["rows"].clone()
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POSTs `body` to a custom table's ingest (`kind` `json`, `csv`, …) as `NODE`: status and
+/// JSON answer (`null` when the answer is not JSON).
+pub async fn send_custom(
+    client: &reqwest::Client,
+    url: &str,
+    kind: &str,
+    table: &str,
+    id: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let r = client
+        .post(format!("{url}/v1/ingest/{kind}/{table}"))
+        .bearer_auth(TOKEN)
+        .header(wire::BATCH_HEADER, id)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 pub async fn count(client: &reqwest::Client, url: &str, sql_text: &str) -> i64 {

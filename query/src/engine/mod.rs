@@ -34,6 +34,7 @@ mod tree;
 mod views;
 
 pub use stream::{QueryStream, StreamEnd};
+pub use views::duckdb_type;
 
 use database::Database;
 use std::path::{Path, PathBuf};
@@ -438,6 +439,24 @@ fn fetch(conn: &Connection, sql: &str, params: Vec<Value>, max_rows: usize) -> R
     let _ = stmt.stream_arrow(duckdb::params_from_iter(params)).map_err(sql_error)?;
     let schema = stmt.schema();
     let mut batches = Vec::new();
+    let (_, truncated) = take_rows(&mut stmt, &schema, max_rows, |batch| {
+        batches.push(batch);
+        Ok(())
+    })?;
+    Ok(QueryResult { schema, batches, truncated })
+}
+
+/// Pulls a started statement's result, at most `max_rows` rows, handing each batch to
+/// `each` (the last one cut to fit): the rows taken, and whether rows were left out. The
+/// one row limit of both the buffered and the streamed result. DuckDB's iterator panics on
+/// fetch errors, so rows are pulled with `step`; the step after the limit only learns
+/// whether more rows exist.
+fn take_rows(
+    stmt: &mut duckdb::Statement<'_>,
+    schema: &SchemaRef,
+    max_rows: usize,
+    mut each: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<(usize, bool)> {
     let mut rows = 0usize;
     let mut truncated = false;
     while let Some(chunk) = stmt.step().map_err(sql_error)? {
@@ -448,18 +467,18 @@ fn fetch(conn: &Connection, sql: &str, params: Vec<Value>, max_rows: usize) -> R
             truncated = true;
             break;
         }
-        let mut batch = to_batch(&schema, chunk)?;
+        let mut batch = to_batch(schema, chunk)?;
         if rows + batch.num_rows() > max_rows {
             batch = batch.slice(0, max_rows - rows);
             truncated = true;
         }
         rows += batch.num_rows();
-        batches.push(batch);
+        each(batch)?;
         if truncated {
             break;
         }
     }
-    Ok(QueryResult { schema, batches, truncated })
+    Ok((rows, truncated))
 }
 
 fn to_batch(schema: &SchemaRef, chunk: StructArray) -> Result<RecordBatch> {

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use duckdb::types::Value;
 use duckdb::InterruptHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{sql_error, to_batch, views, Engine, EngineError, Result};
+use super::{sql_error, views, Engine, EngineError, Result};
 
 /// How a stream ended, once [`QueryStream::next`] returned `Ok(None)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,23 +249,7 @@ impl Engine {
             return Err(EngineError::Cancelled);
         }
 
-        let max_rows = self.limits.max_rows;
-        let mut rows = 0usize;
-        let mut truncated = false;
-        while let Some(chunk) = stmt.step().map_err(sql_error)? {
-            if chunk.is_empty() {
-                continue;
-            }
-            if rows >= max_rows {
-                truncated = true;
-                break;
-            }
-            let mut batch = to_batch(&schema, chunk)?;
-            if rows + batch.num_rows() > max_rows {
-                batch = batch.slice(0, max_rows - rows);
-                truncated = true;
-            }
-            rows += batch.num_rows();
+        let (rows, truncated) = super::take_rows(&mut stmt, &schema, self.limits.max_rows, |batch| {
             let item = encode(&batch).map_err(|e| EngineError::Internal(format!("encoding the result: {e}")))?;
             // Wait for room, but not past the deadline nor for a reader that is gone.
             let sent = runtime.block_on(async {
@@ -285,10 +269,8 @@ impl Engine {
                     return Err(EngineError::Timeout(self.limits.timeout));
                 }
             }
-            if truncated {
-                break;
-            }
-        }
+            Ok(())
+        })?;
         Ok(StreamEnd { rows, truncated })
     }
 }

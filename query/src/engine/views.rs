@@ -183,8 +183,9 @@ fn fresh_name(table: Table) -> String {
     format!("__fresh_{}", table.name())
 }
 
-/// The DuckDB type a catalog column is declared with.
-pub(super) fn duckdb_type(ty: ColumnType) -> &'static str {
+/// The DuckDB type a catalog column is declared with (the views' fresh tables, custom
+/// tables, and compaction's stand-ins for a column a file lacks).
+pub fn duckdb_type(ty: ColumnType) -> &'static str {
     match ty {
         ColumnType::Timestamp => "TIMESTAMPTZ",
         ColumnType::Text => "VARCHAR",

@@ -224,7 +224,7 @@ fn a_package_change_ships_one_row_and_the_new_state() {
     let s = step(&state, "n", 7, Reading::Packages(p.clone())).unwrap();
     let (table, batch) = s.batch.unwrap();
     assert_eq!(table, Table::Packages);
-    let rows = crate::sources::test_support::rows(&batch);
+    let rows = lake_test_support::batch_to_json(&batch);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["change"], "upgraded");
     assert_eq!(rows[0]["previous_version"], "3.0.15-1~deb12u1");

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use lake_format::units::Dur;
 
-use super::{error_chain, tls, HttpCheck, HttpMethod, Outcome};
+use super::{tls, HttpCheck, HttpMethod, Outcome};
+use lake_format::error::error_chain;
 
 /// How much of the body is searched for the keyword.
 const MAX_BODY: usize = 1 << 20;

@@ -207,19 +207,3 @@ impl UptimeSource {
         Ok(())
     }
 }
-
-/// The chain of an error's sources, joined with ": " (reqwest and io errors hide the
-/// useful part, e.g. "connection refused" or "UnknownIssuer", in their sources).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}

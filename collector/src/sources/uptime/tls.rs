@@ -18,7 +18,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{error_chain, tcp, Outcome, TlsCheck};
+use super::{tcp, Outcome, TlsCheck};
+use lake_format::error::error_chain;
 
 /// What the checks report about a certificate.
 #[derive(Debug, Clone, PartialEq)]

@@ -26,7 +26,7 @@ pub(super) async fn send(http: &reqwest::Client, c: &WebhookChannel, n: &Notific
     let resp = r.send().await.map_err(|e| {
         // reqwest's message includes the URL, which may be secret.
         let e = e.without_url();
-        SendError::retryable(format!("{shown}: {}", super::error_chain(&e)))
+        SendError::retryable(format!("{shown}: {}", lake_format::error::error_chain(&e)))
     })?;
     let status = resp.status();
     if status.is_success() {

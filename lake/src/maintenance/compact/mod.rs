@@ -35,6 +35,7 @@ use lake_format::custom::{self, TableRef};
 use lake_format::layout::{self, Date};
 use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
+use lake_query::engine::duckdb_type;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::writer::Buffers;
@@ -311,18 +312,6 @@ fn columns_of(data: &Path, table: &TableRef) -> std::result::Result<Vec<(String,
                 None => Ok(s.all_columns()),
             }
         }
-    }
-}
-
-fn duckdb_type(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Timestamp => "TIMESTAMPTZ",
-        ColumnType::Text => "VARCHAR",
-        ColumnType::Float => "DOUBLE",
-        ColumnType::Int => "BIGINT",
-        ColumnType::Bool => "BOOLEAN",
-        ColumnType::TextMap => "MAP(VARCHAR, VARCHAR)",
-        ColumnType::TextList => "VARCHAR[]",
     }
 }
 

@@ -1,0 +1,35 @@
+//! Test helpers shared by the workspace's crates (a dev-dependency only, never linked into
+//! a product binary): what several test files used to carry a copy of each.
+//!
+//! - [`free_port`]: a loopback port nobody listens on, for a peer or a `lake serve`.
+//! - [`KillOnDrop`]: a child process (Caddy, an exporter, …) that cannot outlive its test.
+//! - [`LakeToml`]: a `lake.toml` written from parts, so a test states only what it changes.
+//! - [`batch_to_json`], [`table_rows`], [`same`]: record batches as JSON rows, so a test can
+//!   state every column, and a comparison that forgives float round trips.
+//! - [`spool`] (feature `spool`): every record of a collector's spool, read back as rows.
+
+use std::process::Child;
+
+mod json;
+mod lake_toml;
+#[cfg(feature = "spool")]
+pub mod spool;
+
+pub use json::{batch_to_json, same, table_rows};
+pub use lake_toml::LakeToml;
+
+/// A loopback port free at the time of the call (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves no peer behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
