@@ -78,7 +78,7 @@ pub fn journald(data: &[u8]) {
 pub fn ufw(data: &[u8]) {
     let mut lines = UfwLines::new(zone());
     let line = text(data);
-    let row = lines.push(NODE, &line, NOW_MICROS);
+    let row = lines.push(NODE, line.as_bytes(), NOW_MICROS);
     let batch = lines.finish().expect("firewall rows build");
     assert_eq!(batch.num_rows(), usize::from(row.is_ok()));
 }
@@ -87,7 +87,7 @@ pub fn ufw(data: &[u8]) {
 pub fn fail2ban(data: &[u8]) {
     let mut lines = Fail2banLines::new(zone());
     let line = text(data);
-    let row = lines.push(NODE, &line, NOW_MICROS);
+    let row = lines.push(NODE, line.as_bytes(), NOW_MICROS);
     let batch = lines.finish().expect("bans rows build");
     assert_eq!(batch.num_rows(), usize::from(row == Ok(Parsed::Row)));
 }
