@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 
 use crate::sources::caddy::CaddyRows;
 use crate::sources::fail2ban;
-use crate::sources::journald::parse::{parse_entry, LogsRows};
+use crate::sources::journald::parse::parse_entry;
 use crate::sources::logfile::{Fail2banLines, LineParser, Parsed, UfwLines};
 use crate::sources::{prometheus, tailscale, ufw};
 
@@ -49,7 +49,7 @@ pub fn caddy(data: &[u8]) {
 
 /// One `journalctl -o json` line, routed to ufw and fail2ban as the journald source does.
 pub fn journald(data: &[u8]) {
-    let mut logs = LogsRows::new();
+    let mut logs = lake_format::logs::LogsBuilder::new();
     let mut firewall = ufw::FirewallRows::new();
     let mut bans = fail2ban::BansRows::new();
     if let Ok(entry) = parse_entry(data) {
@@ -67,7 +67,7 @@ pub fn journald(data: &[u8]) {
                 }
             }
         }
-        logs.push(NODE, "journald", &entry);
+        entry.push_to(&mut logs, NODE, "journald");
     }
     logs.finish().expect("logs rows build");
     firewall.finish().expect("firewall rows build");
