@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 
 use crate::sources::caddy::CaddyRows;
 use crate::sources::fail2ban;
-use crate::sources::journald::parse::{parse_entry, LogsRows};
+use crate::sources::journald::parse::parse_entry;
 use crate::sources::logfile::{Fail2banLines, LineParser, Parsed, UfwLines};
 use crate::sources::{prometheus, tailscale, ufw};
 
@@ -49,7 +49,7 @@ pub fn caddy(data: &[u8]) {
 
 /// One `journalctl -o json` line, routed to ufw and fail2ban as the journald source does.
 pub fn journald(data: &[u8]) {
-    let mut logs = LogsRows::new();
+    let mut logs = lake_format::logs::LogsBuilder::new();
     let mut firewall = ufw::FirewallRows::new();
     let mut bans = fail2ban::BansRows::new();
     if let Ok(entry) = parse_entry(data) {
@@ -67,7 +67,7 @@ pub fn journald(data: &[u8]) {
                 }
             }
         }
-        logs.push(NODE, "journald", &entry);
+        entry.push_to(&mut logs, NODE, "journald");
     }
     logs.finish().expect("logs rows build");
     firewall.finish().expect("firewall rows build");
@@ -78,7 +78,7 @@ pub fn journald(data: &[u8]) {
 pub fn ufw(data: &[u8]) {
     let mut lines = UfwLines::new(zone());
     let line = text(data);
-    let row = lines.push(NODE, &line, NOW_MICROS);
+    let row = lines.push(NODE, line.as_bytes(), NOW_MICROS);
     let batch = lines.finish().expect("firewall rows build");
     assert_eq!(batch.num_rows(), usize::from(row.is_ok()));
 }
@@ -87,7 +87,7 @@ pub fn ufw(data: &[u8]) {
 pub fn fail2ban(data: &[u8]) {
     let mut lines = Fail2banLines::new(zone());
     let line = text(data);
-    let row = lines.push(NODE, &line, NOW_MICROS);
+    let row = lines.push(NODE, line.as_bytes(), NOW_MICROS);
     let batch = lines.finish().expect("bans rows build");
     assert_eq!(batch.num_rows(), usize::from(row == Ok(Parsed::Row)));
 }

@@ -1,10 +1,10 @@
 //! The contracts of lake, shared by the collector and the lake: the table catalog as
 //! Arrow schemas ([`catalog`]), the batch envelope on the wire ([`wire`]), the on-disk
-//! layout ([`layout`]), row builders ([`rows`]), self-describing config units
-//! ([`units`]), the durability primitives of the spool and the WAL ([`durable`]), the one
-//! type of every secret held in configuration ([`Secret`]), one-line error messages
-//! ([`error`]) and self-telemetry declared where it is counted ([`metrics`]). Small and
-//! dependency-light on purpose: the collector links it.
+//! layout ([`layout`]), row builders ([`rows`], and [`logs`] for the `logs` table),
+//! self-describing config units ([`units`]), the durability primitives of the spool and the
+//! WAL ([`durable`]), the one type of every secret held in configuration ([`Secret`]),
+//! one-line error messages ([`error`]) and self-telemetry declared where it is counted
+//! ([`metrics`]). Small and dependency-light on purpose: the collector links it.
 #![deny(missing_docs)]
 
 pub mod catalog;
@@ -12,6 +12,7 @@ pub mod custom;
 pub mod durable;
 pub mod error;
 pub mod layout;
+pub mod logs;
 pub mod metrics;
 pub mod rows;
 pub mod secret;

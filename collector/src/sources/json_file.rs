@@ -1,11 +1,12 @@
 //! `json_file`: tail NDJSON log files (a FastAPI app's JSON logs, a business event log)
 //! into a named custom table.
 //!
-//! Config: `[[json_file]]` entries, one task each. Files are followed with
-//! [`crate::tail`] — the same rotation-safe, fingerprinted tailing and checkpoints as the
-//! Caddy source. Each batch of lines becomes one held spool group with the tailer's new
-//! position (state `json_file/<name>`): a restart, clean or `kill -9`, neither skips nor
-//! repeats a line; while the spool is full the source pauses and its position holds.
+//! Config: `[[json_file]]` entries, one task each. This module is the entry's parser
+//! ([`JsonLines`]) and its section; files are followed by the shared [`super::tailed`]
+//! loop, like Caddy's — each batch of lines becomes one held spool group with the
+//! tailer's new position (state `json_file/<name>`): a restart, clean or `kill -9`,
+//! neither skips nor repeats a line; while the spool is full the source pauses and its
+//! position holds.
 //!
 //! Each line that is a JSON object is shipped as it is to custom table `json/<table>`
 //! (contract in [`super::custom`]; `ts_field` added with the read time when the line lacks
@@ -17,19 +18,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::ensure;
-use lake_format::rows::now_micros;
 use lake_format::units::{ByteSize, Dur};
-use lake_format::Table;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 use super::custom::{self, NdjsonBodies};
-use super::tailed::TailReport;
-use super::unparsed::UnparsedRows;
-use super::{Emitted, SourceContext, SourceError};
-use crate::stats::Stats;
-use crate::tail::{StartAt, TailConfig, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
+use super::tailed::{self, LineParser, Parsed, TailedConfig, TailedSource};
+use super::{Encoded, SourceContext, SourceError};
+use crate::tail::{StartAt, TailConfig, DEFAULT_MAX_LINE_BYTES};
 
 /// `source` of the `logs` rows of lines that are not JSON objects (`<this>-unparsed`).
 pub const UNPARSED: &str = "json_file";
@@ -70,7 +66,7 @@ pub(crate) struct JsonFileFile {
     /// Where files found on the very first start begin. Default "beginning".
     #[serde(default = "default_start_at")]
     start_at: StartAt,
-    /// Longer lines are cut and kept raw in `logs`. Default 1MiB, at most 16MiB.
+    /// Longer lines are cut and kept raw in `logs`. Default 1MiB, at most 64MiB.
     #[serde(default = "default_max_line")]
     max_line_bytes: ByteSize,
     /// How often the patterns are listed again and idle files polled. Default 500ms.
@@ -128,31 +124,61 @@ impl JsonFileFile {
             "{section}.name: use [a-z0-9_-], at most 63 characters"
         );
         ensure!(!self.paths.is_empty(), "{section}.paths must name at least one file pattern");
-        for (j, p) in self.paths.iter().enumerate() {
-            glob::Pattern::new(p).map_err(|e| anyhow::anyhow!("{section}.paths[{j}] = {p:?}: {e}"))?;
-        }
-        let max = self.max_line_bytes.0;
-        ensure!(
-            (1024..=(16 << 20)).contains(&max),
-            "{section}.max_line_bytes = {}: must be between 1KiB and 16MiB",
-            self.max_line_bytes
-        );
-        ensure!(!self.poll_interval.0.is_zero(), "{section}.poll_interval must be more than zero");
-        ensure!((1..=1_000_000).contains(&self.batch_lines), "{section}.batch_lines must be between 1 and 1000000");
+        let tail = tailed::tail_config(section, self.paths, self.start_at, self.max_line_bytes, self.poll_interval)?;
+        tailed::check_batch_lines(section, self.batch_lines)?;
         ensure!(!self.ts_field.is_empty(), "{section}.ts_field must not be empty");
         Ok(JsonFileConfig {
             source: super::leak_name(format!("json_file/{name}")),
             table: self.table,
             ts_field: self.ts_field,
-            tail: TailConfig {
-                patterns: self.paths,
-                start_at: self.start_at,
-                max_line_bytes: max as usize,
-                poll_interval: self.poll_interval.0,
-            },
+            tail,
             batch_lines: self.batch_lines,
             batch_wait: self.batch_wait.0,
         })
+    }
+}
+
+/// Ships each line that is a JSON object to the entry's custom table.
+#[derive(Debug)]
+pub struct JsonLines {
+    bodies: NdjsonBodies,
+    table: String,
+    ts_field: String,
+}
+
+impl JsonLines {
+    /// The parser of one entry.
+    pub fn new(config: &JsonFileConfig) -> Self {
+        JsonLines {
+            bodies: NdjsonBodies::new(&config.table, config.source),
+            table: config.table.clone(),
+            ts_field: config.ts_field.clone(),
+        }
+    }
+}
+
+impl LineParser for JsonLines {
+    fn name(&self) -> &'static str {
+        UNPARSED
+    }
+
+    fn push(&mut self, _node: &str, line: &[u8], read_ts: i64) -> Result<Parsed, String> {
+        match custom::normalize_line(line, &self.ts_field, read_ts).map_err(|e| e.to_string())? {
+            custom::Line::Ship(b) => {
+                self.bodies.push(&b);
+                Ok(Parsed::Row)
+            }
+            custom::Line::Blank => Ok(Parsed::NotAnEvent),
+        }
+    }
+
+    /// The bodies count as the entry's own (`JsonLines::new`), whatever `source` is.
+    fn records(&mut self, _source: &'static str) -> Result<Vec<Encoded>, SourceError> {
+        Ok(self.bodies.finish())
+    }
+
+    fn origin(&self) -> Option<(&'static str, &str)> {
+        Some(("table", &self.table))
     }
 }
 
@@ -172,64 +198,15 @@ impl JsonFileSource {
     /// Follows the files until `cancel`; returns early only on a spool or state error.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
         let JsonFileSource { config, ctx } = self;
-        let name = config.source;
-        let stats = ctx.source_stats(name);
-        let state: Option<TailState> = ctx.load_state(name).await?;
-        let mut tailer = Tailer::new(config.tail.clone(), state)
-            .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
-        info!(source = name, table = %config.table, patterns = ?config.tail.patterns, "json_file source started");
-        let counters = tailer.counters();
-        let mut reported = TailReport::default();
-        let mut bodies = NdjsonBodies::new(&config.table, name);
-        let mut unparsed = UnparsedRows::new(UNPARSED);
-        while !cancel.is_cancelled() {
-            let lines = tailer
-                .read_batch(config.batch_lines, config.batch_wait, &cancel)
-                .await
-                .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
-            reported.forward(name, &counters, &stats);
-            if lines.is_empty() {
-                continue;
-            }
-            let read_ts = now_micros();
-            let (mut read, mut bad) = (0u64, 0u64);
-            for line in lines.iter() {
-                read += 1;
-                let result = if line.truncated {
-                    Err(format!("line longer than max_line_bytes ({} bytes kept)", line.bytes.len()))
-                } else {
-                    custom::normalize_line(line.bytes, &config.ts_field, read_ts).map_err(|e| e.to_string())
-                };
-                match result {
-                    Ok(custom::Line::Ship(b)) => bodies.push(&b),
-                    Ok(custom::Line::Blank) => {}
-                    Err(error) => {
-                        bad += 1;
-                        let file = line.file.to_string_lossy();
-                        unparsed.push_from(
-                            &ctx.node,
-                            line.bytes,
-                            &[("file", &file), ("table", &config.table)],
-                            &error,
-                            line.truncated,
-                            read_ts,
-                        );
-                    }
-                }
-            }
-            Stats::add(&stats.read, read);
-            Stats::add(&stats.parse_errors, bad);
-            let mut records = bodies.finish();
-            let raw = unparsed.finish().map_err(|e| SourceError::Encode { source_name: name, error: e.to_string() })?;
-            if raw.num_rows() > 0 {
-                records.push(SourceContext::encode_batch(name, Table::Logs, &raw)?);
-            }
-            if ctx.emit_encoded(name, records, Some(&tailer.state()), &cancel).await? == Emitted::Cancelled {
-                // Neither the lines nor the position are spooled: read again on restart.
-                return Ok(());
-            }
-        }
-        Ok(())
+        let parser = JsonLines::new(&config);
+        let tailed = TailedConfig {
+            source: config.source,
+            tail: config.tail,
+            batch_lines: config.batch_lines,
+            batch_wait: config.batch_wait,
+            gather: Duration::ZERO,
+        };
+        TailedSource::new(tailed, parser, ctx).run(cancel).await
     }
 }
 

@@ -30,7 +30,7 @@ pub mod notes;
 pub mod probe;
 pub mod prometheus;
 pub mod prometheus_scrape;
-pub(crate) mod tailed;
+pub mod tailed;
 pub mod tailscale;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -2,59 +2,45 @@
 //! scrape that failed), so the lake shows why data is missing next to the data; and the
 //! rule for how often such a failure is also logged locally.
 
-use lake_format::rows::TableBuilder;
-use lake_format::Table;
+use lake_format::logs::{LogRow, LogsBuilder};
 
 /// syslog priority of a failed run.
 pub const PRIORITY_ERR: i64 = 3;
 
-/// Accumulates `logs` rows: `source`, `ident`, `priority`, `message`, `attrs`.
-#[derive(Debug)]
-pub struct NoteRows {
-    b: TableBuilder,
-    cols: [usize; 7],
+/// One note: what happened to a run of `ident` (a command, a scrape target).
+#[derive(Debug, Clone, Copy)]
+pub struct Note<'a> {
+    /// When the run started, µs.
+    pub ts: i64,
+    /// The node.
+    pub node: &'a str,
+    /// `source` of the row.
+    pub source: &'a str,
+    /// Which run: the configured entry's name.
+    pub ident: &'a str,
+    /// syslog priority ([`PRIORITY_ERR`] for a failure).
+    pub priority: i64,
+    /// What happened.
+    pub message: &'a str,
+    /// Details; empty values are left out.
+    pub attrs: &'a [(&'a str, &'a str)],
 }
 
-impl Default for NoteRows {
-    fn default() -> Self {
-        Self::new()
+impl Note<'_> {
+    /// Adds the note as a `logs` row: `source`, `ident`, `priority`, `message`, `attrs`.
+    pub fn push_to(&self, logs: &mut LogsBuilder) {
+        let row = LogRow {
+            ts: self.ts,
+            host: self.node,
+            source: self.source,
+            ident: Some(self.ident),
+            priority: Some(self.priority),
+            message: Some(self.message),
+            ..LogRow::default()
+        };
+        logs.push(&row, self.attrs.iter().filter(|(_, v)| !v.is_empty()).copied());
     }
 }
-
-impl NoteRows {
-    /// Empty rows.
-    pub fn new() -> Self {
-        let b = TableBuilder::new(Table::Logs);
-        let c = |n: &str| b.column(n).expect("logs column in the catalog");
-        let cols = [c("ts"), c("host"), c("source"), c("ident"), c("priority"), c("message"), c("attrs")];
-        NoteRows { b, cols }
-    }
-
-    /// Adds one row.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        ts: i64,
-        node: &str,
-        source: &str,
-        ident: &str,
-        priority: i64,
-        message: &str,
-        attrs: &[(&str, &str)],
-    ) {
-        let [c_ts, host, src, id, prio, msg, at] = self.cols;
-        self.b.ts(c_ts, ts);
-        self.b.text(host, Some(node));
-        self.b.text(src, Some(source));
-        self.b.text(id, Some(ident));
-        self.b.int(prio, Some(priority));
-        self.b.text(msg, Some(message));
-        self.b.map(at, attrs.iter().filter(|(_, v)| !v.is_empty()).copied());
-        self.b.end_row();
-    }
-}
-
-crate::sources::rows_deref!(NoteRows);
 
 /// When a repeating failure is logged: the first, every 10th in a row, and the recovery.
 #[derive(Debug, Default)]
@@ -78,12 +64,24 @@ impl FailureLog {
 
 #[cfg(test)]
 mod tests {
+    use lake_format::Table;
+
     use super::*;
 
     #[test]
     fn rows_conform_and_failures_are_logged_sparingly() {
-        let mut r = NoteRows::new();
-        r.push(1, "n", "exec", "ups", PRIORITY_ERR, "timed out", &[("stderr", "x"), ("empty", "")]);
+        let mut r = LogsBuilder::new();
+        let attrs = [("stderr", "x"), ("empty", "")];
+        let note = Note {
+            ts: 1,
+            node: "n",
+            source: "exec",
+            ident: "ups",
+            priority: PRIORITY_ERR,
+            message: "timed out",
+            attrs: &attrs,
+        };
+        note.push_to(&mut r);
         let b = r.finish().unwrap();
         assert_eq!(lake_format::wire::conform(Table::Logs, &Table::Logs.schema(), &b).unwrap(), b);
         let mut f = FailureLog::default();

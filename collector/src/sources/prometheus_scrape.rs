@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use lake_format::error::error_chain;
+use lake_format::logs::LogsBuilder;
 use lake_format::rows::{now_micros, MetricsBuilder};
 use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
@@ -33,7 +34,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::notes::{FailureLog, NoteRows, PRIORITY_ERR};
+use super::notes::{FailureLog, Note, PRIORITY_ERR};
 use super::prometheus;
 use super::unparsed::UnparsedRows;
 use super::{Encoded, SourceContext, SourceError};
@@ -294,9 +295,18 @@ pub fn rows_of_scrape(
     metrics.push(started, node, "scrape_duration_seconds", elapsed.as_secs_f64(), &target);
     metrics.push(started, node, "scrape_samples_scraped", samples as f64, &target);
     out.records.push(SourceContext::encode_batch(name, Table::Metrics, &metrics.finish())?);
-    let mut notes = NoteRows::new();
+    let mut notes = LogsBuilder::new();
     if let Some(f) = &out.failure {
-        notes.push(started, node, NOTE_SOURCE, &config.name, PRIORITY_ERR, f, &[("url", config.url.as_str())]);
+        Note {
+            ts: started,
+            node,
+            source: NOTE_SOURCE,
+            ident: &config.name,
+            priority: PRIORITY_ERR,
+            message: f,
+            attrs: &[("url", config.url.as_str())],
+        }
+        .push_to(&mut notes);
     }
     let logs = [unparsed.finish().map_err(encode)?, notes.finish().map_err(encode)?];
     out.records.extend(SourceContext::encode_batches(name, Table::Logs, &logs)?);

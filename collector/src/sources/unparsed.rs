@@ -2,35 +2,21 @@
 //! is kept, never dropped — as text, plus its exact bytes hex-encoded when they are not
 //! UTF-8 — with the file it came from and why it did not parse.
 
-use lake_format::rows::TableBuilder;
-use lake_format::Table;
+use lake_format::logs::{LogRow, LogsBuilder};
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
+pub use lake_format::logs::hex;
 
 /// Accumulates unparsed lines as `logs` rows.
 #[derive(Debug)]
 pub struct UnparsedRows {
-    b: TableBuilder,
-    cols: [usize; 5],
+    logs: LogsBuilder,
     source: String,
 }
 
 impl UnparsedRows {
     /// Rows whose `source` is `<name>-unparsed`.
     pub fn new(name: &str) -> Self {
-        let b = TableBuilder::new(Table::Logs);
-        let c = |n: &str| b.column(n).expect("logs column in the catalog");
-        let cols = [c("ts"), c("host"), c("source"), c("message"), c("attrs")];
-        UnparsedRows { b, cols, source: format!("{name}-unparsed") }
+        UnparsedRows { logs: LogsBuilder::new(), source: format!("{name}-unparsed") }
     }
 
     /// Keeps one line read at `ts` from `file` that failed with `error`.
@@ -49,7 +35,6 @@ impl UnparsedRows {
         truncated: bool,
         ts: i64,
     ) {
-        let [c_ts, host, source, message, attrs] = self.cols;
         let text = String::from_utf8_lossy(bytes);
         let raw_hex = matches!(text, std::borrow::Cow::Owned(_)).then(|| hex(bytes));
         let mut a: Vec<(&str, &str)> = origin.to_vec();
@@ -60,16 +45,25 @@ impl UnparsedRows {
         if truncated {
             a.push(("truncated", "true"));
         }
-        self.b.ts(c_ts, ts);
-        self.b.text(host, Some(node));
-        self.b.text(source, Some(&self.source));
-        self.b.text(message, Some(&text));
-        self.b.map(attrs, a);
-        self.b.end_row();
+        let row = LogRow { ts, host: node, source: &self.source, message: Some(&text), ..LogRow::default() };
+        self.logs.push(&row, a);
+    }
+
+    /// Rows added since the last `finish`.
+    pub fn len(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Whether no row was added since the last `finish`.
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+    }
+
+    /// The batch of the rows added so far; empty again after.
+    pub fn finish(&mut self) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+        self.logs.finish()
     }
 }
-
-crate::sources::rows_deref!(UnparsedRows);
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,16 @@
 //! Caddy JSON access logs → the `http` table.
 //!
-//! In: Caddy's access log files (`log { format json }`), followed by the rotation-safe
-//! [`crate::tail`] reader. Out: `http` rows (one per request, see [`parse`] for the field
+//! In: Caddy's access log files (`log { format json }`), followed by the shared
+//! [`super::tailed`] loop. Out: `http` rows (one per request, see [`parse`] for the field
 //! mapping) and, for every line that is not a Caddy JSON access entry (not JSON, cut at
 //! `max_line_bytes`, invalid UTF-8), a `logs` row with source `caddy-unparsed` and the
 //! raw line, counted in `parse_errors` — never dropped.
 //!
-//! Loop: read a batch of lines → build the `http` and `logs` batches → spool both with
-//! the tailer's new position as one group ([`SourceContext::emit_with_state`], state
-//! `caddy`). The rows and the position are durable together, so a restart (clean or
-//! `kill -9`) resumes right after the last spooled batch: no line is skipped or spooled
-//! twice. Config: `[caddy]` in `collector.toml`.
+//! This module is the parser ([`HttpLines`]) and the `[caddy]` section; the loop, the
+//! counters and the spooling (rows and position durable together, state `caddy`) are
+//! [`TailedSource`]'s. Caddy batches gather for `batch_wait` after their first line: one
+//! batch per `batch_wait` rather than per poll, since each costs an encode, an fsync and
+//! a request.
 //!
 //! Each `http` row also gets `client_class` and `client_name` (human, search engine, AI
 //! crawler, monitor, scanner or other bot, and who), from [`classify`].
@@ -22,19 +22,15 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use arrow_array::RecordBatch;
-use lake_format::rows::{now_micros, TableBuilder};
+use lake_format::rows::TableBuilder;
 use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
 use serde::Deserialize;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
-use super::tailed::TailReport;
-use super::unparsed::UnparsedRows;
-use super::{Emitted, SourceContext, SourceError};
-use crate::stats::Stats;
-use crate::tail::{StartAt, TailConfig, TailState, Tailer, DEFAULT_MAX_LINE_BYTES};
+use super::tailed::{self, LineParser, Parsed, ParsedLines, TailedConfig, TailedSource};
+use super::{Encoded, SourceContext, SourceError};
+use crate::tail::{StartAt, TailConfig, DEFAULT_MAX_LINE_BYTES};
 pub use parse::{parse, HttpRow, ParseError};
 
 /// Name of the source: counters label, name of its state in the spool.
@@ -116,44 +112,18 @@ impl CaddyFile {
         if self.enabled {
             ensure!(!self.paths.is_empty(), "caddy.paths must name at least one file pattern");
         }
-        for p in &self.paths {
-            glob::Pattern::new(p).map_err(|e| anyhow::anyhow!("caddy.paths: {p:?} is not a valid pattern: {e}"))?;
-        }
-        let max = self.max_line_bytes.0;
-        ensure!(
-            (1024..=(64 << 20)).contains(&max),
-            "caddy.max_line_bytes = {}: must be between 1KiB and 64MiB",
-            self.max_line_bytes
-        );
-        ensure!(!self.poll_interval.0.is_zero(), "caddy.poll_interval must be more than zero");
-        ensure!(
-            (1..=1_000_000).contains(&self.batch_lines),
-            "caddy.batch_lines = {}: must be between 1 and 1000000",
-            self.batch_lines
-        );
-        Ok(CaddyConfig {
-            enabled: self.enabled,
-            tail: TailConfig {
-                patterns: self.paths,
-                start_at: self.start_at,
-                max_line_bytes: max as usize,
-                poll_interval: self.poll_interval.0,
-            },
-            batch_lines: self.batch_lines,
-            batch_wait: self.batch_wait.0,
-        })
+        let tail = tailed::tail_config("caddy", self.paths, self.start_at, self.max_line_bytes, self.poll_interval)?;
+        tailed::check_batch_lines("caddy", self.batch_lines)?;
+        Ok(CaddyConfig { enabled: self.enabled, tail, batch_lines: self.batch_lines, batch_wait: self.batch_wait.0 })
     }
 }
 
-/// Builds the `http` and `logs` batches of a run of lines.
+/// Parses Caddy access-log lines into `http` rows.
 #[derive(Debug)]
-pub struct CaddyRows {
+pub struct HttpLines {
     http: TableBuilder,
-    logs: UnparsedRows,
     h: HttpCols,
     classifier: classify::Classifier,
-    /// Lines that did not parse since the last `finish`.
-    pub parse_errors: u64,
 }
 
 #[derive(Debug)]
@@ -184,15 +154,15 @@ fn col(b: &TableBuilder, name: &str) -> usize {
     b.column(name).unwrap_or_else(|| panic!("catalog column {name} of {} is missing", b.table()))
 }
 
-impl Default for CaddyRows {
+impl Default for HttpLines {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl CaddyRows {
-    /// Empty builders.
-    pub fn new() -> CaddyRows {
+impl HttpLines {
+    /// An empty builder (and the classifier's patterns, compiled once).
+    pub fn new() -> HttpLines {
         let http = TableBuilder::new(Table::Http);
         let h = HttpCols {
             ts: col(&http, "ts"),
@@ -216,34 +186,7 @@ impl CaddyRows {
             client_name: col(&http, "client_name"),
             attrs: col(&http, "attrs"),
         };
-        CaddyRows {
-            http,
-            logs: UnparsedRows::new("caddy"),
-            h,
-            classifier: classify::Classifier::new(),
-            parse_errors: 0,
-        }
-    }
-
-    /// Adds the row of one line: `http` when it parses, else a `caddy-unparsed` log row
-    /// stamped `read_ts` (microseconds). Returns whether it parsed.
-    pub fn push(&mut self, node: &str, line: &[u8], file: &str, truncated: bool, read_ts: i64) -> bool {
-        let parsed = if truncated { Err(None) } else { parse(line).map_err(Some) };
-        match parsed {
-            Ok(r) => {
-                self.push_http(node, &r);
-                true
-            }
-            Err(error) => {
-                let error = match error {
-                    Some(e) => e.to_string(),
-                    None => format!("line longer than max_line_bytes ({} bytes kept)", line.len()),
-                };
-                self.logs.push(node, line, file, &error, truncated, read_ts);
-                self.parse_errors += 1;
-                false
-            }
-        }
+        HttpLines { http, h, classifier: classify::Classifier::new() }
     }
 
     fn push_http(&mut self, node: &str, r: &HttpRow<'_>) {
@@ -272,9 +215,58 @@ impl CaddyRows {
         b.end_row();
     }
 
+    fn finish(&mut self) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
+        if self.http.is_empty() {
+            return Ok(None);
+        }
+        self.http.finish().map(Some)
+    }
+}
+
+impl LineParser for HttpLines {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn push(&mut self, node: &str, line: &[u8], _read_ts: i64) -> Result<Parsed, String> {
+        let r = parse(line).map_err(|e| e.to_string())?;
+        self.push_http(node, &r);
+        Ok(Parsed::Row)
+    }
+
+    fn records(&mut self, source: &'static str) -> Result<Vec<Encoded>, SourceError> {
+        tailed::table_records(source, Table::Http, self.http.finish())
+    }
+}
+
+/// Builds the `http` and `logs` batches of a run of lines as the source does, for the
+/// benchmark, the fuzz target and the fixture tests.
+#[derive(Debug)]
+pub struct CaddyRows {
+    lines: ParsedLines<HttpLines>,
+}
+
+impl Default for CaddyRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CaddyRows {
+    /// Empty builders.
+    pub fn new() -> CaddyRows {
+        CaddyRows { lines: ParsedLines::new(HttpLines::new()) }
+    }
+
+    /// Adds the row of one line: `http` when it parses, else a `caddy-unparsed` log row
+    /// stamped `read_ts` (microseconds). Returns whether it parsed.
+    pub fn push(&mut self, node: &str, line: &[u8], file: &str, truncated: bool, read_ts: i64) -> bool {
+        self.lines.push(node, line, file, truncated, read_ts)
+    }
+
     /// Rows added since the last `finish`.
     pub fn len(&self) -> usize {
-        self.http.len() + self.logs.len()
+        self.lines.parser.http.len() + self.lines.unparsed.len()
     }
 
     /// Whether no row was added since the last `finish`.
@@ -284,9 +276,10 @@ impl CaddyRows {
 
     /// The `http` and `logs` batches (`None` when empty); the builders start empty again.
     pub fn finish(&mut self) -> Result<(Option<RecordBatch>, Option<RecordBatch>), arrow_schema::ArrowError> {
-        self.parse_errors = 0;
-        let http = if self.http.is_empty() { None } else { Some(self.http.finish()?) };
-        let logs = if self.logs.is_empty() { None } else { Some(self.logs.finish()?) };
+        let l = &mut self.lines;
+        l.parse_errors = 0;
+        let http = l.parser.finish()?;
+        let logs = if l.unparsed.is_empty() { None } else { Some(l.unparsed.finish()?) };
         Ok((http, logs))
     }
 }
@@ -307,64 +300,14 @@ impl CaddySource {
     /// Follows the files until `cancel`; returns early only on a spool or state error.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), SourceError> {
         let CaddySource { config, ctx } = self;
-        let stats = ctx.source_stats(SOURCE);
-        let state: Option<TailState> = ctx.load_state(SOURCE).await?;
-        let resumed = state.as_ref().map_or(0, |s| s.files.len());
-        let mut tailer = Tailer::new(config.tail.clone(), state)
-            .map_err(|e| SourceError::Start { source_name: SOURCE, reason: e.to_string() })?;
-        info!(patterns = ?config.tail.patterns, resumed, "caddy source started");
-        let counters = tailer.counters();
-        let mut reported = TailReport::default();
-        let mut rows = CaddyRows::new();
-        while !cancel.is_cancelled() {
-            // A batch: the lines of every poll for `batch_wait` after its first line (or
-            // up to `batch_lines`), parsed as they come so only one poll's lines are held
-            // raw. One batch per `batch_wait` rather than per poll: each batch costs an
-            // encode, an fsync and a request.
-            let mut deadline: Option<Instant> = None;
-            let mut n = 0usize;
-            loop {
-                let wait = match deadline {
-                    None => config.batch_wait,
-                    Some(d) => d.saturating_duration_since(Instant::now()),
-                };
-                let lines = tailer
-                    .read_batch(config.batch_lines - n, wait, &cancel)
-                    .await
-                    .map_err(|e| SourceError::Start { source_name: SOURCE, reason: e.to_string() })?;
-                let read_ts = now_micros();
-                for line in lines.iter() {
-                    let file = line.file.to_string_lossy();
-                    rows.push(&ctx.node, line.bytes, &file, line.truncated, read_ts);
-                }
-                n += lines.len();
-                if lines.is_empty() && deadline.is_none() {
-                    break;
-                }
-                let d = *deadline.get_or_insert_with(|| Instant::now() + config.batch_wait);
-                if n >= config.batch_lines || Instant::now() >= d || cancel.is_cancelled() {
-                    break;
-                }
-            }
-            reported.forward(SOURCE, &counters, &stats);
-            if n == 0 {
-                continue;
-            }
-            Stats::add(&stats.read, n as u64);
-            Stats::add(&stats.parse_errors, rows.parse_errors);
-            let (http, logs) =
-                rows.finish().map_err(|e| SourceError::Encode { source_name: SOURCE, error: e.to_string() })?;
-            let batches = [(Table::Http, http), (Table::Logs, logs)]
-                .into_iter()
-                .filter_map(|(table, batch)| Some((table, batch?)))
-                .collect();
-            let emitted = ctx.emit_with_state(SOURCE, batches, &tailer.state(), &cancel).await?;
-            if emitted == Emitted::Cancelled {
-                // Not spooled, nor the position: these lines are read again on restart.
-                return Ok(());
-            }
-        }
-        Ok(())
+        let tailed = TailedConfig {
+            source: SOURCE,
+            tail: config.tail,
+            batch_lines: config.batch_lines,
+            batch_wait: config.batch_wait,
+            gather: config.batch_wait,
+        };
+        TailedSource::new(tailed, HttpLines::new(), ctx).run(cancel).await
     }
 }
 

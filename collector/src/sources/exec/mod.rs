@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
+use lake_format::logs::LogsBuilder;
 use lake_format::rows::{now_micros, MetricsBuilder};
 use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
@@ -40,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::custom::{self, NdjsonBodies};
-use super::notes::{FailureLog, NoteRows, PRIORITY_ERR};
+use super::notes::{FailureLog, Note, PRIORITY_ERR};
 use super::prometheus;
 use super::unparsed::UnparsedRows;
 use super::{Encoded, SourceContext, SourceError};
@@ -314,18 +315,19 @@ pub fn rows_of_run(config: &ExecConfig, node: &str, started: i64, o: &Outcome) -
     metrics.push(started, node, "exec_duration_seconds", o.elapsed.as_secs_f64(), &self_labels);
     out.records.push(SourceContext::encode_batch(name, Table::Metrics, &metrics.finish())?);
 
-    let mut notes = NoteRows::new();
+    let mut notes = LogsBuilder::new();
     if let Some(message) = failure_message(config, o) {
         let status = format!("{:?}", o.ended);
-        notes.push(
-            started,
+        Note {
+            ts: started,
             node,
-            NOTE_SOURCE,
-            &config.name,
-            PRIORITY_ERR,
-            &message,
-            &[("stderr", &o.stderr_tail), ("status", &status)],
-        );
+            source: NOTE_SOURCE,
+            ident: &config.name,
+            priority: PRIORITY_ERR,
+            message: &message,
+            attrs: &[("stderr", &o.stderr_tail), ("status", &status)],
+        }
+        .push_to(&mut notes);
     }
     let logs = [unparsed.finish().map_err(encode)?, notes.finish().map_err(encode)?];
     out.records.extend(SourceContext::encode_batches(name, Table::Logs, &logs)?);

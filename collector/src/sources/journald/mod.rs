@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure};
 use jiff::tz::TimeZone;
+use lake_format::logs::LogsBuilder;
 use lake_format::rows::now_micros;
 use lake_format::units::{ByteSize, Dur};
 use lake_format::Table;
@@ -62,7 +63,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use self::parse::{JournalEntry, LogsRows, UnitFilter};
+use self::parse::{JournalEntry, UnitFilter};
 use super::fail2ban::{self, BansRows};
 use super::ufw::{self, FirewallRows};
 use super::{Emitted, SourceContext, SourceError};
@@ -506,7 +507,7 @@ impl JournaldSource {
                     attrs: [("error".to_string(), "too_large".to_string())].into(),
                     ..JournalEntry::default()
                 };
-                batch.logs.push(node, NAME, &entry);
+                entry.push_to(&mut batch.logs, node, NAME);
                 return;
             }
         };
@@ -521,7 +522,7 @@ impl JournaldSource {
                     attrs: [("error".to_string(), err.to_string())].into(),
                     ..JournalEntry::default()
                 };
-                batch.logs.push(node, NAME, &entry);
+                entry.push_to(&mut batch.logs, node, NAME);
                 return;
             }
         };
@@ -550,7 +551,7 @@ impl JournaldSource {
             }
         }
         if self.config.units.keeps(entry.unit.as_deref()) {
-            batch.logs.push(node, NAME, &entry);
+            entry.push_to(&mut batch.logs, node, NAME);
         }
     }
 
@@ -591,7 +592,7 @@ impl JournaldSource {
 /// Rows of one read batch, per table, and the cursor that covers them.
 #[derive(Default)]
 struct Batch {
-    logs: LogsRows,
+    logs: LogsBuilder,
     firewall: FirewallRows,
     bans: BansRows,
     cursor: Option<String>,

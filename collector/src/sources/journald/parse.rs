@@ -1,5 +1,5 @@
 //! Pure parts of the journald source: one `journalctl -o json` line → [`JournalEntry`],
-//! unit filters, and the `logs` row builder.
+//! unit filters, and the entry's `logs` row.
 //!
 //! Mapping (see `man systemd.journal-fields`):
 //! - `ts`: `_SOURCE_REALTIME_TIMESTAMP` (when the sender gave one) else
@@ -18,8 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use lake_format::rows::TableBuilder;
-use lake_format::Table;
+use lake_format::logs::{LogRow, LogsBuilder};
 use serde_json::Value;
 
 /// Why a line is not a journal entry.
@@ -68,6 +67,22 @@ impl JournalEntry {
     pub fn is_fail2ban(&self) -> bool {
         matches!(self.ident.as_deref(), Some("fail2ban-server" | "fail2ban" | "fail2ban-client"))
             || self.unit.as_deref() == Some("fail2ban.service")
+    }
+
+    /// Adds the entry as a `logs` row of `host`, with `source`.
+    pub fn push_to(&self, logs: &mut LogsBuilder, host: &str, source: &str) {
+        let row = LogRow {
+            ts: self.ts,
+            host,
+            source,
+            unit: self.unit.as_deref(),
+            ident: self.ident.as_deref(),
+            pid: self.pid,
+            priority: self.priority,
+            message: self.message.as_deref(),
+            boot_id: self.boot_id.as_deref(),
+        };
+        logs.push(&row, self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
 }
 
@@ -224,59 +239,6 @@ pub fn glob(pat: &[u8], s: &[u8]) -> bool {
         }
     }
 }
-
-/// Accumulates `logs` rows.
-#[derive(Debug)]
-pub struct LogsRows {
-    b: TableBuilder,
-    cols: [usize; 10],
-}
-
-impl Default for LogsRows {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LogsRows {
-    /// An empty batch.
-    pub fn new() -> Self {
-        let b = TableBuilder::new(Table::Logs);
-        let c = |n: &str| b.column(n).expect("logs column in the catalog");
-        let cols = [
-            c("ts"),
-            c("host"),
-            c("source"),
-            c("unit"),
-            c("ident"),
-            c("pid"),
-            c("priority"),
-            c("message"),
-            c("boot_id"),
-            c("attrs"),
-        ];
-        LogsRows { b, cols }
-    }
-
-    /// Adds an entry.
-    pub fn push(&mut self, host: &str, source: &str, e: &JournalEntry) {
-        let [ts, h, src, unit, ident, pid, prio, msg, boot, attrs] = self.cols;
-        let b = &mut self.b;
-        b.ts(ts, e.ts);
-        b.text(h, Some(host));
-        b.text(src, Some(source));
-        b.text(unit, e.unit.as_deref());
-        b.text(ident, e.ident.as_deref());
-        b.int(pid, e.pid);
-        b.int(prio, e.priority);
-        b.text(msg, e.message.as_deref());
-        b.text(boot, e.boot_id.as_deref());
-        b.map(attrs, e.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        b.end_row();
-    }
-}
-
-crate::sources::rows_deref!(LogsRows);
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,8 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric}
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::Value as Json;
 
-use lake_format::rows::{MetricsBuilder, TableBuilder};
+use lake_format::logs::{hex, LogRow, LogsBuilder};
+use lake_format::rows::MetricsBuilder;
 use lake_format::wire::validate_node_name;
 use lake_format::Table;
 
@@ -163,17 +164,6 @@ fn value_json(v: &AnyValue) -> Json {
     }
 }
 
-/// Lowercase hex, as OTLP/JSON writes trace and span ids.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
 /// Nanoseconds since the epoch to microseconds; 0 (unset) is `None`.
 fn micros(ns: u64) -> Option<i64> {
     // u64::MAX / 1000 fits in i64.
@@ -211,20 +201,7 @@ fn priority_of_text(text: &str) -> Option<i64> {
 
 /// Maps every log record of a request onto `logs` rows.
 pub(crate) fn logs(req: &ExportLogsServiceRequest, node: &str, now_us: i64) -> Result<Mapped, ArrowError> {
-    let mut b = TableBuilder::new(Table::Logs);
-    let col =
-        |name: &str| b.column(name).ok_or_else(|| ArrowError::SchemaError(format!("logs has no column {name:?}")));
-    let (ts, host, source, unit, ident, pid, priority_col, message, attrs) = (
-        col("ts")?,
-        col("host")?,
-        col("source")?,
-        col("unit")?,
-        col("ident")?,
-        col("pid")?,
-        col("priority")?,
-        col("message")?,
-        col("attrs")?,
-    );
+    let mut b = LogsBuilder::new();
     let mut accepted = 0;
     for rl in &req.resource_logs {
         let res = Res::new(rl.resource.as_ref(), node);
@@ -257,17 +234,19 @@ pub(crate) fn logs(req: &ExportLogsServiceRequest, node: &str, now_us: i64) -> R
                 }
                 a.insert(NODE_KEY.into(), node.to_string());
 
-                b.ts(ts, micros(r.time_unix_nano).or(micros(r.observed_time_unix_nano)).unwrap_or(now_us));
-                b.text(host, Some(&res.host));
-                b.text(source, Some(SOURCE));
-                b.text(unit, res.service.as_deref());
-                b.text(ident, scope_name);
-                b.int(pid, res.pid);
-                b.int(priority_col, priority(r.severity_number).or_else(|| priority_of_text(&r.severity_text)));
                 let body = r.body.as_ref().filter(|v| v.value.is_some()).map(value_text);
-                b.text(message, body.as_deref());
-                b.map(attrs, a.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                b.end_row();
+                let row = LogRow {
+                    ts: micros(r.time_unix_nano).or(micros(r.observed_time_unix_nano)).unwrap_or(now_us),
+                    host: &res.host,
+                    source: SOURCE,
+                    unit: res.service.as_deref(),
+                    ident: scope_name,
+                    pid: res.pid,
+                    priority: priority(r.severity_number).or_else(|| priority_of_text(&r.severity_text)),
+                    message: body.as_deref(),
+                    boot_id: None,
+                };
+                b.push(&row, a.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 accepted += 1;
             }
         }
