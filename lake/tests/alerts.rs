@@ -30,7 +30,7 @@ use lake_format::rows::{now_micros, TableBuilder};
 use lake_format::{wire, Table};
 use serde_json::Value;
 
-const SETUP: &str = "run `scripts/setup peers` (pip install aiosmtpd==1.4.6; apt-get install openssl)";
+const SETUP: &str = "run `scripts/setup peers` (aiosmtpd into ~/.cache/lake/peers-venv, openssl) and put the venv's bin/ first on PATH, as `make test` does";
 
 // ---------------------------------------------------------------- peers
 

@@ -39,7 +39,7 @@ struct Moto {
 impl Moto {
     fn start() -> Moto {
         let ok = Command::new("python3").args(["-c", "import moto.server"]).status().is_ok_and(|s| s.success());
-        assert!(ok, "moto's server mode is missing: run `scripts/setup peers` (pip install 'moto[server]')");
+        assert!(ok, "moto's server mode is missing: run `scripts/setup peers` (it goes into ~/.cache/lake/peers-venv) and put the venv's bin/ first on PATH, as `make test` does");
         let port = free_port();
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])

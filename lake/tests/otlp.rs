@@ -4,8 +4,9 @@
 //! graceful) keep every row and accept new requests, which checks the lake-assigned batch
 //! ids: a reused epoch would make WAL replay or admission drop rows.
 //!
-//! Needs Python 3 with `pip install opentelemetry-sdk==1.45.2
-//! opentelemetry-exporter-otlp-proto-http==1.45.2`; fails (never skips) without it.
+//! Needs the OpenTelemetry Python SDK as `python3` on PATH sees it (`scripts/setup peers`
+//! installs it into the peers' virtual environment, which `make test` puts first on PATH);
+//! fails (never skips) without it.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::process::Command;
 use common::*;
 use serde_json::{json, Value};
 
-const PIP: &str = "pip install opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2";
+const PIP: &str = "scripts/setup peers` (opentelemetry-sdk==1.45.2 into ~/.cache/lake/peers-venv), then put its bin/ first on PATH as `make test` does: `PATH=~/.cache/lake/peers-venv/bin:$PATH cargo test";
 
 /// Runs the Python sender against `url`; returns the JSON line it prints.
 async fn send(url: &str) -> Value {

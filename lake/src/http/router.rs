@@ -29,8 +29,8 @@ use lake_query::Engine;
 use super::ingest::Ingest;
 use super::{admin, custom, grafana, health, ingest, metrics, otlp, sql, tables, ui, Status};
 use crate::alerts::http as alerts;
-use crate::maintenance::archive::Maintenance;
 use crate::auth::Verifier;
+use crate::maintenance::archive::Maintenance;
 
 /// What the routes answer from, built once by `lake serve`.
 #[derive(Debug)]

@@ -56,7 +56,9 @@ pub(super) async fn send(c: &EmailChannel, n: &Notification) -> Result<(), SendE
     match tokio::time::timeout(c.timeout + Duration::from_secs(5), t.send(msg)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if e.is_permanent() => Err(SendError::permanent(format!("smtp {}:{}: {e}", c.host, c.port))),
-        Ok(Err(e)) => Err(SendError::retryable(format!("smtp {}:{}: {}", c.host, c.port, lake_format::error::error_chain(&e)))),
+        Ok(Err(e)) => {
+            Err(SendError::retryable(format!("smtp {}:{}: {}", c.host, c.port, lake_format::error::error_chain(&e))))
+        }
         Err(_) => Err(SendError::retryable(format!("smtp {}:{}: timed out after {}", c.host, c.port, Dur(c.timeout)))),
     }
 }
