@@ -12,28 +12,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use lake_test_support::tree_of;
 use serde_json::{json, Value};
-
-/// Every file and directory under `dir`, relative, sorted.
-fn tree_of(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if p.is_dir() {
-                todo.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// POSTs `body` (JSON) to `path` with the read token: status and body.
 async fn read(c: &reqwest::Client, url: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -88,3 +88,37 @@ pub fn engine(data: &Path, fresh: Arc<MemFresh>) -> Arc<Engine> {
 pub fn engine_with(data: &Path, fresh: Arc<MemFresh>, limits: Limits) -> Arc<Engine> {
     Arc::new(Engine::open(data, fresh, limits).unwrap())
 }
+
+/// The notification tests' alert: `target` is down (firing) or back up (resolved).
+pub fn notified_alert(target: &str, status: crate::alerts::state::Status) -> crate::alerts::state::NotifiedAlert {
+    use crate::alerts::state::Status;
+    use crate::alerts::Labels;
+    const T0: i64 = 1_795_374_070_000_000;
+    crate::alerts::state::NotifiedAlert {
+        status,
+        fingerprint: format!("{:016x}", target.len()),
+        labels: Labels::from([("kind".into(), "http".into()), ("target".into(), target.into())]),
+        details: Labels::from([("error".into(), "connection refused".into()), ("down_from".into(), "node-a".into())]),
+        value: Some(2.0),
+        message: format!("{target} is down"),
+        starts_at: T0,
+        ends_at: (status == Status::Resolved).then_some(T0 + 300_000_000),
+        reminder: false,
+    }
+}
+
+/// The notification tests' `uptime_down` notification of `alerts`: firing if any is.
+pub fn uptime_notification(alerts: Vec<crate::alerts::state::NotifiedAlert>) -> crate::alerts::state::Notification {
+    use crate::alerts::state::Status;
+    let status = if alerts.iter().any(|a| a.status == Status::Firing) { Status::Firing } else { Status::Resolved };
+    crate::alerts::state::Notification {
+        rule: "uptime_down".into(),
+        description: "an uptime target is down".into(),
+        severity: crate::alerts::rules::Severity::Critical,
+        status,
+        alerts,
+        created_at: 1_795_374_070_000_000 + 200_000_000,
+        dashboard: "http://lake.example:7470/".into(),
+        external_url: "http://lake.example:7470".into(),
+    }
+}

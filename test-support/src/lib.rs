@@ -6,6 +6,7 @@
 //! - [`LakeToml`]: a `lake.toml` written from parts, so a test states only what it changes.
 //! - [`batch_to_json`], [`table_rows`], [`same`]: record batches as JSON rows, so a test can
 //!   state every column, and a comparison that forgives float round trips.
+//! - [`tree_of`]: what a directory holds, to show a request created or left nothing.
 //! - [`spool`] (feature `spool`): every record of a collector's spool, read back as rows.
 
 use std::process::Child;
@@ -17,6 +18,23 @@ pub mod spool;
 
 pub use json::{batch_to_json, same, table_rows};
 pub use lake_toml::LakeToml;
+
+/// Every file and directory under `dir`, relative to it, sorted.
+pub fn tree_of(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 /// A loopback port free at the time of the call (bound to port 0, then released).
 pub fn free_port() -> u16 {

@@ -7,6 +7,7 @@ use lake_format::Table;
 
 use super::*;
 use crate::test_support::{alert, engine, engine_with, metrics, write_parquet, MemFresh};
+use lake_test_support::tree_of;
 
 /// Every cell of the result as text, rows in order.
 fn cells(e: &Engine, sql: &str) -> Vec<Vec<String>> {
@@ -411,23 +412,6 @@ fn forbidden(e: &Engine, sql: &str, expected: &str) {
         Err(EngineError::Forbidden(msg)) => assert!(msg.contains(expected), "{sql}: {msg:?} lacks {expected:?}"),
         other => panic!("{sql}: expected Forbidden, got {other:?}"),
     }
-}
-
-/// Every file and directory under `dir`, relative, sorted.
-fn tree_of(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if p.is_dir() {
-                todo.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -1,39 +1,8 @@
 use lake_query::alerts::notify::{EmailChannel, SenderChecks, TlsMode};
-use lake_query::alerts::rules::Severity;
-use lake_query::alerts::state::{NotifiedAlert, Status};
-use lake_query::alerts::Labels;
+use lake_query::alerts::state::Status;
 
 use super::*;
-
-const T0: i64 = 1_795_374_070_000_000;
-
-fn alert(target: &str, status: Status) -> NotifiedAlert {
-    NotifiedAlert {
-        status,
-        fingerprint: format!("{:016x}", target.len()),
-        labels: Labels::from([("kind".into(), "http".into()), ("target".into(), target.into())]),
-        details: Labels::from([("error".into(), "connection refused".into()), ("down_from".into(), "node-a".into())]),
-        value: Some(2.0),
-        message: format!("{target} is down"),
-        starts_at: T0,
-        ends_at: (status == Status::Resolved).then_some(T0 + 300_000_000),
-        reminder: false,
-    }
-}
-
-fn notification(alerts: Vec<NotifiedAlert>) -> Notification {
-    let status = if alerts.iter().any(|a| a.status == Status::Firing) { Status::Firing } else { Status::Resolved };
-    Notification {
-        rule: "uptime_down".into(),
-        description: "an uptime target is down".into(),
-        severity: Severity::Critical,
-        status,
-        alerts,
-        created_at: T0 + 200_000_000,
-        dashboard: "http://lake.example:7470/".into(),
-        external_url: "http://lake.example:7470".into(),
-    }
-}
+use lake_query::test_support::{notified_alert as alert, uptime_notification as notification};
 
 #[test]
 fn the_email_is_plain_text_to_every_recipient() {

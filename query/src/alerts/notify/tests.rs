@@ -1,38 +1,6 @@
 use super::webhook::{alertmanager, request};
 use super::*;
-use crate::alerts::rules::Severity;
-use crate::alerts::state::NotifiedAlert;
-use crate::alerts::Labels;
-
-const T0: i64 = 1_795_374_070_000_000;
-
-fn alert(target: &str, status: Status) -> NotifiedAlert {
-    NotifiedAlert {
-        status,
-        fingerprint: format!("{:016x}", target.len()),
-        labels: Labels::from([("kind".into(), "http".into()), ("target".into(), target.into())]),
-        details: Labels::from([("error".into(), "connection refused".into()), ("down_from".into(), "node-a".into())]),
-        value: Some(2.0),
-        message: format!("{target} is down"),
-        starts_at: T0,
-        ends_at: (status == Status::Resolved).then_some(T0 + 300_000_000),
-        reminder: false,
-    }
-}
-
-fn notification(alerts: Vec<NotifiedAlert>) -> Notification {
-    let status = if alerts.iter().any(|a| a.status == Status::Firing) { Status::Firing } else { Status::Resolved };
-    Notification {
-        rule: "uptime_down".into(),
-        description: "an uptime target is down".into(),
-        severity: Severity::Critical,
-        status,
-        alerts,
-        created_at: T0 + 200_000_000,
-        dashboard: "http://lake.example:7470/".into(),
-        external_url: "http://lake.example:7470".into(),
-    }
-}
+use crate::test_support::{notified_alert as alert, uptime_notification as notification};
 
 #[test]
 fn the_text_says_what_where_since_value_and_links() {
