@@ -4,7 +4,8 @@
 //! but the dynamic loader does not look there, so test and dev binaries would fail to
 //! start. Two rpaths fix that without `LD_LIBRARY_PATH`: the absolute build-time
 //! directory (dev and tests) and `$ORIGIN/../lib` (installed as `bin/lake` next to
-//! `lib/libduckdb.so`). The `lake` crate uses this same file (`build = "../query/build.rs"`).
+//! `lib/libduckdb.so`). `lake/build.rs` does the same for the lake's binaries: a build
+//! script's link arguments reach only its own package.
 
 use std::path::PathBuf;
 

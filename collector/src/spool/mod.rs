@@ -30,7 +30,7 @@
 //! never under ids the original used for other rows. (Earlier versions fixed the epoch
 //! at the spool's creation, in an `epoch` file, which every copy shared: the lake took
 //! the copy's new batches for duplicates and dropped them. That file is removed.) The
-//! lake remembers exact ids per epoch (`lake/src/state.rs`), so a batch is a duplicate
+//! lake remembers exact ids per epoch (`lake/src/ingest/state.rs`), so a batch is a duplicate
 //! only when its own id was stored.
 //!
 //! # Groups and source states
