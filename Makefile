@@ -15,8 +15,13 @@ export LAKE_PEERS_VENV := $(PEERS_VENV)
 setup:
 	@scripts/setup
 
+# The demo's binaries come from the same build as the tests (`cargo test --no-run` builds
+# every binary the tests run, lake and lake-collector included): a plain `cargo build`
+# resolves a different unit graph and rebuilt most of the dependencies after `make test`
+# (about 6 minutes on 2 cores). This way whichever of `make demo` and `make test` runs
+# second reuses the first's build.
 build: setup
-	$(CARGO) build --bin lake --bin lake-collector
+	PATH="$(PEERS_VENV)/bin:$$PATH" $(CARGO) test --workspace --no-run
 
 demo: build
 	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/lake demo
