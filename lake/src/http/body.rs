@@ -94,13 +94,16 @@ pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<BodyTimeout> {
     None
 }
 
+/// The request's `Content-Length`, if it has a readable one: a body declaring more than a
+/// limit is refused before a byte of it is read.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads a whole body of at most `max` bytes; `what` names the endpoint in the 413.
 pub async fn read_body(headers: &HeaderMap, body: Body, max: usize, what: &str) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::too_large(format!("request body larger than the {max} byte limit of {what}"));
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }

@@ -130,10 +130,7 @@ pub(crate) async fn read_body(
 ) -> Result<Bytes, ApiError> {
     use futures::StreamExt;
     let too_large = || ApiError::too_large(format!("body larger than the {max} byte limit ({what})"));
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = super::body::declared_length(headers);
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
