@@ -44,6 +44,8 @@ pub enum Table {
     Units,
     /// One row per node describing the machine (changes only).
     Hosts,
+    /// Docker container events: start, die, oom, restart, health changes, ...
+    Containers,
 }
 
 impl Table {
@@ -69,7 +71,7 @@ impl Table {
     }
 
     /// Every built-in table, in catalog order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Metrics,
         Table::Logs,
         Table::Http,
@@ -81,6 +83,7 @@ impl Table {
         Table::Listeners,
         Table::Units,
         Table::Hosts,
+        Table::Containers,
     ];
 
     /// The table's name as used in SQL, URLs and paths.
@@ -97,6 +100,7 @@ impl Table {
             Table::Listeners => "listeners",
             Table::Units => "units",
             Table::Hosts => "hosts",
+            Table::Containers => "containers",
         }
     }
 
@@ -115,7 +119,8 @@ impl Table {
             | Table::Packages
             | Table::Listeners
             | Table::Units
-            | Table::Hosts => false,
+            | Table::Hosts
+            | Table::Containers => false,
         }
     }
 
@@ -133,6 +138,7 @@ impl Table {
             Table::Listeners => "listening sockets, one row per change",
             Table::Units => "systemd units, one row per change",
             Table::Hosts => "machine description per node, one row per change",
+            Table::Containers => "Docker container events: start, die, oom, restart, health changes, ...",
         }
     }
 
@@ -149,6 +155,7 @@ impl Table {
             Table::Listeners => LISTENERS,
             Table::Units => UNITS,
             Table::Hosts => HOSTS,
+            Table::Containers => CONTAINERS,
         }
     }
 
@@ -176,7 +183,7 @@ impl fmt::Display for Table {
 
 /// The name is not one of the built-in tables.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts)")]
+#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts, containers)")]
 pub struct UnknownTable(pub String);
 
 impl FromStr for Table {
@@ -388,6 +395,18 @@ const HOSTS: &[Column] = &[
     col("collector_version", Text, "version of lake-collector"),
     col("attrs", TextMap, "other facts: OS id and version, machine id, boot id, packages asking for a reboot, ..."),
     col("reboot_required", Bool, "whether the OS asks for a reboot (/var/run/reboot-required exists)"),
+];
+
+const CONTAINERS: &[Column] = &[
+    req("container", Text, "container name, without the leading /"),
+    col("container_id", Text, "full container id (64 hex digits)"),
+    col("image", Text, "image the container runs"),
+    col("compose_project", Text, "docker compose project (label com.docker.compose.project); null when absent"),
+    col("compose_service", Text, "docker compose service (label com.docker.compose.service); null when absent"),
+    req("action", Text, "event: create, start, die, oom, kill, stop, restart, destroy, health_status, ..."),
+    col("exit_code", Int, "exit code, for die"),
+    col("health", Text, "health after a health_status event: healthy, unhealthy or starting"),
+    col("attrs", TextMap, "every other attribute of the event: signal, labels, ..."),
 ];
 
 #[cfg(test)]

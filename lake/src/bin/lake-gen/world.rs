@@ -314,6 +314,7 @@ impl World {
             Table::Probes => span / 60e6 * n * (n - 1.0 + super::events::UPTIME_TARGETS.len() as f64),
             Table::Bans => self.firewall_rate * span / 40.0,
             Table::Alerts => span / MICROS_PER_DAY as f64 * 20.0,
+            Table::Containers => 0.0,
             Table::Packages | Table::Listeners | Table::Units | Table::Hosts => {
                 // Inventory: what each host reports when it first starts, then changes.
                 if from == self.start {
