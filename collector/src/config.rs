@@ -116,6 +116,8 @@ struct ConfigFile {
     prometheus_scrape: Vec<crate::sources::prometheus_scrape::ScrapeFile>,
     #[serde(default)]
     json_file: Vec<crate::sources::json_file::JsonFileFile>,
+    #[serde(default)]
+    log_file: Vec<crate::sources::log_file::LogFileFile>,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +335,8 @@ pub struct Config {
     pub prometheus_scrape: Vec<crate::sources::prometheus_scrape::ScrapeConfig>,
     /// `[[json_file]]` entries.
     pub json_file: Vec<crate::sources::json_file::JsonFileConfig>,
+    /// `[[log_file]]` entries.
+    pub log_file: Vec<crate::sources::log_file::LogFileConfig>,
 }
 
 /// `[lake]`.
@@ -654,6 +658,7 @@ impl ConfigFile {
                 std::env::var(v).ok()
             })?,
             json_file: crate::sources::json_file::validate_all(self.json_file)?,
+            log_file: crate::sources::log_file::validate_all(self.log_file)?,
         })
     }
 }

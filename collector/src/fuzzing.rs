@@ -112,6 +112,61 @@ pub fn prometheus(data: &[u8]) {
     assert_eq!(batch.num_rows(), exposition.samples.len());
 }
 
+/// A `[[log_file]]` entry of each format (and a `regex` one), built once.
+fn log_file_configs() -> Vec<crate::sources::log_file::LogFileConfig> {
+    #[derive(serde::Deserialize)]
+    struct F {
+        log_file: Vec<crate::sources::log_file::LogFileFile>,
+    }
+    let mut toml = String::new();
+    for f in crate::sources::log_file::FORMATS {
+        toml += &format!(
+            "[[log_file]]\nname = \"{}\"\npaths = [\"/l\"]\nformat = \"{f}\"\ntimezone = \"Europe/Berlin\"\n",
+            f.replace('_', "-")
+        );
+        if *f == "regex" {
+            toml += "regex = '^(?P<ts>\\S+ \\S+) (?P<level>\\w+) (?P<pid>\\S+) (?P<message>.*)'\nts_format = \"%Y-%m-%d %H:%M:%S\"\n[log_file.multiline]\nstart = '^\\d'\nmax_bytes = \"1KiB\"\n";
+        }
+    }
+    let f: F = toml::from_str(&toml).expect("fuzz log_file config");
+    crate::sources::log_file::validate_all(f.log_file).expect("fuzz log_file config is valid")
+}
+
+/// A plain-text log file: the first byte picks the `[[log_file]]` format, the rest is the
+/// file's lines. Every line is read as the source reads it (joined into records by the
+/// format's `multiline`, then parsed or kept raw); the pending records survive a state
+/// round trip unchanged, and the batches build.
+pub fn log_file(data: &[u8]) {
+    use crate::sources::log_file::LogFileLines;
+    use crate::sources::tailed::ParsedLines;
+    thread_local! {
+        static CONFIGS: Vec<crate::sources::log_file::LogFileConfig> = log_file_configs();
+    }
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    CONFIGS.with(|configs| {
+        let config = &configs[usize::from(selector) % configs.len()];
+        let mut lines = ParsedLines::with_multiline(LogFileLines::new(config), config.multiline.clone());
+        for line in rest.split(|b| *b == b'\n') {
+            lines.push(NODE, line, "/l", false, NOW_MICROS);
+        }
+        if let Some(m) = config.multiline.clone() {
+            let saved = serde_json::to_string(&lines.pending()).expect("pending records serialize");
+            let mut again = crate::sources::multiline::Joiner::new(m);
+            again.restore(serde_json::from_str(&saved).expect("pending records read back")).expect("restore");
+            assert_eq!(again.pending(), lines.pending(), "pending records survive a restart");
+        }
+        lines.flush(NODE);
+        let records = lines.records(config.source).expect("log_file rows build");
+        let rows: u64 = records.iter().map(|r| r.rows).sum();
+        let single = !rest.contains(&b'\n') && !String::from_utf8_lossy(rest).trim().is_empty();
+        if single {
+            assert_eq!(rows, 1, "one non-blank line is one row");
+        }
+    });
+}
+
 /// A collector config file.
 pub fn config(data: &[u8]) {
     let Ok(toml) = std::str::from_utf8(data) else {
@@ -130,4 +185,5 @@ pub const TARGETS: &[lake_format::fuzz_regressions::Target] = &[
     ("tailscale", tailscale),
     ("prometheus", prometheus),
     ("collector_config", config),
+    ("log_file", log_file),
 ];

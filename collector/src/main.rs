@@ -188,6 +188,9 @@ fn print_summary(c: &Config) {
     for j in &c.json_file {
         println!("json_file     {} {:?} → json/{}", j.source, j.tail.patterns, j.table);
     }
+    for l in &c.log_file {
+        println!("log_file      {}", lake_collector::sources::log_file::describe(l));
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,7 @@ impl JsonFileSource {
             batch_lines: config.batch_lines,
             batch_wait: config.batch_wait,
             gather: Duration::ZERO,
+            multiline: None,
         };
         TailedSource::new(tailed, parser, ctx).run(cancel).await
     }

@@ -137,6 +137,7 @@ impl<P: LineParser> LogFileSource<P> {
             batch_lines: BATCH_LINES,
             batch_wait: BATCH_WAIT,
             gather: Duration::ZERO,
+            multiline: None,
         };
         tailed::TailedSource::new(config, parser, ctx).run(cancel).await
     }

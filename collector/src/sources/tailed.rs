@@ -27,6 +27,10 @@
 //!   than per poll, since each costs an encode, an fsync and a request; the others: none)
 //!   or until `batch_lines`. Lines are parsed as each poll hands them out, so only one
 //!   poll's lines are held raw.
+//! - **Multi-line records** (`multiline`, [`super::multiline`]): lines are joined into
+//!   records before the parser sees them; the records still pending are saved in the
+//!   state beside the tailer's position ([`TailedState`]), so that they are neither lost
+//!   nor repeated by a restart.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::multiline::{Joiner, MultilineConfig, Pending, Record};
 use super::unparsed::UnparsedRows;
 use super::{Emitted, Encoded, SourceContext, SourceError};
 use crate::stats::{SourceStats, Stats};
@@ -133,6 +138,21 @@ pub struct TailedConfig {
     pub batch_wait: Duration,
     /// How long a batch keeps reading after its first line.
     pub gather: Duration,
+    /// How lines join into records (`None`: a line is a record).
+    pub multiline: Option<MultilineConfig>,
+}
+
+/// A tailed source's saved state: the tailer's position and the multi-line records still
+/// pending at it (their lines are behind the position). A state saved before multi-line
+/// records existed reads as one without any pending.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct TailedState {
+    /// The tailer's position.
+    #[serde(flatten)]
+    pub tail: TailState,
+    /// Records begun and not yet emitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
 }
 
 /// A parser's rows plus the `logs` rows of the lines it could not parse.
@@ -142,18 +162,63 @@ pub struct ParsedLines<P> {
     pub(crate) unparsed: UnparsedRows,
     /// Lines that did not parse since the last [`ParsedLines::records`].
     pub(crate) parse_errors: u64,
+    /// Joins lines into records, when the source has `multiline`.
+    pub(crate) joiner: Option<Joiner>,
 }
 
 impl<P: LineParser> ParsedLines<P> {
     /// Lines for `parser`.
     pub fn new(parser: P) -> Self {
         let unparsed = UnparsedRows::new(parser.name());
-        ParsedLines { parser, unparsed, parse_errors: 0 }
+        ParsedLines { parser, unparsed, parse_errors: 0, joiner: None }
+    }
+
+    /// Lines for `parser`, joined into records by `multiline` first when set.
+    pub fn with_multiline(parser: P, multiline: Option<MultilineConfig>) -> Self {
+        ParsedLines { joiner: multiline.map(Joiner::new), ..Self::new(parser) }
     }
 
     /// Adds one line read at `read_ts` from `file` (cut at `max_line_bytes` when
-    /// `truncated`): the parser's rows, or an unparsed `logs` row. Whether it parsed.
+    /// `truncated`): the parser's rows, or an unparsed `logs` row. Whether it parsed (with
+    /// `multiline`: whether the records it completed did; a line that only joins a
+    /// pending record parsed).
     pub fn push(&mut self, node: &str, line: &[u8], file: &str, truncated: bool, read_ts: i64) -> bool {
+        let Some(joiner) = self.joiner.as_mut() else { return self.push_record(node, line, file, truncated, read_ts) };
+        let mut done = Vec::new();
+        joiner.push(file, line, truncated, read_ts, &mut |r| done.push(r));
+        self.push_records(node, done)
+    }
+
+    /// Emits the multi-line records that waited `max_wait` for a next line, at `now` (µs);
+    /// how many.
+    pub fn expire(&mut self, node: &str, now: i64) -> usize {
+        let Some(joiner) = self.joiner.as_mut() else { return 0 };
+        let mut done = Vec::new();
+        joiner.expired(now, &mut |r| done.push(r));
+        let n = done.len();
+        self.push_records(node, done);
+        n
+    }
+
+    /// Every pending multi-line record, emitted now (the end of a fixture, a benchmark).
+    pub fn flush(&mut self, node: &str) -> usize {
+        self.expire(node, i64::MAX)
+    }
+
+    /// The records pending in the joiner, for the saved state.
+    pub fn pending(&self) -> Vec<Pending> {
+        self.joiner.as_ref().map(Joiner::pending).unwrap_or_default()
+    }
+
+    fn push_records(&mut self, node: &str, records: Vec<Record>) -> bool {
+        let mut all = true;
+        for r in records {
+            all &= self.push_record(node, &r.bytes, &r.file, r.truncated, r.read_ts);
+        }
+        all
+    }
+
+    fn push_record(&mut self, node: &str, line: &[u8], file: &str, truncated: bool, read_ts: i64) -> bool {
         let parsed = if truncated {
             Err(format!("line longer than max_line_bytes ({} bytes kept)", line.len()))
         } else {
@@ -197,24 +262,33 @@ impl<P: LineParser> TailedSource<P> {
         let TailedSource { config, parser, ctx } = self;
         let name = config.source;
         let stats = ctx.source_stats(name);
-        let state: Option<TailState> = ctx.load_state(name).await?;
-        let resumed = state.as_ref().map_or(0, |s| s.files.len());
+        let state: Option<TailedState> = ctx.load_state(name).await?;
+        let resumed = state.as_ref().map_or(0, |s| s.tail.files.len());
+        let (state, pending) = match state {
+            Some(s) => (Some(s.tail), s.pending),
+            None => (None, Vec::new()),
+        };
         let mut tailer = Tailer::new(config.tail.clone(), state)
             .map_err(|e| SourceError::Start { source_name: name, reason: e.to_string() })?;
         info!(source = name, patterns = ?config.tail.patterns, resumed, "tailed source started");
         let counters = tailer.counters();
         let mut reported = TailReport::default();
-        let mut lines = ParsedLines::new(parser);
+        let mut lines = ParsedLines::with_multiline(parser, config.multiline.clone());
+        if let Some(j) = lines.joiner.as_mut() {
+            j.restore(pending).map_err(|error| SourceError::State { source_name: name, error })?;
+        }
         while !cancel.is_cancelled() {
             let n = read_batch(&config, &mut tailer, &mut lines, &ctx.node, &cancel).await?;
             reported.forward(name, &counters, &stats);
-            if n == 0 {
+            let expired = lines.expire(&ctx.node, now_micros());
+            if n == 0 && expired == 0 {
                 continue;
             }
             Stats::add(&stats.read, n as u64);
             Stats::add(&stats.parse_errors, lines.parse_errors);
             let records = lines.records(name)?;
-            if ctx.emit_encoded(name, records, Some(&tailer.state()), &cancel).await? == Emitted::Cancelled {
+            let state = TailedState { tail: tailer.state(), pending: lines.pending() };
+            if ctx.emit_encoded(name, records, Some(&state), &cancel).await? == Emitted::Cancelled {
                 // Neither the lines nor the position are spooled: read again on restart.
                 return Ok(());
             }

@@ -189,7 +189,7 @@ impl HttpLines {
         HttpLines { http, h, classifier: classify::Classifier::new() }
     }
 
-    fn push_http(&mut self, node: &str, r: &HttpRow<'_>) {
+    pub(crate) fn push_http(&mut self, node: &str, r: &HttpRow<'_>) {
         let (b, c) = (&mut self.http, &self.h);
         let (class, name) = self.classifier.classify(r.user_agent.as_deref(), r.path.as_deref(), r.status);
         b.ts(c.ts, r.ts_micros);
@@ -306,6 +306,7 @@ impl CaddySource {
             batch_lines: config.batch_lines,
             batch_wait: config.batch_wait,
             gather: config.batch_wait,
+            multiline: None,
         };
         TailedSource::new(tailed, HttpLines::new(), ctx).run(cancel).await
     }
