@@ -59,19 +59,7 @@ fn every_fixture_produces_exactly_its_expected_rows() {
         }
         let got = rows_of(&path, &name, DEFAULT_MAX_LINE_BYTES);
         let expected_path = path.with_extension("expected.jsonl");
-        if std::env::var_os("LAKE_BLESS").is_some() {
-            let text: String = got.iter().map(|r| format!("{r}\n")).collect();
-            std::fs::write(&expected_path, text).unwrap();
-        }
-        let expected: Vec<Value> = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|e| panic!("{}: {e} (LAKE_BLESS=1 writes it)", expected_path.display()))
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(got.len(), expected.len(), "{name}: row count");
-        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-            assert!(lake_test_support::same(g, e), "{name}: row {i}\n got: {g}\nwant: {e}");
-        }
+        lake_test_support::expect_jsonl(&expected_path, &got);
         checked += 1;
     }
     assert!(checked >= 1, "no fixture found in {}", fixtures().display());

@@ -63,20 +63,6 @@ fn file_lines(path: &Path) -> Vec<Vec<u8>> {
     lines
 }
 
-fn check(expected_path: &Path, got: &[Value]) {
-    let text: String = got.iter().map(|v| format!("{v}\n")).collect();
-    if std::env::var_os("LAKE_BLESS").is_some() {
-        std::fs::write(expected_path, &text).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(expected_path).unwrap();
-    let want: Vec<Value> = want.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(want.len(), got.len(), "{}: rows", expected_path.display());
-    for (i, (w, g)) in want.iter().zip(got).enumerate() {
-        assert_eq!(w, g, "{} row {}", expected_path.display(), i + 1);
-    }
-}
-
 /// Each fixture: format, file, how many records its lines make.
 const CASES: &[(&str, &str, usize)] = &[
     ("nginx_combined", "nginx/access.log", 5),
@@ -115,7 +101,10 @@ fn fixture_rows_are_exact_and_every_record_is_one_row() {
         // The fuzz target's entry takes the same file (its seed) without a complaint.
         let selector = lake_collector::sources::log_file::FORMATS.iter().position(|f| f == format).unwrap() as u8;
         lake_collector::fuzzing::log_file(&[&[selector][..], &std::fs::read(&path).unwrap()].concat());
-        check(&path.with_extension(format!("{}.expected.jsonl", path.extension().unwrap().to_str().unwrap())), &rows);
+        lake_test_support::expect_jsonl(
+            &path.with_extension(format!("{}.expected.jsonl", path.extension().unwrap().to_str().unwrap())),
+            &rows,
+        );
     }
     println!("{}", table.join("\n"));
 }

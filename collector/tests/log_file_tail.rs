@@ -6,14 +6,9 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use lake_collector::spool::{Spool, SpoolHandle, SpoolOptions};
-use lake_collector::stats::Stats;
 use serde_json::Value;
-
-const OPTS: SpoolOptions = SpoolOptions { max_size: 1 << 30, segment_size: 8 << 20 };
 
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
@@ -106,19 +101,12 @@ async fn a_pending_traceback_survives_kill_9_exactly_once() {
     run_until(&config, &data, |s| s.get("pending").is_none() && s["files"].as_array().is_some_and(|f| !f.is_empty()))
         .await;
 
-    let spool = SpoolHandle::new(Spool::open(&data.join("spool"), OPTS, Arc::new(Stats::default())).unwrap());
     let mut messages = Vec::new();
-    while let Some(rec) = spool.peek().await.unwrap() {
-        if rec.table == "logs" {
-            let (_, batches) = lake_format::wire::decode(&rec.body).unwrap();
-            for b in &batches {
-                for r in lake_test_support::batch_to_json(b) {
-                    assert_eq!(r["source"], "app", "{r}");
-                    messages.push((r["message"].as_str().unwrap().to_string(), r["priority"].as_i64()));
-                }
-            }
+    for (_, _, rows) in lake_test_support::spool::spooled_tables(&data.join("spool"), |t| t == "logs").await {
+        for r in rows {
+            assert_eq!(r["source"], "app", "{r}");
+            messages.push((r["message"].as_str().unwrap().to_string(), r["priority"].as_i64()));
         }
-        spool.ack(rec.seq).await.unwrap();
     }
     let want = [
         ("one".to_string(), Some(6)),

@@ -24,20 +24,6 @@ fn lines(path: &Path) -> Vec<String> {
     bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| String::from_utf8_lossy(l).into_owned()).collect()
 }
 
-fn check(expected_path: &Path, got: Vec<Value>) {
-    let text: String = got.iter().map(|v| format!("{v}\n")).collect();
-    if std::env::var_os("LAKE_BLESS").is_some() {
-        std::fs::write(expected_path, &text).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(expected_path).unwrap();
-    let want: Vec<Value> = want.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(want.len(), got.len(), "{}: one expected line per input line", expected_path.display());
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        assert_eq!(w, g, "{} line {}", expected_path.display(), i + 1);
-    }
-}
-
 fn ufw_row(line: &str) -> Value {
     let tz = zone::parse_zone("UTC").unwrap();
     let now = zone::rfc3339_micros("2026-12-01T00:00:00Z").unwrap();
@@ -67,8 +53,8 @@ fn ban_row(line: &str, tz: &jiff::tz::TimeZone) -> Value {
 #[test]
 fn ufw_fixture() {
     let dir = fixtures().join("ufw");
-    let got = lines(&dir.join("kernel.log")).iter().map(|l| ufw_row(l)).collect();
-    check(&dir.join("kernel.expected.jsonl"), got);
+    let got: Vec<Value> = lines(&dir.join("kernel.log")).iter().map(|l| ufw_row(l)).collect();
+    lake_test_support::expect_jsonl(&dir.join("kernel.expected.jsonl"), &got);
 }
 
 #[test]
@@ -76,8 +62,8 @@ fn fail2ban_fixture() {
     // The log's times are the server's local time; the fixture's server ran at +01:00.
     let tz = zone::parse_zone("+01:00").unwrap();
     let dir = fixtures().join("fail2ban");
-    let got = lines(&dir.join("fail2ban.log")).iter().map(|l| ban_row(l, &tz)).collect();
-    check(&dir.join("fail2ban.expected.jsonl"), got);
+    let got: Vec<Value> = lines(&dir.join("fail2ban.log")).iter().map(|l| ban_row(l, &tz)).collect();
+    lake_test_support::expect_jsonl(&dir.join("fail2ban.expected.jsonl"), &got);
 }
 
 #[test]

@@ -43,6 +43,25 @@ pub fn table_rows(table: &str, batch: &RecordBatch) -> Vec<Value> {
     rows
 }
 
+/// Compares `got` with the golden file `expected` (one JSON value a line) value by value
+/// with [`same`]; with `LAKE_BLESS` set, writes `got` there instead (review the diff).
+pub fn expect_jsonl(expected: &std::path::Path, got: &[Value]) {
+    if std::env::var_os("LAKE_BLESS").is_some() {
+        let text: String = got.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(expected, text).unwrap();
+        return;
+    }
+    let want: Vec<Value> = std::fs::read_to_string(expected)
+        .unwrap_or_else(|e| panic!("{}: {e} (LAKE_BLESS=1 writes it)", expected.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "{}: value count", expected.display());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(same(g, w), "{} line {}\n got: {g}\nwant: {w}", expected.display(), i + 1);
+    }
+}
+
 /// Equal, floats within a relative 1e-12 (JSON text round trips are not bit exact).
 pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {

@@ -5,7 +5,8 @@
 //! - [`KillOnDrop`]: a child process (Caddy, an exporter, …) that cannot outlive its test.
 //! - [`LakeToml`]: a `lake.toml` written from parts, so a test states only what it changes.
 //! - [`batch_to_json`], [`table_rows`], [`same`]: record batches as JSON rows, so a test can
-//!   state every column, and a comparison that forgives float round trips.
+//!   state every column, and a comparison that forgives float round trips;
+//!   [`expect_jsonl`]: rows against a golden file (`LAKE_BLESS=1` rewrites it).
 //! - [`tree_of`]: what a directory holds, to show a request created or left nothing.
 //! - [`spool`] (feature `spool`): every record of a collector's spool, read back as rows.
 
@@ -16,7 +17,7 @@ mod lake_toml;
 #[cfg(feature = "spool")]
 pub mod spool;
 
-pub use json::{batch_to_json, same, table_rows};
+pub use json::{batch_to_json, expect_jsonl, same, table_rows};
 pub use lake_toml::LakeToml;
 
 /// Every file and directory under `dir`, relative to it, sorted.

@@ -25,26 +25,11 @@ use tokio_util::sync::CancellationToken;
 use super::custom::{self, NdjsonBodies};
 use super::tailed::{self, LineParser, Parsed, TailedConfig, TailedSource};
 use super::{Encoded, SourceContext, SourceError};
-use crate::tail::{StartAt, TailConfig, DEFAULT_MAX_LINE_BYTES};
+use crate::tail::{StartAt, TailConfig};
 
 /// `source` of the `logs` rows of lines that are not JSON objects (`<this>-unparsed`).
 pub const UNPARSED: &str = "json_file";
 
-const fn default_start_at() -> StartAt {
-    StartAt::Beginning
-}
-const fn default_max_line() -> ByteSize {
-    ByteSize(DEFAULT_MAX_LINE_BYTES as u64)
-}
-const fn default_poll() -> Dur {
-    Dur(Duration::from_millis(500))
-}
-const fn default_batch_lines() -> usize {
-    5000
-}
-const fn default_batch_wait() -> Dur {
-    Dur(Duration::from_millis(500))
-}
 fn default_ts_field() -> String {
     "ts".to_string()
 }
@@ -64,19 +49,19 @@ pub(crate) struct JsonFileFile {
     #[serde(default = "default_ts_field")]
     ts_field: String,
     /// Where files found on the very first start begin. Default "beginning".
-    #[serde(default = "default_start_at")]
+    #[serde(default = "tailed::default_start_at")]
     start_at: StartAt,
     /// Longer lines are cut and kept raw in `logs`. Default 1MiB, at most 64MiB.
-    #[serde(default = "default_max_line")]
+    #[serde(default = "tailed::default_max_line")]
     max_line_bytes: ByteSize,
     /// How often the patterns are listed again and idle files polled. Default 500ms.
-    #[serde(default = "default_poll")]
+    #[serde(default = "tailed::default_poll")]
     poll_interval: Dur,
     /// Most lines per spooled batch. Default 5000.
-    #[serde(default = "default_batch_lines")]
+    #[serde(default = "tailed::default_batch_lines")]
     batch_lines: usize,
     /// Longest wait for the first line of a batch. Default 500ms.
-    #[serde(default = "default_batch_wait")]
+    #[serde(default = "tailed::default_batch_wait")]
     batch_wait: Dur,
 }
 
@@ -214,6 +199,7 @@ impl JsonFileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tail::DEFAULT_MAX_LINE_BYTES;
 
     fn parse(toml: &str) -> anyhow::Result<Vec<JsonFileConfig>> {
         #[derive(Deserialize)]

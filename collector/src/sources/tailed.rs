@@ -55,6 +55,27 @@ use crate::tail::{StartAt, TailConfig, TailCounters, TailState, Tailer};
 /// line plus a read chunk.
 const MAX_LINE_LIMIT: u64 = 64 << 20;
 
+/// Where files found on the very first start begin, unless a section says: the beginning.
+pub(crate) const fn default_start_at() -> StartAt {
+    StartAt::Beginning
+}
+/// Lines longer than this are cut and kept raw, unless a section says: 1 MiB.
+pub(crate) const fn default_max_line() -> ByteSize {
+    ByteSize(crate::tail::DEFAULT_MAX_LINE_BYTES as u64)
+}
+/// How often patterns are listed again and idle files polled, unless a section says.
+pub(crate) const fn default_poll() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+/// Most lines per batch of `[[json_file]]` and `[[log_file]]` (`[caddy]` has its own).
+pub(crate) const fn default_batch_lines() -> usize {
+    5000
+}
+/// Longest wait for a batch's first line, `[[json_file]]` and `[[log_file]]`.
+pub(crate) const fn default_batch_wait() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+
 /// What a line is, for the table the parser writes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {

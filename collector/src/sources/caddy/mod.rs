@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tailed::{self, LineParser, Parsed, ParsedLines, TailedConfig, TailedSource};
 use super::{Encoded, SourceContext, SourceError};
-use crate::tail::{StartAt, TailConfig, DEFAULT_MAX_LINE_BYTES};
+use crate::tail::{StartAt, TailConfig};
 pub use parse::{parse, HttpRow, ParseError};
 
 /// Name of the source: counters label, name of its state in the spool.
@@ -40,15 +40,6 @@ pub const UNPARSED_SOURCE: &str = "caddy-unparsed";
 
 fn default_paths() -> Vec<String> {
     vec!["/var/log/caddy/access*.log".to_string()]
-}
-const fn default_start_at() -> StartAt {
-    StartAt::Beginning
-}
-const fn default_max_line() -> ByteSize {
-    ByteSize(DEFAULT_MAX_LINE_BYTES as u64)
-}
-const fn default_poll() -> Dur {
-    Dur(Duration::from_millis(500))
 }
 const fn default_batch_lines() -> usize {
     10_000
@@ -66,11 +57,11 @@ pub struct CaddyFile {
     enabled: bool,
     #[serde(default = "default_paths")]
     paths: Vec<String>,
-    #[serde(default = "default_start_at")]
+    #[serde(default = "tailed::default_start_at")]
     start_at: StartAt,
-    #[serde(default = "default_max_line")]
+    #[serde(default = "tailed::default_max_line")]
     max_line_bytes: ByteSize,
-    #[serde(default = "default_poll")]
+    #[serde(default = "tailed::default_poll")]
     poll_interval: Dur,
     #[serde(default = "default_batch_lines")]
     batch_lines: usize,
@@ -83,9 +74,9 @@ impl Default for CaddyFile {
         CaddyFile {
             enabled: false,
             paths: default_paths(),
-            start_at: default_start_at(),
-            max_line_bytes: default_max_line(),
-            poll_interval: default_poll(),
+            start_at: tailed::default_start_at(),
+            max_line_bytes: tailed::default_max_line(),
+            poll_interval: tailed::default_poll(),
             batch_lines: default_batch_lines(),
             batch_wait: default_batch_wait(),
         }
