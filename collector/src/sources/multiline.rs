@@ -19,6 +19,8 @@
 //! the same spool group as the rows and that position ([`super::tailed`]): a restart
 //! (clean or `kill -9`) resumes them with the lines after the saved position. A record
 //! is thus emitted once, whole, however the collector stopped while it was pending.
+//! Records pending in a state whose entry has no `multiline` any more are emitted on
+//! start as they are ([`super::tailed::ParsedLines::restore`]), not forgotten.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -70,6 +72,18 @@ pub struct Pending {
     pub lines: usize,
 }
 
+impl Pending {
+    /// The record's bytes; an entry that does not decode is an error (the state is the
+    /// collector's own).
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        match (&self.text, &self.hex) {
+            (Some(t), None) => Ok(t.clone().into_bytes()),
+            (None, Some(h)) => unhex(h).ok_or_else(|| format!("pending record of {}: bad hex", self.file)),
+            _ => Err(format!("pending record of {}: neither text nor hex", self.file)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Open {
     bytes: Vec<u8>,
@@ -95,11 +109,7 @@ impl Joiner {
     /// decode is an error (the state is the collector's own).
     pub fn restore(&mut self, pending: Vec<Pending>) -> Result<(), String> {
         for p in pending {
-            let bytes = match (p.text, p.hex) {
-                (Some(t), None) => t.into_bytes(),
-                (None, Some(h)) => unhex(&h).ok_or_else(|| format!("pending record of {}: bad hex", p.file))?,
-                _ => return Err(format!("pending record of {}: neither text nor hex", p.file)),
-            };
+            let bytes = p.bytes()?;
             self.open.insert(p.file, Open { bytes, read_ts: p.read_ts, last_ts: p.last_ts, lines: p.lines });
         }
         Ok(())

@@ -226,6 +226,21 @@ impl<P: LineParser> ParsedLines<P> {
         self.expire(node, i64::MAX)
     }
 
+    /// Takes back the multi-line records pending in a saved state: into the joiner, or, when
+    /// `multiline` was switched off since, as records complete now. How many were pushed as
+    /// complete (to be emitted with the next batch).
+    pub fn restore(&mut self, node: &str, pending: Vec<Pending>) -> Result<usize, String> {
+        if let Some(j) = self.joiner.as_mut() {
+            return j.restore(pending).map(|()| 0);
+        }
+        let n = pending.len();
+        for p in pending {
+            let bytes = p.bytes()?;
+            self.push_record(node, &bytes, &p.file, false, p.read_ts);
+        }
+        Ok(n)
+    }
+
     /// The records pending in the joiner, for the saved state.
     pub fn pending(&self) -> Vec<Pending> {
         self.joiner.as_ref().map(Joiner::pending).unwrap_or_default()
@@ -295,13 +310,12 @@ impl<P: LineParser> TailedSource<P> {
         let counters = tailer.counters();
         let mut reported = TailReport::default();
         let mut lines = ParsedLines::with_multiline(parser, config.multiline.clone());
-        if let Some(j) = lines.joiner.as_mut() {
-            j.restore(pending).map_err(|error| SourceError::State { source_name: name, error })?;
-        }
+        let mut restored =
+            lines.restore(&ctx.node, pending).map_err(|error| SourceError::State { source_name: name, error })?;
         while !cancel.is_cancelled() {
             let n = read_batch(&config, &mut tailer, &mut lines, &ctx.node, &cancel).await?;
             reported.forward(name, &counters, &stats);
-            let expired = lines.expire(&ctx.node, now_micros());
+            let expired = lines.expire(&ctx.node, now_micros()) + std::mem::take(&mut restored);
             if n == 0 && expired == 0 {
                 continue;
             }
@@ -471,6 +485,32 @@ mod tests {
         assert_eq!(rows[0]["attrs"]["table"], "t");
         assert_eq!(rows[1]["attrs"]["raw_hex"], "62616420ff");
         assert_eq!(rows[1]["attrs"]["file"], "/f");
+    }
+
+    /// A state saved before multi-line records existed reads as one without any pending;
+    /// records pending when `multiline` is switched off are emitted, not forgotten.
+    #[test]
+    fn saved_states_and_pending_records_carry_over() {
+        let old = r#"{"files":[{"dev":1,"ino":2,"head_len":3,"head_hash":4,"path":"/a","offset":5}]}"#;
+        let s: TailedState = serde_json::from_str(old).unwrap();
+        assert_eq!((s.tail.files[0].offset, s.pending.len()), (5, 0));
+        assert!(!serde_json::to_string(&s).unwrap().contains("pending"), "nothing pending, nothing written");
+        let pending = vec![Pending {
+            file: "/a".into(),
+            text: Some("ok pending\n  more".into()),
+            hex: None,
+            read_ts: 1,
+            last_ts: 2,
+            lines: 2,
+        }];
+        let mut l = ParsedLines::new(Oks::default());
+        assert_eq!(l.restore("n", pending.clone()).unwrap(), 1);
+        assert_eq!(l.parser.0, 1, "the record is complete now");
+        let start = regex::bytes::Regex::new("^ok").unwrap();
+        let m = MultilineConfig { start, max_bytes: 1 << 10, max_wait: Duration::from_secs(1) };
+        let mut l = ParsedLines::with_multiline(Oks::default(), Some(m));
+        assert_eq!(l.restore("n", pending.clone()).unwrap(), 0);
+        assert_eq!((l.parser.0, l.pending()), (0, pending), "still pending, in the joiner");
     }
 
     #[test]
