@@ -1,5 +1,6 @@
 //! Line-oriented log files turned into one catalog table: `/var/log/ufw.log` →
-//! `firewall`, `/var/log/fail2ban.log` → `bans`.
+//! `firewall`, `/var/log/fail2ban.log` → `bans`. (Any other text log is a `[[log_file]]`
+//! entry: [`super::log_file`].)
 //!
 //! This module is their parsers ([`UfwLines`], [`Fail2banLines`]); files are followed by
 //! the shared [`super::tailed`] loop (rotation-safe, fingerprinted; rows and the tailer's
