@@ -115,3 +115,36 @@ async fn a_pending_traceback_survives_kill_9_exactly_once() {
     ];
     assert_eq!(messages, want);
 }
+
+/// A rotation in the middle of a record (rename, the old file written a little more, a new
+/// live file) across `kill -9`: records are joined per path, so the record may end up as
+/// two rows, but every line is in exactly one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_inside_a_pending_record_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("app.log");
+    append(&log, "ERROR:root:x\nTraceback (most recent call last):\n");
+    let config = write_config(dir.path(), &log, "1h");
+    run_until(&config, &data, |s| pending_texts(s) == ["ERROR:root:x\nTraceback (most recent call last):"]).await;
+
+    let rolled = dir.path().join("app.log.1");
+    std::fs::rename(&log, &rolled).unwrap();
+    append(&rolled, "  File \"a.py\", line 1\n");
+    append(&log, "ValueError: v\nINFO:root:next\n");
+    let config = write_config(dir.path(), &log, "200ms");
+    run_until(&config, &data, |s| s.get("pending").is_none() && s["files"].as_array().is_some_and(|f| f.len() == 2))
+        .await;
+
+    let mut text = String::new();
+    for (_, _, rows) in lake_test_support::spool::spooled_tables(&data.join("spool"), |t| t == "logs").await {
+        for r in rows {
+            text += r["message"].as_str().unwrap();
+            text.push('\n');
+        }
+    }
+    for line in ["x", "Traceback (most recent call last):", "  File \"a.py\", line 1", "ValueError: v", "next"] {
+        assert_eq!(text.lines().filter(|l| *l == line).count(), 1, "{line:?} once in:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 5, "{text}");
+}

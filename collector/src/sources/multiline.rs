@@ -14,6 +14,11 @@
 //! A line that continues no record (the first line of a file, a `start` that does not
 //! match the file's first line) begins one.
 //!
+//! Records are joined per path: lines a program writes to the new file after a rotation
+//! continue the record pending under that name; lines still written to the renamed file
+//! come under its new name and begin a record of their own (a record cut by a rotation can
+//! be two rows; every line is still in exactly one).
+//!
 //! **Exactly once.** The lines of a pending record are already behind the tailer's
 //! position, so the pending records ([`Pending`]) are saved in the source's state, in
 //! the same spool group as the rows and that position ([`super::tailed`]): a restart
