@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -202,21 +202,35 @@ impl Buffers {
     }
 }
 
-/// Counters of the writer, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Flushes committed.
-    pub flushes: AtomicU64,
-    /// Flushes that failed (their rows are kept and retried).
-    pub flush_errors: AtomicU64,
-    /// Rows written to Parquet.
-    pub rows_written: AtomicU64,
-    /// Parquet files committed.
-    pub files_written: AtomicU64,
-    /// Flushes failed since the last one that succeeded (`/health`).
-    pub consecutive_failures: AtomicU64,
-    /// The last failed flush's error, until a flush succeeds.
-    pub last_error: Mutex<Option<String>>,
+lake_format::metrics! {
+    // What waits in memory, read when `/metrics` is asked (each doc line is its help there).
+    pub impl Buffers as b {
+        /// rows waiting for Parquet
+        Gauge("lake_buffered_rows") = b.usage().0 as u64,
+        /// memory of rows waiting for Parquet
+        Gauge("lake_buffered_bytes") = b.usage().1 as u64,
+    }
+}
+
+lake_format::metrics! {
+    /// Counters of the writer, on `/metrics` (each doc line is its help there); the
+    /// failures in a row also decide `/health`.
+    pub struct WriterStats {
+        /// flushes committed
+        pub flushes: Counter("lake_flushes_total"),
+        /// flushes failed (rows kept, retried)
+        pub flush_errors: Counter("lake_flush_errors_total"),
+        /// rows written to Parquet
+        pub rows_written: Counter("lake_rows_written_total"),
+        /// Parquet files committed
+        pub files_written: Counter("lake_files_written_total"),
+        /// flushes failed since the last one that succeeded
+        pub consecutive_failures: Gauge("lake_flush_failures_in_a_row"),
+    }
+    also {
+        /// The last failed flush's error, until a flush succeeds.
+        pub last_error: Mutex<Option<String>>,
+    }
 }
 
 impl WriterStats {
