@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use lake_format::units::{ByteSize, Dur};
 use lake_format::wire;
+pub use lake_format::Secret;
 use serde::Deserialize;
 
 /// Environment variable read when neither `lake.token` nor `lake.token_file` is set.
@@ -120,28 +121,17 @@ struct ConfigFile {
     log_file: Vec<crate::sources::log_file::LogFileFile>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LakeFile {
     #[serde(default = "default_lake_url")]
     url: String,
     #[serde(default)]
-    token: Option<String>,
+    token: Option<Secret>,
     #[serde(default)]
     token_file: Option<PathBuf>,
     #[serde(default = "default_lake_timeout")]
     timeout: Dur,
-}
-
-impl fmt::Debug for LakeFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LakeFile")
-            .field("url", &self.url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_file", &self.token_file)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 impl Default for LakeFile {
@@ -262,28 +252,6 @@ struct LakeDownFile {
     after: Dur,
 }
 
-/// A bearer token. Its `Debug` output never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps a token value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Token(value.into())
-    }
-
-    /// The secret itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
 /// Where the token came from, for `--check` and logs (never the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -345,7 +313,7 @@ pub struct LakeConfig {
     /// Base URL of the lake, without a trailing slash.
     pub url: String,
     /// Bearer token of this node.
-    pub token: Token,
+    pub token: Secret,
     /// Where the token was found.
     pub token_source: TokenSource,
     /// Timeout of one ingest request, connect included.
@@ -415,7 +383,7 @@ pub struct HeartbeatConfig {
 #[derive(Debug, Clone)]
 pub struct PingConfig {
     /// URL pinged (a secret of sorts: `Debug` shows its host only).
-    pub url: Secret,
+    pub url: SecretUrl,
     /// GET or POST.
     pub method: PingMethod,
     /// Time between pings.
@@ -428,36 +396,37 @@ pub struct PingConfig {
 #[derive(Debug, Clone)]
 pub struct LakeDownConfig {
     /// The webhook's URL.
-    pub url: Secret,
+    pub url: SecretUrl,
     /// Bearer token sent with it, if any.
-    pub bearer_token: Option<Token>,
+    pub bearer_token: Option<Secret>,
     /// How long delivery must fail before the webhook is told.
     pub after: Duration,
 }
 
-/// A URL that may embed a secret (a healthchecks.io check id, a Slack hook): its `Debug`
-/// output shows the scheme and host only.
+/// A URL that may embed a secret (a healthchecks.io check id, a Slack hook): a
+/// [`Secret`] whose `Debug` output shows the scheme and host, which logs need to say which
+/// endpoint failed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct SecretUrl(Secret);
 
-impl Secret {
+impl SecretUrl {
     /// The URL itself, for the request only.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 
     /// Scheme and host, for logs.
     pub fn redacted(&self) -> String {
-        reqwest::Url::parse(&self.0).map_or_else(
+        reqwest::Url::parse(self.0.expose()).map_or_else(
             |_| "<invalid URL>".to_string(),
             |u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")),
         )
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({})", self.redacted())
+        write!(f, "SecretUrl({})", self.redacted())
     }
 }
 
@@ -507,7 +476,7 @@ impl HeartbeatFile {
                 ensure!(!d.after.0.is_zero(), "heartbeat.lake_down.after must be more than zero");
                 let bearer_token = match d.bearer_token_env {
                     None => None,
-                    Some(var) => Some(Token::new(
+                    Some(var) => Some(Secret::new(
                         env(&var)
                             .filter(|t| !t.trim().is_empty())
                             .ok_or_else(|| {
@@ -531,7 +500,7 @@ fn secret_url(
     url: Option<String>,
     url_env: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Option<Secret>> {
+) -> anyhow::Result<Option<SecretUrl>> {
     let url = match (url, url_env) {
         (Some(_), Some(_)) => bail!("{key} and {key}_env are both set: keep one"),
         (Some(u), None) => u,
@@ -546,7 +515,7 @@ fn secret_url(
         matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty()),
         "{key} must be an http:// or https:// URL with a host"
     );
-    Ok(Some(Secret(url)))
+    Ok(Some(SecretUrl(Secret::new(url))))
 }
 
 impl ConfigFile {
@@ -582,10 +551,10 @@ impl ConfigFile {
             (None, Some(p)) => {
                 let t = std::fs::read_to_string(&p)
                     .with_context(|| format!("lake.token_file: cannot read {}", p.display()))?;
-                (t.trim().to_string(), TokenSource::File(p))
+                (Secret::new(t.trim()), TokenSource::File(p))
             }
             (None, None) => match env_token {
-                Some(t) => (t.trim().to_string(), TokenSource::Env),
+                Some(t) => (Secret::new(t.trim()), TokenSource::Env),
                 None => bail!(
                     "no token for the lake: set lake.token or lake.token_file in the config, \
                      or the {TOKEN_ENV} environment variable"
@@ -593,7 +562,7 @@ impl ConfigFile {
             },
         };
         ensure!(
-            !token.is_empty(),
+            !token.expose().is_empty(),
             "{} is empty: give this node's ingest token (the storage node's lake.env holds it)",
             match &token_source {
                 TokenSource::Inline => "lake.token".to_string(),
@@ -639,7 +608,7 @@ impl ConfigFile {
         Ok(Config {
             node,
             data_dir: self.data_dir,
-            lake: LakeConfig { url, token: Token(token), token_source, timeout: self.lake.timeout.0 },
+            lake: LakeConfig { url, token, token_source, timeout: self.lake.timeout.0 },
             host: HostConfig { enabled: self.host.enabled, interval: self.host.interval.0 },
             spool: SpoolConfig { max_size, segment_size },
             shipper: ShipperConfig { backoff_min, backoff_max, config_backoff_min, config_backoff_max },
@@ -783,6 +752,29 @@ mod tests {
         assert!(!debug.contains("s3cret"), "{debug}");
         let both = format!("[lake]\ntoken = \"a\"\ntoken_file = {:?}\n", p.display().to_string());
         assert!(Config::from_toml(&both, None).is_err());
+    }
+
+    #[test]
+    fn debug_of_the_config_hides_every_token() {
+        // Inline in the file, from LAKE_TOKEN, and the lake-down webhook's bearer token.
+        let toml = "[lake]\ntoken = \"inl1ne-s3cret\"\n[heartbeat.lake_down]\nurl = \"https://hooks.example/T0/B1/x\"\nbearer_token_env = \"LAKE_TEST_DEBUG_HOOK_TOKEN\"\n";
+        let file: ConfigFile = toml::from_str(toml).unwrap();
+        let debug = format!("{file:?}");
+        assert!(!debug.contains("inl1ne-s3cret") && debug.contains("Secret(<redacted>)"), "{debug}");
+        // A name no other test reads, so setting it races nothing.
+        std::env::set_var("LAKE_TEST_DEBUG_HOOK_TOKEN", "h00k-s3cret");
+        let c = file.validate(None).unwrap();
+        let token: &lake_format::Secret = &c.lake.token;
+        assert_eq!(token.expose(), "inl1ne-s3cret");
+        assert_eq!(c.heartbeat.lake_down.as_ref().unwrap().bearer_token.as_ref().unwrap().expose(), "h00k-s3cret");
+        let debug = format!("{c:?}");
+        for secret in ["inl1ne-s3cret", "h00k-s3cret", "T0/B1"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("SecretUrl(https://hooks.example/…)"), "{debug}");
+        let from_env = Config::from_toml("", Some(" env-s3cret\n")).unwrap();
+        assert_eq!(from_env.lake.token.expose(), "env-s3cret");
+        assert!(!format!("{from_env:?}").contains("env-s3cret"));
     }
 
     #[test]

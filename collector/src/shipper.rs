@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, RejectedConfig, Token, TokenSource};
+use crate::config::{Config, RejectedConfig, Secret, TokenSource};
 use crate::sources::custom;
 use crate::spool::{SpoolError, SpoolHandle};
 use crate::stats::Stats;
@@ -331,7 +331,7 @@ impl Link {
 pub struct Shipper {
     client: reqwest::Client,
     base_url: String,
-    token: Token,
+    token: Secret,
     token_source: TokenSource,
     node: String,
     spool: SpoolHandle,
@@ -491,7 +491,7 @@ impl Shipper {
                     return false;
                 }
                 info!(path = %path.display(), "lake.token_file holds a new token; trying it now");
-                self.token = Token::new(fresh);
+                self.token = Secret::new(fresh);
                 true
             }
             Err(error) => {
@@ -533,7 +533,7 @@ impl Shipper {
 pub(crate) async fn send_batch(
     client: &reqwest::Client,
     base_url: &str,
-    token: &Token,
+    token: &Secret,
     id: &BatchId,
     table: &str,
     body: Bytes,

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use lake_collector::spool::{SpoolHandle, SpoolOptions};
 use lake_collector::stats::Stats;
 use lake_collector::tail::{StartAt, TailConfig};
 use lake_test_support::spool::{spooled, spooled_tables};
-use lake_test_support::{free_port, same, KillOnDrop};
+use lake_test_support::{caddy_in, same};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -104,44 +104,21 @@ fn caddy_lines(dir: &Path) -> (Vec<Value>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_real_access_log_matches_row_for_row() {
-    let caddy = which("caddy").unwrap_or_else(|| {
-        panic!("`caddy` is not on PATH: install it (Debian: apt-get install -y caddy); CI installs it")
-    });
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let port = free_port();
-    let caddyfile = dir.path().join("Caddyfile");
-    std::fs::write(
-        &caddyfile,
-        format!(
-            "{{\n\tadmin off\n\tauto_https off\n}}\nhttp://127.0.0.1:{port} {{\n\tlog {{\n\t\toutput file {}/access.log {{\n\t\t\troll_size 1MiB\n\t\t\troll_keep 5\n\t\t}}\n\t\tformat json\n\t}}\n\trespond /ok \"hello\" 200\n\trespond /created \"made\" 201\n\trespond /moved 301\n\trespond /missing \"nope\" 404\n\trespond /boom \"broken\" 500\n\trespond /big \"{}\" 200\n\trespond \"default\"\n}}\n",
-            logs.display(),
-            "x".repeat(5000)
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(caddy);
-    cmd.args(["run", "--config"]).arg(&caddyfile).args(["--adapter", "caddyfile"]);
-    cmd.env("HOME", dir.path()).env("XDG_DATA_HOME", dir.path()).env("XDG_CONFIG_HOME", dir.path());
-    let out = std::fs::File::create(dir.path().join("caddy.out")).unwrap();
-    cmd.stdout(Stdio::null()).stderr(out);
-    let _caddy = KillOnDrop(cmd.spawn().unwrap());
-    let listening = async move {
-        wait_for("caddy to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await
-    };
-    if tokio::spawn(listening).await.is_err() {
-        panic!("caddy did not start: {}", std::fs::read_to_string(dir.path().join("caddy.out")).unwrap_or_default());
-    }
+    let site = format!(
+        "log {{\n\toutput file {}/access.log {{\n\t\troll_size 1MiB\n\t\troll_keep 5\n\t}}\n\tformat json\n}}\nrespond /ok \"hello\" 200\nrespond /created \"made\" 201\nrespond /moved 301\nrespond /missing \"nope\" 404\nrespond /boom \"broken\" 500\nrespond /big \"{}\" 200\nrespond \"default\"",
+        logs.display(),
+        "x".repeat(5000)
+    );
+    let caddy = caddy_in(dir.path(), &site);
 
     let data = dir.path().join("data");
     let running = start(&data, caddy_config(&logs.join("access*.log"), 200)).await;
 
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = caddy.base_url();
     let methods = [
         reqwest::Method::GET,
         reqwest::Method::POST,
@@ -217,10 +194,6 @@ async fn caddy_real_access_log_matches_row_for_row() {
     for s in [200, 201, 301, 404, 500] {
         assert!(statuses.contains_key(&s), "status {s} was exercised: {statuses:?}");
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// A synthetic Caddy line whose uri carries its number.
@@ -372,35 +345,15 @@ async fn terminate(child: &mut tokio::process::Child) {
 /// (on the tailer that resumed only the file it had been reading, 4,704 of 9,000 rows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
-    let caddy = which("caddy").unwrap_or_else(|| {
-        panic!("`caddy` is not on PATH: install it (Debian: apt-get install -y caddy); CI installs it")
-    });
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let port = free_port();
-    let caddyfile = dir.path().join("Caddyfile");
     // roll_keep high enough that Caddy deletes nothing: every request stays on disk.
-    std::fs::write(
-        &caddyfile,
-        format!(
-            "{{\n\tadmin off\n\tauto_https off\n}}\nhttp://127.0.0.1:{port} {{\n\tlog {{\n\t\toutput file {}/access.log {{\n\t\t\troll_size 1MiB\n\t\t\troll_keep 100\n\t\t}}\n\t\tformat json\n\t}}\n\trespond \"ok\" 200\n}}\n",
-            logs.display(),
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(caddy);
-    cmd.args(["run", "--config"])
-        .arg(&caddyfile)
-        .args(["--adapter", "caddyfile"])
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("caddy.out")).unwrap());
-    let _caddy = KillOnDrop(cmd.spawn().unwrap());
-    wait_for("caddy to listen", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-        .await;
+    let site = format!(
+        "log {{\n\toutput file {}/access.log {{\n\t\troll_size 1MiB\n\t\troll_keep 100\n\t}}\n\tformat json\n}}\nrespond \"ok\" 200",
+        logs.display(),
+    );
+    let caddy = caddy_in(dir.path(), &site);
 
     let data = dir.path().join("data");
     let cfg_path = dir.path().join("collector.toml");
@@ -424,7 +377,7 @@ async fn caddy_rotations_while_the_collector_is_down_are_read_exactly_once() {
             .unwrap()
     };
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = caddy.base_url();
     let total = 9_000;
 
     // 1. The collector runs while the first 3,000 requests come, then stops cleanly.

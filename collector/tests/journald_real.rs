@@ -354,14 +354,7 @@ async fn kill_9_of_the_real_collector_loses_nothing() {
         let cfg_path = cfg_path.clone();
         let data = data.clone();
         async move {
-            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lake-collector"))
-                .arg("--config")
-                .arg(&cfg_path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
+            let mut child = collector(&cfg_path);
             wait_for_checkpoint(&data, |c| c.contains(&want)).await;
             // SIGKILL: no shutdown path runs.
             child.kill().await.unwrap();
@@ -507,22 +500,54 @@ async fn open_ctx(data: &Path) -> (SpoolHandle, SourceContext) {
     (spool, ctx)
 }
 
+/// The real collector on `cfg_path`, quiet, killed if the test ends first.
+fn collector(cfg_path: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_lake-collector"))
+        .arg("--config")
+        .arg(cfg_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// A fresh directory holding the two-boot journal, the source's config over it and a spool.
+struct TwoBoots {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    cfg: Config,
+    spool: SpoolHandle,
+    ctx: SourceContext,
+}
+
+impl TwoBoots {
+    async fn new() -> TwoBoots {
+        require_tools();
+        let dir = tempfile::tempdir().unwrap();
+        two_boot_journal(dir.path());
+        let cfg = config(dir.path(), "");
+        let data = dir.path().join("data");
+        let (spool, ctx) = open_ctx(&data).await;
+        TwoBoots { dir, data, cfg, spool, ctx }
+    }
+
+    /// Runs the source until it has checkpointed the journal's last entry (i=4e20: the
+    /// 20,000th of the file), stops it, and checks the spool holds each of `want` once.
+    async fn read_to_the_end_holds(self, want: std::ops::Range<u64>) {
+        let run = start(&self.cfg, &self.ctx);
+        wait_for_cursor(&self.data, |c| c.contains(";i=4e20;")).await;
+        run.cancel.cancel();
+        run.task.await.unwrap().unwrap();
+        assert_exactly_once(&entry_counts(&drain(&self.spool).await), want);
+    }
+}
+
 /// `start_at = "beginning"` on a journal of two boots stores both (journalctl --follow
 /// alone shows only the last boot: 10,000 of the 20,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_boots_from_the_beginning_are_all_stored() {
-    require_tools();
-    let dir = tempfile::tempdir().unwrap();
-    two_boot_journal(dir.path());
-    let cfg = config(dir.path(), "");
-    let data = dir.path().join("data");
-    let (spool, ctx) = open_ctx(&data).await;
-    let run = start(&cfg, &ctx);
-    // i=4e20: the 20,000th entry of the file.
-    wait_for_cursor(&data, |c| c.contains(";i=4e20;")).await;
-    run.cancel.cancel();
-    run.task.await.unwrap().unwrap();
-    assert_exactly_once(&entry_counts(&drain(&spool).await), 0..20_000);
+    TwoBoots::new().await.read_to_the_end_holds(0..20_000).await;
 }
 
 /// A saved cursor in the earlier boot (the collector was behind when the machine
@@ -530,25 +555,17 @@ async fn two_boots_from_the_beginning_are_all_stored() {
 /// entries (journalctl --follow --after-cursor gives 9,999, from the later boot only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_in_the_earlier_boot_resumes_with_the_rest_of_every_boot() {
-    require_tools();
-    let dir = tempfile::tempdir().unwrap();
-    two_boot_journal(dir.path());
-    let cursor = cursor_of_entry(dir.path(), 100);
+    let boots = TwoBoots::new().await;
+    let cursor = cursor_of_entry(boots.dir.path(), 100);
     assert!(cursor.contains(&format!("b={BOOT}")), "{cursor}");
-    let cfg = config(dir.path(), "");
-    let data = dir.path().join("data");
-    let (spool, ctx) = open_ctx(&data).await;
     // The checkpoint a collector that had spooled m-0 … m-99 left.
-    let saved = ctx
+    let saved = boots
+        .ctx
         .emit_with_state("journald", Vec::new(), &JournaldState { cursor }, &CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(saved, lake_collector::sources::Emitted::Spooled(Vec::new()));
-    let run = start(&cfg, &ctx);
-    wait_for_cursor(&data, |c| c.contains(";i=4e20;")).await;
-    run.cancel.cancel();
-    run.task.await.unwrap().unwrap();
-    assert_exactly_once(&entry_counts(&drain(&spool).await), 100..20_000);
+    boots.read_to_the_end_holds(100..20_000).await;
 }
 
 /// `kill -9` of the real collector while it catches up through the earlier boot, then a
@@ -572,17 +589,7 @@ async fn kill_9_during_the_catch_up_then_restart_is_exactly_once() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_lake-collector"))
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut child = spawn();
+    let mut child = collector(&cfg_path);
     // Some batches of the earlier boot are spooled: the catch-up is under way.
     let at = wait_for_cursor(&data, |c| c.contains(&format!("b={BOOT}"))).await;
     child.kill().await.unwrap();
@@ -591,7 +598,7 @@ async fn kill_9_during_the_catch_up_then_restart_is_exactly_once() {
         after_kill.contains(&format!("b={BOOT}")),
         "killed during the earlier boot's catch-up (cursor {at}, then {after_kill})"
     );
-    let mut child = spawn();
+    let mut child = collector(&cfg_path);
     wait_for_cursor(&data, |c| c.contains(";i=4e20;")).await;
     child.kill().await.unwrap();
     let spool = Spool::open(&data.join("spool"), OPTS, Arc::new(Stats::default())).unwrap();

@@ -100,6 +100,12 @@ pub fn file_name(prefix: &str, seq: u64) -> String {
     format!("{prefix}-{seq:012}.{PARQUET_EXT}")
 }
 
+/// The `seq` of a name [`file_name`] made with `prefix`; `None` for any other name.
+pub fn file_seq(prefix: &str, name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_prefix('-')?.strip_suffix(PARQUET_EXT)?.strip_suffix('.')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
 /// Longest data file name accepted (most file systems' limit).
 pub const MAX_FILE_NAME: usize = 255;
 
@@ -133,6 +139,18 @@ pub fn table_glob(data: &Path, table: Table) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_seq_reads_back_what_file_name_wrote() {
+        for seq in [0, 7, 999_999_999_999, 1_000_000_000_000, u64::MAX] {
+            assert_eq!(file_seq("f", &file_name("f", seq)), Some(seq));
+        }
+        for other in
+            ["c-000000000001.parquet", "f-.parquet", "f-12.parquet.tmp", "f-1a.parquet", "f-+1.parquet", "f1.parquet"]
+        {
+            assert_eq!(file_seq("f", other), None, "{other}");
+        }
+    }
 
     #[test]
     fn file_names_from_outside_are_one_plain_component() {

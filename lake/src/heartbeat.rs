@@ -27,7 +27,7 @@
 //! ping is still out skips its ping, counted); failures are counted on `/metrics`
 //! (`lake_heartbeat_*`) and logged at most every [`LOG_EVERY`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,17 +128,18 @@ impl HeartbeatFile {
     }
 }
 
-/// What the heartbeat counts, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct HeartbeatStats {
-    /// Success pings the monitor accepted.
-    pub pings: AtomicU64,
-    /// Failure pings the monitor accepted.
-    pub fail_pings: AtomicU64,
-    /// Pings that failed (no answer, time-out, an answer other than 2xx).
-    pub errors: AtomicU64,
-    /// Rounds whose ping was skipped because the previous one was still out.
-    pub skipped: AtomicU64,
+lake_format::metrics! {
+    /// What the heartbeat counts, on `/metrics` (each doc line is its help there).
+    pub struct HeartbeatStats {
+        /// heartbeat success pings the monitor accepted
+        pub pings: Counter("lake_heartbeat_pings_total"),
+        /// heartbeat failure pings the monitor accepted
+        pub fail_pings: Counter("lake_heartbeat_fail_pings_total"),
+        /// heartbeat pings that failed (no answer, time-out, not 2xx)
+        pub errors: Counter("lake_heartbeat_errors_total"),
+        /// rounds whose heartbeat ping was skipped, the previous one still out
+        pub skipped: Counter("lake_heartbeat_skipped_total"),
+    }
 }
 
 /// The pinger.

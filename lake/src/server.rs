@@ -172,6 +172,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         engine: Arc::clone(&engine),
         health: Arc::clone(&health),
         connections: Arc::clone(&connections),
+        otlp: Arc::default(),
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(

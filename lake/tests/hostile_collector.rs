@@ -136,6 +136,27 @@ async fn rows_of(c: &reqwest::Client, url: &str, sql_text: &str) -> i64 {
     }
 }
 
+/// Waits up to `secs` until the count `sql_text` answers reaches `want`, and returns the
+/// last count. [`rows_of`] answers 0 while the lake is down or starting, so this also waits
+/// through a restart.
+async fn rows_reach(c: &reqwest::Client, url: &str, sql_text: &str, want: i64, secs: u64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n = rows_of(c, url, sql_text).await;
+        if n >= want || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Collector `c` of node-a with the right token, `extra` in its config and the `app`
+/// counter recording its runs in `runs` (`wide`: see [`exec_counter`]).
+fn counting_collector(dir: &Path, lake_port: u16, extra: &str, runs: &Path, wide: bool) -> PathBuf {
+    let extra = format!("{extra}{}", exec_counter("app", "a", runs, wide));
+    collector_toml(dir, "c", NODE, lake_port, &format!("token = \"{TOKEN}\""), &extra)
+}
+
 /// The `n`s stored for `who` in `table`, ascending, with duplicates.
 async fn ns_of(c: &reqwest::Client, url: &str, table: &str, who: &str) -> Vec<i64> {
     let rows = sql(c, url, &format!("select n from {table} where who = '{who}' order by n")).await;
@@ -203,12 +224,8 @@ async fn a_refused_token_waits_in_the_spool_and_every_row_arrives_once_when_fixe
 
     // The fix: the right token in the file. No restart.
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    wait_until("the rows spooled while refused", 30, || {
-        let c = c.clone();
-        let url = lake.url.clone();
-        async move { rows_of(&c, &url, "select count(*) from app").await >= runs_before_fix as i64 }
-    })
-    .await;
+    let stored = rows_reach(&c, &lake.url, "select count(*) from app", runs_before_fix as i64, 30).await;
+    assert!(stored >= runs_before_fix as i64, "{stored} of the {runs_before_fix} rows spooled while refused");
     tokio::time::sleep(Duration::from_secs(2)).await;
     col.stop();
     tokio::time::sleep(Duration::from_secs(2)).await; // flush interval
@@ -252,14 +269,7 @@ async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
     lake.wait_healthy();
 
     let runs = dir.path().join("runs");
-    let toml = collector_toml(
-        dir.path(),
-        "c",
-        NODE,
-        port,
-        &format!("token = \"{TOKEN}\""),
-        &exec_counter("app", "a", &runs, false),
-    );
+    let toml = counting_collector(dir.path(), port, "", &runs, false);
     // Its own rows (`metrics`, stamped by this node's clock) are what the lake refuses.
     let mut col = Collector::start(&toml, &dir.path().join("c.log"));
     let c = reqwest::Client::new();
@@ -273,14 +283,7 @@ async fn a_clock_skew_refusal_waits_until_the_clocks_agree() {
     lake.term();
     let lake = Lake::start(&config, port);
     let rows_spooled = std::fs::read_to_string(&runs).unwrap().lines().count() as i64;
-    let mut stored = 0;
-    for _ in 0..150 {
-        stored = rows_of(&c, &lake.url, "select count(*) from app").await;
-        if stored >= rows_spooled {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let stored = rows_reach(&c, &lake.url, "select count(*) from app", rows_spooled, 30).await;
     assert!(stored >= rows_spooled, "{stored} of {rows_spooled} rows after the fix:\n{}", col.log());
     col.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -313,14 +316,7 @@ async fn rejected_is_bounded_and_replay_stores_every_kept_row_once() {
     std::fs::write(&config, format!("{good}\n[custom.tables.app]\nmax_columns = 1\n")).unwrap();
     let mut lake = Lake::start(&config, port);
     let runs = dir.path().join("runs");
-    let toml = collector_toml(
-        dir.path(),
-        "c",
-        NODE,
-        port,
-        &format!("token = \"{TOKEN}\""),
-        &format!("[rejected]\nmax_batches = 3\n{}", exec_counter("app", "a", &runs, true)),
-    );
+    let toml = counting_collector(dir.path(), port, "[rejected]\nmax_batches = 3\n", &runs, true);
     let mut col = Collector::start(&toml, &dir.path().join("c.log"));
     let rejected = dir.path().join("c/rejected");
     wait_until("more refusals than the bound keeps", 30, || {
@@ -464,14 +460,8 @@ async fn a_damaged_inner_spool_segment_is_salvaged_and_the_rest_shipped() {
     let port = free_port();
     let config = write_config(dir.path(), port, "1s");
     let runs = dir.path().join("runs");
-    let toml = collector_toml(
-        dir.path(),
-        "c",
-        NODE,
-        port,
-        &format!("token = \"{TOKEN}\""),
-        &format!("[spool]\nsegment_size = \"8KiB\"\nmax_size = \"64MiB\"\n{}", exec_counter("app", "a", &runs, false)),
-    );
+    let toml =
+        counting_collector(dir.path(), port, "[spool]\nsegment_size = \"8KiB\"\nmax_size = \"64MiB\"\n", &runs, false);
     let mut col = Collector::start(&toml, &dir.path().join("c.log"));
     let spool = dir.path().join("c/spool");
     wait_until("three spool segments", 30, || {
@@ -508,14 +498,9 @@ async fn a_damaged_inner_spool_segment_is_salvaged_and_the_rest_shipped() {
     let mut col = Collector::start(&toml, &dir.path().join("c.log"));
     let c = reqwest::Client::new();
     let spooled = std::fs::read_to_string(&runs).unwrap().lines().count() as i64;
-    wait_until("the records after the damage", 30, || {
-        let c = c.clone();
-        let url = lake.url.clone();
-        async move {
-            rows_of(&c, &url, &format!("select count(*) from app where n > {damaged_n}")).await >= spooled - damaged_n
-        }
-    })
-    .await;
+    let after = format!("select count(*) from app where n > {damaged_n}");
+    let shipped = rows_reach(&c, &lake.url, &after, spooled - damaged_n, 30).await;
+    assert!(shipped >= spooled - damaged_n, "{shipped} of the {} records after the damage", spooled - damaged_n);
     col.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = col.log();

@@ -117,6 +117,15 @@ async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
         ])
     );
     assert_eq!(counts(&c, &url).await, (5, 9));
+    // The OTLP endpoints' own counters on `/metrics`.
+    let text = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> i64 {
+        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")));
+        line.unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}")).parse().unwrap()
+    };
+    assert_eq!((value("lake_otlp_log_records_total"), value("lake_otlp_rejected_total")), (5, 0));
+    assert!(value("lake_otlp_requests_total") >= 2 && value("lake_otlp_data_points_total") >= 5, "{text}");
+    assert!(text.contains("# TYPE lake_otlp_requests_total counter\n"), "{text}");
 
     // kill -9: every acknowledged row comes back from the WAL, and the restarted lake
     // takes new requests under a new epoch.

@@ -3,6 +3,7 @@
 //!
 //! - [`free_port`]: a loopback port nobody listens on, for a peer or a `lake serve`.
 //! - [`KillOnDrop`]: a child process (Caddy, an exporter, …) that cannot outlive its test.
+//! - [`caddy_in`]: a real Caddy serving one site on a free port, killed on drop.
 //! - [`LakeToml`]: a `lake.toml` written from parts, so a test states only what it changes.
 //! - [`batch_to_json`], [`table_rows`], [`same`]: record batches as JSON rows, so a test can
 //!   state every column, and a comparison that forgives float round trips;
@@ -12,11 +13,13 @@
 
 use std::process::Child;
 
+mod caddy;
 mod json;
 mod lake_toml;
 #[cfg(feature = "spool")]
 pub mod spool;
 
+pub use caddy::{caddy_in, Caddy};
 pub use json::{batch_to_json, expect_jsonl, same, table_rows};
 pub use lake_toml::LakeToml;
 

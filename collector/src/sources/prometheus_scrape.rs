@@ -38,7 +38,7 @@ use super::notes::{FailureLog, Note, PRIORITY_ERR};
 use super::prometheus;
 use super::unparsed::UnparsedRows;
 use super::{Encoded, SourceContext, SourceError};
-use crate::config::Token;
+use crate::config::Secret;
 use crate::stats::Stats;
 
 /// `source` of the `logs` rows about failed scrapes.
@@ -103,7 +103,7 @@ pub struct ScrapeConfig {
     /// `job`, `instance` and the configured labels.
     pub labels: Vec<(String, String)>,
     /// Bearer token read from the environment at load.
-    pub bearer_token: Option<Token>,
+    pub bearer_token: Option<Secret>,
     /// Largest body accepted.
     pub max_bytes: u64,
     /// Most samples per scrape (0: none).
@@ -158,7 +158,7 @@ impl ScrapeFile {
                 let t = t.ok_or_else(|| {
                     anyhow::anyhow!("{section}.bearer_token_env: the environment variable {var} is not set or empty")
                 })?;
-                Some(Token::new(t))
+                Some(Secret::new(t))
             }
         };
         let instance = match (url.host_str(), url.port_or_known_default()) {

@@ -42,7 +42,7 @@ use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -104,13 +104,14 @@ pub struct TokenEntry {
     pub comment: Option<String>,
 }
 
-/// Counters of the tokens file, on `/metrics`.
-#[derive(Debug, Default)]
-pub struct AuthStats {
-    /// Reloads that installed a new set of keys.
-    pub reloads: AtomicU64,
-    /// Reloads refused because the file was invalid (the keys in force were kept).
-    pub reload_errors: AtomicU64,
+lake_format::metrics! {
+    /// Counters of the tokens file, on `/metrics` (each doc line is its help there).
+    pub struct AuthStats {
+        /// tokens file reloads installed
+        pub reloads: Counter("lake_auth_reloads_total"),
+        /// tokens file reloads refused as invalid (tokens in force kept)
+        pub reload_errors: Counter("lake_auth_reload_errors_total"),
+    }
 }
 
 /// Reads the file; `None` when it does not exist.

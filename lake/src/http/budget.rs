@@ -106,6 +106,18 @@ impl MemoryBudget {
     }
 }
 
+lake_format::metrics! {
+    // On `/metrics` (each doc line is its help there).
+    pub impl MemoryBudget as b {
+        /// ingest requests refused for the decode memory budget (503, or 413 when one needs more than all of it)
+        Counter("lake_ingest_decode_budget_refused_total") = b.refused.load(Ordering::Relaxed),
+        /// memory held by ingest requests receiving and decoding bodies
+        Gauge("lake_ingest_decode_memory_bytes") = b.used() as u64,
+        /// ingest.decode_memory
+        Gauge("lake_ingest_decode_memory_limit_bytes") = b.limit() as u64,
+    }
+}
+
 /// Bytes one request holds; given back when dropped.
 #[derive(Debug)]
 pub struct Reservation {

@@ -65,6 +65,18 @@ pub struct Busy {
     busy: Arc<AtomicUsize>,
 }
 
+lake_format::metrics! {
+    // On `/metrics` (each doc line is its help there).
+    pub impl Connections as c {
+        /// connections accepted
+        Counter("lake_http_connections_accepted_total") = c.accepted.load(Ordering::Relaxed),
+        /// idle connections closed to make room under http.max_connections
+        Counter("lake_http_connections_evicted_total") = c.evicted.load(Ordering::Relaxed),
+        /// open connections (at most http.max_connections)
+        Gauge("lake_http_connections") = c.open() as u64,
+    }
+}
+
 impl Connections {
     /// A cap of `max` open connections.
     pub fn new(max: usize) -> Arc<Connections> {

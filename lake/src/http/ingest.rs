@@ -14,7 +14,7 @@
 //! the WAL, fsynced, buffered for Parquet, and only then acknowledged. A body that does
 //! not arrive within `http.body_timeout` is answered 408 and nothing of it is stored.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -36,28 +36,31 @@ use crate::ingest::state::{Admission, Batches};
 use crate::ingest::wal::{Wal, WalRecord};
 use crate::ingest::writer::Buffers;
 
-/// Counters of the ingest endpoint.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    /// Batches stored.
-    pub batches: AtomicU64,
-    /// Rows stored.
-    pub rows: AtomicU64,
-    /// Body bytes stored.
-    pub bytes: AtomicU64,
-    /// Batches acknowledged again without storing.
-    pub duplicates: AtomicU64,
-    /// Requests refused for a missing or wrong token.
-    pub unauthorized: AtomicU64,
-    /// Requests refused as malformed (bad id, body, schema, unknown table, too large).
-    pub rejected: AtomicU64,
-    /// Requests turned away with 503 (buffer full or same batch in flight).
-    pub overloaded: AtomicU64,
-    /// Values of lenient custom tables kept in `_extra` because their type conflicted.
-    pub lenient_values: AtomicU64,
-    /// Values of custom tables kept in `_extra` because their name differed only in case
-    /// from a column's (see [`crate::custom`]).
-    pub case_collisions: AtomicU64,
+lake_format::metrics! {
+    /// Counters of the ingest endpoints, on `/metrics` (each doc line is its help there).
+    /// Malformed: bad id, body, schema, unknown table, too large. Overloaded: buffer full
+    /// or the same batch in flight. Lenient values: a lenient custom table's values whose
+    /// type conflicted; case collisions: see [`crate::custom`].
+    pub struct IngestStats {
+        /// batches stored
+        pub batches: Counter("lake_ingest_batches_total"),
+        /// rows stored
+        pub rows: Counter("lake_ingest_rows_total"),
+        /// ingest body bytes stored
+        pub bytes: Counter("lake_ingest_bytes_total"),
+        /// batches acknowledged again without storing
+        pub duplicates: Counter("lake_ingest_duplicates_total"),
+        /// requests with a missing or wrong token
+        pub unauthorized: Counter("lake_ingest_unauthorized_total"),
+        /// malformed requests refused
+        pub rejected: Counter("lake_ingest_rejected_total"),
+        /// requests answered 503
+        pub overloaded: Counter("lake_ingest_overloaded_total"),
+        /// values of lenient custom tables kept in _extra
+        pub lenient_values: Counter("lake_ingest_lenient_values_total"),
+        /// values of custom tables kept in _extra because their name differed only in case from a column's
+        pub case_collisions: Counter("lake_ingest_case_collisions_total"),
+    }
 }
 
 /// Everything the ingest handler needs.

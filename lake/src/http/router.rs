@@ -57,7 +57,7 @@ pub struct Surface {
 
 /// The lake's routes.
 pub fn router(s: Surface) -> Router {
-    let otlp = Arc::new(otlp::Otlp::new(Arc::clone(&s.ingest)));
+    let otlp = Arc::new(otlp::Otlp::new(Arc::clone(&s.ingest), Arc::clone(&s.status.otlp)));
     let tables = Arc::new(tables::Tables { engine: Arc::clone(&s.engine), auth: Arc::clone(&s.auth) });
     let sql = sql::Sql::new(Arc::clone(&s.engine), Arc::clone(&s.auth), s.queries.clone());
     let grafana = grafana::Grafana::new(s.engine, Arc::clone(&s.auth), s.queries);

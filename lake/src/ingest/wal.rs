@@ -35,7 +35,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 
@@ -196,25 +196,29 @@ pub struct Wal {
     stats: Arc<WalStats>,
 }
 
-/// Counters of the WAL, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct WalStats {
-    /// Records appended.
-    pub appends: AtomicU64,
-    /// fsyncs done (appends / fsyncs is the group-commit factor).
-    pub fsyncs: AtomicU64,
-    /// Bytes currently in segments not yet removed.
-    pub bytes: AtomicU64,
-    /// Bytes cut from torn tails at open.
-    pub truncated_bytes: AtomicU64,
-    /// Damaged bytes skipped at open (records after them salvaged).
-    pub corrupt_bytes: AtomicU64,
-    /// What was salvaged at open, one line per damaged range (for `/health`).
-    pub salvaged: std::sync::Mutex<Vec<String>>,
-    /// Appends whose write or fsync failed.
-    pub errors: AtomicU64,
-    /// The error of the last append if it failed; cleared by the next durable append.
-    pub last_error: std::sync::Mutex<Option<String>>,
+lake_format::metrics! {
+    /// Counters of the WAL, on `/metrics` (each doc line is its help there). Appends per
+    /// fsync is the group-commit factor; the bytes are those of segments not yet removed.
+    pub struct WalStats {
+        /// records appended to the WAL
+        pub appends: Counter("lake_wal_appends_total"),
+        /// WAL fsyncs
+        pub fsyncs: Counter("lake_wal_fsyncs_total"),
+        /// bytes cut from torn WAL tails at start
+        pub truncated_bytes: Counter("lake_wal_truncated_bytes_total"),
+        /// damaged WAL bytes skipped at start, the records after them salvaged
+        pub corrupt_bytes: Counter("lake_wal_corrupt_bytes_total"),
+        /// WAL appends whose write or fsync failed
+        pub errors: Counter("lake_wal_errors_total"),
+        /// bytes in WAL segments
+        pub bytes: Gauge("lake_wal_bytes"),
+    }
+    also {
+        /// What was salvaged at open, one line per damaged range (for `/health`).
+        pub salvaged: std::sync::Mutex<Vec<String>>,
+        /// The error of the last append if it failed; cleared by the next durable append.
+        pub last_error: std::sync::Mutex<Option<String>>,
+    }
 }
 
 impl WalStats {

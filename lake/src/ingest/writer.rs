@@ -13,7 +13,9 @@
 //!
 //! On start, [`recover`] rolls every manifest forward (step 3 is idempotent) and deletes
 //! staging directories without one, so a crash at any point leaves each flush either
-//! wholly visible or wholly absent, and queries never see a partial file. WAL records of
+//! wholly visible or wholly absent, and queries never see a partial file. It also numbers
+//! the next flush after the highest `f-<n>` on disk, so a flush never renames over a
+//! committed file when the state is behind the files. WAL records of
 //! batches the state marks as committed are skipped on replay, so a crash between the
 //! rename and the WAL truncation does not store rows twice.
 
@@ -21,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -200,21 +202,35 @@ impl Buffers {
     }
 }
 
-/// Counters of the writer, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Flushes committed.
-    pub flushes: AtomicU64,
-    /// Flushes that failed (their rows are kept and retried).
-    pub flush_errors: AtomicU64,
-    /// Rows written to Parquet.
-    pub rows_written: AtomicU64,
-    /// Parquet files committed.
-    pub files_written: AtomicU64,
-    /// Flushes failed since the last one that succeeded (`/health`).
-    pub consecutive_failures: AtomicU64,
-    /// The last failed flush's error, until a flush succeeds.
-    pub last_error: Mutex<Option<String>>,
+lake_format::metrics! {
+    // What waits in memory, read when `/metrics` is asked (each doc line is its help there).
+    pub impl Buffers as b {
+        /// rows waiting for Parquet
+        Gauge("lake_buffered_rows") = b.usage().0 as u64,
+        /// memory of rows waiting for Parquet
+        Gauge("lake_buffered_bytes") = b.usage().1 as u64,
+    }
+}
+
+lake_format::metrics! {
+    /// Counters of the writer, on `/metrics` (each doc line is its help there); the
+    /// failures in a row also decide `/health`.
+    pub struct WriterStats {
+        /// flushes committed
+        pub flushes: Counter("lake_flushes_total"),
+        /// flushes failed (rows kept, retried)
+        pub flush_errors: Counter("lake_flush_errors_total"),
+        /// rows written to Parquet
+        pub rows_written: Counter("lake_rows_written_total"),
+        /// Parquet files committed
+        pub files_written: Counter("lake_files_written_total"),
+        /// flushes failed since the last one that succeeded
+        pub consecutive_failures: Gauge("lake_flush_failures_in_a_row"),
+    }
+    also {
+        /// The last failed flush's error, until a flush succeeds.
+        pub last_error: Mutex<Option<String>>,
+    }
 }
 
 impl WriterStats {
@@ -473,7 +489,30 @@ pub fn recover(data: &Path) -> Result<State> {
         }
     }
     let spath = state_path(data);
-    State::load(&spath).map_err(io_err("read", &spath))
+    let mut state = State::load(&spath).map_err(io_err("read", &spath))?;
+    // A flush names its files after its number, and its rename replaces whatever has the
+    // name: a state behind the files beside it (lost, or the files restored or copied in
+    // from another lake) would have the next flushes replace committed files, losing their
+    // rows. The numbers go on after the highest one in use.
+    if let Some(highest) = highest_flush_file(data).filter(|h| *h >= state.next_flush) {
+        tracing::warn!(
+            next_flush = state.next_flush,
+            highest,
+            "the state's flush number is behind the files on disk; continuing after the highest"
+        );
+        state.next_flush = highest.saturating_add(1);
+    }
+    Ok(state)
+}
+
+/// The highest flush number of a committed file (`tables/*/date=*/f-<n>.parquet`).
+fn highest_flush_file(data: &Path) -> Option<u64> {
+    let dirs = |p: &Path| fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path());
+    dirs(&data.join(layout::TABLES_DIR))
+        .flat_map(|table| dirs(&table).collect::<Vec<_>>())
+        .flat_map(|partition| dirs(&partition).collect::<Vec<_>>())
+        .filter_map(|file| layout::file_seq("f", file.file_name()?.to_str()?))
+        .max()
 }
 
 /// Timestamps of a batch, for tests and checks.
@@ -535,6 +574,28 @@ mod tests {
         assert_eq!(files[0].1[0].schema().fields(), Table::Metrics.schema().fields());
         assert_eq!(recover(dir.path()).unwrap(), state);
         assert_eq!(fs::read_dir(staging_dir(dir.path())).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_state_behind_the_files_never_has_a_flush_replace_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        for flush in [0, 6] {
+            let taken = HashMap::from([(Table::Metrics.into(), vec![batch("a", &[flush as i64])])]);
+            let state = State { next_flush: flush + 1, ..Default::default() };
+            write_flush(data, flush, &taken, &state, &Buffers::default()).unwrap();
+        }
+        // The state lost (or older than files copied in): it would number the next flush 0.
+        fs::remove_file(state_path(data)).unwrap();
+        let state = recover(data).unwrap();
+        assert_eq!(state.next_flush, 7, "after the highest f-<n> on disk");
+        let taken = HashMap::from([(Table::Metrics.into(), vec![batch("a", &[9])])]);
+        let after = State { next_flush: 8, ..state };
+        write_flush(data, 7, &taken, &after, &Buffers::default()).unwrap();
+        let rows: Vec<i64> = read_all(data).iter().flat_map(|(_, b)| b.iter().flat_map(ts_values)).collect();
+        assert_eq!(rows, [0, 6, 9], "every committed row kept");
+        // A state ahead of the files is kept as it is.
+        assert_eq!(recover(data).unwrap().next_flush, 8);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use views::duckdb_type;
 
 use database::Database;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,16 +148,25 @@ pub enum EngineError {
     Internal(String),
 }
 
-/// Counters of the engine, for `/metrics` and tests.
-#[derive(Debug, Default)]
-struct Counters {
-    queries: AtomicU64,
-    timeouts: AtomicU64,
-    cancelled: AtomicU64,
-    running: AtomicU64,
-    refused: AtomicU64,
-    probe_failures: AtomicU64,
-    rebuilds: AtomicU64,
+lake_format::metrics! {
+    /// Counters of the engine, for `/metrics` ([`Engine::samples`], each doc line is its
+    /// help there) and tests ([`Engine::stats`]).
+    struct Counters {
+        /// queries started (SQL API, Grafana, web UI, alert rules)
+        queries: Counter("lake_engine_queries_total"),
+        /// queries interrupted at the time limit
+        timeouts: Counter("lake_engine_timeouts_total"),
+        /// streamed queries interrupted because their client went away
+        cancelled: Counter("lake_engine_cancelled_total"),
+        /// queries running now
+        running: Gauge("lake_engine_running"),
+        /// statements refused by the read check (403)
+        refused: Counter("lake_engine_refused_total"),
+        /// health probes (SELECT 1 after a query) that failed
+        probe_failures: Counter("lake_engine_probe_failures_total"),
+        /// query engine databases replaced after a failed health probe
+        rebuilds: Counter("lake_engine_rebuilds_total"),
+    }
 }
 
 /// A snapshot of the engine's counters.
@@ -215,6 +224,11 @@ impl Engine {
             counters: Counters::default(),
             schemas: views::SchemaCache::default(),
         })
+    }
+
+    /// The engine's counters as exported on `/metrics`, read now.
+    pub fn samples(&self) -> Vec<lake_format::metrics::Sample> {
+        self.counters.samples()
     }
 
     /// The engine's counters.

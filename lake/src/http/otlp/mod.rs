@@ -46,7 +46,7 @@ mod map;
 mod tests;
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -78,20 +78,23 @@ pub const MAX_DECODED: usize = 20 << 20;
 /// Node name of the batch ids the lake assigns to OTLP requests.
 pub const ID_NODE: &str = "_otlp";
 
-/// Counters of the OTLP endpoints (requests refused for auth or size also count in the
-/// ingest endpoint's counters, and stored batches in its `batches`/`rows`).
-#[derive(Debug, Default)]
-pub struct OtlpStats {
-    /// Requests answered 200.
-    pub requests: AtomicU64,
-    /// Log records stored.
-    pub log_records: AtomicU64,
-    /// Data points stored.
-    pub data_points: AtomicU64,
-    /// Log records and data points skipped (reported in `partial_success`).
-    pub skipped: AtomicU64,
-    /// Requests refused as undecodable, unsupported or too large.
-    pub rejected: AtomicU64,
+lake_format::metrics! {
+    /// Counters of the OTLP endpoints, on `/metrics` (each doc line is its help there).
+    /// Requests refused for auth or size also count in the ingest endpoint's counters, and
+    /// stored batches in its `batches`/`rows`; skipped items are those reported in
+    /// `partial_success`.
+    pub struct OtlpStats {
+        /// OTLP requests answered 200
+        pub requests: Counter("lake_otlp_requests_total"),
+        /// OTLP log records stored
+        pub log_records: Counter("lake_otlp_log_records_total"),
+        /// OTLP data points stored
+        pub data_points: Counter("lake_otlp_data_points_total"),
+        /// OTLP log records and data points skipped (reported in partial_success)
+        pub skipped: Counter("lake_otlp_skipped_total"),
+        /// OTLP requests refused as undecodable, unsupported or too large
+        pub rejected: Counter("lake_otlp_rejected_total"),
+    }
 }
 
 /// State of the OTLP endpoints.
@@ -101,14 +104,14 @@ pub struct Otlp {
     epoch: u64,
     /// Last seq used; held across each store so seqs reach the WAL in order.
     seq: tokio::sync::Mutex<u64>,
-    /// Counters.
-    pub stats: OtlpStats,
+    /// Counters, shared with `/metrics`.
+    pub stats: Arc<OtlpStats>,
 }
 
 impl Otlp {
     /// Builds the endpoints' state over the ingest path; call after WAL replay so the
-    /// epoch is above every epoch already used.
-    pub fn new(ingest: Arc<Ingest>) -> Otlp {
+    /// epoch is above every epoch already used. It counts into `stats`.
+    pub fn new(ingest: Arc<Ingest>, stats: Arc<OtlpStats>) -> Otlp {
         let known = ingest.batches.marks().get(ID_NODE).and_then(|e| e.keys().next_back().copied()).unwrap_or(0);
         let epoch = u64::try_from(now_micros()).unwrap_or(0).max(known.saturating_add(1));
         if ingest.auth.current().nodes().contains(&ID_NODE) {
@@ -117,7 +120,7 @@ impl Otlp {
                 "a node shares the name of the OTLP batch ids; its collector's duplicates may be stored twice"
             );
         }
-        Otlp { ingest, epoch, seq: tokio::sync::Mutex::new(0), stats: OtlpStats::default() }
+        Otlp { ingest, epoch, seq: tokio::sync::Mutex::new(0), stats }
     }
 
     /// The epoch of this process's batch ids.
@@ -135,7 +138,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/logs", post(logs))
         .route("/v1/metrics", post(metrics))
-        .with_state(Arc::new(Otlp::new(ingest)))
+        .with_state(Arc::new(Otlp::new(ingest, Arc::default())))
 }
 
 /// `POST /v1/logs`.

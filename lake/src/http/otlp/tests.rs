@@ -558,6 +558,6 @@ async fn requests_get_fresh_ids_in_one_epoch_and_replay_from_the_wal() {
     let far = BatchId { node: ID_NODE.into(), epoch: u64::MAX / 2, seq: 9 };
     assert_eq!(h.ingest.batches.admit(&far), Admission::New);
     h.ingest.batches.logged(&far);
-    let next = Otlp::new(Arc::clone(&h.ingest));
+    let next = Otlp::new(Arc::clone(&h.ingest), Arc::default());
     assert_eq!(next.epoch(), u64::MAX / 2 + 1);
 }

@@ -32,7 +32,7 @@ pub mod store;
 pub mod upload;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -146,17 +146,19 @@ impl ArchiveError {
 /// Result of this module.
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
-/// Counters of archive jobs, for `/metrics` and the reports.
-#[derive(Debug, Default)]
-pub struct ArchiveStats {
-    /// Files uploaded and verified.
-    pub files_uploaded: AtomicU64,
-    /// Bytes uploaded and verified.
-    pub bytes_uploaded: AtomicU64,
-    /// Files restored.
-    pub files_restored: AtomicU64,
-    /// Jobs that failed.
-    pub failures: AtomicU64,
+lake_format::metrics! {
+    /// Counters of archive jobs, on `/metrics` (each doc line is its help there) and in
+    /// the reports.
+    pub struct ArchiveStats {
+        /// files uploaded to the archive and verified
+        pub files_uploaded: Counter("lake_archive_files_uploaded_total"),
+        /// bytes uploaded to the archive and verified
+        pub bytes_uploaded: Counter("lake_archive_bytes_uploaded_total"),
+        /// files restored from the archive
+        pub files_restored: Counter("lake_archive_files_restored_total"),
+        /// archive, restore and retention jobs that failed
+        pub failures: Counter("lake_archive_failures_total"),
+    }
 }
 
 /// What an archive run did.

@@ -23,7 +23,7 @@
 //!   never both, and a query that listed the old files can still read them.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -654,17 +654,18 @@ impl CompactionFile {
     }
 }
 
-/// Counters of compaction, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct CompactionStats {
-    /// Passes run.
-    pub passes: AtomicU64,
-    /// Merged files written.
-    pub files_written: AtomicU64,
-    /// Small files merged away.
-    pub files_merged: AtomicU64,
-    /// Bins that failed (their files kept).
-    pub failures: AtomicU64,
+lake_format::metrics! {
+    /// Counters of compaction, on `/metrics` (each doc line is its help there).
+    pub struct CompactionStats {
+        /// compaction passes run
+        pub passes: Counter("lake_compaction_passes_total"),
+        /// merged files written by compaction
+        pub files_written: Counter("lake_compaction_files_written_total"),
+        /// small files merged away
+        pub files_merged: Counter("lake_compaction_files_merged_total"),
+        /// compaction bins that failed (their files kept)
+        pub failures: Counter("lake_compaction_failures_total"),
+    }
 }
 
 /// Compaction inside `lake serve`: on its schedule and on demand, one pass at a time
