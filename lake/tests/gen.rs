@@ -106,6 +106,8 @@ fn a_generated_lake_answers_every_default_named_query() {
     let ctx =
         MacroContext { from_ms: END_MS - 2 * DAY_MS, to_ms: END_MS, interval_ms: 3_600_000, vars: Default::default() };
     for q in lake_query::named::defaults() {
+        let mut ctx = ctx.clone();
+        q.fill_vars(&mut ctx.vars);
         let x = expand(&q.sql, &ctx).unwrap();
         let r = e.query_params_blocking(&x.sql, x.params).unwrap_or_else(|err| panic!("{}: {err}", q.name));
         assert!(r.num_rows() > 0, "named query {} returned no rows", q.name);
