@@ -359,6 +359,17 @@ impl Follow {
     }
 }
 
+/// Where `-f` starts after printing `first` (the newest `lines` of the range from
+/// `from_us`, newest first): a page cut at `-n` left older lines out on purpose, and
+/// `-n 0` asks for new lines only, as `journalctl -n 0 -f` does.
+fn follow_floor(first: &[Line], lines: usize, from_us: i64, now_us: i64) -> i64 {
+    match first.last() {
+        _ if lines == 0 => now_us,
+        Some(l) if first.len() >= lines => l.ts_us,
+        _ => from_us,
+    }
+}
+
 /// Runs `lake logs`.
 pub(super) fn run(args: LogsArgs) -> ExitCode {
     finish("logs", logs(&args))
@@ -386,12 +397,7 @@ fn logs(args: &LogsArgs) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
-    // A first page cut at -n: older lines of its range were left out on purpose.
-    let floor = match first.last() {
-        Some(l) if first.len() >= args.lines => l.ts_us,
-        _ => from_us,
-    };
-    let mut follow = Follow::new(&first, floor);
+    let mut follow = Follow::new(&first, follow_floor(&first, args.lines, from_us, now));
     let window_us = i64::try_from(args.follow_window.as_micros()).unwrap_or(i64::MAX);
     loop {
         std::thread::sleep(args.interval);
@@ -485,6 +491,14 @@ mod tests {
         let first = Page { lines: vec![line(9, "a"), line(5, "b"), line(5, "c")], truncated: false };
         let next = vec![line(5, "b"), line(5, "c"), line(5, "d"), line(4, "e")];
         assert_eq!(messages(&first.after(next)), ["d", "e"]);
+    }
+
+    #[test]
+    fn follow_starts_after_what_the_first_page_showed() {
+        let first = [line(9, "b"), line(7, "a")];
+        assert_eq!(follow_floor(&first, 2, 1, 100), 7, "a page cut at -n");
+        assert_eq!(follow_floor(&first, 5, 1, 100), 1, "the whole range was shown");
+        assert_eq!(follow_floor(&[], 0, 1, 100), 100, "-n 0: new lines only");
     }
 
     #[test]
