@@ -16,7 +16,7 @@
 
 import { getJson, postJson } from './api.js';
 import { formatTime, niceInterval } from './format.js';
-import { el, renderTimeseries } from './panels.js';
+import { clearCharts, el, renderTimeseries } from './panels.js';
 
 const PAGE = 200;
 const LIVE_EVERY_MS = 2000;
@@ -87,6 +87,7 @@ export class LogsView {
     this.observers = [];
     this.controller = null;
     this.timer = null;
+    this.polling = false;
     this.generation = 0;
   }
 
@@ -97,10 +98,7 @@ export class LogsView {
   }
 
   clearCharts() {
-    for (const u of this.charts) u.destroy();
-    for (const o of this.observers) o.disconnect();
-    this.charts = [];
-    this.observers = [];
+    clearCharts(this);
   }
 
   async render() {
@@ -326,12 +324,16 @@ export class LogsView {
   startLive() {
     this.stopLive();
     this.range = { ...this.range, to: Date.now() };
+    // One poll at a time: on a slow lake, ticks that find one running are skipped.
     const tick = async () => {
-      if (document.hidden) return;
+      if (document.hidden || this.polling) return;
+      this.polling = true;
       try {
         await this.poll();
       } catch (e) {
         this.failed(e);
+      } finally {
+        this.polling = false;
       }
     };
     this.timer = setInterval(tick, LIVE_EVERY_MS);

@@ -350,6 +350,14 @@ function lastValue(arr) {
   return null;
 }
 
+/** Destroys a view's charts (`view.charts`) and their resize observers (`view.observers`). */
+export function clearCharts(view) {
+  for (const u of view.charts) u.destroy();
+  for (const o of view.observers) o.disconnect();
+  view.charts = [];
+  view.observers = [];
+}
+
 export const RENDERERS = {
   timeseries: renderTimeseries,
   stat: renderStat,

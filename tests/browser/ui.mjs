@@ -285,9 +285,11 @@ try {
     };
     const r = await fetch(`${URL_}/v1/logs`, { method: 'POST', headers: { Authorization: `Bearer ${INGEST_TOKEN}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
     assert(r.status === 200, `OTLP ingest answered ${r.status}: ${await r.text()}`);
-    await page.waitForFunction((t) => [...document.querySelectorAll('#logs-table td.message')].some((td) => td.textContent === t), text, { timeout: 20000 });
-    const polled = Number(await page.evaluate(() => document.querySelector('main').dataset.polled));
-    await page.waitForFunction((p) => Number(document.querySelector('main').dataset.polled) >= p + 2, polled, { timeout: 20000 });
+    await page.waitForFunction((t) => [...document.querySelectorAll('#logs-table td.message')].some((td) => td.textContent === t), text, { timeout: 30000 });
+    // Two more polls: the line must not come back.
+    // (The poll that showed it may still be drawing the histogram: not counted yet.)
+    const polled = Number(await page.evaluate(() => document.querySelector('main').dataset.polled || 0));
+    await page.waitForFunction((p) => Number(document.querySelector('main').dataset.polled || 0) >= p + 2, polled, { timeout: 45000 });
     const rows = await logRows();
     const hits = rows.filter((x) => x.message === text);
     assert(hits.length === 1, `${hits.length} copies of the new line`);
