@@ -512,7 +512,13 @@ impl Config {
         let user: Vec<NamedQuery> = file
             .queries
             .into_iter()
-            .map(|q| NamedQuery { name: q.name, description: q.description, sql: q.sql, kind: q.kind })
+            .map(|q| NamedQuery {
+                name: q.name,
+                description: q.description,
+                sql: q.sql,
+                kind: q.kind,
+                vars: Default::default(),
+            })
             .collect();
         let queries = lake_query::named::merge(user).context("[[queries]]")?;
         let cx = lake_query::alerts::rules::BuildContext {

@@ -4,7 +4,9 @@
 //!
 //! The script asks for the read token through the page's dialog, opens every view
 //! (fleet, web, security, mesh, uptime, alerts) and checks each panel drew its data
-//! (uPlot canvases with points, tables with rows, numbers), walks the focus order with
+//! (uPlot canvases with points, tables with rows, numbers), uses the Logs page (filters,
+//! a hostile text filter, "Load older", a line's fields, the live tail showing a line sent
+//! over OTLP once), walks the focus order with
 //! Tab, changes the time range, a filter and auto-refresh, runs a query in the SQL console
 //! and downloads it as CSV, loads two views at phone size, and fails on any console error,
 //! page error, failed request, token in a URL or request to another origin.
@@ -57,6 +59,7 @@ fn web_ui_in_headless_chromium() {
         .current_dir(&dir)
         .env("LAKE_URL", lake.url())
         .env("LAKE_TOKEN", common::READ_TOKEN)
+        .env("LAKE_INGEST_TOKEN", common::TOKEN)
         .env("OUT_DIR", &out)
         .env("CHROMIUM", CHROMIUM)
         .stdin(Stdio::null())
@@ -97,7 +100,20 @@ fn web_ui_in_headless_chromium() {
     let status = status.unwrap_or_else(|| panic!("the browser test ran longer than {DEADLINE:?}"));
     assert!(status.success(), "the browser test failed ({status}); screenshots in {}", out.display());
     assert!(output.contains(" passed, 0 failed"), "no summary line");
-    for view in ["fleet", "web", "security", "mesh", "uptime", "alerts", "sql", "fleet-phone", "web-phone"] {
+    for view in [
+        "fleet",
+        "web",
+        "security",
+        "mesh",
+        "uptime",
+        "alerts",
+        "containers",
+        "logs",
+        "logs-detail",
+        "sql",
+        "fleet-phone",
+        "web-phone",
+    ] {
         let png = out.join(format!("{view}.png"));
         let len = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
         assert!(len > 10_000, "{} missing or blank ({len} bytes)", png.display());

@@ -5,7 +5,9 @@
 //!   datasource (`simpod-json-datasource`, uid `lake`, as provisioned) on every panel,
 //!   variable and annotation, and well-formed targets (code-mode payload that is JSON
 //!   once Grafana has interpolated it, with time-bounded SQL, a known format, and every
-//!   variable the SQL uses bound in the payload); the provisioning files point at the
+//!   variable the SQL uses bound in the payload; or a built-in named query as the target,
+//!   whose variables the payload binds or the query's defaults give); the provisioning
+//!   files point at the
 //!   lake's `/grafana` with the read token header;
 //! - then every panel's query (and every variable and annotation query) runs against a
 //!   real `lake serve` over a lake written by `lake-gen`, through the Grafana API, as the
@@ -23,7 +25,8 @@ use support::*;
 
 const DATASOURCE_TYPE: &str = "simpod-json-datasource";
 const DATASOURCE_UID: &str = "lake";
-const PANEL_TYPES: [&str; 4] = ["timeseries", "stat", "table", "bargauge"];
+/// What the web UI draws (`logs` on its Logs page, from the `logs` dashboard).
+const PANEL_TYPES: [&str; 5] = ["timeseries", "stat", "table", "bargauge", "logs"];
 
 fn datasource_ok(v: &Value) -> bool {
     v["type"] == DATASOURCE_TYPE && v["uid"] == DATASOURCE_UID
@@ -78,10 +81,14 @@ fn check_target(where_: &str, target: &Value, kind: &str, vars: &Map<String, Val
         Ok(other) => return bad(format!("payload is not an object: {other}")),
         Err(e) => return bad(format!("payload is not JSON after interpolation: {e}: {text}")),
     };
-    let sql = payload["sql"].as_str().unwrap_or("");
-    if sql.trim().is_empty() {
-        return bad("payload has no sql".into());
-    }
+    // A built-in named query as the target: its SQL, and its variables' defaults.
+    let named = lake_query::named::defaults().into_iter().find(|q| target["target"] == q.name.as_str());
+    let sql = match (payload["sql"].as_str(), &named) {
+        (Some(sql), _) if !sql.trim().is_empty() => sql.to_string(),
+        (_, Some(q)) => q.sql.clone(),
+        _ => return bad("payload has no sql and the target is no built-in named query".into()),
+    };
+    let sql = sql.as_str();
     let format = payload["format"].as_str().unwrap_or("");
     let want = if kind == "timeseries" { "timeseries" } else { "table" };
     if format != want {
@@ -96,8 +103,10 @@ fn check_target(where_: &str, target: &Value, kind: &str, vars: &Map<String, Val
     let used = sql_variables(sql);
     let bound: BTreeSet<String> =
         payload.as_object().unwrap().keys().filter(|k| *k != "sql" && *k != "format").cloned().collect();
-    if used != bound {
-        bad(format!("the SQL uses variables {used:?} but the payload binds {bound:?}"));
+    let defaults: BTreeSet<String> = named.iter().flat_map(|q| q.vars.keys().cloned()).collect();
+    let given: BTreeSet<String> = bound.union(&defaults).cloned().collect();
+    if !bound.is_subset(&used) || !used.is_subset(&given) {
+        bad(format!("the SQL uses variables {used:?} but the payload binds {bound:?} (defaults {defaults:?})"));
     }
     for key in &bound {
         if !payload[key].is_array() {

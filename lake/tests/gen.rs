@@ -17,7 +17,7 @@ const DAY_MS: i64 = 86_400_000;
 
 fn gen(data: &Path, extra: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_lake-gen"))
-        .args(["--days", "2", "--hosts", "2", "--http-rows", "10000", "--metric-samples", "20000"])
+        .args(["--days", "2", "--hosts", "3", "--http-rows", "10000", "--metric-samples", "20000"])
         .args(["--seed", "7", "--end", "2026-11-22T10:00:00Z", "--data-dir"])
         .arg(data)
         .args(extra)
@@ -67,7 +67,9 @@ fn a_generated_lake_answers_every_default_named_query() {
         count(&e, "select count(*) from http where ts < '2026-11-20 10:00:00Z' or ts >= '2026-11-22 10:00:00Z'"),
         0
     );
-    for table in ["firewall", "bans", "probes", "logs", "alerts", "hosts", "packages", "units", "listeners"] {
+    for table in
+        ["firewall", "bans", "probes", "logs", "alerts", "hosts", "packages", "units", "listeners", "containers"]
+    {
         assert!(count(&e, &format!("select count(*) from {table}")) > 0, "{table} is empty");
     }
     // Realistic enough to be worth querying: several vhosts, some 5xx, the host source's names.
@@ -77,6 +79,27 @@ fn a_generated_lake_answers_every_default_named_query() {
     assert_eq!(
         count(&e, "select count(distinct name) from metrics where name in ('cpu_usage_percent', 'load1', 'memory_used_bytes', 'filesystem_used_ratio', 'disk_read_bytes_per_second', 'net_rx_bytes_per_second', 'uptime_seconds')"),
         7
+    );
+    // Docker (issue 20's contract): a crash loop (die 1, start), an OOM kill (oom, die 137),
+    // health changes, and the container_* samples whose restart count follows the events.
+    assert!(count(&e, "select count(*) from containers where action = 'die' and exit_code = 1") > 100);
+    assert!(count(&e, "select count(*) from containers where action = 'oom'") > 0);
+    assert!(count(&e, "select count(*) from containers where action = 'die' and exit_code = 137") > 0);
+    assert!(count(&e, "select count(*) from containers where health = 'unhealthy'") > 0);
+    assert_eq!(
+        count(&e, "select count(*) from containers where container_id is null or length(container_id) <> 64"),
+        0
+    );
+    assert_eq!(count(&e, "select count(distinct name) from metrics where name like 'container_%'"), 8);
+    assert_eq!(
+        count(
+            &e,
+            "select count(*) from (select m.host from (select host, labels['container'] as c, arg_max(value, ts) as r, max(ts) as last \
+             from metrics where name = 'container_restart_count' group by 1, 2) m join containers e on e.host = m.host and e.container = m.c \
+             group by m.host, m.c, m.r having m.r <> count(*) filter (where e.action = 'start' and e.ts <= m.last) - 1)"
+        ),
+        0,
+        "container_restart_count disagrees with the start events"
     );
 
     // Every file is sorted by its table's sort columns: (host, ts), metrics (name, host, ts).
@@ -106,6 +129,8 @@ fn a_generated_lake_answers_every_default_named_query() {
     let ctx =
         MacroContext { from_ms: END_MS - 2 * DAY_MS, to_ms: END_MS, interval_ms: 3_600_000, vars: Default::default() };
     for q in lake_query::named::defaults() {
+        let mut ctx = ctx.clone();
+        q.fill_vars(&mut ctx.vars);
         let x = expand(&q.sql, &ctx).unwrap();
         let r = e.query_params_blocking(&x.sql, x.params).unwrap_or_else(|err| panic!("{}: {err}", q.name));
         assert!(r.num_rows() > 0, "named query {} returned no rows", q.name);

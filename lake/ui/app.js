@@ -1,9 +1,10 @@
-// The lake's built-in web UI: routes (#/fleet, #/web, …, #/sql), the time range and
+// The lake's built-in web UI: routes (#/fleet, #/web, …, #/logs, #/sql), the time range and
 // auto-refresh controls, and the read-token dialog.
 
 import { authStatus, setToken, token } from './api.js';
 import { DashboardView } from './dashboard.js';
 import { presetRange, toLocalInput } from './format.js';
+import { LogsView } from './logs.js';
 import { renderSql } from './sql.js';
 
 const DASHBOARDS = ['fleet', 'web', 'security', 'mesh', 'uptime', 'alerts'];
@@ -113,7 +114,7 @@ async function onAuthError() {
 
 function route(focus = false) {
   const { view, params } = parseHash();
-  if (view !== 'sql' && !DASHBOARDS.includes(view)) {
+  if (view !== 'sql' && view !== 'logs' && !DASHBOARDS.includes(view)) {
     writeHash('fleet', new URLSearchParams(), true);
     return route(focus);
   }
@@ -126,6 +127,23 @@ function route(focus = false) {
   const range = rangeOf(params);
   showRange(range);
   document.title = `lake · ${view === 'sql' ? 'SQL' : view}`;
+  if (view === 'logs') {
+    const logs = new LogsView(main, {
+      range,
+      params,
+      setStatus,
+      onAuthError,
+      onParams: (values) => {
+        const p = new URLSearchParams();
+        const { params: now } = parseHash();
+        for (const k of ['range', 'from', 'to']) if (now.get(k)) p.set(k, now.get(k));
+        for (const [k, v] of Object.entries(values)) p.set(k, v);
+        writeHash('logs', p, true);
+      },
+    });
+    show(logs, view, focus);
+    return undefined;
+  }
   if (view === 'sql') {
     current = renderSql(main, { onAuthError, setStatus });
     if (focus) $('view-title').focus();
@@ -145,19 +163,24 @@ function route(focus = false) {
       dash.select(name, value);
     },
   });
-  current = dash;
-  dash.render().then(() => {
-    if (focus && current === dash) $('view-title').focus();
+  show(dash, view, focus);
+  return undefined;
+}
+
+/** Makes `page` (a dashboard or the Logs page) the current view and renders it. */
+function show(page, view, focus) {
+  current = page;
+  page.render().then(() => {
+    if (focus && current === page) $('view-title').focus();
   }).catch((e) => {
     if (e.name === 'AbortError') return;
     if (e.status === 401) onAuthError();
     setStatus(`Could not show ${view}: ${e.message}`);
   });
-  return undefined;
 }
 
 function refreshNow() {
-  if (!current || !(current instanceof DashboardView)) return;
+  if (!current || !(current instanceof DashboardView || current instanceof LogsView)) return;
   const { params } = parseHash();
   current.range = rangeOf(params);
   current.refresh();
@@ -214,7 +237,7 @@ refreshSelect.addEventListener('change', () => {
 });
 
 $('reload').addEventListener('click', () => {
-  if (current instanceof DashboardView) refreshNow();
+  if (current instanceof DashboardView || current instanceof LogsView) refreshNow();
   else route();
 });
 

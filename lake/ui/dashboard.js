@@ -4,7 +4,7 @@
 
 import { getJson, postJson } from './api.js';
 import { intervalText, niceInterval } from './format.js';
-import { RENDERERS } from './panels.js';
+import { clearCharts, RENDERERS } from './panels.js';
 
 const cache = new Map();
 
@@ -92,10 +92,7 @@ export class DashboardView {
   }
 
   clearCharts() {
-    for (const u of this.charts) u.destroy();
-    for (const o of this.observers) o.disconnect();
-    this.charts = [];
-    this.observers = [];
+    clearCharts(this);
   }
 
   async render() {

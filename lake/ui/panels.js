@@ -5,7 +5,8 @@ import { formatTime, formatValue, humanize } from './format.js';
 
 const PALETTE = ['#2f7ed8', '#e8743b', '#19a979', '#ed4a7b', '#945ecf', '#13a4b4', '#d4a20b', '#6c8893', '#c43c35', '#5a9e2f', '#a05195', '#3b6fa9'];
 
-function el(tag, attrs = {}, ...children) {
+/** A DOM element with attributes (`class`, `text`, others as is) and children. */
+export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
@@ -15,6 +16,21 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const c of children) if (c !== null && c !== undefined) e.append(c);
   return e;
+}
+
+// Grafana's named colours, as the palette draws them.
+const NAMED_COLORS = { red: '#c43c35', orange: '#e8743b', yellow: '#d4a20b', green: '#19a979', blue: '#2f7ed8', purple: '#945ecf', text: '#6c8893' };
+
+/** A series' colour from the panel's "fixed colour by name" override, if it has one. */
+function overrideColor(panel, name) {
+  for (const o of (panel.fieldConfig && panel.fieldConfig.overrides) || []) {
+    if (!o.matcher || o.matcher.id !== 'byName' || o.matcher.options !== name) continue;
+    for (const p of o.properties || []) {
+      const c = p.id === 'color' && p.value ? p.value.fixedColor : null;
+      if (c) return NAMED_COLORS[c] || (/^#[0-9a-f]{6}$/i.test(c) ? c : null);
+    }
+  }
+  return null;
 }
 
 function defaults(panel) {
@@ -239,7 +255,7 @@ export function renderTimeseries(body, panel, answers, ctx) {
   const stacked = d.custom && d.custom.stacking && d.custom.stacking.mode === 'normal';
   const fg = cssVar('--fg-muted', '#666');
   const grid = cssVar('--grid', 'rgba(128,128,128,0.15)');
-  const colors = series.map((_, i) => PALETTE[i % PALETTE.length]);
+  const colors = series.map((s, i) => overrideColor(panel, s.target) || PALETTE[i % PALETTE.length]);
   const chart = el('div', { class: 'chart', role: 'img', 'aria-label': `${panel.title}: line chart of ${series.length} series from ${formatTime(ctx.from)} to ${formatTime(ctx.to)}` });
   const legend = el('ul', { class: 'legend', 'aria-label': `${panel.title} series` });
   body.append(chart, legend);
@@ -332,6 +348,14 @@ export function renderTimeseries(body, panel, answers, ctx) {
 function lastValue(arr) {
   for (let i = arr.length - 1; i >= 0; i -= 1) if (arr[i] !== null && arr[i] !== undefined) return arr[i];
   return null;
+}
+
+/** Destroys a view's charts (`view.charts`) and their resize observers (`view.observers`). */
+export function clearCharts(view) {
+  for (const u of view.charts) u.destroy();
+  for (const o of view.observers) o.disconnect();
+  view.charts = [];
+  view.observers = [];
 }
 
 export const RENDERERS = {

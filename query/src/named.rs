@@ -6,7 +6,13 @@
 //! default range where there is no request. [`defaults`] ships the six queries an operator
 //! of a small fleet asks first; user queries are added to them and replace a default of
 //! the same name ([`merge`]).
+//!
+//! The log views (`lake logs`, the web UI's Logs page, the Grafana `logs` dashboard) all
+//! run [`LOGS`] and [`LOGS_HISTOGRAM`], so their filter is written once ([`LOGS_FILTER`]).
+//! Their filters are template variables, bound as parameters, never pasted into the SQL;
+//! a variable holding `''` means "any", which [`NamedQuery::vars`] gives by default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +47,49 @@ pub struct NamedQuery {
     pub sql: String,
     /// Time series or table.
     pub kind: Panel,
+    /// Values of the template variables a request does not give (`[[queries]]` of
+    /// lake.toml have none: their variables must all come with the request).
+    pub vars: BTreeMap<String, Vec<String>>,
+}
+
+impl NamedQuery {
+    /// Adds to `vars` the query's default for every variable `vars` does not give.
+    pub fn fill_vars(&self, vars: &mut BTreeMap<String, Vec<String>>) {
+        for (name, values) in &self.vars {
+            vars.entry(name.clone()).or_insert_with(|| values.clone());
+        }
+    }
+}
+
+/// The named query of log lines: newest first, filtered as [`LOGS_FILTER`] says.
+pub const LOGS: &str = "logs";
+/// The named query counting [`LOGS`]'s lines per time bucket and priority class.
+pub const LOGS_HISTOGRAM: &str = "logs_histogram";
+
+/// The filter of the log views. Variables (each a list of values; `''` among them
+/// means "any"): `host`; `unit` (a systemd unit may be named without `.service`, as
+/// `journalctl -u` allows; `-` stands for lines without one; Docker logs carry the
+/// compose service here); `source`;
+/// `priority` (the syslog priorities shown, `'0'`..`'7'`; lines without one count as
+/// 6, info); `grep` (one value: a case-insensitive substring of the message, not a
+/// pattern: `%`, `_` and regex characters are literal); `before` (one value: only lines
+/// at or before this RFC 3339 instant, for paging back).
+pub const LOGS_FILTER: &str = r#"$__timeFilter(ts)
+  AND ('' IN (${host:csv}) OR host IN (${host:csv}))
+  AND ('' IN (${unit:csv}) OR coalesce(unit, '-') IN (${unit:csv})
+       OR (ends_with(unit, '.service') AND left(unit, length(unit) - 8) IN (${unit:csv})))
+  AND ('' IN (${source:csv}) OR source IN (${source:csv}))
+  AND ('' IN (${priority:csv}) OR CAST(coalesce(priority, 6) AS VARCHAR) IN (${priority:csv}))
+  AND ($grep = '' OR contains(lower(message), lower($grep)))
+  AND ($before = '' OR ts <= TRY_CAST($before AS TIMESTAMPTZ))"#;
+
+/// The values of [`LOGS_FILTER`]'s variables that filter nothing, and `limit` (the most
+/// lines [`LOGS`] returns) at 1000.
+pub fn logs_vars() -> BTreeMap<String, Vec<String>> {
+    let any = ["host", "unit", "source", "priority", "grep", "before"];
+    let mut vars: BTreeMap<String, Vec<String>> = any.iter().map(|k| (k.to_string(), vec![String::new()])).collect();
+    vars.insert("limit".into(), vec!["1000".into()]);
+    vars
 }
 
 /// Why a named query is not acceptable.
@@ -103,6 +152,11 @@ pub fn defaults() -> Vec<NamedQuery> {
         description: description.to_string(),
         sql: sql.trim().to_string(),
         kind,
+        vars: BTreeMap::new(),
+    };
+    let logs = |name: &str, description: &str, kind: Panel, sql: String| NamedQuery {
+        vars: logs_vars(),
+        ..q(name, description, kind, &sql)
     };
     vec![
         q(
@@ -236,6 +290,42 @@ FROM g
 GROUP BY 1, 2
 ORDER BY 1, requests DESC"#,
         ),
+        // `message` comes second and `level` is named as Grafana's logs panel wants them.
+        // The columns after `ts` order rows of one instant the same way every time, so
+        // a page that ends inside a group of equal timestamps continues exactly where
+        // it stopped (`before` is inclusive; the reader skips what it already has).
+        logs(
+            LOGS,
+            "log lines, newest first, with a Grafana level (variables host, unit, source, priority, grep, before, limit)",
+            Panel::Table,
+            format!(
+                r#"
+SELECT ts, message, host, source, unit, ident, pid, priority,
+       ['critical', 'critical', 'critical', 'error', 'warning', 'info', 'info', 'debug'][coalesce(priority, 6) + 1] AS level,
+       boot_id, attrs
+FROM logs
+WHERE {LOGS_FILTER}
+ORDER BY ts DESC, host, source, unit, pid, priority, message
+LIMIT CAST($limit AS BIGINT)"#
+            ),
+        ),
+        logs(
+            LOGS_HISTOGRAM,
+            "log lines per time bucket by priority: error (0-3), warning (4), info (5-6, or none), debug (7)",
+            Panel::TimeSeries,
+            format!(
+                r#"
+SELECT $__timeGroup(ts, $__interval) AS time,
+       count(*) FILTER (WHERE priority <= 3) AS error,
+       count(*) FILTER (WHERE priority = 4) AS warning,
+       count(*) FILTER (WHERE priority IS NULL OR priority IN (5, 6)) AS info,
+       count(*) FILTER (WHERE priority >= 7) AS debug
+FROM logs
+WHERE {LOGS_FILTER}
+GROUP BY 1
+ORDER BY 1"#
+            ),
+        ),
     ]
 }
 
@@ -249,28 +339,29 @@ mod tests {
             description: String::new(),
             sql: "select 1".to_string(),
             kind: Panel::Table,
+            vars: BTreeMap::new(),
         }
     }
 
     #[test]
     fn defaults_have_valid_unique_names() {
         let d = defaults();
-        assert_eq!(d.len(), 7);
+        assert_eq!(d.len(), 9);
         for q in &d {
             validate_name(&q.name).unwrap();
         }
         let mut names: Vec<_> = d.iter().map(|q| &q.name).collect();
         names.dedup();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 9);
     }
 
     #[test]
     fn user_queries_add_to_or_replace_defaults() {
         let all = merge(vec![user("mine"), user("bans_per_jail")]).unwrap();
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 10);
         assert_eq!(all[2].name, "bans_per_jail");
         assert_eq!(all[2].sql, "select 1");
-        assert_eq!(all[7].name, "mine");
+        assert_eq!(all[9].name, "mine");
     }
 
     #[test]

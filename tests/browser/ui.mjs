@@ -3,6 +3,7 @@
 // which starts a lake over generated data and passes:
 //   LAKE_URL    the lake, e.g. http://127.0.0.1:7470
 //   LAKE_TOKEN  its read token
+//   LAKE_INGEST_TOKEN  an ingest token of node-a, to send a log line the live tail shows
 //   OUT_DIR     where screenshots and the downloaded CSV go
 //   CHROMIUM    the browser (default /usr/bin/chromium)
 // Prints one line per check and ends with "N passed, M failed"; exits 1 on any failure.
@@ -13,11 +14,12 @@ import { join } from 'node:path';
 
 const URL_ = (process.env.LAKE_URL || '').replace(/\/$/, '');
 const TOKEN = process.env.LAKE_TOKEN || '';
+const INGEST_TOKEN = process.env.LAKE_INGEST_TOKEN || '';
 const OUT = process.env.OUT_DIR || 'ui-screenshots';
 const EXE = process.env.CHROMIUM || '/usr/bin/chromium';
 const VIEWS = ['fleet', 'web', 'security', 'mesh', 'uptime', 'alerts'];
-if (!URL_ || !TOKEN) {
-  console.error('LAKE_URL and LAKE_TOKEN are required');
+if (!URL_ || !TOKEN || !INGEST_TOKEN) {
+  console.error('LAKE_URL, LAKE_TOKEN and LAKE_INGEST_TOKEN are required');
   process.exit(2);
 }
 mkdirSync(OUT, { recursive: true });
@@ -147,20 +149,178 @@ try {
     });
   }
 
+  await check('fleet: the Containers panel shows the generated compose world', async () => {
+    await page.click('nav a[data-view="fleet"]');
+    await waitLoaded(page, 'fleet');
+    const panel = page.locator('section.panel[data-panel-id="14"]');
+    const head = await panel.locator('thead th').allTextContents();
+    const rows = await panel.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent)));
+    const col = (n) => head.indexOf(n);
+    assert(col('state') > 0 && col('restarts') > 0 && col('last_exit_code') > 0 && col('cpu_percent') > 0 && col('memory_mib') > 0, `columns ${head}`);
+    const by = (service) => rows.find((r) => r[col('service')] === service);
+    const loop = by('rag_api');
+    assert(loop && Number(loop[col('restarts')].replace(/,/g, '')) > 100 && loop[col('last_exit_code')] === '1', `crash loop row ${loop}`);
+    const oom = by('ollama');
+    assert(oom && oom[col('last_exit_code')] === '137' && Number(oom[col('restarts')]) > 0, `OOM-killed row ${oom}`);
+    assert(rows.some((r) => r[col('state')] === 'running' && Number(r[col('cpu_percent')]) > 0), 'no running container with CPU');
+    assert(rows.some((r) => ['healthy', 'unhealthy'].includes(r[col('health')])), 'no health');
+    await panel.screenshot({ path: join(OUT, 'containers.png') });
+    return `${rows.length} containers; rag_api restarted ${loop[col('restarts')]} times`;
+  });
+
+  // ------------------------------------------------------------ the Logs page
+  const logRows = () => page.$$eval('#logs-table tbody tr', (trs) => trs.map((tr) => ({
+    cls: tr.className, time: tr.children[0].textContent, host: tr.children[1].textContent,
+    unit: tr.children[2].textContent, prio: tr.children[3].textContent, message: tr.children[4].textContent,
+  })));
+  const logsLoaded = async (before) => {
+    await page.waitForFunction((b) => {
+      const m = document.querySelector('main[data-view="logs"]');
+      return m && m.dataset.loaded && m.dataset.loaded !== b;
+    }, before, { timeout: 30000 });
+  };
+  const loadedMark = () => page.evaluate(() => document.querySelector('main').dataset.loaded || '');
+  const applyText = async (text) => {
+    const before = await loadedMark();
+    await page.fill('#logs-q', text);
+    await page.click('#logs-apply');
+    await logsLoaded(before);
+    return logRows();
+  };
+
+  await check('logs page: newest lines first, a histogram by priority', async () => {
+    // No auto-refresh while the checks count lines (it would start the list over).
+    await page.selectOption('#refresh', '0');
+    await page.click('nav a[data-view="logs"]');
+    await logsLoaded('');
+    const rows = await logRows();
+    assert(rows.length === 200, `${rows.length} lines (a page is 200)`);
+    const times = rows.map((r) => r.time);
+    assert(times.every((t, i) => i === 0 || t <= times[i - 1]), 'lines are not newest first');
+    const chart = await page.$eval('.logs-chart .panel-body', (b) => ({ state: b.dataset.state, series: Number(b.dataset.series), points: Number(b.dataset.points), canvas: !!b.querySelector('canvas') }));
+    assert(chart.state === 'done' && chart.series === 4 && chart.points > 0 && chart.canvas, `histogram ${JSON.stringify(chart)}`);
+    const legend = await page.$$eval('.logs-chart .legend-name', (n) => n.map((x) => x.textContent));
+    assert(legend.join() === 'error,warning,info,debug', `legend ${legend}`);
+    return `${rows.length} lines from ${times[times.length - 1]} to ${times[0]}; histogram ${chart.points} points`;
+  });
+
+  await check('logs page: priority and unit filters narrow the lines', async () => {
+    let before = await loadedMark();
+    await page.selectOption('#logs-priority', '3');
+    await logsLoaded(before);
+    let rows = await logRows();
+    assert(rows.length > 0 && rows.every((r) => /^prio-[0-3]\b/.test(r.cls)), `priority filter: ${rows.slice(0, 3).map((r) => r.cls)}`);
+    assert(page.url().includes('priority=3'), `filter not in the address: ${page.url()}`);
+    const errors = rows.length;
+    before = await loadedMark();
+    await page.selectOption('#logs-priority', '');
+    await logsLoaded(before);
+    const units = await page.$$eval('#logs-unit option', (os) => os.map((o) => o.value).filter(Boolean));
+    assert(units.includes('caddy.service'), `units: ${units}`);
+    before = await loadedMark();
+    await page.selectOption('#logs-unit', 'caddy.service');
+    await logsLoaded(before);
+    rows = await logRows();
+    assert(rows.length > 0 && rows.every((r) => r.unit.startsWith('caddy.service')), `unit filter: ${rows.slice(0, 3).map((r) => r.unit)}`);
+    before = await loadedMark();
+    await page.selectOption('#logs-unit', '');
+    await logsLoaded(before);
+    return `${errors} lines at err or worse; ${rows.length} of caddy.service; units ${units.length}`;
+  });
+
+  await check('logs page: the text filter is text, never SQL', async () => {
+    const errorsBefore = log.httpErrors.length;
+    let rows = await applyText("'; DROP TABLE logs; --");
+    assert(rows.length === 0, `${rows.length} lines for the hostile filter`);
+    const note = await page.textContent('#logs-count');
+    assert(/No lines match/.test(note), `count line: ${note}`);
+    rows = await applyText('%');
+    assert(rows.length === 0, `% matched ${rows.length} lines (a LIKE wildcard?)`);
+    rows = await applyText('FAILED PASSWORD');
+    assert(rows.length > 0 && rows.every((r) => /failed password/i.test(r.message)), 'case-insensitive text filter');
+    rows = await applyText('');
+    assert(rows.length === 200, `${rows.length} lines after clearing`);
+    assert(log.httpErrors.length === errorsBefore, `errors: ${log.httpErrors.slice(errorsBefore)}`);
+    const count = await page.evaluate(async (t) => {
+      const r = await fetch('/v1/sql', { method: 'POST', headers: { Authorization: `Bearer ${t}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ sql: 'SELECT count(*) FROM logs', format: 'json' }) });
+      return (await r.json()).rows[0][0];
+    }, TOKEN);
+    assert(count > 0, 'the logs table is gone');
+    return `hostile text: 0 lines, the table still holds ${count}`;
+  });
+
+  await check('logs page: "Load older" appends the next page once', async () => {
+    const first = await logRows();
+    await page.click('#logs-older');
+    await page.waitForFunction(() => document.querySelectorAll('#logs-table tbody tr').length > 200, null, { timeout: 30000 });
+    const rows = await logRows();
+    assert(rows.length === 400, `${rows.length} lines after one more page`);
+    const times = rows.map((r) => r.time);
+    assert(times.every((t, i) => i === 0 || t <= times[i - 1]), 'older page is not older');
+    assert(JSON.stringify(rows.slice(0, 200)) === JSON.stringify(first), 'the first page changed');
+    return `${times[199]} then ${times[200]}`;
+  });
+
+  await check('logs page: a click on a line shows every field', async () => {
+    await page.click('#logs-table tbody tr:first-child td.message');
+    await page.waitForSelector('#log-detail[open]');
+    const names = await page.$$eval('#log-detail dt', (dts) => dts.map((d) => d.textContent));
+    for (const n of ['ts', 'message', 'host', 'source', 'unit', 'priority', 'boot_id']) assert(names.includes(n), `field ${n} missing: ${names}`);
+    await page.click('#log-detail-close');
+    await page.waitForSelector('#log-detail', { state: 'hidden' });
+    return names.join(', ');
+  });
+
+  await check('logs page: the live tail shows a new line once, with its attrs', async () => {
+    await page.check('#logs-live');
+    const text = `live tail check ${Date.now()} <b>not bold</b>`;
+    const body = {
+      resourceLogs: [{
+        resource: { attributes: [{ key: 'host.name', value: { stringValue: 'node-a' } }, { key: 'service.name', value: { stringValue: 'checkout' } }] },
+        scopeLogs: [{ scope: { name: 'ui-test' }, logRecords: [{
+          timeUnixNano: String(BigInt(Date.now()) * 1000000n), severityNumber: 17, severityText: 'ERROR',
+          body: { stringValue: text }, attributes: [{ key: 'order.id', value: { stringValue: 'A-1042' } }],
+        }] }],
+      }],
+    };
+    const r = await fetch(`${URL_}/v1/logs`, { method: 'POST', headers: { Authorization: `Bearer ${INGEST_TOKEN}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    assert(r.status === 200, `OTLP ingest answered ${r.status}: ${await r.text()}`);
+    await page.waitForFunction((t) => [...document.querySelectorAll('#logs-table td.message')].some((td) => td.textContent === t), text, { timeout: 30000 });
+    // Two more polls: the line must not come back.
+    // (The poll that showed it may still be drawing the histogram: not counted yet.)
+    const polled = Number(await page.evaluate(() => document.querySelector('main').dataset.polled || 0));
+    await page.waitForFunction((p) => Number(document.querySelector('main').dataset.polled || 0) >= p + 2, polled, { timeout: 45000 });
+    const rows = await logRows();
+    const hits = rows.filter((x) => x.message === text);
+    assert(hits.length === 1, `${hits.length} copies of the new line`);
+    assert(rows[0].message === text && /\bfresh\b/.test(rows[0].cls) && /^prio-3/.test(rows[0].cls), `top row ${JSON.stringify(rows[0])}`);
+    assert(await page.$('#logs-table td.message b') === null, 'the message was parsed as HTML');
+    await page.screenshot({ path: join(OUT, 'logs.png'), fullPage: false });
+    await page.click('#logs-table tbody tr:first-child td.message');
+    await page.waitForSelector('#log-detail[open]');
+    const fields = await page.$$eval('#log-detail dt', (dts) => dts.map((d) => [d.textContent, d.nextElementSibling.textContent]));
+    const get = (k) => (fields.find(([n]) => n === k) || [])[1];
+    assert(get('attrs.order.id') === 'A-1042' && get('unit') === 'checkout' && get('source') === 'otlp', `fields ${JSON.stringify(fields)}`);
+    await page.screenshot({ path: join(OUT, 'logs-detail.png'), fullPage: false });
+    await page.click('#log-detail-close');
+    await page.uncheck('#logs-live');
+    return `${rows.length} lines, the new one on top; attrs.order.id = ${get('attrs.order.id')}`;
+  });
+
   await check('keyboard: skip link, brand, the views in order, then the controls', async () => {
     // A fresh document: a hash change alone would keep the focus where it was.
     await page.goto('about:blank');
     await page.goto(`${URL_}/#/fleet`);
     await waitLoaded(page, 'fleet');
     const order = [];
-    for (let i = 0; i < 11; i += 1) {
+    for (let i = 0; i < 12; i += 1) {
       await page.keyboard.press('Tab');
       order.push(await page.evaluate(() => {
         const e = document.activeElement;
         return e.id || e.dataset.view || e.className || e.tagName;
       }));
     }
-    const want = ['skip', 'brand', 'fleet', 'web', 'security', 'mesh', 'uptime', 'alerts', 'sql', 'range', 'refresh'];
+    const want = ['skip', 'brand', 'fleet', 'web', 'security', 'mesh', 'uptime', 'alerts', 'logs', 'sql', 'range', 'refresh'];
     assert(JSON.stringify(order) === JSON.stringify(want), `focus order ${order.join(' > ')}`);
     // Enter on a focused view link opens it and moves focus to its heading.
     await page.focus('nav a[data-view="web"]');

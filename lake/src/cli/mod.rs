@@ -1,4 +1,4 @@
-//! The `lake` command line: `serve`, `query`, `correlate`, `top`, `demo`, `token`, `check-config`.
+//! The `lake` command line: `serve`, `query`, `logs`, `correlate`, `top`, `demo`, `token`, `check-config`.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
 //! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
@@ -7,6 +7,7 @@ mod alerts;
 mod archive;
 mod correlate;
 mod demo;
+mod logs;
 mod query;
 mod remote;
 mod tables;
@@ -64,6 +65,8 @@ enum Command {
     },
     /// Run SQL against a lake and print the result.
     Query(query::QueryArgs),
+    /// Log lines of the whole fleet, like journalctl: `lake logs -u nginx -p err --since 1h -f`.
+    Logs(logs::LogsArgs),
     /// Cross-source questions: everything an IP did, or how two series move together.
     Correlate(correlate::CorrelateArgs),
     /// The most frequent values of a column, e.g. `--table http --by remote_ip`.
@@ -159,6 +162,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Query(args) => {
             init_logging(&cli.logging, "warn");
             return query::run(args);
+        }
+        Command::Logs(args) => {
+            init_logging(&cli.logging, "warn");
+            return logs::run(args);
         }
         Command::Correlate(args) => {
             init_logging(&cli.logging, "warn");

@@ -56,8 +56,9 @@ const CSS: &str = "text/css; charset=utf-8";
 const JSON: &str = "application/json";
 
 /// The dashboards the UI offers, in navigation order: `/ui/dashboards/<name>.json`, the
-/// same files Grafana is provisioned with.
-pub const DASHBOARDS: [&str; 6] = ["fleet", "web", "security", "mesh", "uptime", "alerts"];
+/// same files Grafana is provisioned with. `logs` is drawn by the Logs page (`logs.js`),
+/// which takes its histogram panel from it.
+pub const DASHBOARDS: [&str; 7] = ["fleet", "web", "security", "mesh", "uptime", "alerts", "logs"];
 
 const ASSETS: &[Asset] = &[
     asset!("index.html", "../../ui/index.html", HTML),
@@ -67,6 +68,7 @@ const ASSETS: &[Asset] = &[
     asset!("dashboard.js", "../../ui/dashboard.js", JS),
     asset!("panels.js", "../../ui/panels.js", JS),
     asset!("sql.js", "../../ui/sql.js", JS),
+    asset!("logs.js", "../../ui/logs.js", JS),
     asset!("style.css", "../../ui/style.css", CSS),
     asset!("favicon.svg", "../../ui/favicon.svg", "image/svg+xml"),
     asset!("vendor/uplot/uPlot.iife.min.js", "../../ui/vendor/uplot/uPlot.iife.min.js", JS),
@@ -78,6 +80,7 @@ const ASSETS: &[Asset] = &[
     asset!("dashboards/mesh.json", "../../../dashboards/grafana/dashboards/mesh.json", JSON),
     asset!("dashboards/uptime.json", "../../../dashboards/grafana/dashboards/uptime.json", JSON),
     asset!("dashboards/alerts.json", "../../../dashboards/grafana/dashboards/alerts.json", JSON),
+    asset!("dashboards/logs.json", "../../../dashboards/grafana/dashboards/logs.json", JSON),
 ];
 
 /// What the UI routes share: the embedded files with their entity tags, and the tokens

@@ -1,5 +1,6 @@
 //! The smaller tables: `firewall`, `bans`, `probes`, `logs`, `alerts` and the host
-//! inventory (`hosts`, `packages`, `listeners`, `units`).
+//! inventory (`hosts`, `packages`, `listeners`, `units`); `containers` comes from
+//! [`super::containers`].
 //!
 //! They are tied to the same world as `http`: scanners from one address pool knock on the
 //! firewall, trip fail2ban and ask for probe paths; a vhost's incident makes its uptime
@@ -43,8 +44,7 @@ pub(super) fn generate(
         Table::Logs => logs(world, host, from, to, &mut rng, &mut b, sink)?,
         Table::Alerts if host == 0 => alerts(world, from, to, &mut b),
         Table::Alerts => {}
-        // No generated world runs Docker yet.
-        Table::Containers => {}
+        Table::Containers => super::containers::generate(world, host, from, to, &mut b),
         Table::Hosts | Table::Packages | Table::Listeners | Table::Units => {
             inventory(world, table, host, from, &mut rng, &mut b)
         }
@@ -324,7 +324,7 @@ fn logs(
 ) -> anyhow::Result<()> {
     let h = &world.hosts[host];
     let n = (world.log_rate * (to - from) as f64 * exposure_share(world, host)).round() as usize;
-    let (ts, hc, source, unit, ident, pid, prio, message, boot) = (
+    let (ts, hc, source, unit, ident, pid, prio, message, boot, attrs) = (
         col(b, "ts"),
         col(b, "host"),
         col(b, "source"),
@@ -334,7 +334,9 @@ fn logs(
         col(b, "priority"),
         col(b, "message"),
         col(b, "boot_id"),
+        col(b, "attrs"),
     );
+    let (project, services) = super::containers::project(host);
     let boot_id = format!(
         "{:016x}{:016x}",
         super::world::mix(&[world.seed, 0xB007, host as u64]),
@@ -345,6 +347,8 @@ fn logs(
     use std::fmt::Write as _;
     for t in diurnal_times(rng, from, to, n) {
         msg.clear();
+        // A container's line: which service, and whether it went to stderr.
+        let mut docker: Option<(usize, bool)> = None;
         let (u, id, p, pr): (Option<&str>, &str, i64, i64) = match rng.below(100) {
             0..=37 => {
                 let user = users[rng.below(users.len() as u64) as usize];
@@ -402,10 +406,37 @@ fn logs(
                 });
                 (Some("caddy.service"), "caddy", 800, if fail { 3 } else { 6 })
             }
-            90..=95 => {
+            90..=92 => {
                 let _ =
                     write!(msg, "shipped batch rows={} bytes={}", 100 + rng.below(5000), 10_000 + rng.below(500_000));
                 (Some("lake-collector.service"), "lake-collector", 612, 7)
+            }
+            93..=96 => {
+                // The Docker source's rows: unit = compose service, stderr at priority 3.
+                let i = rng.below(services.len() as u64) as usize;
+                let s = &services[i];
+                let stderr = match s.behaviour {
+                    super::containers::Behaviour::CrashLoop => {
+                        msg.push_str("psycopg.OperationalError: connection failed: could not connect to server \"vectordb\" port 5432");
+                        true
+                    }
+                    super::containers::Behaviour::Oom if rng.chance(0.3) => {
+                        msg.push_str(
+                            "ggml_cuda_host_malloc: failed to allocate 2048.00 MiB of pinned memory: out of memory",
+                        );
+                        true
+                    }
+                    _ if rng.chance(0.1) => {
+                        let _ = write!(msg, "{}: upstream request timed out after 30000 ms", s.name);
+                        true
+                    }
+                    _ => {
+                        let _ = write!(msg, "{} GET /health 200 {} ms", s.name, 1 + rng.below(40));
+                        false
+                    }
+                };
+                docker = Some((i, stderr));
+                (Some(s.name), s.name, 0, if stderr { 3 } else { 6 })
             }
             _ => {
                 msg.push_str(
@@ -420,13 +451,30 @@ fn logs(
         };
         b.ts(ts, t);
         b.text(hc, Some(&h.name));
-        b.text(source, Some("journald"));
+        b.text(source, Some(if docker.is_some() { "docker" } else { "journald" }));
         b.text(unit, u);
         b.text(ident, Some(id));
         b.int(pid, (p > 0).then_some(p));
         b.int(prio, Some(pr));
         b.text(message, Some(&msg));
-        b.text(boot, Some(&boot_id));
+        match docker {
+            Some((i, stderr)) => {
+                let container = format!("{project}-{}-1", services[i].name);
+                let id = super::containers::container_id(world, host, i);
+                b.text(boot, None);
+                b.map(
+                    attrs,
+                    [
+                        ("container", container.as_str()),
+                        ("container_id", id.as_str()),
+                        ("stream", if stderr { "stderr" } else { "stdout" }),
+                        ("image", services[i].image),
+                        ("compose_project", project),
+                    ],
+                );
+            }
+            None => b.text(boot, Some(&boot_id)),
+        }
         b.end_row();
         if b.len() >= super::http::CHUNK {
             sink(b.finish()?)?;

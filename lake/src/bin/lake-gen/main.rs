@@ -24,12 +24,16 @@
 //! - smaller `firewall` (ufw blocks by scanners), `bans` (fail2ban found/ban/unban
 //!   episodes), `probes` (a Tailscale mesh and uptime checks that fail during incidents),
 //!   `logs` (journald), `alerts` (pending/firing/resolved around incidents) and the host
-//!   inventory tables, so every default named query and dashboard panel has data.
+//!   inventory tables, so every default named query and dashboard panel has data;
+//! - `containers` (Docker events) and `container_*` metrics of a compose project per host,
+//!   with a crash-looping, an OOM-killed and an intermittently unhealthy container
+//!   ([`containers`]).
 //!
 //! Deterministic: the same arguments (with `--end`) give byte-identical files, whatever
 //! the thread count, because every (table, day, host) draws from its own seeded stream.
 //! Days are generated in parallel, one file per job, on `--threads` threads.
 
+mod containers;
 mod events;
 mod http;
 mod metrics;

@@ -1,5 +1,6 @@
 //! Generated `metrics` samples: what the collector's host source sends every tick (names
-//! and labels of `collector/src/sources/host.rs`), plus the collector's own health.
+//! and labels of `collector/src/sources/host.rs`), plus the collector's own health and the
+//! Docker source's `container_*` samples ([`super::containers`]).
 //!
 //! Values are smooth functions of the absolute time (daily curve, slow filesystem growth,
 //! counters since boot) plus per-sample noise and occasional hour-long CPU spikes, so a
@@ -37,6 +38,7 @@ pub(super) fn generate(
     let cpu_labels: Vec<String> = (0..h.cpus).map(|i| i.to_string()).collect();
     let gib = 1_073_741_824.0;
     let mut b = MetricsBuilder::new();
+    let docker = super::containers::Stats::new(world, host, to);
     while t < to {
         let d = diurnal(t) / 1.6;
         let hour = t.div_euclid(3_600_000_000);
@@ -109,6 +111,7 @@ pub(super) fn generate(
         b.push(t, name, "lake_collector_rss_bytes", (11.5e6 + 3e5 * rng.normal()).round(), &[]);
         b.push(t, name, "lake_collector_spool_bytes", (rng.f64() * 180_000.0).round(), &[]);
         b.push(t, name, "lake_collector_dropped_batches_total", 0.0, &[]);
+        docker.push(world, host, t, &mut rng, &mut b);
         if b.len() >= CHUNK {
             sink(b.finish())?;
         }

@@ -134,6 +134,8 @@ pub(super) struct Host {
     pub(super) boot: i64,
     /// Share of the firewall and log traffic.
     pub(super) exposure: f64,
+    /// Containers of its compose project ([`super::containers::project`]).
+    pub(super) containers: usize,
 }
 
 /// What kind of resource a path is: decides status, latency and size.
@@ -314,7 +316,9 @@ impl World {
             Table::Probes => span / 60e6 * n * (n - 1.0 + super::events::UPTIME_TARGETS.len() as f64),
             Table::Bans => self.firewall_rate * span / 40.0,
             Table::Alerts => span / MICROS_PER_DAY as f64 * 20.0,
-            Table::Containers => 0.0,
+            Table::Containers => {
+                (0..self.hosts.len()).map(super::containers::rows_per_day).sum::<f64>() * span / MICROS_PER_DAY as f64
+            }
             Table::Packages | Table::Listeners | Table::Units | Table::Hosts => {
                 // Inventory: what each host reports when it first starts, then changes.
                 if from == self.start {
@@ -389,7 +393,15 @@ pub(super) fn diurnal_times(rng: &mut Rng, from: i64, to: i64, n: usize) -> Vec<
 
 /// Samples each tick of the host source (and the collector's own health) gives.
 pub(super) fn metrics_per_tick(h: &Host) -> usize {
-    (h.cpus + 1) + 3 + 5 + 3 * h.mounts.len() + 4 * h.disks.len() + 8 * h.ifaces.len() + 2 + 3
+    (h.cpus + 1)
+        + 3
+        + 5
+        + 3 * h.mounts.len()
+        + 4 * h.disks.len()
+        + 8 * h.ifaces.len()
+        + 2
+        + 3
+        + super::containers::SAMPLES_PER_CONTAINER * h.containers
 }
 
 fn host(seed: u64, i: usize, start: i64) -> Host {
@@ -451,6 +463,7 @@ fn host(seed: u64, i: usize, start: i64) -> Host {
         tailnet_ip: format!("100.{}.{}.{}", 64 + i % 60, rng.below(256), 1 + rng.below(254)),
         boot: start - (5 + rng.below(40) as i64) * MICROS_PER_DAY,
         exposure: [1.0, 0.5, 1.4, 0.8, 0.4][role],
+        containers: super::containers::project(i).1.len(),
     }
 }
 

@@ -154,6 +154,8 @@ struct Resolved<'a> {
     label: String,
     sql: Cow<'a, str>,
     shape: Shape,
+    /// The named query, whose variable defaults fill what the request leaves out.
+    named: Option<&'a NamedQuery>,
 }
 
 impl Grafana {
@@ -200,6 +202,7 @@ impl Grafana {
                     label: format!("target {ref_id} (payload.sql)"),
                     sql: Cow::Borrowed(sql),
                     shape,
+                    named: None,
                 }));
             }
         }
@@ -218,10 +221,16 @@ impl Grafana {
                 label: format!("target {ref_id} ({})", q.name),
                 sql: Cow::Borrowed(&q.sql),
                 shape,
+                named: Some(q),
             }));
         }
         if looks_like_sql(text) {
-            return Ok(Some(Resolved { label: format!("target {ref_id}"), sql: Cow::Borrowed(text), shape }));
+            return Ok(Some(Resolved {
+                label: format!("target {ref_id}"),
+                sql: Cow::Borrowed(text),
+                shape,
+                named: None,
+            }));
         }
         Err(self.unknown(text))
     }
@@ -276,7 +285,10 @@ pub async fn query(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
         let Some(resolved) = s.resolve(target, &payload)? else {
             continue;
         };
-        let ctx = req.context(&payload, now)?;
+        let mut ctx = req.context(&payload, now)?;
+        if let Some(q) = resolved.named {
+            q.fill_vars(&mut ctx.vars);
+        }
         let expanded = macros::expand(&resolved.sql, &ctx)
             .map_err(|e| ApiError::bad_request(format!("{}: {e}", resolved.label)))?;
         let result = s

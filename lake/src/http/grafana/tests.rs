@@ -222,7 +222,9 @@ async fn metrics_offer_the_named_queries() {
             "p95_latency_per_vhost",
             "mesh_latency",
             "disk_usage_per_mount",
-            "traffic_by_class"
+            "traffic_by_class",
+            "logs",
+            "logs_histogram"
         ]
     );
     let options = json!([

@@ -38,6 +38,7 @@
 //! The terminal `table` format needs every row for its column widths: it is collected
 //! (up to the row limit) and sent whole.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -72,8 +73,11 @@ pub const ERROR_TRAILER: &str = "lake-error";
 /// [`crate::http::router`].
 ///
 /// Besides SQL, a JSON body may name one of `queries` (`{"query": "http_5xx_ratio",
-/// "since": "6h"}`): its macros are expanded over the last `since` (default 24h) with
-/// parameters, as Grafana panels are.
+/// "since": "6h"}`): its macros are expanded over the last `since` (default 24h), or
+/// over `from`..`to` (Unix epoch milliseconds) when given, with parameters, as Grafana
+/// panels are. `vars` gives its template variables (`{"host": ["a", "b"], "grep":
+/// "x"}`: a string is one value), bound as parameters; those left out take the query's
+/// defaults ([`NamedQuery::vars`]).
 #[derive(Debug)]
 pub struct Sql {
     engine: Arc<Engine>,
@@ -111,14 +115,29 @@ struct SqlBody {
     query: Option<String>,
     /// Time span a named query covers, e.g. "6h" (default 24h).
     since: Option<String>,
+    /// Start of a named query's range, epoch milliseconds (instead of `since`).
+    from: Option<i64>,
+    /// End of a named query's range, epoch milliseconds (default now).
+    to: Option<i64>,
+    /// A named query's template variables.
+    #[serde(default)]
+    vars: BTreeMap<String, OneOrMany>,
     format: Option<String>,
+}
+
+/// A variable's values: a string is one.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// What a request asks to run.
 #[derive(Debug)]
 enum Statement {
     Sql(String),
-    Named { name: String, since_ms: u64 },
+    Named { name: String, from_ms: Option<i64>, to_ms: Option<i64>, since_ms: u64, vars: BTreeMap<String, Vec<String>> },
 }
 
 /// `POST /v1/sql`.
@@ -133,15 +152,25 @@ pub async fn sql(
     let (statement, format) = parse_request(&headers, params, &body)?;
     let (sql, params) = match statement {
         Statement::Sql(sql) => (sql, Vec::new()),
-        Statement::Named { name, since_ms } => {
+        Statement::Named { name, from_ms, to_ms, since_ms, mut vars } => {
             let q = state.queries.iter().find(|q| q.name == name).ok_or_else(|| {
                 let known: Vec<&str> = state.queries.iter().map(|q| q.name.as_str()).collect();
                 ApiError::bad_request(format!("unknown named query {name:?} (known: {})", known.join(", ")))
             })?;
             let now_ms = lake_format::rows::now_micros() / 1000;
-            let span = i64::try_from(since_ms).unwrap_or(i64::MAX);
-            let expanded = expand(&q.sql, &MacroContext::last(now_ms, span, 200))
-                .map_err(|e| ApiError::bad_request(format!("named query {name}: {e}")))?;
+            let to_ms = to_ms.unwrap_or(now_ms);
+            let span = match from_ms {
+                Some(from) if from < to_ms => to_ms - from,
+                Some(from) => {
+                    return Err(ApiError::bad_request(format!("from ({from}) must be before to ({to_ms})")));
+                }
+                None => i64::try_from(since_ms).unwrap_or(i64::MAX),
+            };
+            let mut ctx = MacroContext::last(to_ms, span, 200);
+            q.fill_vars(&mut vars);
+            ctx.vars = vars;
+            let expanded =
+                expand(&q.sql, &ctx).map_err(|e| ApiError::bad_request(format!("named query {name}: {e}")))?;
             (expanded.sql, expanded.params)
         }
     };
@@ -186,7 +215,18 @@ fn parse_request(headers: &HeaderMap, params: SqlParams, body: &[u8]) -> Result<
                 None => 24 * 3_600_000,
             };
             let format = parse_format(format)?;
-            return Ok((Statement::Named { name, since_ms }, format));
+            let vars = b
+                .vars
+                .into_iter()
+                .map(|(k, v)| match v {
+                    OneOrMany::One(s) => (k, vec![s]),
+                    OneOrMany::Many(list) => (k, list),
+                })
+                .collect();
+            return Ok((Statement::Named { name, from_ms: b.from, to_ms: b.to, since_ms, vars }, format));
+        }
+        if b.from.is_some() || b.to.is_some() || !b.vars.is_empty() {
+            return Err(ApiError::bad_request("from, to and vars are for a named query (\"query\"), not for sql"));
         }
         (b.sql, format)
     } else {
