@@ -1,7 +1,8 @@
 //! The file sources end to end, with the real binaries: a collector follows a Caddy
 //! access log, an rsyslog-style ufw.log and a fail2ban.log, ships to a real lake, is
 //! stopped, the files grow, it starts again — and every line is in its table exactly
-//! once, with lines that do not parse kept in `logs` as `<source>-unparsed`.
+//! once, with lines that do not parse kept in `logs` as `<source>-unparsed`; and the same
+//! for `[[log_file]]` with real nginx and Python lines.
 
 mod common;
 
@@ -131,6 +132,74 @@ async fn caddy_ufw_and_fail2ban_files_arrive_exactly_once_across_a_restart() {
     );
     let ts = sql(&c, &lake.url, "select min(ts)::varchar from firewall").await;
     assert_eq!(ts[0][0], "2026-11-22 10:15:01.000001+00", "ufw rows take the file's own timestamp");
+    let _ = collector.kill();
+    let _ = collector.wait();
+}
+
+/// `[[log_file]]` end to end: real nginx and Python log lines (the captured fixtures) go
+/// through a real collector into a real lake — access lines into `http` with traffic
+/// classes, Python records into `logs` with the traceback joined into its record — once
+/// each across a restart, a record still pending at the stop included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_nginx_and_python_records_arrive_exactly_once_across_a_restart() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let nginx_lines = std::fs::read(fixtures.join("nginx/access.log")).unwrap();
+    let python_lines = std::fs::read(fixtures.join("python/stderr.log")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let lake = Lake::start(&write_config(dir.path(), port, "1s"), port);
+    let (access, app) = (dir.path().join("access.log"), dir.path().join("app.log"));
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\nnode = \"{NODE}\"\ndata_dir = \"{}\"\n[lake]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\n\
+             [host]\nenabled = false\n[shipper]\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n\
+             [[log_file]]\nname = \"nginx\"\npaths = [\"{}\"]\nformat = \"nginx_combined\"\npoll_interval = \"100ms\"\nbatch_wait = \"100ms\"\n\
+             [[log_file]]\nname = \"api\"\npaths = [\"{}\"]\nformat = \"python\"\npoll_interval = \"100ms\"\nbatch_wait = \"100ms\"\n\
+             [log_file.multiline]\nmax_wait = \"300ms\"\n",
+            dir.path().join("collector").display(),
+            lake.url,
+            access.display(),
+            app.display(),
+        ),
+    )
+    .unwrap();
+    let append_bytes = |path: &Path, bytes: &[u8]| {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        f.write_all(bytes).unwrap();
+    };
+    append_bytes(&access, &nginx_lines);
+    append_bytes(&app, &python_lines);
+
+    // The fixtures hold 5 access lines and 5 Python records (8 lines: one traceback).
+    let mut collector = start_collector(&config);
+    let c = reqwest::Client::new();
+    assert_eq!(wait_for(&c, &lake.url, "select count(*) from http", 5).await, 5);
+    assert_eq!(wait_for(&c, &lake.url, "select count(*) from logs where source = 'api'", 5).await, 5);
+
+    // Stopped with a record still open: the first line of the next batch waits for more.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
+    assert!(collector.wait().unwrap().success());
+    append_bytes(&access, &nginx_lines);
+    append_bytes(&app, &python_lines);
+    let mut collector = start_collector(&config);
+    assert_eq!(wait_for(&c, &lake.url, "select count(*) from http", 10).await, 10);
+    assert_eq!(wait_for(&c, &lake.url, "select count(*) from logs where source = 'api'", 10).await, 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let r = sql(
+        &c,
+        &lake.url,
+        "select (select count(*) from http), (select count(*) from http where client_class = 'search_bot'),
+                (select count(*) from http where status = 404),
+                (select count(*) from logs where source = 'api'),
+                (select count(*) from logs where source = 'api' and message like '%Traceback%KeyError%'),
+                (select count(*) from logs where source like '%-unparsed')",
+    )
+    .await;
+    let v: Vec<i64> = r[0].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    assert_eq!(v, vec![10, 2, 2, 10, 2, 0], "http, search bots, 404s, api records, tracebacks joined, unparsed");
     let _ = collector.kill();
     let _ = collector.wait();
 }
