@@ -7,10 +7,12 @@
 //! - [`batch_to_json`], [`table_rows`], [`same`]: record batches as JSON rows, so a test can
 //!   state every column, and a comparison that forgives float round trips.
 //! - [`tree_of`]: what a directory holds, to show a request created or left nothing.
+//! - [`docker::Dockerd`]: a real Docker daemon of a test, offline, with a busybox image.
 //! - [`spool`] (feature `spool`): every record of a collector's spool, read back as rows.
 
 use std::process::Child;
 
+pub mod docker;
 mod json;
 mod lake_toml;
 #[cfg(feature = "spool")]
