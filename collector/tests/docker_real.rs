@@ -88,7 +88,7 @@ async fn events_logs_and_stats_of_real_containers() {
     let Some(d) = daemon() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let text = config_text(&data, d.socket(), "stats_interval = \"1s\"\n");
+    let text = config_text(&data, d.socket(), "stats_interval = \"1s\"\nmax_line_bytes = \"1KiB\"\n");
     let cfg = Config::from_toml(&text, None).unwrap();
     let stats = Arc::new(Stats::default());
     let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::clone(&stats)).await.unwrap();
@@ -121,18 +121,9 @@ async fn events_logs_and_stats_of_real_containers() {
     run(&["-d", "--name", "loop", "--restart", "on-failure:3", IMAGE, "sh", "-c", "echo crash; sleep 2; exit 1"]);
     run(&["--name", "printer", IMAGE, "sh", "-c", "echo out1; echo err1 >&2; echo out2"]);
     run(&["--name", "bad", IMAGE, "sh", "-c", "echo dying; exit 3"]);
-    run(&[
-        "--name",
-        "oom",
-        "-m",
-        "16m",
-        "--memory-swap",
-        "16m",
-        IMAGE,
-        "sh",
-        "-c",
-        "sleep 1; x=a; while true; do x=\"$x$x\"; done",
-    ]);
+    d.run_oom_killed("oom");
+    // Hostile output: bytes that are not UTF-8, a line over max_line_bytes (1 KiB here).
+    run(&["--name", "hostile", IMAGE, "sh", "-c", "printf 'bad \\377 byte\\n'; printf '%05000d\\n' 7; echo after"]);
     run(&["-d", "-t", "--name", "tty", IMAGE, "sh", "-c", "printf 'tty line\\n'; echo second"]);
     assert_eq!(d.inspect("oom", "{{.State.OOMKilled}} {{.State.ExitCode}}"), "true 137");
     d.wait_inspect("loop", "{{.RestartCount}} {{.State.Status}}", "3 exited");
@@ -222,6 +213,18 @@ async fn events_logs_and_stats_of_real_containers() {
 
     // A TTY: raw stream, no `\r`.
     assert_eq!(lines(&rows, "tty"), vec![l("stdout", 6, "tty line"), l("stdout", 6, "second")]);
+
+    // Not UTF-8: Docker's json-file driver stores lines as JSON strings, which already
+    // replaced the byte by U+FFFD (the source's raw_hex is for drivers that keep bytes, e.g.
+    // `local`; unit-tested). Too long: cut, marked, the next line whole.
+    let h = of(&rows, "logs", "hostile");
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(h[0]["message"], "bad \u{fffd} byte");
+    assert!(h[0]["attrs"].get("raw_hex").is_none(), "{:?}", h[0]);
+    let long = h[1]["message"].as_str().unwrap();
+    assert!(long.starts_with("0000") && long.len() < 1024 && long.len() > 900, "{}", long.len());
+    assert_eq!(h[1]["attrs"]["truncated"], "true");
+    assert_eq!((h[2]["message"].as_str(), h[2]["attrs"].get("truncated")), (Some("after"), None));
 
     for (name, got) in [("printer", lines(&rows, "printer")), ("loop", lines(&rows, "loop"))] {
         eprintln!("{name} logs: {got:?}");

@@ -132,6 +132,28 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Runs container `name` until the kernel kills it for memory (`-m 16m`, no swap):
+    /// exit 137, an `oom` event. It sleeps a second first: a process killed before
+    /// containerd watches its cgroup's OOM notifications dies with 137 but no `oom` event.
+    pub fn run_oom_killed(&self, name: &str) {
+        let hog = "sleep 1; x=a; while true; do x=\"$x$x\"; done";
+        self.ok(&[
+            "run",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            IMAGE,
+            "sh",
+            "-c",
+            hog,
+        ]);
+    }
+
     /// `docker inspect -f <format> <name>`.
     pub fn inspect(&self, name: &str, format: &str) -> String {
         self.ok(&["inspect", "-f", format, name])

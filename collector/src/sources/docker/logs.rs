@@ -12,7 +12,9 @@
 //! the rest until the newline is skipped (counted), never held. With `timestamps=1` every
 //! line starts with Docker's RFC 3339 nanosecond time and a space: that is the row's `ts`
 //! and the line's position. Text that is not UTF-8 is kept lossy in `message`, its exact
-//! bytes hex-encoded in attr `raw_hex` (as the other sources keep unparsed lines). A TTY's
+//! bytes hex-encoded in attr `raw_hex` (as the other sources keep unparsed lines) — when
+//! the log driver kept them: `json-file`, Docker's default, stores JSON strings and has
+//! already replaced such bytes by U+FFFD; `local` keeps them. A TTY's
 //! `\r` before the newline is dropped.
 //!
 //! **Position** ([`LogPos`]): the newest line time spooled and how many lines of exactly
