@@ -106,6 +106,8 @@ struct ConfigFile {
     #[serde(default)]
     journald: crate::sources::journald::JournaldFile,
     #[serde(default)]
+    docker: crate::sources::docker::DockerFile,
+    #[serde(default)]
     ufw: crate::sources::ufw::UfwFile,
     #[serde(default)]
     fail2ban: crate::sources::fail2ban::Fail2banFile,
@@ -291,6 +293,8 @@ pub struct Config {
     pub caddy: crate::sources::caddy::CaddyConfig,
     /// `[journald]`.
     pub journald: crate::sources::journald::JournaldConfig,
+    /// `[docker]`.
+    pub docker: crate::sources::docker::DockerConfig,
     /// `[ufw]`.
     pub ufw: crate::sources::ufw::UfwConfig,
     /// `[fail2ban]`.
@@ -619,6 +623,7 @@ impl ConfigFile {
             uptime: self.uptime.validate()?,
             caddy: self.caddy.validate()?,
             journald: self.journald.validate()?,
+            docker: self.docker.validate()?,
             ufw: self.ufw.validate()?,
             fail2ban: self.fail2ban.validate()?,
             inventory: self.inventory.validate()?,

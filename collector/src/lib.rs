@@ -141,6 +141,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             warn!("[fail2ban] reads its messages from journald, but [journald] is not enabled and no paths are set: no ban rows");
         }
     }
+    if config.docker.enabled {
+        let (cfg, c, cancel) = (config.docker.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(sources::docker::NAME, Arc::clone(&st), k.clone(), move || {
+            sources::docker::DockerSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
     if let (true, Some(files)) = (config.ufw.enabled, &config.ufw.files) {
         let (files, tz, c, cancel) = (files.clone(), config.ufw.timezone.clone(), ctx.clone(), k.clone());
         sources.spawn(supervise("ufw", Arc::clone(&st), k.clone(), move || {

@@ -179,6 +179,10 @@ fn print_summary(c: &Config) {
         "inventory     enabled={} interval={:?} listeners={:?} units={:?}",
         c.inventory.enabled, c.inventory.interval, c.inventory.listeners_interval, c.inventory.units_interval
     );
+    if c.docker.enabled {
+        let stats = c.docker.stats_interval.map_or("off".to_string(), |d| format!("{d:?}"));
+        println!("docker        {} logs={} stats every {stats}", c.docker.socket.display(), c.docker.logs);
+    }
     for e in &c.exec {
         println!("exec          {}", lake_collector::sources::exec::describe(e));
     }

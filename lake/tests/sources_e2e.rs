@@ -8,8 +8,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -36,27 +35,6 @@ fn append(path: &Path, lines: &[String]) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
-    }
-}
-
-fn start_collector(config: &Path) -> Child {
-    Command::new(collector_bin())
-        .arg("--config")
-        .arg(config)
-        .env("LOG_FILTER", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_for(c: &reqwest::Client, url: &str, q: &str, want: i64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n = count(c, url, q).await;
-        if n >= want || Instant::now() > deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -9,11 +9,13 @@
 //!   state every column, and a comparison that forgives float round trips;
 //!   [`expect_jsonl`]: rows against a golden file (`LAKE_BLESS=1` rewrites it).
 //! - [`tree_of`]: what a directory holds, to show a request created or left nothing.
+//! - [`docker::Dockerd`]: a real Docker daemon of a test, offline, with a busybox image.
 //! - [`spool`] (feature `spool`): every record of a collector's spool, read back as rows.
 
 use std::process::Child;
 
 mod caddy;
+pub mod docker;
 mod json;
 mod lake_toml;
 #[cfg(feature = "spool")]

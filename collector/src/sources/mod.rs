@@ -19,6 +19,7 @@
 
 pub mod caddy;
 pub mod custom;
+pub mod docker;
 pub mod exec;
 pub mod fail2ban;
 pub mod host;

@@ -114,13 +114,20 @@ pub(crate) fn tail_config(
     for (i, p) in paths.iter().enumerate() {
         glob::Pattern::new(p).map_err(|e| anyhow::anyhow!("{section}.paths[{i}] = {p:?}: {e}"))?;
     }
+    let max = check_max_line_bytes(section, max_line_bytes)?;
+    ensure!(!poll_interval.0.is_zero(), "{section}.poll_interval must be more than zero");
+    Ok(TailConfig { patterns: paths, start_at, max_line_bytes: max, poll_interval: poll_interval.0 })
+}
+
+/// Checks a section's `max_line_bytes` (between 1 KiB and 64 MiB): the longest line a
+/// reader holds.
+pub(crate) fn check_max_line_bytes(section: &str, max_line_bytes: ByteSize) -> anyhow::Result<usize> {
     let max = max_line_bytes.0;
     ensure!(
         (1024..=MAX_LINE_LIMIT).contains(&max),
         "{section}.max_line_bytes = {max_line_bytes}: must be between 1KiB and 64MiB"
     );
-    ensure!(!poll_interval.0.is_zero(), "{section}.poll_interval must be more than zero");
-    Ok(TailConfig { patterns: paths, start_at, max_line_bytes: max as usize, poll_interval: poll_interval.0 })
+    Ok(max as usize)
 }
 
 /// Checks a section's `batch_lines`.

@@ -199,3 +199,26 @@ pub async fn send_custom(
 pub async fn count(client: &reqwest::Client, url: &str, sql_text: &str) -> i64 {
     sql(client, url, sql_text).await[0][0].as_i64().unwrap()
 }
+
+/// The collector binary running `config`, logging warnings.
+pub fn start_collector(config: &Path) -> Child {
+    Command::new(collector_bin())
+        .arg("--config")
+        .arg(config)
+        .env("LOG_FILTER", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls the count `q` until it reaches `want` (30 s at most); the last count.
+pub async fn wait_for(c: &reqwest::Client, url: &str, q: &str, want: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count(c, url, q).await;
+        if n >= want || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

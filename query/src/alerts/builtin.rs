@@ -11,6 +11,10 @@
 //! | `unit_failed` | latest `units` row per (host, unit), last 7 days | 1 | its `active_state` is `failed` |
 //! | `public_listener_opened` | latest `listeners` row per (host, proto, addr, port), last day, on an address that is not loopback, link-local, RFC 1918 or Tailscale's | 1 | the socket was `opened` (not present at the first inventory) |
 //! | `tailscale_relayed` | `probes` of kind `tailscale` per (host, peer) whose latest path is `DERP(…)` and that had a direct path in the last day | seconds since the last direct path | `> 600` |
+//! | `container_restarting` | `containers` `start` events that follow a `die` of the same (host, container), last 10 min | restarts | `> 3` |
+//! | `container_oom` | `containers` `oom` events per (host, container), last 10 min | OOM kills | `>= 1` |
+//! | `container_unhealthy` | the latest `start`/`die`/`destroy`/`health_status` event per (host, container), last 7 days (Docker sends `health_status` only when the health changes) | seconds since it turned `unhealthy` | `> 120` |
+//! | `compose_container_gone` | per (host, compose project, container) with an event in the last day: its latest lifecycle event (`start`, `restart`, `unpause`, `die`, `stop`, `kill`, `oom`, `destroy`), and whether the docker source sampled its stats (only running containers have some) in the last 5 min | seconds since its last event | `> 300` while the latest is not `start`/`restart`/`unpause` and no stats came |
 //! | `alert_rule_failing` | the evaluations of every other rule (no SQL: the lake's evaluator reports them, so it works when the engine does not) | failed evaluations of the rule in a row | `>= 2` |
 //!
 //! Each is overridden field by field with a `[[rules]]` entry of the same name, or
@@ -42,11 +46,19 @@ pub const TAILSCALE_RELAYED: &str = "tailscale_relayed";
 pub const UNIT_FAILED: &str = "unit_failed";
 /// `public_listener_opened`.
 pub const PUBLIC_LISTENER_OPENED: &str = "public_listener_opened";
+/// `container_restarting`.
+pub const CONTAINER_RESTARTING: &str = "container_restarting";
+/// `container_oom`.
+pub const CONTAINER_OOM: &str = "container_oom";
+/// `container_unhealthy`.
+pub const CONTAINER_UNHEALTHY: &str = "container_unhealthy";
+/// `compose_container_gone`.
+pub const COMPOSE_CONTAINER_GONE: &str = "compose_container_gone";
 /// `alert_rule_failing`.
 pub const ALERT_RULE_FAILING: &str = "alert_rule_failing";
 
 /// Names of the built-in rules.
-pub const BUILTIN_NAMES: [&str; 10] = [
+pub const BUILTIN_NAMES: [&str; 14] = [
     NODE_SILENT,
     FILESYSTEM_FULL,
     TLS_EXPIRING,
@@ -56,6 +68,10 @@ pub const BUILTIN_NAMES: [&str; 10] = [
     TAILSCALE_RELAYED,
     UNIT_FAILED,
     PUBLIC_LISTENER_OPENED,
+    CONTAINER_RESTARTING,
+    CONTAINER_OOM,
+    CONTAINER_UNHEALTHY,
+    COMPOSE_CONTAINER_GONE,
     ALERT_RULE_FAILING,
 ];
 
@@ -260,6 +276,98 @@ WHERE last_change = 'opened'
             every: secs(60),
             severity: Severity::Warning,
             message: "{{ labels.host }}: {{ details.process }} listens on {{ labels.proto }} {{ labels.addr }}:{{ labels.port }} (opened {{ details.since }})",
+        },
+        BuiltinRule {
+            name: CONTAINER_RESTARTING,
+            description: "a container restarted more than 3 times in 10 minutes (a crash loop)",
+            sql: r#"
+WITH e AS (
+    SELECT host, container, ts, action, image, compose_project,
+           lag(action) OVER (PARTITION BY host, container ORDER BY ts) AS before
+    FROM containers
+    WHERE action IN ('start', 'die') AND ts > now() - INTERVAL 1 HOUR
+)
+SELECT host, container, count(*) AS value,
+       coalesce(arg_max(image, ts), '?') AS _image, coalesce(arg_max(compose_project, ts), '-') AS _compose_project
+FROM e
+WHERE action = 'start' AND before = 'die' AND ts > now() - INTERVAL 10 MINUTE
+GROUP BY host, container"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 3",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: container {{ labels.container }} ({{ details.image }}) restarted {{ value }} times in 10 minutes",
+        },
+        BuiltinRule {
+            name: CONTAINER_OOM,
+            description: "a container was killed for running out of memory (last 10 minutes)",
+            sql: r#"
+SELECT host, container, count(*) AS value, max(ts) AS _last, coalesce(arg_max(image, ts), '?') AS _image
+FROM containers
+WHERE action = 'oom' AND ts > now() - INTERVAL 10 MINUTE
+GROUP BY host, container"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: ">= 1",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: container {{ labels.container }} ({{ details.image }}) was OOM-killed {{ value }} time(s) in 10 minutes (last {{ details.last }})",
+        },
+        BuiltinRule {
+            name: CONTAINER_UNHEALTHY,
+            description: "a container's health check has said unhealthy for 2 minutes",
+            sql: r#"
+WITH l AS (
+    SELECT host, container, arg_max(action, ts) AS action, arg_max(health, ts) AS health, max(ts) AS since
+    FROM containers
+    WHERE action IN ('health_status', 'start', 'die', 'destroy') AND ts > now() - INTERVAL 7 DAY
+    GROUP BY host, container
+)
+SELECT host, container, epoch(now()) - epoch(since) AS value, since AS _since
+FROM l
+WHERE action = 'health_status' AND health = 'unhealthy'"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 120",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: container {{ labels.container }} has been unhealthy for {{ value | duration }} (since {{ details.since }})",
+        },
+        BuiltinRule {
+            name: COMPOSE_CONTAINER_GONE,
+            description: "a container of a compose project that ran in the last day is not running (its last event is a stop, and no stats for 5 minutes)",
+            sql: r#"
+WITH l AS (
+    SELECT host, compose_project, container,
+           arg_max(action, ts) AS action, max(ts) AS last, arg_max(compose_service, ts) AS service
+    FROM containers
+    WHERE compose_project IS NOT NULL AND ts > now() - INTERVAL 1 DAY
+      AND action IN ('start', 'restart', 'unpause', 'die', 'stop', 'kill', 'oom', 'destroy')
+    GROUP BY host, compose_project, container
+), running AS (
+    SELECT DISTINCT host, labels['container'] AS container
+    FROM metrics
+    WHERE name = 'container_restart_count' AND ts > now() - INTERVAL 5 MINUTE
+)
+SELECT l.host, l.compose_project, l.container, epoch(now()) - epoch(l.last) AS value,
+       coalesce(l.service, '?') AS _service, l.action AS _last_action
+FROM l LEFT JOIN running r ON r.host = l.host AND r.container = l.container
+WHERE l.action NOT IN ('start', 'restart', 'unpause') AND r.container IS NULL"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 300",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: {{ labels.container }} (service {{ details.service }} of compose project {{ labels.compose_project }}) is gone for {{ value | duration }} (last event: {{ details.last_action }})",
         },
         BuiltinRule {
             name: ALERT_RULE_FAILING,
@@ -475,6 +583,84 @@ mod tests {
         });
         fresh.set(Table::Bans, vec![bans]);
         assert_eq!(firing(&fresh, &rule(FAIL2BAN_BURST, &[], 0), now), [("host=h".to_string(), 25.0)]);
+    }
+
+    #[test]
+    fn container_rules() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        // (container, compose project, action, health, seconds ago), per host h.
+        type Event<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, i64);
+        let events: &[Event] = &[
+            // loop: started, then died and started again 4 times in 10 minutes.
+            ("loop", None, "start", None, 500),
+            ("loop", None, "die", None, 400),
+            ("loop", None, "start", None, 399),
+            ("loop", None, "die", None, 300),
+            ("loop", None, "start", None, 299),
+            ("loop", None, "die", None, 200),
+            ("loop", None, "start", None, 199),
+            ("loop", None, "die", None, 100),
+            ("loop", None, "start", None, 99),
+            // flaky: 3 restarts, not more than 3.
+            ("flaky", None, "die", None, 300),
+            ("flaky", None, "start", None, 299),
+            ("flaky", None, "die", None, 200),
+            ("flaky", None, "start", None, 199),
+            ("flaky", None, "die", None, 100),
+            ("flaky", None, "start", None, 99),
+            // hog: OOM-killed a minute ago; old-hog an hour ago.
+            ("hog", None, "oom", None, 60),
+            ("hog", None, "die", None, 60),
+            ("old-hog", None, "oom", None, 3600),
+            // db unhealthy for 5 minutes; cache unhealthy for 1; web unhealthy then healthy;
+            // api unhealthy then died (what is dead is not unhealthy).
+            ("db", None, "health_status", Some("unhealthy"), 300),
+            ("cache", None, "health_status", Some("unhealthy"), 60),
+            ("web", None, "health_status", Some("unhealthy"), 600),
+            ("web", None, "health_status", Some("healthy"), 300),
+            ("api", None, "health_status", Some("unhealthy"), 600),
+            ("api", None, "die", None, 500),
+            // shop: worker stopped 10 minutes ago; front's last event is a die but its stats
+            // are fresh (it runs); cart died a minute ago (not yet 5 minutes); db runs; blog's
+            // container died two days ago (not of the last day).
+            ("shop-worker-1", Some("shop"), "start", None, 3000),
+            ("shop-worker-1", Some("shop"), "die", None, 600),
+            ("shop-worker-1", Some("shop"), "stop", None, 600),
+            ("shop-front-1", Some("shop"), "die", None, 600),
+            ("shop-cart-1", Some("shop"), "die", None, 60),
+            ("shop-db-1", Some("shop"), "start", None, 600),
+            ("blog-web-1", Some("blog"), "die", None, 2 * 86400),
+        ];
+        let batch = rows(Table::Containers, events.len(), |b, c, i| {
+            let (name, project, action, health, ago) = events[i];
+            b.ts(c("ts"), now - ago * S);
+            b.text(c("host"), Some("h"));
+            b.text(c("container"), Some(name));
+            b.text(c("image"), Some("img:1"));
+            b.text(c("compose_project"), project);
+            b.text(c("compose_service"), project.map(|_| "svc"));
+            b.text(c("action"), Some(action));
+            b.text(c("health"), health);
+        });
+        fresh.set(Table::Containers, vec![batch]);
+        let mut m = MetricsBuilder::new();
+        m.push(now - 30 * S, "h", "container_restart_count", 0.0, &[("container", "shop-front-1")]);
+        fresh.set(Table::Metrics, vec![m.finish()]);
+        assert_eq!(
+            firing(&fresh, &rule(CONTAINER_RESTARTING, &[], 0), now),
+            [("container=loop host=h".to_string(), 4.0)]
+        );
+        assert_eq!(firing(&fresh, &rule(CONTAINER_OOM, &[], 0), now), [("container=hog host=h".to_string(), 1.0)]);
+        let f = firing(&fresh, &rule(CONTAINER_UNHEALTHY, &[], 0), now);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].0 == "container=db host=h" && (f[0].1 - 300.0).abs() < 30.0, "{f:?}");
+        let f = firing(&fresh, &rule(COMPOSE_CONTAINER_GONE, &[], 0), now);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].0 == "compose_project=shop container=shop-worker-1 host=h" && (f[0].1 - 600.0).abs() < 30.0,
+            "{f:?}"
+        );
     }
 
     #[test]

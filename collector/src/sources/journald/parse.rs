@@ -4,7 +4,8 @@
 //! Mapping (see `man systemd.journal-fields`):
 //! - `ts`: `_SOURCE_REALTIME_TIMESTAMP` (when the sender gave one) else
 //!   `__REALTIME_TIMESTAMP`, µs; the one not used stays in attrs.
-//! - `unit`: `_SYSTEMD_UNIT`, else `_SYSTEMD_USER_UNIT`; `ident`: `SYSLOG_IDENTIFIER`;
+//! - `unit`: `_SYSTEMD_UNIT`, else `_SYSTEMD_USER_UNIT` (an entry of Docker's journald log
+//!   driver: the container's compose service or name, see [`map_container`]); `ident`: `SYSLOG_IDENTIFIER`;
 //!   `pid`: `_PID` (else `SYSLOG_PID`); `priority`: `PRIORITY`; `boot_id`: `_BOOT_ID`.
 //! - `message`: `MESSAGE`. journalctl prints a value that is not printable UTF-8 as an
 //!   array of byte numbers: the message gets the lossy UTF-8 text, and when the bytes are
@@ -180,6 +181,7 @@ pub fn parse_entry(line: &[u8]) -> Result<JournalEntry, ParseError> {
         }
     };
     e.unit = fields.remove("_SYSTEMD_UNIT").or_else(|| fields.remove("_SYSTEMD_USER_UNIT"));
+    map_container(&mut e, &mut fields, &mut attrs);
     e.ident = fields.remove("SYSLOG_IDENTIFIER");
     let num = |s: &str| s.split('\n').next().and_then(|v| v.trim().parse::<i64>().ok());
     e.pid = fields.get("_PID").or_else(|| fields.get("SYSLOG_PID")).and_then(|p| num(p));
@@ -204,6 +206,33 @@ pub fn parse_entry(line: &[u8]) -> Result<JournalEntry, ParseError> {
     attrs.extend(fields);
     e.attrs = attrs;
     Ok(e)
+}
+
+/// An entry of Docker's journald log driver (it has `CONTAINER_NAME`) gets the columns
+/// the docker source writes: `unit` = the compose service (the label
+/// `com.docker.compose.service`, a field only when the driver's `labels` option names it)
+/// else the container name — the daemon's own unit moves to attr `systemd_unit` — and attrs
+/// `container`, `container_id` (`CONTAINER_ID_FULL`, else the short `CONTAINER_ID`),
+/// `image` (`IMAGE_NAME`) and `compose_project`.
+fn map_container(e: &mut JournalEntry, fields: &mut BTreeMap<String, String>, attrs: &mut BTreeMap<String, String>) {
+    let Some(name) = fields.remove("CONTAINER_NAME") else { return };
+    let full = fields.remove("CONTAINER_ID_FULL");
+    let short = fields.remove("CONTAINER_ID");
+    if let Some(id) = full.or(short) {
+        attrs.insert("container_id".into(), id);
+    }
+    if let Some(image) = fields.remove("IMAGE_NAME") {
+        attrs.insert("image".into(), image);
+    }
+    if let Some(project) = fields.remove("COM_DOCKER_COMPOSE_PROJECT") {
+        attrs.insert("compose_project".into(), project);
+    }
+    let service = fields.remove("COM_DOCKER_COMPOSE_SERVICE");
+    if let Some(unit) = e.unit.take() {
+        attrs.insert("systemd_unit".into(), unit);
+    }
+    e.unit = Some(service.unwrap_or_else(|| name.clone()));
+    attrs.insert("container".into(), name);
 }
 
 /// Exact names and `*` globs of systemd units.
@@ -254,6 +283,41 @@ mod tests {
         assert_eq!(e.cursor.as_deref(), Some("s=1;i=2"));
         assert_eq!((e.ts, e.priority, e.unit.as_deref()), (1795374071000000, Some(6), Some("sshd.service")));
         assert_eq!(e.attrs.len(), 2, "{:?}", e.attrs);
+    }
+
+    #[test]
+    fn docker_journald_driver_entries_map_like_the_docker_source() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/journald/docker-driver.json"))
+                .unwrap();
+        let got: Vec<JournalEntry> = text.lines().map(|l| parse_entry(l.as_bytes()).unwrap()).collect();
+        let brief = |e: &JournalEntry, k: &str| e.attrs.get(k).cloned();
+        let (err, out, plain) = (&got[0], &got[1], &got[2]);
+        assert_eq!((err.unit.as_deref(), err.priority, err.message.as_deref()), (Some("web"), Some(3), Some("oops")));
+        assert_eq!((out.unit.as_deref(), out.priority), (Some("web"), Some(6)));
+        for e in [err, out] {
+            assert_eq!(brief(e, "container").as_deref(), Some("jd-web-1"));
+            assert_eq!(
+                brief(e, "container_id").as_deref(),
+                Some("7924c81ce137156f52112e88c7c6625552695ee79bdb071674756545e5ad9b03")
+            );
+            assert_eq!(brief(e, "compose_project").as_deref(), Some("shop"));
+            assert_eq!(brief(e, "image").as_deref(), Some("bb:1"));
+            for gone in
+                ["CONTAINER_NAME", "CONTAINER_ID", "CONTAINER_ID_FULL", "IMAGE_NAME", "COM_DOCKER_COMPOSE_SERVICE"]
+            {
+                assert!(!e.attrs.contains_key(gone), "{gone} is mapped, not kept twice");
+            }
+        }
+        assert_eq!((plain.unit.as_deref(), plain.message.as_deref()), (Some("plain-jd"), Some("plain line")));
+        assert_eq!(brief(plain, "compose_project"), None);
+        // The daemon's own unit (under systemd) is kept beside the container's.
+        let with_unit = text.lines().nth(2).unwrap().replacen('{', r#"{"_SYSTEMD_UNIT":"docker.service","#, 1);
+        let e = parse_entry(with_unit.as_bytes()).unwrap();
+        assert_eq!(
+            (e.unit.as_deref(), brief(&e, "systemd_unit").as_deref()),
+            (Some("plain-jd"), Some("docker.service"))
+        );
     }
 
     #[test]
