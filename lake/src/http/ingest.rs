@@ -58,6 +58,8 @@ pub struct IngestStats {
     /// Values of custom tables kept in `_extra` because their name differed only in case
     /// from a column's (see [`crate::custom`]).
     pub case_collisions: AtomicU64,
+    /// Counters of `/api/v1/write` (Prometheus remote_write).
+    pub remote_write: super::remote_write::RemoteWriteStats,
 }
 
 /// Everything the ingest handler needs.

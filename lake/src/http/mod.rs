@@ -2,7 +2,7 @@
 //! with one error type ([`error::ApiError`]) and one body deadline ([`body`]).
 //!
 //! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
-//!   [`otlp`] (OpenTelemetry logs and metrics);
+//!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
 //!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI);
 //! - alerts and silences: `crate::alerts::http`; archive, restore, compaction: [`admin`];
@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod otlp;
 pub mod policy;
 pub mod refused;
+pub mod remote_write;
 mod router;
 pub mod sql;
 pub mod tables;
@@ -246,6 +247,19 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     for &(name, help, v) in counters {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    for m in i.remote_write.metrics() {
+        let d = m.desc();
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}\n{} {}",
+            d.name,
+            d.help(),
+            d.name,
+            d.kind.as_str(),
+            d.name,
+            m.get()
+        );
     }
     if let Some(rx) = s.alerts.get() {
         let snap = Arc::clone(&rx.borrow());
