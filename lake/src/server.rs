@@ -158,6 +158,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         policy: http::policy::IngestPolicy::of(&config),
         budget: http::budget::MemoryBudget::new(config.decode_memory),
         stats: Default::default(),
+        remote_write: Default::default(),
     });
     let connections = http::conns::Connections::new(config.max_connections);
     let status = Arc::new(Status {

@@ -67,6 +67,11 @@ lake_otlp_log_records_total counter OTLP log records stored\n\
 lake_otlp_data_points_total counter OTLP data points stored\n\
 lake_otlp_skipped_total counter OTLP log records and data points skipped (reported in partial_success)\n\
 lake_otlp_rejected_total counter OTLP requests refused as undecodable, unsupported or too large\n\
+lake_remote_write_requests_total counter remote_write requests stored (answered 204)\n\
+lake_remote_write_samples_total counter remote_write samples stored\n\
+lake_remote_write_stale_markers_total counter remote_write stale markers dropped (Prometheus marks a series gone with them)\n\
+lake_remote_write_unsupported_dropped_total counter remote_write exemplars and native histogram samples dropped (not stored)\n\
+lake_remote_write_rejected_total counter remote_write requests refused with a 4xx other than 401\n\
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

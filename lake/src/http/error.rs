@@ -76,6 +76,10 @@ impl ApiError {
     pub fn timeout(m: impl Into<String>) -> Self {
         Self::new(StatusCode::REQUEST_TIMEOUT, m)
     }
+    /// 415.
+    pub fn unsupported_media_type(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m)
+    }
     /// 413.
     pub fn too_large(m: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, m)

@@ -89,6 +89,9 @@ pub struct Ingest {
     pub budget: Arc<MemoryBudget>,
     /// Counters.
     pub stats: IngestStats,
+    /// Counters of `/api/v1/write` (Prometheus remote_write); its requests count in
+    /// `stats` too.
+    pub remote_write: super::remote_write::RemoteWriteStats,
 }
 
 impl Ingest {

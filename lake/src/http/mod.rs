@@ -2,7 +2,7 @@
 //! with one error type ([`error::ApiError`]) and one body deadline ([`body`]).
 //!
 //! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
-//!   [`otlp`] (OpenTelemetry logs and metrics);
+//!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
 //!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI);
 //! - alerts and silences: `crate::alerts::http`; archive, restore, compaction: [`admin`];
@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod otlp;
 pub mod policy;
 pub mod refused;
+pub mod remote_write;
 mod router;
 pub mod sql;
 pub mod tables;
@@ -104,6 +105,7 @@ async fn health(State(s): State<Arc<Status>>) -> impl IntoResponse {
 async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let samples = [
         s.ingest.stats.samples(),
+        s.ingest.remote_write.samples(),
         s.otlp.samples(),
         s.ingest.budget.samples(),
         s.wal().samples(),

@@ -43,7 +43,7 @@
 pub(crate) mod fuzzing; // entry point of the fuzz targets (crate::fuzzing)
 mod map;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests; // its harness serves the remote_write tests too
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -128,6 +128,11 @@ impl Otlp {
         self.epoch
     }
 
+    /// The ingest path the rows go through (`/api/v1/write` stores through it too).
+    pub(crate) fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
     fn node_of(&self, headers: &HeaderMap) -> Option<String> {
         self.ingest.node_of(headers)
     }
@@ -199,7 +204,7 @@ impl Format {
 
 /// A refused request, answered with a `google.rpc.Status`.
 #[derive(Debug)]
-struct OtlpError {
+pub(crate) struct OtlpError {
     status: StatusCode,
     message: String,
     retry_after: Option<HeaderValue>,
@@ -248,6 +253,21 @@ impl From<BudgetError> for OtlpError {
                 ..OtlpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             },
             BudgetError::TooLarge { .. } => OtlpError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        }
+    }
+}
+
+/// The ingest path's answers, for `/api/v1/write` (JSON like the rest of the lake).
+impl From<OtlpError> for super::error::ApiError {
+    fn from(e: OtlpError) -> Self {
+        use super::error::ApiError;
+        let retry = || e.retry_after.as_ref().and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
+        match e.status {
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable(e.message.clone(), retry()),
+            StatusCode::INSUFFICIENT_STORAGE => ApiError::insufficient_storage(e.message.clone(), retry()),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(e.message),
+            // Logged where it arose; the sender gets the generic message.
+            _ => ApiError::internal(e.message),
         }
     }
 }
@@ -478,8 +498,9 @@ fn gunzip(raw: &[u8], max: usize, reservation: &mut Reservation) -> Result<Vec<u
     Ok(out)
 }
 
-/// Stores one request's rows under a fresh lake-assigned batch id.
-async fn store(s: &Otlp, table: Table, ipc: Bytes) -> Result<(), OtlpError> {
+/// Stores one request's rows under a fresh lake-assigned batch id (OTLP and
+/// `/api/v1/write`).
+pub(crate) async fn store(s: &Otlp, table: Table, ipc: Bytes) -> Result<(), OtlpError> {
     // Held until the batch is logged: seqs reach the WAL and the marks in order.
     let mut seq = s.seq.lock().await;
     *seq += 1;

@@ -32,17 +32,19 @@ use crate::ingest::state::{Batches, State as LakeState};
 use crate::ingest::wal::Wal;
 use crate::ingest::writer::Buffers;
 
-const NODE: &str = "node-a";
-const TOKEN: &str = "otlp-test-token-0123456789";
+pub(crate) const NODE: &str = "node-a";
+pub(crate) const TOKEN: &str = "otlp-test-token-0123456789";
 
-struct Harness {
+pub(crate) struct Harness {
     _dir: tempfile::TempDir,
     wal_dir: std::path::PathBuf,
-    ingest: Arc<Ingest>,
+    pub(crate) ingest: Arc<Ingest>,
     app: Router,
 }
 
-fn harness(max_body: usize) -> Harness {
+/// An ingest path over a WAL in a temporary directory, `NODE` relaying for `db-1` and
+/// `web-1`, and the OTLP routes on it.
+pub(crate) fn harness(max_body: usize) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let wal_dir = dir.path().join("wal");
     let (wal, _) = Wal::open(&wal_dir).unwrap();
@@ -65,6 +67,7 @@ fn harness(max_body: usize) -> Harness {
         },
         budget: crate::http::budget::MemoryBudget::new(256 << 20),
         stats: Default::default(),
+        remote_write: Default::default(),
     });
     let app = router(Arc::clone(&ingest));
     Harness { _dir: dir, wal_dir, ingest, app }
@@ -128,12 +131,12 @@ fn resource(host: &str) -> Option<Resource> {
 }
 
 /// One table's buffered rows, as one batch.
-fn rows(h: &Harness, table: Table) -> RecordBatch {
+pub(crate) fn rows(h: &Harness, table: Table) -> RecordBatch {
     let batches = h.ingest.buffers.snapshot(table);
     arrow_select::concat::concat_batches(&table.schema(), &batches).unwrap()
 }
 
-fn text(b: &RecordBatch, col: &str, i: usize) -> Option<String> {
+pub(crate) fn text(b: &RecordBatch, col: &str, i: usize) -> Option<String> {
     let a = b.column_by_name(col).unwrap().as_string::<i32>();
     a.is_valid(i).then(|| a.value(i).to_string())
 }
@@ -143,11 +146,11 @@ fn int(b: &RecordBatch, col: &str, i: usize) -> Option<i64> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-fn ts(b: &RecordBatch, i: usize) -> i64 {
+pub(crate) fn ts(b: &RecordBatch, i: usize) -> i64 {
     b.column_by_name("ts").unwrap().as_primitive::<TimestampMicrosecondType>().value(i)
 }
 
-fn map(b: &RecordBatch, col: &str, i: usize) -> BTreeMap<String, String> {
+pub(crate) fn map(b: &RecordBatch, col: &str, i: usize) -> BTreeMap<String, String> {
     let m: &MapArray = b.column_by_name(col).unwrap().as_map();
     let entries = m.value(i);
     let keys = entries.column(0).as_string::<i32>();
@@ -156,7 +159,7 @@ fn map(b: &RecordBatch, col: &str, i: usize) -> BTreeMap<String, String> {
 }
 
 /// (name, value, labels) of every metrics row, sorted.
-fn samples(b: &RecordBatch) -> Vec<(String, f64, BTreeMap<String, String>)> {
+pub(crate) fn samples(b: &RecordBatch) -> Vec<(String, f64, BTreeMap<String, String>)> {
     let values = b.column_by_name("value").unwrap().as_primitive::<Float64Type>();
     let mut out: Vec<_> =
         (0..b.num_rows()).map(|i| (text(b, "name", i).unwrap(), values.value(i), map(b, "labels", i))).collect();
