@@ -22,7 +22,9 @@ use crate::http::otlp::tests::{harness, map as label_map, rows, samples, text, t
 const NOW_MS: i64 = 1_795_374_070_000; // 2026-11-22, as the OTLP tests
 
 fn app(h: &Harness) -> Router {
-    Router::new().route("/api/v1/write", post(write)).with_state(Arc::new(Otlp::new(Arc::clone(&h.ingest))))
+    Router::new()
+        .route("/api/v1/write", post(write))
+        .with_state(Arc::new(Otlp::new(Arc::clone(&h.ingest), Arc::default())))
 }
 
 fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> TimeSeries {
