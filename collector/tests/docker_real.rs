@@ -94,6 +94,9 @@ async fn events_logs_and_stats_of_real_containers() {
     let spool = SpoolHandle::open(data.join("spool"), OPTS, Arc::clone(&stats)).await.unwrap();
     let ctx = SourceContext { node: Arc::from("test-node"), spool, stats: Arc::clone(&stats) };
     let cancel = CancellationToken::new();
+    // Created before the source starts, started after: its first lines are printed before
+    // the `start` event reaches a follower (the demo lost them when followers began "now").
+    d.ok(&["create", "--network", "none", "--name", "early", IMAGE, "sh", "-c", "echo early 1; echo early 2"]);
     let task = tokio::spawn(DockerSource::new(cfg.docker.clone(), ctx).run(cancel.clone()));
 
     let run = |args: &[&str]| {
@@ -125,6 +128,7 @@ async fn events_logs_and_stats_of_real_containers() {
     // Hostile output: bytes that are not UTF-8, a line over max_line_bytes (1 KiB here).
     run(&["--name", "hostile", IMAGE, "sh", "-c", "printf 'bad \\377 byte\\n'; printf '%05000d\\n' 7; echo after"]);
     run(&["-d", "-t", "--name", "tty", IMAGE, "sh", "-c", "printf 'tty line\\n'; echo second"]);
+    d.ok(&["start", "-a", "early"]);
     assert_eq!(d.inspect("oom", "{{.State.OOMKilled}} {{.State.ExitCode}}"), "true 137");
     d.wait_inspect("loop", "{{.RestartCount}} {{.State.Status}}", "3 exited");
     d.wait_inspect("tty", "{{.State.Status}}", "exited");
@@ -213,6 +217,7 @@ async fn events_logs_and_stats_of_real_containers() {
 
     // A TTY: raw stream, no `\r`.
     assert_eq!(lines(&rows, "tty"), vec![l("stdout", 6, "tty line"), l("stdout", 6, "second")]);
+    assert_eq!(lines(&rows, "early"), vec![l("stdout", 6, "early 1"), l("stdout", 6, "early 2")]);
 
     // Not UTF-8: Docker's json-file driver stores lines as JSON strings, which already
     // replaced the byte by U+FFFD (the source's raw_hex is for drivers that keep bytes, e.g.

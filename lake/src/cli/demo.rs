@@ -147,7 +147,7 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<()> {
         let url = format!("http://{}", args.listen);
         eprintln!(
             "\nlake demo is running (Ctrl-C stops it)\n\
-             \n  web UI        {url}/  (fleet, web, security, mesh, uptime, alerts, SQL: open it in a browser)\
+             \n  web UI        {url}/  (fleet, web, security, mesh, uptime, alerts, logs, SQL: open it in a browser)\
              \n  lake API      {url}  (health: {url}/health, metrics: {url}/metrics)\
              \n  SQL API       POST {url}/v1/sql\
              \n  data          {data}\
@@ -156,7 +156,8 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<()> {
              \n  lake query \"select name, count(*) from metrics group by 1 order by 2 desc limit 5\"\
              \n  lake query \"select ts, value from metrics where name = 'load1' order by ts desc limit 10\"\
              \n  lake query --format csv \"select labels['mount'] as mount, max(value) from metrics where name = 'filesystem_used_ratio' group by 1\"\
-             \n  lake query \"select status, count(*) from http group by 1 order by 1\"   (Caddy logs under {caddy}/ or /var/log/caddy/)\n",
+             \n  lake query \"select status, count(*) from http group by 1 order by 1\"   (Caddy logs under {caddy}/ or /var/log/caddy/)\
+             \n  lake logs --since 10m -f   (every node's journal, containers and log files, followed)\n",
             data = data.display(),
             lake = lake_toml.display(),
             coll = collector_toml.display(),

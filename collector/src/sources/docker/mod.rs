@@ -421,7 +421,11 @@ impl Shared {
         Ok(j.into())
     }
 
-    /// Where `c`'s logs start when it has no position.
+    /// Where `c`'s logs start when it has no position: a container created since the
+    /// source started from its first line; an older one from the source's start. Not
+    /// from "now": a container created earlier and started later (`docker start`, a
+    /// compose `up` of a stopped service) prints its first lines before the `start`
+    /// event reaches its follower, and those lines would be lost.
     pub(crate) async fn log_start(&self, c: &Container) -> LogPos {
         if let Some(p) = self.state.lock().await.logs.get(&c.id) {
             return *p;
@@ -429,7 +433,7 @@ impl Shared {
         if c.created_nanos >= self.started_cursor {
             LogPos::default()
         } else {
-            LogPos { ts: now_micros() * 1000, at: 0 }
+            LogPos { ts: self.started_cursor, at: 0 }
         }
     }
 
