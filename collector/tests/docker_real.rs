@@ -132,6 +132,23 @@ async fn events_logs_and_stats_of_real_containers() {
     assert_eq!(d.inspect("oom", "{{.State.OOMKilled}} {{.State.ExitCode}}"), "true 137");
     d.wait_inspect("loop", "{{.RestartCount}} {{.State.Status}}", "3 exited");
     d.wait_inspect("tty", "{{.State.Status}}", "exited");
+    // A health check that always fails: Docker reports the container unhealthy.
+    run(&[
+        "-d",
+        "--name",
+        "sick",
+        "--health-cmd",
+        "exit 1",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 60",
+    ]);
+    d.wait_inspect("sick", "{{.State.Health.Status}}", "unhealthy");
 
     // Events and lines are spooled within a batch_wait (100 ms) of being read; a few
     // stats rounds (1 s each) sample the compose container.
@@ -218,6 +235,13 @@ async fn events_logs_and_stats_of_real_containers() {
     // A TTY: raw stream, no `\r`.
     assert_eq!(lines(&rows, "tty"), vec![l("stdout", 6, "tty line"), l("stdout", 6, "second")]);
     assert_eq!(lines(&rows, "early"), vec![l("stdout", 6, "early 1"), l("stdout", 6, "early 2")]);
+    let health: Vec<&str> = of(&rows, "containers", "sick")
+        .iter()
+        .filter(|r| r["action"] == "health_status")
+        .filter_map(|r| r["health"].as_str())
+        .collect();
+    assert!(health.contains(&"unhealthy"), "health_status rows of sick: {health:?}");
+    println!("sick health: {health:?}");
 
     // Not UTF-8: Docker's json-file driver stores lines as JSON strings, which already
     // replaced the byte by U+FFFD (the source's raw_hex is for drivers that keep bytes, e.g.
