@@ -87,6 +87,10 @@ export class DashboardView {
   }
 
   destroy() {
+    // A load still in flight belongs to a view that is gone: bumping the
+    // generation keeps it from marking the shared root, which by now holds the
+    // next view, as loaded.
+    this.generation += 1;
     if (this.controller) this.controller.abort();
     this.clearCharts();
   }
@@ -166,6 +170,9 @@ export class DashboardView {
     if (!first) this.controller = new AbortController();
     const { signal } = this.controller;
     const generation = ++this.generation;
+    // `data-loaded` says the panels on screen are this generation's answers;
+    // a refresh (timer, range, filter) takes it away until they are.
+    delete this.root.dataset.loaded;
     const started = performance.now();
     this.setStatus('Loading…');
     const vars = this.vars || {};

@@ -92,6 +92,8 @@ export class LogsView {
   }
 
   destroy() {
+    // As in DashboardView: nothing still in flight may mark the next view loaded.
+    this.generation += 1;
     if (this.controller) this.controller.abort();
     this.stopLive();
     this.clearCharts();

@@ -149,6 +149,19 @@ try {
     });
   }
 
+  // `data-loaded` must mean "the panels on screen are done": a view left
+  // mid-load once marked the next one loaded, and a refresh kept the old mark
+  // while its panels were loading again (CI saw five views fail that way).
+  await check('a view left mid-load or refreshed is never marked loaded early', async () => {
+    await page.click('nav a[data-view="web"]');
+    await page.click('nav a[data-view="security"]');
+    await waitLoaded(page, 'security');
+    assertPanels('security after leaving web mid-load', await panelReport(page));
+    await page.click('#reload');
+    await waitLoaded(page, 'security');
+    return assertPanels('security after Refresh now', await panelReport(page));
+  });
+
   await check('fleet: the Containers panel shows the generated compose world', async () => {
     await page.click('nav a[data-view="fleet"]');
     await waitLoaded(page, 'fleet');
