@@ -437,6 +437,23 @@ mod tests {
     }
 
     #[test]
+    fn the_basic_auth_password_is_the_token() {
+        let basic = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, v.parse().unwrap());
+            basic_password(&h)
+        };
+        // base64("node:tok:en"), ("node:"), ("nocolon"); the user name is free.
+        assert_eq!(basic("Basic bm9kZTp0b2s6ZW4=").as_deref(), Some("tok:en"));
+        assert_eq!(basic("Basic  bm9kZTp0b2s6ZW4= ").as_deref(), Some("tok:en"));
+        assert_eq!(basic("Basic bm9kZTo="), None, "an empty password");
+        assert_eq!(basic("Basic bm9jb2xvbg=="), None, "no colon");
+        assert_eq!(basic("Basic !!!"), None, "not base64");
+        assert_eq!(basic("Bearer bm9kZTp0b2s6ZW4="), None);
+        assert_eq!(basic_password(&headers(None)), None);
+    }
+
+    #[test]
     fn hashes_round_trip_and_bad_ones_say_why() {
         let h = TokenHash::of("abc");
         // sha256("abc"), FIPS 180-2 appendix B.1.
