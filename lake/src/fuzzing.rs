@@ -12,7 +12,7 @@ use lake_format::Table;
 
 use crate::custom::{build, parse, EvolveError, Registry, TablesConfig};
 use crate::http::bounds::{self, Window};
-use crate::http::{ingest, otlp};
+use crate::http::{ingest, loki, otlp};
 
 /// A fixed "now" (2024-03-09T16:00:00Z), so a crash replays the same way on any day.
 const NOW_MICROS: i64 = 1_710_000_000_000_000;
@@ -55,6 +55,30 @@ pub fn otlp_protobuf(data: &[u8]) {
 /// [`otlp_protobuf`] with `application/json` (OTLP/JSON).
 pub fn otlp_json(data: &[u8]) {
     otlp(true, data)
+}
+
+/// `POST /loki/api/v1/push`: the first byte picks what the rest is — 0: a protobuf
+/// `PushRequest` (snappy-compressed here, as a shipper would), 1: the snappy block as
+/// sent, 2: a JSON push, 3: a gzipped JSON push, 4: a stream's selector string.
+pub fn loki_push(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let (encoding, compress) = match selector % 5 {
+        0 => (loki::Encoding::Protobuf, true),
+        1 => (loki::Encoding::Protobuf, false),
+        2 => (loki::Encoding::Json { gzip: false }, false),
+        3 => (loki::Encoding::Json { gzip: true }, false),
+        _ => {
+            if let Ok(labels) = loki::push::parse_labels(&String::from_utf8_lossy(body)) {
+                assert!(labels.iter().all(|(n, _)| loki::push::is_label_name(n)), "a parsed label has a bad name");
+            }
+            return;
+        }
+    };
+    if let Err((status, message)) = loki::fuzzing::prepare_body(encoding, compress, body) {
+        assert!(status.is_client_error(), "a Loki push is refused with a 4xx, not {status}: {message}");
+    }
 }
 
 /// A lake config file; every `*_env` variable is set (each to its own value).

@@ -159,6 +159,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         budget: http::budget::MemoryBudget::new(config.decode_memory),
         stats: Default::default(),
         remote_write: Default::default(),
+        loki: Default::default(),
     });
     let connections = http::conns::Connections::new(config.max_connections);
     let status = Arc::new(Status {

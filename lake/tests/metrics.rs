@@ -72,6 +72,9 @@ lake_remote_write_samples_total counter remote_write samples stored\n\
 lake_remote_write_stale_markers_total counter remote_write stale markers dropped (Prometheus marks a series gone with them)\n\
 lake_remote_write_unsupported_dropped_total counter remote_write exemplars and native histogram samples dropped (not stored)\n\
 lake_remote_write_rejected_total counter remote_write requests refused with a 4xx other than 401\n\
+lake_loki_requests_total counter Loki push requests stored (answered 204)\n\
+lake_loki_lines_total counter Loki log lines stored\n\
+lake_loki_rejected_total counter Loki push requests refused with a 4xx other than 401\n\
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -407,6 +407,17 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The password of an `Authorization: Basic <base64(user:password)>` header: how shippers
+/// that only know basic auth (Loki's Promtail and Docker driver, Fluent Bit) carry a token.
+pub fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_string()).filter(|p| !p.is_empty())
+}
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -423,6 +434,23 @@ mod tests {
             h.insert(AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn the_basic_auth_password_is_the_token() {
+        let basic = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, v.parse().unwrap());
+            basic_password(&h)
+        };
+        // base64("node:tok:en"), ("node:"), ("nocolon"); the user name is free.
+        assert_eq!(basic("Basic bm9kZTp0b2s6ZW4=").as_deref(), Some("tok:en"));
+        assert_eq!(basic("Basic  bm9kZTp0b2s6ZW4= ").as_deref(), Some("tok:en"));
+        assert_eq!(basic("Basic bm9kZTo="), None, "an empty password");
+        assert_eq!(basic("Basic bm9jb2xvbg=="), None, "no colon");
+        assert_eq!(basic("Basic !!!"), None, "not base64");
+        assert_eq!(basic("Bearer bm9kZTp0b2s6ZW4="), None);
+        assert_eq!(basic_password(&headers(None)), None);
     }
 
     #[test]

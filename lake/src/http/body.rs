@@ -19,6 +19,8 @@
 //!   `Content-Length` says so), 408 when it does not arrive in time, 400 when the
 //!   connection breaks off. Axum's `Bytes` extractor would answer plain text and turn the
 //!   deadline into a 400.
+//! - [`unsnappy`] inflates a snappy block (Prometheus remote_write, Loki push) against a
+//!   limit read from the block's header before anything is allocated.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -190,6 +192,30 @@ impl HttpBody for Unread {
     fn size_hint(&self) -> SizeHint {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).size_hint()
     }
+}
+
+/// Decompresses a snappy block (the raw format, as Prometheus remote_write and Loki's
+/// protobuf push send it), refusing (413) a block that declares more than `max` bytes:
+/// the declared length is the block's first bytes, checked before anything is allocated,
+/// and the output is taken from the ingest memory budget first (503 when it is in use).
+/// `limit` names the limit in the 413 message.
+pub(crate) fn unsnappy(
+    raw: &[u8],
+    max: usize,
+    limit: &str,
+    reservation: &mut super::budget::Reservation,
+) -> Result<Vec<u8>, ApiError> {
+    let not_snappy = |e: snap::Error| ApiError::bad_request(format!("body is not a snappy block: {e}"));
+    let len = snap::raw::decompress_len(raw).map_err(not_snappy)?;
+    if len > max {
+        return Err(ApiError::too_large(format!(
+            "snappy body declares {len} bytes decompressed, more than the {max} byte limit ({limit})"
+        )));
+    }
+    reservation.grow(len)?;
+    let mut bytes = vec![0; len];
+    snap::raw::Decoder::new().decompress(raw, &mut bytes).map_err(not_snappy)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

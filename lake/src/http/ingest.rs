@@ -92,6 +92,8 @@ pub struct Ingest {
     /// Counters of `/api/v1/write` (Prometheus remote_write); its requests count in
     /// `stats` too.
     pub remote_write: super::remote_write::RemoteWriteStats,
+    /// Counters of `/loki/api/v1/push`; its requests count in `stats` too.
+    pub loki: super::loki::LokiStats,
 }
 
 impl Ingest {

@@ -2,7 +2,8 @@
 //! with one error type ([`error::ApiError`]) and one body deadline ([`body`]).
 //!
 //! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
-//!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write);
+//!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write),
+//!   [`loki`] (Loki push);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
 //!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI);
 //! - alerts and silences: `crate::alerts::http`; archive, restore, compaction: [`admin`];
@@ -21,6 +22,7 @@ pub mod custom;
 pub mod error;
 pub mod grafana;
 pub mod ingest;
+pub mod loki;
 pub mod otlp;
 pub mod policy;
 pub mod refused;
@@ -106,6 +108,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
     let samples = [
         s.ingest.stats.samples(),
         s.ingest.remote_write.samples(),
+        s.ingest.loki.samples(),
         s.otlp.samples(),
         s.ingest.budget.samples(),
         s.wal().samples(),

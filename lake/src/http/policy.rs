@@ -16,19 +16,46 @@
 //! - **Days.** `ingest.max_days_per_batch` and each table's retention: see
 //!   [`super::bounds`].
 //!
+//! - **Hosts named by labels.** Prometheus' `instance` and Loki's `host` label name a host
+//!   with whatever the sender's configuration put there; [`host_named`] reads the host out
+//!   of it, or falls back to the sender's node.
+//!
 //! The host check costs one string comparison per row, against the last host accepted
 //! (a batch nearly always holds one host), without allocating.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::RecordBatch;
 
 use lake_format::custom::TableRef;
+use lake_format::wire::validate_node_name;
 
 use super::bounds::{Days, Violation};
 use crate::maintenance::retention::RetentionConfig;
+
+/// The host a label names (remote_write `instance`, Loki `host`): its host part (`web-1:9100`
+/// → `web-1`; brackets and port stripped from `[::1]:9100`), or `node` — the sender's — when
+/// there is no label, when it names a loopback address (`localhost:9100`: the sender runs
+/// on the node) or when its host part is not a node name (a URL, an IPv6 address).
+pub(crate) fn host_named<'a>(label: Option<&'a str>, node: &'a str) -> &'a str {
+    let Some(label) = label else { return node };
+    let host = match label.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match label.rsplit_once(':') {
+            Some((h, port)) if !h.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => h,
+            _ => label,
+        },
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback || validate_node_name(host).is_err() {
+        node
+    } else {
+        host
+    }
+}
 
 /// The row checks of the ingest endpoints that depend on the sender and the table.
 #[derive(Debug, Clone)]

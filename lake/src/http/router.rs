@@ -27,7 +27,7 @@ use lake_query::named::NamedQuery;
 use lake_query::Engine;
 
 use super::ingest::Ingest;
-use super::{admin, custom, grafana, health, ingest, metrics, otlp, remote_write, sql, tables, ui, Status};
+use super::{admin, custom, grafana, health, ingest, loki, metrics, otlp, remote_write, sql, tables, ui, Status};
 use crate::alerts::http as alerts;
 use crate::auth::Verifier;
 use crate::maintenance::archive::Maintenance;
@@ -77,7 +77,8 @@ pub fn router(s: Surface) -> Router {
         .route("/v1/ingest/csv/{table}", post(custom::csv).with_state(Arc::clone(&ingest)))
         .route("/v1/logs", post(otlp::logs).with_state(Arc::clone(&otlp)))
         .route("/v1/metrics", post(otlp::metrics).with_state(Arc::clone(&otlp)))
-        .route("/api/v1/write", post(remote_write::write).with_state(otlp))
+        .route("/api/v1/write", post(remote_write::write).with_state(Arc::clone(&otlp)))
+        .route("/loki/api/v1/push", post(loki::push).with_state(otlp))
         // The lake's own state (open).
         .route("/health", get(health).with_state(Arc::clone(&status)))
         .route("/metrics", get(metrics).with_state(status))

@@ -183,7 +183,7 @@ pub(crate) fn priority(severity_number: i32) -> Option<i64> {
 }
 
 /// Syslog priority of a severity text when the number is unset (`WARN`, `error`, `Info2`…).
-fn priority_of_text(text: &str) -> Option<i64> {
+pub(crate) fn priority_of_text(text: &str) -> Option<i64> {
     let t = text.trim().to_ascii_uppercase();
     let t = t.trim_end_matches(|c: char| c.is_ascii_digit());
     match t {

@@ -42,6 +42,7 @@
 
 pub(crate) mod fuzzing; // entry point of the fuzz targets (crate::fuzzing)
 mod map;
+pub(crate) use map::{priority_of_text, NODE_KEY};
 #[cfg(test)]
 pub(crate) mod tests; // its harness serves the remote_write tests too
 
@@ -257,7 +258,8 @@ impl From<BudgetError> for OtlpError {
     }
 }
 
-/// The ingest path's answers, for `/api/v1/write` (JSON like the rest of the lake).
+/// The ingest path's answers (and gunzip's), for `/api/v1/write` and the Loki push (JSON
+/// like the rest of the lake).
 impl From<OtlpError> for super::error::ApiError {
     fn from(e: OtlpError) -> Self {
         use super::error::ApiError;
@@ -266,6 +268,7 @@ impl From<OtlpError> for super::error::ApiError {
             StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable(e.message.clone(), retry()),
             StatusCode::INSUFFICIENT_STORAGE => ApiError::insufficient_storage(e.message.clone(), retry()),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(e.message),
+            StatusCode::BAD_REQUEST => ApiError::bad_request(e.message),
             // Logged where it arose; the sender gets the generic message.
             _ => ApiError::internal(e.message),
         }
@@ -471,7 +474,7 @@ const GUNZIP_STEP: usize = 1 << 20;
 /// Decompresses a gzip body, refusing (413) once it exceeds `max` bytes: the output is
 /// never allowed to grow past that, however well the input compresses. The output is
 /// taken from the memory budget a step at a time, as it grows (503 when it is in use).
-fn gunzip(raw: &[u8], max: usize, reservation: &mut Reservation) -> Result<Vec<u8>, OtlpError> {
+pub(crate) fn gunzip(raw: &[u8], max: usize, reservation: &mut Reservation) -> Result<Vec<u8>, OtlpError> {
     let held = reservation.bytes();
     let mut out = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);

@@ -68,6 +68,7 @@ pub(crate) fn harness(max_body: usize) -> Harness {
         budget: crate::http::budget::MemoryBudget::new(256 << 20),
         stats: Default::default(),
         remote_write: Default::default(),
+        loki: Default::default(),
     });
     let app = router(Arc::clone(&ingest));
     Harness { _dir: dir, wal_dir, ingest, app }
@@ -141,7 +142,7 @@ pub(crate) fn text(b: &RecordBatch, col: &str, i: usize) -> Option<String> {
     a.is_valid(i).then(|| a.value(i).to_string())
 }
 
-fn int(b: &RecordBatch, col: &str, i: usize) -> Option<i64> {
+pub(crate) fn int(b: &RecordBatch, col: &str, i: usize) -> Option<i64> {
     let a = b.column_by_name(col).unwrap().as_primitive::<Int64Type>();
     a.is_valid(i).then(|| a.value(i))
 }

@@ -36,7 +36,6 @@
 mod tests;
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -47,7 +46,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use lake_format::rows::{now_micros, MetricsBuilder};
-use lake_format::wire::{self, validate_node_name};
+use lake_format::wire;
 use lake_format::Table;
 
 use super::budget::Reservation;
@@ -219,20 +218,10 @@ pub(crate) fn prepare(
     now: i64,
     reservation: &mut Reservation,
 ) -> Result<Mapped, ApiError> {
-    let not_snappy = |e: snap::Error| ApiError::bad_request(format!("body is not a snappy block: {e}"));
-    // The declared length is the block's first bytes: checked before anything is allocated.
-    let len = snap::raw::decompress_len(raw).map_err(not_snappy)?;
-    if len > max {
-        return Err(ApiError::too_large(format!(
-            "snappy body declares {len} bytes decompressed, more than the {max} byte remote_write limit \
-             (ingest.max_body, at most 32 MiB)"
-        )));
-    }
-    reservation.grow(len)?;
-    let mut bytes = vec![0; len];
-    snap::raw::Decoder::new().decompress(raw, &mut bytes).map_err(not_snappy)?;
+    let bytes =
+        super::body::unsnappy(raw, max, "the remote_write limit: ingest.max_body, at most 32 MiB", reservation)?;
     // Decoded protobuf structures take several times their wire size.
-    reservation.grow(len.saturating_mul(super::budget::OTLP_FACTOR))?;
+    reservation.grow(bytes.len().saturating_mul(super::budget::OTLP_FACTOR))?;
     let req = WriteRequest::decode(&bytes[..])
         .map_err(|e| ApiError::bad_request(format!("body is not a protobuf prometheus.WriteRequest: {e}")))?;
     drop(bytes);
@@ -300,7 +289,7 @@ fn map(req: &WriteRequest, node: &str) -> Result<Rows, ApiError> {
             return Err(ApiError::bad_request(format!("series {}: no __name__ label", describe(series))));
         };
         let instance = series.labels.iter().find(|l| l.name == "instance").map(|l| l.value.as_str());
-        let host = host_of(instance, node);
+        let host = super::policy::host_named(instance, node);
         let labels: Vec<(&str, &str)> = series
             .labels
             .iter()
@@ -317,24 +306,6 @@ fn map(req: &WriteRequest, node: &str) -> Result<Rows, ApiError> {
         }
     }
     Ok(Rows { batch: b.finish(), series_of, stale, unsupported })
-}
-
-/// The host a series' `instance` names (see the module docs).
-pub(crate) fn host_of<'a>(instance: Option<&'a str>, node: &'a str) -> &'a str {
-    let Some(instance) = instance else { return node };
-    let host = match instance.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => match instance.rsplit_once(':') {
-            Some((h, port)) if !h.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => h,
-            _ => instance,
-        },
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback || validate_node_name(host).is_err() {
-        node
-    } else {
-        host
-    }
 }
 
 /// A series as `name{label="value", …}`, cut short, for error messages.

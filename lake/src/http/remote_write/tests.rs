@@ -225,6 +225,6 @@ fn the_host_is_the_instance_host_part_or_the_node() {
         (None, NODE),
     ];
     for (instance, want) in cases {
-        assert_eq!(host_of(instance, NODE), want, "{instance:?}");
+        assert_eq!(crate::http::policy::host_named(instance, NODE), want, "{instance:?}");
     }
 }
