@@ -4,7 +4,8 @@
 //! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
 //!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
-//!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI);
+//!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI), [`mcp`] (`/mcp`, the
+//!   Model Context Protocol server for AI agents);
 //! - alerts and silences: `crate::alerts::http`; archive, restore, compaction: [`admin`];
 //! - the lake's own state: `/health` and `/metrics`, here.
 //!
@@ -21,6 +22,7 @@ pub mod custom;
 pub mod error;
 pub mod grafana;
 pub mod ingest;
+pub mod mcp;
 pub mod otlp;
 pub mod policy;
 pub mod refused;
@@ -72,6 +74,8 @@ pub struct Status {
     pub connections: Arc<conns::Connections>,
     /// The OTLP endpoints' counters.
     pub otlp: Arc<otlp::OtlpStats>,
+    /// `/mcp`'s counters.
+    pub mcp: Arc<mcp::McpStats>,
 }
 
 impl Status {
@@ -107,6 +111,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.stats.samples(),
         s.ingest.remote_write.samples(),
         s.otlp.samples(),
+        s.mcp.samples(),
         s.ingest.budget.samples(),
         s.wal().samples(),
         s.writer.samples(),
