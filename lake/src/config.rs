@@ -730,6 +730,7 @@ mod tests {
         assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
         let hb = c.heartbeat.as_ref().expect("the example pings a monitor");
         assert_eq!(hb.fail_url.path(), "/00000000-0000-0000-0000-000000000000/fail");
+        assert!(c.mcp.enabled && c.mcp.max_sessions == 64 && c.mcp.max_rows == 200, "{:?}", c.mcp);
     }
 
     #[test]

@@ -24,9 +24,15 @@ const PIP: &str = "scripts/setup peers` (mcp==1.30.0 into ~/.cache/lake/peers-ve
 
 /// A lake with `[mcp]` on (and `extra` lines in the section) and a user named query.
 fn start(dir: &std::path::Path, extra: &str) -> Lake {
+    start_with(dir, extra, "")
+}
+
+/// [`start`] with `query` lines in `[query]`.
+fn start_with(dir: &std::path::Path, extra: &str, query: &str) -> Lake {
     let port = free_port();
     let config = lake_toml(dir, port)
         .flush("1h")
+        .query(query)
         .section(&format!("[mcp]\nenabled = true\n{extra}"))
         .section(
             "[[queries]]\nname = \"metric_avg\"\ndescription = \"average of one metric per host\"\nsql = \"SELECT host, round(avg(value), 2) AS avg, count(*) AS n FROM metrics WHERE name = $metric AND $__timeFilter(ts) GROUP BY 1\"",
@@ -339,4 +345,46 @@ async fn mcp_is_off_unless_enabled_and_says_how_to_turn_it_on() {
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("[mcp] enabled = true"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_token_added_while_running_opens_mcp_and_the_time_limit_reads_as_on_v1_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = start_with(dir.path(), "", "timeout = \"1s\"");
+    let (c, url) = (reqwest::Client::new(), lake.url.clone());
+    let init = msg(1, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}}));
+    let status_with = |token: String| {
+        let (c, url, init) = (c.clone(), url.clone(), init.clone());
+        async move {
+            let r = c.post(format!("{url}/mcp")).bearer_auth(token).header("content-type", "application/json");
+            r.body(init).send().await.unwrap().status().as_u16()
+        }
+    };
+
+    // `lake token add --role read` writes the tokens file; the running lake takes it.
+    let out = Command::new(lake_bin())
+        .args(["token", "add", "--role", "read", "--config"])
+        .arg(&lake.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status_with(token.clone()).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "the added read token was not accepted on /mcp");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_with("lake_r_wrong".into()).await, 401);
+
+    // A query past query.timeout: interrupted, in /v1/sql's words.
+    let (session, _) = initialize(&c, &url, "2025-06-18").await;
+    let slow = "SELECT count(*) FROM range(100000000) a, range(100000) b WHERE a.range + b.range = -1";
+    let call = msg(2, "tools/call", json!({"name": "run_sql", "arguments": {"sql": slow}}));
+    let (s, _, v) = rpc(&c, &url, Some(&session), &[], call).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    let (status, answer) = try_sql(&c, &url, slow).await;
+    assert_eq!(status, 408, "{answer}");
+    assert_eq!(v["result"]["content"][0]["text"], answer["error"]);
+    println!("time limit alike: {}", answer["error"]);
 }

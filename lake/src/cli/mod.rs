@@ -48,7 +48,8 @@ struct LoggingArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the lake: ingest, storage, SQL API.
+    /// Run the lake: ingest, storage, SQL API (and, with `[mcp] enabled = true`, the MCP
+    /// server for AI agents at /mcp).
     Serve {
         /// Configuration file (defaults apply without one).
         #[arg(long, short, env = "LAKE_CONFIG")]
@@ -56,7 +57,7 @@ enum Command {
         /// Override the listen address of the config.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Serve the read APIs (SQL, Grafana, alerts, web UI) without a token on an address
+        /// Serve the read APIs (SQL, Grafana, alerts, web UI, MCP) without a token on an address
         /// other than loopback. Without this flag `lake serve` refuses to start when
         /// `listen` is not 127.0.0.0/8 or ::1 and there is no read token (neither
         /// `[query] read_tokens*` nor a read token in the tokens file).

@@ -72,9 +72,8 @@ use lake_query::Engine;
 pub const LATEST_VERSION: &str = "2025-06-18";
 /// Revisions the lake speaks, newest first.
 pub const VERSIONS: [&str; 2] = [LATEST_VERSION, "2025-03-26"];
-/// The revision of a session whose client sends no `MCP-Protocol-Version` header, as the
-/// transport specifies for clients that predate the header.
-const DEFAULT_VERSION: &str = "2025-03-26";
+/// The one revision of those with JSON-RPC batches (2025-06-18 removed them).
+const BATCHING_VERSION: &str = "2025-03-26";
 /// Largest request body: a JSON-RPC message with SQL in it is a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
 /// The session header.
@@ -292,7 +291,8 @@ fn rpc_result(id: Value, result: Value) -> Value {
 fn refuse(mcp: &Mcp, status: StatusCode, code: i64, message: impl Into<String>) -> Response {
     mcp.stats.rejected.add(1);
     let message = message.into();
-    tracing::info!(target: "lake::mcp", status = status.as_u16(), %message, "MCP request refused");
+    // Debug, not info: a client hammering with a wrong token must not flood the log.
+    tracing::debug!(target: "lake::mcp", status = status.as_u16(), %message, "MCP request refused");
     (status, axum::Json(rpc_error(Value::Null, code, message))).into_response()
 }
 
@@ -407,16 +407,13 @@ pub async fn post(State(mcp): State<Arc<Mcp>>, headers: HeaderMap, body: Body) -
     if let Err(r) = admit(&mcp, &headers) {
         return r;
     }
-    if let Some(accept) = header(&headers, ACCEPT.as_str()) {
-        let a = accept.to_ascii_lowercase();
-        if !["application/json", "application/*", "*/*"].iter().any(|t| a.contains(t)) {
-            return refuse(
-                &mcp,
-                StatusCode::NOT_ACCEPTABLE,
-                code::INVALID_REQUEST,
-                "Accept must allow application/json",
-            );
-        }
+    // The answer is JSON: a client whose Accept headers all rule it out gets 406. No
+    // Accept at all is taken as anything, as HTTP says.
+    let accepts: Vec<String> =
+        headers.get_all(ACCEPT).iter().map(|v| v.to_str().unwrap_or("").to_ascii_lowercase()).collect();
+    let json_ok = |a: &String| ["application/json", "application/*", "*/*"].iter().any(|t| a.contains(t));
+    if !accepts.is_empty() && !accepts.iter().any(json_ok) {
+        return refuse(&mcp, StatusCode::NOT_ACCEPTABLE, code::INVALID_REQUEST, "Accept must allow application/json");
     }
     let body = match body::read_body(&headers, body, MAX_BODY, "/mcp").await {
         Ok(b) => b,
@@ -486,7 +483,7 @@ pub async fn post(State(mcp): State<Arc<Mcp>>, headers: HeaderMap, body: Body) -
             }
         },
     };
-    if batch && version != DEFAULT_VERSION {
+    if batch && version != BATCHING_VERSION {
         return refuse(
             &mcp,
             StatusCode::BAD_REQUEST,
