@@ -98,11 +98,17 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
     let lake = start(dir.path(), "");
     let c = reqwest::Client::new();
     ingest(&c, &lake.url).await;
+    let signup = r#"{"ts": "2026-11-25T10:00:00Z", "plan": "pro", "amount": 9.5}"#;
+    let (s, v) = send_custom(&c, &lake.url, "json", "signups", &format!("{NODE}/2/1"), signup).await;
+    assert_eq!(s, 200, "{v}");
 
     let mut calls = vec![
         json!(["list_tables", {}]),
         json!(["describe_table", {"table": "http"}]),
         json!(["describe_table", {"table": "events"}]),
+        json!(["describe_table", {"table": "signups"}]),
+        json!(["describe_table", {"table": "nope"}]),
+        json!(["describe_table", {"table": "x\" OR 1=1"}]),
         json!(["run_sql", {"sql": "SELECT name, count(*) AS n, sum(value) AS total FROM metrics GROUP BY 1 ORDER BY 1"}]),
         json!(["run_sql", {"sql": "SELECT * FROM range(1000)", "max_rows": 5}]),
         json!(["named_query", {"name": "metric_avg", "since": "3h", "vars": {"metric": "cpu"}}]),
@@ -140,9 +146,21 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
     let tables = text(0);
     assert!(tables.contains("metrics") && tables.contains("catalog") && tables.contains("events"), "{tables}");
     assert!(tables.lines().any(|l| l.starts_with("metrics ") && l.contains(" 120 ")), "120 rows in metrics:\n{tables}");
+    assert!(tables.lines().any(|l| l.starts_with("signups ") && l.contains(" custom ")), "{tables}");
     let http = text(1);
-    assert!(http.contains("- status ") && http.contains("- remote_ip "), "{http}");
+    assert!(http.contains("- status BIGINT: response status code") && http.contains("- remote_ip "), "{http}");
     assert!(text(2).contains("- summary VARCHAR"), "{}", text(2));
+    let custom = text(3);
+    assert!(custom.starts_with("signups (custom table)") && custom.contains("- plan VARCHAR"), "{custom}");
+    for (i, says) in [(4, "nope"), (5, "lower-case letters")] {
+        assert_eq!(r[i]["isError"], true, "{}", r[i]);
+        assert!(r[i]["text"].as_str().unwrap().contains(says), "{}", r[i]);
+    }
+    let r = &out["calls"].as_array().unwrap()[3..];
+    let text = |i: usize| {
+        assert_eq!(r[i]["isError"], false, "call {i}: {}", r[i]);
+        r[i]["text"].as_str().unwrap().to_string()
+    };
     let sql = text(3);
     assert_eq!(sql.lines().collect::<Vec<_>>()[2..], ["cpu  | 60 | 1770.0", "load | 60 | 3600.0", "(2 rows)"], "{sql}");
     let cut = text(4);
@@ -169,7 +187,7 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
     for (i, statement) in REFUSED.iter().enumerate() {
         let (status, answer) = try_sql(&c, &lake.url, statement).await;
         assert!(status == 403 || status == 400, "{statement}: {status} {answer}");
-        let got = &r[first_refusal + i];
+        let got = &out["calls"][first_refusal + i];
         assert_eq!(got["isError"], true, "{statement}: {got}");
         assert_eq!(got["text"], answer["error"], "{statement}");
         println!("refused alike ({status}): {statement} -> {}", got["text"]);
@@ -178,10 +196,10 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
 
     assert_eq!(out["wrong_token"], 401, "{}", out["wrong_token"]);
 
-    // Counted: 9 good calls, 6 refusals and 3 mistakes as tool errors, the unknown tool and
+    // Counted: 10 good calls, 6 refusals and 5 mistakes as tool errors, the unknown tool and
     // the wrong token as rejected requests.
     let metrics = c.get(format!("{}/metrics", lake.url)).send().await.unwrap().text().await.unwrap();
-    for line in ["lake_mcp_tool_calls_total 9", "lake_mcp_tool_errors_total 9", "lake_mcp_sessions_opened_total 1"] {
+    for line in ["lake_mcp_tool_calls_total 10", "lake_mcp_tool_errors_total 11", "lake_mcp_sessions_opened_total 1"] {
         assert!(metrics.contains(&format!("\n{line}\n")), "{line}:\n{metrics}");
     }
     assert!(!metrics.contains("\nlake_mcp_rejected_total 0\n"), "{metrics}");

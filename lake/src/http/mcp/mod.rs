@@ -296,12 +296,12 @@ fn refuse(mcp: &Mcp, status: StatusCode, code: i64, message: impl Into<String>) 
     (status, axum::Json(rpc_error(Value::Null, code, message))).into_response()
 }
 
-/// The checks every method shares: `Origin`, then the read token.
-fn admit(mcp: &Mcp, headers: &HeaderMap) -> Result<(), Response> {
+/// The checks every method shares, `Origin` then the read token: the refusal, if any.
+fn refused(mcp: &Mcp, headers: &HeaderMap) -> Option<Response> {
     if let Some(origin) = headers.get(ORIGIN) {
         let o = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
         if !mcp.config.allowed_origins.contains(&o) {
-            return Err(refuse(
+            return Some(refuse(
                 mcp,
                 StatusCode::FORBIDDEN,
                 code::INVALID_REQUEST,
@@ -310,13 +310,13 @@ fn admit(mcp: &Mcp, headers: &HeaderMap) -> Result<(), Response> {
         }
     }
     let denied = match mcp.auth.read(headers) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return None,
         Err(Denied::Missing) => "missing Authorization: Bearer <read token>",
         Err(Denied::Invalid) => "invalid read token",
     };
     let mut r = refuse(mcp, StatusCode::UNAUTHORIZED, code::INVALID_REQUEST, denied);
     r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"lake\""));
-    Err(r)
+    Some(r)
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -332,7 +332,7 @@ pub async fn disabled() -> Response {
 
 /// `GET /mcp`: no server-initiated stream here.
 pub async fn get(State(mcp): State<Arc<Mcp>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admit(&mcp, &headers) {
+    if let Some(r) = refused(&mcp, &headers) {
         return r;
     }
     let mut r = refuse(
@@ -347,7 +347,7 @@ pub async fn get(State(mcp): State<Arc<Mcp>>, headers: HeaderMap) -> Response {
 
 /// `DELETE /mcp`: ends the session named by `Mcp-Session-Id`.
 pub async fn delete(State(mcp): State<Arc<Mcp>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admit(&mcp, &headers) {
+    if let Some(r) = refused(&mcp, &headers) {
         return r;
     }
     match header(&headers, SESSION_HEADER) {
@@ -404,7 +404,7 @@ fn classify(v: Value) -> Message {
 
 /// `POST /mcp`.
 pub async fn post(State(mcp): State<Arc<Mcp>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = admit(&mcp, &headers) {
+    if let Some(r) = refused(&mcp, &headers) {
         return r;
     }
     // The answer is JSON: a client whose Accept headers all rule it out gets 406. No
