@@ -363,6 +363,23 @@ async fn mcp_is_off_unless_enabled_and_says_how_to_turn_it_on() {
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("[mcp] enabled = true"), "{v}");
+    assert!(check_config(&lake.config).contains("  mcp             off ([mcp] enabled = true serves /mcp)"));
+    let on = tempfile::tempdir().unwrap();
+    let lake = start(on.path(), "allowed_origins = [\"http://localhost:6274\"]");
+    let said = check_config(&lake.config);
+    assert!(
+        said.contains(
+            "/mcp on (read tokens): 200 rows shown, 64 sessions idle 3600s, browser origins http://localhost:6274"
+        ),
+        "{said}"
+    );
+}
+
+/// `lake check-config`'s report.
+fn check_config(config: &std::path::Path) -> String {
+    let out = Command::new(lake_bin()).args(["check-config", "--config"]).arg(config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

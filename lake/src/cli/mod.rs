@@ -326,6 +326,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
+    if c.mcp.enabled {
+        let origins = if c.mcp.allowed_origins.is_empty() { "none".into() } else { c.mcp.allowed_origins.join(", ") };
+        println!(
+            "  mcp             /mcp on (read tokens): {} rows shown, {} sessions idle {:?}, browser origins {origins}",
+            c.mcp.max_rows, c.mcp.max_sessions, c.mcp.session_idle
+        );
+    } else {
+        println!("  mcp             off ([mcp] enabled = true serves /mcp)");
+    }
     print!("{}", alerts::describe_config(&c.alerts));
     match &c.heartbeat {
         Some(h) => println!(
