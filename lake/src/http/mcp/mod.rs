@@ -13,11 +13,14 @@
 //! The streamable HTTP transport of MCP revision 2025-06-18, negotiating down to
 //! 2025-03-26 (an `initialize` asking for any other revision is answered with 2025-06-18,
 //! the client then decides). Implemented here rather than with the official Rust SDK
-//! (`rmcp` 3.11) because that crate does not fit the lake's dependency set: its `server`
-//! feature requires `schemars` 1 and `sha2` 0.11 (a second SHA-256 beside ring, and the
-//! `digest` 0.11 family) plus three proc-macro crates, and its session manager has no
-//! bound on the number of sessions (a worker task and channels each). The lake needs a
-//! small, fixed subset, written out below.
+//! (`rmcp` 3.11) because that crate does not fit the lake's dependency set: with
+//! `server` and `transport-streamable-http-server` it adds 24 crates, among them `sha2`
+//! 0.11 (a second SHA-256 beside ring, and second majors of `digest`, `block-buffer` and
+//! `crypto-common`), `schemars` 1 and five proc-macro crates (`darling`, `schemars_derive`,
+//! `rmcp-macros`, …): ~90 s of compile time on this 2-core machine (rmcp alone 33 s,
+//! measured with `cargo build --timings`, debug). And its session manager has no bound on
+//! the number of sessions (a worker task and channels each). The lake needs a small,
+//! fixed subset, written out below.
 //!
 //! - `POST /mcp` carries one JSON-RPC 2.0 message (a batch, a JSON array, only on a
 //!   2025-03-26 session: 2025-06-18 removed batching). Requests are answered with
@@ -41,6 +44,8 @@
 //! - `Origin`: a request carrying one (a browser's) is refused with 403 unless it is in
 //!   `[mcp] allowed_origins`, as the transport asks to defeat DNS rebinding: a web page
 //!   whose name resolves to the lake's address cannot drive it through a visitor's browser.
+//!   Like every 401 and 403, the refusal is logged on the `lake_auth` line fail2ban reads
+//!   ([`crate::http::refused`]).
 //! - Limits: a body over 1 MiB is 413, the body deadline and the router's request time
 //!   limit (408) apply, and every query runs under the engine's limits.
 //!
