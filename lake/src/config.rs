@@ -110,6 +110,9 @@ struct ConfigFile {
     /// `[heartbeat]`: the dead-man's switch out (none without the section).
     #[serde(default)]
     heartbeat: Option<crate::heartbeat::HeartbeatFile>,
+    /// `[mcp]`: the MCP server for AI agents at `/mcp` (off without the section).
+    #[serde(default)]
+    mcp: crate::http::mcp::McpFile,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -405,6 +408,8 @@ pub struct Config {
     pub http: HttpTimeouts,
     /// `[heartbeat]`: a monitor outside the lake pinged after every alert round.
     pub heartbeat: Option<crate::heartbeat::HeartbeatConfig>,
+    /// `[mcp]`: the MCP server at `/mcp`.
+    pub mcp: crate::http::mcp::McpConfig,
 }
 
 impl Config {
@@ -539,6 +544,7 @@ impl Config {
         let max_connections = file.http.max_connections;
         let http = file.http.validate(file.query.timeout.0)?;
         let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
+        let mcp = file.mcp.validate()?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -567,6 +573,7 @@ impl Config {
             retention,
             http,
             heartbeat,
+            mcp,
         })
     }
 }
@@ -723,6 +730,7 @@ mod tests {
         assert_eq!(c.queries.len(), lake_query::named::defaults().len() + 1);
         let hb = c.heartbeat.as_ref().expect("the example pings a monitor");
         assert_eq!(hb.fail_url.path(), "/00000000-0000-0000-0000-000000000000/fail");
+        assert!(c.mcp.enabled && c.mcp.max_sessions == 64 && c.mcp.max_rows == 200, "{:?}", c.mcp);
     }
 
     #[test]

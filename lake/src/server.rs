@@ -175,6 +175,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         health: Arc::clone(&health),
         connections: Arc::clone(&connections),
         otlp: Arc::default(),
+        mcp: Arc::default(),
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(
@@ -197,6 +198,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         maintenance: Arc::clone(&maintenance),
         cancel: cancel.child_token(),
         request_timeout: config.http.request,
+        mcp: config.mcp.clone(),
     });
 
     let flusher = Flusher {

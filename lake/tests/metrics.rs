@@ -75,6 +75,11 @@ lake_remote_write_rejected_total counter remote_write requests refused with a 4x
 lake_loki_requests_total counter Loki push requests stored (answered 204)\n\
 lake_loki_lines_total counter Loki log lines stored\n\
 lake_loki_rejected_total counter Loki push requests refused with a 4xx other than 401\n\
+lake_mcp_tool_calls_total counter MCP tool calls answered with a result\n\
+lake_mcp_tool_errors_total counter MCP tool calls answered with isError (bad arguments, SQL errors, sandbox refusals, time limit)\n\
+lake_mcp_rejected_total counter MCP requests refused (token, origin, session, malformed message) or answered with a JSON-RPC error\n\
+lake_mcp_sessions_opened_total counter MCP sessions opened\n\
+lake_mcp_sessions gauge MCP sessions open now\n\
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,10 +11,12 @@
 //! - [`named`]: named queries (`[[queries]]` in `lake.toml`) and the shipped defaults.
 //! - [`output`]: rendering a result as a terminal table, JSON, CSV or Arrow, shared by the
 //!   HTTP API and the `lake query` CLI.
+//! - [`correlate`]: the SQL of `lake correlate` and `lake top` (and their MCP tools).
 //! - [`alerts`]: alert rules, their state and evaluation, and the text of notifications
 //!   (pure: the lake schedules them and sends).
 
 pub mod alerts;
+pub mod correlate;
 pub mod engine;
 pub mod grafana;
 pub mod named;

@@ -48,7 +48,8 @@ struct LoggingArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the lake: ingest, storage, SQL API.
+    /// Run the lake: ingest, storage, SQL API (and, with `[mcp] enabled = true`, the MCP
+    /// server for AI agents at /mcp).
     Serve {
         /// Configuration file (defaults apply without one).
         #[arg(long, short, env = "LAKE_CONFIG")]
@@ -56,7 +57,7 @@ enum Command {
         /// Override the listen address of the config.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Serve the read APIs (SQL, Grafana, alerts, web UI) without a token on an address
+        /// Serve the read APIs (SQL, Grafana, alerts, web UI, MCP) without a token on an address
         /// other than loopback. Without this flag `lake serve` refuses to start when
         /// `listen` is not 127.0.0.0/8 or ::1 and there is no read token (neither
         /// `[query] read_tokens*` nor a read token in the tokens file).
@@ -325,6 +326,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("  flush           every {:?} or at {} bytes", c.flush_interval, c.flush_size);
     println!("  query limits    {} rows, {:?}, memory {}", c.limits.max_rows, c.limits.timeout, c.limits.memory_limit);
+    if c.mcp.enabled {
+        let origins = if c.mcp.allowed_origins.is_empty() { "none".into() } else { c.mcp.allowed_origins.join(", ") };
+        println!(
+            "  mcp             /mcp on (read tokens): {} rows shown, {} sessions idle {:?}, browser origins {origins}",
+            c.mcp.max_rows, c.mcp.max_sessions, c.mcp.session_idle
+        );
+    } else {
+        println!("  mcp             off ([mcp] enabled = true serves /mcp)");
+    }
     print!("{}", alerts::describe_config(&c.alerts));
     match &c.heartbeat {
         Some(h) => println!(

@@ -5,7 +5,8 @@
 //!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write),
 //!   [`loki`] (Loki push);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
-//!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI);
+//!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI), [`mcp`] (`/mcp`, the
+//!   Model Context Protocol server for AI agents);
 //! - alerts and silences: `crate::alerts::http`; archive, restore, compaction: [`admin`];
 //! - the lake's own state: `/health` and `/metrics`, here.
 //!
@@ -23,6 +24,7 @@ pub mod error;
 pub mod grafana;
 pub mod ingest;
 pub mod loki;
+pub mod mcp;
 pub mod otlp;
 pub mod policy;
 pub mod refused;
@@ -74,6 +76,8 @@ pub struct Status {
     pub connections: Arc<conns::Connections>,
     /// The OTLP endpoints' counters.
     pub otlp: Arc<otlp::OtlpStats>,
+    /// `/mcp`'s counters.
+    pub mcp: Arc<mcp::McpStats>,
 }
 
 impl Status {
@@ -110,6 +114,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.remote_write.samples(),
         s.ingest.loki.samples(),
         s.otlp.samples(),
+        s.mcp.samples(),
         s.ingest.budget.samples(),
         s.wal().samples(),
         s.writer.samples(),

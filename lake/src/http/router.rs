@@ -6,7 +6,8 @@
 //! ingest must learn the node from the token), except the admin routes, which share one
 //! check as a layer ([`admin::check_auth`]). Roles, as in [`crate::auth`]:
 //! - **ingest**: an ingest token; the node of the rows is the token's.
-//! - **read**: a read token; open when the lake has none (loopback deployments).
+//! - **read**: a read token; open when the lake has none (loopback deployments). `/mcp`
+//!   also answers 401 with `WWW-Authenticate: Bearer`, as MCP clients expect.
 //! - **alerts-read**: a read or an alerts token; **alerts-write**: an alerts or an admin one.
 //! - **admin**: an admin token; with none configured, loopback peers only.
 //! - **open**: no token (health, metrics, the UI's static files).
@@ -27,7 +28,9 @@ use lake_query::named::NamedQuery;
 use lake_query::Engine;
 
 use super::ingest::Ingest;
-use super::{admin, custom, grafana, health, ingest, loki, metrics, otlp, remote_write, sql, tables, ui, Status};
+use super::{
+    admin, custom, grafana, health, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status,
+};
 use crate::alerts::http as alerts;
 use crate::auth::Verifier;
 use crate::maintenance::archive::Maintenance;
@@ -53,6 +56,8 @@ pub struct Surface {
     pub cancel: CancellationToken,
     /// `http.request_timeout`.
     pub request_timeout: Duration,
+    /// `[mcp]`: whether `/mcp` serves the MCP server, and its limits.
+    pub mcp: mcp::McpConfig,
 }
 
 /// The lake's routes.
@@ -60,6 +65,18 @@ pub fn router(s: Surface) -> Router {
     let otlp = Arc::new(otlp::Otlp::new(Arc::clone(&s.ingest), Arc::clone(&s.status.otlp)));
     let tables = Arc::new(tables::Tables { engine: Arc::clone(&s.engine), auth: Arc::clone(&s.auth) });
     let sql = sql::Sql::new(Arc::clone(&s.engine), Arc::clone(&s.auth), s.queries.clone());
+    let mcp_route = if s.mcp.enabled {
+        let state = mcp::Mcp::new(
+            Arc::clone(&s.engine),
+            Arc::clone(&s.auth),
+            s.queries.clone(),
+            s.mcp,
+            Arc::clone(&s.status.mcp),
+        );
+        get(mcp::get).post(mcp::post).delete(mcp::delete).with_state(state)
+    } else {
+        axum::routing::any(mcp::disabled)
+    };
     let grafana = grafana::Grafana::new(s.engine, Arc::clone(&s.auth), s.queries);
     let ui = ui::Ui::new(Arc::clone(&s.auth));
     let admin = admin::Admin::new(s.maintenance, s.auth, s.cancel);
@@ -85,6 +102,8 @@ pub fn router(s: Surface) -> Router {
         // Reading (read token).
         .route("/v1/tables", get(tables::tables).with_state(tables))
         .route("/v1/sql", post(sql::sql).with_state(sql))
+        // The MCP server for AI agents (read token; 404 unless `[mcp] enabled`).
+        .route("/mcp", mcp_route)
         // Alerts (alerts-read) and silences (alerts-read to list, alerts-write to change).
         .route("/v1/alerts", get(alerts::alerts).with_state(Arc::clone(&alerts)))
         .route("/v1/silences", get(alerts::silences).post(alerts::add_silence).with_state(Arc::clone(&alerts)))

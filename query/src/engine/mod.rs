@@ -86,6 +86,10 @@ impl FreshRows for NoFreshRows {
     }
 }
 
+/// The view of every event of any kind on (ts, host, table, ip, summary), over the catalog
+/// tables, for correlation across sources (`lake correlate --ip`).
+pub const EVENTS_VIEW: &str = views::EVENTS;
+
 /// Per-query resource limits.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -152,26 +152,8 @@ pub async fn sql(
     let (statement, format) = parse_request(&headers, params, &body)?;
     let (sql, params) = match statement {
         Statement::Sql(sql) => (sql, Vec::new()),
-        Statement::Named { name, from_ms, to_ms, since_ms, mut vars } => {
-            let q = state.queries.iter().find(|q| q.name == name).ok_or_else(|| {
-                let known: Vec<&str> = state.queries.iter().map(|q| q.name.as_str()).collect();
-                ApiError::bad_request(format!("unknown named query {name:?} (known: {})", known.join(", ")))
-            })?;
-            let now_ms = lake_format::rows::now_micros() / 1000;
-            let to_ms = to_ms.unwrap_or(now_ms);
-            let span = match from_ms {
-                Some(from) if from < to_ms => to_ms - from,
-                Some(from) => {
-                    return Err(ApiError::bad_request(format!("from ({from}) must be before to ({to_ms})")));
-                }
-                None => i64::try_from(since_ms).unwrap_or(i64::MAX),
-            };
-            let mut ctx = MacroContext::last(to_ms, span, 200);
-            q.fill_vars(&mut vars);
-            ctx.vars = vars;
-            let expanded =
-                expand(&q.sql, &ctx).map_err(|e| ApiError::bad_request(format!("named query {name}: {e}")))?;
-            (expanded.sql, expanded.params)
+        Statement::Named { name, from_ms, to_ms, since_ms, vars } => {
+            expand_named(&state.queries, &name, from_ms, to_ms, since_ms, vars)?
         }
     };
     if format != Format::Table {
@@ -194,6 +176,38 @@ pub async fn sql(
         h.insert(TRUNCATED_HEADER, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The SQL and bound parameters of the named query `name` over `from_ms`..`to_ms` (epoch
+/// milliseconds; `to_ms` defaults to now, `from_ms` to `since_ms` before it), with `vars`
+/// completed by the query's defaults. Shared by `/v1/sql` and the MCP `named_query` tool,
+/// so both expand a name the same way and refuse the same mistakes in the same words.
+pub(crate) fn expand_named(
+    queries: &[NamedQuery],
+    name: &str,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    since_ms: u64,
+    mut vars: BTreeMap<String, Vec<String>>,
+) -> Result<(String, Vec<lake_query::ParamValue>), ApiError> {
+    let q = queries.iter().find(|q| q.name == name).ok_or_else(|| {
+        let known: Vec<&str> = queries.iter().map(|q| q.name.as_str()).collect();
+        ApiError::bad_request(format!("unknown named query {name:?} (known: {})", known.join(", ")))
+    })?;
+    let now_ms = lake_format::rows::now_micros() / 1000;
+    let to_ms = to_ms.unwrap_or(now_ms);
+    let span = match from_ms {
+        Some(from) if from < to_ms => to_ms - from,
+        Some(from) => {
+            return Err(ApiError::bad_request(format!("from ({from}) must be before to ({to_ms})")));
+        }
+        None => i64::try_from(since_ms).unwrap_or(i64::MAX),
+    };
+    let mut ctx = MacroContext::last(to_ms, span, 200);
+    q.fill_vars(&mut vars);
+    ctx.vars = vars;
+    let expanded = expand(&q.sql, &ctx).map_err(|e| ApiError::bad_request(format!("named query {name}: {e}")))?;
+    Ok((expanded.sql, expanded.params))
 }
 
 fn parse_request(headers: &HeaderMap, params: SqlParams, body: &[u8]) -> Result<(Statement, Format), ApiError> {
