@@ -121,6 +121,8 @@ struct ConfigFile {
     json_file: Vec<crate::sources::json_file::JsonFileFile>,
     #[serde(default)]
     log_file: Vec<crate::sources::log_file::LogFileFile>,
+    #[serde(default)]
+    ups: Vec<crate::sources::ups::UpsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +311,8 @@ pub struct Config {
     pub json_file: Vec<crate::sources::json_file::JsonFileConfig>,
     /// `[[log_file]]` entries.
     pub log_file: Vec<crate::sources::log_file::LogFileConfig>,
+    /// `[[ups]]` entries.
+    pub ups: Vec<crate::sources::ups::UpsConfig>,
 }
 
 /// `[lake]`.
@@ -633,6 +637,7 @@ impl ConfigFile {
             })?,
             json_file: crate::sources::json_file::validate_all(self.json_file)?,
             log_file: crate::sources::log_file::validate_all(self.log_file)?,
+            ups: crate::sources::ups::validate_all(self.ups)?,
         })
     }
 }

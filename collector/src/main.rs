@@ -195,6 +195,9 @@ fn print_summary(c: &Config) {
     for l in &c.log_file {
         println!("log_file      {}", lake_collector::sources::log_file::describe(l));
     }
+    for u in &c.ups {
+        println!("ups           {}", lake_collector::sources::ups::describe(u));
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub mod tailscale;
 pub(crate) mod test_support;
 pub mod ufw;
 pub mod unparsed;
+pub mod ups;
 pub mod uptime;
 pub mod zone;
 

@@ -15,6 +15,8 @@
 //! | `container_oom` | `containers` `oom` events per (host, container), last 10 min | OOM kills | `>= 1` |
 //! | `container_unhealthy` | the latest `start`/`die`/`destroy`/`health_status` event per (host, container), last 7 days (Docker sends `health_status` only when the health changes) | seconds since it turned `unhealthy` | `> 120` |
 //! | `compose_container_gone` | per (host, compose project, container) with an event in the last day: its latest lifecycle event (`start`, `restart`, `unpause`, `die`, `stop`, `kill`, `oom`, `destroy`), and whether the docker source sampled its stats (only running containers have some) in the last 5 min | seconds since its last event | `> 300` while the latest is not `start`/`restart`/`unpause` and no stats came |
+//! | `ups_on_battery` | the `[[ups]]` source's latest `nut_ups_status{flag="OB"}` per (host, ups), last 10 min | 1 on battery | `>= 1` for 30s |
+//! | `ups_low_battery` | the same for `LB` (low battery: the UPS will shut down soon) | 1 low | `>= 1` |
 //! | `alert_rule_failing` | the evaluations of every other rule (no SQL: the lake's evaluator reports them, so it works when the engine does not) | failed evaluations of the rule in a row | `>= 2` |
 //!
 //! Each is overridden field by field with a `[[rules]]` entry of the same name, or
@@ -54,11 +56,15 @@ pub const CONTAINER_OOM: &str = "container_oom";
 pub const CONTAINER_UNHEALTHY: &str = "container_unhealthy";
 /// `compose_container_gone`.
 pub const COMPOSE_CONTAINER_GONE: &str = "compose_container_gone";
+/// `ups_on_battery`.
+pub const UPS_ON_BATTERY: &str = "ups_on_battery";
+/// `ups_low_battery`.
+pub const UPS_LOW_BATTERY: &str = "ups_low_battery";
 /// `alert_rule_failing`.
 pub const ALERT_RULE_FAILING: &str = "alert_rule_failing";
 
 /// Names of the built-in rules.
-pub const BUILTIN_NAMES: [&str; 14] = [
+pub const BUILTIN_NAMES: [&str; 16] = [
     NODE_SILENT,
     FILESYSTEM_FULL,
     TLS_EXPIRING,
@@ -72,6 +78,8 @@ pub const BUILTIN_NAMES: [&str; 14] = [
     CONTAINER_OOM,
     CONTAINER_UNHEALTHY,
     COMPOSE_CONTAINER_GONE,
+    UPS_ON_BATTERY,
+    UPS_LOW_BATTERY,
     ALERT_RULE_FAILING,
 ];
 
@@ -370,6 +378,28 @@ WHERE l.action NOT IN ('start', 'restart', 'unpause') AND r.container IS NULL"#
             message: "{{ labels.host }}: {{ labels.container }} (service {{ details.service }} of compose project {{ labels.compose_project }}) is gone for {{ value | duration }} (last event: {{ details.last_action }})",
         },
         BuiltinRule {
+            name: UPS_ON_BATTERY,
+            description: "a UPS (the [[ups]] source) has been on battery for 30 seconds: the mains are down",
+            sql: ups_flag_sql("OB"),
+            kind: RuleKind::Sql,
+            condition: ">= 1",
+            for_: secs(30),
+            every: secs(15),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: UPS {{ labels.ups }} is on battery ({{ details.charge }}% charge, {{ details.runtime }} s of runtime left)",
+        },
+        BuiltinRule {
+            name: UPS_LOW_BATTERY,
+            description: "a UPS (the [[ups]] source) reports low battery: what it powers shuts down soon",
+            sql: ups_flag_sql("LB"),
+            kind: RuleKind::Sql,
+            condition: ">= 1",
+            for_: secs(0),
+            every: secs(15),
+            severity: Severity::Critical,
+            message: "{{ labels.host }}: UPS {{ labels.ups }} has a low battery ({{ details.charge }}% charge, {{ details.runtime }} s of runtime left)",
+        },
+        BuiltinRule {
             name: ALERT_RULE_FAILING,
             description: "an alert rule failed to evaluate twice in a row (SQL error, time-out, engine down): what it watches is unwatched",
             sql: String::new(),
@@ -453,6 +483,31 @@ FROM latest
 GROUP BY kind, target
 HAVING count(*) FILTER (WHERE NOT ok) >= {need}"#
     )
+}
+
+/// The latest value of one `ups.status` flag per (host, ups) in the last 10 minutes, with
+/// the battery's latest charge and runtime as details.
+fn ups_flag_sql(flag: &str) -> String {
+    format!(
+        r#"
+WITH latest AS (
+    SELECT host, labels['ups'] AS ups, name, arg_max(value, ts) AS v
+    FROM metrics
+    WHERE name IN ('nut_ups_status', 'nut_battery_charge', 'nut_battery_runtime')
+      AND (name <> 'nut_ups_status' OR labels['flag'] = '{flag}')
+      AND ts > now() - INTERVAL 10 MINUTE
+    GROUP BY 1, 2, 3
+)
+SELECT host, ups,
+    max(v) FILTER (WHERE name = 'nut_ups_status') AS value,
+    coalesce(CAST(round(max(v) FILTER (WHERE name = 'nut_battery_charge')) AS BIGINT)::VARCHAR, '?') AS _charge,
+    coalesce(CAST(round(max(v) FILTER (WHERE name = 'nut_battery_runtime')) AS BIGINT)::VARCHAR, '?') AS _runtime
+FROM latest
+GROUP BY host, ups
+HAVING max(v) FILTER (WHERE name = 'nut_ups_status') IS NOT NULL"#
+    )
+    .trim()
+    .to_string()
 }
 
 #[cfg(test)]
@@ -549,6 +604,39 @@ mod tests {
         assert!((f[0].1 - 300.0).abs() < 30.0 && (f[1].1 - 3600.0).abs() < 30.0, "{f:?}");
         // Started 30 s ago: nobody has been silent for 2 minutes of the lake's life.
         assert!(firing(&fresh, &r, now - 30 * S).is_empty());
+    }
+
+    #[test]
+    fn ups_rules_fire_on_the_latest_flag_with_charge_and_runtime() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        let mut m = MetricsBuilder::new();
+        let flag = |m: &mut MetricsBuilder, ago: i64, host: &str, ups: &str, flag: &str, v: f64| {
+            m.push(now - ago * S, host, "nut_ups_status", v, &[("ups", ups), ("flag", flag)]);
+        };
+        // pi/home: on line, then on battery and low now; nas/rack: was on battery, back on line.
+        flag(&mut m, 60, "pi", "home", "OB", 0.0);
+        flag(&mut m, 5, "pi", "home", "OB", 1.0);
+        flag(&mut m, 5, "pi", "home", "LB", 1.0);
+        flag(&mut m, 5, "pi", "home", "OL", 0.0);
+        m.push(now - 5 * S, "pi", "nut_battery_charge", 9.4, &[("ups", "home")]);
+        m.push(now - 5 * S, "pi", "nut_battery_runtime", 120.0, &[("ups", "home")]);
+        flag(&mut m, 60, "nas", "rack", "OB", 1.0);
+        flag(&mut m, 5, "nas", "rack", "OB", 0.0);
+        flag(&mut m, 5, "nas", "rack", "LB", 0.0);
+        // An hour ago is not now.
+        flag(&mut m, 3600, "old", "gone", "OB", 1.0);
+        fresh.set(Table::Metrics, vec![m.finish()]);
+        assert_eq!(firing(&fresh, &rule(UPS_ON_BATTERY, &[], 0), now), [("host=pi ups=home".to_string(), 1.0)]);
+        assert_eq!(firing(&fresh, &rule(UPS_LOW_BATTERY, &[], 0), now), [("host=pi ups=home".to_string(), 1.0)]);
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), Arc::clone(&fresh));
+        let r = e.query_blocking(&expand_sql(&rule(UPS_ON_BATTERY, &[], 0).sql, now)).unwrap();
+        let o = observations(&r).unwrap().rows;
+        let home = o.iter().find(|o| o.labels["host"] == "pi").unwrap();
+        assert_eq!((home.details["charge"].as_str(), home.details["runtime"].as_str()), ("9", "120"));
+        let rack = o.iter().find(|o| o.labels["host"] == "nas").unwrap();
+        assert_eq!((rack.value, rack.details["charge"].as_str()), (0.0, "?"));
     }
 
     #[test]
