@@ -263,6 +263,42 @@ async fn the_python_sdk_tracer_writes_spans_and_exponential_histograms_that_sql_
             ["plan", "thought", "1", null, null, true],
         ])
     );
+    // The README's tree and exception queries.
+    let tree = sql(
+        &c,
+        &url,
+        &format!(
+            "WITH RECURSIVE tree AS ( \
+                 SELECT span_id, name, service, ts, duration_ns, status_code, 0 AS depth \
+                 FROM spans WHERE trace_id = '{trace_id}' AND parent_span_id IS NULL \
+                 UNION ALL \
+                 SELECT s.span_id, s.name, s.service, s.ts, s.duration_ns, s.status_code, t.depth + 1 \
+                 FROM spans s JOIN tree t ON s.parent_span_id = t.span_id \
+                 WHERE s.trace_id = '{trace_id}' \
+             ) \
+             SELECT repeat('  ', depth) || name AS span, service, status_code FROM tree ORDER BY ts"
+        ),
+    )
+    .await;
+    assert_eq!(
+        tree,
+        json!([
+            ["invoke_agent", "agent", "unset"],
+            ["  plan", "agent", "unset"],
+            ["  execute_tool search", "agent", "ok"],
+            ["  chat gpt-4o", "agent", "unset"],
+            ["    POST /v1/chat/completions", "llm-gateway", "error"],
+        ])
+    );
+    let exceptions = sql(
+        &c,
+        &url,
+        "SELECT service, name, e -> '$.attrs' ->> 'exception.type' AS exception, status_message \
+         FROM (SELECT ts, service, name, status_message, unnest(events) AS e FROM spans WHERE status_code = 'error') \
+         WHERE e ->> '$.name' = 'exception'",
+    )
+    .await;
+    assert_eq!(exceptions, json!([["llm-gateway", "POST /v1/chat/completions", "RuntimeError", "rate limited"]]));
     let link = sql(
         &c,
         &url,
@@ -290,13 +326,18 @@ async fn the_python_sdk_tracer_writes_spans_and_exponential_histograms_that_sql_
     .await;
     assert_eq!(meta, json!([[400.0, "ms", "cumulative", "gpt-4o", "python"]]));
     for q in [0.5, 0.9, 0.99] {
+        // The README's percentile query.
         let got = sql(
             &c,
             &url,
             &format!(
-                "select min(try_cast(labels['le'] as double)) from metrics \
-                 where name = 'llm.latency_bucket' and value >= {q} * \
-                   (select value from metrics where name = 'llm.latency_count')"
+                "WITH b AS ( \
+                     SELECT labels['le']::DOUBLE AS le, value AS cumulative \
+                     FROM metrics \
+                     WHERE name = 'llm.latency_bucket' \
+                       AND ts = (SELECT max(ts) FROM metrics WHERE name = 'llm.latency_bucket') \
+                 ) \
+                 SELECT min(le) AS p95 FROM b WHERE cumulative >= {q} * (SELECT max(cumulative) FROM b)"
             ),
         )
         .await[0][0]
