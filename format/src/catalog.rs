@@ -426,7 +426,7 @@ const SPANS: &[Column] = &[
     req("span_id", Text, "span id, 16 lowercase hex digits"),
     col("parent_span_id", Text, "the parent span's id (16 hex digits); null for a trace's root span"),
     req("name", Text, "span name, e.g. GET /api/orders, chat gpt-4o, SELECT shop.orders"),
-    col("kind", Text, "internal, server, client, producer or consumer; null when unspecified"),
+    col("kind", Text, "internal, server, client, producer or consumer; null when unspecified, the number when not one of these"),
     col("duration_ns", Int, "end time minus start time (ts), nanoseconds; null when the end is missing or before the start"),
     req("status_code", Text, "unset, ok or error (the span's status)"),
     col("status_message", Text, "the status description, usually set with error"),

@@ -60,7 +60,9 @@
 //!   = 2^((i+1)·2^-s), and `le="+Inf"` = the count. A percentile read as the `le` of the
 //!   first bucket reaching it is at most one bucket's width above the true value: a
 //!   relative error of 2^(2^-s) − 1 (4.4 % at scale 4). At most [`MAX_EXP_BUCKETS`] buckets
-//!   a side; a scale outside −10..=20 or buckets past the range of a double skip the point.
+//!   a side, and [`MAX_EXP_BUCKET_ROWS`] bucket rows a request (what a body of bucket
+//!   counts, a byte each, may cost in memory stays bounded); a point past either, or of a
+//!   scale outside −10..=20, or with buckets past the range of a double, is skipped.
 //! - summary: `<name>_count`, `<name>_sum` and one `<name>` row per quantile with label
 //!   `quantile`.
 //!
@@ -332,6 +334,8 @@ struct Rows<'a> {
     b: MetricsBuilder,
     host: &'a str,
     now_us: i64,
+    /// Bucket rows exponential histograms made so far in this request.
+    exp_buckets: usize,
 }
 
 impl Rows<'_> {
@@ -356,16 +360,16 @@ impl Rows<'_> {
 pub(crate) fn metrics(req: &ExportMetricsServiceRequest, node: &str, now_us: i64) -> Result<Mapped, ArrowError> {
     let mut out =
         Mapped { batch: RecordBatch::new_empty(Table::Metrics.schema()), accepted: 0, rejected: 0, reason: None };
-    let mut b = MetricsBuilder::new();
+    let (mut b, mut exp_buckets) = (MetricsBuilder::new(), 0);
     for rm in &req.resource_metrics {
         let res = Res::new(rm.resource.as_ref(), node);
-        let mut rows = Rows { b, host: &res.host, now_us };
+        let mut rows = Rows { b, host: &res.host, now_us, exp_buckets };
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 metric_rows(m, &res, node, &mut rows, &mut out);
             }
         }
-        b = rows.b;
+        (b, exp_buckets) = (rows.b, rows.exp_buckets);
     }
     out.batch = b.finish();
     Ok(out)
@@ -389,6 +393,11 @@ pub(crate) const TEMPORALITY_LABEL: &str = "otel_temporality";
 /// Most buckets of one side (positive or negative) of an exponential histogram point: each
 /// becomes a row, and SDKs keep 160 by default.
 pub(crate) const MAX_EXP_BUCKETS: usize = 1000;
+/// Most bucket rows the exponential histograms of one request make. A bucket count is a
+/// byte on the wire and a row of a few hundred bytes in memory, so without this bound a
+/// 20 MiB body would build gigabytes of rows, far past the ingest memory budget's estimate
+/// (10x the body); 250,000 rows (about 75 MB) is 1,500 points of an SDK's 160 buckets.
+pub(crate) const MAX_EXP_BUCKET_ROWS: usize = 250_000;
 
 fn temporality(t: i32) -> Option<&'static str> {
     match t {
@@ -468,12 +477,22 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                     continue;
                 }
                 let buckets = match exponential_buckets(p) {
+                    Ok(b) if rows.exp_buckets + b.len() > MAX_EXP_BUCKET_ROWS => {
+                        out.skip(1, || {
+                            format!(
+                                "exponential histogram {name:?}: the request's exponential histograms hold more \
+                                 than {MAX_EXP_BUCKET_ROWS} buckets; export fewer points per request"
+                            )
+                        });
+                        continue;
+                    }
                     Ok(b) => b,
                     Err(why) => {
                         out.skip(1, || format!("exponential histogram {name:?}: {why}"));
                         continue;
                     }
                 };
+                rows.exp_buckets += buckets.len();
                 let l = labels(&p.attributes, res, node, meta);
                 rows.push(p.time_unix_nano, &count_name, p.count as f64, &l, None);
                 if let Some(sum) = p.sum {
@@ -574,15 +593,17 @@ fn number_points(
     }
 }
 
-/// Span kinds by their OTLP number (0, unspecified, is null).
-fn span_kind(kind: i32) -> Option<&'static str> {
+/// Span kinds by their OTLP number: 0 (unspecified) is null, a number this version does
+/// not know is kept as that number.
+fn span_kind(kind: i32) -> Option<std::borrow::Cow<'static, str>> {
     match kind {
-        1 => Some("internal"),
-        2 => Some("server"),
-        3 => Some("client"),
-        4 => Some("producer"),
-        5 => Some("consumer"),
-        _ => None,
+        0 => None,
+        1 => Some("internal".into()),
+        2 => Some("server".into()),
+        3 => Some("client".into()),
+        4 => Some("producer".into()),
+        5 => Some("consumer".into()),
+        n => Some(n.to_string().into()),
     }
 }
 
@@ -683,7 +704,7 @@ pub(crate) fn spans(req: &ExportTraceServiceRequest, node: &str, now_us: i64) ->
                 b.text(span_id, Some(&hex(&sp.span_id)));
                 b.text(parent, (!sp.parent_span_id.is_empty()).then(|| hex(&sp.parent_span_id)).as_deref());
                 b.text(name, Some(&sp.name));
-                b.text(kind, span_kind(sp.kind));
+                b.text(kind, span_kind(sp.kind).as_deref());
                 let ns = (sp.start_time_unix_nano != 0 && sp.end_time_unix_nano >= sp.start_time_unix_nano)
                     .then(|| i64::try_from(sp.end_time_unix_nano - sp.start_time_unix_nano).ok())
                     .flatten();

@@ -460,11 +460,7 @@ fn prepare(
             Signal::Traces => {
                 let name = mapped.batch.column_by_name("name").map(|c| c.as_string::<i32>().value(v.row).to_string());
                 let id = mapped.batch.column_by_name("span_id").map(|c| c.as_string::<i32>().value(v.row).to_string());
-                format!(
-                    "span {:?} (span_id {}; attrs: its attributes)",
-                    name.unwrap_or_default(),
-                    id.unwrap_or_default()
-                )
+                format!("span {:?} (span_id {})", name.unwrap_or_default(), id.unwrap_or_default())
             }
         };
         let column = if v.column == "host" { "host (the resource's host.name)" } else { v.column.as_str() };
