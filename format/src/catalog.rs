@@ -46,6 +46,8 @@ pub enum Table {
     Hosts,
     /// Docker container events: start, die, oom, restart, health changes, ...
     Containers,
+    /// OpenTelemetry trace spans (OTLP `/v1/traces`).
+    Spans,
 }
 
 impl Table {
@@ -71,7 +73,7 @@ impl Table {
     }
 
     /// Every built-in table, in catalog order.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Metrics,
         Table::Logs,
         Table::Http,
@@ -84,6 +86,7 @@ impl Table {
         Table::Units,
         Table::Hosts,
         Table::Containers,
+        Table::Spans,
     ];
 
     /// The table's name as used in SQL, URLs and paths.
@@ -101,6 +104,7 @@ impl Table {
             Table::Units => "units",
             Table::Hosts => "hosts",
             Table::Containers => "containers",
+            Table::Spans => "spans",
         }
     }
 
@@ -120,7 +124,8 @@ impl Table {
             | Table::Listeners
             | Table::Units
             | Table::Hosts
-            | Table::Containers => false,
+            | Table::Containers
+            | Table::Spans => false,
         }
     }
 
@@ -139,6 +144,7 @@ impl Table {
             Table::Units => "systemd units, one row per change",
             Table::Hosts => "machine description per node, one row per change",
             Table::Containers => "Docker container events: start, die, oom, restart, health changes, ...",
+            Table::Spans => "OpenTelemetry trace spans, one row per span (OTLP /v1/traces)",
         }
     }
 
@@ -156,6 +162,7 @@ impl Table {
             Table::Units => UNITS,
             Table::Hosts => HOSTS,
             Table::Containers => CONTAINERS,
+            Table::Spans => SPANS,
         }
     }
 
@@ -183,7 +190,7 @@ impl fmt::Display for Table {
 
 /// The name is not one of the built-in tables.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts, containers)")]
+#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts, containers, spans)")]
 pub struct UnknownTable(pub String);
 
 impl FromStr for Table {
@@ -407,6 +414,29 @@ const CONTAINERS: &[Column] = &[
     col("exit_code", Int, "exit code, for die"),
     col("health", Text, "health after a health_status event: healthy, unhealthy or starting"),
     col("attrs", TextMap, "every other attribute of the event: signal, labels, ..."),
+];
+
+/// Events and links are lists of JSON objects rather than a list-of-struct type: every
+/// column type here maps one to one onto Parquet, DuckDB and each path rows take (the WAL's
+/// Arrow IPC, the query engine's fresh-row tables, compaction's stand-ins), and a JSON text
+/// keeps an event's attributes, whatever their number and types, readable with DuckDB's
+/// `json_extract_string(e, '$.name')` over `unnest(events)`.
+const SPANS: &[Column] = &[
+    req("trace_id", Text, "trace id, 32 lowercase hex digits"),
+    req("span_id", Text, "span id, 16 lowercase hex digits"),
+    col("parent_span_id", Text, "the parent span's id (16 hex digits); null for a trace's root span"),
+    req("name", Text, "span name, e.g. GET /api/orders, chat gpt-4o, SELECT shop.orders"),
+    col("kind", Text, "internal, server, client, producer or consumer; null when unspecified, the number when not one of these"),
+    col("duration_ns", Int, "end time minus start time (ts), nanoseconds; null when the end is missing or before the start"),
+    req("status_code", Text, "unset, ok or error (the span's status)"),
+    col("status_message", Text, "the status description, usually set with error"),
+    col("service", Text, "the resource's service.name"),
+    col("scope_name", Text, "instrumentation scope (tracer) name"),
+    col("scope_version", Text, "instrumentation scope (tracer) version"),
+    col("attrs", TextMap, "the span's attributes (non-string values as JSON text), trace_state, dropped counts, and lake.node (the sender's token node)"),
+    col("resource_attrs", TextMap, "every attribute of the span's resource, under its OpenTelemetry name (service.name, host.name, telemetry.sdk.*, ...)"),
+    col("events", TextList, "span events, each a JSON object {\"time\": RFC 3339 UTC with µs, \"name\": ..., \"attrs\": {...}}"),
+    col("links", TextList, "links to other spans, each a JSON object {\"trace_id\": ..., \"span_id\": ..., \"trace_state\": ..., \"attrs\": {...}}"),
 ];
 
 #[cfg(test)]

@@ -40,14 +40,24 @@ fn otlp(json: bool, data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    let (logs, gzip) = (selector & 1 == 1, selector & 2 == 2);
-    if let Err((status, message)) = otlp::fuzzing::prepare_body(logs, json, gzip, body) {
+    // Bit 2 (traces) was added after bits 0 and 1: older corpus entries keep their meaning
+    // unless they happen to set it.
+    let signal = if selector & 4 == 4 {
+        2
+    } else if selector & 1 == 1 {
+        0
+    } else {
+        1
+    };
+    let gzip = selector & 2 == 2;
+    if let Err((status, message)) = otlp::fuzzing::prepare_body(signal, json, gzip, body) {
         assert!(status.is_client_error(), "an OTLP body is refused with a 4xx, not {status}: {message}");
     }
 }
 
-/// `POST /v1/logs` and `/v1/metrics` with `application/x-protobuf`: bit 0 of the first
-/// byte picks logs, bit 1 gzip; the rest is the body.
+/// `POST /v1/logs`, `/v1/metrics` and `/v1/traces` with `application/x-protobuf`: in the
+/// first byte, bit 2 picks traces, else bit 0 logs (metrics without it); bit 1 gzip; the
+/// rest is the body.
 pub fn otlp_protobuf(data: &[u8]) {
     otlp(false, data)
 }

@@ -10,13 +10,16 @@ use lake_format::rows::TableBuilder;
 use lake_format::{wire, Table};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
     ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
 #[test]
@@ -137,9 +140,58 @@ fn metrics_request() -> ExportMetricsServiceRequest {
                             aggregation_temporality: 2,
                         }),
                     ),
+                    metric(
+                        "llm.latency",
+                        Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint {
+                                time_unix_nano: 1_710_000_000_000_000_000,
+                                count: 6,
+                                sum: Some(40.0),
+                                scale: 3,
+                                zero_count: 1,
+                                positive: Some(Buckets { offset: 20, bucket_counts: vec![2, 0, 3] }),
+                                negative: Some(Buckets { offset: -2, bucket_counts: vec![] }),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 1,
+                        }),
+                    ),
                 ],
                 ..Default::default()
             }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A root span and its child, with an event, a link and an error status.
+fn traces_request() -> ExportTraceServiceRequest {
+    let sp = |id: u8, parent: Vec<u8>| Span {
+        trace_id: vec![0x5b; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent,
+        name: format!("span {id}"),
+        kind: 2,
+        start_time_unix_nano: 1_710_000_000_000_000_000,
+        end_time_unix_nano: 1_710_000_000_250_000_000,
+        attributes: vec![kv("gen_ai.request.model", "gpt-4o")],
+        ..Default::default()
+    };
+    let child = Span {
+        status: Some(Status { code: 2, message: "rate limited".into() }),
+        events: vec![span::Event {
+            time_unix_nano: 1_710_000_000_100_000_000,
+            name: "exception".into(),
+            attributes: vec![kv("exception.type", "RuntimeError")],
+            ..Default::default()
+        }],
+        links: vec![span::Link { trace_id: vec![0x6c; 16], span_id: vec![9; 8], ..Default::default() }],
+        ..sp(2, vec![1; 8])
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans { spans: vec![sp(1, Vec::new()), child], ..Default::default() }],
             ..Default::default()
         }],
     }
@@ -169,12 +221,15 @@ fn seeds() -> Vec<(&'static str, Seeds)> {
         .map(|(i, t)| (format!("{t}.arrows"), prefixed(i as u8, &wire_body(*t))))
         .collect();
     let (logs, metrics) = (logs_request(), metrics_request());
-    // Selector: bit 0 logs, bit 1 gzip (see lake::fuzzing::otlp_protobuf).
+    let traces = traces_request();
+    // Selector: bit 2 traces, else bit 0 logs; bit 1 gzip (see lake::fuzzing::otlp_protobuf).
     let protobuf = vec![
         ("logs.pb".to_string(), prefixed(1, &logs.encode_to_vec())),
         ("metrics.pb".to_string(), prefixed(0, &metrics.encode_to_vec())),
         ("logs.pb.gz".to_string(), prefixed(3, &gzip(&logs.encode_to_vec()))),
         ("empty-logs.pb".to_string(), prefixed(1, &[])),
+        ("traces.pb".to_string(), prefixed(4, &traces.encode_to_vec())),
+        ("traces.pb.gz".to_string(), prefixed(6, &gzip(&traces.encode_to_vec()))),
     ];
     let (logs_json, metrics_json) = (
         serde_json::to_vec(&logs).expect("OTLP/JSON serializes"),
@@ -184,6 +239,7 @@ fn seeds() -> Vec<(&'static str, Seeds)> {
         ("logs.json".to_string(), prefixed(1, &logs_json)),
         ("metrics.json".to_string(), prefixed(0, &metrics_json)),
         ("metrics.json.gz".to_string(), prefixed(2, &gzip(&metrics_json))),
+        ("traces.json".to_string(), prefixed(4, &serde_json::to_vec(&traces).expect("OTLP/JSON serializes"))),
     ];
     vec![("wire", wire_seeds), ("otlp_protobuf", protobuf), ("otlp_json", otlp_json)]
 }

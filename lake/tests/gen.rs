@@ -67,9 +67,19 @@ fn a_generated_lake_answers_every_default_named_query() {
         count(&e, "select count(*) from http where ts < '2026-11-20 10:00:00Z' or ts >= '2026-11-22 10:00:00Z'"),
         0
     );
-    for table in
-        ["firewall", "bans", "probes", "logs", "alerts", "hosts", "packages", "units", "listeners", "containers"]
-    {
+    for table in [
+        "firewall",
+        "bans",
+        "probes",
+        "logs",
+        "alerts",
+        "hosts",
+        "packages",
+        "units",
+        "listeners",
+        "containers",
+        "spans",
+    ] {
         assert!(count(&e, &format!("select count(*) from {table}")) > 0, "{table} is empty");
     }
     // Realistic enough to be worth querying: several vhosts, some 5xx, the host source's names.

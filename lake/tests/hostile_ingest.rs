@@ -21,12 +21,14 @@ use lake_format::rows::{now_micros, MetricsBuilder, TableBuilder};
 use lake_format::{wire, Table};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::Value;
 
@@ -233,6 +235,26 @@ fn otlp_logs(host: &str, message: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
+fn otlp_spans(host: &str, name: &str) -> Vec<u8> {
+    let now_ns = now_micros() as u64 * 1000;
+    let span = Span {
+        trace_id: vec![0x4b; 16],
+        span_id: vec![0x07; 8],
+        name: name.into(),
+        start_time_unix_nano: now_ns,
+        end_time_unix_nano: now_ns + 1_000_000,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(host),
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_writes_only_rows_of_its_own_host() {
     let e = Edge::start("", FLUSH);
@@ -265,6 +287,9 @@ async fn a_node_writes_only_rows_of_its_own_host() {
     let (s, b) = e.send("/v1/logs", TOKEN, "", "application/x-protobuf", otlp_logs(NODE_B, "forged")).await;
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("log record 0") && b.contains("node-b"), "{b}");
+    let (s, b) = e.send("/v1/traces", TOKEN, "", "application/x-protobuf", otlp_spans(NODE_B, "forged")).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("span \"forged\" (span_id 0707070707070707)") && b.contains("\"node-b\""), "{b}");
 
     // node-b itself may, and rows without a host are the sender's.
     let (s, b) = post(&e.c, e.url(), "metrics", TOKEN_B, "node-b/1/1", metrics(&[NODE_B; 3], now, "own")).await;
@@ -274,6 +299,8 @@ async fn a_node_writes_only_rows_of_its_own_host() {
     assert_eq!(s, 200, "{b}");
     let (s, b) = e.send("/v1/logs", TOKEN, "", "application/x-protobuf", otlp_logs(NODE, "mine")).await;
     assert_eq!(s, 200, "{b}");
+    let (s, b) = e.send("/v1/traces", TOKEN, "", "application/x-protobuf", otlp_spans(NODE, "mine")).await;
+    assert_eq!(s, 200, "{b}");
 
     // Nothing of the refused batches was stored.
     assert_eq!(count(&e.c, e.url(), "select count(*) from metrics where name in ('forged', 'forged.otlp')").await, 0);
@@ -281,6 +308,7 @@ async fn a_node_writes_only_rows_of_its_own_host() {
     assert_eq!(count(&e.c, e.url(), "select count(*) from logs where host = 'node-b'").await, 0);
     assert_eq!(sql(&e.c, e.url(), "select host, n from visits").await, serde_json::json!([["node-a", 1]]));
     assert_eq!(count(&e.c, e.url(), "select count(*) from logs where host = 'node-a' and message = 'mine'").await, 2);
+    assert_eq!(sql(&e.c, e.url(), "select host, name from spans").await, serde_json::json!([["node-a", "mine"]]));
     e.assert_intact().await;
 }
 

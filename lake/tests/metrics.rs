@@ -65,7 +65,8 @@ const ADDED: &str = "\
 lake_otlp_requests_total counter OTLP requests answered 200\n\
 lake_otlp_log_records_total counter OTLP log records stored\n\
 lake_otlp_data_points_total counter OTLP data points stored\n\
-lake_otlp_skipped_total counter OTLP log records and data points skipped (reported in partial_success)\n\
+lake_otlp_spans_total counter OTLP spans stored\n\
+lake_otlp_skipped_total counter OTLP log records, data points and spans skipped (reported in partial_success)\n\
 lake_otlp_rejected_total counter OTLP requests refused as undecodable, unsupported or too large\n\
 lake_remote_write_requests_total counter remote_write requests stored (answered 204)\n\
 lake_remote_write_samples_total counter remote_write samples stored\n\

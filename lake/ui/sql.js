@@ -55,7 +55,7 @@ export function renderSql(root, { onAuthError, setStatus }) {
   const form = el('form', { id: 'sql-form', class: 'sql-form' },
     el('label', { for: 'sql-text', text: 'SQL' }),
     text,
-    el('p', { id: 'sql-help', class: 'hint', text: 'One read-only statement over the lake\'s tables (metrics, logs, http, firewall, bans, probes, alerts, …). Ctrl+Enter runs it.' }),
+    el('p', { id: 'sql-help', class: 'hint', text: 'One read-only statement over the lake\'s tables (metrics, logs, spans, http, firewall, bans, probes, alerts, containers, …). Ctrl+Enter runs it.' }),
     el('div', { class: 'buttons' }, run, csv, el('label', { for: 'sql-examples', class: 'sr-only', text: 'Examples' }), examples));
   delete root.dataset.loaded;
   root.dataset.view = 'sql';

@@ -290,6 +290,28 @@ FROM g
 GROUP BY 1, 2
 ORDER BY 1, requests DESC"#,
         ),
+        // A trace id per row, so the operator can list the whole trace next
+        // (`WHERE trace_id = '…' ORDER BY ts`).
+        q(
+            "slow_spans",
+            "the 50 slowest OpenTelemetry spans (OTLP traces), with their service, status and trace id",
+            Panel::Table,
+            r#"
+SELECT ts,
+       round(duration_ns / 1e6, 3) AS duration_ms,
+       coalesce(service, '-') AS service,
+       name,
+       kind,
+       status_code,
+       status_message,
+       host,
+       trace_id,
+       span_id
+FROM spans
+WHERE duration_ns IS NOT NULL AND $__timeFilter(ts)
+ORDER BY duration_ns DESC, ts, span_id
+LIMIT 50"#,
+        ),
         // `message` comes second and `level` is named as Grafana's logs panel wants them.
         // The columns after `ts` order rows of one instant the same way every time, so
         // a page that ends inside a group of equal timestamps continues exactly where
@@ -346,22 +368,22 @@ mod tests {
     #[test]
     fn defaults_have_valid_unique_names() {
         let d = defaults();
-        assert_eq!(d.len(), 9);
+        assert_eq!(d.len(), 10);
         for q in &d {
             validate_name(&q.name).unwrap();
         }
         let mut names: Vec<_> = d.iter().map(|q| &q.name).collect();
         names.dedup();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
     }
 
     #[test]
     fn user_queries_add_to_or_replace_defaults() {
         let all = merge(vec![user("mine"), user("bans_per_jail")]).unwrap();
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 11);
         assert_eq!(all[2].name, "bans_per_jail");
         assert_eq!(all[2].sql, "select 1");
-        assert_eq!(all[9].name, "mine");
+        assert_eq!(all[10].name, "mine");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! with one error type ([`error::ApiError`]) and one body deadline ([`body`]).
 //!
 //! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
-//!   [`otlp`] (OpenTelemetry logs and metrics), [`remote_write`] (Prometheus remote_write),
-//!   [`loki`] (Loki push);
+//!   [`otlp`] (OpenTelemetry logs, metrics and traces), [`remote_write`] (Prometheus
+//!   remote_write), [`loki`] (Loki push);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
 //!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI), [`mcp`] (`/mcp`, the
 //!   Model Context Protocol server for AI agents);

@@ -94,6 +94,7 @@ pub fn router(s: Surface) -> Router {
         .route("/v1/ingest/csv/{table}", post(custom::csv).with_state(Arc::clone(&ingest)))
         .route("/v1/logs", post(otlp::logs).with_state(Arc::clone(&otlp)))
         .route("/v1/metrics", post(otlp::metrics).with_state(Arc::clone(&otlp)))
+        .route("/v1/traces", post(otlp::traces).with_state(Arc::clone(&otlp)))
         .route("/api/v1/write", post(remote_write::write).with_state(Arc::clone(&otlp)))
         .route("/loki/api/v1/push", post(loki::push).with_state(otlp))
         // The lake's own state (open).

@@ -327,7 +327,10 @@ fn only_the_tables_a_query_names_get_views_unless_it_lists_the_catalog() {
     };
     assert_eq!(views("select count(*) from metrics"), ["metrics"]);
     assert_eq!(views("select 1"), Vec::<String>::new());
-    assert_eq!(views("select * from events"), ["alerts", "bans", "events", "firewall", "http", "logs", "probes"]);
+    assert_eq!(
+        views("select * from events"),
+        ["alerts", "bans", "events", "firewall", "http", "logs", "probes", "spans"]
+    );
     assert_eq!(views("SHOW TABLES").len(), Table::ALL.len() + 1);
     // Listing the catalog through SQL sees every table.
     let names = cells(&e, "select table_name from information_schema.tables where table_type = 'VIEW' order by 1");

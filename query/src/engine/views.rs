@@ -48,7 +48,7 @@ use super::{EngineError, FreshRows, Result};
 /// show its rows twice (file and buffer) or not at all.
 ///
 /// Views (and their fresh rows) are made only for the tables the SQL names — a word equal
-/// to the table's name, the `events` view bringing its six tables — since a query can only
+/// to the table's name, the `events` view bringing its seven tables — since a query can only
 /// read a table whose name it contains. Copying fresh rows is the main cost of a query
 /// while a large buffer waits for its flush, and binding views over files the next one.
 /// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`)
@@ -143,7 +143,8 @@ pub(super) const EVENTS: &str = "events";
 /// These are the listings the read check allows (see `allow`).
 const INTROSPECTION: [&str; 5] = ["tables", "information_schema", "duckdb_views", "duckdb_tables", "duckdb_columns"];
 /// Tables the `events` view reads (their fresh rows are needed when it is named).
-const EVENT_TABLES: [Table; 6] = [Table::Http, Table::Firewall, Table::Bans, Table::Logs, Table::Probes, Table::Alerts];
+const EVENT_TABLES: [Table; 7] =
+    [Table::Http, Table::Firewall, Table::Bans, Table::Logs, Table::Probes, Table::Alerts, Table::Spans];
 
 /// `events`: one row per event of any kind on (ts, host, table, ip, summary), for
 /// correlation across sources without hand-written joins.
@@ -164,7 +165,11 @@ SELECT ts, host, 'probes', NULL,
        concat_ws(' ', kind, target, CASE WHEN ok THEN 'ok' ELSE 'FAILED' END, round(latency_ms, 1)::VARCHAR || 'ms', error)
   FROM probes
 UNION ALL
-SELECT ts, host, 'alerts', NULL, concat_ws(' ', rule, state, message) FROM alerts;
+SELECT ts, host, 'alerts', NULL, concat_ws(' ', rule, state, message) FROM alerts
+UNION ALL
+SELECT ts, host, 'spans', NULL,
+       concat_ws(' ', coalesce(service, scope_name, '?') || ':', name, status_code, round(duration_ns / 1e6, 1)::VARCHAR || 'ms', status_message)
+  FROM spans;
 "#;
 
 /// The lower-cased identifier-like words of a SQL text.

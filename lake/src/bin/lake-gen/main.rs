@@ -27,7 +27,9 @@
 //!   inventory tables, so every default named query and dashboard panel has data;
 //! - `containers` (Docker events) and `container_*` metrics of a compose project per host,
 //!   with a crash-looping, an OOM-killed and an intermittently unhealthy container
-//!   ([`containers`]).
+//!   ([`containers`]);
+//! - `spans`: the traces of the LLM chat app on the `librechat` hosts, three spans a
+//!   request, a few failing with a rate limit ([`spans`]).
 //!
 //! Deterministic: the same arguments (with `--end`) give byte-identical files, whatever
 //! the thread count, because every (table, day, host) draws from its own seeded stream.
@@ -37,6 +39,7 @@ mod containers;
 mod events;
 mod http;
 mod metrics;
+mod spans;
 mod world;
 
 use std::path::{Path, PathBuf};

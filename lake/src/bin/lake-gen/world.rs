@@ -311,6 +311,9 @@ impl World {
                 span / self.metric_interval as f64 * self.hosts.iter().map(metrics_per_tick).sum::<usize>() as f64
             }
             Table::Metrics => 0.0,
+            Table::Spans => {
+                (0..self.hosts.len()).map(super::spans::rows_per_day).sum::<f64>() * span / MICROS_PER_DAY as f64
+            }
             Table::Firewall => self.firewall_rate * span,
             Table::Logs => self.log_rate * span,
             Table::Probes => span / 60e6 * n * (n - 1.0 + super::events::UPTIME_TARGETS.len() as f64),

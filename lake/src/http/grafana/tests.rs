@@ -223,6 +223,7 @@ async fn metrics_offer_the_named_queries() {
             "mesh_latency",
             "disk_usage_per_mount",
             "traffic_by_class",
+            "slow_spans",
             "logs",
             "logs_histogram"
         ]

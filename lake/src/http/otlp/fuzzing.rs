@@ -4,16 +4,20 @@ use axum::http::StatusCode;
 
 use super::{prepare, Format, Signal};
 
-/// Gunzips (when `gzip`), decodes and maps one OTLP body as `POST /v1/logs` (`logs`) or
-/// `/v1/metrics` would, with the 20 MiB limit. `Ok` carries the items accepted and
+/// Gunzips (when `gzip`), decodes and maps one OTLP body as `POST /v1/logs`,
+/// `/v1/metrics` or `/v1/traces` would (`signal`: 0, 1 or 2), with the 20 MiB limit. `Ok` carries the items accepted and
 /// rejected; `Err` the status and message of the refusal.
 pub(crate) fn prepare_body(
-    logs: bool,
+    signal: u8,
     json: bool,
     gzip: bool,
     body: &[u8],
 ) -> Result<(u64, u64), (StatusCode, String)> {
-    let signal = if logs { Signal::Logs } else { Signal::Metrics };
+    let signal = match signal {
+        0 => Signal::Logs,
+        1 => Signal::Metrics,
+        _ => Signal::Traces,
+    };
     let format = if json { Format::Json } else { Format::Protobuf };
     let sender = crate::http::policy::IngestPolicy::open().sender("fuzz".into());
     let mut reservation = crate::http::budget::MemoryBudget::new(usize::MAX).reservation();

@@ -1,14 +1,23 @@
-//! Pure mapping of decoded OTLP requests onto the catalog's `logs` and `metrics` tables.
+//! Pure mapping of decoded OTLP requests onto the catalog's `logs`, `metrics` and `spans`
+//! tables.
 //!
-//! In: an `ExportLogsServiceRequest` or `ExportMetricsServiceRequest`, the node named by
-//! the sender's token and the receive time. Out: one record batch in the table's exact
-//! schema, plus how many items were skipped and why (for `partial_success`).
+//! In: an `ExportLogsServiceRequest`, `ExportMetricsServiceRequest` or
+//! `ExportTraceServiceRequest`, the node named by the sender's token and the receive time.
+//! Out: one record batch in the table's exact schema, plus how many items were skipped and
+//! why (for `partial_success`).
 //!
 //! **Host.** `host` is the resource attribute `host.name` when it is a valid node name
 //! (1–64 of `[A-Za-z0-9._-]`, no leading dot; so an OpenTelemetry Collector gateway can
 //! forward for many machines), else the token's node. The token's node is always kept as
 //! `lake.node` (in `attrs` or `labels`), overriding any attribute of that name, so a
 //! sender cannot pass its data off as another node's without it showing.
+//!
+//! **Resource attributes** are all kept, none dropped: in a log row's `attrs` as
+//! `resource.<name>` (so they never meet the record's own attributes); in a sample's
+//! `labels` under their OpenTelemetry name (`service.name`, `host.name`,
+//! `telemetry.sdk.language`, `k8s.pod.name`, ...), or as `resource.<name>` when the data
+//! point has an attribute of the same name (the point's own value keeps the plain name);
+//! in a span's `resource_attrs` map under their OpenTelemetry name.
 //!
 //! **Logs** (one row per log record): `ts` = `time_unix_nano`, else
 //! `observed_time_unix_nano`, else the receive time (µs); `source` = `otlp`; `unit` =
@@ -30,8 +39,13 @@
 //! `scope.version`, `severity_text`, `severity_number`, `event_name`, `trace_id` and
 //! `span_id` (lowercase hex) when present, and `lake.node`.
 //!
-//! **Metrics** (one row per value, `labels` = the data point's attributes +
-//! `service.name` + `lake.node`):
+//! **Metrics** (one row per value, `labels` = the data point's attributes, the resource's
+//! `service.name` and other attributes (above), `otel_unit` = the metric's unit when it
+//! has one (`s`, `By`, `1`, ...), `otel_temporality` = `cumulative` or `delta` for sums and
+//! histograms, and `lake.node`). Unit and temporality are labels rather than columns: the
+//! `metrics` table stays the one long format every source writes (a collector's samples
+//! have neither), and a query that must tell a delta from a running total can still
+//! filter on them.
 //! - gauge and sum: `name` = the metric name, `value` = the point's int or double value.
 //!   Cumulative sums (counters) are stored as the raw running totals the SDK reports; a
 //!   per-second rate is the query's job (difference of consecutive totals over time). Delta
@@ -39,13 +53,33 @@
 //! - histogram: `<name>_count`, `<name>_sum` (when present) and one `<name>_bucket` row per
 //!   bucket with label `le` (upper bound, `+Inf` for the last) holding the *cumulative*
 //!   count, as Prometheus does.
-//! - exponential histogram: `<name>_count` and `<name>_sum`.
+//! - exponential histogram: `<name>_count`, `<name>_sum` and the same cumulative
+//!   `<name>_bucket` rows, so one percentile query serves both kinds: the negative buckets
+//!   (most negative first, `le` = the bucket's upper end, a negative number), the zero
+//!   bucket (`le` = its `zero_threshold`), each positive bucket `i` of scale `s` with `le`
+//!   = 2^((i+1)·2^-s), and `le="+Inf"` = the count. A percentile read as the `le` of the
+//!   first bucket reaching it is at most one bucket's width above the true value: a
+//!   relative error of 2^(2^-s) − 1 (4.4 % at scale 4). At most [`MAX_EXP_BUCKETS`] buckets
+//!   a side, and [`MAX_EXP_BUCKET_ROWS`] bucket rows a request (what a body of bucket
+//!   counts, a byte each, may cost in memory stays bounded); a point past either, or of a
+//!   scale outside −10..=20, or with buckets past the range of a double, is skipped.
 //! - summary: `<name>_count`, `<name>_sum` and one `<name>` row per quantile with label
 //!   `quantile`.
 //!
 //! A data point without a value (or flagged "no recorded value"), a metric without a name
 //! or data, or a histogram whose bucket counts and bounds disagree is skipped and counted;
 //! the first reason is reported back.
+//!
+//! **Spans** (one row per span): `ts` = start time (µs; else the end time, else the
+//! receive time), `duration_ns` = end − start in nanoseconds, ids as lowercase hex,
+//! `parent_span_id` null for a root span, `kind` and `status_code` as words, `service` =
+//! resource `service.name`, `scope_name`/`scope_version` = the tracer's, `attrs` = the
+//! span's attributes plus `otel.trace_state` and `otel.dropped_{attributes,events,links}_count`
+//! when set (the `otel.` namespace is OpenTelemetry's own, so no application attribute
+//! is overwritten) and `lake.node`; `events` and `links` as JSON objects (see the
+//! catalog). A span whose trace id is not 16 bytes, whose span id (or parent's, or a
+//! link's) is not 8, or any of them all zeroes, or with an event or link of more than
+//! 1,000 attributes, is skipped and counted in `partial_success`.
 
 use std::collections::BTreeMap;
 
@@ -53,13 +87,15 @@ use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, ExponentialHistogramDataPoint, Metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value as Json;
 
 use lake_format::logs::{hex, LogRow, LogsBuilder};
-use lake_format::rows::MetricsBuilder;
+use lake_format::rows::{MetricsBuilder, TableBuilder};
 use lake_format::wire::validate_node_name;
 use lake_format::Table;
 
@@ -97,8 +133,10 @@ struct Res {
     host: String,
     service: Option<String>,
     pid: Option<i64>,
-    /// `resource.<key>` → value.
+    /// `resource.<key>` → value (logs).
     attrs: Vec<(String, String)>,
+    /// Every attribute under its OpenTelemetry name → value (metrics, spans).
+    otel: Vec<(String, String)>,
 }
 
 impl Res {
@@ -111,8 +149,9 @@ impl Res {
             Some(any_value::Value::StringValue(s)) => s.parse().ok(),
             _ => None,
         });
-        let attrs = kvs.iter().map(|kv| (format!("resource.{}", kv.key), kv_text(kv))).collect();
-        Res { host, service, pid, attrs }
+        let otel: Vec<(String, String)> = kvs.iter().map(|kv| (kv.key.clone(), kv_text(kv))).collect();
+        let attrs = otel.iter().map(|(k, v)| (format!("resource.{k}"), v.clone())).collect();
+        Res { host, service, pid, attrs, otel }
     }
 }
 
@@ -254,11 +293,27 @@ pub(crate) fn logs(req: &ExportLogsServiceRequest, node: &str, now_us: i64) -> R
     Ok(Mapped { batch: b.finish()?, accepted, rejected: 0, reason: None })
 }
 
-/// Labels of one data point: its attributes, `service.name` and `lake.node`.
-fn labels(attributes: &[KeyValue], res: &Res, node: &str) -> BTreeMap<String, String> {
+/// Labels of one data point: its attributes, the resource's `service.name`, every other
+/// resource attribute under its OpenTelemetry name (or `resource.<name>` when the point has
+/// an attribute of that name: neither is lost), the metric's `meta` (unit, temporality)
+/// and `lake.node`.
+fn labels(attributes: &[KeyValue], res: &Res, node: &str, meta: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut l: BTreeMap<String, String> = attributes.iter().map(|kv| (kv.key.clone(), kv_text(kv))).collect();
     if let Some(s) = &res.service {
         l.insert("service.name".into(), s.clone());
+    }
+    for (k, v) in &res.otel {
+        if k == "service.name" {
+            continue;
+        }
+        if l.contains_key(k) {
+            l.entry(format!("resource.{k}")).or_insert_with(|| v.clone());
+        } else {
+            l.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in meta {
+        l.insert((*k).to_string(), (*v).to_string());
     }
     l.insert(NODE_KEY.into(), node.to_string());
     l
@@ -279,6 +334,8 @@ struct Rows<'a> {
     b: MetricsBuilder,
     host: &'a str,
     now_us: i64,
+    /// Bucket rows exponential histograms made so far in this request.
+    exp_buckets: usize,
 }
 
 impl Rows<'_> {
@@ -303,16 +360,16 @@ impl Rows<'_> {
 pub(crate) fn metrics(req: &ExportMetricsServiceRequest, node: &str, now_us: i64) -> Result<Mapped, ArrowError> {
     let mut out =
         Mapped { batch: RecordBatch::new_empty(Table::Metrics.schema()), accepted: 0, rejected: 0, reason: None };
-    let mut b = MetricsBuilder::new();
+    let (mut b, mut exp_buckets) = (MetricsBuilder::new(), 0);
     for rm in &req.resource_metrics {
         let res = Res::new(rm.resource.as_ref(), node);
-        let mut rows = Rows { b, host: &res.host, now_us };
+        let mut rows = Rows { b, host: &res.host, now_us, exp_buckets };
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 metric_rows(m, &res, node, &mut rows, &mut out);
             }
         }
-        b = rows.b;
+        (b, exp_buckets) = (rows.b, rows.exp_buckets);
     }
     out.batch = b.finish();
     Ok(out)
@@ -329,6 +386,27 @@ fn points(data: &metric::Data) -> u64 {
     }) as u64
 }
 
+/// Label holding a metric's unit (`unit` of the OTLP metric, e.g. `s`, `By`, `1`).
+pub(crate) const UNIT_LABEL: &str = "otel_unit";
+/// Label holding a sum's or histogram's aggregation temporality: `cumulative` or `delta`.
+pub(crate) const TEMPORALITY_LABEL: &str = "otel_temporality";
+/// Most buckets of one side (positive or negative) of an exponential histogram point: each
+/// becomes a row, and SDKs keep 160 by default.
+pub(crate) const MAX_EXP_BUCKETS: usize = 1000;
+/// Most bucket rows the exponential histograms of one request make. A bucket count is a
+/// byte on the wire and a row of a few hundred bytes in memory, so without this bound a
+/// 20 MiB body would build gigabytes of rows, far past the ingest memory budget's estimate
+/// (10x the body); 250,000 rows (about 75 MB) is 1,500 points of an SDK's 160 buckets.
+pub(crate) const MAX_EXP_BUCKET_ROWS: usize = 250_000;
+
+fn temporality(t: i32) -> Option<&'static str> {
+    match t {
+        1 => Some("delta"),
+        2 => Some("cumulative"),
+        _ => None,
+    }
+}
+
 fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut Mapped) {
     use metric::Data as D;
     let Some(data) = &m.data else {
@@ -342,12 +420,26 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
     let name = m.name.as_str();
     let count_name = format!("{name}_count");
     let sum_name = format!("{name}_sum");
+    let bucket_name = format!("{name}_bucket");
     let no_value = |out: &mut Mapped| out.skip(1, || format!("a data point of {name:?} has no recorded value"));
+    let mut meta: Vec<(&str, &str)> = Vec::with_capacity(2);
+    if !m.unit.is_empty() {
+        meta.push((UNIT_LABEL, m.unit.as_str()));
+    }
+    let t = match data {
+        D::Sum(s) => temporality(s.aggregation_temporality),
+        D::Histogram(h) => temporality(h.aggregation_temporality),
+        D::ExponentialHistogram(h) => temporality(h.aggregation_temporality),
+        D::Gauge(_) | D::Summary(_) => None,
+    };
+    if let Some(t) = t {
+        meta.push((TEMPORALITY_LABEL, t));
+    }
+    let meta = meta.as_slice();
     match data {
-        D::Gauge(g) => number_points(&g.data_points, name, res, node, rows, out),
-        D::Sum(s) => number_points(&s.data_points, name, res, node, rows, out),
+        D::Gauge(g) => number_points(&g.data_points, name, res, node, meta, rows, out),
+        D::Sum(s) => number_points(&s.data_points, name, res, node, meta, rows, out),
         D::Histogram(h) => {
-            let bucket_name = format!("{name}_bucket");
             for p in &h.data_points {
                 if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
                     no_value(out);
@@ -364,7 +456,7 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                     });
                     continue;
                 }
-                let l = labels(&p.attributes, res, node);
+                let l = labels(&p.attributes, res, node, meta);
                 rows.push(p.time_unix_nano, &count_name, p.count as f64, &l, None);
                 if let Some(sum) = p.sum {
                     rows.push(p.time_unix_nano, &sum_name, sum, &l, None);
@@ -384,10 +476,31 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                     no_value(out);
                     continue;
                 }
-                let l = labels(&p.attributes, res, node);
+                let buckets = match exponential_buckets(p) {
+                    Ok(b) if rows.exp_buckets + b.len() > MAX_EXP_BUCKET_ROWS => {
+                        out.skip(1, || {
+                            format!(
+                                "exponential histogram {name:?}: the request's exponential histograms hold more \
+                                 than {MAX_EXP_BUCKET_ROWS} buckets; export fewer points per request"
+                            )
+                        });
+                        continue;
+                    }
+                    Ok(b) => b,
+                    Err(why) => {
+                        out.skip(1, || format!("exponential histogram {name:?}: {why}"));
+                        continue;
+                    }
+                };
+                rows.exp_buckets += buckets.len();
+                let l = labels(&p.attributes, res, node, meta);
                 rows.push(p.time_unix_nano, &count_name, p.count as f64, &l, None);
                 if let Some(sum) = p.sum {
                     rows.push(p.time_unix_nano, &sum_name, sum, &l, None);
+                }
+                for (le, cumulative) in buckets {
+                    let le = float_label(le);
+                    rows.push(p.time_unix_nano, &bucket_name, cumulative as f64, &l, Some(("le", &le)));
                 }
                 out.accepted += 1;
             }
@@ -398,7 +511,7 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
                     no_value(out);
                     continue;
                 }
-                let l = labels(&p.attributes, res, node);
+                let l = labels(&p.attributes, res, node, meta);
                 rows.push(p.time_unix_nano, &count_name, p.count as f64, &l, None);
                 rows.push(p.time_unix_nano, &sum_name, p.sum, &l, None);
                 for q in &p.quantile_values {
@@ -411,11 +524,56 @@ fn metric_rows(m: &Metric, res: &Res, node: &str, rows: &mut Rows<'_>, out: &mut
     }
 }
 
+/// The cumulative `(le, count)` buckets of an exponential histogram point, lowest bound
+/// first, ending with `+Inf` = the point's count: the negative buckets (most negative
+/// first), the zero bucket (`le` = its threshold), then the positive ones. Bucket `i` at
+/// scale `s` holds the values whose magnitude lies in `(base^i, base^(i+1)]`, `base` =
+/// 2^(2^-s), as the OTLP data model defines it.
+pub(crate) fn exponential_buckets(p: &ExponentialHistogramDataPoint) -> Result<Vec<(f64, u64)>, String> {
+    if !(-10..=20).contains(&p.scale) {
+        return Err(format!("scale {} is outside -10..=20", p.scale));
+    }
+    let empty = Default::default();
+    let positive = p.positive.as_ref().unwrap_or(&empty);
+    let negative = p.negative.as_ref().unwrap_or(&empty);
+    for (side, b) in [("positive", positive), ("negative", negative)] {
+        if b.bucket_counts.len() > MAX_EXP_BUCKETS {
+            return Err(format!("{} {side} buckets (at most {MAX_EXP_BUCKETS})", b.bucket_counts.len()));
+        }
+    }
+    let step = (-f64::from(p.scale)).exp2();
+    // The lower magnitude of bucket `i`; refused when not a positive finite double.
+    let bound = |i: i64| -> Result<f64, String> {
+        let b = (i as f64 * step).exp2();
+        if b.is_finite() && b > 0.0 {
+            Ok(b)
+        } else {
+            Err(format!("bucket {i} at scale {} lies beyond the range of a double", p.scale))
+        }
+    };
+    let threshold = if p.zero_threshold.is_finite() && p.zero_threshold >= 0.0 { p.zero_threshold } else { 0.0 };
+    let mut out = Vec::with_capacity(positive.bucket_counts.len() + negative.bucket_counts.len() + 2);
+    let mut cumulative = 0u64;
+    for (k, c) in negative.bucket_counts.iter().enumerate().rev() {
+        cumulative = cumulative.saturating_add(*c);
+        out.push((-bound(i64::from(negative.offset) + k as i64)?, cumulative));
+    }
+    cumulative = cumulative.saturating_add(p.zero_count);
+    out.push((threshold, cumulative));
+    for (k, c) in positive.bucket_counts.iter().enumerate() {
+        cumulative = cumulative.saturating_add(*c);
+        out.push((bound(i64::from(positive.offset) + k as i64 + 1)?, cumulative));
+    }
+    out.push((f64::INFINITY, p.count));
+    Ok(out)
+}
+
 fn number_points(
     points: &[opentelemetry_proto::tonic::metrics::v1::NumberDataPoint],
     name: &str,
     res: &Res,
     node: &str,
+    meta: &[(&str, &str)],
     rows: &mut Rows<'_>,
     out: &mut Mapped,
 ) {
@@ -430,7 +588,184 @@ fn number_points(
             out.skip(1, || format!("a data point of {name:?} has no value"));
             continue;
         };
-        rows.push(p.time_unix_nano, name, value, &labels(&p.attributes, res, node), None);
+        rows.push(p.time_unix_nano, name, value, &labels(&p.attributes, res, node, meta), None);
         out.accepted += 1;
     }
+}
+
+/// Span kinds by their OTLP number: 0 (unspecified) is null, a number this version does
+/// not know is kept as that number.
+fn span_kind(kind: i32) -> Option<std::borrow::Cow<'static, str>> {
+    match kind {
+        0 => None,
+        1 => Some("internal".into()),
+        2 => Some("server".into()),
+        3 => Some("client".into()),
+        4 => Some("producer".into()),
+        5 => Some("consumer".into()),
+        n => Some(n.to_string().into()),
+    }
+}
+
+/// Status codes by their OTLP number; an unknown one is kept as its number.
+fn status_code(code: i32) -> std::borrow::Cow<'static, str> {
+    match code {
+        0 => "unset".into(),
+        1 => "ok".into(),
+        2 => "error".into(),
+        n => n.to_string().into(),
+    }
+}
+
+/// Why an id of `want` bytes is not valid (all zeroes is invalid too, as in W3C Trace Context).
+fn bad_id(id: &[u8], want: usize) -> Option<String> {
+    if id.len() != want {
+        Some(format!("{} bytes, expected {want}", id.len()))
+    } else if id.iter().all(|b| *b == 0) {
+        Some("all zeroes".into())
+    } else {
+        None
+    }
+}
+
+/// Attributes as a JSON object (values as in [`value_json`]).
+fn attrs_json(kvs: &[KeyValue]) -> Json {
+    Json::Object(
+        kvs.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map(value_json).unwrap_or(Json::Null))).collect(),
+    )
+}
+
+/// Nanoseconds since the epoch as RFC 3339 UTC with microseconds (what DuckDB casts to
+/// TIMESTAMPTZ); 0 (unset) is null.
+fn rfc3339_ns(ns: u64) -> Json {
+    micros(ns)
+        .and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
+        .map(|t| Json::from(t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
+        .unwrap_or(Json::Null)
+}
+
+/// Why a span cannot be stored, if it cannot: ids of the wrong length (or all zeroes), or
+/// an event or link with more attributes than a row's map may hold.
+fn span_problem(sp: &Span) -> Option<String> {
+    let max = super::super::bounds::MAX_MAP_ENTRIES;
+    if let Some(why) = bad_id(&sp.trace_id, 16) {
+        return Some(format!("trace_id has {why}"));
+    }
+    if let Some(why) = bad_id(&sp.span_id, 8) {
+        return Some(format!("span_id has {why}"));
+    }
+    if !sp.parent_span_id.is_empty() {
+        if let Some(why) = bad_id(&sp.parent_span_id, 8) {
+            return Some(format!("parent_span_id has {why}"));
+        }
+    }
+    for (i, l) in sp.links.iter().enumerate() {
+        if let Some(why) = bad_id(&l.trace_id, 16).or_else(|| bad_id(&l.span_id, 8)) {
+            return Some(format!("link {i} has an id of {why}"));
+        }
+    }
+    let too_many = |what: &str, i: usize, n: usize| format!("{what} {i} has {n} attributes (at most {max})");
+    if let Some((i, e)) = sp.events.iter().enumerate().find(|(_, e)| e.attributes.len() > max) {
+        return Some(too_many("event", i, e.attributes.len()));
+    }
+    if let Some((i, l)) = sp.links.iter().enumerate().find(|(_, l)| l.attributes.len() > max) {
+        return Some(too_many("link", i, l.attributes.len()));
+    }
+    None
+}
+
+/// Maps every span of a request onto `spans` rows; a span with a bad id is skipped.
+pub(crate) fn spans(req: &ExportTraceServiceRequest, node: &str, now_us: i64) -> Result<Mapped, ArrowError> {
+    let mut b = TableBuilder::new(Table::Spans);
+    let c = |name: &str| b.column(name).ok_or_else(|| ArrowError::SchemaError(format!("spans has no column {name}")));
+    let (ts, host, trace_id, span_id, parent) =
+        (c("ts")?, c("host")?, c("trace_id")?, c("span_id")?, c("parent_span_id")?);
+    let (name, kind, duration, status, status_message) =
+        (c("name")?, c("kind")?, c("duration_ns")?, c("status_code")?, c("status_message")?);
+    let (service, scope_name, scope_version) = (c("service")?, c("scope_name")?, c("scope_version")?);
+    let (attrs, resource_attrs, events, links) = (c("attrs")?, c("resource_attrs")?, c("events")?, c("links")?);
+    let mut out =
+        Mapped { batch: RecordBatch::new_empty(Table::Spans.schema()), accepted: 0, rejected: 0, reason: None };
+    for rs in &req.resource_spans {
+        let res = Res::new(rs.resource.as_ref(), node);
+        for ss in &rs.scope_spans {
+            let scope = ss.scope.as_ref();
+            let scope_n = scope.map(|s| s.name.as_str()).filter(|n| !n.is_empty());
+            let scope_v = scope.map(|s| s.version.as_str()).filter(|v| !v.is_empty());
+            for sp in &ss.spans {
+                if let Some(why) = span_problem(sp) {
+                    out.skip(1, || format!("span {:?}: {why}", sp.name));
+                    continue;
+                }
+                let start = micros(sp.start_time_unix_nano);
+                b.ts(ts, start.or(micros(sp.end_time_unix_nano)).unwrap_or(now_us));
+                b.text(host, Some(&res.host));
+                b.text(trace_id, Some(&hex(&sp.trace_id)));
+                b.text(span_id, Some(&hex(&sp.span_id)));
+                b.text(parent, (!sp.parent_span_id.is_empty()).then(|| hex(&sp.parent_span_id)).as_deref());
+                b.text(name, Some(&sp.name));
+                b.text(kind, span_kind(sp.kind).as_deref());
+                let ns = (sp.start_time_unix_nano != 0 && sp.end_time_unix_nano >= sp.start_time_unix_nano)
+                    .then(|| i64::try_from(sp.end_time_unix_nano - sp.start_time_unix_nano).ok())
+                    .flatten();
+                b.int(duration, ns);
+                let st = sp.status.as_ref();
+                b.text(status, Some(&status_code(st.map(|s| s.code).unwrap_or(0))));
+                b.text(status_message, st.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
+                b.text(service, res.service.as_deref());
+                b.text(scope_name, scope_n);
+                b.text(scope_version, scope_v);
+                let mut a: BTreeMap<String, String> =
+                    sp.attributes.iter().map(|kv| (kv.key.clone(), kv_text(kv))).collect();
+                // `otel.` is the namespace OpenTelemetry keeps for itself: no application
+                // attribute is overwritten by these.
+                if !sp.trace_state.is_empty() {
+                    a.insert("otel.trace_state".into(), sp.trace_state.clone());
+                }
+                for (key, n) in [
+                    ("otel.dropped_attributes_count", sp.dropped_attributes_count),
+                    ("otel.dropped_events_count", sp.dropped_events_count),
+                    ("otel.dropped_links_count", sp.dropped_links_count),
+                ] {
+                    if n > 0 {
+                        a.insert(key.into(), n.to_string());
+                    }
+                }
+                a.insert(NODE_KEY.into(), node.to_string());
+                b.map(attrs, a.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                b.map(resource_attrs, res.otel.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let ev: Vec<String> = sp
+                    .events
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "time": rfc3339_ns(e.time_unix_nano),
+                            "name": e.name,
+                            "attrs": attrs_json(&e.attributes),
+                        })
+                        .to_string()
+                    })
+                    .collect();
+                b.list(events, ev.iter().map(String::as_str));
+                let ln: Vec<String> = sp
+                    .links
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "trace_id": hex(&l.trace_id),
+                            "span_id": hex(&l.span_id),
+                            "trace_state": l.trace_state,
+                            "attrs": attrs_json(&l.attributes),
+                        })
+                        .to_string()
+                    })
+                    .collect();
+                b.list(links, ln.iter().map(String::as_str));
+                b.end_row();
+                out.accepted += 1;
+            }
+        }
+    }
+    out.batch = b.finish()?;
+    Ok(out)
 }

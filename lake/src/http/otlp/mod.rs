@@ -1,6 +1,8 @@
-//! `POST /v1/logs` and `POST /v1/metrics`: OTLP/HTTP ingest, so any OpenTelemetry SDK or
-//! Collector can write to the lake. Records land in the `logs` and `metrics` tables; how
-//! each OTLP field maps onto a column is documented in [`map`].
+//! `POST /v1/logs`, `POST /v1/metrics` and `POST /v1/traces`: OTLP/HTTP ingest, so any
+//! OpenTelemetry SDK or Collector can write to the lake. Records land in the `logs`,
+//! `metrics` and `spans` tables; how each OTLP field maps onto a column is documented in
+//! [`map`]. The three signals share every step below; only the decoding and the mapping
+//! differ.
 //!
 //! Checks, in order: the `Content-Type` is `application/x-protobuf` or `application/json`
 //! (415); the bearer token is one of the nodes' ingest tokens (401); the
@@ -10,7 +12,8 @@
 //! (400 with the decoder's message); every row is within [`super::bounds`] — time window,
 //! at most 1,000 labels or attributes, the days a batch may span, the table's retention —
 //! and its `host` (the resource's `host.name`) is the token's node or one of its `hosts`
-//! ([`super::policy`]) (400 naming the metric or log record, the whole request refused).
+//! ([`super::policy`]) (400 naming the metric, log record or span, the whole request
+//! refused).
 //! The body, its gunzipped bytes and what decoding them takes come out of the ingest
 //! memory budget ([`super::budget`]; 503 + `Retry-After` when it is in use, 413 when the
 //! request alone needs more). The rows are then encoded as Arrow IPC and stored
@@ -63,6 +66,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use serde_json::json;
 
@@ -91,7 +97,9 @@ lake_format::metrics! {
         pub log_records: Counter("lake_otlp_log_records_total"),
         /// OTLP data points stored
         pub data_points: Counter("lake_otlp_data_points_total"),
-        /// OTLP log records and data points skipped (reported in partial_success)
+        /// OTLP spans stored
+        pub spans: Counter("lake_otlp_spans_total"),
+        /// OTLP log records, data points and spans skipped (reported in partial_success)
         pub skipped: Counter("lake_otlp_skipped_total"),
         /// OTLP requests refused as undecodable, unsupported or too large
         pub rejected: Counter("lake_otlp_rejected_total"),
@@ -139,11 +147,12 @@ impl Otlp {
     }
 }
 
-/// The routes `/v1/logs` and `/v1/metrics`.
+/// The routes `/v1/logs`, `/v1/metrics` and `/v1/traces`.
 pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/logs", post(logs))
         .route("/v1/metrics", post(metrics))
+        .route("/v1/traces", post(traces))
         .with_state(Arc::new(Otlp::new(ingest, Arc::default())))
 }
 
@@ -157,10 +166,17 @@ pub async fn metrics(State(s): State<Arc<Otlp>>, headers: HeaderMap, body: Body)
     export(&s, Signal::Metrics, &headers, body).await
 }
 
+/// `POST /v1/traces`.
+pub async fn traces(State(s): State<Arc<Otlp>>, headers: HeaderMap, body: Body) -> Response {
+    export(&s, Signal::Traces, &headers, body).await
+}
+
+/// What a request carries, named by its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
+pub(crate) enum Signal {
     Logs,
     Metrics,
+    Traces,
 }
 
 impl Signal {
@@ -168,12 +184,14 @@ impl Signal {
         match self {
             Signal::Logs => Table::Logs,
             Signal::Metrics => Table::Metrics,
+            Signal::Traces => Table::Spans,
         }
     }
     fn request_name(self) -> &'static str {
         match self {
             Signal::Logs => "ExportLogsServiceRequest",
             Signal::Metrics => "ExportMetricsServiceRequest",
+            Signal::Traces => "ExportTraceServiceRequest",
         }
     }
 }
@@ -372,6 +390,7 @@ async fn try_export(
     let stored = match signal {
         Signal::Logs => &s.stats.log_records,
         Signal::Metrics => &s.stats.data_points,
+        Signal::Traces => &s.stats.spans,
     };
     stored.fetch_add(prepared.accepted, Ordering::Relaxed);
     if prepared.rejected > 0 {
@@ -414,23 +433,10 @@ fn prepare(
             format!("body is not a valid {} ({encoding}): {e}", signal.request_name()),
         )
     };
-    let mapped = match (signal, format) {
-        (Signal::Logs, Format::Protobuf) => {
-            map::logs(&ExportLogsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?, node, now)
-        }
-        (Signal::Logs, Format::Json) => map::logs(
-            &serde_json::from_slice::<ExportLogsServiceRequest>(bytes).map_err(|e| bad(e.to_string()))?,
-            node,
-            now,
-        ),
-        (Signal::Metrics, Format::Protobuf) => {
-            map::metrics(&ExportMetricsServiceRequest::decode(bytes).map_err(|e| bad(e.to_string()))?, node, now)
-        }
-        (Signal::Metrics, Format::Json) => map::metrics(
-            &serde_json::from_slice::<ExportMetricsServiceRequest>(bytes).map_err(|e| bad(e.to_string()))?,
-            node,
-            now,
-        ),
+    let mapped = match signal {
+        Signal::Logs => map::logs(&decode::<ExportLogsServiceRequest>(format, bytes).map_err(bad)?, node, now),
+        Signal::Metrics => map::metrics(&decode::<ExportMetricsServiceRequest>(format, bytes).map_err(bad)?, node, now),
+        Signal::Traces => map::spans(&decode::<ExportTraceServiceRequest>(format, bytes).map_err(bad)?, node, now),
     }
     .map_err(|e| OtlpError::internal(format!("building {} rows: {e}", signal.table())))?;
     // The bounds every ingested row respects, and the hosts its sender may write: the
@@ -454,6 +460,11 @@ fn prepare(
                 })
                 .unwrap_or_else(|| format!("data point row {}", v.row)),
             Signal::Logs => format!("log record {} (counting from 0; attrs: its attributes and the resource's)", v.row),
+            Signal::Traces => {
+                let name = mapped.batch.column_by_name("name").map(|c| c.as_string::<i32>().value(v.row).to_string());
+                let id = mapped.batch.column_by_name("span_id").map(|c| c.as_string::<i32>().value(v.row).to_string());
+                format!("span {:?} (span_id {})", name.unwrap_or_default(), id.unwrap_or_default())
+            }
         };
         let column = if v.column == "host" { "host (the resource's host.name)" } else { v.column.as_str() };
         return Err(OtlpError::new(StatusCode::BAD_REQUEST, format!("{what}: {column}: {}", v.message)));
@@ -466,6 +477,14 @@ fn prepare(
         Some(Bytes::from(ipc))
     };
     Ok(Prepared { body, accepted: mapped.accepted, rejected: mapped.rejected, reason: mapped.reason })
+}
+
+/// Decodes an `Export*ServiceRequest` in the body's encoding.
+fn decode<M: Message + Default + serde::de::DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<M, String> {
+    match format {
+        Format::Protobuf => M::decode(bytes).map_err(|e| e.to_string()),
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+    }
 }
 
 /// Bytes gunzipped at a time, each taken from the memory budget before it is inflated.
@@ -560,6 +579,11 @@ fn success(signal: Signal, format: Format, rejected: u64, reason: String) -> Res
                 .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: reason }),
         }
         .encode_to_vec(),
+        (Format::Protobuf, Signal::Traces) => ExportTraceServiceResponse {
+            partial_success: (rejected > 0)
+                .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: reason }),
+        }
+        .encode_to_vec(),
         (Format::Json, _) if rejected == 0 => b"{}".to_vec(),
         // int64 is a string in the protobuf JSON mapping.
         (Format::Json, Signal::Logs) => {
@@ -569,6 +593,11 @@ fn success(signal: Signal, format: Format, rejected: u64, reason: String) -> Res
         }
         (Format::Json, Signal::Metrics) => {
             json!({"partialSuccess": {"rejectedDataPoints": rejected.to_string(), "errorMessage": reason}})
+                .to_string()
+                .into_bytes()
+        }
+        (Format::Json, Signal::Traces) => {
+            json!({"partialSuccess": {"rejectedSpans": rejected.to_string(), "errorMessage": reason}})
                 .to_string()
                 .into_bytes()
         }

@@ -13,15 +13,19 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, InstrumentationScope, KeyValue, KeyValueList,
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
     ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event as SpanEvent, Link as SpanLink};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use tokio::sync::RwLock;
 use tower::ServiceExt;
@@ -346,7 +350,7 @@ const JSON_METRICS: &str = r#"{
         {"name": "requests", "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [
           {"startTimeUnixNano": "1795374000000000000", "timeUnixNano": "1795374070000000000", "asDouble": 1234.5}
         ]}},
-        {"name": "latency", "histogram": {"aggregationTemporality": 2, "dataPoints": [
+        {"name": "latency", "unit": "s", "histogram": {"aggregationTemporality": 2, "dataPoints": [
           {"timeUnixNano": "1795374070000000000", "count": "6", "sum": 2.75,
            "bucketCounts": ["1", "2", "3"], "explicitBounds": [0.1, 1]}
         ]}},
@@ -377,14 +381,16 @@ async fn json_metrics_gauges_sums_histograms_summaries_and_a_skipped_point() {
     assert!(v["partialSuccess"]["errorMessage"].as_str().unwrap().contains("queue.depth"), "{v}");
 
     let b = rows(&h, Table::Metrics);
+    let cumulative = ("otel_temporality", "cumulative");
+    let latency = |le: &'static str| labels(&[("le", le), cumulative, ("otel_unit", "s")]);
     let mut expected = vec![
-        ("latency_bucket".to_string(), 1.0, labels(&[("le", "0.1")])),
-        ("latency_bucket".to_string(), 3.0, labels(&[("le", "1")])),
-        ("latency_bucket".to_string(), 6.0, labels(&[("le", "+Inf")])),
-        ("latency_count".to_string(), 6.0, labels(&[])),
-        ("latency_sum".to_string(), 2.75, labels(&[])),
-        ("queue.depth".to_string(), 42.0, labels(&[("queue", "mail")])),
-        ("requests".to_string(), 1234.5, labels(&[])),
+        ("latency_bucket".to_string(), 1.0, latency("0.1")),
+        ("latency_bucket".to_string(), 3.0, latency("1")),
+        ("latency_bucket".to_string(), 6.0, latency("+Inf")),
+        ("latency_count".to_string(), 6.0, labels(&[cumulative, ("otel_unit", "s")])),
+        ("latency_sum".to_string(), 2.75, labels(&[cumulative, ("otel_unit", "s")])),
+        ("queue.depth".to_string(), 42.0, labels(&[("queue", "mail"), ("otel_unit", "1")])),
+        ("requests".to_string(), 1234.5, labels(&[cumulative])),
         ("rpc".to_string(), 0.4, labels(&[("quantile", "0.5")])),
         ("rpc".to_string(), 1.5, labels(&[("quantile", "0.99")])),
         ("rpc_count".to_string(), 10.0, labels(&[])),
@@ -564,4 +570,429 @@ async fn requests_get_fresh_ids_in_one_epoch_and_replay_from_the_wal() {
     h.ingest.batches.logged(&far);
     let next = Otlp::new(Arc::clone(&h.ingest), Arc::default());
     assert_eq!(next.epoch(), u64::MAX / 2 + 1);
+}
+
+#[tokio::test]
+async fn metrics_keep_every_resource_attribute_without_clobbering_the_points() {
+    let h = harness(1 << 20);
+    let mut req = metrics_request();
+    let res = req.resource_metrics[0].resource.as_mut().unwrap();
+    res.attributes.push(kv("cpu", s("resource-cpu")));
+    res.attributes.push(kv("k8s.pod.name", s("db-0")));
+    let a = send(&h, "/v1/metrics", "application/x-protobuf", None, TOKEN, req.encode_to_vec()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let b = rows(&h, Table::Metrics);
+    let got: Vec<_> = samples(&b).into_iter().map(|(n, _, l)| (n, l)).collect();
+    let expected = |extra: &[(&str, &str)]| {
+        let mut l: BTreeMap<String, String> = [
+            ("cpu", "0"),
+            ("resource.cpu", "resource-cpu"),
+            ("service.name", "checkout"),
+            ("host.name", "db-1"),
+            ("process.pid", "4242"),
+            ("k8s.pod.name", "db-0"),
+            ("lake.node", NODE),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        l
+    };
+    assert_eq!(
+        got,
+        vec![
+            ("jobs".to_string(), expected(&[("otel_temporality", "cumulative")])),
+            ("temp".to_string(), expected(&[])),
+        ]
+    );
+}
+
+fn exp_point(
+    scale: i32,
+    zero_count: u64,
+    positive: (i32, Vec<u64>),
+    negative: (i32, Vec<u64>),
+) -> ExponentialHistogramDataPoint {
+    let buckets = |(offset, bucket_counts): (i32, Vec<u64>)| Some(Buckets { offset, bucket_counts });
+    let count = zero_count + positive.1.iter().sum::<u64>() + negative.1.iter().sum::<u64>();
+    ExponentialHistogramDataPoint {
+        time_unix_nano: 1_795_374_070_000_000_000,
+        count,
+        sum: Some(12.5),
+        scale,
+        zero_count,
+        positive: buckets(positive),
+        negative: buckets(negative),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn exponential_buckets_are_cumulative_from_the_most_negative() {
+    // Scale 1: base √2. Positive buckets 2 and 3 hold (2, 2.83] and (2.83, 4]; negative
+    // bucket 0 holds [-1.41, -1).
+    let p = exp_point(1, 2, (2, vec![3, 4]), (0, vec![1]));
+    let got = map::exponential_buckets(&p).unwrap();
+    let r2 = std::f64::consts::SQRT_2;
+    assert_eq!(got, vec![(-1.0, 1), (0.0, 3), (2.0 * r2, 6), (4.0, 10), (f64::INFINITY, 10)]);
+    // Scale -1: base 4; bucket -1 holds (0.25, 1].
+    let p = exp_point(-1, 0, (-1, vec![5]), (0, vec![]));
+    assert_eq!(map::exponential_buckets(&p).unwrap(), vec![(0.0, 0), (1.0, 5), (f64::INFINITY, 5)]);
+
+    let err = |p| map::exponential_buckets(&p).unwrap_err();
+    assert_eq!(err(exp_point(21, 0, (0, vec![1]), (0, vec![]))), "scale 21 is outside -10..=20");
+    assert_eq!(err(exp_point(0, 0, (0, vec![1; 1001]), (0, vec![]))), "1001 positive buckets (at most 1000)");
+    assert_eq!(
+        err(exp_point(0, 0, (2000, vec![1]), (0, vec![]))),
+        "bucket 2001 at scale 0 lies beyond the range of a double"
+    );
+}
+
+#[tokio::test]
+async fn exponential_histograms_become_cumulative_buckets_with_unit_and_temporality() {
+    let h = harness(1 << 20);
+    let metric = |name: &str, points| Metric {
+        name: name.into(),
+        unit: "ms".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: points,
+            aggregation_temporality: 1,
+        })),
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    metric("llm.latency", vec![exp_point(0, 1, (1, vec![2, 0, 3]), (0, vec![]))]),
+                    metric("broken", vec![exp_point(30, 0, (0, vec![1]), (0, vec![]))]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let a = send(&h, "/v1/metrics", "application/x-protobuf", None, TOKEN, req.encode_to_vec()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let partial = ExportMetricsServiceResponse::decode(&a.body[..]).unwrap().partial_success.unwrap();
+    assert_eq!(partial.rejected_data_points, 1);
+    assert_eq!(partial.error_message, "exponential histogram \"broken\": scale 30 is outside -10..=20");
+    let meta = |le: Option<&str>| {
+        let mut l: BTreeMap<String, String> = [("otel_unit", "ms"), ("otel_temporality", "delta"), ("lake.node", NODE)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(le) = le {
+            l.insert("le".into(), le.into());
+        }
+        l
+    };
+    // Scale 0: base 2, positive bucket 1 is (2, 4], 2 is (4, 8], 3 is (8, 16].
+    let mut expected = vec![
+        ("llm.latency_bucket".to_string(), 1.0, meta(Some("0"))),
+        ("llm.latency_bucket".to_string(), 3.0, meta(Some("4"))),
+        ("llm.latency_bucket".to_string(), 3.0, meta(Some("8"))),
+        ("llm.latency_bucket".to_string(), 6.0, meta(Some("16"))),
+        ("llm.latency_bucket".to_string(), 6.0, meta(Some("+Inf"))),
+        ("llm.latency_count".to_string(), 6.0, meta(None)),
+        ("llm.latency_sum".to_string(), 12.5, meta(None)),
+    ];
+    expected.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(samples(&rows(&h, Table::Metrics)), expected);
+}
+
+fn span(name: &str, span_id: u8, parent: Option<u8>) -> Span {
+    Span {
+        trace_id: vec![0xab; 16],
+        span_id: vec![span_id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: 1_795_374_070_123_456_789,
+        end_time_unix_nano: 1_795_374_070_125_456_790,
+        ..Default::default()
+    }
+}
+
+fn trace_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource("web-1"),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "agent".into(), version: "0.3".into(), ..Default::default() }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test]
+async fn protobuf_spans_map_ids_kind_status_events_links_and_the_resource() {
+    let h = harness(1 << 20);
+    let root = Span {
+        attributes: vec![kv("gen_ai.request.model", s("gpt-4o")), kv("tokens", Value::IntValue(812))],
+        status: Some(Status { code: 2, message: "rate limited".into() }),
+        trace_state: "vendor=1".into(),
+        dropped_events_count: 3,
+        events: vec![SpanEvent {
+            time_unix_nano: 1_795_374_070_124_000_000,
+            name: "retry".into(),
+            attributes: vec![kv("attempt", Value::IntValue(2))],
+            ..Default::default()
+        }],
+        links: vec![SpanLink {
+            trace_id: vec![0xcd; 16],
+            span_id: vec![0x02; 8],
+            attributes: vec![kv("why", s("batch"))],
+            ..Default::default()
+        }],
+        ..span("chat gpt-4o", 0x01, None)
+    };
+    let child = Span {
+        kind: 0,
+        end_time_unix_nano: 0,
+        attributes: vec![kv("lake.node", s("forged"))],
+        ..span("tool call", 0x03, Some(0x01))
+    };
+    let a = send(
+        &h,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("gzip"),
+        TOKEN,
+        gzip(&trace_request(vec![root, child]).encode_to_vec()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.content_type, "application/x-protobuf");
+    assert_eq!(ExportTraceServiceResponse::decode(&a.body[..]).unwrap().partial_success, None);
+
+    let b = rows(&h, Table::Spans);
+    assert_eq!(b.num_rows(), 2);
+    let trace = "ab".repeat(16);
+    for i in 0..2 {
+        assert_eq!(ts(&b, i), 1_795_374_070_123_456);
+        assert_eq!(text(&b, "host", i).as_deref(), Some("web-1"));
+        assert_eq!(text(&b, "trace_id", i), Some(trace.clone()));
+        assert_eq!(text(&b, "service", i).as_deref(), Some("checkout"));
+        assert_eq!(text(&b, "scope_name", i).as_deref(), Some("agent"));
+        assert_eq!(text(&b, "scope_version", i).as_deref(), Some("0.3"));
+        assert_eq!(map(&b, "attrs", i)["lake.node"], NODE, "the token's node wins over a forged attribute");
+        let res = map(&b, "resource_attrs", i);
+        assert_eq!(
+            res,
+            [("service.name", "checkout"), ("host.name", "web-1"), ("process.pid", "4242")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        );
+    }
+    // The root: a server span that failed, 2 ms long.
+    assert_eq!(text(&b, "span_id", 0).as_deref(), Some("0101010101010101"));
+    assert_eq!(text(&b, "parent_span_id", 0), None);
+    assert_eq!(text(&b, "name", 0).as_deref(), Some("chat gpt-4o"));
+    assert_eq!(text(&b, "kind", 0).as_deref(), Some("server"));
+    assert_eq!(int(&b, "duration_ns", 0), Some(2_000_001));
+    assert_eq!(text(&b, "status_code", 0).as_deref(), Some("error"));
+    assert_eq!(text(&b, "status_message", 0).as_deref(), Some("rate limited"));
+    let attrs: Vec<(String, String)> = map(&b, "attrs", 0).into_iter().collect();
+    let want: Vec<(String, String)> = [
+        ("gen_ai.request.model", "gpt-4o"),
+        ("lake.node", NODE),
+        ("otel.dropped_events_count", "3"),
+        ("otel.trace_state", "vendor=1"),
+        ("tokens", "812"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(attrs, want);
+    assert_eq!(
+        list(&b, "events", 0),
+        vec![r#"{"attrs":{"attempt":2},"name":"retry","time":"2026-11-22T19:01:10.124000Z"}"#]
+    );
+    assert_eq!(
+        list(&b, "links", 0),
+        vec![format!(
+            r#"{{"attrs":{{"why":"batch"}},"span_id":"0202020202020202","trace_id":"{}","trace_state":""}}"#,
+            "cd".repeat(16)
+        )]
+    );
+    // The child: no kind, no end (no duration), status unset, no events.
+    assert_eq!(text(&b, "parent_span_id", 1).as_deref(), Some("0101010101010101"));
+    assert_eq!(text(&b, "kind", 1), None);
+    assert_eq!(int(&b, "duration_ns", 1), None);
+    assert_eq!(text(&b, "status_code", 1).as_deref(), Some("unset"));
+    assert_eq!(text(&b, "status_message", 1), None);
+    assert!(list(&b, "events", 1).is_empty());
+    assert_eq!(h.ingest.stats.rows.load(Ordering::Relaxed), 2);
+}
+
+fn list(b: &RecordBatch, col: &str, i: usize) -> Vec<String> {
+    let l = b.column_by_name(col).unwrap().as_list::<i32>().value(i);
+    let v = l.as_string::<i32>();
+    (0..v.len()).map(|j| v.value(j).to_string()).collect()
+}
+
+#[tokio::test]
+async fn spans_with_bad_ids_are_skipped_and_reported() {
+    let h = harness(1 << 20);
+    let short = Span { trace_id: vec![0xab; 15], ..span("short trace id", 0x01, None) };
+    let zero = Span { span_id: vec![0; 8], ..span("zero span id", 0x01, None) };
+    let parent = Span { parent_span_id: vec![1; 4], ..span("short parent", 0x01, None) };
+    let link = Span {
+        links: vec![SpanLink { trace_id: vec![1; 16], span_id: vec![], ..Default::default() }],
+        ..span("bad link", 0x01, None)
+    };
+    // A kind newer than this lake: kept as its number.
+    let good = Span { kind: 9, ..span("good", 0x05, None) };
+    let req = trace_request(vec![short, zero, parent, link, good]);
+    let a = send(&h, "/v1/traces", "application/x-protobuf", None, TOKEN, req.encode_to_vec()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let partial = ExportTraceServiceResponse::decode(&a.body[..]).unwrap().partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 4);
+    assert_eq!(partial.error_message, "span \"short trace id\": trace_id has 15 bytes, expected 16");
+    let b = rows(&h, Table::Spans);
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(text(&b, "name", 0).as_deref(), Some("good"));
+    assert_eq!(text(&b, "kind", 0).as_deref(), Some("9"));
+
+    // OTLP/JSON: ids are hex; one of the wrong length is skipped the same way and the
+    // answer is JSON; one that is not hex at all makes the body undecodable (400).
+    let json = |trace_id: &str| {
+        format!(
+            r#"{{"resourceSpans": [{{"scopeSpans": [{{"spans": [
+                {{"traceId": "{trace_id}", "spanId": "0102030405060708", "name": "a", "kind": 3,
+                  "status": {{"code": 2, "message": "upstream timed out"}},
+                  "startTimeUnixNano": "1795374070000000000", "endTimeUnixNano": "1795374071000000000"}}
+            ]}}]}}]}}"#
+        )
+    };
+    let a = send(&h, "/v1/traces", "application/json", None, TOKEN, json("abcd").into_bytes()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"partialSuccess": {"rejectedSpans": "1", "errorMessage": "span \"a\": trace_id has 2 bytes, expected 16"}})
+    );
+    let a = send(&h, "/v1/traces", "application/json", None, TOKEN, json("zz".repeat(16).as_str()).into_bytes()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(v["code"], 3);
+    assert!(
+        v["message"].as_str().unwrap().starts_with("body is not a valid ExportTraceServiceRequest (OTLP/JSON): "),
+        "{v}"
+    );
+    let a = send(&h, "/v1/traces", "application/json", None, TOKEN, json(&"0a".repeat(16)).into_bytes()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.text(), "{}");
+    let b = rows(&h, Table::Spans);
+    assert_eq!(b.num_rows(), 2);
+    assert_eq!(text(&b, "trace_id", 1), Some("0a".repeat(16)));
+    assert_eq!(text(&b, "kind", 1).as_deref(), Some("client"));
+    assert_eq!(text(&b, "status_code", 1).as_deref(), Some("error"));
+    assert_eq!(text(&b, "status_message", 1).as_deref(), Some("upstream timed out"));
+    assert_eq!(int(&b, "duration_ns", 1), Some(1_000_000_000));
+    assert_eq!(h.ingest.stats.rejected.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn hostile_spans_are_refused_whole_naming_the_span() {
+    let h = harness(1 << 20);
+    let refused = |a: &Answer| RpcStatus::decode(&a.body[..]).unwrap().message;
+    // Too many attributes for a row's map.
+    let many = Span {
+        attributes: (0..1001).map(|i| kv(&format!("k{i}"), Value::IntValue(i))).collect(),
+        ..span("many", 0x07, None)
+    };
+    let a = send(
+        &h,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        TOKEN,
+        trace_request(vec![span("ok", 1, None), many]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused(&a),
+        "span \"many\" (span_id 0707070707070707): attrs: 1002 map entries in one row; at most 1000 are accepted"
+    );
+    // An event with too many attributes: that span is skipped.
+    let event = Span {
+        events: vec![SpanEvent {
+            attributes: (0..1001).map(|i| kv(&format!("k{i}"), Value::IntValue(i))).collect(),
+            ..Default::default()
+        }],
+        ..span("loud event", 0x08, None)
+    };
+    let a =
+        send(&h, "/v1/traces", "application/x-protobuf", None, TOKEN, trace_request(vec![event]).encode_to_vec()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let partial = ExportTraceServiceResponse::decode(&a.body[..]).unwrap().partial_success.unwrap();
+    assert_eq!(partial.error_message, "span \"loud event\": event 0 has 1001 attributes (at most 1000)");
+    // A start time in 2554 (the nanoseconds of a u64 reach no further back than 1970).
+    let mut req = trace_request(vec![span("future", 0x0a, None)]);
+    req.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano = u64::MAX;
+    let a = send(&h, "/v1/traces", "application/x-protobuf", None, TOKEN, req.encode_to_vec()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused(&a).starts_with(
+            "span \"future\" (span_id 0a0a0a0a0a0a0a0a): ts: 2554-07-21T23:34:33.709551Z is more than a day ahead"
+        ),
+        "{}",
+        refused(&a)
+    );
+    // A host the token's node does not relay for.
+    let mut req = trace_request(vec![span("other host", 0x09, None)]);
+    req.resource_spans[0].resource = resource("mail-1");
+    let a = send(&h, "/v1/traces", "application/json", None, TOKEN, serde_json::to_vec(&req).unwrap()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert!(
+        v["message"].as_str().unwrap().starts_with("span \"other host\" (span_id 0909090909090909): host (the resource's host.name): host \"mail-1\" is neither"),
+        "{v}"
+    );
+    assert_eq!(rows(&h, Table::Spans).num_rows(), 0, "nothing stored");
+    assert_eq!(h.ingest.stats.rejected.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn exponential_histogram_buckets_are_bounded_per_request() {
+    // 300 points of 1,000 buckets: 1 byte a bucket on the wire, a row each in memory.
+    let h = harness(16 << 20);
+    let points: Vec<_> = (0..300).map(|_| exp_point(0, 0, (0, vec![1; 1000]), (0, vec![]))).collect();
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "wide".into(),
+                    data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: points,
+                        aggregation_temporality: 2,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let body = req.encode_to_vec();
+    assert!(body.len() < 400_000, "{} bytes", body.len());
+    let a = send(&h, "/v1/metrics", "application/x-protobuf", None, TOKEN, body).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let partial = ExportMetricsServiceResponse::decode(&a.body[..]).unwrap().partial_success.unwrap();
+    // 1,002 bucket rows a point (zero bucket and +Inf included): 249 fit.
+    assert_eq!(partial.rejected_data_points, 51);
+    assert_eq!(
+        partial.error_message,
+        "exponential histogram \"wide\": the request's exponential histograms hold more than 250000 buckets; export fewer points per request"
+    );
+    let b = rows(&h, Table::Metrics);
+    assert_eq!(b.num_rows(), 249 * (1002 + 2));
 }
