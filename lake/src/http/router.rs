@@ -28,9 +28,7 @@ use lake_query::named::NamedQuery;
 use lake_query::Engine;
 
 use super::ingest::Ingest;
-use super::{
-    admin, custom, grafana, health, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status,
-};
+use super::{admin, custom, grafana, health, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status};
 use crate::alerts::http as alerts;
 use crate::auth::Verifier;
 use crate::maintenance::archive::Maintenance;
