@@ -15,6 +15,13 @@
 //! | `container_oom` | `containers` `oom` events per (host, container), last 10 min | OOM kills | `>= 1` |
 //! | `container_unhealthy` | the latest `start`/`die`/`destroy`/`health_status` event per (host, container), last 7 days (Docker sends `health_status` only when the health changes) | seconds since it turned `unhealthy` | `> 120` |
 //! | `compose_container_gone` | per (host, compose project, container) with an event in the last day: its latest lifecycle event (`start`, `restart`, `unpause`, `die`, `stop`, `kill`, `oom`, `destroy`), and whether the docker source sampled its stats (only running containers have some) in the last 5 min | seconds since its last event | `> 300` while the latest is not `start`/`restart`/`unpause` and no stats came |
+//! | `cpu_saturated` | the host source's `cpu_usage_percent{cpu="total"}` per host, last 10 min (8 of them covered) | average busy % | `> 90` |
+//! | `memory_saturated` | `memory_available_bytes` / `memory_total_bytes` per host, last 10 min (8 of them covered) | average share used | `> 0.95` |
+//! | `swap_growing` | `swap_used_bytes` per host, last 30 min (25 of them covered), in use now | MiB it grew by | `> 256` |
+//! | `oom_kill` | the kernel's `Out of memory: Killed process …` lines in `logs` (ident `kernel`) per host, last 10 min | kills | `>= 1` |
+//! | `error_log_burst` | `logs` of priority err or worse per (host, unit), last 10 min, against the unit's usual 10 minutes over the day before | lines | `>= 50` and at least 5 times the usual |
+//! | `reboot_required` | the inventory's `hosts.reboot_required` per host, last 30 days | days it has asked since it last did not | `> 7` |
+//! | `tailscale_peer_unreachable` | `probes` of kind `tailscale` per (host, peer), last day, whose latest ping failed | seconds since its last good ping (or its first failed one) | `> 300` |
 //! | `ups_on_battery` | the `[[ups]]` source's latest `nut_ups_status{flag="OB"}` per (host, ups), last 10 min | 1 on battery | `>= 1` for 30s |
 //! | `ups_low_battery` | the same for `LB` (low battery: the UPS will shut down soon) | 1 low | `>= 1` |
 //! | `alert_rule_failing` | the evaluations of every other rule (no SQL: the lake's evaluator reports them, so it works when the engine does not) | failed evaluations of the rule in a row | `>= 2` |
@@ -56,6 +63,20 @@ pub const CONTAINER_OOM: &str = "container_oom";
 pub const CONTAINER_UNHEALTHY: &str = "container_unhealthy";
 /// `compose_container_gone`.
 pub const COMPOSE_CONTAINER_GONE: &str = "compose_container_gone";
+/// `cpu_saturated`.
+pub const CPU_SATURATED: &str = "cpu_saturated";
+/// `memory_saturated`.
+pub const MEMORY_SATURATED: &str = "memory_saturated";
+/// `swap_growing`.
+pub const SWAP_GROWING: &str = "swap_growing";
+/// `oom_kill`.
+pub const OOM_KILL: &str = "oom_kill";
+/// `error_log_burst`.
+pub const ERROR_LOG_BURST: &str = "error_log_burst";
+/// `reboot_required`.
+pub const REBOOT_REQUIRED: &str = "reboot_required";
+/// `tailscale_peer_unreachable`.
+pub const TAILSCALE_PEER_UNREACHABLE: &str = "tailscale_peer_unreachable";
 /// `ups_on_battery`.
 pub const UPS_ON_BATTERY: &str = "ups_on_battery";
 /// `ups_low_battery`.
@@ -64,7 +85,7 @@ pub const UPS_LOW_BATTERY: &str = "ups_low_battery";
 pub const ALERT_RULE_FAILING: &str = "alert_rule_failing";
 
 /// Names of the built-in rules.
-pub const BUILTIN_NAMES: [&str; 16] = [
+pub const BUILTIN_NAMES: [&str; 23] = [
     NODE_SILENT,
     FILESYSTEM_FULL,
     TLS_EXPIRING,
@@ -78,6 +99,13 @@ pub const BUILTIN_NAMES: [&str; 16] = [
     CONTAINER_OOM,
     CONTAINER_UNHEALTHY,
     COMPOSE_CONTAINER_GONE,
+    CPU_SATURATED,
+    MEMORY_SATURATED,
+    SWAP_GROWING,
+    OOM_KILL,
+    ERROR_LOG_BURST,
+    REBOOT_REQUIRED,
+    TAILSCALE_PEER_UNREACHABLE,
     UPS_ON_BATTERY,
     UPS_LOW_BATTERY,
     ALERT_RULE_FAILING,
@@ -378,6 +406,168 @@ WHERE l.action NOT IN ('start', 'restart', 'unpause') AND r.container IS NULL"#
             message: "{{ labels.host }}: {{ labels.container }} (service {{ details.service }} of compose project {{ labels.compose_project }}) is gone for {{ value | duration }} (last event: {{ details.last_action }})",
         },
         BuiltinRule {
+            name: CPU_SATURATED,
+            description: "a host's CPUs have been more than 90% busy on average for 10 minutes",
+            sql: r#"
+SELECT host, avg(value) AS value
+FROM metrics
+WHERE name = 'cpu_usage_percent' AND labels['cpu'] = 'total' AND ts > now() - INTERVAL 10 MINUTE
+GROUP BY host
+HAVING min(ts) < now() - INTERVAL 8 MINUTE"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 90",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: CPU {{ value | round }}% busy on average for 10 minutes",
+        },
+        BuiltinRule {
+            name: MEMORY_SATURATED,
+            description: "a host has had less than 5% of its memory available on average for 10 minutes",
+            sql: r#"
+WITH m AS (
+    SELECT host, ts,
+           max(value) FILTER (WHERE name = 'memory_available_bytes') AS available,
+           max(value) FILTER (WHERE name = 'memory_total_bytes') AS total
+    FROM metrics
+    WHERE name IN ('memory_available_bytes', 'memory_total_bytes') AND ts > now() - INTERVAL 10 MINUTE
+    GROUP BY host, ts
+)
+SELECT host, 1 - avg(available / total) AS value
+FROM m
+WHERE total > 0 AND available IS NOT NULL
+GROUP BY host
+HAVING min(ts) < now() - INTERVAL 8 MINUTE"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 0.95",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: {{ value | percent }} of memory in use on average for 10 minutes",
+        },
+        BuiltinRule {
+            name: SWAP_GROWING,
+            description: "a host's swap is in use and grew by more than 256 MiB in 30 minutes (memory pressure building)",
+            sql: r#"
+SELECT host, (arg_max(value, ts) - arg_min(value, ts)) / 1048576 AS value,
+       CAST(round(arg_max(value, ts) / 1048576) AS BIGINT) AS _used_mib
+FROM metrics
+WHERE name = 'swap_used_bytes' AND ts > now() - INTERVAL 30 MINUTE
+GROUP BY host
+HAVING min(ts) < now() - INTERVAL 25 MINUTE AND arg_max(value, ts) > 0"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 256",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: swap grew by {{ value | round }} MiB in 30 minutes ({{ details.used_mib }} MiB in use)",
+        },
+        BuiltinRule {
+            name: OOM_KILL,
+            description: "the kernel killed a process for lack of memory (its journal's OOM lines, last 10 minutes)",
+            sql: r#"
+SELECT host, count(*) AS value, max(ts) AS _last,
+       coalesce(nullif(arg_max(regexp_extract(message, 'Killed process [0-9]+ \(([^)]*)\)', 1), ts), ''), '?') AS _process
+FROM logs
+WHERE ident = 'kernel' AND ts > now() - INTERVAL 10 MINUTE
+  AND regexp_matches(message, '^(Memory cgroup )?[Oo]ut of memory: Kill(ed)? process')
+GROUP BY host"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: ">= 1",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: the kernel OOM-killed {{ value }} process(es) in 10 minutes (last: {{ details.process }} at {{ details.last }})",
+        },
+        BuiltinRule {
+            name: ERROR_LOG_BURST,
+            description: "a unit logged at least 50 errors in 10 minutes, five times its usual rate over the day before",
+            sql: r#"
+WITH recent AS (
+    SELECT host, coalesce(unit, ident, source) AS unit, count(*) AS n
+    FROM logs
+    WHERE priority <= 3 AND ts > now() - INTERVAL 10 MINUTE
+    GROUP BY 1, 2
+), usual AS (
+    SELECT host, coalesce(unit, ident, source) AS unit, count(*) / 143.0 AS per_10min
+    FROM logs
+    WHERE priority <= 3 AND ts > now() - INTERVAL 1 DAY AND ts <= now() - INTERVAL 10 MINUTE
+    GROUP BY 1, 2
+)
+SELECT r.host, r.unit, r.n AS value, round(coalesce(u.per_10min, 0), 1) AS _usual
+FROM recent r LEFT JOIN usual u ON u.host = r.host AND u.unit = r.unit
+WHERE r.n >= 5 * coalesce(u.per_10min, 0)"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: ">= 50",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: {{ labels.unit }} logged {{ value }} errors in 10 minutes (usually {{ details.usual }})",
+        },
+        BuiltinRule {
+            name: REBOOT_REQUIRED,
+            description: "a host has asked for a reboot (/var/run/reboot-required) for more than 7 days",
+            sql: r#"
+WITH h AS (
+    SELECT host, ts, reboot_required, attrs['reboot_required_pkgs'] AS pkgs
+    FROM hosts
+    WHERE ts > now() - INTERVAL 30 DAY
+), s AS (
+    SELECT host, arg_max(reboot_required, ts) AS required_now, max(ts) FILTER (WHERE NOT reboot_required) AS last_not,
+           arg_max(pkgs, ts) AS pkgs
+    FROM h
+    GROUP BY host
+)
+SELECT h.host, (epoch(now()) - epoch(min(h.ts))) / 86400 AS value, coalesce(any_value(s.pkgs), '?') AS _packages
+FROM h JOIN s ON s.host = h.host
+WHERE s.required_now AND h.reboot_required AND (s.last_not IS NULL OR h.ts > s.last_not)
+GROUP BY h.host"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 7",
+            for_: secs(0),
+            every: secs(3600),
+            severity: Severity::Info,
+            message: "{{ labels.host }} has asked for a reboot for {{ value | days }} (packages: {{ details.packages }})",
+        },
+        BuiltinRule {
+            name: TAILSCALE_PEER_UNREACHABLE,
+            description: "a Tailscale peer has not answered a ping for 5 minutes",
+            sql: r#"
+WITH p AS (
+    SELECT host, target, ts, ok, error
+    FROM probes
+    WHERE kind = 'tailscale' AND ts > now() - INTERVAL 1 DAY
+), s AS (
+    SELECT host, target, arg_max(ok, ts) AS ok_now, max(ts) FILTER (WHERE ok) AS last_ok,
+           min(ts) FILTER (WHERE NOT ok) AS first_failed, max(ts) AS last, arg_max(error, ts) AS error
+    FROM p
+    GROUP BY host, target
+)
+SELECT host, target, epoch(now()) - epoch(coalesce(last_ok, first_failed)) AS value, coalesce(error, '?') AS _error
+FROM s
+WHERE NOT ok_now AND last > now() - INTERVAL 10 MINUTE"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 300",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }} cannot reach Tailscale peer {{ labels.target }} for {{ value | duration }} ({{ details.error }})",
+        },
+        BuiltinRule {
             name: UPS_ON_BATTERY,
             description: "a UPS (the [[ups]] source) has been on battery for 30 seconds: the mains are down",
             sql: ups_flag_sql("OB"),
@@ -604,6 +794,157 @@ mod tests {
         assert!((f[0].1 - 300.0).abs() < 30.0 && (f[1].1 - 3600.0).abs() < 30.0, "{f:?}");
         // Started 30 s ago: nobody has been silent for 2 minutes of the lake's life.
         assert!(firing(&fresh, &r, now - 30 * S).is_empty());
+    }
+
+    #[test]
+    fn cpu_memory_and_swap_rules_need_the_whole_window() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        let mut m = MetricsBuilder::new();
+        let total = [("cpu", "total")];
+        // busy: 95% for 10 minutes; brief: 100% for the last 3 minutes only; calm: 20%.
+        for minute in 0..10 {
+            let ts = now - (minute * 60 + 5) * S;
+            m.push(ts, "busy", "cpu_usage_percent", 95.0, &total);
+            m.push(ts, "busy", "cpu_usage_percent", 5.0, &[("cpu", "0")]);
+            m.push(ts, "calm", "cpu_usage_percent", 20.0, &total);
+            if minute < 3 {
+                m.push(ts, "brief", "cpu_usage_percent", 100.0, &total);
+            }
+            // full: 2% available; fine: 50%.
+            m.push(ts, "full", "memory_total_bytes", 1000.0, &[]);
+            m.push(ts, "full", "memory_available_bytes", 20.0, &[]);
+            m.push(ts, "fine", "memory_total_bytes", 1000.0, &[]);
+            m.push(ts, "fine", "memory_available_bytes", 500.0, &[]);
+        }
+        // swapping: 100 MiB → 600 MiB over 29 minutes; steady: 2 GiB all along; none: 0.
+        let mib = 1_048_576.0;
+        for (ago, swapping, steady) in [(29 * 60, 100.0, 2048.0), (15 * 60, 300.0, 2048.0), (10, 600.0, 2048.0)] {
+            m.push(now - ago * S, "swapping", "swap_used_bytes", swapping * mib, &[]);
+            m.push(now - ago * S, "steady", "swap_used_bytes", steady * mib, &[]);
+            m.push(now - ago * S, "none", "swap_used_bytes", 0.0, &[]);
+        }
+        fresh.set(Table::Metrics, vec![m.finish()]);
+        assert_eq!(firing(&fresh, &rule(CPU_SATURATED, &[], 0), now), [("host=busy".to_string(), 95.0)]);
+        let f = firing(&fresh, &rule(MEMORY_SATURATED, &[], 0), now);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].0, "host=full");
+        assert!((f[0].1 - 0.98).abs() < 1e-9, "{f:?}");
+        assert_eq!(firing(&fresh, &rule(SWAP_GROWING, &[], 0), now), [("host=swapping".to_string(), 500.0)]);
+    }
+
+    #[test]
+    fn oom_kills_and_error_bursts_come_from_logs() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        // (seconds ago, host, unit, ident, priority, message)
+        let mut lines: Vec<(i64, &str, Option<&str>, &str, i64, String)> = vec![
+            (60, "db", None, "kernel", 3, "Out of memory: Killed process 4242 (postgres) total-vm:8GB".into()),
+            (
+                30,
+                "db",
+                None,
+                "kernel",
+                3,
+                "Memory cgroup out of memory: Killed process 77 (python3) total-vm:1GB".into(),
+            ),
+            (30, "web", None, "app", 3, "Out of memory: Killed process 1 (quoted by an app, not the kernel)".into()),
+            (7200, "old", None, "kernel", 3, "Out of memory: Killed process 5 (x)".into()),
+        ];
+        // api: 60 errors now, 1 an hour usually; noisy: 60 now, 60 every 10 minutes usually; few: 10 now.
+        for i in 0..60 {
+            lines.push((i + 1, "web", Some("api.service"), "api", 3, format!("error {i}")));
+            lines.push((i + 1, "web", Some("noisy.service"), "noisy", 3, format!("error {i}")));
+        }
+        for i in 0..10 {
+            lines.push((i + 1, "web", Some("few.service"), "few", 2, format!("crit {i}")));
+        }
+        for hour in 1..24 {
+            lines.push((hour * 3600, "web", Some("api.service"), "api", 3, "usual error".into()));
+            for j in 0..360 {
+                lines.push((hour * 3600 - j * 10, "web", Some("noisy.service"), "noisy", 3, "usual".into()));
+            }
+        }
+        let batch = rows(Table::Logs, lines.len(), |b, c, i| {
+            let (ago, host, unit, ident, priority, message) = &lines[i];
+            b.ts(c("ts"), now - ago * S);
+            b.text(c("host"), Some(host));
+            b.text(c("source"), Some("journald"));
+            b.text(c("unit"), *unit);
+            b.text(c("ident"), Some(ident));
+            b.int(c("priority"), Some(*priority));
+            b.text(c("message"), Some(message));
+        });
+        fresh.set(Table::Logs, vec![batch]);
+        assert_eq!(firing(&fresh, &rule(OOM_KILL, &[], 0), now), [("host=db".to_string(), 2.0)]);
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), Arc::clone(&fresh));
+        let r = e.query_blocking(&expand_sql(&rule(OOM_KILL, &[], 0).sql, now)).unwrap();
+        assert_eq!(observations(&r).unwrap().rows[0].details["process"], "python3");
+        assert_eq!(
+            firing(&fresh, &rule(ERROR_LOG_BURST, &[], 0), now),
+            [("host=web unit=api.service".to_string(), 60.0)]
+        );
+    }
+
+    #[test]
+    fn reboot_and_tailscale_rules_count_from_when_it_began() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        let day = 86_400;
+        // (days ago, host, reboot required): long has asked for 9 days; recent for 3;
+        // rebooted asked 20 days ago, then rebooted (false), asks again since 2 days.
+        let hosts = [
+            (9, "long", true),
+            (5, "long", true),
+            (0, "long", true),
+            (3, "recent", true),
+            (0, "recent", true),
+            (20, "rebooted", true),
+            (10, "rebooted", false),
+            (2, "rebooted", true),
+            (0, "rebooted", true),
+            (12, "never", false),
+        ];
+        let batch = rows(Table::Hosts, hosts.len(), |b, c, i| {
+            let (days, host, required) = hosts[i];
+            b.ts(c("ts"), now - days * day * S - 60 * S);
+            b.text(c("host"), Some(host));
+            b.bool(c("reboot_required"), Some(required));
+            b.map(c("attrs"), [("reboot_required_pkgs", "linux-image-6.1.0-28-amd64")]);
+        });
+        fresh.set(Table::Hosts, vec![batch]);
+        let f = firing(&fresh, &rule(REBOOT_REQUIRED, &[], 0), now);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].0, "host=long");
+        assert!((f[0].1 - 9.0).abs() < 0.01, "{f:?}");
+
+        // (seconds ago, peer, ok): p failing since its last good ping 20 min ago; q failed
+        // once, then answered; r never answered today, failing for 6 minutes; s for 2.
+        let probes = [
+            (1200, "p", true),
+            (600, "p", false),
+            (30, "p", false),
+            (600, "q", false),
+            (30, "q", true),
+            (360, "r", false),
+            (30, "r", false),
+            (120, "s", false),
+            (30, "s", false),
+        ];
+        let batch = rows(Table::Probes, probes.len(), |b, c, i| {
+            let (ago, target, ok) = probes[i];
+            b.ts(c("ts"), now - ago * S);
+            b.text(c("host"), Some("n1"));
+            b.text(c("kind"), Some("tailscale"));
+            b.text(c("target"), Some(target));
+            b.bool(c("ok"), Some(ok));
+            b.text(c("error"), (!ok).then_some("no reply"));
+        });
+        fresh.set(Table::Probes, vec![batch]);
+        let f = firing(&fresh, &rule(TAILSCALE_PEER_UNREACHABLE, &[], 0), now);
+        assert_eq!(f.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["host=n1 target=p", "host=n1 target=r"]);
+        assert!((f[0].1 - 1200.0).abs() < 30.0 && (f[1].1 - 360.0).abs() < 30.0, "{f:?}");
     }
 
     #[test]
