@@ -168,7 +168,7 @@ fn msgs(out: &[Frame]) -> Vec<(String, bool)> {
 #[test]
 fn framing_is_told_per_frame_and_survives_any_split() {
     let stream: &[u8] = b"11 <13>hello a\n<13>line one\r\n<13>nul\x00\n\n5 <13>x0 3 abc";
-    let want = vec![
+    let want = [
         ("<13>hello a".to_string(), false),
         ("<13>line one".to_string(), false),
         ("<13>nul".to_string(), false),
@@ -177,17 +177,17 @@ fn framing_is_told_per_frame_and_survives_any_split() {
     ];
     // Whole, then split at every byte.
     let (out, _) = frames(1024, &[stream]);
-    assert_eq!(msgs(&out)[..4], want[..4]);
+    assert_eq!(msgs(&out), want);
     for i in 0..stream.len() {
         let (a, b) = stream.split_at(i);
         let (out, _) = frames(1024, &[a, b]);
-        assert_eq!(msgs(&out)[..4], want[..4], "split at {i}");
+        assert_eq!(msgs(&out), want, "split at {i}");
     }
     // One byte at a time.
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     let (mut out, mut f) = frames(1024, &bytes);
     f.finish(&mut out);
-    assert_eq!(msgs(&out)[..4], want[..4]);
+    assert_eq!(msgs(&out), want);
     // The last LF-less frame is kept at the end of the stream.
     let (mut out, mut f) = frames(1024, &[b"<13>a\n<13>last"]);
     f.finish(&mut out);
