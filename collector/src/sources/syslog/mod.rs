@@ -587,7 +587,11 @@ async fn accept_tcp(
                     }
                     Err(_) => {
                         Stats::add(&inbox.stats.refused, 1);
-                        warn!(source = NAME, %peer, max_connections, "syslog TCP connection refused: too many at once");
+                        // Logged at 1, 2, 4, 8, … refusals: a connection flood must not flood the log.
+                        let n = inbox.stats.refused.load(Ordering::Relaxed);
+                        if n.is_power_of_two() {
+                            warn!(source = NAME, %peer, max_connections, refused = n, "syslog TCP connection refused: too many at once");
+                        }
                         drop(stream);
                     }
                 },
@@ -622,7 +626,8 @@ async fn connection(
         let eof = match read {
             Err(_) => {
                 Stats::add(&inbox.stats.refused, 1);
-                info!(source = NAME, %peer, ?idle, "syslog TCP connection closed: idle");
+                // A relay that had nothing to send reconnects when it has: not worth a warning.
+                debug!(source = NAME, %peer, ?idle, "syslog TCP connection closed: idle");
                 return;
             }
             Ok(Err(e)) => {
