@@ -108,6 +108,8 @@ struct ConfigFile {
     #[serde(default)]
     docker: crate::sources::docker::DockerFile,
     #[serde(default)]
+    syslog: crate::sources::syslog::SyslogFile,
+    #[serde(default)]
     ufw: crate::sources::ufw::UfwFile,
     #[serde(default)]
     fail2ban: crate::sources::fail2ban::Fail2banFile,
@@ -297,6 +299,8 @@ pub struct Config {
     pub journald: crate::sources::journald::JournaldConfig,
     /// `[docker]`.
     pub docker: crate::sources::docker::DockerConfig,
+    /// `[syslog]`.
+    pub syslog: crate::sources::syslog::SyslogConfig,
     /// `[ufw]`.
     pub ufw: crate::sources::ufw::UfwConfig,
     /// `[fail2ban]`.
@@ -628,6 +632,7 @@ impl ConfigFile {
             caddy: self.caddy.validate()?,
             journald: self.journald.validate()?,
             docker: self.docker.validate()?,
+            syslog: self.syslog.validate()?,
             ufw: self.ufw.validate()?,
             fail2ban: self.fail2ban.validate()?,
             inventory: self.inventory.validate()?,
@@ -687,6 +692,16 @@ mod tests {
         assert_eq!(c.shipper.config_backoff_max, Duration::from_secs(300));
         assert_eq!(c.rejected, RejectedConfig { max_batches: 1000, max_size: 256 << 20 });
         assert!(c.heartbeat.ping.is_none() && c.heartbeat.lake_down.is_none());
+        assert!(!c.syslog.enabled(), "[syslog] listens only once an address is set");
+        let on = EXAMPLE
+            .replace("# udp = \"127.0.0.1:5514\"", "udp = \"127.0.0.1:5514\"")
+            .replace("# tcp = \"127.0.0.1:5514\"", "tcp = \"127.0.0.1:5514\"");
+        let s = Config::from_toml(&on, None).unwrap().syslog;
+        assert!(s.enabled());
+        assert_eq!(
+            (s.max_message_bytes, s.max_connections, s.idle_timeout, s.queue_bytes, s.batch_lines),
+            (64 << 10, 256, Duration::from_secs(300), 16 << 20, 5000)
+        );
         // The commented-out heartbeat keys parse as documented once switched on.
         let on = EXAMPLE
             .replace("# url = \"https://hc-ping.com", "url = \"https://hc-ping.com")

@@ -186,4 +186,54 @@ pub const TARGETS: &[lake_format::fuzz_regressions::Target] = &[
     ("prometheus", prometheus),
     ("collector_config", config),
     ("log_file", log_file),
+    ("syslog", syslog),
 ];
+
+/// A syslog TCP stream (or, with the first byte odd, one UDP datagram) through the framer
+/// and the parser into `logs` rows, as the `[syslog]` source reads it. The stream (after
+/// a second byte saying where) is cut in two reads, so frames cross reads. Invariants: the framer never
+/// holds more than one frame can need, no frame is longer than the limit, every message
+/// is one row, and the batch builds.
+pub fn syslog(data: &[u8]) {
+    use crate::sources::syslog::frame::Framer;
+    use crate::sources::syslog::parse::{parse, Reading};
+    const MAX: usize = 512;
+    let Some((&mode, data)) = data.split_first() else { return };
+    let reading = Reading { tz: zone(), max_skew: 86_400_000_000 };
+    let mut frames = Vec::new();
+    if mode & 1 == 1 {
+        frames.push((data.to_vec(), false));
+    } else {
+        let Some((&cut, data)) = data.split_first() else { return };
+        let cut = usize::from(cut).min(data.len());
+        let mut f = Framer::new(MAX);
+        let mut out = Vec::new();
+        for part in [&data[..cut], &data[cut..]] {
+            f.push(part, &mut out);
+            assert!(f.buffered() <= MAX + 11, "the framer holds {} bytes", f.buffered());
+        }
+        f.finish(&mut out);
+        for fr in out {
+            assert!(!fr.bytes.is_empty() && fr.bytes.len() <= MAX, "a frame of {} bytes", fr.bytes.len());
+            frames.push((fr.bytes, fr.truncated));
+        }
+    }
+    let mut logs = lake_format::logs::LogsBuilder::new();
+    for (bytes, _) in &frames {
+        let m = parse(bytes, &reading, NOW_MICROS);
+        let row = lake_format::logs::LogRow {
+            ts: m.ts,
+            host: NODE,
+            source: "syslog",
+            ident: m.ident.as_deref(),
+            pid: m.pid,
+            priority: m.priority,
+            message: Some(&m.message),
+            ..Default::default()
+        };
+        assert!(m.priority.is_none_or(|p| (0..=7).contains(&p)));
+        logs.push(&row, m.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    let batch = logs.finish().expect("syslog rows build");
+    assert_eq!(batch.num_rows(), frames.len(), "one row per message");
+}

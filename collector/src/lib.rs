@@ -147,6 +147,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             sources::docker::DockerSource::new(cfg.clone(), c.clone()).run(cancel.clone())
         }));
     }
+    if config.syslog.enabled() {
+        let (cfg, c, cancel) = (config.syslog.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(sources::syslog::NAME, Arc::clone(&st), k.clone(), move || {
+            sources::syslog::SyslogSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
     if let (true, Some(files)) = (config.ufw.enabled, &config.ufw.files) {
         let (files, tz, c, cancel) = (files.clone(), config.ufw.timezone.clone(), ctx.clone(), k.clone());
         sources.spawn(supervise("ufw", Arc::clone(&st), k.clone(), move || {

@@ -183,6 +183,9 @@ fn print_summary(c: &Config) {
         let stats = c.docker.stats_interval.map_or("off".to_string(), |d| format!("{d:?}"));
         println!("docker        {} logs={} stats every {stats}", c.docker.socket.display(), c.docker.logs);
     }
+    if c.syslog.enabled() {
+        println!("syslog        {}", lake_collector::sources::syslog::describe(&c.syslog));
+    }
     for e in &c.exec {
         println!("exec          {}", lake_collector::sources::exec::describe(e));
     }

@@ -27,6 +27,11 @@ lake_format::metrics! {
         /// Rolled files read that were not being followed: rolled while the collector was down
         /// or between two polls, read whole or from the position the collector had in them.
         pub rolled_files: Counter("lake_collector_source_rolled_files_total"),
+        /// Messages cut to the source's size bound and kept, marked `truncated` (syslog).
+        pub truncated: Counter("lake_collector_source_truncated_total"),
+        /// Connections the source refused or closed for its limits: too many at once, idle
+        /// too long (syslog over TCP).
+        pub refused: Counter("lake_collector_source_refused_total"),
     }
 }
 

@@ -29,6 +29,20 @@ fn the_fixture_lines_pass_the_entry_points() {
     for line in lines("fail2ban/fail2ban.log").split(|b| *b == b'\n') {
         fuzzing::fail2ban(line);
     }
+    // Each [syslog] capture as a stream (cut at every 7th byte) and each datagram alone.
+    for name in ["received/logger.tcp", "received/rsyslog-octet-counted-rfc5424.tcp", "hostile.tcp"] {
+        let stream = lines(&format!("syslog/{name}"));
+        for cut in (0..stream.len().min(255)).step_by(7) {
+            let mut data = vec![0u8, cut as u8];
+            data.extend_from_slice(&stream);
+            fuzzing::syslog(&data);
+        }
+    }
+    for name in ["received/logger.udp", "devices.udp"] {
+        for line in lines(&format!("syslog/{name}")).split(|b| *b == b'\n') {
+            fuzzing::syslog(&[&[1u8][..], line].concat());
+        }
+    }
     let mut status = vec![0u8];
     status.extend(lines("tailscale/status.json"));
     fuzzing::tailscale(&status);
