@@ -110,6 +110,9 @@ struct ConfigFile {
     /// `[heartbeat]`: the dead-man's switch out (none without the section).
     #[serde(default)]
     heartbeat: Option<crate::heartbeat::HeartbeatFile>,
+    /// `[pg]`: the PostgreSQL wire protocol (off without the section).
+    #[serde(default)]
+    pg: Option<crate::pg::PgFile>,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -405,6 +408,8 @@ pub struct Config {
     pub http: HttpTimeouts,
     /// `[heartbeat]`: a monitor outside the lake pinged after every alert round.
     pub heartbeat: Option<crate::heartbeat::HeartbeatConfig>,
+    /// `[pg]`: the PostgreSQL wire protocol, when configured.
+    pub pg: Option<crate::pg::PgConfig>,
 }
 
 impl Config {
@@ -539,6 +544,7 @@ impl Config {
         let max_connections = file.http.max_connections;
         let http = file.http.validate(file.query.timeout.0)?;
         let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
+        let pg = file.pg.map(crate::pg::PgFile::validate).transpose()?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -567,6 +573,7 @@ impl Config {
             retention,
             http,
             heartbeat,
+            pg,
         })
     }
 }

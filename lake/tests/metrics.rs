@@ -72,6 +72,13 @@ lake_remote_write_samples_total counter remote_write samples stored\n\
 lake_remote_write_stale_markers_total counter remote_write stale markers dropped (Prometheus marks a series gone with them)\n\
 lake_remote_write_unsupported_dropped_total counter remote_write exemplars and native histogram samples dropped (not stored)\n\
 lake_remote_write_rejected_total counter remote_write requests refused with a 4xx other than 401\n\
+lake_pg_connections_total counter PostgreSQL protocol connections accepted\n\
+lake_pg_connections gauge PostgreSQL protocol sessions open now\n\
+lake_pg_connections_refused_total counter PostgreSQL protocol connections refused over pg.max_connections (53300)\n\
+lake_pg_queries_total counter PostgreSQL protocol statements answered (queries and catalog queries)\n\
+lake_pg_errors_total counter PostgreSQL protocol statements answered with an error\n\
+lake_pg_auth_failures_total counter PostgreSQL protocol logins refused for a wrong or missing read token (28P01)\n\
+lake_pg_dropped_total counter PostgreSQL protocol sessions closed for the auth or idle timeout or an oversized message\n\
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,8 @@ pub struct Status {
     pub connections: Arc<conns::Connections>,
     /// The OTLP endpoints' counters.
     pub otlp: Arc<otlp::OtlpStats>,
+    /// The PostgreSQL protocol's counters (zero while `[pg]` is off).
+    pub pg: Arc<crate::pg::PgStats>,
 }
 
 impl Status {
@@ -107,6 +109,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.stats.samples(),
         s.ingest.remote_write.samples(),
         s.otlp.samples(),
+        s.pg.samples(),
         s.ingest.budget.samples(),
         s.wal().samples(),
         s.writer.samples(),
