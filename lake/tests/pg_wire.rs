@@ -153,6 +153,24 @@ async fn psql_lists_describes_queries_and_copies() {
     assert!(t.contains("0\tv0\n1\tv1\n2\tv2\n"), "{t}");
     assert!(t.contains("name,value\npg_seq,0\npg_seq,1\n"), "{t}");
 
+    // A custom table (made by its first batch) is listed, described and read like the others.
+    let c = reqwest::Client::new();
+    let line = "{\"ts\": \"2026-12-07T10:00:00Z\", \"plan\": \"pro\", \"amount\": 9.5}\n";
+    let (s, v) = send_custom(&c, &l.lake.url, "json", "signups", &format!("{NODE}/2/1"), line).await;
+    assert_eq!(s, 200, "{v}");
+    let out = psql(
+        l.pg_port,
+        READ_TOKEN,
+        &["-c", r"\dt sign*", "-c", r"\d signups", "-At", "-c", "select plan, amount from signups"],
+    );
+    let t = text(&out);
+    println!("{t}");
+    assert!(out.status.success(), "{t}");
+    // (-At: unaligned rows without headers, for every command.)
+    assert!(t.contains("public|signups|table|lake\n"), "{t}");
+    assert!(t.contains("plan|text|||\n") && t.contains("amount|double precision|||\n"), "{t}");
+    assert!(t.contains("pro|9.5\n"), "{t}");
+
     // A wrong password: 28P01 in psql's words, counted.
     let out = psql(l.pg_port, "not-a-read-token-at-all", &["-c", "select 1"]);
     let t = text(&out);
@@ -308,7 +326,11 @@ fn error_fields(body: &[u8]) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_get_postgres_errors_and_never_hold_the_others() {
-    let l = start("max_connections = 3\nauth_timeout = \"2s\"\nmax_message = \"64KiB\"", "timeout = \"2s\"").await;
+    let l = start(
+        "max_connections = 3\nauth_timeout = \"2s\"\nidle_timeout = \"4s\"\nmax_message = \"64KiB\"",
+        "timeout = \"2s\"",
+    )
+    .await;
 
     // Refused statements come back as PostgreSQL errors naming what was wrong, and the
     // connection answers the next query.
@@ -359,6 +381,15 @@ async fn hostile_clients_get_postgres_errors_and_never_hold_the_others() {
     assert_eq!(code, "54000", "{msg}");
     assert!(msg.contains("pg.max_message"), "{msg}");
     assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed after the oversized message");
+
+    // A logged-in session that goes quiet is closed at pg.idle_timeout, told why (57P05).
+    let mut idle = raw_login(l.pg_port);
+    let t0 = Instant::now();
+    let body = read_until(&mut idle, b'E').expect("an error response at the idle timeout");
+    let (code, msg) = error_fields(&body);
+    assert_eq!(code, "57P05", "{msg}");
+    assert!(msg.contains("pg.idle_timeout"), "{msg}");
+    assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
 
     // The connection cap: three sessions held, the fourth refused with 53300; one leaves,
     // and a new one gets in.

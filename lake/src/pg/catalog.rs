@@ -170,17 +170,23 @@ fn by_oid(tables: &[TableInfo], oid: Option<i64>) -> Option<&TableInfo> {
     tables.get(i)
 }
 
-/// Whether `sql` is a catalog query, and its answer over `tables`.
-pub fn answer(sql: &str, tables: &[TableInfo]) -> Answer {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    let lower = flat.to_ascii_lowercase();
-    let catalog = lower.contains("pg_catalog.")
+/// Whether `sql` asks PostgreSQL's catalog (then [`answer`] decides), without reading
+/// the lake's tables: ordinary statements skip the catalog entirely.
+pub fn is_catalog(sql: &str) -> bool {
+    let lower = sql.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    lower.contains("pg_catalog.")
         || lower.contains("information_schema.")
         || lower.contains("from pg_extension")
-        || lower.contains("current_setting(");
-    if !catalog {
+        || lower.contains("current_setting(")
+}
+
+/// Whether `sql` is a catalog query, and its answer over `tables`.
+pub fn answer(sql: &str, tables: &[TableInfo]) -> Answer {
+    if !is_catalog(sql) {
         return Answer::NotCatalog;
     }
+    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = flat.to_ascii_lowercase();
     match answer_known(&flat, &lower, tables) {
         Ok(Some(a)) => a,
         Ok(None) => Answer::Unsupported(

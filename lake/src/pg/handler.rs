@@ -205,6 +205,10 @@ fn plan(sql: &str, shared: &Shared) -> PgWireResult<Plan> {
         "copy" => return copy_plan(trimmed, &lower).map(|(sql, csv, header)| Plan::Copy { sql, csv, header }),
         _ => {}
     }
+    if !catalog::is_catalog(sql) {
+        return Ok(Plan::Engine);
+    }
+    // The table list (custom tables' schemas from disk) only for catalog queries.
     match catalog::answer(sql, &catalog::tables(&shared.data_dir)) {
         Answer::NotCatalog => Ok(Plan::Engine),
         Answer::Rows(r) => Ok(Plan::Catalog(r)),

@@ -1,6 +1,6 @@
 //! `[pg]`: the lake over the PostgreSQL frontend/backend protocol, so psql, Grafana's
-//! built-in PostgreSQL data source (backend: alerting and Explore), Metabase and drivers
-//! such as psycopg read the lake with no plugin.
+//! built-in PostgreSQL data source (backend: alerting and Explore) and drivers such as
+//! psycopg read the lake with no plugin.
 //!
 //! Off unless `[pg] listen` is set. Every statement runs through the same
 //! [`Engine`] as `POST /v1/sql`: the same read-only sandbox, row limit, time limit and
