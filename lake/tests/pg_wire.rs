@@ -328,9 +328,16 @@ fn error_fields(body: &[u8]) -> (String, String) {
 async fn hostile_clients_get_postgres_errors_and_never_hold_the_others() {
     let l = start(
         "max_connections = 3\nauth_timeout = \"2s\"\nidle_timeout = \"4s\"\nmax_message = \"64KiB\"",
-        "timeout = \"2s\"",
+        "timeout = \"2s\"\nmax_rows = 5",
     )
     .await;
+
+    // A result cut at query.max_rows: the rows up to it, and psql shows why (a NOTICE).
+    let out = psql(l.pg_port, READ_TOKEN, &["-At", "-c", "select * from range(10)"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n3\n4\n", "{t}");
+    assert!(t.contains("NOTICE:  result cut at the lake's row limit of 5 rows (query.max_rows)"), "{t}");
 
     // Refused statements come back as PostgreSQL errors naming what was wrong, and the
     // connection answers the next query.

@@ -4,6 +4,7 @@
 //! do in a read-only lake).
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -17,7 +18,7 @@ use pgwire::api::auth::{
     StartupHandler,
 };
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{send_query_response, ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
 };
@@ -285,8 +286,16 @@ impl Backend {
         Backend { shared, parser: Arc::new(Parser) }
     }
 
-    /// Runs one statement: its response, or the error the client sees.
-    async fn run<C>(&self, client: &mut C, sql: &str, params: Vec<Value>, format: &Format) -> PgWireResult<Response>
+    /// Runs one statement: its response, or the error the client sees. `cut` is set once
+    /// the engine's rows ended at the row limit.
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        sql: &str,
+        params: Vec<Value>,
+        format: &Format,
+        cut: Arc<AtomicBool>,
+    ) -> PgWireResult<Response>
     where
         C: Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -300,7 +309,7 @@ impl Backend {
             Ok(Plan::Session(tag)) => Ok(Response::Execution(Tag::new(&tag))),
             Ok(Plan::Catalog(r)) => collected(r, format),
             Ok(Plan::Copy { sql, csv, header }) => self.copy_out(client, sql, params, csv, header).await,
-            Ok(Plan::Engine) => self.stream(sql.to_owned(), params, format).await,
+            Ok(Plan::Engine) => self.stream(sql.to_owned(), params, format, cut).await,
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -311,7 +320,13 @@ impl Backend {
 
     /// The engine's rows, streamed: batches are encoded on the query thread as DuckDB
     /// produces them, so a large result is never held whole.
-    async fn stream(&self, sql: String, params: Vec<Value>, format: &Format) -> PgWireResult<Response> {
+    async fn stream(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        format: &Format,
+        cut: Arc<AtomicBool>,
+    ) -> PgWireResult<Response> {
         let fmt = format.clone();
         let mut fields_for_rows: Option<Arc<Vec<FieldInfo>>> = None;
         let encode = move |batch: &RecordBatch| -> std::io::Result<PgWireResult<Vec<DataRow>>> {
@@ -321,17 +336,20 @@ impl Backend {
         let stream =
             self.shared.engine.query_stream(sql, params, CHANNEL_CHUNKS, encode).await.map_err(engine_error)?;
         let fields = Arc::new(encode::fields(stream.schema(), format));
-        let rows = futures::stream::unfold(Some(stream), |s| async move {
-            let mut s = s?;
-            match s.next().await {
-                Ok(Some(chunk)) => Some((chunk, Some(s))),
-                Ok(None) => {
-                    if s.end().is_some_and(|e| e.truncated) {
-                        tracing::info!("pg: a result was cut at query.max_rows");
+        let rows = futures::stream::unfold(Some(stream), move |s| {
+            let cut = Arc::clone(&cut);
+            async move {
+                let mut s = s?;
+                match s.next().await {
+                    Ok(Some(chunk)) => Some((chunk, Some(s))),
+                    Ok(None) => {
+                        if s.end().is_some_and(|e| e.truncated) {
+                            cut.store(true, Ordering::SeqCst);
+                        }
+                        None
                     }
-                    None
+                    Err(e) => Some((Err(engine_error(e)), None)),
                 }
-                Err(e) => Some((Err(engine_error(e)), None)),
             }
         })
         .flat_map(|chunk| {
@@ -520,7 +538,29 @@ impl SimpleQueryHandler for Backend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.run(client, query, Vec::new(), &Format::UnifiedText).await.map(|r| vec![r])
+        let cut = Arc::new(AtomicBool::new(false));
+        match self.run(client, query, Vec::new(), &Format::UnifiedText, Arc::clone(&cut)).await? {
+            // Rows are sent here rather than by pgwire so that a result cut at the row
+            // limit can be told (a NOTICE after its rows, as /v1/sql flags it), which
+            // psql shows under the rows.
+            Response::Query(mut rows) => {
+                if let Err(e) = send_query_response(client, &mut rows, true).await {
+                    self.shared.stats.errors.add(1);
+                    return Err(e);
+                }
+                if cut.load(Ordering::SeqCst) {
+                    let max = self.shared.engine.limits().max_rows;
+                    let notice = ErrorInfo::new(
+                        "NOTICE".to_owned(),
+                        "01000".to_owned(),
+                        format!("result cut at the lake's row limit of {max} rows (query.max_rows): narrow the query or aggregate"),
+                    );
+                    client.send(PgWireBackendMessage::NoticeResponse(notice.into())).await?;
+                }
+                Ok(Vec::new())
+            }
+            other => Ok(vec![other]),
+        }
     }
 }
 
@@ -541,7 +581,10 @@ impl ExtendedQueryHandler for Backend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let params = Backend::params(portal)?;
-        self.run(client, &portal.statement.statement, params, &portal.result_column_format).await
+        // The extended protocol's rows go through pgwire (it suspends portals at the
+        // client's max_rows), so a cut there is not told; the simple protocol tells it.
+        let cut = Arc::new(AtomicBool::new(false));
+        self.run(client, &portal.statement.statement, params, &portal.result_column_format, cut).await
     }
 
     async fn do_describe_statement<C>(
