@@ -389,6 +389,47 @@ async fn hostile_clients_get_postgres_errors_and_never_hold_the_others() {
     assert!(msg.contains("pg.max_message"), "{msg}");
     assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed after the oversized message");
 
+    // Without [pg] TLS an SSLRequest is answered 'N' and the session goes on in the clear;
+    // an empty password is refused like a wrong one (28P01).
+    let mut s = TcpStream::connect(("127.0.0.1", l.pg_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"N");
+    s.write_all(&startup("nobody")).unwrap();
+    read_until(&mut s, b'R').expect("an authentication request");
+    s.write_all(&[b'p', 0, 0, 0, 5, 0]).unwrap();
+    let (code, msg) = error_fields(&read_until(&mut s, b'E').expect("an error response"));
+    assert_eq!(code, "28P01", "{msg}");
+    assert!(msg.contains("read token"), "{msg}");
+
+    // Garbage where the startup message belongs: the connection is closed, nothing else.
+    let mut s = TcpStream::connect(("127.0.0.1", l.pg_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut junk = vec![0, 0, 0, 40];
+    junk.extend((0..36u8).map(|i| i.wrapping_mul(97)));
+    s.write_all(&junk).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    // Messages out of order on a logged-in session (Execute of a portal never bound): an
+    // error, and the session still answers.
+    let mut s = raw_login(l.pg_port);
+    s.write_all(&[b'E', 0, 0, 0, 13, b'n', b'o', b'p', b'e', 0, 0, 0, 0, 0]).unwrap();
+    s.write_all(&[b'S', 0, 0, 0, 4]).unwrap();
+    let (code, msg) = error_fields(&read_until(&mut s, b'E').expect("an error response"));
+    assert!(!code.is_empty() && msg.contains("nope"), "{code} {msg}");
+    read_until(&mut s, b'Z').expect("ready again after Sync");
+    let q = b"select 6\0";
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((q.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(q);
+    s.write_all(&m).unwrap();
+    let row = read_until(&mut s, b'D').expect("a row");
+    assert_eq!(&row[row.len() - 1..], b"6");
+    let out = psql(l.pg_port, READ_TOKEN, &["-At", "-c", "select 8"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "{}", text(&out));
+
     // A logged-in session that goes quiet is closed at pg.idle_timeout, told why (57P05).
     let mut idle = raw_login(l.pg_port);
     let t0 = Instant::now();
@@ -430,6 +471,14 @@ async fn tls_with_sslmode_require_and_tokens_added_without_restart() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let l = start(&format!("tls_cert = {:?}\ntls_key = {:?}", cert, key), "").await;
+    // `lake check-config` loads the pair too: a good one is summed up, a missing one named.
+    let out = run(Command::new(lake_bin()).args(["check-config", "--config"]).arg(&l.lake.config), "lake");
+    assert!(out.status.success() && text(&out).contains("(TLS offered)"), "{}", text(&out));
+    let broken = dir.path().join("broken.toml");
+    let config_text = std::fs::read_to_string(&l.lake.config).unwrap();
+    std::fs::write(&broken, config_text.replace(&format!("{:?}", cert), "\"/nonexistent/pg.crt\"")).unwrap();
+    let out = run(Command::new(lake_bin()).args(["check-config", "--config"]).arg(&broken), "lake");
+    assert!(!out.status.success() && text(&out).contains("pg.tls_cert = /nonexistent/pg.crt"), "{}", text(&out));
 
     let out = run(
         Command::new("psql")

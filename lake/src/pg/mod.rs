@@ -290,8 +290,9 @@ impl Server {
     }
 }
 
-/// rustls (ring, the workspace's provider) over the PEM pair.
-fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+/// rustls (ring, the workspace's provider) over the PEM pair; `lake check-config` loads
+/// it too, so a bad pair is found before the start.
+pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
