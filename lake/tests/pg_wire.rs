@@ -214,6 +214,24 @@ async fn psycopg_round_trips_types_and_binds_parameters() {
     assert_eq!(got["injection"], 0);
     assert_eq!(got["since"], 6);
     assert_eq!(got["echo"], json!([2.5, true]));
+
+    // A CancelRequest (psql's Ctrl-C) interrupts the running statement, not the session.
+    let got = python(&["cancel", &l.dsn(READ_TOKEN)]);
+    println!("{got:#}");
+    assert_eq!(got["sqlstate"], "57014", "{got}");
+    assert!(got["error"].as_str().unwrap().contains("canceling statement due to user request"), "{got}");
+    assert!(got["seconds"].as_f64().unwrap() < 10.0, "cancelled long before the 30 s time limit: {got}");
+    assert_eq!(got["after"], 42, "{got}");
+    // The engine's query was interrupted too, not left running to its time limit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = reqwest::get(format!("{}/metrics", l.lake.url)).await.unwrap().text().await.unwrap();
+        if m.contains("\nlake_engine_cancelled_total 1\n") && m.contains("\nlake_engine_running 0\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled query still runs:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The fixtures' texts, replayed as Grafana's pgx sends them; `.panel.sql` files are the
@@ -429,6 +447,13 @@ async fn hostile_clients_get_postgres_errors_and_never_hold_the_others() {
     assert_eq!(&row[row.len() - 1..], b"6");
     let out = psql(l.pg_port, READ_TOKEN, &["-At", "-c", "select 8"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "{}", text(&out));
+
+    // A CancelRequest with the session's process id but a forged secret key is ignored:
+    // the query runs on to its time limit.
+    let got = python(&["cancel-wrong-key", &l.dsn(READ_TOKEN), &l.pg_port.to_string()]);
+    assert_eq!(got["sqlstate"], "57014", "{got}");
+    assert!(got["error"].as_str().unwrap().contains("time limit"), "{got}");
+    assert_eq!(got["after"], 42, "{got}");
 
     // A logged-in session that goes quiet is closed at pg.idle_timeout, told why (57P05).
     let mut idle = raw_login(l.pg_port);

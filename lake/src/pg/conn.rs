@@ -13,8 +13,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{SinkExt, StreamExt};
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::startup::SecretKey;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::tokio::server::{process_error, process_message, PgWireMessageServerCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -231,6 +234,59 @@ async fn negotiate(mut tcp: TcpStream, shared: &Shared) -> io::Result<Option<(Io
 
 type Socket = Framed<Limited<Io>, PgWireMessageServerCodec<String>>;
 
+/// Answers CancelRequests: the session with that process id and secret key has its
+/// running statement interrupted; anything else is ignored, as PostgreSQL does.
+#[derive(Debug)]
+pub(super) struct Canceller(pub(super) Arc<Shared>);
+
+#[async_trait::async_trait]
+impl CancelHandler for Canceller {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let target = {
+            let map = self.0.cancels.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&request.pid)
+                .filter(|(secret, _)| request.secret_key.as_i32() == Some(*secret))
+                .map(|e| Arc::clone(&e.1))
+        };
+        if let Some(notify) = target {
+            // Only a statement running now is interrupted: no permit is kept for the next.
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// A session's entry in [`Shared::cancels`], removed when the session ends.
+struct CancelKey {
+    shared: Arc<Shared>,
+    pid: i32,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl CancelKey {
+    /// A fresh process id and secret key for a session.
+    fn register(shared: &Arc<Shared>) -> (CancelKey, i32) {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let secret: i32 = rng.random();
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let mut map = shared.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = loop {
+            let pid = rng.random_range(1..i32::MAX);
+            if !map.contains_key(&pid) {
+                break pid;
+            }
+        };
+        map.insert(pid, (secret, Arc::clone(&notify)));
+        (CancelKey { shared: Arc::clone(shared), pid, notify }, secret)
+    }
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.shared.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+    }
+}
+
 /// Sends a FATAL error and closes: the session ends here.
 async fn fatal(socket: &mut Socket, code: &str, message: String) {
     let info = ErrorInfo::new("FATAL".to_owned(), code.to_owned(), message);
@@ -269,6 +325,10 @@ pub(super) async fn serve(
     let client = DefaultClient::new(peer, secure);
     let mut socket: Socket = Framed::new(Limited::new(io, config.max_message), PgWireMessageServerCodec::new(client));
     socket.set_state(PgWireConnectionState::AwaitingStartup);
+    // The key a CancelRequest must show (sent to the client when it has logged in).
+    let (cancel_key, secret) = CancelKey::register(&shared);
+    socket.set_pid_and_secret_key(cancel_key.pid, SecretKey::I32(secret));
+    let canceller = Arc::new(Canceller(Arc::clone(&shared)));
 
     let backend = Arc::new(Backend::new(Arc::clone(&shared)));
     let login = Arc::new(Login::new(Arc::clone(&shared)));
@@ -329,20 +389,34 @@ pub(super) async fn serve(
             _ => message.is_extended_query(),
         };
         // A statement and its answer get pg.idle_timeout too: a client that stops reading
-        // its rows must not hold a session (and the query's memory) for ever.
-        let processed = tokio::time::timeout(
-            config.idle_timeout,
-            process_message(
-                message,
-                &mut socket,
-                Arc::clone(&login),
-                Arc::clone(&backend),
-                Arc::clone(&backend),
-                Arc::clone(&noop),
-                Arc::clone(&noop),
-            ),
-        )
-        .await;
+        // its rows must not hold a session (and the query's memory) for ever. A cancel
+        // drops the statement (its query is interrupted as its stream goes away).
+        let cancelled = cancel_key.notify.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        let processed = tokio::select! {
+            p = tokio::time::timeout(
+                config.idle_timeout,
+                process_message(
+                    message,
+                    &mut socket,
+                    Arc::clone(&login),
+                    Arc::clone(&backend),
+                    Arc::clone(&backend),
+                    Arc::clone(&noop),
+                    Arc::clone(&canceller),
+                ),
+            ) => p,
+            _ = &mut cancelled => {
+                tracing::info!(%peer, "pg: statement cancelled by the client");
+                shared.stats.errors.add(1);
+                let e = super::handler::user_error("57014", "canceling statement due to user request");
+                if process_error(&mut socket, e, extended).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
         let Ok(processed) = processed else {
             shared.stats.dropped.add(1);
             tracing::warn!(%peer, "pg: session closed, its answer was not taken within pg.idle_timeout");

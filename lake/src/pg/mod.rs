@@ -19,6 +19,8 @@
 //! - **Limits** ([`conn`]): at most `max_connections` sessions (beyond: `53300`), a startup
 //!   and authentication deadline, an idle timeout, a maximum message size (`54000`); each
 //!   session is its own task, so a slow or broken client holds only itself.
+//! - **Cancel**: a CancelRequest with a session's process id and secret key (psql's
+//!   Ctrl-C) interrupts that session's running statement (`57014`); the session goes on.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,6 +173,9 @@ pub(crate) struct Shared {
     open: AtomicUsize,
     /// Connections being told they are over the cap (bounded too, so a flood costs nothing).
     refusing: AtomicUsize,
+    /// Each logged-in session's process id → its secret key and the signal that cancels
+    /// its running statement (a CancelRequest, psql's Ctrl-C).
+    pub(crate) cancels: std::sync::Mutex<std::collections::HashMap<i32, (i32, Arc<tokio::sync::Notify>)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -234,6 +239,7 @@ impl Server {
             tls,
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
+            cancels: Default::default(),
         });
         Ok(Server { listener, shared })
     }

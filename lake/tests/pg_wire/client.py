@@ -8,6 +8,8 @@ psycopg is not installed (`scripts/setup peers` puts it in the peers venv).
   replay  each fixture as Grafana's pgx sends it: Parse + Describe statement, then
           Bind/Execute with binary results ("-- ping" as a simple query)
   errors  statements the lake refuses, each followed by a query on the same connection
+  cancel  a long query cancelled from another thread (a CancelRequest), then a query
+  cancel-wrong-key PORT  the same with a forged secret key: the query runs to its limit
   hold N  N authenticated sessions held open, then one more: its error
 """
 import datetime
@@ -127,6 +129,52 @@ def errors(dsn):
     print(json.dumps(out))
 
 
+def cancel(dsn):
+    import threading
+    import time
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        t = threading.Timer(1.0, conn.cancel)
+        t.start()
+        t0 = time.monotonic()
+        try:
+            conn.execute("SELECT count(*) FROM range(1000000000) a, range(1000) b").fetchall()
+            out["error"] = None
+        except psycopg.Error as e:
+            out["sqlstate"] = e.sqlstate
+            out["error"] = str(e)
+        out["seconds"] = time.monotonic() - t0
+        t.join()
+        out["after"] = conn.execute("SELECT 41 + 1").fetchone()[0]
+    print(json.dumps(out))
+
+
+def cancel_wrong_key(dsn, port):
+    """A CancelRequest naming the session's process id with a wrong secret: ignored."""
+    import socket
+    import struct
+    import threading
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+
+        def forge():
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(struct.pack("!iiii", 16, 80877102, pid, 12345))
+                s.recv(1)
+
+        t = threading.Timer(0.5, forge)
+        t.start()
+        try:
+            conn.execute("SELECT count(*) FROM range(1000000000) a, range(1000) b").fetchall()
+        except psycopg.Error as e:
+            out["sqlstate"] = e.sqlstate
+            out["error"] = str(e)
+        t.join()
+        out["after"] = conn.execute("SELECT 41 + 1").fetchone()[0]
+    print(json.dumps(out))
+
+
 def hold(dsn, n):
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
     for c in conns:
@@ -159,6 +207,10 @@ if __name__ == "__main__":
         replay(dsn, sys.argv[3:])
     elif mode == "errors":
         errors(dsn)
+    elif mode == "cancel":
+        cancel(dsn)
+    elif mode == "cancel-wrong-key":
+        cancel_wrong_key(dsn, int(sys.argv[3]))
     elif mode == "hold":
         hold(dsn, int(sys.argv[3]))
     else:
