@@ -46,18 +46,23 @@ mod handler;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgFile {
-    /// Address to listen on, e.g. "127.0.0.1:5433".
+    /// Address to listen on, e.g. "127.0.0.1:5433" (required in the section).
     listen: String,
-    /// PEM certificate chain; with `tls_key`, clients may (and with sslmode=require must) use TLS.
+    /// PEM certificate chain; with `tls_key`, clients may (and with sslmode=require must)
+    /// use TLS. Default: none, an SSLRequest is answered "N".
     tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     tls_key: Option<PathBuf>,
+    /// Sessions at once; more are refused with 53300. Default 64.
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    /// From connect to logged in, e.g. "10s" (the default).
     #[serde(default = "default_auth_timeout")]
     auth_timeout: Dur,
+    /// A session silent this long, or not reading its answer, is closed. Default "10m".
     #[serde(default = "default_idle_timeout")]
     idle_timeout: Dur,
+    /// Largest frontend message (a statement and its parameters). Default "2MiB".
     #[serde(default = "default_max_message")]
     max_message: ByteSize,
 }
