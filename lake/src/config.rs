@@ -113,6 +113,9 @@ struct ConfigFile {
     /// `[mcp]`: the MCP server for AI agents at `/mcp` (off without the section).
     #[serde(default)]
     mcp: crate::http::mcp::McpFile,
+    /// `[pg]`: the PostgreSQL wire protocol (off without the section).
+    #[serde(default)]
+    pg: Option<crate::pg::PgFile>,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -410,6 +413,8 @@ pub struct Config {
     pub heartbeat: Option<crate::heartbeat::HeartbeatConfig>,
     /// `[mcp]`: the MCP server at `/mcp`.
     pub mcp: crate::http::mcp::McpConfig,
+    /// `[pg]`: the PostgreSQL wire protocol, when configured.
+    pub pg: Option<crate::pg::PgConfig>,
 }
 
 impl Config {
@@ -545,6 +550,7 @@ impl Config {
         let http = file.http.validate(file.query.timeout.0)?;
         let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
         let mcp = file.mcp.validate()?;
+        let pg = file.pg.map(crate::pg::PgFile::validate).transpose()?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -574,6 +580,7 @@ impl Config {
             http,
             heartbeat,
             mcp,
+            pg,
         })
     }
 }

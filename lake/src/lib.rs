@@ -21,6 +21,7 @@ pub mod http;
 pub mod ingest;
 pub mod lock;
 pub mod maintenance;
+pub mod pg;
 pub mod progress;
 pub mod server;
 #[doc(hidden)]

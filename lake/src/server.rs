@@ -162,6 +162,15 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         loki: Default::default(),
     });
     let connections = http::conns::Connections::new(config.max_connections);
+    // `[pg]`: bound now, so a taken port or a bad certificate stops the start.
+    let pg_stats = Arc::new(crate::pg::PgStats::default());
+    let pg = match config.pg.clone() {
+        Some(c) => Some(
+            crate::pg::Server::bind(c, Arc::clone(&engine), Arc::clone(&auth), Arc::clone(&pg_stats), data.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let status = Arc::new(Status {
         ingest: Arc::clone(&ingest),
         writer: Arc::clone(&writer_stats),
@@ -176,6 +185,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         connections: Arc::clone(&connections),
         otlp: Arc::default(),
         mcp: Arc::default(),
+        pg: pg_stats,
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(
@@ -218,6 +228,9 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     let flush_task = tokio::spawn(flusher.run(flush_cancel.clone()));
 
     tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "lake serving");
+    if let Some(pg) = pg {
+        tokio::spawn(pg.run(cancel.child_token()));
+    }
     // Trailing slashes are trimmed before routing: Grafana calls `<datasource url>/`, i.e.
     // `/grafana/`, for its health check.
     let app = tower::Layer::layer(&tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(), app);

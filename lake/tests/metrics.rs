@@ -81,6 +81,13 @@ lake_mcp_tool_errors_total counter MCP tool calls answered with isError (bad arg
 lake_mcp_rejected_total counter MCP requests refused (token, origin, session, malformed message) or answered with a JSON-RPC error\n\
 lake_mcp_sessions_opened_total counter MCP sessions opened\n\
 lake_mcp_sessions gauge MCP sessions open now\n\
+lake_pg_connections_total counter PostgreSQL protocol connections accepted\n\
+lake_pg_connections gauge PostgreSQL protocol sessions open now\n\
+lake_pg_connections_refused_total counter PostgreSQL protocol connections refused over pg.max_connections (53300)\n\
+lake_pg_queries_total counter PostgreSQL protocol statements answered (queries and catalog queries)\n\
+lake_pg_errors_total counter PostgreSQL protocol statements answered with an error\n\
+lake_pg_auth_failures_total counter PostgreSQL protocol logins refused for a wrong or missing read token (28P01)\n\
+lake_pg_dropped_total counter PostgreSQL protocol sessions closed for the auth or idle timeout or an oversized message\n\
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

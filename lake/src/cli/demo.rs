@@ -22,6 +22,9 @@ pub(super) struct DemoArgs {
     /// Address of the lake.
     #[arg(long, default_value = "127.0.0.1:7470")]
     listen: std::net::SocketAddr,
+    /// Address of the lake's PostgreSQL protocol (psql, Grafana's PostgreSQL data source).
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pg_listen: std::net::SocketAddr,
     /// The collector program (default: `lake-collector` beside this binary, then $PATH).
     #[arg(long)]
     collector: Option<PathBuf>,
@@ -128,6 +131,12 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (lake_toml, collector_toml) = ensure_configs(&args.dir, args.listen)?;
     let mut config = Config::load(Some(&lake_toml))?;
     config.listen = args.listen;
+    // The PostgreSQL protocol on loopback: reads are open in the demo (no read token), so
+    // psql connects without a password.
+    match &mut config.pg {
+        Some(pg) => pg.listen = args.pg_listen,
+        None => config.pg = Some(crate::pg::PgConfig::listening(args.pg_listen)),
+    }
     let program = collector_program(args.collector)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -158,6 +167,7 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<()> {
              \n  web UI        {url}/  (fleet, web, security, mesh, uptime, alerts, logs, SQL: open it in a browser)\
              \n  lake API      {url}  (health: {url}/health, metrics: {url}/metrics)\
              \n  SQL API       POST {url}/v1/sql{mcp}\
+             \n  PostgreSQL    psql \"host={pg_host} port={pg_port} user=demo dbname=lake\"   (then \\dt, \\d http, SQL)\
              \n  data          {data}\
              \n  configs       {lake}, {coll}\
              \n\nTry, from another terminal:\
@@ -170,6 +180,8 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<()> {
             lake = lake_toml.display(),
             coll = collector_toml.display(),
             caddy = lake_toml.with_file_name("caddy").display(),
+            pg_host = args.pg_listen.ip(),
+            pg_port = args.pg_listen.port(),
         );
 
         let status = tokio::select! {

@@ -278,6 +278,10 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     runtime(false)?
         .block_on(crate::server::probe_archive(&c.archive))
         .with_context(|| format!("in {}", path.display()))?;
+    // [pg]'s certificate and key load now, not at the start.
+    if let Some((cert, key)) = c.pg.as_ref().and_then(|pg| pg.tls.as_ref()) {
+        crate::pg::tls_acceptor(cert, key).with_context(|| format!("in {}", path.display()))?;
+    }
     println!("{}: ok", path.display());
     println!("  data_dir        {}", c.data_dir.display());
     println!("  listen          {}", c.listen);
@@ -334,6 +338,18 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         );
     } else {
         println!("  mcp             off ([mcp] enabled = true serves /mcp)");
+    }
+    match &c.pg {
+        Some(pg) => println!(
+            "  postgresql      {} ({}), at most {} sessions, login within {:?}, idle {:?}, messages up to {} bytes",
+            pg.listen,
+            if pg.tls.is_some() { "TLS offered" } else { "no TLS: sslmode=disable or prefer" },
+            pg.max_connections,
+            pg.auth_timeout,
+            pg.idle_timeout,
+            pg.max_message
+        ),
+        None => println!("  postgresql      off (no [pg] section)"),
     }
     print!("{}", alerts::describe_config(&c.alerts));
     match &c.heartbeat {

@@ -78,6 +78,8 @@ pub struct Status {
     pub otlp: Arc<otlp::OtlpStats>,
     /// `/mcp`'s counters.
     pub mcp: Arc<mcp::McpStats>,
+    /// The PostgreSQL protocol's counters (zero while `[pg]` is off).
+    pub pg: Arc<crate::pg::PgStats>,
 }
 
 impl Status {
@@ -115,6 +117,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.loki.samples(),
         s.otlp.samples(),
         s.mcp.samples(),
+        s.pg.samples(),
         s.ingest.budget.samples(),
         s.wal().samples(),
         s.writer.samples(),
