@@ -838,7 +838,8 @@ mod tests {
         let now = now_micros();
         let fresh = Arc::new(MemFresh::default());
         // (seconds ago, host, unit, ident, priority, message)
-        let mut lines: Vec<(i64, &str, Option<&str>, &str, i64, String)> = vec![
+        type Line = (i64, &'static str, Option<&'static str>, &'static str, i64, String);
+        let mut lines: Vec<Line> = vec![
             (60, "db", None, "kernel", 3, "Out of memory: Killed process 4242 (postgres) total-vm:8GB".into()),
             (
                 30,
