@@ -11,29 +11,14 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{json, Value};
 
-const PIP: &str = "scripts/setup peers` (python-logging-loki, cramjam into ~/.cache/lake/peers-venv), then put its bin/ first on PATH as `make test` does";
+const CLIENTS: &str = "python-logging-loki==0.3.1 and cramjam==2.14.0";
 
 /// Runs the Python shipper against `url`; returns the JSON line it prints.
 async fn push(url: &str, run: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/loki/push.py");
-    let args = [url.to_string(), TOKEN.to_string(), run.to_string()];
-    let out = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args(args).output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{PIP}`"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => {}
-        Some(3) => panic!("a Loki client library is missing: run `{PIP}`\n{stderr}"),
-        _ => panic!("push.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status),
-    }
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("push.py printed {stdout:?}: {e}"))
+    python_peer("loki/push.py", &[url, TOKEN, run], "", CLIENTS).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

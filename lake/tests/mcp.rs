@@ -13,14 +13,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use lake_format::rows::MetricsBuilder;
 use serde_json::{json, Value};
 
-const PIP: &str = "scripts/setup peers` (mcp==1.30.0 into ~/.cache/lake/peers-venv), then put its bin/ first on PATH as `make test` does: `PATH=~/.cache/lake/peers-venv/bin:$PATH cargo test";
+const SDK: &str = "the MCP Python SDK (mcp==1.30.0)";
 
 /// A lake with `[mcp]` on (and `extra` lines in the section) and a user named query.
 fn start(dir: &std::path::Path, extra: &str) -> Lake {
@@ -56,30 +55,7 @@ async fn ingest(c: &reqwest::Client, url: &str) {
 
 /// Runs the Python client with `calls`; the JSON it prints.
 async fn python_client(url: &str, token: &str, calls: &Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
-    let (url, token, input) = (format!("{url}/mcp"), token.to_string(), calls.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([&url, &token])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child.stdin.take().expect("stdin").write_all(input.as_bytes())?;
-        child.wait_with_output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{PIP}`"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => {}
-        Some(3) => panic!("the MCP Python SDK is not installed: run `{PIP}`\n{stderr}"),
-        _ => panic!("client.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status),
-    }
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("client.py printed {stdout:?}: {e}"))
+    python_peer("mcp/client.py", &[&format!("{url}/mcp"), token], &calls.to_string(), SDK).await
 }
 
 /// The statements `/v1/sql` refuses, by what they try.

@@ -10,29 +10,14 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{json, Value};
 
-const PIP: &str = "scripts/setup peers` (opentelemetry-sdk==1.45.2 into ~/.cache/lake/peers-venv), then put its bin/ first on PATH as `make test` does: `PATH=~/.cache/lake/peers-venv/bin:$PATH cargo test";
+const SDK: &str = "the OpenTelemetry Python SDK (opentelemetry-sdk==1.45.2)";
 
 /// Runs the Python sender against `url`; returns the JSON line it prints.
 async fn send(url: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/send.py");
-    let url = url.to_string();
-    let out = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args([&url, TOKEN]).output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{PIP}`"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => {}
-        Some(3) => panic!("the OpenTelemetry Python SDK is not installed: run `{PIP}`\n{stderr}"),
-        _ => panic!("send.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status),
-    }
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("send.py printed {stdout:?}: {e}"))
+    python_peer("otlp/send.py", &[url, TOKEN], "", SDK).await
 }
 
 async fn counts(c: &reqwest::Client, url: &str) -> (i64, i64) {
@@ -146,20 +131,7 @@ async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
 
 /// Runs `tests/otlp/traces.py` against `url`; returns the JSON line it prints.
 async fn send_traces(url: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/traces.py");
-    let url = url.to_string();
-    let out = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args([&url, TOKEN]).output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{PIP}`"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => {}
-        Some(3) => panic!("the OpenTelemetry Python SDK is not installed: run `{PIP}`\n{stderr}"),
-        _ => panic!("traces.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status),
-    }
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("traces.py printed {stdout:?}: {e}"))
+    python_peer("otlp/traces.py", &[url, TOKEN], "", SDK).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,12 @@
 //! scrape that failed), so the lake shows why data is missing next to the data; and the
 //! rule for how often such a failure is also logged locally.
 
+use std::sync::atomic::AtomicU64;
+
 use lake_format::logs::{LogRow, LogsBuilder};
+use tracing::{info, warn};
+
+use crate::stats::Stats;
 
 /// syslog priority of a failed run.
 pub const PRIORITY_ERR: i64 = 3;
@@ -59,6 +64,25 @@ impl FailureLog {
     pub fn succeeded(&mut self) -> Option<u64> {
         let n = std::mem::take(&mut self.consecutive);
         (n > 0).then_some(n)
+    }
+
+    /// The outcome of one run of `source` (a scrape, a poll): a failure counts in `errors`
+    /// and is logged as [`FailureLog::failed`] says; the first success after failures is
+    /// logged once.
+    pub fn record(&mut self, source: &str, failure: Option<&str>, errors: &AtomicU64) {
+        match failure {
+            Some(f) => {
+                Stats::add(errors, 1);
+                if let Some(n) = self.failed() {
+                    warn!(source, failures_in_a_row = n, "{f}");
+                }
+            }
+            None => {
+                if let Some(n) = self.succeeded() {
+                    info!(source, after_failures = n, "{source} works again");
+                }
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use lake_format::Table;
 use serde::Deserialize;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::notes::{FailureLog, Note, PRIORITY_ERR};
 use super::prometheus;
@@ -354,19 +354,7 @@ impl ScrapeSource {
             let rows = rows_of_scrape(&config, &ctx.node, started, t0.elapsed(), result)?;
             Stats::add(&stats.read, rows.samples + rows.bad_lines);
             Stats::add(&stats.parse_errors, rows.bad_lines);
-            match &rows.failure {
-                Some(f) => {
-                    Stats::add(&stats.errors, 1);
-                    if let Some(n) = failures.failed() {
-                        warn!(job = %config.name, failures_in_a_row = n, "{f}");
-                    }
-                }
-                None => {
-                    if let Some(n) = failures.succeeded() {
-                        info!(job = %config.name, after_failures = n, "scrape succeeds again");
-                    }
-                }
-            }
+            failures.record(config.source, rows.failure.as_deref(), &stats.errors);
             ctx.emit_encoded_droppable(config.source, rows.records).await?;
         }
     }

@@ -107,6 +107,19 @@ impl Ingest {
         e
     }
 
+    /// Counts a refused request of an endpoint that keeps its own `rejected` counter too
+    /// (remote_write, Loki): 503 as overloaded; any other 4xx but 401 (counted where the
+    /// token is checked) as rejected, in `endpoint` and in the ingest totals.
+    pub(crate) fn count_refusal(&self, e: &ApiError, endpoint: &lake_format::metrics::Metric) {
+        let status = e.status();
+        if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        } else if status.is_client_error() && status != axum::http::StatusCode::UNAUTHORIZED {
+            endpoint.add(1);
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a refusal as what it is: 503 overloaded, any other status rejected.
     pub(crate) fn refuse(&self, e: ApiError) -> ApiError {
         if e.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {

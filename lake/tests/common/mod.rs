@@ -222,3 +222,41 @@ pub async fn wait_for(c: &reqwest::Client, url: &str, q: &str, want: i64) -> i64
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Runs a Python peer of these tests (`script`, a path under `lake/tests/`) with `args`,
+/// writing `stdin` to it, and returns the one JSON line it prints. The scripts exit 3 when
+/// their library is missing: `packages` names them for the message, which says how
+/// `scripts/setup peers` installs them into the peers' virtual environment (first on PATH
+/// under `make test`).
+pub async fn python_peer(script: &str, args: &[&str], stdin: &str, packages: &str) -> serde_json::Value {
+    use std::io::Write as _;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let input = stdin.to_string();
+    let install = format!(
+        "`scripts/setup peers` ({packages} into ~/.cache/lake/peers-venv), then put its bin/ first on PATH as \
+         `make test` does: `PATH=~/.cache/lake/peers-venv/bin:$PATH cargo test`"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("python3")
+            .arg(&path)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("stdin").write_all(input.as_bytes())?;
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then {install}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {}
+        Some(3) => panic!("{packages} missing: run {install}\n{stderr}"),
+        _ => panic!("{script} failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status),
+    }
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed {stdout:?}: {e}"))
+}

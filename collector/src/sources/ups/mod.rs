@@ -42,7 +42,7 @@ use lake_format::Table;
 use serde::Deserialize;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::notes::{FailureLog, Note, PRIORITY_ERR};
 use super::{Encoded, SourceContext, SourceError};
@@ -333,19 +333,7 @@ impl UpsSource {
             }
             let rows = rows_of_poll(&config, &ctx.node, ts, result, &mut seen)?;
             Stats::add(&stats.read, rows.vars);
-            match &rows.failure {
-                Some(f) => {
-                    Stats::add(&stats.errors, 1);
-                    if let Some(n) = failures.failed() {
-                        warn!(ups = %config.name, failures_in_a_row = n, "{f}");
-                    }
-                }
-                None => {
-                    if let Some(n) = failures.succeeded() {
-                        info!(ups = %config.name, after_failures = n, "UPS answers again");
-                    }
-                }
-            }
+            failures.record(config.source, rows.failure.as_deref(), &stats.errors);
             ctx.emit_encoded_droppable(config.source, rows.records).await?;
         }
     }

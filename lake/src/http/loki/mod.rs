@@ -100,14 +100,7 @@ lake_format::metrics! {
 pub async fn push(State(s): State<Arc<Otlp>>, headers: HeaderMap, body: Body) -> Result<StatusCode, ApiError> {
     let result = try_push(&s, &headers, body).await;
     if let Err(e) = &result {
-        let stats = &s.ingest().stats;
-        let status = e.status();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            stats.overloaded.fetch_add(1, Ordering::Relaxed);
-        } else if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
-            s.ingest().loki.rejected.add(1);
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-        }
+        s.ingest().count_refusal(e, &s.ingest().loki.rejected);
     }
     result
 }

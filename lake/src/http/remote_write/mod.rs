@@ -36,7 +36,6 @@
 mod tests;
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -126,14 +125,7 @@ pub(crate) struct Sample {
 pub async fn write(State(s): State<Arc<Otlp>>, headers: HeaderMap, body: Body) -> Result<StatusCode, ApiError> {
     let result = try_write(&s, &headers, body).await;
     if let Err(e) = &result {
-        let stats = &s.ingest().stats;
-        let status = e.status();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            stats.overloaded.fetch_add(1, Ordering::Relaxed);
-        } else if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
-            s.ingest().remote_write.rejected.add(1);
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-        }
+        s.ingest().count_refusal(e, &s.ingest().remote_write.rejected);
     }
     result
 }
