@@ -321,9 +321,7 @@ fn prepare(s: &Ingest, payload: Payload) -> Result<Prepared, ApiError> {
             let now = lake_format::rows::now_micros();
             let refused =
                 |v: super::bounds::Violation| s.reject(ApiError::rows_refused(format!("table {table}: {v}"), &v));
-            super::bounds::check(&batches, super::bounds::Window::at(now)).map_err(refused)?;
-            sender.check(&batches).map_err(refused)?;
-            super::bounds::check_days(&batches, s.policy.days(&table.into(), now)).map_err(refused)?;
+            sender.check_rows(&batches, now, s.policy.days(&table.into(), now)).map_err(refused)?;
             Ok(Prepared { table: table.into(), batches, wal_body: body, lenient_values: 0, case_collisions: 0 })
         }
         Payload::Own(table, body) => {

@@ -123,6 +123,15 @@ impl Sender {
         }
     }
 
+    /// Every row check of an ingest endpoint, in order: the time window
+    /// ([`super::bounds::check`]), the hosts this sender may write ([`Sender::check`]), the
+    /// days a batch may span ([`super::bounds::check_days`]).
+    pub fn check_rows(&self, batches: &[RecordBatch], now: i64, days: Days) -> Result<(), Violation> {
+        super::bounds::check(batches, super::bounds::Window::at(now))?;
+        self.check(batches)?;
+        super::bounds::check_days(batches, days)
+    }
+
     /// Checks the `host` column of `batches`: the first row whose host this sender may not
     /// write is the error (rows counted from 0 across the batches).
     pub fn check(&self, batches: &[RecordBatch]) -> Result<(), Violation> {

@@ -234,9 +234,7 @@ pub(crate) fn prepare(
     reservation.grow(rows_bytes)?;
     let rows = map(&streams, &sender.node)?;
     let batches = std::slice::from_ref(&rows.batch);
-    let checked = super::bounds::check(batches, super::bounds::Window::at(now))
-        .and_then(|()| sender.check(batches))
-        .and_then(|()| super::bounds::check_days(batches, days));
+    let checked = sender.check_rows(batches, now, days);
     if let Err(v) = checked {
         let (i, j) = rows.line_of[v.row];
         let column = if v.column == "host" { "host (the stream's host label)" } else { v.column.as_str() };

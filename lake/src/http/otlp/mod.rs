@@ -443,9 +443,7 @@ fn prepare(
     // whole request is refused, naming the metric or log record, rather than storing what
     // a query or partition cannot hold or what another node should have said.
     let batches = std::slice::from_ref(&mapped.batch);
-    let checked = super::bounds::check(batches, super::bounds::Window::at(now))
-        .and_then(|()| sender.check(batches))
-        .and_then(|()| super::bounds::check_days(batches, days));
+    let checked = sender.check_rows(batches, now, days);
     if let Err(v) = checked {
         use arrow_array::cast::AsArray;
         let what = match signal {

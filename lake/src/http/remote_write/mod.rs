@@ -238,9 +238,7 @@ pub(crate) fn prepare(
     reservation.grow(rows_bytes)?;
     let mapped = map(&req, &sender.node)?;
     let batches = std::slice::from_ref(&mapped.batch);
-    let checked = super::bounds::check(batches, super::bounds::Window::at(now))
-        .and_then(|()| sender.check(batches))
-        .and_then(|()| super::bounds::check_days(batches, days));
+    let checked = sender.check_rows(batches, now, days);
     if let Err(v) = checked {
         let series = &req.timeseries[mapped.series_of[v.row]];
         let column = if v.column == "host" { "host (from the instance label)" } else { v.column.as_str() };
