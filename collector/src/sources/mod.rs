@@ -81,6 +81,22 @@ pub(crate) fn leak_name(name: String) -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
+/// The schedule of a source that runs something every `interval` within `timeout`
+/// (`[[exec]]`, `[[prometheus_scrape]]`, `[[ups]]`, uptime checks): both more than zero and
+/// the timeout within the interval. `why` ends the message of the last rule.
+pub(crate) fn check_schedule(section: &str, interval: Duration, timeout: Duration, why: &str) -> anyhow::Result<()> {
+    use lake_format::units::Dur;
+    anyhow::ensure!(!interval.is_zero(), "{section}.interval must be more than zero");
+    anyhow::ensure!(!timeout.is_zero(), "{section}.timeout must be more than zero");
+    anyhow::ensure!(
+        timeout <= interval,
+        "{section}.timeout ({}) must not exceed {section}.interval ({}){why}",
+        Dur(timeout),
+        Dur(interval)
+    );
+    Ok(())
+}
+
 /// How long a holding source waits before trying a full spool again.
 const FULL_RETRY: Duration = Duration::from_secs(1);
 

@@ -141,14 +141,7 @@ impl ScrapeFile {
             "{section}.url = {:?}: must be an http:// or https:// URL with a host",
             self.url
         );
-        ensure!(!self.interval.0.is_zero(), "{section}.interval must be more than zero");
-        ensure!(!self.timeout.0.is_zero(), "{section}.timeout must be more than zero");
-        ensure!(
-            self.timeout.0 <= self.interval.0,
-            "{section}.timeout ({}) must not exceed {section}.interval ({})",
-            self.timeout,
-            self.interval
-        );
+        super::check_schedule(section, self.interval.0, self.timeout.0, "")?;
         ensure!(self.max_bytes.0 >= 1024, "{section}.max_bytes must be at least 1KiB");
         super::exec::check_labels(section, &self.labels)?;
         let bearer_token = match &self.bearer_token_env {

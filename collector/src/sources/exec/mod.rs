@@ -201,14 +201,7 @@ impl ExecFile {
         if let Some(l) = args.get(1).filter(|_| self.shell) {
             ensure!(!l.trim().is_empty(), "{section}.command: the script is empty");
         }
-        ensure!(!self.interval.0.is_zero(), "{section}.interval must be more than zero");
-        ensure!(!self.timeout.0.is_zero(), "{section}.timeout must be more than zero");
-        ensure!(
-            self.timeout.0 <= self.interval.0,
-            "{section}.timeout ({}) must not exceed {section}.interval ({}): runs never overlap",
-            self.timeout,
-            self.interval
-        );
+        super::check_schedule(section, self.interval.0, self.timeout.0, ": runs never overlap")?;
         let max = self.max_output_bytes.0;
         ensure!((1..=(256 << 20)).contains(&max), "{section}.max_output_bytes must be between 1B and 256MiB");
         let table = match (self.format, self.table) {

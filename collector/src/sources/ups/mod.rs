@@ -133,14 +133,7 @@ impl UpsFile {
             "{section}.server = {:?}: use host:port, e.g. \"127.0.0.1:3493\" or \"nas.lan:3493\"",
             self.server
         );
-        ensure!(!self.interval.0.is_zero(), "{section}.interval must be more than zero");
-        ensure!(!self.timeout.0.is_zero(), "{section}.timeout must be more than zero");
-        ensure!(
-            self.timeout.0 <= self.interval.0,
-            "{section}.timeout ({}) must not exceed {section}.interval ({})",
-            self.timeout,
-            self.interval
-        );
+        super::check_schedule(section, self.interval.0, self.timeout.0, "")?;
         Ok(UpsConfig {
             source: super::leak_name(format!("ups/{}", self.name)),
             name: self.name,

@@ -185,14 +185,7 @@ impl CheckFile {
     fn validate(self, at: &str, interval: Duration, timeout: Duration) -> anyhow::Result<CheckConfig> {
         let interval = self.interval.map_or(interval, |d| d.0);
         let timeout = self.timeout.map_or(timeout, |d| d.0);
-        ensure!(!interval.is_zero(), "{at}.interval must be more than zero");
-        ensure!(!timeout.is_zero(), "{at}.timeout must be more than zero");
-        ensure!(
-            timeout <= interval,
-            "{at}.timeout ({}) must not exceed {at}.interval ({})",
-            Dur(timeout),
-            Dur(interval)
-        );
+        crate::sources::check_schedule(at, interval, timeout, "")?;
         let only = |set: bool, key: &str, kinds: &str| -> anyhow::Result<()> {
             ensure!(!set, "{at}.{key} applies to kind = {kinds} only (this check is {:?})", self.kind);
             Ok(())
