@@ -27,16 +27,21 @@ async fn counts(c: &reqwest::Client, url: &str) -> (i64, i64) {
     )
 }
 
+/// The lake.toml of these tests: the SDK's resources name host.name "web-1", so the test's
+/// node relays for it (a node writes only its own rows and the hosts its entry lists).
+fn relay_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    LakeToml::new(dir, port)
+        .node_with(NODE, &format!("token = \"{TOKEN}\"\nhosts = [\"web-1\"]"))
+        .read_tokens(&[READ_TOKEN])
+        .flush("1h")
+        .write()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_writes_logs_and_metrics_that_sql_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(dir.path(), port, "1h");
-    // The SDK's log resource names host.name "web-1": the test's node relays for it (a
-    // node writes only its own rows and the hosts its entry lists).
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(&format!("token = \"{TOKEN}\"\n"), &format!("token = \"{TOKEN}\"\nhosts = [\"web-1\"]\n"));
-    std::fs::write(&config, text).unwrap();
+    let config = relay_config(dir.path(), port);
     let mut lake = Lake::start(&config, port);
     let url = lake.url.clone();
     let c = reqwest::Client::new();
@@ -138,10 +143,7 @@ async fn send_traces(url: &str) -> Value {
 async fn the_python_sdk_tracer_writes_spans_and_exponential_histograms_that_sql_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(dir.path(), port, "1h");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(&format!("token = \"{TOKEN}\"\n"), &format!("token = \"{TOKEN}\"\nhosts = [\"web-1\"]\n"));
-    std::fs::write(&config, text).unwrap();
+    let config = relay_config(dir.path(), port);
     let mut lake = Lake::start(&config, port);
     let url = lake.url.clone();
     let c = reqwest::Client::new();
