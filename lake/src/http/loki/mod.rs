@@ -193,10 +193,12 @@ pub(crate) fn prepare(
     now: i64,
     reservation: &mut Reservation,
 ) -> Result<(Option<Bytes>, u64), ApiError> {
-    let bytes = match encoding {
-        Encoding::Protobuf => super::body::unsnappy(raw, max, LIMIT, reservation)?,
-        Encoding::Json { gzip: true } => super::otlp::gunzip(raw, max, reservation)?,
-        Encoding::Json { gzip: false } => raw.to_vec(),
+    // A plain JSON body is read where it is: copying it would hold it twice, the copy
+    // outside the budget.
+    let bytes: Cow<[u8]> = match encoding {
+        Encoding::Protobuf => Cow::Owned(super::body::unsnappy(raw, max, LIMIT, reservation)?),
+        Encoding::Json { gzip: true } => Cow::Owned(super::otlp::gunzip(raw, max, reservation)?),
+        Encoding::Json { gzip: false } => Cow::Borrowed(raw),
     };
     // Decoded structures take several times their wire size.
     reservation.grow(bytes.len().saturating_mul(super::budget::OTLP_FACTOR))?;
