@@ -26,11 +26,12 @@ build: setup
 demo: build
 	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/lake demo
 
+# Each phase prints its wall time (scripts/timed), so a slow CI run says which one grew.
 test:
-	@scripts/setup peers
-	@$(MAKE) --no-print-directory lint
-	PATH="$(PEERS_VENV)/bin:$$PATH" $(CARGO) test --workspace --no-fail-fast
-	@$(MAKE) --no-print-directory fuzz-smoke
+	@scripts/timed setup scripts/setup peers
+	@scripts/timed lint $(MAKE) --no-print-directory lint
+	PATH="$(PEERS_VENV)/bin:$$PATH" scripts/timed "cargo test" $(CARGO) test --workspace --no-fail-fast
+	@scripts/timed fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
 
 # scripts/setup itself, on a fresh Debian 12 root in a chroot (NodeSource-style Node.js;
 # `scripts/test-setup bare` for none): needs root and the package mirrors, takes minutes.
