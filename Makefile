@@ -26,12 +26,10 @@ build: setup
 demo: build
 	$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/lake demo
 
-# Each phase prints its wall time (scripts/timed), so a slow CI run says which one grew.
+# scripts/test: set-up, fmt, the test build, then the test run with clippy and the fuzz
+# build beside it at the lowest priority, then the fuzz smoke pass; each phase timed.
 test:
-	@scripts/timed setup scripts/setup peers
-	@scripts/timed lint $(MAKE) --no-print-directory lint
-	PATH="$(PEERS_VENV)/bin:$$PATH" scripts/timed "cargo test" $(CARGO) test --workspace --no-fail-fast
-	@scripts/timed fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
+	@PEERS_VENV="$(PEERS_VENV)" CARGO="$(CARGO)" FUZZ_SMOKE_SECONDS=$(FUZZ_SMOKE_SECONDS) scripts/test
 
 # scripts/setup itself, on a fresh Debian 12 root in a chroot (NodeSource-style Node.js;
 # `scripts/test-setup bare` for none): needs root and the package mirrors, takes minutes.
@@ -39,7 +37,7 @@ test-setup:
 	scripts/test-setup $(SETUP_VARIANT)
 
 # The style gate (CONTRIBUTING.md): rustfmt and clippy with warnings as errors, on the
-# workspace and on fuzz/ (a workspace of its own). `make test`, so CI, runs it first.
+# workspace and on fuzz/ (a workspace of its own). `make test` (so CI) runs the same checks.
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all --check
