@@ -4,9 +4,10 @@
 //! does it — GitHub's `X-Hub-Signature-256` and Stripe's `Stripe-Signature` computed here
 //! with HMAC-SHA256 (ring) over the exact bytes sent, Postmark's and listmonk's basic
 //! auth, a secret in the URL — and the rows are read back with SQL, exactly. A Stripe
-//! retry is stored once, also after a restart; a bad signature, a stale Stripe timestamp,
+//! retry is stored once, also after a `kill -9`; a bad signature, a stale Stripe timestamp,
 //! a missing header, a wrong password or URL secret are refused 401 and store nothing; a
-//! body past the hook's limit is 413; an unknown hook 404.
+//! body past the hook's limit is 413; an unknown hook 404; too wide or too deep a body 400;
+//! a sender holding a hook's bodies open gets 503 past 8 while other hooks and ingest go on.
 
 mod common;
 
@@ -83,6 +84,12 @@ id_pointer = "/check/id"
 [webhooks.columns]
 site = "/check/site"
 up = "/check/up"
+
+[[webhooks]]
+name = "flat"
+preset = "generic"
+auth = "url_secret"
+secret = "{URL_SECRET}"
 
 [[webhooks]]
 name = "tiny"
@@ -395,18 +402,65 @@ async fn documented_payloads_are_stored_once_and_forgeries_refused() {
     let (s, _) = try_sql(&c.c, &c.url, "select count(*) from tiny").await;
     assert_ne!(s, 200, "no row made the table");
 
+    // Generic without columns: the top level flattened; fields named like the columns
+    // every row has are kept under `body_<name>` (a payload cannot set the row's host or
+    // time); too many fields, or nesting past serde_json's limit, are refused.
+    let flat = format!("/v1/hooks/flat/{URL_SECRET}");
+    let (s, a) = c.post(&flat, &[], br#"{"ts": "soon", "host": "someone-else", "event": "e", "n": 1}"#).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        c.sql("select host, body_host, body_ts, body_event, n from flat").await,
+        json!([["lake", "someone-else", "soon", "e", 1]])
+    );
+    let wide: String = format!("{{{}}}", (0..300).map(|i| format!("\"f{i}\": {i}")).collect::<Vec<_>>().join(", "));
+    let (s, a) = c.post(&flat, &[], wide.as_bytes()).await;
+    assert_eq!(s, 400, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("fields; at most"), "{a}");
+    let deep = format!("{{\"a\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+    let (s, a) = c.post(&flat, &[], deep.as_bytes()).await;
+    assert_eq!(s, 400, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("recursion limit"), "{a}");
+    assert_eq!(c.sql("select count(*) from flat").await, json!([[1]]));
+
+    // A sender that opens requests and never sends their bodies holds at most 8 of one
+    // hook's slots: the 9th is told to retry (503), while other hooks and the collectors'
+    // ingest carry on.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut sock = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        let head = "POST /v1/hooks/github HTTP/1.1\r\nHost: lake\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+        tokio::io::AsyncWriteExt::write_all(&mut sock, head.as_bytes()).await.unwrap();
+        slow.push(sock);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (s, a) = c.post("/v1/hooks/github", &[("X-GitHub-Event", "ping".to_string())], b"{}").await;
+    assert_eq!(s, 503, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("8 requests are being read already"), "{a}");
+    let (s, a) = c
+        .post(
+            &format!("/v1/hooks/uptime/{URL_SECRET}"),
+            &[],
+            br#"{"check": {"id": "c-2", "site": "blog", "up": true}}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "another hook is served meanwhile: {a}");
+    let (s, a) = send_custom(&c.c, &c.url, "json", "signups", &format!("{NODE}/1/1"), r#"{"plan": "pro"}"#).await;
+    assert_eq!(s, 200, "ingest is served meanwhile: {a}");
     let metrics = c.c.get(format!("{}/metrics", c.url)).send().await.unwrap().text().await.unwrap();
     for line in [
-        "lake_hooks_stored_total 10",
+        "lake_hooks_stored_total 12",
         "lake_hooks_duplicates_total 3",
         "lake_hooks_unauthorized_total 11",
-        "lake_hooks_rejected_total 3",
+        "lake_hooks_rejected_total 5",
     ] {
         assert!(metrics.contains(&format!("\n{line}\n")), "{line}:\n{metrics}");
     }
 
-    // A restart: the retry is still known.
-    lake.term();
+    drop(slow);
+
+    // A crash (kill -9): the rows were in the WAL and the ids on disk before each 200, so
+    // the retry is still known.
+    lake.kill9();
     let lake = Lake::start(&cfg, port);
     let c = Client { c: reqwest::Client::new(), url: lake.url.clone() };
     let (s, a) = c.stripe(&event, stripe_signature(STRIPE_SECRET, now_unix(), &event)).await;

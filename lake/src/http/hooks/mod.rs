@@ -85,8 +85,31 @@ struct Hook {
     config: HookConfig,
     /// Bodies being read.
     reading: Arc<tokio::sync::Semaphore>,
-    /// When a refusal was last logged, and how many since.
-    refusals: Mutex<(Option<Instant>, u64)>,
+    /// Its refusals, for the log.
+    refusals: RefusalLog,
+}
+
+/// Counts a hook's refusals and says when one may be logged: the first, then at most one
+/// every [`LOG_EVERY`], carrying the number of refusals since the last line.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// When a line was last logged, and the refusals not yet in a line.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RefusalLog {
+    /// Counts a refusal at `now`; `Some(n)` when a line is due, `n` the refusals it reports.
+    pub fn note(&self, now: Instant) -> Option<u64> {
+        let mut r = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        r.1 += 1;
+        if r.0.is_none_or(|last| now.duration_since(last) >= LOG_EVERY) {
+            let n = r.1;
+            *r = (Some(now), 0);
+            Some(n)
+        } else {
+            None
+        }
+    }
 }
 
 /// The state of the webhook routes.
@@ -121,7 +144,7 @@ impl Hooks {
                 let hook = Hook {
                     config,
                     reading: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PER_HOOK)),
-                    refusals: Mutex::new((None, 0)),
+                    refusals: RefusalLog::default(),
                 };
                 (hook.config.name.clone(), hook)
             })
@@ -131,18 +154,14 @@ impl Hooks {
 
     /// Logs a refusal of `hook` unless one was logged less than [`LOG_EVERY`] ago.
     fn log_refusal(&self, hook: &Hook, reason: &str) {
-        let mut r = hook.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        r.1 += 1;
-        let now = Instant::now();
-        if r.0.is_none_or(|last| now.duration_since(last) >= LOG_EVERY) {
+        if let Some(refusals) = hook.refusals.note(Instant::now()) {
             tracing::warn!(
                 hook = %hook.config.name,
                 auth = hook.config.auth.kind(),
                 reason,
-                refusals = r.1,
+                refusals,
                 "webhook request refused (401); refusals of this hook are logged at most every 10s, with the count since the last line"
             );
-            *r = (Some(now), 0);
         }
     }
 }

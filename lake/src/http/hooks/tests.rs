@@ -267,3 +267,97 @@ fn seen_ids_survive_a_restart_and_stay_bounded() {
     let s = Seen::open(dir.path(), &hooks).unwrap();
     assert_eq!(s.begin("h", k(40)), Begin::Duplicate);
 }
+
+#[test]
+fn refusals_are_logged_at_most_every_ten_seconds_with_the_count() {
+    let log = super::RefusalLog::default();
+    let t0 = std::time::Instant::now();
+    assert_eq!(log.note(t0), Some(1), "the first refusal is logged");
+    for i in 1..1000 {
+        assert_eq!(log.note(t0 + Duration::from_millis(i)), None, "a flood within 10s is not");
+    }
+    assert_eq!(log.note(t0 + Duration::from_secs(10)), Some(1000), "the next line counts them all");
+    assert_eq!(log.note(t0 + Duration::from_secs(11)), None);
+    assert_eq!(log.note(t0 + Duration::from_secs(25)), Some(2));
+}
+
+#[test]
+fn stripe_payment_objects_fill_the_money_columns() {
+    let col = |m: &super::presets::Mapped, n: &str| {
+        m.columns.iter().find(|(c, _)| c == n).map(|(_, v)| v.clone()).unwrap_or(Value::Null)
+    };
+    let ev = |ty: &str, object: Value| json!({"id": "evt_x", "type": ty, "created": 1, "livemode": true, "data": {"object": object}});
+    let m = mapped(
+        Preset::Stripe,
+        ev(
+            "payment_intent.payment_failed",
+            json!({"object": "payment_intent", "id": "pi_1", "amount": 2000, "currency": "usd",
+            "status": "requires_payment_method", "customer": "cus_1", "last_payment_error": {"code": "card_declined", "message": "Your card was declined."}}),
+        ),
+    );
+    assert_eq!(
+        (
+            col(&m, "amount"),
+            col(&m, "currency"),
+            col(&m, "customer"),
+            col(&m, "failure_code"),
+            col(&m, "failure_message")
+        ),
+        (json!(2000), json!("usd"), json!("cus_1"), json!("card_declined"), json!("Your card was declined."))
+    );
+    let m = mapped(
+        Preset::Stripe,
+        ev(
+            "charge.refunded",
+            json!({"object": "charge", "id": "ch_1", "amount": 500, "amount_refunded": 500, "paid": true,
+            "payment_intent": "pi_1", "failure_message": null, "customer": {"id": "cus_2", "object": "customer"}}),
+        ),
+    );
+    assert_eq!(
+        (col(&m, "amount_refunded"), col(&m, "payment_intent"), col(&m, "customer")),
+        (json!(500), json!("pi_1"), json!("cus_2"))
+    );
+    assert_eq!(col(&m, "failure_message"), Value::Null);
+    let m = mapped(
+        Preset::Stripe,
+        ev(
+            "customer.subscription.deleted",
+            json!({"object": "subscription", "id": "sub_1", "status": "canceled",
+            "items": {"data": [{"price": {"id": "price_1", "unit_amount": 900}}]}, "cancellation_details": {"reason": "cancellation_requested"}}),
+        ),
+    );
+    assert_eq!(
+        (col(&m, "price"), col(&m, "amount"), col(&m, "reason")),
+        (json!("price_1"), json!(900), json!("cancellation_requested"))
+    );
+    let m = mapped(
+        Preset::Stripe,
+        ev(
+            "refund.created",
+            json!({"object": "refund", "id": "re_1", "amount": 100, "charge": "ch_1", "reason": "duplicate"}),
+        ),
+    );
+    assert_eq!(
+        (col(&m, "charge"), col(&m, "reason"), col(&m, "livemode")),
+        (json!("ch_1"), json!("duplicate"), json!(true))
+    );
+}
+
+#[test]
+fn github_runs_get_their_duration() {
+    let obj = json!({"action": "completed", "workflow_run": {"id": 7, "conclusion": "failure", "status": "completed",
+        "run_started_at": "2026-01-01T10:00:00Z", "updated_at": "2026-01-01T10:04:30Z"}});
+    let r = Request {
+        payload: obj.as_object().unwrap(),
+        raw: b"",
+        github_event: Some("workflow_run"),
+        github_delivery: Some("d-1"),
+    };
+    let m = map(Preset::Github, &Pointers::default(), r);
+    let col = |n: &str| m.columns.iter().find(|(c, _)| c == n).unwrap().1.clone();
+    assert_eq!(
+        (col("duration_s"), col("conclusion"), m.event_id.as_deref()),
+        (json!(270), json!("failure"), Some("d-1"))
+    );
+    assert_eq!(m.ts, Some(json!("2026-01-01T10:04:30Z")));
+}
