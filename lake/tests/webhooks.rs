@@ -467,3 +467,26 @@ async fn documented_payloads_are_stored_once_and_forgeries_refused() {
     assert_eq!((s, &a["duplicate"]), (200, &json!(true)), "{a}");
     assert_eq!(c.sql(stripe_sql).await, stripe_row);
 }
+
+/// The README's Caddy site in front of the lake: a Stripe event signed for its bytes comes
+/// through the proxy intact (200, stored), and nothing but `/v1/hooks/*` is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caddy_in_front_publishes_only_the_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let lake = Lake::start(&config(dir.path(), port), port);
+    let caddy = lake_test_support::caddy_in(
+        dir.path(),
+        &format!("handle /v1/hooks/* {{\n\treverse_proxy 127.0.0.1:{port}\n}}\nrespond 404"),
+    );
+    let proxied = Client { c: reqwest::Client::new(), url: caddy.base_url() };
+    let event = fixture("stripe/event.json");
+    let (s, a) = proxied.stripe(&event, stripe_signature(STRIPE_SECRET, now_unix(), &event)).await;
+    assert_eq!((s, &a["rows"]), (200, &json!(1)), "{a}");
+    for path in ["/v1/sql", "/health", "/metrics", "/v1/ingest/json/signups"] {
+        let r = proxied.c.post(format!("{}{path}", proxied.url)).body("{}").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path} is not published");
+    }
+    let direct = Client { c: reqwest::Client::new(), url: lake.url.clone() };
+    assert_eq!(direct.sql("select event_id from stripe").await, json!([["evt_1NG8Du2eZvKYlo2CUI79vXWy"]]));
+}
