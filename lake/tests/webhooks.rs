@@ -197,6 +197,22 @@ async fn documented_payloads_are_stored_once_and_forgeries_refused() {
     ];
     assert_eq!(c.post("/v1/hooks/github", &wrong, &fixture("github/deployment.json")).await.0, 401);
     assert_eq!(c.post("/v1/hooks/github", &[], &fixture("github/deployment.json")).await.0, 401, "unsigned");
+    // GitHub's form content type is refused with the fix named.
+    let form = b"payload=%7B%7D";
+    let headers = [
+        ("X-GitHub-Event", "ping".to_string()),
+        ("X-Hub-Signature-256", format!("sha256={}", hex_hmac(GITHUB_SECRET, form))),
+        ("Content-Type", "application/x-www-form-urlencoded".to_string()),
+    ];
+    let r =
+        c.c.post(format!("{}/v1/hooks/github", c.url))
+            .headers(headers.iter().map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap())).collect())
+            .body(form.to_vec())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("set its content type to application/json"));
     assert_eq!(
         c.sql(
             "select epoch_us(ts), host, event, event_id, action, repository, sender, environment, deployment_id, \
@@ -451,7 +467,7 @@ async fn documented_payloads_are_stored_once_and_forgeries_refused() {
         "lake_hooks_stored_total 12",
         "lake_hooks_duplicates_total 3",
         "lake_hooks_unauthorized_total 11",
-        "lake_hooks_rejected_total 5",
+        "lake_hooks_rejected_total 6",
     ] {
         assert!(metrics.contains(&format!("\n{line}\n")), "{line}:\n{metrics}");
     }

@@ -232,10 +232,21 @@ async fn receive(
     if !early {
         auth::check(&c.auth, headers, url_secret, &raw, now_s).map_err(refuse)?;
     }
+    // The parsed payload and the row made of it, held until the row is built: taken from
+    // the budget as a custom body's parse is.
+    reservation.grow(raw.len().saturating_mul(super::budget::CUSTOM_FACTOR))?;
     let payload: Map<String, Value> = match serde_json::from_slice::<Value>(&raw) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err(ApiError::bad_request(format!("webhook {}: the body is JSON but not an object", c.name))),
-        Err(e) => return Err(ApiError::bad_request(format!("webhook {}: the body is not JSON: {e}", c.name))),
+        Err(e) => {
+            // GitHub's other content type: a form field holding the JSON.
+            let form = headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+            let hint = if form { " (the sender posts a form: set its content type to application/json)" } else { "" };
+            return Err(ApiError::bad_request(format!("webhook {}: the body is not JSON{hint}: {e}", c.name)));
+        }
     };
     let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     let request = presets::Request {
@@ -246,7 +257,7 @@ async fn receive(
     };
     let mapped = presets::map(c.preset, &c.pointers, request);
     let options = s.ingest.custom.options(&c.table);
-    let line = row(&mapped, Value::Object(payload.clone()), &options.ts_field, now_micros());
+    let line = row(&mapped, Value::Object(payload), &options.ts_field, now_micros());
     let key = mapped.event_id.as_deref().map(|id| seen::key(&format!("{}\n{id}", c.preset.name())));
     if let Some(k) = key {
         match s.seen.begin(&c.name, k) {
