@@ -132,6 +132,17 @@ async fn documented_payloads_are_stored_once_and_forgeries_refused() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), port);
+    // `lake check-config` names every hook's URL, preset, auth and table.
+    let out = std::process::Command::new(lake_bin()).args(["check-config", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "  webhook         POST /v1/hooks/stripe (stripe preset, stripe auth, up to 1024 KiB) → table stripe, host billing",
+        "  webhook         POST /v1/hooks/uptime/<secret> (generic preset, url_secret auth, up to 1024 KiB) → table uptime, host lake",
+        "  webhook         POST /v1/hooks/tiny (generic preset, hmac auth, up to 1 KiB) → table tiny, host lake",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
     let mut lake = Lake::start(&cfg, port);
     let c = Client { c: reqwest::Client::new(), url: lake.url.clone() };
 
