@@ -116,6 +116,9 @@ struct ConfigFile {
     /// `[pg]`: the PostgreSQL wire protocol (off without the section).
     #[serde(default)]
     pg: Option<crate::pg::PgFile>,
+    /// `[[webhooks]]`: third parties' webhooks in (`POST /v1/hooks/<name>`).
+    #[serde(default)]
+    webhooks: Vec<crate::http::hooks::config::WebhookFile>,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -415,6 +418,8 @@ pub struct Config {
     pub mcp: crate::http::mcp::McpConfig,
     /// `[pg]`: the PostgreSQL wire protocol, when configured.
     pub pg: Option<crate::pg::PgConfig>,
+    /// `[[webhooks]]`: the hooks `POST /v1/hooks/<name>` takes.
+    pub webhooks: Vec<crate::http::hooks::HookConfig>,
 }
 
 impl Config {
@@ -551,6 +556,7 @@ impl Config {
         let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
         let mcp = file.mcp.validate()?;
         let pg = file.pg.map(crate::pg::PgFile::validate).transpose()?;
+        let webhooks = crate::http::hooks::config::validate(file.webhooks, &env, &mut warnings)?;
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -581,6 +587,7 @@ impl Config {
             heartbeat,
             mcp,
             pg,
+            webhooks,
         })
     }
 }
@@ -726,9 +733,16 @@ mod tests {
         let env = |k: &str| match k {
             "LAKE_TOKEN_GATEWAY" => Some("g".repeat(32)),
             "LAKE_ADMIN_TOKENS" => Some(format!("{},{}", "a".repeat(20), "b".repeat(20))),
+            "STRIPE_WHSEC" | "POSTMARK_HOOK_PASSWORD" | "GITHUB_WEBHOOK_SECRET" => Some("hook-secret".into()),
             _ => None,
         };
         let c = Config::parse(text, env).unwrap();
+        let hooks: Vec<(&str, &str, &str)> =
+            c.webhooks.iter().map(|h| (h.name.as_str(), h.table.as_str(), h.auth.kind())).collect();
+        assert_eq!(
+            hooks,
+            [("stripe", "stripe", "stripe"), ("postmark", "postmark", "basic"), ("github", "github", "hmac")]
+        );
         assert_eq!(c.keys.iter().filter(|k| k.role == Role::Admin).count(), 2);
         assert_eq!(c.retention.policy(&lake_format::Table::Metrics.into()).keep_local_days, Some(14));
         assert_eq!(c.nodes, ["salem-storage", "gateway", "web-1"]);

@@ -162,6 +162,13 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         loki: Default::default(),
     });
     let connections = http::conns::Connections::new(config.max_connections);
+    // `[[webhooks]]`: after WAL replay (their batch ids' epoch is above every one used);
+    // each hook's stored event ids are read now.
+    let hook_stats = Arc::new(http::hooks::HookStats::default());
+    let hooks = Arc::new(
+        http::hooks::Hooks::new(Arc::clone(&ingest), config.webhooks.clone(), &data, Arc::clone(&hook_stats))
+            .context("reading the webhooks' event ids")?,
+    );
     // `[pg]`: bound now, so a taken port or a bad certificate stops the start.
     let pg_stats = Arc::new(crate::pg::PgStats::default());
     let pg = match config.pg.clone() {
@@ -186,6 +193,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         otlp: Arc::default(),
         mcp: Arc::default(),
         pg: pg_stats,
+        hooks: Arc::clone(&hook_stats),
     });
     // Alert rules, notifications and `alerts` rows; awaited before the last flush.
     let alerts = crate::alerts::Alerts::spawn(
@@ -209,6 +217,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         cancel: cancel.child_token(),
         request_timeout: config.http.request,
         mcp: config.mcp.clone(),
+        hooks,
     });
 
     let flusher = Flusher {

@@ -76,6 +76,10 @@ lake_remote_write_rejected_total counter remote_write requests refused with a 4x
 lake_loki_requests_total counter Loki push requests stored (answered 204)\n\
 lake_loki_lines_total counter Loki log lines stored\n\
 lake_loki_rejected_total counter Loki push requests refused with a 4xx other than 401\n\
+lake_hooks_stored_total counter webhook requests stored\n\
+lake_hooks_duplicates_total counter webhook retries answered 200 without storing (event id seen before)\n\
+lake_hooks_unauthorized_total counter webhook requests refused 401 (signature, password or URL secret)\n\
+lake_hooks_rejected_total counter webhook requests refused with another 4xx (unknown hook, too large, not a JSON object)\n\
 lake_mcp_tool_calls_total counter MCP tool calls answered with a result\n\
 lake_mcp_tool_errors_total counter MCP tool calls answered with isError (bad arguments, SQL errors, sandbox refusals, time limit)\n\
 lake_mcp_rejected_total counter MCP requests refused (token, origin, session, malformed message) or answered with a JSON-RPC error\n\

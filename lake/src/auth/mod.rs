@@ -54,8 +54,8 @@ use lake_format::wire::validate_node_name;
 pub mod verify;
 
 pub use verify::{
-    basic_password, bearer_token, find_constant_time, AdminAccess, BadHash, Denied, DuplicateToken, Key, KeySet, Role,
-    SilenceDenied, TokenHash, UnknownRole, Verifier,
+    basic_credentials, basic_password, bearer_token, find_constant_time, AdminAccess, BadHash, Denied, DuplicateToken,
+    Key, KeySet, Role, SilenceDenied, TokenHash, UnknownRole, Verifier,
 };
 
 /// How often `lake serve` looks for a changed tokens file.

@@ -410,12 +410,18 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// The password of an `Authorization: Basic <base64(user:password)>` header: how shippers
 /// that only know basic auth (Loki's Promtail and Docker driver, Fluent Bit) carry a token.
 pub fn basic_password(headers: &HeaderMap) -> Option<String> {
+    basic_credentials(headers).map(|(_, password)| password).filter(|p| !p.is_empty())
+}
+
+/// The user and password of an `Authorization: Basic <base64(user:password)>` header
+/// (webhooks from Postmark and listmonk scripts authenticate so).
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine as _;
     let encoded = headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?.trim();
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    let (_, password) = text.split_once(':')?;
-    Some(password.to_string()).filter(|p| !p.is_empty())
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 fn now_unix() -> i64 {

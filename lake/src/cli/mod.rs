@@ -49,7 +49,8 @@ struct LoggingArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the lake: ingest, storage, SQL API (and, with `[mcp] enabled = true`, the MCP
-    /// server for AI agents at /mcp).
+    /// server for AI agents at /mcp; with `[[webhooks]]` entries, third parties' webhooks —
+    /// Stripe, Postmark, GitHub, listmonk, any JSON — at /v1/hooks/<name>).
     Serve {
         /// Configuration file (defaults apply without one).
         #[arg(long, short, env = "LAKE_CONFIG")]
@@ -350,6 +351,21 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
             pg.max_message
         ),
         None => println!("  postgresql      off (no [pg] section)"),
+    }
+    if c.webhooks.is_empty() {
+        println!("  webhooks        none ([[webhooks]] takes Stripe, Postmark, GitHub, listmonk or any JSON at /v1/hooks/<name>)");
+    }
+    for h in &c.webhooks {
+        let secret = if matches!(h.auth, crate::http::hooks::HookAuth::UrlSecret(_)) { "/<secret>" } else { "" };
+        println!(
+            "  webhook         POST /v1/hooks/{}{secret} ({} preset, {} auth, up to {} KiB) → table {}, host {}",
+            h.name,
+            h.preset.name(),
+            h.auth.kind(),
+            h.max_body >> 10,
+            h.table,
+            h.host
+        );
     }
     print!("{}", alerts::describe_config(&c.alerts));
     match &c.heartbeat {

@@ -3,7 +3,7 @@
 //!
 //! - ingest: [`ingest`] (catalog tables), [`custom`] (JSON and CSV into custom tables),
 //!   [`otlp`] (OpenTelemetry logs, metrics and traces), [`remote_write`] (Prometheus
-//!   remote_write), [`loki`] (Loki push);
+//!   remote_write), [`loki`] (Loki push), [`hooks`] (third parties' webhooks);
 //! - reading: [`sql`] (`/v1/sql`, named queries), [`grafana`] (the Grafana JSON
 //!   datasource), [`tables`] (`/v1/tables`), [`ui`] (the web UI), [`mcp`] (`/mcp`, the
 //!   Model Context Protocol server for AI agents);
@@ -22,6 +22,7 @@ pub mod conns;
 pub mod custom;
 pub mod error;
 pub mod grafana;
+pub mod hooks;
 pub mod ingest;
 pub mod loki;
 pub mod mcp;
@@ -80,6 +81,8 @@ pub struct Status {
     pub mcp: Arc<mcp::McpStats>,
     /// The PostgreSQL protocol's counters (zero while `[pg]` is off).
     pub pg: Arc<crate::pg::PgStats>,
+    /// `/v1/hooks`' counters.
+    pub hooks: Arc<hooks::HookStats>,
 }
 
 impl Status {
@@ -115,6 +118,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.stats.samples(),
         s.ingest.remote_write.samples(),
         s.ingest.loki.samples(),
+        s.hooks.samples(),
         s.otlp.samples(),
         s.mcp.samples(),
         s.pg.samples(),

@@ -10,7 +10,9 @@
 //!   also answers 401 with `WWW-Authenticate: Bearer`, as MCP clients expect.
 //! - **alerts-read**: a read or an alerts token; **alerts-write**: an alerts or an admin one.
 //! - **admin**: an admin token; with none configured, loopback peers only.
-//! - **open**: no token (health, metrics, the UI's static files).
+//! - **open**: no token (health, metrics, the UI's static files); `/v1/hooks/…` takes no
+//!   lake token either: each `[[webhooks]]` entry checks its provider's own signature,
+//!   password or URL secret.
 //!
 //! Around the routes: a request time limit answering 408 (`http.request_timeout`); the
 //! server trims trailing slashes before routing, so `/grafana/` is `/grafana`.
@@ -28,7 +30,9 @@ use lake_query::named::NamedQuery;
 use lake_query::Engine;
 
 use super::ingest::Ingest;
-use super::{admin, custom, grafana, health, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status};
+use super::{
+    admin, custom, grafana, health, hooks, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status,
+};
 use crate::alerts::http as alerts;
 use crate::auth::Verifier;
 use crate::maintenance::archive::Maintenance;
@@ -56,6 +60,8 @@ pub struct Surface {
     pub request_timeout: Duration,
     /// `[mcp]`: whether `/mcp` serves the MCP server, and its limits.
     pub mcp: mcp::McpConfig,
+    /// `[[webhooks]]`: the hooks `/v1/hooks/{name}` takes.
+    pub hooks: Arc<hooks::Hooks>,
 }
 
 /// The lake's routes.
@@ -95,6 +101,10 @@ pub fn router(s: Surface) -> Router {
         .route("/v1/traces", post(otlp::traces).with_state(Arc::clone(&otlp)))
         .route("/api/v1/write", post(remote_write::write).with_state(Arc::clone(&otlp)))
         .route("/loki/api/v1/push", post(loki::push).with_state(otlp))
+        // Third parties' webhooks (open: each hook checks its own signature, password or
+        // URL secret).
+        .route("/v1/hooks/{name}", post(hooks::post).with_state(Arc::clone(&s.hooks)))
+        .route("/v1/hooks/{name}/{secret}", post(hooks::post_with_secret).with_state(s.hooks))
         // The lake's own state (open).
         .route("/health", get(health).with_state(Arc::clone(&status)))
         .route("/metrics", get(metrics).with_state(status))

@@ -188,7 +188,7 @@ pub(crate) fn build(
 pub use lake_format::Secret;
 
 /// Resolves a secret given inline, through an environment variable or in a file.
-pub(crate) fn secret(
+pub fn secret(
     inline: Option<String>,
     var: Option<String>,
     file: Option<PathBuf>,
