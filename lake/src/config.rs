@@ -116,6 +116,9 @@ struct ConfigFile {
     /// `[pg]`: the PostgreSQL wire protocol (off without the section).
     #[serde(default)]
     pg: Option<crate::pg::PgFile>,
+    /// `[[jobs]]`: jobs that must run (cron monitoring).
+    #[serde(default)]
+    jobs: Vec<crate::jobs::config::JobFile>,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -415,6 +418,8 @@ pub struct Config {
     pub mcp: crate::http::mcp::McpConfig,
     /// `[pg]`: the PostgreSQL wire protocol, when configured.
     pub pg: Option<crate::pg::PgConfig>,
+    /// `[[jobs]]`: the jobs `/v1/jobs` takes reports for and the late-run watch watches.
+    pub jobs: std::sync::Arc<crate::jobs::JobsConfig>,
 }
 
 impl Config {
@@ -551,6 +556,7 @@ impl Config {
         let heartbeat = file.heartbeat.map(crate::heartbeat::HeartbeatFile::validate).transpose()?;
         let mcp = file.mcp.validate()?;
         let pg = file.pg.map(crate::pg::PgFile::validate).transpose()?;
+        let jobs = std::sync::Arc::new(crate::jobs::JobsConfig::from_files(file.jobs)?);
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -581,6 +587,7 @@ impl Config {
             heartbeat,
             mcp,
             pg,
+            jobs,
         })
     }
 }

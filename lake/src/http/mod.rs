@@ -23,6 +23,7 @@ pub mod custom;
 pub mod error;
 pub mod grafana;
 pub mod ingest;
+pub mod jobs;
 pub mod loki;
 pub mod mcp;
 pub mod otlp;
@@ -115,6 +116,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.stats.samples(),
         s.ingest.remote_write.samples(),
         s.ingest.loki.samples(),
+        s.ingest.jobs.samples(),
         s.otlp.samples(),
         s.mcp.samples(),
         s.pg.samples(),

@@ -5,7 +5,8 @@
 //! The handlers check their role themselves (each answers 401/403 in its own words, and
 //! ingest must learn the node from the token), except the admin routes, which share one
 //! check as a layer ([`admin::check_auth`]). Roles, as in [`crate::auth`]:
-//! - **ingest**: an ingest token; the node of the rows is the token's.
+//! - **ingest**: an ingest token; the node of the rows is the token's (`/v1/jobs` and Loki's
+//!   push also take it as the basic-auth password).
 //! - **read**: a read token; open when the lake has none (loopback deployments). `/mcp`
 //!   also answers 401 with `WWW-Authenticate: Bearer`, as MCP clients expect.
 //! - **alerts-read**: a read or an alerts token; **alerts-write**: an alerts or an admin one.
@@ -28,7 +29,9 @@ use lake_query::named::NamedQuery;
 use lake_query::Engine;
 
 use super::ingest::Ingest;
-use super::{admin, custom, grafana, health, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status};
+use super::{
+    admin, custom, grafana, health, ingest, jobs, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status,
+};
 use crate::alerts::http as alerts;
 use crate::auth::Verifier;
 use crate::maintenance::archive::Maintenance;
@@ -56,6 +59,8 @@ pub struct Surface {
     pub request_timeout: Duration,
     /// `[mcp]`: whether `/mcp` serves the MCP server, and its limits.
     pub mcp: mcp::McpConfig,
+    /// `[[jobs]]` and their recorder, for `/v1/jobs`.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 /// The lake's routes.
@@ -95,6 +100,7 @@ pub fn router(s: Surface) -> Router {
         .route("/v1/traces", post(otlp::traces).with_state(Arc::clone(&otlp)))
         .route("/api/v1/write", post(remote_write::write).with_state(Arc::clone(&otlp)))
         .route("/loki/api/v1/push", post(loki::push).with_state(otlp))
+        .route("/v1/jobs/{name}/{event}", get(jobs::report).post(jobs::report).with_state(s.jobs))
         // The lake's own state (open).
         .route("/health", get(health).with_state(Arc::clone(&status)))
         .route("/metrics", get(metrics).with_state(status))
