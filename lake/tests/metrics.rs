@@ -76,6 +76,10 @@ lake_remote_write_rejected_total counter remote_write requests refused with a 4x
 lake_loki_requests_total counter Loki push requests stored (answered 204)\n\
 lake_loki_lines_total counter Loki log lines stored\n\
 lake_loki_rejected_total counter Loki push requests refused with a 4xx other than 401\n\
+lake_jobs_events_total counter job events stored (start, success, fail)\n\
+lake_jobs_duplicates_total counter job events acknowledged again without storing (a retried run_id)\n\
+lake_jobs_rejected_total counter job events refused with a 4xx other than 401\n\
+lake_jobs_late_total counter late runs found (due runs that did not come within their grace)\n\
 lake_mcp_tool_calls_total counter MCP tool calls answered with a result\n\
 lake_mcp_tool_errors_total counter MCP tool calls answered with isError (bad arguments, SQL errors, sandbox refusals, time limit)\n\
 lake_mcp_rejected_total counter MCP requests refused (token, origin, session, malformed message) or answered with a JSON-RPC error\n\

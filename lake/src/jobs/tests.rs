@@ -88,3 +88,20 @@ fn output_keeps_its_tail_on_a_character_boundary() {
     assert_eq!(Event::parse("success"), Some(Event::Success));
     assert_eq!(Event::parse("finish"), None);
 }
+
+#[test]
+fn the_watch_judges_the_latest_due_time_whose_grace_passed_once() {
+    let c = parse("[[jobs]]\nname = \"x\"\nschedule = \"0 * * * * *\"\ngrace = \"10s\"\n").unwrap();
+    let job = c.get("x").unwrap();
+    let t0 = us("2026-12-07T10:00:00Z");
+    let m = 60_000_000;
+    // Woken at 10:03:15 with 10:00 next: 10:03's grace has passed, so 10:03 is judged,
+    // 10:02 is the one before it, 10:04 comes next.
+    let due = watch::Due { next: Some(t0), prev: None };
+    assert_eq!(
+        watch::latest_passed(job, due, t0 + 3 * m + 15_000_000),
+        (t0 + 3 * m, Some(t0 + 2 * m), Some(t0 + 4 * m))
+    );
+    // Woken right at 10:00:10: 10:00 itself.
+    assert_eq!(watch::latest_passed(job, due, t0 + 10_000_000), (t0, None, Some(t0 + m)));
+}

@@ -33,11 +33,11 @@ const MAX_SKIP: usize = 100_000;
 
 /// Where the watch stands for one job.
 #[derive(Debug, Clone, Copy)]
-struct Due {
+pub(super) struct Due {
     /// The next due time to judge.
-    next: Option<i64>,
+    pub(super) next: Option<i64>,
     /// The due time before it, once known.
-    prev: Option<i64>,
+    pub(super) prev: Option<i64>,
 }
 
 fn micros(d: Duration) -> i64 {
@@ -91,7 +91,7 @@ pub async fn run(jobs: Arc<Jobs>, started: i64, cancel: CancellationToken) {
 
 /// The latest due time whose grace has passed by `now` (starting from `d.next`, which
 /// has), the one before it, and the next one after it.
-fn latest_passed(job: &Job, d: Due, now: i64) -> (i64, Option<i64>, Option<i64>) {
+pub(super) fn latest_passed(job: &Job, d: Due, now: i64) -> (i64, Option<i64>, Option<i64>) {
     let grace = micros(job.grace);
     let mut due = d.next.unwrap_or(now);
     let mut prev = d.prev;
