@@ -149,6 +149,18 @@ async fn a_late_job_and_a_failed_job_each_send_an_email_and_run_job_records_a_re
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still ran\n");
     assert!(stderr.contains("could not report start") && stderr.contains("could not report fail"), "{stderr}");
 
+    // A job the lake does not know: the command still runs, run-job says why.
+    let out = Command::new(collector_bin())
+        .args(["run-job", "--config"])
+        .arg(&collector)
+        .args(["undeclared", "--", "sh", "-c", "exit 0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("run-job, undeclared job: exit {:?}, stderr {stderr:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr.contains("404 Not Found): job \"undeclared\" is not declared"), "{stderr}");
+
     // `nightly` never reports: late within ~3 s; `backup` failed: both emails arrive. Alerts
     // of one rule that fire together come as one email (`[FIRING:2] job_failed …`, with
     // `hi` above), so each is looked for in the emails' subjects and bodies.
@@ -183,7 +195,7 @@ async fn a_late_job_and_a_failed_job_each_send_an_email_and_run_job_records_a_re
         let body = m["body"].as_str().unwrap_or("").replace("\r\n", "\n");
         let first = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         println!("email: {}\n  first line: {first}", m["subject"].as_str().unwrap_or(""));
-        for l in body.lines().filter(|l| l.contains(" failed at ") || l.contains(" is late: ")).skip(1) {
+        for l in body.lines().skip(1).filter(|l| l.contains(" failed at ") || l.contains(" is late: ")) {
             println!("  also: {l}");
         }
     }
