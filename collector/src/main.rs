@@ -251,5 +251,16 @@ mod tests {
             Cli::try_parse_from(["lake-collector", "replay-rejected", "--config", "/etc/lake/collector.toml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::ReplayRejected)));
         assert_eq!(cli.config, Some(PathBuf::from("/etc/lake/collector.toml")));
+        let cli =
+            Cli::try_parse_from(["lake-collector", "run-job", "-c", "/c.toml", "pg_dump", "--", "sh", "-c", "x -v"])
+                .unwrap();
+        match cli.command {
+            Some(Command::RunJob { name, command }) => {
+                assert_eq!((name.as_str(), command), ("pg_dump", vec!["sh".to_string(), "-c".into(), "x -v".into()]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.config, Some(PathBuf::from("/c.toml")));
+        assert!(Cli::try_parse_from(["lake-collector", "run-job", "pg_dump"]).is_err(), "a command is required");
     }
 }
