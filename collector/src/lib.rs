@@ -18,6 +18,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod heartbeat;
 pub mod rejected;
+pub mod run_job;
 pub mod shipper;
 pub mod sources;
 pub mod spool;

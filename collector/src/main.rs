@@ -1,6 +1,6 @@
 //! The `lake-collector` binary: parses arguments, loads the config, initialises logging,
 //! and runs the collector on a single-threaded runtime until SIGTERM or Ctrl-C — or runs
-//! one of its maintenance commands (`replay-rejected`).
+//! one of its commands (`replay-rejected`, `run-job`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,12 +47,30 @@ enum Command {
     /// was stored (or there was none), 1 when the lake refused some (they stay), 2 on an
     /// error (configuration, files, the lake unreachable or refusing this node's token).
     ReplayRejected,
+    /// Run a command as one run of a job the lake watches ([[jobs]] in lake.toml).
+    ///
+    /// Reports start to the lake (/v1/jobs/NAME/start, with this node's token from
+    /// collector.toml), runs the command with its output passed through, then reports
+    /// success or fail with its exit code, duration and the last 4 KiB of its output, and
+    /// exits with the command's exit code. The command runs even when the lake is
+    /// unreachable or refuses the report (said on stderr): e.g. in a crontab,
+    /// `lake-collector run-job pg_dump -- /usr/local/bin/backup.sh`.
+    RunJob {
+        /// The job's name, as declared by [[jobs]] name in lake.toml.
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     tune_malloc();
     let cli = Cli::parse();
     init_logging(&cli);
+    if let Some(Command::RunJob { name, command }) = &cli.command {
+        return run_job(&cli, name, command);
+    }
     let replay = matches!(cli.command, Some(Command::ReplayRejected));
     let result = if replay { replay_rejected(&cli) } else { run(cli).map(|()| ExitCode::SUCCESS) };
     match result {
@@ -65,6 +83,20 @@ fn main() -> ExitCode {
             ExitCode::from(if replay { 2 } else { 1 })
         }
     }
+}
+
+/// `lake-collector run-job`: the command's exit code, whatever the lake says.
+fn run_job(cli: &Cli, name: &str, command: &[String]) -> ExitCode {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| format!("{e:#}"));
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lake-collector run-job: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(lake_collector::run_job::run(config, name, command));
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }
 
 /// `lake-collector replay-rejected`.
@@ -219,5 +251,16 @@ mod tests {
             Cli::try_parse_from(["lake-collector", "replay-rejected", "--config", "/etc/lake/collector.toml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::ReplayRejected)));
         assert_eq!(cli.config, Some(PathBuf::from("/etc/lake/collector.toml")));
+        let cli =
+            Cli::try_parse_from(["lake-collector", "run-job", "-c", "/c.toml", "pg_dump", "--", "sh", "-c", "x -v"])
+                .unwrap();
+        match cli.command {
+            Some(Command::RunJob { name, command }) => {
+                assert_eq!((name.as_str(), command), ("pg_dump", vec!["sh".to_string(), "-c".into(), "x -v".into()]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.config, Some(PathBuf::from("/c.toml")));
+        assert!(Cli::try_parse_from(["lake-collector", "run-job", "pg_dump"]).is_err(), "a command is required");
     }
 }

@@ -48,6 +48,8 @@ pub enum Table {
     Containers,
     /// OpenTelemetry trace spans (OTLP `/v1/traces`).
     Spans,
+    /// Runs of the jobs declared by `[[jobs]]` (cron monitoring): start, success, fail, late.
+    Jobs,
 }
 
 impl Table {
@@ -73,7 +75,7 @@ impl Table {
     }
 
     /// Every built-in table, in catalog order.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Metrics,
         Table::Logs,
         Table::Http,
@@ -87,6 +89,7 @@ impl Table {
         Table::Hosts,
         Table::Containers,
         Table::Spans,
+        Table::Jobs,
     ];
 
     /// The table's name as used in SQL, URLs and paths.
@@ -105,15 +108,17 @@ impl Table {
             Table::Hosts => "hosts",
             Table::Containers => "containers",
             Table::Spans => "spans",
+            Table::Jobs => "jobs",
         }
     }
 
-    /// Whether only the lake itself writes this table (`alerts`: its alert history).
+    /// Whether only the lake itself writes this table (`alerts`: its alert history; `jobs`:
+    /// what `/v1/jobs` accepted for a declared job and the late runs the lake found).
     /// Ingest endpoints refuse such tables, so no node can forge or bury their rows; a
     /// new table must say here who writes it.
     pub const fn written_by_lake(self) -> bool {
         match self {
-            Table::Alerts => true,
+            Table::Alerts | Table::Jobs => true,
             Table::Metrics
             | Table::Logs
             | Table::Http
@@ -145,6 +150,9 @@ impl Table {
             Table::Hosts => "machine description per node, one row per change",
             Table::Containers => "Docker container events: start, die, oom, restart, health changes, ...",
             Table::Spans => "OpenTelemetry trace spans, one row per span (OTLP /v1/traces)",
+            Table::Jobs => {
+                "runs of the jobs declared by [[jobs]]: start, success, fail, and late (a due run that did not come)"
+            }
         }
     }
 
@@ -163,6 +171,7 @@ impl Table {
             Table::Hosts => HOSTS,
             Table::Containers => CONTAINERS,
             Table::Spans => SPANS,
+            Table::Jobs => JOBS,
         }
     }
 
@@ -190,7 +199,7 @@ impl fmt::Display for Table {
 
 /// The name is not one of the built-in tables.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts, containers, spans)")]
+#[error("unknown table {0:?} (known: metrics, logs, http, firewall, bans, probes, alerts, packages, listeners, units, hosts, containers, spans, jobs)")]
 pub struct UnknownTable(pub String);
 
 impl FromStr for Table {
@@ -437,6 +446,34 @@ const SPANS: &[Column] = &[
     col("resource_attrs", TextMap, "every attribute of the span's resource, under its OpenTelemetry name (service.name, host.name, telemetry.sdk.*, ...)"),
     col("events", TextList, "span events, each a JSON object {\"time\": RFC 3339 UTC with µs, \"name\": ..., \"attrs\": {...}}"),
     col("links", TextList, "links to other spans, each a JSON object {\"trace_id\": ..., \"span_id\": ..., \"trace_state\": ..., \"attrs\": {...}}"),
+];
+
+/// `ts` is when the lake received the event (its own clock: a sender's clock may be off,
+/// and lateness is judged against the lake's); `host` is the node that ran the job (the
+/// token's node), or `lake` for the lake's own runs and for late runs of a job that has
+/// neither a `host` in `[[jobs]]` nor a run yet.
+const JOBS: &[Column] = &[
+    req("job", Text, "job name, as declared by [[jobs]] name in lake.toml"),
+    req("event", Text, "start, success, fail, or late (the lake found no start or end of a due run within its grace)"),
+    col("run_id", Text, "pairs a start with its end: given by the sender (run_id) or assigned by the lake at start"),
+    col("exit_code", Int, "the command's exit code, when the sender gave it (run-job does)"),
+    col(
+        "duration_ms",
+        Float,
+        "for success and fail: how long the run took, milliseconds (as sent, else since its start)",
+    ),
+    col("output", Text, "the end of the run's output (the last 4 KiB, invalid UTF-8 replaced)"),
+    req(
+        "source",
+        Text,
+        "who sent it: http (/v1/jobs), run-job (lake-collector run-job), lake (the lake's own runs and late facts)",
+    ),
+    col("scheduled", Timestamp, "for late: the scheduled time of the run that did not come"),
+    col(
+        "max_duration_ms",
+        Int,
+        "the job's max_duration in lake.toml when the event was stored, milliseconds (job_slow compares with it)",
+    ),
 ];
 
 #[cfg(test)]

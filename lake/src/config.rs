@@ -119,6 +119,9 @@ struct ConfigFile {
     /// `[[webhooks]]`: third parties' webhooks in (`POST /v1/hooks/<name>`).
     #[serde(default)]
     webhooks: Vec<crate::http::hooks::config::WebhookFile>,
+    /// `[[jobs]]`: jobs that must run (cron monitoring).
+    #[serde(default)]
+    jobs: Vec<crate::jobs::config::JobFile>,
 }
 
 /// `[auth]`: where `lake token` keeps the tokens.
@@ -420,6 +423,8 @@ pub struct Config {
     pub pg: Option<crate::pg::PgConfig>,
     /// `[[webhooks]]`: the hooks `POST /v1/hooks/<name>` takes.
     pub webhooks: Vec<crate::http::hooks::HookConfig>,
+    /// `[[jobs]]`: the jobs `/v1/jobs` takes reports for and the late-run watch watches.
+    pub jobs: std::sync::Arc<crate::jobs::JobsConfig>,
 }
 
 impl Config {
@@ -557,6 +562,7 @@ impl Config {
         let mcp = file.mcp.validate()?;
         let pg = file.pg.map(crate::pg::PgFile::validate).transpose()?;
         let webhooks = crate::http::hooks::config::validate(file.webhooks, &env, &mut warnings)?;
+        let jobs = std::sync::Arc::new(crate::jobs::JobsConfig::from_files(file.jobs)?);
         Ok(Config {
             data_dir: file.data_dir,
             listen,
@@ -588,6 +594,7 @@ impl Config {
             mcp,
             pg,
             webhooks,
+            jobs,
         })
     }
 }

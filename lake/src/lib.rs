@@ -19,6 +19,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod lock;
 pub mod maintenance;
 pub mod pg;

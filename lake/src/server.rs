@@ -129,11 +129,6 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
             tracing::error!("{e:#} (archiving will be retried at its next run)");
         }
     });
-    let archive_task = tokio::spawn(crate::maintenance::archive::run_schedule(
-        Arc::clone(&maintenance),
-        Arc::default(),
-        cancel.child_token(),
-    ));
     let gate = Arc::new(RwLock::new(()));
     let writer_stats = Arc::new(WriterStats::default());
     // What `/health` checks and the heartbeat reports: engine, WAL, flusher, alert loop.
@@ -160,7 +155,18 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         stats: Default::default(),
         remote_write: Default::default(),
         loki: Default::default(),
+        jobs: Default::default(),
     });
+    // `[[jobs]]`: reports, late runs, and the nightly archive recording itself as a job.
+    let jobs = Arc::new(crate::jobs::Jobs::new(Arc::clone(&config.jobs), Arc::clone(&ingest), Arc::clone(&engine)));
+    let watch_task =
+        tokio::spawn(crate::jobs::watch::run(Arc::clone(&jobs), lake_format::rows::now_micros(), cancel.child_token()));
+    let archive_task = tokio::spawn(crate::maintenance::archive::run_schedule(
+        Arc::clone(&maintenance),
+        Arc::default(),
+        Some(Arc::clone(&jobs)),
+        cancel.child_token(),
+    ));
     let connections = http::conns::Connections::new(config.max_connections);
     // `[[webhooks]]`: after WAL replay (their batch ids' epoch is above every one used);
     // each hook's stored event ids are read now.
@@ -218,6 +224,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         request_timeout: config.http.request,
         mcp: config.mcp.clone(),
         hooks,
+        jobs,
     });
 
     let flusher = Flusher {
@@ -260,6 +267,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         tracing::warn!("archive job still running after the shutdown grace period; stopping anyway");
     }
     let _ = reload_task.await;
+    let _ = watch_task.await;
     tracing::info!("lake stopped");
     Ok(())
 }

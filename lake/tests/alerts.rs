@@ -19,7 +19,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,70 +30,9 @@ use lake_format::rows::{now_micros, TableBuilder};
 use lake_format::{wire, Table};
 use serde_json::Value;
 
-const SETUP: &str = "run `scripts/setup peers` (aiosmtpd into ~/.cache/lake/peers-venv, openssl) and put the venv's bin/ first on PATH, as `make test` does";
+const SETUP: &str = SMTP_SETUP;
 
 // ---------------------------------------------------------------- peers
-
-/// An aiosmtpd server on a loopback port writing what it accepts to a directory.
-struct Smtpd {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Smtpd {
-    fn start(root: &Path, name: &str, mode: &str, tls: Option<&Certs>) -> Smtpd {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/alerts/smtpd.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script).arg(port.to_string()).arg(&dir).arg(mode);
-        if let Some(c) = tls {
-            cmd.args(["lake", "s3cret-smtp-password"]).arg(&c.cert).arg(&c.key);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {SETUP}"));
-        // "ready" on stdout once listening; exit 3 when aiosmtpd is missing.
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        if line.trim() != "ready" {
-            let status = child.wait().unwrap();
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("smtpd.py did not start ({status}): {err}\n{SETUP}");
-        }
-        Smtpd { child, port, dir }
-    }
-
-    /// The messages received so far, oldest first: (decoded record, raw message).
-    fn messages(&self) -> Vec<(Value, String)> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|p| {
-                let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-                (v, std::fs::read_to_string(p.with_extension("eml")).unwrap())
-            })
-            .collect()
-    }
-}
-
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A CA and a server certificate for 127.0.0.1 it signed.
 struct Certs {
@@ -278,8 +217,8 @@ async fn email_firing_and_resolved_through_a_real_smtp_server() {
     let dir = tempfile::tempdir().unwrap();
     let tls = certs(dir.path());
     let plain = Smtpd::start(dir.path(), "plain", "plain", None);
-    let starttls = Smtpd::start(dir.path(), "starttls", "starttls", Some(&tls));
-    let smtps = Smtpd::start(dir.path(), "smtps", "tls", Some(&tls));
+    let starttls = Smtpd::start(dir.path(), "starttls", "starttls", Some((&tls.cert, &tls.key)));
+    let smtps = Smtpd::start(dir.path(), "smtps", "tls", Some((&tls.cert, &tls.key)));
     let pass = dir.path().join("smtp.pass");
     std::fs::write(&pass, "s3cret-smtp-password\n").unwrap();
     let email = |name: &str, port: u16, mode: &str, auth: bool| {

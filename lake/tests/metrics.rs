@@ -80,6 +80,10 @@ lake_hooks_stored_total counter webhook requests stored\n\
 lake_hooks_duplicates_total counter webhook retries answered 200 without storing (event id seen before)\n\
 lake_hooks_unauthorized_total counter webhook requests refused 401 (signature, password or URL secret)\n\
 lake_hooks_rejected_total counter webhook requests refused with another 4xx (unknown hook, too large, not a JSON object)\n\
+lake_jobs_events_total counter job events stored (start, success, fail)\n\
+lake_jobs_duplicates_total counter job events acknowledged again without storing (a retried run_id)\n\
+lake_jobs_rejected_total counter job events refused with a 4xx other than 401\n\
+lake_jobs_late_total counter late runs found (due runs that did not come within their grace)\n\
 lake_mcp_tool_calls_total counter MCP tool calls answered with a result\n\
 lake_mcp_tool_errors_total counter MCP tool calls answered with isError (bad arguments, SQL errors, sandbox refusals, time limit)\n\
 lake_mcp_rejected_total counter MCP requests refused (token, origin, session, malformed message) or answered with a JSON-RPC error\n\

@@ -94,6 +94,8 @@ pub struct Ingest {
     pub remote_write: super::remote_write::RemoteWriteStats,
     /// Counters of `/loki/api/v1/push`; its requests count in `stats` too.
     pub loki: super::loki::LokiStats,
+    /// Counters of `/v1/jobs` and the late-run watch ([`crate::jobs`]).
+    pub jobs: crate::jobs::JobsStats,
 }
 
 impl Ingest {

@@ -24,6 +24,7 @@ pub mod error;
 pub mod grafana;
 pub mod hooks;
 pub mod ingest;
+pub mod jobs;
 pub mod loki;
 pub mod mcp;
 pub mod otlp;
@@ -119,6 +120,7 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         s.ingest.remote_write.samples(),
         s.ingest.loki.samples(),
         s.hooks.samples(),
+        s.ingest.jobs.samples(),
         s.otlp.samples(),
         s.mcp.samples(),
         s.pg.samples(),

@@ -5,7 +5,8 @@
 //! The handlers check their role themselves (each answers 401/403 in its own words, and
 //! ingest must learn the node from the token), except the admin routes, which share one
 //! check as a layer ([`admin::check_auth`]). Roles, as in [`crate::auth`]:
-//! - **ingest**: an ingest token; the node of the rows is the token's.
+//! - **ingest**: an ingest token; the node of the rows is the token's (`/v1/jobs` and Loki's
+//!   push also take it as the basic-auth password).
 //! - **read**: a read token; open when the lake has none (loopback deployments). `/mcp`
 //!   also answers 401 with `WWW-Authenticate: Bearer`, as MCP clients expect.
 //! - **alerts-read**: a read or an alerts token; **alerts-write**: an alerts or an admin one.
@@ -31,7 +32,8 @@ use lake_query::Engine;
 
 use super::ingest::Ingest;
 use super::{
-    admin, custom, grafana, health, hooks, ingest, loki, mcp, metrics, otlp, remote_write, sql, tables, ui, Status,
+    admin, custom, grafana, health, hooks, ingest, jobs, loki, mcp, metrics, otlp, remote_write, sql, tables, ui,
+    Status,
 };
 use crate::alerts::http as alerts;
 use crate::auth::Verifier;
@@ -62,6 +64,8 @@ pub struct Surface {
     pub mcp: mcp::McpConfig,
     /// `[[webhooks]]`: the hooks `/v1/hooks/{name}` takes.
     pub hooks: Arc<hooks::Hooks>,
+    /// `[[jobs]]` and their recorder, for `/v1/jobs`.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 /// The lake's routes.
@@ -105,6 +109,7 @@ pub fn router(s: Surface) -> Router {
         // URL secret).
         .route("/v1/hooks/{name}", post(hooks::post).with_state(Arc::clone(&s.hooks)))
         .route("/v1/hooks/{name}/{secret}", post(hooks::post_with_secret).with_state(s.hooks))
+        .route("/v1/jobs/{name}/{event}", get(jobs::report).post(jobs::report).with_state(s.jobs))
         // The lake's own state (open).
         .route("/health", get(health).with_state(Arc::clone(&status)))
         .route("/metrics", get(metrics).with_state(status))

@@ -260,3 +260,69 @@ pub async fn python_peer(script: &str, args: &[&str], stdin: &str, packages: &st
     }
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed {stdout:?}: {e}"))
 }
+
+/// How the SMTP test server's peers are installed.
+pub const SMTP_SETUP: &str = "run `scripts/setup peers` (aiosmtpd into ~/.cache/lake/peers-venv, openssl) and put the venv's bin/ first on PATH, as `make test` does";
+
+/// An aiosmtpd server (`tests/alerts/smtpd.py`) on a loopback port writing what it
+/// accepts to a directory: `mode` plain, starttls or tls; `tls` its certificate and key
+/// (with AUTH as lake / s3cret-smtp-password).
+pub struct Smtpd {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Smtpd {
+    pub fn start(root: &Path, name: &str, mode: &str, tls: Option<(&Path, &Path)>) -> Smtpd {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/alerts/smtpd.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(port.to_string()).arg(&dir).arg(mode);
+        if let Some((cert, key)) = tls {
+            cmd.args(["lake", "s3cret-smtp-password"]).arg(cert).arg(key);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {SMTP_SETUP}"));
+        // "ready" on stdout once listening; exit 3 when aiosmtpd is missing.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        if line.trim() != "ready" {
+            let status = child.wait().unwrap();
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("smtpd.py did not start ({status}): {err}\n{SMTP_SETUP}");
+        }
+        Smtpd { child, port, dir }
+    }
+
+    /// The messages received so far, oldest first: (decoded record, raw message).
+    pub fn messages(&self) -> Vec<(serde_json::Value, String)> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                (v, std::fs::read_to_string(p.with_extension("eml")).unwrap())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

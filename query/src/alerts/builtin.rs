@@ -24,6 +24,9 @@
 //! | `tailscale_peer_unreachable` | `probes` of kind `tailscale` per (host, peer), last day, whose latest ping failed | seconds since its last good ping (or its first failed one) | `> 300` |
 //! | `ups_on_battery` | the `[[ups]]` source's latest `nut_ups_status{flag="OB"}` per (host, ups), last 10 min | 1 on battery | `>= 1` for 30s |
 //! | `ups_low_battery` | the same for `LB` (low battery: the UPS will shut down soon) | 1 low | `>= 1` |
+//! | `job_late` | the latest `jobs` row per `[[jobs]]` job, last 40 days (the lake writes `late` when a due run's grace passed with no start or end) | seconds since the run was due | `>= 0` while the latest is `late` |
+//! | `job_failed` | the latest end (`success`/`fail`) per (host, job), last 40 days | 1 | it is `fail` |
+//! | `job_slow` | per (host, job): its latest end in the last day, or its latest start still running | seconds it took (or has run) | more than `max_duration`, else more than 3 times the median of its earlier successful runs (5 at least) |
 //! | `alert_rule_failing` | the evaluations of every other rule (no SQL: the lake's evaluator reports them, so it works when the engine does not) | failed evaluations of the rule in a row | `>= 2` |
 //!
 //! Each is overridden field by field with a `[[rules]]` entry of the same name, or
@@ -81,11 +84,17 @@ pub const TAILSCALE_PEER_UNREACHABLE: &str = "tailscale_peer_unreachable";
 pub const UPS_ON_BATTERY: &str = "ups_on_battery";
 /// `ups_low_battery`.
 pub const UPS_LOW_BATTERY: &str = "ups_low_battery";
+/// `job_late`.
+pub const JOB_LATE: &str = "job_late";
+/// `job_failed`.
+pub const JOB_FAILED: &str = "job_failed";
+/// `job_slow`.
+pub const JOB_SLOW: &str = "job_slow";
 /// `alert_rule_failing`.
 pub const ALERT_RULE_FAILING: &str = "alert_rule_failing";
 
 /// Names of the built-in rules.
-pub const BUILTIN_NAMES: [&str; 23] = [
+pub const BUILTIN_NAMES: [&str; 26] = [
     NODE_SILENT,
     FILESYSTEM_FULL,
     TLS_EXPIRING,
@@ -108,6 +117,9 @@ pub const BUILTIN_NAMES: [&str; 23] = [
     TAILSCALE_PEER_UNREACHABLE,
     UPS_ON_BATTERY,
     UPS_LOW_BATTERY,
+    JOB_LATE,
+    JOB_FAILED,
+    JOB_SLOW,
     ALERT_RULE_FAILING,
 ];
 
@@ -590,6 +602,64 @@ WHERE NOT ok_now AND last > now() - INTERVAL 10 MINUTE"#
             message: "{{ labels.host }}: UPS {{ labels.ups }} has a low battery ({{ details.charge }}% charge, {{ details.runtime }} s of runtime left)",
         },
         BuiltinRule {
+            name: JOB_LATE,
+            description: "a job of [[jobs]] did not start (nor end) within its grace after a due time",
+            sql: r#"
+WITH latest AS (
+    SELECT job, host, event, scheduled
+    FROM jobs
+    WHERE ts > now() - INTERVAL 40 DAY
+    QUALIFY row_number() OVER (PARTITION BY job ORDER BY ts DESC) = 1
+)
+SELECT job, epoch(now()) - epoch(scheduled) AS value,
+       strftime(scheduled, '%Y-%m-%d %H:%M:%S UTC') AS _due, host AS _host
+FROM latest
+WHERE event = 'late' AND scheduled IS NOT NULL"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: ">= 0",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "job {{ labels.job }} is late: the run due {{ details.due }} has not reported, {{ value | duration }} after its due time (host {{ details.host }})",
+        },
+        BuiltinRule {
+            name: JOB_FAILED,
+            description: "the latest run of a job of [[jobs]] failed",
+            sql: r#"
+WITH latest AS (
+    SELECT host, job, event, exit_code, output, ts
+    FROM jobs
+    WHERE event IN ('success', 'fail') AND ts > now() - INTERVAL 40 DAY
+    QUALIFY row_number() OVER (PARTITION BY host, job ORDER BY ts DESC) = 1
+)
+SELECT host, job, 1 AS value, coalesce(exit_code::VARCHAR, '?') AS _exit_code,
+       strftime(ts, '%Y-%m-%d %H:%M:%S UTC') AS _at,
+       coalesce(nullif(regexp_extract(rtrim(coalesce(output, ''), chr(10)), '[^\n]*$'), ''), '(no output)') AS _last_line
+FROM latest
+WHERE event = 'fail'"#
+                .trim()
+                .to_string(),
+            kind: RuleKind::Sql,
+            condition: ">= 1",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: job {{ labels.job }} failed at {{ details.at }} (exit code {{ details.exit_code }}): {{ details.last_line }}",
+        },
+        BuiltinRule {
+            name: JOB_SLOW,
+            description: "a run of a job of [[jobs]] took far longer than usual: past its max_duration, else 3 times its median run",
+            sql: JOB_SLOW_SQL.trim().to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 0",
+            for_: secs(0),
+            every: secs(60),
+            severity: Severity::Warning,
+            message: "{{ labels.host }}: job {{ labels.job }} {{ details.state }} {{ value | duration }}, more than {{ details.limit }}",
+        },
+        BuiltinRule {
             name: ALERT_RULE_FAILING,
             description: "an alert rule failed to evaluate twice in a row (SQL error, time-out, engine down): what it watches is unwatched",
             sql: String::new(),
@@ -635,6 +705,48 @@ pub fn rule_failures(failing: &[FailingRule]) -> Vec<Observation> {
         })
         .collect()
 }
+
+/// `job_slow`: the latest end of each (host, job) in the last day against its
+/// `max_duration_ms` (carried by the row) or, without one, 3 times the median of the
+/// successful runs before it (at least 5 of them); and its latest start, when still open,
+/// against `max_duration_ms` (a run that hangs). One instance per (host, job): the larger.
+const JOB_SLOW_SQL: &str = r#"
+WITH ends AS (
+    SELECT host, job, ts, event, duration_ms, max_duration_ms
+    FROM jobs
+    WHERE event IN ('success', 'fail') AND duration_ms IS NOT NULL AND ts > now() - INTERVAL 40 DAY
+), latest AS (
+    SELECT * FROM ends QUALIFY row_number() OVER (PARTITION BY host, job ORDER BY ts DESC) = 1
+), usual AS (
+    SELECT e.host, e.job, median(e.duration_ms) AS median_ms, count(*) AS runs
+    FROM ends e JOIN latest l ON e.host = l.host AND e.job = l.job
+    WHERE e.event = 'success' AND e.ts < l.ts
+    GROUP BY e.host, e.job
+), finished AS (
+    SELECT l.host, l.job, l.duration_ms / 1000 AS value, 'took' AS state,
+           CASE WHEN l.max_duration_ms IS NOT NULL
+                THEN 'its max_duration (' || round(l.max_duration_ms / 1000, 1) || ' s)'
+                ELSE '3 times its median run (' || round(u.median_ms / 1000, 1) || ' s over ' || u.runs || ' runs)' END AS lim
+    FROM latest l LEFT JOIN usual u ON u.host = l.host AND u.job = l.job
+    WHERE l.ts > now() - INTERVAL 1 DAY
+      AND CASE WHEN l.max_duration_ms IS NOT NULL THEN l.duration_ms > l.max_duration_ms
+               ELSE coalesce(u.runs, 0) >= 5 AND l.duration_ms > 3 * u.median_ms END
+), starts AS (
+    SELECT host, job, ts, run_id, max_duration_ms
+    FROM jobs
+    WHERE event = 'start' AND ts > now() - INTERVAL 2 DAY
+    QUALIFY row_number() OVER (PARTITION BY host, job ORDER BY ts DESC) = 1
+), running AS (
+    SELECT s.host, s.job, (epoch_us(now()) - epoch_us(s.ts)) / 1e6 AS value, 'has been running for' AS state,
+           'its max_duration (' || round(s.max_duration_ms / 1000, 1) || ' s)' AS lim
+    FROM starts s
+    WHERE s.max_duration_ms IS NOT NULL AND epoch_us(now()) - epoch_us(s.ts) > s.max_duration_ms * 1000
+      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.event IN ('success', 'fail') AND e.host = s.host
+                      AND e.job = s.job AND e.run_id = s.run_id)
+)
+SELECT host, job, max(value) AS value, arg_max(state, value) AS _state, arg_max(lim, value) AS _limit
+FROM (SELECT * FROM finished UNION ALL SELECT * FROM running)
+GROUP BY host, job"#;
 
 fn node_silent_sql(nodes: &[String]) -> String {
     if nodes.is_empty() {
@@ -1013,6 +1125,69 @@ mod tests {
         });
         fresh.set(Table::Bans, vec![bans]);
         assert_eq!(firing(&fresh, &rule(FAIL2BAN_BURST, &[], 0), now), [("host=h".to_string(), 25.0)]);
+    }
+
+    #[test]
+    fn job_rules() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        // (host, job, event, seconds ago, exit code, duration ms, max_duration ms, scheduled s ago, run id)
+        type Row<'a> = (&'a str, &'a str, &'a str, i64, Option<i64>, Option<f64>, Option<i64>, Option<i64>, &'a str);
+        let mut events: Vec<Row> = vec![
+            // late: the latest event is late, 30 s after its due time.
+            ("h", "nightly", "success", 90_000, Some(0), Some(1000.0), None, None, "n1"),
+            ("lake", "nightly", "late", 20, None, None, None, Some(30), ""),
+            // recovered: late, then it started.
+            ("h", "weekly", "late", 100, None, None, None, Some(110), ""),
+            ("h", "weekly", "start", 50, None, None, None, None, "w1"),
+            // failed: the latest end is fail; fixed: a success after a fail.
+            ("h", "backup", "fail", 60, Some(2), Some(500.0), None, None, "b1"),
+            ("h", "fixed", "fail", 60, Some(1), Some(500.0), None, None, "f1"),
+            ("h", "fixed", "success", 30, Some(0), Some(500.0), None, None, "f2"),
+            // slow over its max_duration; hung: started 120 s ago, max 60 s, no end.
+            ("h", "limited", "success", 30, Some(0), Some(90_000.0), Some(60_000), None, "l1"),
+            ("h", "hung", "start", 120, None, None, Some(60_000), None, "g1"),
+        ];
+        // usual: 6 runs of ~10 s, then one of 40 s (slow); steady: the same at 20 s (not).
+        for i in 0..6 {
+            events.push(("h", "usual", "success", 1000 - i * 100, Some(0), Some(10_000.0 + i as f64), None, None, ""));
+            events.push(("h", "steady", "success", 1000 - i * 100, Some(0), Some(10_000.0), None, None, ""));
+        }
+        events.push(("h", "usual", "success", 10, Some(0), Some(40_000.0), None, None, ""));
+        events.push(("h", "steady", "success", 10, Some(0), Some(20_000.0), None, None, ""));
+        let batch = rows(Table::Jobs, events.len(), |b, c, i| {
+            let (host, job, event, ago, exit, dur, max, scheduled, run) = events[i];
+            b.ts(c("ts"), now - ago * S);
+            b.text(c("host"), Some(host));
+            b.text(c("job"), Some(job));
+            b.text(c("event"), Some(event));
+            b.text(c("run_id"), (!run.is_empty()).then_some(run));
+            b.int(c("exit_code"), exit);
+            b.float(c("duration_ms"), dur);
+            b.text(c("output"), (event == "fail").then_some("line one\npg_dump: error: refused\n"));
+            b.text(c("source"), Some("http"));
+            if let Some(s) = scheduled {
+                b.ts(c("scheduled"), now - s * S);
+            }
+            b.int(c("max_duration_ms"), max);
+        });
+        fresh.set(Table::Jobs, vec![batch]);
+        let late = firing(&fresh, &rule(JOB_LATE, &[], 0), now);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0].0, "job=nightly");
+        assert!((late[0].1 - 30.0).abs() < 2.0, "{late:?}");
+        assert_eq!(firing(&fresh, &rule(JOB_FAILED, &[], 0), now), [("host=h job=backup".to_string(), 1.0)]);
+        let slow = firing(&fresh, &rule(JOB_SLOW, &[], 0), now);
+        let names: Vec<&str> = slow.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(names, ["host=h job=hung", "host=h job=limited", "host=h job=usual"], "{slow:?}");
+
+        // The failed run's last output line is in the message's details.
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), Arc::clone(&fresh));
+        let r = e.query_blocking(&rule(JOB_FAILED, &[], 0).sql).unwrap();
+        let o = observations(&r).unwrap().rows;
+        assert_eq!(o[0].details["last_line"], "pg_dump: error: refused");
+        assert_eq!(o[0].details["exit_code"], "2");
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub(super) fn generate(
         Table::Probes => probes(world, host, from, to, &mut rng, &mut b, sink)?,
         Table::Logs => logs(world, host, from, to, &mut rng, &mut b, sink)?,
         Table::Alerts if host == 0 => alerts(world, from, to, &mut b),
-        Table::Alerts => {}
+        Table::Alerts | Table::Jobs => {}
         Table::Containers => super::containers::generate(world, host, from, to, &mut b),
         Table::Hosts | Table::Packages | Table::Listeners | Table::Units => {
             inventory(world, table, host, from, &mut rng, &mut b)

@@ -319,6 +319,8 @@ impl World {
             Table::Probes => span / 60e6 * n * (n - 1.0 + super::events::UPTIME_TARGETS.len() as f64),
             Table::Bans => self.firewall_rate * span / 40.0,
             Table::Alerts => span / MICROS_PER_DAY as f64 * 20.0,
+            // Written by the lake for the jobs of a lake.toml; the generator has none.
+            Table::Jobs => 0.0,
             Table::Containers => {
                 (0..self.hosts.len()).map(super::containers::rows_per_day).sum::<f64>() * span / MICROS_PER_DAY as f64
             }

@@ -130,8 +130,9 @@ async fn try_push(s: &Otlp, headers: &HeaderMap, body: Body) -> Result<StatusCod
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The node of the token, sent as a bearer token or as the basic-auth password.
-fn authorize(path: &ingest::Ingest, headers: &HeaderMap) -> Result<String, ApiError> {
+/// The node of the token, sent as a bearer token or as the basic-auth password (Loki's
+/// push and `/v1/jobs`).
+pub(crate) fn authorize(path: &ingest::Ingest, headers: &HeaderMap) -> Result<String, ApiError> {
     let basic = || {
         let password = crate::auth::basic_password(headers)?;
         path.auth.check(crate::auth::Role::Ingest, &password).and_then(|k| k.node)

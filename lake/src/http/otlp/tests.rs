@@ -73,6 +73,7 @@ pub(crate) fn harness(max_body: usize) -> Harness {
         stats: Default::default(),
         remote_write: Default::default(),
         loki: Default::default(),
+        jobs: Default::default(),
     });
     let app = router(Arc::clone(&ingest));
     Harness { _dir: dir, wal_dir, ingest, app }

@@ -421,9 +421,11 @@ impl Maintenance {
 
 /// The nightly run on the configured schedule until `cancel`; waits for a running
 /// on-demand job rather than overlapping it. Does nothing when the archive is disabled.
+/// With `jobs`, each run is recorded in the `jobs` table as the job `lake_archive`.
 pub async fn run_schedule(
     m: Arc<Maintenance>,
     stats: Arc<crate::maintenance::scheduler::ScheduleStats>,
+    jobs: Option<Arc<crate::jobs::Jobs>>,
     cancel: CancellationToken,
 ) {
     if !m.archive.enabled {
@@ -434,21 +436,30 @@ pub async fn run_schedule(
     let schedule = m.archive.schedule.clone();
     crate::maintenance::scheduler::run("archive", schedule, stats, cancel, |child| {
         let m = Arc::clone(&m);
+        let jobs = jobs.clone();
         async move {
             let _job = tokio::select! {
                 g = m.job("nightly archive") => g,
                 _ = child.cancelled() => return Ok(()),
             };
-            let progress = crate::progress::LogProgress::new("archive");
-            let report = m.nightly(&progress, &child).await?;
-            tracing::info!(
-                uploaded = report.files_uploaded,
-                bytes = report.bytes_uploaded,
-                verified_partitions = report.partitions_verified,
-                evicted = report.retention.as_ref().map_or(0, |r| r.partitions_evicted),
-                "nightly archive done"
-            );
-            Ok(())
+            let run = async {
+                let progress = crate::progress::LogProgress::new("archive");
+                let report = m.nightly(&progress, &child).await?;
+                tracing::info!(
+                    uploaded = report.files_uploaded,
+                    bytes = report.bytes_uploaded,
+                    verified_partitions = report.partitions_verified,
+                    evicted = report.retention.as_ref().map_or(0, |r| r.partitions_evicted),
+                    "nightly archive done"
+                );
+                anyhow::Ok(())
+            };
+            // The run records itself in `jobs` as `lake_archive`, so a `[[jobs]]` entry of
+            // that name watches it like any other job.
+            match &jobs {
+                Some(jobs) => jobs.run_own(crate::jobs::ARCHIVE_JOB, run).await,
+                None => run.await,
+            }
         }
     })
     .await;
