@@ -1,4 +1,4 @@
-//! The `lake` command line: `serve`, `query`, `logs`, `correlate`, `top`, `demo`, `token`, `check-config`.
+//! The `lake` command line: `serve`, `query`, `logs`, `correlate`, `top`, `anomalies`, `demo`, `token`, `check-config`.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
 //! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
@@ -72,6 +72,9 @@ enum Command {
     Correlate(correlate::CorrelateArgs),
     /// The most frequent values of a column, e.g. `--table http --by remote_ip`.
     Top(correlate::TopArgs),
+    /// Series whose recent hours are far from the same hours of earlier weeks (robust
+    /// z-score): every metric, http by vhost and status class, logs by unit and priority.
+    Anomalies(correlate::AnomaliesArgs),
     /// Archive finished partitions now (`--now`: upload, verify, retention), or show what
     /// is where (`status`). Asks the running lake when `lake serve` owns the data directory.
     Archive(archive::ArchiveArgs),
@@ -175,6 +178,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Top(args) => {
             init_logging(&cli.logging, "warn");
             return correlate::top(args);
+        }
+        Command::Anomalies(args) => {
+            init_logging(&cli.logging, "warn");
+            return correlate::anomalies(args);
         }
         Command::Archive(args) => {
             init_logging(&cli.logging, "warn");

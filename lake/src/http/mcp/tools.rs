@@ -135,11 +135,11 @@ pub(super) fn list(queries: &[lake_query::named::NamedQuery], max_rows: usize) -
         tool(
             "top",
             "Top values",
-            "The most frequent values of a column of a catalog table over a recent window, with their counts: e.g. table http by remote_ip, path or status; firewall by src; bans by jail.".into(),
+            "The most frequent values of a column of a catalog or custom table over a recent window, with their counts: e.g. table http by remote_ip, path or status; firewall by src; bans by jail.".into(),
             json!({
                 "type": "object",
                 "properties": {
-                    "table": {"type": "string", "enum": tables, "description": "The catalog table."},
+                    "table": {"type": "string", "description": format!("A catalog table ({}) or a custom table (list_tables).", tables.join(", "))},
                     "by": {"type": "string", "description": "The column to group by."},
                     "since": {"type": "string", "description": "How far back, e.g. 15m, 1h, 7d (default 1h)."},
                     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_TOP, "description": "How many values (default 10)."}
@@ -289,7 +289,9 @@ pub(super) async fn call(mcp: &Arc<Mcp>, name: &str, a: Value) -> Result<Done, S
                     if max_lag > MAX_LAG {
                         return Err(format!("max_lag {max_lag} is more than {MAX_LAG} buckets"));
                     }
-                    correlate_sql(a, b, c.host.as_deref(), bucket, max_lag, since).map_err(|e| e.to_string())?
+                    let resolve = |t: &str| mcp.engine.table_columns(t);
+                    correlate_sql(a, b, c.host.as_deref(), bucket, max_lag, since, &resolve)
+                        .map_err(|e| e.to_string())?
                 }
                 _ => {
                     return Err(
@@ -301,13 +303,13 @@ pub(super) async fn call(mcp: &Arc<Mcp>, name: &str, a: Value) -> Result<Done, S
         }
         "top" => {
             let TopArgs { table, by, since, limit: n } = args(name, a)?;
-            let table: Table = table.parse().map_err(|e: lake_format::catalog::UnknownTable| e.to_string())?;
+            let table = mcp.engine.table_columns(&table).map_err(|e| e.to_string())?;
             let since = duration("since", since.as_deref(), "1h")?;
             let n = n.unwrap_or(10);
             if !(1..=MAX_TOP).contains(&n) {
                 return Err(format!("limit {n} must be between 1 and {MAX_TOP}"));
             }
-            let sql = top_sql(table, &by, since, n).map_err(|e| e.to_string())?;
+            let sql = top_sql(&table, &by, since, n).map_err(|e| e.to_string())?;
             run(mcp, sql, Vec::new(), limit).await
         }
         other => Err(format!("unknown tool {other:?}")),
@@ -376,7 +378,7 @@ async fn list_tables(mcp: &Arc<Mcp>) -> Result<Done, String> {
         done.text.push_str(&format!("- {}: {}\n", t.name(), t.doc()));
     }
     done.text.push_str(&format!(
-        "\nViews:\n- {EVENTS_VIEW}: one row per event of any kind (http, firewall, bans, logs, probes, alerts) on ts, host, table, ip, summary\n\nColumns: describe_table.\n"
+        "\nViews:\n- {EVENTS_VIEW}: one row per event of any kind (http, firewall, bans, logs, probes, alerts, spans and every custom table) on ts, host, table, ip, summary\n\nColumns: describe_table.\n"
     ));
     Ok(done)
 }
