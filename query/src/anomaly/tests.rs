@@ -201,3 +201,42 @@ fn an_empty_lake_has_no_anomalies() {
     let (from, to) = last_hours(24).unwrap();
     e.query_blocking(&anomalies_sql(&Params::default(), &from, &to)).unwrap();
 }
+
+#[test]
+fn a_column_of_many_values_keeps_the_busiest_keys_only() {
+    // 1500 addresses, each in the window and two weeks before: one series each, uncapped.
+    let mut http = TableBuilder::new(Table::Http);
+    let c = |n: &str| http.column(n).unwrap();
+    let (ts, host, ip) = (c("ts"), c("host"), c("remote_ip"));
+    for week in 0..=2 {
+        for i in 0..1500i64 {
+            // The first 100 addresses are busier, so they are the keys kept first.
+            for _ in 0..if i < 100 { 3 } else { 1 } {
+                http.ts(ts, DAY - week * WEEK + 10 * HOUR + i);
+                http.text(host, Some("web"));
+                http.text(ip, Some(&format!("192.0.2.{}:{i}", i % 250)));
+                http.end_row();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.set(Table::Http, vec![http.finish().unwrap()]);
+    let e = engine(dir.path(), fresh);
+    let series = Series::counts(&TableColumns::builtin(Table::Http), &["remote_ip".to_string()]).unwrap();
+    let got = rows(&e, &Params { series, min_z: 0.0, limit: 100_000, ..Params::default() });
+    assert_eq!(got.len(), MAX_COUNT_SERIES as usize);
+    assert!(got.iter().any(|r| r.1 == "remote_ip=192.0.2.0:0"), "a busy key was dropped");
+}
+
+#[test]
+fn a_range_longer_than_a_week_is_cut_to_its_last_week() {
+    let (_d, e) = world();
+    let sql = anomalies_sql(&Params::default(), "TIMESTAMPTZ '2026-10-01 00:00:00+00'", TO);
+    let r = e.query_blocking(&sql).unwrap();
+    let hours = arrow_cast::cast(r.batches[0].column(2), &arrow_schema::DataType::Int64).unwrap();
+    let hours = hours.as_primitive::<Int64Type>();
+    assert!(r.num_rows() >= 4);
+    let to = DAY + 24 * HOUR;
+    assert!(hours.values().iter().all(|&h| h >= to - 7 * 24 * HOUR && h < to), "{hours:?}");
+}
