@@ -100,6 +100,11 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
     ];
     let first_refusal = calls.len();
     calls.extend(REFUSED.iter().map(|sql| json!(["run_sql", {"sql": sql}])));
+    // `top` over a custom table, one of its missing columns, a table the lake lacks.
+    let first_custom = calls.len();
+    calls.push(json!(["top", {"table": "signups", "by": "plan", "since": "30d"}]));
+    calls.push(json!(["top", {"table": "signups", "by": "nope"}]));
+    calls.push(json!(["top", {"table": "nothere", "by": "x"}]));
     let out = python_client(&lake.url, READ_TOKEN, &Value::from(calls)).await;
     println!("client output: {}", serde_json::to_string_pretty(&out).unwrap());
 
@@ -169,13 +174,22 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
         println!("refused alike ({status}): {statement} -> {}", got["text"]);
     }
     assert!(!std::path::Path::new("/tmp/lake-mcp-copy.csv").exists());
+    let custom = &out["calls"].as_array().unwrap()[first_custom..];
+    assert_eq!(custom[0]["isError"], false, "{}", custom[0]);
+    assert!(custom[0]["text"].as_str().unwrap().contains("pro  |     1"), "{}", custom[0]);
+    for (call, says) in
+        [(&custom[1], "has no column \"nope\" (it has: ts, host, amount, plan)"), (&custom[2], "no table \"nothere\"")]
+    {
+        assert_eq!(call["isError"], true, "{call}");
+        assert!(call["text"].as_str().unwrap().contains(says), "{call}");
+    }
 
     assert_eq!(out["wrong_token"], 401, "{}", out["wrong_token"]);
 
-    // Counted: 10 good calls, 6 refusals and 5 mistakes as tool errors, the unknown tool and
+    // Counted: 11 good calls, 6 refusals and 7 mistakes as tool errors, the unknown tool and
     // the wrong token as rejected requests.
     let metrics = c.get(format!("{}/metrics", lake.url)).send().await.unwrap().text().await.unwrap();
-    for line in ["lake_mcp_tool_calls_total 10", "lake_mcp_tool_errors_total 11", "lake_mcp_sessions_opened_total 1"] {
+    for line in ["lake_mcp_tool_calls_total 11", "lake_mcp_tool_errors_total 13", "lake_mcp_sessions_opened_total 1"] {
         assert!(metrics.contains(&format!("\n{line}\n")), "{line}:\n{metrics}");
     }
     assert!(!metrics.contains("\nlake_mcp_rejected_total 0\n"), "{metrics}");
