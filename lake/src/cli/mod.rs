@@ -277,7 +277,7 @@ fn refuse_open_reads(config: &Config, insecure_open: bool) -> anyhow::Result<()>
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let c = Config::load(Some(path))?;
     // Every rule's SQL runs once against an empty lake: unknown columns, syntax, no `value`.
-    let rule_errors = crate::alerts::check_rules(&c.alerts, &c.limits)?;
+    let rule_errors = crate::alerts::check_rules(&c.alerts, &c.limits, &c.data_dir)?;
     if !rule_errors.is_empty() {
         anyhow::bail!("in {}: {}", path.display(), rule_errors.join("\n  "));
     }
