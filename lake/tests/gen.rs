@@ -135,10 +135,14 @@ fn a_generated_lake_answers_every_default_named_query() {
         assert_eq!(unsorted, 0, "{} is not sorted by {keys:?}", f.display());
     }
 
-    // Every default named query has rows over the generated range.
+    // Every default named query has rows over the generated range (but anomalies, below).
     let ctx =
         MacroContext { from_ms: END_MS - 2 * DAY_MS, to_ms: END_MS, interval_ms: 3_600_000, vars: Default::default() };
     for q in lake_query::named::defaults() {
+        // Two days hold no earlier week to compare with: `tests/anomalies.rs` runs it on 29.
+        if q.name == lake_query::named::ANOMALIES {
+            continue;
+        }
         let mut ctx = ctx.clone();
         q.fill_vars(&mut ctx.vars);
         let x = expand(&q.sql, &ctx).unwrap();

@@ -100,6 +100,15 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
     ];
     let first_refusal = calls.len();
     calls.extend(REFUSED.iter().map(|sql| json!(["run_sql", {"sql": sql}])));
+    // `top` over a custom table, one of its missing columns, a table the lake lacks.
+    let first_custom = calls.len();
+    calls.push(json!(["top", {"table": "signups", "by": "plan", "since": "30d"}]));
+    calls.push(json!(["top", {"table": "signups", "by": "nope"}]));
+    calls.push(json!(["top", {"table": "nothere", "by": "x"}]));
+    // `anomalies`: three hours of metrics have no earlier week (no rows); its mistakes.
+    calls.push(json!(["anomalies", {"since": "6h", "direction": "up", "max_rows": 5}]));
+    calls.push(json!(["anomalies", {"table": "signups", "by": ["nope"]}]));
+    calls.push(json!(["anomalies", {"since": "30d"}]));
     let out = python_client(&lake.url, READ_TOKEN, &Value::from(calls)).await;
     println!("client output: {}", serde_json::to_string_pretty(&out).unwrap());
 
@@ -108,8 +117,8 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
     assert_eq!(out["session"], true);
     assert_eq!(out["ping"], true);
     let tools: Vec<&str> = out["tools"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(tools.len(), 6, "{tools:?}");
-    for t in ["list_tables", "describe_table", "run_sql", "named_query", "correlate", "top"] {
+    assert_eq!(tools.len(), 7, "{tools:?}");
+    for t in ["list_tables", "describe_table", "run_sql", "named_query", "correlate", "top", "anomalies"] {
         assert_eq!(out["tools"][t]["type"], "object", "{t}'s input schema");
     }
     assert_eq!(out["tools"]["run_sql"]["required"], json!(["sql"]));
@@ -169,13 +178,27 @@ async fn the_python_sdk_lists_and_calls_every_tool_and_is_refused_as_v1_sql_refu
         println!("refused alike ({status}): {statement} -> {}", got["text"]);
     }
     assert!(!std::path::Path::new("/tmp/lake-mcp-copy.csv").exists());
+    let custom = &out["calls"].as_array().unwrap()[first_custom..];
+    assert_eq!(custom[0]["isError"], false, "{}", custom[0]);
+    assert!(custom[0]["text"].as_str().unwrap().contains("pro  |     1"), "{}", custom[0]);
+    assert_eq!(custom[3]["isError"], false, "{}", custom[3]);
+    assert!(custom[3]["text"].as_str().unwrap().contains("source | series | hour"), "{}", custom[3]);
+    for (call, says) in [
+        (&custom[1], "has no column \"nope\" (it has: ts, host, amount, plan)"),
+        (&custom[2], "no table \"nothere\""),
+        (&custom[4], "has no column \"nope\""),
+        (&custom[5], "1h to 7d"),
+    ] {
+        assert_eq!(call["isError"], true, "{call}");
+        assert!(call["text"].as_str().unwrap().contains(says), "{call}");
+    }
 
     assert_eq!(out["wrong_token"], 401, "{}", out["wrong_token"]);
 
-    // Counted: 10 good calls, 6 refusals and 5 mistakes as tool errors, the unknown tool and
+    // Counted: 12 good calls, 6 refusals and 9 mistakes as tool errors, the unknown tool and
     // the wrong token as rejected requests.
     let metrics = c.get(format!("{}/metrics", lake.url)).send().await.unwrap().text().await.unwrap();
-    for line in ["lake_mcp_tool_calls_total 10", "lake_mcp_tool_errors_total 11", "lake_mcp_sessions_opened_total 1"] {
+    for line in ["lake_mcp_tool_calls_total 12", "lake_mcp_tool_errors_total 15", "lake_mcp_sessions_opened_total 1"] {
         assert!(metrics.contains(&format!("\n{line}\n")), "{line}:\n{metrics}");
     }
     assert!(!metrics.contains("\nlake_mcp_rejected_total 0\n"), "{metrics}");

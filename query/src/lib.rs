@@ -12,10 +12,13 @@
 //! - [`output`]: rendering a result as a terminal table, JSON, CSV or Arrow, shared by the
 //!   HTTP API and the `lake query` CLI.
 //! - [`correlate`]: the SQL of `lake correlate` and `lake top` (and their MCP tools).
+//! - [`anomaly`]: the SQL of `lake anomalies`, the `anomalies` named query and alert rules
+//!   of kind `anomaly`: recent hours against the same hours of earlier weeks.
 //! - [`alerts`]: alert rules, their state and evaluation, and the text of notifications
 //!   (pure: the lake schedules them and sends).
 
 pub mod alerts;
+pub mod anomaly;
 pub mod correlate;
 pub mod engine;
 pub mod grafana;

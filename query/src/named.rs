@@ -3,7 +3,7 @@
 //!
 //! The SQL may use the Grafana macros of [`crate::grafana::macros`] (`$__timeFilter(ts)`,
 //! `$__timeGroup(ts, $__interval)`, …), expanded with the request's time range, or with a
-//! default range where there is no request. [`defaults`] ships the six queries an operator
+//! default range where there is no request. [`defaults`] ships the queries an operator
 //! of a small fleet asks first; user queries are added to them and replace a default of
 //! the same name ([`merge`]).
 //!
@@ -65,6 +65,8 @@ impl NamedQuery {
 pub const LOGS: &str = "logs";
 /// The named query counting [`LOGS`]'s lines per time bucket and priority class.
 pub const LOGS_HISTOGRAM: &str = "logs_histogram";
+/// The named query of [`crate::anomaly`]: the request's range against earlier weeks.
+pub const ANOMALIES: &str = "anomalies";
 
 /// The filter of the log views. Variables (each a list of values; `''` among them
 /// means "any"): `host`; `unit` (a systemd unit may be named without `.service`, as
@@ -348,6 +350,18 @@ GROUP BY 1
 ORDER BY 1"#
             ),
         ),
+        // The window is the request's range in whole hours (at most its last 7 days), each
+        // hour against the same hour of the 4 weeks before.
+        q(
+            ANOMALIES,
+            "series far from the same hours of earlier weeks (every metric, http by vhost and status class, logs by host, unit and priority), strongest first",
+            Panel::Table,
+            &crate::anomaly::anomalies_sql(
+                &crate::anomaly::Params { limit: 50, ..Default::default() },
+                "$__timeFrom()",
+                "$__timeTo()",
+            ),
+        ),
     ]
 }
 
@@ -368,22 +382,22 @@ mod tests {
     #[test]
     fn defaults_have_valid_unique_names() {
         let d = defaults();
-        assert_eq!(d.len(), 10);
+        assert_eq!(d.len(), 11);
         for q in &d {
             validate_name(&q.name).unwrap();
         }
         let mut names: Vec<_> = d.iter().map(|q| &q.name).collect();
         names.dedup();
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 11);
     }
 
     #[test]
     fn user_queries_add_to_or_replace_defaults() {
         let all = merge(vec![user("mine"), user("bans_per_jail")]).unwrap();
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 12);
         assert_eq!(all[2].name, "bans_per_jail");
         assert_eq!(all[2].sql, "select 1");
-        assert_eq!(all[10].name, "mine");
+        assert_eq!(all[11].name, "mine");
     }
 
     #[test]

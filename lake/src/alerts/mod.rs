@@ -830,8 +830,19 @@ fn outcome_rows(n: &Notification, channel: &str, state: DeliveryState, message: 
 
 /// Runs every rule's query against an empty lake (`LIMIT 0`): catches SQL and shape
 /// errors (no numeric `value` column) before the lake runs. One message per bad rule.
-pub fn check_rules(config: &AlertsConfig, limits: &Limits) -> anyhow::Result<Vec<String>> {
+///
+/// The empty lake has the custom tables of `data_dir` (their schemas, no rows), so a rule
+/// over one — an SQL rule, or one of kind `anomaly` with `table` — is checked against its
+/// columns rather than refused as naming an unknown table.
+pub fn check_rules(config: &AlertsConfig, limits: &Limits, data_dir: &Path) -> anyhow::Result<Vec<String>> {
     let dir = tempfile_dir()?;
+    let schemas = lake_format::custom::schema_dir(&dir);
+    std::fs::create_dir_all(&schemas).with_context(|| format!("creating {}", schemas.display()))?;
+    let (custom, _) = lake_format::custom::load_all(data_dir);
+    for s in custom {
+        let path = lake_format::custom::schema_path(&dir, &s.name);
+        std::fs::write(&path, serde_json::to_vec(&s)?).with_context(|| format!("writing {}", path.display()))?;
+    }
     let engine =
         Engine::open(&dir, Arc::new(NoFreshRows), Limits { timeout: Duration::from_secs(10), ..limits.clone() })
             .context("opening a query engine to check the rules")?;
@@ -860,6 +871,40 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    /// A rule over a custom table is checked against the data directory's schema.
+    #[test]
+    fn rules_over_custom_tables_are_checked_against_their_schema() {
+        let toml = r#"
+[alerts]
+builtins = false
+
+[[rules]]
+name = "signups_anomaly"
+kind = "anomaly"
+table = "signups"
+by = ["plan"]
+
+[[rules]]
+name = "signups_sql"
+sql = "SELECT count(*) AS value FROM signups WHERE plan = 'pro'"
+condition = "> 5"
+"#;
+        let c = Config::parse(toml, |_| None).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let errors = super::check_rules(&c.alerts, &c.limits, data.path()).unwrap();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("rule signups_anomaly (sql)") && errors[0].contains("signups"), "{errors:?}");
+        let mut schema = lake_format::custom::CustomSchema::new("signups");
+        schema.columns.push(lake_format::custom::CustomColumn {
+            name: "plan".into(),
+            ty: lake_format::catalog::ColumnType::Text,
+        });
+        let path = lake_format::custom::schema_path(data.path(), "signups");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&schema).unwrap()).unwrap();
+        assert_eq!(super::check_rules(&c.alerts, &c.limits, data.path()).unwrap(), Vec::<String>::new());
+    }
 
     /// The README's alerting example is a valid configuration.
     #[test]

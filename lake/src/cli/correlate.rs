@@ -7,6 +7,12 @@
 //!   Pearson correlation of two series over time buckets, trying lags of up to
 //!   `--max-lag` buckets either way (does one lead the other?).
 //! - `lake top --table http --by remote_ip --since 1h`: the most frequent values.
+//! - `lake anomalies --since 24h`: the series whose recent hours are far from the same
+//!   hours of earlier weeks ([`lake_query::anomaly`]); `--table T --by COL` or `--metric
+//!   NAME` for chosen series.
+//!
+//! Custom tables work like built-in ones: their columns come from the data directory's
+//! schemas, or from the remote lake (a query reading no row).
 //!
 //! Every name that ends up in SQL is checked against the catalog or parsed (an IP
 //! address, a metric name of safe characters), so the SQL built here cannot be steered
@@ -18,8 +24,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use lake_format::Table;
-use lake_query::correlate::{correlate_sql, ip_sql, top_sql};
+use lake_query::anomaly::{self, Direction, Params, Series};
+use lake_query::correlate::{correlate_sql, ip_sql, top_sql, QuestionError};
 
 use super::query::{finish, Target};
 
@@ -51,9 +57,9 @@ pub(super) struct CorrelateArgs {
 /// Arguments of `lake top`.
 #[derive(Debug, Args)]
 pub(super) struct TopArgs {
-    /// Table to count in, e.g. http, firewall, bans.
+    /// Table to count in, e.g. http, firewall, bans, or a custom table.
     #[arg(long)]
-    table: Table,
+    table: String,
     /// Column to group by, e.g. remote_ip, path, src, jail.
     #[arg(long)]
     by: String,
@@ -67,11 +73,45 @@ pub(super) struct TopArgs {
     target: Target,
 }
 
+/// Arguments of `lake anomalies`.
+#[derive(Debug, Args)]
+pub(super) struct AnomaliesArgs {
+    /// The recent window, whole hours up to 7d (the unfinished hour is left out), e.g. 6h, 24h, 7d.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    since: Duration,
+    /// Count rows of this table (built-in or custom) instead of the default series
+    /// (every metric, http by vhost and status class, logs by host, unit and priority).
+    #[arg(long, conflicts_with = "metric")]
+    table: Option<String>,
+    /// With --table: one series per value of these columns (comma-separated, at most 4);
+    /// without, the whole table is one series.
+    #[arg(long, requires = "table", value_delimiter = ',')]
+    by: Vec<String>,
+    /// Only the series (every host and label set) of this metric.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Earlier weeks the window is compared with (same hours of the week), 1 to 12.
+    #[arg(long, default_value_t = anomaly::DEFAULT_WEEKS)]
+    weeks: u32,
+    /// The smallest robust z-score listed.
+    #[arg(long, default_value_t = anomaly::DEFAULT_MIN_Z)]
+    min_z: f64,
+    /// Deviations listed: up, down or both.
+    #[arg(long, default_value = "both")]
+    direction: Direction,
+    /// How many series to list, strongest first.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[command(flatten)]
+    target: Target,
+}
+
 /// Runs `lake correlate`.
 pub(super) fn correlate(args: CorrelateArgs) -> ExitCode {
+    let resolve = |t: &str| args.target.table_columns(t).map_err(|e| QuestionError(format!("{e:#}")));
     let sql = match (&args.ip, args.series.as_slice()) {
         (Some(ip), []) => Ok(ip_sql(*ip, args.since)),
-        (None, [a, b]) => correlate_sql(a, b, args.host.as_deref(), args.bucket, args.max_lag, args.since)
+        (None, [a, b]) => correlate_sql(a, b, args.host.as_deref(), args.bucket, args.max_lag, args.since, &resolve)
             .map_err(anyhow::Error::from),
         _ => {
             Err(anyhow::anyhow!("give --ip ADDRESS, or two series such as metric:cpu_usage_percent probes:latency_ms"))
@@ -82,6 +122,29 @@ pub(super) fn correlate(args: CorrelateArgs) -> ExitCode {
 
 /// Runs `lake top`.
 pub(super) fn top(args: TopArgs) -> ExitCode {
-    let sql = top_sql(args.table, &args.by, args.since, args.limit).map_err(anyhow::Error::from);
+    let sql = args
+        .target
+        .table_columns(&args.table)
+        .and_then(|t| top_sql(&t, &args.by, args.since, args.limit).map_err(anyhow::Error::from));
     finish("top", sql.and_then(|sql| args.target.execute(&sql)).and_then(|r| args.target.print(&r)))
+}
+
+/// Runs `lake anomalies`.
+pub(super) fn anomalies(args: AnomaliesArgs) -> ExitCode {
+    finish(
+        "anomalies",
+        anomalies_sql(&args).and_then(|sql| args.target.execute(&sql)).and_then(|r| args.target.print(&r)),
+    )
+}
+
+fn anomalies_sql(args: &AnomaliesArgs) -> anyhow::Result<String> {
+    let series = match (&args.table, &args.metric) {
+        (Some(table), _) => Series::counts(&args.target.table_columns(table)?, &args.by)?,
+        (None, Some(metric)) => Series::metric(metric)?,
+        (None, None) => Series::Default,
+    };
+    let params = Params { series, weeks: args.weeks, min_z: args.min_z, direction: args.direction, limit: args.limit };
+    params.check()?;
+    let (from, to) = anomaly::last_hours(args.since.as_secs().div_ceil(3600))?;
+    Ok(anomaly::anomalies_sql(&params, &from, &to))
 }

@@ -1,4 +1,4 @@
-//! The `lake` command line: `serve`, `query`, `logs`, `correlate`, `top`, `demo`, `token`, `check-config`.
+//! The `lake` command line: `serve`, `query`, `logs`, `correlate`, `top`, `anomalies`, `demo`, `token`, `check-config`.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a negative
 //! answer, 2 an error. A closed stdout (`lake query … | head`) is success.
@@ -73,6 +73,9 @@ enum Command {
     Correlate(correlate::CorrelateArgs),
     /// The most frequent values of a column, e.g. `--table http --by remote_ip`.
     Top(correlate::TopArgs),
+    /// Series whose recent hours are far from the same hours of earlier weeks (robust
+    /// z-score): every metric, http by vhost and status class, logs by unit and priority.
+    Anomalies(correlate::AnomaliesArgs),
     /// Archive finished partitions now (`--now`: upload, verify, retention), or show what
     /// is where (`status`). Asks the running lake when `lake serve` owns the data directory.
     Archive(archive::ArchiveArgs),
@@ -177,6 +180,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(&cli.logging, "warn");
             return correlate::top(args);
         }
+        Command::Anomalies(args) => {
+            init_logging(&cli.logging, "warn");
+            return correlate::anomalies(args);
+        }
         Command::Archive(args) => {
             init_logging(&cli.logging, "warn");
             return archive::archive(args);
@@ -271,7 +278,7 @@ fn refuse_open_reads(config: &Config, insecure_open: bool) -> anyhow::Result<()>
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let c = Config::load(Some(path))?;
     // Every rule's SQL runs once against an empty lake: unknown columns, syntax, no `value`.
-    let rule_errors = crate::alerts::check_rules(&c.alerts, &c.limits)?;
+    let rule_errors = crate::alerts::check_rules(&c.alerts, &c.limits, &c.data_dir)?;
     if !rule_errors.is_empty() {
         anyhow::bail!("in {}: {}", path.display(), rule_errors.join("\n  "));
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 
+use lake_query::correlate::TableColumns;
 use lake_query::engine::{Engine, Limits, NoFreshRows, QueryResult};
 use lake_query::output::{self, Format};
 
@@ -33,7 +34,7 @@ pub(super) struct QueryArgs {
 }
 
 /// Where a command's SQL runs and how its result is printed (shared by `query`,
-/// `correlate` and `top`).
+/// `correlate`, `top` and `anomalies`).
 #[derive(Debug, Args)]
 pub(super) struct Target {
     /// Output: table (aligned, for people), json, csv, or arrow (IPC stream).
@@ -101,6 +102,23 @@ impl Target {
                 Ok(engine.query_params_blocking(&e.sql, e.params)?)
             }
             None => post(self, serde_json::json!({ "query": name, "since": since, "format": "arrow" })),
+        }
+    }
+
+    /// The columns of table `name`: the catalog's; a custom table's from the data
+    /// directory's schemas, or from the remote lake (the columns of a query reading no row).
+    pub(super) fn table_columns(&self, name: &str) -> anyhow::Result<TableColumns> {
+        let t = TableColumns::parse(name)?;
+        if t.columns.is_some() {
+            return Ok(t);
+        }
+        match &self.data_dir {
+            Some(dir) => Ok(local_engine(dir, self)?.table_columns(name)?),
+            None => {
+                let r =
+                    remote_query(&t.probe_sql(), self).with_context(|| format!("learning the columns of {name}"))?;
+                Ok(TableColumns::from_schema(name, &r.schema))
+            }
         }
     }
 

@@ -43,8 +43,8 @@ pub struct GeneratedLake {
 }
 
 impl GeneratedLake {
-    /// `lake-gen` (4 hosts, 2 days ending now, metrics every ~30 s), then `lake serve`
-    /// with a read token.
+    /// `lake-gen` (4 hosts, 15 days ending now — two earlier weeks for the Anomalies
+    /// panel — metrics every ~2.5 min), then `lake serve` with a read token.
     pub fn start() -> GeneratedLake {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_lake-gen"))
@@ -52,13 +52,13 @@ impl GeneratedLake {
             .arg(dir.path().join("data"))
             .args([
                 "--days",
-                "2",
+                "15",
                 "--hosts",
                 "4",
                 "--http-rows",
-                "120000",
+                "300000",
                 "--metric-samples",
-                "1200000",
+                "2400000",
                 "--seed",
                 "8",
             ])

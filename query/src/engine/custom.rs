@@ -34,25 +34,29 @@ fn unavailable(table: &str, why: &str) -> String {
 }
 
 /// Creates the view of every custom table `named` in the SQL (every one when
-/// `everything`: SQL that lists the catalog) on `conn`, with its fresh rows.
+/// `everything`, SQL that lists the catalog, or `events`, SQL reading the `events` view)
+/// on `conn`, with its fresh rows, and returns the schemas of the views made.
 ///
 /// A named table that cannot be made into a view fails the query with
-/// [`EngineError::Sql`] naming it; with `everything` it is left out and logged.
+/// [`EngineError::Sql`] naming it; one wanted only for a listing or for `events` is left
+/// out and logged.
 pub(super) fn create(
     conn: &Connection,
     data_dir: &Path,
     fresh: &dyn FreshRows,
     named: &[String],
     everything: bool,
-) -> Result<()> {
-    let wanted = |name: &str| everything || named.iter().any(|w| w == name);
+    events: bool,
+) -> Result<Vec<CustomSchema>> {
+    let explicit = |name: &str| !everything && named.iter().any(|w| w == name);
+    let wanted = |name: &str| everything || events || named.iter().any(|w| w == name);
     let (schemas, damaged) = load_all(data_dir);
     let skip_or_fail = |table: &str, why: String| -> Result<()> {
-        if everything {
-            tracing::warn!(table, problem = %why, "custom table left out of a catalog listing: it cannot be read");
-            Ok(())
-        } else {
+        if explicit(table) {
             Err(EngineError::Sql(unavailable(table, &why)))
+        } else {
+            tracing::warn!(table, problem = %why, "custom table left out of a catalog listing or the events view: it cannot be read");
+            Ok(())
         }
     };
     for d in damaged.iter().filter(|d| wanted(&d.table)) {
@@ -72,7 +76,7 @@ pub(super) fn create(
         }
     }
     if ready.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
 
     let mut taken: Vec<Taken<'_>> = Vec::new();
@@ -85,17 +89,17 @@ pub(super) fn create(
         }
     });
 
+    let mut made = Vec::new();
     for Taken { schema: s, files, rows } in taken {
-        let made = files.and_then(|files| create_one(conn, s, &files, rows));
-        if let Err(e) = made {
-            let why = match e {
-                EngineError::Sql(m) | EngineError::Internal(m) | EngineError::Forbidden(m) => m,
-                other => return Err(other),
-            };
-            skip_or_fail(&s.name, why)?;
+        match files.and_then(|files| create_one(conn, s, &files, rows)) {
+            Ok(()) => made.push(s.clone()),
+            Err(EngineError::Sql(why) | EngineError::Internal(why) | EngineError::Forbidden(why)) => {
+                skip_or_fail(&s.name, why)?
+            }
+            Err(other) => return Err(other),
         }
     }
-    Ok(())
+    Ok(made)
 }
 
 /// One table's committed files and fresh rows, taken together.

@@ -87,3 +87,25 @@ impl Engine {
         Ok(result)
     }
 }
+
+impl Engine {
+    /// The columns of table `name`: a catalog table's, or a custom table's from its schema
+    /// file. An error names what was asked when the lake has no such table.
+    pub fn table_columns(
+        &self,
+        name: &str,
+    ) -> std::result::Result<crate::correlate::TableColumns, crate::correlate::QuestionError> {
+        let mut t = crate::correlate::TableColumns::parse(name)?;
+        if t.columns.is_some() {
+            return Ok(t);
+        }
+        let (schemas, _) = load_all(Path::new(&self.data_dir));
+        match schemas.into_iter().find(|s| s.name == name) {
+            Some(s) => {
+                t.columns = Some(s.all_columns());
+                Ok(t)
+            }
+            None => Err(crate::correlate::QuestionError(format!("the lake has no table {name:?} (see `lake tables`)"))),
+        }
+    }
+}

@@ -283,6 +283,78 @@ fn the_events_view_unions_every_event_table_with_fresh_rows() {
     assert_eq!(rows, vec![vec!["alerts".to_string(), "disk_full firing disk full".to_string()]]);
 }
 
+/// Writes custom table `name`'s schema (columns after ts and host) and one committed file
+/// holding `batch` (whose columns are the schema's).
+fn custom_table(
+    data: &std::path::Path,
+    name: &str,
+    columns: &[(&str, lake_format::catalog::ColumnType)],
+    batch: &arrow_array::RecordBatch,
+) {
+    let mut schema = lake_format::custom::CustomSchema::new(name);
+    for (n, t) in columns {
+        schema.columns.push(lake_format::custom::CustomColumn { name: n.to_string(), ty: *t });
+    }
+    let path = lake_format::custom::schema_path(data, name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&schema).unwrap()).unwrap();
+    let dir = lake_format::layout::partition_dir(data, name, lake_format::layout::Date::parse("2026-11-22").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = std::fs::File::create(dir.join(lake_format::layout::file_name("t", 1))).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.arrow_schema(), None).unwrap();
+    w.write(&batch.clone().with_schema(schema.arrow_schema()).unwrap()).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn custom_tables_join_the_events_view_with_an_address_and_a_summary() {
+    use arrow_array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    use lake_format::catalog::ColumnType::{self, Int, Text, TextMap};
+    let dir = tempfile::tempdir().unwrap();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMicrosecondArray::from(vec![crate::test_support::TS]).with_timezone("UTC")),
+        Arc::new(StringArray::from(vec!["hooks"])),
+        Arc::new(StringArray::from(vec![Some("Bounce")])),
+        Arc::new(StringArray::from(vec![Some("203.0.113.7")])),
+        Arc::new(Int64Array::from(vec![None::<i64>])),
+        {
+            let mut map = lake_format::rows::text_map_builder();
+            map.append(true).unwrap();
+            Arc::new(map.finish())
+        },
+    ];
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("ts", ColumnType::Timestamp.data_type(), false),
+        arrow_schema::Field::new("host", Text.data_type(), false),
+        arrow_schema::Field::new("Type", Text.data_type(), true),
+        arrow_schema::Field::new("client_ip", Text.data_type(), true),
+        arrow_schema::Field::new("it's", Int.data_type(), true),
+        arrow_schema::Field::new("meta", TextMap.data_type(), true),
+    ]));
+    let batch = arrow_array::RecordBatch::try_new(schema, cols).unwrap();
+    custom_table(
+        dir.path(),
+        "postmark",
+        &[("Type", Text), ("client_ip", Text), ("it's", Int), ("meta", TextMap)],
+        &batch,
+    );
+    // A damaged custom table is left out of `events`, and fails only the queries naming it.
+    let bad = lake_format::custom::schema_path(dir.path(), "broken");
+    std::fs::write(&bad, b"{not json").unwrap();
+    let e = engine(dir.path(), Arc::default());
+    let rows = cells(&e, "select \"table\", host, ip, summary from events");
+    assert_eq!(
+        rows,
+        vec![["postmark", "hooks", "203.0.113.7", "Type=Bounce client_ip=203.0.113.7"].map(String::from).to_vec()]
+    );
+    assert_eq!(count(&e, "select count(*) from events where ip = '203.0.113.7'"), 1);
+    assert!(e.query_blocking("select * from broken").is_err());
+    // Its columns, for `lake top` and `lake anomalies`.
+    let t = e.table_columns("postmark").unwrap();
+    assert_eq!(t.column("it's").unwrap(), Some(lake_format::catalog::ColumnType::Int));
+    assert!(e.table_columns("nothere").unwrap_err().0.contains("no table \"nothere\""));
+}
+
 #[test]
 fn parameters_are_bound_as_values() {
     use duckdb::types::Value;

@@ -48,7 +48,7 @@ use super::{EngineError, FreshRows, Result};
 /// show its rows twice (file and buffer) or not at all.
 ///
 /// Views (and their fresh rows) are made only for the tables the SQL names — a word equal
-/// to the table's name, the `events` view bringing its seven tables — since a query can only
+/// to the table's name, the `events` view bringing its seven tables and every custom table — since a query can only
 /// read a table whose name it contains. Copying fresh rows is the main cost of a query
 /// while a large buffer waits for its flush, and binding views over files the next one.
 /// SQL that lists the catalog itself (`SHOW TABLES`, `information_schema`, `duckdb_views()`)
@@ -117,11 +117,12 @@ pub(super) fn create(
         }
         write_view(&mut ddl, table, &files, uniform, with_fresh);
     }
-    if events {
-        ddl.push_str(EVENTS_VIEW);
-    }
     conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
-    super::custom::create(conn, data_dir, fresh, &named, everything)?;
+    let custom = super::custom::create(conn, data_dir, fresh, &named, everything, events)?;
+    if events {
+        conn.execute_batch(&events_view(&custom))
+            .map_err(|e| EngineError::Internal(format!("creating the events view: {e}")))?;
+    }
     Ok(())
 }
 
@@ -147,9 +148,9 @@ const EVENT_TABLES: [Table; 7] =
     [Table::Http, Table::Firewall, Table::Bans, Table::Logs, Table::Probes, Table::Alerts, Table::Spans];
 
 /// `events`: one row per event of any kind on (ts, host, table, ip, summary), for
-/// correlation across sources without hand-written joins.
-const EVENTS_VIEW: &str = r#"CREATE TEMP VIEW events AS
-SELECT ts, host, 'http' AS "table", coalesce(client_ip, remote_ip) AS ip,
+/// correlation across sources without hand-written joins: the catalog's event tables,
+/// then every custom table ([`custom_events`]).
+const EVENTS_VIEW: &str = r#"SELECT ts, host, 'http' AS "table", coalesce(client_ip, remote_ip) AS ip,
        concat_ws(' ', method, coalesce(vhost, '') || coalesce(uri, path, ''), status::VARCHAR, round(duration_ms, 1)::VARCHAR || 'ms') AS summary
   FROM http
 UNION ALL
@@ -169,8 +170,44 @@ SELECT ts, host, 'alerts', NULL, concat_ws(' ', rule, state, message) FROM alert
 UNION ALL
 SELECT ts, host, 'spans', NULL,
        concat_ws(' ', coalesce(service, scope_name, '?') || ':', name, status_code, round(duration_ns / 1e6, 1)::VARCHAR || 'ms', status_message)
-  FROM spans;
+  FROM spans
 "#;
+
+/// Names a custom table's address column may have, the first present taken as `ip`.
+const IP_COLUMNS: [&str; 6] = ["ip", "client_ip", "remote_ip", "src_ip", "source_ip", "src"];
+/// Columns a custom table's event summary shows at most.
+const SUMMARY_COLUMNS: usize = 8;
+
+/// The `events` view over the catalog's event tables and the custom tables `custom`.
+fn events_view(custom: &[lake_format::custom::CustomSchema]) -> String {
+    let mut sql = format!("CREATE TEMP VIEW {EVENTS} AS\n{EVENTS_VIEW}");
+    for s in custom {
+        let _ = write!(sql, "UNION ALL\n{}\n", custom_events(s));
+    }
+    sql.push(';');
+    sql
+}
+
+/// A custom table's rows as events: its `ts` and `host`, its address column as `ip` (one
+/// of [`IP_COLUMNS`], text), and a summary of its first [`SUMMARY_COLUMNS`] text, number
+/// and boolean columns as `name=value` (a NULL left out).
+fn custom_events(s: &lake_format::custom::CustomSchema) -> String {
+    let ident = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
+    let ip = IP_COLUMNS
+        .iter()
+        .find(|n| s.column(n).is_some_and(|c| c.ty == ColumnType::Text))
+        .map_or_else(|| "NULL".to_string(), |n| ident(n));
+    let parts: Vec<String> = s
+        .columns
+        .iter()
+        .filter(|c| c.name != lake_format::custom::EXTRA_COLUMN)
+        .filter(|c| matches!(c.ty, ColumnType::Text | ColumnType::Int | ColumnType::Float | ColumnType::Bool))
+        .take(SUMMARY_COLUMNS)
+        .map(|c| format!("{} || {}::VARCHAR", quote(&format!("{}=", c.name)), ident(&c.name)))
+        .collect();
+    let summary = if parts.is_empty() { "''".to_string() } else { format!("concat_ws(' ', {})", parts.join(", ")) };
+    format!("SELECT ts, host, {}, {ip}, {summary} FROM {}", quote(&s.name), ident(&s.name))
+}
 
 /// The lower-cased identifier-like words of a SQL text.
 fn named_words(sql: &str) -> Vec<String> {

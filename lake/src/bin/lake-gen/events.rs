@@ -346,8 +346,36 @@ fn logs(
     let users = ["root", "admin", "ubuntu", "test", "oracle", "postgres", "user", "git", "pi", "deploy"];
     let mut msg = String::with_capacity(200);
     use std::fmt::Write as _;
-    for t in diurnal_times(rng, from, to, n) {
+    // The usual lines, and those of injected error bursts (`--incident log-errors:…`) merged
+    // in time order (the table is written sorted by host and ts as it comes).
+    let mut times: Vec<(i64, Option<&str>)> = diurnal_times(rng, from, to, n).into_iter().map(|t| (t, None)).collect();
+    for i in &world.injected {
+        if let super::world::Injected::LogErrors { host: h, unit, start } = i {
+            if *h != host {
+                continue;
+            }
+            let every = 60_000_000 / super::world::INJECTED_ERRORS_PER_MINUTE;
+            let burst = (0..super::world::INJECTED_SPAN / every).map(|k| start + k * every + 1);
+            times.extend(burst.filter(|t| *t >= from && *t < to).map(|t| (t, Some(unit.as_str()))));
+        }
+    }
+    times.sort_by_key(|(t, _)| *t);
+    for (t, burst) in times {
         msg.clear();
+        if let Some(u) = burst {
+            msg.push_str("upstream prematurely closed connection while reading response header from upstream");
+            b.ts(ts, t);
+            b.text(hc, Some(&h.name));
+            b.text(source, Some("journald"));
+            b.text(unit, Some(u));
+            b.text(ident, Some(u.strip_suffix(".service").unwrap_or(u)));
+            b.int(pid, Some(4242));
+            b.int(prio, Some(3));
+            b.text(message, Some(&msg));
+            b.text(boot, Some(&boot_id));
+            b.end_row();
+            continue;
+        }
         // A container's line: which service, and whether it went to stderr.
         let mut docker: Option<(usize, bool)> = None;
         let (u, id, p, pr): (Option<&str>, &str, i64, i64) = match rng.below(100) {

@@ -166,6 +166,10 @@ pub(super) fn generate(
         if rng.chance(if incident { 0.32 } else { 0.004 }) {
             status = [500, 502, 502, 503, 504][rng.below(5) as usize];
         }
+        // Drawn only inside an injected storm, so the rest of the stream stays the same.
+        if world.in_injected_5xx(v, ts) && status < 500 && rng.chance(0.9) {
+            status = 503;
+        }
         let (median_ms, sigma) = match entry.kind {
             PathKind::Static => (1.4, 0.7),
             PathKind::Page => (28.0, 0.8),

@@ -29,7 +29,9 @@
 //!   with a crash-looping, an OOM-killed and an intermittently unhealthy container
 //!   ([`containers`]);
 //! - `spans`: the traces of the LLM chat app on the `librechat` hosts, three spans a
-//!   request, a few failing with a rate limit ([`spans`]).
+//!   request, a few failing with a rate limit ([`spans`]);
+//! - with `--incident`, hours unlike the same hours of other weeks (a 5xx storm on a
+//!   vhost, an error burst of a unit), for `lake anomalies` to find ([`world::Injected`]).
 //!
 //! Deterministic: the same arguments (with `--end`) give byte-identical files, whatever
 //! the thread count, because every (table, day, host) draws from its own seeded stream.
@@ -85,6 +87,11 @@ struct GenArgs {
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// An hour unlike the same hour of other weeks, for `lake anomalies` to find (repeat
+    /// for several): `5xx:<vhost>@<time>` (nine requests in ten of the vhost fail) or
+    /// `log-errors:<host>/<unit>@<time>` (the unit logs ten error lines a minute).
+    #[arg(long, value_name = "KIND:TARGET@TIME")]
+    incident: Vec<String>,
 }
 
 fn parse_end(s: &str) -> Result<i64, String> {
@@ -136,7 +143,11 @@ fn main() -> std::process::ExitCode {
 fn run(args: GenArgs) -> anyhow::Result<()> {
     let end = args.end.unwrap_or_else(|| lake_format::rows::now_micros() / 1_000_000 * 1_000_000);
     let start = end - i64::from(args.days) * MICROS_PER_DAY;
-    let world = Arc::new(World::new(args.seed, args.hosts as usize, start, end, args.http_rows, args.metric_samples));
+    let mut world = World::new(args.seed, args.hosts as usize, start, end, args.http_rows, args.metric_samples);
+    for spec in &args.incident {
+        world.inject(spec).map_err(anyhow::Error::msg)?;
+    }
+    let world = Arc::new(world);
     let tables = layout::table_dir(&args.data_dir, "x");
     let tables = tables.parent().expect("tables dir");
     if std::fs::read_dir(tables).is_ok_and(|mut d| d.next().is_some()) {

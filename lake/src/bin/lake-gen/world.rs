@@ -220,7 +220,25 @@ pub(super) struct World {
     pub(super) log_rate: f64,
     /// Metrics cadence, µs.
     pub(super) metric_interval: i64,
+    /// Incidents asked for with `--incident` ([`World::inject`]).
+    pub(super) injected: Vec<Injected>,
 }
+
+/// How long an injected incident lasts: one hour, the grain of `lake anomalies`.
+pub(super) const INJECTED_SPAN: i64 = 3_600_000_000;
+
+/// An incident asked for on the command line: an hour unlike the same hour of other weeks,
+/// for `lake anomalies` (and its tests) to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Injected {
+    /// `5xx:<vhost>@<time>`: nine requests in ten of the vhost fail with a 5xx.
+    Http5xx { vhost: usize, start: i64 },
+    /// `log-errors:<host>/<unit>@<time>`: the unit logs ten error lines a minute.
+    LogErrors { host: usize, unit: String, start: i64 },
+}
+
+/// Error lines a minute of an injected [`Injected::LogErrors`].
+pub(super) const INJECTED_ERRORS_PER_MINUTE: i64 = 10;
 
 const HOST_NAMES: [&str; 12] = [
     "amber-web",
@@ -286,6 +304,7 @@ impl World {
             firewall_rate: (http_rows / 10) as f64 / span,
             log_rate: (http_rows / 20) as f64 / span,
             metric_interval: 10_000_000,
+            injected: Vec::new(),
             hosts,
             vhosts,
         };
@@ -346,6 +365,45 @@ impl World {
         let start = day * MICROS_PER_DAY + rng.below(23 * 60) as i64 * 60_000_000;
         let minutes = 8 + rng.below(35) as i64;
         Some((start, start + minutes * 60_000_000))
+    }
+
+    /// Adds the incident `spec` (`5xx:<vhost>@<RFC 3339>` or `log-errors:<host>/<unit>@<RFC
+    /// 3339>`), an hour from that time, which must be inside the generated range.
+    pub(super) fn inject(&mut self, spec: &str) -> Result<(), String> {
+        let usage = "write 5xx:<vhost>@<time> or log-errors:<host>/<unit>@<time>, e.g. 5xx:shop.example.net@2026-11-21T14:00:00Z";
+        let (what, at) = spec.rsplit_once('@').ok_or_else(|| format!("--incident {spec:?}: {usage}"))?;
+        let start = super::parse_end(at).map_err(|e| format!("--incident {spec:?}: {e}"))?;
+        if start < self.start || start + INJECTED_SPAN > self.end {
+            return Err(format!("--incident {spec:?}: the hour from {at} is not inside the generated days"));
+        }
+        let incident = match what.split_once(':') {
+            Some(("5xx", vhost)) => {
+                let v = self.vhosts.iter().position(|v| v.name == vhost).ok_or_else(|| {
+                    let names: Vec<&str> = self.vhosts.iter().map(|v| v.name).collect();
+                    format!("--incident {spec:?}: no vhost {vhost:?} (there are: {})", names.join(", "))
+                })?;
+                Injected::Http5xx { vhost: v, start }
+            }
+            Some(("log-errors", target)) => {
+                let (host, unit) = target.split_once('/').ok_or_else(|| format!("--incident {spec:?}: {usage}"))?;
+                let h = self.hosts.iter().position(|h| h.name == host).ok_or_else(|| {
+                    let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+                    format!("--incident {spec:?}: no host {host:?} (there are: {})", names.join(", "))
+                })?;
+                if unit.is_empty() {
+                    return Err(format!("--incident {spec:?}: {usage}"));
+                }
+                Injected::LogErrors { host: h, unit: unit.to_string(), start }
+            }
+            _ => return Err(format!("--incident {spec:?}: {usage}")),
+        };
+        self.injected.push(incident);
+        Ok(())
+    }
+
+    /// Whether `ts` falls in an injected 5xx storm of `vhost`.
+    pub(super) fn in_injected_5xx(&self, vhost: usize, ts: i64) -> bool {
+        self.injected.iter().any(|i| matches!(i, Injected::Http5xx { vhost: v, start } if *v == vhost && ts >= *start && ts < start + INJECTED_SPAN))
     }
 
     /// Whether `ts` falls in an incident of `vhost`.

@@ -225,7 +225,8 @@ async fn metrics_offer_the_named_queries() {
             "traffic_by_class",
             "slow_spans",
             "logs",
-            "logs_histogram"
+            "logs_histogram",
+            "anomalies"
         ]
     );
     let options = json!([

@@ -22,10 +22,11 @@ use lake_query::output::{self, Format};
 use lake_query::{EngineError, QueryResult};
 
 /// Every tool, in the order `tools/list` gives them.
-pub(super) const NAMES: [&str; 6] = ["list_tables", "describe_table", "run_sql", "named_query", "correlate", "top"];
+pub(super) const NAMES: [&str; 7] =
+    ["list_tables", "describe_table", "run_sql", "named_query", "correlate", "top", "anomalies"];
 
 /// What `initialize` tells the model about the server.
-pub(super) const INSTRUCTIONS: &str = "Telemetry of a small fleet of servers in a DuckDB SQL lake: metrics, logs, HTTP access logs, firewall, fail2ban, probes, alerts, packages, listeners, systemd units, hosts, containers, and custom tables. Start with list_tables and describe_table, then run_sql (DuckDB SQL, read-only; filter on ts, e.g. ts >= now() - INTERVAL '1 hour'). named_query runs the operator's saved queries; correlate and top answer common cross-source questions. Results are text tables cut at a row limit; aggregate rather than page through rows.";
+pub(super) const INSTRUCTIONS: &str = "Telemetry of a small fleet of servers in a DuckDB SQL lake: metrics, logs, HTTP access logs, firewall, fail2ban, probes, alerts, packages, listeners, systemd units, hosts, containers, and custom tables. Start with list_tables and describe_table, then run_sql (DuckDB SQL, read-only; filter on ts, e.g. ts >= now() - INTERVAL '1 hour'). named_query runs the operator's saved queries; correlate and top answer common cross-source questions; anomalies lists what moved unusually without a question. Results are text tables cut at a row limit; aggregate rather than page through rows.";
 
 /// Most lags `correlate` tries each way: a wider search only ever hits the time limit.
 const MAX_LAG: u32 = 10_000;
@@ -135,16 +136,35 @@ pub(super) fn list(queries: &[lake_query::named::NamedQuery], max_rows: usize) -
         tool(
             "top",
             "Top values",
-            "The most frequent values of a column of a catalog table over a recent window, with their counts: e.g. table http by remote_ip, path or status; firewall by src; bans by jail.".into(),
+            "The most frequent values of a column of a catalog or custom table over a recent window, with their counts: e.g. table http by remote_ip, path or status; firewall by src; bans by jail.".into(),
             json!({
                 "type": "object",
                 "properties": {
-                    "table": {"type": "string", "enum": tables, "description": "The catalog table."},
+                    "table": {"type": "string", "description": format!("A catalog table ({}) or a custom table (list_tables).", tables.join(", "))},
                     "by": {"type": "string", "description": "The column to group by."},
                     "since": {"type": "string", "description": "How far back, e.g. 15m, 1h, 7d (default 1h)."},
                     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_TOP, "description": "How many values (default 10)."}
                 },
                 "required": ["table", "by"], "additionalProperties": false
+            }),
+        ),
+        tool(
+            "anomalies",
+            "Anomalies",
+            "The series whose recent whole hours are furthest from the same hours of the week in earlier weeks (robust z-score on their median and MAD), strongest first, as lake anomalies: by default every metric series, http requests per vhost and status class, log lines per host, unit and priority; or the rows of a table (catalog or custom) per value of `by` columns; or one metric's series.".into(),
+            json!({
+                "type": "object",
+                "properties": {
+                    "since": {"type": "string", "description": "The recent window, whole hours, 1h to 7d (default 24h)."},
+                    "table": {"type": "string", "description": "Count rows of this table instead of the default series."},
+                    "by": {"type": "array", "items": {"type": "string"}, "maxItems": lake_query::anomaly::MAX_BY, "description": "With table: one series per value of these columns."},
+                    "metric": {"type": "string", "description": "Only the series of this metric name."},
+                    "weeks": {"type": "integer", "minimum": 1, "maximum": lake_query::anomaly::MAX_WEEKS, "description": "Earlier weeks compared with (default 4)."},
+                    "min_z": {"type": "number", "minimum": 0, "description": "The smallest |z| listed (default 3)."},
+                    "direction": {"type": "string", "enum": ["both", "up", "down"], "description": "Deviations listed (default both)."},
+                    "max_rows": max_rows_schema(max_rows)
+                },
+                "additionalProperties": false
             }),
         ),
     ]
@@ -229,6 +249,45 @@ struct TopArgs {
     limit: Option<u32>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnomaliesArgs {
+    since: Option<String>,
+    table: Option<String>,
+    by: Option<Vec<String>>,
+    metric: Option<String>,
+    weeks: Option<u32>,
+    min_z: Option<f64>,
+    direction: Option<lake_query::anomaly::Direction>,
+    max_rows: Option<usize>,
+}
+
+/// The SQL of the `anomalies` tool, as `lake anomalies` builds it.
+fn anomalies_sql(mcp: &Mcp, a: AnomaliesArgs, show: usize) -> Result<String, String> {
+    use lake_query::anomaly::{self, Params, Series};
+    let series = match (&a.table, &a.metric, &a.by) {
+        (Some(_), Some(_), _) => return Err("give table (with by) or metric, not both".into()),
+        (None, _, Some(_)) => return Err("by needs table".into()),
+        (Some(t), None, by) => {
+            let table = mcp.engine.table_columns(t).map_err(|e| e.to_string())?;
+            Series::counts(&table, by.as_deref().unwrap_or(&[])).map_err(|e| e.to_string())?
+        }
+        (None, Some(m), None) => Series::metric(m).map_err(|e| e.to_string())?,
+        (None, None, None) => Series::Default,
+    };
+    let params = Params {
+        series,
+        weeks: a.weeks.unwrap_or(anomaly::DEFAULT_WEEKS),
+        min_z: a.min_z.unwrap_or(anomaly::DEFAULT_MIN_Z),
+        direction: a.direction.unwrap_or_default(),
+        limit: u32::try_from(show).unwrap_or(u32::MAX),
+    };
+    params.check().map_err(|e| e.to_string())?;
+    let since = duration("since", a.since.as_deref(), "24h")?;
+    let (from, to) = anomaly::last_hours(since.as_secs().div_ceil(3600)).map_err(|e| e.to_string())?;
+    Ok(anomaly::anomalies_sql(&params, &from, &to))
+}
+
 /// Runs tool `name` (one of [`NAMES`]) with `a`; `Err` is the message of an `isError` result.
 pub(super) async fn call(mcp: &Arc<Mcp>, name: &str, a: Value) -> Result<Done, String> {
     let limit = mcp.config.max_rows;
@@ -289,7 +348,9 @@ pub(super) async fn call(mcp: &Arc<Mcp>, name: &str, a: Value) -> Result<Done, S
                     if max_lag > MAX_LAG {
                         return Err(format!("max_lag {max_lag} is more than {MAX_LAG} buckets"));
                     }
-                    correlate_sql(a, b, c.host.as_deref(), bucket, max_lag, since).map_err(|e| e.to_string())?
+                    let resolve = |t: &str| mcp.engine.table_columns(t);
+                    correlate_sql(a, b, c.host.as_deref(), bucket, max_lag, since, &resolve)
+                        .map_err(|e| e.to_string())?
                 }
                 _ => {
                     return Err(
@@ -301,14 +362,20 @@ pub(super) async fn call(mcp: &Arc<Mcp>, name: &str, a: Value) -> Result<Done, S
         }
         "top" => {
             let TopArgs { table, by, since, limit: n } = args(name, a)?;
-            let table: Table = table.parse().map_err(|e: lake_format::catalog::UnknownTable| e.to_string())?;
+            let table = mcp.engine.table_columns(&table).map_err(|e| e.to_string())?;
             let since = duration("since", since.as_deref(), "1h")?;
             let n = n.unwrap_or(10);
             if !(1..=MAX_TOP).contains(&n) {
                 return Err(format!("limit {n} must be between 1 and {MAX_TOP}"));
             }
-            let sql = top_sql(table, &by, since, n).map_err(|e| e.to_string())?;
+            let sql = top_sql(&table, &by, since, n).map_err(|e| e.to_string())?;
             run(mcp, sql, Vec::new(), limit).await
+        }
+        "anomalies" => {
+            let a: AnomaliesArgs = args(name, a)?;
+            let show = shown(a.max_rows)?;
+            let sql = anomalies_sql(mcp, a, show)?;
+            run(mcp, sql, Vec::new(), show).await
         }
         other => Err(format!("unknown tool {other:?}")),
     }
@@ -376,7 +443,7 @@ async fn list_tables(mcp: &Arc<Mcp>) -> Result<Done, String> {
         done.text.push_str(&format!("- {}: {}\n", t.name(), t.doc()));
     }
     done.text.push_str(&format!(
-        "\nViews:\n- {EVENTS_VIEW}: one row per event of any kind (http, firewall, bans, logs, probes, alerts) on ts, host, table, ip, summary\n\nColumns: describe_table.\n"
+        "\nViews:\n- {EVENTS_VIEW}: one row per event of any kind (http, firewall, bans, logs, probes, alerts, spans and every custom table) on ts, host, table, ip, summary\n\nColumns: describe_table.\n"
     ));
     Ok(done)
 }

@@ -11,7 +11,22 @@
 //! severity = "critical"                 # info, warning (default), critical
 //! message = "{{ labels.vhost }}: {{ value | percent }} 5xx"
 //! channels = ["mail", "phone"]          # default: [alerts].default_channels, else all
+//!
+//! [[rules]]
+//! name = "http_anomaly"
+//! kind = "anomaly"                      # the SQL of `lake anomalies` (lake_query::anomaly)
+//! table = "http"                        # count rows per hour of a table (built-in or custom) …
+//! by = ["vhost"]                        # … per value of these columns; or metric = "<name>";
+//!                                       # neither: every default series
+//! threshold = 4                         # |robust z| at least this (default 4)
+//! window = "1h"                         # the last whole hours compared (default 1h, at most 7d)
+//! weeks = 4                             # earlier weeks compared with (default 4)
+//! direction = "up"                      # up, down or both (default)
 //! ```
+//!
+//! An anomaly rule is an SQL rule whose SQL is built from those fields: one instance per
+//! series (labels `source` and `series`) whose strongest hour in the window reaches the
+//! threshold, its value that |z|, details `hour`, `observed`, `expected`, `z`, `direction`.
 //!
 //! Every error names the rule (index and name) and the field.
 
@@ -323,7 +338,127 @@ pub struct RuleFile {
     /// `uptime_down` only: vantage points that must see a target down (0 = all that probe it).
     #[serde(default)]
     vantage_points: Option<u32>,
+    /// `"anomaly"` for an anomaly rule; absent: an SQL rule.
+    #[serde(default)]
+    kind: Option<String>,
+    /// Anomaly rules: count rows of this table …
+    #[serde(default)]
+    table: Option<String>,
+    /// … per value of these columns.
+    #[serde(default)]
+    by: Option<Vec<String>>,
+    /// Anomaly rules: the series of this metric name.
+    #[serde(default)]
+    metric: Option<String>,
+    /// Anomaly rules: the |z| an instance needs.
+    #[serde(default)]
+    threshold: Option<f64>,
+    /// Anomaly rules: the last whole hours compared.
+    #[serde(default)]
+    window: Option<Dur>,
+    /// Anomaly rules: earlier weeks compared with.
+    #[serde(default)]
+    weeks: Option<u32>,
+    /// Anomaly rules: deviations that count.
+    #[serde(default)]
+    direction: Option<crate::anomaly::Direction>,
 }
+
+/// An anomaly rule's default |z| threshold: stricter than `lake anomalies`' listing, since
+/// it wakes someone.
+pub const ANOMALY_THRESHOLD: f64 = 4.0;
+/// An anomaly rule's default window.
+const ANOMALY_WINDOW: Duration = Duration::from_secs(3600);
+
+impl RuleFile {
+    /// The anomaly fields given, by name (they need `kind = "anomaly"`).
+    fn anomaly_fields(&self) -> Vec<&'static str> {
+        let given = [
+            ("table", self.table.is_some()),
+            ("by", self.by.is_some()),
+            ("metric", self.metric.is_some()),
+            ("threshold", self.threshold.is_some()),
+            ("window", self.window.is_some()),
+            ("weeks", self.weeks.is_some()),
+            ("direction", self.direction.is_some()),
+        ];
+        given.into_iter().filter(|(_, g)| *g).map(|(n, _)| n).collect()
+    }
+
+    /// An anomaly rule's SQL, condition and default description, checked field by field.
+    fn anomaly(&self, at: &str) -> Result<(String, Condition, String), ConfigError> {
+        use crate::anomaly::{self, Params, Series};
+        use crate::correlate::TableColumns;
+        for (field, given) in [("sql", self.sql.is_some()), ("condition", self.condition.is_some())] {
+            if given {
+                return Err(ConfigError::new(
+                    format!("{at}.{field}"),
+                    "an anomaly rule builds its query from table/by/metric and its condition from threshold: leave it out",
+                ));
+            }
+        }
+        let series = match (&self.table, &self.metric, &self.by) {
+            (Some(_), Some(_), _) => {
+                return Err(ConfigError::new(format!("{at}.metric"), "give table (with by) or metric, not both"))
+            }
+            (None, _, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{at}.by"),
+                    "needs table: the columns whose values name the series",
+                ))
+            }
+            (Some(t), None, by) => {
+                let table = TableColumns::parse(t).map_err(|e| ConfigError::new(format!("{at}.table"), e.0))?;
+                Series::counts(&table, by.as_deref().unwrap_or(&[]))
+                    .map_err(|e| ConfigError::new(format!("{at}.by"), e.0))?
+            }
+            (None, Some(m), None) => Series::metric(m).map_err(|e| ConfigError::new(format!("{at}.metric"), e.0))?,
+            (None, None, None) => Series::Default,
+        };
+        let threshold = self.threshold.unwrap_or(ANOMALY_THRESHOLD);
+        if !threshold.is_finite() || threshold <= 0.0 {
+            return Err(ConfigError::new(
+                format!("{at}.threshold"),
+                format!("{threshold} must be a number above 0 (a |z|, e.g. 4)"),
+            ));
+        }
+        let window = self.window.map_or(ANOMALY_WINDOW, |d| d.0);
+        if !window.as_secs().is_multiple_of(3600) || window.subsec_nanos() != 0 {
+            return Err(ConfigError::new(
+                format!("{at}.window"),
+                format!("{} must be whole hours (the series are hourly)", Dur(window)),
+            ));
+        }
+        let (from, to) =
+            anomaly::last_hours(window.as_secs() / 3600).map_err(|e| ConfigError::new(format!("{at}.window"), e.0))?;
+        let params = Params {
+            series,
+            weeks: self.weeks.unwrap_or(anomaly::DEFAULT_WEEKS),
+            min_z: threshold,
+            direction: self.direction.unwrap_or_default(),
+            limit: ANOMALY_INSTANCES,
+        };
+        params.check().map_err(|e| ConfigError::new(format!("{at}.weeks"), e.0))?;
+        let sql = format!(
+            "SELECT source, series, hour AS _hour, observed AS _observed, expected AS _expected, z AS _z,\n       direction AS _direction, abs(z) AS value\n  FROM ({}\n)",
+            anomaly::anomalies_sql(&params, &from, &to)
+        );
+        let condition = Condition { op: Op::Ge, threshold };
+        let description = format!(
+            "anomalies of {} over the last {}, against the same hours of {} earlier weeks",
+            params.series,
+            Dur(window),
+            params.weeks
+        );
+        Ok((sql, condition, description))
+    }
+}
+
+/// Instances an anomaly rule reports at most per evaluation, strongest first.
+const ANOMALY_INSTANCES: u32 = 100;
+
+/// The default message of an anomaly rule.
+const ANOMALY_MESSAGE: &str = "{{ labels.source }} {{ labels.series }}: {{ details.observed }} in the hour of {{ details.hour }}, {{ details.expected }} is usual (z {{ details.z }}, {{ details.direction }})";
 
 /// What the rules are built against.
 pub struct BuildContext<'a> {
@@ -401,6 +536,14 @@ pub fn build(
             None => (format!("built-in rule {}", b.name), None),
         };
         let f = file.map(|r| r as &RuleFile);
+        if let Some(r) = f {
+            if let Some(field) = r.kind.as_ref().map(|_| "kind").or_else(|| r.anomaly_fields().first().copied()) {
+                return Err(ConfigError::new(
+                    format!("{at}.{field}"),
+                    "a built-in rule keeps its own query; give an anomaly rule a name of its own",
+                ));
+            }
+        }
         if f.and_then(|r| r.enabled) == Some(false) {
             disabled.push(b.name.to_string());
             continue;
@@ -449,27 +592,53 @@ pub fn build(
                 format!("only the built-in {} rule takes it", builtin::UPTIME_DOWN),
             ));
         }
+        let anomaly = match r.kind.as_deref() {
+            None | Some("sql") => {
+                if let Some(field) = r.anomaly_fields().first() {
+                    return Err(ConfigError::new(format!("{at}.{field}"), "only rules of kind = \"anomaly\" take it"));
+                }
+                None
+            }
+            Some("anomaly") => Some(r.anomaly(&at)?),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    format!("{at}.kind"),
+                    format!("{other:?}: use \"anomaly\" (or leave kind out for an SQL rule)"),
+                ))
+            }
+        };
         if r.enabled == Some(false) {
             disabled.push(r.name.clone());
             continue;
         }
-        let sql = r.sql.clone().ok_or_else(|| {
-            ConfigError::new(
-                format!("{at}.sql"),
-                format!("is required for a rule that is not built in (built-in rules: {})", BUILTIN_NAMES.join(", ")),
-            )
-        })?;
-        let condition = r
-            .condition
-            .as_deref()
-            .ok_or_else(|| ConfigError::new(format!("{at}.condition"), "is required, e.g. condition = \"> 0\""))?
-            .parse()
-            .map_err(|e| ConfigError::new(format!("{at}.condition"), e))?;
-        let message = Template::parse(r.message.as_deref().unwrap_or("{{ rule }}: value {{ value }}"))
+        let (sql, condition, description, message) = match anomaly {
+            Some((sql, condition, description)) => (sql, condition, description, ANOMALY_MESSAGE),
+            None => {
+                let sql = r.sql.clone().ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{at}.sql"),
+                        format!(
+                            "is required for a rule that is not built in (built-in rules: {}) unless kind = \"anomaly\"",
+                            BUILTIN_NAMES.join(", ")
+                        ),
+                    )
+                })?;
+                let condition = r
+                    .condition
+                    .as_deref()
+                    .ok_or_else(|| {
+                        ConfigError::new(format!("{at}.condition"), "is required, e.g. condition = \"> 0\"")
+                    })?
+                    .parse()
+                    .map_err(|e| ConfigError::new(format!("{at}.condition"), e))?;
+                (sql, condition, String::new(), "{{ rule }}: value {{ value }}")
+            }
+        };
+        let message = Template::parse(r.message.as_deref().unwrap_or(message))
             .map_err(|e| ConfigError::new(format!("{at}.message"), e.to_string()))?;
         let rule = Rule {
             name: r.name.clone(),
-            description: r.description.clone().unwrap_or_default(),
+            description: r.description.clone().unwrap_or(description),
             sql,
             kind: RuleKind::Sql,
             condition,

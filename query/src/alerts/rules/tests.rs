@@ -228,3 +228,93 @@ fn alert_rule_failing_is_on_by_default_tunable_and_takes_no_sql() {
     let e = parse("[[rules]]\nname = \"alert_rule_failing\"\nsql = \"select 1 as value\"\n").unwrap_err();
     assert!(e.contains("rules[0] (alert_rule_failing).sql: this rule has no SQL"), "{e}");
 }
+
+#[test]
+fn anomaly_rules_build_their_query_from_table_by_metric() {
+    let c = parse(
+        r#"
+[alerts]
+builtins = false
+
+[[rules]]
+name = "http_anomaly"
+kind = "anomaly"
+table = "http"
+by = ["vhost"]
+threshold = 5
+window = "2h"
+direction = "up"
+
+[[rules]]
+name = "cpu_anomaly"
+kind = "anomaly"
+metric = "cpu_usage_percent"
+
+[[rules]]
+name = "everything"
+kind = "anomaly"
+weeks = 2
+
+[[rules]]
+name = "signups"
+kind = "anomaly"
+table = "stripe_events"
+by = ["type"]
+"#,
+    )
+    .unwrap();
+    let http = c.rule("http_anomaly").unwrap();
+    assert_eq!(http.kind, RuleKind::Sql);
+    assert_eq!(http.condition.to_string(), ">= 5");
+    assert!(http.sql.contains("abs(z) AS value") && http.sql.contains("INTERVAL '2 hours'"), "{}", http.sql);
+    assert!(http.sql.contains("'vhost=' || coalesce(\"vhost\"::VARCHAR, '-')") && http.sql.contains(" AND z > 0"));
+    assert_eq!(
+        http.description,
+        "anomalies of http rows by vhost over the last 2h, against the same hours of 4 earlier weeks"
+    );
+    assert!(c.rule("cpu_anomaly").unwrap().sql.contains("name = 'cpu_usage_percent'"));
+    assert_eq!(c.rule("cpu_anomaly").unwrap().condition.to_string(), ">= 4");
+    assert!(
+        c.rule("everything").unwrap().sql.contains("FROM http")
+            && c.rule("everything").unwrap().sql.contains("FROM logs")
+    );
+    assert!(c.rule("signups").unwrap().sql.contains("FROM \"stripe_events\""));
+}
+
+#[test]
+fn anomaly_rule_mistakes_are_named() {
+    let bad = |body: &str| parse(&format!("[alerts]\nbuiltins = false\n[[rules]]\nname = \"a\"\n{body}")).unwrap_err();
+    let cases = [
+        ("kind = \"anomaly\"\nsql = \"select 1 as value\"", "rules[0] (a).sql: an anomaly rule builds"),
+        ("kind = \"anomaly\"\ncondition = \"> 1\"", "rules[0] (a).condition: an anomaly rule builds"),
+        ("kind = \"anomaly\"\ntable = \"http\"\nmetric = \"x\"", "rules[0] (a).metric: give table (with by) or metric"),
+        ("kind = \"anomaly\"\nby = [\"vhost\"]", "rules[0] (a).by: needs table"),
+        ("kind = \"anomaly\"\ntable = \"http\"\nby = [\"nope\"]", "rules[0] (a).by: table http has no column \"nope\""),
+        ("kind = \"anomaly\"\ntable = \"http\"\nby = [\"attrs\"]", "cannot be grouped by"),
+        ("kind = \"anomaly\"\ntable = \"Bad Name\"", "rules[0] (a).table: table name \"Bad Name\""),
+        ("kind = \"anomaly\"\nmetric = \"x' or 1=1\"", "rules[0] (a).metric: metric name"),
+        ("kind = \"anomaly\"\nthreshold = 0", "rules[0] (a).threshold: 0 must be a number above 0"),
+        ("kind = \"anomaly\"\nthreshold = nan", "rules[0] (a).threshold"),
+        ("kind = \"anomaly\"\nwindow = \"90m\"", "rules[0] (a).window: 1h 30m must be whole hours"),
+        ("kind = \"anomaly\"\nwindow = \"8d\"", "rules[0] (a).window: the window must be 1h to 7d"),
+        ("kind = \"anomaly\"\nweeks = 13", "rules[0] (a).weeks: weeks 13 must be between 1 and 12"),
+        ("kind = \"anomaly\"\ndirection = \"sideways\"", "unknown variant"),
+        ("kind = \"anomalous\"", "rules[0] (a).kind: \"anomalous\": use \"anomaly\""),
+        (
+            "sql = \"select 1 as value\"\ncondition = \"> 0\"\ntable = \"http\"",
+            "rules[0] (a).table: only rules of kind = \"anomaly\" take it",
+        ),
+        (
+            "sql = \"select 1 as value\"\ncondition = \"> 0\"\nthreshold = 3",
+            "rules[0] (a).threshold: only rules of kind",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = bad(body);
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    let e = parse("[[rules]]\nname = \"http_5xx_ratio\"\nkind = \"anomaly\"").unwrap_err();
+    assert!(e.contains("rules[0] (http_5xx_ratio).kind: a built-in rule keeps its own query"), "{e}");
+    let e = parse("[[rules]]\nname = \"http_5xx_ratio\"\nthreshold = 3").unwrap_err();
+    assert!(e.contains("(http_5xx_ratio).threshold"), "{e}");
+}
