@@ -22,7 +22,9 @@
 //! channel makes checks wait (nothing is lost; it only happens if the spool stalls).
 
 mod config;
+mod dns;
 mod http;
+mod icmp;
 mod tcp;
 mod tls;
 
@@ -41,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 pub(crate) use config::UptimeFile;
-pub use config::{CheckConfig, CheckKind, HttpCheck, HttpMethod, TlsCheck, UptimeConfig};
+pub use config::{
+    CheckConfig, CheckKind, DnsCheck, ExpectJson, HttpCheck, IcmpCheck, PingSocket, RecordType, TlsCheck, UptimeConfig,
+};
 
 use super::probe::{self, ProbeRow};
 use super::{SourceContext, SourceError};
@@ -99,6 +103,8 @@ impl Probers {
                 },
                 CheckKind::Tcp { host, port } => tcp::probe(host, *port, check.timeout).await,
                 CheckKind::Tls(t) => self.tls.probe(t, check.timeout).await,
+                CheckKind::Icmp(i) => icmp::probe(i, check.timeout).await,
+                CheckKind::Dns(d) => dns::probe(d, check.timeout).await,
             }
         };
         // The probers bound their own steps; this is the backstop for the whole check.
@@ -116,6 +122,9 @@ pub(crate) fn check_row(ts: i64, check: &CheckConfig, o: Outcome) -> ProbeRow {
     row.status = o.status.map(i64::from);
     row.error = o.error;
     row.attr("name", check.name.as_str());
+    if check.outside {
+        row.attr("outside", "true");
+    }
     if let Some(cert) = o.cert {
         row.cert_days_left = Some(cert.days_left);
         row.attr("cert_subject", cert.subject);
