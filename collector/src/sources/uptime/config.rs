@@ -128,7 +128,7 @@ pub struct CheckConfig {
 #[derive(Debug, Clone)]
 pub enum CheckKind {
     /// An HTTP(S) request.
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     /// A TCP connect.
     Tcp {
         /// Host name or IP.
@@ -341,7 +341,7 @@ impl CheckFile {
             }
         }
         let kind = match self.kind.as_str() {
-            "http" => CheckKind::Http(self.http(at)?),
+            "http" => CheckKind::Http(Box::new(self.http(at)?)),
             "tcp" | "tls" => {
                 let (host, port) =
                     parse_host_port(&self.target).with_context(|| format!("{at}.target = {:?}", self.target))?;

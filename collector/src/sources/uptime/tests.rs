@@ -372,6 +372,7 @@ fn new_kinds_are_validated_with_the_field_named() {
 
     let c = check("icmp", "[::1]", "count = 5\noutside = true");
     assert!(c.outside);
+    assert_eq!(describe(&c), "c icmp ::1 x5 (max_lost 4, dgram, else raw socket) every 1m, timeout 2s, outside");
     let CheckKind::Icmp(i) = c.kind else { panic!() };
     assert_eq!((i.host.as_str(), i.count, i.max_lost, i.socket), ("::1", 5, 4, None));
     let CheckKind::Dns(d) = check("dns", "Example.COM.", "server = \"[::1]:5353\"\nrecord = \"mx\"").kind else {
