@@ -621,7 +621,8 @@ WHERE NOT ok_now AND last > now() - INTERVAL 10 MINUTE"#
 /// `site_offline`: a site is a host whose checks include outside targets. Silent first
 /// (no row for 2 minutes, counted as `node_silent` does: from its last row or the lake's
 /// start), then "uplink": at least two outside targets, the latest result of each a
-/// failure, valued from the last time any of them answered. With one outside target a
+/// failure, valued from the last time any of them answered (the rows say when, whenever
+/// the lake started). With one outside target a
 /// failure may be that target's; two different ones failing together is the uplink.
 ///
 /// The lake hears a collector whose uplink is down only through another path (the lake
@@ -668,7 +669,7 @@ SELECT host,
            WHEN epoch(now()) - epoch(last_row) > 120
                THEN epoch(now()) - epoch(greatest(last_row, $__lake_started))
            WHEN n >= 2 AND failing = n
-               THEN epoch(now()) - epoch(greatest(coalesce(last_ok, first_seen), $__lake_started))
+               THEN epoch(now()) - epoch(coalesce(last_ok, first_seen))
            ELSE 0
        END AS value,
        CASE
@@ -1339,8 +1340,10 @@ mod tests {
         assert_eq!((of("pi-one").value, of("pi-half").value), (0.0, 0.0));
         assert!(of("pi-brief").value < 180.0);
         assert!(obs.iter().all(|o| o.labels["host"] != "vps"), "only hosts with outside checks are sites");
-        // A lake started 60 s ago counts from then (as node_silent does).
-        assert!(firing(&fresh, &r, now - 60 * S).is_empty());
+        // A lake started 60 s ago counts silence from then (as node_silent does); the
+        // uplink's failures are in the rows, whenever the lake started.
+        let f = firing(&fresh, &r, now - 60 * S);
+        assert_eq!(f.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["host=pi-uplink"], "{f:?}");
         // uptime_down ignores the outside targets (site_offline reads them together) and
         // watches icmp checks: the NAS.
         assert_eq!(
