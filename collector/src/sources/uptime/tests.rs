@@ -793,3 +793,48 @@ async fn outside_checks_are_marked_in_attrs() {
     let r = run_one(&check("icmp", "127.0.0.1", "count = 1")).await;
     assert!(!r.attrs.contains_key("outside"));
 }
+
+/// What a raw socket sees besides our replies: other pingers' replies, our own requests
+/// on loopback, other ICMP types, forged and cut packets. Only ours count.
+#[test]
+fn icmp_replies_are_matched_on_type_id_token_and_sequence() {
+    let (id, token) = (0x1234, *b"lake-tok");
+    let request = icmp::echo_request(false, id, 7, token);
+    assert_eq!(icmp::checksum(&request), 0, "a packet with its checksum sums to zero");
+    let reply = |v6: bool, id: u16, seq: u16, token: [u8; 8]| {
+        let mut p = icmp::echo_request(v6, id, seq, token);
+        p[0] = if v6 { 129 } else { 0 };
+        p
+    };
+    let mut with_ip = vec![0x45u8];
+    with_ip.resize(20, 0);
+    with_ip.extend_from_slice(&reply(false, id, 7, token));
+    let raw = PingSocket::Raw;
+    assert_eq!(icmp::parse_reply(&with_ip, false, raw, id, token), Some(7));
+    assert_eq!(icmp::parse_reply(&reply(true, id, 3, token), true, raw, id, token), Some(3));
+    // A datagram socket's identifier is the kernel's: not compared.
+    assert_eq!(icmp::parse_reply(&reply(false, 999, 2, token), false, PingSocket::Dgram, id, token), Some(2));
+    // Our own request (loopback), another pinger's reply, another token.
+    assert_eq!(icmp::parse_reply(&request, false, PingSocket::Dgram, id, token), None);
+    let mut other = vec![0x45u8];
+    other.resize(20, 0);
+    other.extend_from_slice(&reply(false, id + 1, 7, token));
+    assert_eq!(icmp::parse_reply(&other, false, raw, id, token), None);
+    assert_eq!(icmp::parse_reply(&reply(true, id, 3, *b"not-ours"), true, raw, id, token), None);
+    // A sequence in the header that differs from the one in the payload (forged).
+    let mut forged = reply(true, id, 3, token);
+    forged[7] = 4;
+    assert_eq!(icmp::parse_reply(&forged, true, raw, id, token), None);
+    // Destination unreachable, cut packets, a bad IP header length: never a panic.
+    let mut unreachable = reply(true, id, 3, token);
+    unreachable[0] = 1;
+    assert_eq!(icmp::parse_reply(&unreachable, true, raw, id, token), None);
+    for cut in 0..with_ip.len() {
+        assert_eq!(icmp::parse_reply(&with_ip[..cut], false, raw, id, token), None, "cut at {cut}");
+    }
+    let mut bad_ihl = with_ip.clone();
+    bad_ihl[0] = 0x4f;
+    assert_eq!(icmp::parse_reply(&bad_ihl, false, raw, id, token), None);
+    bad_ihl[0] = 0x41;
+    assert_eq!(icmp::parse_reply(&bad_ihl, false, raw, id, token), None);
+}
