@@ -10,7 +10,7 @@ CARGO ?= cargo
 PEERS_VENV ?= $(or $(LAKE_PEERS_VENV),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lake/peers-venv)
 export LAKE_PEERS_VENV := $(PEERS_VENV)
 
-.PHONY: setup build demo test test-setup lint bench clean-demo fuzz fuzz-smoke
+.PHONY: setup build demo test test-setup lint bench clean-demo fuzz fuzz-smoke collector-aarch64
 
 setup:
 	@scripts/setup
@@ -59,6 +59,23 @@ fuzz-smoke: setup
 # Installs its peers itself; never part of `make test`.
 bench:
 	bench/run $(BENCH_ARGS)
+
+# The collector for a Raspberry Pi (64-bit Raspberry Pi OS or Debian arm64), cross-built
+# on this machine: needs `rustup target add aarch64-unknown-linux-gnu` and Debian's
+# gcc-aarch64-linux-gnu (the linker, set in .cargo/config.toml). Checks the output is an
+# aarch64 ELF and does not link libduckdb (the collector never does; only `lake` needs it).
+# Not part of `make test`: a cold cross build of the dependencies in release mode takes
+# many minutes, over CI's time budget. README: "The home site and the network".
+AARCH64 := aarch64-unknown-linux-gnu
+collector-aarch64:
+	@command -v aarch64-linux-gnu-gcc >/dev/null || { echo "collector-aarch64: install the linker: apt-get install gcc-aarch64-linux-gnu" >&2; exit 1; }
+	rustup target add $(AARCH64)
+	$(CARGO) build --release --target $(AARCH64) -p lake-collector
+	@bin="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/$(AARCH64)/release/lake-collector"; \
+	  file "$$bin"; \
+	  file "$$bin" | grep -q 'ARM aarch64' || { echo "collector-aarch64: $$bin is not an aarch64 binary" >&2; exit 1; }; \
+	  ! readelf -d "$$bin" | grep -q libduckdb || { echo "collector-aarch64: $$bin links libduckdb" >&2; exit 1; }; \
+	  readelf -d "$$bin" | grep NEEDED
 
 clean-demo:
 	rm -rf lake-demo

@@ -14,6 +14,17 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 /// Gathers host metrics on this node, spools them on disk and ships them to the lake.
+///
+/// Every source is a section of the config file; each option, with its default, is in
+/// collector/examples/collector.toml. Besides host metrics, logs (journald, Caddy, ufw,
+/// fail2ban, [[log_file]], syslog, Docker), a UPS through NUT ([[ups]]) and custom data
+/// ([[exec]], [[json_file]], [[prometheus_scrape]]), [[uptime.checks]] probe targets into
+/// `probes`: kind "http" (any method, headers, body, keyword, expect_json = { pointer,
+/// value }), "tcp", "tls" (days left), "icmp" (ping over IPv4/IPv6: an unprivileged ICMP
+/// socket when net.ipv4.ping_group_range allows it, else a raw one with CAP_NET_RAW;
+/// loss and round trips) and "dns" (one query to a given server, the rcode and answer
+/// checked); `outside = true` marks a site's uplink targets for the lake's site_offline
+/// rule. --check prints what a config enables.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -232,6 +243,9 @@ fn print_summary(c: &Config) {
     }
     for u in &c.ups {
         println!("ups           {}", lake_collector::sources::ups::describe(u));
+    }
+    for check in &c.uptime.checks {
+        println!("uptime        {}", lake_collector::sources::uptime::describe(check));
     }
 }
 

@@ -32,7 +32,7 @@ pub enum Table {
     Firewall,
     /// fail2ban events.
     Bans,
-    /// Tailscale pings and HTTP/TCP/TLS uptime checks.
+    /// Tailscale pings and HTTP/TCP/TLS/ICMP/DNS uptime checks.
     Probes,
     /// Alert state transitions and notifications.
     Alerts,
@@ -142,7 +142,7 @@ impl Table {
             Table::Http => "HTTP requests from Caddy's JSON access log",
             Table::Firewall => "packets logged by ufw",
             Table::Bans => "fail2ban events",
-            Table::Probes => "Tailscale pings and HTTP/TCP/TLS uptime checks",
+            Table::Probes => "Tailscale pings and HTTP/TCP/TLS/ICMP/DNS uptime checks",
             Table::Alerts => "alert state transitions and notifications",
             Table::Packages => "installed packages, one row per change",
             Table::Listeners => "listening sockets, one row per change",
@@ -354,8 +354,8 @@ const BANS: &[Column] = &[
 ];
 
 const PROBES: &[Column] = &[
-    req("kind", Text, "tailscale, http, tcp or tls"),
-    req("target", Text, "what was probed: peer name, URL or host:port"),
+    req("kind", Text, "tailscale, http, tcp, tls, icmp or dns"),
+    req("target", Text, "what was probed: peer name, URL, host:port, address or DNS name"),
     req("ok", Bool, "whether the check passed"),
     col("latency_ms", Float, "round trip or response time, milliseconds"),
     col("path", Text, "tailscale: direct ip:port or DERP(region)"),

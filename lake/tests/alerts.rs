@@ -10,7 +10,9 @@
 //!   shown as failed by `lake alerts` and in the `alerts` table;
 //! - a lake killed with SIGKILL while an alert fires neither sends it again nor forgets
 //!   to send its resolution, and writes no transition row twice;
-//! - `lake silence add/list/remove` (with an alerts token) hold and release notifications.
+//! - `lake silence add/list/remove` (with an alerts token) hold and release notifications;
+//! - `site_offline` tells a site's uplink down (its outside probes failing while its
+//!   collector reports) and names the failing targets.
 //!
 //! Needs python3 with aiosmtpd and openssl (`scripts/setup peers` installs them); fails,
 //! never skips, without them.
@@ -612,4 +614,73 @@ fn check_config_names_the_file_the_rule_and_the_field() {
         "{out}"
     );
     assert!(out.contains("rule            fail2ban_burst: disabled"), "{out}");
+}
+
+/// `site_offline` end to end: node-a keeps reporting (its metrics arrive), and both of its
+/// outside targets have failed for 5 minutes while a target inside the site answers: the
+/// lake says "uplink down", not "silent", and `uptime_down` says nothing of the outside
+/// targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_offline_fires_for_an_uplink_down_while_the_collector_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let lake = Lake::start(&config(dir.path(), port, "[[rules]]\nname = \"site_offline\"\nevery = \"1s\""), port);
+    let c = reqwest::Client::new();
+    let now = now_micros();
+    let mut b = TableBuilder::new(Table::Probes);
+    let col = |b: &TableBuilder, n: &str| b.column(n).unwrap();
+    let (ts, host, kind, target, ok, error, attrs) = (
+        col(&b, "ts"),
+        col(&b, "host"),
+        col(&b, "kind"),
+        col(&b, "target"),
+        col(&b, "ok"),
+        col(&b, "error"),
+        col(&b, "attrs"),
+    );
+    for ago in [420, 360, 300, 240, 180, 120, 60, 5] {
+        for (t, outside) in [("1.1.1.1", true), ("9.9.9.9", true), ("192.168.1.1", false)] {
+            let up = !outside || ago > 300;
+            b.ts(ts, now - ago * 1_000_000);
+            b.text(host, Some(NODE));
+            b.text(kind, Some("icmp"));
+            b.text(target, Some(t));
+            b.bool(ok, Some(up));
+            b.text(error, (!up).then_some("no reply from it to 3 request(s) in 2s"));
+            if outside {
+                b.map(attrs, [("name", t), ("outside", "true")]);
+            } else {
+                b.map(attrs, [("name", t)]);
+            }
+            b.end_row();
+        }
+    }
+    let batch = b.finish().unwrap();
+    let body = wire::encode(&batch.schema(), &[batch]).unwrap();
+    let (status, text) = post(&c, &lake.url, "probes", TOKEN, &format!("{NODE}/1/1"), body).await;
+    assert_eq!(status, 200, "{text}");
+    let mut m = lake_format::rows::MetricsBuilder::new();
+    m.push(now, NODE, "load1", 0.1, &[]);
+    let batch = m.finish();
+    let body = wire::encode(&batch.schema(), &[batch]).unwrap();
+    let (status, text) = post(&c, &lake.url, "metrics", TOKEN, &format!("{NODE}/1/2"), body).await;
+    assert_eq!(status, 200, "{text}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        let snap = alerts_json(&lake.url).await;
+        let found = snap["alerts"].as_array().and_then(|a| a.iter().find(|a| a["rule"] == "site_offline").cloned());
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "site_offline did not fire: {snap:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = alert.to_string();
+    println!("site_offline: {}", alert["message"]);
+    assert_eq!(alert["state"], "firing", "{alert:#}");
+    assert!(text.contains("node-a offline for") && text.contains("uplink down: its collector runs"), "{alert:#}");
+    assert!(text.contains("1.1.1.1: no reply") && text.contains("9.9.9.9: no reply"), "{alert:#}");
+    let snap = alerts_json(&lake.url).await;
+    assert!(snap["alerts"].as_array().unwrap().iter().all(|a| a["rule"] != "uptime_down"), "{snap:#}");
 }

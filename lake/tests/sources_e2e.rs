@@ -2,7 +2,8 @@
 //! access log, an rsyslog-style ufw.log and a fail2ban.log, ships to a real lake, is
 //! stopped, the files grow, it starts again — and every line is in its table exactly
 //! once, with lines that do not parse kept in `logs` as `<source>-unparsed`; and the same
-//! for `[[log_file]]` with real nginx and Python lines.
+//! for `[[log_file]]` with real nginx and Python lines. And `[uptime]` probes: ping and
+//! an HTTP check with a JSON answer, from the collector's config to `probes` rows.
 
 mod common;
 
@@ -178,6 +179,74 @@ async fn log_file_nginx_and_python_records_arrive_exactly_once_across_a_restart(
     .await;
     let v: Vec<i64> = r[0].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
     assert_eq!(v, vec![10, 2, 2, 10, 2, 0], "http, search bots, 404s, api records, tracebacks joined, unparsed");
+    let _ = collector.kill();
+    let _ = collector.wait();
+}
+
+/// `[uptime]` from a collector.toml to the lake: an icmp check of 127.0.0.1 marked
+/// `outside`, and a POST with a header and a body whose JSON answer is checked, one that
+/// matches and one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uptime_icmp_and_http_json_checks_arrive_in_probes() {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/api/status",
+        post(|headers: axum::http::HeaderMap, body: String| async move {
+            let token = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer t0k");
+            serde_json::json!({ "status": if token && body == "{}" { "ok" } else { "denied" } }).to_string()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let lake = Lake::start(&write_config(dir.path(), port, "1s"), port);
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\nnode = \"{NODE}\"\ndata_dir = \"{}\"\n[lake]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\n\
+             [host]\nenabled = false\n[shipper]\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n\
+             [uptime]\ninterval = \"1s\"\ntimeout = \"900ms\"\n\
+             [[uptime.checks]]\nname = \"loopback\"\nkind = \"icmp\"\ntarget = \"127.0.0.1\"\ncount = 2\noutside = true\n\
+             [[uptime.checks]]\nname = \"api\"\nkind = \"http\"\ntarget = \"http://{api}/api/status\"\nmethod = \"POST\"\n\
+             headers = {{ Authorization = \"Bearer t0k\" }}\nbody = \"{{}}\"\nexpect_json = {{ pointer = \"/status\", value = \"ok\" }}\n\
+             [[uptime.checks]]\nname = \"api-no-token\"\nkind = \"http\"\ntarget = \"http://{api}/api/status\"\nmethod = \"POST\"\n\
+             expect_json = {{ pointer = \"/status\", value = \"ok\" }}\n",
+            dir.path().join("collector").display(),
+            lake.url,
+        ),
+    )
+    .unwrap();
+    let mut collector = start_collector(&config);
+    let c = reqwest::Client::new();
+    wait_for(&c, &lake.url, "select count(distinct attrs['name']) from probes", 3).await;
+    let r = sql(
+        &c,
+        &lake.url,
+        "select attrs['name'], kind, arg_max(ok, ts), arg_max(error, ts), arg_max(attrs['received'], ts),
+                arg_max(attrs['outside'], ts), arg_max(latency_ms, ts) is not null
+         from probes group by 1, 2 order by 1",
+    )
+    .await;
+    println!("probes: {r}");
+    let rows = r.as_array().unwrap();
+    assert_eq!(rows[0], serde_json::json!(["api", "http", true, null, null, null, true]));
+    assert_eq!(
+        rows[1],
+        serde_json::json!([
+            "api-no-token",
+            "http",
+            false,
+            "JSON at \"/status\" is \"denied\", expected \"ok\"",
+            null,
+            null,
+            true
+        ])
+    );
+    assert_eq!(rows[2], serde_json::json!(["loopback", "icmp", true, null, "2", "true", true]));
     let _ = collector.kill();
     let _ = collector.wait();
 }

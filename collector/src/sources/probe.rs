@@ -19,13 +19,13 @@ pub struct ProbeRow {
     /// When the probe started, microseconds since the epoch (not kept in fixtures).
     #[serde(default, skip_serializing)]
     pub ts: i64,
-    /// `tailscale`, `http`, `tcp` or `tls`.
+    /// `tailscale`, `http`, `tcp`, `tls`, `icmp` or `dns`.
     pub kind: String,
     /// Peer name, URL or host:port.
     pub target: String,
     /// Whether the check passed.
     pub ok: bool,
-    /// Round trip, response, connect or handshake time in milliseconds.
+    /// Round trip (average for icmp), response, connect, handshake or query time in ms.
     #[serde(default)]
     pub latency_ms: Option<f64>,
     /// Tailscale path: direct `ip:port` or `DERP(region)`.

@@ -5,7 +5,8 @@
 //! | `node_silent` | `metrics` rows per `[[nodes]]` node (the collector ships its own metrics every tick, whatever its sources) | seconds since the node's last row, counted from the lake's start at most | `> 120` |
 //! | `filesystem_full` | the host source's `filesystem_used_ratio` per (host, mount) | latest ratio | `> 0.9` for 5m |
 //! | `tls_expiring` | `probes.cert_days_left` per target (tls checks and https checks) | days left | `< 14` |
-//! | `uptime_down` | latest `probes` result per (kind, target, vantage point) of http/tcp/tls checks, last 10 min | vantage points seeing it down | every one that probes it (or `vantage_points = N`) for 1m |
+//! | `uptime_down` | latest `probes` result per (kind, target, vantage point) of http/tcp/tls/icmp/dns checks not marked `outside`, last 10 min | vantage points seeing it down | every one that probes it (or `vantage_points = N`) for 1m |
+//! | `site_offline` | per host with checks marked `outside = true` (last 7 days): its last row (`metrics` or `probes`), and the latest result of each outside target (last 15 min) | seconds the site has been silent (power or uplink), else seconds since any outside target last answered when at least two are configured and every one fails (uplink only) | `> 180` |
 //! | `http_5xx_ratio` | `http` per vhost, last 5 min, at least 20 requests | share of 5xx | `> 0.05` for 2m |
 //! | `fail2ban_burst` | `bans` with action `ban` per host, last 10 min | bans | `>= 20` |
 //! | `unit_failed` | latest `units` row per (host, unit), last 7 days | 1 | its `active_state` is `failed` |
@@ -92,9 +93,11 @@ pub const JOB_FAILED: &str = "job_failed";
 pub const JOB_SLOW: &str = "job_slow";
 /// `alert_rule_failing`.
 pub const ALERT_RULE_FAILING: &str = "alert_rule_failing";
+/// `site_offline`.
+pub const SITE_OFFLINE: &str = "site_offline";
 
 /// Names of the built-in rules.
-pub const BUILTIN_NAMES: [&str; 26] = [
+pub const BUILTIN_NAMES: [&str; 27] = [
     NODE_SILENT,
     FILESYSTEM_FULL,
     TLS_EXPIRING,
@@ -120,6 +123,7 @@ pub const BUILTIN_NAMES: [&str; 26] = [
     JOB_LATE,
     JOB_FAILED,
     JOB_SLOW,
+    SITE_OFFLINE,
     ALERT_RULE_FAILING,
 ];
 
@@ -670,8 +674,84 @@ WHERE event = 'fail'"#
             severity: Severity::Critical,
             message: "rule {{ labels.failing_rule }} failed {{ value }} evaluations in a row (since {{ details.since }}): {{ details.error }}",
         },
+        BuiltinRule {
+            name: SITE_OFFLINE,
+            description: "a site whose collector probes outside targets (`outside = true`) is offline: silent (power or uplink) or running with every outside target unreachable (uplink only)",
+            sql: SITE_OFFLINE_SQL.trim().to_string(),
+            kind: RuleKind::Sql,
+            condition: "> 180",
+            for_: secs(0),
+            every: secs(30),
+            severity: Severity::Critical,
+            message: "{{ labels.host }} offline for {{ value | duration }}: {{ details.cause }} ({{ details.detail }})",
+        },
     ]
 }
+
+/// `site_offline`: a site is a host whose checks include outside targets. Silent first
+/// (no row for 2 minutes, counted as `node_silent` does: from its last row or the lake's
+/// start), then "uplink": at least two outside targets, the latest result of each a
+/// failure, valued from the last time any of them answered (the rows say when, whenever
+/// the lake started). With one outside target a
+/// failure may be that target's; two different ones failing together is the uplink.
+///
+/// The lake hears a collector whose uplink is down only through another path (the lake
+/// at the site, a second uplink); otherwise the site is silent until the uplink returns,
+/// and the spooled rows then show the outage as probes failing while the collector ran
+/// (the `site` Grafana/`lake query` view of it), where a power cut leaves a gap.
+const SITE_OFFLINE_SQL: &str = r#"
+WITH outside AS (
+    SELECT host, target, ts, ok, error
+    FROM probes
+    WHERE attrs['outside'] = 'true' AND ts > now() - INTERVAL 7 DAY
+),
+sites AS (
+    SELECT host, max(ts) AS last_probe, max(ts) FILTER (WHERE ok) AS last_ok, min(ts) AS first_seen
+    FROM outside
+    GROUP BY host
+),
+heartbeat AS (
+    SELECT host, max(ts) AS last
+    FROM metrics
+    WHERE ts > now() - INTERVAL 7 DAY AND host IN (SELECT host FROM sites)
+    GROUP BY host
+),
+latest AS (
+    SELECT host, target, arg_max(ok, ts) AS ok, arg_max(error, ts) AS error
+    FROM outside
+    WHERE ts > now() - INTERVAL 15 MINUTE
+    GROUP BY host, target
+),
+targets AS (
+    SELECT host, count(*) AS n, count(*) FILTER (WHERE NOT ok) AS failing,
+           string_agg(target || ': ' || coalesce(error, 'failed'), '; ' ORDER BY target) AS errors
+    FROM latest
+    GROUP BY host
+),
+state AS (
+    SELECT sites.host,
+           greatest(sites.last_probe, coalesce(heartbeat.last, sites.last_probe)) AS last_row,
+           sites.last_ok, sites.first_seen, targets.n, targets.failing, targets.errors
+    FROM sites LEFT JOIN heartbeat USING (host) LEFT JOIN targets USING (host)
+)
+SELECT host,
+       CASE
+           WHEN epoch(now()) - epoch(last_row) > 120
+               THEN epoch(now()) - epoch(greatest(last_row, $__lake_started))
+           WHEN n >= 2 AND failing = n
+               THEN epoch(now()) - epoch(coalesce(last_ok, first_seen))
+           ELSE 0
+       END AS value,
+       CASE
+           WHEN epoch(now()) - epoch(last_row) > 120 THEN 'silent: no rows from its collector, power or uplink down'
+           WHEN n >= 2 AND failing = n THEN 'uplink down: its collector runs, every outside target is unreachable'
+           ELSE 'online'
+       END AS _cause,
+       CASE
+           WHEN epoch(now()) - epoch(last_row) > 120 THEN 'last row ' || strftime(last_row, '%Y-%m-%d %H:%M:%S UTC')
+           ELSE coalesce(errors, 'no outside probe in 15 minutes')
+       END AS _detail
+FROM state"#;
 
 /// A rule whose latest evaluations failed, as the lake's evaluator saw them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -773,7 +853,9 @@ fn uptime_down_sql(vantage_points: u32) -> String {
         r#"WITH latest AS (
     SELECT kind, target, host, arg_max(ok, ts) AS ok, arg_max(error, ts) AS error
     FROM probes
-    WHERE kind IN ('http', 'tcp', 'tls') AND ts > now() - INTERVAL 10 MINUTE
+    WHERE kind IN ('http', 'tcp', 'tls', 'icmp', 'dns') AND ts > now() - INTERVAL 10 MINUTE
+      -- Outside targets stand for the site's uplink: site_offline reads them together.
+      AND coalesce(attrs['outside'], '') <> 'true'
     GROUP BY kind, target, host
 )
 SELECT kind, target,
@@ -1359,5 +1441,89 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].0, "host=n1 target=p");
         assert!((f[0].1 - 1800.0).abs() < 30.0, "{f:?}");
+    }
+
+    #[test]
+    fn site_offline_tells_power_or_uplink_from_uplink_only() {
+        let now = now_micros();
+        let fresh = Arc::new(MemFresh::default());
+        // (secs ago, host, target, ok, outside)
+        let mut p: Vec<(i64, &str, &str, bool, bool)> = Vec::new();
+        let mut m = MetricsBuilder::new();
+        for ago in (10..=1200).step_by(30) {
+            // pi-power: everything answered, then nothing at all for the last 10 minutes.
+            if ago > 600 {
+                p.push((ago, "pi-power", "1.1.1.1", true, true));
+                p.push((ago, "pi-power", "9.9.9.9", true, true));
+                m.push(now - ago * S, "pi-power", "load1", 0.1, &[]);
+            }
+            // pi-uplink: runs all along; both outside targets failing for the last 400 s,
+            // while the router inside the site answers.
+            let up = ago > 400;
+            p.push((ago, "pi-uplink", "1.1.1.1", up, true));
+            p.push((ago, "pi-uplink", "9.9.9.9", up, true));
+            p.push((ago, "pi-uplink", "192.168.1.1", true, false));
+            m.push(now - ago * S, "pi-uplink", "load1", 0.1, &[]);
+            // pi-one: its only outside target fails: that target's problem, maybe.
+            p.push((ago, "pi-one", "1.1.1.1", false, true));
+            m.push(now - ago * S, "pi-one", "load1", 0.1, &[]);
+            // pi-half: one of two fails.
+            p.push((ago, "pi-half", "1.1.1.1", false, true));
+            p.push((ago, "pi-half", "9.9.9.9", true, true));
+            // ... and a NAS inside its site is down.
+            p.push((ago, "pi-half", "192.168.1.20", false, false));
+            m.push(now - ago * S, "pi-half", "load1", 0.1, &[]);
+            // pi-brief: both failing for the last 100 s only.
+            p.push((ago, "pi-brief", "1.1.1.1", ago > 100, true));
+            p.push((ago, "pi-brief", "9.9.9.9", ago > 100, true));
+            m.push(now - ago * S, "pi-brief", "load1", 0.1, &[]);
+            // vps: no outside checks, silent for 10 minutes: node_silent's, not a site.
+            if ago > 600 {
+                m.push(now - ago * S, "vps", "load1", 0.1, &[]);
+            }
+        }
+        let batch = rows(Table::Probes, p.len(), |b, c, i| {
+            let (ago, host, target, ok, outside) = p[i];
+            b.ts(c("ts"), now - ago * S);
+            b.text(c("host"), Some(host));
+            b.text(c("kind"), Some("icmp"));
+            b.text(c("target"), Some(target));
+            b.bool(c("ok"), Some(ok));
+            b.text(c("error"), (!ok).then_some("no reply from it to 3 request(s) in 2s"));
+            if outside {
+                b.map(c("attrs"), [("name", target), ("outside", "true")]);
+            } else {
+                b.map(c("attrs"), [("name", target)]);
+            }
+        });
+        fresh.set(Table::Probes, vec![batch]);
+        fresh.set(Table::Metrics, vec![m.finish()]);
+        let r = rule(SITE_OFFLINE, &[], 0);
+        let f = firing(&fresh, &r, now - 86_400 * S);
+        assert_eq!(f.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["host=pi-power", "host=pi-uplink"], "{f:?}");
+        // Silent since its last row (630 s ago); the uplink since its last answer (430 s).
+        assert!((f[0].1 - 630.0).abs() < 30.0 && (f[1].1 - 430.0).abs() < 30.0, "{f:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), Arc::clone(&fresh));
+        let out = e.query_blocking(&expand_sql(&r.sql, now - 86_400 * S)).unwrap();
+        let obs = observations(&out).unwrap().rows;
+        let of = |h: &str| obs.iter().find(|o| o.labels["host"] == h).unwrap();
+        assert!(of("pi-power").details["cause"].starts_with("silent: no rows from its collector, power or uplink"));
+        assert!(of("pi-power").details["detail"].starts_with("last row "));
+        assert!(of("pi-uplink").details["cause"].starts_with("uplink down: its collector runs"));
+        assert!(of("pi-uplink").details["detail"].contains("1.1.1.1: no reply"), "{:?}", of("pi-uplink").details);
+        assert_eq!((of("pi-one").value, of("pi-half").value), (0.0, 0.0));
+        assert!(of("pi-brief").value < 180.0);
+        assert!(obs.iter().all(|o| o.labels["host"] != "vps"), "only hosts with outside checks are sites");
+        // A lake started 60 s ago counts silence from then (as node_silent does); the
+        // uplink's failures are in the rows, whenever the lake started.
+        let f = firing(&fresh, &r, now - 60 * S);
+        assert_eq!(f.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["host=pi-uplink"], "{f:?}");
+        // uptime_down ignores the outside targets (site_offline reads them together) and
+        // watches icmp checks: the NAS.
+        assert_eq!(
+            firing(&fresh, &rule(UPTIME_DOWN, &[], 0), now),
+            [("kind=icmp target=192.168.1.20".to_string(), 1.0)]
+        );
     }
 }

@@ -67,6 +67,36 @@ pub(crate) struct CheckFile {
     verify_tls: Option<bool>,
     #[serde(default)]
     server_name: Option<String>,
+    #[serde(default)]
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    expect_json: Option<ExpectJsonFile>,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    max_lost: Option<u32>,
+    #[serde(default)]
+    socket: Option<String>,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    record: Option<String>,
+    #[serde(default)]
+    expect: Option<String>,
+    #[serde(default)]
+    expect_rcode: Option<String>,
+    #[serde(default)]
+    outside: Option<bool>,
+}
+
+/// `expect_json = { pointer = "/status", value = "ok" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectJsonFile {
+    pointer: String,
+    value: toml::Value,
 }
 
 /// `[uptime]`, validated.
@@ -89,13 +119,16 @@ pub struct CheckConfig {
     pub timeout: Duration,
     /// What to do.
     pub kind: CheckKind,
+    /// Whether the target is outside the site (`attrs.outside = "true"`): the
+    /// `site_offline` rule reads a site whose every outside target fails as "uplink down".
+    pub outside: bool,
 }
 
 /// The kind of a check and its own options.
 #[derive(Debug, Clone)]
 pub enum CheckKind {
     /// An HTTP(S) request.
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     /// A TCP connect.
     Tcp {
         /// Host name or IP.
@@ -105,6 +138,10 @@ pub enum CheckKind {
     },
     /// A TLS handshake.
     Tls(TlsCheck),
+    /// ICMP echo requests.
+    Icmp(IcmpCheck),
+    /// A DNS query to a given server.
+    Dns(DnsCheck),
 }
 
 impl CheckKind {
@@ -114,17 +151,95 @@ impl CheckKind {
             CheckKind::Http(_) => "http",
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Tls(_) => "tls",
+            CheckKind::Icmp(_) => "icmp",
+            CheckKind::Dns(_) => "dns",
         }
     }
 }
 
-/// Request method of an HTTP check.
+/// Which ICMP socket a check uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpMethod {
-    /// GET (the body can be searched for a keyword).
-    Get,
-    /// HEAD (no body).
-    Head,
+pub enum PingSocket {
+    /// Unprivileged ICMP datagram socket (`net.ipv4.ping_group_range`).
+    Dgram,
+    /// Raw socket (CAP_NET_RAW).
+    Raw,
+}
+
+impl PingSocket {
+    /// The `socket` attr.
+    pub fn name(self) -> &'static str {
+        match self {
+            PingSocket::Dgram => "dgram",
+            PingSocket::Raw => "raw",
+        }
+    }
+}
+
+/// An ICMP check's options.
+#[derive(Debug, Clone)]
+pub struct IcmpCheck {
+    /// IP address or host name (its first address).
+    pub host: String,
+    /// Echo requests per run. Default 3.
+    pub count: u32,
+    /// Requests that may go unanswered while the check is still up. Default count - 1
+    /// (up while anything answers).
+    pub max_lost: u32,
+    /// Only this socket kind; default a datagram socket, else a raw one.
+    pub socket: Option<PingSocket>,
+}
+
+/// The record types a DNS check asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Canonical name.
+    Cname,
+    /// Mail exchanger.
+    Mx,
+    /// Text.
+    Txt,
+}
+
+impl RecordType {
+    /// The type's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+            RecordType::Mx => "MX",
+            RecordType::Txt => "TXT",
+        }
+    }
+}
+
+/// A DNS check's options.
+#[derive(Debug, Clone)]
+pub struct DnsCheck {
+    /// The name asked for, in wire form.
+    pub qname: Vec<u8>,
+    /// The server asked.
+    pub server: std::net::SocketAddr,
+    /// The record type asked for. Default A.
+    pub record: RecordType,
+    /// An answer of that type must equal this address or contain this text.
+    pub expect: Option<String>,
+    /// The response code expected. Default NOERROR (0).
+    pub expect_rcode: u8,
+}
+
+/// `expect_json`: the JSON value at a pointer in the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectJson {
+    /// RFC 6901 pointer, e.g. `/status` or `/checks/0/ok`.
+    pub pointer: String,
+    /// The value expected there.
+    pub value: serde_json::Value,
 }
 
 /// An HTTP check's options.
@@ -132,8 +247,14 @@ pub enum HttpMethod {
 pub struct HttpCheck {
     /// http or https URL.
     pub url: reqwest::Url,
-    /// GET or HEAD. Default GET.
-    pub method: HttpMethod,
+    /// Any method. Default GET.
+    pub method: reqwest::Method,
+    /// Request headers, checked when the config is read.
+    pub headers: reqwest::header::HeaderMap,
+    /// Request body (sent as is; set its Content-Type in `headers`).
+    pub body: Option<String>,
+    /// A JSON value the body must hold at a pointer.
+    pub expect_json: Option<ExpectJson>,
     /// Accepted status ranges, inclusive. Default 200–399.
     pub expect_status: Vec<(u16, u16)>,
     /// Text the body must contain (searched in the first 1 MiB).
@@ -181,67 +302,53 @@ impl UptimeFile {
     }
 }
 
+/// Most echo requests in one ICMP run.
+const MAX_COUNT: u32 = 100;
+
 impl CheckFile {
     fn validate(self, at: &str, interval: Duration, timeout: Duration) -> anyhow::Result<CheckConfig> {
         let interval = self.interval.map_or(interval, |d| d.0);
         let timeout = self.timeout.map_or(timeout, |d| d.0);
         crate::sources::check_schedule(at, interval, timeout, "")?;
-        let only = |set: bool, key: &str, kinds: &str| -> anyhow::Result<()> {
-            ensure!(!set, "{at}.{key} applies to kind = {kinds} only (this check is {:?})", self.kind);
-            Ok(())
-        };
-        let kind = match self.kind.as_str() {
-            "http" => {
-                only(self.server_name.is_some(), "server_name", "\"tls\"")?;
-                let url = reqwest::Url::parse(&self.target)
-                    .with_context(|| format!("{at}.target = {:?}: not a URL", self.target))?;
+        // Each option and the kinds it applies to: a misplaced one is an error, not ignored.
+        let options: [(bool, &str, &[&str]); 16] = [
+            (self.expect_status.is_some(), "expect_status", &["http"]),
+            (self.keyword.is_some(), "keyword", &["http"]),
+            (self.method.is_some(), "method", &["http"]),
+            (self.follow_redirects.is_some(), "follow_redirects", &["http"]),
+            (self.headers.is_some(), "headers", &["http"]),
+            (self.body.is_some(), "body", &["http"]),
+            (self.expect_json.is_some(), "expect_json", &["http"]),
+            (self.verify_tls.is_some(), "verify_tls", &["http", "tls"]),
+            (self.server_name.is_some(), "server_name", &["tls"]),
+            (self.count.is_some(), "count", &["icmp"]),
+            (self.max_lost.is_some(), "max_lost", &["icmp"]),
+            (self.socket.is_some(), "socket", &["icmp"]),
+            (self.server.is_some(), "server", &["dns"]),
+            (self.record.is_some(), "record", &["dns"]),
+            (self.expect.is_some(), "expect", &["dns"]),
+            (self.expect_rcode.is_some(), "expect_rcode", &["dns"]),
+        ];
+        if ["http", "tcp", "tls", "icmp", "dns"].contains(&self.kind.as_str()) {
+            for (set, key, kinds) in options {
+                let list: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
                 ensure!(
-                    matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
-                    "{at}.target = {:?}: must be an http:// or https:// URL with a host",
-                    self.target
+                    !set || kinds.contains(&self.kind.as_str()),
+                    "{at}.{key} applies to kind = {} only (this check is {:?})",
+                    list.join(" or "),
+                    self.kind
                 );
-                let method = match self.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
-                    None | Some("GET") => HttpMethod::Get,
-                    Some("HEAD") => HttpMethod::Head,
-                    Some(m) => bail!("{at}.method = {m:?}: must be \"GET\" or \"HEAD\""),
-                };
-                let keyword = self.keyword.filter(|k| !k.is_empty());
-                ensure!(
-                    !(keyword.is_some() && method == HttpMethod::Head),
-                    "{at}.keyword needs method = \"GET\" (a HEAD response has no body)"
-                );
-                let expect_status = match self.expect_status {
-                    None => vec![(200, 399)],
-                    Some(list) => {
-                        ensure!(!list.is_empty(), "{at}.expect_status must not be empty");
-                        list.iter()
-                            .enumerate()
-                            .map(|(j, s)| parse_status(s).with_context(|| format!("{at}.expect_status[{j}]")))
-                            .collect::<anyhow::Result<_>>()?
-                    }
-                };
-                CheckKind::Http(HttpCheck {
-                    url,
-                    method,
-                    expect_status,
-                    keyword,
-                    follow_redirects: self.follow_redirects.unwrap_or(true),
-                    verify_tls: self.verify_tls.unwrap_or(true),
-                })
             }
+        }
+        let kind = match self.kind.as_str() {
+            "http" => CheckKind::Http(Box::new(self.http(at)?)),
             "tcp" | "tls" => {
-                only(self.expect_status.is_some(), "expect_status", "\"http\"")?;
-                only(self.keyword.is_some(), "keyword", "\"http\"")?;
-                only(self.method.is_some(), "method", "\"http\"")?;
-                only(self.follow_redirects.is_some(), "follow_redirects", "\"http\"")?;
                 let (host, port) =
                     parse_host_port(&self.target).with_context(|| format!("{at}.target = {:?}", self.target))?;
                 if self.kind == "tcp" {
-                    only(self.verify_tls.is_some(), "verify_tls", "\"http\" or \"tls\"")?;
-                    only(self.server_name.is_some(), "server_name", "\"tls\"")?;
                     CheckKind::Tcp { host, port }
                 } else {
-                    let server_name = self.server_name.unwrap_or_else(|| host.clone());
+                    let server_name = self.server_name.clone().unwrap_or_else(|| host.clone());
                     ensure!(
                         rustls::pki_types::ServerName::try_from(server_name.as_str()).is_ok(),
                         "{at}.server_name = {server_name:?}: not a DNS name or IP address"
@@ -249,9 +356,163 @@ impl CheckFile {
                     CheckKind::Tls(TlsCheck { host, port, server_name, verify_tls: self.verify_tls.unwrap_or(true) })
                 }
             }
-            other => bail!("{at}.kind = {other:?}: must be \"http\", \"tcp\" or \"tls\""),
+            "icmp" => CheckKind::Icmp(self.icmp(at, timeout)?),
+            "dns" => CheckKind::Dns(self.dns(at)?),
+            other => bail!("{at}.kind = {other:?}: must be \"http\", \"tcp\", \"tls\", \"icmp\" or \"dns\""),
         };
-        Ok(CheckConfig { name: self.name, target: self.target, interval, timeout, kind })
+        Ok(CheckConfig {
+            name: self.name,
+            target: self.target,
+            interval,
+            timeout,
+            kind,
+            outside: self.outside.unwrap_or(false),
+        })
+    }
+
+    fn http(&self, at: &str) -> anyhow::Result<HttpCheck> {
+        let url =
+            reqwest::Url::parse(&self.target).with_context(|| format!("{at}.target = {:?}: not a URL", self.target))?;
+        ensure!(
+            matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
+            "{at}.target = {:?}: must be an http:// or https:// URL with a host",
+            self.target
+        );
+        let method = match self.method.as_deref() {
+            None => reqwest::Method::GET,
+            Some(m) => {
+                let upper = m.to_ascii_uppercase();
+                ensure!(
+                    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&upper.as_str()),
+                    "{at}.method = {m:?}: must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"
+                );
+                reqwest::Method::from_bytes(upper.as_bytes()).with_context(|| format!("{at}.method = {m:?}"))?
+            }
+        };
+        let keyword = self.keyword.clone().filter(|k| !k.is_empty());
+        let head = method == reqwest::Method::HEAD;
+        ensure!(
+            !(keyword.is_some() && head),
+            "{at}.keyword needs a method other than HEAD (a HEAD response has no body)"
+        );
+        ensure!(
+            !(self.expect_json.is_some() && head),
+            "{at}.expect_json needs a method other than HEAD (a HEAD response has no body)"
+        );
+        ensure!(!(self.body.is_some() && head), "{at}.body: a HEAD request carries no body");
+        let expect_status = match &self.expect_status {
+            None => vec![(200, 399)],
+            Some(list) => {
+                ensure!(!list.is_empty(), "{at}.expect_status must not be empty");
+                list.iter()
+                    .enumerate()
+                    .map(|(j, s)| parse_status(s).with_context(|| format!("{at}.expect_status[{j}]")))
+                    .collect::<anyhow::Result<_>>()?
+            }
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in self.headers.iter().flatten() {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| anyhow::anyhow!("{at}.headers: {k:?} is not a valid header name"))?;
+            let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                anyhow::anyhow!("{at}.headers.{k}: the value is not valid in a header (control characters?)")
+            })?;
+            headers.append(name, value);
+        }
+        let expect_json = match &self.expect_json {
+            None => None,
+            Some(e) => {
+                ensure!(
+                    e.pointer.is_empty() || e.pointer.starts_with('/'),
+                    "{at}.expect_json.pointer = {:?}: a JSON pointer is empty or starts with \"/\" (e.g. \"/status\")",
+                    e.pointer
+                );
+                let value = serde_json::to_value(&e.value)
+                    .with_context(|| format!("{at}.expect_json.value: not representable as JSON"))?;
+                Some(ExpectJson { pointer: e.pointer.clone(), value })
+            }
+        };
+        Ok(HttpCheck {
+            url,
+            method,
+            headers,
+            body: self.body.clone(),
+            expect_status,
+            keyword,
+            expect_json,
+            follow_redirects: self.follow_redirects.unwrap_or(true),
+            verify_tls: self.verify_tls.unwrap_or(true),
+        })
+    }
+
+    fn icmp(&self, at: &str, timeout: Duration) -> anyhow::Result<IcmpCheck> {
+        let host = self.target.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.target).trim();
+        ensure!(
+            !host.is_empty()
+                && !host.contains(['/', ' '])
+                && (host.parse::<std::net::IpAddr>().is_ok() || !host.contains(':')),
+            "{at}.target = {:?}: must be an IP address or a host name (no port, no URL)",
+            self.target
+        );
+        let count = self.count.unwrap_or(3);
+        ensure!((1..=MAX_COUNT).contains(&count), "{at}.count = {count}: must be from 1 to {MAX_COUNT}");
+        // The requests go out PACKET_GAP apart; the last one needs time for its reply.
+        let sending = super::icmp::PACKET_GAP * (count - 1);
+        ensure!(
+            sending < timeout,
+            "{at}.count = {count}: sending them takes {} ({} apart), not less than the timeout {}",
+            Dur(sending),
+            Dur(super::icmp::PACKET_GAP),
+            Dur(timeout)
+        );
+        let max_lost = self.max_lost.unwrap_or(count - 1);
+        ensure!(max_lost < count, "{at}.max_lost = {max_lost}: must be less than count ({count})");
+        let socket = match self.socket.as_deref() {
+            None | Some("auto") => None,
+            Some("dgram") => Some(PingSocket::Dgram),
+            Some("raw") => Some(PingSocket::Raw),
+            Some(other) => bail!("{at}.socket = {other:?}: must be \"auto\", \"dgram\" or \"raw\""),
+        };
+        Ok(IcmpCheck { host: host.to_string(), count, max_lost, socket })
+    }
+
+    fn dns(&self, at: &str) -> anyhow::Result<DnsCheck> {
+        let qname = super::dns::encode_name(self.target.trim()).map_err(|e| anyhow::anyhow!("{at}.target: {e}"))?;
+        let Some(server) = &self.server else {
+            bail!("{at}.server is required for kind = \"dns\": the server asked, e.g. \"1.1.1.1\" or \"[::1]:5353\"");
+        };
+        let server = match server.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, 53),
+            Err(_) => server.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("{at}.server = {server:?}: must be an IP address with an optional port (1.1.1.1, 127.0.0.1:5353, [::1]:53)")
+            })?,
+        };
+        ensure!(server.port() != 0, "{at}.server = {server}: port 0 cannot be asked");
+        let record = match self.record.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("A") => RecordType::A,
+            Some("AAAA") => RecordType::Aaaa,
+            Some("CNAME") => RecordType::Cname,
+            Some("MX") => RecordType::Mx,
+            Some("TXT") => RecordType::Txt,
+            Some(other) => bail!("{at}.record = {other:?}: must be A, AAAA, CNAME, MX or TXT"),
+        };
+        let expect_rcode = match self.expect_rcode.as_deref() {
+            None => 0,
+            Some(r) => {
+                super::dns::RCODES.iter().find(|(n, _)| n.eq_ignore_ascii_case(r)).map(|(_, c)| *c).with_context(
+                    || {
+                        let names: Vec<&str> = super::dns::RCODES.iter().map(|(n, _)| *n).collect();
+                        format!("{at}.expect_rcode = {r:?}: must be one of {}", names.join(", "))
+                    },
+                )?
+            }
+        };
+        let expect = self.expect.clone().filter(|e| !e.is_empty());
+        ensure!(
+            !(expect.is_some() && expect_rcode != 0),
+            "{at}.expect needs expect_rcode = \"NOERROR\" (there is no answer to match otherwise)"
+        );
+        Ok(DnsCheck { qname, server, record, expect, expect_rcode })
     }
 }
 

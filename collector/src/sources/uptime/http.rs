@@ -1,11 +1,13 @@
-//! HTTP checks with reqwest: status in the accepted set and keyword in the body.
-//! Latency is the total response time (headers and, for keyword checks, the body read).
+//! HTTP checks with reqwest: any method, headers and body; up when the status is in the
+//! accepted set, the keyword is in the body and the JSON value at `expect_json.pointer`
+//! is the one expected. Latency is the total response time (headers and, when the body
+//! is checked, the body read).
 
 use std::time::{Duration, Instant};
 
 use lake_format::units::Dur;
 
-use super::{tls, HttpCheck, HttpMethod, Outcome};
+use super::{tls, ExpectJson, HttpCheck, Outcome};
 use lake_format::error::error_chain;
 
 /// How much of the body is searched for the keyword.
@@ -33,12 +35,12 @@ pub(super) fn client(verify_tls: bool, follow_redirects: bool) -> Result<reqwest
 }
 
 pub(super) async fn probe(client: &reqwest::Client, check: &HttpCheck, timeout: Duration) -> Outcome {
-    let method = match check.method {
-        HttpMethod::Get => reqwest::Method::GET,
-        HttpMethod::Head => reqwest::Method::HEAD,
-    };
     let start = Instant::now();
-    let mut resp = match client.request(method, check.url.clone()).timeout(timeout).send().await {
+    let mut req = client.request(check.method.clone(), check.url.clone()).headers(check.headers.clone());
+    if let Some(body) = &check.body {
+        req = req.body(body.clone());
+    }
+    let mut resp = match req.timeout(timeout).send().await {
         Ok(r) => r,
         Err(e) => return Outcome::failed(describe(&e, timeout)),
     };
@@ -52,20 +54,22 @@ pub(super) async fn probe(client: &reqwest::Client, check: &HttpCheck, timeout: 
     if let Some(der) = resp.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate()) {
         out.cert = tls::cert_info(der);
     }
-    let mut keyword_found = true;
-    if let Some(keyword) = &check.keyword {
-        let mut body = Vec::new();
-        keyword_found = false;
+    let mut body = Vec::new();
+    let mut complete = true;
+    if check.keyword.is_some() || check.expect_json.is_some() {
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     let room = MAX_BODY.saturating_sub(body.len());
                     body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if contains(&body, keyword.as_bytes()) {
-                        keyword_found = true;
+                    // A keyword-only check stops reading as soon as it is found.
+                    if check.expect_json.is_none()
+                        && check.keyword.as_ref().is_some_and(|k| contains(&body, k.as_bytes()))
+                    {
                         break;
                     }
-                    if body.len() >= MAX_BODY {
+                    if chunk.len() > room {
+                        complete = false;
                         break;
                     }
                 }
@@ -79,16 +83,46 @@ pub(super) async fn probe(client: &reqwest::Client, check: &HttpCheck, timeout: 
         }
     }
     out.latency = Some(start.elapsed());
-    let status_ok = check.accepts(status);
-    out.ok = status_ok && keyword_found;
-    out.error = if !status_ok {
+    out.error = if !check.accepts(status) {
         Some(format!("status {status} not expected"))
-    } else if !keyword_found {
-        Some(format!("keyword {:?} not found in the body", check.keyword.as_deref().unwrap_or_default()))
+    } else if let Some(k) = check.keyword.as_ref().filter(|k| !contains(&body, k.as_bytes())) {
+        Some(format!("keyword {k:?} not found in the body"))
+    } else if let Some(expect) = &check.expect_json {
+        json_mismatch(&body, complete, expect)
     } else {
         None
     };
+    out.ok = out.error.is_none();
     out
+}
+
+/// Why the body does not hold the expected JSON value, `None` when it does.
+pub(super) fn json_mismatch(body: &[u8], complete: bool, expect: &ExpectJson) -> Option<String> {
+    if !complete {
+        return Some(format!("the body is larger than {} MiB: expect_json reads no more", MAX_BODY >> 20));
+    }
+    let doc: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("the body is not JSON ({e})")),
+    };
+    let Some(got) = doc.pointer(&expect.pointer) else {
+        return Some(format!("no JSON value at {:?}", expect.pointer));
+    };
+    let same = match (got.as_f64(), expect.value.as_f64()) {
+        // 1 and 1.0 are the same number to whoever wrote the config.
+        (Some(a), Some(b)) => a == b,
+        _ => *got == expect.value,
+    };
+    if same {
+        return None;
+    }
+    let mut shown = got.to_string();
+    if shown.len() > 200 {
+        let cut = (0..=200).rev().find(|i| shown.is_char_boundary(*i)).unwrap_or(0);
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    Some(format!("JSON at {:?} is {shown}, expected {}", expect.pointer, expect.value))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

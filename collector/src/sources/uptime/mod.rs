@@ -1,11 +1,14 @@
-//! Uptime probes: configured HTTP, TCP and TLS checks, each on its own interval, into
-//! `probes` (kinds `http`, `tcp`, `tls`).
+//! Uptime probes: configured HTTP, TCP, TLS, ICMP and DNS checks, each on its own
+//! interval, into `probes` (kinds `http`, `tcp`, `tls`, `icmp`, `dns`).
 //!
 //! Data in: `[[uptime.checks]]` from the config. Data out: one row per check run with
 //! the configured `target`, `ok`, `latency_ms` (total response time for http, connect
-//! time for tcp, handshake time for tls), `status` (http), `cert_days_left` (tls, and
-//! https checks) and `error`; `attrs` carry the check's `name`, the address reached, and
-//! the certificate's subject, issuer and notAfter. Every node running the same checks is
+//! time for tcp, handshake time for tls, average round trip for icmp, query time for
+//! dns), `status` (http), `cert_days_left` (tls, and https checks) and `error`; `attrs`
+//! carry the check's `name`, the address reached, the certificate's subject, issuer and
+//! notAfter, icmp's sent/received/loss/rtt, dns's rcode and answers, and
+//! `outside = "true"` for targets beyond the site's uplink (the lake's `site_offline`
+//! rule reads those together). Every node running the same checks is
 //! just every collector having the same `[[uptime.checks]]`: the `host` column is the
 //! vantage point, so the lake tells "down everywhere" from "down from one node".
 //!
@@ -15,14 +18,17 @@
 //!
 //! Stages: [`config`] (serde `UptimeFile` → typed [`UptimeConfig`]), [`http`] (reqwest,
 //! one client per distinct option set), [`tcp`], [`tls`] (tokio-rustls and x509-parser,
-//! which report days left even when the certificate is not trusted). Each check runs in
+//! which report days left even when the certificate is not trusted), [`icmp`] (an
+//! unprivileged ICMP socket, else a raw one), [`dns`] (a minimal client of our own). Each check runs in
 //! its own task, started staggered over its interval so checks do not fire together;
 //! results go through a bounded channel to one emitter that batches whatever is ready
 //! ([`SourceContext::emit_droppable`]: a probe result cannot be read again). A full
 //! channel makes checks wait (nothing is lost; it only happens if the spool stalls).
 
 mod config;
+mod dns;
 mod http;
+mod icmp;
 mod tcp;
 mod tls;
 
@@ -41,7 +47,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 pub(crate) use config::UptimeFile;
-pub use config::{CheckConfig, CheckKind, HttpCheck, HttpMethod, TlsCheck, UptimeConfig};
+pub use config::{
+    CheckConfig, CheckKind, DnsCheck, ExpectJson, HttpCheck, IcmpCheck, PingSocket, RecordType, TlsCheck, UptimeConfig,
+};
 
 use super::probe::{self, ProbeRow};
 use super::{SourceContext, SourceError};
@@ -99,6 +107,8 @@ impl Probers {
                 },
                 CheckKind::Tcp { host, port } => tcp::probe(host, *port, check.timeout).await,
                 CheckKind::Tls(t) => self.tls.probe(t, check.timeout).await,
+                CheckKind::Icmp(i) => icmp::probe(i, check.timeout).await,
+                CheckKind::Dns(d) => dns::probe(d, check.timeout).await,
             }
         };
         // The probers bound their own steps; this is the backstop for the whole check.
@@ -109,6 +119,28 @@ impl Probers {
     }
 }
 
+/// One line about a check for `lake-collector --check`.
+pub fn describe(check: &CheckConfig) -> String {
+    let what = match &check.kind {
+        CheckKind::Http(h) => format!("{} {}", h.method, h.url),
+        CheckKind::Tcp { host, port } => format!("{host}:{port}"),
+        CheckKind::Tls(t) => format!("{}:{} ({})", t.host, t.port, t.server_name),
+        CheckKind::Icmp(i) => {
+            let socket = i.socket.map_or("dgram, else raw", PingSocket::name);
+            format!("{} x{} (max_lost {}, {socket} socket)", i.host, i.count, i.max_lost)
+        }
+        CheckKind::Dns(d) => format!("{} {} @{}", check.target, d.record.name(), d.server),
+    };
+    let outside = if check.outside { ", outside" } else { "" };
+    format!(
+        "{} {} {what} every {}, timeout {}{outside}",
+        check.name,
+        check.kind.name(),
+        lake_format::units::Dur(check.interval),
+        lake_format::units::Dur(check.timeout)
+    )
+}
+
 /// The row of one check run.
 pub(crate) fn check_row(ts: i64, check: &CheckConfig, o: Outcome) -> ProbeRow {
     let mut row = ProbeRow::new(ts, check.kind.name(), &check.target, o.ok);
@@ -116,6 +148,9 @@ pub(crate) fn check_row(ts: i64, check: &CheckConfig, o: Outcome) -> ProbeRow {
     row.status = o.status.map(i64::from);
     row.error = o.error;
     row.attr("name", check.name.as_str());
+    if check.outside {
+        row.attr("outside", "true");
+    }
     if let Some(cert) = o.cert {
         row.cert_days_left = Some(cert.days_left);
         row.attr("cert_subject", cert.subject);
