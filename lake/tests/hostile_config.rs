@@ -185,6 +185,11 @@ fn the_example_files_pass() {
         .arg(repo.join("lake/examples/lake.toml"))
         .env("LAKE_TOKEN_GATEWAY", "g".repeat(32))
         .env("LAKE_ADMIN_TOKENS", format!("{},{}", "a".repeat(20), "b".repeat(20)))
+        // The example's webhooks read their secrets from the environment, as a unit's
+        // EnvironmentFile= would give them.
+        .env("STRIPE_WHSEC", "whsec_example")
+        .env("POSTMARK_HOOK_PASSWORD", "p".repeat(20))
+        .env("GITHUB_WEBHOOK_SECRET", "s".repeat(20))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
