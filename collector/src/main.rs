@@ -201,6 +201,9 @@ fn print_summary(c: &Config) {
     for u in &c.ups {
         println!("ups           {}", lake_collector::sources::ups::describe(u));
     }
+    for p in &c.pull {
+        println!("pull          {}", lake_collector::sources::pull::describe(p));
+    }
 }
 
 #[cfg(test)]
