@@ -93,8 +93,7 @@ async fn exchange(client: &reqwest::Client, req: &Request, max_bytes: u64) -> Re
     let resp = b.send().await.map_err(|e| FetchError::Request(without_url(&e)))?;
     let status = resp.status();
     if !status.is_success() {
-        let mut start = read_bounded(resp, 200).await.unwrap_or_default();
-        start.truncate(200);
+        let start = read_prefix(resp, 200).await;
         let body = String::from_utf8_lossy(&start).split_whitespace().collect::<Vec<_>>().join(" ");
         return Err(FetchError::Status { status: status.as_u16(), body });
     }
@@ -109,6 +108,19 @@ fn without_url(e: &reqwest::Error) -> String {
         Some(u) => full.replace(u.as_str(), &redacted(u)),
         None => full,
     }
+}
+
+/// The first `n` bytes of an error answer's body (what the API says went wrong), however
+/// long the body is; empty when it cannot be read.
+async fn read_prefix(mut resp: reqwest::Response, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match resp.chunk().await {
+            Ok(Some(c)) => out.extend_from_slice(&c[..c.len().min(n - out.len())]),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Reads a body up to `max` bytes: a `Content-Length` over it is refused before reading, a

@@ -919,11 +919,13 @@ fn map_answer(
     Ok(Answer { rows: mapped.rows, bad: mapped.bad, firewall, cursor })
 }
 
-/// The HTTP client of a pull: no redirects to other hosts' secrets (reqwest drops
-/// `Authorization` on a cross-host redirect), the collector's user agent.
+/// The HTTP client of a pull, with the collector's user agent. Redirects are not followed
+/// (a 3xx is a failed pull naming its status): a secret header would go along to wherever
+/// the redirect points.
 pub fn client(config: &PullConfig) -> Result<reqwest::Client, SourceError> {
     reqwest::Client::builder()
         .connect_timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("lake-collector/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| SourceError::Start { source_name: config.source, reason: e.to_string() })

@@ -444,3 +444,41 @@ async fn hostile_answers_are_counted_and_the_next_pull_still_works_then_a_restar
     assert_eq!(server.received()[before].target, "/api?after=1767225600");
     assert!(drain(&spool).await.iter().all(|(t, _)| t != "json/things"), "the same row is not shipped again");
 }
+
+#[test]
+fn the_commented_examples_in_the_example_config_parse() {
+    let example = include_str!("../../../examples/collector.toml");
+    let start = example.find("# [[pull]]\n# name = \"cloudflare\"").expect("the pull examples");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l)))
+        .collect();
+    #[derive(Deserialize)]
+    struct F {
+        pull: Vec<PullFile>,
+    }
+    let f: F = toml::from_str(&block).unwrap();
+    let env = |v: &str| (v == "CLOUDFLARE_API_TOKEN").then(|| "t".to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = f.pull;
+    let tok = dir.path().join("shop-token");
+    std::fs::write(&tok, "s").unwrap();
+    files[2].bearer_token_file = Some(tok);
+    let c = validate_all(files, &env).unwrap();
+    let presets: Vec<Preset> = c.iter().map(|c| c.preset).collect();
+    assert_eq!(presets, [Preset::Cloudflare, Preset::OpenMeteo, Preset::Generic]);
+    assert_eq!(c[2].key, ["id"]);
+}
+
+#[tokio::test]
+async fn error_bodies_are_cut_and_redirects_are_not_followed() {
+    let server = Replay::start();
+    server.route("/long", vec![Answer::Status(503, "y".repeat(5000))]);
+    server.route("/moved", vec![Answer::Status(302, String::new())]);
+    for (path, want) in [("/long", format!("status 503: {}", "y".repeat(200))), ("/moved", "status 302".to_string())] {
+        let c = config(&format!("[[pull]]\nname = \"e\"\nurl = \"{}{path}\"\ntable = \"t\"\n", server.url)).unwrap();
+        let p = once(&c, &mut PullState::default(), 1).await.unwrap();
+        assert_eq!(p.failure.unwrap(), format!("pull e: GET {}{path}: {want}", server.url));
+    }
+}
