@@ -14,6 +14,12 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 /// Gathers host metrics on this node, spools them on disk and ships them to the lake.
+///
+/// Every other source is a section of collector.toml (see collector/examples/collector.toml):
+/// [journald], [caddy], [ufw], [fail2ban], [docker], [syslog], [tailscale], [uptime],
+/// [inventory], [[log_file]], [[json_file]], [[exec]], [[prometheus_scrape]], [[ups]], and
+/// [[pull]] (APIs fetched on a schedule: presets cloudflare, open_meteo, or any JSON/CSV
+/// URL mapped with JSON pointers). `--check` lists what is configured.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {

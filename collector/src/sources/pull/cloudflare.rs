@@ -21,28 +21,28 @@ use crate::sources::ufw::{FirewallEvent, FirewallRows};
 pub const DEFAULT_URL: &str = "https://api.cloudflare.com/client/v4/graphql";
 /// Default custom table of the HTTP groups.
 pub const DEFAULT_TABLE: &str = "cloudflare_http";
-/// Most groups or events asked for per window (the API's own maximum is 10000).
+/// Most groups or events asked for per window (the API's own maximum), written in the query.
 pub const LIMIT: usize = 10_000;
 
 /// The query: both datasets of one zone over `[since, until)`.
-const QUERY: &str = "query ($zoneTag: string, $since: Time, $until: Time, $limit: uint64) { viewer { zones(filter: {zoneTag: $zoneTag}) { \
-httpRequestsAdaptiveGroups(limit: $limit, filter: {datetime_geq: $since, datetime_lt: $until}, orderBy: [datetimeMinute_ASC]) { \
+const QUERY: &str = "query ($zoneTag: string, $since: Time, $until: Time) { viewer { zones(filter: {zoneTag: $zoneTag}) { \
+httpRequestsAdaptiveGroups(limit: LIMIT_N, filter: {datetime_geq: $since, datetime_lt: $until}, orderBy: [datetimeMinute_ASC]) { \
 count sum { edgeResponseBytes visits } dimensions { datetimeMinute clientRequestHTTPHost edgeResponseStatus clientCountryName cacheStatus clientRequestHTTPMethodName } } \
 FIREWALL } } }";
 
-const FIREWALL_PART: &str = "firewallEventsAdaptive(limit: $limit, filter: {datetime_geq: $since, datetime_lt: $until}, orderBy: [datetime_ASC]) { \
+const FIREWALL_PART: &str = "firewallEventsAdaptive(limit: LIMIT_N, filter: {datetime_geq: $since, datetime_lt: $until}, orderBy: [datetime_ASC]) { \
 datetime action source clientIP clientCountryName clientRequestHTTPHost clientRequestHTTPMethodName clientRequestPath ruleId rayName userAgent }";
 
 /// The request body for one zone and window (µs bounds).
 pub fn body(zone: &str, since: i64, until: i64, firewall: bool) -> String {
-    let query = QUERY.replace("FIREWALL", if firewall { FIREWALL_PART } else { "" });
+    let query =
+        QUERY.replace("FIREWALL", if firewall { FIREWALL_PART } else { "" }).replace("LIMIT_N", &LIMIT.to_string());
     json!({
         "query": query,
         "variables": {
             "zoneTag": zone,
             "since": rfc3339_seconds(since),
             "until": rfc3339_seconds(until),
-            "limit": LIMIT,
         }
     })
     .to_string()

@@ -716,6 +716,8 @@ pub struct Pulled {
     pub failure: Option<String>,
     /// Another page is waiting (pointer cursor that moved).
     pub more: bool,
+    /// A Cloudflare window hit the API's row limit: what is beyond it is not in the answer.
+    pub truncated: bool,
 }
 
 /// One request of a pull and what it asks for.
@@ -802,6 +804,29 @@ pub fn process(
             next.seen = std::mem::take(&mut next.seen).rebuilt();
             let mut bodies = NdjsonBodies::new(&config.table, name);
             let before = answer.rows.len();
+            let fw_len = answer.firewall.as_ref().map_or(0, |f| f.len());
+            if let (Some(z), Some((since, until))) = (zone, window) {
+                if before >= cloudflare::LIMIT || fw_len >= cloudflare::LIMIT {
+                    // Shipped as received, but said: the rest of the window is not in the answer.
+                    let message = format!(
+                        "{what}: {} rows in the window {} – {}, the API's limit: the rest of it is missing; lower max_window",
+                        cloudflare::LIMIT,
+                        custom::rfc3339_micros(since),
+                        custom::rfc3339_micros(until)
+                    );
+                    Note {
+                        ts: started,
+                        node,
+                        source: NOTE_SOURCE,
+                        ident: &config.name,
+                        priority: 4,
+                        message: &message,
+                        attrs: &[("zone", z)],
+                    }
+                    .push_to(&mut notes);
+                    out.truncated = true;
+                }
+            }
             for row in answer.rows {
                 if !config.key.is_empty() && !next.seen.insert(map::row_key(&row.object, &config.key), config.max_keys)
                 {
@@ -988,6 +1013,10 @@ impl PullSource {
                     let Some(p) = pulled else { break };
                     Stats::add(&stats.read, p.rows + p.bad + p.repeated);
                     Stats::add(&stats.parse_errors, p.bad);
+                    if p.truncated {
+                        Stats::add(&stats.dropped, 1);
+                        tracing::warn!(pull = %config.name, "a Cloudflare window hit the API's row limit: lower max_window");
+                    }
                     failures.record(config.source, p.failure.as_deref(), &stats.errors);
                     if p.failure.is_some() {
                         ctx.emit_encoded_droppable(config.source, p.records).await?;

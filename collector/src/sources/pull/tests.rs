@@ -172,10 +172,12 @@ async fn cloudflare_documented_answer_maps_to_cloudflare_http_and_firewall_over_
     let body: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(
         body["variables"],
-        json!({"zoneTag": ZONE, "since": "2022-07-21T09:05:00Z", "until": "2022-07-21T10:05:00Z", "limit": 10000})
+        json!({"zoneTag": ZONE, "since": "2022-07-21T09:05:00Z", "until": "2022-07-21T10:05:00Z"})
     );
     let q = body["query"].as_str().unwrap();
-    assert!(q.contains("httpRequestsAdaptiveGroups(") && q.contains("firewallEventsAdaptive("), "{q}");
+    let limit = format!("limit: {}", cloudflare::LIMIT);
+    assert!(q.contains(&format!("httpRequestsAdaptiveGroups({limit},")), "{q}");
+    assert!(q.contains(&format!("firewallEventsAdaptive({limit},")), "{q}");
     assert_eq!(
         lines(&p, "cloudflare_http"),
         [
@@ -481,4 +483,31 @@ async fn error_bodies_are_cut_and_redirects_are_not_followed() {
         let p = once(&c, &mut PullState::default(), 1).await.unwrap();
         assert_eq!(p.failure.unwrap(), format!("pull e: GET {}{path}: {want}", server.url));
     }
+}
+
+#[test]
+fn a_cloudflare_window_at_the_api_limit_ships_and_says_the_rest_is_missing() {
+    let c = config(&format!(
+        "[[pull]]\nname = \"cf\"\npreset = \"cloudflare\"\nzones = [\"{ZONE}\"]\nbearer_token = \"t\"\nfirewall = false\n"
+    ))
+    .unwrap();
+    let group = json!({"count": 1, "sum": {"edgeResponseBytes": 1, "visits": 1},
+                       "dimensions": {"datetimeMinute": "2022-07-21T10:00:00Z", "edgeResponseStatus": 200}});
+    let doc = json!({"data": {"viewer": {"zones": [{"httpRequestsAdaptiveGroups": vec![group; cloudflare::LIMIT]}]}}, "errors": null});
+    let mut state = PullState::default();
+    let now = micros("2022-07-21T10:10:30Z");
+    let step = request(&c, &state, 0, now).unwrap();
+    assert!(!step.req.body.as_deref().unwrap().contains("firewallEventsAdaptive"), "firewall = false");
+    let p = process(&c, "n", &step, Ok(doc.to_string().into_bytes()), &mut state, now).unwrap();
+    assert_eq!((p.rows, p.truncated, p.failure.as_deref()), (cloudflare::LIMIT as u64, true, None));
+    let notes = arrow_rows(&p, "logs");
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["priority"], 4);
+    assert!(
+        notes[0]["message"].as_str().unwrap().ends_with(
+            "10000 rows in the window 2022-07-21T09:05:00.000000Z – 2022-07-21T10:05:00.000000Z, the API's limit: the rest of it is missing; lower max_window"
+        ),
+        "{}",
+        notes[0]["message"]
+    );
 }
