@@ -125,6 +125,8 @@ struct ConfigFile {
     log_file: Vec<crate::sources::log_file::LogFileFile>,
     #[serde(default)]
     ups: Vec<crate::sources::ups::UpsFile>,
+    #[serde(default)]
+    pull: Vec<crate::sources::pull::PullFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +319,8 @@ pub struct Config {
     pub log_file: Vec<crate::sources::log_file::LogFileConfig>,
     /// `[[ups]]` entries.
     pub ups: Vec<crate::sources::ups::UpsConfig>,
+    /// `[[pull]]` entries.
+    pub pull: Vec<crate::sources::pull::PullConfig>,
 }
 
 /// `[lake]`.
@@ -643,6 +647,7 @@ impl ConfigFile {
             json_file: crate::sources::json_file::validate_all(self.json_file)?,
             log_file: crate::sources::log_file::validate_all(self.log_file)?,
             ups: crate::sources::ups::validate_all(self.ups)?,
+            pull: crate::sources::pull::validate_all(self.pull, &env)?,
         })
     }
 }

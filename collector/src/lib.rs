@@ -207,6 +207,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             sources::ups::UpsSource::new(cfg.clone(), c.clone()).run(cancel.clone())
         }));
     }
+    for e in &config.pull {
+        let (cfg, c, cancel) = (e.clone(), ctx.clone(), k.clone());
+        sources.spawn(supervise(e.source, Arc::clone(&st), k.clone(), move || {
+            sources::pull::PullSource::new(cfg.clone(), c.clone()).run(cancel.clone())
+        }));
+    }
 
     let shipper = Shipper::new(&config, spool.clone(), Arc::clone(&stats))?;
     let heartbeat_task = heartbeat::Heartbeat::new(&config, shipper.link(), spool, Arc::clone(&stats))?

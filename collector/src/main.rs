@@ -24,7 +24,8 @@ use tracing_subscriber::EnvFilter;
 /// socket when net.ipv4.ping_group_range allows it, else a raw one with CAP_NET_RAW;
 /// loss and round trips) and "dns" (one query to a given server, the rcode and answer
 /// checked); `outside = true` marks a site's uplink targets for the lake's site_offline
-/// rule. --check prints what a config enables.
+/// rule. [[pull]] fetches APIs on a schedule (presets cloudflare, open_meteo, or any
+/// JSON/CSV URL mapped with JSON pointers). --check prints what a config enables.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -246,6 +247,9 @@ fn print_summary(c: &Config) {
     }
     for check in &c.uptime.checks {
         println!("uptime        {}", lake_collector::sources::uptime::describe(check));
+    }
+    for p in &c.pull {
+        println!("pull          {}", lake_collector::sources::pull::describe(p));
     }
 }
 

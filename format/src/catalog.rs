@@ -28,7 +28,7 @@ pub enum Table {
     Logs,
     /// HTTP requests from Caddy's JSON access log.
     Http,
-    /// Packets logged by ufw (netfilter LOG lines).
+    /// Packets logged by ufw (netfilter LOG lines); Cloudflare security events (`[[pull]]`).
     Firewall,
     /// fail2ban events.
     Bans,
@@ -140,7 +140,9 @@ impl Table {
             Table::Metrics => "numeric samples, one row per sample (long format)",
             Table::Logs => "log lines from journald, OTLP and unparsed input of other sources",
             Table::Http => "HTTP requests from Caddy's JSON access log",
-            Table::Firewall => "packets logged by ufw",
+            Table::Firewall => {
+                "packets logged by ufw, security events of Cloudflare ([[pull]], attrs source = cloudflare)"
+            }
             Table::Bans => "fail2ban events",
             Table::Probes => "Tailscale pings and HTTP/TCP/TLS/ICMP/DNS uptime checks",
             Table::Alerts => "alert state transitions and notifications",
@@ -332,7 +334,7 @@ const HTTP: &[Column] = &[
 ];
 
 const FIREWALL: &[Column] = &[
-    req("action", Text, "BLOCK, ALLOW, AUDIT or LIMIT"),
+    req("action", Text, "BLOCK, ALLOW, AUDIT or LIMIT (ufw); BLOCK, ALLOW, AUDIT or CHALLENGE (Cloudflare)"),
     col("in_if", Text, "inbound interface (IN=)"),
     col("out_if", Text, "outbound interface (OUT=)"),
     col("src", Text, "source address"),

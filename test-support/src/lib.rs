@@ -10,6 +10,8 @@
 //!   [`expect_jsonl`]: rows against a golden file (`LAKE_BLESS=1` rewrites it).
 //! - [`tree_of`]: what a directory holds, to show a request created or left nothing.
 //! - [`docker::Dockerd`]: a real Docker daemon of a test, offline, with a busybox image.
+//! - [`replay::Replay`]: a local HTTP server replaying canned (vendor-documented or hostile)
+//!   answers and recording the requests, for the collector's `[[pull]]` tests.
 //! - [`spool`] (feature `spool`): every record of a collector's spool, read back as rows.
 
 use std::process::Child;
@@ -18,6 +20,7 @@ mod caddy;
 pub mod docker;
 mod json;
 mod lake_toml;
+pub mod replay;
 #[cfg(feature = "spool")]
 pub mod spool;
 

@@ -33,6 +33,7 @@ pub mod notes;
 pub mod probe;
 pub mod prometheus;
 pub mod prometheus_scrape;
+pub mod pull;
 pub mod syslog;
 pub mod tailed;
 pub mod tailscale;
