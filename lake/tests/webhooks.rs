@@ -473,7 +473,16 @@ async fn documented_payloads_are_stored_once_and_forgeries_refused() {
     assert_eq!(s, 200, "another hook is served meanwhile: {a}");
     let (s, a) = send_custom(&c.c, &c.url, "json", "signups", &format!("{NODE}/1/1"), r#"{"plan": "pro"}"#).await;
     assert_eq!(s, 200, "ingest is served meanwhile: {a}");
+    // What each preset stored, for the log of a run (the rows themselves are asserted above).
+    for table in ["stripe", "postmark", "github", "listmonk_bounces"] {
+        let rows = c.sql(&format!("select event, count(*) from {table} group by event order by event")).await;
+        println!("{table}: {rows}");
+    }
+    for table in ["uptime", "flat"] {
+        println!("{table} (generic): {}", c.sql(&format!("select count(*) from {table}")).await);
+    }
     let metrics = c.c.get(format!("{}/metrics", c.url)).send().await.unwrap().text().await.unwrap();
+    println!("{}", metrics.lines().filter(|l| l.starts_with("lake_hooks_")).collect::<Vec<_>>().join("\n"));
     for line in [
         "lake_hooks_stored_total 12",
         "lake_hooks_duplicates_total 3",
