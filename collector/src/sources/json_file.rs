@@ -14,7 +14,6 @@
 //! becomes a `logs` row with source `json_file-unparsed`, the raw line and its file,
 //! counted in `parse_errors`. Blank lines are skipped.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -84,18 +83,11 @@ pub struct JsonFileConfig {
 
 /// Validates every entry; names must be unique.
 pub(crate) fn validate_all(files: Vec<JsonFileFile>) -> anyhow::Result<Vec<JsonFileConfig>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(files.len());
-    for (i, f) in files.into_iter().enumerate() {
-        let name = f.name.clone().unwrap_or_else(|| f.table.clone());
-        let section = format!("json_file[{i}] ({name:?})");
-        ensure!(
-            seen.insert(name.clone()),
-            "{section}: two [[json_file]] entries are named {name:?}; give one a distinct name"
-        );
-        out.push(f.validate(&section, name)?);
-    }
-    Ok(out)
+    let name_of = |f: &JsonFileFile| f.name.clone().unwrap_or_else(|| f.table.clone());
+    super::validate_named("json_file", files, name_of, |f, section| {
+        let name = name_of(&f);
+        f.validate(section, name)
+    })
 }
 
 impl JsonFileFile {

@@ -82,6 +82,29 @@ pub(crate) fn leak_name(name: String) -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
+/// Validates the entries of one `[[kind]]` array, each under its section name
+/// (`kind[i] ("name")`, what every error about it starts with); two entries of one name
+/// are refused, since the name keys the source's counters and saved position.
+pub(crate) fn validate_named<F, C>(
+    kind: &str,
+    files: Vec<F>,
+    name: impl Fn(&F) -> String,
+    mut validate: impl FnMut(F, &str) -> anyhow::Result<C>,
+) -> anyhow::Result<Vec<C>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(files.len());
+    for (i, f) in files.into_iter().enumerate() {
+        let n = name(&f);
+        let section = format!("{kind}[{i}] ({n:?})");
+        anyhow::ensure!(
+            seen.insert(n.clone()),
+            "{section}: the name {n:?} is used by two [[{kind}]] entries; give one a distinct name"
+        );
+        out.push(validate(f, &section)?);
+    }
+    Ok(out)
+}
+
 /// The schedule of a source that runs something every `interval` within `timeout`
 /// (`[[exec]]`, `[[prometheus_scrape]]`, `[[ups]]`, uptime checks): both more than zero and
 /// the timeout within the interval. `why` ends the message of the last rule.

@@ -20,7 +20,7 @@
 //!
 //! Counters: source `prometheus_scrape/<name>`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
@@ -115,14 +115,7 @@ pub(crate) fn validate_all(
     files: Vec<ScrapeFile>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Vec<ScrapeConfig>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(files.len());
-    for (i, f) in files.into_iter().enumerate() {
-        let section = format!("prometheus_scrape[{i}] ({:?})", f.name);
-        ensure!(seen.insert(f.name.clone()), "{section}: the name {:?} is used by two entries", f.name);
-        out.push(f.validate(&section, env)?);
-    }
-    Ok(out)
+    super::validate_named("prometheus_scrape", files, |f| f.name.clone(), |f, section| f.validate(section, env))
 }
 
 impl ScrapeFile {

@@ -26,7 +26,7 @@
 
 pub mod run;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -166,14 +166,7 @@ pub(crate) fn check_labels(section: &str, labels: &BTreeMap<String, String>) -> 
 
 /// Validates every `[[exec]]` entry; names must be unique.
 pub(crate) fn validate_all(files: Vec<ExecFile>) -> anyhow::Result<Vec<ExecConfig>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(files.len());
-    for (i, f) in files.into_iter().enumerate() {
-        let section = format!("exec[{i}] ({:?})", f.name);
-        ensure!(seen.insert(f.name.clone()), "{section}: the name {:?} is used by two [[exec]] entries", f.name);
-        out.push(f.validate(&section)?);
-    }
-    Ok(out)
+    super::validate_named("exec", files, |f| f.name.clone(), |f, section| f.validate(section))
 }
 
 impl ExecFile {

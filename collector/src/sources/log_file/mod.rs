@@ -19,7 +19,6 @@
 pub mod access;
 pub mod formats;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
@@ -147,18 +146,7 @@ pub struct LogFileConfig {
 
 /// Validates every entry; names must be unique.
 pub fn validate_all(files: Vec<LogFileFile>) -> anyhow::Result<Vec<LogFileConfig>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(files.len());
-    for (i, f) in files.into_iter().enumerate() {
-        let section = format!("log_file[{i}] ({:?})", f.name);
-        ensure!(
-            seen.insert(f.name.clone()),
-            "{section}: two [[log_file]] entries are named {:?}; give one a distinct name",
-            f.name
-        );
-        out.push(f.validate(&section)?);
-    }
-    Ok(out)
+    super::validate_named("log_file", files, |f| f.name.clone(), |f, section| f.validate(section))
 }
 
 impl LogFileFile {

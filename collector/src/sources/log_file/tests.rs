@@ -66,7 +66,7 @@ fn bad_sections_say_what_is_wrong() {
         err("[[log_file]]\nname = \"a\"\npaths = [\"/a\"]\nformat = \"syslog\"\nlevel = 1\n").contains("unknown field")
     );
     let two = "[[log_file]]\nname = \"a\"\npaths = [\"/a\"]\nformat = \"syslog\"\n";
-    assert!(err(&format!("{two}{two}")).contains("two [[log_file]] entries are named \"a\""));
+    assert!(err(&format!("{two}{two}")).contains("the name \"a\" is used by two [[log_file]] entries"));
 }
 
 /// The commented `[[log_file]]` examples of `collector/examples/collector.toml` parse as

@@ -383,14 +383,7 @@ pub(crate) fn validate_all(
     files: Vec<PullFile>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Vec<PullConfig>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(files.len());
-    for (i, f) in files.into_iter().enumerate() {
-        let section = format!("pull[{i}] ({:?})", f.name);
-        ensure!(seen.insert(f.name.clone()), "{section}: the name {:?} is used by two [[pull]] entries", f.name);
-        out.push(f.validate(&section, env)?);
-    }
-    Ok(out)
+    super::validate_named("pull", files, |f| f.name.clone(), |f, section| f.validate(section, env))
 }
 
 fn check_url(section: &str, url: &str) -> anyhow::Result<()> {

@@ -31,7 +31,6 @@ pub mod nut;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -106,16 +105,7 @@ pub struct UpsConfig {
 
 /// Validates every entry; names must be unique.
 pub(crate) fn validate_all(files: Vec<UpsFile>) -> anyhow::Result<Vec<UpsConfig>> {
-    let mut seen = HashSet::new();
-    files
-        .into_iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let section = format!("ups[{i}] ({:?})", f.name);
-            ensure!(seen.insert(f.name.clone()), "{section}: the name {:?} is used by two entries", f.name);
-            f.validate(&section)
-        })
-        .collect()
+    super::validate_named("ups", files, |f| f.name.clone(), |f, section| f.validate(section))
 }
 
 impl UpsFile {
