@@ -82,6 +82,20 @@ pub(crate) fn leak_name(name: String) -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
+/// `s` percent-encoded for a URL's path segment or query value: RFC 3986's unreserved
+/// characters kept, every other byte `%XX` (the Docker API's ids and filters, a pull's cursor).
+pub fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Validates the entries of one `[[kind]]` array, each under its section name
 /// (`kind[i] ("name")`, what every error about it starts with); two entries of one name
 /// are refused, since the name keys the source's counters and saved position.

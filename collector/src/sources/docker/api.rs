@@ -167,19 +167,6 @@ impl Docker {
     }
 }
 
-/// `s` made safe for a query string value (RFC 3986 unreserved kept).
-pub fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Nanoseconds since the epoch as the `seconds.nanoseconds` Docker's `since` takes.
 pub fn since_param(nanos: i64) -> String {
     let nanos = nanos.max(0);

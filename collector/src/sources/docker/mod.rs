@@ -60,11 +60,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use self::api::{query_escape, since_param, ApiError, Docker};
+use self::api::{since_param, ApiError, Docker};
 use self::events::{ContainerRows, Event, COMPOSE_PROJECT, COMPOSE_SERVICE};
 use self::logs::{LogPos, Out};
 use super::journald::parse::glob;
 use super::unparsed::UnparsedRows;
+use super::url_escape;
 use super::{tailed, Emitted, SourceContext, SourceError};
 use crate::stats::{SourceStats, Stats};
 
@@ -417,7 +418,7 @@ impl Shared {
 
     /// Inspects container `id`.
     pub(crate) async fn container(&self, id: &str) -> Result<Container, ApiError> {
-        let j: InspectJson = self.docker.json(&format!("/containers/{}/json", query_escape(id))).await?;
+        let j: InspectJson = self.docker.json(&format!("/containers/{}/json", url_escape(id))).await?;
         Ok(j.into())
     }
 
@@ -577,7 +578,7 @@ async fn follow_events(
     let mut backoff = Duration::from_secs(1);
     loop {
         let cursor = shared.state.lock().await.events.clone();
-        let filters = query_escape(r#"{"type":["container"]}"#);
+        let filters = url_escape(r#"{"type":["container"]}"#);
         let path = format!("/events?since={}&filters={filters}", since_param(cursor.since));
         let stream = match shared.docker.get(&path).await {
             Ok(s) => Some(s),
@@ -715,7 +716,7 @@ async fn sample_stats(shared: Arc<Shared>, every: Duration, cancel: Cancellation
             each.spawn(async move {
                 let stats = shared
                     .docker
-                    .json::<stats::StatsJson>(&format!("/containers/{}/stats?stream=false", query_escape(&c.id)))
+                    .json::<stats::StatsJson>(&format!("/containers/{}/stats?stream=false", url_escape(&c.id)))
                     .await;
                 (shared.container(&c.id).await, stats)
             });

@@ -675,19 +675,6 @@ pub struct PullState {
     pub zones: BTreeMap<String, i64>,
 }
 
-/// Percent-encodes a cursor for a URL (RFC 3986 unreserved characters kept).
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Escapes a cursor for the inside of a JSON string.
 fn json_escape(s: &str) -> String {
     let q = serde_json::to_string(s).unwrap_or_default();
@@ -735,7 +722,7 @@ pub fn request(config: &PullConfig, state: &PullState, target: usize, now: i64) 
         }
         None => {
             let cursor = state.cursor.as_deref().unwrap_or(&config.cursor_initial);
-            let url = config.url.replace("{cursor}", &url_encode(cursor));
+            let url = config.url.replace("{cursor}", &super::url_escape(cursor));
             let body = config.body.as_ref().map(|b| b.replace("{cursor}", &json_escape(cursor)));
             (url, body, None)
         }
