@@ -275,7 +275,7 @@ async fn real_journal_rows_and_restarts() {
     assert_eq!(
         fw[0],
         &json!({
-            "ts": 1795374070003000i64, "host": "test-node", "action": "BLOCK", "in_if": "eth0", "out_if": null,
+            "ts": 1795374070003000i64, "host": "test-node", "action": "BLOCK", "source": "ufw", "in_if": "eth0", "out_if": null,
             "src": "203.0.113.7", "dst": "198.51.100.2", "proto": "TCP", "src_port": 54321, "dst_port": 22,
             "len": 60, "ttl": 52,
             "attrs": {"DF": "", "ID": "4242", "MAC": "00:00:00:00:00:00:00:00:00:00:00:00:08:00", "PREC": "0x00",

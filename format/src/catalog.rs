@@ -335,6 +335,12 @@ const HTTP: &[Column] = &[
 
 const FIREWALL: &[Column] = &[
     req("action", Text, "BLOCK, ALLOW, AUDIT or LIMIT (ufw); BLOCK, ALLOW, AUDIT or CHALLENGE (Cloudflare)"),
+    col(
+        "source",
+        Text,
+        "who saw the packet: ufw (the node's own firewall, its kernel lines) or cloudflare (the edge's firewall \
+         events, a [[pull]] with preset cloudflare); null in rows stored before the column existed",
+    ),
     col("in_if", Text, "inbound interface (IN=)"),
     col("out_if", Text, "outbound interface (OUT=)"),
     col("src", Text, "source address"),

@@ -119,8 +119,8 @@ async fn cloudflare_and_open_meteo_replays_land_in_the_lake_once_across_a_restar
     let fw = sql(
         &c,
         &lake.url,
-        "select strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), action, src, attrs['source'], attrs['cf_action'], attrs['vhost'], attrs['path'] \
-         from firewall where attrs['source'] = 'cloudflare' order by ts",
+        "select strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), action, src, source, attrs['cf_action'], attrs['vhost'], attrs['path'] \
+         from firewall where source = 'cloudflare' order by ts",
     )
     .await;
     println!("firewall: {fw}");

@@ -157,6 +157,8 @@ pub struct FirewallEvent {
     pub time: Option<SyslogTime>,
     /// BLOCK, ALLOW, AUDIT or LIMIT.
     pub action: String,
+    /// The `source` column: `ufw` for a kernel line, `cloudflare` for an edge event.
+    pub source: Option<&'static str>,
     /// IN=, null when empty.
     pub in_if: Option<String>,
     /// OUT=, null when empty.
@@ -185,7 +187,7 @@ const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Au
 pub fn parse(line: &str) -> Result<FirewallEvent, ParseError> {
     let line = line.trim_end_matches(['\r', '\n']);
     let start = line.find("[UFW ").ok_or(ParseError::NotUfw)?;
-    let mut ev = FirewallEvent::default();
+    let mut ev = FirewallEvent { source: Some("ufw"), ..FirewallEvent::default() };
     let header = line[..start].trim();
     if !header.is_empty() {
         parse_header(header, &mut ev)?;
@@ -335,7 +337,7 @@ fn parse_header(header: &str, ev: &mut FirewallEvent) -> Result<(), ParseError> 
 #[derive(Debug)]
 pub struct FirewallRows {
     b: TableBuilder,
-    cols: [usize; 13],
+    cols: [usize; 14],
 }
 
 impl Default for FirewallRows {
@@ -353,6 +355,7 @@ impl FirewallRows {
             c("ts"),
             c("host"),
             c("action"),
+            c("source"),
             c("in_if"),
             c("out_if"),
             c("src"),
@@ -369,11 +372,12 @@ impl FirewallRows {
 
     /// Adds a packet seen at `ts`.
     pub fn push(&mut self, host: &str, ts: i64, e: &FirewallEvent) {
-        let [c_ts, h, action, in_if, out_if, src, dst, proto, spt, dpt, len, ttl, attrs] = self.cols;
+        let [c_ts, h, action, source, in_if, out_if, src, dst, proto, spt, dpt, len, ttl, attrs] = self.cols;
         let b = &mut self.b;
         b.ts(c_ts, ts);
         b.text(h, Some(host));
         b.text(action, Some(&e.action));
+        b.text(source, e.source);
         b.text(in_if, e.in_if.as_deref());
         b.text(out_if, e.out_if.as_deref());
         b.text(src, e.src.as_deref());

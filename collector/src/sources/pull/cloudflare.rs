@@ -119,7 +119,7 @@ pub fn firewall_action(a: &str) -> &'static str {
 }
 
 /// Adds the zone's firewall events to `rows` (host: the collector's node, which the lake
-/// requires; the zone and request in `attrs`, `attrs['source'] = 'cloudflare'`). Returns
+/// requires; `source` = `cloudflare`; the zone and request in `attrs`). Returns
 /// the events kept and the ones that did not map.
 pub fn firewall_rows(
     doc: &Value,
@@ -152,9 +152,12 @@ fn firewall_event(ev: &Value, zone: &str) -> Result<(i64, FirewallEvent), MapErr
         Some(other) => return Err(MapError::WrongType { pointer: at("action"), want: "a string", got: kind(other) }),
         None => return Err(MapError::Missing(at("action"))),
     };
-    let mut e =
-        FirewallEvent { action: firewall_action(&action).to_string(), src: s("clientIP"), ..Default::default() };
-    e.attrs.insert("source".into(), "cloudflare".into());
+    let mut e = FirewallEvent {
+        action: firewall_action(&action).to_string(),
+        source: Some("cloudflare"),
+        src: s("clientIP"),
+        ..Default::default()
+    };
     e.attrs.insert("zone".into(), zone.into());
     e.attrs.insert("cf_action".into(), action);
     for (k, name) in [

@@ -194,9 +194,10 @@ async fn cloudflare_documented_answer_maps_to_cloudflare_http_and_firewall_over_
     assert_eq!(fw[0]["host"], "edge-1");
     assert_eq!(fw[0]["ts"], micros("2022-07-21T10:00:12Z"));
     assert_eq!((&fw[0]["action"], &fw[0]["src"]), (&json!("BLOCK"), &json!("203.0.113.7")));
+    assert_eq!(fw[0]["source"], "cloudflare");
     assert_eq!(
         fw[0]["attrs"],
-        json!({"source": "cloudflare", "zone": ZONE, "cf_action": "block", "cf_source": "firewallManaged", "country": "CN",
+        json!({"zone": ZONE, "cf_action": "block", "cf_source": "firewallManaged", "country": "CN",
                "vhost": "hostname.example.com", "method": "POST", "path": "/wp-login.php",
                "rule_id": "efb7b8c949ac4650a09736fc376e9aee", "ray": "72b7b1e4ab3d2f1a", "user_agent": "Mozilla/5.0 (compatible; scanner)"})
     );

@@ -78,10 +78,11 @@ fn firewall(
 ) -> anyhow::Result<()> {
     let n = (world.firewall_rate * (to - from) as f64 * exposure_share(world, host)).round() as usize;
     let h = &world.hosts[host];
-    let (ts, hc, action, in_if, src, dst, proto, spt, dpt, len, ttl) = (
+    let (ts, hc, action, source, in_if, src, dst, proto, spt, dpt, len, ttl) = (
         col(b, "ts"),
         col(b, "host"),
         col(b, "action"),
+        col(b, "source"),
         col(b, "in_if"),
         col(b, "src"),
         col(b, "dst"),
@@ -127,6 +128,7 @@ fn firewall(
                 _ => "LIMIT",
             }),
         );
+        b.text(source, Some("ufw"));
         b.text(in_if, Some("eth0"));
         b.text(src, Some(world.scanners.pick(rng)));
         b.text(dst, Some(&h.public_ip));
