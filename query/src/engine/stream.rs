@@ -16,7 +16,7 @@ use duckdb::InterruptHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{sql_error, views, Engine, EngineError, Result};
+use super::{sql_error, Engine, EngineError, Result};
 
 /// How a stream ended, once [`QueryStream::next`] returned `Ok(None)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,7 @@ impl Engine {
     where
         F: FnMut(&RecordBatch) -> std::io::Result<T>,
     {
-        let conn = self.connect()?;
+        let mut conn = self.connect_unpooled()?;
         control.attach(conn.interrupt_handle());
         if control.is_cancelled() {
             return Err(EngineError::Cancelled);
@@ -239,7 +239,7 @@ impl Engine {
             });
         }
         self.check(&conn, sql)?;
-        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
+        conn.views_for(self, sql)?;
         let mut stmt = conn.prepare(sql).map_err(sql_error)?;
         super::check_param_count(&stmt, &params)?;
         let _ = stmt.stream_arrow(duckdb::params_from_iter(params)).map_err(sql_error)?;
