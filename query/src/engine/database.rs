@@ -34,13 +34,15 @@
 //! - **The pool**: a query connection that passed its probe goes back to the database's
 //!   pool (at most [`POOL_MAX`]) with the views it made ([`super::views::Made`]), its
 //!   fresh tables emptied, so the next query reuses them while the committed files stay
-//!   the same. Not pooled: a streamed query's connection (its reader holds the interrupt
-//!   handle and may fire it after the query ended), one interrupted at the time limit, one
-//!   whose views failed part way. The pool belongs to the database, so a rebuild drops it
-//!   (leaked with the broken database). A statement that got past the check could only
-//!   change its own connection's TEMP catalog through a hole the check does not know; the
-//!   views are made with `CREATE OR REPLACE` by the engine itself, and the tables a query
-//!   names get their views again after every change of the file set.
+//!   the same. Not pooled: a connection whose query was interrupted (the time limit, a
+//!   streamed query's reader going away: the interrupt may land after the query's last
+//!   step and stop the next one; a streamed query's handle is detached from its reader
+//!   before the connection goes back), one whose views failed part way. The pool belongs
+//!   to the database, so a rebuild drops it (leaked with the broken database). A
+//!   statement that got past the check could only change its own connection's TEMP
+//!   catalog through a hole the check does not know; the views are made with `CREATE OR
+//!   REPLACE` by the engine itself, and the tables a query names get their views again
+//!   after every change of the file set.
 //! - One race is left: a statement that breaks the database between another query's
 //!   successful probe and that query's disconnect. The allow-list is the real check; this
 //!   narrows what an unknown hole costs, it does not promise it costs nothing.
@@ -134,9 +136,9 @@ pub(super) struct Conn<'e> {
     pub(super) conn: Option<Connection>,
     /// The views and fresh tables the connection holds ([`super::views::create`]).
     pub(super) made: Made,
-    /// Whether it may go back to the pool: not a streamed query's (its interrupt handle
-    /// stays with the stream's reader, which could fire after the query ended) nor one
-    /// interrupted at the time limit.
+    /// Whether it may go back to the pool: not if its query was interrupted (the time
+    /// limit, a streamed query's reader going away), since an interrupt that lands after
+    /// the query's last step could stop the next one.
     pooled: bool,
     db: Arc<Database>,
     engine: &'e Engine,
@@ -208,8 +210,9 @@ impl Engine {
         Ok(Conn { conn: Some(conn), made, pooled: true, db, engine: self })
     }
 
-    /// A new connection that is closed after its query, never pooled: for streamed
-    /// queries, whose interrupt handle outlives the query.
+    /// A new connection that is closed after its query, never pooled: tests that need
+    /// a connection without views from earlier queries.
+    #[cfg(test)]
     pub(super) fn connect_unpooled(&self) -> Result<Conn<'_>> {
         let db = self.healthy()?;
         let conn = db.connection()?;

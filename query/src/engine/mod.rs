@@ -574,8 +574,11 @@ fn run_with_limits(conn: &Connection, sql: &str, params: Vec<Value>, limits: &Li
     drop(done);
     // The watchdog only waits on the channel, so it ends as soon as `done` is dropped.
     let _ = watchdog.join();
+    // A query that ended as the watchdog fired counts as timed out even if it had its
+    // rows: the interrupt may have landed after its last step, and the timeout is what
+    // keeps its connection out of the pool ([`settle`]).
     match result {
-        Err(_) if fired.load(Ordering::SeqCst) => Err(EngineError::Timeout(limits.timeout)),
+        _ if fired.load(Ordering::SeqCst) => Err(EngineError::Timeout(limits.timeout)),
         other => other,
     }
 }

@@ -1266,3 +1266,42 @@ fn the_events_view_survives_its_tables_views_being_made_again() {
     assert_eq!(count(&e, "select count(*) from events"), 1);
     assert_eq!(pooled(&e), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_query_pools_its_connection_unless_its_reader_went_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    fresh.set(Table::Metrics, vec![metrics(&[(0, "n1", "cpu", 1.0, None)])]);
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    let mut s =
+        e.query_stream("select count(*) from metrics".into(), Vec::new(), 2, |b| Ok(b.num_rows())).await.unwrap();
+    let mut rows = 0;
+    while let Some(n) = s.next().await.unwrap() {
+        rows += n;
+    }
+    assert_eq!(rows, 1);
+    drop(s);
+    let pooled_now = || pooled(&e);
+    // The query thread hands its connection back just after the end is sent.
+    let until = Instant::now() + Duration::from_secs(5);
+    while pooled_now() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pooled_now(), 1, "a stream read to its end pools its connection");
+
+    // A reader that goes away mid-stream interrupts the query: that connection is closed.
+    let big = "select * from range(100000000)";
+    let mut s = e.query_stream(big.into(), Vec::new(), 1, |b| Ok(b.num_rows())).await.unwrap();
+    s.next().await.unwrap();
+    drop(s);
+    let until = Instant::now() + Duration::from_secs(10);
+    while e.stats().running > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(e.stats().cancelled, 1);
+    assert_eq!(pooled_now(), 0, "the interrupted query's connection is not pooled");
+    // The next query takes a new connection and is not hit by any interrupt.
+    let r = e.query("select count(*) from metrics".into()).await.unwrap();
+    assert_eq!(r.num_rows(), 1);
+}
