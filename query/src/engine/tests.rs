@@ -1305,3 +1305,27 @@ async fn a_streamed_query_pools_its_connection_unless_its_reader_went_away() {
     let r = e.query("select count(*) from metrics".into()).await.unwrap();
     assert_eq!(r.num_rows(), 1);
 }
+
+#[test]
+fn the_shared_watchdog_fires_only_the_queries_past_their_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let short =
+        engine_with(dir.path(), Arc::default(), Limits { timeout: Duration::from_millis(300), ..Limits::default() });
+    let long = engine(dir.path(), Arc::default());
+    let slow = "select count(*) from range(100000000000) a, range(100000000000) b";
+    let started = Instant::now();
+    let interrupted = std::thread::spawn(move || short.query_blocking(slow));
+    // Queries with a later deadline run to their end meanwhile, their connections pooled.
+    while started.elapsed() < Duration::from_millis(600) {
+        assert_eq!(count(&long, "select count(*) from range(1000)"), 1000);
+    }
+    assert!(matches!(interrupted.join().unwrap(), Err(EngineError::Timeout(_))));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(long.stats().timeouts, 0);
+    assert_eq!(pooled(&long), 1);
+    // An armed ticket disarmed before its deadline was not fired.
+    let w = Watchdog::get().unwrap();
+    let conn = long.connect().unwrap();
+    let t = w.arm(Instant::now() + Duration::from_secs(60), conn.interrupt_handle());
+    assert!(!w.disarm(t));
+}
