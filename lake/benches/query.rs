@@ -11,7 +11,9 @@
 //! defaults: 30 days, 5 hosts, 50 M http rows, 100 M samples; a few minutes).
 //!
 //! - **Lake**: an in-process server (the `lake-query` SQL and Grafana routers, an engine
-//!   with the default limits of `lake.toml`: 2 threads, 2 GB) on a loopback port, asked
+//!   with the default limits of `lake.toml`: 2 threads, 2 GB, over the lake's own write
+//!   buffers — empty: the lake between two flushes, so pooled connections reuse their
+//!   views as in `lake serve`) on a loopback port, asked
 //!   over real HTTP with a keep-alive client, as Grafana would: named queries through
 //!   `POST /v1/sql` (their SQL with the macros expanded over the range), panels through
 //!   `POST /grafana/query` (raw SQL with macros, a named target, template variables and
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duckdb::types::Value;
-use lake_query::engine::{Engine, Limits, NoFreshRows};
+use lake_query::engine::{Engine, Limits};
 use lake_query::grafana::macros::{expand, MacroContext};
 use serde_json::{json, Value as Json};
 
@@ -80,8 +82,9 @@ fn args() -> Args {
 /// How the lake is asked.
 #[derive(Debug, Clone)]
 enum Ask {
-    /// `POST /v1/sql` with this SQL (JSON answer).
-    Sql(String),
+    /// `POST /v1/sql` running this named query over (from, to) in epoch milliseconds, its
+    /// variables at their defaults (JSON answer).
+    Named(String, i64, i64),
     /// `POST /grafana/query` with this body.
     Grafana(Json),
 }
@@ -160,7 +163,10 @@ fn main() {
         timeout: Duration::from_secs(120),
         ..Limits::default()
     };
-    let engine = Arc::new(Engine::open(&data, Arc::new(NoFreshRows), limits).expect("engine"));
+    // The fresh rows of `lake serve` (its write buffers, here empty), with their generation
+    // of the committed files: the lake between two flushes, as a dashboard sees it.
+    let fresh = Arc::new(lake::ingest::writer::Buffers::default());
+    let engine = Arc::new(Engine::open(&data, fresh, limits).expect("engine"));
     let queries = lake_query::named::defaults();
     let app = lake::http::sql::router(Arc::clone(&engine), Vec::new(), queries.clone())
         .nest("/grafana", lake::http::grafana::router(Arc::clone(&engine), Vec::new(), queries));
@@ -237,7 +243,9 @@ fn run_duckdb(conn: &duckdb::Connection, sql: &str, params: &[Value]) -> duckdb:
 async fn ask_lake(client: &reqwest::Client, url: &str, ask: &Ask) -> Result<(f64, usize), String> {
     let t = Instant::now();
     let req = match ask {
-        Ask::Sql(sql) => client.post(format!("{url}/v1/sql")).json(&json!({ "sql": sql, "format": "json" })),
+        Ask::Named(name, from, to) => client
+            .post(format!("{url}/v1/sql"))
+            .json(&json!({ "query": name, "from": from, "to": to, "format": "json" })),
         Ask::Grafana(body) => client.post(format!("{url}/grafana/query")).json(body),
     };
     let resp = req.send().await.map_err(|e| e.to_string())?;
@@ -249,7 +257,7 @@ async fn ask_lake(client: &reqwest::Client, url: &str, ask: &Ask) -> Result<(f64
     }
     let v: Json = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let rows = match ask {
-        Ask::Sql(_) => v["row_count"].as_u64().unwrap_or(0) as usize,
+        Ask::Named(..) => v["row_count"].as_u64().unwrap_or(0) as usize,
         // Time series: one point per row and value column; tables: their rows.
         Ask::Grafana(_) => v
             .as_array()
@@ -262,15 +270,17 @@ async fn ask_lake(client: &reqwest::Client, url: &str, ask: &Ask) -> Result<(f64
 /// The queries: every default named query, then the panels.
 fn cases(from_ms: i64, to_ms: i64) -> Vec<Case> {
     let mut out = Vec::new();
-    // Named queries as the SQL API runs them (`{"query": name, "since": …}`): macros
-    // expanded over the range with about 200 buckets.
+    // Named queries as the SQL API runs them (`{"query": name, "from": …, "to": …}`):
+    // macros expanded over the range with about 200 buckets, variables (the log views'
+    // filters) at their defaults and bound as parameters — DuckDB gets the same.
     for q in lake_query::named::defaults() {
-        let ctx = MacroContext::last(to_ms, to_ms - from_ms, 200);
+        let mut ctx = MacroContext::last(to_ms, to_ms - from_ms, 200);
+        q.fill_vars(&mut ctx.vars);
         let e = expand(&q.sql, &ctx).expect("named query expands");
         out.push(Case {
             name: format!("named: {}", q.name),
             api: "/v1/sql",
-            ask: Ask::Sql(e.sql.clone()),
+            ask: Ask::Named(q.name.clone(), from_ms, to_ms),
             sql: e.sql,
             params: e.params,
         });

@@ -34,6 +34,10 @@ impl FreshRows for Buffers {
         Buffers::is_retired(self, path)
     }
 
+    fn generation(&self) -> Option<u64> {
+        Some(Buffers::generation(self))
+    }
+
     fn snapshot_custom(&self, name: &str, schema: &arrow_schema::SchemaRef) -> Vec<arrow_array::RecordBatch> {
         let rows = Buffers::snapshot(self, lake_format::custom::TableRef::Custom(name.into()));
         // Batches built before the table gained columns get them as NULL.

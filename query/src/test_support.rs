@@ -18,19 +18,30 @@ use crate::engine::{Engine, FreshRows, Limits};
 /// 2026-11-22T10:00:00Z in microseconds.
 pub const TS: i64 = 1_795_341_600_000_000;
 
-/// Fresh rows held in memory, settable per table.
+/// Fresh rows held in memory, settable per table; with a generation once
+/// [`MemFresh::bump`] is called (no generation before: views are made anew every query).
 #[derive(Debug, Default)]
-pub struct MemFresh(Mutex<HashMap<Table, Vec<RecordBatch>>>);
+pub struct MemFresh(Mutex<HashMap<Table, Vec<RecordBatch>>>, Mutex<Option<u64>>);
 
 impl MemFresh {
     pub fn set(&self, table: Table, batches: Vec<RecordBatch>) {
         self.0.lock().unwrap().insert(table, batches);
+    }
+
+    /// The committed files changed: a new generation, as the lake's flush or swap makes.
+    pub fn bump(&self) {
+        let mut g = self.1.lock().unwrap();
+        *g = Some(g.map_or(1, |n| n + 1));
     }
 }
 
 impl FreshRows for MemFresh {
     fn snapshot(&self, table: Table) -> Vec<RecordBatch> {
         self.0.lock().unwrap().get(&table).cloned().unwrap_or_default()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        *self.1.lock().unwrap()
     }
 }
 

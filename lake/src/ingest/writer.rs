@@ -84,6 +84,11 @@ pub struct Buffers {
     /// Files a swap replaced or dropped (`tables/<t>/date=…/<file>`), hidden from
     /// listings until they are deleted (see [`crate::maintenance::swap`]).
     retired: Mutex<std::collections::HashSet<String>>,
+    /// The generation of the committed file set, bumped by every holder of `visibility`
+    /// exclusively ([`Buffers::exclusive`]: flush commits, swaps, sweeps) before it lets
+    /// go: queries reuse the views they made at the generation they read under the shared
+    /// lock ([`lake_query::engine::FreshRows::generation`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -164,9 +169,19 @@ impl Buffers {
         f()
     }
 
-    /// Holds off every query listing and every flush commit while a swap changes files.
+    /// Holds off every query listing and every flush commit while a flush or a swap
+    /// changes files, and moves to a new generation of the committed file set. The bump
+    /// happens under the lock, so no query reads the new generation with the old files.
     pub(crate) fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.visibility.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.visibility.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        guard
+    }
+
+    /// The generation of the committed file set (see [`Buffers::exclusive`]); read it
+    /// inside [`Buffers::consistent`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn retired_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
@@ -397,7 +412,7 @@ pub fn write_flush(
         }
     };
     {
-        let _exclusive = buffers.visibility.write().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = buffers.exclusive();
         apply_manifest(data, &mpath, &manifest)?;
         buffers.finish_flush();
     }
@@ -691,5 +706,58 @@ mod tests {
         assert_eq!(ts_values(&again[&Table::Metrics.into()][0]), vec![1]);
         b.finish_flush();
         assert!(b.snapshot(Table::Metrics).is_empty());
+    }
+
+    /// Issue 23 §3: queries reuse a pooled connection's views while the generation stays;
+    /// a flush commit and a swap (compaction, retention, restore) each move it, so every
+    /// row is seen once across them, on the same connection.
+    #[test]
+    fn a_pooled_query_connection_sees_every_row_once_across_a_flush_and_a_swap() {
+        use lake_query::engine::{Engine, Limits};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let buffers = Arc::new(Buffers::default());
+        let engine = Engine::open(data, buffers.clone(), Limits::default()).unwrap();
+        let values = || -> Vec<i64> {
+            let r = engine.query_blocking("select epoch_us(ts) from metrics order by 1").unwrap();
+            r.batches
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<arrow_array::types::Int64Type>().values().to_vec())
+                .collect()
+        };
+        use arrow_array::cast::AsArray;
+        buffers.push(Table::Metrics, vec![batch("a", &[1, 2])]);
+        assert_eq!(values(), [1, 2], "fresh rows");
+        let before = buffers.generation();
+        let taken = buffers.start_flush();
+        assert_eq!(values(), [1, 2], "while the flush writes");
+        write_flush(data, 0, &taken, &State { next_flush: 1, ..Default::default() }, &buffers).unwrap();
+        assert!(buffers.generation() > before, "a flush commit moves the generation");
+        assert_eq!(values(), [1, 2], "committed: read from the file, once");
+        buffers.push(Table::Metrics, vec![batch("a", &[3])]);
+        assert_eq!(values(), [1, 2, 3]);
+
+        // Compaction: the flushed file replaced by a rewrite of it, through the server's swapper.
+        let swapper =
+            crate::maintenance::swap::Swapper::with_buffers(data, std::time::Duration::ZERO, buffers.clone()).unwrap();
+        let old = read_all(data).remove(0).0;
+        let rel_old = old.strip_prefix(data).unwrap().to_path_buf();
+        let stage = swapper.stage_dir().unwrap();
+        let staged = stage.join("c.parquet");
+        fs::copy(&old, &staged).unwrap();
+        let rel_new = rel_old.with_file_name(layout::file_name("c", 1));
+        let before = buffers.generation();
+        swapper.commit(vec![(staged, rel_new.clone())], vec![rel_old]).unwrap();
+        assert!(buffers.generation() > before, "a swap moves the generation");
+        assert_eq!(values(), [1, 2, 3], "after the compaction swap: each row once");
+
+        // Restore: a file comes back into a partition of its own.
+        let stage = swapper.stage_dir().unwrap();
+        let staged = stage.join("r.parquet");
+        fs::copy(data.join(&rel_new), &staged).unwrap();
+        let restored = rel_new.parent().unwrap().with_file_name("date=1969-12-31").join(layout::file_name("r", 1));
+        swapper.commit(vec![(staged, restored)], Vec::new()).unwrap();
+        assert_eq!(values(), [1, 1, 2, 2, 3], "the restored file is read, once");
     }
 }

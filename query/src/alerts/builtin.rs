@@ -123,8 +123,8 @@ pub const BUILTIN_NAMES: [&str; 27] = [
     JOB_LATE,
     JOB_FAILED,
     JOB_SLOW,
-    SITE_OFFLINE,
     ALERT_RULE_FAILING,
+    SITE_OFFLINE,
 ];
 
 /// The placeholder replaced by the lake's start time.

@@ -21,7 +21,7 @@ use arrow_array::RecordBatch;
 use duckdb::Connection;
 use lake_format::custom::{load_all, CustomSchema};
 
-use super::views::{duckdb_type, list_files};
+use super::views::{duckdb_type, list_files, Made};
 use super::{EngineError, FreshRows, Result};
 
 fn ident(name: &str) -> String {
@@ -42,6 +42,7 @@ fn unavailable(table: &str, why: &str) -> String {
 /// out and logged.
 pub(super) fn create(
     conn: &Connection,
+    made: &mut Made,
     data_dir: &Path,
     fresh: &dyn FreshRows,
     named: &[String],
@@ -89,17 +90,17 @@ pub(super) fn create(
         }
     });
 
-    let mut made = Vec::new();
+    let mut created = Vec::new();
     for Taken { schema: s, files, rows } in taken {
-        match files.and_then(|files| create_one(conn, s, &files, rows)) {
-            Ok(()) => made.push(s.clone()),
+        match files.and_then(|files| create_one(conn, made, s, &files, rows)) {
+            Ok(()) => created.push(s.clone()),
             Err(EngineError::Sql(why) | EngineError::Internal(why) | EngineError::Forbidden(why)) => {
                 skip_or_fail(&s.name, why)?
             }
             Err(other) => return Err(other),
         }
     }
-    Ok(made)
+    Ok(created)
 }
 
 /// One table's committed files and fresh rows, taken together.
@@ -110,13 +111,23 @@ struct Taken<'a> {
 }
 
 /// The fresh table and the view of one custom table. Errors are the table's own.
-fn create_one(conn: &Connection, s: &CustomSchema, files: &[String], batches: Vec<RecordBatch>) -> Result<()> {
+///
+/// Made anew by every query (`OR REPLACE` on a pooled connection): the schema files are
+/// read per query anyway, and a table gaining a column must show it at once.
+fn create_one(
+    conn: &Connection,
+    made: &mut Made,
+    s: &CustomSchema,
+    files: &[String],
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
     let fresh_table = ident(&fresh_name(s));
     let declared: Vec<String> =
         s.all_columns().iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
-    conn.execute_batch(&format!("CREATE TEMP TABLE {fresh_table} ({});", declared.join(", ")))
+    conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {fresh_table} ({});", declared.join(", ")))
         .map_err(|e| EngineError::Internal(format!("declaring its fresh rows: {e}")))?;
     if batches.iter().any(|b| b.num_rows() > 0) {
+        made.filled.push(fresh_table.clone());
         let mut appender = conn
             .appender_to_catalog_and_db(&fresh_name(s), "temp", "main")
             .map_err(|e| EngineError::Internal(format!("appender for its fresh rows: {e}")))?;
@@ -134,8 +145,12 @@ fn create_one(conn: &Connection, s: &CustomSchema, files: &[String], batches: Ve
         format!("SELECT * FROM read_parquet([{}], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME {fresh_sql}", list.join(", "))
     };
     // Binding the view reads the files' footers: a damaged file fails here.
-    conn.execute_batch(&format!("CREATE TEMP VIEW {} AS SELECT {} FROM ({source});", ident(&s.name), cols.join(", ")))
-        .map_err(|e| EngineError::Sql(e.to_string()))
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP VIEW {} AS SELECT {} FROM ({source});",
+        ident(&s.name),
+        cols.join(", ")
+    ))
+    .map_err(|e| EngineError::Sql(e.to_string()))
 }
 
 fn fresh_name(s: &CustomSchema) -> String {

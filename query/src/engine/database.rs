@@ -31,6 +31,18 @@
 //!   the current one. Any other query ending on the broken database sees the mark and
 //!   leaks its connection without probing again. A rebuild that fails (DuckDB cannot open
 //!   a database) is logged, and the next query to connect tries again.
+//! - **The pool**: a query connection that passed its probe goes back to the database's
+//!   pool (at most [`POOL_MAX`]) with the views it made ([`super::views::Made`]), its
+//!   fresh tables emptied, so the next query reuses them while the committed files stay
+//!   the same. Not pooled: a connection whose query was interrupted (the time limit, a
+//!   streamed query's reader going away: the interrupt may land after the query's last
+//!   step and stop the next one; a streamed query's handle is detached from its reader
+//!   before the connection goes back), one whose views failed part way. The pool belongs
+//!   to the database, so a rebuild drops it (leaked with the broken database). A
+//!   statement that got past the check could only change its own connection's TEMP
+//!   catalog through a hole the check does not know; the views are made with `CREATE OR
+//!   REPLACE` by the engine itself, and the tables a query names get their views again
+//!   after every change of the file set.
 //! - One race is left: a statement that breaks the database between another query's
 //!   successful probe and that query's disconnect. The allow-list is the real check; this
 //!   narrows what an unknown hole costs, it does not promise it costs nothing.
@@ -41,6 +53,7 @@ use std::sync::{Arc, Mutex};
 
 use duckdb::Connection;
 
+use super::views::Made;
 use super::{sandbox, Engine, EngineError, Limits, Result};
 
 /// One in-memory DuckDB database with the sandbox applied.
@@ -52,14 +65,21 @@ pub(super) struct Database {
     root: Mutex<Option<Connection>>,
     /// A probe failed: its connections are leaked rather than closed.
     broken: AtomicBool,
+    /// Query connections that passed their probe, with the views they hold (see the
+    /// module docs), at most [`POOL_MAX`].
+    pub(super) pool: Mutex<Vec<(Connection, Made)>>,
 }
+
+/// Idle query connections kept at most. Each holds its views (a few KB of catalog
+/// entries) and no rows; more than the queries that run at once buys nothing.
+const POOL_MAX: usize = 8;
 
 impl Database {
     /// Opens an in-memory database over `data_dir` and applies the sandbox to it.
     pub(super) fn open(data_dir: &Path, limits: &Limits) -> Result<Database> {
         let conn = Connection::open_in_memory().map_err(|e| EngineError::Internal(format!("opening duckdb: {e}")))?;
         sandbox::apply(&conn, data_dir, limits)?;
-        Ok(Database { root: Mutex::new(Some(conn)), broken: AtomicBool::new(false) })
+        Ok(Database { root: Mutex::new(Some(conn)), broken: AtomicBool::new(false), pool: Mutex::new(Vec::new()) })
     }
 
     /// Runs `f` on the root handle (to derive the allow-list, or in tests).
@@ -97,6 +117,10 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if self.broken.load(Ordering::SeqCst) {
+            std::mem::forget(pool);
+        }
         let root = self.root.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if self.broken.load(Ordering::SeqCst) {
             // Closing a broken database may abort the process: leak it.
@@ -106,11 +130,31 @@ impl Drop for Database {
 }
 
 /// A query's connection. Derefs to DuckDB's; when it drops, the database is probed first
-/// (see the module docs), then the connection is closed — or leaked if the database broke.
+/// (see the module docs), then the connection goes back to the pool with its views (or
+/// is closed) — or is leaked if the database broke.
 pub(super) struct Conn<'e> {
-    conn: Option<Connection>,
+    pub(super) conn: Option<Connection>,
+    /// The views and fresh tables the connection holds ([`super::views::create`]).
+    pub(super) made: Made,
+    /// Whether it may go back to the pool: not if its query was interrupted (the time
+    /// limit, a streamed query's reader going away), since an interrupt that lands after
+    /// the query's last step could stop the next one.
+    pooled: bool,
     db: Arc<Database>,
     engine: &'e Engine,
+}
+
+impl Conn<'_> {
+    /// The connection is closed when the query ends, not pooled.
+    pub(super) fn discard(&mut self) {
+        self.pooled = false;
+    }
+
+    /// Makes (or reuses) the views `sql` needs on this connection ([`super::views::create`]).
+    pub(super) fn views_for(&mut self, engine: &Engine, sql: &str) -> Result<()> {
+        let conn = self.conn.as_ref().expect("a Conn holds its connection until it drops");
+        super::views::create(conn, &mut self.made, &engine.data_dir, engine.fresh.as_ref(), sql, &engine.schemas)
+    }
 }
 
 impl std::fmt::Debug for Conn<'_> {
@@ -135,7 +179,16 @@ impl Drop for Conn<'_> {
             return;
         }
         match self.db.probe() {
-            Ok(()) => drop(conn),
+            Ok(()) => {
+                let mut made = std::mem::take(&mut self.made);
+                if !self.pooled || made.unsettled || made.release(&conn).is_err() {
+                    return;
+                }
+                let mut pool = self.db.pool.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < POOL_MAX {
+                    pool.push((conn, made));
+                }
+            }
             Err(error) => {
                 std::mem::forget(conn);
                 self.engine.probe_failed(&self.db, &error);
@@ -145,16 +198,35 @@ impl Drop for Conn<'_> {
 }
 
 impl Engine {
-    /// A new connection to the current (already sandboxed) database; a database known to
-    /// be broken is rebuilt first.
+    /// A connection to the current (already sandboxed) database — a pooled one with the
+    /// views it holds, or a new one; a database known to be broken is rebuilt first.
     pub(super) fn connect(&self) -> Result<Conn<'_>> {
-        let mut db = self.current()?;
+        let db = self.healthy()?;
+        let pooled = db.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let (conn, made) = match pooled {
+            Some(p) => p,
+            None => (db.connection()?, Made::default()),
+        };
+        Ok(Conn { conn: Some(conn), made, pooled: true, db, engine: self })
+    }
+
+    /// A new connection that is closed after its query, never pooled: tests that need
+    /// a connection without views from earlier queries.
+    #[cfg(test)]
+    pub(super) fn connect_unpooled(&self) -> Result<Conn<'_>> {
+        let db = self.healthy()?;
+        let conn = db.connection()?;
+        Ok(Conn { conn: Some(conn), made: Made::default(), pooled: false, db, engine: self })
+    }
+
+    /// The current database, rebuilt first if it is known to be broken.
+    fn healthy(&self) -> Result<Arc<Database>> {
+        let db = self.current()?;
         if db.is_broken() {
             self.rebuild(&db);
-            db = self.current()?;
+            return self.current();
         }
-        let conn = db.connection()?;
-        Ok(Conn { conn: Some(conn), db, engine: self })
+        Ok(db)
     }
 
     /// The database new queries use.

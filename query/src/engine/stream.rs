@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arrow_array::RecordBatch;
@@ -16,7 +16,7 @@ use duckdb::InterruptHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{sql_error, views, Engine, EngineError, Result};
+use super::{sql_error, Engine, EngineError, Result};
 
 /// How a stream ended, once [`QueryStream::next`] returned `Ok(None)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +30,37 @@ pub struct StreamEnd {
 /// Interrupts a query from outside its thread: the watchdog, and a reader going away.
 #[derive(Default)]
 struct Control {
-    interrupt: OnceLock<Arc<InterruptHandle>>,
+    /// The query connection's handle while the query runs; `None` before and after.
+    interrupt: Mutex<Option<Arc<InterruptHandle>>>,
+    /// Whether the handle was ever fired.
+    fired: AtomicBool,
     cancelled: AtomicBool,
     timed_out: AtomicBool,
 }
 
 impl Control {
+    fn handle(&self) -> std::sync::MutexGuard<'_, Option<Arc<InterruptHandle>>> {
+        self.interrupt.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Called by the query thread once it has its connection.
     fn attach(&self, handle: Arc<InterruptHandle>) {
-        let _ = self.interrupt.set(handle);
+        *self.handle() = Some(handle);
+    }
+
+    /// Called by the query thread when the query is over, before its connection goes
+    /// back to the pool: no interrupt can reach the connection after this (the handle is
+    /// fired under the same lock). Answers whether it was ever fired — an interrupt that
+    /// landed after the query's last step could stop the next query on that connection,
+    /// so such a connection is closed, not pooled.
+    fn detach(&self) -> bool {
+        self.handle().take();
+        self.fired.load(Ordering::SeqCst)
     }
 
     fn interrupt(&self) {
-        if let Some(h) = self.interrupt.get() {
+        if let Some(h) = self.handle().as_ref() {
+            self.fired.store(true, Ordering::SeqCst);
             h.interrupt();
         }
     }
@@ -214,13 +232,37 @@ impl Engine {
         runtime: &tokio::runtime::Handle,
         ready: &mut Option<oneshot::Sender<Result<SchemaRef>>>,
         chunks: &mpsc::Sender<T>,
+        encode: F,
+    ) -> Result<StreamEnd>
+    where
+        F: FnMut(&RecordBatch) -> std::io::Result<T>,
+    {
+        let mut conn = self.connect()?;
+        control.attach(conn.interrupt_handle());
+        let result = self.produce_on(&mut conn, sql, params, control, deadline, runtime, ready, chunks, encode);
+        if control.detach() {
+            conn.discard();
+        }
+        result
+    }
+
+    /// [`Engine::produce`] on its connection, from the cancellation check on.
+    #[allow(clippy::too_many_arguments)]
+    fn produce_on<T, F>(
+        &self,
+        conn: &mut super::database::Conn<'_>,
+        sql: &str,
+        params: Vec<Value>,
+        control: &Arc<Control>,
+        deadline: Instant,
+        runtime: &tokio::runtime::Handle,
+        ready: &mut Option<oneshot::Sender<Result<SchemaRef>>>,
+        chunks: &mpsc::Sender<T>,
         mut encode: F,
     ) -> Result<StreamEnd>
     where
         F: FnMut(&RecordBatch) -> std::io::Result<T>,
     {
-        let conn = self.connect()?;
-        control.attach(conn.interrupt_handle());
         if control.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -238,8 +280,8 @@ impl Engine {
                 }
             });
         }
-        self.check(&conn, sql)?;
-        views::create(&conn, &self.data_dir, self.fresh.as_ref(), sql, &self.schemas)?;
+        self.check(conn, sql)?;
+        conn.views_for(self, sql)?;
         let mut stmt = conn.prepare(sql).map_err(sql_error)?;
         super::check_param_count(&stmt, &params)?;
         let _ = stmt.stream_arrow(duckdb::params_from_iter(params)).map_err(sql_error)?;

@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+use duckdb::types::Value;
 use lake_format::Table;
 
 use super::*;
@@ -191,8 +192,8 @@ fn the_sandbox_holds_even_without_the_statement_check() {
     // Defence in depth: run setup as a query does, then try the escapes directly.
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(dir.path(), Arc::new(NoFreshRows), Limits::default()).unwrap();
-    let conn = e.connect().unwrap();
-    views::create(&conn, &e.data_dir, &NoFreshRows, "", &e.schemas).unwrap();
+    let mut conn = e.connect().unwrap();
+    conn.views_for(&e, "").unwrap();
     for (sql, expected) in [
         ("SET threads=1", "locked"),
         ("SET enable_external_access=true", "locked"),
@@ -385,8 +386,8 @@ fn only_the_tables_a_query_names_get_views_unless_it_lists_the_catalog() {
     write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
     let e = engine(dir.path(), Arc::default());
     let views = |sql: &str| -> Vec<String> {
-        let conn = e.connect().unwrap();
-        views::create(&conn, &e.data_dir, &NoFreshRows, sql, &e.schemas).unwrap();
+        let mut conn = e.connect_unpooled().unwrap();
+        conn.views_for(&e, sql).unwrap();
         let mut names: Vec<String> = conn
             .prepare("select view_name from duckdb_views() where temporary and not internal order by 1")
             .unwrap()
@@ -1048,4 +1049,355 @@ fn concurrent_probe_failures_rebuild_once() {
     assert!((1..=4).contains(&stats.probe_failures), "{stats:?}");
     assert_eq!(count(&e, "select count(*) from range(3)"), 3);
     assert_sandboxed(&e);
+}
+
+// ---- reuse of a pooled connection's views, and the read check's cache ----
+
+/// Writes the custom table `name`'s schema file with `columns` (all floats).
+fn custom_schema(data: &std::path::Path, name: &str, columns: &[&str]) {
+    let mut schema = lake_format::custom::CustomSchema::new(name);
+    for c in columns {
+        schema
+            .columns
+            .push(lake_format::custom::CustomColumn { name: (*c).into(), ty: lake_format::catalog::ColumnType::Float });
+    }
+    let path = lake_format::custom::schema_path(data, name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&schema).unwrap()).unwrap();
+}
+
+/// Idle connections in the engine's pool.
+fn pooled(e: &Engine) -> usize {
+    e.current().unwrap().pool.lock().unwrap().len()
+}
+
+fn metric_values(e: &Engine) -> Vec<String> {
+    cells(e, "select value from metrics order by value").into_iter().map(|r| r[0].clone()).collect()
+}
+
+#[test]
+fn a_flush_between_two_queries_on_a_pooled_connection_shows_the_new_rows_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    fresh.set(Table::Metrics, vec![metrics(&[(1, "n1", "cpu", 2.0, None)])]);
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    assert_eq!(metric_values(&e), ["1.0", "2.0"]);
+    assert_eq!(pooled(&e), 1, "the connection went back to the pool");
+
+    // The flush: its rows are committed and leave memory in one step, the generation moves.
+    write_parquet(dir.path(), Table::Metrics, 2, &metrics(&[(1, "n1", "cpu", 2.0, None)]));
+    fresh.set(Table::Metrics, vec![metrics(&[(2, "n1", "cpu", 3.0, None)])]);
+    fresh.bump();
+    assert_eq!(metric_values(&e), ["1.0", "2.0", "3.0"], "the flushed row once, the new fresh row once");
+    assert_eq!(pooled(&e), 1, "one connection served every query");
+
+    // Fresh rows change without a flush: the reused view reads the rows of now.
+    fresh.set(Table::Metrics, vec![metrics(&[(2, "n1", "cpu", 3.0, None), (3, "n1", "cpu", 4.0, None)])]);
+    assert_eq!(metric_values(&e), ["1.0", "2.0", "3.0", "4.0"]);
+    fresh.set(Table::Metrics, Vec::new());
+    assert_eq!(metric_values(&e), ["1.0", "2.0"]);
+
+    // The reuse is real: a file committed without a new generation (which the lake never
+    // does) is not listed until the generation moves.
+    write_parquet(dir.path(), Table::Metrics, 3, &metrics(&[(4, "n1", "cpu", 5.0, None)]));
+    assert_eq!(metric_values(&e), ["1.0", "2.0"]);
+    fresh.bump();
+    assert_eq!(metric_values(&e), ["1.0", "2.0", "5.0"]);
+}
+
+#[test]
+fn a_view_made_without_fresh_rows_gets_them_when_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    // Files alone (no fresh table), then rows arrive at the same generation.
+    assert_eq!(metric_values(&e), ["1.0"]);
+    fresh.set(Table::Metrics, vec![metrics(&[(1, "n1", "cpu", 2.0, None)])]);
+    assert_eq!(metric_values(&e), ["1.0", "2.0"]);
+    assert_eq!(pooled(&e), 1);
+}
+
+#[test]
+fn a_compaction_swap_and_a_restore_show_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows =
+        |v: &[f64]| metrics(&v.iter().enumerate().map(|(i, &v)| (i as i64, "n1", "cpu", v, None)).collect::<Vec<_>>());
+    write_parquet(dir.path(), Table::Metrics, 1, &rows(&[1.0]));
+    write_parquet(dir.path(), Table::Metrics, 2, &rows(&[2.0]));
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    assert_eq!(metric_values(&e), ["1.0", "2.0"]);
+
+    // Compaction: one file replaces two, atomically for queries (a new generation).
+    let partition = lake_format::layout::partition_dir(
+        dir.path(),
+        "metrics",
+        lake_format::layout::Date::parse("2026-11-22").unwrap(),
+    );
+    write_parquet(dir.path(), Table::Metrics, 3, &rows(&[1.0, 2.0]));
+    std::fs::remove_file(partition.join(lake_format::layout::file_name("t", 1))).unwrap();
+    std::fs::remove_file(partition.join(lake_format::layout::file_name("t", 2))).unwrap();
+    fresh.bump();
+    assert_eq!(metric_values(&e), ["1.0", "2.0"], "after the swap: the compacted file alone");
+
+    // Restore: a file comes back into an older partition.
+    let older = lake_format::layout::partition_dir(
+        dir.path(),
+        "metrics",
+        lake_format::layout::Date::parse("2026-10-01").unwrap(),
+    );
+    std::fs::create_dir_all(&older).unwrap();
+    std::fs::copy(
+        partition.join(lake_format::layout::file_name("t", 3)),
+        older.join(lake_format::layout::file_name("r", 1)),
+    )
+    .unwrap();
+    fresh.bump();
+    assert_eq!(metric_values(&e), ["1.0", "1.0", "2.0", "2.0"], "the restored file is read once");
+    assert_eq!(pooled(&e), 1);
+}
+
+#[test]
+fn a_custom_table_gaining_a_column_shows_it_on_a_pooled_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    custom_schema(dir.path(), "solar", &["watts"]);
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    let columns =
+        |e: &Engine| -> Vec<String> { cells(e, "describe solar").into_iter().map(|r| r[0].clone()).collect() };
+    let before = columns(&e);
+    assert!(before.contains(&"watts".to_string()) && !before.contains(&"volts".to_string()), "{before:?}");
+    custom_schema(dir.path(), "solar", &["watts", "volts"]);
+    let after = columns(&e);
+    assert!(after.contains(&"volts".to_string()), "{after:?}");
+    assert_eq!(pooled(&e), 1);
+}
+
+#[test]
+fn idle_pooled_connections_hold_no_fresh_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    fresh.set(Table::Metrics, vec![metrics(&[(0, "n1", "cpu", 1.0, None)])]);
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    assert_eq!(count(&e, "select count(*) from metrics"), 1);
+    let db = e.current().unwrap();
+    let pool = db.pool.lock().unwrap();
+    let held: i64 = pool[0].0.query_row("select count(*) from temp.main.__fresh_metrics", [], |r| r.get(0)).unwrap();
+    assert_eq!(held, 0);
+}
+
+#[test]
+fn stale_views_of_tables_a_query_does_not_name_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    count(&e, "select count(*) from http");
+    fresh.bump();
+    count(&e, "select count(*) from metrics");
+    let db = e.current().unwrap();
+    let pool = db.pool.lock().unwrap();
+    let mut stmt =
+        pool[0].0.prepare("select view_name from duckdb_views() where temporary and not internal order by 1").unwrap();
+    let names: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(names, ["metrics"]);
+}
+
+#[test]
+fn a_query_interrupted_at_the_time_limit_does_not_pool_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let e = engine_with(dir.path(), Arc::default(), limits);
+    let slow = "select count(*) from range(100000000000) a, range(100000000000) b";
+    assert!(matches!(e.query_blocking(slow), Err(EngineError::Timeout(_))));
+    assert_eq!(pooled(&e), 0);
+    assert_eq!(count(&e, "select count(*) from metrics"), 0);
+    assert_eq!(pooled(&e), 1);
+}
+
+#[test]
+fn the_read_check_is_kept_per_sql_text_but_not_when_it_asked_about_custom_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    // A named query with parameters: one text, one entry, whatever the values.
+    let sql = "select count(*) from metrics where host = ? and value > ?";
+    for (host, v) in [("n1", 1.0), ("n2", 2.0)] {
+        let r = e.query_params_blocking(sql, vec![Value::Text(host.into()), Value::Double(v)]).unwrap();
+        assert_eq!(r.num_rows(), 1);
+    }
+    assert_eq!(e.checks.len(), 1);
+    // Refusals are kept and still counted each time.
+    for _ in 0..2 {
+        forbidden(&e, "select current_setting('threads')", "current_setting");
+    }
+    assert_eq!(e.stats().refused, 2);
+    assert_eq!(e.checks.len(), 2);
+    // A name outside the catalog: unknown now, a custom table a moment later.
+    assert!(matches!(e.query_blocking("select * from lunar"), Err(EngineError::Sql(_))));
+    custom_schema(dir.path(), "lunar", &["lux"]);
+    assert_eq!(count(&e, "select count(*) from lunar"), 0);
+    assert!(e.query_blocking("select * from lunar").is_ok(), "not refused from a stale verdict");
+    assert_eq!(e.checks.len(), 2, "verdicts about custom tables are not kept");
+}
+
+#[test]
+fn the_read_check_cache_is_bounded_and_keeps_what_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::default());
+    let conn = e.connect().unwrap();
+    let hot = "select 0";
+    e.check(&conn, hot).unwrap();
+    for i in 1..=(CHECK_CACHE_MAX + 10) {
+        e.check(&conn, &format!("select {i}")).unwrap();
+        e.check(&conn, hot).unwrap();
+    }
+    assert_eq!(e.checks.len(), CHECK_CACHE_MAX);
+    assert!(e.checks.entries().verdicts.contains_key(hot), "the most used text stays");
+    let long = format!("select 1 -- {}", "x".repeat(CHECK_CACHE_SQL_MAX));
+    e.check(&conn, &long).unwrap();
+    assert!(!e.checks.entries().verdicts.contains_key(&long), "long texts are not kept");
+}
+
+/// Where the fixed cost of a small query goes (issue 23 §3), printed step by step: a
+/// new connection and views made over the listed files (before), against a pooled
+/// connection reusing its views and a kept verdict (now). `cargo test --workspace --lib
+/// -- engine::tests::query_setup_breakdown --nocapture` shows it.
+#[test]
+fn query_setup_breakdown() {
+    let dir = tempfile::tempdir().unwrap();
+    for seq in 0..60 {
+        write_parquet(dir.path(), Table::Metrics, seq, &metrics(&[(seq as i64, "n1", "cpu", 1.0, None)]));
+    }
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    let sql = "SELECT time_bucket(INTERVAL '60000 milliseconds', ts) AS time, host, avg(value) \
+               FROM metrics WHERE name = ? GROUP BY 1, 2 ORDER BY 1";
+    let params = || vec![Value::Text("cpu".into())];
+    let runs = 40u32;
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..runs {
+            f();
+        }
+        start.elapsed() / runs
+    };
+    let lake = |n: &str| e.is_lake_table(n);
+    let new_conn = time(&mut || drop(e.connect_unpooled().unwrap().conn.take()));
+    let conn = e.connect_unpooled().unwrap();
+    let check = time(&mut || sandbox::check_read_only(&conn, sql, &e.allow, &lake).unwrap());
+    let kept = time(&mut || e.check(&conn, sql).unwrap());
+    drop(conn);
+    let made = time(&mut || {
+        let mut c = e.connect_unpooled().unwrap();
+        c.views_for(&e, sql).unwrap();
+        c.conn.take();
+    });
+    let mut c = e.connect().unwrap();
+    c.views_for(&e, sql).unwrap();
+    let reused = time(&mut || c.views_for(&e, sql).unwrap());
+    let run = time(&mut || {
+        run_with_limits(&c, sql, params(), &e.limits).unwrap();
+    });
+    drop(c);
+    let db = e.current().unwrap();
+    let probe = time(&mut || db.probe().unwrap());
+    let whole = time(&mut || {
+        e.query_params_blocking(sql, params()).unwrap();
+    });
+    eprintln!(
+        "a small query over 60 files, per step: new connection {new_conn:?}; read check {check:?} (kept verdict \
+         {kept:?}); views made {made:?} (reused {reused:?}); run {run:?}; health probe {probe:?}; \
+         the whole query now {whole:?}"
+    );
+    assert!(reused < made, "reusing views ({reused:?}) costs less than making them ({made:?})");
+    assert!(kept < check, "a kept verdict ({kept:?}) costs less than the check ({check:?})");
+}
+
+#[test]
+fn the_events_view_survives_its_tables_views_being_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    assert_eq!(count(&e, "select count(*) from events"), 0);
+    // A new generation: this query drops the views it does not name, `http` among them.
+    fresh.bump();
+    assert_eq!(count(&e, "select count(*) from metrics"), 0);
+    fresh.set(Table::Alerts, vec![alert("disk_full", &["ops"])]);
+    assert_eq!(count(&e, "select count(*) from events"), 1);
+    fresh.bump();
+    assert_eq!(count(&e, "select count(*) from alerts"), 1);
+    assert_eq!(count(&e, "select count(*) from events"), 1);
+    assert_eq!(pooled(&e), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_query_pools_its_connection_unless_its_reader_went_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(MemFresh::default());
+    fresh.bump();
+    fresh.set(Table::Metrics, vec![metrics(&[(0, "n1", "cpu", 1.0, None)])]);
+    let e = engine(dir.path(), Arc::clone(&fresh));
+    let mut s =
+        e.query_stream("select count(*) from metrics".into(), Vec::new(), 2, |b| Ok(b.num_rows())).await.unwrap();
+    let mut rows = 0;
+    while let Some(n) = s.next().await.unwrap() {
+        rows += n;
+    }
+    assert_eq!(rows, 1);
+    drop(s);
+    let pooled_now = || pooled(&e);
+    // The query thread hands its connection back just after the end is sent.
+    let until = Instant::now() + Duration::from_secs(5);
+    while pooled_now() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pooled_now(), 1, "a stream read to its end pools its connection");
+
+    // A reader that goes away mid-stream interrupts the query: that connection is closed.
+    let big = "select * from range(100000000)";
+    let mut s = e.query_stream(big.into(), Vec::new(), 1, |b| Ok(b.num_rows())).await.unwrap();
+    s.next().await.unwrap();
+    drop(s);
+    let until = Instant::now() + Duration::from_secs(10);
+    while e.stats().running > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(e.stats().cancelled, 1);
+    assert_eq!(pooled_now(), 0, "the interrupted query's connection is not pooled");
+    // The next query takes a new connection and is not hit by any interrupt.
+    let r = e.query("select count(*) from metrics".into()).await.unwrap();
+    assert_eq!(r.num_rows(), 1);
+}
+
+#[test]
+fn the_shared_watchdog_fires_only_the_queries_past_their_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let short =
+        engine_with(dir.path(), Arc::default(), Limits { timeout: Duration::from_millis(300), ..Limits::default() });
+    let long = engine(dir.path(), Arc::default());
+    let slow = "select count(*) from range(100000000000) a, range(100000000000) b";
+    let started = Instant::now();
+    let interrupted = std::thread::spawn(move || short.query_blocking(slow));
+    // Queries with a later deadline run to their end meanwhile, their connections pooled.
+    while started.elapsed() < Duration::from_millis(600) {
+        assert_eq!(count(&long, "select count(*) from range(1000)"), 1000);
+    }
+    assert!(matches!(interrupted.join().unwrap(), Err(EngineError::Timeout(_))));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(long.stats().timeouts, 0);
+    assert_eq!(pooled(&long), 1);
+    // An armed ticket disarmed before its deadline was not fired.
+    let w = Watchdog::get().unwrap();
+    let conn = long.connect().unwrap();
+    let t = w.arm(Instant::now() + Duration::from_secs(60), conn.interrupt_handle());
+    assert!(!w.disarm(t));
 }

@@ -40,7 +40,8 @@ use lake_format::Table;
 use super::sandbox::quote;
 use super::{EngineError, FreshRows, Result};
 
-/// Creates the view of every catalog table on `conn`.
+/// Creates (or reuses) the view of every catalog table the SQL names on `conn`, with the
+/// fresh rows of now.
 ///
 /// The committed files and the fresh rows are taken together inside
 /// [`FreshRows::consistent`], and the views name those files explicitly rather than a
@@ -56,13 +57,27 @@ use super::{EngineError, FreshRows, Result};
 /// `query_table(…)`, which could name a table in a computed string, are refused by the
 /// read check.) Custom tables follow the same rule ([`super::custom::create`]); one that
 /// cannot be read fails only the queries naming it.
+///
+/// **Reuse** (`made`, the connection's [`Made`]): a pooled connection keeps its views. When
+/// the generation read inside [`FreshRows::consistent`] is the one its views were made
+/// at, the committed file set is the one they name, so a view is reused as it is — no
+/// listing, no bind — and only the fresh rows are copied in again (its fresh table was
+/// emptied when the connection went back to the pool, see [`Made::release`]). At any
+/// other generation (or none) every view of the connection is stale: the ones this SQL
+/// names are made again over the files listed now, the others are dropped. The lake bumps
+/// the generation under the same lock that `consistent` holds shared, so the files a view
+/// names and the fresh rows copied beside it still describe one moment: no row twice, none
+/// missed.
 pub(super) fn create(
     conn: &Connection,
+    made: &mut Made,
     data_dir: &Path,
     fresh: &dyn FreshRows,
     sql: &str,
     schemas: &SchemaCache,
 ) -> Result<()> {
+    // Until this returns Ok, the connection's views are not known to be what `made` says.
+    made.unsettled = true;
     let named = named_words(sql);
     let everything = named.iter().any(|w| INTROSPECTION.contains(&w.as_str()));
     let events = everything || named.iter().any(|w| w == EVENTS);
@@ -70,71 +85,143 @@ pub(super) fn create(
         .into_iter()
         .filter(|t| everything || named.iter().any(|w| w == t.name()) || (events && EVENT_TABLES.contains(t)))
         .collect();
-    let mut taken: Vec<(Table, Vec<String>, Vec<RecordBatch>)> = Vec::new();
+    // (table, files listed now — `None` when its view is reused —, fresh rows)
+    let mut taken: Vec<(Table, Option<Vec<String>>, Vec<RecordBatch>)> = Vec::new();
     let mut listing: Result<()> = Ok(());
+    let mut generation = None;
     fresh.consistent(&mut || {
         taken.clear();
+        generation = fresh.generation();
+        let current = generation.is_some() && generation == made.generation;
         for &table in &wanted {
-            match list_files(data_dir, table.name(), fresh) {
-                Ok(files) => taken.push((table, files, fresh.snapshot(table))),
-                Err(e) => listing = Err(e),
-            }
+            let files = if current && made.views.contains_key(&table) {
+                None
+            } else {
+                match list_files(data_dir, table.name(), fresh) {
+                    Ok(files) => Some(files),
+                    Err(e) => {
+                        listing = Err(e);
+                        continue;
+                    }
+                }
+            };
+            taken.push((table, files, fresh.snapshot(table)));
         }
     });
     listing?;
 
-    // A view needs its fresh table for rows, and for the catalog's columns when no file
-    // has them all (no file at all, or older files): otherwise it reads the files alone.
-    let planned: Vec<Planned> = taken
-        .into_iter()
-        .map(|(table, files, batches)| {
-            let uniform = schemas.uniform(table, &files);
-            let rows = batches.iter().any(|b| b.num_rows() > 0);
-            let with_fresh = rows || files.is_empty() || !uniform;
-            Planned { table, files, batches, uniform, with_fresh }
-        })
-        .collect();
     let mut ddl = String::new();
-    for p in planned.iter().filter(|p| p.with_fresh) {
-        write_fresh_table(&mut ddl, p.table);
-    }
-    if !ddl.is_empty() {
-        conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating fresh tables: {e}")))?;
+    made.clear_fresh(conn)?;
+    if generation.is_none() || generation != made.generation {
+        // The committed files changed since these views were made: drop the ones this SQL
+        // does not name (the named ones are made again below), so no stale view is left.
+        for table in made.views.keys().filter(|t| !wanted.contains(t)) {
+            let _ = writeln!(ddl, "DROP VIEW IF EXISTS temp.main.\"{}\";", table.name());
+        }
+        made.views.clear();
+        made.generation = generation;
     }
 
-    let mut ddl = String::new();
-    for Planned { table, files, batches, uniform, with_fresh } in planned {
-        if batches.iter().any(|b| b.num_rows() > 0) {
-            let mut appender = conn
-                .appender_to_catalog_and_db(&fresh_name(table), "temp", "main")
-                .map_err(|e| EngineError::Internal(format!("appender for {table}: {e}")))?;
-            for batch in batches {
-                appender
-                    .append_record_batch(batch)
-                    .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+    // A view needs its fresh table for rows, and for the catalog's columns when no file
+    // has them all (no file at all, or older files): otherwise it reads the files alone.
+    let mut appends: Vec<(Table, Vec<RecordBatch>)> = Vec::new();
+    for (table, files, batches) in taken {
+        let rows = batches.iter().any(|b| b.num_rows() > 0);
+        let view = match files {
+            Some(files) => {
+                let uniform = schemas.uniform(table, &files);
+                let view = View { with_fresh: rows || files.is_empty() || !uniform, files, uniform };
+                Some(view)
             }
-            appender.flush().map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+            // Reused, unless fresh rows arrived for a view made without its fresh table.
+            None => match made.views.remove(&table) {
+                Some(old) if rows && !old.with_fresh => Some(View { with_fresh: true, ..old }),
+                Some(old) => {
+                    made.views.insert(table, old);
+                    None
+                }
+                None => return Err(EngineError::Internal(format!("the reused view of {table} is not known"))),
+            },
+        };
+        if let Some(view) = view {
+            if view.with_fresh && made.fresh_tables.insert(table) {
+                write_fresh_table(&mut ddl, table);
+            }
+            write_view(&mut ddl, table, &view.files, view.uniform, view.with_fresh);
+            made.views.insert(table, view);
         }
-        write_view(&mut ddl, table, &files, uniform, with_fresh);
+        if rows {
+            appends.push((table, batches));
+        }
     }
-    conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
-    let custom = super::custom::create(conn, data_dir, fresh, &named, everything, events)?;
+    // Fresh tables first (the views name them), then the views.
+    if !ddl.is_empty() {
+        conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("creating views: {e}")))?;
+    }
+    for (table, batches) in appends {
+        made.filled.push(fresh_name(table));
+        let mut appender = conn
+            .appender_to_catalog_and_db(&fresh_name(table), "temp", "main")
+            .map_err(|e| EngineError::Internal(format!("appender for {table}: {e}")))?;
+        for batch in batches {
+            appender
+                .append_record_batch(batch)
+                .map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+        }
+        appender.flush().map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
+    }
+    let custom = super::custom::create(conn, made, data_dir, fresh, &named, everything, events)?;
     if events {
+        // Made again by every query that reads it, unlike the catalog tables' views: it
+        // names every custom table, and those can appear or gain columns between queries.
         conn.execute_batch(&events_view(&custom))
             .map_err(|e| EngineError::Internal(format!("creating the events view: {e}")))?;
     }
+    made.unsettled = false;
     Ok(())
 }
 
-/// What one table's view is made of.
-struct Planned {
-    table: Table,
+/// The views and fresh tables a query connection holds, kept with it in the pool.
+#[derive(Debug, Default)]
+pub(super) struct Made {
+    /// The generation the views were made at ([`FreshRows::generation`]).
+    generation: Option<u64>,
+    /// The catalog tables' views valid at `generation`.
+    views: std::collections::HashMap<Table, View>,
+    /// Catalog tables whose fresh table exists (empty while the connection is pooled).
+    fresh_tables: std::collections::HashSet<Table>,
+    /// Fresh tables holding rows (quoted where needed): emptied by [`Made::release`].
+    pub(super) filled: Vec<String>,
+    /// Making the views failed part way (a DDL statement, an appender, a custom table):
+    /// what the connection holds is not known, so it is closed rather than pooled.
+    pub(super) unsettled: bool,
+}
+
+impl Made {
+    /// Empties the fresh tables holding rows. Called before the connection goes back to
+    /// the pool: idle connections hold no copy of the buffer, and the next query on it
+    /// copies the rows of its own moment.
+    pub(super) fn release(&mut self, conn: &Connection) -> Result<()> {
+        self.clear_fresh(conn)
+    }
+
+    fn clear_fresh(&mut self, conn: &Connection) -> Result<()> {
+        if self.filled.is_empty() {
+            return Ok(());
+        }
+        let ddl: String = self.filled.iter().map(|t| format!("DELETE FROM temp.main.{t};")).collect();
+        self.filled.clear();
+        conn.execute_batch(&ddl).map_err(|e| EngineError::Internal(format!("emptying fresh tables: {e}")))
+    }
+}
+
+/// What one catalog table's view is made of.
+#[derive(Debug)]
+struct View {
     files: Vec<String>,
-    /// Its fresh rows.
-    batches: Vec<RecordBatch>,
     /// Every file has the catalog's columns: no `union_by_name`.
     uniform: bool,
-    /// The view needs the fresh table (rows, or the catalog's columns).
+    /// The view reads its fresh table too (rows, or the catalog's columns).
     with_fresh: bool,
 }
 
@@ -180,7 +267,7 @@ const SUMMARY_COLUMNS: usize = 8;
 
 /// The `events` view over the catalog's event tables and the custom tables `custom`.
 fn events_view(custom: &[lake_format::custom::CustomSchema]) -> String {
-    let mut sql = format!("CREATE TEMP VIEW {EVENTS} AS\n{EVENTS_VIEW}");
+    let mut sql = format!("CREATE OR REPLACE TEMP VIEW {EVENTS} AS\n{EVENTS_VIEW}");
     for s in custom {
         let _ = write!(sql, "UNION ALL\n{}\n", custom_events(s));
     }
@@ -261,7 +348,12 @@ fn write_view(ddl: &mut String, table: Table, files: &[String], uniform: bool, w
         (false, true) => format!("{parquet} UNION ALL BY NAME {fresh}"),
         (false, false) => parquet,
     };
-    let _ = writeln!(ddl, "CREATE TEMP VIEW \"{}\" AS SELECT {} FROM ({source});", table.name(), cols.join(", "));
+    let _ = writeln!(
+        ddl,
+        "CREATE OR REPLACE TEMP VIEW \"{}\" AS SELECT {} FROM ({source});",
+        table.name(),
+        cols.join(", ")
+    );
 }
 
 /// Whether committed files have exactly their table's catalog columns, in order, by

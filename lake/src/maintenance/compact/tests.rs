@@ -78,8 +78,10 @@ fn pass(data: &Path, cfg: &CompactionConfig) -> PassReport {
     .unwrap()
 }
 
+/// An engine reading `data` beside the passes, which run on buffers of their own: so no
+/// generation (as the CLI reads a data directory), every query lists the files.
 fn engine(data: &Path) -> Engine {
-    Engine::open(data, Arc::new(Buffers::default()) as Arc<dyn FreshRows>, Limits::default()).unwrap()
+    Engine::open(data, Arc::new(lake_query::engine::NoFreshRows) as Arc<dyn FreshRows>, Limits::default()).unwrap()
 }
 
 fn answer(e: &Engine, sql: &str) -> String {
