@@ -9,7 +9,12 @@ Per run, at the same time and at the same interval:
   Caddy access log tailed while written at 100 lines/s, ufw and fail2ban from journald,
   uptime probes (HTTP and TCP against the lake), tailscale (no tailscale binary here:
   idle after one check), inventory (dpkg, listeners; systemctl absent);
-- one `lake serve` both collectors ship to (not measured).
+- one `lake serve` both collectors ship to (not measured);
+- Debian's collectd twice, each in the foreground with its own config (`stack.Collectd`):
+  the host plugins every `interval` (cpu, load, memory, swap, df, disk, interface,
+  processes) into csv, the peer of the host-only collector; and the same plus `tail` on
+  the Caddy log the all-sources collector tails (lines, status classes, bytes), the peer
+  of the all-sources collector (which does much more: journald, probes, inventory).
 
 After `warmup` seconds, RSS is read from /proc/<pid>/status (VmRSS) every second and
 CPU from /proc/<pid>/stat (utime+stime, plus children: journalctl, dpkg-query) at the
@@ -21,8 +26,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stack import CaddyWriter, Collector, JournalWriter, Lake, NodeExporter, Scraper
+from stack import CaddyWriter, Collectd, Collector, JournalWriter, Lake, NodeExporter, Scraper
 from util import CLK_TCK, cpu_ticks, log, median, rss_kib, rss_parts_kib, tree_cpu_ticks, tree_rss_kib
+
+
+MEASURED = ("node_exporter", "collectd_host", "collectd_all", "collector_host", "collector_all")
 
 
 def collector_all_body(work: Path, lake: Lake, interval: float, caddy_log: Path, journal_dir: Path,
@@ -87,8 +95,13 @@ def one_run(bin_dir: Path, work: Path, interval: float, warmup: float, window: f
         allsrc = Collector(bin_dir, work, "all-sources", lake,
                            collector_all_body(work, lake, interval, caddy_log, journal_dir, batch_wait, inventory)).start()
         started.append(allsrc)
+        cd_host = Collectd(work, "collectd-host", interval).start()
+        started.append(cd_host)
+        cd_all = Collectd(work, "collectd-all", interval, tail=caddy_log).start()
+        started.append(cd_all)
 
-        procs = {"node_exporter": ne.proc, "collector_host": host.proc, "collector_all": allsrc.proc}
+        procs = {"node_exporter": ne.proc, "collector_host": host.proc, "collector_all": allsrc.proc,
+                 "collectd_host": cd_host.proc, "collectd_all": cd_all.proc}
         log(f"  warm-up {warmup:.0f}s, then a {window:.0f}s window")
         time.sleep(warmup)
         for name, p in procs.items():
@@ -101,7 +114,7 @@ def one_run(bin_dir: Path, work: Path, interval: float, warmup: float, window: f
         tree: dict[str, list[int]] = {n: [] for n in procs}
         anon: dict[str, list[int]] = {n: [] for n in procs}
         filed: dict[str, list[int]] = {n: [] for n in procs}
-        lines0, entries0 = caddy.lines, journal.entries
+        lines0, entries0, tail0 = caddy.lines, journal.entries, cd_all.tail_lines() or 0
         while time.monotonic() - t0 < window:
             for n, p in procs.items():
                 r = rss_kib(p.pid)
@@ -137,6 +150,8 @@ def one_run(bin_dir: Path, work: Path, interval: float, warmup: float, window: f
             "caddy_lines_written": caddy.lines - lines0,
             "caddy_lines_per_s": (caddy.lines - lines0) / secs,
             "journal_entries_written": journal.entries - entries0,
+            # What collectd's tail counted in the window (its CSV is written every interval).
+            "collectd_tail_lines": (cd_all.tail_lines() or 0) - tail0,
             "node_exporter_scrapes": scraper.scrapes,
             "node_exporter_scrape_errors": scraper.errors,
             "node_exporter_bytes_per_scrape": scraper.bytes / max(1, scraper.scrapes),
@@ -171,12 +186,12 @@ def run(bin_dir: Path, work: Path, runs: int, interval: float, warmup: float, wi
                                batch_wait, inventory))
         r = per_run[-1]
         log("  " + ", ".join(f"{n}: {r[n]['rss_median_kib'] / 1024:.1f} MiB, {r[n]['cpu_seconds_per_hour']:.1f} cpu-s/h"
-                             for n in ("node_exporter", "collector_host", "collector_all")))
+                             for n in MEASURED))
 
     def med(n, k):
         return median([r[n][k] for r in per_run])
 
-    summary = {n: {k: med(n, k) for k in per_run[0][n]} for n in ("node_exporter", "collector_host", "collector_all")}
+    summary = {n: {k: med(n, k) for k in per_run[0][n]} for n in MEASURED}
     return {"runs": runs, "interval_s": interval, "warmup_s": warmup, "window_s": window,
             "caddy_rate": caddy_rate, "journal_rate": journal_rate, "batch_wait": batch_wait or "default (1s)", "inventory": inventory,
             "median": summary, "per_run": per_run}

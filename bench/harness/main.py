@@ -83,7 +83,10 @@ def parse_args() -> argparse.Namespace:
 def install_peers(phases: list[str]) -> None:
     """Debian packages of the peers (idempotent), and DuckDB's Python package for the export."""
     need = {"prometheus-node-exporter": "prometheus-node-exporter", "prometheus": "prometheus", "promtool": "prometheus",
-            "/lib/systemd/systemd-journal-remote": "systemd-journal-remote", "journalctl": "systemd", "gzip": "gzip"}
+            "/lib/systemd/systemd-journal-remote": "systemd-journal-remote", "journalctl": "systemd", "gzip": "gzip",
+            # collectd's daemon and plugins without the package's recommends (rrdtool, its
+            # CGI, the init script): the footprint phase runs it in the foreground.
+            "/usr/sbin/collectd": "collectd-core"}
     missing = sorted({pkg for tool, pkg in need.items() if not (shutil.which(tool) or Path(tool).exists())})
     if missing:
         log(f"installing {' '.join(missing)} (apt)")
@@ -121,8 +124,17 @@ def versions() -> dict:
             return (p.stdout or p.stderr).splitlines()[0].strip()
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "missing"
+    def collectd():
+        # `collectd -h` ends with "collectd 5.12.0.git, http://collectd.org/"; Debian's
+        # package version says which release that is.
+        try:
+            out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "collectd-core"], capture_output=True, text=True, timeout=20)
+            return out.stdout.strip() or "missing"
+        except (OSError, subprocess.TimeoutExpired):
+            return "missing"
     return {"node_exporter": first_line(["prometheus-node-exporter", "--version"]).split(" (")[0].replace("node_exporter, version ", ""),
-            "Prometheus": first_line(["prometheus", "--version"]).split(" (")[0].replace("prometheus, version ", "")}
+            "Prometheus": first_line(["prometheus", "--version"]).split(" (")[0].replace("prometheus, version ", ""),
+            "collectd": collectd()}
 
 
 def git(*args) -> str:

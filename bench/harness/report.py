@@ -26,27 +26,45 @@ def rows(res: dict) -> list[tuple]:
     if fp and "median" in fp:
         m = fp["median"]
         ne, h, a = m["node_exporter"], m["collector_host"], m["collector_all"]
+        # Runs of the footprint phase before collectd was a peer have no collectd figures.
+        ch, ca = m.get("collectd_host"), m.get("collectd_all")
         win = f"{fp['runs']} × {fp['window_s']:.0f} s window"
+
+        def mb(p):
+            return f"{p['rss_median_kib'] * 1024 / MB:.1f} MB"
+
         r = h["rss_median_kib"] / ne["rss_median_kib"]
         out.append(("1 footprint", f"RSS, host metrics only (every {fp['interval_s']:g} s)",
-                    f"{h['rss_median_kib'] * 1024 / MB:.1f} MB{_parts(h)}", f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB{_parts(ne)}",
+                    f"{mb(h)}{_parts(h)}", f"node_exporter {mb(ne)}{_parts(ne)}",
                     f"{r:.2f}×", "< node_exporter", _verdict(r < 1), win))
+        if ch:
+            out.append(("1 footprint", "RSS, host metrics only, vs collectd (same plugins → csv)",
+                        f"{mb(h)}{_parts(h)}", f"collectd {mb(ch)}{_parts(ch)}",
+                        f"{h['rss_median_kib'] / ch['rss_median_kib']:.2f}×", "≤ 8 MB",
+                        _verdict(h["rss_median_kib"] * 1024 <= 8 * MB), win))
         r = h["cpu_seconds_per_hour"] / ne["cpu_seconds_per_hour"] if ne["cpu_seconds_per_hour"] else None
         out.append(("1 footprint", "CPU, host metrics only", f"{h['cpu_seconds_per_hour']:.1f} s/h",
                     f"node_exporter {ne['cpu_seconds_per_hour']:.1f} s/h (scraped every {fp['interval_s']:g} s)",
                     _f(r, "{:.2f}×"), "< node_exporter", _verdict(r < 1 if r is not None else None), win))
+        if ch:
+            r = h["cpu_seconds_per_hour"] / ch["cpu_seconds_per_hour"] if ch["cpu_seconds_per_hour"] else None
+            out.append(("1 footprint", "CPU, host metrics only, vs collectd", f"{h['cpu_seconds_per_hour']:.1f} s/h",
+                        f"collectd {ch['cpu_seconds_per_hour']:.1f} s/h", _f(r, "{:.2f}×"), "≤ collectd",
+                        _verdict(h["cpu_seconds_per_hour"] <= ch["cpu_seconds_per_hour"]), win))
+        peer = f"collectd + tail {mb(ca)}{_parts(ca)}; node_exporter {mb(ne)}" if ca else f"node_exporter {mb(ne)}"
         out.append(("1 footprint", "RSS, every source on",
-                    f"{a['rss_median_kib'] * 1024 / MB:.1f} MB{_parts(a)} (+journalctl: {a['rss_with_children_median_kib'] * 1024 / MB:.1f})",
-                    f"node_exporter {ne['rss_median_kib'] * 1024 / MB:.1f} MB",
-                    f"{a['rss_median_kib'] / ne['rss_median_kib']:.2f}×", "< 15 MB",
-                    _verdict(a["rss_median_kib"] * 1024 < 15 * MB), win))
+                    f"{mb(a)}{_parts(a)} (+journalctl: {a['rss_with_children_median_kib'] * 1024 / MB:.1f})", peer,
+                    f"{a['rss_median_kib'] / (ca or ne)['rss_median_kib']:.2f}×", "≤ 12 MB",
+                    _verdict(a["rss_median_kib"] * 1024 <= 12 * MB), win))
         exp = "" if fp.get("batch_wait", "default (500ms)").startswith("default") else f", batch_wait {fp['batch_wait']}"
         exp += "" if fp.get("inventory", True) else ", no inventory"
+        peer = (f"collectd + tail {ca['cpu_percent_of_core']:.2f} % ({ca['cpu_seconds_per_hour']:.1f} s/h); "
+                f"node_exporter {ne['cpu_percent_of_core']:.2f} %") if ca else f"node_exporter {ne['cpu_percent_of_core']:.2f} %"
+        base = (ca or ne)["cpu_seconds_per_hour"]
         out.append(("1 footprint", f"CPU, every source on (Caddy {fp['caddy_rate']:g} lines/s, journal {fp['journal_rate']:g}/s{exp})",
                     f"{a['cpu_percent_of_core']:.2f} % of a core ({a['cpu_seconds_per_hour']:.0f} s/h; collector alone "
                     f"{_f(a.get('cpu_self_seconds_per_hour'), '{:.0f}')} s/h, the rest journalctl)",
-                    f"node_exporter {ne['cpu_percent_of_core']:.2f} %",
-                    _f(a["cpu_seconds_per_hour"] / ne["cpu_seconds_per_hour"] if ne["cpu_seconds_per_hour"] else None, "{:.2f}×"),
+                    peer, _f(a["cpu_seconds_per_hour"] / base if base else None, "{:.2f}×"),
                     "< 1 % of a core", _verdict(a["cpu_percent_of_core"] < 1), win))
     cb = res.get("caddy")
     if cb and "parse" in cb:

@@ -123,6 +123,68 @@ class NodeExporter:
             self.proc = None
 
 
+class Collectd:
+    """Debian's collectd in the foreground (`collectd -f -C <conf>`) with its own config in
+    its own directory: the host plugins equivalent to the collector's host metrics (cpu,
+    load, memory, swap, df, disk, interface, processes) every `interval`, optionally the
+    `tail` plugin on a Caddy access log (lines, status classes and response bytes counted
+    by regex), and `csv` as its sink: every value is appended to a file under the
+    directory each interval — the values leave the process, as the collector's leave
+    through its spool, without a second process to receive them (`network` would need a
+    server, `write_prometheus` a scraper and an HTTP server in collectd). Default
+    read/write threads (5 + 5), as Debian's collectd.conf leaves them."""
+
+    BIN = "/usr/sbin/collectd"
+    TYPES_DB = "/usr/share/collectd/types.db"
+    HOST_PLUGINS = ("cpu", "load", "memory", "swap", "df", "disk", "interface", "processes")
+
+    def __init__(self, work: Path, name: str, interval: float, tail: Path | None = None):
+        self.dir = work / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.config = self.dir / "collectd.conf"
+        text = (f'Hostname "{name}"\nFQDNLookup false\nBaseDir "{self.dir}"\nPIDFile "{self.dir / "collectd.pid"}"\n'
+                f'TypesDB "{self.TYPES_DB}"\nInterval {interval:g}\nAutoLoadPlugin false\n')
+        text += "".join(f"LoadPlugin {p}\n" for p in self.HOST_PLUGINS + (("tail",) if tail else ()) + ("csv",))
+        text += f'<Plugin csv>\n  DataDir "{self.dir / "csv"}"\n  StoreRates false\n</Plugin>\n'
+        if tail:
+            # POSIX extended regexes over each raw JSON line (collectd has no JSON parser in tail).
+            matches = [("lines", ".", "DeriveInc")] + [
+                (f"status-{c}xx", f'"status":{c}[0-9][0-9][,}}]', "DeriveInc") for c in "2345"]
+            text += f'<Plugin tail>\n  <File "{tail}">\n    Instance "caddy"\n'
+            for inst, rx, ds in matches:
+                text += (f'    <Match>\n      Regex "{rx.replace(chr(34), chr(92) + chr(34))}"\n      DSType "{ds}"\n'
+                         f'      Type "http_requests"\n      Instance "{inst}"\n    </Match>\n')
+            text += ('    <Match>\n      Regex "\\"size\\":([0-9]+)"\n      DSType "DeriveAdd"\n'
+                     '      Type "total_bytes"\n      Instance "sent"\n    </Match>\n')
+            text += "  </File>\n</Plugin>\n"
+        self.config.write_text(text)
+        self.proc: Proc | None = None
+
+    def start(self) -> "Collectd":
+        self.proc = Proc(self.name, [self.BIN, "-f", "-C", str(self.config)], self.dir)
+        deadline = time.time() + 30
+        while "entering read-loop" not in self.proc.tail(50):
+            if not self.proc.alive() or time.time() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.proc.tail()}")
+            time.sleep(0.2)
+        return self
+
+    def tail_lines(self) -> int | None:
+        """The tail plugin's line counter as last written to its CSV (None without tail)."""
+        last = None
+        for f in sorted((self.dir / "csv").glob(f"{self.name}/tail-caddy/http_requests-lines-*")):
+            rows = [r for r in f.read_text().splitlines() if r and r[0].isdigit()]
+            if rows:
+                last = int(float(rows[-1].split(",")[1]))
+        return last
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop(timeout=30)
+            self.proc = None
+
+
 class Scraper:
     """A small scraper loop: GET /metrics every `interval`, reading the whole body, as a
     Prometheus server would (its own cost is not counted; node_exporter's is)."""
