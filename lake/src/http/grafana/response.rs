@@ -388,7 +388,7 @@ mod tests {
             .collect();
         let count: Vec<i64> = (0..n).map(|i| (i * 31 % 1000) as i64).collect();
         let time = || -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")) };
-        let cases = vec![
+        let cases = [
             // (time, label, value): one series per label.
             result(
                 vec![
