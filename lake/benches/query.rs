@@ -6,6 +6,7 @@
 //! cargo bench -p lake --bench query -- --data /var/tmp/lake-bench-data
 //! LAKE_BENCH_DATA=/var/tmp/lake-bench-data cargo bench -p lake --bench query
 //! cargo bench -p lake --bench query -- --data DIR --runs 9 --range 7d --only http --out report.json
+//! cargo bench -p lake --bench query -- --data DIR --only bans_per_jail --runs 50 --sides lake
 //! ```
 //! A missing data directory is generated first with `lake-gen --data-dir DIR` (its
 //! defaults: 30 days, 5 hosts, 50 M http rows, 100 M samples; a few minutes).
@@ -26,9 +27,17 @@
 //!   `http` row. Each query runs once on each side to warm up, then `--runs` (default 7)
 //!   times alternating sides; the medians are compared.
 //!
+//! `--sides lake,engine,duckdb` (the default: all three) runs only the sides named, for a
+//! profiler: each case's timed runs happen inside [`measured`], a function that is never
+//! inlined, so `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*'`
+//! counts the instructions of those runs alone (every thread, the server's included, as
+//! callgrind runs one thread at a time) — divided by `--runs`, one query's cost on one
+//! side, independent of the machine's load.
+//!
 //! Prints a Markdown table and writes JSON (`--out`, default
-//! `target/query-bench.json`). Targets (issue 6): p50 under 300 ms per query on this
-//! 2-core machine, the API's overhead over plain DuckDB at most 15 %.
+//! `target/query-bench.json`). Targets: p50 under 300 ms per query on this 2-core machine
+//! (issue 6); the API's overhead over plain DuckDB at most 10 % or 1 ms, whichever is
+//! larger (issue 23 §3).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,7 +50,9 @@ use lake_query::grafana::macros::{expand, MacroContext};
 use serde_json::{json, Value as Json};
 
 const TARGET_P50_MS: f64 = 300.0;
-const TARGET_OVERHEAD_PCT: f64 = 15.0;
+const TARGET_OVERHEAD_PCT: f64 = 10.0;
+/// The overhead allowed whatever the query's own time: a small query's fixed cost.
+const TARGET_OVERHEAD_MS: f64 = 1.0;
 const THREADS: usize = 2;
 const MEMORY: &str = "2GB";
 
@@ -53,6 +64,15 @@ struct Args {
     range: String,
     only: Option<String>,
     out: PathBuf,
+    sides: Sides,
+}
+
+/// Which sides are timed.
+#[derive(Debug, Clone, Copy)]
+struct Sides {
+    lake: bool,
+    engine: bool,
+    duckdb: bool,
 }
 
 fn args() -> Args {
@@ -62,6 +82,7 @@ fn args() -> Args {
     let mut range = "24h".to_string();
     let mut only = None;
     let mut out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/query-bench.json");
+    let mut sides = Sides { lake: true, engine: true, duckdb: true };
     while let Some(a) = it.next() {
         match a.as_str() {
             "--data" => data = it.next().map(PathBuf::from),
@@ -69,6 +90,12 @@ fn args() -> Args {
             "--range" => range = it.next().expect("--range 24h"),
             "--only" => only = it.next(),
             "--out" => out = it.next().map(PathBuf::from).expect("--out FILE"),
+            "--sides" => {
+                let list = it.next().expect("--sides lake,engine,duckdb");
+                let has = |s: &str| list.split(',').any(|w| w.trim() == s);
+                sides = Sides { lake: has("lake"), engine: has("engine"), duckdb: has("duckdb") };
+                assert!(sides.lake || sides.engine || sides.duckdb, "--sides names none of lake, engine, duckdb");
+            }
             // `cargo bench` passes --bench; anything else is a mistake worth saying.
             "--bench" => {}
             other => eprintln!("query bench: ignoring argument {other:?}"),
@@ -76,7 +103,7 @@ fn args() -> Args {
     }
     let data = data.unwrap_or_else(|| PathBuf::from("/var/tmp/lake-bench-data"));
     let range_ms = lake_query::grafana::macros::parse_duration_ms(&range).expect("--range like 24h or 7d") as i64;
-    Args { data, runs: runs.max(1), range_ms, range, only, out }
+    Args { data, runs: runs.max(1), range_ms, range, only, out, sides }
 }
 
 /// How the lake is asked.
@@ -189,15 +216,24 @@ fn main() {
                 .unwrap_or_else(|e| panic!("{} in the engine: {e}", case.name));
             (t.elapsed().as_secs_f64() * 1e3, r.num_rows())
         };
-        let (_, lake_rows) = lake();
-        let (_, duck_rows) = plain();
-        in_process();
-        let mut m = Measured { lake_ms: Vec::new(), duck_ms: Vec::new(), engine_ms: Vec::new(), lake_rows, duck_rows };
-        for _ in 0..args.runs {
-            m.lake_ms.push(lake().0);
-            m.duck_ms.push(plain().0);
-            m.engine_ms.push(in_process().0);
+        let sides = args.sides;
+        let lake_rows = if sides.lake { lake().1 } else { 0 };
+        let duck_rows = if sides.duckdb { plain().1 } else { 0 };
+        if sides.engine {
+            in_process();
         }
+        let mut m = Measured { lake_ms: Vec::new(), duck_ms: Vec::new(), engine_ms: Vec::new(), lake_rows, duck_rows };
+        measured(args.runs, &mut || {
+            if sides.lake {
+                m.lake_ms.push(lake().0);
+            }
+            if sides.duckdb {
+                m.duck_ms.push(plain().0);
+            }
+            if sides.engine {
+                m.engine_ms.push(in_process().0);
+            }
+        });
         eprintln!(
             "  {:<44} lake {:>7.1} ms  engine {:>7.1} ms  duckdb {:>7.1} ms  ({} / {} rows)",
             case.name,
@@ -210,6 +246,15 @@ fn main() {
         results.push(m);
     }
     report(&args, &data, http_rows, metric_rows, &cases, &results);
+}
+
+/// The timed runs of one case: `runs` calls of `run`, in a function of its own that is
+/// never inlined, so that a profiler can count them alone (see the module docs).
+#[inline(never)]
+fn measured(runs: usize, run: &mut dyn FnMut()) {
+    for _ in 0..runs {
+        run();
+    }
 }
 
 /// Plain DuckDB over the same files: a view per table with data.
@@ -404,26 +449,27 @@ fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[C
         args.range, args.runs
     );
     println!();
-    println!("| query | API | lake p50 ms | duckdb p50 ms | overhead % | p50 < {TARGET_P50_MS:.0} ms | overhead ≤ {TARGET_OVERHEAD_PCT:.0} % | engine in-process p50 ms |");
+    println!("| query | API | lake p50 ms | duckdb p50 ms | overhead % | p50 < {TARGET_P50_MS:.0} ms | overhead ≤ {TARGET_OVERHEAD_PCT:.0} % or {TARGET_OVERHEAD_MS:.0} ms | engine in-process p50 ms |");
     println!("|---|---|---:|---:|---:|:---:|:---:|---:|");
     let mut rows = Vec::new();
     for (c, m) in cases.iter().zip(results) {
         let (lake, duck) = (median(&m.lake_ms), median(&m.duck_ms));
         let overhead = (lake / duck - 1.0) * 100.0;
         let pass_p50 = lake < TARGET_P50_MS;
-        let pass_overhead = overhead <= TARGET_OVERHEAD_PCT;
+        let pass_overhead = lake - duck <= (duck * TARGET_OVERHEAD_PCT / 100.0).max(TARGET_OVERHEAD_MS);
         let mark = |b: bool| if b { "pass" } else { "FAIL" };
         println!(
-            "| {} | `{}` | {lake:.1} | {duck:.1} | {overhead:+.1} | {} | {} | {:.1} |",
+            "| {} | `{}` | {lake:.1} | {duck:.1} | {overhead:+.1} ({:+.2} ms) | {} | {} | {:.1} |",
             c.name.replace('|', "\\|"),
             c.api,
+            lake - duck,
             mark(pass_p50),
             mark(pass_overhead),
             median(&m.engine_ms)
         );
         rows.push(json!({
             "query": c.name, "api": c.api,
-            "lake_p50_ms": lake, "duckdb_p50_ms": duck, "overhead_pct": overhead,
+            "lake_p50_ms": lake, "duckdb_p50_ms": duck, "overhead_pct": overhead, "overhead_ms": lake - duck,
             "pass_p50": pass_p50, "pass_overhead": pass_overhead,
             "engine_p50_ms": median(&m.engine_ms),
             "lake_ms": m.lake_ms, "duckdb_ms": m.duck_ms, "engine_ms": m.engine_ms,
@@ -434,7 +480,7 @@ fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[C
         "data": data.display().to_string(), "http_rows": http_rows, "metric_rows": metric_rows,
         "range": args.range, "runs": args.runs, "threads": THREADS, "memory_limit": MEMORY,
         "target_p50_ms": TARGET_P50_MS, "target_overhead_pct": TARGET_OVERHEAD_PCT,
-        "queries": rows,
+        "target_overhead_ms": TARGET_OVERHEAD_MS, "queries": rows,
     });
     if let Some(dir) = args.out.parent() {
         let _ = std::fs::create_dir_all(dir);

@@ -227,6 +227,7 @@ pub struct Engine {
     counters: Counters,
     schemas: views::SchemaCache,
     checks: CheckCache,
+    columns: ColumnsCache,
 }
 
 impl Engine {
@@ -248,6 +249,7 @@ impl Engine {
             counters: Counters::default(),
             schemas: views::SchemaCache::default(),
             checks: CheckCache::default(),
+            columns: ColumnsCache::default(),
         })
     }
 
@@ -363,7 +365,17 @@ impl Engine {
         let mut conn = self.connect()?;
         self.check(&conn, sql)?;
         conn.views_for(self, sql)?;
-        let columns = describe(&conn, sql, &params)?;
+        let columns = match conn.made.columns_keep() {
+            Some(generation) => match self.columns.get(sql, generation) {
+                Some(columns) => columns,
+                None => {
+                    let columns = Arc::new(describe(&conn, sql, &params)?);
+                    self.columns.put(sql, generation, Arc::clone(&columns));
+                    columns
+                }
+            },
+            None => Arc::new(describe(&conn, sql, &params)?),
+        };
         let result = match adapt(&columns)? {
             Some((sql, params)) => {
                 self.check(&conn, &sql)?;
@@ -407,19 +419,75 @@ impl Engine {
     }
 }
 
-/// The read check's verdicts by exact SQL text, the least recently used dropped past
-/// [`CHECK_CACHE_MAX`] entries. A hit saves DuckDB's `json_serialize_sql` and the walk
-/// of its tree. Only verdicts that depend on the text alone are put here (see
-/// [`Engine::check`]); internal errors are not verdicts and are never kept.
-#[derive(Debug, Default)]
-struct CheckCache(Mutex<CheckEntries>);
+/// Answers kept per exact SQL text, the least recently used dropped past
+/// [`CHECK_CACHE_MAX`] entries; texts longer than [`CHECK_CACHE_SQL_MAX`] are not kept.
+/// The read check's verdicts ([`CheckCache`]) and the result columns of ad-hoc filter
+/// targets ([`ColumnsCache`]).
+#[derive(Debug)]
+struct TextCache<V>(Mutex<TextEntries<V>>);
 
-#[derive(Debug, Default)]
-struct CheckEntries {
-    /// SQL text -> (verdict, tick of its last use).
-    verdicts: std::collections::HashMap<String, (Verdict, u64)>,
+impl<V> Default for TextCache<V> {
+    fn default() -> Self {
+        TextCache(Mutex::new(TextEntries { map: std::collections::HashMap::new(), tick: 0 }))
+    }
+}
+
+#[derive(Debug)]
+struct TextEntries<V> {
+    /// SQL text -> (answer, tick of its last use).
+    map: std::collections::HashMap<String, (V, u64)>,
     tick: u64,
 }
+
+/// Entries kept at most: the named queries, panels and alert rules of a lake are a few
+/// dozen texts; ad-hoc SQL comes and goes.
+const CHECK_CACHE_MAX: usize = 256;
+/// Longer texts are answered every time rather than kept: 256 of them would be a lot of
+/// memory for texts that are rarely sent twice.
+const CHECK_CACHE_SQL_MAX: usize = 16 * 1024;
+
+impl<V: Clone> TextCache<V> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, TextEntries<V>> {
+        // Each critical section leaves the map whole: a poisoned lock holds consistent data.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, sql: &str) -> Option<V> {
+        let mut g = self.entries();
+        g.tick += 1;
+        let tick = g.tick;
+        let (value, used) = g.map.get_mut(sql)?;
+        *used = tick;
+        Some(value.clone())
+    }
+
+    fn put(&self, sql: &str, value: V) {
+        if sql.len() > CHECK_CACHE_SQL_MAX {
+            return;
+        }
+        let mut g = self.entries();
+        if g.map.len() >= CHECK_CACHE_MAX && !g.map.contains_key(sql) {
+            let oldest = g.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                g.map.remove(&oldest);
+            }
+        }
+        g.tick += 1;
+        let tick = g.tick;
+        g.map.insert(sql.to_string(), (value, tick));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries().map.len()
+    }
+}
+
+/// The read check's verdicts by exact SQL text. A hit saves DuckDB's `json_serialize_sql`
+/// and the walk of its tree. Only verdicts that depend on the text alone are put here (see
+/// [`Engine::check`]); internal errors are not verdicts and are never kept.
+#[derive(Debug, Default)]
+struct CheckCache(TextCache<Verdict>);
 
 /// A kept verdict of the read check.
 #[derive(Debug, Clone)]
@@ -429,29 +497,12 @@ enum Verdict {
     Sql(String),
 }
 
-/// Verdicts kept at most: the named queries, panels and alert rules of a lake are a few
-/// dozen texts; ad-hoc SQL comes and goes.
-const CHECK_CACHE_MAX: usize = 256;
-/// Longer texts are checked every time rather than kept: 256 of them would be a lot of
-/// memory for texts that are rarely sent twice.
-const CHECK_CACHE_SQL_MAX: usize = 16 * 1024;
-
 impl CheckCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, CheckEntries> {
-        // Each critical section leaves the map whole: a poisoned lock holds consistent data.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn get(&self, sql: &str) -> Option<Result<()>> {
-        let mut g = self.entries();
-        g.tick += 1;
-        let tick = g.tick;
-        let (verdict, used) = g.verdicts.get_mut(sql)?;
-        *used = tick;
-        Some(match verdict {
+        Some(match self.0.get(sql)? {
             Verdict::Read => Ok(()),
-            Verdict::Forbidden(m) => Err(EngineError::Forbidden(m.clone())),
-            Verdict::Sql(m) => Err(EngineError::Sql(m.clone())),
+            Verdict::Forbidden(m) => Err(EngineError::Forbidden(m)),
+            Verdict::Sql(m) => Err(EngineError::Sql(m)),
         })
     }
 
@@ -462,24 +513,45 @@ impl CheckCache {
             Err(EngineError::Sql(m)) => Verdict::Sql(m.clone()),
             Err(_) => return,
         };
-        if sql.len() > CHECK_CACHE_SQL_MAX {
-            return;
-        }
-        let mut g = self.entries();
-        if g.verdicts.len() >= CHECK_CACHE_MAX && !g.verdicts.contains_key(sql) {
-            let oldest = g.verdicts.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                g.verdicts.remove(&oldest);
-            }
-        }
-        g.tick += 1;
-        let tick = g.tick;
-        g.verdicts.insert(sql.to_string(), (verdict, tick));
+        self.0.put(sql, verdict);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries().verdicts.len()
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> std::sync::MutexGuard<'_, TextEntries<Verdict>> {
+        self.0.entries()
+    }
+}
+
+/// The names of the columns a statement returns (what [`describe`] answers), by exact SQL
+/// text, with the generation of the committed file set they were read at
+/// ([`FreshRows::generation`]); an entry of another generation is read again. Grafana's
+/// ad-hoc filters need them before they can wrap a target: `DESCRIBE` binds the target
+/// over its views again — a third bind of it per request, as DuckDB already binds a
+/// statement over Parquet twice (when it is prepared, and again when it runs, since a
+/// multi-file scan cannot be cached).
+///
+/// A statement's columns follow from its text and the schemas of the views it reads. The
+/// catalog tables' views have the catalog's columns whatever the files; their files only
+/// change with the generation. Not kept (see [`views::Made::columns_keep`]): statements
+/// reading a custom table or `events` (a custom table gains columns without a new
+/// generation), listing the catalog, or with `PIVOT` (whose columns are values of the data,
+/// which fresh rows change between flushes), and any statement when the generation is
+/// unknown (the CLI's `--data-dir` mode).
+#[derive(Debug, Default)]
+struct ColumnsCache(TextCache<(u64, Arc<Vec<String>>)>);
+
+impl ColumnsCache {
+    fn get(&self, sql: &str, generation: u64) -> Option<Arc<Vec<String>>> {
+        self.0.get(sql).filter(|(g, _)| *g == generation).map(|(_, columns)| columns)
+    }
+
+    fn put(&self, sql: &str, generation: u64, columns: Arc<Vec<String>>) {
+        self.0.put(sql, (generation, columns));
     }
 }
 

@@ -1259,10 +1259,10 @@ fn the_read_check_cache_is_bounded_and_keeps_what_is_used() {
         e.check(&conn, hot).unwrap();
     }
     assert_eq!(e.checks.len(), CHECK_CACHE_MAX);
-    assert!(e.checks.entries().verdicts.contains_key(hot), "the most used text stays");
+    assert!(e.checks.entries().map.contains_key(hot), "the most used text stays");
     let long = format!("select 1 -- {}", "x".repeat(CHECK_CACHE_SQL_MAX));
     e.check(&conn, &long).unwrap();
-    assert!(!e.checks.entries().verdicts.contains_key(&long), "long texts are not kept");
+    assert!(!e.checks.entries().map.contains_key(&long), "long texts are not kept");
 }
 
 /// Where the fixed cost of a small query goes (issue 23 §3), printed step by step: a
@@ -1400,4 +1400,57 @@ fn the_shared_watchdog_fires_only_the_queries_past_their_deadline() {
     let conn = long.connect().unwrap();
     let t = w.arm(Instant::now() + Duration::from_secs(60), conn.interrupt_handle());
     assert!(!w.disarm(t));
+}
+
+/// The columns an ad-hoc filter's target returns, as `query_params_with_blocking` shows
+/// them to its `adapt`.
+fn adapt_columns(e: &Engine, sql: &str) -> Vec<String> {
+    let seen = std::sync::Mutex::new(Vec::new());
+    e.query_params_with_blocking(sql, Vec::new(), |columns| {
+        *seen.lock().unwrap() = columns.to_vec();
+        Ok(None)
+    })
+    .unwrap();
+    seen.into_inner().unwrap()
+}
+
+#[test]
+fn ad_hoc_target_columns_are_kept_per_text_and_generation_not_for_custom_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(dir.path(), Table::Metrics, 1, &metrics(&[(0, "n1", "cpu", 1.0, None)]));
+    custom_schema(dir.path(), "solar", &["watts"]);
+    let fresh = Arc::new(MemFresh::default());
+    let e = engine(dir.path(), Arc::clone(&fresh));
+
+    // No generation (the CLI's mode): nothing is kept.
+    let sql = "select host, value from metrics";
+    assert_eq!(adapt_columns(&e, sql), ["host", "value"]);
+    assert!(e.columns.0.get(sql).is_none());
+
+    // At a generation: kept for the same text, read again at the next generation.
+    fresh.bump();
+    assert_eq!(adapt_columns(&e, sql), ["host", "value"]);
+    let generation = fresh.generation().unwrap();
+    assert!(e.columns.get(sql, generation).is_some(), "kept at the generation it was read at");
+    assert_eq!(adapt_columns(&e, sql), ["host", "value"]);
+    fresh.bump();
+    assert!(e.columns.get(sql, generation + 1).is_none(), "another generation's entry is not used");
+    assert_eq!(adapt_columns(&e, sql), ["host", "value"]);
+    assert!(e.columns.get(sql, generation + 1).is_some());
+
+    // A custom table gains a column without a new generation: its columns are never kept,
+    // and the very next query shows the new one.
+    let custom = "select * from solar";
+    let before = adapt_columns(&e, custom);
+    assert!(before.contains(&"watts".to_string()) && !before.contains(&"volts".to_string()), "{before:?}");
+    assert!(e.columns.0.get(custom).is_none(), "a custom table's columns are not kept");
+    custom_schema(dir.path(), "solar", &["watts", "volts"]);
+    assert!(adapt_columns(&e, custom).contains(&"volts".to_string()));
+    // Nor those of `events` (which names every custom table) or of a PIVOT (its columns
+    // are values of the data).
+    adapt_columns(&e, "select * from events");
+    assert!(e.columns.0.get("select * from events").is_none());
+    let pivot = "select * from (select host, name, value from metrics) pivot (sum(value) for name in ('cpu'))";
+    assert_eq!(adapt_columns(&e, pivot), ["host", "cpu"]);
+    assert!(e.columns.0.get(pivot).is_none());
 }

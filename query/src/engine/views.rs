@@ -171,6 +171,8 @@ pub(super) fn create(
         appender.flush().map_err(|e| EngineError::Internal(format!("fresh rows of {table}: {e}")))?;
     }
     let custom = super::custom::create(conn, made, data_dir, fresh, &named, everything, events)?;
+    // Whether the SQL's columns follow from its text at this generation (`columns_keep`).
+    made.catalog_only = !everything && !events && custom.is_empty() && !named.iter().any(|w| w.starts_with("pivot"));
     if events {
         // Made again by every query that reads it, unlike the catalog tables' views: it
         // names every custom table, and those can appear or gain columns between queries.
@@ -195,9 +197,20 @@ pub(super) struct Made {
     /// Making the views failed part way (a DDL statement, an appender, a custom table):
     /// what the connection holds is not known, so it is closed rather than pooled.
     pub(super) unsettled: bool,
+    /// The last SQL the views were made for reads catalog tables only (no custom table,
+    /// no `events`, no catalog listing) and has no `PIVOT`.
+    catalog_only: bool,
 }
 
 impl Made {
+    /// The generation at which the columns of the SQL these views were just made for may be
+    /// kept by its text ([`super::ColumnsCache`]): `None` when they may not — the generation
+    /// is unknown, or the SQL reads what can change without a new generation (a custom
+    /// table's schema, the `events` view naming them all, a `PIVOT`'s values).
+    pub(super) fn columns_keep(&self) -> Option<u64> {
+        self.generation.filter(|_| self.catalog_only)
+    }
+
     /// Empties the fresh tables holding rows. Called before the connection goes back to
     /// the pool: idle connections hold no copy of the buffer, and the next query on it
     /// copies the rows of its own moment.

@@ -120,3 +120,78 @@ fn arrow_round_trips() {
     assert_eq!(schema, Table::Alerts.schema());
     assert_eq!(batches, vec![batch]);
 }
+
+/// The JSON written cell by cell is byte for byte the serialised `json_cell` value, for
+/// every type it writes itself (timestamps in each unit, zoned or not, over four
+/// centuries and both sides of the epoch, every fraction width; floats that JSON cannot
+/// hold; strings that need escaping) and for the ones it hands over (maps, lists).
+#[test]
+fn json_cells_written_directly_match_the_values() {
+    use arrow_array::{
+        BooleanArray, Float32Array, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
+        TimestampSecondArray, UInt64Array,
+    };
+    let same = |array: &dyn Array| {
+        for i in 0..array.len() {
+            let mut direct = Vec::new();
+            write_json_cell(array, i, &mut direct).unwrap();
+            let via_value = serde_json::to_vec(&json_cell(array, i)).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(via_value).unwrap(),
+                "{:?} row {i}",
+                array.data_type()
+            );
+        }
+    };
+    // Seconds from 1800 to 2200, a prime step so every field varies, plus the edges.
+    let mut secs: Vec<i64> = (-5_364_662_400i64..7_258_118_400).step_by(7_919_993).collect();
+    secs.extend([0, -1, 1, 86_399, 86_400, -86_400, 951_782_400, 253_402_300_799, -62_167_219_200]);
+    let fractions = [0i64, 1, 999, 1_000, 120_000, 999_999, 1_000_000, 5_000_000, 123_456_789, 999_999_999];
+    let mut nanos: Vec<i64> = Vec::new();
+    for (n, s) in secs.iter().enumerate() {
+        // Nanoseconds reach only 1677-2262: the years 0 and 9999 are tested in seconds.
+        if let Some(ns) = s.checked_mul(1_000_000_000) {
+            nanos.push(ns + fractions[n % fractions.len()]);
+        }
+    }
+    for zone in [None, Some("UTC")] {
+        let tz = zone.map(Arc::<str>::from);
+        same(&TimestampSecondArray::from(secs.clone()).with_timezone_opt(tz.clone()));
+        same(
+            &TimestampMillisecondArray::from(nanos.iter().map(|n| n.div_euclid(1_000_000)).collect::<Vec<_>>())
+                .with_timezone_opt(tz.clone()),
+        );
+        same(
+            &TimestampMicrosecondArray::from(nanos.iter().map(|n| n.div_euclid(1_000)).collect::<Vec<_>>())
+                .with_timezone_opt(tz.clone()),
+        );
+        same(&TimestampNanosecondArray::from(nanos.clone()).with_timezone_opt(tz.clone()));
+        // Years past 9999 and before 0 are chrono's own text.
+        same(
+            &TimestampSecondArray::from(vec![Some(300_000_000_000), Some(-70_000_000_000), None]).with_timezone_opt(tz),
+        );
+    }
+    same(&Float64Array::from(vec![
+        Some(0.0),
+        Some(-0.0),
+        Some(0.1),
+        Some(1e300),
+        Some(-2.5e-300),
+        Some(f64::NAN),
+        Some(f64::INFINITY),
+        Some(f64::NEG_INFINITY),
+        Some(12345.0),
+        None,
+    ]));
+    same(&Float32Array::from(vec![Some(0.1f32), Some(f32::NAN), Some(3.0), None]));
+    same(&Int64Array::from(vec![Some(i64::MIN), Some(-1), Some(0), Some(i64::MAX), None]));
+    same(&UInt64Array::from(vec![Some(u64::MAX), Some(0), None]));
+    same(&BooleanArray::from(vec![Some(true), Some(false), None]));
+    same(&StringArray::from(vec![Some("plain"), Some("q\"uote\\ \n\t\u{1}"), Some("ünï €"), Some(""), None]));
+    for batch in [metrics(&[(0, "n1", "cpu", 1.5, Some("0"))]), alert("disk", &["mail", "hook"])] {
+        for column in batch.columns() {
+            same(column.as_ref());
+        }
+    }
+}

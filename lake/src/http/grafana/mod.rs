@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use duckdb::types::Value;
@@ -274,12 +276,14 @@ fn target_error(label: &str, e: EngineError) -> ApiError {
     }
 }
 
-pub async fn query(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
+/// The panels' answer, written as JSON text target by target ([`response`]), not as a
+/// `serde_json::Value` tree.
+pub async fn query(State(s): Shared, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     authorize(&s.auth, &headers)?;
     let body = read_body(&headers, body, MAX_READ_BODY, "Grafana requests").await?;
     let req: QueryRequest = parse(&body)?;
     let now = now_ms();
-    let mut out = Vec::new();
+    let mut out = vec![b'['];
     for target in req.targets.iter().filter(|t| !t.hide) {
         let payload = payload_object(target.payload.as_ref())?;
         let Some(resolved) = s.resolve(target, &payload)? else {
@@ -301,14 +305,14 @@ pub async fn query(State(s): Shared, headers: HeaderMap, body: Body) -> Reply {
             Shape::Auto => response::fits_time_series(&result),
         };
         if series {
-            let list = response::time_series(&result)
+            response::time_series(&result, &mut out)
                 .map_err(|e| ApiError::bad_request(format!("{}: {}", resolved.label, e.message())))?;
-            out.extend(list);
         } else {
-            out.push(response::table(&result)?);
+            response::table(&result, &mut out)?;
         }
     }
-    Ok(Json(JsonValue::Array(out)))
+    out.push(b']');
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], out).into_response())
 }
 
 /// Template variable values: `[{__text, __value}]` from the first column (or the
