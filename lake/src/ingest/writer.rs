@@ -301,9 +301,10 @@ fn ms(d: std::time::Duration) -> f64 {
 /// Rows per Arrow batch a flush hands the Parquet writer. A flush copies its rows into
 /// sort order one chunk at a time, straight from the buffered batches: it holds the
 /// buffered rows plus one chunk (and the writer's encoded row group), where sorting a
-/// concatenated copy held three copies of every row (buffered, concatenated, sorted), 2 ×
-/// up to 128 MiB more under the 8-collector ingest bench.
-const FLUSH_CHUNK_ROWS: usize = 65_536;
+/// concatenated copy held three copies of every row (buffered, concatenated, sorted):
+/// twice up to 128 MiB more under the 8-collector ingest bench, whose `http` rows take
+/// ~590 bytes each in Arrow, so a chunk is ~10 MB.
+const FLUSH_CHUNK_ROWS: usize = 16_384;
 
 /// A table's buffered rows in its sort order, by UTC date.
 struct SortedRows {
