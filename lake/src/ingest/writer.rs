@@ -695,8 +695,8 @@ mod tests {
                 let name = b.column_by_name("name").unwrap().as_string::<i32>();
                 let host = b.column_by_name("host").unwrap().as_string::<i32>();
                 let ts = ts_values(b);
-                for i in 0..b.num_rows() {
-                    keys.push((name.value(i).to_string(), host.value(i).to_string(), ts[i]));
+                for (i, t) in ts.into_iter().enumerate() {
+                    keys.push((name.value(i).to_string(), host.value(i).to_string(), t));
                 }
             }
             let day = if path.to_string_lossy().contains("1970-01-01") { 0 } else { DAY };
