@@ -47,7 +47,7 @@ const fn default_flush_interval() -> Dur {
 /// 16 MiB: ingest answers 503 past 4 × this of rows waiting or being flushed, which bounds
 /// the buffered rows and the copy of them each query makes. Under the 8-collector ingest
 /// bench (`http` rows, ~590 bytes each in Arrow; 20 s runs on 2 cores at load 20) the peak
-/// RSS of `lake serve` was 567–621 MB at 32 MiB, 318–461 MB at 16 MiB, 273–379 MB at
+/// RSS of `lake serve` was 567–621 MB at 32 MiB, 318–466 MB at 16 MiB, 273–379 MB at
 /// 8 MiB, the rows/s the same within the noise.
 const fn default_flush_size() -> ByteSize {
     ByteSize(16 << 20)
