@@ -3,8 +3,9 @@
 - `cargo bench -p lake-collector --bench caddy` (one thread: real tailer, parser, batch
   builder) prints each run on stderr and the median on stdout.
 - `cargo bench -p lake --bench ingest` (8 simulated collectors → one `lake serve`, WAL
-  fsync and Parquet commit) prints one JSON line; it is run `runs` times, the harness
-  takes the medians.
+  fsync and Parquet commit) prints one JSON line: rows/s, ack and freshness latencies,
+  and the RSS of `lake serve` (sampled every 200 ms, and its `VmHWM`); it is run `runs`
+  times, the harness takes the medians.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def ingest(repo: Path, work: Path, runs: int, secs: int, collectors: int = 8) ->
             raise RuntimeError(f"no JSON line in the ingest bench output:\n{stdout[-2000:]}")
         r = json.loads(line[-1])
         per_run.append(r)
-        log(f"  {r['rows_per_sec']:,.0f} rows/s, ack p99 {r['ack_p99_ms']} ms, refused {r['refused']}")
-    keys = ["rows_per_sec", "ack_p50_ms", "ack_p99_ms", "fresh_p50_ms", "fresh_p99_ms", "refused"]
+        log(f"  {r['rows_per_sec']:,.0f} rows/s, ack p99 {r['ack_p99_ms']} ms, freshness p99 {r['fresh_p99_ms']} ms, "
+            f"refused {r['refused']}, lake VmHWM {r['rss_hwm_kib'] * 1024 / 1e6:.0f} MB")
+    keys = ["rows_per_sec", "ack_p50_ms", "ack_p99_ms", "fresh_p50_ms", "fresh_p99_ms", "refused",
+            "rss_hwm_kib", "rss_max_kib", "rss_median_kib", "rss_anon_median_kib", "rss_file_median_kib"]
     return {"runs": runs, "seconds": secs, "collectors": collectors,
             "median": {k: median([r[k] for r in per_run]) for k in keys}, "per_run": per_run}

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod lock;
 pub mod maintenance;
+pub(crate) mod malloc;
 pub mod pg;
 pub mod progress;
 pub mod server;

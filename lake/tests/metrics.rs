@@ -58,6 +58,7 @@ lake_http_connections_evicted_total counter idle connections closed to make room
 lake_http_connections gauge open connections (at most http.max_connections)\n\
 lake_buffered_rows gauge rows waiting for Parquet\n\
 lake_buffered_bytes gauge memory of rows waiting for Parquet\n\
+lake_buffered_held_bytes gauge memory of rows waiting for Parquet or being written to it (ingest answers 503 past 4 × ingest.flush_size)\n\
 ";
 
 /// Declared since each owner declares its own: name, type, help.

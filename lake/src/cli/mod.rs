@@ -240,6 +240,7 @@ fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, insecure
         config.listen = l;
     }
     refuse_open_reads(&config, insecure_open)?;
+    crate::malloc::tune();
     runtime(true)?.block_on(async {
         let cancel = CancellationToken::new();
         cancel_on_signals(cancel.clone());

@@ -19,8 +19,9 @@
 //! it later; nothing of it is stored) and counted (`lake_ingest_decode_budget_refused_total`).
 //! A request that needs more than the whole budget could never be taken: it is answered
 //! 413, like a body over `ingest.max_body`, so a sender does not retry it for ever.
-//! Rows already decoded and buffered for Parquet are bounded separately (503 past four
-//! times `ingest.flush_size`).
+//! Rows already decoded and buffered for Parquet are bounded separately: 503 past four
+//! times `ingest.flush_size`, counting the rows a running flush still holds
+//! ([`crate::ingest::writer::Buffers::held_bytes`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -79,7 +79,9 @@ pub struct Ingest {
     pub auth: Arc<Verifier>,
     /// Largest body accepted.
     pub max_body: usize,
-    /// Buffered bytes beyond which ingest answers 503 until a flush catches up.
+    /// Bytes of buffered rows, waiting for Parquet or being written to it
+    /// ([`crate::ingest::writer::Buffers::held_bytes`]), beyond which ingest answers 503
+    /// until a flush catches up.
     pub max_buffered: usize,
     /// Custom tables' schemas.
     pub custom: Arc<crate::custom::Registry>,
@@ -394,7 +396,7 @@ async fn store_now(
     payload: Payload,
     mut reservation: Reservation,
 ) -> Result<Json<Value>, ApiError> {
-    if s.buffers.usage().1 > s.max_buffered {
+    if s.buffers.held_bytes() > s.max_buffered {
         s.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unavailable("ingest buffer full, flush in progress", 2));
     }

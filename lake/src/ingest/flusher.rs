@@ -92,8 +92,17 @@ impl Flusher {
         let data = self.data.clone();
         let buffers = Arc::clone(&self.buffers);
         let started = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || writer::write_flush(&data, number, &taken, &state, &buffers)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let result = writer::write_flush(&data, number, &taken, &state, &buffers);
+            // The flush's rows are freed now (the buffers let go of them at the commit):
+            // their pages go back to the kernel rather than stay in malloc's arenas.
+            drop(taken);
+            let t = Instant::now();
+            crate::malloc::trim();
+            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "flush: memory trimmed");
+            result
+        })
+        .await;
         match result {
             Ok(Ok((rows, files))) => {
                 self.next_flush += 1;

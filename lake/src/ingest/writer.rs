@@ -29,7 +29,6 @@ use std::time::Instant;
 
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_ord::sort::{lexsort_to_indices, SortColumn};
-use arrow_select::{concat::concat_batches, filter::filter_record_batch, take::take_record_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
@@ -97,6 +96,8 @@ struct Inner {
     /// Taken by the running flush; still visible until its files are committed.
     flushing: HashMap<TableRef, Vec<RecordBatch>>,
     bytes: usize,
+    /// Memory of `flushing`.
+    flushing_bytes: usize,
     rows: usize,
     oldest: Option<Instant>,
 }
@@ -133,11 +134,19 @@ impl Buffers {
         (g.rows, g.bytes, g.oldest.map(|t| t.elapsed()))
     }
 
+    /// Memory of every buffered row: open, and taken by the running flush (still held
+    /// until its files are committed). Ingest answers 503 past a bound on it.
+    pub fn held_bytes(&self) -> usize {
+        let g = self.lock();
+        g.bytes + g.flushing_bytes
+    }
+
     /// Moves the open buffer to the flushing one and returns its contents.
     pub fn start_flush(&self) -> HashMap<TableRef, Vec<RecordBatch>> {
         let mut g = self.lock();
         let taken = std::mem::take(&mut g.open);
         g.flushing = taken.clone();
+        g.flushing_bytes = g.bytes;
         g.bytes = 0;
         g.rows = 0;
         g.oldest = None;
@@ -146,13 +155,16 @@ impl Buffers {
 
     /// The flush's files are committed: its rows are no longer served from memory.
     pub fn finish_flush(&self) {
-        self.lock().flushing.clear();
+        let mut g = self.lock();
+        g.flushing.clear();
+        g.flushing_bytes = 0;
     }
 
     /// The flush failed: its rows go back in front of the open buffer for the next try.
     pub fn abort_flush(&self) {
         let mut g = self.lock();
         let flushing = std::mem::take(&mut g.flushing);
+        g.flushing_bytes = 0;
         for (table, mut batches) in flushing {
             g.rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
             g.bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
@@ -224,6 +236,8 @@ lake_format::metrics! {
         Gauge("lake_buffered_rows") = b.usage().0 as u64,
         /// memory of rows waiting for Parquet
         Gauge("lake_buffered_bytes") = b.usage().1 as u64,
+        /// memory of rows waiting for Parquet or being written to it (ingest answers 503 past 4 × ingest.flush_size)
+        Gauge("lake_buffered_held_bytes") = b.held_bytes() as u64,
     }
 }
 
@@ -284,13 +298,47 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Rows per Arrow batch a flush hands the Parquet writer. A flush copies its rows into
+/// sort order one chunk at a time, straight from the buffered batches: it holds the
+/// buffered rows plus one chunk (and the writer's encoded row group), where sorting a
+/// concatenated copy held three copies of every row (buffered, concatenated, sorted):
+/// twice up to 128 MiB more under the 8-collector ingest bench, whose `http` rows take
+/// ~590 bytes each in Arrow, so a chunk is ~10 MB.
+const FLUSH_CHUNK_ROWS: usize = 16_384;
+
+/// A table's buffered rows in its sort order, by UTC date.
+struct SortedRows {
+    /// The buffered batches, all with one schema.
+    batches: Vec<RecordBatch>,
+    /// Where each batch's rows start in the row numbering of `by_date`.
+    starts: Vec<usize>,
+    /// Per date, its rows (numbered across `batches`) in sort order.
+    by_date: Vec<(Date, Vec<u32>)>,
+}
+
+impl SortedRows {
+    fn schema(&self) -> arrow_schema::SchemaRef {
+        self.batches[0].schema()
+    }
+
+    /// `rows` (numbers of `by_date`) as (batch, row) positions.
+    fn positions(&self, rows: &[u32], out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        out.extend(rows.iter().map(|&r| {
+            let r = r as usize;
+            let b = self.starts.partition_point(|&s| s <= r) - 1;
+            (b, r - self.starts[b])
+        }));
+    }
+}
+
 /// Sorts a table's rows by its sort columns ([`TableRef::sort_columns`]) and splits them
-/// by UTC date.
-fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date, RecordBatch)>> {
+/// by UTC date, without copying them: only the sort columns are concatenated.
+fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<SortedRows> {
     let enc = |e: arrow_schema::ArrowError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
     let t0 = Instant::now();
-    let all = if batches.iter().all(|b| b.schema().fields() == batches[0].schema().fields()) {
-        concat_batches(&batches[0].schema(), batches).map_err(enc)?
+    let batches: Vec<RecordBatch> = if batches.iter().all(|b| b.schema().fields() == batches[0].schema().fields()) {
+        batches.to_vec()
     } else {
         // A custom table that gained columns while these rows waited: the union of the
         // batches' columns (each only ever adds), missing values NULL.
@@ -303,36 +351,53 @@ fn sorted_by_date(table: &TableRef, batches: &[RecordBatch]) -> Result<Vec<(Date
             }
         }
         let schema = Arc::new(arrow_schema::Schema::new_with_metadata(fields, batches[0].schema().metadata().clone()));
-        let wide: Vec<RecordBatch> =
-            batches.iter().map(|b| crate::custom::conform_to(&schema, b)).collect::<Result<_, _>>().map_err(enc)?;
-        concat_batches(&schema, &wide).map_err(enc)?
+        batches.iter().map(|b| crate::custom::conform_to(&schema, b)).collect::<Result<_, _>>().map_err(enc)?
     };
-    let t1 = Instant::now();
-    let indices = sort_indices(table, &all).map_err(enc)?;
-    let t2 = Instant::now();
-    let sorted = take_record_batch(&all, &indices).map_err(enc)?;
-    let t3 = Instant::now();
-    tracing::debug!(%table, rows = all.num_rows(), concat_ms = ms(t1 - t0), sort_ms = ms(t2 - t1), take_ms = ms(t3 - t2), "flush: sorted");
-    let ts =
-        sorted.column_by_name("ts").and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>()).ok_or_else(
-            || WriterError::Encode { table: table.to_string(), message: "ts is not a microsecond timestamp".into() },
-        )?;
-    let mut dates: BTreeMap<Date, Vec<bool>> = BTreeMap::new();
-    for (i, v) in ts.values().iter().enumerate() {
-        let mask = dates.entry(Date::from_micros(*v)).or_insert_with(|| vec![false; ts.len()]);
-        mask[i] = true;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if u32::try_from(rows).is_err() {
+        return Err(WriterError::Encode { table: table.to_string(), message: format!("{rows} rows in one flush") });
     }
-    if dates.len() == 1 {
-        let (date, _) = dates.pop_first().expect("one date");
-        return Ok(vec![(date, sorted)]);
-    }
-    dates
-        .into_iter()
-        .map(|(date, mask)| {
-            let mask = arrow_array::BooleanArray::from(mask);
-            Ok((date, filter_record_batch(&sorted, &mask).map_err(enc)?))
+    let starts: Vec<usize> = batches
+        .iter()
+        .scan(0, |next, b| {
+            let start = *next;
+            *next += b.num_rows();
+            Some(start)
         })
-        .collect()
+        .collect();
+    let column = |name: &str| -> Result<arrow_array::ArrayRef> {
+        let parts: Vec<&dyn Array> = batches
+            .iter()
+            .map(|b| {
+                b.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| WriterError::Encode {
+                    table: table.to_string(),
+                    message: format!("no column {name}"),
+                })
+            })
+            .collect::<Result<_>>()?;
+        arrow_select::concat::concat(&parts).map_err(enc)
+    };
+    let keys: Vec<arrow_array::ArrayRef> = table.sort_columns().iter().map(|c| column(c)).collect::<Result<_>>()?;
+    let t1 = Instant::now();
+    let sort: Vec<SortColumn> = keys.iter().map(|k| SortColumn { values: Arc::clone(k), options: None }).collect();
+    let indices = lexsort_to_indices(&sort, None).map_err(enc)?;
+    let t2 = Instant::now();
+    let ts_index = table.sort_columns().iter().position(|c| *c == "ts");
+    let ts_column = match ts_index {
+        Some(i) => Arc::clone(&keys[i]),
+        None => column("ts")?,
+    };
+    drop(keys);
+    let ts = ts_column.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| WriterError::Encode {
+        table: table.to_string(),
+        message: "ts is not a microsecond timestamp".into(),
+    })?;
+    let mut by_date: BTreeMap<Date, Vec<u32>> = BTreeMap::new();
+    for &row in indices.values() {
+        by_date.entry(Date::from_micros(ts.value(row as usize))).or_default().push(row);
+    }
+    tracing::debug!(%table, rows, concat_ms = ms(t1 - t0), sort_ms = ms(t2 - t1), "flush: sorted");
+    Ok(SortedRows { batches, starts, by_date: by_date.into_iter().collect() })
 }
 
 /// The row order of `batch` by the table's sort columns.
@@ -372,18 +437,27 @@ pub fn parquet_properties(table: &TableRef, schema: &arrow_schema::Schema) -> Wr
         .build()
 }
 
-fn write_parquet(table: &TableRef, path: &Path, batch: &RecordBatch) -> Result<()> {
-    let enc =
-        |e: parquet::errors::ParquetError| WriterError::Encode { table: table.to_string(), message: e.to_string() };
-    let props = parquet_properties(table, &batch.schema());
+/// Writes the `rows` of `sorted` (numbers of [`SortedRows::by_date`], in order) to one
+/// Parquet file, [`FLUSH_CHUNK_ROWS`] at a time.
+fn write_parquet(table: &TableRef, path: &Path, sorted: &SortedRows, rows: &[u32]) -> Result<()> {
+    let enc = |message: String| WriterError::Encode { table: table.to_string(), message };
+    let schema = sorted.schema();
+    let props = parquet_properties(table, &schema);
     let file = File::create(path).map_err(io_err("create", path))?;
     let t0 = Instant::now();
-    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(enc)?;
-    w.write(batch).map_err(enc)?;
-    let file = w.into_inner().map_err(enc)?;
+    let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| enc(e.to_string()))?;
+    let batches: Vec<&RecordBatch> = sorted.batches.iter().collect();
+    let mut positions = Vec::with_capacity(FLUSH_CHUNK_ROWS.min(rows.len()));
+    for chunk in rows.chunks(FLUSH_CHUNK_ROWS) {
+        sorted.positions(chunk, &mut positions);
+        let part =
+            arrow_select::interleave::interleave_record_batch(&batches, &positions).map_err(|e| enc(e.to_string()))?;
+        w.write(&part).map_err(|e| enc(e.to_string()))?;
+    }
+    let file = w.into_inner().map_err(|e| enc(e.to_string()))?;
     let t1 = Instant::now();
     file.sync_all().map_err(io_err("fsync", path))?;
-    tracing::debug!(%table, rows = batch.num_rows(), encode_ms = ms(t1 - t0), fsync_ms = ms(t1.elapsed()), "flush: file written");
+    tracing::debug!(%table, rows = rows.len(), encode_ms = ms(t1 - t0), fsync_ms = ms(t1.elapsed()), "flush: file written");
     Ok(())
 }
 
@@ -433,12 +507,13 @@ fn stage_files(
     let mut tables: Vec<_> = taken.iter().filter(|(_, b)| !b.is_empty()).collect();
     tables.sort_by(|a, b| a.0.cmp(b.0));
     for (table, batches) in tables {
-        for (date, batch) in sorted_by_date(table, batches)? {
+        let sorted = sorted_by_date(table, batches)?;
+        for (date, date_rows) in &sorted.by_date {
             let name = format!("{}.{date}.{}", table.name(), layout::PARQUET_EXT);
             let staged = stage.join(&name);
-            write_parquet(table, &staged, &batch)?;
-            rows += batch.num_rows();
-            let fin = layout::partition_dir(Path::new(""), table.name(), date).join(layout::file_name("f", flush));
+            write_parquet(table, &staged, &sorted, date_rows)?;
+            rows += date_rows.len();
+            let fin = layout::partition_dir(Path::new(""), table.name(), *date).join(layout::file_name("f", flush));
             moves.push((staged.strip_prefix(data).unwrap_or(&staged).to_path_buf(), fin));
         }
     }
@@ -542,6 +617,7 @@ pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
     use lake_format::rows::MetricsBuilder;
     use lake_format::Table;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -589,6 +665,46 @@ mod tests {
         assert_eq!(files[0].1[0].schema().fields(), Table::Metrics.schema().fields());
         assert_eq!(recover(dir.path()).unwrap(), state);
         assert_eq!(fs::read_dir(staging_dir(dir.path())).unwrap().count(), 0);
+    }
+
+    /// More rows than one chunk of [`FLUSH_CHUNK_ROWS`], from several batches and over two
+    /// days: every row lands once, each file in sort order (name, host, ts).
+    #[test]
+    fn a_flush_larger_than_a_chunk_writes_every_row_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let per_batch = FLUSH_CHUNK_ROWS / 2 + 7;
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|b| {
+                let mut m = MetricsBuilder::new();
+                for i in 0..per_batch {
+                    // Interleaved hosts and names, timestamps straddling midnight.
+                    let t = DAY - 1000 + ((i * 7919 + b * 13) % 2000) as i64;
+                    m.push(t, ["b", "a", "c"][(i + b) % 3], ["load1", "cpu"][i % 2], i as f64, &[("k", "v")]);
+                }
+                m.finish()
+            })
+            .collect();
+        let taken = HashMap::from([(Table::Metrics.into(), batches)]);
+        let state = State { next_flush: 1, ..Default::default() };
+        let (rows, files) = write_flush(dir.path(), 0, &taken, &state, &Buffers::default()).unwrap();
+        assert_eq!((rows, files), (3 * per_batch, 2));
+        let mut total = 0;
+        for (path, read) in read_all(dir.path()) {
+            let mut keys = Vec::new();
+            for b in &read {
+                let name = b.column_by_name("name").unwrap().as_string::<i32>();
+                let host = b.column_by_name("host").unwrap().as_string::<i32>();
+                let ts = ts_values(b);
+                for (i, t) in ts.into_iter().enumerate() {
+                    keys.push((name.value(i).to_string(), host.value(i).to_string(), t));
+                }
+            }
+            let day = if path.to_string_lossy().contains("1970-01-01") { 0 } else { DAY };
+            assert!(keys.iter().all(|k| (day..day + DAY).contains(&k.2)), "{}", path.display());
+            assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{} is sorted", path.display());
+            total += keys.len();
+        }
+        assert_eq!(total, 3 * per_batch);
     }
 
     #[test]
@@ -726,7 +842,6 @@ mod tests {
                 .flat_map(|b| b.column(0).as_primitive::<arrow_array::types::Int64Type>().values().to_vec())
                 .collect()
         };
-        use arrow_array::cast::AsArray;
         buffers.push(Table::Metrics, vec![batch("a", &[1, 2])]);
         assert_eq!(values(), [1, 2], "fresh rows");
         let before = buffers.generation();
