@@ -157,8 +157,7 @@ def whatif_markdown(res: dict) -> list[str]:
                 cells.append("—")
                 continue
             c = v["column_bytes_per_sample"]
-            ts = "—" if v.get("estimate") else f"{c.get('ts', 0):.3f}"
-            cells.append(f"{v['bytes_per_sample']:.3f} ({ts} / {c.get('value', 0):.3f})")
+            cells.append(f"{v['bytes_per_sample']:.3f} ({c.get('ts', 0):.3f} / {c.get('value', 0):.3f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

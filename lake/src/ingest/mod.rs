@@ -2,8 +2,7 @@
 //!
 //! [`wal`] (append + group-committed fsync, then the 200) → [`writer::Buffers`]
 //! (queryable at once) → [`flusher`] (when old or large enough) → [`writer::write_flush`]
-//! (Parquet by table and date through [`table_file`], atomic commit, recorded in
-//! [`state`]) → WAL truncation.
+//! (Parquet by table and date, atomic commit, recorded in [`state`]) → WAL truncation.
 //! At start, [`writer::recover`] completes interrupted flushes and [`replay`] puts the
 //! WAL records not yet committed back into the buffers.
 //!
@@ -13,6 +12,5 @@
 pub(crate) mod flusher;
 pub(crate) mod replay;
 pub mod state;
-pub mod table_file;
 pub mod wal;
 pub mod writer;

@@ -30,6 +30,7 @@ use std::time::Instant;
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_select::{concat::concat_batches, filter::filter_record_batch, take::take_record_batch};
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
@@ -39,7 +40,6 @@ use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 
 use crate::ingest::state::{Manifest, State, VersionedState};
-use crate::ingest::table_file::TableFile;
 use lake_format::durable::{sync_dir, write_atomic};
 
 /// Errors of flushing and recovery.
@@ -358,10 +358,10 @@ const FLUSH_ZSTD_LEVEL: i32 = 3;
 
 /// zstd level of the files compaction writes with the lake's writer (`metrics`; the other
 /// tables are merged by DuckDB's COPY, see `maintenance::compact::COPY_OPTIONS`). On a
-/// generated metrics day (999,905 samples, with the encodings of [`metrics_columns`] and
-/// the row groups of [`crate::ingest::table_file`]) level 3 gave 1.270 B/sample, 15
-/// 1.168, 19 1.133 (`lake-metrics-whatif`): 15, as for http; 19 would save 3 % more for
-/// several times the CPU and the compressor's memory inside `lake serve`.
+/// generated metrics day (1 M samples, with the encodings of [`metrics_columns`]) level 3
+/// gave 1.596 B/sample, 15 1.579, 19 1.526 (`lake-metrics-whatif`): 15, as for http; 19
+/// would save 3 % more for several times the CPU and the compressor's memory inside
+/// `lake serve`.
 pub const COMPACTED_ZSTD_LEVEL: i32 = 15;
 
 /// The properties of every Parquet file the writer commits for a table (`schema`): zstd,
@@ -413,9 +413,7 @@ pub fn properties_builder(table: &TableRef, schema: &arrow_schema::Schema, zstd_
 ///   by side (sign and exponent, then the high mantissa bytes) are what zstd finds
 ///   repeats in; PLAIN was 2.24, a dictionary (falling back to BYTE_STREAM_SPLIT) 1.60;
 /// - data pages as large as a row group (128Ki rows): 1.596. zstd compresses each page
-///   alone, and the crate's 20,000-row pages cut a series into short frames;
-/// - row groups that follow the metric names, `value` a dictionary where that is smaller
-///   ([`crate::ingest::table_file`]): 1.270 (1.168 at compaction's zstd 15).
+///   alone, and the crate's 20,000-row pages cut a series into short frames.
 ///
 /// `name`, `host` and the `labels` keys and values keep their dictionaries (the default):
 /// in a series-major file each repeats in long runs that RLE makes nearly free (0.003 B).
@@ -437,7 +435,7 @@ fn write_parquet(table: &TableRef, path: &Path, batch: &RecordBatch) -> Result<(
     let props = parquet_properties(table, &batch.schema());
     let file = File::create(path).map_err(io_err("create", path))?;
     let t0 = Instant::now();
-    let mut w = TableFile::try_new(table, file, batch.schema(), props).map_err(enc)?;
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(enc)?;
     w.write(batch).map_err(enc)?;
     let file = w.into_inner().map_err(enc)?;
     let t1 = Instant::now();

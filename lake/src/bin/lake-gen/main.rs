@@ -52,10 +52,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use arrow_array::RecordBatch;
 use clap::Parser;
-use lake::ingest::table_file::TableFile;
 use lake_format::custom::TableRef;
 use lake_format::layout::{self, Date};
 use lake_format::Table;
+use parquet::arrow::ArrowWriter;
 
 use world::World;
 
@@ -290,7 +290,7 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let table = TableRef::Builtin(job.table);
     let props = lake::ingest::writer::parquet_properties(&table, &schema);
-    let mut writer = TableFile::try_new(&table, file, Arc::clone(&schema), props)?;
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
     let mut rows = 0usize;
     // Hosts in name order, each host's rows in time order: sorted by (host, ts) as they
     // come. A table sorted otherwise (metrics: name first) is gathered and sorted.
@@ -320,7 +320,7 @@ fn write_job(world: &World, data: &Path, job: Job) -> anyhow::Result<Written> {
         drop(all);
         writer.write(&sorted).with_context(|| format!("encoding {} {}", job.table, job.date))?;
     }
-    writer.into_inner()?;
+    writer.close()?;
     if rows == 0 {
         // Nothing happened in this table that day (inventory without changes): no file.
         std::fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;

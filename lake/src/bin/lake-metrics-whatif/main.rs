@@ -16,12 +16,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use lake::ingest::table_file::TableFile;
 use lake::ingest::writer::{properties_builder, COMPACTED_ZSTD_LEVEL};
 use lake::maintenance::compact::{write_sorted, COPY_OPTIONS};
 use lake_format::custom::TableRef;
@@ -56,9 +54,7 @@ enum Writer {
     /// [`properties_builder`] at the given zstd level, whose `metrics` encodings are the
     /// adopted ones; `plain` starts from the parquet crate's defaults for every column
     /// instead (dictionaries everywhere, PLAIN fallback), as the writer was before.
-    /// `by_name`: the lake's `metrics` file ([`TableFile`]: row groups follow the names,
-    /// `value` in the smaller of its encodings per group) rather than `ArrowWriter` alone.
-    Lake { zstd: i32, plain: bool, by_name: bool, adjust: fn(WriterPropertiesBuilder) -> WriterPropertiesBuilder },
+    Lake { zstd: i32, plain: bool, adjust: fn(WriterPropertiesBuilder) -> WriterPropertiesBuilder },
     /// DuckDB's COPY with compaction's options (zstd 15, Parquet 2 encodings).
     DuckDb,
 }
@@ -75,10 +71,8 @@ fn same(b: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
 }
 
 fn variants() -> Vec<Variant> {
-    let lake = |zstd, plain, adjust| Writer::Lake { zstd, plain, by_name: false, adjust };
-    let adopted = |zstd| Writer::Lake { zstd, plain: false, by_name: true, adjust: same };
+    let lake = |zstd, plain, adjust| Writer::Lake { zstd, plain, adjust };
     let v = |name, order, writer| Variant { name, order, writer, row_group_rows: None };
-    let z15 = COMPACTED_ZSTD_LEVEL;
     vec![
         v("before: writer (name, host, ts; dictionaries; zstd 3)", BY_TIME, lake(3, true, same)),
         v("before: compaction (DuckDB COPY, name, host, ts; zstd 15, Parquet 2)", BY_TIME, Writer::DuckDb),
@@ -86,40 +80,41 @@ fn variants() -> Vec<Variant> {
         v("  alone: series-major order (name, host, labels, ts)", SERIES_MAJOR, lake(3, true, same)),
         v("  alone: ts DELTA_BINARY_PACKED", BY_TIME, lake(3, true, |b| ts_delta(b))),
         v("  alone: value BYTE_STREAM_SPLIT", BY_TIME, lake(3, true, |b| value_bss(b))),
-        v("  alone: zstd 15", BY_TIME, lake(z15, true, same)),
+        v("  alone: zstd 15", BY_TIME, lake(15, true, same)),
         Variant { row_group_rows: Some(1 << 20), ..v("  alone: row groups of 1Mi rows", BY_TIME, lake(3, true, same)) },
         v("  alone: no dictionary for name, host, labels", BY_TIME, lake(3, true, |b| no_label_dicts(b))),
         // Cumulative, in the order they were adopted.
         v("together: series-major", SERIES_MAJOR, lake(3, true, same)),
         v("together: + ts DELTA_BINARY_PACKED", SERIES_MAJOR, lake(3, true, |b| ts_delta(b))),
         v("together: + value BYTE_STREAM_SPLIT", SERIES_MAJOR, lake(3, true, |b| value_bss(ts_delta(b)))),
-        v("together: + pages of a row group", SERIES_MAJOR, lake(3, false, same)),
-        v(
-            "together: + groups by name, value dictionary or BYTE_STREAM_SPLIT = lake writer (flush)",
-            SERIES_MAJOR,
-            adopted(3),
-        ),
-        v("together: + zstd 15 = lake compaction", SERIES_MAJOR, adopted(z15)),
+        v("together: + pages of a row group = lake writer (flush)", SERIES_MAJOR, lake(3, false, same)),
+        v("together: + zstd 15 = lake compaction", SERIES_MAJOR, lake(COMPACTED_ZSTD_LEVEL, false, same)),
         // Further settings, on top of the adopted ones.
-        Variant { row_group_rows: Some(1 << 20), ..v("  then: row groups of 1Mi rows", SERIES_MAJOR, adopted(z15)) },
-        v("  then: zstd 19", SERIES_MAJOR, adopted(19)),
-        v("  then: value BYTE_STREAM_SPLIT only (no choice per group)", SERIES_MAJOR, lake(z15, false, same)),
+        Variant {
+            row_group_rows: Some(1 << 20),
+            ..v("  then: row groups of 1Mi rows", SERIES_MAJOR, lake(COMPACTED_ZSTD_LEVEL, false, same))
+        },
+        v("  then: zstd 19", SERIES_MAJOR, lake(19, false, same)),
         v(
-            "  then: value PLAIN only",
+            "  then: value dictionary up to 1Ki values, then BYTE_STREAM_SPLIT",
             SERIES_MAJOR,
-            lake(z15, false, |b| b.set_column_encoding(ColumnPath::from("value"), Encoding::PLAIN)),
+            lake(COMPACTED_ZSTD_LEVEL, false, |b| {
+                b.set_column_dictionary_enabled(ColumnPath::from("value"), true).set_dictionary_page_size_limit(8 << 10)
+            }),
+        ),
+        v(
+            "  then: value PLAIN",
+            SERIES_MAJOR,
+            lake(COMPACTED_ZSTD_LEVEL, false, |b| b.set_column_encoding(ColumnPath::from("value"), Encoding::PLAIN)),
         ),
         v(
             "  then: pages of 20,000 rows (the crate's default)",
             SERIES_MAJOR,
-            Writer::Lake {
-                zstd: z15,
-                plain: false,
-                by_name: true,
-                adjust: |b| b.set_data_page_row_count_limit(20_000).set_data_page_size_limit(1 << 20),
-            },
+            lake(COMPACTED_ZSTD_LEVEL, false, |b| {
+                b.set_data_page_row_count_limit(20_000).set_data_page_size_limit(1 << 20)
+            }),
         ),
-        v("  then: (name, host, ts) order instead", BY_TIME, adopted(z15)),
+        v("  then: (name, host, ts) order instead", BY_TIME, lake(COMPACTED_ZSTD_LEVEL, false, same)),
         v("  DuckDB COPY, series-major", SERIES_MAJOR, Writer::DuckDb),
     ]
 }
@@ -177,24 +172,6 @@ fn column_bytes(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
         }
     }
     Ok(out)
-}
-
-/// The rows of `select` written to `out` through the lake's compaction path.
-fn write_file(
-    conn: &duckdb::Connection,
-    select: &str,
-    props: parquet::file::properties::WriterProperties,
-    by_name: bool,
-    out: &Path,
-) -> anyhow::Result<u64> {
-    let schema = Table::Metrics.schema();
-    let file = std::fs::File::create(out)?;
-    let w = if by_name {
-        TableFile::try_new(&TableRef::Builtin(Table::Metrics), file, Arc::clone(&schema), props)?
-    } else {
-        TableFile::plain(file, Arc::clone(&schema), props)?
-    };
-    write_sorted(conn, select, &schema, w).map_err(anyhow::Error::msg)
 }
 
 fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -282,9 +259,10 @@ fn measure(
         let t = Instant::now();
         let select = format!("SELECT {cols} FROM {from} ORDER BY {}", v.order);
         match &v.writer {
-            Writer::Lake { zstd, plain, by_name, adjust } => {
+            Writer::Lake { zstd, plain, adjust } => {
                 let props = lake_properties(*zstd, *plain, *adjust, v.row_group_rows);
-                let n = write_file(conn, &select, props, *by_name, out)?;
+                let n =
+                    write_sorted(conn, &select, &Table::Metrics.schema(), props, out).map_err(anyhow::Error::msg)?;
                 if n != samples {
                     bail!("{}: {n} rows written of {samples}", v.name);
                 }
@@ -317,58 +295,7 @@ fn measure(
         }));
         std::fs::remove_file(out)?;
     }
-    let t = Instant::now();
-    let adopted = results
-        .iter()
-        .find(|r| r["variant"].as_str().is_some_and(|v| v.contains("BYTE_STREAM_SPLIT only")))
-        .expect("the adopted variant is measured");
-    let value_bytes = |r: &serde_json::Value| r["column_bytes_per_sample"]["value"].as_f64().unwrap_or(0.0);
-    let (best, bss) = per_name_best(conn, cols, from, out)?;
-    let estimate = adopted["bytes_per_sample"].as_f64().unwrap_or(0.0) - value_bytes(adopted) + per(best);
-    let name = "  ideal: each name alone, value dictionary or BYTE_STREAM_SPLIT, the smaller (estimate)";
-    println!("{name:<72} {estimate:>8.3}  value {:.3} (BYTE_STREAM_SPLIT per name {:.3})", per(best), per(bss));
-    results.push(serde_json::json!({
-        "variant": name.trim(), "order": SERIES_MAJOR, "bytes": (estimate * samples as f64) as u64, "bytes_per_sample": estimate,
-        "estimate": true, "column_bytes_per_sample": {"value": per(best)}, "seconds": t.elapsed().as_secs_f64(),
-    }));
     Ok(results)
-}
-
-/// The next lever, estimated: every metric name's samples written alone (as if each had a
-/// row group of its own) with compaction's properties, and again with a dictionary for
-/// `value`; the smaller `value` chunk of each name summed. A chunk-by-chunk choice the
-/// parquet crate's writer does not make by itself (its dictionary falls back only when it
-/// outgrows its page), so it is measured here before it is built. Returns (best of
-/// both, BYTE_STREAM_SPLIT alone) in bytes of `value`.
-fn per_name_best(conn: &duckdb::Connection, cols: &str, from: &str, out: &Path) -> anyhow::Result<(u64, u64)> {
-    let names: Vec<String> = conn
-        .prepare(&format!("SELECT DISTINCT name FROM {from} ORDER BY 1"))?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let (mut best, mut bss) = (0u64, 0u64);
-    for name in names {
-        let select = format!("SELECT {cols} FROM {from} WHERE name = {} ORDER BY {SERIES_MAJOR}", quote(&name));
-        let mut sizes = Vec::new();
-        for dict in [false, true] {
-            let props = lake_properties(COMPACTED_ZSTD_LEVEL, false, same, None);
-            let props = if dict {
-                let b = properties_builder(
-                    &TableRef::Builtin(Table::Metrics),
-                    &Table::Metrics.schema(),
-                    COMPACTED_ZSTD_LEVEL,
-                );
-                b.set_column_dictionary_enabled(ColumnPath::from("value"), true).build()
-            } else {
-                props
-            };
-            write_file(conn, &select, props, false, out)?;
-            sizes.push(column_bytes(out)?.get("value").copied().unwrap_or(0));
-            std::fs::remove_file(out)?;
-        }
-        bss += sizes[0];
-        best += sizes[0].min(sizes[1]);
-    }
-    Ok((best, bss))
 }
 
 #[cfg(test)]
