@@ -78,14 +78,14 @@ fn variants() -> Vec<Variant> {
         v("before: compaction (DuckDB COPY, name, host, ts; zstd 15, Parquet 2)", BY_TIME, Writer::DuckDb),
         // Each lever alone, on the writer as it was.
         v("  alone: series-major order (name, host, labels, ts)", SERIES_MAJOR, lake(3, true, same)),
-        v("  alone: ts DELTA_BINARY_PACKED", BY_TIME, lake(3, true, |b| ts_delta(b))),
-        v("  alone: value BYTE_STREAM_SPLIT", BY_TIME, lake(3, true, |b| value_bss(b))),
+        v("  alone: ts DELTA_BINARY_PACKED", BY_TIME, lake(3, true, ts_delta)),
+        v("  alone: value BYTE_STREAM_SPLIT", BY_TIME, lake(3, true, value_bss)),
         v("  alone: zstd 15", BY_TIME, lake(15, true, same)),
         Variant { row_group_rows: Some(1 << 20), ..v("  alone: row groups of 1Mi rows", BY_TIME, lake(3, true, same)) },
-        v("  alone: no dictionary for name, host, labels", BY_TIME, lake(3, true, |b| no_label_dicts(b))),
+        v("  alone: no dictionary for name, host, labels", BY_TIME, lake(3, true, no_label_dicts)),
         // Cumulative, in the order they were adopted.
         v("together: series-major", SERIES_MAJOR, lake(3, true, same)),
-        v("together: + ts DELTA_BINARY_PACKED", SERIES_MAJOR, lake(3, true, |b| ts_delta(b))),
+        v("together: + ts DELTA_BINARY_PACKED", SERIES_MAJOR, lake(3, true, ts_delta)),
         v("together: + value BYTE_STREAM_SPLIT", SERIES_MAJOR, lake(3, true, |b| value_bss(ts_delta(b)))),
         v("together: + pages of a row group = lake writer (flush)", SERIES_MAJOR, lake(3, false, same)),
         v("together: + zstd 15 = lake compaction", SERIES_MAJOR, lake(COMPACTED_ZSTD_LEVEL, false, same)),
