@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cargo_benches  # noqa: E402
 import footprint  # noqa: E402
+import metrics_storage  # noqa: E402
 import query  # noqa: E402
 import report  # noqa: E402
 import storage  # noqa: E402
@@ -32,12 +33,16 @@ from util import loadavg, log  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PHASES = ["footprint", "caddy", "ingest", "storage", "query"]
+# What `cargo build --release -p lake -p lake-collector` makes that the phases run.
+BINARIES = ("lake", "lake-collector", "lake-gen", "lake-metrics-whatif")
 
 # Sizes of a full run and of a smoke run (--quick). Every one can be overridden.
 FULL = dict(runs=3, fp_warmup=60, fp_window=300, fp_interval=10, caddy_bytes=256 << 20, caddy_runs=5,
-            ingest_secs=60, http_lines=1_000_000, metrics_interval=2, metrics_window=600, metrics_runs=1, query_runs=7)
+            ingest_secs=60, http_lines=1_000_000, metrics_interval=2, metrics_window=600, metrics_runs=1, query_runs=7,
+            storage_days=2)
 QUICK = dict(runs=1, fp_warmup=10, fp_window=30, fp_interval=10, caddy_bytes=32 << 20, caddy_runs=1,
-             ingest_secs=10, http_lines=50_000, metrics_interval=1, metrics_window=60, metrics_runs=1, query_runs=2)
+             ingest_secs=10, http_lines=50_000, metrics_interval=1, metrics_window=60, metrics_runs=1, query_runs=2,
+             storage_days=1)
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--metrics-interval", type=float, help="scrape/sample interval of the metrics storage test, s")
     p.add_argument("--metrics-window", type=float, help="duration of the metrics storage test, s")
     p.add_argument("--metrics-runs", type=int)
+    p.add_argument("--storage-days", type=int, help="finished days of the generated lake's metrics compared with "
+                   "VictoriaMetrics and Prometheus in the storage phase (2; --quick 1)")
     p.add_argument("--query-runs", type=int)
     p.add_argument("--prom-days", type=int, help="load only the last N days of the lake's metrics into Prometheus "
                    "(the panels read the last 24 h; default: all)")
@@ -86,7 +93,8 @@ def install_peers(phases: list[str]) -> None:
             "/lib/systemd/systemd-journal-remote": "systemd-journal-remote", "journalctl": "systemd", "gzip": "gzip",
             # collectd's daemon and plugins without the package's recommends (rrdtool, its
             # CGI, the init script): the footprint phase runs it in the foreground.
-            "/usr/sbin/collectd": "collectd-core"}
+            "/usr/sbin/collectd": "collectd-core",
+            "victoria-metrics": "victoria-metrics"}
     missing = sorted({pkg for tool, pkg in need.items() if not (shutil.which(tool) or Path(tool).exists())})
     if missing:
         log(f"installing {' '.join(missing)} (apt)")
@@ -94,7 +102,7 @@ def install_peers(phases: list[str]) -> None:
         if subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env).returncode != 0:
             subprocess.run(["apt-get", "update"], env=env, check=True)
             subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env, check=True)
-    if "query" in phases and importlib.util.find_spec("duckdb") is None:
+    if {"query", "storage"} & set(phases) and importlib.util.find_spec("duckdb") is None:
         log("installing DuckDB's Python package (pip) for the OpenMetrics export")
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "duckdb>=1.5,<3"], check=True)
 
@@ -134,7 +142,9 @@ def versions() -> dict:
             return "missing"
     return {"node_exporter": first_line(["prometheus-node-exporter", "--version"]).split(" (")[0].replace("node_exporter, version ", ""),
             "Prometheus": first_line(["prometheus", "--version"]).split(" (")[0].replace("prometheus, version ", ""),
-            "collectd": collectd()}
+            "collectd": collectd(),
+            # Debian's build prints no version of its own (`-version` is empty): the package's.
+            "VictoriaMetrics": first_line(["dpkg-query", "-W", "-f", "${Version}\\n", "victoria-metrics"]).split("+")[0]}
 
 
 def git(*args) -> str:
@@ -173,7 +183,7 @@ def main() -> int:
     if not a.no_build:
         build(a.phases)
     built = target_dir() / "release"
-    for b in ("lake", "lake-collector", "lake-gen"):
+    for b in BINARIES:
         if not (built / b).exists():
             log(f"missing {built / b}: build it (cargo build --release -p lake -p lake-collector)")
             return 2
@@ -181,10 +191,10 @@ def main() -> int:
     # shared target/ replaces them meanwhile (libduckdb is found through its absolute rpath).
     bin_dir = work / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for b in ("lake", "lake-collector", "lake-gen"):
+    for b in BINARIES:
         shutil.copy2(built / b, bin_dir / b)
     res["meta"]["binaries"] = {b: dt.datetime.fromtimestamp((built / b).stat().st_mtime, dt.timezone.utc).isoformat()
-                               for b in ("lake", "lake-collector", "lake-gen")}
+                               for b in BINARIES}
 
     def save() -> None:
         res["meta"]["load_after"] = loadavg()
@@ -199,7 +209,9 @@ def main() -> int:
         "caddy": [("caddy", lambda: cargo_benches.caddy(REPO, work, a.caddy_runs, a.caddy_bytes))],
         "ingest": [("ingest", lambda: cargo_benches.ingest(REPO, work, a.runs, a.ingest_secs))],
         "storage": [("storage_http", lambda: storage.http(bin_dir, work, a.runs, a.http_lines)),
-                    ("storage_metrics", lambda: storage.metrics(bin_dir, work, a.metrics_runs, a.metrics_interval, a.metrics_window))],
+                    ("storage_metrics", lambda: storage.metrics(bin_dir, work, a.metrics_runs, a.metrics_interval, a.metrics_window)),
+                    ("storage_generated", lambda: metrics_storage.run(bin_dir, work / "storage-generated", Path(a.data),
+                                                                      a.storage_days))],
         "query": [("query", lambda: query.run(REPO, bin_dir, work / "query", Path(a.data), a.query_runs,
                                               with_prometheus=not a.no_prometheus_query, prom_days=a.prom_days))],
     }

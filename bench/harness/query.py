@@ -73,29 +73,36 @@ def _signature(data: Path) -> str:
     return h.hexdigest()
 
 
-def _export_day(day_dir: Path, om: Path) -> None:
+def _export_day(day_dir: Path, om: Path, millis: bool = False) -> None:
+    """One day of the lake's samples as OpenMetrics text (seconds, `# EOF`: promtool), or
+    with `millis` as Prometheus text with millisecond timestamps (VictoriaMetrics' import)."""
     import duckdb  # installed by bench/run (pip) when missing
     con = duckdb.connect()
     con.execute("SET threads = 1")
     con.execute("SET enable_progress_bar = false")
     files = f"{day_dir}/*.parquet"
+    ts_fmt, ts_expr = ("%d", "epoch_ms(ts)") if millis else ("%.3f", "epoch_ms(ts) / 1000.0")
     con.execute(f"""
 COPY (
-  SELECT printf('%s{{host="%s"%s}} %s %.3f', name, host,
+  SELECT printf('%s{{host="%s"%s}} %s {ts_fmt}', name, host,
      array_to_string(list_transform(map_entries(labels), lambda e: ',' || e.key || '="' ||
          replace(replace(e.value, '\\', '\\\\'), '"', '\\"') || '"'), ''),
-     value::VARCHAR, epoch_ms(ts) / 1000.0) AS line
+     value::VARCHAR, {ts_expr}) AS line
   FROM read_parquet('{files}')
   WHERE NOT isnan(value)
   ORDER BY name, host, labels::VARCHAR, ts
 ) TO '{om}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t')""")
     con.close()
-    with open(om, "a") as f:
-        f.write("# EOF\n")
+    if not millis:
+        with open(om, "a") as f:
+            f.write("# EOF\n")
 
 
-def ensure_tsdb(data: Path, tsdb: Path, tmp: Path, days_limit: int | None = None) -> dict:
-    sig = _signature(data) + f" days={days_limit or 'all'}"
+def ensure_tsdb(data: Path, tsdb: Path, tmp: Path, days_limit: int | None = None,
+                day_names: list[str] | None = None) -> dict:
+    """A Prometheus TSDB of the lake's samples: the last `days_limit` days (all by
+    default), or exactly the partitions `day_names` (`date=…`)."""
+    sig = _signature(data) + f" days={day_names or days_limit or 'all'}"
     stamp = tsdb / "lake-signature"
     if stamp.exists() and stamp.read_text().strip() == sig:
         log(f"Prometheus TSDB of the lake's metrics is up to date: {tsdb}")
@@ -106,7 +113,9 @@ def ensure_tsdb(data: Path, tsdb: Path, tmp: Path, days_limit: int | None = None
     blocks.mkdir(parents=True)
     tmp.mkdir(parents=True, exist_ok=True)
     days = sorted(d for d in (data / "tables" / "metrics").iterdir() if d.is_dir())
-    if days_limit:
+    if day_names is not None:
+        days = [d for d in days if d.name in day_names]
+    elif days_limit:
         days = days[-days_limit:]
     t0 = time.monotonic()
 

@@ -110,10 +110,27 @@ def rows(res: dict) -> list[tuple]:
                     f"Prometheus {p:.2f} B (block snapshot); {m['prometheus_bytes_per_sample_data_dir']:.2f} B (data dir, WAL)",
                     f"{m['lake_scrape_bytes_per_sample'] / p:.2f}×", "≤ 2× Prometheus",
                     _verdict(m["lake_scrape_bytes_per_sample"] <= 2 * p), f"{sm['runs']} runs"))
+        vm = m.get("victoria_metrics_bytes_per_sample")
+        if vm:
+            out.append(("4 storage", f"metrics bytes/sample, same node_exporter series vs VictoriaMetrics ({desc})",
+                        f"{m['lake_scrape_bytes_per_sample']:.2f} B",
+                        f"VictoriaMetrics {vm:.2f} B (its own scrape, force-merged: data + indexdb)",
+                        f"{m['lake_scrape_bytes_per_sample'] / vm:.2f}×", "≤ VictoriaMetrics",
+                        _verdict(m["lake_scrape_bytes_per_sample"] <= vm), f"{sm['runs']} runs"))
         out.append(("4 storage", f"metrics bytes/sample, collector host source ({desc})",
                     f"{m['lake_host_bytes_per_sample']:.2f} B", f"Prometheus {p:.2f} B (node_exporter, same window)",
                     f"{m['lake_host_bytes_per_sample'] / p:.2f}×", "≤ 2× Prometheus",
                     _verdict(m["lake_host_bytes_per_sample"] <= 2 * p), f"{sm['runs']} runs"))
+    sg = res.get("storage_generated")
+    if sg and "bytes_per_sample" in sg:
+        b = sg["bytes_per_sample"]
+        r = b["lake"] / b["victoria_metrics"]
+        out.append(("4 storage", f"metrics bytes/sample, generated lake, {sg['days']} finished days ({sg['samples']:,} samples)",
+                    f"{b['lake']:.2f} B compacted (as generated {b['lake_generated']:.2f})",
+                    f"VictoriaMetrics {b['victoria_metrics']:.2f} B (data {b['victoria_metrics_data']:.2f} + indexdb "
+                    f"{b['victoria_metrics_indexdb']:.2f}, force-merged); Prometheus {b['prometheus']:.2f} B (promtool blocks)",
+                    f"{r:.2f}× VM ({b['lake'] / b['prometheus']:.2f}× Prometheus)", "≤ VictoriaMetrics", _verdict(r <= 1),
+                    "1 (deterministic)"))
     q = res.get("query")
     if q:
         qp = q.get("lake_vs_prometheus", {})
@@ -141,6 +158,43 @@ def rows(res: dict) -> list[tuple]:
     return out
 
 
+def whatif_tables(res: dict) -> list[tuple[str, dict]]:
+    """(title, lake-metrics-whatif JSON) of every what-if the run measured."""
+    out = []
+    sg = res.get("storage_generated") or {}
+    if sg.get("whatif"):
+        out.append((f"generated lake, {sg['day_dirs'][0].removeprefix('date=')}", sg["whatif"]))
+    for r in (res.get("storage_metrics") or {}).get("per_run", [])[:1]:
+        if r.get("lake_scrape", {}).get("whatif"):
+            out.append(("node_exporter scraped by the collector", r["lake_scrape"]["whatif"]))
+    return out
+
+
+def whatif_markdown(res: dict) -> list[str]:
+    """The "what-if: metrics encoding levers" section: bytes per sample of each variant."""
+    tables = whatif_tables(res)
+    if not tables:
+        return []
+    lines = ["", "## What-if: metrics encoding levers", "",
+             "Each variant rewrites the same samples through the lake's writer (`lake-metrics-whatif`, "
+             "DuckDB sorts, the parquet crate encodes); \"alone\" changes one lever of the writer as it was, "
+             "\"together\" adds them in turn up to the lake's defaults. Bytes per sample (`ts` / `value` columns).", "",
+             "| variant | " + " | ".join(f"{t} ({w['samples']:,} samples)" for t, w in tables) + " |",
+             "|---|" + "---:|" * len(tables)]
+    names = [v["variant"] for v in tables[0][1]["variants"]]
+    for name in names:
+        cells = []
+        for _, w in tables:
+            v = next((x for x in w["variants"] if x["variant"] == name), None)
+            if v is None:
+                cells.append("—")
+                continue
+            c = v["column_bytes_per_sample"]
+            cells.append(f"{v['bytes_per_sample']:.3f} ({c.get('ts', 0):.3f} / {c.get('value', 0):.3f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(res: dict) -> str:
     meta = res["meta"]
     lines = [
@@ -156,6 +210,7 @@ def markdown(res: dict) -> str:
     ]
     for r in rows(res):
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    lines += whatif_markdown(res)
     if res.get("errors"):
         lines += ["", "## Phases that failed", ""]
         lines += [f"- **{k}**: {v}" for k, v in res["errors"].items()]

@@ -1,5 +1,6 @@
 """Starting the programs under test and their peers, each on a free loopback port with
-its own directory: `lake serve`, `lake-collector`, node_exporter, Prometheus, and the
+its own directory: `lake serve`, `lake-collector`, node_exporter, Prometheus,
+VictoriaMetrics, and the
 load writers (a Caddy access log at a fixed rate, a live journal)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from caddylog import CaddyLog
-from util import Proc, free_port, http_get, http_post, lake_sql, log, wait_http
+from util import Proc, du_bytes, free_port, http_get, http_post, lake_sql, log, wait_http
 
 
 def token(node: str) -> str:
@@ -265,6 +266,99 @@ class Prometheus:
     def snapshot(self) -> Path:
         out = json.loads(http_post(f"{self.base}/api/v1/admin/tsdb/snapshot", b""))
         return self.data / "snapshots" / out["data"]["name"]
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop(timeout=60)
+            self.proc = None
+
+
+class VictoriaMetrics:
+    """Debian's `victoria-metrics` (single node) on a free port with its own storage
+    directory and a 100-year retention (the generated lake's samples are weeks old);
+    with `scrape_targets`, it scrapes them itself (its built-in promscrape) every
+    `interval` seconds as job `node`, like the Prometheus beside it."""
+
+    BIN = "victoria-metrics"
+
+    def __init__(self, work: Path, name: str, scrape_targets: list[str] | None = None, interval: float = 10.0):
+        self.dir = work / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data = self.dir / "storage"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.argv = [self.BIN, f"-storageDataPath={self.data}", "-retentionPeriod=100y",
+                     f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=WARN"]
+        if scrape_targets:
+            cfg = self.dir / "scrape.yml"
+            cfg.write_text(f"global:\n  scrape_interval: {interval:g}s\n  scrape_timeout: {min(interval, 10):g}s\n"
+                           "scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ["
+                           + ", ".join(f'"{t}"' for t in scrape_targets) + "]\n")
+            self.argv.append(f"-promscrape.config={cfg}")
+        self.name = name
+        self.proc: Proc | None = None
+
+    def start(self, timeout: float = 120) -> "VictoriaMetrics":
+        self.proc = Proc(self.name, self.argv, self.dir)
+        wait_http(f"{self.base}/health", self.name, timeout=timeout, proc=self.proc)
+        return self
+
+    def own_metrics(self) -> dict[str, float]:
+        """Its own /metrics as {'name{labels}': value}."""
+        out = {}
+        for line in http_get(f"{self.base}/metrics", timeout=30).decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    pass
+        return out
+
+    def import_prometheus(self, path: Path) -> None:
+        """POSTs a Prometheus text file (millisecond timestamps) to /api/v1/import/prometheus, streamed."""
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3600)
+        with open(path, "rb") as f:
+            conn.request("POST", "/api/v1/import/prometheus", body=f,
+                         headers={"Content-Length": str(path.stat().st_size), "Content-Type": "text/plain"})
+            r = conn.getresponse()
+            body = r.read()
+        conn.close()
+        if r.status // 100 != 2:
+            raise RuntimeError(f"VictoriaMetrics import of {path.name}: {r.status} {body[:500]!r}")
+
+    def rows(self) -> float:
+        """Samples held in its storage parts (`vm_rows{type="storage/…"}`), after `settle`."""
+        return sum(v for k, v in self.own_metrics().items() if k.startswith('vm_rows{type="storage/'))
+
+    def settle(self, partitions: list[str], timeout: float = 1800) -> dict:
+        """Everything on disk and merged as far as it goes: /internal/force_flush (the
+        in-memory buffers become parts), /internal/force_merge of each monthly partition
+        (`YYYY_MM`, as a finished partition ends up), then waits until no merge runs and
+        the storage directory's size has not changed for 3 s."""
+        t0 = time.monotonic()
+        http_get(f"{self.base}/internal/force_flush", timeout=300)
+        for p in sorted(set(partitions)):
+            http_get(f"{self.base}/internal/force_merge?partition_prefix={p}", timeout=300)
+        last, stable_since = -1, time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            m = self.own_metrics()
+            busy = sum(v for k, v in m.items() if k.startswith(("vm_active_merges", "vm_active_force_merges")))
+            size = du_bytes(self.data)
+            if busy or size != last:
+                last, stable_since = size, time.monotonic()
+            elif time.monotonic() - stable_since >= 3:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{self.name}: merges still running after {timeout:.0f}s")
+        return {"settle_seconds": time.monotonic() - t0}
+
+    def sizes(self) -> dict:
+        """Bytes on disk of its data parts (`data/`), its index (`indexdb/`) and the whole directory."""
+        return {"data_bytes": du_bytes(self.data / "data"), "indexdb_bytes": du_bytes(self.data / "indexdb"),
+                "total_bytes": du_bytes(self.data)}
 
     def stop(self) -> None:
         if self.proc:

@@ -8,6 +8,9 @@ the rows. Peers: the raw log, and the same log through `gzip -6`.
 
 metrics: for the same window, at the same scrape interval, from one node_exporter:
 - Prometheus (Debian's) scrapes it into its TSDB;
+- VictoriaMetrics (Debian's) scrapes it too (its promscrape, same interval); after the
+  window `/internal/force_flush` and `/internal/force_merge`, then its rows
+  (`vm_rows`) and bytes (`data/` + `indexdb/`) at one moment, merges finished;
 - lake A gets the very same series through the collector's `[[prometheus_scrape]]`
   source (plus the collector's own health rows, every 60 s);
 - lake B gets the collector's own host metrics (`[host]`, the same interval).
@@ -16,7 +19,8 @@ per-scrape series such as `up`); rows of `metrics` in each lake. Bytes: Promethe
 data directory (WAL + head chunks, what it holds on disk during the window), and a
 snapshot (`/api/v1/admin/tsdb/snapshot`: the head written as a compacted block, i.e.
 what the data costs once Prometheus compacts it); each lake's Parquet after it stops
-(flush) and after `lake compact`.
+(flush) and after `lake compact`. Lake A's compacted samples then go through
+`lake-metrics-whatif` (bytes per sample under each encoding lever).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import time
 from pathlib import Path
 
 from caddylog import write_log
-from stack import Collector, Lake, NodeExporter, Prometheus
+from metrics_storage import whatif
+from stack import Collector, Lake, NodeExporter, Prometheus, VictoriaMetrics
 from util import du_bytes, log, median
 
 
@@ -124,18 +129,20 @@ def metrics_once(bin_dir: Path, work: Path, interval: float, window: float) -> d
     lake_b = Lake(bin_dir, work, "lake-host", ["host"])
     prom = Prometheus(work, "prometheus", [ne.url.split("/")[2]], interval,
                       extra_args=["--storage.tsdb.retention.time=30d"])
+    vm = VictoriaMetrics(work, "victoria-metrics", [ne.url.split("/")[2]], interval)
     colls = []
     try:
         lake_a.start()
         lake_b.start()
         prom.start()
+        vm.start()
         colls.append(Collector(bin_dir, work, "scrape", lake_a,
                                f'[host]\nenabled = false\ninterval = "60s"\n[inventory]\nenabled = false\n'
                                f'[[prometheus_scrape]]\nname = "node"\nurl = "{ne.url}"\ninterval = "{interval:g}s"\n'
                                f'timeout = "{min(interval, 10):g}s"\n').start())
         colls.append(Collector(bin_dir, work, "host", lake_b,
                                f'[host]\ninterval = "{interval:g}s"\n[inventory]\nenabled = false\n').start())
-        log(f"  Prometheus, lake A (same node_exporter series) and lake B (host source) for {window:.0f}s "
+        log(f"  Prometheus, VictoriaMetrics, lake A (same node_exporter series) and lake B (host source) for {window:.0f}s "
             f"at {interval:g}s")
         time.sleep(window)
         for c in colls:
@@ -151,6 +158,9 @@ def metrics_once(bin_dir: Path, work: Path, interval: float, window: float) -> d
         prom_wal_bytes = du_bytes(prom.data / "wal")
         snap = prom.snapshot()
         snap_bytes = du_bytes(snap)
+        # It scrapes on while it merges: its rows and bytes are read at the same moment.
+        vm_res = vm.settle([time.strftime("%Y_%m", time.gmtime())])
+        vm_res.update(rows=vm.rows(), **vm.sizes())
         rows_a = lake_a.sql("select count(*), count(*) filter (where labels['job'] = 'node') from metrics")[0]
         series_a = lake_a.sql("select count(distinct name || labels::VARCHAR) from metrics")[0][0]
         rows_b = lake_b.sql("select count(*) from metrics")[0][0]
@@ -159,6 +169,7 @@ def metrics_once(bin_dir: Path, work: Path, interval: float, window: float) -> d
         for c in colls:
             c.stop()
         prom.stop()
+        vm.stop()
         ne.stop()
         lake_a.stop()
         lake_b.stop()
@@ -167,6 +178,7 @@ def metrics_once(bin_dir: Path, work: Path, interval: float, window: float) -> d
         "prometheus": {"samples": samples, "series": series, "scrapes": scrapes,
                        "data_dir_bytes": prom_dir_bytes, "wal_bytes": prom_wal_bytes, "snapshot_bytes": snap_bytes,
                        "bytes_per_sample_snapshot": snap_bytes / samples, "bytes_per_sample_data_dir": prom_dir_bytes / samples},
+        "victoria_metrics": {**vm_res, "bytes_per_sample": vm_res["total_bytes"] / vm_res["rows"] if vm_res["rows"] else None},
     }
     for key, lake, rows, series_n, extra in (("lake_scrape", lake_a, rows_a[0], series_a, {"node_exporter_rows": rows_a[1]}),
                                              ("lake_host", lake_b, rows_b, series_b, {})):
@@ -179,10 +191,17 @@ def metrics_once(bin_dir: Path, work: Path, interval: float, window: float) -> d
                     "bytes_per_sample": compacted / rows if rows else None,
                     "bytes_per_sample_flushed": flushed / rows if rows else None,
                     "column_bytes": _column_sizes(lake.table_files("metrics")), **extra}
+        if key == "lake_scrape" and rows:
+            out[key]["whatif"] = whatif(bin_dir, work, [lake.data / "tables" / "metrics"], "node-exporter")
     log(f"  metrics: Prometheus {out['prometheus']['bytes_per_sample_snapshot']:.2f} B/sample (snapshot), "
-        f"{out['prometheus']['bytes_per_sample_data_dir']:.2f} (data dir); lake (same series) "
+        f"{out['prometheus']['bytes_per_sample_data_dir']:.2f} (data dir); VictoriaMetrics "
+        f"{_fmt(out['victoria_metrics']['bytes_per_sample'])} (force-merged); lake (same series) "
         f"{out['lake_scrape']['bytes_per_sample']:.2f}; lake (host source) {out['lake_host']['bytes_per_sample']:.2f}")
     return out
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.2f}"
 
 
 def metrics(bin_dir: Path, work: Path, runs: int, interval: float, window: float) -> dict:
@@ -193,6 +212,8 @@ def metrics(bin_dir: Path, work: Path, runs: int, interval: float, window: float
     med = {
         "prometheus_bytes_per_sample_snapshot": median([r["prometheus"]["bytes_per_sample_snapshot"] for r in per_run]),
         "prometheus_bytes_per_sample_data_dir": median([r["prometheus"]["bytes_per_sample_data_dir"] for r in per_run]),
+        "victoria_metrics_bytes_per_sample": median([r["victoria_metrics"]["bytes_per_sample"] for r in per_run]),
+        "victoria_metrics_rows": median([r["victoria_metrics"]["rows"] for r in per_run]),
         "lake_scrape_bytes_per_sample": median([r["lake_scrape"]["bytes_per_sample"] for r in per_run]),
         "lake_scrape_bytes_per_sample_flushed": median([r["lake_scrape"]["bytes_per_sample_flushed"] for r in per_run]),
         "lake_host_bytes_per_sample": median([r["lake_host"]["bytes_per_sample"] for r in per_run]),

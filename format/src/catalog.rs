@@ -57,9 +57,13 @@ impl Table {
     /// with `name`: nearly every metrics query asks for one or a few names, and in files
     /// sorted by it each row group holds few names, so its `name` statistics let a reader
     /// skip the others (a day of 5 hosts: one CPU panel 5x faster than sorted by host).
+    /// Then `labels` and `ts`: series-major, so a series' samples are adjacent, its
+    /// timestamps step by the interval and its values change little from row to row,
+    /// which the file's encodings turn into few bytes (issue 23 §1, a generated day with
+    /// compaction's encodings: 1.58 B/sample series-major, 2.69 in (name, host, ts) order).
     pub fn sort_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Metrics => &["name", "host", "ts"],
+            Table::Metrics => &["name", "host", "labels", "ts"],
             _ => &["host", "ts"],
         }
     }

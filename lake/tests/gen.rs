@@ -112,7 +112,7 @@ fn a_generated_lake_answers_every_default_named_query() {
         "container_restart_count disagrees with the start events"
     );
 
-    // Every file is sorted by its table's sort columns: (host, ts), metrics (name, host, ts).
+    // Every file is sorted by its table's sort columns: (host, ts), metrics (name, host, labels, ts).
     for f in &all {
         let table: lake_format::Table =
             f.parent().unwrap().parent().unwrap().file_name().unwrap().to_str().unwrap().parse().unwrap();

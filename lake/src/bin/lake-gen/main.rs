@@ -7,7 +7,7 @@
 //!
 //! Out: `<data>/tables/<table>/date=YYYY-MM-DD/g-000000000000.parquet`, one file per
 //! table and day (as compaction leaves a finished day), each sorted by the table's sort
-//! columns (host, ts; metrics name, host, ts) and written with the lake writer's own Parquet properties
+//! columns (host, ts; metrics name, host, labels, ts) and written with the lake writer's own Parquet properties
 //! ([`lake::ingest::writer::parquet_properties`]), so the files are indistinguishable from
 //! committed ones. Nothing else (WAL, state) is written: a `lake serve` started on the
 //! directory afterwards simply finds committed files.
