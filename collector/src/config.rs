@@ -490,19 +490,8 @@ impl HeartbeatFile {
                 let url = secret_url("heartbeat.lake_down.url", d.url, d.url_env, env)?
                     .ok_or_else(|| anyhow::anyhow!("[heartbeat.lake_down] needs url or url_env"))?;
                 ensure!(!d.after.0.is_zero(), "heartbeat.lake_down.after must be more than zero");
-                let bearer_token = match d.bearer_token_env {
-                    None => None,
-                    Some(var) => Some(Secret::new(
-                        env(&var)
-                            .filter(|t| !t.trim().is_empty())
-                            .ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "heartbeat.lake_down.bearer_token_env: the environment variable {var} is not set"
-                                )
-                            })?
-                            .trim(),
-                    )),
-                };
+                let bearer_token =
+                    crate::sources::secret("heartbeat.lake_down", "bearer_token", None, d.bearer_token_env, None, env)?;
                 Some(LakeDownConfig { url, bearer_token, after: d.after.0 })
             }
         };

@@ -20,7 +20,7 @@ pub mod units;
 pub mod wire;
 
 pub use catalog::Table;
-pub use secret::Secret;
+pub use secret::{Secret, SecretError};
 pub use wire::BatchId;
 
 /// Replays the inputs that once crashed a fuzz target, for the crates' plain tests.

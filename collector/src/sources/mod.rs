@@ -96,6 +96,20 @@ pub fn url_escape(s: &str) -> String {
     out
 }
 
+/// A secret given as `key`, `key_env` or `key_file` ([`lake_format::secret::resolve`]),
+/// its error as `section.key_env: …`: the collector's one reading of a token or password.
+pub(crate) fn secret(
+    section: &str,
+    key: &str,
+    inline: Option<String>,
+    var: Option<String>,
+    file: Option<&std::path::Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<lake_format::Secret>> {
+    lake_format::secret::resolve(key, inline, var, file, env)
+        .map_err(|e| anyhow::anyhow!("{section}.{}: {e}", e.field()))
+}
+
 /// Validates the entries of one `[[kind]]` array, each under its section name
 /// (`kind[i] ("name")`, what every error about it starts with); two entries of one name
 /// are refused, since the name keys the source's counters and saved position.

@@ -137,16 +137,7 @@ impl ScrapeFile {
         super::check_schedule(section, self.interval.0, self.timeout.0, "")?;
         ensure!(self.max_bytes.0 >= 1024, "{section}.max_bytes must be at least 1KiB");
         super::exec::check_labels(section, &self.labels)?;
-        let bearer_token = match &self.bearer_token_env {
-            None => None,
-            Some(var) => {
-                let t = env(var).map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-                let t = t.ok_or_else(|| {
-                    anyhow::anyhow!("{section}.bearer_token_env: the environment variable {var} is not set or empty")
-                })?;
-                Some(Secret::new(t))
-            }
-        };
+        let bearer_token = super::secret(section, "bearer_token", None, self.bearer_token_env.clone(), None, env)?;
         let instance = match (url.host_str(), url.port_or_known_default()) {
             // host_str() keeps the brackets of an IPv6 address.
             (Some(h), Some(p)) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{p}"),

@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{bail, ensure};
 use lake_format::logs::LogsBuilder;
 use lake_format::rows::now_micros;
 use lake_format::units::{ByteSize, Dur};
@@ -347,7 +347,7 @@ fn valid_name(name: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
-/// A secret given inline, in an environment variable or in a file (at most one of them).
+/// A secret for an HTTP header ([`super::secret`]), refused if it cannot be one.
 fn secret(
     section: &str,
     key: &str,
@@ -356,26 +356,14 @@ fn secret(
     file: Option<PathBuf>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Option<Secret>> {
-    let given = usize::from(inline.is_some()) + usize::from(var.is_some()) + usize::from(file.is_some());
-    ensure!(given <= 1, "{section}: give one of {key}, {key}_env and {key}_file");
-    let value = match (inline, var, file) {
-        (Some(s), _, _) => s.expose().trim().to_string(),
-        (_, Some(v), _) => env(&v)
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("{section}.{key}_env: the environment variable {v} is not set or empty"))?,
-        (_, _, Some(p)) => std::fs::read_to_string(&p)
-            .with_context(|| format!("{section}.{key}_file: cannot read {}", p.display()))?
-            .trim()
-            .to_string(),
-        (None, None, None) => return Ok(None),
-    };
-    ensure!(!value.is_empty(), "{section}.{key} is empty");
-    ensure!(
-        reqwest::header::HeaderValue::from_str(&value).is_ok(),
-        "{section}.{key}: not a valid header value (control characters?)"
-    );
-    Ok(Some(Secret::new(value)))
+    let value = super::secret(section, key, inline.map(|s| s.0), var, file.as_deref(), env)?;
+    if let Some(v) = &value {
+        ensure!(
+            reqwest::header::HeaderValue::from_str(v.expose()).is_ok(),
+            "{section}.{key}: not a valid header value (control characters?)"
+        );
+    }
+    Ok(value)
 }
 
 /// Validates every `[[pull]]` entry; names must be unique. `env` looks a variable up.

@@ -103,7 +103,7 @@ fn config_checks_every_field_and_hides_secrets() {
         ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\ncolumns = { host = \"/h\" }\n", "vhost"),
         ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\ncolumns = { a = \"/a\" }\nkey = [\"b\"]\n", "not a column"),
         ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\nheaders = { Authorization = \"Bearer x\" }\n", "never logged"),
-        ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\nbearer_token = \"a\"\nbearer_token_env = \"CF_TOKEN\"\n", "give one of"),
+        ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\nbearer_token = \"a\"\nbearer_token_env = \"CF_TOKEN\"\n", "give at most one of"),
         ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\nbearer_token_env = \"NOPE\"\n", "NOPE is not set"),
         ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\nsecret = \"a\"\n", "needs secret_header"),
         ("[[pull]]\nname = \"g\"\nurl = \"http://x/\"\ntable = \"t\"\ntimeout = \"2m\"\n", "must not exceed"),

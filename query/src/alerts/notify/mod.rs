@@ -187,7 +187,8 @@ pub(crate) fn build(
 /// A password, token or secret URL: redacted in `Debug` (the workspace's one type).
 pub use lake_format::Secret;
 
-/// Resolves a secret given inline, through an environment variable or in a file.
+/// A secret given inline, through an environment variable or in a file
+/// ([`lake_format::secret::resolve`]), with its error at `at.what…`.
 pub fn secret(
     inline: Option<String>,
     var: Option<String>,
@@ -196,17 +197,8 @@ pub fn secret(
     at: &str,
     what: &str,
 ) -> Result<Option<Secret>, ConfigError> {
-    match (inline, var, file) {
-        (None, None, None) => Ok(None),
-        (Some(v), None, None) => Ok(Some(Secret(v))),
-        (None, Some(var), None) => env(&var).map(|v| Some(Secret(v.trim().to_string()))).ok_or_else(|| {
-            ConfigError::new(format!("{at}.{what}_env"), format!("environment variable {var} is not set"))
-        }),
-        (None, None, Some(path)) => std::fs::read_to_string(&path)
-            .map(|v| Some(Secret(v.trim().to_string())))
-            .map_err(|e| ConfigError::new(format!("{at}.{what}_file"), format!("{}: {e}", path.display()))),
-        _ => Err(ConfigError::new(at, format!("give at most one of {what}, {what}_env and {what}_file"))),
-    }
+    lake_format::secret::resolve(what, inline, var, file.as_deref(), env)
+        .map_err(|e| ConfigError::new(format!("{at}.{}", e.field()), e.to_string()))
 }
 
 /// `[FIRING] rule: message` for one alert, `[FIRING:3] rule (severity)` for several.

@@ -161,7 +161,7 @@ fn errors_name_the_rule_and_the_field() {
         ("[alerts]\ndefault_channels = [\"a\"]", "alerts.default_channels: unknown channel \"a\""),
         ("[[notify.webhook]]\nname = \"h\"", "notify.webhook[0] (h).url: give url"),
         ("[[notify.webhook]]\nname = \"h\"\nurl = \"ftp://x\"", "notify.webhook[0] (h).url: must be an http"),
-        ("[[notify.webhook]]\nname = \"h\"\nurl_env = \"NOPE\"", "notify.webhook[0] (h).url_env: environment variable NOPE is not set"),
+        ("[[notify.webhook]]\nname = \"h\"\nurl_env = \"NOPE\"", "notify.webhook[0] (h).url_env: the environment variable NOPE is not set or empty"),
         ("[[notify.webhook]]\nname = \"h\"\nurl = \"http://a\"\nformat = \"teams\"", "teams"),
         ("[[notify.webhook]]\nname = \"h\"\nurl = \"http://a\"\n[[notify.webhook]]\nname = \"h\"\nurl = \"http://b\"", "notify channel \"h\": two channels have this name"),
         ("[[notify.email]]\nname = \"m\"\nhost = \"smtp.example\"\nfrom = \"not an address\"\nto = [\"a@b.c\"]", "notify.email[0] (m).from"),
