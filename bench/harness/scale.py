@@ -141,7 +141,10 @@ class RssSampler:
 
 
 def queries(repo: Path, bin_dir: Path, work: Path, data: Path, runs: int) -> dict:
-    lake = Lake(bin_dir, work, "lake", [], data=data)
+    # The query time limit raised from its default 30 s: the fleet dashboard's `anomalies`
+    # panel ran past it on a 10-day, 20-node lake (under load), and a timed-out query
+    # would stop the bench; its p50 is then reported (a miss) instead.
+    lake = Lake(bin_dir, work, "lake", [], extra='[query]\ntimeout = "600s"\n[http]\nrequest_timeout = "660s"\n', data=data)
     lake.start()
     try:
         pid = lake.proc.pid
