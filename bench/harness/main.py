@@ -1,6 +1,6 @@
 """bench/run: lake against its peers, every figure measured side by side in one run.
 
-Phases (all by default, `--only` to pick): footprint, caddy, ingest, storage, query.
+Phases (all by default, `--only` to pick): footprint, caddy, ingest, storage, query, scale.
 Writes bench/results/latest.md and latest.json (also after each phase, so a failed
 phase keeps the others' results). See bench/README.md.
 """
@@ -28,11 +28,12 @@ import footprint  # noqa: E402
 import metrics_storage  # noqa: E402
 import query  # noqa: E402
 import report  # noqa: E402
+import scale  # noqa: E402
 import storage  # noqa: E402
 from util import loadavg, log  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-PHASES = ["footprint", "caddy", "ingest", "storage", "query"]
+PHASES = ["footprint", "caddy", "ingest", "storage", "query", "scale"]
 # What `cargo build --release -p lake -p lake-collector` makes that the phases run.
 BINARIES = ("lake", "lake-collector", "lake-gen", "lake-metrics-whatif")
 
@@ -68,6 +69,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prom-days", type=int, help="load only the last N days of the lake's metrics into Prometheus "
                    "(the panels read the last 24 h; default: all)")
     p.add_argument("--no-prometheus-query", action="store_true", help="skip the PromQL side of the query phase")
+    p.add_argument("--scale-data", help="the generated lake of the scale phase, made once and reused while its size "
+                   "matches (default /var/tmp/lake-bench-data-90d; with --quick /var/tmp/lake-bench-data-scale-quick)")
+    p.add_argument("--scale-days", type=int, help=f"days of the scale lake (default {scale.FULL['days']}, quick {scale.QUICK['days']})")
+    p.add_argument("--scale-hosts", type=int, help=f"nodes of the scale lake (default {scale.FULL['hosts']})")
+    p.add_argument("--scale-http-rows", type=int, help=f"http rows of the scale lake (default {scale.FULL['http_rows']:,})")
+    p.add_argument("--scale-samples", type=int, help=f"metrics samples of the scale lake (default {scale.FULL['samples']:,})")
     p.add_argument("--work", default="/var/tmp/lake-bench", help="temp dirs of the run")
     p.add_argument("--data", default="/var/tmp/lake-bench-data", help="the generated 30-day lake (shared with lake/benches/query.rs)")
     p.add_argument("--results", default=str(REPO / "bench" / "results"))
@@ -80,6 +87,10 @@ def parse_args() -> argparse.Namespace:
     for k, v in base.items():
         if getattr(a, k, None) is None:
             setattr(a, k, v)
+    size = scale.QUICK if a.quick else scale.FULL
+    a.scale_size = {k: getattr(a, f"scale_{k}") or v for k, v in size.items()}
+    if a.scale_data is None:
+        a.scale_data = "/var/tmp/lake-bench-data-scale-quick" if a.quick else "/var/tmp/lake-bench-data-90d"
     a.phases = [x.strip() for x in a.only.split(",") if x.strip()]
     bad = [x for x in a.phases if x not in PHASES]
     if bad:
@@ -102,6 +113,11 @@ def install_peers(phases: list[str]) -> None:
         if subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env).returncode != 0:
             subprocess.run(["apt-get", "update"], env=env, check=True)
             subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env, check=True)
+    if "scale" in phases and not any(
+            subprocess.run([str(py), "-c", "import moto.server"], capture_output=True).returncode == 0
+            for py in scale.MOTO_PYTHONS if shutil.which(str(py))):
+        log("installing moto (S3 server of the archive run) with `scripts/setup peers`")
+        subprocess.run(["scripts/setup", "peers"], cwd=REPO, check=True)
     if {"query", "storage"} & set(phases) and importlib.util.find_spec("duckdb") is None:
         log("installing DuckDB's Python package (pip) for the OpenMetrics export")
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "duckdb>=1.5,<3"], check=True)
@@ -120,7 +136,8 @@ def build(phases: list[str]) -> None:
     benches = {"caddy": ["-p", "lake-collector", "--bench", "caddy"], "ingest": ["-p", "lake", "--bench", "ingest"],
                "query": ["-p", "lake", "--bench", "query"]}
     for ph, args in benches.items():
-        if ph in phases:
+        # The scale phase runs the query bench too.
+        if ph in phases or (ph == "query" and "scale" in phases):
             log(f"cargo bench --no-run {' '.join(args)}")
             subprocess.run(["cargo", "bench", "--no-run", *args], cwd=REPO, check=True)
 
@@ -214,6 +231,7 @@ def main() -> int:
                                                                       a.storage_days))],
         "query": [("query", lambda: query.run(REPO, bin_dir, work / "query", Path(a.data), a.query_runs,
                                               with_prometheus=not a.no_prometheus_query, prom_days=a.prom_days))],
+        "scale": [("scale", lambda: scale.run(REPO, bin_dir, work / "scale", Path(a.scale_data), a.scale_size, a.query_runs))],
     }
     for ph in PHASES:
         if ph not in a.phases:

@@ -49,16 +49,19 @@ def ensure_lake(bin_dir: Path, data: Path) -> None:
     subprocess.run([str(bin_dir / "lake-gen"), "--data-dir", str(data)], check=True)
 
 
-def run_query_bench(repo: Path, work: Path, data: Path, runs: int) -> dict:
+def run_query_bench(repo: Path, work: Path, data: Path, runs: int, extra: list[str] | None = None) -> dict:
+    """The query bench's JSON; `extra`: more of its arguments (`--url`, `--no-duckdb`)."""
+    work.mkdir(parents=True, exist_ok=True)
     out = work / "query-bench.json"
     logfile = work / "query-bench.log"
-    log(f"query bench: cargo bench -p lake --bench query -- --data {data} --runs {runs}")
+    extra = extra or []
+    log(f"query bench: cargo bench -p lake --bench query -- --data {data} --runs {runs} {' '.join(extra)}")
     # LAKE_QUERY_BENCH_BIN: an already built bench binary (target/release/deps/query-*), to
     # skip cargo's rebuild when others are editing the crates while the harness runs.
     prebuilt = os.environ.get("LAKE_QUERY_BENCH_BIN")
     argv = ([prebuilt, "--bench"] if prebuilt else ["cargo", "bench", "-p", "lake", "--bench", "query", "--"])
     with open(logfile, "w") as f:
-        p = subprocess.run(argv + ["--data", str(data), "--runs", str(runs), "--out", str(out)], cwd=repo, stdout=f,
+        p = subprocess.run(argv + ["--data", str(data), "--runs", str(runs), "--out", str(out), *extra], cwd=repo, stdout=f,
                            stderr=subprocess.STDOUT)
     if p.returncode != 0:
         raise RuntimeError(f"the query bench failed ({p.returncode}); see {logfile}")

@@ -155,6 +155,29 @@ def rows(res: dict) -> list[tuple]:
             out.append(("5 query", f"{item['query']} vs PromQL `{item['promql']}`", _f(item["lake_p50_ms"], "{:.1f} ms"),
                         f"Prometheus {item['prometheus_p50_ms']:.1f} ms", _f(r, "{:.2f}×"), "(info: no target)", "—",
                         f"{qp.get('runs')} runs"))
+    sc = res.get("scale")
+    if sc and "bench" in sc:
+        size, gen, b = sc["size"], sc["lake"], sc["bench"]
+        desc = f"{size['days']} days × {size['hosts']} nodes"
+        out.append(("6 scale", f"generated lake: {desc} (`lake-gen`, once)",
+                    f"{b['http_rows']:,} http rows, {b['metric_rows']:,} samples, {gen['bytes'] / 1e9:.1f} GB",
+                    "—", "—", "(info)", "—", f"generated in {gen['seconds'] / 60:.0f} min"))
+        for item in b["queries"]:
+            out.append(("6 scale", f"{item['query']} (`{item['api']}`, last {b['range']})", f"{item['lake_p50_ms']:.1f} ms",
+                        "—", "—", "p50 ≤ 300 ms", _verdict(item["lake_p50_ms"] <= 300), f"{b['runs']} runs"))
+        r = sc["lake_serve"]
+        gib = 1 << 20
+        out.append(("6 scale", "`lake serve` peak RSS (VmHWM) over the queries (median VmRSS)",
+                    f"{r['hwm_kib'] / 1024:,.0f} MiB ({r['rss_median_kib'] / 1024:,.0f} MiB)", "—", "—", "≤ 1 GiB",
+                    _verdict(r["hwm_kib"] <= gib), f"{r['samples']} samples"))
+    ar = (sc or {}).get("archive")
+    if ar:
+        rows_day = ar.get("rows") or {}
+        out.append(("6 scale", f"nightly archive of one day ({ar['date']}: {rows_day.get('http', 0):,} http rows, "
+                               f"{sum(rows_day.values()):,} rows) to S3 (moto), read-back verified",
+                    f"{ar['seconds']:.1f} s, {ar['bytes_uploaded'] / 1e6:,.0f} MB in {ar['files_uploaded']} files "
+                    f"({ar['bytes_uploaded'] / 1e6 / ar['seconds']:.0f} MB/s; peak RSS {ar['peak_rss_kib'] / 1024:.0f} MiB)",
+                    "—", "—", "(info)", "—", "1 run"))
     return out
 
 

@@ -21,13 +21,15 @@ def token(node: str) -> str:
 
 class Lake:
     """A `lake serve` on a free port, with archive and scheduled compaction off (the
-    harness compacts when it measures) and one token per node."""
+    harness compacts when it measures) and one token per node. Its data directory is
+    `<work>/<name>/data`, or `data` (an existing lake, e.g. a generated one)."""
 
-    def __init__(self, bin_dir: Path, work: Path, name: str, nodes: list[str], extra: str = ""):
+    def __init__(self, bin_dir: Path, work: Path, name: str, nodes: list[str], extra: str = "",
+                 data: Path | None = None):
         self.bin = bin_dir / "lake"
         self.dir = work / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.data = self.dir / "data"
+        self.data = data or (self.dir / "data")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = self.dir / "lake.toml"

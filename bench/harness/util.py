@@ -92,6 +92,18 @@ def run(argv, **kw) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------- /proc
 
 
+def status_kib(pid: int, field: str) -> int | None:
+    """A `kB` field of `/proc/<pid>/status` (VmRSS, VmHWM: the peak RSS since the process
+    started, …) in KiB, or None once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def rss_kib(pid: int) -> int | None:
     """VmRSS of `pid` in KiB, or None once it is gone."""
     try:

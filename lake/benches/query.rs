@@ -7,6 +7,7 @@
 //! LAKE_BENCH_DATA=/var/tmp/lake-bench-data cargo bench -p lake --bench query
 //! cargo bench -p lake --bench query -- --data DIR --runs 9 --range 7d --only http --out report.json
 //! cargo bench -p lake --bench query -- --data DIR --only bans_per_jail --runs 50 --sides lake
+//! cargo bench -p lake --bench query -- --data DIR --url http://127.0.0.1:8080 --no-duckdb
 //! ```
 //! A missing data directory is generated first with `lake-gen --data-dir DIR` (its
 //! defaults: 30 days, 5 hosts, 50 M http rows, 100 M samples; a few minutes).
@@ -23,6 +24,10 @@
 //!   per table over `read_parquet('<data>/tables/<t>/date=*/*.parquet')`, and exactly the
 //!   SQL the lake runs (same expansion, same bound parameters, the ad-hoc wrapper), rows
 //!   fetched as Arrow.
+//! - `--url`: the lake asked is a running `lake serve` on `DIR` instead of the in-process
+//!   server (`bench/run --only scale` measures the server's memory during the queries);
+//!   the engine's in-process time is then not measured. `--no-duckdb` leaves out the
+//!   plain DuckDB side (on a 90-day lake it would double the run's time).
 //! - The range is the last `--range` (default 24h) of the data, ending at its newest
 //!   `http` row. Each query runs once on each side to warm up, then `--runs` (default 7)
 //!   times alternating sides; the medians are compared.
@@ -65,6 +70,8 @@ struct Args {
     only: Option<String>,
     out: PathBuf,
     sides: Sides,
+    /// A running lake to ask instead of the in-process server.
+    url: Option<String>,
 }
 
 /// Which sides are timed.
@@ -83,6 +90,7 @@ fn args() -> Args {
     let mut only = None;
     let mut out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/query-bench.json");
     let mut sides = Sides { lake: true, engine: true, duckdb: true };
+    let mut url = None;
     while let Some(a) = it.next() {
         match a.as_str() {
             "--data" => data = it.next().map(PathBuf::from),
@@ -96,6 +104,8 @@ fn args() -> Args {
                 sides = Sides { lake: has("lake"), engine: has("engine"), duckdb: has("duckdb") };
                 assert!(sides.lake || sides.engine || sides.duckdb, "--sides names none of lake, engine, duckdb");
             }
+            "--url" => url = Some(it.next().expect("--url http://HOST:PORT").trim_end_matches('/').to_string()),
+            "--no-duckdb" => sides.duckdb = false,
             // `cargo bench` passes --bench; anything else is a mistake worth saying.
             "--bench" => {}
             other => eprintln!("query bench: ignoring argument {other:?}"),
@@ -103,7 +113,7 @@ fn args() -> Args {
     }
     let data = data.unwrap_or_else(|| PathBuf::from("/var/tmp/lake-bench-data"));
     let range_ms = lake_query::grafana::macros::parse_duration_ms(&range).expect("--range like 24h or 7d") as i64;
-    Args { data, runs: runs.max(1), range_ms, range, only, out, sides }
+    Args { data, runs: runs.max(1), range_ms, range, only, out, sides, url }
 }
 
 /// How the lake is asked.
@@ -134,7 +144,8 @@ struct Measured {
     /// share of the lake's time (sandbox check, views, fresh rows), without HTTP and JSON.
     engine_ms: Vec<f64>,
     lake_rows: usize,
-    duck_rows: usize,
+    /// None without the DuckDB side (`--no-duckdb`).
+    duck_rows: Option<usize>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -181,25 +192,33 @@ fn main() {
         cases.retain(|c| c.name.contains(only.as_str()));
     }
 
-    // The lake: its query routers on a loopback port, on a runtime of their own.
+    // The lake: its query routers on a loopback port, on a runtime of their own — or the
+    // running lake of `--url`.
     let server_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(THREADS).enable_all().build().expect("runtime");
-    let limits = Limits {
-        threads: THREADS,
-        memory_limit: MEMORY.into(),
-        timeout: Duration::from_secs(120),
-        ..Limits::default()
+    let (url, engine) = match &args.url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let limits = Limits {
+                threads: THREADS,
+                memory_limit: MEMORY.into(),
+                timeout: Duration::from_secs(120),
+                ..Limits::default()
+            };
+            // The fresh rows of `lake serve` (its write buffers, here empty), with their
+            // generation of the committed files: the lake between two flushes, as a
+            // dashboard sees it.
+            let fresh = Arc::new(lake::ingest::writer::Buffers::default());
+            let engine = Arc::new(Engine::open(&data, fresh, limits).expect("engine"));
+            let queries = lake_query::named::defaults();
+            let app = lake::http::sql::router(Arc::clone(&engine), Vec::new(), queries.clone())
+                .nest("/grafana", lake::http::grafana::router(Arc::clone(&engine), Vec::new(), queries));
+            let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            server_rt.spawn(async move { axum::serve(listener, app).await });
+            (url, Some(engine))
+        }
     };
-    // The fresh rows of `lake serve` (its write buffers, here empty), with their generation
-    // of the committed files: the lake between two flushes, as a dashboard sees it.
-    let fresh = Arc::new(lake::ingest::writer::Buffers::default());
-    let engine = Arc::new(Engine::open(&data, fresh, limits).expect("engine"));
-    let queries = lake_query::named::defaults();
-    let app = lake::http::sql::router(Arc::clone(&engine), Vec::new(), queries.clone())
-        .nest("/grafana", lake::http::grafana::router(Arc::clone(&engine), Vec::new(), queries));
-    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    server_rt.spawn(async move { axum::serve(listener, app).await });
     let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let client = reqwest::Client::new();
 
@@ -207,18 +226,23 @@ fn main() {
     for case in &cases {
         let lake =
             || client_rt.block_on(ask_lake(&client, &url, &case.ask)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let plain =
-            || run_duckdb(&duck, &case.sql, &case.params).unwrap_or_else(|e| panic!("{} in DuckDB: {e}", case.name));
+        let plain = || {
+            args.sides.duckdb.then(|| {
+                run_duckdb(&duck, &case.sql, &case.params).unwrap_or_else(|e| panic!("{} in DuckDB: {e}", case.name))
+            })
+        };
         let in_process = || {
-            let t = Instant::now();
-            let r = engine
-                .query_params_blocking(&case.sql, case.params.clone())
-                .unwrap_or_else(|e| panic!("{} in the engine: {e}", case.name));
-            (t.elapsed().as_secs_f64() * 1e3, r.num_rows())
+            engine.as_ref().map(|engine| {
+                let t = Instant::now();
+                let r = engine
+                    .query_params_blocking(&case.sql, case.params.clone())
+                    .unwrap_or_else(|e| panic!("{} in the engine: {e}", case.name));
+                (t.elapsed().as_secs_f64() * 1e3, r.num_rows())
+            })
         };
         let sides = args.sides;
         let lake_rows = if sides.lake { lake().1 } else { 0 };
-        let duck_rows = if sides.duckdb { plain().1 } else { 0 };
+        let duck_rows = plain().map(|(_, rows)| rows);
         if sides.engine {
             in_process();
         }
@@ -227,11 +251,9 @@ fn main() {
             if sides.lake {
                 m.lake_ms.push(lake().0);
             }
-            if sides.duckdb {
-                m.duck_ms.push(plain().0);
-            }
+            m.duck_ms.extend(plain().map(|(ms, _)| ms));
             if sides.engine {
-                m.engine_ms.push(in_process().0);
+                m.engine_ms.extend(in_process().map(|(ms, _)| ms));
             }
         });
         eprintln!(
@@ -241,7 +263,7 @@ fn main() {
             median(&m.engine_ms),
             median(&m.duck_ms),
             m.lake_rows,
-            m.duck_rows
+            m.duck_rows.map_or_else(|| "-".to_string(), |r| r.to_string())
         );
         results.push(m);
     }
@@ -453,23 +475,28 @@ fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[C
     println!("|---|---|---:|---:|---:|:---:|:---:|---:|");
     let mut rows = Vec::new();
     for (c, m) in cases.iter().zip(results) {
-        let (lake, duck) = (median(&m.lake_ms), median(&m.duck_ms));
-        let overhead = (lake / duck - 1.0) * 100.0;
+        let lake = median(&m.lake_ms);
+        // Without a DuckDB side (`--no-duckdb`) there is no overhead to compare.
+        let duck = (!m.duck_ms.is_empty()).then(|| median(&m.duck_ms));
+        let overhead = duck.map(|duck| (lake / duck - 1.0) * 100.0);
         let pass_p50 = lake < TARGET_P50_MS;
-        let pass_overhead = lake - duck <= (duck * TARGET_OVERHEAD_PCT / 100.0).max(TARGET_OVERHEAD_MS);
+        let pass_overhead =
+            duck.map(|duck| lake - duck <= (duck * TARGET_OVERHEAD_PCT / 100.0).max(TARGET_OVERHEAD_MS));
         let mark = |b: bool| if b { "pass" } else { "FAIL" };
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".into());
         println!(
-            "| {} | `{}` | {lake:.1} | {duck:.1} | {overhead:+.1} ({:+.2} ms) | {} | {} | {:.1} |",
+            "| {} | `{}` | {lake:.1} | {} | {} | {} | {} | {} |",
             c.name.replace('|', "\\|"),
             c.api,
-            lake - duck,
+            or_dash(duck.map(|d| format!("{d:.1}"))),
+            or_dash(duck.map(|d| format!("{:+.1} ({:+.2} ms)", (lake / d - 1.0) * 100.0, lake - d))),
             mark(pass_p50),
-            mark(pass_overhead),
-            median(&m.engine_ms)
+            or_dash(pass_overhead.map(|p| mark(p).to_string())),
+            or_dash((!m.engine_ms.is_empty()).then(|| format!("{:.1}", median(&m.engine_ms))))
         );
         rows.push(json!({
             "query": c.name, "api": c.api,
-            "lake_p50_ms": lake, "duckdb_p50_ms": duck, "overhead_pct": overhead, "overhead_ms": lake - duck,
+            "lake_p50_ms": lake, "duckdb_p50_ms": duck, "overhead_pct": overhead, "overhead_ms": duck.map(|d| lake - d),
             "pass_p50": pass_p50, "pass_overhead": pass_overhead,
             "engine_p50_ms": median(&m.engine_ms),
             "lake_ms": m.lake_ms, "duckdb_ms": m.duck_ms, "engine_ms": m.engine_ms,
@@ -479,6 +506,7 @@ fn report(args: &Args, data: &Path, http_rows: i64, metric_rows: i64, cases: &[C
     let report = json!({
         "data": data.display().to_string(), "http_rows": http_rows, "metric_rows": metric_rows,
         "range": args.range, "runs": args.runs, "threads": THREADS, "memory_limit": MEMORY,
+        "lake_url": args.url, "duckdb": args.sides.duckdb,
         "target_p50_ms": TARGET_P50_MS, "target_overhead_pct": TARGET_OVERHEAD_PCT,
         "target_overhead_ms": TARGET_OVERHEAD_MS, "queries": rows,
     });
