@@ -473,7 +473,13 @@ fn write_timestamp(unit: TimeUnit, v: i64, zoned: bool, out: &mut Vec<u8>) -> bo
     let nanos = v.rem_euclid(per_second) * nanos_per_unit;
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    // Beyond ±10⁹ days a year would not fit `Date`'s i32; such a time is far outside
+    // 0..=9999 anyway, and goes to the caller's fallback like any other.
+    if days.unsigned_abs() > 1_000_000_000 {
+        return false;
+    }
+    let date = lake_format::layout::Date::from_days(days);
+    let (year, month, day) = (i64::from(date.year), i64::from(date.month), i64::from(date.day));
     if !(0..=9999).contains(&year) {
         return false;
     }
@@ -513,21 +519,6 @@ fn write_timestamp(unit: TimeUnit, v: i64, zoned: bool, out: &mut Vec<u8>) -> bo
         out.push(b'Z');
     }
     true
-}
-
-/// (year, month, day) of the proleptic Gregorian calendar for days since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// The DuckDB-style name of a result column's type, for clients choosing a renderer.
