@@ -671,6 +671,32 @@ pub fn ts_values(batch: &RecordBatch) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// Test support: asserts that a `metrics` file's footer names the encodings of
+/// [`metrics_columns`] (`ts` DELTA_BINARY_PACKED, `value` BYTE_STREAM_SPLIT, neither as a
+/// dictionary), and reads it back with plain DuckDB `read_parquet` as (host,
+/// `labels[label]`, ts in µs, the value's bits), in file order.
+#[cfg(test)]
+pub(crate) fn read_back_metrics(path: &Path, label: &str) -> Vec<(String, String, i64, u64)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    for rg in reader.metadata().row_groups() {
+        for c in rg.columns() {
+            let enc: Vec<Encoding> = c.encodings().collect();
+            match c.column_path().string().as_str() {
+                "ts" => assert!(enc.contains(&Encoding::DELTA_BINARY_PACKED), "ts: {enc:?}"),
+                "value" => assert!(enc.contains(&Encoding::BYTE_STREAM_SPLIT), "value: {enc:?}"),
+                _ => continue,
+            }
+            assert!(!enc.contains(&Encoding::RLE_DICTIONARY), "{}: {enc:?}", c.column_path());
+        }
+    }
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let sql = format!("SELECT host, labels['{label}'], epoch_us(ts), value FROM read_parquet('{}')", path.display());
+    let mut stmt = conn.prepare(&sql).unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)?.to_bits()))).unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,8 +796,6 @@ mod tests {
     /// back exactly the values written, bit for bit.
     #[test]
     fn metrics_files_carry_their_encodings_and_plain_duckdb_reads_them_exactly() {
-        use parquet::basic::Encoding;
-        use parquet::file::reader::{FileReader, SerializedFileReader};
         let dir = tempfile::tempdir().unwrap();
         let odd = [0.1 + 0.2, -0.0, f64::MIN_POSITIVE, 1e300, -123_456_789.125, 42.0];
         let mut b = MetricsBuilder::new();
@@ -792,27 +816,7 @@ mod tests {
         assert_eq!(files.len(), 1);
         let path = &files[0].0;
 
-        let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
-        for rg in reader.metadata().row_groups() {
-            for c in rg.columns() {
-                let enc: Vec<Encoding> = c.encodings().collect();
-                match c.column_path().string().as_str() {
-                    "ts" => assert!(enc.contains(&Encoding::DELTA_BINARY_PACKED), "ts: {enc:?}"),
-                    "value" => assert!(enc.contains(&Encoding::BYTE_STREAM_SPLIT), "value: {enc:?}"),
-                    _ => continue,
-                }
-                assert!(!enc.contains(&Encoding::RLE_DICTIONARY), "{}: {enc:?}", c.column_path());
-            }
-        }
-
-        let conn = duckdb::Connection::open_in_memory().unwrap();
-        let sql = format!("SELECT host, labels['cpu'], epoch_us(ts), value FROM read_parquet('{}')", path.display());
-        let mut stmt = conn.prepare(&sql).unwrap();
-        let got: Vec<(String, String, i64, u64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, f64>(3)?.to_bits())))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let got = read_back_metrics(path, "cpu");
         expected.sort();
         assert_eq!(got, expected, "series-major, every value exact");
     }
